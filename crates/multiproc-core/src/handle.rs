@@ -1,0 +1,264 @@
+//! Descriptors that ride through serde: the out-of-band descriptor table.
+//!
+//! A value that owns an OS resource (a [`Segment`](crate::Segment), a queue, a
+//! connection) cannot put its descriptor *number* into a byte stream: the
+//! number means nothing in another process. Instead, while a value is being
+//! encoded, [`SharedFd`]'s `Serialize` duplicates the descriptor into a
+//! thread-local table and writes only its index; the transport ships the
+//! table beside the bytes (`SCM_RIGHTS`, see [`scm`](crate::scm)); decoding
+//! installs the received descriptors as the table and `Deserialize` takes
+//! each out by its index.
+//!
+//! The table exists only inside [`codec::encode_with_fds`] and
+//! [`codec::decode_with_fds`]; it is cleared when they return, on error and on
+//! panic alike, and descriptors nobody took are closed. Encoding a handle with
+//! no table installed (a transport that cannot carry descriptors) fails with
+//! [`CodecError::DescriptorsUnsupported`]; a bad or reused index fails with
+//! [`HandleError`]. Neither panics.
+//!
+//! A resource-owning type implements serde through a wire struct that holds a
+//! [`SharedFd`]:
+//!
+//! ```
+//! use multiproc_core::{codec, SharedFd};
+//! use serde::{Deserialize, Serialize};
+//! use std::os::fd::OwnedFd;
+//!
+//! #[derive(Serialize, Deserialize)]
+//! struct MyHandle {
+//!     fd: SharedFd,
+//!     label: String,
+//! }
+//!
+//! let (a, _b) = multiproc_core::scm::stream_pair()?;
+//! let handle = MyHandle { fd: SharedFd::from(a), label: "socket".into() };
+//! let (bytes, fds) = codec::encode_with_fds(&handle)?;
+//! assert_eq!(fds.len(), 1);
+//! let back: MyHandle = codec::decode_with_fds(&bytes, fds)?;
+//! let _fd: OwnedFd = back.fd.into_inner();
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+//!
+//! [`codec::encode_with_fds`]: crate::codec::encode_with_fds
+//! [`codec::decode_with_fds`]: crate::codec::decode_with_fds
+//! [`CodecError::DescriptorsUnsupported`]: crate::CodecError::DescriptorsUnsupported
+
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+use std::cell::RefCell;
+use std::fmt;
+use std::io;
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
+
+/// Why a descriptor could not go into or come out of the table.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum HandleError {
+    /// A handle was encoded where no descriptor table is installed: the
+    /// transport cannot carry descriptors.
+    NoTransport,
+    /// The message refers to a descriptor index the table does not have.
+    BadIndex {
+        /// The index in the message.
+        index: u32,
+        /// How many descriptors arrived.
+        received: usize,
+    },
+    /// The message refers to the same descriptor twice.
+    IndexReused(u32),
+    /// Duplicating a descriptor for the table failed.
+    Dup(io::Error),
+}
+
+impl fmt::Display for HandleError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::NoTransport => f.write_str("this transport cannot carry file descriptors"),
+            Self::BadIndex { index, received } => write!(
+                f,
+                "descriptor index {index} out of range ({received} descriptors received)"
+            ),
+            Self::IndexReused(index) => write!(f, "descriptor index {index} used twice"),
+            Self::Dup(_) => f.write_str("duplicating a descriptor failed"),
+        }
+    }
+}
+
+impl std::error::Error for HandleError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            Self::Dup(err) => Some(err),
+            _ => None,
+        }
+    }
+}
+
+enum Table {
+    Encode(Vec<OwnedFd>),
+    Decode(Vec<Option<OwnedFd>>),
+}
+
+thread_local! {
+    /// The table of the encode or decode running on this thread, if any.
+    static TABLE: RefCell<Option<Table>> = const { RefCell::new(None) };
+    /// The first handle failure of the running encode or decode: serde errors
+    /// are strings, so the typed error waits here for the codec to pick up.
+    static FAILURE: RefCell<Option<HandleError>> = const { RefCell::new(None) };
+}
+
+/// Installs a table for the length of one encode or decode, and restores
+/// the previous state (allowing nesting) when dropped, panics included.
+struct Scope {
+    previous: Option<Table>,
+    previous_failure: Option<HandleError>,
+}
+
+impl Scope {
+    fn install(table: Option<Table>) -> Self {
+        Self {
+            previous: TABLE.with(|t| t.replace(table)),
+            previous_failure: FAILURE.with(|f| f.take()),
+        }
+    }
+
+    /// Ends the scope, returning its table and its first failure.
+    fn finish(mut self) -> (Option<Table>, Option<HandleError>) {
+        let table = TABLE.with(|t| t.replace(self.previous.take()));
+        let failure = FAILURE.with(|f| f.replace(self.previous_failure.take()));
+        std::mem::forget(self);
+        (table, failure)
+    }
+}
+
+impl Drop for Scope {
+    fn drop(&mut self) {
+        // Unwinding: drop (close) whatever the table holds.
+        TABLE.with(|t| t.replace(self.previous.take()));
+        FAILURE.with(|f| f.replace(self.previous_failure.take()));
+    }
+}
+
+/// Runs `f` (an encode) with a fresh descriptor table, or with none when
+/// `carry_fds` is false; returns its result, the descriptors it collected and
+/// the first handle failure.
+pub(crate) fn encode_scope<R>(
+    carry_fds: bool,
+    f: impl FnOnce() -> R,
+) -> (R, Vec<OwnedFd>, Option<HandleError>) {
+    let scope = Scope::install(carry_fds.then(|| Table::Encode(Vec::new())));
+    let result = f();
+    let (table, failure) = scope.finish();
+    let fds = match table {
+        Some(Table::Encode(fds)) => fds,
+        _ => Vec::new(),
+    };
+    (result, fds, failure)
+}
+
+/// Runs `f` (a decode) with `fds` as the table, or with none when `fds` is
+/// `None`; descriptors `f` does not take are closed when this returns.
+pub(crate) fn decode_scope<R>(
+    fds: Option<Vec<OwnedFd>>,
+    f: impl FnOnce() -> R,
+) -> (R, Option<HandleError>) {
+    let table = fds.map(|fds| Table::Decode(fds.into_iter().map(Some).collect()));
+    let scope = Scope::install(table);
+    let result = f();
+    let (_unclaimed, failure) = scope.finish();
+    (result, failure)
+}
+
+fn record(err: HandleError) -> String {
+    let text = err.to_string();
+    FAILURE.with(|f| {
+        f.borrow_mut().get_or_insert(err);
+    });
+    text
+}
+
+/// An owned descriptor that serializes through the descriptor table; see the
+/// [module docs](self).
+///
+/// Serializing duplicates the descriptor (the original stays with its owner);
+/// deserializing yields the received descriptor.
+pub struct SharedFd(OwnedFd);
+
+impl SharedFd {
+    /// `fcntl(F_DUPFD_CLOEXEC)`: a `SharedFd` holding a duplicate of `fd`.
+    ///
+    /// # Errors
+    ///
+    /// The kernel's error (e.g. `EMFILE`).
+    pub fn duplicate(fd: impl AsFd) -> io::Result<Self> {
+        Ok(Self(rustix::io::fcntl_dupfd_cloexec(fd, 0)?))
+    }
+
+    /// The descriptor.
+    #[must_use]
+    pub fn into_inner(self) -> OwnedFd {
+        self.0
+    }
+}
+
+impl From<OwnedFd> for SharedFd {
+    fn from(fd: OwnedFd) -> Self {
+        Self(fd)
+    }
+}
+
+impl AsFd for SharedFd {
+    fn as_fd(&self) -> BorrowedFd<'_> {
+        self.0.as_fd()
+    }
+}
+
+impl fmt::Debug for SharedFd {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_tuple("SharedFd")
+            .field(&self.0.as_raw_fd())
+            .finish()
+    }
+}
+
+impl Serialize for SharedFd {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let pushed = TABLE.with(|t| -> Result<u32, HandleError> {
+            let mut table = t.borrow_mut();
+            let Some(Table::Encode(fds)) = table.as_mut() else {
+                return Err(HandleError::NoTransport);
+            };
+            let dup = rustix::io::fcntl_dupfd_cloexec(&self.0, 0)
+                .map_err(|e| HandleError::Dup(e.into()))?;
+            let index = u32::try_from(fds.len()).map_err(|_| {
+                HandleError::Dup(io::Error::other("too many descriptors in one message"))
+            })?;
+            fds.push(dup);
+            Ok(index)
+        });
+        match pushed {
+            Ok(index) => serializer.serialize_u32(index),
+            Err(err) => Err(serde::ser::Error::custom(record(err))),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for SharedFd {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let index = u32::deserialize(deserializer)?;
+        let taken = TABLE.with(|t| -> Result<OwnedFd, HandleError> {
+            let mut table = t.borrow_mut();
+            let Some(Table::Decode(slots)) = table.as_mut() else {
+                return Err(HandleError::NoTransport);
+            };
+            let received = slots.len();
+            let slot = usize::try_from(index)
+                .ok()
+                .and_then(|i| slots.get_mut(i))
+                .ok_or(HandleError::BadIndex { index, received })?;
+            slot.take().ok_or(HandleError::IndexReused(index))
+        });
+        match taken {
+            Ok(fd) => Ok(Self(fd)),
+            Err(err) => Err(serde::de::Error::custom(record(err))),
+        }
+    }
+}

@@ -1,0 +1,905 @@
+//! [`Segment`]: memory shared between processes, and the [`Header`] that
+//! every object placed in one starts with.
+//!
+//! # Flavors
+//!
+//! | flavor | made by | name | freed |
+//! |---|---|---|---|
+//! | anonymous (default) | [`Segment::anonymous`] | none | by the kernel, when the last descriptor and mapping go |
+//! | named | [`Segment::create_named`], [`Segment::open_named`] | a POSIX shm name (`/dev/shm/NAME`) | when [`Segment::unlink`] is called *and* the last mapping goes |
+//!
+//! Anonymous segments are memfds whose size is sealed (`F_SEAL_SHRINK`,
+//! `F_SEAL_GROW`, then `F_SEAL_SEAL`): nobody who receives the descriptor can
+//! truncate the file under a mapping and turn the others' next access into
+//! `SIGBUS`. Attaching to a memfd that lacks those seals is refused.
+//!
+//! Named segments follow Python's `multiprocessing.shared_memory` rules, so
+//! the two interoperate: a name is given without its leading `/`, created
+//! with `O_CREAT | O_EXCL` and mode `0600`, and attached with its size taken
+//! from `fstat`. A named object cannot be sealed; whoever can open it can also
+//! truncate it, which is the trust model of POSIX shm.
+//!
+//! # Access rules
+//!
+//! Other processes write to the same bytes at any moment, so a `Segment`
+//! never hands out `&[u8]` or `&mut [u8]`. It offers
+//! - [`read_at`](Segment::read_at) / [`write_at`](Segment::write_at): copies in and out;
+//! - [`view`](Segment::view): a shared reference to a [`SharedSafe`] type
+//!   (atomics and arrays of them), which is sound under concurrent change;
+//! - [`as_ptr`](Segment::as_ptr) for crates that build their own layouts with
+//!   `unsafe` code and say why it is sound.
+//!
+//! # Why not the `shared_memory` crate
+//!
+//! It covers named segments only, unlinks on drop by default (a surprise for
+//! processes that attach), and has no memfd flavor; the named flavor here is a
+//! few calls to `shm_open`, so it is done directly.
+#![allow(unsafe_code)]
+
+use rustix::fs::{Mode, SealFlags};
+use rustix::shm;
+use serde::{Deserialize, Serialize};
+use std::fmt;
+use std::io;
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::sync::atomic::{
+    AtomicI32, AtomicI64, AtomicU8, AtomicU16, AtomicU32, AtomicU64, Ordering,
+};
+
+use crate::handle::SharedFd;
+
+/// Longest name, without the leading `/`, that Linux accepts (`NAME_MAX`).
+pub const MAX_NAME_LEN: usize = 255;
+
+/// Prefix of generated names. Random hex follows; 96 bits of it make names
+/// unguessable, so nobody can squat the name a creator is about to use.
+const AUTO_NAME_PREFIX: &str = "mp_";
+
+/// Errors from creating, attaching to or accessing a [`Segment`].
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum SegmentError {
+    /// A system call failed.
+    Io {
+        /// What was being done.
+        op: &'static str,
+        /// The error the kernel returned.
+        source: io::Error,
+    },
+    /// The name breaks the naming rules (empty, too long, a `/` inside, …).
+    InvalidName {
+        /// The rejected name.
+        name: String,
+        /// Which rule it breaks.
+        reason: &'static str,
+    },
+    /// A segment cannot have this size (zero, or larger than the address space).
+    InvalidSize(u64),
+    /// An access reaches outside the segment.
+    OutOfBounds {
+        /// Start of the access.
+        offset: usize,
+        /// Length of the access.
+        len: usize,
+        /// Size of the segment.
+        size: usize,
+    },
+    /// An offset is not aligned for the type read there.
+    Misaligned {
+        /// The offset.
+        offset: usize,
+        /// The alignment required.
+        align: usize,
+    },
+    /// A memfd received for attaching is not sealed against shrinking.
+    NotSealed,
+    /// The operation needs a named segment.
+    NotNamed,
+    /// The object header at the start of the segment did not validate.
+    Header(HeaderError),
+}
+
+impl SegmentError {
+    fn io(op: &'static str, source: impl Into<io::Error>) -> Self {
+        Self::Io {
+            op,
+            source: source.into(),
+        }
+    }
+
+    /// The `io::ErrorKind` for I/O failures (`AlreadyExists`, `NotFound`, …).
+    #[must_use]
+    pub fn io_kind(&self) -> Option<io::ErrorKind> {
+        match self {
+            Self::Io { source, .. } => Some(source.kind()),
+            _ => None,
+        }
+    }
+}
+
+impl fmt::Display for SegmentError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Io { op, .. } => write!(f, "shared-memory segment: {op} failed"),
+            Self::InvalidName { name, reason } => {
+                write!(f, "invalid shared-memory name {name:?}: {reason}")
+            }
+            Self::InvalidSize(size) => write!(f, "invalid shared-memory size {size}"),
+            Self::OutOfBounds { offset, len, size } => write!(
+                f,
+                "access of {len} bytes at offset {offset} is outside a segment of {size} bytes"
+            ),
+            Self::Misaligned { offset, align } => {
+                write!(f, "offset {offset} is not aligned to {align} bytes")
+            }
+            Self::NotSealed => f.write_str("memfd is not sealed against shrinking"),
+            Self::NotNamed => f.write_str("segment has no name"),
+            Self::Header(_) => f.write_str("segment header is invalid"),
+        }
+    }
+}
+
+impl std::error::Error for SegmentError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            Self::Io { source, .. } => Some(source),
+            Self::Header(err) => Some(err),
+            _ => None,
+        }
+    }
+}
+
+impl From<HeaderError> for SegmentError {
+    fn from(err: HeaderError) -> Self {
+        Self::Header(err)
+    }
+}
+
+impl From<SegmentError> for io::Error {
+    fn from(err: SegmentError) -> Self {
+        match err {
+            SegmentError::Io { source, .. } => source,
+            other => io::Error::new(io::ErrorKind::InvalidData, other),
+        }
+    }
+}
+
+/// Types that may be viewed in place in a segment through a shared reference
+/// while other processes change the same bytes.
+///
+/// # Safety
+///
+/// Implementers guarantee that the type
+/// - is `#[repr(C)]` (or a primitive or array) with a layout fixed across
+///   processes and builds;
+/// - is valid for *every* bit pattern, including all zeros (another process,
+///   or a corrupt segment, may have written anything);
+/// - mutates only through atomics (or an `UnsafeCell` protocol it documents),
+///   so `&Self` stays sound while others write concurrently;
+/// - holds no pointers, references or descriptors: they mean nothing in
+///   another process;
+/// - has an alignment of at most 4096 (segments are page-aligned);
+/// - has no `Drop` glue that matters (values in a segment are never dropped).
+pub unsafe trait SharedSafe: Sync {}
+
+// SAFETY: atomics of integers are valid for every bit pattern, mutate only
+// atomically, hold no pointers and are plain `repr(C)`-compatible primitives.
+unsafe impl SharedSafe for AtomicU8 {}
+// SAFETY: as for `AtomicU8`.
+unsafe impl SharedSafe for AtomicU16 {}
+// SAFETY: as for `AtomicU8`.
+unsafe impl SharedSafe for AtomicU32 {}
+// SAFETY: as for `AtomicU8`.
+unsafe impl SharedSafe for AtomicU64 {}
+// SAFETY: as for `AtomicU8`.
+unsafe impl SharedSafe for AtomicI32 {}
+// SAFETY: as for `AtomicU8`.
+unsafe impl SharedSafe for AtomicI64 {}
+// SAFETY: an array of `SharedSafe` elements has their properties: no padding
+// between elements, every bit pattern valid element-wise.
+unsafe impl<T: SharedSafe, const N: usize> SharedSafe for [T; N] {}
+
+#[derive(Debug)]
+enum Flavor {
+    Anonymous,
+    Named { name: String },
+}
+
+/// A shared mapping that several processes see; see the [module docs](self).
+///
+/// # Examples
+///
+/// ```
+/// use multiproc_core::Segment;
+///
+/// let segment = Segment::anonymous(100)?;
+/// assert_eq!(segment.len(), 100);
+/// segment.write_at(10, &[1, 2, 3])?;
+/// let mut out = [0u8; 3];
+/// segment.read_at(10, &mut out)?;
+/// assert_eq!(out, [1, 2, 3]);
+/// assert!(segment.write_at(99, &[1, 2]).is_err()); // out of bounds
+/// # Ok::<(), multiproc_core::SegmentError>(())
+/// ```
+pub struct Segment {
+    map: memmap2::MmapRaw,
+    fd: OwnedFd,
+    flavor: Flavor,
+}
+
+impl Segment {
+    /// `memfd_create` + `ftruncate` + seals + `mmap`: an anonymous segment of
+    /// `size` bytes, zero-filled, with no name in any namespace.
+    ///
+    /// Pages are committed when first touched, so a large segment costs
+    /// little until it is used.
+    ///
+    /// # Errors
+    ///
+    /// [`SegmentError::InvalidSize`] for 0 or a size beyond `isize::MAX`;
+    /// [`SegmentError::Io`] when the kernel refuses (e.g. out of memory).
+    ///
+    /// # References
+    ///  - [memfd_create(2)](https://man7.org/linux/man-pages/man2/memfd_create.2.html)
+    pub fn anonymous(size: usize) -> Result<Self, SegmentError> {
+        let len = checked_size(size as u64)?;
+        let fd = rustix::fs::memfd_create(
+            "multiproc",
+            rustix::fs::MemfdFlags::CLOEXEC | rustix::fs::MemfdFlags::ALLOW_SEALING,
+        )
+        .map_err(|e| SegmentError::io("memfd_create", e))?;
+        rustix::fs::ftruncate(&fd, len as u64).map_err(|e| SegmentError::io("ftruncate", e))?;
+        rustix::fs::fcntl_add_seals(&fd, SealFlags::SHRINK | SealFlags::GROW | SealFlags::SEAL)
+            .map_err(|e| SegmentError::io("fcntl(F_ADD_SEALS)", e))?;
+        Self::map(fd, len, Flavor::Anonymous)
+    }
+
+    /// `shm_open(O_CREAT | O_EXCL, 0600)` + `ftruncate` + `mmap`: a new named
+    /// segment. With `name = None` an unguessable name is generated.
+    ///
+    /// The segment stays in `/dev/shm` until [`unlink`](Self::unlink) is
+    /// called, even after every process has closed it.
+    ///
+    /// # Errors
+    ///
+    /// [`SegmentError::InvalidName`], [`SegmentError::InvalidSize`], or
+    /// [`SegmentError::Io`] with kind `AlreadyExists` when the name is taken.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use multiproc_core::Segment;
+    ///
+    /// let created = Segment::create_named(None, 4096)?;
+    /// let name = created.name().unwrap().to_owned();
+    /// let attached = Segment::open_named(&name)?;
+    /// created.write_at(0, b"hi")?;
+    /// let mut buf = [0u8; 2];
+    /// attached.read_at(0, &mut buf)?;
+    /// assert_eq!(&buf, b"hi");
+    /// created.unlink()?;
+    /// assert!(Segment::open_named(&name).is_err());
+    /// # Ok::<(), multiproc_core::SegmentError>(())
+    /// ```
+    ///
+    /// # References
+    ///  - [shm_open(3)](https://man7.org/linux/man-pages/man3/shm_open.3.html)
+    pub fn create_named(name: Option<&str>, size: usize) -> Result<Self, SegmentError> {
+        let len = checked_size(size as u64)?;
+        let flags = shm::OFlags::CREATE | shm::OFlags::EXCL | shm::OFlags::RDWR;
+        let mode = Mode::RUSR | Mode::WUSR;
+        let (name, fd) = match name {
+            Some(name) => {
+                let name = validate_name(name)?;
+                let fd = shm::open(format!("/{name}").as_str(), flags, mode)
+                    .map_err(|e| SegmentError::io("shm_open", e))?;
+                (name.to_owned(), fd)
+            }
+            None => loop {
+                let name = random_name()?;
+                match shm::open(format!("/{name}").as_str(), flags, mode) {
+                    Ok(fd) => break (name, fd),
+                    Err(rustix::io::Errno::EXIST) => continue,
+                    Err(e) => return Err(SegmentError::io("shm_open", e)),
+                }
+            },
+        };
+        if let Err(e) = rustix::fs::ftruncate(&fd, len as u64) {
+            // Do not leave a zero-sized object behind under our name.
+            let _ = shm::unlink(format!("/{name}").as_str());
+            return Err(SegmentError::io("ftruncate", e));
+        }
+        let path = format!("/{name}");
+        Self::map(fd, len, Flavor::Named { name }).inspect_err(|_| {
+            let _ = shm::unlink(path.as_str());
+        })
+    }
+
+    /// `shm_open(O_RDWR)` + `fstat` + `mmap`: attaches to an existing named
+    /// segment, with the size it has now.
+    ///
+    /// # Errors
+    ///
+    /// [`SegmentError::InvalidName`], [`SegmentError::Io`] with kind
+    /// `NotFound` when no such segment exists, [`SegmentError::InvalidSize`]
+    /// when it is empty.
+    pub fn open_named(name: &str) -> Result<Self, SegmentError> {
+        let name = validate_name(name)?;
+        let fd = shm::open(
+            format!("/{name}").as_str(),
+            shm::OFlags::RDWR,
+            Mode::empty(),
+        )
+        .map_err(|e| SegmentError::io("shm_open", e))?;
+        let len = file_size(&fd)?;
+        Self::map(
+            fd,
+            len,
+            Flavor::Named {
+                name: name.to_owned(),
+            },
+        )
+    }
+
+    /// Attaches to a segment whose descriptor arrived from elsewhere (for
+    /// example over a socket). The size is taken from `fstat`.
+    ///
+    /// A memfd must carry the shrink seal (see the [module docs](self)); any
+    /// other shared file is accepted as it is.
+    ///
+    /// # Errors
+    ///
+    /// [`SegmentError::NotSealed`], [`SegmentError::InvalidSize`] for an
+    /// empty file, [`SegmentError::Io`].
+    pub fn from_fd(fd: OwnedFd) -> Result<Self, SegmentError> {
+        Self::from_fd_named(fd, None)
+    }
+
+    fn from_fd_named(fd: OwnedFd, name: Option<String>) -> Result<Self, SegmentError> {
+        match rustix::fs::fcntl_get_seals(&fd) {
+            Ok(seals) if !seals.contains(SealFlags::SHRINK) => return Err(SegmentError::NotSealed),
+            // EINVAL: not a memfd (a named shm object cannot be sealed).
+            Ok(_) | Err(rustix::io::Errno::INVAL) => {}
+            Err(e) => return Err(SegmentError::io("fcntl(F_GET_SEALS)", e)),
+        }
+        let len = file_size(&fd)?;
+        let flavor = match name {
+            Some(name) => Flavor::Named { name },
+            None => Flavor::Anonymous,
+        };
+        Self::map(fd, len, flavor)
+    }
+
+    fn map(fd: OwnedFd, len: usize, flavor: Flavor) -> Result<Self, SegmentError> {
+        let map = memmap2::MmapOptions::new()
+            .len(len)
+            .map_raw(&fd)
+            .map_err(|e| SegmentError::io("mmap", e))?;
+        Ok(Self { map, fd, flavor })
+    }
+
+    /// `shm_unlink`: removes a named segment's name. Mappings stay valid
+    /// until they are dropped; nobody can open the name afterwards.
+    ///
+    /// # Errors
+    ///
+    /// [`SegmentError::NotNamed`] for an anonymous segment, `NotFound` when
+    /// the name is already gone.
+    pub fn unlink(&self) -> Result<(), SegmentError> {
+        match &self.flavor {
+            Flavor::Named { name } => Self::unlink_name(name),
+            Flavor::Anonymous => Err(SegmentError::NotNamed),
+        }
+    }
+
+    /// `shm_unlink` of a name, without attaching to it.
+    ///
+    /// # Errors
+    ///
+    /// [`SegmentError::InvalidName`] or [`SegmentError::Io`] (`NotFound`).
+    pub fn unlink_name(name: &str) -> Result<(), SegmentError> {
+        let name = validate_name(name)?;
+        shm::unlink(format!("/{name}").as_str()).map_err(|e| SegmentError::io("shm_unlink", e))
+    }
+
+    /// The name, without its leading `/`, for a named segment.
+    #[must_use]
+    pub fn name(&self) -> Option<&str> {
+        match &self.flavor {
+            Flavor::Named { name } => Some(name),
+            Flavor::Anonymous => None,
+        }
+    }
+
+    /// Size in bytes.
+    #[must_use]
+    pub fn len(&self) -> usize {
+        self.map.len()
+    }
+
+    /// Always `false`: segments have a size of at least one byte.
+    #[must_use]
+    pub fn is_empty(&self) -> bool {
+        self.map.len() == 0
+    }
+
+    /// Start of the mapping in this process. Writing through it is the
+    /// caller's `unsafe` business; see the [module docs](self).
+    #[must_use]
+    pub fn as_ptr(&self) -> *mut u8 {
+        self.map.as_mut_ptr()
+    }
+
+    fn check_range(&self, offset: usize, len: usize) -> Result<(), SegmentError> {
+        match offset.checked_add(len) {
+            Some(end) if end <= self.len() => Ok(()),
+            _ => Err(SegmentError::OutOfBounds {
+                offset,
+                len,
+                size: self.len(),
+            }),
+        }
+    }
+
+    /// Copies `buf.len()` bytes out of the segment, starting at `offset`.
+    ///
+    /// The copy is not atomic: bytes another process changes meanwhile may
+    /// show either value. Protect the region with a lock or a sequence word.
+    ///
+    /// # Errors
+    ///
+    /// [`SegmentError::OutOfBounds`].
+    pub fn read_at(&self, offset: usize, buf: &mut [u8]) -> Result<(), SegmentError> {
+        self.check_range(offset, buf.len())?;
+        // SAFETY: the range was checked to lie inside the mapping, which lives
+        // as long as `self`; `buf` is a distinct Rust allocation, so the two
+        // do not overlap. Bytes are plain data, any value is valid.
+        unsafe {
+            std::ptr::copy_nonoverlapping(self.as_ptr().add(offset), buf.as_mut_ptr(), buf.len());
+        }
+        Ok(())
+    }
+
+    /// Copies `data` into the segment at `offset`; see [`read_at`](Self::read_at).
+    ///
+    /// # Errors
+    ///
+    /// [`SegmentError::OutOfBounds`].
+    pub fn write_at(&self, offset: usize, data: &[u8]) -> Result<(), SegmentError> {
+        self.check_range(offset, data.len())?;
+        // SAFETY: as in `read_at`; the mapping is writable (PROT_WRITE,
+        // MAP_SHARED) and never viewed as `&[u8]` by this crate.
+        unsafe {
+            std::ptr::copy_nonoverlapping(data.as_ptr(), self.as_ptr().add(offset), data.len());
+        }
+        Ok(())
+    }
+
+    /// A shared reference to the `T` at `offset`, checked for bounds and
+    /// alignment.
+    ///
+    /// # Errors
+    ///
+    /// [`SegmentError::OutOfBounds`], [`SegmentError::Misaligned`].
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use multiproc_core::Segment;
+    /// use std::sync::atomic::{AtomicU64, Ordering};
+    ///
+    /// let segment = Segment::anonymous(64)?;
+    /// let counters = segment.view::<[AtomicU64; 4]>(32)?;
+    /// counters[3].fetch_add(2, Ordering::Relaxed);
+    /// assert_eq!(counters[3].load(Ordering::Relaxed), 2);
+    /// assert!(segment.view::<AtomicU64>(4).is_err()); // misaligned
+    /// # Ok::<(), multiproc_core::SegmentError>(())
+    /// ```
+    pub fn view<T: SharedSafe>(&self, offset: usize) -> Result<&T, SegmentError> {
+        self.check_range(offset, size_of::<T>())?;
+        let align = align_of::<T>();
+        // The mapping is page-aligned, so alignment of the offset is
+        // alignment of the address (SharedSafe types align to <= 4096).
+        if !offset.is_multiple_of(align) {
+            return Err(SegmentError::Misaligned { offset, align });
+        }
+        // SAFETY: in bounds and aligned (checked above); `T: SharedSafe` is
+        // valid for every bit pattern and sound to share while other
+        // processes write it; the reference borrows `self`, which keeps the
+        // mapping alive.
+        Ok(unsafe { &*self.as_ptr().add(offset).cast::<T>() })
+    }
+
+    /// The [`AtomicU32`] at `offset`; shorthand for [`view`](Self::view).
+    ///
+    /// # Errors
+    ///
+    /// As for [`view`](Self::view).
+    pub fn atomic_u32(&self, offset: usize) -> Result<&AtomicU32, SegmentError> {
+        self.view(offset)
+    }
+
+    /// Writes `header` at `offset` and publishes it: the fields first, then
+    /// the ready word with `Release`, so an attacher that sees it ready sees
+    /// the whole header (and everything the creator initialised before).
+    ///
+    /// # Errors
+    ///
+    /// [`SegmentError::OutOfBounds`], [`SegmentError::Misaligned`].
+    pub fn publish_header(&self, offset: usize, header: &Header) -> Result<(), SegmentError> {
+        let raw = self.view::<RawHeader>(offset)?;
+        for (word, value) in raw.magic.iter().zip(header.magic_words()) {
+            word.store(value, Ordering::Relaxed);
+        }
+        raw.version.store(header.version, Ordering::Relaxed);
+        raw.size.store(header.size, Ordering::Relaxed);
+        // SYNC: pairs with the Acquire load in `read_header`.
+        raw.ready.store(READY, Ordering::Release);
+        Ok(())
+    }
+
+    /// Reads the header at `offset` and checks it against `magic` and
+    /// `version`, and that the size it declares fits in the segment.
+    ///
+    /// # Errors
+    ///
+    /// [`SegmentError::Header`] with the reason, or bounds errors.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use multiproc_core::{Header, HeaderError, Segment, SegmentError};
+    ///
+    /// let segment = Segment::anonymous(4096)?;
+    /// assert!(matches!(
+    ///     segment.read_header(0, *b"EXAMPLE\0", 1),
+    ///     Err(SegmentError::Header(HeaderError::NotReady))
+    /// ));
+    /// segment.publish_header(0, &Header::new(*b"EXAMPLE\0", 1, 4096))?;
+    /// assert_eq!(segment.read_header(0, *b"EXAMPLE\0", 1)?.size(), 4096);
+    /// assert!(segment.read_header(0, *b"EXAMPLE\0", 2).is_err()); // wrong version
+    /// # Ok::<(), SegmentError>(())
+    /// ```
+    pub fn read_header(
+        &self,
+        offset: usize,
+        magic: [u8; 8],
+        version: u32,
+    ) -> Result<Header, SegmentError> {
+        let have = self.len().saturating_sub(offset);
+        if have < Header::SIZE {
+            return Err(HeaderError::Truncated {
+                need: Header::SIZE,
+                have,
+            }
+            .into());
+        }
+        let raw = self.view::<RawHeader>(offset)?;
+        // SYNC: pairs with the Release store in `publish_header`.
+        if raw.ready.load(Ordering::Acquire) != READY {
+            return Err(HeaderError::NotReady.into());
+        }
+        let mut bytes = [0u8; Header::SIZE];
+        self.read_at(offset, &mut bytes)?;
+        let header = Header::parse(&bytes)?;
+        header.expect(magic, version, have as u64)?;
+        Ok(header)
+    }
+}
+
+impl fmt::Debug for Segment {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        use std::os::fd::AsRawFd;
+        f.debug_struct("Segment")
+            .field("fd", &self.fd.as_raw_fd())
+            .field("name", &self.name())
+            .field("len", &self.len())
+            .finish()
+    }
+}
+
+impl AsFd for Segment {
+    fn as_fd(&self) -> BorrowedFd<'_> {
+        self.fd.as_fd()
+    }
+}
+
+/// What a [`Segment`] looks like inside a serialized message: its descriptor
+/// (shipped out of band) and its name.
+#[derive(Serialize, Deserialize)]
+struct SegmentWire {
+    fd: SharedFd,
+    name: Option<String>,
+}
+
+impl Serialize for Segment {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let fd = SharedFd::duplicate(self).map_err(serde::ser::Error::custom)?;
+        SegmentWire {
+            fd,
+            name: self.name().map(str::to_owned),
+        }
+        .serialize(serializer)
+    }
+}
+
+impl<'de> Deserialize<'de> for Segment {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let wire = SegmentWire::deserialize(deserializer)?;
+        Self::from_fd_named(wire.fd.into_inner(), wire.name).map_err(serde::de::Error::custom)
+    }
+}
+
+fn checked_size(size: u64) -> Result<usize, SegmentError> {
+    match usize::try_from(size) {
+        Ok(len) if len > 0 && len <= isize::MAX as usize => Ok(len),
+        _ => Err(SegmentError::InvalidSize(size)),
+    }
+}
+
+fn file_size(fd: &OwnedFd) -> Result<usize, SegmentError> {
+    let stat = rustix::fs::fstat(fd).map_err(|e| SegmentError::io("fstat", e))?;
+    checked_size(u64::try_from(stat.st_size).unwrap_or(0))
+}
+
+/// Checks a segment name against the rules shared with Python's
+/// `shared_memory` and returns it without its optional leading `/`.
+///
+/// # Errors
+///
+/// [`SegmentError::InvalidName`] for an empty name, one over
+/// [`MAX_NAME_LEN`] bytes, one with a `/` after the first character or a NUL,
+/// and `.`/`..`.
+///
+/// # Examples
+///
+/// ```
+/// use multiproc_core::segment::validate_name;
+///
+/// assert_eq!(validate_name("/psm_1234abcd")?, "psm_1234abcd");
+/// assert!(validate_name("").is_err());
+/// assert!(validate_name("a/b").is_err());
+/// assert!(validate_name(&"x".repeat(256)).is_err());
+/// # Ok::<(), multiproc_core::SegmentError>(())
+/// ```
+pub fn validate_name(name: &str) -> Result<&str, SegmentError> {
+    let bare = name.strip_prefix('/').unwrap_or(name);
+    let reason = if bare.is_empty() {
+        Some("empty")
+    } else if bare.len() > MAX_NAME_LEN {
+        Some("longer than 255 bytes")
+    } else if bare.contains('/') {
+        Some("contains '/'")
+    } else if bare.contains('\0') {
+        Some("contains NUL")
+    } else if bare == "." || bare == ".." {
+        Some("is '.' or '..'")
+    } else {
+        None
+    };
+    match reason {
+        Some(reason) => Err(SegmentError::InvalidName {
+            name: name.to_owned(),
+            reason,
+        }),
+        None => Ok(bare),
+    }
+}
+
+fn random_name() -> Result<String, SegmentError> {
+    let mut bytes = [0u8; 12];
+    getrandom::fill(&mut bytes)
+        .map_err(|e| SegmentError::io("getrandom", io::Error::other(e.to_string())))?;
+    let mut name = String::with_capacity(AUTO_NAME_PREFIX.len() + 24);
+    name.push_str(AUTO_NAME_PREFIX);
+    for b in bytes {
+        name.push_str(&format!("{b:02x}"));
+    }
+    Ok(name)
+}
+
+/// `READY` in the header's ready word: the header and the object behind it
+/// are initialised. Any other value (zero in a fresh segment) means not yet.
+const READY: u32 = 0x5244_5952; // "RYDR"
+
+/// The header in shared memory.
+///
+/// | offset | size | field | writer |
+/// |---|---|---|---|
+/// | 0 | 8 | magic (bytes, as two u32 words) | creator, before `ready` |
+/// | 8 | 4 | layout version | creator, before `ready` |
+/// | 12 | 4 | ready word | creator, last, `Release` |
+/// | 16 | 8 | size of the object in bytes, header included | creator, before `ready` |
+/// | 24 | 8 | reserved, zero | — |
+#[repr(C)]
+struct RawHeader {
+    magic: [AtomicU32; 2],
+    version: AtomicU32,
+    ready: AtomicU32,
+    size: AtomicU64,
+    reserved: AtomicU64,
+}
+
+// SAFETY: repr(C) struct of atomics: valid for every bit pattern, no pointers.
+unsafe impl SharedSafe for RawHeader {}
+
+const _: () = assert!(size_of::<RawHeader>() == Header::SIZE);
+const _: () = assert!(align_of::<RawHeader>() == 8);
+
+/// The first bytes of every object placed in a segment: magic, layout
+/// version and size, validated on attach (see [`Segment::read_header`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Header {
+    magic: [u8; 8],
+    version: u32,
+    size: u64,
+}
+
+impl Header {
+    /// Bytes a header occupies (its alignment is 8).
+    pub const SIZE: usize = 32;
+
+    /// A header for an object of `size` bytes (header included).
+    #[must_use]
+    pub const fn new(magic: [u8; 8], version: u32, size: u64) -> Self {
+        Self {
+            magic,
+            version,
+            size,
+        }
+    }
+
+    /// The magic bytes.
+    #[must_use]
+    pub const fn magic(&self) -> [u8; 8] {
+        self.magic
+    }
+
+    /// The layout version.
+    #[must_use]
+    pub const fn version(&self) -> u32 {
+        self.version
+    }
+
+    /// The object size the header declares, itself included.
+    #[must_use]
+    pub const fn size(&self) -> u64 {
+        self.size
+    }
+
+    fn magic_words(&self) -> [u32; 2] {
+        let [a, b, c, d, e, f, g, h] = self.magic;
+        [
+            u32::from_ne_bytes([a, b, c, d]),
+            u32::from_ne_bytes([e, f, g, h]),
+        ]
+    }
+
+    /// Parses a header from raw bytes (as copied out of a segment).
+    ///
+    /// Never panics, whatever the input.
+    ///
+    /// # Errors
+    ///
+    /// [`HeaderError::Truncated`] for fewer than [`Header::SIZE`] bytes,
+    /// [`HeaderError::NotReady`] when the ready word is not set.
+    pub fn parse(bytes: &[u8]) -> Result<Self, HeaderError> {
+        let Some(bytes) = bytes.first_chunk::<{ Header::SIZE }>() else {
+            return Err(HeaderError::Truncated {
+                need: Self::SIZE,
+                have: bytes.len(),
+            });
+        };
+        let word = |at: usize| {
+            u32::from_ne_bytes([bytes[at], bytes[at + 1], bytes[at + 2], bytes[at + 3]])
+        };
+        if word(12) != READY {
+            return Err(HeaderError::NotReady);
+        }
+        let mut magic = [0u8; 8];
+        magic.copy_from_slice(&bytes[..8]);
+        let mut size = [0u8; 8];
+        size.copy_from_slice(&bytes[16..24]);
+        Ok(Self {
+            magic,
+            version: word(8),
+            size: u64::from_ne_bytes(size),
+        })
+    }
+
+    /// Checks magic and version, and that the declared size is at least a
+    /// header and at most `available` bytes.
+    ///
+    /// # Errors
+    ///
+    /// [`HeaderError::BadMagic`], [`HeaderError::BadVersion`],
+    /// [`HeaderError::BadSize`].
+    pub fn expect(&self, magic: [u8; 8], version: u32, available: u64) -> Result<(), HeaderError> {
+        if self.magic != magic {
+            return Err(HeaderError::BadMagic {
+                expected: magic,
+                found: self.magic,
+            });
+        }
+        if self.version != version {
+            return Err(HeaderError::BadVersion {
+                expected: version,
+                found: self.version,
+            });
+        }
+        if self.size < Self::SIZE as u64 || self.size > available {
+            return Err(HeaderError::BadSize {
+                declared: self.size,
+                available,
+            });
+        }
+        Ok(())
+    }
+}
+
+/// Why an object header did not validate.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum HeaderError {
+    /// Fewer bytes than a header needs.
+    Truncated {
+        /// Bytes a header needs.
+        need: usize,
+        /// Bytes there were.
+        have: usize,
+    },
+    /// The creator has not published the object (or this is not one).
+    NotReady,
+    /// The magic belongs to another kind of object.
+    BadMagic {
+        /// The magic looked for.
+        expected: [u8; 8],
+        /// The magic found.
+        found: [u8; 8],
+    },
+    /// Same kind of object, another layout version.
+    BadVersion {
+        /// The version looked for.
+        expected: u32,
+        /// The version found.
+        found: u32,
+    },
+    /// The declared size is smaller than a header or larger than the segment.
+    BadSize {
+        /// The size the header declares.
+        declared: u64,
+        /// The bytes available from the header on.
+        available: u64,
+    },
+}
+
+impl fmt::Display for HeaderError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Truncated { need, have } => {
+                write!(f, "segment too small for a header: {have} of {need} bytes")
+            }
+            Self::NotReady => f.write_str("object in segment is not initialised"),
+            Self::BadMagic { expected, found } => write!(
+                f,
+                "wrong object magic: expected {:?}, found {:?}",
+                String::from_utf8_lossy(expected),
+                String::from_utf8_lossy(found)
+            ),
+            Self::BadVersion { expected, found } => {
+                write!(
+                    f,
+                    "wrong layout version: expected {expected}, found {found}"
+                )
+            }
+            Self::BadSize {
+                declared,
+                available,
+            } => write!(
+                f,
+                "object declares {declared} bytes but {available} are available"
+            ),
+        }
+    }
+}
+
+impl std::error::Error for HeaderError {}

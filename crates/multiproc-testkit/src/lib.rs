@@ -1,0 +1,186 @@
+//! Test support for multiproc's cross-process tests (not published).
+//!
+//! Cross-process tests re-execute their own test binary as the child: a test
+//! file with `harness = false` hands its `main` to [`run`], which either
+//! plays the child *role* named in the environment or runs the tests through
+//! `libtest-mimic` (same command line and output as the built-in harness).
+//!
+//! ```no_run
+//! use multiproc_testkit::{run, spawn, tests, Trial};
+//!
+//! fn child_says_hi(_args: &[String]) {
+//!     println!("hi");
+//! }
+//!
+//! fn parent_sees_hi() {
+//!     let out = spawn("says_hi", &[], &[]).unwrap().wait_with_output().unwrap();
+//!     assert!(out.status.success());
+//! }
+//!
+//! fn main() {
+//!     run(&[("says_hi", child_says_hi)], tests![parent_sees_hi]);
+//! }
+//! ```
+#![allow(unsafe_code)]
+#![allow(missing_docs)]
+
+pub use libtest_mimic::{Failed, Trial};
+
+use std::io;
+use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
+use std::os::unix::process::CommandExt;
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::time::{Duration, Instant};
+
+const ROLE_ENV: &str = "MULTIPROC_TEST_ROLE";
+const FDS_ENV: &str = "MULTIPROC_TEST_FDS";
+
+/// A child role: what a re-executed test binary does, given its arguments.
+pub type Role = (&'static str, fn(&[String]));
+
+/// Turns test functions into trials named after them.
+#[macro_export]
+macro_rules! tests {
+    ($($name:ident),* $(,)?) => {
+        vec![$($crate::Trial::test(stringify!($name), || {
+            $name();
+            Ok(())
+        })),*]
+    };
+}
+
+/// The `main` of a `harness = false` test file: plays the role named in the
+/// environment (and exits), or runs `tests` and exits with their verdict.
+pub fn run(roles: &[Role], tests: Vec<Trial>) -> ! {
+    if let Ok(role) = std::env::var(ROLE_ENV) {
+        let args: Vec<String> = std::env::args().skip(1).collect();
+        let Some((_, body)) = roles.iter().find(|(name, _)| *name == role) else {
+            eprintln!("unknown test role {role:?}");
+            std::process::exit(2);
+        };
+        body(&args);
+        std::process::exit(0);
+    }
+    let args = libtest_mimic::Arguments::from_args();
+    let before = shm_names(SHM_PREFIX);
+    let conclusion = libtest_mimic::run(&args, tests);
+    let leaked: Vec<String> = shm_names(SHM_PREFIX)
+        .into_iter()
+        .filter(|n| !before.contains(n))
+        .collect();
+    if !leaked.is_empty() {
+        eprintln!("error: the tests left shared memory behind in /dev/shm: {leaked:?}");
+        std::process::exit(1);
+    }
+    conclusion.exit()
+}
+
+/// Prefix of the names multiproc generates in `/dev/shm`.
+pub const SHM_PREFIX: &str = "mp_";
+
+/// Starts this test binary again as `role` with `args`. The descriptors in
+/// `fds` are inherited under the same numbers; the child collects them with
+/// [`inherited_fds`]. Standard input is closed, output is inherited.
+pub fn spawn(role: &str, args: &[&str], fds: &[BorrowedFd<'_>]) -> io::Result<Child> {
+    command(role, args, fds).stdin(Stdio::null()).spawn()
+}
+
+/// The command [`spawn`] would run, for callers that want other stdio.
+pub fn command(role: &str, args: &[&str], fds: &[BorrowedFd<'_>]) -> Command {
+    let exe = std::env::current_exe().expect("test binary path");
+    let raw: Vec<RawFd> = fds.iter().map(AsRawFd::as_raw_fd).collect();
+    let list = raw
+        .iter()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join(",");
+    let mut cmd = Command::new(exe);
+    cmd.args(args).env(ROLE_ENV, role).env(FDS_ENV, list);
+    // SAFETY: the closure runs in the forked child before exec and only
+    // calls fcntl(F_SETFD), which is async-signal-safe; it touches no locks
+    // or allocations. Clearing FD_CLOEXEC there changes the child's
+    // descriptor table only.
+    unsafe {
+        cmd.pre_exec(move || {
+            for &fd in &raw {
+                let fd = BorrowedFd::borrow_raw(fd);
+                rustix::io::fcntl_setfd(fd, rustix::io::FdFlags::empty())?;
+            }
+            Ok(())
+        });
+    }
+    cmd
+}
+
+/// In a child started by [`spawn`]: takes ownership of the inherited
+/// descriptors, in the order they were given, and marks them close-on-exec.
+pub fn inherited_fds() -> Vec<OwnedFd> {
+    let list = std::env::var(FDS_ENV).unwrap_or_default();
+    list.split(',')
+        .filter(|s| !s.is_empty())
+        .map(|s| {
+            let raw: RawFd = s.parse().expect("descriptor number");
+            // SAFETY: the parent listed this number because it passed the
+            // descriptor to us open; nothing else in this process owns it
+            // and this function is called once per child.
+            let fd = unsafe { OwnedFd::from_raw_fd(raw) };
+            rustix::io::fcntl_setfd(&fd, rustix::io::FdFlags::CLOEXEC).expect("fcntl");
+            fd
+        })
+        .collect()
+}
+
+/// Descriptors open in this process (entries of `/proc/self/fd`, minus the
+/// one used to list them).
+pub fn open_fd_count() -> usize {
+    std::fs::read_dir("/proc/self/fd")
+        .expect("/proc/self/fd")
+        .count()
+        .saturating_sub(1)
+}
+
+/// Names in `/dev/shm` that start with `prefix`.
+pub fn shm_names(prefix: &str) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir("/dev/shm")
+        .map(|dir| {
+            dir.filter_map(Result::ok)
+                .filter_map(|e| e.file_name().into_string().ok())
+                .filter(|n| n.starts_with(prefix))
+                .collect()
+        })
+        .unwrap_or_default();
+    names.sort();
+    names
+}
+
+/// Waits for `child` at most `limit`; kills it and panics when it overruns,
+/// so a broken test fails instead of hanging.
+pub fn wait_timeout(child: &mut Child, limit: Duration) -> ExitStatus {
+    let deadline = Instant::now() + limit;
+    loop {
+        if let Some(status) = child.try_wait().expect("waitpid") {
+            return status;
+        }
+        if Instant::now() >= deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("child {} did not finish within {limit:?}", child.id());
+        }
+        std::thread::sleep(Duration::from_millis(2));
+    }
+}
+
+/// Runs `check` until it returns true or `limit` passes; returns whether it
+/// came true.
+pub fn eventually(limit: Duration, mut check: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + limit;
+    loop {
+        if check() {
+            return true;
+        }
+        if Instant::now() >= deadline {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(1));
+    }
+}
