@@ -6,7 +6,8 @@
 //! configuration (little-endian, variable-length integers).
 //!
 //! Decoding is defensive: the input length bounds what is allocated (a
-//! corrupt length prefix cannot make the decoder reserve gigabytes), bytes
+//! corrupt length prefix cannot make the decoder reserve more than 128 times
+//! the input), bytes
 //! left over after the value are an error, and nothing panics whatever the
 //! input.
 //!
@@ -319,22 +320,30 @@ fn finish_encode(
     }
 }
 
-/// Decodes with a bincode byte limit at most 16 times the input length.
+/// Decodes with a bincode byte limit that keeps a corrupt length prefix from
+/// allocating more than 128 times the input.
 ///
 /// bincode allocates a string or byte buffer as soon as it has read the
 /// length prefix, before it knows the input holds that many bytes; its limit
-/// is what stops a corrupt prefix from asking for terabytes. The limit is a
-/// type parameter, so the input picks one of a few tiers. A valid input never
-/// claims more than its own length, so no tier rejects one.
+/// is what stops a prefix from asking for terabytes. The limit counts the
+/// in-memory size of every primitive (a `u128` in one varint byte claims 16),
+/// so a valid input claims at most 16 times its length: each tier's limit is
+/// 16 times its largest input and no tier rejects valid input. The limit is a
+/// type parameter, hence the tiers (8 apart).
 fn decode_bounded<T: DeserializeOwned>(bytes: &[u8]) -> Result<(T, usize), DecodeError> {
     use bincode::serde::decode_from_slice as from;
+    const K: usize = 1 << 10;
+    const M: usize = 1 << 20;
+    const G: usize = 1 << 30;
     match bytes.len() {
-        0..=0x1000 => from(bytes, CONFIG.with_limit::<0x1000>()),
-        0x1001..=0x1_0000 => from(bytes, CONFIG.with_limit::<0x1_0000>()),
-        0x1_0001..=0x10_0000 => from(bytes, CONFIG.with_limit::<0x10_0000>()),
-        0x10_0001..=0x100_0000 => from(bytes, CONFIG.with_limit::<0x100_0000>()),
-        0x100_0001..=0x1000_0000 => from(bytes, CONFIG.with_limit::<0x1000_0000>()),
-        _ => from(bytes, CONFIG.with_limit::<0x10_0000_0000>()),
+        0..=4096 => from(bytes, CONFIG.with_limit::<{ 16 * 4 * K }>()),
+        4097..=32768 => from(bytes, CONFIG.with_limit::<{ 16 * 32 * K }>()),
+        32769..=262_144 => from(bytes, CONFIG.with_limit::<{ 16 * 256 * K }>()),
+        262_145..=2_097_152 => from(bytes, CONFIG.with_limit::<{ 16 * 2 * M }>()),
+        2_097_153..=16_777_216 => from(bytes, CONFIG.with_limit::<{ 16 * 16 * M }>()),
+        16_777_217..=134_217_728 => from(bytes, CONFIG.with_limit::<{ 16 * 128 * M }>()),
+        134_217_729..=1_073_741_824 => from(bytes, CONFIG.with_limit::<{ 16 * G }>()),
+        _ => from(bytes, CONFIG.with_limit::<{ usize::MAX }>()),
     }
 }
 
