@@ -1,1 +1,180 @@
-//! placeholder
+//! Pipes and connections between processes, wire-compatible with Python's
+//! `multiprocessing.connection`.
+//!
+//! | item | Python |
+//! |---|---|
+//! | [`Pipe::new`], [`Pipe::simplex`] | `Pipe()`, `Pipe(False)` |
+//! | [`Connection`]: `send`/`recv`, `send_bytes`/`recv_bytes`, `recv_bytes_into`, `poll`, `close` | `Connection` |
+//! | [`Connection::send_pickle`]/[`Connection::recv_pickle`] | `send(obj)`/`recv()` |
+//! | [`wait`] | `connection.wait` |
+//! | [`Listener`], [`Client`], [`Address`] | `Listener`, `Client`, addresses |
+//! | [`RecvError::Eof`], [`RecvError::BufferTooShort`], [`AuthenticationError`] | `EOFError`, `BufferTooShort`, `AuthenticationError` |
+//!
+//! # Hello, pipe
+//!
+//! ```
+//! use multiproc_pipe::Pipe;
+//!
+//! let (mut parent, child) = Pipe::new()?;
+//! child.send_bytes(b"hello")?;
+//! assert_eq!(parent.recv_bytes()?, b"hello");
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+//!
+//! Each end is usually handed to another process — inherited, or sent
+//! through another connection (see "Handles" below).
+//!
+//! # Typed messages
+//!
+//! [`Connection::send`] and [`Connection::recv`] carry any serde value with
+//! the bincode codec of `multiproc-core`. A payload that does not decode is
+//! an error and the connection stays usable:
+//!
+//! ```
+//! use multiproc_pipe::Pipe;
+//!
+//! let (mut rx, tx) = Pipe::new()?;
+//! tx.send(&vec![1u16, 2, 3])?;
+//! assert_eq!(rx.recv::<Vec<u16>>()?, [1, 2, 3]);
+//!
+//! tx.send_bytes(b"\xff\xff")?;
+//! tx.send(&7u64)?;
+//! assert!(rx.recv::<String>().is_err());
+//! assert_eq!(rx.recv::<u64>()?, 7);
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+//!
+//! # End of file, limits and short buffers
+//!
+//! A closed peer is [`RecvError::Eof`] once everything it sent was read.
+//! Writing to a closed peer is [`SendError`] with
+//! [`is_broken_pipe`](SendError::is_broken_pipe) — never a `SIGPIPE` death.
+//! A frame longer than the limit is refused before anything is allocated.
+//!
+//! ```
+//! use multiproc_pipe::Pipe;
+//!
+//! let (mut rx, tx) = Pipe::new()?;
+//! tx.send_bytes(b"last words")?;
+//! drop(tx);
+//! let mut small = [0u8; 4];
+//! let err = rx.recv_bytes_into(&mut small).unwrap_err();
+//! assert_eq!(err.into_message().unwrap(), b"last words"); // BufferTooShort
+//! assert!(rx.recv_bytes().unwrap_err().is_eof());
+//!
+//! let (rx, tx) = Pipe::simplex()?;
+//! drop(rx);
+//! assert!(tx.send_bytes(b"x").unwrap_err().is_broken_pipe());
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+//!
+//! # Waiting
+//!
+//! [`Connection::poll`] waits for one connection; [`wait`] for the first of
+//! many connections or other descriptors.
+//!
+//! ```
+//! use multiproc_pipe::{wait, Pipe};
+//! use std::time::Duration;
+//!
+//! let (a, a_tx) = Pipe::new()?;
+//! let (b, b_tx) = Pipe::new()?;
+//! assert!(!a.poll(Some(Duration::ZERO))?);
+//! b_tx.send_bytes(b"b first")?;
+//! assert_eq!(wait(&[&a, &b], Some(Duration::from_secs(5)))?, vec![1]);
+//! # drop(a_tx);
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+//!
+//! # Handles
+//!
+//! A [`Connection`] is `Serialize`/`Deserialize` through the descriptor table
+//! of `multiproc-core`: sent through a duplex (Unix socket) connection, its
+//! descriptor travels with `SCM_RIGHTS` and arrives working — the same goes
+//! for a `Segment` or any other handle. Simplex pipes and TCP connections
+//! refuse such values.
+//!
+//! ```
+//! use multiproc_pipe::{Connection, Pipe};
+//!
+//! let (mut courier_rx, courier_tx) = Pipe::new()?;
+//! let (mut here, there) = Pipe::new()?;
+//! courier_tx.send(&there)?;
+//! drop(there);
+//! let arrived: Connection = courier_rx.recv()?;
+//! arrived.send_bytes(b"through a passed connection")?;
+//! assert_eq!(here.recv_bytes()?, b"through a passed connection");
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+//!
+//! # Talking to Python
+//!
+//! Frames are byte-compatible with CPython: a 4-byte big-endian length (or
+//! -1 and an 8-byte length above 2 GiB), then the payload. Python's
+//! `send_bytes`/`recv_bytes` match ours; its `send(obj)` is a pickle, which
+//! [`Connection::recv_pickle`] decodes (feature `pickle`, on by default) and
+//! [`Connection::send_pickle`] produces. [`Listener`] and [`Client`] speak
+//! Python's authkey handshake in both its legacy HMAC-MD5 form (Python ≤
+//! 3.11) and its `{sha256}` form (Python ≥ 3.12); see [`auth`].
+//!
+//! ```
+//! use multiproc_pipe::{Address, Client, Listener};
+//!
+//! // In Python: Client(("127.0.0.1", port), authkey=b"secret").send_bytes(b"hi")
+//! let listener = Listener::bind("127.0.0.1:0".parse::<Address>()?, Some(b"secret"))?;
+//! let address = listener.address().clone();
+//! let peer = std::thread::spawn(move || {
+//!     Client::connect(address, Some(b"secret")).map(|c| c.send_bytes(b"hi"))
+//! });
+//! assert_eq!(listener.accept()?.recv_bytes()?, b"hi");
+//! peer.join().unwrap()??;
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+//!
+//! # Performance
+//!
+//! A small message is one `sendmsg` (header and payload gathered) and, on
+//! the receiving side, usually one `recvmsg` — often one for a whole burst,
+//! thanks to a 64 KiB read-ahead buffer. Large payloads are read straight
+//! into their destination. `benches/pipe.rs` compares this with raw
+//! `write`/`read` on a socketpair and a pipe.
+#![warn(missing_docs, clippy::undocumented_unsafe_blocks)]
+#![deny(unsafe_code)]
+
+pub mod auth;
+mod connection;
+mod error;
+mod frame;
+mod listener;
+mod recv;
+mod sigpipe;
+mod wait;
+
+pub use auth::{Challenge, Digest};
+pub use connection::{Connection, DEFAULT_MAX_MESSAGE_LEN, Pipe};
+pub use error::{AuthFailure, AuthenticationError, ConnectError, RecvError, SendError};
+pub use frame::SHORT_MAX;
+pub use listener::{Address, AddressParseError, Client, ClientBuilder, Listener};
+pub use wait::{Waitable, wait};
+
+/// The pickle values [`Connection::recv_pickle_value`] produces when the shape
+/// is not known in advance (re-exported from `serde-pickle`).
+///
+/// ```
+/// use multiproc_pipe::pickle::{HashableValue, Value};
+/// use multiproc_pipe::Pipe;
+/// use std::collections::BTreeMap;
+///
+/// let (mut rx, tx) = Pipe::new()?;
+/// let dict = Value::Dict(BTreeMap::from([(
+///     HashableValue::String("bytes".into()),
+///     Value::Bytes(vec![0, 1, 2]),
+/// )]));
+/// tx.send_pickle_value(&dict)?;
+/// assert_eq!(rx.recv_pickle_value()?, dict);
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+#[cfg(feature = "pickle")]
+pub mod pickle {
+    pub use serde_pickle::{HashableValue, Value};
+}

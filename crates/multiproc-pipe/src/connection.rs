@@ -1,0 +1,869 @@
+//! [`Connection`]: one end of a pipe or socket that moves framed messages.
+
+use crate::error::{RecvError, SendError};
+use crate::frame::{MAX_HEADER, encode_header};
+use crate::recv::{ReadResult, RecvBuf};
+use multiproc_core::{Codec, SharedFd, scm};
+use rustix::io::Errno;
+use rustix::net::{SendAncillaryBuffer, SendFlags};
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+use std::cell::Cell;
+use std::fmt;
+use std::io::{self, IoSlice};
+use std::marker::PhantomData;
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
+use std::time::Duration;
+
+/// Default limit on a received payload: 1 GiB, the same as the codec's.
+///
+/// A header over the limit is refused before anything is allocated, and
+/// payloads above 64 MiB are allocated as their bytes arrive, so a peer that
+/// announces a large message and then stalls costs only what it really sent.
+/// Change it per connection with [`Connection::set_max_message_len`], or per
+/// call with [`Connection::recv_bytes_max`].
+pub const DEFAULT_MAX_MESSAGE_LEN: usize = multiproc_core::codec::DEFAULT_MAX_SIZE;
+
+/// What kind of descriptor a connection wraps; decides how it is read and
+/// written and whether descriptors can travel.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) enum Flavor {
+    /// `AF_UNIX` stream socket: duplex, carries descriptors.
+    Unix,
+    /// Another stream socket (TCP): duplex, bytes only.
+    Socket,
+    /// Read end of a pipe.
+    PipeReader,
+    /// Write end of a pipe.
+    PipeWriter,
+}
+
+impl Flavor {
+    fn readable(self) -> bool {
+        self != Self::PipeWriter
+    }
+
+    fn writable(self) -> bool {
+        self != Self::PipeReader
+    }
+
+    fn is_socket(self) -> bool {
+        matches!(self, Self::Unix | Self::Socket)
+    }
+}
+
+/// One end of a [`Pipe`](crate::Pipe) or of a [`Listener`](crate::Listener)
+/// / [`Client`](crate::Client) connection: sends and receives whole messages.
+///
+/// Every message is a frame in the format of Python's
+/// `multiprocessing.connection` (a big-endian length, then the payload), so
+/// the `*_bytes` methods talk to Python's `send_bytes`/`recv_bytes`
+/// directly, and [`send_pickle`](Self::send_pickle)/[`recv_pickle`](Self::recv_pickle)
+/// to Python's `send`/`recv`. [`send`](Self::send)/[`recv`](Self::recv)
+/// carry any serde value with the [`multiproc_core::codec`] (bincode); on a
+/// Unix socket the descriptors of handles inside it travel along
+/// (`SCM_RIGHTS`), so a `Connection` or a `Segment` can be sent and arrives
+/// usable.
+///
+/// A connection is [`Send`] but not [`Sync`]: one thread uses it at a time
+/// (wrap it in a `Mutex` to share it). Receiving needs `&mut self` because it
+/// reads ahead into a buffer; sending needs only `&self`.
+///
+/// # Examples
+///
+/// ```
+/// use multiproc_pipe::Pipe;
+///
+/// let (mut left, right) = Pipe::new()?;
+/// right.send(&("answer", 42u32))?;
+/// let (word, n): (String, u32) = left.recv()?;
+/// assert_eq!((word.as_str(), n), ("answer", 42));
+///
+/// drop(right);
+/// assert!(left.recv_bytes().unwrap_err().is_eof());
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+pub struct Connection {
+    fd: OwnedFd,
+    flavor: Flavor,
+    rx: RecvBuf,
+    max_message_len: usize,
+    codec: Codec,
+    /// Not `Sync`: two threads sending through `&Connection` at once could
+    /// interleave the pieces of large frames.
+    _not_sync: PhantomData<Cell<()>>,
+}
+
+impl Connection {
+    pub(crate) fn new(fd: OwnedFd, flavor: Flavor) -> io::Result<Self> {
+        if flavor == Flavor::PipeWriter {
+            crate::sigpipe::ignore_if_default()?;
+        }
+        Ok(Self {
+            fd,
+            flavor,
+            rx: RecvBuf::default(),
+            max_message_len: DEFAULT_MAX_MESSAGE_LEN,
+            codec: Codec::new(),
+            _not_sync: PhantomData,
+        })
+    }
+
+    /// Wraps a connected stream socket or one end of a pipe, found out with
+    /// `fstat`/`getsockopt(SO_DOMAIN)`/`fcntl(F_GETFL)`: a Unix socket
+    /// carries descriptors, another socket (TCP) does not, a pipe end reads
+    /// or writes according to its access mode.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use multiproc_pipe::Connection;
+    ///
+    /// let (read_end, write_end) = rustix::pipe::pipe()?;
+    /// let mut rx = Connection::from_fd(read_end)?;
+    /// let tx = Connection::from_fd(write_end)?;
+    /// tx.send_bytes(b"hi")?;
+    /// assert_eq!(rx.recv_bytes()?, b"hi");
+    /// assert!(rx.send_bytes(b"no").is_err()); // the read end of a pipe
+    ///
+    /// let file = std::fs::File::open("/dev/null")?;
+    /// assert!(Connection::from_fd(file.into()).is_err());
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// `InvalidInput` for a descriptor that is neither a stream socket nor a
+    /// pipe; the kernel's error from the queries.
+    pub fn from_fd(fd: OwnedFd) -> io::Result<Self> {
+        let stat = rustix::fs::fstat(&fd)?;
+        let file_type = rustix::fs::FileType::from_raw_mode(stat.st_mode);
+        let flavor = match file_type {
+            rustix::fs::FileType::Socket => {
+                if rustix::net::sockopt::socket_type(&fd)? != rustix::net::SocketType::STREAM {
+                    return Err(io::Error::new(
+                        io::ErrorKind::InvalidInput,
+                        "a connection needs a stream socket",
+                    ));
+                }
+                if rustix::net::sockopt::socket_domain(&fd)? == rustix::net::AddressFamily::UNIX {
+                    Flavor::Unix
+                } else {
+                    Flavor::Socket
+                }
+            }
+            rustix::fs::FileType::Fifo => {
+                let mode = rustix::fs::fcntl_getfl(&fd)? & rustix::fs::OFlags::RWMODE;
+                if mode == rustix::fs::OFlags::WRONLY {
+                    Flavor::PipeWriter
+                } else {
+                    Flavor::PipeReader
+                }
+            }
+            _ => {
+                return Err(io::Error::new(
+                    io::ErrorKind::InvalidInput,
+                    "a connection needs a stream socket or a pipe",
+                ));
+            }
+        };
+        Self::new(fd, flavor)
+    }
+
+    /// The descriptor, giving up the connection. Bytes this connection had
+    /// already read ahead are lost.
+    #[must_use]
+    pub fn into_fd(self) -> OwnedFd {
+        self.fd
+    }
+
+    /// Whether [`recv`](Self::recv) and friends work here (not the sending
+    /// end of a simplex pipe).
+    #[must_use]
+    pub fn is_readable(&self) -> bool {
+        self.flavor.readable()
+    }
+
+    /// Whether [`send`](Self::send) and friends work here (not the receiving
+    /// end of a simplex pipe).
+    #[must_use]
+    pub fn is_writable(&self) -> bool {
+        self.flavor.writable()
+    }
+
+    /// Whether handles (descriptors) can travel through this connection: only
+    /// a Unix socket carries them.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use multiproc_pipe::Pipe;
+    ///
+    /// assert!(Pipe::new()?.0.carries_descriptors());
+    /// assert!(!Pipe::simplex()?.1.carries_descriptors());
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
+    #[must_use]
+    pub fn carries_descriptors(&self) -> bool {
+        self.flavor == Flavor::Unix
+    }
+
+    /// The limit on received payloads ([`DEFAULT_MAX_MESSAGE_LEN`] unless
+    /// set).
+    #[must_use]
+    pub fn max_message_len(&self) -> usize {
+        self.max_message_len
+    }
+
+    /// Sets the limit on received payloads; a frame announcing more is
+    /// refused with [`RecvError::BadMessageLength`] before anything is
+    /// allocated. Also limits what [`recv`](Self::recv) decodes.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use multiproc_pipe::Pipe;
+    ///
+    /// let (mut rx, tx) = Pipe::new()?;
+    /// rx.set_max_message_len(4);
+    /// tx.send_bytes(b"too long")?;
+    /// assert!(rx.recv_bytes().unwrap_err().is_bad_message_length());
+    /// // The frame is still there for a call with a higher limit.
+    /// assert_eq!(rx.recv_bytes_max(8)?, b"too long");
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn set_max_message_len(&mut self, max: usize) {
+        self.max_message_len = max;
+        self.codec = self.codec.with_max_size(max);
+    }
+
+    /// Whether received bytes are waiting in the read-ahead buffer (a
+    /// `recv` may then finish without a system call).
+    #[must_use]
+    pub fn has_buffered(&self) -> bool {
+        self.rx.buffered() > 0
+    }
+
+    // ---- sending ------------------------------------------------------
+
+    /// Sends `value` encoded with the [`multiproc_core::codec`] (bincode).
+    ///
+    /// On a Unix-socket connection the descriptors of handles inside `value`
+    /// (a [`Connection`], a `multiproc_core::Segment`, any type built on
+    /// [`SharedFd`]) go along with `SCM_RIGHTS` and the receiver gets working
+    /// duplicates; the sender keeps its own. Other connections refuse such a
+    /// value. The message is not a pickle: Python reads it as bytes only (use
+    /// [`send_pickle`](Self::send_pickle) for Python).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use multiproc_core::Segment;
+    /// use multiproc_pipe::Pipe;
+    ///
+    /// let (mut rx, tx) = Pipe::new()?;
+    /// let segment = Segment::anonymous(4096)?;
+    /// segment.write_at(0, b"shared")?;
+    /// tx.send(&segment)?;
+    /// let copy: Segment = rx.recv()?;
+    /// let mut buf = [0u8; 6];
+    /// copy.read_at(0, &mut buf)?;
+    /// assert_eq!(&buf, b"shared");
+    ///
+    /// // A simplex pipe cannot carry the descriptor.
+    /// let (_rx, tx) = Pipe::simplex()?;
+    /// assert!(tx.send(&segment).unwrap_err().is_descriptors_unsupported());
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// [`SendError::Codec`] when encoding fails (including
+    /// `DescriptorsUnsupported`), [`SendError::TooManyDescriptors`],
+    /// [`SendError::NotWritable`], [`SendError::Io`] (a closed peer is
+    /// `BrokenPipe`, never a `SIGPIPE`).
+    pub fn send<T: Serialize + ?Sized>(&self, value: &T) -> Result<(), SendError> {
+        self.check_writable()?;
+        if self.flavor != Flavor::Unix {
+            let mut frame = vec![0u8; MAX_HEADER];
+            let len = self.codec.encode_into(value, &mut frame)?;
+            return self.send_encoded(frame, len);
+        }
+        let (bytes, fds) = self.codec.encode_with_fds(value)?;
+        if fds.is_empty() {
+            return self.write_frame(&bytes);
+        }
+        if fds.len() > scm::MAX_FDS {
+            return Err(SendError::TooManyDescriptors(fds.len()));
+        }
+        let mut header = [0u8; MAX_HEADER];
+        let header_len = encode_header(bytes.len(), &mut header);
+        let mut frame = Vec::with_capacity(header_len + bytes.len());
+        frame.extend_from_slice(&header[..header_len]);
+        frame.extend_from_slice(&bytes);
+        let borrowed: Vec<BorrowedFd<'_>> = fds.iter().map(AsFd::as_fd).collect();
+        // The descriptors ride with the first byte of the frame: the
+        // receiver relies on that to give them to the right message
+        // (see the `recv` module).
+        scm::send_all(&self.fd, &frame, &borrowed)?;
+        Ok(())
+    }
+
+    /// Sends `frame[MAX_HEADER..MAX_HEADER + len]` after writing its header
+    /// into the reserved space in front of it.
+    fn send_encoded(&self, mut frame: Vec<u8>, len: usize) -> Result<(), SendError> {
+        let mut header = [0u8; MAX_HEADER];
+        let header_len = encode_header(len, &mut header);
+        let start = MAX_HEADER - header_len;
+        frame[start..MAX_HEADER].copy_from_slice(&header[..header_len]);
+        self.write_all(&[IoSlice::new(&frame[start..])])
+    }
+
+    /// Sends `bytes` as one message (Python's `send_bytes`).
+    ///
+    /// The header and the payload leave in one `sendmsg`/`writev`, so a small
+    /// message costs one system call and Python's `recv_bytes` reads it.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use multiproc_pipe::Pipe;
+    ///
+    /// let (mut rx, tx) = Pipe::new()?;
+    /// tx.send_bytes(b"")?;
+    /// tx.send_bytes(b"hello")?;
+    /// assert_eq!(rx.recv_bytes()?, b"");
+    /// assert_eq!(rx.recv_bytes()?, b"hello");
+    ///
+    /// drop(rx);
+    /// assert!(tx.send_bytes(b"nobody there").unwrap_err().is_broken_pipe());
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// [`SendError::NotWritable`], [`SendError::Io`] (a closed peer is
+    /// `BrokenPipe`).
+    pub fn send_bytes(&self, bytes: &[u8]) -> Result<(), SendError> {
+        self.check_writable()?;
+        self.write_frame(bytes)
+    }
+
+    /// Sends `size` bytes of `buf` starting at `offset` (all the rest for
+    /// `None`), like Python's `send_bytes(buf, offset, size)`.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use multiproc_pipe::Pipe;
+    ///
+    /// let (mut rx, tx) = Pipe::new()?;
+    /// tx.send_bytes_range(b"0123456789", 2, Some(3))?;
+    /// tx.send_bytes_range(b"0123456789", 7, None)?;
+    /// assert_eq!(rx.recv_bytes()?, b"234");
+    /// assert_eq!(rx.recv_bytes()?, b"789");
+    /// assert!(tx.send_bytes_range(b"0123", 3, Some(2)).is_err());
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// [`SendError::OutOfRange`] when the range does not lie in `buf`, and as
+    /// for [`send_bytes`](Self::send_bytes).
+    pub fn send_bytes_range(
+        &self,
+        buf: &[u8],
+        offset: usize,
+        size: Option<usize>,
+    ) -> Result<(), SendError> {
+        let size = size.unwrap_or_else(|| buf.len().saturating_sub(offset));
+        let range = offset
+            .checked_add(size)
+            .filter(|&end| end <= buf.len())
+            .map(|end| offset..end)
+            .ok_or(SendError::OutOfRange {
+                len: buf.len(),
+                offset,
+                size,
+            })?;
+        self.send_bytes(&buf[range])
+    }
+
+    /// Sends `value` as a pickle (protocol 3) that Python's `conn.recv()`
+    /// returns as the matching object: integers, floats, `str`, lists,
+    /// tuples, dicts, `None`, `bool`; bytes through
+    /// [`serde_pickle::Value::Bytes`](crate::pickle::Value).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use multiproc_pipe::Pipe;
+    /// use std::collections::BTreeMap;
+    ///
+    /// let (mut rx, tx) = Pipe::new()?;
+    /// let value = (1i64, 2.5f64, "three".to_string(), vec![4i64, 5]);
+    /// tx.send_pickle(&value)?;
+    /// assert_eq!(rx.recv_pickle::<(i64, f64, String, Vec<i64>)>()?, value);
+    ///
+    /// tx.send_pickle(&BTreeMap::from([("k".to_string(), 1i64)]))?;
+    /// assert!(rx.recv_pickle::<Vec<String>>().is_err()); // a dict is no list
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// [`SendError::Pickle`] for a value pickle cannot express, and as for
+    /// [`send_bytes`](Self::send_bytes).
+    #[cfg(feature = "pickle")]
+    pub fn send_pickle<T: Serialize + ?Sized>(&self, value: &T) -> Result<(), SendError> {
+        self.check_writable()?;
+        let bytes = serde_pickle::to_vec(&value, serde_pickle::SerOptions::new())
+            .map_err(SendError::Pickle)?;
+        self.write_frame(&bytes)
+    }
+
+    /// Sends a [`pickle::Value`](crate::pickle::Value) as a pickle, for
+    /// objects a Rust type cannot describe exactly (bytes, tuples next to
+    /// lists, sets).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use multiproc_pipe::{Pipe, pickle::Value};
+    ///
+    /// let (mut rx, tx) = Pipe::new()?;
+    /// let value = Value::Tuple(vec![Value::Bytes(vec![0, 255]), Value::None]);
+    /// tx.send_pickle_value(&value)?;
+    /// assert_eq!(rx.recv_pickle_value()?, value);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// As for [`send_pickle`](Self::send_pickle).
+    #[cfg(feature = "pickle")]
+    pub fn send_pickle_value(&self, value: &serde_pickle::Value) -> Result<(), SendError> {
+        self.check_writable()?;
+        let bytes = serde_pickle::value_to_vec(value, serde_pickle::SerOptions::new())
+            .map_err(SendError::Pickle)?;
+        self.write_frame(&bytes)
+    }
+
+    fn check_writable(&self) -> Result<(), SendError> {
+        if self.flavor.writable() {
+            Ok(())
+        } else {
+            Err(SendError::NotWritable)
+        }
+    }
+
+    /// Writes the header of `payload` and `payload` with one gathering call.
+    fn write_frame(&self, payload: &[u8]) -> Result<(), SendError> {
+        let mut header = [0u8; MAX_HEADER];
+        let header_len = encode_header(payload.len(), &mut header);
+        self.write_all(&[IoSlice::new(&header[..header_len]), IoSlice::new(payload)])
+    }
+
+    /// Writes all of `parts`, retrying after short writes and `EINTR`.
+    /// Sockets use `sendmsg(MSG_NOSIGNAL)`; pipes `writev` (see the
+    /// `sigpipe` module for why that cannot raise `SIGPIPE` either).
+    fn write_all(&self, parts: &[IoSlice<'_>]) -> Result<(), SendError> {
+        let mut storage: [IoSlice<'_>; 2] = [IoSlice::new(&[]), IoSlice::new(&[])];
+        let count = parts.len().min(2);
+        storage[..count].copy_from_slice(&parts[..count]);
+        let mut slices = &mut storage[..count];
+        IoSlice::advance_slices(&mut slices, 0);
+        while !slices.is_empty() {
+            let result = if self.flavor.is_socket() {
+                rustix::net::sendmsg(
+                    &self.fd,
+                    slices,
+                    &mut SendAncillaryBuffer::default(),
+                    SendFlags::NOSIGNAL,
+                )
+            } else {
+                rustix::io::writev(&self.fd, slices)
+            };
+            match result {
+                Ok(n) => IoSlice::advance_slices(&mut slices, n),
+                Err(Errno::INTR) => {}
+                Err(err) => return Err(SendError::Io(err.into())),
+            }
+        }
+        Ok(())
+    }
+
+    // ---- receiving ----------------------------------------------------
+
+    /// Receives a value sent with [`send`](Self::send); handles inside it
+    /// come back with their descriptors.
+    ///
+    /// A payload that is not a valid encoding is a [`RecvError::Codec`]
+    /// error, and the connection stays usable: the bad frame was consumed.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use multiproc_pipe::Pipe;
+    ///
+    /// let (mut rx, tx) = Pipe::new()?;
+    /// tx.send_bytes(&[0xff, 0xff, 0xff])?; // not a (u8, String)
+    /// tx.send(&(1u8, "one"))?;
+    /// assert!(rx.recv::<(u8, String)>().is_err());
+    /// assert_eq!(rx.recv::<(u8, String)>()?, (1, "one".to_string()));
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// As for [`recv_bytes`](Self::recv_bytes), and [`RecvError::Codec`].
+    pub fn recv<T: DeserializeOwned>(&mut self) -> Result<T, RecvError> {
+        self.check_readable()?;
+        let max = self.max_message_len;
+        let codec = self.codec;
+        let carries_fds = self.flavor == Flavor::Unix;
+        let (payload, fds) = {
+            let (fd, flavor) = (self.fd.as_fd(), self.flavor);
+            self.rx.frame(max, &mut |dst| read_os(fd, flavor, dst))?
+        };
+        let value = if carries_fds {
+            codec.decode_with_fds(payload.as_slice(), fds)
+        } else {
+            codec.decode(payload.as_slice())
+        };
+        Ok(value?)
+    }
+
+    /// Receives a pickle sent by Python's `conn.send(obj)` (or by
+    /// [`send_pickle`](Self::send_pickle)) as a `T`: Python ints as integer
+    /// types, floats as `f64`, `str` as `String`, lists and tuples as
+    /// sequences or tuples, dicts as maps. Use
+    /// [`recv_pickle_value`](Self::recv_pickle_value) for any object.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use multiproc_pipe::Pipe;
+    /// use std::collections::HashMap;
+    ///
+    /// let (mut rx, tx) = Pipe::new()?;
+    /// // What Python 3.11's conn.send((1, 2.5, "three", {"four": 4})) writes.
+    /// tx.send_bytes(b"\x80\x04\x95#\x00\x00\x00\x00\x00\x00\x00(K\x01G@\x04\x00\x00\x00\x00\x00\x00\x8c\x05three\x94}\x94\x8c\x04four\x94K\x04st\x94.")?;
+    /// let got: (i64, f64, String, HashMap<String, i64>) = rx.recv_pickle()?;
+    /// assert_eq!(got, (1, 2.5, "three".into(), HashMap::from([("four".into(), 4)])));
+    ///
+    /// tx.send_bytes(b"not a pickle")?;
+    /// assert!(rx.recv_pickle::<i64>().is_err());
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// As for [`recv_bytes`](Self::recv_bytes), and [`RecvError::Pickle`]
+    /// (the frame was consumed; the connection stays usable).
+    #[cfg(feature = "pickle")]
+    pub fn recv_pickle<T: DeserializeOwned>(&mut self) -> Result<T, RecvError> {
+        let max = self.max_message_len;
+        let (fd, flavor) = (self.fd.as_fd(), self.flavor);
+        self.check_readable()?;
+        let (payload, _fds) = self.rx.frame(max, &mut |dst| read_os(fd, flavor, dst))?;
+        serde_pickle::from_slice(payload.as_slice(), serde_pickle::DeOptions::new())
+            .map_err(RecvError::Pickle)
+    }
+
+    /// Receives a pickle as a [`pickle::Value`](crate::pickle::Value), which
+    /// keeps every distinction Python makes (tuple or list, bytes or str,
+    /// big integers, sets).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use multiproc_pipe::{Pipe, pickle::Value};
+    ///
+    /// let (mut rx, tx) = Pipe::new()?;
+    /// // What Python 3.11's conn.send((1, b"ab")) writes.
+    /// tx.send_bytes(b"\x80\x04\x95\n\x00\x00\x00\x00\x00\x00\x00K\x01C\x02ab\x94\x86\x94.")?;
+    /// let value = rx.recv_pickle_value()?;
+    /// assert_eq!(value, Value::Tuple(vec![Value::I64(1), Value::Bytes(b"ab".to_vec())]));
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// As for [`recv_pickle`](Self::recv_pickle).
+    #[cfg(feature = "pickle")]
+    pub fn recv_pickle_value(&mut self) -> Result<serde_pickle::Value, RecvError> {
+        let max = self.max_message_len;
+        let (fd, flavor) = (self.fd.as_fd(), self.flavor);
+        self.check_readable()?;
+        let (payload, _fds) = self.rx.frame(max, &mut |dst| read_os(fd, flavor, dst))?;
+        serde_pickle::value_from_slice(payload.as_slice(), serde_pickle::DeOptions::new())
+            .map_err(RecvError::Pickle)
+    }
+
+    /// Receives one message as bytes (Python's `recv_bytes()`), up to
+    /// [`max_message_len`](Self::max_message_len).
+    ///
+    /// Descriptors that arrived with the message are closed.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use multiproc_pipe::Pipe;
+    ///
+    /// let (mut rx, tx) = Pipe::new()?;
+    /// tx.send_bytes(&[7; 100_000])?;
+    /// assert_eq!(rx.recv_bytes()?, vec![7; 100_000]);
+    /// drop(tx);
+    /// assert!(rx.recv_bytes().unwrap_err().is_eof());
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// [`RecvError::Eof`] when the peer closed, [`RecvError::Truncated`]
+    /// when it closed mid-message, [`RecvError::BadMessageLength`],
+    /// [`RecvError::NotReadable`], [`RecvError::Io`].
+    pub fn recv_bytes(&mut self) -> Result<Vec<u8>, RecvError> {
+        self.recv_bytes_max(self.max_message_len)
+    }
+
+    /// Receives one message of at most `maxlength` bytes (Python's
+    /// `recv_bytes(maxlength)`). A longer one is
+    /// [`RecvError::BadMessageLength`] and stays unread.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use multiproc_pipe::Pipe;
+    ///
+    /// let (mut rx, tx) = Pipe::new()?;
+    /// tx.send_bytes(b"12345")?;
+    /// assert!(rx.recv_bytes_max(4).unwrap_err().is_bad_message_length());
+    /// assert_eq!(rx.recv_bytes_max(5)?, b"12345");
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// As for [`recv_bytes`](Self::recv_bytes).
+    pub fn recv_bytes_max(&mut self, maxlength: usize) -> Result<Vec<u8>, RecvError> {
+        self.check_readable()?;
+        let (fd, flavor) = (self.fd.as_fd(), self.flavor);
+        let (payload, _fds) = self
+            .rx
+            .frame(maxlength, &mut |dst| read_os(fd, flavor, dst))?;
+        Ok(payload.into_vec())
+    }
+
+    /// Receives one message into `buf` and returns its length (Python's
+    /// `recv_bytes_into`). Payloads up to `buf.len()` go straight into `buf`
+    /// without an allocation.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use multiproc_pipe::Pipe;
+    ///
+    /// let (mut rx, tx) = Pipe::new()?;
+    /// let mut buf = [0u8; 4];
+    /// tx.send_bytes(b"abc")?;
+    /// assert_eq!(rx.recv_bytes_into(&mut buf)?, 3);
+    /// assert_eq!(&buf[..3], b"abc");
+    ///
+    /// // Too long: the error carries the whole message.
+    /// tx.send_bytes(b"abcdef")?;
+    /// let err = rx.recv_bytes_into(&mut buf).unwrap_err();
+    /// assert_eq!(err.into_message().unwrap(), b"abcdef");
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// [`RecvError::BufferTooShort`] with the message when it does not fit,
+    /// and as for [`recv_bytes`](Self::recv_bytes).
+    pub fn recv_bytes_into(&mut self, buf: &mut [u8]) -> Result<usize, RecvError> {
+        self.check_readable()?;
+        let max = self.max_message_len;
+        let (fd, flavor) = (self.fd.as_fd(), self.flavor);
+        self.rx
+            .frame_into(buf, max, &mut |dst| read_os(fd, flavor, dst))
+    }
+
+    /// Whether a message (or part of one, or the peer's end of file) can be
+    /// read, waiting up to `timeout` for it; `None` waits forever and
+    /// `Some(Duration::ZERO)` just checks (Python's `poll`).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use multiproc_pipe::Pipe;
+    /// use std::time::Duration;
+    ///
+    /// let (mut rx, tx) = Pipe::new()?;
+    /// assert!(!rx.poll(Some(Duration::from_millis(10)))?);
+    /// tx.send_bytes(b"x")?;
+    /// assert!(rx.poll(None)?);
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// `Unsupported` on the sending end of a simplex pipe; the kernel's error
+    /// from `poll(2)`.
+    pub fn poll(&self, timeout: Option<Duration>) -> io::Result<bool> {
+        if !self.flavor.readable() {
+            return Err(io::Error::new(
+                io::ErrorKind::Unsupported,
+                RecvError::NotReadable,
+            ));
+        }
+        if self.has_buffered() {
+            return Ok(true);
+        }
+        Ok(crate::wait::poll_readable(&[self.fd.as_fd()], timeout)?[0])
+    }
+
+    fn check_readable(&self) -> Result<(), RecvError> {
+        if self.flavor.readable() {
+            Ok(())
+        } else {
+            Err(RecvError::NotReadable)
+        }
+    }
+
+    /// Closes the connection (Python's `close()`); dropping it does the
+    /// same. The peer's next `recv` after what was already sent reports
+    /// [`RecvError::Eof`].
+    pub fn close(self) {
+        drop(self);
+    }
+}
+
+/// One read from the OS: `recvmsg` with room for descriptors on a Unix
+/// socket (a plain `read` there would make the kernel close descriptors that
+/// came along), `read` otherwise. `EINTR` is retried.
+fn read_os(fd: BorrowedFd<'_>, flavor: Flavor, dst: &mut [u8]) -> ReadResult {
+    if flavor == Flavor::Unix {
+        let got = scm::recv(fd, dst, scm::MAX_FDS)?;
+        return Ok((got.len, got.fds));
+    }
+    loop {
+        match rustix::io::read(fd, &mut *dst) {
+            Ok(n) => return Ok((n, Vec::new())),
+            Err(Errno::INTR) => {}
+            Err(err) => return Err(err.into()),
+        }
+    }
+}
+
+impl AsFd for Connection {
+    fn as_fd(&self) -> BorrowedFd<'_> {
+        self.fd.as_fd()
+    }
+}
+
+impl AsRawFd for Connection {
+    fn as_raw_fd(&self) -> RawFd {
+        self.fd.as_raw_fd()
+    }
+}
+
+impl fmt::Debug for Connection {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Connection")
+            .field("fd", &self.fd.as_raw_fd())
+            .field("flavor", &self.flavor)
+            .field("buffered", &self.rx.buffered())
+            .finish_non_exhaustive()
+    }
+}
+
+/// A connection inside a message: its descriptor (out of band) and flavor.
+#[derive(Serialize, Deserialize)]
+struct ConnectionWire {
+    fd: SharedFd,
+    flavor: Flavor,
+}
+
+/// Sends a duplicate of the descriptor; the original stays open here. Bytes
+/// this end has already read ahead stay here too, so send a connection
+/// before reading from it.
+impl Serialize for Connection {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let fd = SharedFd::duplicate(&self.fd).map_err(serde::ser::Error::custom)?;
+        ConnectionWire {
+            fd,
+            flavor: self.flavor,
+        }
+        .serialize(serializer)
+    }
+}
+
+impl<'de> Deserialize<'de> for Connection {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let wire = ConnectionWire::deserialize(deserializer)?;
+        Self::new(wire.fd.into_inner(), wire.flavor).map_err(serde::de::Error::custom)
+    }
+}
+
+/// Python's `multiprocessing.Pipe`: a connected pair of [`Connection`]s.
+///
+/// # Examples
+///
+/// ```
+/// use multiproc_pipe::Pipe;
+///
+/// // Duplex: both ends send and receive.
+/// let (mut a, mut b) = Pipe::new()?;
+/// a.send_bytes(b"ping")?;
+/// assert_eq!(b.recv_bytes()?, b"ping");
+/// b.send_bytes(b"pong")?;
+/// assert_eq!(a.recv_bytes()?, b"pong");
+///
+/// // Simplex: receiver first, like Python's Pipe(False).
+/// let (mut rx, tx) = Pipe::simplex()?;
+/// tx.send_bytes(b"one way")?;
+/// assert_eq!(rx.recv_bytes()?, b"one way");
+/// assert!(rx.send_bytes(b"back").is_err());
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+#[derive(Debug)]
+pub struct Pipe(());
+
+impl Pipe {
+    /// `socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC)`: two ends that both
+    /// send and receive, and carry descriptors (Python's `Pipe()`).
+    ///
+    /// # Errors
+    ///
+    /// The kernel's error (e.g. `EMFILE`).
+    #[allow(clippy::new_ret_no_self)]
+    pub fn new() -> io::Result<(Connection, Connection)> {
+        let (a, b) = scm::stream_pair()?;
+        Ok((
+            Connection::new(a, Flavor::Unix)?,
+            Connection::new(b, Flavor::Unix)?,
+        ))
+    }
+
+    /// `pipe2(O_CLOEXEC)`: `(receiver, sender)` (Python's `Pipe(False)`).
+    /// Cannot carry descriptors.
+    ///
+    /// Makes sure `SIGPIPE` cannot kill the process when the receiver is
+    /// gone: if it is at its default action it is set to ignore (the Rust
+    /// runtime normally did that already), so the write returns
+    /// `BrokenPipe`.
+    ///
+    /// # Errors
+    ///
+    /// The kernel's error (e.g. `EMFILE`).
+    #[doc(alias = "pipe2")]
+    pub fn simplex() -> io::Result<(Connection, Connection)> {
+        let (rx, tx) = rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC)?;
+        Ok((
+            Connection::new(rx, Flavor::PipeReader)?,
+            Connection::new(tx, Flavor::PipeWriter)?,
+        ))
+    }
+}

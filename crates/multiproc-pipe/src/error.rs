@@ -1,0 +1,407 @@
+//! Error types: one per kind of operation.
+//!
+//! | operation | error |
+//! |---|---|
+//! | `send`, `send_bytes`, `send_pickle` | [`SendError`] |
+//! | `recv`, `recv_bytes*`, `recv_pickle` | [`RecvError`] |
+//! | `Listener::accept`, `Client::connect` | [`ConnectError`] (wraps [`AuthenticationError`]) |
+//!
+//! `Display` strings are lowercase without a final period; the wrapped
+//! `io::Error` or codec error is the [`source`](std::error::Error::source).
+
+use multiproc_core::CodecError;
+use std::fmt;
+use std::io;
+
+/// Why a message could not be received.
+///
+/// Which errors leave the connection usable:
+///
+/// | variant | connection afterwards |
+/// |---|---|
+/// | [`Codec`](Self::Codec), [`BufferTooShort`](Self::BufferTooShort) | usable: the frame was consumed whole, the next `recv` reads the next frame |
+/// | [`BadMessageLength`](Self::BadMessageLength) | the header stays unread: a call with a larger limit can still take the frame |
+/// | [`Eof`](Self::Eof) | the peer is gone; every later `recv` is `Eof` again |
+/// | [`Truncated`](Self::Truncated), [`Io`](Self::Io) | broken: close it |
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum RecvError {
+    /// The peer closed its end and every message before that was read
+    /// (Python's `EOFError`).
+    Eof,
+    /// The peer closed its end in the middle of a frame (Python's
+    /// `OSError("got end of file during message")`).
+    Truncated {
+        /// Bytes of the frame (header included) that were expected.
+        expected: u64,
+        /// Bytes of it that arrived.
+        received: u64,
+    },
+    /// The frame header announces a negative length or more bytes than the
+    /// limit (Python's `OSError("bad message length")`). Nothing was
+    /// allocated for it.
+    BadMessageLength {
+        /// The length in the header (negative for a malformed short header).
+        claimed: i128,
+        /// The limit in force.
+        max: usize,
+    },
+    /// The message does not fit the buffer given to
+    /// [`recv_bytes_into`](crate::Connection::recv_bytes_into); the whole
+    /// message is here (Python's `BufferTooShort`).
+    BufferTooShort(Vec<u8>),
+    /// The connection is the sending end of a simplex pipe.
+    NotReadable,
+    /// The payload is not a valid encoding of the requested type, or its
+    /// descriptors do not match; the frame was consumed.
+    Codec(CodecError),
+    /// The payload is not a pickle of the requested type; the frame was
+    /// consumed.
+    #[cfg(feature = "pickle")]
+    Pickle(serde_pickle::Error),
+    /// The operating system refused the read.
+    Io(io::Error),
+}
+
+impl RecvError {
+    /// Whether this is [`RecvError::Eof`]: the peer closed the connection.
+    #[must_use]
+    pub fn is_eof(&self) -> bool {
+        matches!(self, Self::Eof)
+    }
+
+    /// Whether this is [`RecvError::BufferTooShort`].
+    #[must_use]
+    pub fn is_buffer_too_short(&self) -> bool {
+        matches!(self, Self::BufferTooShort(_))
+    }
+
+    /// Whether this is [`RecvError::BadMessageLength`].
+    #[must_use]
+    pub fn is_bad_message_length(&self) -> bool {
+        matches!(self, Self::BadMessageLength { .. })
+    }
+
+    /// The message carried by [`RecvError::BufferTooShort`].
+    #[must_use]
+    pub fn into_message(self) -> Option<Vec<u8>> {
+        match self {
+            Self::BufferTooShort(message) => Some(message),
+            _ => None,
+        }
+    }
+}
+
+impl fmt::Display for RecvError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Eof => f.write_str("connection closed by peer"),
+            Self::Truncated { expected, received } => write!(
+                f,
+                "got end of file during message ({received} of {expected} bytes)"
+            ),
+            Self::BadMessageLength { claimed, max } => {
+                write!(f, "bad message length {claimed} (limit {max})")
+            }
+            Self::BufferTooShort(message) => write!(
+                f,
+                "buffer too short for a message of {} bytes",
+                message.len()
+            ),
+            Self::NotReadable => f.write_str("connection is write-only"),
+            Self::Codec(_) => f.write_str("received message could not be decoded"),
+            #[cfg(feature = "pickle")]
+            Self::Pickle(_) => f.write_str("received pickle could not be decoded"),
+            Self::Io(_) => f.write_str("reading from the connection failed"),
+        }
+    }
+}
+
+impl std::error::Error for RecvError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            Self::Codec(err) => Some(err),
+            #[cfg(feature = "pickle")]
+            Self::Pickle(err) => Some(err),
+            Self::Io(err) => Some(err),
+            _ => None,
+        }
+    }
+}
+
+impl From<io::Error> for RecvError {
+    fn from(err: io::Error) -> Self {
+        Self::Io(err)
+    }
+}
+
+impl From<CodecError> for RecvError {
+    fn from(err: CodecError) -> Self {
+        Self::Codec(err)
+    }
+}
+
+impl From<RecvError> for io::Error {
+    fn from(err: RecvError) -> Self {
+        let kind = match &err {
+            RecvError::Eof | RecvError::Truncated { .. } => io::ErrorKind::UnexpectedEof,
+            RecvError::Io(inner) => inner.kind(),
+            RecvError::NotReadable => io::ErrorKind::Unsupported,
+            _ => io::ErrorKind::InvalidData,
+        };
+        io::Error::new(kind, err)
+    }
+}
+
+/// Why a message could not be sent.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum SendError {
+    /// The connection is the receiving end of a simplex pipe.
+    NotWritable,
+    /// `offset`/`size` do not lie within the buffer given to
+    /// [`send_bytes_range`](crate::Connection::send_bytes_range).
+    OutOfRange {
+        /// Length of the buffer.
+        len: usize,
+        /// Requested start.
+        offset: usize,
+        /// Requested length.
+        size: usize,
+    },
+    /// The value holds more descriptors than one message can carry
+    /// ([`multiproc_core::scm::MAX_FDS`]).
+    TooManyDescriptors(usize),
+    /// The value could not be encoded; this includes values holding handles
+    /// on a connection that cannot carry descriptors
+    /// ([`CodecError::DescriptorsUnsupported`]).
+    Codec(CodecError),
+    /// The value could not be pickled.
+    #[cfg(feature = "pickle")]
+    Pickle(serde_pickle::Error),
+    /// The operating system refused the write; a closed peer is
+    /// `ErrorKind::BrokenPipe` (see [`is_broken_pipe`](Self::is_broken_pipe)).
+    Io(io::Error),
+}
+
+impl SendError {
+    /// Whether the peer has closed its end (`EPIPE`/`ECONNRESET`).
+    #[must_use]
+    pub fn is_broken_pipe(&self) -> bool {
+        matches!(self, Self::Io(err) if matches!(
+            err.kind(),
+            io::ErrorKind::BrokenPipe | io::ErrorKind::ConnectionReset
+        ))
+    }
+
+    /// Whether the value holds handles and this connection cannot carry
+    /// descriptors (a simplex pipe or a TCP connection).
+    #[must_use]
+    pub fn is_descriptors_unsupported(&self) -> bool {
+        matches!(self, Self::Codec(err) if err.is_descriptors_unsupported())
+    }
+}
+
+impl fmt::Display for SendError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::NotWritable => f.write_str("connection is read-only"),
+            Self::OutOfRange { len, offset, size } => write!(
+                f,
+                "range of {size} bytes at offset {offset} exceeds a buffer of {len} bytes"
+            ),
+            Self::TooManyDescriptors(n) => write!(
+                f,
+                "{n} descriptors exceed the {} one message can carry",
+                multiproc_core::scm::MAX_FDS
+            ),
+            Self::Codec(err) if err.is_descriptors_unsupported() => f.write_str(
+                "value holds file descriptors but this connection cannot carry them (only a unix socket can)",
+            ),
+            Self::Codec(_) => f.write_str("message could not be encoded"),
+            #[cfg(feature = "pickle")]
+            Self::Pickle(_) => f.write_str("message could not be pickled"),
+            Self::Io(_) => f.write_str("writing to the connection failed"),
+        }
+    }
+}
+
+impl std::error::Error for SendError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            Self::Codec(err) => Some(err),
+            #[cfg(feature = "pickle")]
+            Self::Pickle(err) => Some(err),
+            Self::Io(err) => Some(err),
+            _ => None,
+        }
+    }
+}
+
+impl From<io::Error> for SendError {
+    fn from(err: io::Error) -> Self {
+        Self::Io(err)
+    }
+}
+
+impl From<CodecError> for SendError {
+    fn from(err: CodecError) -> Self {
+        Self::Codec(err)
+    }
+}
+
+impl From<SendError> for io::Error {
+    fn from(err: SendError) -> Self {
+        let kind = match &err {
+            SendError::Io(inner) => inner.kind(),
+            SendError::NotWritable => io::ErrorKind::Unsupported,
+            _ => io::ErrorKind::InvalidInput,
+        };
+        io::Error::new(kind, err)
+    }
+}
+
+/// The authkey handshake failed: the peer used another key, spoke out of
+/// protocol, or asked for a digest this crate does not offer (Python's
+/// `multiprocessing.AuthenticationError`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AuthenticationError {
+    reason: AuthFailure,
+}
+
+/// What exactly went wrong in a handshake (see [`AuthenticationError::reason`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum AuthFailure {
+    /// Our peer answered our challenge with the wrong digest: it does not
+    /// know the key.
+    DigestWrong,
+    /// Our peer rejected our answer (`#FAILURE#`): we do not share its key.
+    DigestRejected,
+    /// A handshake message was not of the expected form (no `#CHALLENGE#`,
+    /// challenge too short, unknown `{digest}` prefix, reply of the wrong
+    /// length, a message over 256 bytes).
+    Protocol(String),
+    /// The peer asked for a digest that this crate cannot compute.
+    UnsupportedDigest(String),
+}
+
+impl AuthenticationError {
+    pub(crate) fn new(reason: AuthFailure) -> Self {
+        Self { reason }
+    }
+
+    pub(crate) fn protocol(text: impl Into<String>) -> Self {
+        Self::new(AuthFailure::Protocol(text.into()))
+    }
+
+    /// What went wrong.
+    #[must_use]
+    pub fn reason(&self) -> &AuthFailure {
+        &self.reason
+    }
+}
+
+impl fmt::Display for AuthenticationError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.reason {
+            AuthFailure::DigestWrong => f.write_str("digest received was wrong"),
+            AuthFailure::DigestRejected => f.write_str("digest sent was rejected"),
+            AuthFailure::Protocol(text) => write!(f, "authentication protocol error: {text}"),
+            AuthFailure::UnsupportedDigest(name) => {
+                write!(f, "unsupported authentication digest {name:?}")
+            }
+        }
+    }
+}
+
+impl std::error::Error for AuthenticationError {}
+
+/// Why [`Client::connect`](crate::Client::connect) or
+/// [`Listener::accept`](crate::Listener::accept) failed.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum ConnectError {
+    /// The authkey handshake failed; the connection was dropped.
+    Authentication(AuthenticationError),
+    /// The peer closed the connection during the handshake.
+    Eof,
+    /// A socket call failed (`ECONNREFUSED`, `EADDRINUSE`, …).
+    Io(io::Error),
+}
+
+impl ConnectError {
+    /// Whether the handshake failed on the key ([`ConnectError::Authentication`]).
+    #[must_use]
+    pub fn is_authentication(&self) -> bool {
+        matches!(self, Self::Authentication(_))
+    }
+}
+
+impl fmt::Display for ConnectError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Authentication(_) => f.write_str("authentication failed"),
+            Self::Eof => f.write_str("peer closed the connection during the handshake"),
+            Self::Io(_) => f.write_str("connecting failed"),
+        }
+    }
+}
+
+impl std::error::Error for ConnectError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            Self::Authentication(err) => Some(err),
+            Self::Io(err) => Some(err),
+            Self::Eof => None,
+        }
+    }
+}
+
+impl From<io::Error> for ConnectError {
+    fn from(err: io::Error) -> Self {
+        Self::Io(err)
+    }
+}
+
+impl From<AuthenticationError> for ConnectError {
+    fn from(err: AuthenticationError) -> Self {
+        Self::Authentication(err)
+    }
+}
+
+impl From<SendError> for ConnectError {
+    fn from(err: SendError) -> Self {
+        match err {
+            SendError::Io(err) => Self::Io(err),
+            other => Self::Io(other.into()),
+        }
+    }
+}
+
+impl From<RecvError> for ConnectError {
+    /// Handshake messages are read with a 256-byte limit; a longer one is a
+    /// protocol violation, not an I/O problem.
+    fn from(err: RecvError) -> Self {
+        match err {
+            RecvError::Eof | RecvError::Truncated { .. } => Self::Eof,
+            RecvError::BadMessageLength { claimed, max } => {
+                Self::Authentication(AuthenticationError::protocol(format!(
+                    "handshake message of length {claimed} (limit {max})"
+                )))
+            }
+            RecvError::Io(err) => Self::Io(err),
+            other => Self::Io(other.into()),
+        }
+    }
+}
+
+impl From<ConnectError> for io::Error {
+    fn from(err: ConnectError) -> Self {
+        match err {
+            ConnectError::Io(err) => err,
+            ConnectError::Eof => io::Error::new(io::ErrorKind::UnexpectedEof, err),
+            ConnectError::Authentication(_) => io::Error::new(io::ErrorKind::PermissionDenied, err),
+        }
+    }
+}

@@ -1,0 +1,424 @@
+//! The receive side of a connection: a read-ahead buffer that cuts the byte
+//! stream into frames and hands each frame the descriptors that came with it.
+//!
+//! # One read per small message
+//!
+//! The buffer reads as much as the kernel has ([`READ_BUF`] at most), so a
+//! small frame — header and payload — usually arrives in one `read`, and a
+//! burst of small frames in one `read` for all of them. A payload too large
+//! for the buffer is read straight into its destination after the part that
+//! was already buffered, so large messages are not copied twice.
+//!
+//! # Which frame owns received descriptors
+//!
+//! On a Unix stream socket, descriptors sent with `SCM_RIGHTS` ride with the
+//! first byte of the `sendmsg` that carried them, and a `recvmsg` that
+//! receives them stops at the end of that `sendmsg`'s first segment
+//! ([unix(7)](https://man7.org/linux/man-pages/man7/unix.7.html): "the
+//! ancillary data is received with the first byte of the segment"). Our
+//! sender starts every descriptor-carrying `sendmsg` with a frame header, so
+//! the descriptors from a read that covered stream bytes `[a, b)` belong to the
+//! last frame that *starts* in `[a, b)`. Each batch is kept with its range;
+//! a frame claims the batches it owns, and batches no frame claimed (a peer
+//! that attached descriptors mid-frame, or a frame read with `recv_bytes`)
+//! are closed once the stream has moved past them. Nothing leaks and nothing
+//! lands on the wrong message.
+
+use crate::error::RecvError;
+use crate::frame::{Parsed, parse_header};
+use std::collections::VecDeque;
+use std::io;
+use std::os::fd::OwnedFd;
+
+/// Size of the read-ahead buffer, allocated on the first receive. 64 KiB
+/// holds hundreds of small frames; larger payloads bypass it.
+pub(crate) const READ_BUF: usize = 64 * 1024;
+
+/// Payloads up to this size get their whole buffer up front; larger ones
+/// grow as bytes actually arrive, so a peer that announces a huge (but
+/// permitted) length and then stalls or hangs up costs only what it sent.
+const EAGER_ALLOC: usize = 64 * 1024 * 1024;
+
+/// One read from the OS: bytes placed in the buffer and descriptors received.
+pub(crate) type ReadResult = io::Result<(usize, Vec<OwnedFd>)>;
+
+struct FdBatch {
+    /// Stream offset of the first byte of the read that brought them.
+    from: u64,
+    /// Stream offset just past the last byte of that read.
+    to: u64,
+    fds: Vec<OwnedFd>,
+}
+
+/// A received frame's payload: borrowed from the read-ahead buffer when it
+/// was there whole, otherwise owned.
+pub(crate) enum Payload<'a> {
+    Buffered(&'a [u8]),
+    Owned(Vec<u8>),
+}
+
+impl Payload<'_> {
+    pub(crate) fn as_slice(&self) -> &[u8] {
+        match self {
+            Self::Buffered(bytes) => bytes,
+            Self::Owned(bytes) => bytes,
+        }
+    }
+
+    pub(crate) fn into_vec(self) -> Vec<u8> {
+        match self {
+            Self::Buffered(bytes) => bytes.to_vec(),
+            Self::Owned(bytes) => bytes,
+        }
+    }
+}
+
+/// The read-ahead buffer and the descriptor batches of one connection.
+#[derive(Default)]
+pub(crate) struct RecvBuf {
+    buf: Vec<u8>,
+    start: usize,
+    end: usize,
+    /// Stream offset of `buf[end]`: bytes read from the OS so far.
+    read_total: u64,
+    batches: VecDeque<FdBatch>,
+    /// The peer has closed its end (a read returned 0).
+    eof: bool,
+}
+
+impl RecvBuf {
+    /// Bytes read ahead and not yet handed out.
+    pub(crate) fn buffered(&self) -> usize {
+        self.end - self.start
+    }
+
+    /// Stream offset of `buf[start]`.
+    fn position(&self) -> u64 {
+        self.read_total - self.buffered() as u64
+    }
+
+    /// One read from the OS into `dst`, recording any descriptors with the
+    /// stream range they came with.
+    fn read_into(
+        read_total: &mut u64,
+        batches: &mut VecDeque<FdBatch>,
+        dst: &mut [u8],
+        read: &mut impl FnMut(&mut [u8]) -> ReadResult,
+    ) -> io::Result<usize> {
+        let (n, fds) = read(dst)?;
+        let from = *read_total;
+        *read_total += n as u64;
+        if !fds.is_empty() {
+            batches.push_back(FdBatch {
+                from,
+                to: *read_total,
+                fds,
+            });
+        }
+        Ok(n)
+    }
+
+    /// Reads more into the buffer, making room at the end first; returns the
+    /// bytes read (0 at end of file).
+    fn fill(&mut self, read: &mut impl FnMut(&mut [u8]) -> ReadResult) -> io::Result<usize> {
+        if self.eof {
+            return Ok(0);
+        }
+        if self.buf.is_empty() {
+            self.buf = vec![0; READ_BUF];
+        }
+        if self.start == self.end {
+            self.start = 0;
+            self.end = 0;
+        } else if self.end == self.buf.len() || self.start > self.buf.len() / 2 {
+            self.buf.copy_within(self.start..self.end, 0);
+            self.end -= self.start;
+            self.start = 0;
+        }
+        let n = Self::read_into(
+            &mut self.read_total,
+            &mut self.batches,
+            &mut self.buf[self.end..],
+            read,
+        )?;
+        self.end += n;
+        if n == 0 {
+            self.eof = true;
+        }
+        Ok(n)
+    }
+
+    /// Makes sure a whole header is buffered and checks it; consumes nothing.
+    /// Returns the header and payload lengths.
+    fn header(
+        &mut self,
+        max: usize,
+        read: &mut impl FnMut(&mut [u8]) -> ReadResult,
+    ) -> Result<(usize, usize), RecvError> {
+        loop {
+            match parse_header(&self.buf[self.start..self.end], max)? {
+                Parsed::Frame {
+                    header_len,
+                    payload_len,
+                } => return Ok((header_len, payload_len)),
+                Parsed::Need(need) => {
+                    if self.fill(read)? == 0 {
+                        return Err(if self.buffered() == 0 {
+                            RecvError::Eof
+                        } else {
+                            RecvError::Truncated {
+                                expected: need as u64,
+                                received: self.buffered() as u64,
+                            }
+                        });
+                    }
+                }
+            }
+        }
+    }
+
+    /// Hands out the descriptor batches owned by the frame that starts at
+    /// stream offset `frame_start` and is `frame_len` bytes long (see the
+    /// module docs), closing stale ones.
+    fn claim_fds(&mut self, frame_start: u64, frame_len: u64) -> Vec<OwnedFd> {
+        let frame_end = frame_start.saturating_add(frame_len);
+        let mut fds = Vec::new();
+        while let Some(batch) = self.batches.front() {
+            if batch.to <= frame_start {
+                // Before this frame and unclaimed: close.
+                self.batches.pop_front();
+            } else if batch.from <= frame_start && batch.to <= frame_end {
+                let batch = self.batches.pop_front().expect("front exists");
+                fds.extend(batch.fds);
+            } else {
+                break;
+            }
+        }
+        fds
+    }
+
+    /// Reads exactly `dst.len()` payload bytes: first from the buffer, then
+    /// straight from the OS. `after` is how many bytes of the frame follow
+    /// `dst` (for the error report).
+    fn payload_into(
+        &mut self,
+        dst: &mut [u8],
+        frame_len: u64,
+        after: u64,
+        read: &mut impl FnMut(&mut [u8]) -> ReadResult,
+    ) -> Result<(), RecvError> {
+        let from_buf = self.buffered().min(dst.len());
+        dst[..from_buf].copy_from_slice(&self.buf[self.start..self.start + from_buf]);
+        self.start += from_buf;
+        let mut done = from_buf;
+        while done < dst.len() {
+            let n = if self.eof {
+                0
+            } else {
+                Self::read_into(
+                    &mut self.read_total,
+                    &mut self.batches,
+                    &mut dst[done..],
+                    read,
+                )?
+            };
+            if n == 0 {
+                self.eof = true;
+                return Err(RecvError::Truncated {
+                    expected: frame_len,
+                    received: frame_len - (dst.len() - done) as u64 - after,
+                });
+            }
+            done += n;
+        }
+        Ok(())
+    }
+
+    /// Reads a payload of `len` bytes into a new vector, growing it as data
+    /// arrives when `len` is large.
+    fn payload_vec(
+        &mut self,
+        len: usize,
+        frame_len: u64,
+        read: &mut impl FnMut(&mut [u8]) -> ReadResult,
+    ) -> Result<Vec<u8>, RecvError> {
+        if len <= EAGER_ALLOC {
+            let mut out = vec![0; len];
+            self.payload_into(&mut out, frame_len, 0, read)?;
+            return Ok(out);
+        }
+        let mut out = Vec::new();
+        while out.len() < len {
+            let step = (len - out.len()).min(out.len().max(EAGER_ALLOC));
+            let done = out.len();
+            out.resize(done + step, 0);
+            let after = (len - done - step) as u64;
+            self.payload_into(&mut out[done..], frame_len, after, read)?;
+        }
+        Ok(out)
+    }
+
+    /// Receives one frame of at most `max` payload bytes, with the
+    /// descriptors that came with it.
+    pub(crate) fn frame(
+        &mut self,
+        max: usize,
+        read: &mut impl FnMut(&mut [u8]) -> ReadResult,
+    ) -> Result<(Payload<'_>, Vec<OwnedFd>), RecvError> {
+        let (header_len, len) = self.header(max, read)?;
+        let frame_start = self.position();
+        let frame_len = (header_len + len) as u64;
+        let total = header_len + len;
+        if total <= READ_BUF {
+            // Small frame: complete it in the buffer.
+            while self.buffered() < total {
+                if self.fill(read)? == 0 {
+                    return Err(self.truncated_in_buffer(total));
+                }
+            }
+            let fds = self.claim_fds(frame_start, frame_len);
+            let payload_start = self.start + header_len;
+            self.start += total;
+            return Ok((
+                Payload::Buffered(&self.buf[payload_start..payload_start + len]),
+                fds,
+            ));
+        }
+        self.start += header_len;
+        let out = self.payload_vec(len, frame_len, read)?;
+        let fds = self.claim_fds(frame_start, frame_len);
+        Ok((Payload::Owned(out), fds))
+    }
+
+    /// Receives one frame into `dst`; a frame larger than `dst` is returned
+    /// whole in [`RecvError::BufferTooShort`].
+    pub(crate) fn frame_into(
+        &mut self,
+        dst: &mut [u8],
+        max: usize,
+        read: &mut impl FnMut(&mut [u8]) -> ReadResult,
+    ) -> Result<usize, RecvError> {
+        let (header_len, len) = self.header(max, read)?;
+        if len > dst.len() {
+            let (payload, _fds) = self.frame(max, read)?;
+            return Err(RecvError::BufferTooShort(payload.into_vec()));
+        }
+        let frame_start = self.position();
+        let frame_len = (header_len + len) as u64;
+        let total = header_len + len;
+        if total <= self.buffered() {
+            dst[..len].copy_from_slice(&self.buf[self.start + header_len..self.start + total]);
+            self.start += total;
+        } else {
+            self.start += header_len;
+            self.payload_into(&mut dst[..len], frame_len, 0, read)?;
+        }
+        drop(self.claim_fds(frame_start, frame_len));
+        Ok(len)
+    }
+
+    fn truncated_in_buffer(&mut self, total: usize) -> RecvError {
+        let received = self.buffered() as u64;
+        // The partial frame can never complete; drop it.
+        self.start = self.end;
+        RecvError::Truncated {
+            expected: total as u64,
+            received,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::frame::{MAX_HEADER, encode_header};
+
+    fn framed(payloads: &[&[u8]]) -> Vec<u8> {
+        let mut out = Vec::new();
+        for p in payloads {
+            let mut header = [0u8; MAX_HEADER];
+            let n = encode_header(p.len(), &mut header);
+            out.extend_from_slice(&header[..n]);
+            out.extend_from_slice(p);
+        }
+        out
+    }
+
+    /// A reader over `data` that returns at most `chunk` bytes per read.
+    fn reader(data: Vec<u8>, chunk: usize) -> impl FnMut(&mut [u8]) -> ReadResult {
+        let mut pos = 0;
+        move |dst: &mut [u8]| {
+            let n = dst.len().min(chunk).min(data.len() - pos);
+            dst[..n].copy_from_slice(&data[pos..pos + n]);
+            pos += n;
+            Ok((n, Vec::new()))
+        }
+    }
+
+    #[test]
+    fn frames_come_out_whole_for_any_chunking() {
+        let big = vec![7u8; READ_BUF * 2 + 3];
+        let stream = framed(&[b"", b"a", b"hello", &big, b"tail"]);
+        for chunk in [1, 3, 4, 5, 4096, usize::MAX] {
+            let mut rx = RecvBuf::default();
+            let mut read = reader(stream.clone(), chunk);
+            let mut got = Vec::new();
+            loop {
+                match rx.frame(usize::MAX, &mut read) {
+                    Ok((p, _)) => got.push(p.into_vec()),
+                    Err(RecvError::Eof) => break,
+                    Err(e) => panic!("{e}"),
+                }
+            }
+            assert_eq!(got.len(), 5, "chunk {chunk}");
+            assert_eq!(got[2], b"hello");
+            assert_eq!(got[3], big);
+            assert_eq!(got[4], b"tail");
+        }
+    }
+
+    #[test]
+    fn truncated_frames_are_typed() {
+        let mut stream = framed(&[b"hello"]);
+        stream.pop();
+        let mut rx = RecvBuf::default();
+        let err = rx.frame(100, &mut reader(stream, 2)).err().unwrap();
+        assert!(matches!(
+            err,
+            RecvError::Truncated {
+                expected: 9,
+                received: 8
+            }
+        ));
+        let mut rx = RecvBuf::default();
+        let err = rx.frame(100, &mut reader(vec![0, 0], 2)).err().unwrap();
+        assert!(matches!(err, RecvError::Truncated { .. }));
+    }
+
+    #[test]
+    fn too_long_header_is_kept_for_a_retry() {
+        let stream = framed(&[b"0123456789"]);
+        let mut rx = RecvBuf::default();
+        let mut read = reader(stream, 100);
+        assert!(
+            rx.frame(5, &mut read)
+                .err()
+                .unwrap()
+                .is_bad_message_length()
+        );
+        let (payload, _) = rx.frame(10, &mut read).unwrap();
+        assert_eq!(payload.as_slice(), b"0123456789");
+    }
+
+    #[test]
+    fn frame_into_reports_short_buffers_with_the_message() {
+        let stream = framed(&[b"0123456789", b"ok"]);
+        let mut rx = RecvBuf::default();
+        let mut read = reader(stream, 3);
+        let mut small = [0u8; 4];
+        let err = rx.frame_into(&mut small, 100, &mut read).unwrap_err();
+        assert_eq!(err.into_message().unwrap(), b"0123456789");
+        assert_eq!(rx.frame_into(&mut small, 100, &mut read).unwrap(), 2);
+        assert_eq!(&small[..2], b"ok");
+    }
+}

@@ -1,0 +1,3 @@
+//! Filled in by the next commit.
+
+fn main() {}
