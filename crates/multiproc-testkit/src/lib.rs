@@ -62,12 +62,10 @@ pub fn run(roles: &[Role], tests: Vec<Trial>) -> ! {
         std::process::exit(0);
     }
     let args = libtest_mimic::Arguments::from_args();
-    let before = shm_names(SHM_PREFIX);
+    let ours = || [shm_names(SHM_PREFIX), shm_names(PYTHON_SHM_PREFIX)].concat();
+    let before = ours();
     let conclusion = libtest_mimic::run(&args, tests);
-    let leaked: Vec<String> = shm_names(SHM_PREFIX)
-        .into_iter()
-        .filter(|n| !before.contains(n))
-        .collect();
+    let leaked: Vec<String> = ours().into_iter().filter(|n| !before.contains(n)).collect();
     if !leaked.is_empty() {
         eprintln!("error: the tests left shared memory behind in /dev/shm: {leaked:?}");
         std::process::exit(1);
@@ -77,6 +75,9 @@ pub fn run(roles: &[Role], tests: Vec<Trial>) -> ! {
 
 /// Prefix of the names multiproc generates in `/dev/shm`.
 pub const SHM_PREFIX: &str = "mp_";
+
+/// Prefix of the names Python's `shared_memory` generates.
+pub const PYTHON_SHM_PREFIX: &str = "psm_";
 
 /// Starts this test binary again as `role` with `args`. The descriptors in
 /// `fds` are inherited under the same numbers; the child collects them with

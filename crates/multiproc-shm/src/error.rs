@@ -1,0 +1,74 @@
+//! The crate's error type.
+
+use multiproc_core::SegmentError;
+use std::fmt;
+
+/// Why a shared-data operation failed.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum ShmError {
+    /// Creating, opening or unlinking the segment failed: a bad name (empty,
+    /// too long, a `/` inside), size 0, a name taken or missing, or the
+    /// kernel's refusal. The [`SegmentError`] says which.
+    Segment(SegmentError),
+    /// The segment is smaller than the data placed in it needs.
+    TooSmall {
+        /// Bytes needed.
+        need: usize,
+        /// Bytes the segment has.
+        have: usize,
+    },
+    /// The segment does not hold a valid `ShareableList` (or is corrupt).
+    NotAShareableList(&'static str),
+    /// An index past the end.
+    IndexOutOfRange {
+        /// The index asked for.
+        index: usize,
+        /// The length.
+        len: usize,
+    },
+    /// A `str` or `bytes` value longer than the room its slot was created
+    /// with (Python raises `ValueError` here too).
+    ValueTooLong {
+        /// Bytes the value needs.
+        len: usize,
+        /// Bytes the slot has.
+        capacity: usize,
+    },
+}
+
+impl fmt::Display for ShmError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Segment(_) => f.write_str("shared-memory segment error"),
+            Self::TooSmall { need, have } => {
+                write!(f, "segment of {have} bytes is too small: {need} needed")
+            }
+            Self::NotAShareableList(why) => write!(f, "not a ShareableList: {why}"),
+            Self::IndexOutOfRange { index, len } => {
+                write!(f, "index {index} out of range for length {len}")
+            }
+            Self::ValueTooLong { len, capacity } => {
+                write!(
+                    f,
+                    "value of {len} bytes exceeds the slot's {capacity} bytes"
+                )
+            }
+        }
+    }
+}
+
+impl std::error::Error for ShmError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            Self::Segment(err) => Some(err),
+            _ => None,
+        }
+    }
+}
+
+impl From<SegmentError> for ShmError {
+    fn from(err: SegmentError) -> Self {
+        Self::Segment(err)
+    }
+}

@@ -1,0 +1,250 @@
+//! [`SharedMemory`]: Python's `multiprocessing.shared_memory.SharedMemory`.
+#![allow(unsafe_code)]
+
+use multiproc_core::Segment;
+use serde::{Deserialize, Serialize};
+use std::fmt;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use crate::{ShmError, tracker};
+
+/// A named block of shared memory that Python's `SharedMemory(name)` opens
+/// too, with the same bytes.
+///
+/// # Ownership
+///
+/// The process that [`create`](Self::create)s a block owns its name: when
+/// the owning handle is dropped (or [`close`](Self::close)d) the name is
+/// unlinked, and if the owner dies without doing so (even by `SIGKILL`) a
+/// small tracker process unlinks it shortly after. Handles made by
+/// [`open`](Self::open), or received from another process, never unlink by
+/// themselves; anyone may still call [`unlink`](Self::unlink) explicitly, as
+/// in Python. Mappings stay valid after the name is gone.
+///
+/// # Aliasing
+///
+/// Other processes may write the bytes at any moment, so safe access copies
+/// ([`read_at`](Self::read_at), [`write_at`](Self::write_at),
+/// [`to_vec`](Self::to_vec)) or goes through atomics
+/// ([`segment`](Self::segment)`.view::<AtomicU64>(..)`). The raw slices
+/// [`buf`](Self::buf) and [`buf_mut`](Self::buf_mut) are `unsafe`: the caller
+/// promises that nobody writes the block while the slice lives.
+///
+/// # Examples
+///
+/// ```
+/// use multiproc_shm::SharedMemory;
+///
+/// let owner = SharedMemory::create(None, 64)?;
+/// owner.write_at(0, b"hello")?;
+///
+/// let other = SharedMemory::open(owner.name())?; // e.g. in another process
+/// let mut buf = [0u8; 5];
+/// other.read_at(0, &mut buf)?;
+/// assert_eq!(&buf, b"hello");
+/// assert!(!other.is_owner());
+///
+/// let name = owner.name().to_owned();
+/// drop(owner); // the owner unlinks the name
+/// assert!(SharedMemory::open(&name).is_err());
+/// # Ok::<(), multiproc_shm::ShmError>(())
+/// ```
+pub struct SharedMemory {
+    segment: Segment,
+    name: String,
+    owner: bool,
+    unlinked: AtomicBool,
+}
+
+impl SharedMemory {
+    /// `shm_open(O_CREAT | O_EXCL, 0600)` of `size` bytes, zero-filled; with
+    /// `name = None` an unguessable name is chosen. The caller owns the name.
+    ///
+    /// # Errors
+    ///
+    /// [`ShmError::Segment`] for a bad name (empty, over 255 bytes, a `/`
+    /// inside), a size of 0, or a name already taken (`AlreadyExists`).
+    pub fn create(name: Option<&str>, size: usize) -> Result<Self, ShmError> {
+        let segment = Segment::create_named(name, size)?;
+        let name = segment.name().unwrap_or_default().to_owned();
+        if let Err(err) = tracker::register(&name) {
+            let _ = segment.unlink();
+            return Err(ShmError::Segment(multiproc_core::SegmentError::Io {
+                op: "start the shared-memory tracker",
+                source: err,
+            }));
+        }
+        Ok(Self {
+            segment,
+            name,
+            owner: true,
+            unlinked: AtomicBool::new(false),
+        })
+    }
+
+    /// Attaches to the block called `name` (with or without Python's leading
+    /// `/`), whoever created it.
+    ///
+    /// # Errors
+    ///
+    /// [`ShmError::Segment`] for a bad name or none by that name (`NotFound`).
+    pub fn open(name: &str) -> Result<Self, ShmError> {
+        let segment = Segment::open_named(name)?;
+        let name = segment.name().unwrap_or_default().to_owned();
+        Ok(Self {
+            segment,
+            name,
+            owner: false,
+            unlinked: AtomicBool::new(false),
+        })
+    }
+
+    /// The name, without the leading `/` (as Python's `.name`).
+    #[must_use]
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Size in bytes (as Python's `.size`).
+    #[must_use]
+    pub fn size(&self) -> usize {
+        self.segment.len()
+    }
+
+    /// Whether this handle created the block and will unlink it.
+    #[must_use]
+    pub fn is_owner(&self) -> bool {
+        self.owner
+    }
+
+    /// The underlying segment, for atomic views ([`Segment::view`]).
+    #[must_use]
+    pub fn segment(&self) -> &Segment {
+        &self.segment
+    }
+
+    /// Copies bytes out, starting at `offset`.
+    ///
+    /// # Errors
+    ///
+    /// [`ShmError::Segment`] when the range is outside the block.
+    pub fn read_at(&self, offset: usize, buf: &mut [u8]) -> Result<(), ShmError> {
+        Ok(self.segment.read_at(offset, buf)?)
+    }
+
+    /// Copies `data` in, starting at `offset`.
+    ///
+    /// # Errors
+    ///
+    /// [`ShmError::Segment`] when the range is outside the block.
+    pub fn write_at(&self, offset: usize, data: &[u8]) -> Result<(), ShmError> {
+        Ok(self.segment.write_at(offset, data)?)
+    }
+
+    /// A copy of the whole block.
+    #[must_use]
+    pub fn to_vec(&self) -> Vec<u8> {
+        let mut out = vec![0u8; self.size()];
+        self.segment
+            .read_at(0, &mut out)
+            .expect("the whole block is in bounds");
+        out
+    }
+
+    /// The block as a byte slice (Python's `.buf`).
+    ///
+    /// # Safety
+    ///
+    /// No process may write the block while the slice lives (for example:
+    /// every writer is done and synchronised with this process by a lock,
+    /// an event or a join).
+    #[must_use]
+    pub unsafe fn buf(&self) -> &[u8] {
+        // SAFETY: the mapping is `size()` bytes and lives as long as `self`;
+        // the caller guarantees nobody writes it meanwhile.
+        unsafe { std::slice::from_raw_parts(self.segment.as_ptr(), self.size()) }
+    }
+
+    /// The block as a mutable byte slice.
+    ///
+    /// # Safety
+    ///
+    /// No other process (and no other handle in this one) may read or write
+    /// the block while the slice lives.
+    #[must_use]
+    pub unsafe fn buf_mut(&mut self) -> &mut [u8] {
+        // SAFETY: as for `buf`, and the caller guarantees exclusive access.
+        unsafe { std::slice::from_raw_parts_mut(self.segment.as_ptr(), self.size()) }
+    }
+
+    /// Removes the name (Python's `unlink()`); the mappings stay valid.
+    ///
+    /// # Errors
+    ///
+    /// [`ShmError::Segment`] with `NotFound` when the name is already gone.
+    pub fn unlink(&self) -> Result<(), ShmError> {
+        self.unlinked.store(true, Ordering::Relaxed);
+        let result = self.segment.unlink();
+        if self.owner {
+            let _ = tracker::unregister(&self.name);
+        }
+        Ok(result?)
+    }
+
+    /// Unmaps the block (Python's `close()`); an owner also unlinks it.
+    pub fn close(self) {}
+
+    /// Gives up ownership: the name survives this handle and this process,
+    /// until somebody unlinks it. Returns the name.
+    #[must_use = "the name is the only way to find the block again"]
+    pub fn into_persistent(mut self) -> String {
+        if self.owner {
+            let _ = tracker::unregister(&self.name);
+            self.owner = false;
+        }
+        std::mem::take(&mut self.name)
+    }
+}
+
+impl Drop for SharedMemory {
+    fn drop(&mut self) {
+        if self.owner && !self.unlinked.load(Ordering::Relaxed) {
+            let _ = self.segment.unlink();
+            let _ = tracker::unregister(&self.name);
+        }
+    }
+}
+
+impl fmt::Debug for SharedMemory {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SharedMemory")
+            .field("name", &self.name)
+            .field("size", &self.size())
+            .field("owner", &self.owner)
+            .finish()
+    }
+}
+
+/// A `SharedMemory` in a message: the segment (descriptor out of band) —
+/// the receiver attaches and never owns.
+impl Serialize for SharedMemory {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        self.segment.serialize(serializer)
+    }
+}
+
+impl<'de> Deserialize<'de> for SharedMemory {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let segment = Segment::deserialize(deserializer)?;
+        let name = segment
+            .name()
+            .ok_or_else(|| serde::de::Error::custom("SharedMemory without a name"))?
+            .to_owned();
+        Ok(Self {
+            segment,
+            name,
+            owner: false,
+            unlinked: AtomicBool::new(false),
+        })
+    }
+}

@@ -1,0 +1,164 @@
+//! Reclaims named segments whose creator died without unlinking them.
+//!
+//! On the first [`SharedMemory::create`](crate::SharedMemory::create) a
+//! process starts one tracker: a small process, detached by a double fork
+//! and a new session (so neither the creator's `waitpid` nor a terminal's
+//! Ctrl-C reaches it), that holds the read end of a pipe. The creator writes
+//! `+name` when it creates a segment and `-name` when the name is gone
+//! (unlinked by the owner, or handed over for good). When every write end is
+//! closed — the creator exited, normally or by `SIGKILL` — the tracker unlinks
+//! the names still registered and exits.
+//!
+//! Unlike Python's resource tracker it only ever unlinks names *this*
+//! process created (attachers never register), it ignores names already gone
+//! (no double unlink), and it prints nothing.
+//!
+//! A child forked from the creator (no exec) inherits the write end, so the
+//! creator's segments are reclaimed once the creator *and* such children are
+//! gone; children that exec do not inherit it (it is close-on-exec).
+#![allow(unsafe_code)]
+
+use std::collections::HashSet;
+use std::io;
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::sync::Mutex;
+
+/// The write end of this process's tracker pipe, with the pid that started
+/// it (a forked child starts its own rather than sharing a parent's record).
+static TRACKER: Mutex<Option<(u32, OwnedFd)>> = Mutex::new(None);
+
+/// Records that this process created `name`.
+pub(crate) fn register(name: &str) -> io::Result<()> {
+    send(b'+', name)
+}
+
+/// Records that `name` no longer needs reclaiming.
+pub(crate) fn unregister(name: &str) -> io::Result<()> {
+    send(b'-', name)
+}
+
+fn send(op: u8, name: &str) -> io::Result<()> {
+    let mut tracker = TRACKER.lock().unwrap_or_else(|e| e.into_inner());
+    let pid = std::process::id();
+    if !matches!(&*tracker, Some((owner, _)) if *owner == pid) {
+        *tracker = Some((pid, start()?));
+    }
+    let Some((_, pipe)) = tracker.as_ref() else {
+        unreachable!("set above")
+    };
+    // One write of at most 2 + 255 bytes: below PIPE_BUF, hence atomic.
+    let mut record = Vec::with_capacity(name.len() + 2);
+    record.push(op);
+    record.extend_from_slice(name.as_bytes());
+    record.push(b'\n');
+    let written = rustix::io::retry_on_intr(|| rustix::io::write(pipe, &record))?;
+    debug_assert_eq!(written, record.len());
+    Ok(())
+}
+
+/// Starts a tracker and returns the write end of its pipe.
+fn start() -> io::Result<OwnedFd> {
+    let (read_end, write_end) = rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC)?;
+    // SAFETY: fork duplicates the calling thread only. The child below
+    // touches no lock another thread could hold except malloc's, which glibc
+    // re-initialises in the child of a fork, and it never returns: it ends in
+    // `_exit`, so no destructor of the parent's objects runs twice.
+    let first = unsafe { libc::fork() };
+    if first < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    if first == 0 {
+        drop(write_end);
+        // SAFETY: as above; the grandchild is the tracker, the middle child
+        // leaves at once so the tracker is re-parented away from the creator.
+        let second = unsafe { libc::fork() };
+        if second == 0 {
+            run(read_end);
+        }
+        // SAFETY: `_exit` ends the forked middle child without running the
+        // parent's atexit handlers or destructors.
+        unsafe { libc::_exit(0) };
+    }
+    drop(read_end);
+    // Reap the middle child, which exits at once.
+    let pid = rustix::process::Pid::from_raw(first).expect("fork returned a positive pid");
+    let _ = rustix::process::waitpid(Some(pid), rustix::process::WaitOptions::empty());
+    Ok(write_end)
+}
+
+/// The tracker's body: never returns.
+fn run(pipe: OwnedFd) -> ! {
+    let _ = rustix::process::setsid();
+    close_all_but(pipe.as_raw_fd());
+    let mut names: HashSet<String> = HashSet::new();
+    let mut pending = Vec::new();
+    let mut buf = [0u8; 4096];
+    loop {
+        match rustix::io::read(&pipe, &mut buf) {
+            Ok(0) => break,
+            Ok(n) => pending.extend_from_slice(&buf[..n]),
+            Err(rustix::io::Errno::INTR) => continue,
+            Err(_) => break,
+        }
+        while let Some(end) = pending.iter().position(|&b| b == b'\n') {
+            let line: Vec<u8> = pending.drain(..=end).collect();
+            let Ok(name) = std::str::from_utf8(&line[1..line.len() - 1]) else {
+                continue;
+            };
+            match line[0] {
+                b'+' => {
+                    names.insert(name.to_owned());
+                }
+                b'-' => {
+                    names.remove(name);
+                }
+                _ => {}
+            }
+        }
+    }
+    for name in names {
+        // ENOENT (already gone) is fine: nothing to report, nobody to warn.
+        let _ = rustix::shm::unlink(format!("/{name}").as_str());
+    }
+    // SAFETY: ends the tracker without running inherited destructors.
+    unsafe { libc::_exit(0) }
+}
+
+/// Closes every descriptor but `keep`, pointing 0–2 at `/dev/null`: the
+/// tracker must not hold the creator's sockets and pipes open (a peer would
+/// never see EOF) nor its standard output (a parent reading it to EOF would
+/// wait for the tracker).
+fn close_all_but(keep: i32) {
+    let open: Vec<i32> = match std::fs::read_dir("/proc/self/fd") {
+        Ok(dir) => dir
+            .filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
+            .collect(),
+        Err(_) => return,
+    };
+    let null = rustix::fs::open(
+        "/dev/null",
+        rustix::fs::OFlags::RDWR,
+        rustix::fs::Mode::empty(),
+    )
+    .ok();
+    for fd in open {
+        if fd == keep || null.as_ref().is_some_and(|n| n.as_raw_fd() == fd) {
+            continue;
+        }
+        if fd <= 2 {
+            if let Some(null) = &null {
+                // SAFETY: `fd` is 0, 1 or 2, open in this single-threaded
+                // process; dup2 replaces it atomically and the `OwnedFd` is
+                // forgotten so it is not closed again.
+                let mut target = unsafe { <OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd) };
+                let _ = rustix::io::dup2(null.as_fd(), &mut target);
+                std::mem::forget(target);
+            }
+            continue;
+        }
+        // SAFETY: the tracker is single-threaded and about to own nothing
+        // but `keep`; the listing's own descriptor is already closed, and a
+        // number that is not open any more just fails with EBADF.
+        unsafe { rustix::io::close(fd) };
+    }
+}

@@ -1,0 +1,372 @@
+//! SharedMemory and ShareableList between real processes, including Python's
+//! own `multiprocessing.shared_memory` (system python3).
+
+use multiproc_shm::{ShareableList, ShareableValue as V, SharedMemory, ShmError};
+use multiproc_testkit::{Role, eventually, run, spawn, tests, wait_timeout};
+use std::io::{BufRead, BufReader, Write};
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+const LIMIT: Duration = Duration::from_secs(30);
+
+fn pattern(len: usize) -> Vec<u8> {
+    (0..len).map(|i| (i % 251) as u8).collect()
+}
+
+fn exists(name: &str) -> bool {
+    Path::new(&format!("/dev/shm/{name}")).exists()
+}
+
+// ---- child roles -------------------------------------------------------
+
+/// Opens `args[0]`, checks the pattern, writes a marker, drops the handle.
+fn child_open_and_mark(args: &[String]) {
+    let shm = SharedMemory::open(&args[0]).unwrap();
+    let mut data = vec![0u8; shm.size()];
+    shm.read_at(0, &mut data).unwrap();
+    assert_eq!(&data[8..], &pattern(shm.size())[8..]);
+    shm.write_at(0, b"childwas").unwrap();
+}
+
+/// Creates a block, prints its name, and waits to be killed.
+fn child_create_and_wait(_: &[String]) {
+    let shm = SharedMemory::create(None, 4096).unwrap();
+    println!("{}", shm.name());
+    std::io::stdout().flush().unwrap();
+    std::thread::sleep(Duration::from_secs(60));
+}
+
+// ---- python ------------------------------------------------------------
+
+/// Starts `python3 -c script args…` with piped stdin/stdout, or `None`
+/// (with a message) when python3 is not installed.
+fn python(script: &str, args: &[&str]) -> Option<std::process::Child> {
+    match Command::new("python3")
+        .arg("-c")
+        .arg(script)
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+    {
+        Ok(child) => Some(child),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            println!("python3 not found: skipping the Python interop check");
+            None
+        }
+        Err(e) => panic!("starting python3: {e}"),
+    }
+}
+
+fn line(reader: &mut impl BufRead) -> String {
+    let mut line = String::new();
+    reader.read_line(&mut line).unwrap();
+    line.trim_end().to_owned()
+}
+
+// ---- tests -------------------------------------------------------------
+
+fn child_opens_by_name_and_writes() {
+    let shm = SharedMemory::create(None, 10_000).unwrap();
+    shm.write_at(0, &pattern(10_000)).unwrap();
+    let mut child = spawn("open_and_mark", &[shm.name()], &[]).unwrap();
+    assert!(wait_timeout(&mut child, LIMIT).success());
+    let mut head = [0u8; 8];
+    shm.read_at(0, &mut head).unwrap();
+    assert_eq!(&head, b"childwas");
+    // The attacher dropped its handle: the name must still be there.
+    assert!(exists(shm.name()));
+    let name = shm.name().to_owned();
+    drop(shm);
+    assert!(!exists(&name), "the owner's drop did not unlink");
+}
+
+fn sigkilled_creator_is_reclaimed() {
+    for _ in 0..3 {
+        let mut child = multiproc_testkit::command("create_and_wait", &[], &[])
+            .stdout(Stdio::piped())
+            .stdin(Stdio::null())
+            .spawn()
+            .unwrap();
+        let name = line(&mut BufReader::new(child.stdout.take().unwrap()));
+        assert!(name.starts_with("mp_"), "{name:?}");
+        assert!(exists(&name));
+        child.kill().unwrap();
+        child.wait().unwrap();
+        assert!(
+            eventually(Duration::from_secs(3), || !exists(&name)),
+            "{name} survived its SIGKILLed creator"
+        );
+    }
+}
+
+fn explicit_unlink_then_drop_does_not_fail_or_double_unlink() {
+    let shm = SharedMemory::create(None, 64).unwrap();
+    let name = shm.name().to_owned();
+    shm.unlink().unwrap();
+    assert!(!exists(&name));
+    assert!(matches!(shm.unlink(), Err(ShmError::Segment(_))));
+    shm.write_at(0, b"still mapped").unwrap();
+    drop(shm);
+    // A user-named block created afterwards under the same name survives
+    // the old handle's tracker record.
+    let again = SharedMemory::create(Some(&name), 64).unwrap();
+    assert!(exists(&name));
+    drop(again);
+    assert!(!exists(&name));
+}
+
+fn persistent_block_outlives_its_handle() {
+    let shm = SharedMemory::create(None, 64).unwrap();
+    let name = shm.into_persistent();
+    assert!(exists(&name));
+    let reopened = SharedMemory::open(&name).unwrap();
+    reopened.unlink().unwrap();
+    assert!(!exists(&name));
+}
+
+fn python_creates_rust_opens() {
+    let script = r#"
+import sys
+from multiprocessing import shared_memory
+shm = shared_memory.SharedMemory(create=True, size=4096)
+shm.buf[:4096] = bytes(i % 251 for i in range(4096))
+print(shm.name, flush=True)
+sys.stdin.readline()
+ok = bytes(shm.buf[:4]) == b"rust"
+shm.close()
+shm.unlink()
+print("OK" if ok else "BAD", flush=True)
+"#;
+    let Some(mut py) = python(script, &[]) else {
+        return;
+    };
+    let mut out = BufReader::new(py.stdout.take().unwrap());
+    let name = line(&mut out);
+    let shm = SharedMemory::open(&name).unwrap();
+    assert!(!shm.is_owner());
+    assert_eq!(shm.size(), 4096);
+    assert_eq!(shm.to_vec(), pattern(4096), "bytes differ from Python's");
+    shm.write_at(0, b"rust").unwrap();
+    writeln!(py.stdin.as_mut().unwrap(), "go").unwrap();
+    assert_eq!(line(&mut out), "OK");
+    assert!(wait_timeout(&mut py, LIMIT).success());
+    drop(shm);
+    assert!(!exists(&name));
+}
+
+fn rust_creates_python_opens() {
+    let shm = SharedMemory::create(None, 4096).unwrap();
+    shm.write_at(0, &pattern(4096)).unwrap();
+    // Python < 3.13 registers attached blocks with its resource tracker,
+    // which would unlink ours when Python exits: unregister right away.
+    let script = r#"
+import sys
+from multiprocessing import shared_memory, resource_tracker
+shm = shared_memory.SharedMemory(name=sys.argv[1])
+resource_tracker.unregister(shm._name, "shared_memory")
+ok = shm.size >= 4096 and bytes(shm.buf[:4096]) == bytes(i % 251 for i in range(4096))
+shm.buf[:2] = b"py"
+shm.close()
+print("OK" if ok else "BAD", flush=True)
+"#;
+    let Some(mut py) = python(script, &[shm.name()]) else {
+        return;
+    };
+    let mut out = BufReader::new(py.stdout.take().unwrap());
+    assert_eq!(line(&mut out), "OK", "Python saw other bytes");
+    assert!(wait_timeout(&mut py, LIMIT).success());
+    let mut head = [0u8; 2];
+    shm.read_at(0, &mut head).unwrap();
+    assert_eq!(&head, b"py");
+    assert!(
+        exists(shm.name()),
+        "Python unlinked a block it does not own"
+    );
+}
+
+fn expected_items() -> Vec<V> {
+    vec![
+        V::Int(42),
+        V::Int(-1),
+        V::Float(3.5),
+        V::Bool(true),
+        V::Bool(false),
+        V::None,
+        V::Str("héllo".into()),
+        V::Bytes(b"by\x00tes".to_vec()),
+        V::Str("x".repeat(20)),
+        V::Str(String::new()),
+    ]
+}
+
+const PY_ITEMS: &str = r#"[42, -1, 3.5, True, False, None, "héllo", b"by\x00tes", "x" * 20, ""]"#;
+
+fn python_shareable_list_opens_here() {
+    let script = format!(
+        r#"
+import sys
+from multiprocessing import shared_memory
+sl = shared_memory.ShareableList({PY_ITEMS})
+print(sl.shm.name, flush=True)
+sys.stdin.readline()
+ok = list(sl) == [7, "new", 2.25, None, True, False, "hé", b"\x01\x02", "y" * 20, 1]
+sl.shm.close()
+sl.shm.unlink()
+print("OK" if ok else "BAD", flush=True)
+"#
+    );
+    let Some(mut py) = python(&script, &[]) else {
+        return;
+    };
+    let mut out = BufReader::new(py.stdout.take().unwrap());
+    let name = line(&mut out);
+    let list = ShareableList::open(&name).unwrap();
+    assert_eq!(list.to_vec().unwrap(), expected_items());
+    for (i, value) in [
+        V::Int(7),
+        V::from("new"),
+        V::Float(2.25),
+        V::None,
+        V::Bool(true),
+        V::Bool(false),
+        V::from("hé"),
+        V::Bytes(vec![1, 2]),
+        V::Str("y".repeat(20)),
+        V::Int(1),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        list.set(i, value).unwrap();
+    }
+    writeln!(py.stdin.as_mut().unwrap(), "go").unwrap();
+    assert_eq!(line(&mut out), "OK", "Python read back other values");
+    assert!(wait_timeout(&mut py, LIMIT).success());
+}
+
+fn rust_shareable_list_opens_in_python() {
+    let list = ShareableList::create(None, &expected_items()).unwrap();
+    let script = format!(
+        r#"
+import sys
+from multiprocessing import shared_memory, resource_tracker
+sl = shared_memory.ShareableList(name=sys.argv[1])
+resource_tracker.unregister(sl.shm._name, "shared_memory")
+ok = list(sl) == {PY_ITEMS}
+sl[0] = 99
+sl[6] = "abc"
+sl[2] = "str in a float slot"[:8]
+sl[5] = b"raw"
+sl.shm.close()
+print("OK" if ok else "BAD", flush=True)
+"#
+    );
+    let Some(mut py) = python(&script, &[list.shm().name()]) else {
+        return;
+    };
+    let mut out = BufReader::new(py.stdout.take().unwrap());
+    assert_eq!(line(&mut out), "OK", "Python read other values");
+    assert!(wait_timeout(&mut py, LIMIT).success());
+    assert_eq!(list.get(0).unwrap(), V::Int(99));
+    assert_eq!(list.get(6).unwrap(), V::from("abc"));
+    assert_eq!(list.get(2).unwrap(), V::from("str in a"));
+    assert_eq!(list.get(5).unwrap(), V::Bytes(b"raw".to_vec()));
+}
+
+fn bad_input_is_a_typed_error() {
+    for name in ["", "/", "a/b", &"n".repeat(256)] {
+        assert!(
+            matches!(
+                SharedMemory::create(Some(name), 10),
+                Err(ShmError::Segment(_))
+            ),
+            "{name:?}"
+        );
+    }
+    assert!(matches!(
+        SharedMemory::create(None, 0),
+        Err(ShmError::Segment(_))
+    ));
+    let missing = SharedMemory::open("mp_does_not_exist_0123456789").unwrap_err();
+    assert!(
+        matches!(missing, ShmError::Segment(ref e) if e.io_kind() == Some(std::io::ErrorKind::NotFound))
+    );
+
+    // A foreign block that is not a list.
+    let foreign = SharedMemory::create(None, 64).unwrap();
+    foreign.write_at(0, &[0xff; 64]).unwrap();
+    assert!(matches!(
+        ShareableList::open(foreign.name()),
+        Err(ShmError::NotAShareableList(_))
+    ));
+    foreign.write_at(0, &3i64.to_ne_bytes()).unwrap();
+    assert!(matches!(
+        ShareableList::open(foreign.name()),
+        Err(ShmError::NotAShareableList(_))
+    ));
+
+    let list = ShareableList::create(None, &[V::Int(1)]).unwrap();
+    assert!(matches!(
+        list.get(1),
+        Err(ShmError::IndexOutOfRange { index: 1, len: 1 })
+    ));
+    assert!(matches!(
+        list.set(0, V::from("123456789")),
+        Err(ShmError::ValueTooLong {
+            len: 9,
+            capacity: 8
+        })
+    ));
+    assert!(list.set(0, V::from("12345678")).is_ok());
+}
+
+fn garbage_blocks_never_panic() {
+    use proptest::prelude::*;
+    use proptest::test_runner::{Config, TestRunner};
+    let shm = SharedMemory::create(None, 256).unwrap();
+    let mut runner = TestRunner::new(Config {
+        cases: 500,
+        failure_persistence: None,
+        ..Config::default()
+    });
+    runner
+        .run(&proptest::collection::vec(any::<u8>(), 256), |bytes| {
+            shm.write_at(0, &bytes).unwrap();
+            let attached = SharedMemory::open(shm.name()).unwrap();
+            if let Ok(list) = ShareableList::from_shared_memory(attached) {
+                let _ = list.to_vec();
+            }
+            Ok(())
+        })
+        .unwrap();
+    // Plausible count, corrupt rest.
+    let mut bytes = vec![0u8; 256];
+    bytes[..8].copy_from_slice(&2i64.to_ne_bytes());
+    bytes[16..24].copy_from_slice(&(-5i64).to_ne_bytes());
+    shm.write_at(0, &bytes).unwrap();
+    assert!(ShareableList::open(shm.name()).is_err());
+}
+
+fn main() {
+    let roles: &[Role] = &[
+        ("open_and_mark", child_open_and_mark),
+        ("create_and_wait", child_create_and_wait),
+    ];
+    run(
+        roles,
+        tests![
+            child_opens_by_name_and_writes,
+            sigkilled_creator_is_reclaimed,
+            explicit_unlink_then_drop_does_not_fail_or_double_unlink,
+            persistent_block_outlives_its_handle,
+            python_creates_rust_opens,
+            rust_creates_python_opens,
+            python_shareable_list_opens_here,
+            rust_shareable_list_opens_in_python,
+            bad_input_is_a_typed_error,
+            garbage_blocks_never_panic,
+        ],
+    );
+}
