@@ -1,1 +1,207 @@
-//! placeholder
+//! Process-shared synchronisation for [multiproc]: [`Lock`], [`RLock`],
+//! [`Semaphore`], [`BoundedSemaphore`], [`Event`], [`Condition`] and
+//! [`Barrier`], living in shared memory and usable from any process that
+//! holds them, like Python's `multiprocessing` primitives — and a `Lock`
+//! whose holder is killed does not deadlock everybody else.
+//!
+//! # Hello, lock
+//!
+//! Every primitive lives in an anonymous shared-memory segment (a memfd: it
+//! has no name and cannot leak). Clones are handles to the same object.
+//!
+//! ```
+//! use multiproc_sync::Lock;
+//!
+//! let lock = Lock::new()?;
+//! let handle = lock.clone(); // the same lock
+//! {
+//!     let _guard = lock.lock().unwrap();
+//!     assert!(handle.is_locked());
+//! }
+//! assert!(!handle.is_locked());
+//! # Ok::<(), multiproc_sync::CreateError>(())
+//! ```
+//!
+//! # Sharing with other processes
+//!
+//! Every type is `Serialize + Deserialize` through multiproc's handle
+//! mechanism: the segment's descriptor goes into the out-of-band table that
+//! a Unix-socket transport ships with `SCM_RIGHTS`, and the receiver
+//! attaches to the same object, checking its header (type, layout version,
+//! size) first.
+//!
+//! ```
+//! use multiproc_core::codec;
+//! use multiproc_sync::Event;
+//!
+//! let event = Event::new()?;
+//! let (bytes, fds) = codec::encode_with_fds(&event)?;
+//! // ... bytes and fds cross a socket with multiproc_core::scm ...
+//! let there: Event = codec::decode_with_fds(&bytes, fds)?;
+//! there.set();
+//! assert!(event.is_set());
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+//!
+//! # Three ways to block
+//!
+//! Every blocking operation comes as `op()` (wait as long as it takes),
+//! `try_op()` (never wait) and `op_timeout(d)` (wait at most `d`; zero
+//! polls, durations too large for the clock wait for ever). All three share
+//! one slow path per primitive: spin briefly
+//! ([`SPIN_LIMIT`](multiproc_core::futex::SPIN_LIMIT)), then sleep on a
+//! shared futex with a `CLOCK_MONOTONIC` deadline. Uncontended
+//! operations are a single atomic instruction each — no system call.
+//!
+//! ```
+//! use multiproc_sync::Semaphore;
+//! use std::time::Duration;
+//!
+//! let sem = Semaphore::new(1)?;
+//! let unit = sem.acquire();
+//! assert!(sem.try_acquire().is_err());
+//! assert!(sem.acquire_timeout(Duration::from_millis(2)).is_err());
+//! drop(unit);
+//! assert!(sem.try_acquire().is_ok());
+//! # Ok::<(), multiproc_sync::CreateError>(())
+//! ```
+//!
+//! # Robust locks: surviving a dead owner
+//!
+//! A [`Lock`] or [`RLock`] has an owner, a thread. If the owner dies while
+//! holding it (its process is killed by `SIGKILL`, say), the next acquirer
+//! gets [`OwnerDied`], which carries the guard, exactly like
+//! [`std::sync::PoisonError`]: the lock is held, the protected data may be
+//! half-updated, repair it and go on. Later acquirers see a healthy lock.
+//!
+//! ```
+//! use multiproc_sync::Lock;
+//!
+//! let lock = Lock::new()?;
+//! // A thread that exits while holding the lock is a dead owner too.
+//! std::thread::scope(|s| {
+//!     s.spawn(|| std::mem::forget(lock.acquire().unwrap()));
+//! });
+//! let guard = match lock.acquire() {
+//!     Ok(_) => unreachable!("the owner died holding the lock"),
+//!     Err(died) => died.into_inner(), // repair here
+//! };
+//! drop(guard);
+//! assert!(lock.acquire().is_ok()); // healthy again
+//! # Ok::<(), multiproc_sync::CreateError>(())
+//! ```
+//!
+//! Because the owner is known, releasing a lock one does not hold is an
+//! error ([`NotOwner`]); use a [`Semaphore`] for ownerless signalling.
+//! Semaphores have no owner: a process that dies holding a unit does not
+//! give it back.
+//!
+//! ## Why owner records and not glibc robust mutexes
+//!
+//! Two designs give robust process-shared locks on Linux. glibc's robust
+//! `pthread_mutex_t` (`PTHREAD_MUTEX_ROBUST`, `EOWNERDEAD`) detects death
+//! instantly through the kernel's robust list — but that list is threaded
+//! through the mutexes themselves: a locked `pthread_mutex_t` in the shared
+//! segment holds *pointers* into its owner's address space, which glibc
+//! follows on unlock. A corrupt or hostile segment could then turn into
+//! memory corruption in the owner, which this crate's layout contract
+//! ("no pointers in shared memory; a corrupt segment is an error, never
+//! UB") rules out. It also keeps the lock opaque, so spinning and waiter
+//! tracking are glibc's, not ours.
+//!
+//! So the locks here are a futex word holding the owner's thread id, plus
+//! an owner record (thread id + thread start time, so a reused id is not
+//! mistaken for the dead owner). Waiters sleep in slices of
+//! [`OWNER_CHECK_INTERVAL`]; when a slice ends with the same owner, they
+//! check in `/proc` whether it still runs (zombies count as dead) and, if
+//! not, one of them takes the lock over. A dead owner is thus noticed
+//! within about that interval (the cross-process tests measure it and
+//! require under 100 ms), every state is valid, and the uncontended path is
+//! one CAS to lock and one swap to unlock.
+//!
+//! # Condition variables and barriers
+//!
+//! ```
+//! use multiproc_sync::{Barrier, Condition};
+//!
+//! let cond = Condition::new()?; // over its own RLock, as in Python
+//! let guard = cond.acquire().unwrap();
+//! assert_eq!(cond.notify_all(), 0); // nobody waits yet
+//! drop(guard);
+//!
+//! let barrier = Barrier::new(1)?;
+//! assert!(barrier.wait().unwrap().is_leader());
+//! barrier.abort();
+//! assert!(barrier.wait().is_err());
+//! barrier.reset();
+//! assert!(barrier.wait().is_ok());
+//! # Ok::<(), multiproc_sync::CreateError>(())
+//! ```
+//!
+//! # Memory layout
+//!
+//! Each object is `MEMORY_SIZE` bytes (128), starts with the core
+//! [`Header`](multiproc_core::Header) and is made of atomics only; the
+//! tables are in the source (`layout.rs`). `create_in` and `attach` place
+//! objects inside segments of their own making (a `Value` keeping its lock
+//! beside its data, for instance).
+//!
+//! # Verification
+//!
+//! The waiter/token word of [`Condition`] is modelled with loom:
+//!
+//! ```text
+//! RUSTFLAGS="--cfg loom" cargo test -p multiproc-sync --test loom --release
+//! ```
+//!
+//! [multiproc]: https://docs.rs/multiproc
+#![deny(unsafe_code)]
+#![warn(
+    missing_docs,
+    unsafe_op_in_unsafe_fn,
+    clippy::undocumented_unsafe_blocks
+)]
+
+mod barrier;
+mod condition;
+mod error;
+mod event;
+mod ident;
+mod layout;
+mod lock;
+mod raw_lock;
+mod rlock;
+mod semaphore;
+mod shared;
+
+pub use barrier::{Barrier, BarrierWaitResult};
+pub use condition::{Condition, ConditionLock, WaitTimeoutResult};
+pub use error::{
+    AcquireTimeoutError, AttachError, BrokenBarrier, CreateError, NotOwner, OwnerDied,
+    ReleaseError, Timeout, TryAcquireError, WouldBlock,
+};
+pub use event::Event;
+pub use lock::{Lock, LockGuard};
+pub use raw_lock::OWNER_CHECK_INTERVAL;
+pub use rlock::{RLock, RLockGuard};
+pub use semaphore::{BoundedSemaphore, Semaphore, SemaphoreGuard};
+
+#[cfg(test)]
+mod static_checks {
+    use super::*;
+
+    fn send_sync<T: Send + Sync>() {}
+
+    #[test]
+    fn handles_are_send_and_sync() {
+        send_sync::<Lock>();
+        send_sync::<RLock>();
+        send_sync::<Semaphore>();
+        send_sync::<BoundedSemaphore>();
+        send_sync::<Event>();
+        send_sync::<Condition>();
+        send_sync::<Condition<Lock>>();
+        send_sync::<Barrier>();
+        send_sync::<SemaphoreGuard<'static>>();
+    }
+}

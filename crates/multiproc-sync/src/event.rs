@@ -1,0 +1,257 @@
+//! [`Event`]: a process-shared flag that waiters can sleep on.
+//!
+//! # Word
+//!
+//! `word` = generation << 1 | set bit; it is the futex word.
+//!
+//! | operation | transition | ordering |
+//! |---|---|---|
+//! | `set` on a clear event | `g << 1 \| 0` → `(g+1) << 1 \| 1`, then wake all if `waiters > 0` | SeqCst CAS, SeqCst load |
+//! | `set` on a set event | none | — |
+//! | `clear` | clears bit 0, keeps the generation | SeqCst RMW |
+//! | `wait` | returns once the word differs from the clear value it saw | Acquire loads; futex compare |
+//!
+//! Every change of a *clear* word is a `set` (clearing a clear word changes
+//! nothing), so a waiter that saw the word clear returns as soon as the word
+//! is different, even if somebody cleared it again before the waiter ran:
+//! a `set` is never missed, like Python's `threading.Event`. The `waiters`
+//! counter lets `set` skip the wake-up system call when nobody sleeps; it is
+//! the same SeqCst (Dekker) handshake as in the semaphore.
+
+use multiproc_core::futex::{self, WaitOutcome};
+use multiproc_core::time::deadline_after;
+use multiproc_core::{Segment, SpinWait};
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+use std::fmt;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use crate::error::{AttachError, CreateError, Timeout};
+use crate::layout::EventLayout;
+use crate::shared::Shared;
+
+const MAGIC: [u8; 8] = *b"MPEVENT\0";
+const SET: u32 = 1;
+
+/// A flag shared between processes, like Python's `multiprocessing.Event`:
+/// [`set`](Self::set) wakes every process waiting for it.
+///
+/// # Examples
+///
+/// ```
+/// use multiproc_sync::Event;
+/// use std::time::Duration;
+///
+/// let event = Event::new()?;
+/// assert!(!event.is_set());
+/// assert!(event.wait_timeout(Duration::from_millis(1)).is_err());
+/// std::thread::scope(|s| {
+///     s.spawn(|| event.set());
+///     event.wait(); // returns once the other thread has set it
+/// });
+/// assert!(event.is_set());
+/// event.clear();
+/// assert!(!event.is_set());
+/// # Ok::<(), multiproc_sync::CreateError>(())
+/// ```
+#[derive(Clone)]
+pub struct Event {
+    shared: Shared<EventLayout>,
+}
+
+impl Event {
+    /// Bytes an `Event` occupies in a segment.
+    pub const MEMORY_SIZE: usize = Shared::<EventLayout>::SIZE;
+
+    /// A new, clear event in its own anonymous segment.
+    ///
+    /// # Errors
+    ///
+    /// [`CreateError::Segment`].
+    pub fn new() -> Result<Self, CreateError> {
+        Ok(Self {
+            shared: Shared::create(MAGIC, init)?,
+        })
+    }
+
+    /// A new, clear event at `offset` in `segment`.
+    ///
+    /// # Errors
+    ///
+    /// [`CreateError::Segment`] for a bad range.
+    pub fn create_in(segment: Arc<Segment>, offset: usize) -> Result<Self, CreateError> {
+        Ok(Self {
+            shared: Shared::create_in(segment, offset, MAGIC, init)?,
+        })
+    }
+
+    /// Attaches to the event at `offset` in `segment`.
+    ///
+    /// # Errors
+    ///
+    /// [`AttachError`] when there is no `Event` there.
+    pub fn attach(segment: Arc<Segment>, offset: usize) -> Result<Self, AttachError> {
+        Ok(Self {
+            shared: Shared::attach(segment, offset, MAGIC, |_| Ok(()))?,
+        })
+    }
+
+    /// The segment the event lives in.
+    #[must_use]
+    pub fn segment(&self) -> &Arc<Segment> {
+        self.shared.segment()
+    }
+
+    /// Sets the flag and wakes every waiter.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use multiproc_sync::Event;
+    ///
+    /// let event = Event::new()?;
+    /// event.set();
+    /// event.set(); // idempotent
+    /// assert!(event.is_set());
+    /// # Ok::<(), multiproc_sync::CreateError>(())
+    /// ```
+    pub fn set(&self) {
+        let layout = self.shared.get();
+        // SYNC: SeqCst: Release for the waiters' Acquire loads, and the
+        // setter half of the Dekker pair with the `waiters` increment.
+        let changed = layout
+            .word
+            .fetch_update(Ordering::SeqCst, Ordering::Relaxed, |w| {
+                (w & SET == 0).then_some((w & !SET).wrapping_add(2) | SET)
+            })
+            .is_ok();
+        if changed && layout.waiters.load(Ordering::SeqCst) != 0 {
+            futex::wake_all(&layout.word);
+        }
+    }
+
+    /// Clears the flag.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use multiproc_sync::Event;
+    ///
+    /// let event = Event::new()?;
+    /// event.set();
+    /// event.clear();
+    /// assert!(!event.is_set());
+    /// # Ok::<(), multiproc_sync::CreateError>(())
+    /// ```
+    pub fn clear(&self) {
+        self.shared.get().word.fetch_and(!SET, Ordering::SeqCst);
+    }
+
+    /// Whether the flag is set (a snapshot).
+    #[must_use]
+    pub fn is_set(&self) -> bool {
+        // SYNC: pairs with the Release half of `set`.
+        self.shared.get().word.load(Ordering::Acquire) & SET != 0
+    }
+
+    /// Waits until the flag is set.
+    pub fn wait(&self) {
+        let done = self.wait_deadline(None);
+        debug_assert!(done.is_ok());
+    }
+
+    /// Waits at most `timeout` for the flag to be set (zero polls).
+    ///
+    /// # Errors
+    ///
+    /// [`Timeout`] when it was not set in time.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use multiproc_sync::{Event, Timeout};
+    /// use std::time::Duration;
+    ///
+    /// let event = Event::new()?;
+    /// assert_eq!(event.wait_timeout(Duration::ZERO), Err(Timeout));
+    /// event.set();
+    /// assert_eq!(event.wait_timeout(Duration::ZERO), Ok(()));
+    /// # Ok::<(), multiproc_sync::CreateError>(())
+    /// ```
+    pub fn wait_timeout(&self, timeout: Duration) -> Result<(), Timeout> {
+        self.wait_deadline(deadline_after(timeout))
+    }
+
+    #[inline]
+    fn wait_deadline(&self, deadline: Option<Instant>) -> Result<(), Timeout> {
+        // SYNC: pairs with the Release half of `set`.
+        let seen = self.shared.get().word.load(Ordering::Acquire);
+        if seen & SET != 0 {
+            return Ok(());
+        }
+        if deadline.is_some_and(|d| Instant::now() >= d) {
+            return Err(Timeout);
+        }
+        self.wait_slow(seen, deadline)
+    }
+
+    /// The one blocking core: spin, then register and sleep until the word
+    /// differs from the clear value `seen`.
+    #[cold]
+    fn wait_slow(&self, seen: u32, deadline: Option<Instant>) -> Result<(), Timeout> {
+        let layout = self.shared.get();
+        let mut spin = SpinWait::new();
+        while spin.spin() {
+            if layout.word.load(Ordering::Acquire) != seen {
+                return Ok(());
+            }
+        }
+        // SYNC: SeqCst, the waiter half of the Dekker pair with `set`.
+        layout.waiters.fetch_add(1, Ordering::SeqCst);
+        let result = loop {
+            if layout.word.load(Ordering::SeqCst) != seen {
+                break Ok(());
+            }
+            if futex::wait(&layout.word, seen, deadline) == WaitOutcome::TimedOut {
+                break if layout.word.load(Ordering::Acquire) != seen {
+                    Ok(())
+                } else {
+                    Err(Timeout)
+                };
+            }
+        };
+        layout.waiters.fetch_sub(1, Ordering::Relaxed);
+        result
+    }
+}
+
+fn init(layout: &EventLayout) {
+    layout.word.store(0, Ordering::Relaxed);
+    layout.waiters.store(0, Ordering::Relaxed);
+}
+
+impl fmt::Debug for Event {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        use std::os::fd::{AsFd, AsRawFd};
+        f.debug_struct("Event")
+            .field("fd", &self.segment().as_fd().as_raw_fd())
+            .field("offset", &self.shared.offset())
+            .field("set", &self.is_set())
+            .finish()
+    }
+}
+
+impl Serialize for Event {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        self.shared.serialize(serializer)
+    }
+}
+
+impl<'de> Deserialize<'de> for Event {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        Ok(Self {
+            shared: Shared::deserialize(deserializer, MAGIC, |_| Ok(()))?,
+        })
+    }
+}

@@ -1,0 +1,429 @@
+//! [`Lock`]: a robust, process-shared, non-recursive lock.
+
+use multiproc_core::Segment;
+use multiproc_core::time::{deadline_after, remaining};
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+use std::fmt;
+use std::marker::PhantomData;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crate::error::{
+    AcquireTimeoutError, AttachError, CreateError, NotOwner, OwnerDied, TryAcquireError,
+};
+use crate::ident;
+use crate::layout::{LockLayout, LockWords};
+use crate::raw_lock::{Acquired, NotAcquired};
+use crate::shared::Shared;
+
+const MAGIC: [u8; 8] = *b"MPLOCK\0\0";
+
+/// A lock shared between processes, like Python's
+/// `multiprocessing.Lock`, that survives the death of its holder.
+///
+/// The lock lives in shared memory (an anonymous memfd by default); clones
+/// are handles to the same lock, and a `Lock` sent to another process
+/// (`Serialize`, its descriptor travels out of band) is the same lock
+/// there. The owner is a thread: only the thread that acquired the lock may
+/// release it, and a guard cannot leave its thread.
+///
+/// If the owner dies while holding the lock (a process killed by
+/// `SIGKILL`, a thread that exits), the next acquirer gets
+/// [`OwnerDied`] carrying its guard: repair what the lock protects, then
+/// go on. Sleeping waiters notice the death within
+/// [`OWNER_CHECK_INTERVAL`](crate::OWNER_CHECK_INTERVAL) plus a `/proc` read.
+///
+/// # Examples
+///
+/// ```
+/// use multiproc_sync::Lock;
+/// use std::time::Duration;
+///
+/// let lock = Lock::new()?;
+/// {
+///     let _guard = lock.lock().unwrap();
+///     assert!(lock.is_locked());
+///     // Another thread (or process) cannot take it now.
+///     std::thread::scope(|s| {
+///         s.spawn(|| assert!(lock.try_acquire().unwrap_err().is_would_block()));
+///     });
+/// }
+/// assert!(!lock.is_locked());
+/// assert!(lock.acquire_timeout(Duration::from_millis(1)).is_ok());
+/// # Ok::<(), multiproc_sync::CreateError>(())
+/// ```
+#[derive(Clone)]
+pub struct Lock {
+    shared: Shared<LockLayout>,
+}
+
+impl Lock {
+    /// Bytes a `Lock` occupies in a segment (see [`create_in`](Self::create_in)).
+    pub const MEMORY_SIZE: usize = Shared::<LockLayout>::SIZE;
+
+    /// A new unlocked lock in its own anonymous shared-memory segment.
+    ///
+    /// # Errors
+    ///
+    /// [`CreateError::Segment`] when the segment cannot be made.
+    pub fn new() -> Result<Self, CreateError> {
+        Ok(Self {
+            shared: Shared::create(MAGIC, init)?,
+        })
+    }
+
+    /// A new unlocked lock at `offset` in `segment` (8-byte aligned,
+    /// [`MEMORY_SIZE`](Self::MEMORY_SIZE) bytes), for types that keep a lock
+    /// beside their data. Whatever was there is overwritten; nobody may be
+    /// using those bytes.
+    ///
+    /// # Errors
+    ///
+    /// [`CreateError::Segment`] when the range is out of bounds or misaligned.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use multiproc_core::Segment;
+    /// use multiproc_sync::Lock;
+    /// use std::sync::Arc;
+    ///
+    /// let segment = Arc::new(Segment::anonymous(4096)?);
+    /// let lock = Lock::create_in(Arc::clone(&segment), 256)?;
+    /// let again = Lock::attach(segment, 256)?;
+    /// let guard = lock.acquire().unwrap();
+    /// assert!(again.is_locked());
+    /// drop(guard);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn create_in(segment: Arc<Segment>, offset: usize) -> Result<Self, CreateError> {
+        Ok(Self {
+            shared: Shared::create_in(segment, offset, MAGIC, init)?,
+        })
+    }
+
+    /// Attaches to the lock at `offset` in `segment`, checking its header.
+    ///
+    /// # Errors
+    ///
+    /// [`AttachError`] when there is no `Lock` there (another object, another
+    /// layout version, garbage) or it does not fit.
+    pub fn attach(segment: Arc<Segment>, offset: usize) -> Result<Self, AttachError> {
+        Ok(Self {
+            shared: Shared::attach(segment, offset, MAGIC, validate)?,
+        })
+    }
+
+    /// The segment the lock lives in.
+    #[must_use]
+    pub fn segment(&self) -> &Arc<Segment> {
+        self.shared.segment()
+    }
+
+    fn words(&self) -> &LockWords {
+        &self.shared.get().words
+    }
+
+    /// Acquires the lock, waiting as long as it takes.
+    ///
+    /// # Errors
+    ///
+    /// [`OwnerDied`] when the previous owner died holding the lock; the lock
+    /// is then held, and the guard is inside the error.
+    ///
+    /// # Panics
+    ///
+    /// When the calling thread already holds the lock (it would wait for
+    /// ever); use an [`RLock`](crate::RLock) for recursion.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use multiproc_sync::Lock;
+    ///
+    /// let lock = Lock::new()?;
+    /// let guard = lock.acquire().unwrap();
+    /// assert!(lock.is_owned());
+    /// drop(guard);
+    /// assert!(!lock.is_owned());
+    /// # Ok::<(), multiproc_sync::CreateError>(())
+    /// ```
+    pub fn acquire(&self) -> Result<LockGuard<'_>, OwnerDied<LockGuard<'_>>> {
+        match self.acquire_deadline(None) {
+            Ok(guard) => Ok(guard),
+            Err(AcquireTimeoutError::OwnerDied(died)) => Err(died),
+            Err(AcquireTimeoutError::Timeout) => unreachable!("no deadline"),
+        }
+    }
+
+    /// The RAII spelling of [`acquire`](Self::acquire): the lock is released
+    /// when the guard drops.
+    ///
+    /// # Errors
+    ///
+    /// As for [`acquire`](Self::acquire).
+    ///
+    /// # Panics
+    ///
+    /// As for [`acquire`](Self::acquire).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use multiproc_sync::Lock;
+    ///
+    /// let lock = Lock::new()?;
+    /// {
+    ///     let _guard = lock.lock().unwrap_or_else(|died| died.into_inner());
+    ///     assert!(lock.is_locked());
+    /// }
+    /// assert!(!lock.is_locked());
+    /// # Ok::<(), multiproc_sync::CreateError>(())
+    /// ```
+    #[doc(alias = "__enter__")]
+    pub fn lock(&self) -> Result<LockGuard<'_>, OwnerDied<LockGuard<'_>>> {
+        self.acquire()
+    }
+
+    /// Acquires the lock if that needs no waiting (Python's
+    /// `acquire(block=False)`). An owner found dead is taken over.
+    ///
+    /// # Errors
+    ///
+    /// [`TryAcquireError::WouldBlock`] when another live thread holds it, or
+    /// the calling thread itself; [`TryAcquireError::OwnerDied`] as for
+    /// [`acquire`](Self::acquire).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use multiproc_sync::Lock;
+    ///
+    /// let lock = Lock::new()?;
+    /// let guard = lock.try_acquire().unwrap();
+    /// assert!(lock.try_acquire().unwrap_err().is_would_block()); // not recursive
+    /// drop(guard);
+    /// # Ok::<(), multiproc_sync::CreateError>(())
+    /// ```
+    #[doc(alias = "acquire_nowait")]
+    pub fn try_acquire(&self) -> Result<LockGuard<'_>, TryAcquireError<LockGuard<'_>>> {
+        match self.words().try_lock(ident::me()) {
+            Ok(Acquired::Clean) => Ok(self.guard()),
+            Ok(Acquired::OwnerDied) => Err(OwnerDied::new(self.guard()).into()),
+            Err(_) => Err(TryAcquireError::WouldBlock),
+        }
+    }
+
+    /// Acquires the lock, waiting at most `timeout` (zero polls; durations
+    /// too large for the clock wait for ever).
+    ///
+    /// # Errors
+    ///
+    /// [`AcquireTimeoutError::Timeout`] when the time ran out (also when the
+    /// calling thread holds the lock itself: nobody else can release it, so
+    /// the call sleeps out the timeout); [`AcquireTimeoutError::OwnerDied`]
+    /// as for [`acquire`](Self::acquire).
+    ///
+    /// # Panics
+    ///
+    /// When the calling thread holds the lock and the timeout is too large
+    /// to ever end.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use multiproc_sync::Lock;
+    /// use std::time::Duration;
+    ///
+    /// let lock = Lock::new()?;
+    /// let guard = lock.acquire_timeout(Duration::ZERO).unwrap();
+    /// drop(guard);
+    /// # Ok::<(), multiproc_sync::CreateError>(())
+    /// ```
+    pub fn acquire_timeout(
+        &self,
+        timeout: Duration,
+    ) -> Result<LockGuard<'_>, AcquireTimeoutError<LockGuard<'_>>> {
+        self.acquire_deadline(deadline_after(timeout))
+    }
+
+    fn acquire_deadline(
+        &self,
+        deadline: Option<Instant>,
+    ) -> Result<LockGuard<'_>, AcquireTimeoutError<LockGuard<'_>>> {
+        match self.words().lock(ident::me(), deadline) {
+            Ok(Acquired::Clean) => Ok(self.guard()),
+            Ok(Acquired::OwnerDied) => Err(OwnerDied::new(self.guard()).into()),
+            Err(NotAcquired::Busy) => Err(AcquireTimeoutError::Timeout),
+            Err(NotAcquired::Reentrant) => match remaining(deadline) {
+                Some(left) => {
+                    std::thread::sleep(left);
+                    Err(AcquireTimeoutError::Timeout)
+                }
+                None => panic!("Lock::acquire: the calling thread already holds this lock"),
+            },
+        }
+    }
+
+    /// Releases a lock that the calling thread holds without a guard (see
+    /// [`LockGuard::forget`]), like Python's `release()`.
+    ///
+    /// # Errors
+    ///
+    /// [`NotOwner`] when the calling thread does not hold the lock; nothing
+    /// changes.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use multiproc_sync::{Lock, LockGuard, NotOwner};
+    ///
+    /// let lock = Lock::new()?;
+    /// LockGuard::forget(lock.acquire().unwrap());
+    /// assert!(lock.is_locked());
+    /// assert_eq!(lock.release(), Ok(()));
+    /// assert_eq!(lock.release(), Err(NotOwner));
+    /// # Ok::<(), multiproc_sync::CreateError>(())
+    /// ```
+    pub fn release(&self) -> Result<(), NotOwner> {
+        if self.words().unlock_checked(ident::me()) {
+            Ok(())
+        } else {
+            Err(NotOwner)
+        }
+    }
+
+    /// Whether some thread holds the lock right now (a snapshot that may be
+    /// stale by the time it is read; a dead owner counts until someone
+    /// takes over).
+    #[must_use]
+    pub fn is_locked(&self) -> bool {
+        self.words().is_locked()
+    }
+
+    /// Whether the calling thread holds the lock.
+    #[must_use]
+    pub fn is_owned(&self) -> bool {
+        self.words().held_by(ident::me())
+    }
+
+    fn guard(&self) -> LockGuard<'_> {
+        LockGuard {
+            lock: self,
+            _not_send: PhantomData,
+        }
+    }
+
+    pub(crate) fn same_as(&self, other: &Self) -> bool {
+        self.shared.same_as(&other.shared)
+    }
+}
+
+fn init(layout: &LockLayout) {
+    layout.words.init();
+}
+
+fn validate(_: &LockLayout) -> Result<(), &'static str> {
+    // Every state is meaningful: a garbage owner is judged dead and taken
+    // over by the next acquirer.
+    Ok(())
+}
+
+impl fmt::Debug for Lock {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        use std::os::fd::{AsFd, AsRawFd};
+        f.debug_struct("Lock")
+            .field("fd", &self.segment().as_fd().as_raw_fd())
+            .field("offset", &self.shared.offset())
+            .field("locked", &self.is_locked())
+            .finish()
+    }
+}
+
+impl Serialize for Lock {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        self.shared.serialize(serializer)
+    }
+}
+
+impl<'de> Deserialize<'de> for Lock {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        Ok(Self {
+            shared: Shared::deserialize(deserializer, MAGIC, validate)?,
+        })
+    }
+}
+
+/// Proof that the calling thread holds a [`Lock`]; releases it on drop.
+///
+/// Not `Send`: the owner is a thread, and only it may release.
+#[must_use = "the lock is released as soon as the guard is dropped"]
+#[clippy::has_significant_drop]
+pub struct LockGuard<'a> {
+    lock: &'a Lock,
+    _not_send: PhantomData<*const ()>,
+}
+
+impl<'a> LockGuard<'a> {
+    /// The lock this guard holds.
+    #[must_use]
+    pub fn lock(guard: &Self) -> &'a Lock {
+        guard.lock
+    }
+
+    /// Keeps the lock held without a guard; release it later with
+    /// [`Lock::release`] from the same thread (Python-style
+    /// `acquire()`/`release()` pairs).
+    pub fn forget(guard: Self) {
+        std::mem::forget(guard);
+    }
+
+    /// Releases the lock, runs `f`, and acquires the lock again.
+    ///
+    /// # Errors
+    ///
+    /// [`OwnerDied`] (holding `f`'s result) when an owner died holding the
+    /// lock while `f` ran; the lock is held again either way.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use multiproc_sync::{Lock, LockGuard};
+    ///
+    /// let lock = Lock::new()?;
+    /// let mut guard = lock.acquire().unwrap();
+    /// let free = LockGuard::unlocked(&mut guard, || !lock.is_locked()).unwrap();
+    /// assert!(free && lock.is_owned());
+    /// # Ok::<(), multiproc_sync::CreateError>(())
+    /// ```
+    pub fn unlocked<R>(guard: &mut Self, f: impl FnOnce() -> R) -> Result<R, OwnerDied<R>> {
+        let words = guard.lock.words();
+        words.unlock_held();
+        let result = f();
+        match words.lock(ident::me(), None) {
+            Ok(Acquired::Clean) => Ok(result),
+            Ok(Acquired::OwnerDied) => Err(OwnerDied::new(result)),
+            Err(_) => unreachable!("the lock was released by this thread and no deadline is set"),
+        }
+    }
+
+    /// Releases the lock for a `Condition` wait.
+    pub(crate) fn release_for_wait(guard: Self) -> &'a Lock {
+        let lock = guard.lock;
+        std::mem::forget(guard);
+        lock.words().unlock_held();
+        lock
+    }
+}
+
+impl Drop for LockGuard<'_> {
+    fn drop(&mut self) {
+        self.lock.words().unlock_held();
+    }
+}
+
+impl fmt::Debug for LockGuard<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("LockGuard").finish_non_exhaustive()
+    }
+}
