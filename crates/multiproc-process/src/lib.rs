@@ -1,5 +1,77 @@
-//! Processes and pools: `Process` with the fork, spawn and forkserver start methods, `current_process` and friends, `Pool` and `AsyncResult`.
+//! Processes for multiproc: Python's `multiprocessing.Process` with Rust
+//! types, three start methods, and nothing to add to `main`.
 //!
-//! **Status: not implemented yet.** The crate exists so the workspace layout
-//! and the dependency graph are fixed; its API lands with its own change and
-//! is described in the project's design document.
+//! # Hello, process
+//!
+//! ```
+//! use multiproc_process::Process;
+//!
+//! fn greet(name: String) -> String {
+//!     format!("hello, {name}, from process {}", std::process::id())
+//! }
+//!
+//! let mut child = Process::new(greet, "world".to_string()).start()?;
+//! let reply = child.join()?;
+//! assert!(reply.starts_with("hello, world"));
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+//!
+//! # Targets and arguments
+//!
+//! A target is a `fn(A) -> R` (non-capturing closures coerce); `A` and `R`
+//! are serde types. Handles in the arguments — queues, locks, connections,
+//! segments — arrive usable: their descriptors cross the bootstrap socket
+//! with `SCM_RIGHTS`. `join` returns the value; a panic comes back as
+//! [`ProcessError::Panicked`] with its message, a death by signal as
+//! [`ProcessError::Killed`] naming it.
+//!
+//! # Start methods
+//!
+//! See [`StartMethod`]: [`ForkServer`](StartMethod::ForkServer) (default),
+//! [`Spawn`](StartMethod::Spawn), [`Fork`](StartMethod::Fork);
+//! [`set_start_method`] and [`get_context`] choose.
+//!
+//! Spawn and the fork server re-execute the current executable. A
+//! constructor in this crate runs before `main` in every executable that
+//! links it, recognises a child (or the server) by a marker in the
+//! environment, runs it and exits — so `main`, `cargo test` integration
+//! tests, examples and benches need **no set-up line**. [`init`] exists for
+//! code that wants to be explicit (and for builds where constructors are
+//! stripped); calling it first thing in `main` is harmless.
+//!
+//! A target is sent as its distance from a fixed function of this crate;
+//! the child checks that it runs the parent's very executable (device,
+//! inode, size, modification time) before calling anything, and reports a
+//! mismatch as [`ProcessError::Bootstrap`]. Targets must live in the
+//! executable itself (not in a `dlopen`ed library).
+//!
+//! # At exit
+//!
+//! When the parent exits normally, daemon children are sent `SIGTERM` and
+//! non-daemon children are waited for (Python's behaviour). A daemon child
+//! also dies when its parent dies abnormally, even by `SIGKILL`.
+#![warn(missing_docs)]
+
+mod bootstrap;
+mod child;
+mod daemon;
+mod forkserver;
+mod info;
+mod method;
+mod process;
+mod registry;
+mod target;
+
+pub use info::{ProcessInfo, cpu_count, current_process, parent_process};
+pub use method::{Context, StartMethod, get_context, get_start_method, set_start_method};
+pub use process::{Process, ProcessBuilder, ProcessError};
+pub use registry::active_children;
+
+/// Makes this process the spawned child or the fork server if it was
+/// started as one (and then never returns); does nothing otherwise.
+///
+/// A constructor calls this before `main` already; calling it again, first
+/// thing in `main`, is harmless and makes the dependency explicit.
+pub fn init() {
+    bootstrap::take_over_if_marked();
+}

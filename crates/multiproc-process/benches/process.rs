@@ -1,0 +1,68 @@
+//! Start + join of a no-op process for each start method, against a bare
+//! `fork` + `waitpid` and a `Command` re-exec of the same binary, measured in
+//! the same run.
+//!
+//! Run: `cargo bench -p multiproc-process --bench process`
+#![allow(unsafe_code)]
+
+use criterion::Criterion;
+use multiproc_process::{Process, StartMethod};
+use std::time::Duration;
+
+/// Marks the re-executed copy of this bench that only has to exit.
+const EXIT_AT_ONCE: &str = "MULTIPROC_BENCH_EXIT_AT_ONCE";
+
+fn noop(_: ()) {}
+
+fn start_join(c: &mut Criterion) {
+    let mut group = c.benchmark_group("process_start_join");
+    group.bench_function("bare_fork_waitpid", |b| {
+        b.iter(|| {
+            // SAFETY: the child only calls `_exit`.
+            let pid = unsafe { libc::fork() };
+            if pid == 0 {
+                // SAFETY: ends the forked child at once.
+                unsafe { libc::_exit(0) };
+            }
+            let mut status = 0;
+            // SAFETY: our own child; valid out-pointer.
+            unsafe { libc::waitpid(pid, &mut status, 0) };
+        });
+    });
+    group.bench_function("command_reexec", |b| {
+        let exe = std::env::current_exe().unwrap();
+        b.iter(|| {
+            let status = std::process::Command::new(&exe)
+                .env(EXIT_AT_ONCE, "1")
+                .status()
+                .unwrap();
+            assert!(status.success());
+        });
+    });
+    for method in [
+        StartMethod::Fork,
+        StartMethod::ForkServer,
+        StartMethod::Spawn,
+    ] {
+        group.bench_function(method.name(), |b| {
+            b.iter(|| {
+                let mut p = Process::new(noop, ()).start_method(method).start().unwrap();
+                p.join().unwrap();
+            });
+        });
+    }
+    group.finish();
+}
+
+fn main() {
+    if std::env::var_os(EXIT_AT_ONCE).is_some() {
+        return;
+    }
+    let mut c = Criterion::default()
+        .warm_up_time(Duration::from_millis(500))
+        .measurement_time(Duration::from_secs(3))
+        .sample_size(20)
+        .configure_from_args();
+    start_join(&mut c);
+    c.final_summary();
+}

@@ -1,0 +1,209 @@
+//! A started child as the parent sees it: its pid, a pidfd, and how its
+//! exit status reaches us.
+#![allow(unsafe_code)]
+
+use multiproc_core::time::remaining;
+use rustix::event::{PollFd, PollFlags};
+use rustix::process::{Pid, PidfdFlags, Signal};
+use std::io;
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::sync::Mutex;
+use std::time::Instant;
+
+/// How the exit status is collected.
+enum Reaper {
+    /// Our own child (fork, spawn): `waitpid`.
+    Own,
+    /// A fork-server child: the server reaps it and writes the raw wait
+    /// status (4 bytes, native order) to this socket.
+    Relayed(OwnedFd),
+}
+
+/// The parent's record of one child; shared by its `Process` handle and the
+/// registry of live children.
+pub(crate) struct ChildState {
+    pub(crate) pid: Pid,
+    pub(crate) name: String,
+    pub(crate) daemon: bool,
+    pidfd: OwnedFd,
+    reaper: Reaper,
+    /// Raw wait status once collected (a pid can be reaped only once).
+    status: Mutex<Option<i32>>,
+}
+
+impl ChildState {
+    pub(crate) fn own(pid: Pid, name: String, daemon: bool) -> io::Result<Self> {
+        Self::new(pid, name, daemon, Reaper::Own)
+    }
+
+    pub(crate) fn relayed(
+        pid: Pid,
+        name: String,
+        daemon: bool,
+        status: OwnedFd,
+    ) -> io::Result<Self> {
+        Self::new(pid, name, daemon, Reaper::Relayed(status))
+    }
+
+    fn new(pid: Pid, name: String, daemon: bool, reaper: Reaper) -> io::Result<Self> {
+        // For our own child this cannot race with pid reuse: the pid stays
+        // ours until we reap it. A fork-server child is the server's, and
+        // the server reaps it only after it exited, which we then learn from
+        // the relayed status rather than from this pidfd alone.
+        let pidfd = rustix::process::pidfd_open(pid, PidfdFlags::empty())?;
+        Ok(Self {
+            pid,
+            name,
+            daemon,
+            pidfd,
+            reaper,
+            status: Mutex::new(None),
+        })
+    }
+
+    /// The pidfd: readable once the child has exited.
+    pub(crate) fn sentinel(&self) -> BorrowedFd<'_> {
+        self.pidfd.as_fd()
+    }
+
+    /// The descriptor that becomes readable when the status can be collected.
+    pub(crate) fn exit_fd(&self) -> BorrowedFd<'_> {
+        match &self.reaper {
+            Reaper::Own => self.pidfd.as_fd(),
+            Reaper::Relayed(fd) => fd.as_fd(),
+        }
+    }
+
+    /// The raw wait status, if the child has exited; never blocks.
+    pub(crate) fn try_status(&self) -> io::Result<Option<i32>> {
+        self.wait_status(Some(Instant::now()))
+    }
+
+    /// Waits for the exit status until `deadline` (`None`: forever).
+    pub(crate) fn wait_status(&self, deadline: Option<Instant>) -> io::Result<Option<i32>> {
+        let mut status = self.status.lock().unwrap_or_else(|e| e.into_inner());
+        if status.is_some() {
+            return Ok(*status);
+        }
+        if !readable(self.exit_fd(), deadline)? {
+            return Ok(None);
+        }
+        let raw = match &self.reaper {
+            Reaper::Own => {
+                let mut raw = 0;
+                loop {
+                    // SAFETY: waiting for our own child by pid; `raw` is a
+                    // valid out-pointer.
+                    let got =
+                        unsafe { libc::waitpid(self.pid.as_raw_nonzero().get(), &mut raw, 0) };
+                    if got >= 0 {
+                        break;
+                    }
+                    let err = io::Error::last_os_error();
+                    if err.kind() != io::ErrorKind::Interrupted {
+                        return Err(err);
+                    }
+                }
+                raw
+            }
+            Reaper::Relayed(fd) => {
+                let mut bytes = [0u8; 4];
+                let mut got = 0;
+                while got < 4 {
+                    match rustix::io::read(fd, &mut bytes[got..]) {
+                        Ok(0) => {
+                            return Err(io::Error::new(
+                                io::ErrorKind::UnexpectedEof,
+                                "the fork server went away before reporting the exit status",
+                            ));
+                        }
+                        Ok(n) => got += n,
+                        Err(rustix::io::Errno::INTR) => {}
+                        Err(e) => return Err(e.into()),
+                    }
+                }
+                i32::from_ne_bytes(bytes)
+            }
+        };
+        *status = Some(raw);
+        Ok(Some(raw))
+    }
+
+    /// Sends `signal` through the pidfd (cannot hit a reused pid); a child
+    /// that already exited is not an error.
+    pub(crate) fn signal(&self, signal: Signal) -> io::Result<()> {
+        match rustix::process::pidfd_send_signal(&self.pidfd, signal) {
+            Ok(()) | Err(rustix::io::Errno::SRCH) => Ok(()),
+            Err(e) => Err(e.into()),
+        }
+    }
+}
+
+/// Whether `fd` becomes readable by `deadline`.
+pub(crate) fn readable(fd: BorrowedFd<'_>, deadline: Option<Instant>) -> io::Result<bool> {
+    loop {
+        let timeout = remaining(deadline).map(|d| rustix::time::Timespec {
+            tv_sec: i64::try_from(d.as_secs()).unwrap_or(i64::MAX),
+            tv_nsec: i64::from(d.subsec_nanos()),
+        });
+        let mut fds = [PollFd::new(&fd, PollFlags::IN)];
+        match rustix::event::poll(&mut fds, timeout.as_ref()) {
+            Ok(0) => return Ok(false),
+            Ok(_) => return Ok(true),
+            Err(rustix::io::Errno::INTR) => continue,
+            Err(e) => return Err(e.into()),
+        }
+    }
+}
+
+/// Python's exit code for a raw wait status: the exit status, or minus the
+/// signal that killed the process.
+pub(crate) fn exit_code(raw: i32) -> i32 {
+    if libc::WIFSIGNALED(raw) {
+        -libc::WTERMSIG(raw)
+    } else {
+        libc::WEXITSTATUS(raw)
+    }
+}
+
+/// `SIGKILL`, `SIGSEGV`, … for a signal number.
+pub(crate) fn signal_name(signal: i32) -> &'static str {
+    const NAMES: [&str; 32] = [
+        "signal 0",
+        "SIGHUP",
+        "SIGINT",
+        "SIGQUIT",
+        "SIGILL",
+        "SIGTRAP",
+        "SIGABRT",
+        "SIGBUS",
+        "SIGFPE",
+        "SIGKILL",
+        "SIGUSR1",
+        "SIGSEGV",
+        "SIGUSR2",
+        "SIGPIPE",
+        "SIGALRM",
+        "SIGTERM",
+        "SIGSTKFLT",
+        "SIGCHLD",
+        "SIGCONT",
+        "SIGSTOP",
+        "SIGTSTP",
+        "SIGTTIN",
+        "SIGTTOU",
+        "SIGURG",
+        "SIGXCPU",
+        "SIGXFSZ",
+        "SIGVTALRM",
+        "SIGPROF",
+        "SIGWINCH",
+        "SIGIO",
+        "SIGPWR",
+        "SIGSYS",
+    ];
+    usize::try_from(signal)
+        .ok()
+        .and_then(|i| NAMES.get(i).copied())
+        .unwrap_or("a real-time signal")
+}

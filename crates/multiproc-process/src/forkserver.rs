@@ -1,0 +1,189 @@
+//! The fork server: a single-threaded process, started once by re-executing
+//! the executable (so it is clean however many threads the parent has),
+//! that forks children on request.
+//!
+//! Protocol, over one Unix-socket [`Connection`] per parent process: the
+//! parent sends a [`Request`] carrying the child's bootstrap socket and a
+//! status socket; the server forks, answers with the child's pid, and when
+//! the child exits writes its raw wait status (4 bytes) to the status socket.
+//! The server leaves when the parent's end closes (the parent exited).
+#![allow(unsafe_code)]
+
+use multiproc_core::{SharedFd, scm};
+use multiproc_pipe::Connection;
+use rustix::event::{PollFd, PollFlags};
+use rustix::process::{Pid, PidfdFlags};
+use serde::{Deserialize, Serialize};
+use std::io;
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::unix::process::CommandExt;
+use std::process::{Command, Stdio};
+use std::sync::Mutex;
+
+use crate::bootstrap::{SERVER_ENV, child_main};
+use crate::child::ChildState;
+
+#[derive(Serialize, Deserialize)]
+struct Request {
+    boot: SharedFd,
+    status: SharedFd,
+}
+
+#[derive(Serialize, Deserialize)]
+enum Reply {
+    Started(i32),
+    Failed(String),
+}
+
+/// This process's connection to its server, with the pid that started it (a
+/// forked child must start its own).
+static SERVER: Mutex<Option<(u32, Connection)>> = Mutex::new(None);
+
+/// Asks the server (starting it if needed) to fork a child that will
+/// bootstrap over `boot`.
+pub(crate) fn start_child(boot: OwnedFd, name: String, daemon: bool) -> io::Result<ChildState> {
+    let mut server = SERVER.lock().unwrap_or_else(|e| e.into_inner());
+    let me = std::process::id();
+    // One retry: a server that died (killed by someone) is replaced.
+    let mut boot = Some(boot);
+    for attempt in 0..2 {
+        if !matches!(&*server, Some((owner, _)) if *owner == me) {
+            *server = Some((me, launch()?));
+        }
+        let Some((_, conn)) = server.as_mut() else {
+            unreachable!("set above")
+        };
+        let (status_ours, status_theirs) = scm::stream_pair()?;
+        let request = Request {
+            boot: SharedFd::duplicate(boot.as_ref().expect("kept until sent"))?,
+            status: SharedFd::from(status_theirs),
+        };
+        let reply = conn
+            .send(&request)
+            .map_err(io::Error::from)
+            .and_then(|()| conn.recv::<Reply>().map_err(io::Error::from));
+        match reply {
+            Ok(Reply::Started(pid)) => {
+                drop(boot.take());
+                let pid =
+                    Pid::from_raw(pid).ok_or_else(|| io::Error::other("fork server sent pid 0"))?;
+                return ChildState::relayed(pid, name, daemon, status_ours);
+            }
+            Ok(Reply::Failed(why)) => return Err(io::Error::other(why)),
+            Err(err) if attempt == 0 => {
+                let _ = err;
+                *server = None;
+            }
+            Err(err) => return Err(err),
+        }
+    }
+    unreachable!("the loop returns on its second pass")
+}
+
+/// Starts a server by re-executing this executable with the server marker.
+fn launch() -> io::Result<Connection> {
+    let (ours, theirs) = scm::stream_pair()?;
+    let raw = theirs.as_raw_fd();
+    let mut cmd = Command::new("/proc/self/exe");
+    if let Some(arg0) = std::env::args_os().next() {
+        cmd.arg0(arg0);
+    }
+    cmd.env(SERVER_ENV, raw.to_string()).stdin(Stdio::null());
+    // SAFETY: runs in the forked child before exec and only calls fcntl,
+    // which is async-signal-safe; it makes the one socket inheritable.
+    unsafe {
+        cmd.pre_exec(move || {
+            let fd = std::os::fd::BorrowedFd::borrow_raw(raw);
+            rustix::io::fcntl_setfd(fd, rustix::io::FdFlags::empty())?;
+            Ok(())
+        });
+    }
+    let server = cmd.spawn()?;
+    drop(theirs);
+    // The server is never joined: it exits when our end closes. Dropping
+    // `std::process::Child` neither kills nor waits.
+    drop(server);
+    let mut conn = Connection::from_fd(ours)?;
+    conn.set_max_message_len(4096);
+    Ok(conn)
+}
+
+struct Running {
+    pid: Pid,
+    pidfd: OwnedFd,
+    status: OwnedFd,
+}
+
+/// The server's loop; never returns.
+pub(crate) fn serve(fd: OwnedFd) -> ! {
+    let Ok(mut conn) = Connection::from_fd(fd) else {
+        std::process::exit(0)
+    };
+    conn.set_max_message_len(4096);
+    let mut running: Vec<Running> = Vec::new();
+    loop {
+        let (request_ready, exited) = {
+            let mut fds: Vec<PollFd<'_>> = Vec::with_capacity(running.len() + 1);
+            fds.push(PollFd::new(&conn, PollFlags::IN));
+            fds.extend(running.iter().map(|r| PollFd::new(&r.pidfd, PollFlags::IN)));
+            match rustix::event::poll(&mut fds, None) {
+                Ok(_) => {}
+                Err(rustix::io::Errno::INTR) => continue,
+                Err(_) => std::process::exit(1),
+            }
+            let ready = !fds[0].revents().is_empty();
+            let exited: Vec<usize> = fds[1..]
+                .iter()
+                .enumerate()
+                .filter(|(_, p)| !p.revents().is_empty())
+                .map(|(i, _)| i)
+                .collect();
+            (ready, exited)
+        };
+        for index in exited.into_iter().rev() {
+            let child = running.swap_remove(index);
+            let mut raw = 0;
+            // SAFETY: `child.pid` is our own child (we forked it); `raw` is
+            // a valid out-pointer.
+            unsafe { libc::waitpid(child.pid.as_raw_nonzero().get(), &mut raw, 0) };
+            let _ = rustix::io::write(&child.status, &raw.to_ne_bytes());
+        }
+        if request_ready {
+            let Ok(request) = conn.recv::<Request>() else {
+                // The parent is gone (or spoke nonsense): so are we.
+                std::process::exit(0)
+            };
+            let boot = request.boot.into_inner();
+            // SAFETY: the server is single-threaded (started by exec, no
+            // threads spawned), so the child may do anything after fork.
+            let pid = unsafe { libc::fork() };
+            if pid == 0 {
+                // The child keeps only its bootstrap socket.
+                drop(running);
+                drop(conn);
+                drop(request.status);
+                child_main(boot);
+            }
+            drop(boot);
+            let reply = match Pid::from_raw(pid) {
+                Some(pid) if pid.as_raw_nonzero().get() > 0 => {
+                    match rustix::process::pidfd_open(pid, PidfdFlags::empty()) {
+                        Ok(pidfd) => {
+                            running.push(Running {
+                                pid,
+                                pidfd,
+                                status: request.status.into_inner(),
+                            });
+                            Reply::Started(pid.as_raw_nonzero().get())
+                        }
+                        Err(e) => Reply::Failed(format!("pidfd_open failed: {e}")),
+                    }
+                }
+                _ => Reply::Failed(format!("fork failed: {}", io::Error::last_os_error())),
+            };
+            if conn.send(&reply).is_err() {
+                std::process::exit(0);
+            }
+        }
+    }
+}

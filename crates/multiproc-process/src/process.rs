@@ -1,0 +1,491 @@
+//! [`Process`]: a target function running in another OS process.
+#![allow(unsafe_code)]
+
+use multiproc_core::{ProcessIdentity, codec, scm};
+use multiproc_pipe::{Connection, RecvError};
+use rustix::event::{PollFd, PollFlags};
+use rustix::process::{Pid, Signal};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use std::fmt;
+use std::io;
+use std::marker::PhantomData;
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
+use std::os::unix::process::CommandExt;
+use std::process::{Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crate::bootstrap::{Header, Outcome, Payload, SPAWN_ENV, child_main};
+use crate::child::{ChildState, exit_code, readable, signal_name};
+use crate::target::{self, ExeId, Trampoline};
+use crate::{StartMethod, forkserver, get_start_method, info, registry};
+
+/// Why [`Process::join`] has no value for you.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum ProcessError {
+    /// The target panicked; the panic message.
+    Panicked(String),
+    /// The process was killed by a signal before returning a value.
+    Killed {
+        /// Signal number.
+        signal: i32,
+        /// Its name (`SIGKILL`, `SIGSEGV`, …).
+        name: &'static str,
+    },
+    /// The process exited without returning a value (e.g. it called
+    /// `std::process::exit`).
+    Exited(i32),
+    /// The child could not run the target: another executable, arguments
+    /// that did not decode, a parent that vanished.
+    Bootstrap(String),
+    /// The returned value did not decode.
+    Result(codec::CodecError),
+    /// [`join_timeout`](Process::join_timeout) ran out; the process runs on
+    /// and can be joined again.
+    Timeout,
+    /// The value was already taken by an earlier join.
+    AlreadyJoined,
+    /// Talking to the child or waiting for it failed.
+    Io(io::Error),
+}
+
+impl ProcessError {
+    /// Whether this is [`ProcessError::Timeout`].
+    #[must_use]
+    pub fn is_timeout(&self) -> bool {
+        matches!(self, Self::Timeout)
+    }
+}
+
+impl fmt::Display for ProcessError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Panicked(message) => write!(f, "process panicked: {message}"),
+            Self::Killed { name, signal } => write!(f, "process killed by {name} ({signal})"),
+            Self::Exited(code) => write!(f, "process exited with code {code} without a result"),
+            Self::Bootstrap(why) => write!(f, "process could not start its target: {why}"),
+            Self::Result(_) => f.write_str("process result did not decode"),
+            Self::Timeout => f.write_str("timed out waiting for the process"),
+            Self::AlreadyJoined => f.write_str("process result already taken"),
+            Self::Io(_) => f.write_str("i/o error with the process"),
+        }
+    }
+}
+
+impl std::error::Error for ProcessError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            Self::Result(err) => Some(err),
+            Self::Io(err) => Some(err),
+            _ => None,
+        }
+    }
+}
+
+impl From<io::Error> for ProcessError {
+    fn from(err: io::Error) -> Self {
+        Self::Io(err)
+    }
+}
+
+/// Configures a process before [`start`](ProcessBuilder::start); made by
+/// [`Process::new`].
+#[must_use = "a builder does nothing until `start`"]
+pub struct ProcessBuilder<A, R> {
+    target: fn(A) -> R,
+    args: A,
+    name: Option<String>,
+    daemon: bool,
+    method: Option<StartMethod>,
+}
+
+impl<A, R> ProcessBuilder<A, R>
+where
+    A: Serialize + DeserializeOwned,
+    R: Serialize + DeserializeOwned,
+{
+    /// The process's name (default `Process-N`, numbered as Python does).
+    pub fn name(mut self, name: impl Into<String>) -> Self {
+        self.name = Some(name.into());
+        self
+    }
+
+    /// A daemon process dies when its parent process exits, however that
+    /// happens (even `SIGKILL`), and is terminated at the parent's normal
+    /// exit; a non-daemon one is waited for then.
+    pub fn daemon(mut self, daemon: bool) -> Self {
+        self.daemon = daemon;
+        self
+    }
+
+    /// The start method (default: [`get_start_method`]).
+    pub fn start_method(mut self, method: StartMethod) -> Self {
+        self.method = Some(method);
+        self
+    }
+
+    /// Starts the process.
+    ///
+    /// The arguments are encoded first: if that fails, the error comes back
+    /// and no process is started. Descriptors inside the arguments (queues,
+    /// locks, connections, segments) travel with them.
+    ///
+    /// # Errors
+    ///
+    /// Encoding errors (`InvalidData`), and the OS's when the child cannot
+    /// be created or given its arguments.
+    pub fn start(self) -> io::Result<Process<R>> {
+        let (bytes, fds) = codec::encode_with_fds(&self.args)?;
+        let payload = Payload::new(bytes, fds);
+        let name = self.name.unwrap_or_else(info::next_child_name);
+        let method = self.method.unwrap_or_else(get_start_method);
+        let me = info::current_process();
+        let header = Header {
+            exe: ExeId::current()?,
+            trampoline: target::offset_of(target::trampoline::<A, R> as Trampoline as usize),
+            target: target::offset_of(self.target as usize),
+            name: name.clone(),
+            daemon: self.daemon,
+            parent: ProcessIdentity::current().to_u64(),
+            parent_name: me.name,
+        };
+        let (ours, theirs) = scm::stream_pair()?;
+        let child = match method {
+            StartMethod::Fork => fork(theirs, &ours, name, self.daemon)?,
+            StartMethod::Spawn => spawn(theirs, name, self.daemon)?,
+            StartMethod::ForkServer => forkserver::start_child(theirs, name, self.daemon)?,
+        };
+        let child = Arc::new(child);
+        registry::add(Arc::clone(&child));
+        let mut conn = Connection::from_fd(ours)?;
+        conn.set_max_message_len(usize::MAX);
+        let sent = conn
+            .send(&header)
+            .and_then(|()| conn.send(&payload))
+            .map_err(io::Error::from);
+        let process = Process {
+            child,
+            conn: Some(conn),
+            outcome: None,
+            taken: false,
+            _result: PhantomData,
+        };
+        if let Err(err) = sent {
+            // The child is gone already; collect it so nothing is left behind.
+            let _ = process.child.wait_status(None);
+            registry::remove(process.child.pid);
+            return Err(err);
+        }
+        Ok(process)
+    }
+}
+
+fn fork(theirs: OwnedFd, ours: &OwnedFd, name: String, daemon: bool) -> io::Result<ChildState> {
+    // SAFETY: `fork` is the documented opt-in of this start method; in a
+    // multithreaded parent only the calling thread survives in the child,
+    // which `StartMethod::Fork` warns about. The child never returns from
+    // `child_main`.
+    let pid = unsafe { libc::fork() };
+    if pid < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    if pid == 0 {
+        // The child must not hold the parent's end, or it would never see
+        // EOF should the parent die before talking to it.
+        let _ = rustix::io::fcntl_setfd(ours, rustix::io::FdFlags::CLOEXEC);
+        // SAFETY: `ours` is open in this fresh copy of the process and
+        // nothing here will use it again; its owner in the parent's image
+        // never runs its destructor in the child (child_main never returns).
+        unsafe { rustix::io::close(ours.as_raw_fd()) };
+        child_main(theirs);
+    }
+    drop(theirs);
+    let pid = Pid::from_raw(pid).expect("fork returned a positive pid");
+    ChildState::own(pid, name, daemon)
+}
+
+fn spawn(theirs: OwnedFd, name: String, daemon: bool) -> io::Result<ChildState> {
+    let raw = theirs.as_raw_fd();
+    // /proc/self/exe is this process's executable file even if its path was
+    // replaced meanwhile; the child still verifies the identity.
+    let mut cmd = Command::new("/proc/self/exe");
+    if let Some(arg0) = std::env::args_os().next() {
+        cmd.arg0(arg0);
+    }
+    cmd.env(SPAWN_ENV, raw.to_string()).stdin(Stdio::null());
+    // SAFETY: runs in the forked child before exec and only calls fcntl,
+    // which is async-signal-safe; it makes the one socket inheritable.
+    unsafe {
+        cmd.pre_exec(move || {
+            let fd = BorrowedFd::borrow_raw(raw);
+            rustix::io::fcntl_setfd(fd, rustix::io::FdFlags::empty())?;
+            Ok(())
+        });
+    }
+    let child = cmd.spawn()?;
+    drop(theirs);
+    let pid = Pid::from_raw(child.id() as i32).expect("spawned pid");
+    // Dropping `std::process::Child` neither kills nor reaps: we do.
+    drop(child);
+    ChildState::own(pid, name, daemon)
+}
+
+/// A running (or finished) child process whose target returns an `R`.
+///
+/// # Examples
+///
+/// ```
+/// use multiproc_process::Process;
+///
+/// fn add((a, b): (i32, i32)) -> i32 { a + b }
+///
+/// let mut p = Process::new(add, (2, 3)).name("adder").start()?;
+/// assert_eq!(p.name(), "adder");
+/// assert_eq!(p.join()?, 5);
+/// assert_eq!(p.exitcode(), Some(0));
+/// assert!(!p.is_alive());
+///
+/// fn boom(_: ()) -> () { panic!("no luck") }
+/// let mut p = Process::new(boom, ()).start()?;
+/// let err = p.join().unwrap_err();
+/// assert!(err.to_string().contains("no luck"));
+/// assert_eq!(p.exitcode(), Some(1));
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+pub struct Process<R> {
+    child: Arc<ChildState>,
+    conn: Option<Connection>,
+    outcome: Option<Outcome>,
+    taken: bool,
+    _result: PhantomData<fn() -> R>,
+}
+
+impl Process<()> {
+    /// A builder for a process running `target(args)` (Python's
+    /// `Process(target=…, args=…)`). Non-capturing closures coerce to `fn`.
+    #[allow(clippy::new_ret_no_self)]
+    pub fn new<A, R>(target: fn(A) -> R, args: A) -> ProcessBuilder<A, R>
+    where
+        A: Serialize + DeserializeOwned,
+        R: Serialize + DeserializeOwned,
+    {
+        ProcessBuilder {
+            target,
+            args,
+            name: None,
+            daemon: false,
+            method: None,
+        }
+    }
+}
+
+impl<R: DeserializeOwned> Process<R> {
+    /// Waits for the process and returns the target's value.
+    ///
+    /// # Errors
+    ///
+    /// [`ProcessError::Panicked`] with the panic message,
+    /// [`ProcessError::Killed`] naming the signal, [`ProcessError::Exited`],
+    /// [`ProcessError::Bootstrap`], [`ProcessError::AlreadyJoined`] on a
+    /// second call.
+    pub fn join(&mut self) -> Result<R, ProcessError> {
+        self.join_until(None)
+    }
+
+    /// [`join`](Self::join), giving up after `timeout` with
+    /// [`ProcessError::Timeout`] (the process is left running and can be
+    /// joined again).
+    ///
+    /// # Errors
+    ///
+    /// As for [`join`](Self::join), and [`ProcessError::Timeout`].
+    pub fn join_timeout(&mut self, timeout: Duration) -> Result<R, ProcessError> {
+        self.join_until(multiproc_core::time::deadline_after(timeout))
+    }
+
+    fn join_until(&mut self, deadline: Option<Instant>) -> Result<R, ProcessError> {
+        if self.taken {
+            return Err(ProcessError::AlreadyJoined);
+        }
+        let status = loop {
+            if let Some(status) = self.child.try_status()? {
+                // Whatever the child sent before it exited is buffered now.
+                self.read_outcome(Some(Instant::now()))?;
+                break status;
+            }
+            if self.conn.is_some() && self.outcome.is_none() {
+                if self.wait_either(deadline)? {
+                    self.read_outcome(deadline)?;
+                } else if deadline.is_some_and(|d| Instant::now() >= d) {
+                    return Err(ProcessError::Timeout);
+                }
+            } else if self.child.wait_status(deadline)?.is_none() {
+                return Err(ProcessError::Timeout);
+            }
+        };
+        self.taken = true;
+        registry::remove(self.child.pid);
+        self.conn = None;
+        match self.outcome.take() {
+            Some(Outcome::Returned(payload)) => {
+                let (bytes, fds) = payload.into_parts();
+                codec::decode_with_fds(&bytes, fds).map_err(ProcessError::Result)
+            }
+            Some(Outcome::Panicked(message)) => Err(ProcessError::Panicked(message)),
+            Some(Outcome::Bootstrap(why)) => Err(ProcessError::Bootstrap(why)),
+            None if libc::WIFSIGNALED(status) => {
+                let signal = libc::WTERMSIG(status);
+                Err(ProcessError::Killed {
+                    signal,
+                    name: signal_name(signal),
+                })
+            }
+            None => Err(ProcessError::Exited(exit_code(status))),
+        }
+    }
+
+    /// Waits until the connection has data or the child has exited; `false`
+    /// when the deadline passed first.
+    fn wait_either(&self, deadline: Option<Instant>) -> io::Result<bool> {
+        let Some(conn) = &self.conn else {
+            return Ok(true);
+        };
+        if conn.has_buffered() {
+            return Ok(true);
+        }
+        loop {
+            let timeout =
+                multiproc_core::time::remaining(deadline).map(|d| rustix::time::Timespec {
+                    tv_sec: i64::try_from(d.as_secs()).unwrap_or(i64::MAX),
+                    tv_nsec: i64::from(d.subsec_nanos()),
+                });
+            let exit_fd = self.child.exit_fd();
+            let mut fds = [
+                PollFd::new(conn, PollFlags::IN),
+                PollFd::new(&exit_fd, PollFlags::IN),
+            ];
+            match rustix::event::poll(&mut fds, timeout.as_ref()) {
+                Ok(n) => return Ok(n > 0),
+                Err(rustix::io::Errno::INTR) => continue,
+                Err(e) => return Err(e.into()),
+            }
+        }
+    }
+
+    /// Reads the child's report if one is there (or arrives by `deadline`);
+    /// EOF means the child sent none.
+    fn read_outcome(&mut self, deadline: Option<Instant>) -> Result<(), ProcessError> {
+        let Some(conn) = self.conn.as_mut() else {
+            return Ok(());
+        };
+        if self.outcome.is_some() || !(conn.has_buffered() || readable(conn.as_fd(), deadline)?) {
+            return Ok(());
+        }
+        match conn.recv::<Outcome>() {
+            Ok(outcome) => self.outcome = Some(outcome),
+            // The child is gone without a report: EOF, or a reset (a socket
+            // closed with unread data resets), or half a frame (killed while
+            // sending). Its exit status tells the rest.
+            Err(RecvError::Eof | RecvError::Truncated { .. } | RecvError::Io(_)) => {
+                self.conn = None
+            }
+            Err(err) => return Err(ProcessError::Io(io::Error::other(err.to_string()))),
+        }
+        Ok(())
+    }
+}
+
+impl<R> Process<R> {
+    /// Process id.
+    #[must_use]
+    pub fn pid(&self) -> u32 {
+        self.child.pid.as_raw_nonzero().get() as u32
+    }
+
+    /// The process's name.
+    #[must_use]
+    pub fn name(&self) -> &str {
+        &self.child.name
+    }
+
+    /// Whether the process was started as a daemon.
+    #[must_use]
+    pub fn daemon(&self) -> bool {
+        self.child.daemon
+    }
+
+    /// Whether the process is still running.
+    #[must_use]
+    pub fn is_alive(&self) -> bool {
+        matches!(self.child.try_status(), Ok(None))
+    }
+
+    /// Python's `exitcode`: `None` while running, the exit status, or minus
+    /// the signal that killed it.
+    #[must_use]
+    pub fn exitcode(&self) -> Option<i32> {
+        self.child.try_status().ok().flatten().map(exit_code)
+    }
+
+    /// Sends `SIGTERM` (Python's `terminate()`); a finished process is left
+    /// alone.
+    ///
+    /// # Errors
+    ///
+    /// The OS's error from `pidfd_send_signal`.
+    pub fn terminate(&self) -> io::Result<()> {
+        self.child.signal(Signal::TERM)
+    }
+
+    /// Sends `SIGKILL` (Python's `kill()`).
+    ///
+    /// # Errors
+    ///
+    /// The OS's error from `pidfd_send_signal`.
+    pub fn kill(&self) -> io::Result<()> {
+        self.child.signal(Signal::KILL)
+    }
+
+    /// A pidfd that becomes readable when the process exits (Python's
+    /// `sentinel`), for `poll` or `multiproc_pipe::wait`.
+    #[must_use]
+    pub fn sentinel(&self) -> BorrowedFd<'_> {
+        self.child.sentinel()
+    }
+
+    /// Releases the handle (Python's `close()`); refused, giving the handle
+    /// back, while the process runs.
+    ///
+    /// # Errors
+    ///
+    /// `Err(self)` when the process is still running.
+    // Handing the handle back by value is the point of the error.
+    #[allow(clippy::result_large_err)]
+    pub fn close(self) -> Result<(), Self> {
+        if self.is_alive() { Err(self) } else { Ok(()) }
+    }
+}
+
+impl<R> Drop for Process<R> {
+    fn drop(&mut self) {
+        // Reap a finished child now so it does not linger as a zombie; a
+        // running one stays in the registry (reaped by `active_children` or
+        // at exit).
+        if matches!(self.child.try_status(), Ok(Some(_))) {
+            registry::remove(self.child.pid);
+        }
+    }
+}
+
+impl<R> fmt::Debug for Process<R> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Process")
+            .field("name", &self.name())
+            .field("pid", &self.pid())
+            .field("daemon", &self.daemon())
+            .field("exitcode", &self.exitcode())
+            .finish()
+    }
+}

@@ -1,0 +1,125 @@
+//! Naming a `fn(A) -> R` so that another process running the same
+//! executable can call it.
+//!
+//! A function pointer is an address, and addresses differ between processes
+//! (ASLR). The distance from a fixed function of this crate ([`anchor`]) to
+//! the target is the same in every process that runs the same executable, so
+//! that distance is what travels. The child refuses to turn a distance back
+//! into a pointer unless its executable is the parent's very file
+//! ([`ExeId`]): a mismatch is an error, never a jump into garbage.
+#![allow(unsafe_code)]
+
+use multiproc_core::codec;
+use multiproc_pipe::Connection;
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+use std::os::unix::fs::MetadataExt;
+use std::panic::{AssertUnwindSafe, catch_unwind};
+
+use crate::bootstrap::{Outcome, Payload};
+
+/// The fixed point distances are measured from. Never inlined, so it has an
+/// address of its own.
+#[inline(never)]
+pub(crate) fn anchor() {
+    std::hint::black_box(());
+}
+
+fn anchor_addr() -> usize {
+    anchor as fn() as usize
+}
+
+/// Distance of `addr` from [`anchor`].
+pub(crate) fn offset_of(addr: usize) -> i64 {
+    (addr as i64).wrapping_sub(anchor_addr() as i64)
+}
+
+/// The address at `offset` from [`anchor`] in this process.
+pub(crate) fn addr_at(offset: i64) -> usize {
+    (anchor_addr() as i64).wrapping_add(offset) as usize
+}
+
+/// Identity of an executable file: device, inode, size and modification
+/// time of `/proc/self/exe`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct ExeId {
+    dev: u64,
+    ino: u64,
+    size: u64,
+    mtime: i64,
+    mtime_nsec: i64,
+}
+
+impl ExeId {
+    pub(crate) fn current() -> std::io::Result<Self> {
+        let meta = std::fs::metadata("/proc/self/exe")?;
+        Ok(Self {
+            dev: meta.dev(),
+            ino: meta.ino(),
+            size: meta.size(),
+            mtime: meta.mtime(),
+            mtime_nsec: meta.mtime_nsec(),
+        })
+    }
+}
+
+/// The child side of every start method, one instance per `(A, R)`: reads
+/// the arguments, calls the target, sends back its value or its panic.
+/// Returns the exit code.
+pub(crate) type Trampoline = fn(usize, &mut Connection) -> i32;
+
+pub(crate) fn trampoline<A: DeserializeOwned, R: Serialize>(
+    target: usize,
+    conn: &mut Connection,
+) -> i32 {
+    let outcome = match conn.recv::<Payload>() {
+        Err(err) => Outcome::Bootstrap(format!("receiving the arguments failed: {err}")),
+        Ok(payload) => {
+            let (bytes, fds) = payload.into_parts();
+            match codec::decode_with_fds::<A>(&bytes, fds) {
+                Err(err) => Outcome::Bootstrap(format!("decoding the arguments failed: {err}")),
+                Ok(args) => {
+                    // SAFETY: `target` is `addr_at` of the offset the parent
+                    // computed from a `fn(A) -> R` (this very instance of
+                    // `trampoline` was named the same way), and the child
+                    // checked that it runs the parent's executable, so the
+                    // address is that function here.
+                    let f = unsafe { std::mem::transmute::<usize, fn(A) -> R>(target) };
+                    match catch_unwind(AssertUnwindSafe(|| f(args))) {
+                        Ok(value) => match codec::encode_with_fds(&value) {
+                            Ok((bytes, fds)) => Outcome::Returned(Payload::new(bytes, fds)),
+                            Err(err) => {
+                                Outcome::Bootstrap(format!("encoding the result failed: {err}"))
+                            }
+                        },
+                        Err(panic) => Outcome::Panicked(panic_message(&*panic)),
+                    }
+                }
+            }
+        }
+    };
+    let code = outcome.exit_code();
+    let _ = conn.send(&outcome);
+    code
+}
+
+fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
+    if let Some(s) = panic.downcast_ref::<&str>() {
+        (*s).to_owned()
+    } else if let Some(s) = panic.downcast_ref::<String>() {
+        s.clone()
+    } else {
+        "panic with a non-string payload".to_owned()
+    }
+}
+
+/// Turns a trampoline distance back into the function.
+///
+/// # Safety
+///
+/// `offset` must come from [`offset_of`] of a [`Trampoline`] in a process
+/// running the same executable (the caller has compared [`ExeId`]s).
+pub(crate) unsafe fn trampoline_at(offset: i64) -> Trampoline {
+    // SAFETY: per the contract, the address is a `Trampoline` in this image.
+    unsafe { std::mem::transmute::<usize, Trampoline>(addr_at(offset)) }
+}
