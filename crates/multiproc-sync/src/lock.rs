@@ -186,7 +186,9 @@ impl Lock {
     }
 
     /// Acquires the lock if that needs no waiting (Python's
-    /// `acquire(block=False)`). An owner found dead is taken over.
+    /// `acquire(block=False)`). An owner found dead is taken over (one
+    /// `/proc` read when the lock is busy); an owner that is dying at this
+    /// very moment still counts as alive.
     ///
     /// # Errors
     ///

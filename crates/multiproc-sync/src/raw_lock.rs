@@ -175,8 +175,10 @@ impl LockWords {
     /// checking the owner's life between slices.
     #[cold]
     fn lock_slow(&self, me: Me, deadline: Option<Instant>) -> Result<Acquired, NotAcquired> {
-        // Spin while the owner is likely to release soon.
+        // Spin while the owner is likely to release soon (a deadline that
+        // has already passed makes this a poll).
         let mut spin = SpinWait::new();
+        let mut spins: u32 = 0;
         loop {
             let cur = self.state.load(Ordering::Relaxed);
             let tid = cur & TID_MASK;
@@ -199,6 +201,10 @@ impl LockWords {
             }
             if tid == me.tid && self.held_by(me) {
                 return Err(NotAcquired::Reentrant);
+            }
+            spins = spins.wrapping_add(1);
+            if spins % 16 == 1 && deadline.is_some_and(|d| Instant::now() >= d) {
+                return self.give_up(cur, me);
             }
             if !spin.spin() {
                 break;
@@ -229,7 +235,7 @@ impl LockWords {
             }
             let now = Instant::now();
             if deadline.is_some_and(|d| now >= d) {
-                return Err(NotAcquired::Busy);
+                return self.give_up(cur | WAITERS, me);
             }
             let slice_end = now + OWNER_CHECK_INTERVAL;
             let until = match deadline {
@@ -244,6 +250,17 @@ impl LockWords {
             {
                 return Ok(Acquired::OwnerDied);
             }
+        }
+    }
+
+    /// The deadline passed with the word at `seen`: one last look at the
+    /// owner, so that short timeouts also find a dead owner.
+    #[cold]
+    fn give_up(&self, seen: u32, me: Me) -> Result<Acquired, NotAcquired> {
+        if self.take_if_owner_dead(seen, me) {
+            Ok(Acquired::OwnerDied)
+        } else {
+            Err(NotAcquired::Busy)
         }
     }
 

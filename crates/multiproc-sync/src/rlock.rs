@@ -148,6 +148,7 @@ impl RLock {
     }
 
     /// Acquires the lock if that needs no waiting (always, for the owner).
+    /// An owner found dead is taken over, as for [`Lock::try_acquire`](crate::Lock::try_acquire).
     ///
     /// # Errors
     ///

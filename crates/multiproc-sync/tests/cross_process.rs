@@ -522,6 +522,20 @@ fn dead_owner_found_by_a_late_acquirer() {
     assert!(err.is_owner_died());
     drop(err);
     assert!(lock.try_acquire().is_ok());
+
+    // A zero timeout (a poll) finds a dead RLock owner too.
+    data(&segment, 0).store(0, Ordering::SeqCst);
+    let rlock = RLock::attach(Arc::clone(&segment), AT_RLOCK).unwrap();
+    let mut holder = spawn_with("hold_forever", &["rlock"], &segment);
+    assert!(eventually(Duration::from_secs(10), || {
+        data(&segment, 0).load(Ordering::SeqCst) == 1
+    }));
+    holder.kill().unwrap();
+    holder.wait().unwrap();
+    let err = rlock.acquire_timeout(Duration::ZERO).unwrap_err();
+    assert!(err.is_owner_died());
+    drop(err);
+    assert!(rlock.acquire_timeout(Duration::ZERO).is_ok());
 }
 
 fn release_by_another_process_is_an_error() {
