@@ -207,7 +207,6 @@ impl Lock {
     /// drop(guard);
     /// # Ok::<(), multiproc_sync::CreateError>(())
     /// ```
-    #[doc(alias = "acquire_nowait")]
     pub fn try_acquire(&self) -> Result<LockGuard<'_>, TryAcquireError<LockGuard<'_>>> {
         match self.words().try_lock(ident::me()) {
             Ok(Acquired::Clean) => Ok(self.guard()),

@@ -168,7 +168,6 @@ impl RLock {
     /// });
     /// # Ok::<(), multiproc_sync::CreateError>(())
     /// ```
-    #[doc(alias = "acquire_nowait")]
     pub fn try_acquire(&self) -> Result<RLockGuard<'_>, TryAcquireError<RLockGuard<'_>>> {
         let me = ident::me();
         let words = self.words();

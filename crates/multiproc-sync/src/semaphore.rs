@@ -178,7 +178,6 @@ macro_rules! semaphore_common {
             /// # Errors
             ///
             /// [`WouldBlock`] when the value is 0.
-            #[doc(alias = "acquire_nowait")]
             pub fn try_acquire(&self) -> Result<SemaphoreGuard<'_>, WouldBlock> {
                 let layout = self.shared.get();
                 if layout.try_take() {
@@ -241,8 +240,9 @@ macro_rules! semaphore_common {
 /// `multiprocessing.Semaphore`.
 ///
 /// Units have no owner: anybody may [`release`](Self::release), and a
-/// process that dies holding a unit does not give it back (see the
-/// [module docs](self)).
+/// process that dies holding a unit does not give it back — nobody can
+/// tell that it died. Use a [`Lock`](crate::Lock) when a holder's death
+/// must be noticed.
 ///
 /// # Examples
 ///

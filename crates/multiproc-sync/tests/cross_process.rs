@@ -135,6 +135,25 @@ fn child_condition_wait(_: &[String]) {
     drop(guard);
 }
 
+/// Waits on the condition over the Lock at AT_LOCK; while it waits, a
+/// process takes the lock and is killed holding it, so getting the lock
+/// back must report OwnerDied. Flags slot 0 when waiting, slot 3 when done.
+fn child_condition_wait_owner_died(_: &[String]) {
+    let segment = inherited_segment();
+    let lock = Lock::attach(Arc::clone(&segment), AT_LOCK).unwrap();
+    let cond = Condition::attach(lock, Arc::clone(&segment), AT_COND).unwrap();
+    let guard = cond.acquire().unwrap();
+    data(&segment, 0).store(1, Ordering::SeqCst);
+    let died = cond
+        .wait_timeout(guard, Duration::from_secs(10))
+        .expect_err("the lock's owner died while we waited");
+    let (guard, result) = died.into_inner();
+    assert!(!result.timed_out());
+    assert!(cond.get_lock().is_owned());
+    data(&segment, 3).store(1, Ordering::SeqCst);
+    drop(guard);
+}
+
 /// Waits until the counter in slot 2 reaches args[0]; checks the predicate
 /// really held when it returned.
 fn child_condition_wait_for(args: &[String]) {
@@ -350,6 +369,36 @@ fn condition_notify_wakes_exactly_one_then_all() {
     assert_eq!(data(&segment, 1).load(Ordering::SeqCst), 3);
     let _guard = cond.acquire().unwrap();
     assert_eq!(cond.notify_all(), 0);
+}
+
+fn condition_wait_reports_an_owner_that_died_meanwhile() {
+    let segment = segment();
+    let lock = Lock::create_in(Arc::clone(&segment), AT_LOCK).unwrap();
+    let _rlock = RLock::create_in(Arc::clone(&segment), AT_RLOCK).unwrap();
+    let cond = Condition::create_in(lock.clone(), Arc::clone(&segment), AT_COND).unwrap();
+    let mut waiter = spawn_with("condition_wait_owner_died", &[], &segment);
+    assert!(eventually(Duration::from_secs(10), || {
+        data(&segment, 0).load(Ordering::SeqCst) == 1
+    }));
+    // The waiter has released the lock inside `wait` once we can take it.
+    drop(lock.acquire_timeout(Duration::from_secs(10)).unwrap());
+    data(&segment, 0).store(0, Ordering::SeqCst);
+    let mut holder = spawn_with("hold_forever", &["lock"], &segment);
+    assert!(eventually(Duration::from_secs(10), || {
+        data(&segment, 0).load(Ordering::SeqCst) == 1
+    }));
+    assert_eq!(cond.notify(1), 1);
+    std::thread::sleep(Duration::from_millis(20));
+    assert_eq!(
+        data(&segment, 3).load(Ordering::SeqCst),
+        0,
+        "took a held lock"
+    );
+    holder.kill().unwrap();
+    holder.wait().unwrap();
+    assert!(wait_timeout(&mut waiter, CHILD_LIMIT).success());
+    assert_eq!(data(&segment, 3).load(Ordering::SeqCst), 1);
+    assert!(lock.try_acquire().is_ok());
 }
 
 fn condition_wait_for_waits_for_the_predicate() {
@@ -722,6 +771,7 @@ fn main() {
         ("event_wait", child_event_wait),
         ("condition_wait", child_condition_wait),
         ("condition_wait_for", child_condition_wait_for),
+        ("condition_wait_owner_died", child_condition_wait_owner_died),
         ("barrier_rounds", child_barrier_rounds),
         ("barrier_broken", child_barrier_broken),
         ("hold_forever", child_hold_forever),
@@ -738,6 +788,7 @@ fn main() {
             event_wakes_waiters_in_other_processes,
             condition_notify_wakes_exactly_one_then_all,
             condition_wait_for_waits_for_the_predicate,
+            condition_wait_reports_an_owner_that_died_meanwhile,
             barrier_releases_all_parties_every_round,
             barrier_abort_breaks_it_for_everyone,
             barrier_timeout_breaks_it,
