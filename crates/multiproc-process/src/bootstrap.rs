@@ -55,6 +55,11 @@ impl Payload {
         }
     }
 
+    /// Encoded length of the value (descriptors aside).
+    pub(crate) fn len(&self) -> usize {
+        self.bytes.0.len()
+    }
+
     pub(crate) fn into_parts(self) -> (Vec<u8>, Vec<OwnedFd>) {
         (
             self.bytes.0,

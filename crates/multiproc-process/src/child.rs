@@ -36,29 +36,32 @@ impl ChildState {
         Self::new(pid, name, daemon, Reaper::Own)
     }
 
+    /// A fork-server child, with the pidfd the server opened for it.
     pub(crate) fn relayed(
         pid: Pid,
+        pidfd: OwnedFd,
         name: String,
         daemon: bool,
         status: OwnedFd,
-    ) -> io::Result<Self> {
-        Self::new(pid, name, daemon, Reaper::Relayed(status))
+    ) -> Self {
+        Self::with_pidfd(pid, pidfd, name, daemon, Reaper::Relayed(status))
     }
 
     fn new(pid: Pid, name: String, daemon: bool, reaper: Reaper) -> io::Result<Self> {
-        // For our own child this cannot race with pid reuse: the pid stays
-        // ours until we reap it. A fork-server child is the server's, and
-        // the server reaps it only after it exited, which we then learn from
-        // the relayed status rather than from this pidfd alone.
+        // Cannot race with pid reuse: the pid stays ours until we reap it.
         let pidfd = rustix::process::pidfd_open(pid, PidfdFlags::empty())?;
-        Ok(Self {
+        Ok(Self::with_pidfd(pid, pidfd, name, daemon, reaper))
+    }
+
+    fn with_pidfd(pid: Pid, pidfd: OwnedFd, name: String, daemon: bool, reaper: Reaper) -> Self {
+        Self {
             pid,
             name,
             daemon,
             pidfd,
             reaper,
             status: Mutex::new(None),
-        })
+        }
     }
 
     /// The pidfd: readable once the child has exited.

@@ -31,7 +31,10 @@ struct Request {
 
 #[derive(Serialize, Deserialize)]
 enum Reply {
-    Started(i32),
+    /// The child's pid and a pidfd the server opened while the child was
+    /// certainly its own and unreaped (the child may be gone by the time
+    /// the parent reads this, so the parent could not open one itself).
+    Started(i32, SharedFd),
     Failed(String),
 }
 
@@ -63,11 +66,17 @@ pub(crate) fn start_child(boot: OwnedFd, name: String, daemon: bool) -> io::Resu
             .map_err(io::Error::from)
             .and_then(|()| conn.recv::<Reply>().map_err(io::Error::from));
         match reply {
-            Ok(Reply::Started(pid)) => {
+            Ok(Reply::Started(pid, pidfd)) => {
                 drop(boot.take());
                 let pid =
                     Pid::from_raw(pid).ok_or_else(|| io::Error::other("fork server sent pid 0"))?;
-                return ChildState::relayed(pid, name, daemon, status_ours);
+                return Ok(ChildState::relayed(
+                    pid,
+                    pidfd.into_inner(),
+                    name,
+                    daemon,
+                    status_ours,
+                ));
             }
             Ok(Reply::Failed(why)) => return Err(io::Error::other(why)),
             Err(err) if attempt == 0 => {
@@ -168,14 +177,17 @@ pub(crate) fn serve(fd: OwnedFd) -> ! {
             let reply = match Pid::from_raw(pid) {
                 Some(pid) if pid.as_raw_nonzero().get() > 0 => {
                     match rustix::process::pidfd_open(pid, PidfdFlags::empty()) {
-                        Ok(pidfd) => {
-                            running.push(Running {
-                                pid,
-                                pidfd,
-                                status: request.status.into_inner(),
-                            });
-                            Reply::Started(pid.as_raw_nonzero().get())
-                        }
+                        Ok(pidfd) => match SharedFd::duplicate(&pidfd) {
+                            Ok(copy) => {
+                                running.push(Running {
+                                    pid,
+                                    pidfd,
+                                    status: request.status.into_inner(),
+                                });
+                                Reply::Started(pid.as_raw_nonzero().get(), copy)
+                            }
+                            Err(e) => Reply::Failed(format!("dup failed: {e}")),
+                        },
                         Err(e) => Reply::Failed(format!("pidfd_open failed: {e}")),
                     }
                 }

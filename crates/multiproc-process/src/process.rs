@@ -143,7 +143,7 @@ where
         let method = self.method.unwrap_or_else(get_start_method);
         let me = info::current_process();
         let header = Header {
-            exe: ExeId::current()?,
+            exe: ExeId::current_cached()?,
             trampoline: target::offset_of(target::trampoline::<A, R> as Trampoline as usize),
             target: target::offset_of(self.target as usize),
             name: name.clone(),
@@ -152,19 +152,32 @@ where
             parent_name: me.name,
         };
         let (ours, theirs) = scm::stream_pair()?;
+        let mut conn = Connection::from_fd(ours)?;
+        conn.set_max_message_len(usize::MAX);
+        // Small arguments go into the socket before the child exists, so it
+        // finds them waiting instead of sleeping until they arrive (a
+        // cross-CPU wake-up costs tens of microseconds). Larger ones could
+        // fill the socket buffer with nobody reading yet: they follow the
+        // start.
+        let send_ahead = payload.len() <= SEND_AHEAD;
+        if send_ahead {
+            conn.send(&header).map_err(io::Error::from)?;
+            conn.send(&payload).map_err(io::Error::from)?;
+        }
         let child = match method {
-            StartMethod::Fork => fork(theirs, &ours, name, self.daemon)?,
+            StartMethod::Fork => fork(theirs, &conn, name, self.daemon)?,
             StartMethod::Spawn => spawn(theirs, name, self.daemon)?,
             StartMethod::ForkServer => forkserver::start_child(theirs, name, self.daemon)?,
         };
         let child = Arc::new(child);
         registry::add(Arc::clone(&child));
-        let mut conn = Connection::from_fd(ours)?;
-        conn.set_max_message_len(usize::MAX);
-        let sent = conn
-            .send(&header)
-            .and_then(|()| conn.send(&payload))
-            .map_err(io::Error::from);
+        let sent = if send_ahead {
+            Ok(())
+        } else {
+            conn.send(&header)
+                .and_then(|()| conn.send(&payload))
+                .map_err(io::Error::from)
+        };
         let process = Process {
             child,
             conn: Some(conn),
@@ -182,7 +195,12 @@ where
     }
 }
 
-fn fork(theirs: OwnedFd, ours: &OwnedFd, name: String, daemon: bool) -> io::Result<ChildState> {
+/// Largest argument payload written before the child starts: well below
+/// the default `AF_UNIX` socket buffer (about 200 KiB), so the write cannot
+/// block.
+const SEND_AHEAD: usize = 64 * 1024;
+
+fn fork(theirs: OwnedFd, ours: &Connection, name: String, daemon: bool) -> io::Result<ChildState> {
     // SAFETY: `fork` is the documented opt-in of this start method; in a
     // multithreaded parent only the calling thread survives in the child,
     // which `StartMethod::Fork` warns about. The child never returns from
@@ -194,7 +212,6 @@ fn fork(theirs: OwnedFd, ours: &OwnedFd, name: String, daemon: bool) -> io::Resu
     if pid == 0 {
         // The child must not hold the parent's end, or it would never see
         // EOF should the parent die before talking to it.
-        let _ = rustix::io::fcntl_setfd(ours, rustix::io::FdFlags::CLOEXEC);
         // SAFETY: `ours` is open in this fresh copy of the process and
         // nothing here will use it again; its owner in the parent's image
         // never runs its destructor in the child (child_main never returns).

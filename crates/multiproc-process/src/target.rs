@@ -51,6 +51,17 @@ pub(crate) struct ExeId {
 }
 
 impl ExeId {
+    /// [`current`](Self::current), read once per process (the file a
+    /// running process executes cannot change).
+    pub(crate) fn current_cached() -> std::io::Result<Self> {
+        static CACHED: std::sync::OnceLock<ExeId> = std::sync::OnceLock::new();
+        if let Some(id) = CACHED.get() {
+            return Ok(*id);
+        }
+        let id = Self::current()?;
+        Ok(*CACHED.get_or_init(|| id))
+    }
+
     pub(crate) fn current() -> std::io::Result<Self> {
         let meta = std::fs::metadata("/proc/self/exe")?;
         Ok(Self {
