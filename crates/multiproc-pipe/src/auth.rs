@@ -363,3 +363,54 @@ mod tests {
         assert_eq!(parse_challenge(b"#CHALLENGE#abc").unwrap(), b"abc");
     }
 }
+
+#[cfg(test)]
+mod props {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn digest_prefix() -> impl Strategy<Value = Vec<u8>> {
+        prop_oneof![
+            Just(Vec::new()),
+            Just(b"{sha256}".to_vec()),
+            Just(b"{md5}".to_vec()),
+            Just(b"{sha384}".to_vec()),
+            Just(b"{sha3_256}".to_vec()),
+            Just(b"{".to_vec()),
+            proptest::collection::vec(any::<u8>(), 0..24).prop_map(|mut v| {
+                v.insert(0, b'{');
+                v.push(b'}');
+                v
+            }),
+        ]
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(10_000))]
+
+        /// Whatever a peer sends as a challenge or a reply, parsing never
+        /// panics, and only a reply computed with the key verifies.
+        #[test]
+        fn handshake_parsers_never_panic(
+            prefix in digest_prefix(),
+            body in proptest::collection::vec(any::<u8>(), 0..300),
+            key in proptest::collection::vec(any::<u8>(), 0..80),
+            with_marker in any::<bool>(),
+        ) {
+            let mut message = prefix;
+            message.extend_from_slice(&body);
+            let mut frame = if with_marker { CHALLENGE.to_vec() } else { Vec::new() };
+            frame.extend_from_slice(&message);
+            if let Ok(challenge) = parse_challenge(&frame)
+                && let Ok(reply) = response(&key, challenge)
+            {
+                prop_assert!(verify(&key, challenge, &reply).is_ok());
+                let mut other = key.clone();
+                other.push(1);
+                prop_assert!(verify(&other, challenge, &reply).is_err());
+            }
+            // An arbitrary reply only verifies if it happens to be the MAC.
+            let _ = verify(&key, &body, &message);
+        }
+    }
+}

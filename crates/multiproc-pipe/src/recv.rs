@@ -39,6 +39,9 @@ pub(crate) const READ_BUF: usize = 64 * 1024;
 /// permitted) length and then stalls or hangs up costs only what it sent.
 const EAGER_ALLOC: usize = 64 * 1024 * 1024;
 
+/// First allocation for a payload over [`EAGER_ALLOC`].
+const GROW_STEP: usize = 1024 * 1024;
+
 /// One read from the OS: bytes placed in the buffer and descriptors received.
 pub(crate) type ReadResult = io::Result<(usize, Vec<OwnedFd>)>;
 
@@ -234,8 +237,10 @@ impl RecvBuf {
         Ok(())
     }
 
-    /// Reads a payload of `len` bytes into a new vector, growing it as data
-    /// arrives when `len` is large.
+    /// Reads a payload of `len` bytes into a new vector. Up to
+    /// [`EAGER_ALLOC`] the vector is allocated whole (zeroed pages the peer
+    /// never fills cost address space, not memory); beyond that it starts at
+    /// [`GROW_STEP`] and doubles as bytes arrive.
     fn payload_vec(
         &mut self,
         len: usize,
@@ -249,9 +254,14 @@ impl RecvBuf {
         }
         let mut out = Vec::new();
         while out.len() < len {
-            let step = (len - out.len()).min(out.len().max(EAGER_ALLOC));
             let done = out.len();
-            out.resize(done + step, 0);
+            let step = (len - done).min(done.max(GROW_STEP));
+            if done == 0 {
+                // Zeroed allocation: pages stay untouched until data lands.
+                out = vec![0; step];
+            } else {
+                out.resize(done + step, 0);
+            }
             let after = (len - done - step) as u64;
             self.payload_into(&mut out[done..], frame_len, after, read)?;
         }
@@ -420,5 +430,86 @@ mod tests {
         assert_eq!(err.into_message().unwrap(), b"0123456789");
         assert_eq!(rx.frame_into(&mut small, 100, &mut read).unwrap(), 2);
         assert_eq!(&small[..2], b"ok");
+    }
+}
+
+#[cfg(test)]
+mod props {
+    use super::*;
+    use crate::frame::{MAX_HEADER, encode_header};
+    use proptest::prelude::*;
+
+    /// Drives the real decoder over `data`, served in reads of the given
+    /// sizes (cycled); returns the payloads and how it ended.
+    fn decode_all(data: &[u8], chunks: &[usize], max: usize) -> (Vec<Vec<u8>>, RecvError) {
+        let mut pos = 0;
+        let mut turn = 0;
+        let mut read = |dst: &mut [u8]| -> ReadResult {
+            let chunk = chunks[turn % chunks.len()].max(1);
+            turn += 1;
+            let n = dst.len().min(chunk).min(data.len() - pos);
+            dst[..n].copy_from_slice(&data[pos..pos + n]);
+            pos += n;
+            Ok((n, Vec::new()))
+        };
+        let mut rx = RecvBuf::default();
+        let mut out = Vec::new();
+        loop {
+            match rx.frame(max, &mut read) {
+                Ok((payload, _)) => out.push(payload.into_vec()),
+                Err(err) => return (out, err),
+            }
+            assert!(
+                out.len() <= data.len() / 4 + 1,
+                "more frames than headers fit"
+            );
+        }
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(10_000))]
+
+        /// Arbitrary bytes never panic the decoder; it ends in a typed error
+        /// and never returns more payload bytes than it read.
+        #[test]
+        fn arbitrary_streams_never_panic(
+            data in proptest::collection::vec(any::<u8>(), 0..200),
+            chunks in proptest::collection::vec(1usize..40, 1..4),
+            max in prop_oneof![Just(usize::MAX), 0usize..64],
+        ) {
+            let (frames, end) = decode_all(&data, &chunks, max);
+            let total: usize = frames.iter().map(Vec::len).sum();
+            prop_assert!(total + 4 * frames.len() <= data.len());
+            let typed_end = matches!(
+                end,
+                RecvError::Eof | RecvError::Truncated { .. } | RecvError::BadMessageLength { .. }
+            );
+            prop_assert!(typed_end, "unexpected end: {:?}", end);
+        }
+
+        /// Framed payloads come back whole and in order, whatever the read
+        /// sizes and whichever header form is used.
+        #[test]
+        fn framed_payloads_round_trip(
+            payloads in proptest::collection::vec(proptest::collection::vec(any::<u8>(), 0..300), 0..8),
+            long_form in proptest::collection::vec(any::<bool>(), 8),
+            chunks in proptest::collection::vec(1usize..500, 1..4),
+        ) {
+            let mut data = Vec::new();
+            for (i, p) in payloads.iter().enumerate() {
+                if long_form[i] {
+                    data.extend_from_slice(&[0xff; 4]);
+                    data.extend_from_slice(&(p.len() as u64).to_be_bytes());
+                } else {
+                    let mut header = [0u8; MAX_HEADER];
+                    let n = encode_header(p.len(), &mut header);
+                    data.extend_from_slice(&header[..n]);
+                }
+                data.extend_from_slice(p);
+            }
+            let (frames, end) = decode_all(&data, &chunks, usize::MAX);
+            prop_assert_eq!(frames, payloads);
+            prop_assert!(end.is_eof());
+        }
     }
 }

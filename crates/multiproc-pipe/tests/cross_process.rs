@@ -1,3 +1,713 @@
-//! Filled in by the next commit.
+//! Connections between real processes: the test binary re-executes itself
+//! as the child (see `multiproc-testkit`).
+#![allow(unsafe_code)]
 
-fn main() {}
+use multiproc_core::{Segment, codec};
+use multiproc_pipe::{
+    Address, AuthFailure, Client, ConnectError, Connection, Listener, Pipe, RecvError, SendError,
+    Waitable, auth::Challenge, wait,
+};
+use multiproc_testkit::{Role, inherited_fds, open_fd_count, run, spawn, tests, wait_timeout};
+use std::os::fd::{AsFd, OwnedFd};
+use std::os::unix::process::ExitStatusExt;
+use std::time::{Duration, Instant};
+
+const CHILD_LIMIT: Duration = Duration::from_secs(30);
+
+fn pattern(len: usize) -> Vec<u8> {
+    (0..len).map(|i| (i % 251) as u8).collect()
+}
+
+fn child_conn() -> Connection {
+    Connection::from_fd(inherited_fds().remove(0)).unwrap()
+}
+
+fn temp_dir(tag: &str) -> std::path::PathBuf {
+    let dir = std::env::temp_dir().join(format!(
+        "mp-pipe-{tag}-{}-{:?}",
+        std::process::id(),
+        Instant::now()
+    ));
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+// ---- child roles -------------------------------------------------------
+
+/// Sends back every message it receives until end of file.
+fn child_echo(_: &[String]) {
+    let mut conn = child_conn();
+    loop {
+        match conn.recv_bytes() {
+            Ok(msg) => conn.send_bytes(&msg).unwrap(),
+            Err(RecvError::Eof) => return,
+            Err(err) => panic!("echo: {err}"),
+        }
+    }
+}
+
+/// Sends `args[0]` numbered messages, then exits (closing its end).
+fn child_send_then_exit(args: &[String]) {
+    let conn = child_conn();
+    let count: u32 = args[0].parse().unwrap();
+    for i in 0..count {
+        conn.send(&i).unwrap();
+    }
+}
+
+/// Writes the hex bytes of `args[0]` raw, then exits.
+fn child_write_raw(args: &[String]) {
+    let fd = inherited_fds().remove(0);
+    let bytes: Vec<u8> = (0..args[0].len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(&args[0][i..i + 2], 16).unwrap())
+        .collect();
+    rustix::io::write(&fd, &bytes).unwrap();
+}
+
+/// Sleeps `args[1]` ms, then sends `b"late"` on inherited connection
+/// number `args[0]`; then waits for "bye" on it.
+fn child_late_sender(args: &[String]) {
+    let mut conns: Vec<Connection> = inherited_fds()
+        .into_iter()
+        .map(|fd| Connection::from_fd(fd).unwrap())
+        .collect();
+    let which: usize = args[0].parse().unwrap();
+    let ms: u64 = args[1].parse().unwrap();
+    std::thread::sleep(Duration::from_millis(ms));
+    conns[which].send_bytes(b"late").unwrap();
+    assert_eq!(conns[which].recv_bytes().unwrap(), b"bye");
+}
+
+/// Receives a Connection and a Segment through the inherited connection,
+/// checks the segment, writes into it, and reports through the received
+/// connection.
+fn child_receive_handles(_: &[String]) {
+    let mut courier = child_conn();
+    let (conn, segment): (Connection, Segment) = courier.recv().unwrap();
+    let mut data = vec![0u8; 1000];
+    segment.read_at(0, &mut data).unwrap();
+    assert_eq!(data, pattern(1000));
+    segment.write_at(1000, b"child was here").unwrap();
+    conn.send_bytes(b"hello through a passed connection")
+        .unwrap();
+    // The courier stays usable after a handle message.
+    courier.send(&"done").unwrap();
+}
+
+/// Restores the default SIGPIPE action, then writes to pipes and sockets
+/// whose readers are gone. Dies of SIGPIPE unless the crate prevents it.
+fn child_sigpipe(_: &[String]) {
+    // SAFETY: resetting a signal to its default action in a single-threaded
+    // child before anything else runs; no handler is involved.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
+    let (rx, tx) = Pipe::simplex().unwrap();
+    drop(rx);
+    let err = tx.send_bytes(b"into the void").unwrap_err();
+    assert!(err.is_broken_pipe(), "{err:?}");
+
+    // A pipe end that came in as a raw descriptor is covered too.
+    // SAFETY: as above.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
+    let (raw_rx, raw_tx) = rustix::pipe::pipe().unwrap();
+    let tx = Connection::from_fd(raw_tx).unwrap();
+    drop(raw_rx);
+    assert!(tx.send_bytes(&[1; 100_000]).unwrap_err().is_broken_pipe());
+
+    let (a, b) = Pipe::new().unwrap();
+    drop(b);
+    assert!(a.send_bytes(b"x").unwrap_err().is_broken_pipe());
+    println!("survived");
+}
+
+/// Connects to `args[0]` with key `args[1]` ("-" for none), sends "hi"
+/// and echoes one message; prints the outcome.
+fn child_client(args: &[String]) {
+    let address: Address = args[0].parse().unwrap();
+    let key = (args[1] != "-").then(|| args[1].as_bytes());
+    match Client::connect(address, key) {
+        Ok(mut conn) => {
+            conn.send_bytes(b"hi").unwrap();
+            let msg = conn.recv_bytes().unwrap();
+            conn.send_bytes(&msg).unwrap();
+            println!("connected");
+        }
+        Err(ConnectError::Authentication(err)) => println!("auth error: {err}"),
+        Err(err) => println!("other error: {err}"),
+    }
+}
+
+// ---- tests -------------------------------------------------------------
+
+fn bytes_round_trip_through_a_child_at_edge_sizes() {
+    for duplex in [true, false] {
+        let (mut ours, theirs, extra) = if duplex {
+            let (a, b) = Pipe::new().unwrap();
+            (a, b, None)
+        } else {
+            // Two simplex pipes: ours reads one, the child's echo writes it.
+            let (rx, child_tx) = Pipe::simplex().unwrap();
+            let (child_rx, tx) = Pipe::simplex().unwrap();
+            (rx, child_rx, Some((tx, child_tx)))
+        };
+        let sizes = [
+            0usize,
+            1,
+            7,
+            4096,
+            65_532,
+            65_536,
+            65_537,
+            1 << 20,
+            16 << 20,
+        ];
+        let mut child = match &extra {
+            None => spawn("echo_pair", &[], &[theirs.as_fd()]).unwrap(),
+            Some((_, child_tx)) => {
+                spawn("echo_split", &[], &[theirs.as_fd(), child_tx.as_fd()]).unwrap()
+            }
+        };
+        drop(theirs);
+        let sender = match extra {
+            None => None,
+            Some((tx, child_tx)) => {
+                drop(child_tx);
+                Some(tx)
+            }
+        };
+        for &size in &sizes {
+            let payload = pattern(size);
+            match &sender {
+                None => ours.send_bytes(&payload).unwrap(),
+                Some(tx) => tx.send_bytes(&payload).unwrap(),
+            }
+            let back = ours.recv_bytes().unwrap();
+            assert_eq!(back.len(), size, "duplex={duplex}");
+            assert!(back == payload, "payload {size} came back altered");
+        }
+        // recv_bytes_into with exact and short buffers.
+        let mut buf = vec![0u8; 65_536];
+        let payload = pattern(65_536);
+        match &sender {
+            None => ours.send_bytes(&payload).unwrap(),
+            Some(tx) => tx.send_bytes(&payload).unwrap(),
+        }
+        assert_eq!(ours.recv_bytes_into(&mut buf).unwrap(), 65_536);
+        assert!(buf == payload);
+        let payload = pattern(65_537);
+        match &sender {
+            None => ours.send_bytes(&payload).unwrap(),
+            Some(tx) => tx.send_bytes(&payload).unwrap(),
+        }
+        let err = ours.recv_bytes_into(&mut buf).unwrap_err();
+        assert!(err.is_buffer_too_short());
+        assert!(err.into_message().unwrap() == payload);
+        match sender {
+            None => drop(ours.into_fd()),
+            Some(tx) => drop(tx),
+        }
+        assert!(wait_timeout(&mut child, CHILD_LIMIT).success());
+    }
+}
+
+fn child_echo_split(_: &[String]) {
+    let mut fds = inherited_fds();
+    let tx = Connection::from_fd(fds.remove(1)).unwrap();
+    let mut rx = Connection::from_fd(fds.remove(0)).unwrap();
+    assert!(!rx.is_writable() && !tx.is_readable());
+    loop {
+        match rx.recv_bytes() {
+            Ok(msg) => tx.send_bytes(&msg).unwrap(),
+            Err(RecvError::Eof) => return,
+            Err(err) => panic!("echo: {err}"),
+        }
+    }
+}
+
+fn eof_after_the_peer_exits() {
+    let (mut ours, theirs) = Pipe::new().unwrap();
+    let mut child = spawn("send_then_exit", &["50"], &[theirs.as_fd()]).unwrap();
+    drop(theirs);
+    for i in 0..50u32 {
+        assert_eq!(ours.recv::<u32>().unwrap(), i);
+    }
+    assert!(ours.recv::<u32>().unwrap_err().is_eof());
+    // And again: end of file is sticky.
+    assert!(ours.recv_bytes().unwrap_err().is_eof());
+    assert!(ours.poll(Some(Duration::ZERO)).unwrap());
+    assert!(wait_timeout(&mut child, CHILD_LIMIT).success());
+}
+
+fn close_is_seen_as_eof() {
+    let (mut a, b) = Pipe::new().unwrap();
+    b.send_bytes(b"before close").unwrap();
+    b.close();
+    assert_eq!(a.recv_bytes().unwrap(), b"before close");
+    assert!(a.recv_bytes().unwrap_err().is_eof());
+    let (mut rx, tx) = Pipe::simplex().unwrap();
+    tx.close();
+    assert!(rx.recv_bytes().unwrap_err().is_eof());
+}
+
+/// Feeds raw bytes from a child and returns what `recv_bytes` says.
+fn raw_from_child(hex: &str, max: usize) -> (Connection, Result<Vec<u8>, RecvError>) {
+    let (ours, theirs) = Pipe::new().unwrap();
+    let mut ours = ours;
+    ours.set_max_message_len(max);
+    let mut child = spawn("write_raw", &[hex], &[theirs.as_fd()]).unwrap();
+    drop(theirs);
+    assert!(wait_timeout(&mut child, CHILD_LIMIT).success());
+    let result = ours.recv_bytes();
+    (ours, result)
+}
+
+fn malformed_frames_are_typed_errors() {
+    // A length over the limit: refused without allocating 2 GiB.
+    let (_, result) = raw_from_child("7fffffff00", 1 << 20);
+    assert!(matches!(
+        result,
+        Err(RecvError::BadMessageLength {
+            claimed: 0x7fff_ffff,
+            max: 0x10_0000
+        })
+    ));
+    // The 8-byte form claiming 2^64 - 1.
+    let (_, result) = raw_from_child("ffffffffffffffffffffffff", 1 << 20);
+    assert!(result.unwrap_err().is_bad_message_length());
+    // A negative length.
+    let (_, result) = raw_from_child("fffffffe", 1 << 20);
+    assert!(matches!(
+        result,
+        Err(RecvError::BadMessageLength { claimed: -2, .. })
+    ));
+    // The 8-byte form is accepted for small payloads too.
+    let (mut conn, result) = raw_from_child("ffffffff000000000000000568656c6c6f", 100);
+    assert_eq!(result.unwrap(), b"hello");
+    assert!(conn.recv_bytes().unwrap_err().is_eof());
+    // Truncated inside the payload, inside the header, inside a large payload.
+    let (_, result) = raw_from_child("0000000a0102", 100);
+    assert!(matches!(
+        result,
+        Err(RecvError::Truncated {
+            expected: 14,
+            received: 6
+        })
+    ));
+    let (_, result) = raw_from_child("0000", 100);
+    assert!(matches!(result, Err(RecvError::Truncated { .. })));
+    let (_, result) = raw_from_child("3fffffff0102", usize::MAX);
+    assert!(matches!(
+        result,
+        Err(RecvError::Truncated { received: 6, .. })
+    ));
+}
+
+fn garbage_to_recv_leaves_the_connection_usable() {
+    // Child writes: a frame of garbage, then a valid frame holding 42u32.
+    let valid = codec::encode(&42u32).unwrap();
+    let mut hex = String::from("00000003ffffff");
+    hex.push_str(&format!("{:08x}", valid.len()));
+    for b in &valid {
+        hex.push_str(&format!("{b:02x}"));
+    }
+    let (ours, theirs) = Pipe::new().unwrap();
+    let mut ours = ours;
+    let mut child = spawn("write_raw", &[&hex], &[theirs.as_fd()]).unwrap();
+    drop(theirs);
+    assert!(matches!(
+        ours.recv::<(u64, String)>(),
+        Err(RecvError::Codec(_))
+    ));
+    assert_eq!(ours.recv::<u32>().unwrap(), 42);
+    assert!(wait_timeout(&mut child, CHILD_LIMIT).success());
+}
+
+fn poll_times_out_then_sees_a_late_message() {
+    let (mut ours, theirs) = Pipe::new().unwrap();
+    for ms in [0u64, 30, 100] {
+        let start = Instant::now();
+        assert!(!ours.poll(Some(Duration::from_millis(ms))).unwrap());
+        let took = start.elapsed();
+        assert!(took >= Duration::from_millis(ms), "early: {took:?}");
+        assert!(took < Duration::from_millis(ms + 500), "late: {took:?}");
+    }
+    let mut child = spawn("late_sender", &["0", "100"], &[theirs.as_fd()]).unwrap();
+    drop(theirs);
+    let start = Instant::now();
+    assert!(ours.poll(Some(Duration::from_secs(10))).unwrap());
+    assert!(start.elapsed() >= Duration::from_millis(50));
+    assert_eq!(ours.recv_bytes().unwrap(), b"late");
+    ours.send_bytes(b"bye").unwrap();
+    assert!(wait_timeout(&mut child, CHILD_LIMIT).success());
+    // A simplex sender cannot be polled.
+    let (_rx, tx) = Pipe::simplex().unwrap();
+    assert!(tx.poll(Some(Duration::ZERO)).is_err());
+}
+
+fn wait_returns_the_ready_ones_among_many() {
+    let pairs: Vec<(Connection, Connection)> = (0..4).map(|_| Pipe::new().unwrap()).collect();
+    let (mut ours, theirs): (Vec<Connection>, Vec<Connection>) = pairs.into_iter().unzip();
+    let fds: Vec<_> = theirs.iter().map(AsFd::as_fd).collect();
+    let mut child = spawn("late_sender", &["2", "100"], &fds).unwrap();
+    drop(theirs);
+    // Nothing yet.
+    let start = Instant::now();
+    assert!(
+        wait(&ours, Some(Duration::from_millis(20)))
+            .unwrap()
+            .is_empty()
+    );
+    assert!(start.elapsed() >= Duration::from_millis(20));
+    // The child speaks on number 2 only.
+    assert_eq!(wait(&ours, Some(Duration::from_secs(10))).unwrap(), vec![2]);
+    // A raw descriptor in the mix, ready at once.
+    let (pipe_rx, pipe_tx) = rustix::pipe::pipe().unwrap();
+    rustix::io::write(&pipe_tx, b"!").unwrap();
+    {
+        let mixed: Vec<&dyn Waitable> = vec![&ours[0], &ours[2], &pipe_rx];
+        assert_eq!(wait(&mixed, None).unwrap(), vec![1, 2]);
+    }
+    assert_eq!(ours[2].recv_bytes().unwrap(), b"late");
+    ours[2].send_bytes(b"bye").unwrap();
+    assert!(wait_timeout(&mut child, CHILD_LIMIT).success());
+    // The child is gone: every connection reports end of file as ready.
+    assert_eq!(
+        wait(&ours, Some(Duration::from_secs(5))).unwrap(),
+        vec![0, 1, 2, 3]
+    );
+    let _: OwnedFd = pipe_tx;
+}
+
+fn wait_counts_messages_already_read_ahead() {
+    let (mut rx, tx) = Pipe::new().unwrap();
+    let (other, _other_tx) = Pipe::new().unwrap();
+    tx.send_bytes(b"one").unwrap();
+    tx.send_bytes(b"two").unwrap();
+    // Both frames arrive in one read; the second waits in our buffer, where
+    // poll(2) cannot see it.
+    assert_eq!(rx.recv_bytes().unwrap(), b"one");
+    assert!(rx.has_buffered());
+    assert_eq!(
+        wait(&[&rx, &other], Some(Duration::from_millis(10))).unwrap(),
+        vec![0]
+    );
+    assert!(rx.poll(Some(Duration::ZERO)).unwrap());
+    assert_eq!(rx.recv_bytes().unwrap(), b"two");
+    assert!(!rx.poll(Some(Duration::ZERO)).unwrap());
+}
+
+fn a_connection_and_a_segment_pass_to_a_child() {
+    let (courier, courier_child) = Pipe::new().unwrap();
+    let mut courier = courier;
+    let mut child = spawn("receive_handles", &[], &[courier_child.as_fd()]).unwrap();
+    drop(courier_child);
+    let (mut here, there) = Pipe::new().unwrap();
+    let segment = Segment::anonymous(4096).unwrap();
+    segment.write_at(0, &pattern(1000)).unwrap();
+    let fds_before = open_fd_count();
+    courier.send(&(&there, &segment)).unwrap();
+    assert_eq!(open_fd_count(), fds_before, "sending leaked a duplicate");
+    drop(there);
+    assert_eq!(
+        here.recv_bytes().unwrap(),
+        b"hello through a passed connection"
+    );
+    assert_eq!(courier.recv::<String>().unwrap(), "done");
+    assert!(wait_timeout(&mut child, CHILD_LIMIT).success());
+    let mut note = [0u8; 14];
+    segment.read_at(1000, &mut note).unwrap();
+    assert_eq!(&note, b"child was here");
+    // The child exited: the passed connection's last holder is gone.
+    assert!(here.recv_bytes().unwrap_err().is_eof());
+}
+
+fn received_descriptors_go_to_their_own_message() {
+    // Several handle messages and plain frames back to back: each handle
+    // must land on its own message, and unclaimed descriptors must close.
+    let (mut rx, tx) = Pipe::new().unwrap();
+    let segments: Vec<Segment> = (0..3)
+        .map(|i| {
+            let s = Segment::anonymous(64).unwrap();
+            s.write_at(0, &[i as u8 + 1]).unwrap();
+            s
+        })
+        .collect();
+    let before = open_fd_count();
+    tx.send(&segments[0]).unwrap();
+    tx.send_bytes(b"plain").unwrap();
+    tx.send(&segments[1]).unwrap();
+    tx.send(&(&segments[2], "pair")).unwrap();
+    tx.send(&7u8).unwrap();
+    let first: Segment = rx.recv().unwrap();
+    // Read a handle message as bytes: its descriptor must be closed, not
+    // handed to the next message.
+    assert_eq!(rx.recv_bytes().unwrap(), b"plain");
+    let skipped = rx.recv_bytes().unwrap();
+    assert!(!skipped.is_empty());
+    let (third, word): (Segment, String) = rx.recv().unwrap();
+    assert_eq!(rx.recv::<u8>().unwrap(), 7);
+    let mut b = [0u8];
+    first.read_at(0, &mut b).unwrap();
+    assert_eq!(b, [1]);
+    third.read_at(0, &mut b).unwrap();
+    assert_eq!((b, word.as_str()), ([3], "pair"));
+    assert_eq!(open_fd_count(), before + 2, "a received descriptor leaked");
+    drop((first, third));
+    assert_eq!(open_fd_count(), before);
+}
+
+fn simplex_and_tcp_refuse_descriptors() {
+    let segment = Segment::anonymous(64).unwrap();
+    let (_rx, tx) = Pipe::simplex().unwrap();
+    let err = tx.send(&segment).unwrap_err();
+    assert!(err.is_descriptors_unsupported(), "{err:?}");
+    assert!(err.to_string().contains("cannot carry"));
+    let (a, _b) = Pipe::new().unwrap();
+    assert!(tx.send(&a).unwrap_err().is_descriptors_unsupported());
+
+    let listener = Listener::bind("127.0.0.1:0".parse::<Address>().unwrap(), None).unwrap();
+    let client = Client::connect(listener.address(), None).unwrap();
+    let mut server = listener.accept().unwrap();
+    assert!(!client.carries_descriptors());
+    assert!(
+        client
+            .send(&segment)
+            .unwrap_err()
+            .is_descriptors_unsupported()
+    );
+    // Plain values still work on TCP.
+    client.send(&("tcp", 1u8)).unwrap();
+    assert_eq!(server.recv::<(String, u8)>().unwrap(), ("tcp".into(), 1));
+}
+
+fn writing_to_a_closed_peer_is_an_error_not_sigpipe() {
+    let out = multiproc_testkit::command("sigpipe", &[], &[])
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.signal(),
+        None,
+        "child killed by signal: {:?}",
+        out.status
+    );
+    assert!(out.status.success(), "{out:?}");
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "survived");
+}
+
+fn listener_and_client_across_processes_all_families() {
+    let dir = temp_dir("families");
+    let addresses = [
+        Address::Unix(dir.join("l.sock")),
+        Address::Abstract(format!("mp-pipe-test-{}", std::process::id()).into_bytes()),
+        "127.0.0.1:0".parse().unwrap(),
+    ];
+    for address in addresses {
+        let listener = Listener::bind(address.clone(), Some(b"key")).unwrap();
+        let target = listener.address().to_string();
+        let child = multiproc_testkit::command("client", &[&target, "key"], &[])
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut conn = listener.accept().unwrap();
+        assert_eq!(conn.recv_bytes().unwrap(), b"hi");
+        conn.send_bytes(&pattern(100_000)).unwrap();
+        assert!(conn.recv_bytes().unwrap() == pattern(100_000));
+        let out = child.wait_with_output().unwrap();
+        assert!(out.status.success());
+        assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "connected");
+        if let Address::Unix(path) = &address {
+            assert!(path.exists());
+            drop(listener);
+            assert!(!path.exists(), "listener left its socket file");
+        }
+    }
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
+fn ipv6_loopback_works_when_available() {
+    let Ok(listener) = Listener::bind("[::1]:0".parse::<Address>().unwrap(), Some(b"six")) else {
+        println!("no IPv6 loopback here; skipping the [::1] case");
+        return;
+    };
+    let address = listener.address().clone();
+    let peer = std::thread::spawn(move || {
+        let mut c = Client::connect(address, Some(b"six")).unwrap();
+        c.send_bytes(b"v6").unwrap();
+        c.recv_bytes().unwrap()
+    });
+    let mut conn = listener.accept().unwrap();
+    assert_eq!(conn.recv_bytes().unwrap(), b"v6");
+    conn.send_bytes(b"ok").unwrap();
+    assert_eq!(peer.join().unwrap(), b"ok");
+}
+
+fn wrong_authkey_fails_on_both_sides() {
+    for challenge in [Challenge::Legacy, Challenge::default()] {
+        let listener = Listener::bind("127.0.0.1:0".parse::<Address>().unwrap(), Some(b"right"))
+            .unwrap()
+            .with_challenge(challenge);
+        let target = listener.address().to_string();
+        let child = multiproc_testkit::command("client", &[&target, "wrong"], &[])
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let err = listener.accept().unwrap_err();
+        assert!(
+            matches!(&err, ConnectError::Authentication(a) if a.reason() == &AuthFailure::DigestWrong),
+            "{err:?}"
+        );
+        let out = child.wait_with_output().unwrap();
+        assert!(out.status.success());
+        assert_eq!(
+            String::from_utf8_lossy(&out.stdout).trim(),
+            "auth error: digest sent was rejected"
+        );
+        // The listener still works for a client with the key.
+        let target2 = target.clone();
+        let good = std::thread::spawn(move || {
+            Client::connect(target2.parse::<Address>().unwrap(), Some(b"right")).map(|_| ())
+        });
+        listener.accept().unwrap();
+        good.join().unwrap().unwrap();
+    }
+    // A client that needs a key against a server without one: the server
+    // sends no challenge, so the client's wait for one ends in a protocol
+    // error when the server speaks first.
+    let listener = Listener::bind("127.0.0.1:0".parse::<Address>().unwrap(), None).unwrap();
+    let address = listener.address().clone();
+    let client = std::thread::spawn(move || Client::connect(address, Some(b"k")));
+    let server = listener.accept().unwrap();
+    server.send_bytes(b"#WELCOME#").unwrap();
+    let err = client.join().unwrap().unwrap_err();
+    assert!(err.is_authentication(), "{err:?}");
+}
+
+fn oversized_or_malformed_handshake_is_rejected() {
+    // A fake server sends a 300-byte challenge: over the 256-byte limit.
+    let listener = Listener::bind("127.0.0.1:0".parse::<Address>().unwrap(), None).unwrap();
+    let address = listener.address().clone();
+    let client = std::thread::spawn(move || Client::connect(address, Some(b"k")));
+    let server = listener.accept().unwrap();
+    let mut big = b"#CHALLENGE#".to_vec();
+    big.resize(300, b'x');
+    server.send_bytes(&big).unwrap();
+    let err = client.join().unwrap().unwrap_err();
+    assert!(
+        matches!(&err, ConnectError::Authentication(a) if matches!(a.reason(), AuthFailure::Protocol(_))),
+        "{err:?}"
+    );
+    // A fake client that answers with garbage of a plausible length, and
+    // one that hangs up.
+    let listener = Listener::bind("127.0.0.1:0".parse::<Address>().unwrap(), Some(b"k")).unwrap();
+    let address = listener.address().clone();
+    let fake = std::thread::spawn(move || {
+        let mut c = Client::connect(address.clone(), None).unwrap();
+        let _challenge = c.recv_bytes().unwrap();
+        c.send_bytes(b"{sha256}not a mac at all").unwrap();
+        let verdict = c.recv_bytes().unwrap();
+        let mut c2 = Client::connect(address, None).unwrap();
+        let _ = c2.recv_bytes().unwrap();
+        drop(c2);
+        verdict
+    });
+    let err = listener.accept().unwrap_err();
+    assert!(err.is_authentication(), "{err:?}");
+    let err = listener.accept().unwrap_err();
+    assert!(matches!(err, ConnectError::Eof), "{err:?}");
+    assert_eq!(fake.join().unwrap(), b"#FAILURE#");
+}
+
+fn a_server_without_the_key_fails_the_clients_challenge() {
+    // The fake server welcomes anyone, then answers the client's challenge
+    // without knowing the key: the client must refuse it.
+    let listener = Listener::bind("127.0.0.1:0".parse::<Address>().unwrap(), None).unwrap();
+    let address = listener.address().clone();
+    let client = std::thread::spawn(move || Client::connect(address, Some(b"real key")));
+    let mut server = listener.accept().unwrap();
+    let message = multiproc_pipe::auth::challenge_message(Challenge::Legacy).unwrap();
+    let mut frame = b"#CHALLENGE#".to_vec();
+    frame.extend_from_slice(&message);
+    server.send_bytes(&frame).unwrap();
+    let _reply = server.recv_bytes().unwrap();
+    server.send_bytes(b"#WELCOME#").unwrap();
+    let theirs = server.recv_bytes().unwrap();
+    let challenge = multiproc_pipe::auth::parse_challenge(&theirs).unwrap();
+    let forged = multiproc_pipe::auth::response(b"guessed key", challenge).unwrap();
+    server.send_bytes(&forged).unwrap();
+    assert_eq!(server.recv_bytes().unwrap(), b"#FAILURE#");
+    let err = client.join().unwrap().unwrap_err();
+    assert!(
+        matches!(&err, ConnectError::Authentication(a) if a.reason() == &AuthFailure::DigestWrong),
+        "{err:?}"
+    );
+}
+
+fn send_errors_are_typed() {
+    let (rx, tx) = Pipe::simplex().unwrap();
+    assert!(matches!(rx.send_bytes(b"x"), Err(SendError::NotWritable)));
+    let mut tx = tx;
+    assert!(matches!(tx.recv_bytes(), Err(RecvError::NotReadable)));
+    assert!(matches!(
+        tx.send_bytes_range(b"abc", 4, None),
+        Err(SendError::OutOfRange {
+            len: 3,
+            offset: 4,
+            ..
+        })
+    ));
+    assert!(matches!(
+        tx.send_bytes_range(b"abc", 1, Some(usize::MAX)),
+        Err(SendError::OutOfRange { .. })
+    ));
+    tx.send_bytes_range(b"abc", 3, None).unwrap();
+    let (a, _b) = Pipe::new().unwrap();
+    let too_many: Vec<&Connection> = std::iter::repeat_n(&a, 254).collect();
+    assert!(matches!(
+        a.send(&too_many),
+        Err(SendError::TooManyDescriptors(254))
+    ));
+    drop(rx);
+}
+
+fn main() {
+    let roles: &[Role] = &[
+        ("echo_pair", child_echo),
+        ("echo_split", child_echo_split),
+        ("send_then_exit", child_send_then_exit),
+        ("write_raw", child_write_raw),
+        ("late_sender", child_late_sender),
+        ("receive_handles", child_receive_handles),
+        ("sigpipe", child_sigpipe),
+        ("client", child_client),
+    ];
+    run(
+        roles,
+        tests![
+            bytes_round_trip_through_a_child_at_edge_sizes,
+            eof_after_the_peer_exits,
+            close_is_seen_as_eof,
+            malformed_frames_are_typed_errors,
+            garbage_to_recv_leaves_the_connection_usable,
+            poll_times_out_then_sees_a_late_message,
+            wait_returns_the_ready_ones_among_many,
+            wait_counts_messages_already_read_ahead,
+            a_connection_and_a_segment_pass_to_a_child,
+            received_descriptors_go_to_their_own_message,
+            simplex_and_tcp_refuse_descriptors,
+            writing_to_a_closed_peer_is_an_error_not_sigpipe,
+            listener_and_client_across_processes_all_families,
+            ipv6_loopback_works_when_available,
+            wrong_authkey_fails_on_both_sides,
+            oversized_or_malformed_handshake_is_rejected,
+            a_server_without_the_key_fails_the_clients_challenge,
+            send_errors_are_typed,
+        ],
+    );
+}
