@@ -422,3 +422,42 @@ impl<'de> Deserialize<'de> for Barrier {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reset_breaks_current_waiters_then_the_barrier_works() {
+        let barrier = Barrier::new(3).unwrap();
+        std::thread::scope(|s| {
+            let waiters: Vec<_> = (0..2)
+                .map(|_| s.spawn(|| barrier.wait_timeout(Duration::from_secs(10))))
+                .collect();
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while barrier.n_waiting() < 2 {
+                assert!(Instant::now() < deadline, "waiters never arrived");
+                std::thread::yield_now();
+            }
+            barrier.reset();
+            for waiter in waiters {
+                let err = waiter.join().unwrap().unwrap_err();
+                assert!(!err.timed_out());
+            }
+        });
+        assert!(!barrier.broken());
+        assert_eq!(barrier.n_waiting(), 0);
+        let indices: Vec<u32> = std::thread::scope(|s| {
+            let handles: Vec<_> = (0..3)
+                .map(|_| s.spawn(|| barrier.wait_timeout(Duration::from_secs(10)).unwrap()))
+                .collect();
+            handles
+                .into_iter()
+                .map(|h| h.join().unwrap().index())
+                .collect()
+        });
+        let mut sorted = indices.clone();
+        sorted.sort_unstable();
+        assert_eq!(sorted, vec![0, 1, 2]);
+    }
+}

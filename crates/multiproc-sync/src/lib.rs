@@ -4,6 +4,15 @@
 //! holds them, like Python's `multiprocessing` primitives — and a `Lock`
 //! whose holder is killed does not deadlock everybody else.
 //!
+//! | Python `multiprocessing` | here |
+//! |---|---|
+//! | `Lock()`, `acquire(block, timeout)`, `release()`, `with lock:` | [`Lock::new`], [`acquire`](Lock::acquire) / [`try_acquire`](Lock::try_acquire) / [`acquire_timeout`](Lock::acquire_timeout), [`release`](Lock::release), [`lock`](Lock::lock) → guard |
+//! | `RLock()` | [`RLock`], same methods, recursion counted per thread |
+//! | `Semaphore(n)`, `BoundedSemaphore(n)`, `get_value()` | [`Semaphore`], [`BoundedSemaphore`], [`get_value`](Semaphore::get_value) |
+//! | `Event()`: `set`, `clear`, `is_set`, `wait([timeout])` | [`Event`]: same, [`wait_timeout`](Event::wait_timeout) |
+//! | `Condition([lock])`: `wait`, `wait_for`, `notify(n)`, `notify_all` | [`Condition::new`] / [`Condition::with_lock`], same names plus `_timeout` forms |
+//! | `Barrier(parties)`: `wait`, `abort`, `reset`, `broken`, `n_waiting` | [`Barrier`], same names |
+//!
 //! # Hello, lock
 //!
 //! Every primitive lives in an anonymous shared-memory segment (a memfd: it
