@@ -27,6 +27,10 @@ pub enum ShmError {
         /// The length.
         len: usize,
     },
+    /// A handle names an object of another element type or layout.
+    WrongType,
+    /// The object's lock could not be made or attached.
+    Sync(String),
     /// A `str` or `bytes` value longer than the room its slot was created
     /// with (Python raises `ValueError` here too).
     ValueTooLong {
@@ -48,6 +52,8 @@ impl fmt::Display for ShmError {
             Self::IndexOutOfRange { index, len } => {
                 write!(f, "index {index} out of range for length {len}")
             }
+            Self::WrongType => f.write_str("shared object holds another element type"),
+            Self::Sync(why) => write!(f, "shared object lock: {why}"),
             Self::ValueTooLong { len, capacity } => {
                 write!(
                     f,

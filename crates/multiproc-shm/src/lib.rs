@@ -50,7 +50,9 @@ mod error;
 pub mod shareable_list;
 mod shared_memory;
 mod tracker;
+pub mod value;
 
 pub use error::ShmError;
 pub use shareable_list::{ShareableList, ShareableValue};
 pub use shared_memory::SharedMemory;
+pub use value::{Array, Atomic, DataGuard, Plain, RawArray, RawValue, Value};

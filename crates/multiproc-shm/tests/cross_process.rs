@@ -1,11 +1,16 @@
 //! SharedMemory and ShareableList between real processes, including Python's
 //! own `multiprocessing.shared_memory` (system python3).
 
-use multiproc_shm::{ShareableList, ShareableValue as V, SharedMemory, ShmError};
+use multiproc_core::{codec, scm};
+use multiproc_shm::{
+    Array, RawArray, RawValue, ShareableList, ShareableValue as V, SharedMemory, ShmError, Value,
+};
 use multiproc_testkit::{Role, eventually, run, spawn, tests, wait_timeout};
 use std::io::{BufRead, BufReader, Write};
+use std::os::fd::AsFd;
 use std::path::Path;
 use std::process::{Command, Stdio};
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 const LIMIT: Duration = Duration::from_secs(30);
@@ -35,6 +40,45 @@ fn child_create_and_wait(_: &[String]) {
     println!("{}", shm.name());
     std::io::stdout().flush().unwrap();
     std::thread::sleep(Duration::from_secs(60));
+}
+
+/// Receives a `(Value<u64>, RawValue<u64>, Array<u64>)` over the inherited
+/// socket and adds to each `args[0]` times: under the lock, atomically in
+/// place, and element-wise under the array's lock.
+fn child_increment(args: &[String]) {
+    let socket = multiproc_testkit::inherited_fds().remove(0);
+    let mut buf = vec![0u8; 4096];
+    let got = scm::recv(&socket, &mut buf, 8).unwrap();
+    let (value, raw, array): (Value<u64>, RawValue<u64>, Array<u64>) =
+        codec::decode_with_fds(&buf[..got.len], got.fds).unwrap();
+    let n: u64 = args[0].parse().unwrap();
+    for i in 0..n {
+        let guard = value.lock().unwrap_or_else(|died| died.into_inner());
+        guard.set(0, guard.get(0).unwrap() + 1).unwrap();
+        drop(guard);
+        raw.atomic().fetch_add(1, Ordering::Relaxed);
+        let slot = (i % 4) as usize;
+        let guard = array.lock().unwrap_or_else(|died| died.into_inner());
+        guard.set(slot, guard.get(slot).unwrap() + 1).unwrap();
+    }
+}
+
+/// Receives a `Value<u64>`, takes its lock, reports, and waits to be killed.
+fn child_hold_value_lock(_: &[String]) {
+    let socket = multiproc_testkit::inherited_fds().remove(0);
+    let mut buf = vec![0u8; 4096];
+    let got = scm::recv(&socket, &mut buf, 8).unwrap();
+    let value: Value<u64> = codec::decode_with_fds(&buf[..got.len], got.fds).unwrap();
+    let guard = value.lock().unwrap();
+    guard.set(0, 999).unwrap();
+    scm::send(&socket, b"held", &[]).unwrap();
+    std::thread::sleep(Duration::from_secs(60));
+}
+
+fn send_handles<T: serde::Serialize>(socket: &std::os::fd::OwnedFd, value: &T) {
+    let (bytes, fds) = codec::encode_with_fds(value).unwrap();
+    let lent: Vec<_> = fds.iter().map(AsFd::as_fd).collect();
+    scm::send_all(socket, &bytes, &lent).unwrap();
 }
 
 // ---- python ------------------------------------------------------------
@@ -349,10 +393,68 @@ fn garbage_blocks_never_panic() {
     assert!(ShareableList::open(shm.name()).is_err());
 }
 
+fn values_count_exactly_across_processes() {
+    const PROCESSES: u64 = 4;
+    const EACH: u64 = 20_000;
+    let value = Value::new(0u64).unwrap();
+    let raw = RawValue::new(0u64).unwrap();
+    let array = Array::filled(0u64, 4).unwrap();
+    let mut children = Vec::new();
+    for _ in 0..PROCESSES {
+        let (ours, theirs) = scm::stream_pair().unwrap();
+        let child = spawn("increment", &[&EACH.to_string()], &[theirs.as_fd()]).unwrap();
+        send_handles(&ours, &(&value, &raw, &array));
+        children.push((child, ours));
+    }
+    for (mut child, _socket) in children {
+        assert!(wait_timeout(&mut child, LIMIT).success());
+    }
+    assert_eq!(value.get(), PROCESSES * EACH);
+    assert_eq!(raw.get(), PROCESSES * EACH);
+    assert_eq!(array.to_vec(), vec![PROCESSES * EACH / 4; 4]);
+}
+
+fn value_lock_holder_killed_reports_owner_died() {
+    let value = Value::new(1u64).unwrap();
+    let (ours, theirs) = scm::stream_pair().unwrap();
+    let mut child = spawn("hold_value_lock", &[], &[theirs.as_fd()]).unwrap();
+    send_handles(&ours, &value);
+    let mut buf = [0u8; 8];
+    let got = scm::recv(&ours, &mut buf, 0).unwrap();
+    assert_eq!(&buf[..got.len], b"held");
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let repaired = match value.lock() {
+        Err(died) => died.into_inner(),
+        Ok(_) => panic!("the dead holder went unnoticed"),
+    };
+    assert_eq!(repaired.get(0).unwrap(), 999);
+    repaired.set(0, 1).unwrap();
+    drop(repaired);
+    assert_eq!(value.get(), 1);
+    value.set(2);
+    assert_eq!(value.get(), 2);
+}
+
+fn wrong_element_type_is_refused() {
+    let value = Value::new(7u32).unwrap();
+    let (bytes, fds) = codec::encode_with_fds(&value).unwrap();
+    assert!(codec::decode_with_fds::<Value<u64>>(&bytes, fds).is_err());
+    let (bytes, fds) = codec::encode_with_fds(&value).unwrap();
+    let same: Value<u32> = codec::decode_with_fds(&bytes, fds).unwrap();
+    assert_eq!(same.get(), 7);
+    // A segment that is not a value at all.
+    let shm = SharedMemory::create(None, 4096).unwrap();
+    let (bytes, fds) = codec::encode_with_fds(shm.segment()).unwrap();
+    assert!(codec::decode_with_fds::<RawArray<u8>>(&bytes, fds).is_err());
+}
+
 fn main() {
     let roles: &[Role] = &[
         ("open_and_mark", child_open_and_mark),
         ("create_and_wait", child_create_and_wait),
+        ("increment", child_increment),
+        ("hold_value_lock", child_hold_value_lock),
     ];
     run(
         roles,
@@ -367,6 +469,9 @@ fn main() {
             rust_shareable_list_opens_in_python,
             bad_input_is_a_typed_error,
             garbage_blocks_never_panic,
+            values_count_exactly_across_processes,
+            value_lock_holder_killed_reports_owner_died,
+            wrong_element_type_is_refused,
         ],
     );
 }
