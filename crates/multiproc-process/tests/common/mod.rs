@@ -242,6 +242,45 @@ pub fn handles_arrive_usable(method: StartMethod) {
     assert_eq!(p.join().unwrap(), "parent");
 }
 
+/// Non-atomic read-modify-write of word 0, 1000 times, under `lock`: only
+/// the lock keeps increments from being lost.
+fn count_under_lock((lock, segment): (multiproc_sync::Lock, Segment)) {
+    let word = segment.atomic_u32(0).unwrap();
+    for _ in 0..1000 {
+        let _guard = lock.acquire().unwrap_or_else(|died| died.into_inner());
+        let v = word.load(std::sync::atomic::Ordering::Relaxed);
+        std::hint::spin_loop();
+        word.store(v + 1, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
+pub fn children_share_a_lock(method: StartMethod) {
+    let lock = multiproc_sync::Lock::new().unwrap();
+    let segment = Segment::anonymous(64).unwrap();
+    let seg_fd = |s: &Segment| {
+        let (b, f) = multiproc_core::codec::encode_with_fds(s).unwrap();
+        multiproc_core::codec::decode_with_fds::<Segment>(&b, f).unwrap()
+    };
+    let mut children: Vec<_> = (0..3)
+        .map(|_| {
+            Process::new(count_under_lock, (lock.clone(), seg_fd(&segment)))
+                .start_method(method)
+                .start()
+                .unwrap()
+        })
+        .collect();
+    for child in &mut children {
+        child.join().unwrap();
+    }
+    assert_eq!(
+        segment
+            .atomic_u32(0)
+            .unwrap()
+            .load(std::sync::atomic::Ordering::Relaxed),
+        3000
+    );
+}
+
 pub fn many_processes_no_zombies_no_leaks(method: StartMethod) {
     let _alone = exclusive();
     let mut handles = Vec::new();
@@ -392,6 +431,11 @@ macro_rules! suite {
         fn daemon_dies_with_sigkilled_parent() {
             let _g = common::shared();
             common::daemon_dies_with_sigkilled_parent($method)
+        }
+        #[test]
+        fn children_share_a_lock() {
+            let _g = common::shared();
+            common::children_share_a_lock($method)
         }
         #[test]
         fn handles_arrive_usable() {
