@@ -128,6 +128,12 @@
 //! require under 100 ms), every state is valid, and the uncontended path is
 //! one CAS to lock and one swap to unlock.
 //!
+//! Limits of the scheme: processes that share a lock must see the same
+//! thread ids, i.e. live in the same pid namespace; `/proc` must be mounted
+//! (each thread reads its own start time once); and an owner that is in the
+//! middle of exiting still counts as alive for the moment it takes the
+//! kernel to finish the exit.
+//!
 //! # Condition variables and barriers
 //!
 //! ```

@@ -120,6 +120,7 @@ impl Lock {
         self.shared.segment()
     }
 
+    #[inline]
     fn words(&self) -> &LockWords {
         &self.shared.get().words
     }
@@ -148,6 +149,7 @@ impl Lock {
     /// assert!(!lock.is_owned());
     /// # Ok::<(), multiproc_sync::CreateError>(())
     /// ```
+    #[inline]
     pub fn acquire(&self) -> Result<LockGuard<'_>, OwnerDied<LockGuard<'_>>> {
         match self.acquire_deadline(None) {
             Ok(guard) => Ok(guard),
@@ -181,6 +183,7 @@ impl Lock {
     /// # Ok::<(), multiproc_sync::CreateError>(())
     /// ```
     #[doc(alias = "__enter__")]
+    #[inline]
     pub fn lock(&self) -> Result<LockGuard<'_>, OwnerDied<LockGuard<'_>>> {
         self.acquire()
     }
@@ -207,6 +210,7 @@ impl Lock {
     /// drop(guard);
     /// # Ok::<(), multiproc_sync::CreateError>(())
     /// ```
+    #[inline]
     pub fn try_acquire(&self) -> Result<LockGuard<'_>, TryAcquireError<LockGuard<'_>>> {
         match self.words().try_lock(ident::me()) {
             Ok(Acquired::Clean) => Ok(self.guard()),
@@ -248,6 +252,7 @@ impl Lock {
         self.acquire_deadline(deadline_after(timeout))
     }
 
+    #[inline]
     fn acquire_deadline(
         &self,
         deadline: Option<Instant>,
@@ -308,6 +313,7 @@ impl Lock {
         self.words().held_by(ident::me())
     }
 
+    #[inline]
     fn guard(&self) -> LockGuard<'_> {
         LockGuard {
             lock: self,
@@ -358,6 +364,11 @@ impl<'de> Deserialize<'de> for Lock {
 /// Proof that the calling thread holds a [`Lock`]; releases it on drop.
 ///
 /// Not `Send`: the owner is a thread, and only it may release.
+///
+/// ```compile_fail
+/// fn assert_send<T: Send>() {}
+/// assert_send::<multiproc_sync::LockGuard<'static>>();
+/// ```
 #[must_use = "the lock is released as soon as the guard is dropped"]
 #[clippy::has_significant_drop]
 pub struct LockGuard<'a> {
@@ -418,6 +429,7 @@ impl<'a> LockGuard<'a> {
 }
 
 impl Drop for LockGuard<'_> {
+    #[inline]
     fn drop(&mut self) {
         self.lock.words().unlock_held();
     }

@@ -104,6 +104,7 @@ impl RLock {
         self.shared.segment()
     }
 
+    #[inline]
     fn words(&self) -> &LockWords {
         &self.shared.get().words
     }
@@ -129,6 +130,7 @@ impl RLock {
     /// assert_eq!(lock.depth(), 0);
     /// # Ok::<(), multiproc_sync::CreateError>(())
     /// ```
+    #[inline]
     pub fn acquire(&self) -> Result<RLockGuard<'_>, OwnerDied<RLockGuard<'_>>> {
         match self.acquire_deadline(None) {
             Ok(guard) => Ok(guard),
@@ -143,6 +145,7 @@ impl RLock {
     ///
     /// As for [`acquire`](Self::acquire).
     #[doc(alias = "__enter__")]
+    #[inline]
     pub fn lock(&self) -> Result<RLockGuard<'_>, OwnerDied<RLockGuard<'_>>> {
         self.acquire()
     }
@@ -168,6 +171,7 @@ impl RLock {
     /// });
     /// # Ok::<(), multiproc_sync::CreateError>(())
     /// ```
+    #[inline]
     pub fn try_acquire(&self) -> Result<RLockGuard<'_>, TryAcquireError<RLockGuard<'_>>> {
         let me = ident::me();
         let words = self.words();
@@ -212,6 +216,7 @@ impl RLock {
         self.acquire_deadline(deadline_after(timeout))
     }
 
+    #[inline]
     fn acquire_deadline(
         &self,
         deadline: Option<Instant>,
@@ -231,6 +236,7 @@ impl RLock {
     }
 
     /// Bookkeeping after taking the state word: sets the depth.
+    #[inline]
     fn entered(
         &self,
         acquired: Acquired,
@@ -245,6 +251,7 @@ impl RLock {
         }
     }
 
+    #[inline]
     fn enter_again(&self) -> RLockGuard<'_> {
         let count = &self.words().count;
         let depth = count.load(Ordering::Relaxed);
@@ -283,6 +290,7 @@ impl RLock {
         Ok(())
     }
 
+    #[inline]
     fn release_one(&self) {
         let words = self.words();
         let depth = words.count.load(Ordering::Relaxed);
@@ -316,6 +324,7 @@ impl RLock {
         }
     }
 
+    #[inline]
     fn guard(&self) -> RLockGuard<'_> {
         RLockGuard {
             lock: self,
@@ -386,6 +395,11 @@ impl<'de> Deserialize<'de> for RLock {
 
 /// One level of an [`RLock`] held by the calling thread; releases that
 /// level on drop. Not `Send`.
+///
+/// ```compile_fail
+/// fn assert_send<T: Send>() {}
+/// assert_send::<multiproc_sync::RLockGuard<'static>>();
+/// ```
 #[must_use = "the level is released as soon as the guard is dropped"]
 #[clippy::has_significant_drop]
 pub struct RLockGuard<'a> {
@@ -408,6 +422,7 @@ impl<'a> RLockGuard<'a> {
 }
 
 impl Drop for RLockGuard<'_> {
+    #[inline]
     fn drop(&mut self) {
         self.lock.release_one();
     }

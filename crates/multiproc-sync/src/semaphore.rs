@@ -16,7 +16,8 @@
 //! The SeqCst pair is a Dekker handshake: either the releaser sees the
 //! waiter's increment and wakes, or the waiter's re-check (and the futex
 //! compare, which the kernel does after the waiter's SeqCst increment) sees
-//! the released unit. No wake-up is lost.
+//! the released unit. No wake-up is lost. (A waiter killed while asleep
+//! leaves `waiters` raised; that only costs later releases a wake-up call.)
 //!
 //! # No owner
 //!
