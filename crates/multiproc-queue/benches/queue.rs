@@ -1,0 +1,380 @@
+//! Queue throughput and latency between real processes, with the machine's
+//! ceilings measured in the same run.
+//!
+//! | group | what |
+//! |---|---|
+//! | `queue_1to1/{bytes,typed,zero_copy}/SIZE` | one producer process, one consumer process |
+//! | `queue_2to2/{bytes,typed}/SIZE` | two producers, two consumers |
+//! | `ceiling/spsc_ring_8B` | a minimal spinning single-producer single-consumer ring of `u64` slots in shared memory |
+//! | `ceiling/memcpy/SIZE` | `copy_from_slice` in one thread |
+//! | `round_trip/queue` | ping-pong over two queues with the blocking API |
+//! | `round_trip/spin_then_futex` | ping-pong on two shared words, spinning then sleeping (the floor) |
+//!
+//! Payload sizes: 8 B, 64 B, 1 KiB, 64 KiB, 1 MiB. `bytes` uses
+//! `put_bytes`/`get_bytes` (one copy in, one copy out into a fresh `Vec`);
+//! `typed` puts a `u64` (8 B) or a `Vec<u8>` and gets it decoded;
+//! `zero_copy` writes with `put_with` and reads with `get_in_place` (one
+//! copy in total, the producer's). Partners are forked children; the bench
+//! process only starts rounds and waits for them, sleeping.
+//!
+//! Run: `cargo bench -p multiproc-queue --bench queue`
+#![allow(unsafe_code, missing_docs)]
+
+use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
+use multiproc_core::Segment;
+use multiproc_core::futex::{self, SpinWait};
+use multiproc_queue::Queue;
+use std::hint::black_box;
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+const SIZES: [usize; 5] = [8, 64, 1024, 64 * 1024, 1 << 20];
+
+/// Control words shared with the forked partners.
+/// 0: round number (futex word); 8: messages per producer this round;
+/// 128 + 128 i: messages consumed so far by consumer i.
+struct Control(Segment);
+
+impl Control {
+    fn new() -> Self {
+        Self(Segment::anonymous(4096).expect("segment"))
+    }
+    fn round(&self) -> &AtomicU32 {
+        self.0.atomic_u32(0).unwrap()
+    }
+    fn count(&self) -> &AtomicU64 {
+        self.0.view(8).unwrap()
+    }
+    fn consumed(&self, i: usize) -> &AtomicU64 {
+        self.0.view(128 + 128 * i).unwrap()
+    }
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Path {
+    Bytes,
+    Typed,
+    ZeroCopy,
+}
+
+impl Path {
+    fn name(self) -> &'static str {
+        match self {
+            Self::Bytes => "bytes",
+            Self::Typed => "typed",
+            Self::ZeroCopy => "zero_copy",
+        }
+    }
+}
+
+/// Forks a child running `body`, which never returns.
+fn fork_child(body: impl FnOnce()) -> libc::pid_t {
+    // SAFETY: the bench is single-threaded when it forks; the child only
+    // uses the queue, shared atomics and its own allocations, then `_exit`s.
+    let pid = unsafe { libc::fork() };
+    assert!(pid >= 0, "fork failed");
+    if pid == 0 {
+        body();
+        // SAFETY: ends the forked child without running the parent's
+        // destructors or atexit handlers.
+        unsafe { libc::_exit(0) };
+    }
+    pid
+}
+
+fn kill_children(pids: &[libc::pid_t]) {
+    for &pid in pids {
+        // SAFETY: our own forked children; status pointer may be null.
+        unsafe {
+            libc::kill(pid, libc::SIGKILL);
+            libc::waitpid(pid, std::ptr::null_mut(), 0);
+        }
+    }
+}
+
+/// Producers and consumers forked around one queue.
+struct Flow {
+    ctl: Control,
+    pids: Vec<libc::pid_t>,
+    producers: usize,
+    consumers: usize,
+    target: u64,
+}
+
+impl Flow {
+    fn start(size: usize, path: Path, producers: usize, consumers: usize) -> Self {
+        let ring = (8 * size).max(1 << 20);
+        let ctl = Control::new();
+        let mut pids = Vec::new();
+        let bytes: Queue<()> = Queue::builder().ring_bytes(ring).build().unwrap();
+        let typed_u64: Queue<u64> = Queue::builder().ring_bytes(ring).build().unwrap();
+        let typed_vec: Queue<Vec<u8>> = Queue::builder().ring_bytes(ring).build().unwrap();
+        for i in 0..consumers {
+            let (ctl, b, tu, tv) = (&ctl, &bytes, &typed_u64, &typed_vec);
+            pids.push(fork_child(move || {
+                let done = ctl.consumed(i);
+                let mut n = 0u64;
+                loop {
+                    match (path, size) {
+                        (Path::Bytes, _) => {
+                            black_box(b.get_bytes().unwrap());
+                        }
+                        (Path::ZeroCopy, _) => {
+                            let m = b.get_in_place().unwrap();
+                            black_box(m[m.len() - 1]);
+                        }
+                        (Path::Typed, 8) => {
+                            black_box(tu.get().unwrap());
+                        }
+                        (Path::Typed, _) => {
+                            black_box(tv.get().unwrap());
+                        }
+                    }
+                    n += 1;
+                    done.store(n, Ordering::Release);
+                }
+            }));
+        }
+        for _ in 0..producers {
+            let (ctl, b, tu, tv) = (&ctl, &bytes, &typed_u64, &typed_vec);
+            pids.push(fork_child(move || {
+                let payload = vec![7u8; size];
+                let mut seen = 0;
+                loop {
+                    seen = futex::wait_until(ctl.round(), None, |v| v != seen).unwrap();
+                    let count = ctl.count().load(Ordering::Acquire);
+                    for i in 0..count {
+                        match (path, size) {
+                            (Path::Bytes, _) => b.put_bytes(&payload).unwrap(),
+                            (Path::ZeroCopy, _) => b
+                                .put_with(size, |buf| buf.copy_from_slice(&payload))
+                                .map_err(|_| "put_with")
+                                .unwrap(),
+                            (Path::Typed, 8) => tu.put(i).unwrap(),
+                            (Path::Typed, _) => tv.put(payload.clone()).unwrap(),
+                        }
+                    }
+                }
+            }));
+        }
+        Self {
+            ctl,
+            pids,
+            producers,
+            consumers,
+            target: 0,
+        }
+    }
+
+    /// Moves about `messages` messages through the queue; the time from the
+    /// start signal until the consumers have them all.
+    fn run(&mut self, messages: u64) -> Duration {
+        let per = messages.div_ceil(self.producers as u64).max(1);
+        self.target += per * self.producers as u64;
+        let start = Instant::now();
+        self.ctl.count().store(per, Ordering::Release);
+        self.ctl.round().fetch_add(1, Ordering::Release);
+        futex::wake_all(self.ctl.round());
+        loop {
+            let got: u64 = (0..self.consumers)
+                .map(|i| self.ctl.consumed(i).load(Ordering::Acquire))
+                .sum();
+            if got >= self.target {
+                return start.elapsed();
+            }
+            std::thread::sleep(Duration::from_micros(50));
+        }
+    }
+}
+
+impl Drop for Flow {
+    fn drop(&mut self) {
+        kill_children(&self.pids);
+    }
+}
+
+fn throughput(c: &mut Criterion) {
+    for (group_name, producers, consumers) in [("queue_1to1", 1, 1), ("queue_2to2", 2, 2)] {
+        let mut group = c.benchmark_group(group_name);
+        for path in [Path::Bytes, Path::Typed, Path::ZeroCopy] {
+            if path == Path::ZeroCopy && producers > 1 {
+                continue;
+            }
+            for size in SIZES {
+                if path == Path::ZeroCopy && size < 64 * 1024 {
+                    continue;
+                }
+                group.throughput(Throughput::Bytes(size as u64));
+                let mut flow = Flow::start(size, path, producers, consumers);
+                group.bench_function(BenchmarkId::new(path.name(), size), |b| {
+                    b.iter_custom(|n| flow.run(n));
+                });
+                drop(flow);
+            }
+        }
+        group.finish();
+    }
+}
+
+/// The ceiling: a minimal spinning SPSC ring of `u64` slots in shared
+/// memory, with cached indices, like a hand-written ring would be.
+struct SpscRing {
+    seg: Segment,
+    pid: libc::pid_t,
+    target: u64,
+}
+
+const SPSC_SLOTS: usize = 4096;
+const SPSC_HEAD: usize = 0;
+const SPSC_TAIL: usize = 128;
+const SPSC_DATA: usize = 256;
+
+impl SpscRing {
+    fn start() -> Self {
+        let seg = Segment::anonymous(SPSC_DATA + 8 * SPSC_SLOTS).unwrap();
+        let pid = fork_child(|| {
+            let head = seg.view::<AtomicU64>(SPSC_HEAD).unwrap();
+            let tail = seg.view::<AtomicU64>(SPSC_TAIL).unwrap();
+            let slots = seg.view::<[AtomicU64; SPSC_SLOTS]>(SPSC_DATA).unwrap();
+            let mut h = 0u64;
+            let mut cached_tail = 0u64;
+            loop {
+                if h == cached_tail {
+                    cached_tail = tail.load(Ordering::Acquire);
+                    if h == cached_tail {
+                        std::hint::spin_loop();
+                        continue;
+                    }
+                }
+                black_box(slots[(h as usize) % SPSC_SLOTS].load(Ordering::Relaxed));
+                h += 1;
+                head.store(h, Ordering::Release);
+            }
+        });
+        Self {
+            seg,
+            pid,
+            target: 0,
+        }
+    }
+
+    fn run(&mut self, n: u64) -> Duration {
+        let head = self.seg.view::<AtomicU64>(SPSC_HEAD).unwrap();
+        let tail = self.seg.view::<AtomicU64>(SPSC_TAIL).unwrap();
+        let slots = self.seg.view::<[AtomicU64; SPSC_SLOTS]>(SPSC_DATA).unwrap();
+        let start = Instant::now();
+        let mut t = self.target;
+        let mut cached_head = head.load(Ordering::Acquire);
+        let end = self.target + n;
+        while t < end {
+            if t - cached_head >= SPSC_SLOTS as u64 {
+                cached_head = head.load(Ordering::Acquire);
+                if t - cached_head >= SPSC_SLOTS as u64 {
+                    std::hint::spin_loop();
+                    continue;
+                }
+            }
+            slots[(t as usize) % SPSC_SLOTS].store(t, Ordering::Relaxed);
+            t += 1;
+            tail.store(t, Ordering::Release);
+        }
+        while head.load(Ordering::Acquire) < end {
+            std::hint::spin_loop();
+        }
+        self.target = end;
+        start.elapsed()
+    }
+}
+
+impl Drop for SpscRing {
+    fn drop(&mut self) {
+        kill_children(&[self.pid]);
+    }
+}
+
+fn ceilings(c: &mut Criterion) {
+    let mut group = c.benchmark_group("ceiling");
+    group.throughput(Throughput::Bytes(8));
+    let mut ring = SpscRing::start();
+    group.bench_function("spsc_ring_8B", |b| b.iter_custom(|n| ring.run(n)));
+    drop(ring);
+    for size in [64 * 1024, 1 << 20] {
+        let src = vec![3u8; size];
+        let mut dst = vec![0u8; size];
+        group.throughput(Throughput::Bytes(size as u64));
+        group.bench_function(BenchmarkId::new("memcpy", size), |b| {
+            b.iter(|| {
+                dst.copy_from_slice(black_box(&src));
+                black_box(&dst);
+            });
+        });
+    }
+    group.finish();
+}
+
+/// Ping-pong partner over two queues.
+fn round_trips(c: &mut Criterion) {
+    let mut group = c.benchmark_group("round_trip");
+    group.throughput(Throughput::Elements(1));
+    let ping: Queue<u64> = Queue::builder().ring_bytes(1 << 16).build().unwrap();
+    let pong: Queue<u64> = Queue::builder().ring_bytes(1 << 16).build().unwrap();
+    let pid = fork_child(|| {
+        loop {
+            let v = ping.get().unwrap();
+            pong.put(v).unwrap();
+        }
+    });
+    group.bench_function("queue", |b| {
+        b.iter_custom(|n| {
+            let start = Instant::now();
+            for i in 0..n {
+                ping.put(i).unwrap();
+                assert_eq!(pong.get().unwrap(), i);
+            }
+            start.elapsed()
+        });
+    });
+    kill_children(&[pid]);
+
+    // The floor: the same hand-off on two bare words, spinning then sleeping.
+    let seg = Segment::anonymous(4096).unwrap();
+    let pid = fork_child(|| {
+        let ping = seg.atomic_u32(0).unwrap();
+        let pong = seg.atomic_u32(128).unwrap();
+        let mut expected = 1u32;
+        loop {
+            futex::wait_until_with(ping, None, SpinWait::new(), |v| v == expected).unwrap();
+            pong.store(expected, Ordering::Release);
+            futex::wake_one(pong);
+            expected = expected.wrapping_add(1);
+        }
+    });
+    let mut next = 1u32;
+    group.bench_function("spin_then_futex", |b| {
+        let ping = seg.atomic_u32(0).unwrap();
+        let pong = seg.atomic_u32(128).unwrap();
+        b.iter_custom(|n| {
+            let start = Instant::now();
+            for _ in 0..n {
+                let v = next;
+                next = next.wrapping_add(1);
+                ping.store(v, Ordering::Release);
+                futex::wake_one(ping);
+                futex::wait_until_with(pong, None, SpinWait::new(), |x| x == v).unwrap();
+            }
+            start.elapsed()
+        });
+    });
+    kill_children(&[pid]);
+    group.finish();
+}
+
+criterion_group! {
+    name = benches;
+    config = Criterion::default()
+        .warm_up_time(Duration::from_millis(500))
+        .measurement_time(Duration::from_secs(2))
+        .sample_size(10);
+    targets = ceilings, throughput, round_trips
+}
+criterion_main!(benches);

@@ -1,0 +1,330 @@
+//! One small error type per operation, crossbeam style: failed puts hand
+//! the value back, `Display` is short and lowercase, `Debug` never needs
+//! `T: Debug`. Failures that are not "full", "empty", "timed out" or
+//! "closed" (codec, oversized message, corrupt segment) are a
+//! [`QueueError`] inside a `Failed` variant, exposed as `source()`.
+
+use multiproc_core::{CodecError, SegmentError};
+use std::error::Error;
+use std::fmt;
+
+/// A queue failure that is not about fullness, emptiness, time or closing.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum QueueError {
+    /// Creating or attaching to the segment failed.
+    Segment(SegmentError),
+    /// Encoding or decoding the value failed.
+    Codec(CodecError),
+    /// The message is larger than the queue's message limit.
+    TooLarge {
+        /// Bytes of the message.
+        len: u64,
+        /// The limit.
+        max: u64,
+    },
+    /// The shared state is inconsistent (a corrupt or foreign segment).
+    Corrupt(&'static str),
+    /// A builder parameter is out of range.
+    InvalidConfig(&'static str),
+    /// The segment holds another kind of queue.
+    WrongKind {
+        /// The kind asked for.
+        expected: &'static str,
+        /// The kind found.
+        found: &'static str,
+    },
+}
+
+impl fmt::Display for QueueError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Segment(_) => f.write_str("queue segment unusable"),
+            Self::Codec(_) => f.write_str("message codec failed"),
+            Self::TooLarge { len, max } => {
+                write!(f, "message of {len} bytes exceeds the limit of {max}")
+            }
+            Self::Corrupt(what) => write!(f, "queue segment is corrupt: {what}"),
+            Self::InvalidConfig(what) => write!(f, "invalid queue configuration: {what}"),
+            Self::WrongKind { expected, found } => {
+                write!(f, "segment holds a {found}, not a {expected}")
+            }
+        }
+    }
+}
+
+impl Error for QueueError {
+    fn source(&self) -> Option<&(dyn Error + 'static)> {
+        match self {
+            Self::Segment(e) => Some(e),
+            Self::Codec(e) => Some(e),
+            _ => None,
+        }
+    }
+}
+
+impl From<SegmentError> for QueueError {
+    fn from(e: SegmentError) -> Self {
+        Self::Segment(e)
+    }
+}
+
+impl From<CodecError> for QueueError {
+    fn from(e: CodecError) -> Self {
+        Self::Codec(e)
+    }
+}
+
+impl From<QueueError> for std::io::Error {
+    fn from(e: QueueError) -> Self {
+        match e {
+            QueueError::Segment(s) => s.into(),
+            other => std::io::Error::new(std::io::ErrorKind::InvalidData, other),
+        }
+    }
+}
+
+macro_rules! value_error {
+    (
+        $(#[$meta:meta])*
+        $name:ident { $($(#[$vmeta:meta])* $variant:ident => $display:literal, $pred:ident;)* }
+    ) => {
+        $(#[$meta])*
+        #[non_exhaustive]
+        pub enum $name<T> {
+            $($(#[$vmeta])* $variant(T),)*
+            /// The operation failed for another reason; the value is handed back.
+            Failed(T, QueueError),
+        }
+
+        impl<T> $name<T> {
+            /// The value that was not put.
+            pub fn into_inner(self) -> T {
+                match self {
+                    $(Self::$variant(v) => v,)*
+                    Self::Failed(v, _) => v,
+                }
+            }
+
+            $(
+                #[doc = concat!("Whether this is `", stringify!($variant), "`.")]
+                #[must_use]
+                pub fn $pred(&self) -> bool {
+                    matches!(self, Self::$variant(_))
+                }
+            )*
+
+            /// Whether this is `Failed`.
+            #[must_use]
+            pub fn is_failed(&self) -> bool {
+                matches!(self, Self::Failed(..))
+            }
+
+            /// The failure, for `Failed`.
+            #[must_use]
+            pub fn failure(&self) -> Option<&QueueError> {
+                match self {
+                    Self::Failed(_, e) => Some(e),
+                    _ => None,
+                }
+            }
+        }
+
+        impl<T> fmt::Debug for $name<T> {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                match self {
+                    $(Self::$variant(_) => f.write_str(concat!(stringify!($variant), "(..)")),)*
+                    Self::Failed(_, e) => write!(f, "Failed(.., {e:?})"),
+                }
+            }
+        }
+
+        impl<T> fmt::Display for $name<T> {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                match self {
+                    $(Self::$variant(_) => f.write_str($display),)*
+                    Self::Failed(_, e) => write!(f, "putting into a queue failed: {e}"),
+                }
+            }
+        }
+
+        impl<T> Error for $name<T> {
+            fn source(&self) -> Option<&(dyn Error + 'static)> {
+                match self {
+                    Self::Failed(_, e) => Some(e),
+                    _ => None,
+                }
+            }
+        }
+    };
+}
+
+value_error! {
+    /// Error of [`Queue::put`](crate::Queue::put): the queue is closed, or
+    /// the value could not be put.
+    PutError {
+        /// The queue was closed.
+        Closed => "putting into a closed queue", is_closed;
+    }
+}
+
+value_error! {
+    /// Error of [`Queue::try_put`](crate::Queue::try_put).
+    TryPutError {
+        /// The queue is full (items or bytes), or another producer holds it
+        /// in the middle of a put that must wait.
+        Full => "putting into a full queue", is_full;
+        /// The queue was closed.
+        Closed => "putting into a closed queue", is_closed;
+    }
+}
+
+value_error! {
+    /// Error of [`Queue::put_timeout`](crate::Queue::put_timeout).
+    PutTimeoutError {
+        /// No room appeared before the timeout.
+        Timeout => "timed out putting into a full queue", is_timeout;
+        /// The queue was closed.
+        Closed => "putting into a closed queue", is_closed;
+    }
+}
+
+impl<T> From<PutError<T>> for TryPutError<T> {
+    fn from(e: PutError<T>) -> Self {
+        match e {
+            PutError::Closed(v) => Self::Closed(v),
+            PutError::Failed(v, f) => Self::Failed(v, f),
+        }
+    }
+}
+
+impl<T> From<PutError<T>> for PutTimeoutError<T> {
+    fn from(e: PutError<T>) -> Self {
+        match e {
+            PutError::Closed(v) => Self::Closed(v),
+            PutError::Failed(v, f) => Self::Failed(v, f),
+        }
+    }
+}
+
+macro_rules! get_error {
+    (
+        $(#[$meta:meta])*
+        $name:ident { $($(#[$vmeta:meta])* $variant:ident => $display:literal, $pred:ident;)* }
+    ) => {
+        $(#[$meta])*
+        #[derive(Debug)]
+        #[non_exhaustive]
+        pub enum $name {
+            $($(#[$vmeta])* $variant,)*
+            /// The message could not be taken or decoded. A message that
+            /// fails to decode is consumed; the queue stays usable.
+            Failed(QueueError),
+        }
+
+        impl $name {
+            $(
+                #[doc = concat!("Whether this is `", stringify!($variant), "`.")]
+                #[must_use]
+                pub fn $pred(&self) -> bool {
+                    matches!(self, Self::$variant)
+                }
+            )*
+
+            /// Whether this is `Failed`.
+            #[must_use]
+            pub fn is_failed(&self) -> bool {
+                matches!(self, Self::Failed(_))
+            }
+        }
+
+        impl fmt::Display for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                match self {
+                    $(Self::$variant => f.write_str($display),)*
+                    Self::Failed(e) => write!(f, "getting from a queue failed: {e}"),
+                }
+            }
+        }
+
+        impl Error for $name {
+            fn source(&self) -> Option<&(dyn Error + 'static)> {
+                match self {
+                    Self::Failed(e) => Some(e),
+                    _ => None,
+                }
+            }
+        }
+    };
+}
+
+get_error! {
+    /// Error of [`Queue::get`](crate::Queue::get).
+    GetError {
+        /// The queue is closed and drained.
+        Closed => "getting from a closed and empty queue", is_closed;
+    }
+}
+
+get_error! {
+    /// Error of [`Queue::try_get`](crate::Queue::try_get).
+    TryGetError {
+        /// No message now (or another consumer holds the queue).
+        Empty => "getting from an empty queue", is_empty;
+        /// The queue is closed and drained.
+        Closed => "getting from a closed and empty queue", is_closed;
+    }
+}
+
+get_error! {
+    /// Error of [`Queue::get_timeout`](crate::Queue::get_timeout).
+    GetTimeoutError {
+        /// No message arrived before the timeout.
+        Timeout => "timed out getting from an empty queue", is_timeout;
+        /// The queue is closed and drained.
+        Closed => "getting from a closed and empty queue", is_closed;
+    }
+}
+
+impl From<GetError> for TryGetError {
+    fn from(e: GetError) -> Self {
+        match e {
+            GetError::Closed => Self::Closed,
+            GetError::Failed(f) => Self::Failed(f),
+        }
+    }
+}
+
+impl From<GetError> for GetTimeoutError {
+    fn from(e: GetError) -> Self {
+        match e {
+            GetError::Closed => Self::Closed,
+            GetError::Failed(f) => Self::Failed(f),
+        }
+    }
+}
+
+/// Error of [`JoinableQueue::task_done`](crate::JoinableQueue::task_done):
+/// called more times than items were put (Python's `ValueError`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TaskDoneError;
+
+impl fmt::Display for TaskDoneError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("task_done called more times than items were put")
+    }
+}
+
+impl Error for TaskDoneError {}
+
+/// Error of [`JoinableQueue::join_timeout`](crate::JoinableQueue::join_timeout).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct JoinTimeoutError;
+
+impl fmt::Display for JoinTimeoutError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("timed out waiting for unfinished tasks")
+    }
+}
+
+impl Error for JoinTimeoutError {}

@@ -1,0 +1,1249 @@
+//! The public handles: [`Queue`], [`SimpleQueue`], [`JoinableQueue`], the
+//! [`QueueBuilder`] and the in-place read guard [`InPlace`].
+
+use multiproc_core::{Codec, CodecError, Segment};
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+use std::cell::RefCell;
+use std::fmt;
+use std::marker::PhantomData;
+use std::ops::Deref;
+use std::os::fd::{AsFd, BorrowedFd};
+use std::sync::Arc;
+use std::time::Duration;
+
+use multiproc_core::time::deadline_after;
+
+use crate::error::{
+    GetError, GetTimeoutError, JoinTimeoutError, PutError, PutTimeoutError, QueueError,
+    TaskDoneError, TryGetError, TryPutError,
+};
+use crate::layout::{MAX_RING, MIN_RING, REC_ALIGN};
+use crate::ring::{Block, Consumer, Kind, Next, Options, Rec, Ring, Stop};
+use crate::{DEFAULT_MAX_MESSAGE, DEFAULT_RING_BYTES, MAX_CAPACITY, MAX_MESSAGE_LIMIT};
+
+/// Builds a queue with non-default sizes.
+///
+/// | setting | default | meaning |
+/// |---|---|---|
+/// | [`capacity`](Self::capacity) | none | item bound (Python's `maxsize`) |
+/// | [`ring_bytes`](Self::ring_bytes) | [`DEFAULT_RING_BYTES`] | bytes of shared memory for messages in flight; pages are committed when first used |
+/// | [`max_message`](Self::max_message) | [`DEFAULT_MAX_MESSAGE`] | largest message, encoded |
+///
+/// # Examples
+///
+/// ```
+/// use multiproc_queue::Queue;
+///
+/// let q: Queue<u32> = Queue::builder().capacity(2).ring_bytes(64 * 1024).build()?;
+/// assert_eq!(q.capacity(), Some(2));
+/// assert_eq!(q.ring_bytes(), 64 * 1024);
+/// assert!(Queue::builder().ring_bytes(10).build::<u32>().is_err()); // below one page
+/// # Ok::<(), multiproc_queue::QueueError>(())
+/// ```
+#[derive(Clone, Copy, Debug)]
+#[must_use = "a builder does nothing until `build` is called"]
+pub struct QueueBuilder {
+    capacity: Option<usize>,
+    ring_bytes: usize,
+    max_message: u64,
+}
+
+impl Default for QueueBuilder {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl QueueBuilder {
+    /// The defaults: unbounded item count, [`DEFAULT_RING_BYTES`] of ring.
+    pub const fn new() -> Self {
+        Self {
+            capacity: None,
+            ring_bytes: DEFAULT_RING_BYTES,
+            max_message: DEFAULT_MAX_MESSAGE,
+        }
+    }
+
+    /// At most `maxsize` messages in the queue (1..=[`MAX_CAPACITY`]).
+    pub const fn capacity(mut self, maxsize: usize) -> Self {
+        self.capacity = Some(maxsize);
+        self
+    }
+
+    /// Shared memory for messages in flight, rounded up to 16 bytes
+    /// (4 KiB..=2 GiB). Messages up to half of it travel as one record
+    /// (and can be read and written in place); larger ones in fragments.
+    pub const fn ring_bytes(mut self, bytes: usize) -> Self {
+        self.ring_bytes = bytes;
+        self
+    }
+
+    /// The largest message accepted, in bytes (up to 1 TiB).
+    pub const fn max_message(mut self, bytes: u64) -> Self {
+        self.max_message = bytes;
+        self
+    }
+
+    fn options(self, kind: Kind) -> Result<Options, QueueError> {
+        let maxsize = match self.capacity {
+            None => 0,
+            Some(0) => return Err(QueueError::InvalidConfig("capacity must be at least 1")),
+            Some(n) if n > MAX_CAPACITY as usize => {
+                return Err(QueueError::InvalidConfig("capacity too large"));
+            }
+            Some(n) => n as u32,
+        };
+        let ring_bytes = self
+            .ring_bytes
+            .checked_next_multiple_of(REC_ALIGN as usize)
+            .filter(|n| (MIN_RING..=MAX_RING).contains(n))
+            .ok_or(QueueError::InvalidConfig(
+                "ring_bytes outside 4 KiB..=2 GiB",
+            ))?;
+        if self.max_message == 0 || self.max_message > MAX_MESSAGE_LIMIT {
+            return Err(QueueError::InvalidConfig("max_message outside 1..=1 TiB"));
+        }
+        Ok(Options {
+            ring_bytes,
+            maxsize,
+            max_message: self.max_message,
+            kind,
+        })
+    }
+
+    /// Creates a [`Queue`].
+    ///
+    /// # Errors
+    ///
+    /// [`QueueError::InvalidConfig`] for out-of-range settings,
+    /// [`QueueError::Segment`] when the memory cannot be created.
+    pub fn build<T>(self) -> Result<Queue<T>, QueueError> {
+        Ok(Queue::from_ring(Ring::create(self.options(Kind::Queue)?)?))
+    }
+
+    /// Creates a [`SimpleQueue`] (the item bound is ignored).
+    ///
+    /// # Errors
+    ///
+    /// As for [`build`](Self::build).
+    pub fn build_simple<T>(mut self) -> Result<SimpleQueue<T>, QueueError> {
+        self.capacity = None;
+        Ok(SimpleQueue {
+            inner: Queue::from_ring(Ring::create(self.options(Kind::Simple)?)?),
+        })
+    }
+
+    /// Creates a [`JoinableQueue`].
+    ///
+    /// # Errors
+    ///
+    /// As for [`build`](Self::build).
+    pub fn build_joinable<T>(self) -> Result<JoinableQueue<T>, QueueError> {
+        Ok(JoinableQueue {
+            inner: Queue::from_ring(Ring::create(self.options(Kind::Joinable)?)?),
+        })
+    }
+}
+
+/// A multi-producer multi-consumer queue between processes, in shared
+/// memory. See the [crate docs](crate) for a tour.
+///
+/// A `Queue` is a handle: clones in one process share the mapping, and the
+/// handle serializes (with its descriptor) to travel to another process.
+/// The memory goes when the last handle in the last process is dropped.
+///
+/// # Examples
+///
+/// ```
+/// use multiproc_queue::Queue;
+///
+/// let q = Queue::with_capacity(1)?;
+/// q.put("hello".to_string())?;
+/// assert!(q.try_put("world".to_string()).unwrap_err().is_full());
+/// assert_eq!(q.get()?, "hello");
+/// assert!(q.try_get().unwrap_err().is_empty());
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+pub struct Queue<T> {
+    ring: Arc<Ring>,
+    _marker: PhantomData<fn(T) -> T>,
+}
+
+impl<T> Clone for Queue<T> {
+    fn clone(&self) -> Self {
+        Self {
+            ring: Arc::clone(&self.ring),
+            _marker: PhantomData,
+        }
+    }
+}
+
+impl<T> fmt::Debug for Queue<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        use std::os::fd::AsRawFd;
+        f.debug_struct("Queue")
+            .field("fd", &self.ring.segment().as_fd().as_raw_fd())
+            .field("kind", &self.ring.kind().name())
+            .field("ring_bytes", &self.ring.ring_bytes())
+            .field("capacity", &self.capacity())
+            .field("qsize", &self.qsize())
+            .finish()
+    }
+}
+
+impl<T> AsFd for Queue<T> {
+    fn as_fd(&self) -> BorrowedFd<'_> {
+        self.ring.segment().as_fd()
+    }
+}
+
+thread_local! {
+    /// Encoding buffer reused across puts (released when a huge value grew it).
+    static SCRATCH: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
+}
+
+/// Scratch buffers larger than this are freed after use.
+const SCRATCH_KEEP: usize = 1 << 20;
+
+fn with_encoded<T: Serialize, R>(
+    codec: Codec,
+    value: &T,
+    f: impl FnOnce(&[u8]) -> R,
+) -> Result<R, CodecError> {
+    SCRATCH.with(|cell| match cell.try_borrow_mut() {
+        Ok(mut buf) => {
+            buf.clear();
+            codec.encode_into(value, &mut buf)?;
+            let out = f(&buf);
+            if buf.capacity() > SCRATCH_KEEP {
+                *buf = Vec::new();
+            }
+            Ok(out)
+        }
+        // Re-entered (a `Serialize` impl that puts): use a fresh buffer.
+        Err(_) => Ok(f(&codec.encode(value)?)),
+    })
+}
+
+fn put_error<V>(value: V, stop: Stop) -> PutError<V> {
+    match stop {
+        Stop::Closed => PutError::Closed(value),
+        Stop::Failed(e) => PutError::Failed(value, e),
+        Stop::WouldBlock | Stop::Timeout => {
+            PutError::Failed(value, QueueError::Corrupt("unbounded wait timed out"))
+        }
+    }
+}
+
+fn try_put_error<V>(value: V, stop: Stop) -> TryPutError<V> {
+    match stop {
+        Stop::WouldBlock | Stop::Timeout => TryPutError::Full(value),
+        Stop::Closed => TryPutError::Closed(value),
+        Stop::Failed(e) => TryPutError::Failed(value, e),
+    }
+}
+
+fn put_timeout_error<V>(value: V, stop: Stop) -> PutTimeoutError<V> {
+    match stop {
+        Stop::WouldBlock | Stop::Timeout => PutTimeoutError::Timeout(value),
+        Stop::Closed => PutTimeoutError::Closed(value),
+        Stop::Failed(e) => PutTimeoutError::Failed(value, e),
+    }
+}
+
+fn get_error(stop: Stop) -> GetError {
+    match stop {
+        Stop::Closed => GetError::Closed,
+        Stop::Failed(e) => GetError::Failed(e),
+        Stop::WouldBlock | Stop::Timeout => {
+            GetError::Failed(QueueError::Corrupt("unbounded wait timed out"))
+        }
+    }
+}
+
+fn try_get_error(stop: Stop) -> TryGetError {
+    match stop {
+        Stop::WouldBlock | Stop::Timeout => TryGetError::Empty,
+        Stop::Closed => TryGetError::Closed,
+        Stop::Failed(e) => TryGetError::Failed(e),
+    }
+}
+
+fn get_timeout_error(stop: Stop) -> GetTimeoutError {
+    match stop {
+        Stop::WouldBlock | Stop::Timeout => GetTimeoutError::Timeout,
+        Stop::Closed => GetTimeoutError::Closed,
+        Stop::Failed(e) => GetTimeoutError::Failed(e),
+    }
+}
+
+fn until(timeout: Duration) -> Block {
+    Block::Until(deadline_after(timeout))
+}
+
+const FOREVER: Block = Block::Until(None);
+
+impl<T: Serialize + DeserializeOwned> Queue<T> {
+    /// A queue with no item bound over a [`DEFAULT_RING_BYTES`] ring (Python's
+    /// `Queue()`). Only the pages that messages touch are committed.
+    ///
+    /// # Errors
+    ///
+    /// [`QueueError::Segment`] when the shared memory cannot be created.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use multiproc_queue::Queue;
+    ///
+    /// let q = Queue::new()?;
+    /// for i in 0..1000u32 {
+    ///     q.put(i)?;
+    /// }
+    /// assert_eq!(q.qsize(), 1000);
+    /// assert_eq!(q.capacity(), None);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn new() -> Result<Self, QueueError> {
+        QueueBuilder::new().build()
+    }
+
+    /// A queue holding at most `maxsize` messages (Python's `Queue(maxsize)`).
+    ///
+    /// # Errors
+    ///
+    /// [`QueueError::InvalidConfig`] for 0 or more than [`MAX_CAPACITY`];
+    /// [`QueueError::Segment`].
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use multiproc_queue::Queue;
+    ///
+    /// let q = Queue::with_capacity(2)?;
+    /// q.put(1u8)?;
+    /// q.put(2u8)?;
+    /// assert!(q.is_full());
+    /// assert_eq!(q.try_put(3u8).unwrap_err().into_inner(), 3);
+    /// assert!(Queue::<u8>::with_capacity(0).is_err());
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn with_capacity(maxsize: usize) -> Result<Self, QueueError> {
+        QueueBuilder::new().capacity(maxsize).build()
+    }
+}
+
+impl Queue<()> {
+    /// A [`QueueBuilder`] for other sizes; the element type is chosen by
+    /// [`build`](QueueBuilder::build).
+    pub const fn builder() -> QueueBuilder {
+        QueueBuilder::new()
+    }
+}
+
+impl<T> Queue<T> {
+    fn from_ring(ring: Ring) -> Self {
+        Self {
+            ring: Arc::new(ring),
+            _marker: PhantomData,
+        }
+    }
+
+    /// Attaches to a queue whose segment arrived another way (an inherited
+    /// descriptor turned into a [`Segment`] with [`Segment::from_fd`]).
+    /// Serde (with the descriptor table of `multiproc_core::codec`) does
+    /// this for you.
+    ///
+    /// # Errors
+    ///
+    /// [`QueueError::Segment`] for a missing or wrong header,
+    /// [`QueueError::Corrupt`] for an inconsistent configuration,
+    /// [`QueueError::WrongKind`] for a `SimpleQueue` or `JoinableQueue`
+    /// segment.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use multiproc_core::Segment;
+    /// use multiproc_queue::Queue;
+    /// use std::os::fd::AsFd;
+    ///
+    /// let q = Queue::new()?;
+    /// q.put(5u16)?;
+    /// let fd = q.as_fd().try_clone_to_owned()?;
+    /// let other: Queue<u16> = Queue::attach(Segment::from_fd(fd)?)?;
+    /// assert_eq!(other.get()?, 5);
+    ///
+    /// let garbage = Segment::anonymous(8192)?;
+    /// assert!(Queue::<u16>::attach(garbage).is_err());
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn attach(segment: Segment) -> Result<Self, QueueError> {
+        Ok(Self::from_ring(Ring::attach(segment, Some(Kind::Queue))?))
+    }
+
+    fn attach_kind(segment: Segment, kind: Kind) -> Result<Self, QueueError> {
+        Ok(Self::from_ring(Ring::attach(segment, Some(kind))?))
+    }
+
+    /// The shared-memory segment (for descriptor passing by hand).
+    #[must_use]
+    pub fn segment(&self) -> &Segment {
+        self.ring.segment()
+    }
+
+    fn codec(&self) -> Codec {
+        Codec::new().with_max_size(usize::try_from(self.ring.max_message()).unwrap_or(usize::MAX))
+    }
+
+    /// Messages in the queue now (Python's `qsize()`); a snapshot that other
+    /// processes may change at once. A message still being written in
+    /// fragments does not count yet.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use multiproc_queue::Queue;
+    ///
+    /// let q = Queue::new()?;
+    /// assert_eq!(q.qsize(), 0);
+    /// q.put(())?;
+    /// assert_eq!(q.qsize(), 1);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    #[must_use]
+    pub fn qsize(&self) -> usize {
+        self.ring.qsize() as usize
+    }
+
+    /// Whether no message is in the queue (Python's `empty()`); a snapshot.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use multiproc_queue::Queue;
+    ///
+    /// let q = Queue::new()?;
+    /// assert!(q.is_empty());
+    /// q.put(1u8)?;
+    /// assert!(!q.is_empty());
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    #[doc(alias = "empty")]
+    #[must_use]
+    pub fn is_empty(&self) -> bool {
+        self.qsize() == 0
+    }
+
+    /// Whether the item bound is reached (Python's `full()`); always `false`
+    /// without one. A snapshot. (A put can still wait for ring bytes.)
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use multiproc_queue::Queue;
+    ///
+    /// let q = Queue::with_capacity(1)?;
+    /// assert!(!q.is_full());
+    /// q.put(1u8)?;
+    /// assert!(q.is_full());
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    #[doc(alias = "full")]
+    #[must_use]
+    pub fn is_full(&self) -> bool {
+        self.capacity().is_some_and(|max| self.qsize() >= max)
+    }
+
+    /// The item bound, if any.
+    #[must_use]
+    pub fn capacity(&self) -> Option<usize> {
+        match self.ring.maxsize() {
+            0 => None,
+            n => Some(n as usize),
+        }
+    }
+
+    /// Bytes of ring (shared memory for messages in flight).
+    #[must_use]
+    pub fn ring_bytes(&self) -> usize {
+        self.ring.ring_bytes()
+    }
+
+    /// The largest payload that travels as one record and so can be written
+    /// and read in place ([`put_with`](Self::put_with),
+    /// [`get_in_place`](Self::get_in_place)): half the ring, less 16 bytes.
+    #[must_use]
+    pub fn max_in_place(&self) -> usize {
+        self.ring.max_inline()
+    }
+
+    /// Closes the queue for every process (Python's `close()` plus the
+    /// guarantee it lacks): puts fail with `Closed` from now on, a put
+    /// already in progress finishes first, blocked producers are woken with
+    /// `Closed`, and consumers drain what is left and then get `Closed`.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use multiproc_queue::Queue;
+    ///
+    /// let q = Queue::new()?;
+    /// q.put(1u8)?;
+    /// q.close();
+    /// assert!(q.put(2u8).unwrap_err().is_closed());
+    /// assert_eq!(q.get()?, 1);                // drained first
+    /// assert!(q.get().unwrap_err().is_closed());
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn close(&self) {
+        self.ring.close();
+    }
+
+    /// Whether [`close`](Self::close) was called by any process.
+    #[must_use]
+    pub fn is_closed(&self) -> bool {
+        self.ring.is_closed()
+    }
+
+    // ---- bytes ----------------------------------------------------------
+
+    /// Puts raw bytes as one message, bypassing the codec; blocks while the
+    /// queue is full.
+    ///
+    /// # Errors
+    ///
+    /// [`PutError::Closed`]; [`PutError::Failed`] with
+    /// [`QueueError::TooLarge`] above the message limit.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use multiproc_queue::Queue;
+    ///
+    /// let q = Queue::<()>::new()?;
+    /// q.put_bytes(b"raw")?;
+    /// assert_eq!(q.get_bytes()?, b"raw");
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn put_bytes<'a>(&self, data: &'a [u8]) -> Result<(), PutError<&'a [u8]>> {
+        self.ring
+            .put_slice(data, FOREVER)
+            .map_err(|s| put_error(data, s))
+    }
+
+    /// [`put_bytes`](Self::put_bytes) without waiting.
+    ///
+    /// # Errors
+    ///
+    /// [`TryPutError::Full`], [`TryPutError::Closed`], [`TryPutError::Failed`].
+    pub fn try_put_bytes<'a>(&self, data: &'a [u8]) -> Result<(), TryPutError<&'a [u8]>> {
+        self.ring
+            .put_slice(data, Block::Try)
+            .map_err(|s| try_put_error(data, s))
+    }
+
+    /// [`put_bytes`](Self::put_bytes) waiting at most `timeout`.
+    ///
+    /// # Errors
+    ///
+    /// [`PutTimeoutError::Timeout`], [`PutTimeoutError::Closed`],
+    /// [`PutTimeoutError::Failed`].
+    pub fn put_bytes_timeout<'a>(
+        &self,
+        data: &'a [u8],
+        timeout: Duration,
+    ) -> Result<(), PutTimeoutError<&'a [u8]>> {
+        self.ring
+            .put_slice(data, until(timeout))
+            .map_err(|s| put_timeout_error(data, s))
+    }
+
+    /// Takes the next message as raw bytes; blocks while the queue is empty.
+    ///
+    /// # Errors
+    ///
+    /// [`GetError::Closed`] once closed and drained; [`GetError::Failed`]
+    /// for a corrupt segment.
+    pub fn get_bytes(&self) -> Result<Vec<u8>, GetError> {
+        self.get_bytes_inner(FOREVER).map_err(get_error)
+    }
+
+    /// [`get_bytes`](Self::get_bytes) without waiting.
+    ///
+    /// # Errors
+    ///
+    /// [`TryGetError::Empty`], [`TryGetError::Closed`], [`TryGetError::Failed`].
+    pub fn try_get_bytes(&self) -> Result<Vec<u8>, TryGetError> {
+        self.get_bytes_inner(Block::Try).map_err(try_get_error)
+    }
+
+    /// [`get_bytes`](Self::get_bytes) waiting at most `timeout`.
+    ///
+    /// # Errors
+    ///
+    /// [`GetTimeoutError::Timeout`], [`GetTimeoutError::Closed`],
+    /// [`GetTimeoutError::Failed`].
+    pub fn get_bytes_timeout(&self, timeout: Duration) -> Result<Vec<u8>, GetTimeoutError> {
+        self.get_bytes_inner(until(timeout))
+            .map_err(get_timeout_error)
+    }
+
+    fn get_bytes_inner(&self, block: Block) -> Result<Vec<u8>, Stop> {
+        Ok(match self.ring.next_message(block)? {
+            Next::Whole(c, rec) => {
+                let out = c.bytes(&rec).to_vec();
+                c.consume(&rec);
+                out
+            }
+            Next::Owned(buf) => buf,
+        })
+    }
+
+    // ---- zero copy ------------------------------------------------------
+
+    /// Puts a message of `len` bytes that `fill` writes in place, in the
+    /// ring: no copy. `fill` runs while this process holds the producer
+    /// side, so keep it short; if it panics nothing is published. Messages
+    /// over [`max_in_place`](Self::max_in_place) are filled into a
+    /// temporary buffer and sent in fragments.
+    ///
+    /// # Errors
+    ///
+    /// As for [`put_bytes`](Self::put_bytes); the error hands `fill` back
+    /// (it was not called).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use multiproc_queue::Queue;
+    ///
+    /// let q = Queue::<()>::new()?;
+    /// q.put_with(4, |buf| buf.copy_from_slice(&7u32.to_le_bytes())).map_err(|_| "closed")?;
+    /// let msg = q.get_in_place()?;
+    /// assert_eq!(*msg, 7u32.to_le_bytes());
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn put_with<F: FnOnce(&mut [u8])>(&self, len: usize, fill: F) -> Result<(), PutError<F>> {
+        self.put_with_inner(len, fill, FOREVER, put_error)
+    }
+
+    /// [`put_with`](Self::put_with) without waiting.
+    ///
+    /// # Errors
+    ///
+    /// As for [`try_put_bytes`](Self::try_put_bytes), handing `fill` back.
+    pub fn try_put_with<F: FnOnce(&mut [u8])>(
+        &self,
+        len: usize,
+        fill: F,
+    ) -> Result<(), TryPutError<F>> {
+        self.put_with_inner(len, fill, Block::Try, try_put_error)
+    }
+
+    /// [`put_with`](Self::put_with) waiting at most `timeout`.
+    ///
+    /// # Errors
+    ///
+    /// As for [`put_bytes_timeout`](Self::put_bytes_timeout), handing `fill`
+    /// back.
+    pub fn put_with_timeout<F: FnOnce(&mut [u8])>(
+        &self,
+        len: usize,
+        fill: F,
+        timeout: Duration,
+    ) -> Result<(), PutTimeoutError<F>> {
+        self.put_with_inner(len, fill, until(timeout), put_timeout_error)
+    }
+
+    fn put_with_inner<F: FnOnce(&mut [u8]), E>(
+        &self,
+        len: usize,
+        fill: F,
+        block: Block,
+        err: fn(F, Stop) -> E,
+    ) -> Result<(), E> {
+        let mut slot = Some(fill);
+        let result = self.ring.put_with(len, block, |buf| {
+            if let Some(fill) = slot.take() {
+                fill(buf);
+            }
+        });
+        match (result, slot) {
+            (Ok(()), _) => Ok(()),
+            (Err(stop), Some(fill)) => Err(err(fill, stop)),
+            // `fill` ran, so the message was published: nothing failed after.
+            (Err(_), None) => Ok(()),
+        }
+    }
+
+    /// Takes the next message and lends it in place: the returned guard
+    /// derefs to the bytes in the ring, and the message leaves the queue
+    /// when the guard drops. Other consumers wait meanwhile; do not get
+    /// from this queue in this thread while holding it. Messages too large
+    /// for one record are assembled into an owned buffer instead.
+    ///
+    /// If the process dies while holding the guard, the message is dropped
+    /// (it was delivered), never given to another consumer.
+    ///
+    /// # Errors
+    ///
+    /// As for [`get_bytes`](Self::get_bytes).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use multiproc_queue::{InPlace, Queue};
+    ///
+    /// let q = Queue::<()>::new()?;
+    /// q.put_bytes(&[1, 2, 3])?;
+    /// let msg = q.get_in_place()?;
+    /// assert!(InPlace::is_borrowed(&msg));
+    /// assert_eq!(msg.iter().sum::<u8>(), 6);
+    /// drop(msg);
+    /// assert!(q.is_empty());
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn get_in_place(&self) -> Result<InPlace<'_>, GetError> {
+        self.get_in_place_inner(FOREVER).map_err(get_error)
+    }
+
+    /// [`get_in_place`](Self::get_in_place) without waiting.
+    ///
+    /// # Errors
+    ///
+    /// As for [`try_get_bytes`](Self::try_get_bytes).
+    pub fn try_get_in_place(&self) -> Result<InPlace<'_>, TryGetError> {
+        self.get_in_place_inner(Block::Try).map_err(try_get_error)
+    }
+
+    /// [`get_in_place`](Self::get_in_place) waiting at most `timeout`.
+    ///
+    /// # Errors
+    ///
+    /// As for [`get_bytes_timeout`](Self::get_bytes_timeout).
+    pub fn get_in_place_timeout(&self, timeout: Duration) -> Result<InPlace<'_>, GetTimeoutError> {
+        self.get_in_place_inner(until(timeout))
+            .map_err(get_timeout_error)
+    }
+
+    fn get_in_place_inner(&self, block: Block) -> Result<InPlace<'_>, Stop> {
+        Ok(match self.ring.next_message(block)? {
+            Next::Whole(c, rec) => {
+                c.lend(&rec);
+                InPlace {
+                    inner: Lent::Ring(c, rec),
+                }
+            }
+            Next::Owned(buf) => InPlace {
+                inner: Lent::Owned(buf),
+            },
+        })
+    }
+}
+
+impl<T: Serialize + DeserializeOwned> Queue<T> {
+    fn put_inner(&self, item: &T, block: Block) -> Result<(), Stop> {
+        match with_encoded(self.codec(), item, |bytes| {
+            self.ring.put_slice(bytes, block)
+        }) {
+            Ok(result) => result,
+            Err(e) => Err(Stop::Failed(QueueError::Codec(e))),
+        }
+    }
+
+    fn get_inner(&self, block: Block) -> Result<T, Stop> {
+        let decoded = match self.ring.next_message(block)? {
+            Next::Whole(c, rec) => {
+                let value = self.codec().decode(c.bytes(&rec));
+                c.consume(&rec);
+                value
+            }
+            Next::Owned(buf) => self.codec().decode(&buf),
+        };
+        decoded.map_err(|e| Stop::Failed(QueueError::Codec(e)))
+    }
+
+    /// Puts `item`, waiting while the queue is full. The value is encoded
+    /// here, in the caller, so an encoding error is returned (with the
+    /// value), not lost in a feeder thread as in Python.
+    ///
+    /// # Errors
+    ///
+    /// [`PutError::Closed`]; [`PutError::Failed`] with
+    /// [`QueueError::Codec`] (for example a value holding descriptors,
+    /// which shared memory cannot carry) or [`QueueError::TooLarge`].
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use multiproc_queue::Queue;
+    ///
+    /// let q = Queue::new()?;
+    /// q.put((1u8, "one".to_string()))?;
+    /// assert_eq!(q.get()?, (1, "one".to_string()));
+    ///
+    /// let small: Queue<Vec<u8>> = Queue::builder().max_message(8).build()?;
+    /// let err = small.put(vec![0; 100]).unwrap_err();
+    /// assert!(err.is_failed());
+    /// assert_eq!(err.into_inner().len(), 100); // the value comes back
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn put(&self, item: T) -> Result<(), PutError<T>> {
+        self.put_inner(&item, FOREVER)
+            .map_err(|s| put_error(item, s))
+    }
+
+    /// Puts `item` if there is room now.
+    ///
+    /// # Errors
+    ///
+    /// [`TryPutError::Full`], [`TryPutError::Closed`], [`TryPutError::Failed`];
+    /// each hands the value back.
+    #[doc(alias = "put_nowait")]
+    pub fn try_put(&self, item: T) -> Result<(), TryPutError<T>> {
+        self.put_inner(&item, Block::Try)
+            .map_err(|s| try_put_error(item, s))
+    }
+
+    /// Puts `item`, waiting at most `timeout` for room.
+    ///
+    /// # Errors
+    ///
+    /// [`PutTimeoutError::Timeout`], [`PutTimeoutError::Closed`],
+    /// [`PutTimeoutError::Failed`]; each hands the value back.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use multiproc_queue::Queue;
+    /// use std::time::Duration;
+    ///
+    /// let q = Queue::with_capacity(1)?;
+    /// q.put_timeout('a', Duration::from_millis(10))?;
+    /// let err = q.put_timeout('b', Duration::from_millis(10)).unwrap_err();
+    /// assert!(err.is_timeout());
+    /// assert_eq!(err.to_string(), "timed out putting into a full queue");
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn put_timeout(&self, item: T, timeout: Duration) -> Result<(), PutTimeoutError<T>> {
+        self.put_inner(&item, until(timeout))
+            .map_err(|s| put_timeout_error(item, s))
+    }
+
+    /// Takes the next message, waiting while the queue is empty.
+    ///
+    /// # Errors
+    ///
+    /// [`GetError::Closed`] once closed and drained; [`GetError::Failed`]
+    /// with [`QueueError::Codec`] when the message does not decode as `T`
+    /// (it is consumed), or [`QueueError::Corrupt`].
+    pub fn get(&self) -> Result<T, GetError> {
+        self.get_inner(FOREVER).map_err(get_error)
+    }
+
+    /// Takes the next message if there is one now.
+    ///
+    /// A message whose first fragments are already in the ring is finished
+    /// even if that means waiting for its producer to write the rest.
+    ///
+    /// # Errors
+    ///
+    /// [`TryGetError::Empty`], [`TryGetError::Closed`], [`TryGetError::Failed`].
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use multiproc_queue::Queue;
+    ///
+    /// let q = Queue::new()?;
+    /// assert!(q.try_get().unwrap_err().is_empty());
+    /// q.put(9i64)?;
+    /// assert_eq!(q.try_get()?, 9);
+    /// q.close();
+    /// assert!(q.try_get().unwrap_err().is_closed());
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    #[doc(alias = "get_nowait")]
+    pub fn try_get(&self) -> Result<T, TryGetError> {
+        self.get_inner(Block::Try).map_err(try_get_error)
+    }
+
+    /// Takes the next message, waiting at most `timeout`.
+    ///
+    /// # Errors
+    ///
+    /// [`GetTimeoutError::Timeout`], [`GetTimeoutError::Closed`],
+    /// [`GetTimeoutError::Failed`].
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use multiproc_queue::Queue;
+    /// use std::time::{Duration, Instant};
+    ///
+    /// let q = Queue::<u8>::new()?;
+    /// let start = Instant::now();
+    /// assert!(q.get_timeout(Duration::from_millis(20)).unwrap_err().is_timeout());
+    /// assert!(start.elapsed() >= Duration::from_millis(20));
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn get_timeout(&self, timeout: Duration) -> Result<T, GetTimeoutError> {
+        self.get_inner(until(timeout)).map_err(get_timeout_error)
+    }
+}
+
+enum Lent<'q> {
+    Ring(Consumer<'q>, Rec),
+    Owned(Vec<u8>),
+}
+
+/// A message read in place; see [`Queue::get_in_place`]. Derefs to the
+/// message bytes; the message leaves the queue when this drops.
+#[must_use = "the message leaves the queue when the guard drops"]
+#[clippy::has_significant_drop]
+pub struct InPlace<'q> {
+    inner: Lent<'q>,
+}
+
+impl InPlace<'_> {
+    /// Whether the bytes are borrowed from the ring (`false` for a message
+    /// assembled from fragments).
+    #[must_use]
+    pub fn is_borrowed(this: &Self) -> bool {
+        matches!(this.inner, Lent::Ring(..))
+    }
+}
+
+impl Deref for InPlace<'_> {
+    type Target = [u8];
+
+    fn deref(&self) -> &[u8] {
+        match &self.inner {
+            Lent::Ring(c, rec) => c.bytes(rec),
+            Lent::Owned(buf) => buf,
+        }
+    }
+}
+
+impl AsRef<[u8]> for InPlace<'_> {
+    fn as_ref(&self) -> &[u8] {
+        self
+    }
+}
+
+impl Drop for InPlace<'_> {
+    fn drop(&mut self) {
+        if let Lent::Ring(c, rec) = &self.inner {
+            c.finish(rec);
+        }
+    }
+}
+
+impl fmt::Debug for InPlace<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("InPlace")
+            .field("len", &self.len())
+            .field("borrowed", &Self::is_borrowed(self))
+            .finish()
+    }
+}
+
+/// What a queue handle looks like inside a serialized message: its segment
+/// (whose descriptor travels out of band).
+#[derive(Serialize)]
+struct WireRef<'a> {
+    segment: &'a Segment,
+}
+
+#[derive(Deserialize)]
+struct Wire {
+    segment: Segment,
+}
+
+impl<T> Serialize for Queue<T> {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        WireRef {
+            segment: self.ring.segment(),
+        }
+        .serialize(serializer)
+    }
+}
+
+fn deserialize_kind<'de, D: serde::Deserializer<'de>, T>(
+    deserializer: D,
+    kind: Kind,
+) -> Result<Queue<T>, D::Error> {
+    let wire = Wire::deserialize(deserializer)?;
+    Queue::attach_kind(wire.segment, kind).map_err(serde::de::Error::custom)
+}
+
+impl<'de, T> Deserialize<'de> for Queue<T> {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        deserialize_kind(deserializer, Kind::Queue)
+    }
+}
+
+/// Python's `SimpleQueue`: an unbounded queue with `put`, `get`,
+/// `is_empty` and `close`.
+///
+/// # Examples
+///
+/// ```
+/// use multiproc_queue::SimpleQueue;
+///
+/// let q = SimpleQueue::new()?;
+/// assert!(q.is_empty());
+/// q.put([1u8, 2])?;
+/// assert_eq!(q.get()?, [1, 2]);
+/// q.close();
+/// assert!(q.get().unwrap_err().is_closed());
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+pub struct SimpleQueue<T> {
+    inner: Queue<T>,
+}
+
+impl<T> Clone for SimpleQueue<T> {
+    fn clone(&self) -> Self {
+        Self {
+            inner: self.inner.clone(),
+        }
+    }
+}
+
+impl<T> fmt::Debug for SimpleQueue<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(&self.inner, f)
+    }
+}
+
+impl<T> AsFd for SimpleQueue<T> {
+    fn as_fd(&self) -> BorrowedFd<'_> {
+        self.inner.as_fd()
+    }
+}
+
+impl<T: Serialize + DeserializeOwned> SimpleQueue<T> {
+    /// A new, empty queue over a [`DEFAULT_RING_BYTES`] ring.
+    ///
+    /// # Errors
+    ///
+    /// [`QueueError::Segment`].
+    pub fn new() -> Result<Self, QueueError> {
+        QueueBuilder::new().build_simple()
+    }
+
+    /// Attaches to a `SimpleQueue` segment; see [`Queue::attach`].
+    ///
+    /// # Errors
+    ///
+    /// As for [`Queue::attach`].
+    pub fn attach(segment: Segment) -> Result<Self, QueueError> {
+        Ok(Self {
+            inner: Queue::attach_kind(segment, Kind::Simple)?,
+        })
+    }
+
+    /// Puts `item` (waits only while the ring's bytes are all in use).
+    ///
+    /// # Errors
+    ///
+    /// As for [`Queue::put`].
+    pub fn put(&self, item: T) -> Result<(), PutError<T>> {
+        self.inner.put(item)
+    }
+
+    /// Takes the next message, waiting while there is none.
+    ///
+    /// # Errors
+    ///
+    /// As for [`Queue::get`].
+    pub fn get(&self) -> Result<T, GetError> {
+        self.inner.get()
+    }
+
+    /// Whether no message is in the queue; a snapshot.
+    #[doc(alias = "empty")]
+    #[must_use]
+    pub fn is_empty(&self) -> bool {
+        self.inner.is_empty()
+    }
+
+    /// Closes the queue; see [`Queue::close`].
+    pub fn close(&self) {
+        self.inner.close();
+    }
+
+    /// The shared-memory segment.
+    #[must_use]
+    pub fn segment(&self) -> &Segment {
+        self.inner.segment()
+    }
+}
+
+impl<T> Serialize for SimpleQueue<T> {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        self.inner.serialize(serializer)
+    }
+}
+
+impl<'de, T> Deserialize<'de> for SimpleQueue<T> {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        Ok(Self {
+            inner: deserialize_kind(deserializer, Kind::Simple)?,
+        })
+    }
+}
+
+/// Python's `JoinableQueue`: a [`Queue`] (all its methods, through `Deref`)
+/// that also counts unfinished tasks. Every successful put adds one;
+/// [`task_done`](Self::task_done) removes one; [`join`](Self::join) waits
+/// for zero.
+///
+/// A consumer that dies between `get` and `task_done` leaves its task
+/// unfinished (nobody can tell whether it did the work): use
+/// [`join_timeout`](Self::join_timeout) where consumers may be killed.
+/// Messages that die with a consumer before being delivered (the rest of a
+/// fragmented message) are counted done automatically.
+///
+/// # Examples
+///
+/// ```
+/// use multiproc_queue::JoinableQueue;
+///
+/// let q = JoinableQueue::new()?;
+/// q.put("job".to_string())?;
+/// assert_eq!(q.unfinished_tasks(), 1);
+/// assert_eq!(q.get()?, "job");
+/// q.task_done()?;
+/// q.join();
+/// assert!(q.task_done().is_err()); // more task_done than puts
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+pub struct JoinableQueue<T> {
+    inner: Queue<T>,
+}
+
+impl<T> Clone for JoinableQueue<T> {
+    fn clone(&self) -> Self {
+        Self {
+            inner: self.inner.clone(),
+        }
+    }
+}
+
+impl<T> fmt::Debug for JoinableQueue<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(&self.inner, f)
+    }
+}
+
+impl<T> Deref for JoinableQueue<T> {
+    type Target = Queue<T>;
+
+    fn deref(&self) -> &Queue<T> {
+        &self.inner
+    }
+}
+
+impl<T: Serialize + DeserializeOwned> JoinableQueue<T> {
+    /// A new joinable queue with no item bound.
+    ///
+    /// # Errors
+    ///
+    /// [`QueueError::Segment`].
+    pub fn new() -> Result<Self, QueueError> {
+        QueueBuilder::new().build_joinable()
+    }
+
+    /// A new joinable queue holding at most `maxsize` messages.
+    ///
+    /// # Errors
+    ///
+    /// As for [`Queue::with_capacity`].
+    pub fn with_capacity(maxsize: usize) -> Result<Self, QueueError> {
+        QueueBuilder::new().capacity(maxsize).build_joinable()
+    }
+}
+
+impl<T> JoinableQueue<T> {
+    /// Attaches to a `JoinableQueue` segment; see [`Queue::attach`].
+    ///
+    /// # Errors
+    ///
+    /// As for [`Queue::attach`].
+    pub fn attach(segment: Segment) -> Result<Self, QueueError> {
+        Ok(Self {
+            inner: Queue::attach_kind(segment, Kind::Joinable)?,
+        })
+    }
+
+    /// Marks one task (a message taken with `get`) as done.
+    ///
+    /// # Errors
+    ///
+    /// [`TaskDoneError`] when every put message is already done (Python's
+    /// `ValueError`).
+    pub fn task_done(&self) -> Result<(), TaskDoneError> {
+        if self.inner.ring.task_done() {
+            Ok(())
+        } else {
+            Err(TaskDoneError)
+        }
+    }
+
+    /// Tasks put and not yet marked done.
+    #[must_use]
+    pub fn unfinished_tasks(&self) -> usize {
+        self.inner.ring.unfinished() as usize
+    }
+
+    /// Blocks until every message put has been marked done (returns at once
+    /// when none is unfinished). Sleeps in the kernel; uses no CPU.
+    pub fn join(&self) {
+        let _ = self.inner.ring.join(FOREVER);
+    }
+
+    /// [`join`](Self::join) waiting at most `timeout`.
+    ///
+    /// # Errors
+    ///
+    /// [`JoinTimeoutError`] when tasks are still unfinished at the timeout.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use multiproc_queue::JoinableQueue;
+    /// use std::time::Duration;
+    ///
+    /// let q = JoinableQueue::new()?;
+    /// q.put(1u8)?;
+    /// assert!(q.join_timeout(Duration::from_millis(5)).is_err());
+    /// q.get()?;
+    /// q.task_done()?;
+    /// assert!(q.join_timeout(Duration::from_millis(5)).is_ok());
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn join_timeout(&self, timeout: Duration) -> Result<(), JoinTimeoutError> {
+        self.inner
+            .ring
+            .join(until(timeout))
+            .map_err(|_| JoinTimeoutError)
+    }
+}
+
+impl<T> Serialize for JoinableQueue<T> {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        self.inner.serialize(serializer)
+    }
+}
+
+impl<'de, T> Deserialize<'de> for JoinableQueue<T> {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        Ok(Self {
+            inner: deserialize_kind(deserializer, Kind::Joinable)?,
+        })
+    }
+}

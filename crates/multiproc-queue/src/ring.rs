@@ -1,0 +1,1269 @@
+//! The ring: variable-size records in one shared byte ring, a robust
+//! producer lock and a robust consumer lock, and the state words that let a
+//! survivor finish whatever a killed process left half done.
+//!
+//! # Why two locks and not a lock-free slot ring
+//!
+//! Messages have any size, so the ring holds records of any size, and a
+//! message larger than the ring goes through as fragments that must not
+//! interleave with other producers' records. A producer-side lock gives that
+//! for free; a consumer-side lock keeps a message's fragments with one
+//! reader. With one producer and one consumer each lock stays in its owner's
+//! cache and costs one uncontended CAS; the hand-off between the sides is two
+//! words, `tail` and `head`, on separate cache lines, each read through a
+//! cached copy so a side touches the other's line only when its copy runs
+//! out. Both locks record the holder's process identity, which is what makes
+//! them robust: a waiter that sleeps a [`LIVENESS_SLICE`] without progress
+//! asks the kernel whether the holder lives and takes the lock over from a
+//! dead one.
+//!
+//! # Records
+//!
+//! Each record starts at a 16-byte-aligned offset with a 16-byte header:
+//!
+//! | bytes | field |
+//! |---|---|
+//! | 0..4 | payload length `len` |
+//! | 4..8 | kind: `PAD`, `WHOLE`, `FIRST`, `CONT`, `LAST`, `ABORT` (`0x5251_00xx`) |
+//! | 8..16 | `FIRST`: total message length; otherwise 0 |
+//!
+//! The payload follows, padded to 16 bytes. A `FIRST` payload starts with the
+//! writer's packed process identity (8 bytes), then data. A record never
+//! wraps: when it does not fit before the end, a `PAD` record fills the end
+//! and the record starts at offset 0, both published by the same tail store.
+//! `head == tail` means empty; producers always leave 16 bytes free so a full
+//! ring never looks empty.
+//!
+//! The `head` and `tail` words pack `count << 32 | offset`: `count` numbers
+//! complete messages (it grows on `WHOLE` and `LAST`), so one store moves a
+//! message in or out together with its bytes and a crash cannot separate the
+//! two. `qsize` is `tail.count - head.count`; a `JoinableQueue`'s unfinished
+//! tasks are `tail.count - done`.
+//!
+//! # Producer state machine (`prod.state`, under the producer lock)
+//!
+//! | state | meaning | entered by | left by |
+//! |---|---|---|---|
+//! | `P_IDLE` | between messages | init, `LAST` or `ABORT` published | writing a `FIRST` |
+//! | `P_FRAGMENTING` | a message's `FIRST` is out, its `LAST` is not | before publishing `FIRST` | publishing `LAST`; or `ABORT` |
+//!
+//! A producer killed while `P_FRAGMENTING` (or a live one whose timeout ran
+//! out between fragments) leaves the state set; whoever next holds the lock
+//! publishes an `ABORT` record before anything else, so readers drop the
+//! partial message. A producer killed before its tail store published
+//! nothing: the bytes it wrote lie beyond the tail and are overwritten.
+//!
+//! # Consumer state machine (`cons.state`, under the consumer lock)
+//!
+//! | state | meaning | entered by | on recovery from a dead holder |
+//! |---|---|---|---|
+//! | `C_IDLE` | between messages | init, `LAST`/`WHOLE`/`ABORT` consumed | nothing to do |
+//! | `C_ASSEMBLING` | fragments of a message were consumed into private memory | before moving head past `FIRST` | those bytes died with the holder: go to `C_SKIPPING` |
+//! | `C_SKIPPING` | drop `CONT`/`LAST` until the message ends | recovery | kept across unlocks until `LAST`, `ABORT`, `WHOLE` or `FIRST` |
+//! | `C_GUARD` | the record at `guard_pos` is lent out in place | before handing out the guard | if head still is `guard_pos`, the dead holder saw it: skip it |
+//!
+//! A consumer killed while copying a `WHOLE` record has not moved head: the
+//! record stays for the next reader, and the dead process never returned it
+//! to anybody. So a crash loses at most the dead process's own message in
+//! flight, and nobody ever sees a torn or repeated message.
+//!
+//! # Blocking
+//!
+//! Each futex word's bit 0 says "a waiter sleeps". Wakers make their change
+//! with a `SeqCst` read-modify-write and then load the futex word `SeqCst`;
+//! sleepers `fetch_or(1)` it `SeqCst`, re-check the condition `SeqCst`, then
+//! sleep on the value they set. In the total order of `SeqCst` operations one
+//! of the two sees the other, so no wake-up is lost, and a waker issues the
+//! `futex_wake` system call only when bit 0 is set.
+#![allow(unsafe_code)]
+
+use multiproc_core::futex::{self, SpinWait, WaitOutcome};
+use multiproc_core::{Header, Segment};
+use std::ptr::NonNull;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::Instant;
+
+use crate::error::QueueError;
+use crate::layout::{
+    Control, MAGIC, MAX_RING, MIN_RING, REC_ALIGN, RING_OFFSET, VERSION, pack, unpack,
+};
+use crate::lock::{self, LIVENESS_SLICE, RobustLock, me};
+
+const PAD: u32 = 0x5251_0001;
+const WHOLE: u32 = 0x5251_0002;
+const FIRST: u32 = 0x5251_0003;
+const CONT: u32 = 0x5251_0004;
+const LAST: u32 = 0x5251_0005;
+const ABORT: u32 = 0x5251_0006;
+
+/// Bytes of a `FIRST` payload before the data: the writer's identity.
+const FIRST_PREFIX: u32 = 8;
+
+const P_IDLE: u32 = 0;
+const P_FRAGMENTING: u32 = 1;
+
+const C_IDLE: u32 = 0;
+const C_ASSEMBLING: u32 = 1;
+const C_SKIPPING: u32 = 2;
+const C_GUARD: u32 = 3;
+
+/// `closed` bit: `close` started; puts fail from now on.
+const CLOSING: u32 = 1;
+/// `closed` bit: sealed under the producer lock; no record will follow.
+const SEALED: u32 = 2;
+
+/// A fragment smaller than this (or than what is left) is not worth a
+/// record: producers wait for this much room before writing one.
+const MIN_FRAGMENT: u32 = 64 * 1024;
+
+/// A reader assembling a large message reserves at most this much ahead;
+/// beyond it the buffer grows with the data actually received, so a corrupt
+/// total cannot make it allocate.
+const MAX_RESERVE: u64 = 64 << 20;
+
+/// Which handle type created a queue segment.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Kind {
+    Queue = 1,
+    Simple = 2,
+    Joinable = 3,
+}
+
+impl Kind {
+    fn from_u32(v: u32) -> Option<Self> {
+        match v {
+            1 => Some(Self::Queue),
+            2 => Some(Self::Simple),
+            3 => Some(Self::Joinable),
+            _ => None,
+        }
+    }
+
+    pub(crate) fn name(self) -> &'static str {
+        match self {
+            Self::Queue => "Queue",
+            Self::Simple => "SimpleQueue",
+            Self::Joinable => "JoinableQueue",
+        }
+    }
+}
+
+/// How long an operation may block.
+#[derive(Clone, Copy, Debug)]
+pub(crate) enum Block {
+    /// Not at all (spinning briefly on a busy lock is allowed).
+    Try,
+    /// Until the deadline; `None` = forever.
+    Until(Option<Instant>),
+}
+
+impl Block {
+    fn sleeps(self) -> bool {
+        matches!(self, Self::Until(_))
+    }
+
+    fn deadline(self) -> Option<Instant> {
+        match self {
+            Self::Try => None,
+            Self::Until(d) => d,
+        }
+    }
+
+    fn expired(self) -> Stop {
+        match self {
+            Self::Try => Stop::WouldBlock,
+            Self::Until(_) => Stop::Timeout,
+        }
+    }
+}
+
+/// Why an internal operation stopped; the public wrappers map it to their
+/// per-operation error.
+#[derive(Debug)]
+pub(crate) enum Stop {
+    /// Full (put) or empty (get), and the caller would not wait.
+    WouldBlock,
+    Timeout,
+    Closed,
+    Failed(QueueError),
+}
+
+impl From<QueueError> for Stop {
+    fn from(err: QueueError) -> Self {
+        Self::Failed(err)
+    }
+}
+
+fn corrupt(what: &'static str) -> Stop {
+    Stop::Failed(QueueError::Corrupt(what))
+}
+
+/// Creation parameters, already validated by the builder.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Options {
+    pub ring_bytes: usize,
+    pub maxsize: u32,
+    pub max_message: u64,
+    pub kind: Kind,
+}
+
+#[inline]
+const fn align_up(len: u32) -> u32 {
+    (len + (REC_ALIGN - 1)) & !(REC_ALIGN - 1)
+}
+
+/// Bytes a record with a payload of `len` takes (header included). `len`
+/// must be at most the ring length, so this cannot overflow.
+#[inline]
+const fn rec_len(len: u32) -> u32 {
+    REC_ALIGN + align_up(len)
+}
+
+/// A validated record at the head.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Rec {
+    off: u32,
+    count: u32,
+    len: u32,
+    kind: u32,
+    extra: u64,
+    next: u32,
+}
+
+/// The mapped queue; shared by all handles of one process through an `Arc`.
+pub(crate) struct Ring {
+    segment: Segment,
+    ctl: NonNull<Control>,
+    base: NonNull<u8>,
+    cap: u32,
+    max_record: u32,
+    maxsize: u32,
+    max_message: u64,
+    kind: Kind,
+}
+
+// SAFETY: the pointers point into `segment`'s mapping, which is shared memory
+// designed for concurrent use from many processes (and so threads); all
+// mutation goes through atomics or through byte ranges that the ring protocol
+// hands to one lock holder at a time.
+unsafe impl Send for Ring {}
+// SAFETY: as for `Send`.
+unsafe impl Sync for Ring {}
+
+impl std::fmt::Debug for Ring {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Ring")
+            .field("segment", &self.segment)
+            .field("ring_bytes", &self.cap)
+            .field("maxsize", &self.maxsize)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Ring {
+    /// A new queue in a fresh anonymous segment.
+    pub(crate) fn create(o: Options) -> Result<Self, QueueError> {
+        let segment =
+            Segment::anonymous(RING_OFFSET + o.ring_bytes).map_err(QueueError::Segment)?;
+        {
+            let ctl = segment.view::<Control>(0).map_err(QueueError::Segment)?;
+            ctl.config
+                .ring_len
+                .store(o.ring_bytes as u64, Ordering::Relaxed);
+            ctl.config
+                .maxsize
+                .store(u64::from(o.maxsize), Ordering::Relaxed);
+            ctl.config
+                .max_message
+                .store(o.max_message, Ordering::Relaxed);
+            ctl.config.kind.store(o.kind as u32, Ordering::Relaxed);
+        }
+        // SYNC: `publish_header` stores `ready` with Release after the config
+        // above; `attach` reads it with Acquire through `read_header`.
+        segment
+            .publish_header(0, &Header::new(MAGIC, VERSION, segment.len() as u64))
+            .map_err(QueueError::Segment)?;
+        Self::attach(segment, Some(o.kind))
+    }
+
+    /// Maps an existing queue segment, validating its header and
+    /// configuration. `kind = None` accepts any kind.
+    pub(crate) fn attach(segment: Segment, kind: Option<Kind>) -> Result<Self, QueueError> {
+        let header = segment
+            .read_header(0, MAGIC, VERSION)
+            .map_err(QueueError::Segment)?;
+        if header.size() != segment.len() as u64 {
+            return Err(QueueError::Corrupt("segment size differs from header"));
+        }
+        let ctl = segment.view::<Control>(0).map_err(QueueError::Segment)?;
+        let ring_len = ctl.config.ring_len.load(Ordering::Relaxed);
+        let valid_len = usize::try_from(ring_len).is_ok_and(|len| {
+            (MIN_RING..=MAX_RING).contains(&len)
+                && len.is_multiple_of(REC_ALIGN as usize)
+                && RING_OFFSET.checked_add(len) == Some(segment.len())
+        });
+        if !valid_len {
+            return Err(QueueError::Corrupt("ring length"));
+        }
+        let maxsize = u32::try_from(ctl.config.maxsize.load(Ordering::Relaxed))
+            .ok()
+            .filter(|&m| m <= crate::MAX_CAPACITY)
+            .ok_or(QueueError::Corrupt("item bound"))?;
+        let max_message = ctl.config.max_message.load(Ordering::Relaxed);
+        if max_message == 0 || max_message > crate::MAX_MESSAGE_LIMIT {
+            return Err(QueueError::Corrupt("message limit"));
+        }
+        let found = ctl.config.kind.load(Ordering::Relaxed);
+        let found_kind = Kind::from_u32(found).ok_or(QueueError::Corrupt("queue kind"))?;
+        if let Some(expected) = kind
+            && expected != found_kind
+        {
+            return Err(QueueError::WrongKind {
+                expected: expected.name(),
+                found: found_kind.name(),
+            });
+        }
+        let ctl = NonNull::from(ctl);
+        let base = NonNull::new(segment.as_ptr().wrapping_add(RING_OFFSET))
+            .ok_or(QueueError::Corrupt("null mapping"))?;
+        let cap = ring_len as u32;
+        Ok(Self {
+            segment,
+            ctl,
+            base,
+            cap,
+            max_record: (cap / 2) & !(REC_ALIGN - 1),
+            maxsize,
+            max_message,
+            kind: found_kind,
+        })
+    }
+
+    #[inline]
+    fn ctl(&self) -> &Control {
+        // SAFETY: `ctl` came from `segment.view::<Control>(0)` (in bounds and
+        // aligned) and the mapping lives as long as `self.segment`, which
+        // `self` owns. `Control: SharedSafe`: sound to share while other
+        // processes change it.
+        unsafe { self.ctl.as_ref() }
+    }
+
+    pub(crate) fn segment(&self) -> &Segment {
+        &self.segment
+    }
+
+    pub(crate) fn kind(&self) -> Kind {
+        self.kind
+    }
+
+    pub(crate) fn maxsize(&self) -> u32 {
+        self.maxsize
+    }
+
+    pub(crate) fn max_message(&self) -> u64 {
+        self.max_message
+    }
+
+    pub(crate) fn ring_bytes(&self) -> usize {
+        self.cap as usize
+    }
+
+    /// Largest payload that travels as one record (and so can be written
+    /// and read in place).
+    pub(crate) fn max_inline(&self) -> usize {
+        (self.max_record - REC_ALIGN) as usize
+    }
+
+    fn prod_lock(&self) -> RobustLock<'_> {
+        let ctl = self.ctl();
+        RobustLock {
+            owner: &ctl.prod.owner,
+            word: &ctl.wait.prod_lock,
+        }
+    }
+
+    fn cons_lock(&self) -> RobustLock<'_> {
+        let ctl = self.ctl();
+        RobustLock {
+            owner: &ctl.cons.owner,
+            word: &ctl.wait.cons_lock,
+        }
+    }
+
+    /// The four header words of the record at `off`.
+    #[inline]
+    fn header(&self, off: u32) -> &[AtomicU32; 4] {
+        assert!(off.is_multiple_of(REC_ALIGN) && off + REC_ALIGN <= self.cap);
+        // SAFETY: `off` is 16-aligned and the 16 bytes lie inside the ring
+        // (asserted above), which lies inside the mapping owned by `self`;
+        // the ring base is page aligned. `[AtomicU32; 4]` is SharedSafe.
+        unsafe {
+            &*self
+                .base
+                .as_ptr()
+                .add(off as usize)
+                .cast::<[AtomicU32; 4]>()
+        }
+    }
+
+    fn read_header(&self, off: u32) -> (u32, u32, u64) {
+        let h = self.header(off);
+        let len = h[0].load(Ordering::Relaxed);
+        let kind = h[1].load(Ordering::Relaxed);
+        let lo = h[2].load(Ordering::Relaxed);
+        let hi = h[3].load(Ordering::Relaxed);
+        (len, kind, u64::from(lo) | (u64::from(hi) << 32))
+    }
+
+    fn write_header(&self, off: u32, len: u32, kind: u32, extra: u64) {
+        let h = self.header(off);
+        // Relaxed: published by the SeqCst tail swap in `emit`.
+        h[0].store(len, Ordering::Relaxed);
+        h[1].store(kind, Ordering::Relaxed);
+        h[2].store(extra as u32, Ordering::Relaxed);
+        h[3].store((extra >> 32) as u32, Ordering::Relaxed);
+    }
+
+    /// The payload bytes `off..off + len` of the ring, for reading.
+    ///
+    /// # Safety
+    ///
+    /// The caller holds the consumer lock and the range lies inside a
+    /// published record between head and tail, so no producer writes it
+    /// until head moves past it (which only the caller can do), for as long
+    /// as the slice lives.
+    unsafe fn bytes(&self, off: u32, len: u32) -> &[u8] {
+        assert!(u64::from(off) + u64::from(len) <= u64::from(self.cap));
+        // SAFETY: in bounds (asserted); no concurrent writer per the caller's
+        // contract; `u8` is valid for every bit pattern.
+        unsafe { std::slice::from_raw_parts(self.base.as_ptr().add(off as usize), len as usize) }
+    }
+
+    /// The ring bytes `off..off + len`, for writing.
+    ///
+    /// # Safety
+    ///
+    /// The caller holds the producer lock and the range lies in the free
+    /// part of the ring (from tail up to 16 bytes before head), which
+    /// nobody else reads or writes until the caller publishes it.
+    #[allow(clippy::mut_from_ref)]
+    unsafe fn bytes_mut(&self, off: u32, len: u32) -> &mut [u8] {
+        assert!(u64::from(off) + u64::from(len) <= u64::from(self.cap));
+        // SAFETY: in bounds (asserted); exclusive per the caller's contract.
+        unsafe {
+            std::slice::from_raw_parts_mut(self.base.as_ptr().add(off as usize), len as usize)
+        }
+    }
+
+    fn closed(&self) -> u32 {
+        self.ctl().wait.closed.load(Ordering::SeqCst)
+    }
+
+    /// Whether `close` was called (by any process).
+    pub(crate) fn is_closed(&self) -> bool {
+        self.closed() & CLOSING != 0
+    }
+
+    /// Complete messages in the queue now (a snapshot).
+    pub(crate) fn qsize(&self) -> u32 {
+        let ctl = self.ctl();
+        // Head first: the count read from tail afterwards is never behind it.
+        let (hc, _) = unpack(ctl.head.word.load(Ordering::Acquire));
+        let (tc, _) = unpack(ctl.tail.word.load(Ordering::Acquire));
+        tc.wrapping_sub(hc).min(i32::MAX as u32)
+    }
+
+    // ---- producers ------------------------------------------------------
+
+    /// Takes the producer lock (and seals a half-done close).
+    pub(crate) fn producer(&self, block: Block) -> Result<Producer<'_>, Stop> {
+        self.prod_lock()
+            .lock(me(), block.sleeps(), block.deadline())
+            .map_err(|()| block.expired())?;
+        let p = Producer { ring: self };
+        let closed = self.closed();
+        if closed & CLOSING != 0 && closed & SEALED == 0 {
+            // We hold the producer lock: every put that will ever publish has
+            // published. SYNC: SeqCst, read by consumers before they report
+            // `Closed` after a last look at tail.
+            self.ctl().wait.closed.fetch_or(SEALED, Ordering::SeqCst);
+            let w = &self.ctl().wait;
+            lock::notify_all(&w.data);
+            lock::notify_all(&w.space);
+        }
+        Ok(p)
+    }
+
+    /// Puts `data` as one message (one record, or fragments).
+    pub(crate) fn put_slice(&self, data: &[u8], block: Block) -> Result<(), Stop> {
+        self.check_len(data.len())?;
+        let mut p = self.producer(block)?;
+        p.put_slice(data, block)
+    }
+
+    /// Puts a message of `len` bytes written in place by `fill`.
+    pub(crate) fn put_with(
+        &self,
+        len: usize,
+        block: Block,
+        fill: impl FnOnce(&mut [u8]),
+    ) -> Result<(), Stop> {
+        self.check_len(len)?;
+        let mut p = self.producer(block)?;
+        if len <= self.max_inline() {
+            p.settle(block)?;
+            p.put_whole(len as u32, block, fill)
+        } else {
+            let mut buf = vec![0u8; len];
+            fill(&mut buf);
+            p.put_slice(&buf, block)
+        }
+    }
+
+    fn check_len(&self, len: usize) -> Result<(), Stop> {
+        if len as u64 > self.max_message {
+            return Err(Stop::Failed(QueueError::TooLarge {
+                len: len as u64,
+                max: self.max_message,
+            }));
+        }
+        Ok(())
+    }
+
+    /// Starts `close`: no put succeeds from now on; consumers drain what is
+    /// left and then see `Closed`.
+    pub(crate) fn close(&self) {
+        let w = &self.ctl().wait;
+        // SYNC: SeqCst, read by producers in `wait_space` (under their lock).
+        w.closed.fetch_or(CLOSING, Ordering::SeqCst);
+        lock::notify_all(&w.space);
+        lock::notify_all(&w.data);
+        // Taking the producer lock waits for the put in progress, then seals.
+        // A holder that dies is taken over, so this cannot hang for good.
+        let _ = self.producer(Block::Until(None));
+    }
+
+    // ---- consumers ------------------------------------------------------
+
+    /// Takes the consumer lock and repairs what a dead holder left.
+    pub(crate) fn consumer(&self, block: Block) -> Result<Consumer<'_>, Stop> {
+        self.cons_lock()
+            .lock(me(), block.sleeps(), block.deadline())
+            .map_err(|()| block.expired())?;
+        let c = Consumer { ring: self };
+        c.repair()?;
+        Ok(c)
+    }
+
+    /// The next message: in place (the consumer lock still held, head not
+    /// moved) or assembled from fragments.
+    pub(crate) fn next_message(&self, block: Block) -> Result<Next<'_>, Stop> {
+        loop {
+            let c = self.consumer(block)?;
+            let mut asm = None;
+            loop {
+                match c.step(&mut asm)? {
+                    Step::Whole(rec) => return Ok(Next::Whole(c, rec)),
+                    Step::Complete(buf) => return Ok(Next::Owned(buf)),
+                    Step::Empty if asm.is_some() => c.wait_more(&mut asm),
+                    Step::Empty => break,
+                }
+            }
+            if self.closed() & SEALED != 0 {
+                // SYNC: sealing happened after the last publish (both under
+                // the producer lock); one more look at tail sees it.
+                if c.peek()?.is_none() {
+                    return Err(Stop::Closed);
+                }
+                continue;
+            }
+            let seen = self.ctl().cons.cached_tail.load(Ordering::Relaxed);
+            drop(c);
+            self.wait_data(seen, block)?;
+        }
+    }
+
+    /// Waits (without any lock) until tail moves away from `seen`, the queue
+    /// is sealed, or the deadline passes.
+    fn wait_data(&self, seen: u64, block: Block) -> Result<(), Stop> {
+        let Block::Until(deadline) = block else {
+            return Err(Stop::WouldBlock);
+        };
+        let ctl = self.ctl();
+        let mut spin = SpinWait::new();
+        while spin.spin() {
+            // SYNC: pairs with the tail swap in `emit`.
+            if ctl.tail.word.load(Ordering::Acquire) != seen {
+                return Ok(());
+            }
+        }
+        loop {
+            let v = lock::prepare_sleep(&ctl.wait.data);
+            // SYNC: SeqCst re-check after registering; pairs with the SeqCst
+            // tail swap + `notify` in `emit`.
+            if ctl.tail.word.load(Ordering::SeqCst) != seen {
+                return Ok(());
+            }
+            let closed = self.closed();
+            if closed & SEALED != 0 {
+                return Ok(());
+            }
+            if closed & CLOSING != 0 {
+                // The closer may have died before sealing: seal ourselves.
+                let slice = Instant::now() + LIVENESS_SLICE;
+                match self.producer(Block::Until(Some(slice))) {
+                    Ok(_) | Err(Stop::Timeout) => {}
+                    Err(other) => return Err(other),
+                }
+                if deadline.is_some_and(|d| Instant::now() >= d) {
+                    return Err(Stop::Timeout);
+                }
+                continue;
+            }
+            if futex::wait(&ctl.wait.data, v, deadline) == WaitOutcome::TimedOut {
+                if ctl.tail.word.load(Ordering::SeqCst) != seen {
+                    return Ok(());
+                }
+                return Err(Stop::Timeout);
+            }
+        }
+    }
+
+    // ---- joinable -------------------------------------------------------
+
+    /// Messages put and not yet marked done.
+    pub(crate) fn unfinished(&self) -> u32 {
+        let ctl = self.ctl();
+        let done = ctl.join.done.load(Ordering::SeqCst);
+        let (tc, _) = unpack(ctl.tail.word.load(Ordering::SeqCst));
+        tc.wrapping_sub(done)
+    }
+
+    /// Marks one message done; `false` when none is unfinished.
+    pub(crate) fn task_done(&self) -> bool {
+        let ctl = self.ctl();
+        loop {
+            let done = ctl.join.done.load(Ordering::SeqCst);
+            let (tc, _) = unpack(ctl.tail.word.load(Ordering::SeqCst));
+            if tc.wrapping_sub(done) == 0 || tc.wrapping_sub(done) > i32::MAX as u32 {
+                return false;
+            }
+            // SYNC: SeqCst, pairs with the SeqCst re-check in `join`.
+            if ctl
+                .join
+                .done
+                .compare_exchange(
+                    done,
+                    done.wrapping_add(1),
+                    Ordering::SeqCst,
+                    Ordering::Relaxed,
+                )
+                .is_ok()
+            {
+                lock::notify(&ctl.join.join);
+                return true;
+            }
+        }
+    }
+
+    /// Waits until every message put has been marked done.
+    pub(crate) fn join(&self, block: Block) -> Result<(), Stop> {
+        if self.unfinished() == 0 {
+            return Ok(());
+        }
+        let Block::Until(deadline) = block else {
+            return Err(Stop::WouldBlock);
+        };
+        let ctl = self.ctl();
+        loop {
+            let v = lock::prepare_sleep(&ctl.join.join);
+            if self.unfinished() == 0 {
+                return Ok(());
+            }
+            if futex::wait(&ctl.join.join, v, deadline) == WaitOutcome::TimedOut {
+                return if self.unfinished() == 0 {
+                    Ok(())
+                } else {
+                    Err(Stop::Timeout)
+                };
+            }
+        }
+    }
+}
+
+/// Holder of the producer lock; unlocks on drop.
+pub(crate) struct Producer<'r> {
+    ring: &'r Ring,
+}
+
+impl Drop for Producer<'_> {
+    fn drop(&mut self) {
+        self.ring.prod_lock().unlock();
+    }
+}
+
+impl Producer<'_> {
+    fn ctl(&self) -> &Control {
+        self.ring.ctl()
+    }
+
+    /// `(count, offset)` of tail. Only lock holders write it.
+    #[inline]
+    fn tail(&self) -> (u32, u32) {
+        unpack(self.ctl().tail.word.load(Ordering::Relaxed))
+    }
+
+    /// Head offset: the cached copy, or a fresh one.
+    #[inline]
+    fn head(&self, fresh: bool) -> Result<u32, Stop> {
+        let prod = &self.ctl().prod;
+        let word = if fresh {
+            // SYNC: SeqCst pairs with the SeqCst head swap in
+            // `Consumer::advance`: the reader is done with those bytes. Also
+            // the re-check half of the Dekker pair in `wait_space`.
+            let w = self.ctl().head.word.load(Ordering::SeqCst);
+            prod.cached_head.store(w, Ordering::Relaxed);
+            w
+        } else {
+            prod.cached_head.load(Ordering::Relaxed)
+        };
+        let (_, off) = unpack(word);
+        if off >= self.ring.cap || !off.is_multiple_of(REC_ALIGN) {
+            return Err(corrupt("head offset"));
+        }
+        Ok(off)
+    }
+
+    /// Record bytes placeable now: `(a, b)` where `a` is contiguous at the
+    /// tail and `b` at offset 0 (after padding the end), both at most the
+    /// record limit.
+    fn rooms(&self, fresh: bool) -> Result<(u32, u32), Stop> {
+        let cap = self.ring.cap;
+        let (_, t) = self.tail();
+        if t >= cap || !t.is_multiple_of(REC_ALIGN) {
+            return Err(corrupt("tail offset"));
+        }
+        let h = self.head(fresh)?;
+        let used = (t + cap - h) % cap;
+        let free = cap - REC_ALIGN - used;
+        let end = cap - t;
+        let a = free.min(end);
+        let b = if t != 0 && free > end { free - end } else { 0 };
+        let max = self.ring.max_record;
+        Ok((a.min(max), b.min(max)))
+    }
+
+    /// Where a record of `rec` bytes can start now, if anywhere.
+    fn fits(&self, rec: u32) -> Result<Option<u32>, Stop> {
+        for fresh in [false, true] {
+            let (a, b) = self.rooms(fresh)?;
+            if rec <= a {
+                return Ok(Some(self.tail().1));
+            }
+            if rec <= b {
+                return Ok(Some(0));
+            }
+        }
+        Ok(None)
+    }
+
+    /// The larger placement for a fragment: `(start, record bytes)`.
+    fn best_room(&self) -> Result<(u32, u32), Stop> {
+        let (a, b) = self.rooms(true)?;
+        Ok(if a >= b { (self.tail().1, a) } else { (0, b) })
+    }
+
+    /// Whether the item bound allows one more message.
+    fn items_ok(&self) -> bool {
+        let max = self.ring.maxsize;
+        max == 0 || {
+            let (tc, _) = self.tail();
+            // SYNC: SeqCst, as in `head(true)`.
+            let (hc, _) = unpack(self.ctl().head.word.load(Ordering::SeqCst));
+            tc.wrapping_sub(hc) < max
+        }
+    }
+
+    fn closing(&self) -> bool {
+        self.ring.closed() & CLOSING != 0
+    }
+
+    /// Waits until `ready` holds (re-checked after every change of head),
+    /// the queue closes, or the deadline passes.
+    fn wait_space(
+        &self,
+        block: Block,
+        mut ready: impl FnMut(&Self) -> Result<bool, Stop>,
+    ) -> Result<(), Stop> {
+        if self.closing() {
+            return Err(Stop::Closed);
+        }
+        if ready(self)? {
+            return Ok(());
+        }
+        self.wait_space_slow(block, &mut ready)
+    }
+
+    #[cold]
+    fn wait_space_slow(
+        &self,
+        block: Block,
+        ready: &mut dyn FnMut(&Self) -> Result<bool, Stop>,
+    ) -> Result<(), Stop> {
+        let Block::Until(deadline) = block else {
+            return Err(Stop::WouldBlock);
+        };
+        let mut spin = SpinWait::new();
+        while spin.spin() {
+            if self.closing() {
+                return Err(Stop::Closed);
+            }
+            if ready(self)? {
+                return Ok(());
+            }
+        }
+        let space = &self.ctl().wait.space;
+        loop {
+            let v = lock::prepare_sleep(space);
+            if self.closing() {
+                return Err(Stop::Closed);
+            }
+            if ready(self)? {
+                return Ok(());
+            }
+            if futex::wait(space, v, deadline) == WaitOutcome::TimedOut {
+                if self.closing() {
+                    return Err(Stop::Closed);
+                }
+                return if ready(self)? {
+                    Ok(())
+                } else {
+                    Err(Stop::Timeout)
+                };
+            }
+        }
+    }
+
+    /// Writes and publishes one record at `start` (padding the end first
+    /// when `start` is 0 and tail is not). Space was checked by the caller.
+    fn emit(
+        &self,
+        kind: u32,
+        start: u32,
+        len: u32,
+        extra: u64,
+        ends: bool,
+        fill: impl FnOnce(&mut [u8]),
+    ) {
+        let ring = self.ring;
+        let (count, t) = self.tail();
+        if start != t {
+            debug_assert_eq!(start, 0);
+            ring.write_header(t, ring.cap - t - REC_ALIGN, PAD, 0);
+        }
+        ring.write_header(start, len, kind, extra);
+        // SAFETY: we hold the producer lock and `fits`/`best_room` placed
+        // `start..start + rec_len(len)` in the free part of the ring.
+        fill(unsafe { ring.bytes_mut(start + REC_ALIGN, len) });
+        let next = (start + rec_len(len)) % ring.cap;
+        let word = pack(count.wrapping_add(u32::from(ends)), next);
+        // SYNC: publishes the record (and pad): pairs with the Acquire and
+        // SeqCst tail loads of consumers (`peek`, `wait_data`); SeqCst also
+        // orders it before the `notify` load (Dekker with `wait_data`).
+        self.ctl().tail.word.swap(word, Ordering::SeqCst);
+        lock::notify(&self.ctl().wait.data);
+    }
+
+    /// Publishes the `ABORT` a dead or timed-out producer owes, if any.
+    #[inline]
+    fn settle(&self, block: Block) -> Result<(), Stop> {
+        if self.ctl().prod.state.load(Ordering::Relaxed) == P_IDLE {
+            return Ok(());
+        }
+        self.settle_slow(block)
+    }
+
+    #[cold]
+    fn settle_slow(&self, block: Block) -> Result<(), Stop> {
+        let mut at = 0;
+        self.wait_space(block, |p| {
+            Ok(p.fits(REC_ALIGN)?.inspect(|&s| at = s).is_some())
+        })?;
+        self.emit(ABORT, at, 0, 0, false, |_| {});
+        self.ctl().prod.state.store(P_IDLE, Ordering::Relaxed);
+        Ok(())
+    }
+
+    fn put_slice(&mut self, data: &[u8], block: Block) -> Result<(), Stop> {
+        self.settle(block)?;
+        if data.len() <= self.ring.max_inline() {
+            self.put_whole(data.len() as u32, block, |buf| buf.copy_from_slice(data))
+        } else {
+            self.put_fragments(data, block)
+        }
+    }
+
+    /// One `WHOLE` record of `len` (at most `max_inline`) bytes.
+    fn put_whole(&self, len: u32, block: Block, fill: impl FnOnce(&mut [u8])) -> Result<(), Stop> {
+        let rec = rec_len(len);
+        let mut at = 0;
+        self.wait_space(block, |p| {
+            Ok(p.items_ok() && p.fits(rec)?.inspect(|&s| at = s).is_some())
+        })?;
+        self.emit(WHOLE, at, len, 0, true, fill);
+        Ok(())
+    }
+
+    /// A message too large for one record: `FIRST`, `CONT`…, `LAST`, all
+    /// under this one hold of the producer lock.
+    fn put_fragments(&self, data: &[u8], block: Block) -> Result<(), Stop> {
+        let total = data.len();
+        let want = |remaining: usize| -> u32 {
+            let whole = rec_len((remaining.min(self.ring.max_inline())) as u32);
+            whole.min(MIN_FRAGMENT.min(self.ring.max_record))
+        };
+        self.wait_space(block, |p| {
+            Ok(p.items_ok() && p.best_room()?.1 >= want(total + FIRST_PREFIX as usize))
+        })?;
+        let (start, room) = self.best_room()?;
+        let chunk = ((room - REC_ALIGN - FIRST_PREFIX) as usize).min(total);
+        self.ctl()
+            .prod
+            .state
+            .store(P_FRAGMENTING, Ordering::Relaxed);
+        let owner = me();
+        self.emit(
+            FIRST,
+            start,
+            FIRST_PREFIX + chunk as u32,
+            total as u64,
+            false,
+            |buf| {
+                buf[..8].copy_from_slice(&owner.to_le_bytes());
+                buf[8..].copy_from_slice(&data[..chunk]);
+            },
+        );
+        let mut sent = chunk;
+        while sent < total {
+            let remaining = total - sent;
+            if let Err(stop) = self.wait_space(block, |p| Ok(p.best_room()?.1 >= want(remaining))) {
+                self.abandon();
+                return Err(stop);
+            }
+            let (start, room) = self.best_room()?;
+            let chunk = ((room - REC_ALIGN) as usize).min(remaining);
+            let last = chunk == remaining;
+            let kind = if last { LAST } else { CONT };
+            self.emit(kind, start, chunk as u32, 0, last, |buf| {
+                buf.copy_from_slice(&data[sent..sent + chunk]);
+            });
+            sent += chunk;
+        }
+        self.ctl().prod.state.store(P_IDLE, Ordering::Relaxed);
+        Ok(())
+    }
+
+    /// Gives up a fragmented message half way: publishes `ABORT` if there
+    /// is room now, else leaves the debt to the next producer (`settle`).
+    fn abandon(&self) {
+        if let Ok(Some(at)) = self.fits(REC_ALIGN) {
+            self.emit(ABORT, at, 0, 0, false, |_| {});
+            self.ctl().prod.state.store(P_IDLE, Ordering::Relaxed);
+        }
+    }
+}
+
+/// What `Consumer::step` found.
+pub(crate) enum Step {
+    Whole(Rec),
+    Complete(Vec<u8>),
+    Empty,
+}
+
+/// The next message for a reader.
+pub(crate) enum Next<'r> {
+    /// In place: the consumer lock is held and head still points at it.
+    Whole(Consumer<'r>, Rec),
+    /// Assembled from fragments (already consumed).
+    Owned(Vec<u8>),
+}
+
+/// A message being assembled from fragments.
+pub(crate) struct Assembly {
+    owner: u64,
+    total: u64,
+    buf: Vec<u8>,
+}
+
+/// Holder of the consumer lock; unlocks on drop.
+pub(crate) struct Consumer<'r> {
+    ring: &'r Ring,
+}
+
+impl Drop for Consumer<'_> {
+    fn drop(&mut self) {
+        self.ring.cons_lock().unlock();
+    }
+}
+
+impl Consumer<'_> {
+    fn ctl(&self) -> &Control {
+        self.ring.ctl()
+    }
+
+    fn state(&self) -> &AtomicU32 {
+        &self.ctl().cons.state
+    }
+
+    /// Fixes up what a dead holder left (see the module docs). Cheap when
+    /// there is nothing to do: one load.
+    #[inline]
+    fn repair(&self) -> Result<(), Stop> {
+        match self.state().load(Ordering::Relaxed) {
+            C_IDLE | C_SKIPPING => Ok(()),
+            _ => self.repair_slow(),
+        }
+    }
+
+    #[cold]
+    fn repair_slow(&self) -> Result<(), Stop> {
+        let cons = &self.ctl().cons;
+        match cons.state.load(Ordering::Relaxed) {
+            C_ASSEMBLING => cons.state.store(C_SKIPPING, Ordering::Relaxed),
+            C_GUARD => {
+                let pos = cons.guard_pos.load(Ordering::Relaxed);
+                if let Some(rec) = self.peek()?
+                    && rec.off == pos
+                    && rec.kind == WHOLE
+                {
+                    self.advance(rec.count.wrapping_add(1), rec.next);
+                }
+                cons.state.store(C_IDLE, Ordering::Relaxed);
+            }
+            _ => cons.state.store(C_IDLE, Ordering::Relaxed),
+        }
+        Ok(())
+    }
+
+    /// The validated record at head, or `None` when the ring is empty.
+    fn peek(&self) -> Result<Option<Rec>, Stop> {
+        let ring = self.ring;
+        let cap = ring.cap;
+        let ctl = self.ctl();
+        let (count, h) = unpack(ctl.head.word.load(Ordering::Relaxed));
+        if h >= cap || !h.is_multiple_of(REC_ALIGN) {
+            return Err(corrupt("head offset"));
+        }
+        let (_, mut t) = unpack(ctl.cons.cached_tail.load(Ordering::Relaxed));
+        if t == h || t >= cap || !t.is_multiple_of(REC_ALIGN) {
+            // SYNC: Acquire pairs with the SeqCst tail swap in `emit`: every
+            // record before this tail is completely written.
+            let word = ctl.tail.word.load(Ordering::Acquire);
+            ctl.cons.cached_tail.store(word, Ordering::Relaxed);
+            t = unpack(word).1;
+            if t >= cap || !t.is_multiple_of(REC_ALIGN) {
+                return Err(corrupt("tail offset"));
+            }
+            if t == h {
+                return Ok(None);
+            }
+        }
+        let used = (t + cap - h) % cap;
+        let (len, kind, extra) = ring.read_header(h);
+        if len > cap {
+            return Err(corrupt("record length"));
+        }
+        let rec = rec_len(len);
+        if rec > used || h + rec > cap {
+            return Err(corrupt("record length"));
+        }
+        let next = match kind {
+            PAD if h + rec == cap => 0,
+            WHOLE | FIRST | CONT | LAST | ABORT => (h + rec) % cap,
+            _ => return Err(corrupt("record kind")),
+        };
+        Ok(Some(Rec {
+            off: h,
+            count,
+            len,
+            kind,
+            extra,
+            next,
+        }))
+    }
+
+    /// Frees a record: moves head to `next` with message count `count`.
+    #[inline]
+    pub(crate) fn advance(&self, count: u32, next: u32) {
+        let ctl = self.ctl();
+        // SYNC: SeqCst swap: Release for the producer's SeqCst head load
+        // (our reads of the record are done), and the first half of the
+        // Dekker pair with `wait_space`.
+        ctl.head.word.swap(pack(count, next), Ordering::SeqCst);
+        lock::notify(&ctl.wait.space);
+    }
+
+    fn payload(&self, rec: &Rec) -> &[u8] {
+        // SAFETY: we hold the consumer lock and `rec` was validated by
+        // `peek` to lie between head and tail; the slice borrows `self`, so
+        // it ends before we can move head.
+        unsafe { self.ring.bytes(rec.off + REC_ALIGN, rec.len) }
+    }
+
+    /// Consumes records until a message is ready or the ring is empty.
+    fn step(&self, asm: &mut Option<Assembly>) -> Result<Step, Stop> {
+        loop {
+            let Some(r) = self.peek()? else {
+                return Ok(Step::Empty);
+            };
+            let state = self.state();
+            match r.kind {
+                PAD => self.advance(r.count, 0),
+                WHOLE => {
+                    if asm.take().is_some() || state.load(Ordering::Relaxed) != C_IDLE {
+                        state.store(C_IDLE, Ordering::Relaxed);
+                    }
+                    return Ok(Step::Whole(r));
+                }
+                FIRST => {
+                    let total = r.extra;
+                    let data_len = u64::from(r.len.saturating_sub(FIRST_PREFIX));
+                    if r.len < FIRST_PREFIX || total > self.ring.max_message || total < data_len {
+                        return Err(corrupt("first fragment"));
+                    }
+                    let payload = self.payload(&r);
+                    let mut owner = [0u8; 8];
+                    owner.copy_from_slice(&payload[..8]);
+                    let mut buf = Vec::new();
+                    buf.try_reserve_exact(total.min(MAX_RESERVE) as usize)
+                        .map_err(|_| {
+                            Stop::Failed(QueueError::TooLarge {
+                                len: total,
+                                max: self.ring.max_message,
+                            })
+                        })?;
+                    buf.extend_from_slice(&payload[8..]);
+                    *asm = Some(Assembly {
+                        owner: u64::from_le_bytes(owner),
+                        total,
+                        buf,
+                    });
+                    // Before head moves past FIRST: a crash from here on
+                    // loses this message, and the next holder must skip it.
+                    state.store(C_ASSEMBLING, Ordering::Relaxed);
+                    self.advance(r.count, r.next);
+                }
+                CONT | LAST => match asm {
+                    Some(a) => {
+                        if a.buf.len() as u64 + u64::from(r.len) > a.total {
+                            return Err(corrupt("fragment beyond message length"));
+                        }
+                        a.buf.extend_from_slice(self.payload(&r));
+                        if r.kind == LAST {
+                            if a.buf.len() as u64 != a.total {
+                                return Err(corrupt("message shorter than announced"));
+                            }
+                            let buf = std::mem::take(&mut a.buf);
+                            *asm = None;
+                            self.advance(r.count.wrapping_add(1), r.next);
+                            state.store(C_IDLE, Ordering::Relaxed);
+                            return Ok(Step::Complete(buf));
+                        }
+                        self.advance(r.count, r.next);
+                    }
+                    None => {
+                        // The rest of a message whose start died with a
+                        // reader: drop it. Its LAST still counts as a
+                        // message leaving the queue, and as a task done
+                        // (nobody alive received it).
+                        if r.kind == LAST {
+                            self.advance(r.count.wrapping_add(1), r.next);
+                            if state.load(Ordering::Relaxed) == C_SKIPPING {
+                                self.ctl().join.done.fetch_add(1, Ordering::SeqCst);
+                                lock::notify(&self.ctl().join.join);
+                            }
+                            state.store(C_IDLE, Ordering::Relaxed);
+                        } else {
+                            self.advance(r.count, r.next);
+                        }
+                    }
+                },
+                ABORT => {
+                    *asm = None;
+                    state.store(C_IDLE, Ordering::Relaxed);
+                    self.advance(r.count, r.next);
+                }
+                _ => return Err(corrupt("record kind")),
+            }
+        }
+    }
+
+    /// Waits, holding the consumer lock, for the next fragment of `asm`;
+    /// drops the partial message when its producer died or gave up.
+    ///
+    /// The caller's deadline does not apply here: the message has started
+    /// and its producer is alive and holding the producer lock.
+    fn wait_more(&self, asm: &mut Option<Assembly>) {
+        let Some(a) = asm else { return };
+        let owner = a.owner;
+        let ctl = self.ctl();
+        let seen = ctl.cons.cached_tail.load(Ordering::Relaxed);
+        let mut spin = SpinWait::new();
+        while spin.spin() {
+            if ctl.tail.word.load(Ordering::Acquire) != seen {
+                return;
+            }
+        }
+        let mut drop_partial = || {
+            *asm = None;
+            self.state().store(C_IDLE, Ordering::Relaxed);
+        };
+        loop {
+            let v = lock::prepare_sleep(&ctl.wait.data);
+            if ctl.tail.word.load(Ordering::SeqCst) != seen {
+                return;
+            }
+            // SYNC: the producer swaps tail (SeqCst) before it swaps its
+            // lock word (SeqCst); seeing the lock gone and then the same
+            // tail means no fragment will follow.
+            if ctl.prod.owner.load(Ordering::SeqCst) != owner {
+                if ctl.tail.word.load(Ordering::SeqCst) == seen {
+                    drop_partial();
+                }
+                return;
+            }
+            let slice = Instant::now() + LIVENESS_SLICE;
+            if futex::wait(&ctl.wait.data, v, Some(slice)) == WaitOutcome::TimedOut
+                && !lock::owner_alive(owner)
+            {
+                if ctl.tail.word.load(Ordering::SeqCst) == seen {
+                    drop_partial();
+                }
+                return;
+            }
+        }
+    }
+
+    /// Marks the record at head as lent out in place (see `C_GUARD`).
+    pub(crate) fn lend(&self, rec: &Rec) {
+        let cons = &self.ctl().cons;
+        cons.guard_pos.store(rec.off, Ordering::Relaxed);
+        cons.state.store(C_GUARD, Ordering::Relaxed);
+    }
+
+    /// Consumes a record returned in [`Next::Whole`].
+    pub(crate) fn consume(&self, rec: &Rec) {
+        self.advance(rec.count.wrapping_add(1), rec.next);
+    }
+
+    /// Ends a loan: consumes the record.
+    pub(crate) fn finish(&self, rec: &Rec) {
+        self.advance(rec.count.wrapping_add(1), rec.next);
+        self.state().store(C_IDLE, Ordering::Relaxed);
+    }
+
+    /// The payload of `rec`, borrowed from the ring.
+    pub(crate) fn bytes(&self, rec: &Rec) -> &[u8] {
+        self.payload(rec)
+    }
+}

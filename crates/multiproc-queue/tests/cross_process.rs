@@ -1,0 +1,926 @@
+//! Queues between real processes: the test binary re-executes itself as
+//! each child role (see `multiproc-testkit`).
+//!
+//! Sizes are chosen so the whole file runs in well under a minute in a debug
+//! build on two CPUs. `MULTIPROC_FULL=1` runs the full counts of the issue:
+//! 1 000 000 messages through 4 producers × 4 consumers, and a chaos run of
+//! at least 1 000 kills.
+
+use multiproc_core::{Segment, codec, scm};
+use multiproc_queue::{JoinableQueue, Queue, SimpleQueue};
+use multiproc_testkit::{Role, inherited_fds, run, spawn, tests, wait_timeout};
+use serde::{Deserialize, Serialize};
+use std::os::fd::AsFd;
+use std::process::Child;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+const CHILD_LIMIT: Duration = Duration::from_secs(60);
+
+fn full() -> bool {
+    std::env::var_os("MULTIPROC_FULL").is_some_and(|v| v != "0")
+}
+
+fn pattern(len: usize, salt: u64) -> Vec<u8> {
+    (0..len).map(|i| ((i as u64 + salt) % 251) as u8).collect()
+}
+
+/// FNV-1a, enough to catch torn or mixed-up bytes.
+fn checksum(data: &[u8]) -> u64 {
+    let mut h = 0xcbf2_9ce4_8422_2325u64;
+    for &b in data {
+        h ^= u64::from(b);
+        h = h.wrapping_mul(0x100_0000_01b3);
+    }
+    h
+}
+
+/// A self-checking message: producer, sequence, body, checksum of all that.
+fn make_message(producer: u32, seq: u64, body_len: usize) -> Vec<u8> {
+    let mut m = Vec::with_capacity(body_len + 20);
+    m.extend_from_slice(&producer.to_le_bytes());
+    m.extend_from_slice(&seq.to_le_bytes());
+    m.extend_from_slice(&pattern(body_len, seq ^ u64::from(producer)));
+    let sum = checksum(&m);
+    m.extend_from_slice(&sum.to_le_bytes());
+    m
+}
+
+/// Checks a message made by [`make_message`]; returns (producer, seq).
+fn check_message(m: &[u8]) -> Result<(u32, u64), String> {
+    if m.len() < 20 {
+        return Err(format!("message of {} bytes is too short", m.len()));
+    }
+    let (body, sum) = m.split_at(m.len() - 8);
+    if checksum(body) != u64::from_le_bytes(sum.try_into().unwrap()) {
+        return Err(format!(
+            "checksum mismatch in a message of {} bytes",
+            m.len()
+        ));
+    }
+    let producer = u32::from_le_bytes(body[..4].try_into().unwrap());
+    let seq = u64::from_le_bytes(body[4..12].try_into().unwrap());
+    if body[12..] != pattern(body.len() - 12, seq ^ u64::from(producer)) {
+        return Err("body pattern mismatch".into());
+    }
+    Ok((producer, seq))
+}
+
+/// Tiny xorshift generator; seeded per process.
+struct Rng(u64);
+
+impl Rng {
+    fn new(seed: u64) -> Self {
+        Self(seed | 1)
+    }
+    fn next(&mut self) -> u64 {
+        let mut x = self.0;
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        self.0 = x;
+        x
+    }
+    fn below(&mut self, n: u64) -> u64 {
+        self.next() % n
+    }
+}
+
+fn seed() -> u64 {
+    let t = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos() as u64;
+    t ^ (u64::from(std::process::id()) << 32)
+}
+
+fn attach<T: Serialize + serde::de::DeserializeOwned>(fd: std::os::fd::OwnedFd) -> Queue<T> {
+    Queue::attach(Segment::from_fd(fd).unwrap()).unwrap()
+}
+
+fn arg<T: std::str::FromStr>(args: &[String], i: usize) -> T
+where
+    T::Err: std::fmt::Debug,
+{
+    args[i].parse().unwrap()
+}
+
+fn finish(child: &mut Child) {
+    let status = wait_timeout(child, CHILD_LIMIT);
+    assert!(status.success(), "child failed: {status:?}");
+}
+
+// ---- child roles -------------------------------------------------------
+
+#[derive(Serialize, Deserialize, Debug, PartialEq)]
+struct Item {
+    producer: u32,
+    seq: u64,
+    text: String,
+}
+
+/// args: producer id, count. Puts typed items 0..count.
+fn role_typed_producer(args: &[String]) {
+    let q: Queue<Item> = attach(inherited_fds().remove(0));
+    let producer: u32 = arg(args, 0);
+    let count: u64 = arg(args, 1);
+    for seq in 0..count {
+        let text = "x".repeat((seq % 40) as usize);
+        q.put(Item {
+            producer,
+            seq,
+            text,
+        })
+        .unwrap();
+    }
+}
+
+/// args: producer id, count, body length. Puts checked byte messages.
+fn role_bytes_producer(args: &[String]) {
+    let q: Queue<()> = attach(inherited_fds().remove(0));
+    let producer: u32 = arg(args, 0);
+    let count: u64 = arg(args, 1);
+    let body: usize = arg(args, 2);
+    for seq in 0..count {
+        q.put_bytes(&make_message(producer, seq, body)).unwrap();
+    }
+}
+
+#[derive(Serialize, Deserialize, Debug, Default)]
+struct Stats {
+    count: Vec<u64>,
+    sum: Vec<u64>,
+    sum_sq: Vec<u64>,
+    errors: Vec<String>,
+}
+
+/// args: producers. Drains checked byte messages until `Closed`, checks
+/// per-producer FIFO, and reports stats on the second (result) queue.
+fn role_bytes_consumer(args: &[String]) {
+    let mut fds = inherited_fds();
+    let q: Queue<()> = attach(fds.remove(0));
+    let results: Queue<Stats> = attach(fds.remove(0));
+    let producers: usize = arg(args, 0);
+    let mut stats = Stats {
+        count: vec![0; producers],
+        sum: vec![0; producers],
+        sum_sq: vec![0; producers],
+        errors: Vec::new(),
+    };
+    let mut last: Vec<Option<u64>> = vec![None; producers];
+    loop {
+        let m = match q.get_bytes() {
+            Ok(m) => m,
+            Err(e) if e.is_closed() => break,
+            Err(e) => panic!("get failed: {e}"),
+        };
+        match check_message(&m) {
+            Ok((p, seq)) => {
+                let p = p as usize;
+                if last[p].is_some_and(|l| l >= seq) {
+                    stats
+                        .errors
+                        .push(format!("producer {p}: {seq} after {:?}", last[p]));
+                }
+                last[p] = Some(seq);
+                stats.count[p] += 1;
+                stats.sum[p] = stats.sum[p].wrapping_add(seq);
+                stats.sum_sq[p] = stats.sum_sq[p].wrapping_add(seq.wrapping_mul(seq));
+            }
+            Err(e) => stats.errors.push(e),
+        }
+    }
+    results.put(stats).unwrap();
+}
+
+/// Blocks in `get` until the queue is closed; exit 0 only on `Closed`.
+fn role_wait_closed(_: &[String]) {
+    let q: Queue<u32> = attach(inherited_fds().remove(0));
+    match q.get() {
+        Err(e) if e.is_closed() => {}
+        other => panic!("expected Closed, got {other:?}"),
+    }
+}
+
+/// Blocks in `put` on a full queue until it is closed.
+fn role_put_until_closed(_: &[String]) {
+    let q: Queue<u32> = attach(inherited_fds().remove(0));
+    loop {
+        match q.put(1) {
+            Ok(()) => continue,
+            Err(e) if e.is_closed() => return,
+            Err(e) => panic!("unexpected {e}"),
+        }
+    }
+}
+
+/// Sleeps args[0] ms, then puts 7.
+fn role_put_later(args: &[String]) {
+    let q: Queue<u32> = attach(inherited_fds().remove(0));
+    std::thread::sleep(Duration::from_millis(arg(args, 0)));
+    q.put(7).unwrap();
+}
+
+/// JoinableQueue worker: takes jobs, squares them onto the result queue,
+/// marks them done, until `Closed`.
+fn role_join_worker(_: &[String]) {
+    let mut fds = inherited_fds();
+    let jobs = JoinableQueue::<u64>::attach(Segment::from_fd(fds.remove(0)).unwrap()).unwrap();
+    let out: Queue<u64> = attach(fds.remove(0));
+    loop {
+        match jobs.get() {
+            Ok(n) => {
+                std::thread::sleep(Duration::from_micros(200));
+                out.put(n * n).unwrap();
+                jobs.task_done().unwrap();
+            }
+            Err(e) if e.is_closed() => return,
+            Err(e) => panic!("{e}"),
+        }
+    }
+}
+
+/// SimpleQueue echo: get, put back + 1, until Closed.
+fn role_simple_echo(_: &[String]) {
+    let mut fds = inherited_fds();
+    let input = SimpleQueue::<u32>::attach(Segment::from_fd(fds.remove(0)).unwrap()).unwrap();
+    let output = SimpleQueue::<u32>::attach(Segment::from_fd(fds.remove(0)).unwrap()).unwrap();
+    while let Ok(n) = input.get() {
+        output.put(n + 1).unwrap();
+    }
+}
+
+#[derive(Serialize, Deserialize)]
+struct Big {
+    id: u32,
+    body: String,
+}
+
+fn big_body(len: usize, salt: u64) -> String {
+    (0..len)
+        .map(|i| char::from(b'a' + ((i as u64 + salt) % 26) as u8))
+        .collect()
+}
+
+/// Puts one 64 MiB message typed and one as bytes.
+fn role_big_producer(args: &[String]) {
+    let mut fds = inherited_fds();
+    let typed: Queue<Big> = attach(fds.remove(0));
+    let bytes: Queue<()> = attach(fds.remove(0));
+    let len: usize = arg(args, 0);
+    typed
+        .put(Big {
+            id: 9,
+            body: big_body(len, 3),
+        })
+        .unwrap();
+    bytes.put_bytes(&pattern(len, 5)).unwrap();
+}
+
+/// Puts messages of the sizes in args with `put_with`.
+fn role_put_with(args: &[String]) {
+    let q: Queue<()> = attach(inherited_fds().remove(0));
+    for (i, len) in args.iter().enumerate() {
+        let len: usize = len.parse().unwrap();
+        q.put_with(len, |buf| {
+            for (j, b) in buf.iter_mut().enumerate() {
+                *b = ((j + i) % 251) as u8;
+            }
+        })
+        .map_err(|e| e.to_string())
+        .unwrap();
+    }
+}
+
+/// Receives a queue handle over the inherited socket and puts into it.
+fn role_socket_receiver(_: &[String]) {
+    let socket = inherited_fds().remove(0);
+    let mut buf = vec![0u8; 4096];
+    let got = scm::recv(&socket, &mut buf, 4).unwrap();
+    let q: Queue<String> = codec::decode_with_fds(&buf[..got.len], got.fds).unwrap();
+    q.put("over the socket".to_string()).unwrap();
+}
+
+/// Measures its own CPU time while blocked in `get` (args[0] = "get") or
+/// `put` on a full queue ("put") for about a second; fails above 50 ms.
+fn role_blocked_cpu(args: &[String]) {
+    let q: Queue<u32> = attach(inherited_fds().remove(0));
+    let before = cpu_time_of(std::process::id());
+    let start = Instant::now();
+    match args[0].as_str() {
+        "get" => assert!(
+            q.get_timeout(Duration::from_secs(1))
+                .unwrap_err()
+                .is_timeout()
+        ),
+        _ => assert!(
+            q.put_timeout(1, Duration::from_secs(1))
+                .unwrap_err()
+                .is_timeout()
+        ),
+    }
+    let waited = start.elapsed();
+    let used = cpu_time_of(std::process::id()) - before;
+    assert!(waited >= Duration::from_secs(1));
+    assert!(
+        used < Duration::from_millis(50),
+        "blocked {} used {used:?} of CPU",
+        args[0]
+    );
+}
+
+/// utime + stime of a process, from `/proc/PID/stat` (in clock ticks).
+fn cpu_time_of(pid: u32) -> Duration {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    let rest = &stat[stat.rfind(')').unwrap() + 2..];
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    // Fields 14 and 15 of the line; `rest` starts at field 3.
+    let ticks: u64 = fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap();
+    let hz = rustix::param::clock_ticks_per_second();
+    Duration::from_millis(ticks * 1000 / hz)
+}
+
+// ---- chaos ----------------------------------------------------------------
+
+/// The chaos bookkeeping segment: counters, then one slot per producer
+/// incarnation (acked count) and a received bitmap per incarnation.
+const CHAOS_MAX_INCARNATIONS: usize = 8192;
+const CHAOS_MAX_SEQ: u64 = 1 << 14;
+const CHAOS_BITMAP_WORDS: usize = (CHAOS_MAX_SEQ / 64) as usize;
+const C_NEXT_ID: usize = 0;
+const C_CORRUPT: usize = 8;
+const C_DUPLICATE: usize = 16;
+const C_RECEIVED: usize = 24;
+const C_ACKED_BASE: usize = 64;
+const C_BITMAP_BASE: usize = C_ACKED_BASE + 8 * CHAOS_MAX_INCARNATIONS;
+const CHAOS_SEGMENT: usize = C_BITMAP_BASE + 8 * CHAOS_BITMAP_WORDS * CHAOS_MAX_INCARNATIONS;
+
+struct Book(Segment);
+
+impl Book {
+    fn word(&self, off: usize) -> &AtomicU64 {
+        self.0.view::<AtomicU64>(off).unwrap()
+    }
+
+    fn acked(&self, id: u32) -> &AtomicU64 {
+        self.word(C_ACKED_BASE + 8 * id as usize)
+    }
+
+    /// Marks (id, seq) received; false if it already was (a duplicate).
+    fn mark(&self, id: u32, seq: u64) -> bool {
+        let word = C_BITMAP_BASE + 8 * (id as usize * CHAOS_BITMAP_WORDS + (seq / 64) as usize);
+        let bit = 1u64 << (seq % 64);
+        self.word(word).fetch_or(bit, Ordering::SeqCst) & bit == 0
+    }
+
+    fn received(&self, id: u32, seq: u64) -> bool {
+        let word = C_BITMAP_BASE + 8 * (id as usize * CHAOS_BITMAP_WORDS + (seq / 64) as usize);
+        self.word(word).load(Ordering::SeqCst) & (1u64 << (seq % 64)) != 0
+    }
+
+    /// Checks and records one received message.
+    fn record(&self, m: &[u8]) {
+        match check_message(m) {
+            Ok((id, seq)) if (id as usize) < CHAOS_MAX_INCARNATIONS && seq < CHAOS_MAX_SEQ => {
+                if !self.mark(id, seq) {
+                    self.word(C_DUPLICATE).fetch_add(1, Ordering::SeqCst);
+                }
+                self.word(C_RECEIVED).fetch_add(1, Ordering::SeqCst);
+            }
+            _ => {
+                self.word(C_CORRUPT).fetch_add(1, Ordering::SeqCst);
+            }
+        }
+    }
+}
+
+fn chaos_body_len(rng: &mut Rng) -> usize {
+    match rng.below(100) {
+        0..=89 => rng.below(200) as usize,
+        90..=98 => 1000 + rng.below(20_000) as usize,
+        _ => 100_000 + rng.below(500_000) as usize,
+    }
+}
+
+/// Chaos producer: a fresh incarnation id, then checked messages of random
+/// sizes (some through `put_with`) until killed or CHAOS_MAX_SEQ.
+fn role_chaos_producer(_: &[String]) {
+    let mut fds = inherited_fds();
+    let q: Queue<()> = attach(fds.remove(0));
+    let book = Book(Segment::from_fd(fds.remove(0)).unwrap());
+    let id = book.word(C_NEXT_ID).fetch_add(1, Ordering::SeqCst) as u32;
+    assert!(
+        (id as usize) < CHAOS_MAX_INCARNATIONS,
+        "too many incarnations"
+    );
+    let mut rng = Rng::new(seed());
+    for seq in 0..CHAOS_MAX_SEQ {
+        let m = make_message(id, seq, chaos_body_len(&mut rng));
+        let result = if rng.below(4) == 0 {
+            q.put_with(m.len(), |buf| buf.copy_from_slice(&m))
+                .map_err(|e| e.is_closed())
+        } else {
+            q.put_bytes(&m).map_err(|e| e.is_closed())
+        };
+        match result {
+            Ok(()) => book.acked(id).store(seq + 1, Ordering::SeqCst),
+            Err(true) => return,
+            Err(false) => panic!("put failed"),
+        }
+    }
+}
+
+/// Chaos consumer: checks and records messages until killed or closed,
+/// some read in place (a kill then hits the in-place loan).
+fn role_chaos_consumer(_: &[String]) {
+    let mut fds = inherited_fds();
+    let q: Queue<()> = attach(fds.remove(0));
+    let book = Book(Segment::from_fd(fds.remove(0)).unwrap());
+    let mut rng = Rng::new(seed());
+    loop {
+        if rng.below(3) == 0 {
+            match q.get_in_place() {
+                Ok(m) => book.record(&m),
+                Err(e) if e.is_closed() => return,
+                Err(e) => panic!("{e}"),
+            }
+        } else {
+            match q.get_bytes() {
+                Ok(m) => book.record(&m),
+                Err(e) if e.is_closed() => return,
+                Err(e) => panic!("{e}"),
+            }
+        }
+    }
+}
+
+// ---- tests -------------------------------------------------------------
+
+fn typed_smoke_and_fifo_from_a_child() {
+    let q: Queue<Item> = Queue::new().unwrap();
+    let mut child = spawn("typed_producer", &["3", "2000"], &[q.as_fd()]).unwrap();
+    for seq in 0..2000 {
+        let item = q.get_timeout(Duration::from_secs(20)).unwrap();
+        assert_eq!(item.producer, 3);
+        assert_eq!(item.seq, seq, "out of order");
+        assert_eq!(item.text, "x".repeat((seq % 40) as usize));
+    }
+    finish(&mut child);
+    assert!(q.is_empty());
+}
+
+fn mpmc_4x4_exactly_once_with_fifo_per_producer() {
+    let total: u64 = if full() { 1_000_000 } else { 100_000 };
+    let per_producer = total / 4;
+    let q: Queue<()> = Queue::builder().ring_bytes(1 << 20).build().unwrap();
+    let results: Queue<Stats> = Queue::new().unwrap();
+    let start = Instant::now();
+    let mut consumers: Vec<Child> = (0..4)
+        .map(|_| spawn("bytes_consumer", &["4"], &[q.as_fd(), results.as_fd()]).unwrap())
+        .collect();
+    let mut producers: Vec<Child> = (0..4)
+        .map(|p| {
+            spawn(
+                "bytes_producer",
+                &[&p.to_string(), &per_producer.to_string(), "8"],
+                &[q.as_fd()],
+            )
+            .unwrap()
+        })
+        .collect();
+    for p in &mut producers {
+        finish(p);
+    }
+    q.close();
+    let mut merged = Stats {
+        count: vec![0; 4],
+        sum: vec![0; 4],
+        sum_sq: vec![0; 4],
+        errors: Vec::new(),
+    };
+    for _ in 0..4 {
+        let s = results.get_timeout(CHILD_LIMIT).unwrap();
+        for p in 0..4 {
+            merged.count[p] += s.count[p];
+            merged.sum[p] = merged.sum[p].wrapping_add(s.sum[p]);
+            merged.sum_sq[p] = merged.sum_sq[p].wrapping_add(s.sum_sq[p]);
+        }
+        merged.errors.extend(s.errors);
+    }
+    for c in &mut consumers {
+        finish(c);
+    }
+    assert!(
+        merged.errors.is_empty(),
+        "{:?}",
+        &merged.errors[..merged.errors.len().min(5)]
+    );
+    let n = per_producer;
+    let sum: u64 = (0..n).sum();
+    let sum_sq = (0..n).fold(0u64, |a, s| a.wrapping_add(s.wrapping_mul(s)));
+    for p in 0..4 {
+        assert_eq!(merged.count[p], n, "producer {p}: count");
+        assert_eq!(merged.sum[p], sum, "producer {p}: sum of sequence numbers");
+        assert_eq!(merged.sum_sq[p], sum_sq, "producer {p}: sum of squares");
+    }
+    eprintln!("    {total} messages 4x4 in {:?}", start.elapsed());
+}
+
+fn get_timeout_is_woken_by_another_process() {
+    let q: Queue<u32> = Queue::new().unwrap();
+    let mut child = spawn("put_later", &["50"], &[q.as_fd()]).unwrap();
+    let start = Instant::now();
+    assert_eq!(q.get_timeout(Duration::from_secs(20)).unwrap(), 7);
+    assert!(start.elapsed() >= Duration::from_millis(40));
+    finish(&mut child);
+    // And a timeout that expires.
+    let start = Instant::now();
+    assert!(
+        q.get_timeout(Duration::from_millis(30))
+            .unwrap_err()
+            .is_timeout()
+    );
+    let took = start.elapsed();
+    assert!(
+        took >= Duration::from_millis(30) && took < Duration::from_millis(500),
+        "{took:?}"
+    );
+}
+
+fn close_wakes_a_blocked_getter_in_another_process() {
+    let q: Queue<u32> = Queue::new().unwrap();
+    let mut child = spawn("wait_closed", &[], &[q.as_fd()]).unwrap();
+    std::thread::sleep(Duration::from_millis(100));
+    q.close();
+    finish(&mut child);
+}
+
+fn close_wakes_a_blocked_putter_in_another_process() {
+    let q: Queue<u32> = Queue::with_capacity(3).unwrap();
+    let mut child = spawn("put_until_closed", &[], &[q.as_fd()]).unwrap();
+    assert!(multiproc_testkit::eventually(
+        Duration::from_secs(20),
+        || q.is_full()
+    ));
+    std::thread::sleep(Duration::from_millis(50));
+    q.close();
+    finish(&mut child);
+    // What was put before the close drains, then Closed.
+    for _ in 0..3 {
+        assert_eq!(q.get().unwrap(), 1);
+    }
+    assert!(q.get().unwrap_err().is_closed());
+    assert!(q.try_get().unwrap_err().is_closed());
+}
+
+fn close_after_puts_drains_in_another_process() {
+    let q: Queue<()> = Queue::new().unwrap();
+    let results: Queue<Stats> = Queue::new().unwrap();
+    for seq in 0..100 {
+        q.put_bytes(&make_message(0, seq, 10)).unwrap();
+    }
+    q.close();
+    let mut child = spawn("bytes_consumer", &["1"], &[q.as_fd(), results.as_fd()]).unwrap();
+    let s = results.get_timeout(CHILD_LIMIT).unwrap();
+    finish(&mut child);
+    assert!(s.errors.is_empty());
+    assert_eq!(s.count, vec![100]);
+}
+
+fn joinable_join_waits_for_task_done_across_processes() {
+    let jobs = JoinableQueue::<u64>::new().unwrap();
+    let out: Queue<u64> = Queue::new().unwrap();
+    let mut workers: Vec<Child> = (0..2)
+        .map(|_| spawn("join_worker", &[], &[jobs.as_fd(), out.as_fd()]).unwrap())
+        .collect();
+    for n in 0..200u64 {
+        jobs.put(n).unwrap();
+    }
+    let start = Instant::now();
+    jobs.join_timeout(CHILD_LIMIT).unwrap();
+    assert_eq!(jobs.unfinished_tasks(), 0);
+    // Every job was squared before its task_done, so all results are in.
+    let mut got: Vec<u64> = (0..200).map(|_| out.try_get().unwrap()).collect();
+    got.sort_unstable();
+    assert_eq!(got, (0..200u64).map(|n| n * n).collect::<Vec<_>>());
+    assert!(start.elapsed() < CHILD_LIMIT);
+    jobs.close();
+    for w in &mut workers {
+        finish(w);
+    }
+    assert!(
+        jobs.task_done().is_err(),
+        "task_done beyond the puts must fail"
+    );
+}
+
+fn simple_queue_across_processes() {
+    let input = SimpleQueue::<u32>::new().unwrap();
+    let output = SimpleQueue::<u32>::new().unwrap();
+    let mut child = spawn("simple_echo", &[], &[input.as_fd(), output.as_fd()]).unwrap();
+    for n in 0..500 {
+        input.put(n).unwrap();
+    }
+    for n in 0..500 {
+        assert_eq!(output.get().unwrap(), n + 1);
+    }
+    assert!(output.is_empty());
+    input.close();
+    finish(&mut child);
+}
+
+fn oversized_64_mib_through_a_1_mib_ring_typed_and_bytes() {
+    let len = 64 << 20;
+    let typed: Queue<Big> = Queue::builder().ring_bytes(1 << 20).build().unwrap();
+    let bytes: Queue<()> = Queue::builder().ring_bytes(1 << 20).build().unwrap();
+    let mut child = spawn(
+        "big_producer",
+        &[&len.to_string()],
+        &[typed.as_fd(), bytes.as_fd()],
+    )
+    .unwrap();
+    let big = typed.get_timeout(CHILD_LIMIT).unwrap();
+    assert_eq!(big.id, 9);
+    assert_eq!(big.body.len(), len);
+    assert!(big.body == big_body(len, 3), "typed body differs");
+    drop(big);
+    let raw = bytes.get_bytes_timeout(CHILD_LIMIT).unwrap();
+    assert_eq!(raw.len(), len);
+    assert!(raw == pattern(len, 5), "bytes body differs");
+    finish(&mut child);
+}
+
+fn zero_copy_put_with_and_get_in_place_at_the_edges() {
+    let q: Queue<()> = Queue::builder().ring_bytes(64 * 1024).build().unwrap();
+    let max = q.max_in_place();
+    let sizes = [0, 1, 15, 16, 17, max - 1, max, max + 1, 64 * 1024, 200_000];
+    let args: Vec<String> = sizes.iter().map(ToString::to_string).collect();
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let mut child = spawn("put_with", &args, &[q.as_fd()]).unwrap();
+    for (i, &len) in sizes.iter().enumerate() {
+        let m = q.get_in_place_timeout(CHILD_LIMIT).unwrap();
+        assert_eq!(m.len(), len);
+        assert_eq!(
+            multiproc_queue::InPlace::is_borrowed(&m),
+            len <= max,
+            "size {len}"
+        );
+        assert!(
+            m.iter()
+                .enumerate()
+                .all(|(j, &b)| b == ((j + i) % 251) as u8)
+        );
+    }
+    finish(&mut child);
+}
+
+fn a_queue_travels_over_a_unix_socket() {
+    let (ours, theirs) = scm::stream_pair().unwrap();
+    let q: Queue<String> = Queue::new().unwrap();
+    let mut child = spawn("socket_receiver", &[], &[theirs.as_fd()]).unwrap();
+    drop(theirs);
+    let (bytes, fds) = codec::encode_with_fds(&q).unwrap();
+    let borrowed: Vec<_> = fds.iter().map(AsFd::as_fd).collect();
+    scm::send_all(&ours, &bytes, &borrowed).unwrap();
+    drop(fds);
+    assert_eq!(q.get_timeout(CHILD_LIMIT).unwrap(), "over the socket");
+    finish(&mut child);
+}
+
+fn blocked_getters_and_putters_use_no_cpu() {
+    let empty: Queue<u32> = Queue::new().unwrap();
+    let full: Queue<u32> = Queue::with_capacity(1).unwrap();
+    full.put(0).unwrap();
+    let mut getter = spawn("blocked_cpu", &["get"], &[empty.as_fd()]).unwrap();
+    let mut putter = spawn("blocked_cpu", &["put"], &[full.as_fd()]).unwrap();
+    finish(&mut getter);
+    finish(&mut putter);
+}
+
+fn nothing_of_ours_appears_in_dev_shm() {
+    let before = std::fs::read_dir("/dev/shm")
+        .map(|d| d.count())
+        .unwrap_or(0);
+    let queues: Vec<Queue<u8>> = (0..8).map(|_| Queue::new().unwrap()).collect();
+    for q in &queues {
+        q.put(1).unwrap();
+    }
+    let during = std::fs::read_dir("/dev/shm")
+        .map(|d| d.count())
+        .unwrap_or(0);
+    assert_eq!(before, during, "a queue created a file in /dev/shm");
+    // The memory is a memfd: visible only as a descriptor.
+    let link = std::fs::read_link(format!("/proc/self/fd/{}", {
+        use std::os::fd::AsRawFd;
+        queues[0].as_fd().as_raw_fd()
+    }))
+    .unwrap();
+    assert!(link.to_string_lossy().starts_with("/memfd:"), "{link:?}");
+}
+
+fn chaos_kills_never_tear_duplicate_or_hang() {
+    let kills_wanted: usize = if full() { 1000 } else { 60 };
+    let q: Queue<()> = Queue::builder().ring_bytes(256 * 1024).build().unwrap();
+    let book = Book(Segment::anonymous(CHAOS_SEGMENT).unwrap());
+    let fds = [q.as_fd(), book.0.as_fd()];
+    let mut rng = Rng::new(seed());
+    let mut producers: Vec<Child> = (0..2)
+        .map(|_| spawn("chaos_producer", &[], &fds).unwrap())
+        .collect();
+    let mut consumers: Vec<Child> = (0..2)
+        .map(|_| spawn("chaos_consumer", &[], &fds).unwrap())
+        .collect();
+    let mut kills = 0usize;
+    let mut producer_kills = 0usize;
+    let mut consumer_kills = 0usize;
+    let start = Instant::now();
+    let limit = Duration::from_secs(if full() { 600 } else { 30 });
+    while kills < kills_wanted {
+        assert!(start.elapsed() < limit, "chaos run overran its time budget");
+        std::thread::sleep(Duration::from_micros(rng.below(8000)));
+        let (pool, role) = if rng.below(2) == 0 {
+            producer_kills += 1;
+            (&mut producers, "chaos_producer")
+        } else {
+            consumer_kills += 1;
+            (&mut consumers, "chaos_consumer")
+        };
+        let i = rng.below(pool.len() as u64) as usize;
+        let _ = pool[i].kill();
+        let _ = pool[i].wait();
+        pool[i] = spawn(role, &[], &fds).unwrap();
+        kills += 1;
+    }
+    // Stop producing; let the consumers drain, then close and collect them.
+    for p in &mut producers {
+        let _ = p.kill();
+        let _ = p.wait();
+    }
+    let drained = multiproc_testkit::eventually(Duration::from_secs(30), || q.is_empty());
+    assert!(
+        drained,
+        "survivors did not drain the queue: {} left",
+        q.qsize()
+    );
+    q.close();
+    for c in &mut consumers {
+        finish(c);
+    }
+    // The queue still works after all that.
+    let after = make_message(CHAOS_MAX_INCARNATIONS as u32 - 1, 0, 10);
+    assert!(q.put_bytes(&after).unwrap_err().is_closed());
+
+    let word = |off| book.word(off).load(Ordering::SeqCst);
+    assert_eq!(
+        word(C_CORRUPT),
+        0,
+        "a consumer received a torn or corrupt message"
+    );
+    assert_eq!(word(C_DUPLICATE), 0, "a message was delivered twice");
+    let incarnations = word(C_NEXT_ID) as u32;
+    let mut acked_lost = 0u64;
+    let mut acked_total = 0u64;
+    for id in 0..incarnations {
+        let acked = book.acked(id).load(Ordering::SeqCst);
+        acked_total += acked;
+        acked_lost += (0..acked).filter(|&s| !book.received(id, s)).count() as u64;
+    }
+    eprintln!(
+        "    chaos: {kills} kills ({producer_kills} producers, {consumer_kills} consumers), \
+         {acked_total} acknowledged puts, {} received, {acked_lost} lost with killed consumers, {:?}",
+        word(C_RECEIVED),
+        start.elapsed()
+    );
+    // Each killed consumer can take at most its own message in flight with it.
+    assert!(
+        acked_lost <= consumer_kills as u64,
+        "{acked_lost} acknowledged messages lost, but only {consumer_kills} consumers were killed"
+    );
+    assert!(acked_total > 0);
+}
+
+fn queue_keeps_working_after_a_producer_dies_mid_fragment() {
+    // A child puts a 4 MiB message through a 64 KiB ring while nobody reads,
+    // so it blocks after its first fragments; we kill it there. The next put
+    // and get must work and never see the partial message.
+    let q: Queue<()> = Queue::builder().ring_bytes(64 * 1024).build().unwrap();
+    let mut child = spawn(
+        "big_producer_bytes_only",
+        &[&(4 << 20).to_string()],
+        &[q.as_fd()],
+    )
+    .unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    child.kill().unwrap();
+    child.wait().unwrap();
+    // The ring is full of the dead producer's fragments: a reader drains
+    // them, notices the writer is dead and drops the partial message.
+    let err = q.get_bytes_timeout(Duration::from_millis(300)).unwrap_err();
+    assert!(err.is_timeout(), "{err:?}");
+    q.put_bytes(b"after").unwrap();
+    assert_eq!(
+        q.get_bytes_timeout(Duration::from_secs(10)).unwrap(),
+        b"after"
+    );
+    assert!(q.try_get_bytes().unwrap_err().is_empty());
+}
+
+fn role_big_producer_bytes_only(args: &[String]) {
+    let q: Queue<()> = attach(inherited_fds().remove(0));
+    let len: usize = arg(args, 0);
+    q.put_bytes(&pattern(len, 1)).unwrap();
+}
+
+fn consumer_dying_mid_fragment_loses_only_that_message() {
+    // A child reads a 32 MiB message fragment by fragment through a 64 KiB
+    // ring. We stop its producer (SIGSTOP) half way, so the reader sits
+    // between fragments, kill the reader, and let the producer go on. The
+    // rest of that message must be skipped (or, had the stop come before or
+    // after the message, the message is whole), and the next message
+    // delivered intact.
+    use rustix::process::{Pid, Signal, kill_process};
+    let q: Queue<()> = Queue::builder().ring_bytes(64 * 1024).build().unwrap();
+    let results: Queue<Stats> = Queue::new().unwrap();
+    let mut consumer = spawn("bytes_consumer", &["1"], &[q.as_fd(), results.as_fd()]).unwrap();
+    std::thread::sleep(Duration::from_millis(50));
+    let ready: Queue<()> = Queue::new().unwrap();
+    let mut producer = spawn(
+        "two_messages",
+        &[&(32 << 20).to_string()],
+        &[q.as_fd(), ready.as_fd()],
+    )
+    .unwrap();
+    let pid = Pid::from_raw(producer.id() as i32).unwrap();
+    ready.get_timeout(CHILD_LIMIT).unwrap();
+    std::thread::sleep(Duration::from_millis(3));
+    kill_process(pid, Signal::STOP).unwrap();
+    std::thread::sleep(Duration::from_millis(50));
+    consumer.kill().unwrap();
+    consumer.wait().unwrap();
+    kill_process(pid, Signal::CONT).unwrap();
+    let mut seen = Vec::new();
+    loop {
+        let m = q.get_bytes_timeout(Duration::from_secs(20)).unwrap();
+        let (_, seq) = check_message(&m).expect("a partial or torn message was delivered");
+        seen.push(seq);
+        if seq == 1 {
+            break;
+        }
+    }
+    finish(&mut producer);
+    assert!(seen == [1] || seen == [0, 1], "{seen:?}");
+    eprintln!("    received {seen:?} after the kill");
+}
+
+/// Puts a checked message of args[0] bytes, then a small one.
+fn role_two_messages(args: &[String]) {
+    let mut fds = inherited_fds();
+    let q: Queue<()> = attach(fds.remove(0));
+    let ready: Queue<()> = attach(fds.remove(0));
+    let big = make_message(0, 0, arg(args, 0));
+    ready.put(()).unwrap();
+    q.put_bytes(&big).unwrap();
+    q.put_bytes(&make_message(0, 1, 10)).unwrap();
+}
+
+fn main() {
+    let roles: &[Role] = &[
+        ("typed_producer", role_typed_producer),
+        ("bytes_producer", role_bytes_producer),
+        ("bytes_consumer", role_bytes_consumer),
+        ("wait_closed", role_wait_closed),
+        ("put_until_closed", role_put_until_closed),
+        ("put_later", role_put_later),
+        ("join_worker", role_join_worker),
+        ("simple_echo", role_simple_echo),
+        ("big_producer", role_big_producer),
+        ("big_producer_bytes_only", role_big_producer_bytes_only),
+        ("put_with", role_put_with),
+        ("two_messages", role_two_messages),
+        ("socket_receiver", role_socket_receiver),
+        ("blocked_cpu", role_blocked_cpu),
+        ("chaos_producer", role_chaos_producer),
+        ("chaos_consumer", role_chaos_consumer),
+    ];
+    run(
+        roles,
+        tests![
+            typed_smoke_and_fifo_from_a_child,
+            mpmc_4x4_exactly_once_with_fifo_per_producer,
+            get_timeout_is_woken_by_another_process,
+            close_wakes_a_blocked_getter_in_another_process,
+            close_wakes_a_blocked_putter_in_another_process,
+            close_after_puts_drains_in_another_process,
+            joinable_join_waits_for_task_done_across_processes,
+            simple_queue_across_processes,
+            oversized_64_mib_through_a_1_mib_ring_typed_and_bytes,
+            zero_copy_put_with_and_get_in_place_at_the_edges,
+            a_queue_travels_over_a_unix_socket,
+            blocked_getters_and_putters_use_no_cpu,
+            nothing_of_ours_appears_in_dev_shm,
+            chaos_kills_never_tear_duplicate_or_hang,
+            queue_keeps_working_after_a_producer_dies_mid_fragment,
+            consumer_dying_mid_fragment_loses_only_that_message,
+        ],
+    );
+}
