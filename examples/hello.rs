@@ -1,77 +1,104 @@
-//! Two real processes share memory: the parent hands an anonymous segment to
-//! a child over a Unix socket (its descriptor travels with `SCM_RIGHTS`), the
-//! child writes into it and wakes the parent through a futex in the segment.
+//! A tour of what multiproc does between real processes: start children
+//! (fork server by default), get their return values, talk over a pipe,
+//! share a lock and a counter, and share a named memory block that Python
+//! could open too.
 //!
 //! Run: `cargo run --release --example hello`
 
-use multiproc::{Segment, codec, futex, scm};
-use std::os::unix::net::{UnixListener, UnixStream};
-use std::sync::atomic::Ordering;
-use std::time::{Duration, Instant};
+use multiproc::prelude::*;
+use std::time::Instant;
 
-const READY: usize = 0;
-const TEXT: usize = 64;
+fn square(x: u64) -> u64 {
+    x * x
+}
 
-fn child(socket_path: &str) -> Result<(), Box<dyn std::error::Error>> {
-    let stream = UnixStream::connect(socket_path)?;
-    let mut buf = vec![0u8; 1024];
-    let got = scm::recv(&stream, &mut buf, 4)?;
-    let segment: Segment = codec::decode_with_fds(&buf[..got.len], got.fds)?;
-    let text = format!("hello from process {}", std::process::id());
-    segment.write_at(TEXT, &(text.len() as u32).to_le_bytes())?;
-    segment.write_at(TEXT + 4, text.as_bytes())?;
-    let ready = segment.atomic_u32(READY)?;
-    ready.store(1, Ordering::Release);
-    futex::wake_all(ready);
-    Ok(())
+fn echo_upper(conn: Connection) -> usize {
+    let mut conn = conn;
+    let mut count = 0;
+    while let Ok(text) = conn.recv::<String>() {
+        if text.is_empty() {
+            break;
+        }
+        conn.send(&text.to_uppercase())
+            .expect("parent is listening");
+        count += 1;
+    }
+    count
+}
+
+fn count_to((lock, counter, n): (Lock, Value<u64>, u64)) -> u32 {
+    for _ in 0..n {
+        let _guard = lock.lock().unwrap_or_else(|died| died.into_inner());
+        counter.set(counter.get() + 1);
+    }
+    std::process::id()
+}
+
+fn write_block((block, text): (SharedMemory, String)) {
+    block
+        .write_at(0, text.as_bytes())
+        .expect("block is large enough");
 }
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let mut args = std::env::args().skip(1);
-    if let (Some(flag), Some(path)) = (args.next(), args.next())
-        && flag == "--child"
-    {
-        return child(&path);
-    }
-
-    let dir = std::env::temp_dir().join(format!("multiproc-hello-{}", std::process::id()));
-    std::fs::create_dir_all(&dir)?;
-    let path = dir.join("socket");
-    let listener = UnixListener::bind(&path)?;
-
-    let start = Instant::now();
-    let mut process = std::process::Command::new(std::env::current_exe()?)
-        .arg("--child")
-        .arg(&path)
-        .spawn()?;
-    let (stream, _) = listener.accept()?;
-
-    let segment = Segment::anonymous(4096)?;
-    let (bytes, fds) = codec::encode_with_fds(&segment)?;
-    let lent: Vec<_> = fds.iter().map(std::os::fd::AsFd::as_fd).collect();
-    scm::send_all(&stream, &bytes, &lent)?;
+    let me = multiproc::current_process();
     println!(
-        "parent {}: sent a {}-byte segment ({} bytes + {} descriptor)",
-        std::process::id(),
-        segment.len(),
-        bytes.len(),
-        fds.len()
+        "{} (pid {}), {} CPUs usable",
+        me.name,
+        me.pid,
+        multiproc::cpu_count()
     );
 
-    let ready = segment.atomic_u32(READY)?;
-    let deadline = multiproc::os::time::deadline_after(Duration::from_secs(10));
-    futex::wait_until(ready, deadline, |v| v == 1).map_err(|_| "child did not answer in 10 s")?;
-    let mut len = [0u8; 4];
-    segment.read_at(TEXT, &mut len)?;
-    let mut text = vec![0u8; u32::from_le_bytes(len).min(1024) as usize];
-    segment.read_at(TEXT + 4, &mut text)?;
-    println!("parent read from shared memory: {:?}", String::from_utf8_lossy(&text));
-    println!("round trip including process start: {:?}", start.elapsed());
+    // 1. Return values.
+    let start = Instant::now();
+    let mut child = Process::new(square, 12).start()?;
+    println!(
+        "[process] square(12) = {} in {:?} (start + join)",
+        child.join()?,
+        start.elapsed()
+    );
 
-    let status = process.wait()?;
-    std::fs::remove_dir_all(&dir)?;
-    if !status.success() {
-        return Err(format!("child failed: {status}").into());
+    // 2. A duplex pipe, Python's wire format.
+    let (ours, theirs) = Pipe::new()?;
+    let mut ours = ours;
+    let mut child = Process::new(echo_upper, theirs).start()?;
+    for word in ["hello", "from", "the", "parent"] {
+        ours.send(&word.to_string())?;
+        print!("{} ", ours.recv::<String>()?);
     }
+    ours.send(&String::new())?;
+    println!("<- [pipe] {} messages echoed", child.join()?);
+
+    // 3. A lock and a counter shared by four processes.
+    let lock = Lock::new()?;
+    let counter = Value::new(0u64)?;
+    let start = Instant::now();
+    let mut children: Vec<_> = (0..4)
+        .map(|_| Process::new(count_to, (lock.clone(), counter.clone(), 10_000)).start())
+        .collect::<Result<_, _>>()?;
+    for child in &mut children {
+        child.join()?;
+    }
+    println!(
+        "[lock] 4 processes x 10000 locked increments = {} in {:?}",
+        counter.get(),
+        start.elapsed()
+    );
+
+    // 4. A named block (Python: SharedMemory(name=...)).
+    let block = SharedMemory::create(None, 64)?;
+    let mut child = Process::new(
+        write_block,
+        (block.try_clone()?, "written by a child".into()),
+    )
+    .start()?;
+    child.join()?;
+    let mut text = [0u8; 18];
+    block.read_at(0, &mut text)?;
+    println!(
+        "[shared memory] /dev/shm/{}: {:?}",
+        block.name(),
+        String::from_utf8_lossy(&text)
+    );
     Ok(())
 }

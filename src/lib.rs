@@ -2,41 +2,91 @@
 //! locks, pools and shared data that work between real OS processes, fast,
 //! and keep working when a process crashes.
 //!
-//! This is the facade crate: it re-exports the member crates, so one
-//! dependency gives everything. Each member crate is usable on its own too.
+//! This facade re-exports the member crates — one dependency gives
+//! everything, and each member crate is usable on its own too:
 //!
-//! | crate | what |
-//! |---|---|
-//! | [`multiproc_core`] (re-exported as [`os`]) | shared-memory segments, futexes, descriptor passing, handles, codec |
-//!
-//! The other crates (synchronisation, queues, pipes, shared data, processes)
-//! are re-exported here as they land.
+//! | module | crate | what |
+//! |---|---|---|
+//! | [`os`] | `multiproc-core` | shared-memory segments, futexes, descriptor passing, handles, codec |
+//! | [`sync`] | `multiproc-sync` | Lock, RLock, Semaphore, BoundedSemaphore, Event, Condition, Barrier |
+//! | [`connection`] | `multiproc-pipe` | Pipe, Connection, Listener, Client, wait |
+//! | [`shared`] | `multiproc-shm` | SharedMemory, ShareableList, Value, Array |
+//! | [`process`] | `multiproc-process` | Process, start methods, process info |
 //!
 //! # Python → multiproc
 //!
-//! | Python | multiproc |
+//! | Python `multiprocessing` | multiproc |
 //! |---|---|
-//! | `shared_memory.SharedMemory(name, create=True, size)` (the OS part) | [`Segment::create_named`], [`Segment::open_named`], [`Segment::unlink`]; [`Segment::anonymous`] for a segment with no name |
-//! | pickling a resource to send it to another process (`reduction`) | [`SharedFd`] and [`codec::encode_with_fds`]: descriptors travel out of band |
+//! | `Process(target=f, args=a, name=, daemon=)`, `start()` | [`Process::new`]`(f, a).name(..).daemon(..).start_method(..).start()` |
+//! | `join([timeout])`, `is_alive()`, `terminate()`, `kill()`, `exitcode`, `pid`, `name`, `daemon`, `sentinel`, `close()` | [`Process::join`] (returns the target's value), [`Process::join_timeout`], `is_alive`, `terminate`, `kill`, `exitcode`, `pid`, `name`, `daemon`, `sentinel`, `close` |
+//! | `current_process()`, `parent_process()`, `active_children()`, `cpu_count()` | [`current_process`], [`parent_process`], [`active_children`], [`cpu_count`] |
+//! | `set_start_method()`, `get_start_method()`, `get_context()` | [`set_start_method`], [`get_start_method`], [`get_context`] with [`StartMethod`] |
+//! | `freeze_support()`, the `if __name__ == "__main__"` guard | not needed: children are recognised before `main` runs; [`init`] exists to be explicit |
+//! | `Pipe(duplex)` | [`Pipe::new`] / [`Pipe::simplex`] → `(Connection, Connection)` |
+//! | `Connection.send/recv/send_bytes/recv_bytes/recv_bytes_into/poll/fileno/close` | same names on [`Connection`] (`AsRawFd` for `fileno`); `send_pickle`/`recv_pickle` speak Python's pickles |
+//! | `connection.wait`, `Listener`, `Client` | [`wait`], [`Listener::bind`]/[`Listener::accept`], [`Client::connect`] — same wire format and authkey handshake as CPython |
+//! | `Lock`, `RLock` | [`Lock`], [`RLock`]: `acquire`/`try_acquire`/`acquire_timeout`/`release`/`lock()`; a dead holder gives the next one [`OwnerDied`] |
+//! | `Semaphore`, `BoundedSemaphore`, `Event`, `Condition`, `Barrier` | [`Semaphore`], [`BoundedSemaphore`], [`Event`], [`Condition`], [`Barrier`] |
+//! | `Value`, `Array`, `RawValue`, `RawArray` | [`Value`], [`Array`], [`RawValue`], [`RawArray`] for plain-data types ([`Plain`]) |
+//! | `shared_memory.SharedMemory`, `ShareableList` | [`SharedMemory`], [`ShareableList`] — open Python's blocks and vice versa |
+//! | `Queue`, `SimpleQueue`, `JoinableQueue` | in progress (`multiproc-queue`) |
+//! | `Pool`, `AsyncResult` | in progress |
+//! | `Manager`, proxies, `multiprocessing.dummy` | not provided: shared memory and handles replace proxies; threads are `std::thread` |
+//! | `allow_connection_pickling`, `reduction` | not needed: every handle type is `Serialize` and crosses Unix sockets with its descriptors ([`os::SharedFd`]) |
+//! | `log_to_stderr`, `get_logger` | not provided: use the `log`/`tracing` ecosystem |
 //!
 //! # Example
 //!
 //! ```
-//! use multiproc::{codec, Segment};
+//! use multiproc::prelude::*;
 //!
-//! let segment = Segment::anonymous(4096)?;
-//! segment.write_at(0, b"shared")?;
-//! let (bytes, fds) = codec::encode_with_fds(&segment)?;
-//! let same: Segment = codec::decode_with_fds(&bytes, fds)?;
-//! let mut buf = [0u8; 6];
-//! same.read_at(0, &mut buf)?;
-//! assert_eq!(&buf, b"shared");
+//! fn worker((lock, counter): (Lock, RawValue<u64>)) -> u64 {
+//!     for _ in 0..1000 {
+//!         let _guard = lock.lock().unwrap_or_else(|died| died.into_inner());
+//!         counter.set(counter.get() + 1);
+//!     }
+//!     counter.get()
+//! }
+//!
+//! let lock = Lock::new()?;
+//! let counter = RawValue::new(0u64)?;
+//! let mut children = Vec::new();
+//! for _ in 0..2 {
+//!     // Clones are handles to the same lock and the same shared value.
+//!     let args = (lock.clone(), counter.clone());
+//!     children.push(Process::new(worker, args).start()?);
+//! }
+//! for child in &mut children {
+//!     child.join()?;
+//! }
+//! assert_eq!(counter.get(), 2000);
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 #![warn(missing_docs)]
 
 pub use multiproc_core as os;
-pub use multiproc_core::{
-    Codec, CodecError, Header, HeaderError, ProcessIdentity, Segment, SegmentError, SharedFd,
-    SpinWait, codec, futex, scm,
+pub use multiproc_pipe as connection;
+pub use multiproc_process as process;
+pub use multiproc_shm as shared;
+pub use multiproc_sync as sync;
+
+pub use multiproc_core::{Segment, SharedFd};
+pub use multiproc_pipe::{Address, Client, Connection, Listener, Pipe, wait};
+pub use multiproc_process::{
+    Context, Process, ProcessError, ProcessInfo, StartMethod, active_children, cpu_count,
+    current_process, get_context, get_start_method, init, parent_process, set_start_method,
 };
+pub use multiproc_shm::{
+    Array, Plain, RawArray, RawValue, ShareableList, ShareableValue, SharedMemory, Value,
+};
+pub use multiproc_sync::{
+    Barrier, BoundedSemaphore, Condition, Event, Lock, OwnerDied, RLock, Semaphore,
+};
+
+/// The names most programs use, for `use multiproc::prelude::*`.
+pub mod prelude {
+    pub use crate::{
+        Array, Barrier, BoundedSemaphore, Condition, Connection, Event, Lock, Pipe, Process, RLock,
+        RawArray, RawValue, Semaphore, SharedMemory, StartMethod, Value,
+    };
+}

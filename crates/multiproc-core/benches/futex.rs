@@ -11,8 +11,8 @@
 #![allow(unsafe_code)]
 
 use criterion::{Criterion, criterion_group, criterion_main};
-use multiproc_core::futex::{self, SPIN_LIMIT, SpinWait};
 use multiproc_core::Segment;
+use multiproc_core::futex::{self, SPIN_LIMIT, SpinWait};
 use std::cell::Cell;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
@@ -116,7 +116,12 @@ fn round_trip(c: &mut Criterion) {
     let mut group = c.benchmark_group("futex_round_trip");
     for (name, mode) in [
         ("spin_only", Mode::SpinOnly),
-        ("spin_then_futex", Mode::Sleep { spin_limit: SPIN_LIMIT }),
+        (
+            "spin_then_futex",
+            Mode::Sleep {
+                spin_limit: SPIN_LIMIT,
+            },
+        ),
         ("spin_200_then_futex", Mode::Sleep { spin_limit: 200 }),
         ("futex_only", Mode::Sleep { spin_limit: 0 }),
     ] {

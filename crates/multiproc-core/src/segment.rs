@@ -344,8 +344,8 @@ impl Segment {
     /// Attaches to a segment whose descriptor arrived from elsewhere (for
     /// example over a socket). The size is taken from `fstat`.
     ///
-    /// A memfd must carry the shrink seal (see the [module docs](self)); any
-    /// other shared file is accepted as it is.
+    /// The descriptor must be a memfd sealed against shrinking (see the
+    /// [module docs](self)); named segments travel with their name instead.
     ///
     /// # Errors
     ///
@@ -355,12 +355,29 @@ impl Segment {
         Self::from_fd_named(fd, None)
     }
 
+    /// Another mapping of the same memory, with its own descriptor (as a
+    /// receiving process would get).
+    ///
+    /// # Errors
+    ///
+    /// [`SegmentError::Io`] when the descriptor cannot be duplicated or
+    /// mapped.
+    pub fn try_clone(&self) -> Result<Self, SegmentError> {
+        let fd = rustix::io::fcntl_dupfd_cloexec(&self.fd, 0)
+            .map_err(|e| SegmentError::io("fcntl(F_DUPFD_CLOEXEC)", e))?;
+        Self::from_fd_named(fd, self.name().map(str::to_owned))
+    }
+
     fn from_fd_named(fd: OwnedFd, name: Option<String>) -> Result<Self, SegmentError> {
-        match rustix::fs::fcntl_get_seals(&fd) {
-            Ok(seals) if !seals.contains(SealFlags::SHRINK) => return Err(SegmentError::NotSealed),
-            // EINVAL: not a memfd (a named shm object cannot be sealed).
-            Ok(_) | Err(rustix::io::Errno::INVAL) => {}
-            Err(e) => return Err(SegmentError::io("fcntl(F_GET_SEALS)", e)),
+        // A named shm object cannot be sealed (its seals read as F_SEAL_SEAL
+        // alone): it is trusted like any POSIX shm name. An anonymous
+        // segment must be a memfd sealed against shrinking.
+        if name.is_none() {
+            match rustix::fs::fcntl_get_seals(&fd) {
+                Ok(seals) if seals.contains(SealFlags::SHRINK) => {}
+                Ok(_) | Err(rustix::io::Errno::INVAL) => return Err(SegmentError::NotSealed),
+                Err(e) => return Err(SegmentError::io("fcntl(F_GET_SEALS)", e)),
+            }
         }
         let len = file_size(&fd)?;
         let flavor = match name {

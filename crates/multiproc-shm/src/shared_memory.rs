@@ -99,6 +99,21 @@ impl SharedMemory {
         })
     }
 
+    /// Another handle to the same block that does not own it (what a
+    /// receiving process gets), e.g. to pass to a child.
+    ///
+    /// # Errors
+    ///
+    /// [`ShmError::Segment`] when the descriptor cannot be duplicated.
+    pub fn try_clone(&self) -> Result<Self, ShmError> {
+        Ok(Self {
+            segment: self.segment.try_clone()?,
+            name: self.name.clone(),
+            owner: false,
+            unlinked: AtomicBool::new(false),
+        })
+    }
+
     /// The name, without the leading `/` (as Python's `.name`).
     #[must_use]
     pub fn name(&self) -> &str {

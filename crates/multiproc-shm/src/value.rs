@@ -88,6 +88,17 @@ struct Store<T> {
     _type: PhantomData<T>,
 }
 
+impl<T> Clone for Store<T> {
+    fn clone(&self) -> Self {
+        Self {
+            segment: Arc::clone(&self.segment),
+            len: self.len,
+            lock: self.lock.clone(),
+            _type: PhantomData,
+        }
+    }
+}
+
 impl<T: Plain> Store<T> {
     fn create(values: &[T], locked: bool) -> Result<Self, ShmError> {
         let bytes = size_of_val(values);
@@ -607,6 +618,15 @@ macro_rules! handle {
                 Ok(Self {
                     store: Store::attach(segment, $locked).map_err(serde::de::Error::custom)?,
                 })
+            }
+        }
+
+        /// Another handle to the same shared object.
+        impl<T> Clone for $name<T> {
+            fn clone(&self) -> Self {
+                Self {
+                    store: self.store.clone(),
+                }
             }
         }
 
