@@ -84,12 +84,34 @@ extern "C" fn forget_after_fork() {
 /// Whether the thread that recorded `packed` (or, when that record does not
 /// belong to `tid`, the thread `tid` itself) still runs. Reads `/proc`.
 pub(crate) fn owner_alive(tid: u32, packed: u64) -> bool {
-    match ProcessIdentity::from_u64(packed) {
+    let alive = match ProcessIdentity::from_u64(packed) {
         Some(id) if id.pid() == tid => id.is_alive(),
         // The owner took the state word but died (or is about to write its
         // record) before recording itself: judge by the id alone.
         _ => ProcessIdentity::of(tid).is_ok_and(|id| id.is_alive()),
+    };
+    alive || hidden_but_present(tid)
+}
+
+/// `/proc` said "no such thread"; make sure it is not merely hidden from
+/// us (`/proc` mounted with `hidepid`, owner of another user) before
+/// declaring the owner dead: `kill(tid, 0)` fails with `ESRCH` only for a
+/// thread that does not exist.
+fn hidden_but_present(tid: u32) -> bool {
+    if std::path::Path::new(&format!("/proc/{tid}")).exists() {
+        // Visible, and judged dead above: a zombie, or a reused id.
+        return false;
     }
+    let Some(pid) = i32::try_from(tid)
+        .ok()
+        .and_then(rustix::process::Pid::from_raw)
+    else {
+        return false;
+    };
+    !matches!(
+        rustix::process::test_kill_process(pid),
+        Err(rustix::io::Errno::SRCH)
+    )
 }
 
 #[cfg(test)]

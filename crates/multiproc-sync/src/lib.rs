@@ -130,9 +130,10 @@
 //!
 //! Limits of the scheme: processes that share a lock must see the same
 //! thread ids, i.e. live in the same pid namespace; `/proc` must be mounted
-//! (each thread reads its own start time once); and an owner that is in the
-//! middle of exiting still counts as alive for the moment it takes the
-//! kernel to finish the exit.
+//! (each thread reads its own start time once; an owner hidden by
+//! `hidepid` is confirmed with `kill(tid, 0)` before it is declared dead);
+//! and an owner that is in the middle of exiting still counts as alive for
+//! the moment it takes the kernel to finish the exit.
 //!
 //! # Condition variables and barriers
 //!
