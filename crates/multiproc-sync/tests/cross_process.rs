@@ -78,6 +78,17 @@ fn child_lock_counter(args: &[String]) {
     }
 }
 
+/// As `lock_counter`, on a named segment opened by name (args[0]).
+fn child_named_lock_counter(args: &[String]) {
+    let segment = Arc::new(Segment::open_named(&args[0]).unwrap());
+    let lock = Lock::attach(Arc::clone(&segment), AT_LOCK).unwrap();
+    let n: u64 = args[1].parse().unwrap();
+    for _ in 0..n {
+        let _guard = lock.lock().unwrap();
+        racy_increment(data(&segment, 0));
+    }
+}
+
 fn child_rlock_counter(args: &[String]) {
     let segment = inherited_segment();
     let lock = RLock::attach(Arc::clone(&segment), AT_RLOCK).unwrap();
@@ -276,6 +287,23 @@ fn lock_counter_is_exact_across_processes() {
     assert_eq!(
         data(&segment, 0).load(Ordering::SeqCst),
         INCREMENTS * WORKERS as u64
+    );
+}
+
+fn lock_in_a_named_segment_works_across_processes() {
+    let segment = Arc::new(Segment::create_named(None, SEGMENT_SIZE).unwrap());
+    let name = segment.name().unwrap().to_owned();
+    let _lock = Lock::create_in(Arc::clone(&segment), AT_LOCK).unwrap();
+    let n = (INCREMENTS / 10).to_string();
+    let children: Vec<Child> = (0..2)
+        .map(|_| spawn("named_lock_counter", &[&name, &n], &[]).unwrap())
+        .collect();
+    let result = std::panic::catch_unwind(|| join_all(children));
+    segment.unlink().unwrap();
+    result.unwrap();
+    assert_eq!(
+        data(&segment, 0).load(Ordering::SeqCst),
+        2 * INCREMENTS / 10
     );
 }
 
@@ -786,6 +814,7 @@ fn main() {
     let roles: &[Role] = &[
         ("lock_counter", child_lock_counter),
         ("rlock_counter", child_rlock_counter),
+        ("named_lock_counter", child_named_lock_counter),
         ("semaphore", child_semaphore),
         ("event_wait", child_event_wait),
         ("condition_wait", child_condition_wait),
@@ -803,6 +832,7 @@ fn main() {
         tests![
             lock_counter_is_exact_across_processes,
             rlock_counter_is_exact_with_recursion,
+            lock_in_a_named_segment_works_across_processes,
             semaphore_concurrency_reaches_but_never_exceeds_n,
             event_wakes_waiters_in_other_processes,
             condition_notify_wakes_exactly_one_then_all,
