@@ -565,3 +565,39 @@ impl<'de, L: ConditionLock> Deserialize<'de> for Condition<L> {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn waiting_on_an_rlock_releases_every_level_and_restores_them() {
+        let cond = Condition::new().unwrap();
+        let outer = cond.acquire().unwrap();
+        let inner = cond.acquire().unwrap();
+        assert_eq!(cond.get_lock().depth(), 2);
+        std::thread::scope(|s| {
+            s.spawn(|| {
+                // Only possible if the waiter released both levels.
+                let _guard = cond.acquire().unwrap();
+                assert_eq!(cond.notify(1), 1);
+            });
+            let (inner, result) = cond.wait_timeout(inner, Duration::from_secs(10)).unwrap();
+            assert!(!result.timed_out());
+            assert_eq!(cond.get_lock().depth(), 2);
+            drop(inner);
+        });
+        assert_eq!(cond.get_lock().depth(), 1);
+        drop(outer);
+        assert!(!cond.get_lock().is_locked());
+    }
+
+    #[test]
+    #[should_panic(expected = "another lock")]
+    fn a_guard_of_another_lock_is_refused() {
+        let cond = Condition::with_lock(Lock::new().unwrap()).unwrap();
+        let other = Lock::new().unwrap();
+        let guard = other.acquire().unwrap();
+        let _ = cond.wait_timeout(guard, Duration::ZERO);
+    }
+}
