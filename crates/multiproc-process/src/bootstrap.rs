@@ -88,7 +88,7 @@ impl Outcome {
 
 /// `Vec<u8>` as one serde byte string (a plain `Vec<u8>` is a sequence of
 /// single bytes: much slower for large values).
-struct ByteBuf(Vec<u8>);
+pub(crate) struct ByteBuf(pub(crate) Vec<u8>);
 
 impl Serialize for ByteBuf {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {

@@ -58,12 +58,14 @@ mod daemon;
 mod forkserver;
 mod info;
 mod method;
+mod pool;
 mod process;
 mod registry;
 mod target;
 
 pub use info::{ProcessInfo, cpu_count, current_process, parent_process};
 pub use method::{Context, StartMethod, get_context, get_start_method, set_start_method};
+pub use pool::{AsyncResult, CHECK_INTERVAL, IMap, PREFETCH, Pool, PoolBuilder, TaskError};
 pub use process::{Process, ProcessBuilder, ProcessError};
 pub use registry::active_children;
 

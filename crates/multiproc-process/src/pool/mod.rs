@@ -1,0 +1,954 @@
+//! [`Pool`]: Python's `multiprocessing.Pool`, minus its worst failure — a
+//! worker that dies fails the task it was running and is replaced; nothing
+//! hangs.
+//!
+//! # Design
+//!
+//! Every worker has its own task [`Queue`] (shared memory) and all report
+//! into one. The pool hands each worker at most [`PREFETCH`] tasks, so it
+//! always knows which tasks a worker holds, in order: when a worker dies,
+//! the oldest task it held is the one it was running (it fails with
+//! [`TaskError::WorkerDied`]), the others go back to the pending list, and a
+//! fresh worker takes the dead one's place. A background thread reads the
+//! reports, runs callbacks and checks the workers' pidfds every
+//! [`CHECK_INTERVAL`].
+//!
+//! Tasks are chunks of calls of one `fn(A) -> R`, named across processes
+//! the way [`Process`](crate::Process) names its target.
+
+mod result;
+mod task;
+mod worker;
+
+pub use result::{AsyncResult, TaskError};
+
+use multiproc_queue::Queue;
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::fmt;
+use std::io;
+use std::sync::mpsc;
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use crate::bootstrap::ByteBuf;
+use crate::child::signal_name;
+use crate::{Process, StartMethod, get_start_method};
+use result::Slot;
+use task::{Call, Report, Task};
+use worker::{WorkerArgs, worker_main};
+
+/// Tasks handed to one worker ahead of its results: enough to keep it busy
+/// while its last result travels back, few enough that a dead worker strands
+/// almost nothing.
+pub const PREFETCH: usize = 2;
+
+/// How often the result thread checks that every worker is alive when no
+/// report arrives.
+pub const CHECK_INTERVAL: Duration = Duration::from_millis(10);
+
+/// How long `terminate` waits after `SIGTERM` before `SIGKILL`.
+const TERMINATE_GRACE: Duration = Duration::from_millis(200);
+
+/// What a task's outcome is delivered to: the encoded
+/// `Vec<Result<R, String>>` of its chunk, or why the whole chunk failed.
+type Sink = Box<dyn FnOnce(Result<Vec<u8>, TaskError>) + Send>;
+
+struct Worker {
+    process: Process<()>,
+    tasks: Queue<Task>,
+    /// Tasks handed over and not yet reported, oldest first (kept whole so
+    /// unstarted ones can be handed to another worker).
+    outstanding: VecDeque<Task>,
+    assigned: u64,
+    retiring: bool,
+}
+
+#[derive(Default)]
+struct State {
+    next_id: u64,
+    pending: VecDeque<Task>,
+    sinks: HashMap<u64, Sink>,
+    workers: Vec<Worker>,
+    closed: bool,
+    terminated: bool,
+    broken: Option<String>,
+    finished: bool,
+}
+
+struct Config {
+    processes: usize,
+    init: Option<(Call, Vec<u8>)>,
+    max_tasks: Option<u64>,
+    method: StartMethod,
+}
+
+struct Shared {
+    state: Mutex<State>,
+    finished: Condvar,
+    reports: Queue<Report>,
+    config: Config,
+}
+
+/// Configures a [`Pool`]; made by [`Pool::builder`].
+#[must_use = "a builder does nothing until `build`"]
+pub struct PoolBuilder {
+    processes: Option<usize>,
+    init: Option<io::Result<(Call, Vec<u8>)>>,
+    max_tasks: Option<u64>,
+    method: Option<StartMethod>,
+}
+
+impl PoolBuilder {
+    /// Number of workers (default [`cpu_count`](crate::cpu_count)).
+    pub fn processes(mut self, n: usize) -> Self {
+        self.processes = Some(n.max(1));
+        self
+    }
+
+    /// Runs `f(args)` in every worker before its first task; a panic there
+    /// fails the pool's tasks with [`TaskError::InitializerFailed`] instead
+    /// of restarting workers for ever.
+    pub fn initializer<A: Serialize + DeserializeOwned>(mut self, f: fn(A), args: A) -> Self {
+        self.init = Some(
+            multiproc_core::codec::encode(&vec![args])
+                .map(|bytes| (Call::new(f), bytes))
+                .map_err(io::Error::from),
+        );
+        self
+    }
+
+    /// Replaces each worker after it ran `k` tasks (chunks).
+    pub fn maxtasksperchild(mut self, k: u64) -> Self {
+        self.max_tasks = Some(k.max(1));
+        self
+    }
+
+    /// Start method of the workers (default: [`get_start_method`]).
+    pub fn start_method(mut self, method: StartMethod) -> Self {
+        self.method = Some(method);
+        self
+    }
+
+    /// Starts the workers.
+    ///
+    /// # Errors
+    ///
+    /// The OS's error when a worker or a queue cannot be made.
+    pub fn build(self) -> io::Result<Pool> {
+        let config = Config {
+            processes: self.processes.unwrap_or_else(crate::cpu_count),
+            init: self.init.transpose()?,
+            max_tasks: self.max_tasks,
+            method: self.method.unwrap_or_else(get_start_method),
+        };
+        let shared = Arc::new(Shared {
+            state: Mutex::new(State::default()),
+            finished: Condvar::new(),
+            reports: Queue::new().map_err(io::Error::other)?,
+            config,
+        });
+        {
+            let mut state = shared.lock();
+            for _ in 0..shared.config.processes {
+                let worker = shared.spawn_worker()?;
+                state.workers.push(worker);
+            }
+        }
+        let thread = {
+            let shared = Arc::clone(&shared);
+            std::thread::Builder::new()
+                .name("multiproc-pool".into())
+                .spawn(move || shared.run())?
+        };
+        Ok(Pool {
+            shared,
+            thread: Some(thread),
+        })
+    }
+}
+
+/// A pool of worker processes (Python's `multiprocessing.Pool`).
+///
+/// Dropping a pool terminates it, like leaving Python's `with Pool() as p:`
+/// block: running tasks are stopped and their results lost. Call
+/// [`close`](Self::close) and [`join`](Self::join) first to let them finish.
+///
+/// # Examples
+///
+/// ```
+/// use multiproc_process::Pool;
+///
+/// fn square(x: u64) -> u64 { x * x }
+///
+/// let pool = Pool::new(2)?;
+/// assert_eq!(pool.apply(square, 7)?, 49);
+/// assert_eq!(pool.map(square, 1..=4, None)?, vec![1, 4, 9, 16]);
+/// let pending = pool.apply_async(square, 9);
+/// assert_eq!(pending.get()?, 81);
+/// pool.close();
+/// pool.join();
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+pub struct Pool {
+    shared: Arc<Shared>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl Pool {
+    /// A pool of `n` workers with the default start method.
+    ///
+    /// # Errors
+    ///
+    /// As for [`PoolBuilder::build`].
+    pub fn new(n: usize) -> io::Result<Self> {
+        Self::builder().processes(n).build()
+    }
+
+    /// A builder for a pool with an initializer, `maxtasksperchild` or a
+    /// start method.
+    pub fn builder() -> PoolBuilder {
+        PoolBuilder {
+            processes: None,
+            init: None,
+            max_tasks: None,
+            method: None,
+        }
+    }
+
+    /// Number of workers the pool keeps.
+    #[must_use]
+    pub fn processes(&self) -> usize {
+        self.shared.config.processes
+    }
+
+    /// Pids of the current workers.
+    #[must_use]
+    pub fn worker_pids(&self) -> Vec<u32> {
+        self.shared
+            .lock()
+            .workers
+            .iter()
+            .filter(|w| !w.retiring)
+            .map(|w| w.process.pid())
+            .collect()
+    }
+
+    /// Runs `f(args)` in a worker and waits for the value.
+    ///
+    /// # Errors
+    ///
+    /// The task's [`TaskError`].
+    pub fn apply<A, R>(&self, f: fn(A) -> R, args: A) -> Result<R, TaskError>
+    where
+        A: Serialize + DeserializeOwned,
+        R: Serialize + DeserializeOwned + Send + 'static,
+    {
+        self.apply_async(f, args).get()
+    }
+
+    /// Submits `f(args)`; the value comes through the [`AsyncResult`].
+    pub fn apply_async<A, R>(&self, f: fn(A) -> R, args: A) -> AsyncResult<R>
+    where
+        A: Serialize + DeserializeOwned,
+        R: Serialize + DeserializeOwned + Send + 'static,
+    {
+        self.apply_async_with(f, args, |_| {}, |_| {})
+    }
+
+    /// [`apply_async`](Self::apply_async) with callbacks, run exactly once
+    /// on the pool's result thread: `callback` with the value, or
+    /// `error_callback` with the error.
+    pub fn apply_async_with<A, R>(
+        &self,
+        f: fn(A) -> R,
+        args: A,
+        callback: impl FnOnce(&R) + Send + 'static,
+        error_callback: impl FnOnce(&TaskError) + Send + 'static,
+    ) -> AsyncResult<R>
+    where
+        A: Serialize + DeserializeOwned,
+        R: Serialize + DeserializeOwned + Send + 'static,
+    {
+        let slot = Slot::new();
+        let sink_slot = Arc::clone(&slot);
+        let sink: Sink = Box::new(move |outcome| {
+            let value = chunk_items::<R>(outcome, 1).and_then(|mut items| {
+                items
+                    .pop()
+                    .unwrap_or(Err(TaskError::Transport("empty chunk".into())))
+            });
+            match &value {
+                Ok(v) => callback(v),
+                Err(e) => error_callback(e),
+            }
+            sink_slot.set(value);
+        });
+        self.submit(Call::new(f), std::slice::from_ref(&args), sink);
+        AsyncResult::new(slot)
+    }
+
+    /// `f` over every item, in order (Python's `map`). `chunksize` `None`
+    /// picks about four chunks per worker.
+    ///
+    /// # Errors
+    ///
+    /// The first item's [`TaskError`].
+    pub fn map<A, R, I>(
+        &self,
+        f: fn(A) -> R,
+        items: I,
+        chunksize: Option<usize>,
+    ) -> Result<Vec<R>, TaskError>
+    where
+        I: IntoIterator<Item = A>,
+        A: Serialize + DeserializeOwned,
+        R: Serialize + DeserializeOwned + Send + 'static,
+    {
+        self.map_async(f, items, chunksize).get()
+    }
+
+    /// [`map`](Self::map) without waiting.
+    pub fn map_async<A, R, I>(
+        &self,
+        f: fn(A) -> R,
+        items: I,
+        chunksize: Option<usize>,
+    ) -> AsyncResult<Vec<R>>
+    where
+        I: IntoIterator<Item = A>,
+        A: Serialize + DeserializeOwned,
+        R: Serialize + DeserializeOwned + Send + 'static,
+    {
+        let items: Vec<A> = items.into_iter().collect();
+        self.map_chunks(Call::new(f), &items, chunksize)
+    }
+
+    /// `f(a, b)` over pairs, in order (Python's `starmap` for two
+    /// arguments; for more, take a tuple with [`map`](Self::map)).
+    ///
+    /// # Errors
+    ///
+    /// The first item's [`TaskError`].
+    pub fn starmap<A, B, R, I>(
+        &self,
+        f: fn(A, B) -> R,
+        items: I,
+        chunksize: Option<usize>,
+    ) -> Result<Vec<R>, TaskError>
+    where
+        I: IntoIterator<Item = (A, B)>,
+        A: Serialize + DeserializeOwned,
+        B: Serialize + DeserializeOwned,
+        R: Serialize + DeserializeOwned + Send + 'static,
+    {
+        self.starmap_async(f, items, chunksize).get()
+    }
+
+    /// [`starmap`](Self::starmap) without waiting.
+    pub fn starmap_async<A, B, R, I>(
+        &self,
+        f: fn(A, B) -> R,
+        items: I,
+        chunksize: Option<usize>,
+    ) -> AsyncResult<Vec<R>>
+    where
+        I: IntoIterator<Item = (A, B)>,
+        A: Serialize + DeserializeOwned,
+        B: Serialize + DeserializeOwned,
+        R: Serialize + DeserializeOwned + Send + 'static,
+    {
+        let items: Vec<(A, B)> = items.into_iter().collect();
+        self.map_chunks(Call::new2(f), &items, chunksize)
+    }
+
+    fn map_chunks<A: Serialize, R>(
+        &self,
+        call: Call,
+        items: &[A],
+        chunksize: Option<usize>,
+    ) -> AsyncResult<Vec<R>>
+    where
+        R: DeserializeOwned + Send + 'static,
+    {
+        let slot = Slot::new();
+        let chunksize = chunksize
+            .unwrap_or_else(|| auto_chunksize(items.len(), self.processes()))
+            .max(1);
+        let chunks: Vec<&[A]> = items.chunks(chunksize).collect();
+        if chunks.is_empty() {
+            slot.set(Ok(Vec::new()));
+            return AsyncResult::new(slot);
+        }
+        struct Gather<R> {
+            parts: Vec<Option<Vec<R>>>,
+            left: usize,
+            error: Option<TaskError>,
+        }
+        let gather = Arc::new(Mutex::new(Gather {
+            parts: (0..chunks.len()).map(|_| None).collect(),
+            left: chunks.len(),
+            error: None,
+        }));
+        for (index, chunk) in chunks.iter().enumerate() {
+            let gather = Arc::clone(&gather);
+            let slot = Arc::clone(&slot);
+            let len = chunk.len();
+            let sink: Sink = Box::new(move |outcome| {
+                let mut g = gather.lock().unwrap_or_else(|e| e.into_inner());
+                match chunk_items::<R>(outcome, len).and_then(|items| items.into_iter().collect()) {
+                    Ok(values) => g.parts[index] = Some(values),
+                    Err(e) => {
+                        g.error.get_or_insert(e);
+                    }
+                }
+                g.left -= 1;
+                if g.left == 0 {
+                    let value = match g.error.take() {
+                        Some(e) => Err(e),
+                        None => Ok(g
+                            .parts
+                            .iter_mut()
+                            .flat_map(|p| p.take().unwrap_or_default())
+                            .collect()),
+                    };
+                    slot.set(value);
+                }
+            });
+            self.submit(call, chunk, sink);
+        }
+        AsyncResult::new(slot)
+    }
+
+    /// `f` over `items` lazily, in order (Python's `imap`): the input is
+    /// consumed as workers need it, with a bounded number of chunks in
+    /// flight, so endless inputs work. `chunksize` defaults to 1.
+    pub fn imap<A, R, I>(
+        &self,
+        f: fn(A) -> R,
+        items: I,
+        chunksize: Option<usize>,
+    ) -> IMap<'_, A, R, I::IntoIter>
+    where
+        I: IntoIterator<Item = A>,
+        A: Serialize + DeserializeOwned,
+        R: Serialize + DeserializeOwned + Send + 'static,
+    {
+        IMap::new(
+            self,
+            Call::new(f),
+            items.into_iter(),
+            chunksize.unwrap_or(1),
+            true,
+        )
+    }
+
+    /// [`imap`](Self::imap) yielding results as they finish, in any order
+    /// (Python's `imap_unordered`).
+    pub fn imap_unordered<A, R, I>(
+        &self,
+        f: fn(A) -> R,
+        items: I,
+        chunksize: Option<usize>,
+    ) -> IMap<'_, A, R, I::IntoIter>
+    where
+        I: IntoIterator<Item = A>,
+        A: Serialize + DeserializeOwned,
+        R: Serialize + DeserializeOwned + Send + 'static,
+    {
+        IMap::new(
+            self,
+            Call::new(f),
+            items.into_iter(),
+            chunksize.unwrap_or(1),
+            false,
+        )
+    }
+
+    /// Encodes one chunk and queues it; a failure lands in the sink at once.
+    fn submit<A: Serialize>(&self, call: Call, chunk: &[A], sink: Sink) {
+        let args = match multiproc_core::codec::encode(chunk) {
+            Ok(bytes) => bytes,
+            Err(e) => return sink(Err(TaskError::Transport(e.to_string()))),
+        };
+        let mut state = self.shared.lock();
+        if state.terminated {
+            drop(state);
+            return sink(Err(TaskError::Terminated));
+        }
+        if state.closed {
+            drop(state);
+            return sink(Err(TaskError::Closed));
+        }
+        if let Some(why) = state.broken.clone() {
+            drop(state);
+            return sink(Err(TaskError::InitializerFailed(why)));
+        }
+        let id = state.next_id;
+        state.next_id += 1;
+        state.sinks.insert(id, sink);
+        state.pending.push_back(Task {
+            id,
+            runner: call.runner,
+            target: call.target,
+            args: ByteBuf(args),
+        });
+        let failed = self.shared.dispatch(&mut state);
+        drop(state);
+        run_sinks(failed);
+    }
+
+    /// No more tasks (Python's `close`); running and queued ones finish.
+    pub fn close(&self) {
+        self.shared.lock().closed = true;
+        // Wake the result thread so it notices sooner.
+        let _ = self.shared.reports.try_put(Report::InitFailed {
+            worker: 0,
+            message: String::new(),
+        });
+    }
+
+    /// Waits until the workers are gone, after [`close`](Self::close) or
+    /// [`terminate`](Self::terminate) (Python's `join`); returns at once
+    /// otherwise, as there would be nothing to wait for.
+    pub fn join(&self) {
+        let mut state = self.shared.lock();
+        if !(state.closed || state.terminated) {
+            return;
+        }
+        while !state.finished {
+            state = self
+                .shared
+                .finished
+                .wait(state)
+                .unwrap_or_else(|e| e.into_inner());
+        }
+    }
+
+    /// Stops the workers now (`SIGTERM`, then `SIGKILL` after a grace
+    /// period); tasks not finished fail with [`TaskError::Terminated`].
+    pub fn terminate(&self) {
+        let (workers, sinks) = {
+            let mut state = self.shared.lock();
+            if state.terminated {
+                return;
+            }
+            state.terminated = true;
+            state.pending.clear();
+            let sinks: Vec<Sink> = state.sinks.drain().map(|(_, s)| s).collect();
+            (std::mem::take(&mut state.workers), sinks)
+        };
+        for worker in &workers {
+            let _ = worker.process.terminate();
+        }
+        let deadline = Instant::now() + TERMINATE_GRACE;
+        for mut worker in workers {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if worker.process.join_timeout(left).is_err() && worker.process.is_alive() {
+                let _ = worker.process.kill();
+                let _ = worker.process.join();
+            }
+        }
+        for sink in sinks {
+            sink(Err(TaskError::Terminated));
+        }
+        self.shared.reports.close();
+        self.join();
+    }
+}
+
+impl Drop for Pool {
+    fn drop(&mut self) {
+        self.terminate();
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+impl fmt::Debug for Pool {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Pool")
+            .field("processes", &self.processes())
+            .finish()
+    }
+}
+
+/// Python's default: about four chunks per worker.
+fn auto_chunksize(len: usize, workers: usize) -> usize {
+    len.div_ceil(workers.max(1) * 4).max(1)
+}
+
+/// Decodes a chunk's outcome into one result per item.
+fn chunk_items<R: DeserializeOwned>(
+    outcome: Result<Vec<u8>, TaskError>,
+    len: usize,
+) -> Result<Vec<Result<R, TaskError>>, TaskError> {
+    match outcome {
+        Err(e) => Ok((0..len).map(|_| Err(e.clone())).collect()),
+        Ok(bytes) => multiproc_core::codec::decode::<Vec<Result<R, String>>>(&bytes)
+            .map(|items| {
+                items
+                    .into_iter()
+                    .map(|r| r.map_err(TaskError::Panicked))
+                    .collect()
+            })
+            .map_err(|e| TaskError::Transport(e.to_string())),
+    }
+}
+
+fn run_sinks(failed: Vec<(Sink, TaskError)>) {
+    for (sink, error) in failed {
+        sink(Err(error));
+    }
+}
+
+impl Shared {
+    fn lock(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn spawn_worker(&self) -> io::Result<Worker> {
+        let tasks = Queue::new().map_err(io::Error::other)?;
+        let args = WorkerArgs {
+            tasks: tasks.clone(),
+            reports: self.reports.clone(),
+            init: self
+                .config
+                .init
+                .as_ref()
+                .map(|(call, bytes)| (*call, ByteBuf(bytes.clone()))),
+        };
+        let process = Process::new(worker_main, args)
+            .name("PoolWorker")
+            .daemon(true)
+            .start_method(self.config.method)
+            .start()?;
+        Ok(Worker {
+            process,
+            tasks,
+            outstanding: VecDeque::new(),
+            assigned: 0,
+            retiring: false,
+        })
+    }
+
+    /// Hands pending tasks to workers with room, each to the least loaded
+    /// (so idle workers start before busy ones get a second task). Returns
+    /// sinks of tasks the queue refused.
+    fn dispatch(&self, state: &mut State) -> Vec<(Sink, TaskError)> {
+        let mut failed = Vec::new();
+        let max = self.config.max_tasks;
+        while !state.pending.is_empty() {
+            let Some(worker) = state
+                .workers
+                .iter_mut()
+                .filter(|w| {
+                    !w.retiring
+                        && w.outstanding.len() < PREFETCH
+                        && max.is_none_or(|k| w.assigned < k)
+                })
+                .min_by_key(|w| w.outstanding.len())
+            else {
+                break;
+            };
+            let Some(task) = state.pending.pop_front() else {
+                break;
+            };
+            let copy = Task {
+                id: task.id,
+                runner: task.runner,
+                target: task.target,
+                args: ByteBuf(task.args.0.clone()),
+            };
+            match worker.tasks.put(copy) {
+                Ok(()) => {
+                    worker.outstanding.push_back(task);
+                    worker.assigned += 1;
+                }
+                Err(e) => {
+                    if let Some(sink) = state.sinks.remove(&task.id) {
+                        failed.push((sink, TaskError::Transport(e.to_string())));
+                    }
+                }
+            }
+        }
+        failed
+    }
+
+    /// The result thread.
+    fn run(self: Arc<Self>) {
+        let mut last_check = Instant::now();
+        loop {
+            let report = self.reports.get_timeout(CHECK_INTERVAL);
+            let mut ready: Vec<(Sink, Result<Vec<u8>, TaskError>)> = Vec::new();
+            let mut state = self.lock();
+            match report {
+                Ok(report) => self.handle(&mut state, report, &mut ready),
+                Err(e) if e.is_timeout() => {}
+                Err(_) => {
+                    // Closed by `terminate` (or broken): stop.
+                    state.finished = true;
+                    self.finished.notify_all();
+                    return;
+                }
+            }
+            if state.terminated {
+                drop(state);
+                run_ready(ready);
+                continue;
+            }
+            if last_check.elapsed() >= CHECK_INTERVAL {
+                last_check = Instant::now();
+                self.check_workers(&mut state, &mut ready);
+            }
+            let failed = self.dispatch(&mut state);
+            let done = self.wind_down(&mut state);
+            if done {
+                state.finished = true;
+                self.finished.notify_all();
+            }
+            drop(state);
+            run_ready(ready);
+            run_sinks(failed);
+            if done {
+                return;
+            }
+        }
+    }
+
+    fn handle(
+        &self,
+        state: &mut State,
+        report: Report,
+        ready: &mut Vec<(Sink, Result<Vec<u8>, TaskError>)>,
+    ) {
+        match report {
+            Report::Done { id, worker, result } => {
+                if let Some(w) = state.workers.iter_mut().find(|w| w.process.pid() == worker) {
+                    w.outstanding.retain(|t| t.id != id);
+                    if self.config.max_tasks.is_some_and(|k| w.assigned >= k)
+                        && w.outstanding.is_empty()
+                    {
+                        w.retiring = true;
+                        w.tasks.close();
+                    }
+                }
+                if let Some(sink) = state.sinks.remove(&id) {
+                    ready.push((sink, result.map(|b| b.0).map_err(TaskError::Transport)));
+                }
+                self.replace_retiring(state);
+            }
+            Report::InitFailed { worker: 0, .. } => {} // a wake-up from `close`
+            Report::InitFailed { message, .. } => {
+                state.broken = Some(message.clone());
+                for task in std::mem::take(&mut state.pending) {
+                    if let Some(sink) = state.sinks.remove(&task.id) {
+                        ready.push((sink, Err(TaskError::InitializerFailed(message.clone()))));
+                    }
+                }
+                for w in &mut state.workers {
+                    for task in w.outstanding.drain(..) {
+                        if let Some(sink) = state.sinks.remove(&task.id) {
+                            ready.push((sink, Err(TaskError::InitializerFailed(message.clone()))));
+                        }
+                    }
+                    w.retiring = true;
+                    w.tasks.close();
+                }
+            }
+        }
+    }
+
+    /// Keeps `processes` workers that are not retiring.
+    fn replace_retiring(&self, state: &mut State) {
+        let active = state.workers.iter().filter(|w| !w.retiring).count();
+        if state.broken.is_some() || state.terminated || (state.closed && state.pending.is_empty())
+        {
+            return;
+        }
+        for _ in active..self.config.processes {
+            match self.spawn_worker() {
+                Ok(worker) => state.workers.push(worker),
+                Err(_) => break, // retried at the next check
+            }
+        }
+    }
+
+    /// Reaps workers that exited; fails the task a dead worker was running,
+    /// hands its other tasks to the rest, and replaces it.
+    fn check_workers(
+        &self,
+        state: &mut State,
+        ready: &mut Vec<(Sink, Result<Vec<u8>, TaskError>)>,
+    ) {
+        if state.workers.iter().all(|w| w.process.is_alive()) {
+            self.replace_retiring(state);
+            return;
+        }
+        // Reports a worker sent just before dying are taken first.
+        while let Ok(report) = self.reports.try_get() {
+            self.handle(state, report, ready);
+        }
+        let mut index = 0;
+        while index < state.workers.len() {
+            if state.workers[index].process.is_alive() {
+                index += 1;
+                continue;
+            }
+            let mut dead = state.workers.swap_remove(index);
+            let exitcode = dead.process.exitcode().unwrap_or(0);
+            let mut stranded = dead.outstanding.drain(..);
+            if let Some(running) = stranded.next()
+                && let Some(sink) = state.sinks.remove(&running.id)
+            {
+                let signal = (exitcode < 0).then(|| signal_name(-exitcode));
+                ready.push((sink, Err(TaskError::WorkerDied { exitcode, signal })));
+            }
+            for task in stranded.rev() {
+                state.pending.push_front(task);
+            }
+        }
+        self.replace_retiring(state);
+    }
+
+    /// After `close`: once every task is done, lets the workers go; true
+    /// when they all have.
+    fn wind_down(&self, state: &mut State) -> bool {
+        if !(state.closed || state.broken.is_some())
+            || !state.sinks.is_empty()
+            || !state.pending.is_empty()
+        {
+            return false;
+        }
+        for w in &mut state.workers {
+            if !w.retiring {
+                w.retiring = true;
+                w.tasks.close();
+            }
+        }
+        state.workers.retain(|w| w.process.is_alive());
+        state.workers.is_empty()
+    }
+}
+
+fn run_ready(ready: Vec<(Sink, Result<Vec<u8>, TaskError>)>) {
+    for (sink, outcome) in ready {
+        sink(outcome);
+    }
+}
+
+/// The iterator of [`Pool::imap`] and [`Pool::imap_unordered`].
+pub struct IMap<'p, A, R, I> {
+    pool: &'p Pool,
+    call: Call,
+    input: I,
+    chunksize: usize,
+    ordered: bool,
+    exhausted: bool,
+    submitted: usize,
+    received: usize,
+    next_index: usize,
+    window: usize,
+    results: mpsc::Receiver<(usize, Vec<Result<R, TaskError>>)>,
+    sender: mpsc::Sender<(usize, Vec<Result<R, TaskError>>)>,
+    parked: BTreeMap<usize, Vec<Result<R, TaskError>>>,
+    current: std::vec::IntoIter<Result<R, TaskError>>,
+    _args: std::marker::PhantomData<fn(A)>,
+}
+
+impl<'p, A, R, I> IMap<'p, A, R, I>
+where
+    I: Iterator<Item = A>,
+    A: Serialize,
+    R: DeserializeOwned + Send + 'static,
+{
+    fn new(pool: &'p Pool, call: Call, input: I, chunksize: usize, ordered: bool) -> Self {
+        let (sender, results) = mpsc::channel();
+        Self {
+            pool,
+            call,
+            input,
+            chunksize: chunksize.max(1),
+            ordered,
+            exhausted: false,
+            submitted: 0,
+            received: 0,
+            next_index: 0,
+            // Enough chunks to keep every worker's prefetch full, and a few
+            // finished ones waiting for the consumer.
+            window: pool.processes() * (PREFETCH + 2),
+            results,
+            sender,
+            parked: BTreeMap::new(),
+            current: Vec::new().into_iter(),
+            _args: std::marker::PhantomData,
+        }
+    }
+
+    fn top_up(&mut self) {
+        while !self.exhausted && self.submitted - self.received < self.window {
+            let chunk: Vec<A> = self.input.by_ref().take(self.chunksize).collect();
+            if chunk.is_empty() {
+                self.exhausted = true;
+                break;
+            }
+            let index = self.submitted;
+            let len = chunk.len();
+            let sender = self.sender.clone();
+            let sink: Sink = Box::new(move |outcome| {
+                let items = chunk_items::<R>(outcome, len)
+                    .unwrap_or_else(|e| (0..len).map(|_| Err(e.clone())).collect());
+                let _ = sender.send((index, items));
+            });
+            self.pool.submit(self.call, &chunk, sink);
+            self.submitted += 1;
+        }
+    }
+}
+
+impl<A, R, I> Iterator for IMap<'_, A, R, I>
+where
+    I: Iterator<Item = A>,
+    A: Serialize,
+    R: DeserializeOwned + Send + 'static,
+{
+    type Item = Result<R, TaskError>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        loop {
+            if let Some(item) = self.current.next() {
+                return Some(item);
+            }
+            self.top_up();
+            if self.ordered
+                && let Some(items) = self.parked.remove(&self.next_index)
+            {
+                self.next_index += 1;
+                self.current = items.into_iter();
+                continue;
+            }
+            if self.received == self.submitted {
+                return None;
+            }
+            let (index, items) = self.results.recv().ok()?;
+            self.received += 1;
+            if self.ordered {
+                self.parked.insert(index, items);
+            } else {
+                self.current = items.into_iter();
+            }
+        }
+    }
+}
+
+impl<A, R, I> fmt::Debug for IMap<'_, A, R, I> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("IMap")
+            .field("ordered", &self.ordered)
+            .field("in_flight", &(self.submitted - self.received))
+            .finish()
+    }
+}

@@ -1,0 +1,58 @@
+//! The worker process: takes tasks from its own queue, runs them, reports.
+
+use multiproc_queue::Queue;
+use serde::{Deserialize, Serialize};
+
+use super::task::{Call, Report, Task};
+use crate::bootstrap::ByteBuf;
+
+/// Everything a worker needs; its target's argument.
+#[derive(Serialize, Deserialize)]
+pub(crate) struct WorkerArgs {
+    pub(crate) tasks: Queue<Task>,
+    pub(crate) reports: Queue<Report>,
+    pub(crate) init: Option<(Call, ByteBuf)>,
+}
+
+/// The worker's body. Returns when its task queue is closed (the pool is
+/// done with it, or it reached `maxtasksperchild`).
+pub(crate) fn worker_main(args: WorkerArgs) {
+    let me = std::process::id();
+    if let Some((call, init_args)) = &args.init {
+        // The initializer's "result" is one `()` per call; a panic in it is
+        // reported and ends the worker.
+        let failure = match call.run(&init_args.0) {
+            Err(message) => Some(message),
+            Ok(encoded) => match multiproc_core::codec::decode::<Vec<Result<(), String>>>(&encoded)
+            {
+                Ok(results) => results.into_iter().find_map(Result::err),
+                Err(e) => Some(e.to_string()),
+            },
+        };
+        if let Some(message) = failure {
+            let _ = args.reports.put(Report::InitFailed {
+                worker: me,
+                message,
+            });
+            return;
+        }
+    }
+    while let Ok(task) = args.tasks.get() {
+        let call = Call {
+            runner: task.runner,
+            target: task.target,
+        };
+        let result = call.run(&task.args.0).map(ByteBuf);
+        if args
+            .reports
+            .put(Report::Done {
+                id: task.id,
+                worker: me,
+                result,
+            })
+            .is_err()
+        {
+            return;
+        }
+    }
+}
