@@ -5,13 +5,17 @@ use crate::frame::{MAX_HEADER, encode_header};
 use crate::recv::{ReadResult, RecvBuf};
 use multiproc_core::{Codec, SharedFd, scm};
 use rustix::io::Errno;
-use rustix::net::{SendAncillaryBuffer, SendFlags};
+use rustix::net::{
+    RecvAncillaryBuffer, RecvAncillaryMessage, RecvFlags, SendAncillaryBuffer, SendFlags,
+};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use std::cell::Cell;
 use std::fmt;
+use std::io::IoSliceMut;
 use std::io::{self, IoSlice};
 use std::marker::PhantomData;
+use std::mem::MaybeUninit;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
 use std::time::Duration;
 
@@ -743,14 +747,36 @@ impl Connection {
 /// One read from the OS: `recvmsg` with room for descriptors on a Unix
 /// socket (a plain `read` there would make the kernel close descriptors that
 /// came along), `read` otherwise. `EINTR` is retried.
-fn read_os(fd: BorrowedFd<'_>, flavor: Flavor, dst: &mut [u8]) -> ReadResult {
+fn read_os(fd: BorrowedFd<'_>, flavor: Flavor, dst: &mut [IoSliceMut<'_>]) -> ReadResult {
     if flavor == Flavor::Unix {
-        let got = scm::recv(fd, dst, scm::MAX_FDS)?;
-        return Ok((got.len, got.fds));
+        return unix_recv(fd, dst);
     }
     loop {
-        match rustix::io::read(fd, &mut *dst) {
+        match rustix::io::readv(fd, dst) {
             Ok(n) => return Ok((n, Vec::new())),
+            Err(Errno::INTR) => {}
+            Err(err) => return Err(err.into()),
+        }
+    }
+}
+
+/// `recvmsg(MSG_CMSG_CLOEXEC)` with a control buffer on the stack, room for
+/// [`scm::MAX_FDS`] descriptors (about 1 KiB): unlike `scm::recv`, no
+/// allocation per read, which matters for small messages.
+fn unix_recv(fd: BorrowedFd<'_>, dst: &mut [IoSliceMut<'_>]) -> ReadResult {
+    let mut space = [MaybeUninit::<u8>::uninit(); rustix::cmsg_space!(ScmRights(scm::MAX_FDS))];
+    loop {
+        let mut control = RecvAncillaryBuffer::new(&mut space);
+        match rustix::net::recvmsg(fd, dst, &mut control, RecvFlags::CMSG_CLOEXEC) {
+            Ok(msg) => {
+                let mut fds = Vec::new();
+                for message in control.drain() {
+                    if let RecvAncillaryMessage::ScmRights(received) = message {
+                        fds.extend(received);
+                    }
+                }
+                return Ok((msg.bytes, fds));
+            }
             Err(Errno::INTR) => {}
             Err(err) => return Err(err.into()),
         }

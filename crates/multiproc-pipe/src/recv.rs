@@ -27,7 +27,7 @@
 use crate::error::RecvError;
 use crate::frame::{Parsed, parse_header};
 use std::collections::VecDeque;
-use std::io;
+use std::io::{self, IoSliceMut};
 use std::os::fd::OwnedFd;
 
 /// Size of the read-ahead buffer, allocated on the first receive. 64 KiB
@@ -38,6 +38,10 @@ pub(crate) const READ_BUF: usize = 64 * 1024;
 /// grow as bytes actually arrive, so a peer that announces a huge (but
 /// permitted) length and then stalls or hangs up costs only what it sent.
 const EAGER_ALLOC: usize = 64 * 1024 * 1024;
+
+/// After a frame with a payload above this size, the next frame is read
+/// speculatively (see [`RecvBuf::speculate`]).
+const SPECULATE_FROM: usize = READ_BUF / 2;
 
 /// First allocation for a payload over [`EAGER_ALLOC`].
 const GROW_STEP: usize = 1024 * 1024;
@@ -76,6 +80,9 @@ impl Payload<'_> {
     }
 }
 
+/// A frame's payload and descriptors, both owned.
+type OwnedFrame = (Vec<u8>, Vec<OwnedFd>);
+
 /// The read-ahead buffer and the descriptor batches of one connection.
 #[derive(Default)]
 pub(crate) struct RecvBuf {
@@ -87,6 +94,9 @@ pub(crate) struct RecvBuf {
     batches: VecDeque<FdBatch>,
     /// The peer has closed its end (a read returned 0).
     eof: bool,
+    /// Payload length of the last frame received: the guess for the next
+    /// one (see [`speculate`](Self::speculate)).
+    last_len: usize,
 }
 
 impl RecvBuf {
@@ -106,9 +116,19 @@ impl RecvBuf {
         read_total: &mut u64,
         batches: &mut VecDeque<FdBatch>,
         dst: &mut [u8],
-        read: &mut impl FnMut(&mut [u8]) -> ReadResult,
+        read: &mut impl FnMut(&mut [IoSliceMut<'_>]) -> ReadResult,
     ) -> io::Result<usize> {
-        let (n, fds) = read(dst)?;
+        Self::read_vectored(read_total, batches, &mut [IoSliceMut::new(dst)], read)
+    }
+
+    /// [`read_into`](Self::read_into) with a scatter list.
+    fn read_vectored(
+        read_total: &mut u64,
+        batches: &mut VecDeque<FdBatch>,
+        bufs: &mut [IoSliceMut<'_>],
+        read: &mut impl FnMut(&mut [IoSliceMut<'_>]) -> ReadResult,
+    ) -> io::Result<usize> {
+        let (n, fds) = read(bufs)?;
         let from = *read_total;
         *read_total += n as u64;
         if !fds.is_empty() {
@@ -123,7 +143,10 @@ impl RecvBuf {
 
     /// Reads more into the buffer, making room at the end first; returns the
     /// bytes read (0 at end of file).
-    fn fill(&mut self, read: &mut impl FnMut(&mut [u8]) -> ReadResult) -> io::Result<usize> {
+    fn fill(
+        &mut self,
+        read: &mut impl FnMut(&mut [IoSliceMut<'_>]) -> ReadResult,
+    ) -> io::Result<usize> {
         if self.eof {
             return Ok(0);
         }
@@ -156,7 +179,7 @@ impl RecvBuf {
     fn header(
         &mut self,
         max: usize,
-        read: &mut impl FnMut(&mut [u8]) -> ReadResult,
+        read: &mut impl FnMut(&mut [IoSliceMut<'_>]) -> ReadResult,
     ) -> Result<(usize, usize), RecvError> {
         loop {
             match parse_header(&self.buf[self.start..self.end], max)? {
@@ -208,7 +231,7 @@ impl RecvBuf {
         dst: &mut [u8],
         frame_len: u64,
         after: u64,
-        read: &mut impl FnMut(&mut [u8]) -> ReadResult,
+        read: &mut impl FnMut(&mut [IoSliceMut<'_>]) -> ReadResult,
     ) -> Result<(), RecvError> {
         let from_buf = self.buffered().min(dst.len());
         dst[..from_buf].copy_from_slice(&self.buf[self.start..self.start + from_buf]);
@@ -245,7 +268,7 @@ impl RecvBuf {
         &mut self,
         len: usize,
         frame_len: u64,
-        read: &mut impl FnMut(&mut [u8]) -> ReadResult,
+        read: &mut impl FnMut(&mut [IoSliceMut<'_>]) -> ReadResult,
     ) -> Result<Vec<u8>, RecvError> {
         if len <= EAGER_ALLOC {
             let mut out = vec![0; len];
@@ -273,9 +296,19 @@ impl RecvBuf {
     pub(crate) fn frame(
         &mut self,
         max: usize,
-        read: &mut impl FnMut(&mut [u8]) -> ReadResult,
+        read: &mut impl FnMut(&mut [IoSliceMut<'_>]) -> ReadResult,
     ) -> Result<(Payload<'_>, Vec<OwnedFd>), RecvError> {
+        if self.buffered() == 0
+            && !self.eof
+            && self.last_len > SPECULATE_FROM
+            && self.last_len <= max.min(EAGER_ALLOC)
+            && let Some((payload, fds)) = self.speculate(max, read)?
+        {
+            self.last_len = payload.len();
+            return Ok((Payload::Owned(payload), fds));
+        }
         let (header_len, len) = self.header(max, read)?;
+        self.last_len = len;
         let frame_start = self.position();
         let frame_len = (header_len + len) as u64;
         let total = header_len + len;
@@ -300,13 +333,96 @@ impl RecvBuf {
         Ok((Payload::Owned(out), fds))
     }
 
+    /// The large-message path: after a large frame, guess that the next one
+    /// has the same size and read its header into the buffer and its payload
+    /// straight into a vector of that size, with one scatter read. When the
+    /// guess holds, a large message costs what a raw `read` costs: one
+    /// system call and no copy. When it does not, the bytes that went into
+    /// the vector are put back into the buffer (or kept, if they are this
+    /// frame's) and the ordinary path takes over.
+    ///
+    /// Returns `None` when the ordinary path should continue.
+    fn speculate(
+        &mut self,
+        max: usize,
+        read: &mut impl FnMut(&mut [IoSliceMut<'_>]) -> ReadResult,
+    ) -> Result<Option<OwnedFrame>, RecvError> {
+        if self.buf.is_empty() {
+            self.buf = vec![0; READ_BUF];
+        }
+        self.start = 0;
+        self.end = 0;
+        let frame_start = self.read_total;
+        let mut payload = vec![0u8; self.last_len];
+        let n = Self::read_vectored(
+            &mut self.read_total,
+            &mut self.batches,
+            &mut [
+                IoSliceMut::new(&mut self.buf[..4]),
+                IoSliceMut::new(&mut payload),
+            ],
+            read,
+        )?;
+        if n == 0 {
+            self.eof = true;
+            return Err(RecvError::Eof);
+        }
+        let head = n.min(4);
+        let spilled = n - head;
+        self.end = head;
+        let len = match parse_header(&self.buf[..head], max) {
+            Ok(Parsed::Frame {
+                header_len: 4,
+                payload_len,
+            }) => payload_len,
+            _ => {
+                // Partial, long-form or bad header: hand everything to the
+                // ordinary path.
+                self.put_back(&payload[..spilled]);
+                return Ok(None);
+            }
+        };
+        self.start = 4;
+        let frame_len = 4 + len as u64;
+        if spilled >= len {
+            // The whole payload is here; what follows it is read-ahead.
+            self.start = 0;
+            self.end = 0;
+            self.put_back(&payload[len..spilled]);
+            payload.truncate(len);
+        } else {
+            if len > payload.len() {
+                payload.resize(len, 0);
+            }
+            self.payload_into(&mut payload[spilled..len], frame_len, 0, read)?;
+            payload.truncate(len);
+        }
+        let fds = self.claim_fds(frame_start, frame_len);
+        Ok(Some((payload, fds)))
+    }
+
+    /// Appends `bytes` (read from the OS into another buffer) to the
+    /// read-ahead buffer, growing it if it must.
+    fn put_back(&mut self, bytes: &[u8]) {
+        if self.end + bytes.len() > self.buf.len() {
+            self.buf.copy_within(self.start..self.end, 0);
+            self.end -= self.start;
+            self.start = 0;
+            if self.end + bytes.len() > self.buf.len() {
+                self.buf.resize(self.end + bytes.len(), 0);
+            }
+        }
+        self.buf[self.end..self.end + bytes.len()].copy_from_slice(bytes);
+        self.end += bytes.len();
+    }
+
     /// Receives one frame into `dst`; a frame larger than `dst` is returned
     /// whole in [`RecvError::BufferTooShort`].
     pub(crate) fn frame_into(
         &mut self,
         dst: &mut [u8],
         max: usize,
-        read: &mut impl FnMut(&mut [u8]) -> ReadResult,
+        read: &mut impl FnMut(&mut [IoSliceMut<'_>]) -> ReadResult,
     ) -> Result<usize, RecvError> {
         let (header_len, len) = self.header(max, read)?;
         if len > dst.len() {
@@ -355,14 +471,28 @@ mod tests {
     }
 
     /// A reader over `data` that returns at most `chunk` bytes per read.
-    fn reader(data: Vec<u8>, chunk: usize) -> impl FnMut(&mut [u8]) -> ReadResult {
+    fn reader(data: Vec<u8>, chunk: usize) -> impl FnMut(&mut [IoSliceMut<'_>]) -> ReadResult {
         let mut pos = 0;
-        move |dst: &mut [u8]| {
-            let n = dst.len().min(chunk).min(data.len() - pos);
-            dst[..n].copy_from_slice(&data[pos..pos + n]);
-            pos += n;
-            Ok((n, Vec::new()))
+        move |bufs: &mut [IoSliceMut<'_>]| Ok((serve(&data, &mut pos, chunk, bufs), Vec::new()))
+    }
+
+    /// Copies up to `chunk` bytes of `data` from `pos` into `bufs`, in order.
+    pub(super) fn serve(
+        data: &[u8],
+        pos: &mut usize,
+        chunk: usize,
+        bufs: &mut [IoSliceMut<'_>],
+    ) -> usize {
+        let mut left = chunk.min(data.len() - *pos);
+        let mut total = 0;
+        for buf in bufs.iter_mut() {
+            let n = buf.len().min(left);
+            buf[..n].copy_from_slice(&data[*pos..*pos + n]);
+            *pos += n;
+            left -= n;
+            total += n;
         }
+        total
     }
 
     #[test]
@@ -385,6 +515,51 @@ mod tests {
             assert_eq!(got[3], big);
             assert_eq!(got[4], b"tail");
         }
+    }
+
+    #[test]
+    fn large_frames_of_changing_sizes_survive_speculation() {
+        let sizes = [
+            40_000usize,
+            40_000,
+            10,
+            50_000,
+            70_000,
+            40_000,
+            0,
+            100_000,
+            33_000,
+            5,
+        ];
+        let payloads: Vec<Vec<u8>> = sizes
+            .iter()
+            .enumerate()
+            .map(|(k, &n)| (0..n).map(|i| ((i + k) % 251) as u8).collect())
+            .collect();
+        let refs: Vec<&[u8]> = payloads.iter().map(Vec::as_slice).collect();
+        let stream = framed(&refs);
+        for chunk in [3, 4, 5, 1000, 40_004, 65_536, usize::MAX] {
+            let mut rx = RecvBuf::default();
+            let mut read = reader(stream.clone(), chunk);
+            for (k, p) in payloads.iter().enumerate() {
+                let (got, _) = rx.frame(usize::MAX, &mut read).unwrap();
+                assert!(got.as_slice() == p.as_slice(), "frame {k}, chunk {chunk}");
+            }
+            assert!(rx.frame(usize::MAX, &mut read).err().unwrap().is_eof());
+        }
+        // A truncated large frame after a large one.
+        let mut cut = framed(&[&payloads[0], &payloads[1]]);
+        cut.truncate(cut.len() - 7);
+        let mut rx = RecvBuf::default();
+        let mut read = reader(cut, 20_000);
+        rx.frame(usize::MAX, &mut read).unwrap();
+        assert!(matches!(
+            rx.frame(usize::MAX, &mut read),
+            Err(RecvError::Truncated {
+                expected: 40_004,
+                received: 39_997
+            })
+        ));
     }
 
     #[test]
@@ -444,13 +619,10 @@ mod props {
     fn decode_all(data: &[u8], chunks: &[usize], max: usize) -> (Vec<Vec<u8>>, RecvError) {
         let mut pos = 0;
         let mut turn = 0;
-        let mut read = |dst: &mut [u8]| -> ReadResult {
+        let mut read = |bufs: &mut [IoSliceMut<'_>]| -> ReadResult {
             let chunk = chunks[turn % chunks.len()].max(1);
             turn += 1;
-            let n = dst.len().min(chunk).min(data.len() - pos);
-            dst[..n].copy_from_slice(&data[pos..pos + n]);
-            pos += n;
-            Ok((n, Vec::new()))
+            Ok((super::tests::serve(data, &mut pos, chunk, bufs), Vec::new()))
         };
         let mut rx = RecvBuf::default();
         let mut out = Vec::new();
@@ -485,6 +657,27 @@ mod props {
                 RecvError::Eof | RecvError::Truncated { .. } | RecvError::BadMessageLength { .. }
             );
             prop_assert!(typed_end, "unexpected end: {:?}", end);
+        }
+
+        /// Large frames of changing sizes (which take the speculative path)
+        /// come back whole too.
+        #[test]
+        fn large_framed_payloads_round_trip(
+            sizes in proptest::collection::vec(
+                prop_oneof![Just(0usize), 1usize..100, 32_000usize..33_000, 60_000usize..70_000],
+                1..6,
+            ),
+            chunks in proptest::collection::vec(1usize..80_000, 1..4),
+        ) {
+            let payloads: Vec<Vec<u8>> = sizes.iter().map(|&n| vec![n as u8; n]).collect();
+            let mut data = Vec::new();
+            for p in &payloads {
+                data.extend_from_slice(&(p.len() as u32).to_be_bytes());
+                data.extend_from_slice(p);
+            }
+            let (frames, end) = decode_all(&data, &chunks, usize::MAX);
+            prop_assert!(frames == payloads);
+            prop_assert!(end.is_eof());
         }
 
         /// Framed payloads come back whole and in order, whatever the read
