@@ -298,6 +298,17 @@ fn ceilings(c: &mut Criterion) {
     let mut ring = SpscRing::start();
     group.bench_function("spsc_ring_8B", |b| b.iter_custom(|n| ring.run(n)));
     drop(ring);
+    // Not a ceiling but a reference: put + get of 8 B in one thread, no
+    // other process touching the cache lines.
+    let q: Queue<()> = Queue::builder().ring_bytes(1 << 20).build().unwrap();
+    group.throughput(Throughput::Elements(1));
+    group.bench_function("same_thread_put_get_8B", |b| {
+        b.iter(|| {
+            q.put_bytes(black_box(&[1u8; 8])).unwrap();
+            let m = q.get_in_place().unwrap();
+            black_box(m[0]);
+        });
+    });
     for size in [64 * 1024, 1 << 20] {
         let src = vec![3u8; size];
         let mut dst = vec![0u8; size];

@@ -174,3 +174,6 @@ pub const MAX_CAPACITY: u32 = 1 << 30;
 
 /// Largest message limit a queue can be configured with (1 TiB).
 pub const MAX_MESSAGE_LIMIT: u64 = 1 << 40;
+
+#[cfg(test)]
+mod tests;

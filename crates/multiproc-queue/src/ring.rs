@@ -116,6 +116,9 @@ const SEALED: u32 = 2;
 /// record: producers wait for this much room before writing one.
 const MIN_FRAGMENT: u32 = 64 * 1024;
 
+/// A waiting consumer looks at tail once per this many pause instructions.
+const POLL_EVERY: u32 = 8;
+
 /// A reader assembling a large message reserves at most this much ahead;
 /// beyond it the buffer grows with the data actually received, so a corrupt
 /// total cannot make it allocate.
@@ -591,10 +594,18 @@ impl Ring {
         };
         let ctl = self.ctl();
         let mut spin = SpinWait::new();
+        let mut polls = 0u32;
         while spin.spin() {
-            // SYNC: pairs with the tail swap in `emit`.
-            if ctl.tail.word.load(Ordering::Acquire) != seen {
-                return Ok(());
+            // Look at tail only every POLL_EVERY pauses: each look pulls
+            // the line away from the producer, whose next publish then
+            // waits for it; polling less lets it publish several messages
+            // per transfer.
+            polls += 1;
+            if polls.is_multiple_of(POLL_EVERY) {
+                // SYNC: pairs with the tail swap in `emit`.
+                if ctl.tail.word.load(Ordering::Acquire) != seen {
+                    return Ok(());
+                }
             }
         }
         loop {

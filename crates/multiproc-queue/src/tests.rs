@@ -1,0 +1,313 @@
+//! In-process tests of bad input and size edges; the cross-process suite is
+//! `tests/cross_process.rs`.
+
+use crate::layout::{MAGIC, RING_OFFSET, VERSION, pack};
+use crate::{JoinableQueue, Queue, QueueError, SimpleQueue};
+use multiproc_core::{Header, Segment, SegmentError};
+use std::time::Duration;
+
+const TAIL: usize = 384;
+const HEAD: usize = 640;
+const CACHED_TAIL: usize = 520;
+const CACHED_HEAD: usize = 264;
+const RING_LEN: usize = 128;
+const KIND: usize = 128 + 24;
+
+fn pattern(len: usize) -> Vec<u8> {
+    (0..len).map(|i| (i % 251) as u8).collect()
+}
+
+fn small() -> Queue<()> {
+    Queue::builder().ring_bytes(8192).build().unwrap()
+}
+
+fn write_u64(q: &Queue<()>, off: usize, v: u64) {
+    q.segment().write_at(off, &v.to_ne_bytes()).unwrap();
+}
+
+fn write_u32(q: &Queue<()>, off: usize, v: u32) {
+    q.segment().write_at(off, &v.to_ne_bytes()).unwrap();
+}
+
+fn is_corrupt_get(q: &Queue<()>) -> bool {
+    matches!(
+        q.get_bytes_timeout(Duration::from_millis(20)),
+        Err(crate::GetTimeoutError::Failed(QueueError::Corrupt(_)))
+    )
+}
+
+#[test]
+fn handles_are_send_and_sync() {
+    fn check<T: Send + Sync>() {}
+    check::<Queue<String>>();
+    check::<SimpleQueue<String>>();
+    check::<JoinableQueue<String>>();
+}
+
+#[test]
+fn attach_rejects_foreign_and_corrupt_segments() {
+    // Zeroed: no header.
+    let zero = Segment::anonymous(RING_OFFSET + 8192).unwrap();
+    assert!(matches!(
+        Queue::<u8>::attach(zero),
+        Err(QueueError::Segment(SegmentError::Header(_)))
+    ));
+    // Wrong magic and wrong version.
+    for (magic, version) in [(*b"NOTAQUE\0", VERSION), (MAGIC, VERSION + 1)] {
+        let s = Segment::anonymous(RING_OFFSET + 8192).unwrap();
+        s.publish_header(0, &Header::new(magic, version, s.len() as u64))
+            .unwrap();
+        assert!(Queue::<u8>::attach(s).is_err());
+    }
+    // A good header over a nonsense configuration.
+    let s = Segment::anonymous(RING_OFFSET + 8192).unwrap();
+    s.publish_header(0, &Header::new(MAGIC, VERSION, s.len() as u64))
+        .unwrap();
+    assert!(matches!(
+        Queue::<u8>::attach(s),
+        Err(QueueError::Corrupt("ring length"))
+    ));
+    // A real queue with a corrupted ring length or kind.
+    for (off, value) in [(RING_LEN, 12345u64), (RING_LEN, u64::MAX), (KIND, 77)] {
+        let q = small();
+        write_u64(&q, off, value);
+        let fd = q.segment().as_fd_dup();
+        let err = Queue::<()>::attach(Segment::from_fd(fd).unwrap()).unwrap_err();
+        assert!(matches!(err, QueueError::Corrupt(_)), "{err:?}");
+    }
+    // Kinds are checked.
+    let simple = SimpleQueue::<u8>::new().unwrap();
+    let fd = simple.segment().as_fd_dup();
+    assert!(matches!(
+        Queue::<u8>::attach(Segment::from_fd(fd).unwrap()),
+        Err(QueueError::WrongKind { .. })
+    ));
+}
+
+trait DupFd {
+    fn as_fd_dup(&self) -> std::os::fd::OwnedFd;
+}
+
+impl DupFd for Segment {
+    fn as_fd_dup(&self) -> std::os::fd::OwnedFd {
+        use std::os::fd::AsFd;
+        self.as_fd().try_clone_to_owned().unwrap()
+    }
+}
+
+#[test]
+fn corrupt_indices_are_errors_not_ub_or_hangs() {
+    // Head and tail offsets out of range or misaligned.
+    for (off, value) in [
+        (HEAD, pack(0, 8192)),
+        (HEAD, pack(0, 7)),
+        (TAIL, pack(0, 1 << 31)),
+        (TAIL, pack(0, 33)),
+    ] {
+        let q = small();
+        q.put_bytes(b"x").unwrap();
+        write_u64(&q, CACHED_TAIL, 0);
+        write_u64(&q, off, value);
+        assert!(is_corrupt_get(&q), "get with {off}={value:#x}");
+        // A producer that needs a fresh head sees the corruption too.
+        if off == HEAD {
+            assert!(q.try_put_bytes(&[0; 5000]).unwrap_err().is_failed());
+        }
+    }
+    // A corrupt cached head is caught too.
+    let q = small();
+    write_u64(&q, CACHED_HEAD, pack(0, 9));
+    assert!(q.try_put_bytes(b"y").unwrap_err().is_failed());
+}
+
+#[test]
+fn corrupt_records_are_errors() {
+    // Record length beyond the ring, beyond the published bytes, unknown kind.
+    for (word, value) in [(0usize, u32::MAX), (0, 4000), (1, 0xdead_beef)] {
+        let q = small();
+        q.put_bytes(b"hello").unwrap();
+        write_u32(&q, RING_OFFSET + 4 * word, value);
+        assert!(is_corrupt_get(&q), "record word {word} = {value:#x}");
+        // Still an error, still no hang, on the next try.
+        assert!(is_corrupt_get(&q));
+    }
+}
+
+#[test]
+fn a_huge_announced_total_does_not_allocate() {
+    let q: Queue<()> = Queue::builder().ring_bytes(8192).build().unwrap();
+    // Produce a real FIRST record: a message larger than half the ring, with
+    // room for only its first fragment (a thread keeps writing the rest).
+    let writer = {
+        let q = q.clone();
+        std::thread::spawn(move || {
+            let _ = q.put_bytes_timeout(&pattern(20_000), Duration::from_millis(200));
+        })
+    };
+    std::thread::sleep(Duration::from_millis(50));
+    // Rewrite FIRST's total (header bytes 8..16) to 2^60.
+    q.segment()
+        .write_at(RING_OFFSET + 8, &(1u64 << 60).to_ne_bytes())
+        .unwrap();
+    assert!(is_corrupt_get(&q));
+    writer.join().unwrap();
+}
+
+#[test]
+fn sizes_at_the_edges_round_trip_typed_and_bytes() {
+    let q: Queue<Vec<u8>> = Queue::builder().ring_bytes(16 * 1024).build().unwrap();
+    let ring = q.ring_bytes();
+    let max = q.max_in_place();
+    let sizes = [
+        0,
+        1,
+        15,
+        16,
+        17,
+        max - 1,
+        max,
+        max + 1,
+        ring - 1,
+        ring,
+        ring + 1,
+        5 * ring + 3,
+    ];
+    let producer = {
+        let q = q.clone();
+        std::thread::spawn(move || {
+            for &len in &sizes {
+                q.put_bytes(&pattern(len)).unwrap();
+                q.put(pattern(len)).unwrap();
+            }
+        })
+    };
+    for &len in &sizes {
+        let raw = q.get_bytes_timeout(Duration::from_secs(10)).unwrap();
+        assert_eq!(raw.len(), len);
+        assert!(raw == pattern(len), "bytes of size {len}");
+        let typed = q.get_timeout(Duration::from_secs(10)).unwrap();
+        assert!(typed == pattern(len), "typed of size {len}");
+    }
+    producer.join().unwrap();
+    assert!(q.is_empty());
+}
+
+#[test]
+fn too_large_is_refused_and_hands_the_value_back() {
+    let q: Queue<Vec<u8>> = Queue::builder().max_message(100).build().unwrap();
+    let err = q.put_bytes(&[0; 101]).unwrap_err();
+    assert!(matches!(
+        err.failure(),
+        Some(QueueError::TooLarge { len: 101, max: 100 })
+    ));
+    q.put_bytes(&[0; 100]).unwrap();
+    let err = q.try_put(vec![1; 200]).unwrap_err();
+    assert!(err.is_failed());
+    assert_eq!(err.into_inner().len(), 200);
+    let with = q.put_with(1000, |_| unreachable!()).unwrap_err();
+    assert!(with.is_failed());
+}
+
+#[test]
+fn a_value_that_does_not_decode_is_an_error_and_the_queue_goes_on() {
+    let q: Queue<String> = Queue::new().unwrap();
+    q.put_bytes(&[0xff, 0xff, 0xff]).unwrap();
+    q.put("next".to_string()).unwrap();
+    let err = q.get().unwrap_err();
+    assert!(err.is_failed());
+    assert!(std::error::Error::source(&err).is_some());
+    assert_eq!(q.get().unwrap(), "next");
+}
+
+#[test]
+fn a_value_holding_descriptors_is_refused() {
+    let q: Queue<Segment> = Queue::new().unwrap();
+    let seg = Segment::anonymous(4096).unwrap();
+    let err = q.put(seg).unwrap_err();
+    match err.failure() {
+        Some(QueueError::Codec(c)) => assert!(c.is_descriptors_unsupported()),
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn put_with_panicking_publishes_nothing() {
+    let q = small();
+    let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        let _ = q.put_with(10, |_| panic!("boom"));
+    }));
+    assert!(result.is_err());
+    assert!(q.try_get_bytes().unwrap_err().is_empty());
+    q.put_bytes(b"ok").unwrap();
+    assert_eq!(q.get_bytes().unwrap(), b"ok");
+}
+
+#[test]
+fn errors_display_lowercase_and_debug_without_the_value() {
+    let q = Queue::with_capacity(1).unwrap();
+    q.put(1u8).unwrap();
+    let err = q.try_put(2).unwrap_err();
+    assert_eq!(err.to_string(), "putting into a full queue");
+    assert_eq!(format!("{err:?}"), "Full(..)");
+    let e = Queue::<u8>::new().unwrap().try_get().unwrap_err();
+    assert_eq!(e.to_string(), "getting from an empty queue");
+    assert!(format!("{q:?}").starts_with("Queue { fd: "));
+}
+
+#[test]
+fn ring_wraps_many_times_with_mixed_sizes() {
+    let q: Queue<()> = Queue::builder().ring_bytes(4096).build().unwrap();
+    let producer = {
+        let q = q.clone();
+        std::thread::spawn(move || {
+            for i in 0..20_000usize {
+                q.put_bytes(&pattern(i % 700)).unwrap();
+            }
+        })
+    };
+    for i in 0..20_000usize {
+        let m = q.get_bytes().unwrap();
+        assert!(m == pattern(i % 700), "message {i}");
+    }
+    producer.join().unwrap();
+}
+
+#[test]
+fn many_threads_mpmc_in_process() {
+    let q: Queue<(u32, u32)> = Queue::with_capacity(64).unwrap();
+    let producers: Vec<_> = (0..3)
+        .map(|p| {
+            let q = q.clone();
+            std::thread::spawn(move || {
+                for i in 0..5000 {
+                    q.put((p, i)).unwrap();
+                }
+            })
+        })
+        .collect();
+    let consumers: Vec<_> = (0..3)
+        .map(|_| {
+            let q = q.clone();
+            std::thread::spawn(move || {
+                let mut got = Vec::new();
+                while let Ok(v) = q.get() {
+                    got.push(v);
+                }
+                got
+            })
+        })
+        .collect();
+    for p in producers {
+        p.join().unwrap();
+    }
+    q.close();
+    let mut all: Vec<(u32, u32)> = consumers
+        .into_iter()
+        .flat_map(|c| c.join().unwrap())
+        .collect();
+    all.sort_unstable();
+    let want: Vec<(u32, u32)> = (0..3)
+        .flat_map(|p| (0..5000).map(move |i| (p, i)))
+        .collect();
+    assert_eq!(all, want);
+}
