@@ -49,6 +49,9 @@ pub const PREFETCH: usize = 2;
 /// report arrives.
 pub const CHECK_INTERVAL: Duration = Duration::from_millis(10);
 
+/// How long a closed pool waits for an idle worker to leave before killing it.
+const WIND_DOWN_WAIT: Duration = Duration::from_secs(1);
+
 /// How long `terminate` waits after `SIGTERM` before `SIGKILL`.
 const TERMINATE_GRACE: Duration = Duration::from_millis(200);
 
@@ -829,8 +832,15 @@ impl Shared {
                 w.tasks.close();
             }
         }
-        state.workers.retain(|w| w.process.is_alive());
-        state.workers.is_empty()
+        // Every task is done: the workers leave as soon as they see their
+        // queue closed. Wait for them here rather than polling.
+        for mut w in std::mem::take(&mut state.workers) {
+            if w.process.join_timeout(WIND_DOWN_WAIT).is_err() && w.process.is_alive() {
+                let _ = w.process.kill();
+                let _ = w.process.join();
+            }
+        }
+        true
     }
 }
 
