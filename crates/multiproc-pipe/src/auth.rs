@@ -69,6 +69,17 @@ const PREFIXED_LEN: usize = 40;
 const MD5_LEN: usize = 16;
 
 /// A digest the handshake can use.
+///
+/// # Examples
+///
+/// ```
+/// use multiproc_pipe::auth::{self, Challenge, Digest};
+///
+/// let message = auth::challenge_message(Challenge::Prefixed(Digest::Sha384))?;
+/// assert!(message.starts_with(b"{sha384}"));
+/// assert_eq!(Digest::Md5.name(), "md5");
+/// # Ok::<(), multiproc_pipe::AuthenticationError>(())
+/// ```
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 #[non_exhaustive]
 pub enum Digest {
@@ -150,6 +161,16 @@ impl Digest {
 /// against it: they answer any challenge with raw HMAC-MD5, which is
 /// accepted like CPython 3.12 accepts it. [`Challenge::Legacy`] sends what
 /// CPython 3.11 and older send.
+///
+/// # Examples
+///
+/// ```
+/// use multiproc_pipe::auth::{self, Challenge};
+///
+/// assert_eq!(auth::challenge_message(Challenge::Legacy)?.len(), 20);
+/// assert_eq!(auth::challenge_message(Challenge::default())?.len(), 8 + 40);
+/// # Ok::<(), multiproc_pipe::AuthenticationError>(())
+/// ```
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Challenge {
     /// 20 random bytes; the peer replies with raw HMAC-MD5.
@@ -217,6 +238,21 @@ fn split_digest(message: &[u8]) -> Result<Option<(Digest, &[u8])>, Authenticatio
 /// HMAC-MD5 for a legacy message, `{digest}` + HMAC over the whole message
 /// for a prefixed one.
 ///
+/// # Examples
+///
+/// ```
+/// use multiproc_pipe::auth;
+///
+/// let legacy = auth::response(b"key", &[7; 20])?;
+/// assert_eq!(legacy.len(), 16);
+/// let mut prefixed = b"{sha256}".to_vec();
+/// prefixed.extend([7; 40]);
+/// let reply = auth::response(b"key", &prefixed)?;
+/// assert!(reply.starts_with(b"{sha256}") && reply.len() == 8 + 32);
+/// assert!(auth::response(b"key", b"{whirlpool}0123456789abcdef").is_err());
+/// # Ok::<(), multiproc_pipe::AuthenticationError>(())
+/// ```
+///
 /// # Errors
 ///
 /// [`AuthFailure::Protocol`] for a message shorter than 20 bytes or with a
@@ -241,6 +277,18 @@ pub fn response(authkey: &[u8], message: &[u8]) -> Result<Vec<u8>, Authenticatio
 
 /// Checks a `reply` to our challenge `message`, in constant time.
 ///
+/// # Examples
+///
+/// ```
+/// use multiproc_pipe::auth;
+///
+/// let message = [1u8; 20];
+/// let reply = auth::response(b"key", &message)?;
+/// assert!(auth::verify(b"key", &message, &reply).is_ok());
+/// assert!(auth::verify(b"key", &message, &reply[..15]).is_err());
+/// # Ok::<(), multiproc_pipe::AuthenticationError>(())
+/// ```
+///
 /// # Errors
 ///
 /// [`AuthFailure::DigestWrong`] when the peer does not know the key (or the
@@ -254,6 +302,16 @@ pub fn verify(authkey: &[u8], message: &[u8], reply: &[u8]) -> Result<(), Authen
 }
 
 /// Takes the challenge message out of a `#CHALLENGE#…` frame.
+///
+/// # Examples
+///
+/// ```
+/// use multiproc_pipe::auth;
+///
+/// assert_eq!(auth::parse_challenge(b"#CHALLENGE#abc")?, b"abc");
+/// assert!(auth::parse_challenge(b"#WELCOME#").is_err());
+/// # Ok::<(), multiproc_pipe::AuthenticationError>(())
+/// ```
 ///
 /// # Errors
 ///

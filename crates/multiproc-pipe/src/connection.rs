@@ -176,6 +176,18 @@ impl Connection {
 
     /// The descriptor, giving up the connection. Bytes this connection had
     /// already read ahead are lost.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use multiproc_pipe::{Connection, Pipe};
+    ///
+    /// let (a, b) = Pipe::new()?;
+    /// let mut again = Connection::from_fd(a.into_fd())?;
+    /// b.send_bytes(b"same socket")?;
+    /// assert_eq!(again.recv_bytes()?, b"same socket");
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     #[must_use]
     pub fn into_fd(self) -> OwnedFd {
         self.fd
@@ -183,6 +195,17 @@ impl Connection {
 
     /// Whether [`recv`](Self::recv) and friends work here (not the sending
     /// end of a simplex pipe).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use multiproc_pipe::Pipe;
+    ///
+    /// let (rx, tx) = Pipe::simplex()?;
+    /// assert!(rx.is_readable() && !rx.is_writable());
+    /// assert!(tx.is_writable() && !tx.is_readable());
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
     #[must_use]
     pub fn is_readable(&self) -> bool {
         self.flavor.readable()
@@ -214,6 +237,18 @@ impl Connection {
 
     /// The limit on received payloads ([`DEFAULT_MAX_MESSAGE_LEN`] unless
     /// set).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use multiproc_pipe::{DEFAULT_MAX_MESSAGE_LEN, Pipe};
+    ///
+    /// let (mut rx, _tx) = Pipe::new()?;
+    /// assert_eq!(rx.max_message_len(), DEFAULT_MAX_MESSAGE_LEN);
+    /// rx.set_max_message_len(1 << 20);
+    /// assert_eq!(rx.max_message_len(), 1 << 20);
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
     #[must_use]
     pub fn max_message_len(&self) -> usize {
         self.max_message_len
@@ -243,6 +278,20 @@ impl Connection {
 
     /// Whether received bytes are waiting in the read-ahead buffer (a
     /// `recv` may then finish without a system call).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use multiproc_pipe::Pipe;
+    ///
+    /// let (mut rx, tx) = Pipe::new()?;
+    /// tx.send_bytes(b"1")?;
+    /// tx.send_bytes(b"2")?;
+    /// assert!(!rx.has_buffered());
+    /// assert_eq!(rx.recv_bytes()?, b"1"); // one read brought both
+    /// assert!(rx.has_buffered());
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     #[must_use]
     pub fn has_buffered(&self) -> bool {
         self.rx.buffered() > 0
@@ -739,6 +788,19 @@ impl Connection {
     /// Closes the connection (Python's `close()`); dropping it does the
     /// same. The peer's next `recv` after what was already sent reports
     /// [`RecvError::Eof`].
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use multiproc_pipe::Pipe;
+    ///
+    /// let (mut a, b) = Pipe::new()?;
+    /// b.send_bytes(b"bye")?;
+    /// b.close();
+    /// assert_eq!(a.recv_bytes()?, b"bye");
+    /// assert!(a.recv_bytes().unwrap_err().is_eof());
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn close(self) {
         drop(self);
     }

@@ -23,6 +23,24 @@ use std::io;
 /// | [`BadMessageLength`](Self::BadMessageLength) | the header stays unread: a call with a larger limit can still take the frame |
 /// | [`Eof`](Self::Eof) | the peer is gone; every later `recv` is `Eof` again |
 /// | [`Truncated`](Self::Truncated), [`Io`](Self::Io) | broken: close it |
+///
+/// # Examples
+///
+/// ```
+/// use multiproc_pipe::{Pipe, RecvError};
+///
+/// let (mut rx, tx) = Pipe::new()?;
+/// tx.send_bytes(b"12345")?;
+/// drop(tx);
+/// let err = rx.recv_bytes_max(2).unwrap_err();
+/// assert!(matches!(err, RecvError::BadMessageLength { claimed: 5, max: 2 }));
+/// assert_eq!(err.to_string(), "bad message length 5 (limit 2)");
+/// assert_eq!(rx.recv_bytes()?, b"12345");
+/// let eof = rx.recv_bytes().unwrap_err();
+/// assert!(eof.is_eof());
+/// assert_eq!(std::io::Error::from(eof).kind(), std::io::ErrorKind::UnexpectedEof);
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
 #[derive(Debug)]
 #[non_exhaustive]
 pub enum RecvError {
@@ -154,6 +172,20 @@ impl From<RecvError> for io::Error {
 }
 
 /// Why a message could not be sent.
+///
+/// # Examples
+///
+/// ```
+/// use multiproc_pipe::{Pipe, SendError};
+///
+/// let (rx, tx) = Pipe::simplex()?;
+/// assert!(matches!(rx.send_bytes(b"x"), Err(SendError::NotWritable)));
+/// drop(rx);
+/// let err = tx.send_bytes(b"x").unwrap_err();
+/// assert!(err.is_broken_pipe());
+/// assert_eq!(err.to_string(), "writing to the connection failed");
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
 #[derive(Debug)]
 #[non_exhaustive]
 pub enum SendError {
@@ -264,6 +296,16 @@ impl From<SendError> for io::Error {
 /// The authkey handshake failed: the peer used another key, spoke out of
 /// protocol, or asked for a digest this crate does not offer (Python's
 /// `multiprocessing.AuthenticationError`).
+///
+/// # Examples
+///
+/// ```
+/// use multiproc_pipe::{auth, AuthFailure};
+///
+/// let err = auth::response(b"key", b"too short").unwrap_err();
+/// assert!(matches!(err.reason(), AuthFailure::Protocol(_)));
+/// assert_eq!(err.to_string(), "authentication protocol error: challenge too short: 9 bytes");
+/// ```
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct AuthenticationError {
     reason: AuthFailure,
@@ -319,6 +361,17 @@ impl std::error::Error for AuthenticationError {}
 
 /// Why [`Client::connect`](crate::Client::connect) or
 /// [`Listener::accept`](crate::Listener::accept) failed.
+///
+/// # Examples
+///
+/// ```
+/// use multiproc_pipe::{Address, Client, ConnectError};
+///
+/// let nobody = Address::Abstract(b"multiproc-doc-nobody-listens".to_vec());
+/// let err = Client::connect(nobody, None).unwrap_err();
+/// assert!(matches!(&err, ConnectError::Io(e) if e.kind() == std::io::ErrorKind::ConnectionRefused));
+/// assert!(!err.is_authentication());
+/// ```
 #[derive(Debug)]
 #[non_exhaustive]
 pub enum ConnectError {

@@ -68,6 +68,14 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 //!
+//! Sockets are written with `MSG_NOSIGNAL`. A pipe has no such flag, so
+//! creating a connection that writes to a pipe sets `SIGPIPE` to "ignore"
+//! if it is still at its default action (which would end the process); a
+//! handler or disposition the program chose is left alone. The Rust runtime
+//! (and CPython) ignore `SIGPIPE` anyway, so this only matters in hosts that
+//! restored the default. Blocking the signal around every write instead
+//! would cost three system calls per message.
+//!
 //! # Waiting
 //!
 //! [`Connection::poll`] waits for one connection; [`wait`] for the first of

@@ -208,6 +208,19 @@ impl Listener {
     /// TCP listeners set `SO_REUSEADDR` (as Python does). A Unix path must
     /// not exist yet; the socket file is removed when the listener drops.
     ///
+    /// # Examples
+    ///
+    /// ```
+    /// use multiproc_pipe::{Address, Listener};
+    ///
+    /// let name = Address::Abstract(format!("mp-doc-{}", std::process::id()).into_bytes());
+    /// let listener = Listener::bind(&name, None)?;
+    /// assert_eq!(listener.address(), &name);
+    /// // The name is taken while the listener lives.
+    /// assert!(Listener::bind(&name, None).is_err());
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
+    ///
     /// # Errors
     ///
     /// The kernel's error (`EADDRINUSE`, `EACCES`, …).
@@ -248,6 +261,16 @@ impl Listener {
     }
 
     /// The address bound, with the real port when port 0 was asked for.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use multiproc_pipe::{Address, Listener};
+    ///
+    /// let listener = Listener::bind("127.0.0.1:0".parse::<Address>()?, None)?;
+    /// assert!(matches!(listener.address(), Address::Tcp(a) if a.port() != 0));
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     #[must_use]
     pub fn address(&self) -> &Address {
         &self.address

@@ -676,6 +676,17 @@ fn send_errors_are_typed() {
     drop(rx);
 }
 
+fn handles_and_errors_are_send() {
+    fn send<T: Send>() {}
+    fn send_sync<T: Send + Sync + std::error::Error + 'static>() {}
+    send::<Connection>();
+    send::<Listener>();
+    send_sync::<RecvError>();
+    send_sync::<SendError>();
+    send_sync::<ConnectError>();
+    send_sync::<multiproc_pipe::AuthenticationError>();
+}
+
 fn main() {
     let roles: &[Role] = &[
         ("echo_pair", child_echo),
@@ -708,6 +719,7 @@ fn main() {
             oversized_or_malformed_handshake_is_rejected,
             a_server_without_the_key_fails_the_clients_challenge,
             send_errors_are_typed,
+            handles_and_errors_are_send,
         ],
     );
 }
