@@ -11,7 +11,8 @@
 //! | [`sync`] | `multiproc-sync` | Lock, RLock, Semaphore, BoundedSemaphore, Event, Condition, Barrier |
 //! | [`connection`] | `multiproc-pipe` | Pipe, Connection, Listener, Client, wait |
 //! | [`shared`] | `multiproc-shm` | SharedMemory, ShareableList, Value, Array |
-//! | [`process`] | `multiproc-process` | Process, start methods, process info |
+//! | [`queue`] | `multiproc-queue` | Queue, SimpleQueue, JoinableQueue |
+//! | [`process`] | `multiproc-process` | Process, start methods, process info, Pool |
 //!
 //! # Python → multiproc
 //!
@@ -29,8 +30,11 @@
 //! | `Semaphore`, `BoundedSemaphore`, `Event`, `Condition`, `Barrier` | [`Semaphore`], [`BoundedSemaphore`], [`Event`], [`Condition`], [`Barrier`] |
 //! | `Value`, `Array`, `RawValue`, `RawArray` | [`Value`], [`Array`], [`RawValue`], [`RawArray`] for plain-data types ([`Plain`]) |
 //! | `shared_memory.SharedMemory`, `ShareableList` | [`SharedMemory`], [`ShareableList`] — open Python's blocks and vice versa |
-//! | `Queue`, `SimpleQueue`, `JoinableQueue` | in progress (`multiproc-queue`) |
-//! | `Pool`, `AsyncResult` | in progress |
+//! | `Queue(maxsize)`: `put`, `get`, `put_nowait`, `get_nowait`, `qsize`, `empty`, `full`, `close` | [`Queue::new`], [`Queue::with_capacity`]; `put`/`try_put`/`put_timeout`, `get`/`try_get`/`get_timeout`, `qsize`, `is_empty`, `is_full`, `close`; a process killed mid-put never tears a message |
+//! | `SimpleQueue`, `JoinableQueue`: `task_done()`, `join()` | [`SimpleQueue`], [`JoinableQueue`] |
+//! | `Queue.cancel_join_thread`, `join_thread` | not needed: there is no feeder thread, `put` is done when it returns |
+//! | `Pool(processes, initializer, initargs, maxtasksperchild)` | [`Pool::new`], [`Pool::builder`] |
+//! | `apply`, `apply_async(callback, error_callback)`, `map`, `map_async`, `imap`, `imap_unordered`, `starmap`, `starmap_async`, `close`, `join`, `terminate` | same names on [`Pool`] (`apply_async_with` takes the callbacks); [`AsyncResult`]: `get`, `get_timeout`, `wait`, `ready`, `successful`; a dead worker fails its task with [`TaskError::WorkerDied`] instead of hanging |
 //! | `Manager`, proxies, `multiprocessing.dummy` | not provided: shared memory and handles replace proxies; threads are `std::thread` |
 //! | `allow_connection_pickling`, `reduction` | not needed: every handle type is `Serialize` and crosses Unix sockets with its descriptors ([`os::SharedFd`]) |
 //! | `log_to_stderr`, `get_logger` | not provided: use the `log`/`tracing` ecosystem |
@@ -67,15 +71,18 @@
 pub use multiproc_core as os;
 pub use multiproc_pipe as connection;
 pub use multiproc_process as process;
+pub use multiproc_queue as queue;
 pub use multiproc_shm as shared;
 pub use multiproc_sync as sync;
 
 pub use multiproc_core::{Segment, SharedFd};
 pub use multiproc_pipe::{Address, Client, Connection, Listener, Pipe, wait};
 pub use multiproc_process::{
-    Context, Process, ProcessError, ProcessInfo, StartMethod, active_children, cpu_count,
-    current_process, get_context, get_start_method, init, parent_process, set_start_method,
+    AsyncResult, Context, Pool, Process, ProcessError, ProcessInfo, StartMethod, TaskError,
+    active_children, cpu_count, current_process, get_context, get_start_method, init,
+    parent_process, set_start_method,
 };
+pub use multiproc_queue::{JoinableQueue, Queue, SimpleQueue};
 pub use multiproc_shm::{
     Array, Plain, RawArray, RawValue, ShareableList, ShareableValue, SharedMemory, Value,
 };
