@@ -12,7 +12,7 @@
 //! | owner word | meaning | who changes it |
 //! |---|---|---|
 //! | 0 | free | a locker, by CAS 0 → its identity (`Acquire`) |
-//! | live identity | held | the holder, by swap → 0 (`SeqCst`) |
+//! | live identity | held | the holder, by a store of 0 (`Release`) |
 //! | dead identity | held by a dead process | a waiter, by CAS dead → its identity, after `is_alive()` said no |
 //!
 //! The only module-level unsafe is the `pthread_atfork` registration that
@@ -22,7 +22,7 @@
 use multiproc_core::ProcessIdentity;
 use multiproc_core::futex::{self, SpinWait, WaitOutcome};
 use std::sync::Once;
-use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU8, AtomicU32, AtomicU64, Ordering, compiler_fence, fence};
 use std::time::{Duration, Instant};
 
 /// How long a waiter sleeps before it checks whether the process it waits
@@ -35,9 +35,22 @@ pub(crate) const LIVENESS_SLICE: Duration = Duration::from_millis(20);
 static ME: AtomicU64 = AtomicU64::new(0);
 static ATFORK: Once = Once::new();
 
+/// How this process's fast paths order a store before a load (see
+/// [`light_fence`]): not decided yet (0), by the sleepers' `membarrier`
+/// ([`ASYMMETRIC`]), or by a full fence of their own ([`SYMMETRIC`]).
+/// Per process: reset in forked children, which register again.
+static FAST_MODE: AtomicU8 = AtomicU8::new(0);
+const ASYMMETRIC: u8 = 1;
+const SYMMETRIC: u8 = 2;
+
+/// Whether this process can issue `MEMBARRIER_CMD_GLOBAL_EXPEDITED`
+/// (1 = yes, 2 = no, 0 = not asked yet).
+static HEAVY: AtomicU8 = AtomicU8::new(0);
+
 extern "C" fn forget_identity_in_child() {
-    // Async-signal-safe: one atomic store.
+    // Async-signal-safe: atomic stores only.
     ME.store(0, Ordering::Relaxed);
+    FAST_MODE.store(0, Ordering::Relaxed);
 }
 
 /// This process's identity, packed (never 0). Costs one load after the first
@@ -60,9 +73,85 @@ fn me_slow() -> u64 {
         let rc = unsafe { libc::pthread_atfork(None, None, Some(forget_identity_in_child)) };
         debug_assert_eq!(rc, 0, "pthread_atfork failed");
     });
+    register_fences();
     let packed = ProcessIdentity::current().to_u64();
     ME.store(packed, Ordering::Relaxed);
     packed
+}
+
+/// `membarrier(MEMBARRIER_CMD_REGISTER_GLOBAL_EXPEDITED)`: lets sleepers in
+/// other processes run a memory barrier on our CPUs, so our fast paths need
+/// none (see [`light_fence`]).
+///
+/// # References
+///  - [membarrier(2)](https://man7.org/linux/man-pages/man2/membarrier.2.html)
+fn register_fences() {
+    use rustix::thread::{MembarrierCommand, membarrier, membarrier_query};
+    let query = membarrier_query();
+    let heavy = query.contains_command(MembarrierCommand::GlobalExpedited);
+    HEAVY.store(if heavy { 1 } else { 2 }, Ordering::Relaxed);
+    let registered = heavy
+        && query.contains_command(MembarrierCommand::RegisterGlobalExpedited)
+        && membarrier(MembarrierCommand::RegisterGlobalExpedited).is_ok();
+    FAST_MODE.store(
+        if registered { ASYMMETRIC } else { SYMMETRIC },
+        Ordering::SeqCst,
+    );
+}
+
+/// The fast half of a store-then-load (Dekker) pair: between a waker's
+/// store of the condition and its load of the futex word.
+///
+/// In a process registered with `membarrier` this is only a compiler
+/// fence: a sleeper calls [`heavy_fence`] between its own store and load,
+/// which runs a full barrier on every CPU running a registered process, so
+/// either the waker's store is visible to the sleeper's re-check or the
+/// sleeper's store is visible to the waker's load. That keeps locked
+/// instructions (which wait for the store buffer to drain, and so for the
+/// cache line the other process just read) off the per-message path.
+/// Elsewhere it is a full fence.
+#[inline]
+pub(crate) fn light_fence() {
+    if FAST_MODE.load(Ordering::Relaxed) == ASYMMETRIC {
+        compiler_fence(Ordering::SeqCst);
+    } else {
+        fence(Ordering::SeqCst);
+    }
+}
+
+/// The slow half of a store-then-load pair, run by a waiter between
+/// announcing itself and re-checking; see [`light_fence`].
+///
+/// # References
+///  - [membarrier(2)](https://man7.org/linux/man-pages/man2/membarrier.2.html)
+pub(crate) fn heavy_fence() {
+    fence(Ordering::SeqCst);
+    if HEAVY.load(Ordering::Relaxed) == 0 {
+        register_fences();
+    }
+    if HEAVY.load(Ordering::Relaxed) == 1 {
+        let result = rustix::thread::membarrier(rustix::thread::MembarrierCommand::GlobalExpedited);
+        debug_assert!(result.is_ok(), "membarrier failed: {result:?}");
+    }
+}
+
+/// How long a sleeper may sleep before re-checking its condition by itself:
+/// forever normally; a short slice in a process that cannot issue
+/// `membarrier` (for example under a seccomp filter), where a waker that
+/// relies on it could otherwise be missed.
+pub(crate) fn recheck_slice() -> Option<Duration> {
+    (HEAVY.load(Ordering::Relaxed) != 1).then_some(Duration::from_millis(1))
+}
+
+/// `deadline`, shortened to [`recheck_slice`] from now when that applies.
+pub(crate) fn sleep_until(deadline: Option<Instant>) -> Option<Instant> {
+    match recheck_slice() {
+        Some(slice) => {
+            let soon = Instant::now() + slice;
+            Some(deadline.map_or(soon, |d| d.min(soon)))
+        }
+        None => deadline,
+    }
 }
 
 /// Whether the process packed in `owner` still runs. An unpackable (corrupt)
@@ -71,15 +160,16 @@ pub(crate) fn owner_alive(owner: u64) -> bool {
     ProcessIdentity::from_u64(owner).is_some_and(|id| id.is_alive())
 }
 
-/// Wakes every sleeper on `word` if bit 0 says there are any. Called after
-/// the change the sleepers wait for, with that change made `SeqCst` (or
-/// followed by a `SeqCst` operation), so the Dekker pair with
-/// [`prepare_sleep`] cannot both miss.
+/// Wakes every sleeper on `word` if bit 0 says there are any. Called right
+/// after the store that makes the sleepers' condition true; the
+/// [`light_fence`] here and the [`heavy_fence`] in [`prepare_sleep`] make
+/// sure the two sides cannot both miss each other.
 #[inline]
 pub(crate) fn notify(word: &AtomicU32) {
-    // SYNC: pairs with the SeqCst `fetch_or` in `prepare_sleep`: either the
-    // sleeper's re-check sees our change, or we see its bit here.
-    let v = word.load(Ordering::SeqCst);
+    light_fence();
+    // SYNC: pairs with the `fetch_or` + `heavy_fence` in `prepare_sleep`:
+    // either the sleeper's re-check sees our store, or we see its bit here.
+    let v = word.load(Ordering::Relaxed);
     if v & 1 != 0 {
         notify_slow(word, v);
     }
@@ -104,11 +194,13 @@ pub(crate) fn notify_all(word: &AtomicU32) {
 }
 
 /// Registers a sleeper on `word`; returns the value to pass to
-/// [`futex::wait`] after re-checking the condition.
-#[inline]
+/// [`futex::wait`] after re-checking the condition (which the caller must
+/// do after this returns).
 pub(crate) fn prepare_sleep(word: &AtomicU32) -> u32 {
-    // SYNC: pairs with the SeqCst load in `notify`.
-    word.fetch_or(1, Ordering::SeqCst) | 1
+    // SYNC: pairs with the `light_fence` + load in `notify`.
+    let v = word.fetch_or(1, Ordering::SeqCst) | 1;
+    heavy_fence();
+    v
 }
 
 /// Outcome of taking a lock.
@@ -187,8 +279,8 @@ impl RobustLock<'_> {
                 return Err(());
             }
             let v = prepare_sleep(self.word);
-            // SYNC: SeqCst re-check after registering, pairs with the SeqCst
-            // swap in `unlock`.
+            // SYNC: re-check after `prepare_sleep`; pairs with the store +
+            // `notify` in `unlock`.
             let owner = self.owner.load(Ordering::SeqCst);
             if owner == 0 {
                 if self.try_lock(me) {
@@ -197,12 +289,12 @@ impl RobustLock<'_> {
                 continue;
             }
             let slice = Instant::now() + LIVENESS_SLICE;
-            let until = match deadline {
-                Some(d) if d < slice => Some(d),
-                _ => Some(slice),
-            };
+            let until = sleep_until(Some(match deadline {
+                Some(d) if d < slice => d,
+                _ => slice,
+            }));
             let outcome = futex::wait(self.word, v, until);
-            if outcome == WaitOutcome::TimedOut {
+            if outcome == WaitOutcome::TimedOut && until.is_some_and(|u| Instant::now() >= u) {
                 if deadline.is_some_and(|d| Instant::now() >= d) {
                     return if self.try_lock(me) {
                         Ok(Locked::Clean)
@@ -218,10 +310,10 @@ impl RobustLock<'_> {
     /// Releases the lock and wakes sleepers, if any.
     #[inline]
     pub(crate) fn unlock(&self) {
-        // SYNC: SeqCst swap: Release for the next holder's Acquire CAS, and
-        // the first half of the Dekker pair with `prepare_sleep` + SeqCst
-        // re-check in `lock_slow`.
-        self.owner.swap(0, Ordering::SeqCst);
+        // SYNC: Release for the next holder's Acquire CAS; then `notify`
+        // (light fence + load), the fast half of the pair with
+        // `prepare_sleep` + re-check in `lock_slow`.
+        self.owner.store(0, Ordering::Release);
         notify(self.word);
     }
 }

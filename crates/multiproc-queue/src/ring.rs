@@ -69,12 +69,16 @@
 //!
 //! # Blocking
 //!
-//! Each futex word's bit 0 says "a waiter sleeps". Wakers make their change
-//! with a `SeqCst` read-modify-write and then load the futex word `SeqCst`;
-//! sleepers `fetch_or(1)` it `SeqCst`, re-check the condition `SeqCst`, then
-//! sleep on the value they set. In the total order of `SeqCst` operations one
-//! of the two sees the other, so no wake-up is lost, and a waker issues the
-//! `futex_wake` system call only when bit 0 is set.
+//! Each futex word's bit 0 says "a waiter sleeps". Wakers store their change
+//! (`Release`), pass a light fence and load the futex word; sleepers
+//! `fetch_or(1)` it, pass a heavy fence, re-check the condition, then sleep
+//! on the value they set. The light fence is only a compiler fence when the
+//! process is registered with `membarrier(2)`, because the heavy fence is
+//! `MEMBARRIER_CMD_GLOBAL_EXPEDITED`, a barrier on every CPU running such a
+//! process: one of the two sides always sees the other, so no wake-up is
+//! lost, and the per-message path has no locked instruction beyond the lock
+//! CAS. A waker issues the `futex_wake` system call only when bit 0 is set
+//! (see `lock.rs`).
 #![allow(unsafe_code)]
 
 use multiproc_core::futex::{self, SpinWait, WaitOutcome};
@@ -610,8 +614,8 @@ impl Ring {
         }
         loop {
             let v = lock::prepare_sleep(&ctl.wait.data);
-            // SYNC: SeqCst re-check after registering; pairs with the SeqCst
-            // tail swap + `notify` in `emit`.
+            // SYNC: re-check after `prepare_sleep`; pairs with the tail
+            // store + `notify` in `emit`.
             if ctl.tail.word.load(Ordering::SeqCst) != seen {
                 return Ok(());
             }
@@ -631,7 +635,9 @@ impl Ring {
                 }
                 continue;
             }
-            if futex::wait(&ctl.wait.data, v, deadline) == WaitOutcome::TimedOut {
+            if futex::wait(&ctl.wait.data, v, lock::sleep_until(deadline)) == WaitOutcome::TimedOut
+                && deadline.is_some_and(|d| Instant::now() >= d)
+            {
                 if ctl.tail.word.load(Ordering::SeqCst) != seen {
                     return Ok(());
                 }
@@ -691,7 +697,9 @@ impl Ring {
             if self.unfinished() == 0 {
                 return Ok(());
             }
-            if futex::wait(&ctl.join.join, v, deadline) == WaitOutcome::TimedOut {
+            if futex::wait(&ctl.join.join, v, lock::sleep_until(deadline)) == WaitOutcome::TimedOut
+                && deadline.is_some_and(|d| Instant::now() >= d)
+            {
                 return if self.unfinished() == 0 {
                     Ok(())
                 } else {
@@ -729,9 +737,9 @@ impl Producer<'_> {
     fn head(&self, fresh: bool) -> Result<u32, Stop> {
         let prod = &self.ctl().prod;
         let word = if fresh {
-            // SYNC: SeqCst pairs with the SeqCst head swap in
+            // SYNC: pairs with the Release head store in
             // `Consumer::advance`: the reader is done with those bytes. Also
-            // the re-check half of the Dekker pair in `wait_space`.
+            // the re-check after `prepare_sleep` in `wait_space`.
             let w = self.ctl().head.word.load(Ordering::SeqCst);
             prod.cached_head.store(w, Ordering::Relaxed);
             w
@@ -842,7 +850,9 @@ impl Producer<'_> {
             if ready(self)? {
                 return Ok(());
             }
-            if futex::wait(space, v, deadline) == WaitOutcome::TimedOut {
+            if futex::wait(space, v, lock::sleep_until(deadline)) == WaitOutcome::TimedOut
+                && deadline.is_some_and(|d| Instant::now() >= d)
+            {
                 if self.closing() {
                     return Err(Stop::Closed);
                 }
@@ -878,10 +888,11 @@ impl Producer<'_> {
         fill(unsafe { ring.bytes_mut(start + REC_ALIGN, len) });
         let next = (start + rec_len(len)) % ring.cap;
         let word = pack(count.wrapping_add(u32::from(ends)), next);
-        // SYNC: publishes the record (and pad): pairs with the Acquire and
-        // SeqCst tail loads of consumers (`peek`, `wait_data`); SeqCst also
-        // orders it before the `notify` load (Dekker with `wait_data`).
-        self.ctl().tail.word.swap(word, Ordering::SeqCst);
+        // SYNC: Release publishes the record (and pad): pairs with the
+        // Acquire tail loads of consumers (`peek`, `wait_data`,
+        // `wait_more`). `notify` then is the fast half of the pair with
+        // `prepare_sleep` in `wait_data`/`wait_more`.
+        self.ctl().tail.word.store(word, Ordering::Release);
         lock::notify(&self.ctl().wait.data);
     }
 
@@ -1107,10 +1118,11 @@ impl Consumer<'_> {
     #[inline]
     pub(crate) fn advance(&self, count: u32, next: u32) {
         let ctl = self.ctl();
-        // SYNC: SeqCst swap: Release for the producer's SeqCst head load
-        // (our reads of the record are done), and the first half of the
-        // Dekker pair with `wait_space`.
-        ctl.head.word.swap(pack(count, next), Ordering::SeqCst);
+        // SYNC: Release: our reads of the record are done before a producer
+        // that loads this head (Acquire, in `Producer::head`) reuses the
+        // bytes. `notify` then is the fast half of the pair with
+        // `prepare_sleep` in `wait_space`.
+        ctl.head.word.store(pack(count, next), Ordering::Release);
         lock::notify(&ctl.wait.space);
     }
 
@@ -1234,9 +1246,10 @@ impl Consumer<'_> {
             if ctl.tail.word.load(Ordering::SeqCst) != seen {
                 return;
             }
-            // SYNC: the producer swaps tail (SeqCst) before it swaps its
-            // lock word (SeqCst); seeing the lock gone and then the same
-            // tail means no fragment will follow.
+            // SYNC: the producer stores tail (Release) before it releases
+            // its lock (Release); reading the lock free or taken by another
+            // (Acquire, its release sequence) and then the same tail means
+            // no fragment will follow.
             if ctl.prod.owner.load(Ordering::SeqCst) != owner {
                 if ctl.tail.word.load(Ordering::SeqCst) == seen {
                     drop_partial();
