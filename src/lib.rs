@@ -93,7 +93,13 @@ pub use multiproc_sync::{
 /// The names most programs use, for `use multiproc::prelude::*`.
 pub mod prelude {
     pub use crate::{
-        Array, Barrier, BoundedSemaphore, Condition, Connection, Event, Lock, Pipe, Process, RLock,
-        RawArray, RawValue, Semaphore, SharedMemory, StartMethod, Value,
+        Array, Barrier, BoundedSemaphore, Condition, Connection, Event, JoinableQueue, Lock, Pipe,
+        Pool, Process, Queue, RLock, RawArray, RawValue, Semaphore, SharedMemory, SimpleQueue,
+        StartMethod, Value,
     };
 }
+
+/// The README's Rust examples, compiled and run as doctests.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;
