@@ -709,14 +709,13 @@ impl Shared {
             }
             let failed = self.dispatch(&mut state);
             let done = self.wind_down(&mut state);
-            if done {
-                state.finished = true;
-                self.finished.notify_all();
-            }
             drop(state);
+            // Results are delivered before `join` may return.
             run_ready(ready);
             run_sinks(failed);
             if done {
+                self.lock().finished = true;
+                self.finished.notify_all();
                 return;
             }
         }
@@ -860,6 +859,8 @@ pub struct IMap<'p, A, R, I> {
     exhausted: bool,
     submitted: usize,
     received: usize,
+    /// Chunks handed to the consumer; `submitted - taken` bounds memory.
+    taken: usize,
     next_index: usize,
     window: usize,
     results: mpsc::Receiver<(usize, Vec<Result<R, TaskError>>)>,
@@ -886,6 +887,7 @@ where
             exhausted: false,
             submitted: 0,
             received: 0,
+            taken: 0,
             next_index: 0,
             // Enough chunks to keep every worker's prefetch full, and a few
             // finished ones waiting for the consumer.
@@ -899,7 +901,7 @@ where
     }
 
     fn top_up(&mut self) {
-        while !self.exhausted && self.submitted - self.received < self.window {
+        while !self.exhausted && self.submitted - self.taken < self.window {
             let chunk: Vec<A> = self.input.by_ref().take(self.chunksize).collect();
             if chunk.is_empty() {
                 self.exhausted = true;
@@ -937,6 +939,7 @@ where
                 && let Some(items) = self.parked.remove(&self.next_index)
             {
                 self.next_index += 1;
+                self.taken += 1;
                 self.current = items.into_iter();
                 continue;
             }
@@ -948,6 +951,7 @@ where
             if self.ordered {
                 self.parked.insert(index, items);
             } else {
+                self.taken += 1;
                 self.current = items.into_iter();
             }
         }
@@ -958,7 +962,7 @@ impl<A, R, I> fmt::Debug for IMap<'_, A, R, I> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("IMap")
             .field("ordered", &self.ordered)
-            .field("in_flight", &(self.submitted - self.received))
+            .field("in_flight", &(self.submitted - self.taken))
             .finish()
     }
 }

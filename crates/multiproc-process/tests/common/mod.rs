@@ -281,6 +281,38 @@ pub fn children_share_a_lock(method: StartMethod) {
     );
 }
 
+fn square_jobs((jobs, results): (multiproc_queue::Queue<u64>, multiproc_queue::Queue<u64>)) -> u64 {
+    let mut done = 0;
+    while let Ok(n) = jobs.get() {
+        results.put(n * n).unwrap();
+        done += 1;
+    }
+    done
+}
+
+pub fn children_use_queues(method: StartMethod) {
+    let jobs = multiproc_queue::Queue::new().unwrap();
+    let results = multiproc_queue::Queue::new().unwrap();
+    let mut workers: Vec<_> = (0..2)
+        .map(|_| {
+            Process::new(square_jobs, (jobs.clone(), results.clone()))
+                .start_method(method)
+                .start()
+                .unwrap()
+        })
+        .collect();
+    for n in 0..500u64 {
+        jobs.put(n).unwrap();
+    }
+    jobs.close();
+    let done: u64 = workers.iter_mut().map(|w| w.join().unwrap()).sum();
+    assert_eq!(done, 500);
+    let mut got: Vec<u64> = (0..500).map(|_| results.get().unwrap()).collect();
+    got.sort_unstable();
+    assert_eq!(got, (0..500u64).map(|n| n * n).collect::<Vec<_>>());
+    assert!(results.is_empty());
+}
+
 pub fn many_processes_no_zombies_no_leaks(method: StartMethod) {
     let _alone = exclusive();
     let mut handles = Vec::new();
@@ -436,6 +468,11 @@ macro_rules! suite {
         fn children_share_a_lock() {
             let _g = common::shared();
             common::children_share_a_lock($method)
+        }
+        #[test]
+        fn children_use_queues() {
+            let _g = common::shared();
+            common::children_use_queues($method)
         }
         #[test]
         fn handles_arrive_usable() {
