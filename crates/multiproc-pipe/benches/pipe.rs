@@ -8,7 +8,7 @@
 //!
 //! | group | what | peers |
 //! |---|---|---|
-//! | `throughput/<size>` | one-way messages of 8 B, 64 B, 1 KiB, 64 KiB, 1 MiB | `connection` (duplex, socketpair), `connection_simplex` (pipe), `raw_socketpair`, `raw_pipe` |
+//! | `throughput/<size>` | one-way messages of 8 B, 64 B, 1 KiB, 64 KiB, 1 MiB | `connection` (duplex, socketpair, `recv_bytes`), `connection_into` (the same, `recv_bytes_into` a reused buffer), `connection_simplex` (pipe), `raw_socketpair`, `raw_pipe` |
 //! | `round_trip` | 8-byte ping-pong | `connection`, `raw_socketpair`, `raw_pipe` |
 //!
 //! The raw peers do one `write` per message and `read` exactly its bytes:
@@ -35,6 +35,21 @@ trait End {
 }
 
 struct Conn(Connection);
+
+/// A connection read with `recv_bytes_into` a reused buffer, as the raw
+/// peers read: no allocation per message.
+struct ConnInto(Connection);
+
+impl End for ConnInto {
+    fn send(&mut self, buf: &[u8]) {
+        self.0.send_bytes(buf).expect("send_bytes");
+    }
+
+    fn recv(&mut self, buf: &mut [u8]) {
+        let n = self.0.recv_bytes_into(buf).expect("recv_bytes_into");
+        debug_assert_eq!(n, buf.len());
+    }
+}
 
 impl End for Conn {
     fn send(&mut self, buf: &[u8]) {
@@ -84,6 +99,10 @@ fn pair(kind: &str) -> (Box<dyn End>, Box<dyn End>) {
         "connection" => {
             let (a, b) = Pipe::new().unwrap();
             (Box::new(Conn(a)), Box::new(Conn(b)))
+        }
+        "connection_into" => {
+            let (a, b) = Pipe::new().unwrap();
+            (Box::new(ConnInto(a)), Box::new(ConnInto(b)))
         }
         "connection_simplex" => {
             // One-way only: the child reads; its write side is unused.
@@ -218,6 +237,7 @@ fn throughput(c: &mut Criterion) {
         }
         for kind in [
             "connection",
+            "connection_into",
             "connection_simplex",
             "raw_socketpair",
             "raw_pipe",

@@ -256,7 +256,9 @@ impl Connection {
 
     /// Sets the limit on received payloads; a frame announcing more is
     /// refused with [`RecvError::BadMessageLength`] before anything is
-    /// allocated. Also limits what [`recv`](Self::recv) decodes.
+    /// allocated. It is also the codec's size limit for this connection:
+    /// what [`recv`](Self::recv) decodes and what [`send`](Self::send)
+    /// encodes.
     ///
     /// # Examples
     ///

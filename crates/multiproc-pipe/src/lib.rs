@@ -146,7 +146,8 @@
 //! thanks to a 64 KiB read-ahead buffer. Large payloads are read straight
 //! into their destination. `benches/pipe.rs` compares this with raw
 //! `write`/`read` on a socketpair and a pipe.
-#![warn(missing_docs, clippy::undocumented_unsafe_blocks)]
+#![deny(missing_docs)]
+#![warn(clippy::undocumented_unsafe_blocks)]
 #![deny(unsafe_code)]
 
 pub mod auth;

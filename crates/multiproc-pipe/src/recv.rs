@@ -347,20 +347,42 @@ impl RecvBuf {
         max: usize,
         read: &mut impl FnMut(&mut [IoSliceMut<'_>]) -> ReadResult,
     ) -> Result<Option<OwnedFrame>, RecvError> {
+        let mut payload = vec![0u8; self.last_len];
+        let Some((len, got, frame_start)) = self.speculative_read(&mut payload, max, read)? else {
+            return Ok(None);
+        };
+        if len > payload.len() {
+            payload.resize(len, 0);
+        }
+        let frame_len = 4 + len as u64;
+        self.payload_into(&mut payload[got..len], frame_len, 0, read)?;
+        payload.truncate(len);
+        let fds = self.claim_fds(frame_start, frame_len);
+        Ok(Some((payload, fds)))
+    }
+
+    /// One scatter read of a short header into the (empty) buffer and what
+    /// follows into `dst`. On success the header is consumed, `dst` holds
+    /// the first `got` payload bytes (`got <= len`), and any bytes past the
+    /// frame were moved to the buffer. Returns `(len, got, frame_start)`,
+    /// or `None` after handing everything read to the ordinary path
+    /// (partial, long-form or bad header).
+    fn speculative_read(
+        &mut self,
+        dst: &mut [u8],
+        max: usize,
+        read: &mut impl FnMut(&mut [IoSliceMut<'_>]) -> ReadResult,
+    ) -> Result<Option<(usize, usize, u64)>, RecvError> {
         if self.buf.is_empty() {
             self.buf = vec![0; READ_BUF];
         }
         self.start = 0;
         self.end = 0;
         let frame_start = self.read_total;
-        let mut payload = vec![0u8; self.last_len];
         let n = Self::read_vectored(
             &mut self.read_total,
             &mut self.batches,
-            &mut [
-                IoSliceMut::new(&mut self.buf[..4]),
-                IoSliceMut::new(&mut payload),
-            ],
+            &mut [IoSliceMut::new(&mut self.buf[..4]), IoSliceMut::new(dst)],
             read,
         )?;
         if n == 0 {
@@ -370,35 +392,23 @@ impl RecvBuf {
         let head = n.min(4);
         let spilled = n - head;
         self.end = head;
-        let len = match parse_header(&self.buf[..head], max) {
-            Ok(Parsed::Frame {
-                header_len: 4,
-                payload_len,
-            }) => payload_len,
-            _ => {
-                // Partial, long-form or bad header: hand everything to the
-                // ordinary path.
-                self.put_back(&payload[..spilled]);
-                return Ok(None);
-            }
+        let Ok(Parsed::Frame {
+            header_len: 4,
+            payload_len: len,
+        }) = parse_header(&self.buf[..head], max)
+        else {
+            self.put_back(&dst[..spilled]);
+            return Ok(None);
         };
-        self.start = 4;
-        let frame_len = 4 + len as u64;
-        if spilled >= len {
-            // The whole payload is here; what follows it is read-ahead.
-            self.start = 0;
-            self.end = 0;
-            self.put_back(&payload[len..spilled]);
-            payload.truncate(len);
-        } else {
-            if len > payload.len() {
-                payload.resize(len, 0);
-            }
-            self.payload_into(&mut payload[spilled..len], frame_len, 0, read)?;
-            payload.truncate(len);
+        self.last_len = len;
+        self.start = 0;
+        self.end = 0;
+        if spilled > len {
+            // What follows the payload belongs to the next frames.
+            self.put_back(&dst[len..spilled]);
+            return Ok(Some((len, len, frame_start)));
         }
-        let fds = self.claim_fds(frame_start, frame_len);
-        Ok(Some((payload, fds)))
+        Ok(Some((len, spilled, frame_start)))
     }
 
     /// Appends `bytes` (read from the OS into another buffer) to the
@@ -424,11 +434,30 @@ impl RecvBuf {
         max: usize,
         read: &mut impl FnMut(&mut [IoSliceMut<'_>]) -> ReadResult,
     ) -> Result<usize, RecvError> {
+        if self.buffered() == 0
+            && !self.eof
+            && self.last_len > SPECULATE_FROM
+            && dst.len() > SPECULATE_FROM
+            && let Some((len, got, frame_start)) = self.speculative_read(dst, max, read)?
+        {
+            let frame_len = 4 + len as u64;
+            if len > dst.len() {
+                let mut message = dst[..got].to_vec();
+                message.resize(len, 0);
+                self.payload_into(&mut message[got..], frame_len, 0, read)?;
+                drop(self.claim_fds(frame_start, frame_len));
+                return Err(RecvError::BufferTooShort(message));
+            }
+            self.payload_into(&mut dst[got..len], frame_len, 0, read)?;
+            drop(self.claim_fds(frame_start, frame_len));
+            return Ok(len);
+        }
         let (header_len, len) = self.header(max, read)?;
         if len > dst.len() {
             let (payload, _fds) = self.frame(max, read)?;
             return Err(RecvError::BufferTooShort(payload.into_vec()));
         }
+        self.last_len = len;
         let frame_start = self.position();
         let frame_len = (header_len + len) as u64;
         let total = header_len + len;
@@ -563,6 +592,46 @@ mod tests {
     }
 
     #[test]
+    fn frame_into_speculates_and_still_reports_short_buffers() {
+        let sizes = [
+            40_000usize,
+            40_000,
+            50_000,
+            39_000,
+            7,
+            40_000,
+            45_000,
+            41_000,
+        ];
+        let payloads: Vec<Vec<u8>> = sizes
+            .iter()
+            .enumerate()
+            .map(|(k, &n)| (0..n).map(|i| ((i * 3 + k) % 251) as u8).collect())
+            .collect();
+        let refs: Vec<&[u8]> = payloads.iter().map(Vec::as_slice).collect();
+        let stream = framed(&refs);
+        for chunk in [2, 4, 6, 33_000, 40_004, 45_000, usize::MAX] {
+            let mut rx = RecvBuf::default();
+            let mut read = reader(stream.clone(), chunk);
+            let mut dst = vec![0u8; 44_000];
+            for (k, p) in payloads.iter().enumerate() {
+                match rx.frame_into(&mut dst, usize::MAX, &mut read) {
+                    Ok(n) => assert!(dst[..n] == p[..], "frame {k}, chunk {chunk}"),
+                    Err(RecvError::BufferTooShort(m)) => {
+                        assert!(p.len() > dst.len() && m == *p, "frame {k}, chunk {chunk}")
+                    }
+                    Err(e) => panic!("frame {k}, chunk {chunk}: {e}"),
+                }
+            }
+            assert!(
+                rx.frame_into(&mut dst, usize::MAX, &mut read)
+                    .unwrap_err()
+                    .is_eof()
+            );
+        }
+    }
+
+    #[test]
     fn truncated_frames_are_typed() {
         let mut stream = framed(&[b"hello"]);
         stream.pop();
@@ -617,6 +686,17 @@ mod props {
     /// Drives the real decoder over `data`, served in reads of the given
     /// sizes (cycled); returns the payloads and how it ended.
     fn decode_all(data: &[u8], chunks: &[usize], max: usize) -> (Vec<Vec<u8>>, RecvError) {
+        decode_all_with(data, chunks, max, None)
+    }
+
+    /// [`decode_all`] through `frame_into` a buffer of `into` bytes when
+    /// given (a too-short buffer's message counts as the frame).
+    fn decode_all_with(
+        data: &[u8],
+        chunks: &[usize],
+        max: usize,
+        into: Option<usize>,
+    ) -> (Vec<Vec<u8>>, RecvError) {
         let mut pos = 0;
         let mut turn = 0;
         let mut read = |bufs: &mut [IoSliceMut<'_>]| -> ReadResult {
@@ -626,9 +706,18 @@ mod props {
         };
         let mut rx = RecvBuf::default();
         let mut out = Vec::new();
+        let mut dst = vec![0u8; into.unwrap_or(0)];
         loop {
-            match rx.frame(max, &mut read) {
-                Ok((payload, _)) => out.push(payload.into_vec()),
+            let got = match into {
+                None => rx.frame(max, &mut read).map(|(p, _)| p.into_vec()),
+                Some(_) => match rx.frame_into(&mut dst, max, &mut read) {
+                    Ok(n) => Ok(dst[..n].to_vec()),
+                    Err(RecvError::BufferTooShort(message)) => Ok(message),
+                    Err(err) => Err(err),
+                },
+            };
+            match got {
+                Ok(payload) => out.push(payload),
                 Err(err) => return (out, err),
             }
             assert!(
@@ -668,6 +757,7 @@ mod props {
                 1..6,
             ),
             chunks in proptest::collection::vec(1usize..80_000, 1..4),
+            into in prop_oneof![Just(None), (0usize..70_000).prop_map(Some)],
         ) {
             let payloads: Vec<Vec<u8>> = sizes.iter().map(|&n| vec![n as u8; n]).collect();
             let mut data = Vec::new();
@@ -675,7 +765,7 @@ mod props {
                 data.extend_from_slice(&(p.len() as u32).to_be_bytes());
                 data.extend_from_slice(p);
             }
-            let (frames, end) = decode_all(&data, &chunks, usize::MAX);
+            let (frames, end) = decode_all_with(&data, &chunks, usize::MAX, into);
             prop_assert!(frames == payloads);
             prop_assert!(end.is_eof());
         }
