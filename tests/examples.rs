@@ -6,16 +6,120 @@ use std::process::Command;
 fn example(name: &str) -> PathBuf {
     // target/<profile>/deps/examples-<hash> → target/<profile>/examples/<name>
     let exe = std::env::current_exe().unwrap();
-    exe.parent().unwrap().parent().unwrap().join("examples").join(name)
+    exe.parent()
+        .unwrap()
+        .parent()
+        .unwrap()
+        .join("examples")
+        .join(name)
 }
 
 #[test]
 fn hello_runs_every_section() {
-    let out = Command::new(example("hello")).output().expect("examples are built by cargo test");
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = Command::new(example("hello"))
+        .output()
+        .expect("examples are built by cargo test");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(text.contains("square(12) = 144"), "{text}");
     assert!(text.contains("HELLO FROM THE PARENT"), "{text}");
     assert!(text.contains("locked increments = 40000"), "{text}");
     assert!(text.contains("\"written by a child\""), "{text}");
+}
+
+/// Runs an example with no arguments, checks it exits 0, returns its stdout.
+fn run(name: &str) -> String {
+    let out = Command::new(example(name))
+        .output()
+        .expect("examples are built by cargo test");
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "{name} failed: {}\n--- stdout\n{stdout}\n--- stderr\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    stdout
+}
+
+#[test]
+fn processes_join_values() {
+    let text = run("processes");
+    for (n, sum) in [(10, 55), (100, 5050), (1000, 500500), (10000, 50005000)] {
+        assert!(
+            text.contains(&format!("sum(1..={n}) = {sum}, exitcode Some(0)")),
+            "{text}"
+        );
+    }
+    assert!(text.contains("started worker-3"), "{text}");
+    assert!(text.contains("4 processes joined in"), "{text}");
+}
+
+#[test]
+fn worker_struct_runs_in_children() {
+    let text = run("worker_struct");
+    assert!(text.contains("squarer (pid "), "{text}");
+    assert!(text.contains("squared: [1, 4, 9, 16]"), "{text}");
+    assert!(text.contains("shouter said: HELLO FROM A STRUCT"), "{text}");
+    assert!(text.contains("squared: [25]"), "{text}");
+}
+
+#[test]
+fn daemon_dies_with_its_parent() {
+    let text = run("daemon");
+    assert!(
+        text.contains("middle: returned (exitcode Some(0))"),
+        "{text}"
+    );
+    assert!(
+        text.contains("middle: process killed by SIGKILL (9) (exitcode Some(-9))"),
+        "{text}"
+    );
+    assert_eq!(
+        text.matches("after its parent ended, alive: false").count(),
+        2,
+        "{text}"
+    );
+}
+
+#[test]
+fn terminate_gives_minus_sigterm() {
+    let text = run("terminate");
+    assert!(text.contains("is_alive true, exitcode None"), "{text}");
+    assert!(
+        text.contains("join -> process killed by SIGTERM (15)"),
+        "{text}"
+    );
+    assert!(
+        text.contains("is_alive false, exitcode Some(-15)"),
+        "{text}"
+    );
+}
+
+#[test]
+fn tickets_never_oversold() {
+    let child = Command::new(example("tickets"))
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("examples are built by cargo test");
+    let pid = child.id();
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success());
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("sold 100 of 100 tickets (100 recorded in the file, 0 left)"),
+        "{text}"
+    );
+    let bought: u32 = text
+        .lines()
+        .filter_map(|l| l.split_once(" bought ")?.1.parse::<u32>().ok())
+        .sum();
+    assert_eq!(bought, 100, "{text}");
+    assert_eq!(text.matches(" bought ").count(), 10, "{text}");
+    let dir = std::env::temp_dir().join(format!("multiproc-tickets-{pid}"));
+    assert!(!dir.exists(), "{} left behind", dir.display());
 }
