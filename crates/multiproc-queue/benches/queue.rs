@@ -3,7 +3,7 @@
 //!
 //! | group | what |
 //! |---|---|
-//! | `queue_1to1/{bytes,typed,zero_copy}/SIZE` | one producer process, one consumer process |
+//! | `queue_1to1/{bytes,bytes_into,typed,zero_copy}/SIZE` | one producer process, one consumer process |
 //! | `queue_2to2/{bytes,typed}/SIZE` | two producers, two consumers |
 //! | `ceiling/spsc_ring_8B` | a minimal spinning single-producer single-consumer ring of `u64` slots in shared memory |
 //! | `ceiling/memcpy/SIZE` | `copy_from_slice` in one thread |
@@ -12,7 +12,9 @@
 //!
 //! Payload sizes: 8 B, 64 B, 1 KiB, 64 KiB, 1 MiB. `bytes` uses
 //! `put_bytes`/`get_bytes` (one copy in, one copy out into a fresh `Vec`);
-//! `typed` puts a `u64` (8 B) or a `Vec<u8>` and gets it decoded;
+//! `bytes_into` reads with `get_bytes_into` into a reused buffer;
+//! `typed` puts a `u64` (8 B) or a `Vec<u8>` and gets it decoded (serde
+//! encodes a `Vec<u8>` byte by byte, which bounds that path);
 //! `zero_copy` writes with `put_with` and reads with `get_in_place` (one
 //! copy in total, the producer's). Partners are forked children; the bench
 //! process only starts rounds and waits for them, sleeping.
@@ -53,6 +55,7 @@ impl Control {
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Path {
     Bytes,
+    BytesInto,
     Typed,
     ZeroCopy,
 }
@@ -61,6 +64,7 @@ impl Path {
     fn name(self) -> &'static str {
         match self {
             Self::Bytes => "bytes",
+            Self::BytesInto => "bytes_into",
             Self::Typed => "typed",
             Self::ZeroCopy => "zero_copy",
         }
@@ -113,11 +117,15 @@ impl Flow {
             let (ctl, b, tu, tv) = (&ctl, &bytes, &typed_u64, &typed_vec);
             pids.push(fork_child(move || {
                 let done = ctl.consumed(i);
+                let mut buf = Vec::new();
                 let mut n = 0u64;
                 loop {
                     match (path, size) {
                         (Path::Bytes, _) => {
                             black_box(b.get_bytes().unwrap());
+                        }
+                        (Path::BytesInto, _) => {
+                            black_box(b.get_bytes_into(&mut buf).unwrap());
                         }
                         (Path::ZeroCopy, _) => {
                             let m = b.get_in_place().unwrap();
@@ -145,7 +153,7 @@ impl Flow {
                     let count = ctl.count().load(Ordering::Acquire);
                     for i in 0..count {
                         match (path, size) {
-                            (Path::Bytes, _) => b.put_bytes(&payload).unwrap(),
+                            (Path::Bytes | Path::BytesInto, _) => b.put_bytes(&payload).unwrap(),
                             (Path::ZeroCopy, _) => b
                                 .put_with(size, |buf| buf.copy_from_slice(&payload))
                                 .map_err(|_| "put_with")
@@ -196,15 +204,17 @@ impl Drop for Flow {
 fn throughput(c: &mut Criterion) {
     for (group_name, producers, consumers) in [("queue_1to1", 1, 1), ("queue_2to2", 2, 2)] {
         let mut group = c.benchmark_group(group_name);
-        for path in [Path::Bytes, Path::Typed, Path::ZeroCopy] {
-            if path == Path::ZeroCopy && producers > 1 {
+        for path in [Path::Bytes, Path::BytesInto, Path::Typed, Path::ZeroCopy] {
+            if producers > 1 && matches!(path, Path::ZeroCopy | Path::BytesInto) {
                 continue;
             }
             for size in SIZES {
-                if path == Path::ZeroCopy && size < 64 * 1024 {
-                    continue;
-                }
-                group.throughput(Throughput::Bytes(size as u64));
+                // Small messages are counted, large ones weighed.
+                group.throughput(if size <= 64 {
+                    Throughput::Elements(1)
+                } else {
+                    Throughput::Bytes(size as u64)
+                });
                 let mut flow = Flow::start(size, path, producers, consumers);
                 group.bench_function(BenchmarkId::new(path.name(), size), |b| {
                     b.iter_custom(|n| flow.run(n));

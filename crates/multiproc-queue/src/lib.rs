@@ -148,7 +148,12 @@
 //! No system call per message while both sides run: a waiter spins
 //! briefly, then sleeps on a futex, and wakers call into the kernel only
 //! when somebody sleeps. See `benches/queue.rs` and the README.
-#![warn(missing_docs, clippy::undocumented_unsafe_blocks)]
+#![deny(unsafe_code)]
+#![warn(
+    missing_docs,
+    unsafe_op_in_unsafe_fn,
+    clippy::undocumented_unsafe_blocks
+)]
 
 mod error;
 mod layout;

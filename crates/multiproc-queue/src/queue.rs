@@ -590,6 +590,44 @@ impl<T> Queue<T> {
             .map_err(get_timeout_error)
     }
 
+    /// Takes the next message into `buf` (cleared first, its allocation
+    /// reused); returns the length. Like Python's `recv_bytes_into`.
+    ///
+    /// # Errors
+    ///
+    /// As for [`get_bytes`](Self::get_bytes).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use multiproc_queue::Queue;
+    ///
+    /// let q = Queue::<()>::new()?;
+    /// let mut buf = Vec::with_capacity(64);
+    /// q.put_bytes(b"one")?;
+    /// q.put_bytes(b"two!")?;
+    /// assert_eq!(q.get_bytes_into(&mut buf)?, 3);
+    /// assert_eq!(buf, b"one");
+    /// assert_eq!(q.get_bytes_into(&mut buf)?, 4);
+    /// assert_eq!(buf, b"two!");
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn get_bytes_into(&self, buf: &mut Vec<u8>) -> Result<usize, GetError> {
+        self.get_bytes_into_inner(buf, FOREVER).map_err(get_error)
+    }
+
+    fn get_bytes_into_inner(&self, buf: &mut Vec<u8>, block: Block) -> Result<usize, Stop> {
+        buf.clear();
+        match self.ring.next_message(block)? {
+            Next::Whole(c, rec) => {
+                buf.extend_from_slice(c.bytes(&rec));
+                c.consume(&rec);
+            }
+            Next::Owned(owned) => *buf = owned,
+        }
+        Ok(buf.len())
+    }
+
     fn get_bytes_inner(&self, block: Block) -> Result<Vec<u8>, Stop> {
         Ok(match self.ring.next_message(block)? {
             Next::Whole(c, rec) => {

@@ -141,10 +141,23 @@ fn a_huge_announced_total_does_not_allocate() {
     let writer = {
         let q = q.clone();
         std::thread::spawn(move || {
-            let _ = q.put_bytes_timeout(&pattern(20_000), Duration::from_millis(200));
+            let _ = q.put_bytes_timeout(&pattern(20_000), Duration::from_secs(1));
         })
     };
-    std::thread::sleep(Duration::from_millis(50));
+    // Wait until the first fragment is published (tail moved).
+    let start = std::time::Instant::now();
+    loop {
+        let mut tail = [0u8; 8];
+        q.segment().read_at(TAIL, &mut tail).unwrap();
+        if u64::from_ne_bytes(tail) != 0 {
+            break;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(20),
+            "writer never wrote"
+        );
+        std::thread::sleep(Duration::from_millis(1));
+    }
     // Rewrite FIRST's total (header bytes 8..16) to 2^60.
     q.segment()
         .write_at(RING_OFFSET + 8, &(1u64 << 60).to_ne_bytes())

@@ -528,10 +528,11 @@ fn mpmc_4x4_exactly_once_with_fifo_per_producer() {
 
 fn get_timeout_is_woken_by_another_process() {
     let q: Queue<u32> = Queue::new().unwrap();
-    let mut child = spawn("put_later", &["50"], &[q.as_fd()]).unwrap();
-    let start = Instant::now();
+    // The child sleeps 300 ms before it puts: the getter is asleep in the
+    // kernel by then (unless this process was descheduled that long).
+    let mut child = spawn("put_later", &["300"], &[q.as_fd()]).unwrap();
+    assert!(q.try_get().unwrap_err().is_empty());
     assert_eq!(q.get_timeout(Duration::from_secs(20)).unwrap(), 7);
-    assert!(start.elapsed() >= Duration::from_millis(40));
     finish(&mut child);
     // And a timeout that expires.
     let start = Instant::now();
@@ -542,7 +543,7 @@ fn get_timeout_is_woken_by_another_process() {
     );
     let took = start.elapsed();
     assert!(
-        took >= Duration::from_millis(30) && took < Duration::from_millis(500),
+        took >= Duration::from_millis(30) && took < Duration::from_secs(3),
         "{took:?}"
     );
 }
@@ -734,7 +735,8 @@ fn chaos_kills_never_tear_duplicate_or_hang() {
     let mut producer_kills = 0usize;
     let mut consumer_kills = 0usize;
     let start = Instant::now();
-    let limit = Duration::from_secs(if full() { 600 } else { 30 });
+    // Only a guard against a hang: a loaded 2-CPU machine is slow.
+    let limit = Duration::from_secs(if full() { 900 } else { 180 });
     while kills < kills_wanted {
         assert!(start.elapsed() < limit, "chaos run overran its time budget");
         std::thread::sleep(Duration::from_micros(rng.below(8000)));
@@ -756,7 +758,7 @@ fn chaos_kills_never_tear_duplicate_or_hang() {
         let _ = p.kill();
         let _ = p.wait();
     }
-    let drained = multiproc_testkit::eventually(Duration::from_secs(30), || q.is_empty());
+    let drained = multiproc_testkit::eventually(Duration::from_secs(60), || q.is_empty());
     assert!(
         drained,
         "survivors did not drain the queue: {} left",
