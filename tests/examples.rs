@@ -123,3 +123,65 @@ fn tickets_never_oversold() {
     let dir = std::env::temp_dir().join(format!("multiproc-tickets-{pid}"));
     assert!(!dir.exists(), "{} left behind", dir.display());
 }
+
+#[test]
+fn producer_consumer_joins_the_queue() {
+    let text = run("producer_consumer");
+    assert!(text.contains("producer put 20 jobs"), "{text}");
+    assert!(
+        text.contains("jobs.join() returned: 0 unfinished tasks"),
+        "{text}"
+    );
+    for n in 0..20u64 {
+        assert!(text.contains(&format!(": {n}^2 = {}\n", n * n)), "{text}");
+    }
+    assert!(
+        text.contains("20 results; 2 daemon consumers still waiting"),
+        "{text}"
+    );
+}
+
+#[test]
+fn pipe_reads_until_eof() {
+    let text = run("pipe_eof");
+    for i in 0..5 {
+        assert!(
+            text.contains(&format!("received \"message {i}\"")),
+            "{text}"
+        );
+    }
+    assert!(text.contains("EOF after 5 messages"), "{text}");
+    assert!(text.contains("child sent 5, parent received 5"), "{text}");
+}
+
+#[test]
+fn pool_apply_apply_async_map() {
+    let text = run("pool");
+    assert!(text.contains("pool of 2 workers"), "{text}");
+    assert!(text.contains("apply(slow_square, 7) = 49"), "{text}");
+    assert!(
+        text.contains("apply_async values [0, 1, 4, 9, 16], callback saw [0, 1, 4, 9, 16]"),
+        "{text}"
+    );
+    assert!(
+        text.contains(
+            "successful Some(false), error_callback got \"task panicked: no square for zero today\""
+        ),
+        "{text}"
+    );
+    assert!(
+        text.contains("map(square, 0..10) = [0, 1, 4, 9, 16, 25, 36, 49, 64, 81]"),
+        "{text}"
+    );
+    assert!(text.contains("pool closed and joined"), "{text}");
+}
+
+#[test]
+fn shared_counter_loses_no_update() {
+    let text = run("shared_counter");
+    assert!(text.contains("locked increments: counter = 4000"), "{text}");
+    assert!(
+        text.contains("per worker: [1000, 1000, 1000, 1000]"),
+        "{text}"
+    );
+}
