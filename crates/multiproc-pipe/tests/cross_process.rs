@@ -7,12 +7,27 @@ use multiproc_pipe::{
     Address, AuthFailure, Client, ConnectError, Connection, Listener, Pipe, RecvError, SendError,
     Waitable, auth::Challenge, wait,
 };
-use multiproc_testkit::{Role, inherited_fds, open_fd_count, run, spawn, tests, wait_timeout};
+use multiproc_testkit::{Role, Trial, inherited_fds, open_fd_count, run, spawn, wait_timeout};
 use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::process::ExitStatusExt;
 use std::time::{Duration, Instant};
 
 const CHILD_LIMIT: Duration = Duration::from_secs(30);
+
+/// Several tests count this process's open descriptors, so the tests of
+/// this file run one at a time.
+static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+/// Like `multiproc_testkit::tests!`, but each test holds [`SERIAL`].
+macro_rules! serial_tests {
+    ($($name:ident),* $(,)?) => {
+        vec![$(Trial::test(stringify!($name), || {
+            let _serial = SERIAL.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            $name();
+            Ok(())
+        })),*]
+    };
+}
 
 fn pattern(len: usize) -> Vec<u8> {
     (0..len).map(|i| (i % 251) as u8).collect()
@@ -460,6 +475,32 @@ fn received_descriptors_go_to_their_own_message() {
     assert_eq!(open_fd_count(), before);
 }
 
+fn descriptors_ride_with_large_messages() {
+    // Large frames take the scatter-read path; handles inside them must
+    // still reach their own message.
+    let (mut rx, tx) = Pipe::new().unwrap();
+    let before = open_fd_count();
+    let sender = std::thread::spawn(move || {
+        for i in 0..6u8 {
+            let segment = Segment::anonymous(64).unwrap();
+            segment.write_at(0, &[i]).unwrap();
+            tx.send(&(segment, vec![i; 50_000 + usize::from(i) * 1000]))
+                .unwrap();
+            tx.send_bytes(&vec![i; 60_000]).unwrap();
+        }
+    });
+    for i in 0..6u8 {
+        let (segment, bulk): (Segment, Vec<u8>) = rx.recv().unwrap();
+        let mut b = [0u8];
+        segment.read_at(0, &mut b).unwrap();
+        assert_eq!(b, [i]);
+        assert!(bulk.len() == 50_000 + usize::from(i) * 1000 && bulk.iter().all(|&x| x == i));
+        assert!(rx.recv_bytes().unwrap() == vec![i; 60_000]);
+    }
+    sender.join().unwrap();
+    assert_eq!(open_fd_count(), before - 1, "a descriptor leaked");
+}
+
 fn simplex_and_tcp_refuse_descriptors() {
     let segment = Segment::anonymous(64).unwrap();
     let (_rx, tx) = Pipe::simplex().unwrap();
@@ -700,7 +741,7 @@ fn main() {
     ];
     run(
         roles,
-        tests![
+        serial_tests![
             bytes_round_trip_through_a_child_at_edge_sizes,
             eof_after_the_peer_exits,
             close_is_seen_as_eof,
@@ -711,6 +752,7 @@ fn main() {
             wait_counts_messages_already_read_ahead,
             a_connection_and_a_segment_pass_to_a_child,
             received_descriptors_go_to_their_own_message,
+            descriptors_ride_with_large_messages,
             simplex_and_tcp_refuse_descriptors,
             writing_to_a_closed_peer_is_an_error_not_sigpipe,
             listener_and_client_across_processes_all_families,
