@@ -185,3 +185,69 @@ fn shared_counter_loses_no_update() {
         "{text}"
     );
 }
+
+fn check_rust_client(text: &str) {
+    assert!(
+        text.contains("[server] first client refused: authentication failed"),
+        "{text}"
+    );
+    assert!(text.contains("[client] wrong key refused"), "{text}");
+    assert!(text.contains("[server] received \"client pid "), "{text}");
+    assert!(
+        text.contains("[client] received \"welcome, client pid "),
+        "{text}"
+    );
+    assert!(text.contains("computed by the server: 10"), "{text}");
+    assert!(text.contains("[server] client hung up (EOF)"), "{text}");
+}
+
+#[test]
+fn listener_client_rust_and_python() {
+    let text = run("listener_client");
+    check_rust_client(&text);
+    let has_python = Command::new("python3")
+        .arg("--version")
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if has_python {
+        assert!(
+            text.contains("[server] python's wrong key refused"),
+            "{text}"
+        );
+        assert!(text.contains("[python] wrong key refused"), "{text}");
+        assert!(
+            text.contains(
+                "received from python: Greeting { language: \"python\", numbers: [5, 6, 7] }"
+            ),
+            "{text}"
+        );
+        assert!(
+            text.contains("[python] received [('sum', 18), ('text', 'hello, python, from Rust')]"),
+            "{text}"
+        );
+        assert!(
+            text.contains("received bytes from python: \"raw bytes from python\""),
+            "{text}"
+        );
+    } else {
+        assert!(
+            text.contains("[python] skipped: python3 not found"),
+            "{text}"
+        );
+    }
+}
+
+#[test]
+fn listener_client_without_python_skips_clearly() {
+    let out = Command::new(example("listener_client"))
+        .env("PATH", "/nonexistent")
+        .output()
+        .expect("examples are built by cargo test");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}");
+    check_rust_client(&text);
+    assert!(
+        text.contains("[python] skipped: python3 not found"),
+        "{text}"
+    );
+}
