@@ -5,16 +5,17 @@
 //! The Python it mirrors:
 //!
 //! ```python
-//! from multiprocessing import Process
+//! from multiprocessing import Process, current_process
 //! import os, time
 //!
-//! def work(name, n, delay):
+//! def work(n, delay):
 //!     time.sleep(delay)
-//!     print(name, os.getpid(), sum(range(n + 1)))
+//!     print(current_process().name, os.getpid(), sum(range(n + 1)))
 //!
 //! if __name__ == "__main__":
 //!     start = time.perf_counter()
-//!     ps = [Process(target=work, args=(f"worker-{i}", n, 0.2)) for i, n in enumerate(...)]
+//!     ns = [10, 100, 1000, 10000]
+//!     ps = [Process(target=work, args=(n, 0.2), name=f"worker-{i}") for i, n in enumerate(ns)]
 //!     for p in ps: p.start()
 //!     for p in ps: p.join()
 //!     print(time.perf_counter() - start)

@@ -46,9 +46,13 @@ fn load(path: &Path) -> BoxOffice {
     serde_json::from_str(&text).expect("box office file is valid JSON")
 }
 
+/// Replaces the file in one step (write aside, then rename), so a reader
+/// never sees it half written, even if the writer dies.
 fn store(path: &Path, office: &BoxOffice) {
     let text = serde_json::to_string(office).expect("serializable");
-    std::fs::write(path, text).expect("box office file is writable");
+    let aside = path.with_extension("json.new");
+    std::fs::write(&aside, text).expect("box office directory is writable");
+    std::fs::rename(&aside, path).expect("box office directory is writable");
 }
 
 /// Buys tickets one at a time until none are left; returns how many.
@@ -57,8 +61,8 @@ fn buy((lock, path): (Lock, PathBuf)) -> u32 {
     let mut bought = 0;
     loop {
         {
-            // A buyer that died holding the lock left the file whole (the
-            // write is the last step), so carrying on is safe.
+            // A buyer that died holding the lock left the file whole (see
+            // `store`), so the next one can carry on.
             let _guard = lock.lock().unwrap_or_else(|died| died.into_inner());
             let mut office = load(&path);
             if office.left == 0 {
