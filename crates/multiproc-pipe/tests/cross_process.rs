@@ -501,6 +501,38 @@ fn descriptors_ride_with_large_messages() {
     assert_eq!(open_fd_count(), before - 1, "a descriptor leaked");
 }
 
+fn stray_descriptors_are_closed_not_misdelivered() {
+    // A foreign sender attaches a descriptor in the middle of a frame. It
+    // belongs to no frame start, so it must be closed, not handed to the
+    // next message (which asks for a descriptor it was not sent with).
+    let before = open_fd_count();
+    let (mut rx, tx) = Pipe::new().unwrap();
+    let raw = tx.into_fd();
+    let (stray, _keep) = rustix::pipe::pipe().unwrap();
+    let (bytes, fds) = codec::encode_with_fds(&multiproc_core::SharedFd::from(
+        rustix::io::fcntl_dupfd_cloexec(&stray, 0).unwrap(),
+    ))
+    .unwrap();
+    drop(fds);
+    let sender = std::thread::spawn(move || {
+        multiproc_core::scm::send_all(&raw, &[0, 0, 0, 6, b'a', b'b', b'c'], &[]).unwrap();
+        // Let the receiver read the first part on its own.
+        std::thread::sleep(Duration::from_millis(50));
+        multiproc_core::scm::send_all(&raw, b"def", &[stray.as_fd()]).unwrap();
+        drop(stray);
+        let mut frame = (bytes.len() as u32).to_be_bytes().to_vec();
+        frame.extend_from_slice(&bytes);
+        multiproc_core::scm::send_all(&raw, &frame, &[]).unwrap();
+        raw
+    });
+    assert_eq!(rx.recv_bytes().unwrap(), b"abcdef");
+    let err = rx.recv::<multiproc_core::SharedFd>().unwrap_err();
+    assert!(matches!(err, RecvError::Codec(_)), "{err:?}");
+    let raw = sender.join().unwrap();
+    drop((rx, raw, _keep));
+    assert_eq!(open_fd_count(), before, "the stray descriptor leaked");
+}
+
 fn simplex_and_tcp_refuse_descriptors() {
     let segment = Segment::anonymous(64).unwrap();
     let (_rx, tx) = Pipe::simplex().unwrap();
@@ -753,6 +785,7 @@ fn main() {
             a_connection_and_a_segment_pass_to_a_child,
             received_descriptors_go_to_their_own_message,
             descriptors_ride_with_large_messages,
+            stray_descriptors_are_closed_not_misdelivered,
             simplex_and_tcp_refuse_descriptors,
             writing_to_a_closed_peer_is_an_error_not_sigpipe,
             listener_and_client_across_processes_all_families,
