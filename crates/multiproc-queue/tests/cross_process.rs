@@ -719,6 +719,32 @@ fn nothing_of_ours_appears_in_dev_shm() {
     assert!(link.to_string_lossy().starts_with("/memfd:"), "{link:?}");
 }
 
+/// Descriptors of this process that refer to the file with inode `ino`.
+fn fds_on_inode(ino: u64) -> usize {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::read_dir("/proc/self/fd")
+        .unwrap()
+        .filter_map(Result::ok)
+        .filter(|e| std::fs::metadata(e.path()).is_ok_and(|m| m.ino() == ino))
+        .count()
+}
+
+fn dropping_the_last_handle_frees_the_memory() {
+    let q: Queue<u64> = Queue::new().unwrap();
+    let ino = rustix::fs::fstat(q.as_fd()).unwrap().st_ino;
+    let clone = q.clone();
+    let (bytes, fds) = codec::encode_with_fds(&q).unwrap();
+    let copy: Queue<u64> = codec::decode_with_fds(&bytes, fds).unwrap();
+    copy.put(1).unwrap();
+    assert_eq!(clone.get().unwrap(), 1);
+    assert_eq!(fds_on_inode(ino), 2, "one per segment mapping");
+    drop(copy);
+    drop(q);
+    assert_eq!(fds_on_inode(ino), 1);
+    drop(clone);
+    assert_eq!(fds_on_inode(ino), 0, "the memfd outlived its handles");
+}
+
 fn chaos_kills_never_tear_duplicate_or_hang() {
     let kills_wanted: usize = if full() { 1000 } else { 200 };
     let q: Queue<()> = Queue::builder().ring_bytes(256 * 1024).build().unwrap();
@@ -920,6 +946,7 @@ fn main() {
             a_queue_travels_over_a_unix_socket,
             blocked_getters_and_putters_use_no_cpu,
             nothing_of_ours_appears_in_dev_shm,
+            dropping_the_last_handle_frees_the_memory,
             chaos_kills_never_tear_duplicate_or_hang,
             queue_keeps_working_after_a_producer_dies_mid_fragment,
             consumer_dying_mid_fragment_loses_only_that_message,
