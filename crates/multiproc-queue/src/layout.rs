@@ -9,10 +9,10 @@
 //! | 0 | 32 | core [`Header`](multiproc_core::Header): magic `MPQUEUE\0`, [`VERSION`], size | creator | published last, `Release` |
 //! | 128 | 128 | [`Config`]: ring length, item bound, message limit, kind | creator | before the header |
 //! | 256 | 128 | [`ProducerLine`]: producer lock owner, cached head, fragment state | producer-lock holder | the lock |
-//! | 384 | 128 | [`WordLine`] tail: `count << 32 \| offset` | producer-lock holder | `SeqCst` swap publishes records |
+//! | 384 | 128 | [`WordLine`] tail: `count << 32 \| offset` | producer-lock holder | `Release` store publishes records |
 //! | 512 | 128 | [`ConsumerLine`]: consumer lock owner, cached tail, read state | consumer-lock holder | the lock |
-//! | 640 | 128 | [`WordLine`] head: `count << 32 \| offset` | consumer-lock holder | `SeqCst` swap frees bytes |
-//! | 768 | 128 | [`WaitLine`]: futex words (bit 0 = "someone sleeps"), closed flags | anyone | `SeqCst` (Dekker with the data words) |
+//! | 640 | 128 | [`WordLine`] head: `count << 32 \| offset` | consumer-lock holder | `Release` store frees bytes |
+//! | 768 | 128 | [`WaitLine`]: futex words (bit 0 = "someone sleeps"), closed flags | anyone | `SeqCst` RMW; light/heavy fence pairs with head, tail and lock words |
 //! | 896 | 128 | [`JoinLine`]: `task_done` counter, join futex word | consumers | `SeqCst` |
 //! | 4096 | ring length | the ring of records | see `ring.rs` | |
 //!

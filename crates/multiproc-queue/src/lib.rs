@@ -139,9 +139,28 @@
 //! A producer or consumer killed at any instant — in the middle of a put, a
 //! get, or a fragmented message — never lets a torn, partial or duplicated
 //! message reach anybody, and never blocks the survivors for good: at most
-//! the dead process's own message in flight is lost. The ring's design and
-//! state machines are documented in the source (`src/ring.rs`); the
-//! cross-process tests kill producers and consumers at random points.
+//! the dead process's own message in flight is lost.
+//!
+//! How: messages are records in one shared byte ring. A put writes its
+//! record beyond the tail and publishes it with a single store of the tail
+//! word (message count and offset together); a get reads the record at the
+//! head and frees it with a single store of the head word. Producers share a
+//! lock, and so do consumers; each lock records its holder's process
+//! identity (pid + start time), and a waiter that sleeps 20 ms without
+//! progress asks the kernel whether the holder lives and takes the lock over
+//! from a dead one. A killed writer has published nothing (or a whole
+//! record); a killed reader has freed nothing (so the message stays for the
+//! next reader) or everything. The two things that span several steps — a
+//! message written in fragments, and a message lent out in place — are
+//! recorded in a state word beside each lock, so the next holder finishes
+//! the job: it publishes an `ABORT` for a half-written message, skips the
+//! rest of a half-read one, and drops a lent one. The state machines are
+//! tabled in the source (`src/ring.rs`); the cross-process tests kill
+//! producers and consumers at random points and check every message.
+//!
+//! A consumer that dies between `get` and [`task_done`](JoinableQueue::task_done)
+//! leaves that task unfinished; [`JoinableQueue::join_timeout`] exists for
+//! that.
 //!
 //! # Performance
 //!

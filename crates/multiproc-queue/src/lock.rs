@@ -222,7 +222,7 @@ impl RobustLock<'_> {
     /// One CAS: the uncontended fast path.
     #[inline]
     pub(crate) fn try_lock(&self, me: u64) -> bool {
-        // SYNC: Acquire pairs with the SeqCst swap in `unlock` of the previous
+        // SYNC: Acquire pairs with the Release store in `unlock` of the previous
         // holder: we see everything it wrote under the lock.
         self.owner
             .compare_exchange(0, me, Ordering::Acquire, Ordering::Relaxed)

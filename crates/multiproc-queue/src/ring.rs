@@ -424,7 +424,7 @@ impl Ring {
 
     fn write_header(&self, off: u32, len: u32, kind: u32, extra: u64) {
         let h = self.header(off);
-        // Relaxed: published by the SeqCst tail swap in `emit`.
+        // Relaxed: published by the Release tail store in `emit`.
         h[0].store(len, Ordering::Relaxed);
         h[1].store(kind, Ordering::Relaxed);
         h[2].store(extra as u32, Ordering::Relaxed);
@@ -606,7 +606,7 @@ impl Ring {
             // per transfer.
             polls += 1;
             if polls.is_multiple_of(POLL_EVERY) {
-                // SYNC: pairs with the tail swap in `emit`.
+                // SYNC: pairs with the Release tail store in `emit`.
                 if ctl.tail.word.load(Ordering::Acquire) != seen {
                     return Ok(());
                 }
@@ -1078,7 +1078,7 @@ impl Consumer<'_> {
         }
         let (_, mut t) = unpack(ctl.cons.cached_tail.load(Ordering::Relaxed));
         if t == h || t >= cap || !t.is_multiple_of(REC_ALIGN) {
-            // SYNC: Acquire pairs with the SeqCst tail swap in `emit`: every
+            // SYNC: Acquire pairs with the Release tail store in `emit`: every
             // record before this tail is completely written.
             let word = ctl.tail.word.load(Ordering::Acquire);
             ctl.cons.cached_tail.store(word, Ordering::Relaxed);
