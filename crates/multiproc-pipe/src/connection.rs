@@ -28,6 +28,10 @@ use std::time::Duration;
 /// call with [`Connection::recv_bytes_max`].
 pub const DEFAULT_MAX_MESSAGE_LEN: usize = multiproc_core::codec::DEFAULT_MAX_SIZE;
 
+/// Frames up to this size (header included) are copied into one stack
+/// buffer and written with a single-buffer call.
+const SMALL_FRAME: usize = 512;
+
 /// What kind of descriptor a connection wraps; decides how it is read and
 /// written and whether descriptors can travel.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -512,8 +516,16 @@ impl Connection {
         }
     }
 
-    /// Writes the header of `payload` and `payload` with one gathering call.
+    /// Writes the header of `payload` and `payload` in one call: a small
+    /// frame is assembled on the stack and written with `send`/`write` (the
+    /// cheapest calls), a larger one gathered with `sendmsg`/`writev`.
     fn write_frame(&self, payload: &[u8]) -> Result<(), SendError> {
+        if payload.len() <= SMALL_FRAME - 4 {
+            let mut frame = [0u8; SMALL_FRAME];
+            frame[..4].copy_from_slice(&(payload.len() as u32).to_be_bytes());
+            frame[4..4 + payload.len()].copy_from_slice(payload);
+            return self.write_all(&[IoSlice::new(&frame[..4 + payload.len()])]);
+        }
         let mut header = [0u8; MAX_HEADER];
         let header_len = encode_header(payload.len(), &mut header);
         self.write_all(&[IoSlice::new(&header[..header_len]), IoSlice::new(payload)])
@@ -529,7 +541,13 @@ impl Connection {
         let mut slices = &mut storage[..count];
         IoSlice::advance_slices(&mut slices, 0);
         while !slices.is_empty() {
-            let result = if self.flavor.is_socket() {
+            let result = if let [one] = slices {
+                if self.flavor.is_socket() {
+                    rustix::net::send(&self.fd, one, SendFlags::NOSIGNAL)
+                } else {
+                    rustix::io::write(&self.fd, one)
+                }
+            } else if self.flavor.is_socket() {
                 rustix::net::sendmsg(
                     &self.fd,
                     slices,
