@@ -1,0 +1,167 @@
+#!/usr/bin/env python3
+"""Python's multiprocessing Queue and Pipe, measured like benches/queue_vs_pipe.rs.
+
+Cases (start method "fork"):
+  1to1/<size>  one producer process, the main process consumes:
+               Queue put/get of a bytes object, Pipe send_bytes/recv_bytes
+  rtt/8B       ping-pong of an 8-byte bytes object: over a duplex Pipe,
+               and over two Queues
+
+Sizes: 8 B, 64 B, 1 KiB, 64 KiB, 1 MiB. A run is timed from the start
+signal until the consumer has received the last message.
+
+Prints one JSON object per case on stdout, for instance
+  {"peer": "python_queue", "case": "1to1/8B", "size": 8, "procs": 1,
+   "messages": 20000, "seconds": 0.1, "msg_per_s": 2e5, "mb_per_s": 1.6}
+(for rtt cases msg_per_s is round trips per second and rtt_us is given).
+
+  python3 benches/python_mp.py            # 3 runs per case, median
+  python3 benches/python_mp.py --quick    # 1 short run per case, a few seconds
+"""
+
+import argparse
+import json
+import multiprocessing as mp
+import statistics
+import sys
+import time
+
+SIZES = [8, 64, 1024, 64 * 1024, 1 << 20]
+RTT_SIZE = 8
+
+
+def size_name(size):
+    if size >= 1 << 20 and size % (1 << 20) == 0:
+        return f"{size >> 20}MiB"
+    if size >= 1024 and size % 1024 == 0:
+        return f"{size >> 10}KiB"
+    return f"{size}B"
+
+
+def queue_producer(q, start, n, size):
+    payload = b"\x07" * size
+    start.wait()
+    for _ in range(n):
+        q.put(payload)
+
+
+def pipe_producer(conn, start, n, size):
+    payload = b"\x07" * size
+    start.wait()
+    for _ in range(n):
+        conn.send_bytes(payload)
+
+
+def pipe_echo(conn):
+    while True:
+        msg = conn.recv_bytes()
+        if not msg:
+            return
+        conn.send_bytes(msg)
+
+
+def queue_echo(ping, pong):
+    while True:
+        msg = ping.get()
+        if msg is None:
+            return
+        pong.put(msg)
+
+
+def flow(ctx, kind, n, size):
+    """Seconds to move n messages of size bytes, producer child -> main."""
+    start = ctx.Event()
+    if kind == "queue":
+        q = ctx.Queue()
+        child = ctx.Process(target=queue_producer, args=(q, start, n, size))
+        child.start()
+        t0 = time.perf_counter()
+        start.set()
+        for _ in range(n):
+            q.get()
+        took = time.perf_counter() - t0
+    else:
+        rx, tx = ctx.Pipe(duplex=False)
+        child = ctx.Process(target=pipe_producer, args=(tx, start, n, size))
+        child.start()
+        t0 = time.perf_counter()
+        start.set()
+        for _ in range(n):
+            rx.recv_bytes()
+        took = time.perf_counter() - t0
+    child.join()
+    return took
+
+
+def round_trip(ctx, kind, n):
+    """Seconds for n round trips of an 8-byte message."""
+    msg = b"\x01" * RTT_SIZE
+    if kind == "pipe":
+        here, there = ctx.Pipe()
+        child = ctx.Process(target=pipe_echo, args=(there,))
+        child.start()
+        here.send_bytes(msg)  # warm the partner up
+        here.recv_bytes()
+        t0 = time.perf_counter()
+        for _ in range(n):
+            here.send_bytes(msg)
+            here.recv_bytes()
+        took = time.perf_counter() - t0
+        here.send_bytes(b"")
+    else:
+        ping, pong = ctx.Queue(), ctx.Queue()
+        child = ctx.Process(target=queue_echo, args=(ping, pong))
+        child.start()
+        ping.put(msg)
+        pong.get()
+        t0 = time.perf_counter()
+        for _ in range(n):
+            ping.put(msg)
+            pong.get()
+        took = time.perf_counter() - t0
+        ping.put(None)
+    child.join()
+    return took
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="one short run per case")
+    args = parser.parse_args()
+    ctx = mp.get_context("fork")
+    runs = 1 if args.quick else 3
+    # About 0.1 s (quick) or 0.5 s per run at Python's usual rates.
+    budget_bytes = (64 if args.quick else 320) << 20
+    max_msgs = 20_000 if args.quick else 100_000
+
+    def emit(peer, case, size, n, seconds):
+        rate = n / seconds
+        line = {
+            "peer": peer,
+            "case": case,
+            "size": size,
+            "procs": 1,
+            "messages": n,
+            "seconds": round(seconds, 6),
+            "msg_per_s": round(rate, 1),
+            "mb_per_s": round(rate * size / 1e6, 3),
+        }
+        if case.startswith("rtt/"):
+            line["rtt_us"] = round(1e6 / rate, 3)
+        print(json.dumps(line), flush=True)
+
+    for kind in ("queue", "pipe"):
+        for size in SIZES:
+            n = max(32, min(max_msgs, budget_bytes // size))
+            flow(ctx, kind, min(n, 1000), size)  # warm-up
+            took = statistics.median(flow(ctx, kind, n, size) for _ in range(runs))
+            emit(f"python_{kind}", f"1to1/{size_name(size)}", size, n, took)
+    for kind in ("queue", "pipe"):
+        n = 2_000 if args.quick else 10_000
+        took = statistics.median(round_trip(ctx, kind, n) for _ in range(runs))
+        emit(f"python_{kind}", f"rtt/{size_name(RTT_SIZE)}", RTT_SIZE, n, took)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

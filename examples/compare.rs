@@ -1,0 +1,483 @@
+//! multiproc's `Queue` and `Pipe` against every peer and the machine's
+//! floors, measured in one short run, as one table.
+//!
+//! Runs a short version of `benches/queue_vs_pipe.rs` (the same scenarios
+//! and peers, from `benches/common`, with simple timing loops instead of
+//! criterion) plus `benches/python_mp.py --quick` when `python3` exists,
+//! prints one line per case on stderr while it runs, then the table on
+//! stdout. It also writes the table as Markdown to
+//! `target/compare/results.md` and as an SVG bar chart to
+//! `target/compare/results.svg`.
+//!
+//! Run: `cargo run --release --example compare` (under two minutes on two
+//! CPUs). `--smoke` runs two tiny cases with three peers, writes to
+//! `target/compare/smoke/`, and skips Python.
+#![allow(unsafe_code)]
+
+#[path = "../benches/common/mod.rs"]
+mod common;
+
+use common::{Case, Flow, Peer, RoundTrip, first_batch, measure, memcpy_run, peers};
+use plotters::prelude::*;
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant, SystemTime};
+
+/// Value columns: (key, heading).
+const COLUMNS: [(&str, &str); 12] = [
+    ("queue", "multiproc Queue"),
+    ("queue_typed", "Queue typed"),
+    ("queue_zero_copy", "Queue zero-copy"),
+    ("pipe", "multiproc Pipe"),
+    ("raw_pipe", "raw pipe"),
+    ("socketpair", "socketpair"),
+    ("spsc_ring", "SPSC ring"),
+    ("memcpy", "memcpy"),
+    ("ipc_channel", "ipc-channel"),
+    ("shm_raw_sync", "shared_memory+raw_sync"),
+    ("python_queue", "Python Queue"),
+    ("python_pipe", "Python Pipe"),
+];
+
+/// Ratio columns: ours ÷ theirs, as rates (so > 1 means multiproc is
+/// faster, also for round trips).
+const RATIOS: [(&str, &str, &str); 10] = [
+    ("queue", "spsc_ring", "Queue ÷ SPSC ring"),
+    ("queue", "memcpy", "Queue ÷ memcpy"),
+    ("queue_zero_copy", "memcpy", "zero-copy ÷ memcpy"),
+    ("queue", "raw_pipe", "Queue ÷ raw pipe"),
+    ("queue", "ipc_channel", "Queue ÷ ipc-channel"),
+    ("queue", "shm_raw_sync", "Queue ÷ shm+raw_sync"),
+    ("queue", "python_queue", "Queue ÷ Python Queue"),
+    ("pipe", "socketpair", "Pipe ÷ socketpair"),
+    ("pipe", "ipc_channel", "Pipe ÷ ipc-channel"),
+    ("pipe", "python_pipe", "Pipe ÷ Python Pipe"),
+];
+
+/// Operations per second (messages, or round trips) per (case, peer key).
+type Results = BTreeMap<(Case, String), f64>;
+
+struct Settings {
+    smoke: bool,
+    batch: Duration,
+    rounds: usize,
+}
+
+fn main() {
+    let smoke = std::env::args().any(|a| a == "--smoke");
+    let settings = Settings {
+        smoke,
+        batch: if smoke {
+            Duration::from_millis(10)
+        } else {
+            Duration::from_millis(80)
+        },
+        rounds: if smoke { 1 } else { 3 },
+    };
+    let started = Instant::now();
+    let mut results = Results::new();
+    let mut left_out = BTreeSet::new();
+    run_rust(&settings, &mut results, &mut left_out);
+    let python = if smoke {
+        "skipped (--smoke)".to_string()
+    } else {
+        run_python(&mut results)
+    };
+    let cases: Vec<Case> = if smoke {
+        vec![Case::Flow { size: 8, procs: 1 }, Case::RoundTrip]
+    } else {
+        Case::all()
+    };
+
+    let machine = machine();
+    let table = markdown_table(&cases, &results);
+    println!("{table}");
+    println!("Python: {python}");
+
+    let dir = target_dir().join("compare");
+    let dir = if smoke { dir.join("smoke") } else { dir };
+    std::fs::create_dir_all(&dir).expect("create target/compare");
+    let md_path = dir.join("results.md");
+    let svg_path = dir.join("results.svg");
+    let mut md = String::new();
+    let _ = writeln!(md, "Command: `cargo run --release --example compare`  ");
+    let _ = writeln!(md, "{machine}  ");
+    let _ = writeln!(
+        md,
+        "Python: {python}. Whole run: {:.0} s.\n",
+        started.elapsed().as_secs_f64()
+    );
+    md.push_str(&table);
+    md.push_str("\nLeft out:\n\n");
+    for (peer, why) in &left_out {
+        let _ = writeln!(md, "- {peer}: {why}");
+    }
+    std::fs::write(&md_path, md).expect("write results.md");
+    chart(&cases, &results, &svg_path).expect("write results.svg");
+    println!("Markdown: {}", md_path.display());
+    println!("SVG chart: {}", svg_path.display());
+}
+
+/// Every Rust cell: the peers from `benches/common`, and memcpy.
+fn run_rust(settings: &Settings, results: &mut Results, left_out: &mut BTreeSet<(String, String)>) {
+    let all = peers();
+    let chosen: Vec<&dyn Peer> = all
+        .iter()
+        .map(|p| p.as_ref())
+        .filter(|p| !settings.smoke || ["queue", "pipe", "raw_pipe"].contains(&p.key()))
+        .collect();
+    let cases = if settings.smoke {
+        vec![Case::Flow { size: 8, procs: 1 }, Case::RoundTrip]
+    } else {
+        Case::all()
+    };
+    let mut cells = Vec::new();
+    for &case in &cases {
+        for &peer in &chosen {
+            match peer.skip(case) {
+                None => cells.push((case, Some(peer))),
+                Some(why) => {
+                    left_out.insert((peer.label().to_string(), why.to_string()));
+                }
+            }
+        }
+        if !settings.smoke && matches!(case, Case::Flow { size, procs: 1 } if size >= 64 * 1024) {
+            cells.push((case, None));
+        }
+    }
+    let total = cells.len();
+    for (i, (case, peer)) in cells.into_iter().enumerate() {
+        let t = Instant::now();
+        let (key, label, rate) = match (case, peer) {
+            (Case::Flow { size, procs }, Some(peer)) => {
+                let mut flow = Flow::start(peer, size, procs);
+                let rate = measure(
+                    |n| flow.run_counted(n),
+                    first_batch(size),
+                    settings.batch,
+                    settings.rounds,
+                );
+                (peer.key(), peer.label(), rate)
+            }
+            (Case::Flow { size, .. }, None) => {
+                let src = vec![3u8; size];
+                let mut dst = vec![0u8; size];
+                let rate = measure(
+                    |n| (memcpy_run(&src, &mut dst, n), n),
+                    first_batch(size),
+                    settings.batch,
+                    settings.rounds,
+                );
+                ("memcpy", "memcpy", rate)
+            }
+            (Case::RoundTrip, Some(peer)) => {
+                let mut rtt = RoundTrip::start(peer);
+                let rate = measure(|n| (rtt.run(n), n), 64, settings.batch, settings.rounds);
+                (peer.key(), peer.label(), rate)
+            }
+            (Case::RoundTrip, None) => unreachable!("memcpy has no round trip"),
+        };
+        eprintln!(
+            "[{:>2}/{total}] {:<16} {:<24} {:>12}   ({:.1} s)",
+            i + 1,
+            case.label(),
+            label,
+            cell(case, Some(rate)),
+            t.elapsed().as_secs_f64()
+        );
+        results.insert((case, key.to_string()), rate);
+    }
+}
+
+/// Runs `benches/python_mp.py --quick`; returns a note for the table.
+fn run_python(results: &mut Results) -> String {
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("benches/python_mp.py");
+    eprintln!("[python] {} --quick", script.display());
+    let out = match Command::new("python3").arg(&script).arg("--quick").output() {
+        Ok(out) => out,
+        Err(err) => {
+            let note = format!("not run: python3 not found ({err})");
+            eprintln!("[python] {note}");
+            return note;
+        }
+    };
+    if !out.status.success() {
+        let note = format!("failed: {}", String::from_utf8_lossy(&out.stderr).trim());
+        eprintln!("[python] {note}");
+        return note;
+    }
+    let version = Command::new("python3")
+        .arg("--version")
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+        .unwrap_or_default();
+    let cases = Case::all();
+    for line in String::from_utf8_lossy(&out.stdout).lines() {
+        let Ok(v) = serde_json::from_str::<serde_json::Value>(line) else {
+            continue;
+        };
+        let (Some(peer), Some(key), Some(rate)) = (
+            v["peer"].as_str(),
+            v["case"].as_str(),
+            v["msg_per_s"].as_f64(),
+        ) else {
+            continue;
+        };
+        if let Some(&case) = cases.iter().find(|c| c.key() == key) {
+            eprintln!(
+                "[python] {:<16} {:<24} {:>12}",
+                case.label(),
+                peer,
+                cell(case, Some(rate))
+            );
+            results.insert((case, peer.to_string()), rate);
+        }
+    }
+    format!("{version}, multiprocessing, start method fork, `benches/python_mp.py --quick`")
+}
+
+/// A rate as people read it: messages/s for small payloads, bytes/s for
+/// large ones, microseconds for round trips.
+fn cell(case: Case, rate: Option<f64>) -> String {
+    let Some(rate) = rate else {
+        return "—".to_string();
+    };
+    match case {
+        Case::RoundTrip => format!("{:.2} µs", 1e6 / rate),
+        Case::Flow { size, .. } if size >= 64 * 1024 => {
+            format!("{:.2} GB/s", rate * size as f64 / 1e9)
+        }
+        Case::Flow { .. } if rate >= 1e6 => format!("{:.2} M/s", rate / 1e6),
+        Case::Flow { .. } => format!("{:.0} K/s", rate / 1e3),
+    }
+}
+
+fn markdown_table(cases: &[Case], results: &Results) -> String {
+    let get = |case: Case, key: &str| results.get(&(case, key.to_string())).copied();
+    let mut heads = vec!["case".to_string()];
+    heads.extend(COLUMNS.iter().map(|(_, h)| h.to_string()));
+    heads.extend(RATIOS.iter().map(|(_, _, h)| h.to_string()));
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "Messages/s (M/s, K/s) for payloads up to 1 KiB, GB/s for 64 KiB and 1 MiB, \
+         µs per round trip. Ratios are rates, ours ÷ theirs (> 1: multiproc is faster), \
+         from this run. — = not measured (see below).\n"
+    );
+    let _ = writeln!(out, "| {} |", heads.join(" | "));
+    let _ = writeln!(out, "|{}", "---|".repeat(heads.len()));
+    for &case in cases {
+        let mut row = vec![case.label()];
+        row.extend(COLUMNS.iter().map(|(k, _)| cell(case, get(case, k))));
+        row.extend(
+            RATIOS
+                .iter()
+                .map(|(a, b, _)| match (get(case, a), get(case, b)) {
+                    (Some(a), Some(b)) => format!("{:.2}×", a / b),
+                    _ => "—".to_string(),
+                }),
+        );
+        let _ = writeln!(out, "| {} |", row.join(" | "));
+    }
+    out
+}
+
+/// Grouped bars: throughput in MB/s (log scale) per case, and round-trip
+/// latency in µs (log scale).
+fn chart(cases: &[Case], results: &Results, path: &Path) -> Result<(), Box<dyn std::error::Error>> {
+    let flows: Vec<Case> = cases
+        .iter()
+        .copied()
+        .filter(|c| matches!(c, Case::Flow { .. }))
+        .collect();
+    let series: Vec<(usize, &str, &str)> = COLUMNS
+        .iter()
+        .enumerate()
+        .filter(|(_, (k, _))| results.keys().any(|(_, key)| key == k))
+        .map(|(i, (k, h))| (i, *k, *h))
+        .collect();
+    let root = SVGBackend::new(path, (1600, 700)).into_drawing_area();
+    root.fill(&WHITE)?;
+    let (left, right) = root.split_horizontally(1250);
+    let width = 0.84 / series.len().max(1) as f64;
+
+    // Throughput panel.
+    let mb = |case: Case, rate: f64| match case {
+        Case::Flow { size, .. } => rate * size as f64 / 1e6,
+        Case::RoundTrip => 0.0,
+    };
+    let values: Vec<f64> = results
+        .iter()
+        .filter(|((c, _), _)| flows.contains(c))
+        .map(|((c, _), r)| mb(*c, *r))
+        .collect();
+    let (lo, hi) = bounds(&values);
+    let mut chart = ChartBuilder::on(&left)
+        .caption(
+            "Throughput, MB/s (log scale; higher is better)",
+            ("sans-serif", 22),
+        )
+        .margin(12)
+        .x_label_area_size(40)
+        .y_label_area_size(70)
+        .build_cartesian_2d(-0.5f64..flows.len() as f64 - 0.5, (lo..hi).log_scale())?;
+    let labels: Vec<String> = flows.iter().map(|c| c.label()).collect();
+    chart
+        .configure_mesh()
+        .disable_x_mesh()
+        .x_labels(flows.len())
+        .x_label_formatter(&|x| {
+            let i = x.round();
+            if (x - i).abs() < 1e-6 && i >= 0.0 {
+                labels.get(i as usize).cloned().unwrap_or_default()
+            } else {
+                String::new()
+            }
+        })
+        .y_desc("MB/s")
+        .draw()?;
+    for (slot, &(color, key, head)) in series.iter().enumerate() {
+        let style = Palette99::pick(color).filled();
+        let bars: Vec<Rectangle<(f64, f64)>> = flows
+            .iter()
+            .enumerate()
+            .filter_map(|(i, &case)| {
+                let v = mb(case, *results.get(&(case, key.to_string()))?);
+                let x0 = i as f64 - 0.42 + slot as f64 * width;
+                Some(Rectangle::new([(x0, lo), (x0 + width * 0.9, v)], style))
+            })
+            .collect();
+        if bars.is_empty() {
+            continue;
+        }
+        chart
+            .draw_series(bars)?
+            .label(head)
+            .legend(move |(x, y)| Rectangle::new([(x, y - 5), (x + 10, y + 5)], style));
+    }
+    chart
+        .configure_series_labels()
+        .position(SeriesLabelPosition::UpperLeft)
+        .background_style(WHITE.mix(0.85))
+        .border_style(BLACK)
+        .draw()?;
+
+    // Round-trip panel.
+    let rtts: Vec<(usize, &str, f64)> = series
+        .iter()
+        .filter_map(|&(color, key, head)| {
+            let rate = results.get(&(Case::RoundTrip, key.to_string()))?;
+            Some((color, head, 1e6 / rate))
+        })
+        .collect();
+    if !rtts.is_empty() {
+        let (lo, hi) = bounds(&rtts.iter().map(|r| r.2).collect::<Vec<_>>());
+        let mut chart = ChartBuilder::on(&right)
+            .caption("Round trip 8 B, µs (lower is better)", ("sans-serif", 22))
+            .margin(12)
+            .x_label_area_size(40)
+            .y_label_area_size(60)
+            .build_cartesian_2d(-0.5f64..rtts.len() as f64 - 0.5, (lo..hi).log_scale())?;
+        chart
+            .configure_mesh()
+            .disable_x_mesh()
+            .x_labels(0)
+            .y_desc("µs")
+            .draw()?;
+        chart.draw_series(rtts.iter().enumerate().map(|(i, &(color, _, us))| {
+            Rectangle::new(
+                [(i as f64 - 0.4, lo), (i as f64 + 0.4, us)],
+                Palette99::pick(color).filled(),
+            )
+        }))?;
+        chart.draw_series(rtts.iter().enumerate().map(|(i, &(_, head, us))| {
+            Text::new(
+                format!("{head} {us:.1}"),
+                (i as f64 - 0.35, us * 1.15),
+                ("sans-serif", 11)
+                    .into_font()
+                    .transform(FontTransform::Rotate270),
+            )
+        }))?;
+    }
+    root.present()?;
+    Ok(())
+}
+
+/// Log-axis bounds around positive `values`, a little padded.
+fn bounds(values: &[f64]) -> (f64, f64) {
+    let lo = values
+        .iter()
+        .copied()
+        .filter(|v| *v > 0.0)
+        .fold(f64::INFINITY, f64::min);
+    let hi = values.iter().copied().fold(0.0, f64::max);
+    if lo.is_finite() && hi > 0.0 {
+        (lo / 3.0, hi * 4.0)
+    } else {
+        (0.1, 10.0)
+    }
+}
+
+/// The target directory this example was built into
+/// (`<target>/<profile>/examples/compare`), or `./target`.
+fn target_dir() -> PathBuf {
+    std::env::current_exe()
+        .ok()
+        .and_then(|exe| Some(exe.parent()?.parent()?.parent()?.to_path_buf()))
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("target"))
+}
+
+/// Date, CPUs, CPU model, rustc and commit, for the record.
+fn machine() -> String {
+    let cpus = std::thread::available_parallelism().map_or(0, |n| n.get());
+    let model = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("model name"))
+                .and_then(|l| l.split(':').nth(1))
+                .map(|m| m.trim().to_string())
+        })
+        .unwrap_or_else(|| "unknown CPU".to_string());
+    let tool = |cmd: &str, args: &[&str]| {
+        Command::new(cmd)
+            .args(args)
+            .output()
+            .ok()
+            .filter(|o| o.status.success())
+            .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+            .unwrap_or_else(|| "unknown".to_string())
+    };
+    format!(
+        "Date: {} · machine: {cpus} CPUs, {model} · {} · commit {}",
+        utc_now(),
+        tool("rustc", &["--version"]),
+        tool("git", &["rev-parse", "--short", "HEAD"]),
+    )
+}
+
+/// `YYYY-MM-DD HH:MM UTC` from the system clock.
+fn utc_now() -> String {
+    let secs = SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs()) as i64;
+    let (days, rem) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
+    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}-{month:02}-{day:02} {:02}:{:02} UTC",
+        rem / 3600,
+        rem % 3600 / 60
+    )
+}
