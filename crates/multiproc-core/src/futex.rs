@@ -35,7 +35,6 @@
 
 use rustix::io::Errno;
 use rustix::thread::futex as sys;
-use rustix::time::Timespec;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
@@ -75,7 +74,7 @@ pub enum WaitOutcome {
 pub fn wait(word: &AtomicU32, expected: u32, deadline: Option<Instant>) -> WaitOutcome {
     let timeout = match remaining(deadline) {
         Some(Duration::ZERO) => return WaitOutcome::TimedOut,
-        Some(left) => Some(timespec(left)),
+        Some(left) => Some(crate::time::timespec(left)),
         None => None,
     };
     // FUTEX_WAIT measures a relative timeout on CLOCK_MONOTONIC.
@@ -116,13 +115,6 @@ pub fn wake_one(word: &AtomicU32) -> usize {
 /// Wakes every waiter on `word`; see [`wake`].
 pub fn wake_all(word: &AtomicU32) -> usize {
     wake(word, i32::MAX as u32)
-}
-
-fn timespec(d: Duration) -> Timespec {
-    Timespec {
-        tv_sec: i64::try_from(d.as_secs()).unwrap_or(i64::MAX),
-        tv_nsec: i64::from(d.subsec_nanos()),
-    }
 }
 
 /// Spin iterations a waiter spends before it sleeps.

@@ -44,3 +44,19 @@ pub fn deadline_after(timeout: Duration) -> Option<Instant> {
 pub fn remaining(deadline: Option<Instant>) -> Option<Duration> {
     deadline.map(|d| d.saturating_duration_since(Instant::now()))
 }
+
+/// `d` as the kernel's `timespec`, saturating at `i64::MAX` seconds.
+#[must_use]
+pub fn timespec(d: Duration) -> rustix::time::Timespec {
+    rustix::time::Timespec {
+        tv_sec: i64::try_from(d.as_secs()).unwrap_or(i64::MAX),
+        tv_nsec: i64::from(d.subsec_nanos()),
+    }
+}
+
+/// The `timespec` left until `deadline` (`None`: no deadline), for `poll`
+/// and futex waits.
+#[must_use]
+pub fn timespec_until(deadline: Option<Instant>) -> Option<rustix::time::Timespec> {
+    remaining(deadline).map(timespec)
+}

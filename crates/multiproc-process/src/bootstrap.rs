@@ -138,6 +138,38 @@ pub(crate) fn take_over_if_marked() {
     }
 }
 
+/// Re-executes this executable (`/proc/self/exe`: the very file, even if
+/// its path was replaced meanwhile) with `marker=<fd number>` in the
+/// environment and `fd` inherited under that number; standard input is
+/// `/dev/null`. The new process becomes the child or the server before its
+/// `main` runs ([`before_main`]).
+pub(crate) fn reexec(marker: &str, fd: OwnedFd) -> std::io::Result<rustix::process::Pid> {
+    use std::os::fd::AsRawFd;
+    use std::os::unix::process::CommandExt;
+    let raw = fd.as_raw_fd();
+    let mut cmd = std::process::Command::new("/proc/self/exe");
+    if let Some(arg0) = std::env::args_os().next() {
+        cmd.arg0(arg0);
+    }
+    cmd.env(marker, raw.to_string())
+        .stdin(std::process::Stdio::null());
+    // SAFETY: runs in the forked child before exec and only calls fcntl,
+    // which is async-signal-safe; it makes the one descriptor inheritable.
+    unsafe {
+        cmd.pre_exec(move || {
+            let fd = std::os::fd::BorrowedFd::borrow_raw(raw);
+            rustix::io::fcntl_setfd(fd, rustix::io::FdFlags::empty())?;
+            Ok(())
+        });
+    }
+    let child = cmd.spawn()?;
+    drop(fd);
+    // Dropping `std::process::Child` neither kills nor reaps: the caller
+    // owns the pid.
+    rustix::process::Pid::from_raw(child.id() as i32)
+        .ok_or_else(|| std::io::Error::other("spawned pid 0"))
+}
+
 /// Removes `name` from the environment (so this process's own children do
 /// not see it) and returns the descriptor it names.
 fn take_marker(name: &str) -> Option<OwnedFd> {

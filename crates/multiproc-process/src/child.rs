@@ -2,7 +2,7 @@
 //! exit status reaches us.
 #![allow(unsafe_code)]
 
-use multiproc_core::time::remaining;
+use multiproc_core::time::timespec_until;
 use rustix::event::{PollFd, PollFlags};
 use rustix::process::{Pid, PidfdFlags, Signal};
 use std::io;
@@ -145,10 +145,7 @@ impl ChildState {
 /// Whether `fd` becomes readable by `deadline`.
 pub(crate) fn readable(fd: BorrowedFd<'_>, deadline: Option<Instant>) -> io::Result<bool> {
     loop {
-        let timeout = remaining(deadline).map(|d| rustix::time::Timespec {
-            tv_sec: i64::try_from(d.as_secs()).unwrap_or(i64::MAX),
-            tv_nsec: i64::from(d.subsec_nanos()),
-        });
+        let timeout = timespec_until(deadline);
         let mut fds = [PollFd::new(&fd, PollFlags::IN)];
         match rustix::event::poll(&mut fds, timeout.as_ref()) {
             Ok(0) => return Ok(false),

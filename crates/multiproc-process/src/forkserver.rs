@@ -15,12 +15,10 @@ use rustix::event::{PollFd, PollFlags};
 use rustix::process::{Pid, PidfdFlags};
 use serde::{Deserialize, Serialize};
 use std::io;
-use std::os::fd::{AsRawFd, OwnedFd};
-use std::os::unix::process::CommandExt;
-use std::process::{Command, Stdio};
+use std::os::fd::OwnedFd;
 use std::sync::Mutex;
 
-use crate::bootstrap::{SERVER_ENV, child_main};
+use crate::bootstrap::{SERVER_ENV, child_main, reexec};
 use crate::child::ChildState;
 
 #[derive(Serialize, Deserialize)]
@@ -92,26 +90,8 @@ pub(crate) fn start_child(boot: OwnedFd, name: String, daemon: bool) -> io::Resu
 /// Starts a server by re-executing this executable with the server marker.
 fn launch() -> io::Result<Connection> {
     let (ours, theirs) = scm::stream_pair()?;
-    let raw = theirs.as_raw_fd();
-    let mut cmd = Command::new("/proc/self/exe");
-    if let Some(arg0) = std::env::args_os().next() {
-        cmd.arg0(arg0);
-    }
-    cmd.env(SERVER_ENV, raw.to_string()).stdin(Stdio::null());
-    // SAFETY: runs in the forked child before exec and only calls fcntl,
-    // which is async-signal-safe; it makes the one socket inheritable.
-    unsafe {
-        cmd.pre_exec(move || {
-            let fd = std::os::fd::BorrowedFd::borrow_raw(raw);
-            rustix::io::fcntl_setfd(fd, rustix::io::FdFlags::empty())?;
-            Ok(())
-        });
-    }
-    let server = cmd.spawn()?;
-    drop(theirs);
-    // The server is never joined: it exits when our end closes. Dropping
-    // `std::process::Child` neither kills nor waits.
-    drop(server);
+    // The server is never joined: it exits when our end closes.
+    reexec(SERVER_ENV, theirs)?;
     let mut conn = Connection::from_fd(ours)?;
     conn.set_max_message_len(4096);
     Ok(conn)

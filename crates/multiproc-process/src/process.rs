@@ -11,12 +11,10 @@ use std::fmt;
 use std::io;
 use std::marker::PhantomData;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
-use std::os::unix::process::CommandExt;
-use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crate::bootstrap::{Header, Outcome, Payload, SPAWN_ENV, child_main};
+use crate::bootstrap::{Header, Outcome, Payload, SPAWN_ENV, child_main, reexec};
 use crate::child::{ChildState, exit_code, readable, signal_name};
 use crate::target::{self, ExeId, Trampoline};
 use crate::{StartMethod, forkserver, get_start_method, info, registry};
@@ -139,7 +137,9 @@ where
     pub fn start(self) -> io::Result<Process<R>> {
         let (bytes, fds) = codec::encode_with_fds(&self.args)?;
         let payload = Payload::new(bytes, fds);
-        let name = self.name.unwrap_or_else(info::next_child_name);
+        // Every process takes a number, named or not, as in Python.
+        let default_name = info::next_child_name();
+        let name = self.name.unwrap_or(default_name);
         let method = self.method.unwrap_or_else(get_start_method);
         let me = info::current_process();
         let header = Header {
@@ -224,28 +224,7 @@ fn fork(theirs: OwnedFd, ours: &Connection, name: String, daemon: bool) -> io::R
 }
 
 fn spawn(theirs: OwnedFd, name: String, daemon: bool) -> io::Result<ChildState> {
-    let raw = theirs.as_raw_fd();
-    // /proc/self/exe is this process's executable file even if its path was
-    // replaced meanwhile; the child still verifies the identity.
-    let mut cmd = Command::new("/proc/self/exe");
-    if let Some(arg0) = std::env::args_os().next() {
-        cmd.arg0(arg0);
-    }
-    cmd.env(SPAWN_ENV, raw.to_string()).stdin(Stdio::null());
-    // SAFETY: runs in the forked child before exec and only calls fcntl,
-    // which is async-signal-safe; it makes the one socket inheritable.
-    unsafe {
-        cmd.pre_exec(move || {
-            let fd = BorrowedFd::borrow_raw(raw);
-            rustix::io::fcntl_setfd(fd, rustix::io::FdFlags::empty())?;
-            Ok(())
-        });
-    }
-    let child = cmd.spawn()?;
-    drop(theirs);
-    let pid = Pid::from_raw(child.id() as i32).expect("spawned pid");
-    // Dropping `std::process::Child` neither kills nor reaps: we do.
-    drop(child);
+    let pid = reexec(SPAWN_ENV, theirs)?;
     ChildState::own(pid, name, daemon)
 }
 
@@ -373,11 +352,7 @@ impl<R: DeserializeOwned> Process<R> {
             return Ok(true);
         }
         loop {
-            let timeout =
-                multiproc_core::time::remaining(deadline).map(|d| rustix::time::Timespec {
-                    tv_sec: i64::try_from(d.as_secs()).unwrap_or(i64::MAX),
-                    tv_nsec: i64::from(d.subsec_nanos()),
-                });
+            let timeout = multiproc_core::time::timespec_until(deadline);
             let exit_fd = self.child.exit_fd();
             let mut fds = [
                 PollFd::new(conn, PollFlags::IN),

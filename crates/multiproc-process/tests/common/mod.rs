@@ -430,68 +430,82 @@ pub fn sentinel_becomes_readable_at_exit(method: StartMethod) {
     assert_eq!(p.join().unwrap(), 100);
 }
 
-/// Runs every case for `method`.
+/// Runs every case for `method`. The method expression is evaluated before
+/// any lock of this module is taken (the fork suite holds a lock of its own
+/// in it), so every test takes locks in one order.
 #[macro_export]
 macro_rules! suite {
     ($method:expr) => {
         #[test]
         fn returns_values() {
+            let method = $method;
             let _g = common::shared();
-            common::returns_values($method)
+            common::returns_values(method)
         }
         #[test]
         fn closures_and_names() {
+            let method = $method;
             let _g = common::shared();
-            common::closures_and_names($method)
+            common::closures_and_names(method)
         }
         #[test]
         fn panics_and_exit_codes() {
+            let method = $method;
             let _g = common::shared();
-            common::panics_and_exit_codes($method)
+            common::panics_and_exit_codes(method)
         }
         #[test]
         fn terminate_kill_and_liveness() {
+            let method = $method;
             let _g = common::shared();
-            common::terminate_kill_and_liveness($method)
+            common::terminate_kill_and_liveness(method)
         }
         #[test]
         fn join_timeout_then_join() {
+            let method = $method;
             let _g = common::shared();
-            common::join_timeout_then_join($method)
+            common::join_timeout_then_join(method)
         }
         #[test]
         fn daemon_dies_with_sigkilled_parent() {
+            let method = $method;
             let _g = common::shared();
-            common::daemon_dies_with_sigkilled_parent($method)
+            common::daemon_dies_with_sigkilled_parent(method)
         }
         #[test]
         fn children_share_a_lock() {
+            let method = $method;
             let _g = common::shared();
-            common::children_share_a_lock($method)
+            common::children_share_a_lock(method)
         }
         #[test]
         fn children_use_queues() {
+            let method = $method;
             let _g = common::shared();
-            common::children_use_queues($method)
+            common::children_use_queues(method)
         }
         #[test]
         fn handles_arrive_usable() {
+            let method = $method;
             let _g = common::shared();
-            common::handles_arrive_usable($method)
+            common::handles_arrive_usable(method)
         }
         #[test]
         fn many_processes_no_zombies_no_leaks() {
-            common::many_processes_no_zombies_no_leaks($method)
+            let method = $method;
+            common::many_processes_no_zombies_no_leaks(method)
         }
         #[test]
         fn unencodable_args_start_nothing() {
+            let method = $method;
             let _g = common::shared();
-            common::unencodable_args_start_nothing($method)
+            common::unencodable_args_start_nothing(method)
         }
         #[test]
         fn sentinel_becomes_readable_at_exit() {
+            let method = $method;
             let _g = common::shared();
-            common::sentinel_becomes_readable_at_exit($method)
+            common::sentinel_becomes_readable_at_exit(method)
         }
     };
 }
