@@ -4,6 +4,7 @@
 Cases (start method "fork"):
   1to1/<size>  one producer process, the main process consumes:
                Queue put/get of a bytes object, Pipe send_bytes/recv_bytes
+               (the default duplex Pipe, a socketpair)
   rtt/8B       ping-pong of an 8-byte bytes object: over a duplex Pipe,
                and over two Queues
 
@@ -81,7 +82,8 @@ def flow(ctx, kind, n, size):
             q.get()
         took = time.perf_counter() - t0
     else:
-        rx, tx = ctx.Pipe(duplex=False)
+        # The default duplex Pipe (a socketpair), like multiproc's Pipe::new.
+        rx, tx = ctx.Pipe()
         child = ctx.Process(target=pipe_producer, args=(tx, start, n, size))
         child.start()
         t0 = time.perf_counter()
