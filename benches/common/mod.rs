@@ -434,12 +434,13 @@ impl Link for SpscRingLink {
     }
 }
 
-/// One pause; every 1024th a `sched_yield`, so that on a machine with more
-/// runnable processes than CPUs a spinner does not burn the time slice its
-/// partner needs (free when the partner has a CPU of its own).
+/// One pause; every 64th a `sched_yield` (the policy of multiproc's own
+/// `SpinWait`), so that when both partners land on one CPU, or the machine
+/// has more runnable processes than CPUs, a spinner does not burn the time
+/// slice its partner needs. With a CPU each, the yield returns at once.
 fn spin(spins: &mut u32) {
     *spins = spins.wrapping_add(1);
-    if spins.is_multiple_of(1024) {
+    if spins.is_multiple_of(64) {
         std::thread::yield_now();
     } else {
         std::hint::spin_loop();
