@@ -2,7 +2,7 @@
 
 use crate::error::{RecvError, SendError};
 use crate::frame::{MAX_HEADER, encode_header};
-use crate::recv::{ReadResult, RecvBuf};
+use crate::recv::{ReadResult, RecvBuf, Source};
 use multiproc_core::{Codec, SharedFd, scm};
 use rustix::io::Errno;
 use rustix::net::{
@@ -597,7 +597,7 @@ impl Connection {
         let carries_fds = self.flavor == Flavor::Unix;
         let (payload, fds) = {
             let (fd, flavor) = (self.fd.as_fd(), self.flavor);
-            self.rx.frame(max, &mut |dst| read_os(fd, flavor, dst))?
+            self.rx.frame(max, &mut Os { fd, flavor })?
         };
         let value = if carries_fds {
             codec.decode_with_fds(payload.as_slice(), fds)
@@ -639,7 +639,7 @@ impl Connection {
         let max = self.max_message_len;
         let (fd, flavor) = (self.fd.as_fd(), self.flavor);
         self.check_readable()?;
-        let (payload, _fds) = self.rx.frame(max, &mut |dst| read_os(fd, flavor, dst))?;
+        let (payload, _fds) = self.rx.frame(max, &mut Os { fd, flavor })?;
         serde_pickle::from_slice(payload.as_slice(), serde_pickle::DeOptions::new())
             .map_err(RecvError::Pickle)
     }
@@ -669,7 +669,7 @@ impl Connection {
         let max = self.max_message_len;
         let (fd, flavor) = (self.fd.as_fd(), self.flavor);
         self.check_readable()?;
-        let (payload, _fds) = self.rx.frame(max, &mut |dst| read_os(fd, flavor, dst))?;
+        let (payload, _fds) = self.rx.frame(max, &mut Os { fd, flavor })?;
         serde_pickle::value_from_slice(payload.as_slice(), serde_pickle::DeOptions::new())
             .map_err(RecvError::Pickle)
     }
@@ -723,9 +723,7 @@ impl Connection {
     pub fn recv_bytes_max(&mut self, maxlength: usize) -> Result<Vec<u8>, RecvError> {
         self.check_readable()?;
         let (fd, flavor) = (self.fd.as_fd(), self.flavor);
-        let (payload, _fds) = self
-            .rx
-            .frame(maxlength, &mut |dst| read_os(fd, flavor, dst))?;
+        let (payload, _fds) = self.rx.frame(maxlength, &mut Os { fd, flavor })?;
         Ok(payload.into_vec())
     }
 
@@ -759,8 +757,7 @@ impl Connection {
         self.check_readable()?;
         let max = self.max_message_len;
         let (fd, flavor) = (self.fd.as_fd(), self.flavor);
-        self.rx
-            .frame_into(buf, max, &mut |dst| read_os(fd, flavor, dst))
+        self.rx.frame_into(buf, max, &mut Os { fd, flavor })
     }
 
     /// Whether a message (or part of one, or the peer's end of file) can be
@@ -823,6 +820,28 @@ impl Connection {
     /// ```
     pub fn close(self) {
         drop(self);
+    }
+}
+
+/// A connection's descriptor as a [`Source`] of bytes.
+struct Os<'a> {
+    fd: BorrowedFd<'a>,
+    flavor: Flavor,
+}
+
+impl Source for Os<'_> {
+    fn read(&mut self, bufs: &mut [IoSliceMut<'_>]) -> ReadResult {
+        read_os(self.fd, self.flavor, bufs)
+    }
+
+    fn read_uninit(&mut self, dst: &mut [MaybeUninit<u8>]) -> io::Result<usize> {
+        loop {
+            match rustix::io::read(self.fd, &mut *dst) {
+                Ok((init, _)) => return Ok(init.len()),
+                Err(Errno::INTR) => {}
+                Err(err) => return Err(err.into()),
+            }
+        }
     }
 }
 

@@ -23,11 +23,19 @@
 //! that attached descriptors mid-frame, or a frame read with `recv_bytes`)
 //! are closed once the stream has moved past them. Nothing leaks and nothing
 //! lands on the wrong message.
+//!
+//! # Safety
+//!
+//! One `unsafe` call: `Vec::set_len` after the OS has filled that many bytes
+//! of the vector's spare capacity (large payloads are read into
+//! uninitialised memory, see `RecvBuf::speculate`).
+#![allow(unsafe_code)]
 
 use crate::error::RecvError;
 use crate::frame::{Parsed, parse_header};
 use std::collections::VecDeque;
 use std::io::{self, IoSliceMut};
+use std::mem::MaybeUninit;
 use std::os::fd::OwnedFd;
 
 /// Size of the read-ahead buffer, allocated on the first receive. 64 KiB
@@ -48,6 +56,35 @@ const GROW_STEP: usize = 1024 * 1024;
 
 /// One read from the OS: bytes placed in the buffer and descriptors received.
 pub(crate) type ReadResult = io::Result<(usize, Vec<OwnedFd>)>;
+
+/// Where a connection's bytes come from.
+pub(crate) trait Source {
+    /// One scatter read, with the descriptors that came along.
+    fn read(&mut self, bufs: &mut [IoSliceMut<'_>]) -> ReadResult;
+
+    /// One plain read into uninitialised memory; returns the bytes read.
+    /// Descriptors arriving with these bytes are dropped (the kernel
+    /// closes them), so this is only for bytes inside a frame whose start
+    /// was already read with [`read`](Self::read).
+    fn read_uninit(&mut self, dst: &mut [MaybeUninit<u8>]) -> io::Result<usize>;
+}
+
+/// Any scatter-read closure is a source; its uninitialised reads go
+/// through a zeroed scratch buffer (tests use this).
+impl<F: FnMut(&mut [IoSliceMut<'_>]) -> ReadResult> Source for F {
+    fn read(&mut self, bufs: &mut [IoSliceMut<'_>]) -> ReadResult {
+        self(bufs)
+    }
+
+    fn read_uninit(&mut self, dst: &mut [MaybeUninit<u8>]) -> io::Result<usize> {
+        let mut scratch = vec![0u8; dst.len()];
+        let (n, _fds) = self(&mut [IoSliceMut::new(&mut scratch)])?;
+        for (slot, byte) in dst.iter_mut().zip(&scratch[..n]) {
+            slot.write(*byte);
+        }
+        Ok(n)
+    }
+}
 
 struct FdBatch {
     /// Stream offset of the first byte of the read that brought them.
@@ -116,7 +153,7 @@ impl RecvBuf {
         read_total: &mut u64,
         batches: &mut VecDeque<FdBatch>,
         dst: &mut [u8],
-        read: &mut impl FnMut(&mut [IoSliceMut<'_>]) -> ReadResult,
+        read: &mut impl Source,
     ) -> io::Result<usize> {
         Self::read_vectored(read_total, batches, &mut [IoSliceMut::new(dst)], read)
     }
@@ -126,9 +163,9 @@ impl RecvBuf {
         read_total: &mut u64,
         batches: &mut VecDeque<FdBatch>,
         bufs: &mut [IoSliceMut<'_>],
-        read: &mut impl FnMut(&mut [IoSliceMut<'_>]) -> ReadResult,
+        read: &mut impl Source,
     ) -> io::Result<usize> {
-        let (n, fds) = read(bufs)?;
+        let (n, fds) = read.read(bufs)?;
         let from = *read_total;
         *read_total += n as u64;
         if !fds.is_empty() {
@@ -143,10 +180,7 @@ impl RecvBuf {
 
     /// Reads more into the buffer, making room at the end first; returns the
     /// bytes read (0 at end of file).
-    fn fill(
-        &mut self,
-        read: &mut impl FnMut(&mut [IoSliceMut<'_>]) -> ReadResult,
-    ) -> io::Result<usize> {
+    fn fill(&mut self, read: &mut impl Source) -> io::Result<usize> {
         if self.eof {
             return Ok(0);
         }
@@ -176,11 +210,7 @@ impl RecvBuf {
 
     /// Makes sure a whole header is buffered and checks it; consumes nothing.
     /// Returns the header and payload lengths.
-    fn header(
-        &mut self,
-        max: usize,
-        read: &mut impl FnMut(&mut [IoSliceMut<'_>]) -> ReadResult,
-    ) -> Result<(usize, usize), RecvError> {
+    fn header(&mut self, max: usize, read: &mut impl Source) -> Result<(usize, usize), RecvError> {
         loop {
             match parse_header(&self.buf[self.start..self.end], max)? {
                 Parsed::Frame {
@@ -231,7 +261,7 @@ impl RecvBuf {
         dst: &mut [u8],
         frame_len: u64,
         after: u64,
-        read: &mut impl FnMut(&mut [IoSliceMut<'_>]) -> ReadResult,
+        read: &mut impl Source,
     ) -> Result<(), RecvError> {
         let from_buf = self.buffered().min(dst.len());
         dst[..from_buf].copy_from_slice(&self.buf[self.start..self.start + from_buf]);
@@ -268,7 +298,7 @@ impl RecvBuf {
         &mut self,
         len: usize,
         frame_len: u64,
-        read: &mut impl FnMut(&mut [IoSliceMut<'_>]) -> ReadResult,
+        read: &mut impl Source,
     ) -> Result<Vec<u8>, RecvError> {
         if len <= EAGER_ALLOC {
             let mut out = vec![0; len];
@@ -296,7 +326,7 @@ impl RecvBuf {
     pub(crate) fn frame(
         &mut self,
         max: usize,
-        read: &mut impl FnMut(&mut [IoSliceMut<'_>]) -> ReadResult,
+        read: &mut impl Source,
     ) -> Result<(Payload<'_>, Vec<OwnedFd>), RecvError> {
         if self.buffered() == 0
             && !self.eof
@@ -333,30 +363,82 @@ impl RecvBuf {
         Ok((Payload::Owned(out), fds))
     }
 
-    /// The large-message path: after a large frame, guess that the next one
-    /// has the same size and read its header into the buffer and its payload
-    /// straight into a vector of that size, with one scatter read. When the
-    /// guess holds, a large message costs what a raw `read` costs: one
-    /// system call and no copy. When it does not, the bytes that went into
-    /// the vector are put back into the buffer (or kept, if they are this
-    /// frame's) and the ordinary path takes over.
+    /// The large-message path, taken after a large frame: read the next
+    /// header alone, then its payload straight into a new vector. A large
+    /// payload then costs one small extra read instead of a copy out of the
+    /// read-ahead buffer and the zeroing of its vector.
     ///
-    /// Returns `None` when the ordinary path should continue.
+    /// Returns `None` (with the header in the buffer) when the ordinary
+    /// path should continue.
     fn speculate(
         &mut self,
         max: usize,
-        read: &mut impl FnMut(&mut [IoSliceMut<'_>]) -> ReadResult,
+        read: &mut impl Source,
     ) -> Result<Option<OwnedFrame>, RecvError> {
-        let mut payload = vec![0u8; self.last_len];
-        let Some((len, got, frame_start)) = self.speculative_read(&mut payload, max, read)? else {
+        if self.buf.is_empty() {
+            self.buf = vec![0; READ_BUF];
+        }
+        self.start = 0;
+        self.end = 0;
+        let frame_start = self.read_total;
+        // The header alone, with `recvmsg`: the frame's descriptors (if
+        // any) arrive with its first byte.
+        while self.end < 4 {
+            let n = Self::read_into(
+                &mut self.read_total,
+                &mut self.batches,
+                &mut self.buf[self.end..4],
+                read,
+            )?;
+            if n == 0 {
+                self.eof = true;
+                return Err(if self.end == 0 {
+                    RecvError::Eof
+                } else {
+                    RecvError::Truncated {
+                        expected: 4,
+                        received: self.end as u64,
+                    }
+                });
+            }
+            self.end += n;
+        }
+        let Ok(Parsed::Frame {
+            header_len: 4,
+            payload_len: len,
+        }) = parse_header(&self.buf[..4], max)
+        else {
+            // Long form or bad length: the ordinary path takes it from the
+            // buffer.
             return Ok(None);
         };
-        if len > payload.len() {
-            payload.resize(len, 0);
-        }
+        self.last_len = len;
+        self.start = 4;
         let frame_len = 4 + len as u64;
-        self.payload_into(&mut payload[got..len], frame_len, 0, read)?;
-        payload.truncate(len);
+        // The payload straight into fresh, uninitialised memory: no copy
+        // and no zeroing, the two costs a large message would otherwise
+        // pay on top of the `read` itself.
+        let mut payload: Vec<u8> = Vec::with_capacity(len);
+        while payload.len() < len {
+            let done = payload.len();
+            let n = if self.eof {
+                0
+            } else {
+                read.read_uninit(&mut payload.spare_capacity_mut()[..len - done])?
+            };
+            if n == 0 {
+                self.eof = true;
+                return Err(RecvError::Truncated {
+                    expected: frame_len,
+                    received: 4 + done as u64,
+                });
+            }
+            debug_assert!(n <= len - done);
+            // SAFETY: `read_uninit` initialised the first `n` bytes of the
+            // spare capacity, and `done + n <= len <= capacity`.
+            unsafe { payload.set_len(done + n) };
+            self.read_total += n as u64;
+        }
         let fds = self.claim_fds(frame_start, frame_len);
         Ok(Some((payload, fds)))
     }
@@ -371,7 +453,7 @@ impl RecvBuf {
         &mut self,
         dst: &mut [u8],
         max: usize,
-        read: &mut impl FnMut(&mut [IoSliceMut<'_>]) -> ReadResult,
+        read: &mut impl Source,
     ) -> Result<Option<(usize, usize, u64)>, RecvError> {
         if self.buf.is_empty() {
             self.buf = vec![0; READ_BUF];
@@ -432,7 +514,7 @@ impl RecvBuf {
         &mut self,
         dst: &mut [u8],
         max: usize,
-        read: &mut impl FnMut(&mut [IoSliceMut<'_>]) -> ReadResult,
+        read: &mut impl Source,
     ) -> Result<usize, RecvError> {
         if self.buffered() == 0
             && !self.eof
@@ -500,7 +582,7 @@ mod tests {
     }
 
     /// A reader over `data` that returns at most `chunk` bytes per read.
-    fn reader(data: Vec<u8>, chunk: usize) -> impl FnMut(&mut [IoSliceMut<'_>]) -> ReadResult {
+    fn reader(data: Vec<u8>, chunk: usize) -> impl Source {
         let mut pos = 0;
         move |bufs: &mut [IoSliceMut<'_>]| Ok((serve(&data, &mut pos, chunk, bufs), Vec::new()))
     }
