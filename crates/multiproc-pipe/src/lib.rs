@@ -141,11 +141,14 @@
 //!
 //! # Performance
 //!
-//! A small message is one `sendmsg` (header and payload gathered) and, on
-//! the receiving side, usually one `recvmsg` — often one for a whole burst,
-//! thanks to a 64 KiB read-ahead buffer. Large payloads are read straight
-//! into their destination. `benches/pipe.rs` compares this with raw
-//! `write`/`read` on a socketpair and a pipe.
+//! A small message leaves in one `send`/`write` (header and payload
+//! assembled on the stack; larger ones gathered with `sendmsg`/`writev`)
+//! and arrives, usually, with one `recvmsg` — often one for a whole burst,
+//! thanks to a 64 KiB read-ahead buffer. After a large message the receiver
+//! reads the next header alone and the payload straight into its
+//! destination, so large payloads are neither copied nor zeroed.
+//! `benches/pipe.rs` compares all this with raw `write`/`read` on a
+//! socketpair and a pipe in the same run.
 #![deny(missing_docs)]
 #![warn(clippy::undocumented_unsafe_blocks)]
 #![deny(unsafe_code)]
