@@ -16,6 +16,7 @@
 //!
 //! ```text
 //! cargo bench -p multiproc-pipe --bench pipe -- --warm-up-time 1 --measurement-time 2
+//! python3 crates/multiproc-pipe/benches/python_pipe.py   # Python's Pipe, same scenario at 8 B
 //! ```
 #![allow(unsafe_code)]
 #![allow(missing_docs)]
