@@ -783,9 +783,19 @@ impl<T> Queue<T> {
 
 impl<T: Serialize + DeserializeOwned> Queue<T> {
     fn put_inner(&self, item: &T, block: Block) -> Result<(), Stop> {
-        match with_encoded(self.codec(), item, |bytes| {
-            self.ring.put_slice(bytes, block)
-        }) {
+        let codec = self.codec();
+        match self.ring.put_encoded(
+            block,
+            |buf| codec.encode_into_slice(item, buf),
+            CodecError::is_too_large,
+        )? {
+            Some(None) => return Ok(()),
+            Some(Some(e)) => return Err(Stop::Failed(QueueError::Codec(e))),
+            None => {}
+        }
+        // Too large for the room at hand: encode outside the lock, then copy
+        // (or fragment).
+        match with_encoded(codec, item, |bytes| self.ring.put_slice(bytes, block)) {
             Ok(result) => result,
             Err(e) => Err(Stop::Failed(QueueError::Codec(e))),
         }

@@ -120,6 +120,14 @@ const SEALED: u32 = 2;
 /// record: producers wait for this much room before writing one.
 const MIN_FRAGMENT: u32 = 64 * 1024;
 
+/// Typed puts encode straight into the ring when the value fits in this
+/// many bytes of free room; larger values are encoded outside the lock into
+/// a buffer first (a failed attempt costs at most this much encoding).
+const DIRECT_ENCODE_MAX: u32 = 64 * 1024;
+
+#[cfg(test)]
+pub(crate) const DIRECT_ENCODE_MAX_FOR_TESTS: usize = DIRECT_ENCODE_MAX as usize;
+
 /// A waiting consumer looks at tail once per this many pause instructions.
 const POLL_EVERY: u32 = 8;
 
@@ -527,6 +535,40 @@ impl Ring {
         }
     }
 
+    /// Puts a message that `encode` writes straight into the ring, if it
+    /// fits in [`DIRECT_ENCODE_MAX`] bytes of the room there is now;
+    /// `Ok(None)` means it did not fit (nothing was published; encode it
+    /// elsewhere and use [`put_slice`](Self::put_slice)), `Ok(Some(err))` is
+    /// an encoding error.
+    pub(crate) fn put_encoded<E>(
+        &self,
+        block: Block,
+        encode: impl FnOnce(&mut [u8]) -> Result<usize, E>,
+        too_large: impl FnOnce(&E) -> bool,
+    ) -> Result<Option<Option<E>>, Stop> {
+        let p = self.producer(block)?;
+        p.settle(block)?;
+        let want = rec_len(64).min(self.max_record);
+        p.wait_space(block, |p| {
+            Ok(p.items_ok() && p.room_for_encoding()?.1 >= want)
+        })?;
+        let (start, room) = p.room_for_encoding()?;
+        let room = room.min(DIRECT_ENCODE_MAX);
+        // SAFETY: we hold the producer lock and `room_for_encoding` placed
+        // `start..start + room` in the free part of the ring.
+        let buf = unsafe { self.bytes_mut(start + REC_ALIGN, room - REC_ALIGN) };
+        match encode(buf) {
+            Ok(len) => {
+                // The payload is in place; `emit` adds the header (and the
+                // pad, which lies outside `buf`) and publishes.
+                p.emit(WHOLE, start, len as u32, 0, true, |_| {});
+                Ok(Some(None))
+            }
+            Err(e) if too_large(&e) => Ok(None),
+            Err(e) => Ok(Some(Some(e))),
+        }
+    }
+
     fn check_len(&self, len: usize) -> Result<(), Stop> {
         if len as u64 > self.max_message {
             return Err(Stop::Failed(QueueError::TooLarge {
@@ -784,6 +826,18 @@ impl Producer<'_> {
             }
         }
         Ok(None)
+    }
+
+    /// The larger placement for a value encoded in place, from the cached
+    /// head unless that leaves less than a page.
+    fn room_for_encoding(&self) -> Result<(u32, u32), Stop> {
+        let (a, b) = self.rooms(false)?;
+        let (a, b) = if a.max(b) < 4096.min(self.ring.max_record) {
+            self.rooms(true)?
+        } else {
+            (a, b)
+        };
+        Ok(if a >= b { (self.tail().1, a) } else { (0, b) })
     }
 
     /// The larger placement for a fragment: `(start, record bytes)`.

@@ -324,3 +324,38 @@ fn many_threads_mpmc_in_process() {
         .collect();
     assert_eq!(all, want);
 }
+
+#[test]
+fn typed_values_around_the_direct_encoding_limit() {
+    let q: Queue<Vec<u8>> = Queue::builder().ring_bytes(1 << 20).build().unwrap();
+    let limit = crate::ring::DIRECT_ENCODE_MAX_FOR_TESTS;
+    for len in [
+        0,
+        1,
+        63,
+        64,
+        65,
+        limit - 20,
+        limit - 16,
+        limit,
+        limit + 1,
+        3 * limit,
+    ] {
+        q.put(pattern(len)).unwrap();
+        assert!(
+            q.get().unwrap() == pattern(len),
+            "typed value of {len} bytes"
+        );
+    }
+    // A full ring: the direct attempt finds no room, the fallback waits.
+    let small: Queue<Vec<u8>> = Queue::builder().ring_bytes(4096).build().unwrap();
+    small.put(pattern(1500)).unwrap();
+    small.put(pattern(1500)).unwrap();
+    assert!(small.try_put(pattern(1500)).unwrap_err().is_full());
+    assert_eq!(small.get().unwrap(), pattern(1500));
+    // The free bytes are split by the end of the ring now (1056 + 1504):
+    // a value that fits one part goes in place after the wrap.
+    small.put(pattern(1000)).unwrap();
+    assert_eq!(small.get().unwrap(), pattern(1500));
+    assert_eq!(small.get().unwrap(), pattern(1000));
+}
