@@ -729,6 +729,39 @@ fn fds_on_inode(ino: u64) -> usize {
         .count()
 }
 
+/// Echo: gets a `u64`, puts it back on the second queue, until `Closed`.
+fn role_echo(_: &[String]) {
+    let mut fds = inherited_fds();
+    let input: Queue<u64> = attach(fds.remove(0));
+    let output: Queue<u64> = attach(fds.remove(0));
+    while let Ok(v) = input.get() {
+        output.put(v).unwrap();
+    }
+}
+
+fn wakeups_work_with_and_without_membarrier_on_either_side() {
+    // Each round trip waits 1–3 ms between messages, so both sides go to
+    // sleep in the kernel and rely on the other to wake them. The child
+    // runs once with and once without membarrier (full fences and
+    // re-checking sleeps instead); this process keeps it.
+    for without in [false, true] {
+        let ping: Queue<u64> = Queue::new().unwrap();
+        let pong: Queue<u64> = Queue::new().unwrap();
+        let mut cmd = multiproc_testkit::command("echo", &[], &[ping.as_fd(), pong.as_fd()]);
+        if without {
+            cmd.env("MULTIPROC_NO_MEMBARRIER", "1");
+        }
+        let mut child = cmd.stdin(std::process::Stdio::null()).spawn().unwrap();
+        for i in 0..40u64 {
+            std::thread::sleep(Duration::from_micros(1000 + (i % 3) * 1000));
+            ping.put(i).unwrap();
+            assert_eq!(pong.get_timeout(Duration::from_secs(10)).unwrap(), i);
+        }
+        ping.close();
+        finish(&mut child);
+    }
+}
+
 fn dropping_the_last_handle_frees_the_memory() {
     let q: Queue<u64> = Queue::new().unwrap();
     let ino = rustix::fs::fstat(q.as_fd()).unwrap().st_ino;
@@ -925,6 +958,7 @@ fn main() {
         ("big_producer_bytes_only", role_big_producer_bytes_only),
         ("put_with", role_put_with),
         ("two_messages", role_two_messages),
+        ("echo", role_echo),
         ("socket_receiver", role_socket_receiver),
         ("blocked_cpu", role_blocked_cpu),
         ("chaos_producer", role_chaos_producer),
@@ -947,6 +981,7 @@ fn main() {
             blocked_getters_and_putters_use_no_cpu,
             nothing_of_ours_appears_in_dev_shm,
             dropping_the_last_handle_frees_the_memory,
+            wakeups_work_with_and_without_membarrier_on_either_side,
             chaos_kills_never_tear_duplicate_or_hang,
             queue_keeps_working_after_a_producer_dies_mid_fragment,
             consumer_dying_mid_fragment_loses_only_that_message,
