@@ -40,10 +40,12 @@ use result::Slot;
 use task::{Call, Report, Task};
 use worker::{WorkerArgs, worker_main};
 
-/// Tasks handed to one worker ahead of its results: enough to keep it busy
-/// while its last result travels back, few enough that a dead worker strands
-/// almost nothing.
-pub const PREFETCH: usize = 2;
+/// Tasks handed to one worker ahead of its results: enough that a worker
+/// rarely waits for the pool to send its next task (measured: 8 instead of 2
+/// lifts `map` with chunk size 1 from about 470 K to 680 K tasks/s on two
+/// CPUs). When a worker dies only the oldest of its tasks is lost; the
+/// others go to the remaining workers.
+pub const PREFETCH: usize = 8;
 
 /// How often the result thread checks that every worker is alive when no
 /// report arrives.
