@@ -196,6 +196,9 @@ fn take_marker(name: &str) -> Option<OwnedFd> {
 /// exits with its code. Never returns.
 pub(crate) fn child_main(fd: OwnedFd) -> ! {
     crate::registry::forget_inherited();
+    // While the child is still single-threaded, set up what queues need
+    // (cheap now, a kernel grace period once a thread exists).
+    multiproc_queue::prepare_process();
     let code = match Connection::from_fd(fd) {
         Ok(mut conn) => {
             conn.set_max_message_len(usize::MAX);

@@ -205,3 +205,14 @@ pub const MAX_MESSAGE_LIMIT: u64 = 1 << 40;
 
 #[cfg(test)]
 mod tests;
+
+/// Prepares this process for queues now: the `membarrier(2)` registration
+/// behind the queues' fence-free fast paths. Immediate while the process is
+/// single-threaded; in a multithreaded one it takes a kernel grace period
+/// (about 16 ms) on a background thread, during which queues use full
+/// fences. Never required: the first queue operation does it otherwise.
+/// `multiproc-process` calls it in every child before the child starts a
+/// thread.
+pub fn prepare_process() {
+    let _ = lock::me();
+}

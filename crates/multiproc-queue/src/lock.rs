@@ -101,13 +101,32 @@ fn register_fences() {
     };
     let heavy = query.contains_command(MembarrierCommand::GlobalExpedited);
     HEAVY.store(if heavy { 1 } else { 2 }, Ordering::Relaxed);
-    let registered = heavy
-        && query.contains_command(MembarrierCommand::RegisterGlobalExpedited)
-        && membarrier(MembarrierCommand::RegisterGlobalExpedited).is_ok();
-    FAST_MODE.store(
-        if registered { ASYMMETRIC } else { SYMMETRIC },
-        Ordering::SeqCst,
-    );
+    // Full fences until registration is done: that is correct at any time.
+    FAST_MODE.store(SYMMETRIC, Ordering::SeqCst);
+    if !(heavy && query.contains_command(MembarrierCommand::RegisterGlobalExpedited)) {
+        return;
+    }
+    // Registering a single-threaded process is immediate; one that already
+    // runs several threads waits for an RCU grace period (about 16 ms
+    // measured here). The fast paths must not wait for that: then a thread
+    // registers while they use full fences, and switches them to the light
+    // fence once the kernel has the process registered. (Children started
+    // by multiproc register before they start any thread: see
+    // `prepare_process`.)
+    let register = || {
+        if membarrier(MembarrierCommand::RegisterGlobalExpedited).is_ok() {
+            FAST_MODE.store(ASYMMETRIC, Ordering::SeqCst);
+        }
+    };
+    let single_threaded = std::fs::read_dir("/proc/self/task").is_ok_and(|d| d.count() == 1);
+    if single_threaded
+        || std::thread::Builder::new()
+            .name("multiproc-membarrier".into())
+            .spawn(register)
+            .is_err()
+    {
+        register();
+    }
 }
 
 /// The fast half of a store-then-load (Dekker) pair: between a waker's
