@@ -21,7 +21,6 @@
 use multiproc_core::futex;
 use multiproc_core::time::deadline_after;
 use multiproc_core::{Segment, SpinWait};
-use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use std::fmt;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -409,19 +408,7 @@ impl fmt::Debug for Barrier {
     }
 }
 
-impl Serialize for Barrier {
-    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        self.shared.serialize(serializer)
-    }
-}
-
-impl<'de> Deserialize<'de> for Barrier {
-    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        Ok(Self {
-            shared: Shared::deserialize(deserializer, MAGIC, validate)?,
-        })
-    }
-}
+crate::shared::handle_serde!(Barrier, validate);
 
 #[cfg(test)]
 mod tests {

@@ -21,7 +21,6 @@
 use multiproc_core::futex::{self, WaitOutcome};
 use multiproc_core::time::deadline_after;
 use multiproc_core::{Segment, SpinWait};
-use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use std::fmt;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -242,16 +241,4 @@ impl fmt::Debug for Event {
     }
 }
 
-impl Serialize for Event {
-    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        self.shared.serialize(serializer)
-    }
-}
-
-impl<'de> Deserialize<'de> for Event {
-    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        Ok(Self {
-            shared: Shared::deserialize(deserializer, MAGIC, |_| Ok(()))?,
-        })
-    }
-}
+crate::shared::handle_serde!(Event, |_| Ok(()));

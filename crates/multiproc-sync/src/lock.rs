@@ -2,7 +2,6 @@
 
 use multiproc_core::Segment;
 use multiproc_core::time::{deadline_after, remaining};
-use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use std::fmt;
 use std::marker::PhantomData;
 use std::sync::Arc;
@@ -347,19 +346,7 @@ impl fmt::Debug for Lock {
     }
 }
 
-impl Serialize for Lock {
-    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        self.shared.serialize(serializer)
-    }
-}
-
-impl<'de> Deserialize<'de> for Lock {
-    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        Ok(Self {
-            shared: Shared::deserialize(deserializer, MAGIC, validate)?,
-        })
-    }
-}
+crate::shared::handle_serde!(Lock, validate);
 
 /// Proof that the calling thread holds a [`Lock`]; releases it on drop.
 ///

@@ -2,7 +2,6 @@
 
 use multiproc_core::Segment;
 use multiproc_core::time::deadline_after;
-use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use std::fmt;
 use std::marker::PhantomData;
 use std::sync::Arc;
@@ -379,19 +378,7 @@ impl fmt::Debug for RLock {
     }
 }
 
-impl Serialize for RLock {
-    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        self.shared.serialize(serializer)
-    }
-}
-
-impl<'de> Deserialize<'de> for RLock {
-    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        Ok(Self {
-            shared: Shared::deserialize(deserializer, MAGIC, validate)?,
-        })
-    }
-}
+crate::shared::handle_serde!(RLock, validate);
 
 /// One level of an [`RLock`] held by the calling thread; releases that
 /// level on drop. Not `Send`.

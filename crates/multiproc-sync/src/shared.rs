@@ -198,3 +198,25 @@ impl Wire {
         Shared::attach(Arc::new(self.segment), offset, magic, validate)
     }
 }
+
+/// `Serialize` and `Deserialize` for a handle type whose whole state is
+/// `shared: Shared<_>`: attaching checks the calling module's `MAGIC` and
+/// the given state validator.
+macro_rules! handle_serde {
+    ($ty:ty, $validate:expr) => {
+        impl serde::Serialize for $ty {
+            fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+                self.shared.serialize(serializer)
+            }
+        }
+
+        impl<'de> serde::Deserialize<'de> for $ty {
+            fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+                Ok(Self {
+                    shared: $crate::shared::Shared::deserialize(deserializer, MAGIC, $validate)?,
+                })
+            }
+        }
+    };
+}
+pub(crate) use handle_serde;
