@@ -92,23 +92,7 @@ impl ChildState {
             return Ok(None);
         }
         let raw = match &self.reaper {
-            Reaper::Own => {
-                let mut raw = 0;
-                loop {
-                    // SAFETY: waiting for our own child by pid; `raw` is a
-                    // valid out-pointer.
-                    let got =
-                        unsafe { libc::waitpid(self.pid.as_raw_nonzero().get(), &mut raw, 0) };
-                    if got >= 0 {
-                        break;
-                    }
-                    let err = io::Error::last_os_error();
-                    if err.kind() != io::ErrorKind::Interrupted {
-                        return Err(err);
-                    }
-                }
-                raw
-            }
+            Reaper::Own => reap(self.pid)?,
             Reaper::Relayed(fd) => {
                 let mut bytes = [0u8; 4];
                 let mut got = 0;
@@ -138,6 +122,19 @@ impl ChildState {
         match rustix::process::pidfd_send_signal(&self.pidfd, signal) {
             Ok(()) | Err(rustix::io::Errno::SRCH) => Ok(()),
             Err(e) => Err(e.into()),
+        }
+    }
+}
+
+/// `waitpid(pid, 0)`: reaps our child `pid` and returns its raw wait status
+/// (the form the fork server relays). `EINTR` is retried.
+pub(crate) fn reap(pid: Pid) -> io::Result<i32> {
+    loop {
+        match rustix::process::waitpid(Some(pid), rustix::process::WaitOptions::empty()) {
+            Ok(Some((_, status))) => return Ok(status.as_raw()),
+            Ok(None) => continue,
+            Err(rustix::io::Errno::INTR) => continue,
+            Err(e) => return Err(e.into()),
         }
     }
 }

@@ -19,7 +19,7 @@ use std::os::fd::OwnedFd;
 use std::sync::Mutex;
 
 use crate::bootstrap::{SERVER_ENV, child_main, reexec};
-use crate::child::ChildState;
+use crate::child::{ChildState, reap};
 
 #[derive(Serialize, Deserialize)]
 struct Request {
@@ -131,10 +131,8 @@ pub(crate) fn serve(fd: OwnedFd) -> ! {
         };
         for index in exited.into_iter().rev() {
             let child = running.swap_remove(index);
-            let mut raw = 0;
-            // SAFETY: `child.pid` is our own child (we forked it); `raw` is
-            // a valid out-pointer.
-            unsafe { libc::waitpid(child.pid.as_raw_nonzero().get(), &mut raw, 0) };
+            // Our own child (we forked it); its pidfd said it has exited.
+            let raw = reap(child.pid).unwrap_or(0);
             let _ = rustix::io::write(&child.status, &raw.to_ne_bytes());
         }
         if request_ready {
