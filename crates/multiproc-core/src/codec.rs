@@ -160,7 +160,7 @@ impl Codec {
     /// [`CodecError::TooLarge`], [`CodecError::DescriptorsUnsupported`],
     /// [`CodecError::Encode`].
     pub fn encode<T: Serialize + ?Sized>(&self, value: &T) -> Result<Vec<u8>, CodecError> {
-        let mut out = Vec::new();
+        let mut out = Vec::with_capacity(FIRST_CAPACITY);
         self.encode_into(value, &mut out)?;
         Ok(out)
     }
@@ -242,7 +242,7 @@ impl Codec {
         &self,
         value: &T,
     ) -> Result<(Vec<u8>, Vec<OwnedFd>), CodecError> {
-        let mut out = Vec::new();
+        let mut out = Vec::with_capacity(FIRST_CAPACITY);
         let mut writer = Limited {
             out: VecOrSlice::Vec(&mut out),
             written: 0,
@@ -355,6 +355,10 @@ enum VecOrSlice<'a> {
 
 /// A bincode writer that stops at `max` bytes, so an oversized value fails
 /// early instead of growing a buffer without bound.
+/// Capacity of a fresh encoding buffer: most messages fit, so they cost one
+/// allocation instead of a chain of small reallocations.
+const FIRST_CAPACITY: usize = 64;
+
 struct Limited<'a> {
     out: VecOrSlice<'a>,
     written: usize,

@@ -38,9 +38,16 @@ use std::io::{self, IoSliceMut};
 use std::mem::MaybeUninit;
 use std::os::fd::OwnedFd;
 
-/// Size of the read-ahead buffer, allocated on the first receive. 64 KiB
-/// holds hundreds of small frames; larger payloads bypass it.
+/// Largest size of the read-ahead buffer. 64 KiB holds hundreds of small
+/// frames; larger payloads bypass it.
 pub(crate) const READ_BUF: usize = 64 * 1024;
+
+/// Size of the read-ahead buffer at the first receive. It doubles (up to
+/// [`READ_BUF`]) whenever a read fills it or a frame does not fit. Starting
+/// small matters for short-lived connections: every page a process writes
+/// right after `fork` is a copy-on-write fault (one process bootstrap
+/// receives only a few small frames).
+const FIRST_READ_BUF: usize = 2 * 1024;
 
 /// Payloads up to this size get their whole buffer up front; larger ones
 /// grow as bytes actually arrive, so a peer that announces a huge (but
@@ -178,6 +185,12 @@ impl RecvBuf {
         Ok(n)
     }
 
+    /// Doubles the read-ahead buffer, up to [`READ_BUF`].
+    fn grow(&mut self) {
+        let len = (self.buf.len() * 2).clamp(FIRST_READ_BUF, READ_BUF);
+        self.buf.resize(len, 0);
+    }
+
     /// Reads more into the buffer, making room at the end first; returns the
     /// bytes read (0 at end of file).
     fn fill(&mut self, read: &mut impl Source) -> io::Result<usize> {
@@ -185,7 +198,7 @@ impl RecvBuf {
             return Ok(0);
         }
         if self.buf.is_empty() {
-            self.buf = vec![0; READ_BUF];
+            self.buf = vec![0; FIRST_READ_BUF];
         }
         if self.start == self.end {
             self.start = 0;
@@ -195,6 +208,11 @@ impl RecvBuf {
             self.end -= self.start;
             self.start = 0;
         }
+        if self.end == self.buf.len() {
+            // Full of one unfinished frame: make room for the rest.
+            self.grow();
+        }
+        let room = self.buf.len() - self.end;
         let n = Self::read_into(
             &mut self.read_total,
             &mut self.batches,
@@ -202,6 +220,10 @@ impl RecvBuf {
             read,
         )?;
         self.end += n;
+        if n == room {
+            // The kernel may hold more: read more at a time from now on.
+            self.grow();
+        }
         if n == 0 {
             self.eof = true;
         }

@@ -55,6 +55,11 @@ impl Payload {
         }
     }
 
+    /// Whether descriptors travel with the value.
+    pub(crate) fn has_fds(&self) -> bool {
+        !self.fds.is_empty()
+    }
+
     /// Encoded length of the value (descriptors aside).
     pub(crate) fn len(&self) -> usize {
         self.bytes.0.len()
@@ -74,6 +79,54 @@ pub(crate) enum Outcome {
     Returned(Payload),
     Panicked(String),
     Bootstrap(String),
+}
+
+/// [`Outcome::Returned`] with borrowed, descriptor-free bytes: encodes to
+/// the same bytes (a test checks), without owning a heap buffer.
+#[derive(Serialize)]
+enum ReturnedRef<'a> {
+    Returned {
+        bytes: BytesRef<'a>,
+        fds: &'a [SharedFd],
+    },
+}
+
+/// `&[u8]` as one serde byte string, as [`ByteBuf`] encodes.
+struct BytesRef<'a>(&'a [u8]);
+
+impl Serialize for BytesRef<'_> {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_bytes(self.0)
+    }
+}
+
+/// Room on the stack for a small result and its report.
+const SMALL_RESULT: usize = 240;
+
+/// Sends [`Outcome::Returned`] for `value`. A small value without
+/// descriptors is encoded on the stack: in a freshly forked child the first
+/// heap allocations cost several copy-on-write faults, more than the whole
+/// rest of a small report.
+pub(crate) fn send_returned<R: Serialize>(conn: &Connection, value: &R) -> i32 {
+    let codec = multiproc_core::Codec::new();
+    let mut value_buf = [0u8; SMALL_RESULT];
+    let mut frame_buf = [0u8; SMALL_RESULT + 16];
+    if let Ok(len) = codec.encode_into_slice(value, &mut value_buf) {
+        let report = ReturnedRef::Returned {
+            bytes: BytesRef(&value_buf[..len]),
+            fds: &[],
+        };
+        if let Ok(len) = codec.encode_into_slice(&report, &mut frame_buf) {
+            let _ = conn.send_bytes(&frame_buf[..len]);
+            return 0;
+        }
+    }
+    let outcome = match codec.encode_with_fds(value) {
+        Ok((bytes, fds)) => Outcome::Returned(Payload::new(bytes, fds)),
+        Err(err) => Outcome::Bootstrap(format!("encoding the result failed: {err}")),
+    };
+    let _ = conn.send(&outcome);
+    outcome.exit_code()
 }
 
 impl Outcome {
@@ -131,7 +184,7 @@ unsafe fn before_main() {
 /// See [`crate::init`].
 pub(crate) fn take_over_if_marked() {
     if let Some(fd) = take_marker(SPAWN_ENV) {
-        child_main(fd);
+        child_main(fd, Birth::Spawned);
     }
     if let Some(fd) = take_marker(SERVER_ENV) {
         crate::forkserver::serve(fd);
@@ -192,30 +245,69 @@ fn take_marker(name: &str) -> Option<OwnedFd> {
     Some(fd)
 }
 
-/// The child: reads the header, checks the executable, runs the target and
-/// exits with its code. Never returns.
-pub(crate) fn child_main(fd: OwnedFd) -> ! {
+/// The child of Spawn and of the fork server: receives the header and the
+/// arguments, checks the executable, runs the target and exits with its
+/// code. Never returns.
+pub(crate) fn child_main(fd: OwnedFd, birth: Birth) -> ! {
     crate::registry::forget_inherited();
-    // While the child is still single-threaded, set up what queues need
-    // (cheap now, a kernel grace period once a thread exists).
-    multiproc_queue::prepare_process();
     let code = match Connection::from_fd(fd) {
         Ok(mut conn) => {
             conn.set_max_message_len(usize::MAX);
-            run_target(&mut conn)
+            receive_and_run(&mut conn)
         }
         Err(_) => EXIT_BOOTSTRAP,
     };
-    std::process::exit(code)
+    exit(code, birth)
 }
 
-fn run_target(conn: &mut Connection) -> i32 {
+/// The child of [`StartMethod::Fork`](crate::StartMethod::Fork): header
+/// and arguments are already in its memory (a copy of the parent's), so
+/// nothing is received and nothing needs checking; only the outcome goes
+/// back over `conn`. Never returns.
+pub(crate) fn forked_child_main(mut conn: Connection, header: Header, payload: Payload) -> ! {
+    crate::registry::forget_inherited();
+    let code = run(&mut conn, header, payload);
+    exit(code, Birth::Forked)
+}
+
+/// How a child came to be, which decides how it ends.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Birth {
+    /// A copy of its parent (fork, fork server): ends with `_exit`, as
+    /// Python's forked children do, so that exit handlers and library
+    /// destructors inherited from the parent do not run a second time in
+    /// the copy. Rust's standard output is flushed and the child's own
+    /// children are seen to first. (Flushing takes the standard output
+    /// lock: the parent holds it across `fork`, so in the child it belongs
+    /// to the one thread there is; see `process::fork`.)
+    Forked,
+    /// A fresh run of the executable: ends as a program does.
+    Spawned,
+}
+
+fn exit(code: i32, birth: Birth) -> ! {
+    match birth {
+        Birth::Spawned => std::process::exit(code),
+        Birth::Forked => {
+            use std::io::Write;
+            let _ = std::io::stdout().flush();
+            crate::registry::finish_children();
+            // SAFETY: `_exit` ends the process at once; nothing of ours runs
+            // after it.
+            unsafe { libc::_exit(code) }
+        }
+    }
+}
+
+/// Reports why the target cannot run; returns the exit code for that.
+fn refuse(conn: &mut Connection, why: String) -> i32 {
+    let _ = conn.send(&Outcome::Bootstrap(why));
+    EXIT_BOOTSTRAP
+}
+
+fn receive_and_run(conn: &mut Connection) -> i32 {
     let Ok(header) = conn.recv::<Header>() else {
         return EXIT_BOOTSTRAP;
-    };
-    let refuse = |conn: &mut Connection, why: String| {
-        let _ = conn.send(&Outcome::Bootstrap(why));
-        EXIT_BOOTSTRAP
     };
     match ExeId::current() {
         Ok(exe) if exe == header.exe => {}
@@ -227,6 +319,20 @@ fn run_target(conn: &mut Connection) -> i32 {
         }
         Err(err) => return refuse(conn, format!("cannot identify the executable: {err}")),
     }
+    match conn.recv::<Payload>() {
+        Ok(payload) => run(conn, header, payload),
+        Err(err) => refuse(conn, format!("receiving the arguments failed: {err}")),
+    }
+}
+
+/// Runs the target of a child whose executable is the parent's.
+fn run(conn: &mut Connection, header: Header, payload: Payload) -> i32 {
+    if payload.has_fds() {
+        // Descriptors may be queues: set up what they need while the child
+        // is still single-threaded (one system call now, a kernel grace
+        // period once a thread exists).
+        multiproc_queue::prepare_process();
+    }
     let parent = ProcessIdentity::from_u64(header.parent);
     info::become_child(header.name, header.daemon, parent, header.parent_name);
     if header.daemon
@@ -237,7 +343,35 @@ fn run_target(conn: &mut Connection) -> i32 {
         return refuse(conn, "parent exited before the daemon started".into());
     }
     // SAFETY: the offset came from the parent's `offset_of` of a
-    // `Trampoline`, and the executable is the parent's (checked above).
+    // `Trampoline`, and the executable is the parent's (checked by the
+    // caller, or a forked copy).
     let trampoline = unsafe { target::trampoline_at(header.trampoline) };
-    trampoline(target::addr_at(header.target), conn)
+    trampoline(target::addr_at(header.target), payload, conn)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn borrowed_report_encodes_as_the_owned_one() {
+        let codec = multiproc_core::Codec::new();
+        for value in [vec![], vec![1u8, 2, 3], vec![7u8; 200]] {
+            let owned = codec
+                .encode(&Outcome::Returned(Payload::new(value.clone(), Vec::new())))
+                .unwrap();
+            let borrowed = codec
+                .encode(&ReturnedRef::Returned {
+                    bytes: BytesRef(&value),
+                    fds: &[],
+                })
+                .unwrap();
+            assert_eq!(owned, borrowed);
+            // And the receiver reads it back.
+            match codec.decode::<Outcome>(&borrowed).unwrap() {
+                Outcome::Returned(payload) => assert_eq!(payload.into_parts().0, value),
+                _ => panic!("wrong variant"),
+            }
+        }
+    }
 }

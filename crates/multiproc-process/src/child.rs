@@ -88,12 +88,17 @@ impl ChildState {
         if status.is_some() {
             return Ok(*status);
         }
-        if !readable(self.exit_fd(), deadline)? {
-            return Ok(None);
-        }
         let raw = match &self.reaper {
-            Reaper::Own => reap(self.pid)?,
+            Reaper::Own => match try_reap(self.pid)? {
+                Some(raw) => raw,
+                None if deadline.is_some_and(|d| d <= Instant::now()) => return Ok(None),
+                None if !readable(self.exit_fd(), deadline)? => return Ok(None),
+                None => reap(self.pid)?,
+            },
             Reaper::Relayed(fd) => {
+                if !readable(fd.as_fd(), deadline)? {
+                    return Ok(None);
+                }
                 let mut bytes = [0u8; 4];
                 let mut got = 0;
                 while got < 4 {
@@ -133,6 +138,17 @@ pub(crate) fn reap(pid: Pid) -> io::Result<i32> {
         match rustix::process::waitpid(Some(pid), rustix::process::WaitOptions::empty()) {
             Ok(Some((_, status))) => return Ok(status.as_raw()),
             Ok(None) => continue,
+            Err(rustix::io::Errno::INTR) => continue,
+            Err(e) => return Err(e.into()),
+        }
+    }
+}
+
+/// `waitpid(pid, WNOHANG)`: our child's raw wait status if it has exited.
+fn try_reap(pid: Pid) -> io::Result<Option<i32>> {
+    loop {
+        match rustix::process::waitpid(Some(pid), rustix::process::WaitOptions::NOHANG) {
+            Ok(found) => return Ok(found.map(|(_, status)| status.as_raw())),
             Err(rustix::io::Errno::INTR) => continue,
             Err(e) => return Err(e.into()),
         }

@@ -18,7 +18,7 @@ use std::io;
 use std::os::fd::OwnedFd;
 use std::sync::Mutex;
 
-use crate::bootstrap::{SERVER_ENV, child_main, reexec};
+use crate::bootstrap::{Birth, SERVER_ENV, child_main, reexec};
 use crate::child::{ChildState, reap};
 
 #[derive(Serialize, Deserialize)]
@@ -149,7 +149,7 @@ pub(crate) fn serve(fd: OwnedFd) -> ! {
                 drop(running);
                 drop(conn);
                 drop(request.status);
-                child_main(boot);
+                child_main(boot, Birth::Forked);
             }
             drop(boot);
             let reply = match Pid::from_raw(pid) {

@@ -1,8 +1,8 @@
 //! [`Process`]: a target function running in another OS process.
 #![allow(unsafe_code)]
 
-use multiproc_core::{ProcessIdentity, codec, scm};
-use multiproc_pipe::{Connection, RecvError};
+use multiproc_core::{ProcessIdentity, codec};
+use multiproc_pipe::{Connection, Pipe, RecvError};
 use rustix::event::{PollFd, PollFlags};
 use rustix::process::{Pid, Signal};
 use serde::Serialize;
@@ -14,7 +14,7 @@ use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crate::bootstrap::{Header, Outcome, Payload, SPAWN_ENV, child_main, reexec};
+use crate::bootstrap::{Header, Outcome, Payload, SPAWN_ENV, forked_child_main, reexec};
 use crate::child::{ChildState, exit_code, readable, signal_name};
 use crate::target::{self, ExeId, Trampoline};
 use crate::{StartMethod, forkserver, get_start_method, info, registry};
@@ -151,32 +151,45 @@ where
             parent: ProcessIdentity::current().to_u64(),
             parent_name: me.name,
         };
-        let (ours, theirs) = scm::stream_pair()?;
-        let mut conn = Connection::from_fd(ours)?;
+        let (mut conn, theirs) = Pipe::new()?;
         conn.set_max_message_len(usize::MAX);
-        // Small arguments go into the socket before the child exists, so it
-        // finds them waiting instead of sleeping until they arrive (a
-        // cross-CPU wake-up costs tens of microseconds). Larger ones could
-        // fill the socket buffer with nobody reading yet: they follow the
-        // start.
-        let send_ahead = payload.len() <= SEND_AHEAD;
-        if send_ahead {
-            conn.send(&header).map_err(io::Error::from)?;
-            conn.send(&payload).map_err(io::Error::from)?;
-        }
-        let child = match method {
-            StartMethod::Fork => fork(theirs, &conn, name, self.daemon)?,
-            StartMethod::Spawn => spawn(theirs, name, self.daemon)?,
-            StartMethod::ForkServer => forkserver::start_child(theirs, name, self.daemon)?,
+        let (child, late) = match method {
+            // The forked child finds header and arguments in its copy of
+            // our memory: nothing to send.
+            StartMethod::Fork => (
+                fork(theirs, &conn, header, payload, name, self.daemon)?,
+                None,
+            ),
+            StartMethod::Spawn | StartMethod::ForkServer => {
+                // Small arguments go into the socket before the child
+                // exists, so it finds them waiting instead of sleeping until
+                // they arrive (a cross-CPU wake-up costs tens of
+                // microseconds). Larger ones could fill the socket buffer
+                // with nobody reading yet: they follow the start.
+                let late = if payload.len() <= SEND_AHEAD {
+                    conn.send(&header).map_err(io::Error::from)?;
+                    conn.send(&payload).map_err(io::Error::from)?;
+                    None
+                } else {
+                    Some((header, payload))
+                };
+                let theirs = theirs.into_fd();
+                let child = if method == StartMethod::Spawn {
+                    spawn(theirs, name, self.daemon)?
+                } else {
+                    forkserver::start_child(theirs, name, self.daemon)?
+                };
+                (child, late)
+            }
         };
         let child = Arc::new(child);
         registry::add(Arc::clone(&child));
-        let sent = if send_ahead {
-            Ok(())
-        } else {
-            conn.send(&header)
+        let sent = match late {
+            None => Ok(()),
+            Some((header, payload)) => conn
+                .send(&header)
                 .and_then(|()| conn.send(&payload))
-                .map_err(io::Error::from)
+                .map_err(io::Error::from),
         };
         let process = Process {
             child,
@@ -204,12 +217,25 @@ const EXIT_SPIN: Duration = Duration::from_micros(200);
 /// block.
 const SEND_AHEAD: usize = 64 * 1024;
 
-fn fork(theirs: OwnedFd, ours: &Connection, name: String, daemon: bool) -> io::Result<ChildState> {
+fn fork(
+    theirs: Connection,
+    ours: &Connection,
+    header: Header,
+    payload: Payload,
+    name: String,
+    daemon: bool,
+) -> io::Result<ChildState> {
+    // Standard output's lock is held across `fork`: no other thread can
+    // hold it at that instant, so in the child it is free, and the child's
+    // final flush cannot wait forever for a thread that does not exist
+    // there.
+    let stdout = std::io::stdout().lock();
     // SAFETY: `fork` is the documented opt-in of this start method; in a
     // multithreaded parent only the calling thread survives in the child,
     // which `StartMethod::Fork` warns about. The child never returns from
-    // `child_main`.
+    // `forked_child_main`.
     let pid = unsafe { libc::fork() };
+    drop(stdout);
     if pid < 0 {
         return Err(io::Error::last_os_error());
     }
@@ -218,9 +244,10 @@ fn fork(theirs: OwnedFd, ours: &Connection, name: String, daemon: bool) -> io::R
         // EOF should the parent die before talking to it.
         // SAFETY: `ours` is open in this fresh copy of the process and
         // nothing here will use it again; its owner in the parent's image
-        // never runs its destructor in the child (child_main never returns).
+        // never runs its destructor in the child (forked_child_main never
+        // returns).
         unsafe { rustix::io::close(ours.as_raw_fd()) };
-        child_main(theirs);
+        forked_child_main(theirs, header, payload);
     }
     drop(theirs);
     let pid = Pid::from_raw(pid).expect("fork returned a positive pid");

@@ -6,12 +6,16 @@
 #![allow(unsafe_code)]
 
 use rustix::process::Signal;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, Once};
 
 use crate::ProcessInfo;
 use crate::child::ChildState;
 
 static CHILDREN: Mutex<Vec<Arc<ChildState>>> = Mutex::new(Vec::new());
+/// Whether `CHILDREN` may hold anything: lets a forked child skip the
+/// lock (a write, so a copy-on-write fault) when there is nothing to forget.
+static ANY: AtomicBool = AtomicBool::new(false);
 static AT_EXIT: Once = Once::new();
 
 pub(crate) fn add(child: Arc<ChildState>) {
@@ -21,22 +25,31 @@ pub(crate) fn add(child: Arc<ChildState>) {
         // ignores errors).
         unsafe { libc::atexit(at_exit) };
     });
-    CHILDREN
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .push(child);
+    let mut children = CHILDREN.lock().unwrap_or_else(|e| e.into_inner());
+    children.push(child);
+    ANY.store(true, Ordering::Relaxed);
 }
 
 pub(crate) fn remove(pid: rustix::process::Pid) {
-    CHILDREN
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .retain(|c| c.pid != pid);
+    let mut children = CHILDREN.lock().unwrap_or_else(|e| e.into_inner());
+    children.retain(|c| c.pid != pid);
+    ANY.store(!children.is_empty(), Ordering::Relaxed);
 }
 
-/// In a freshly forked child: the parent's children are not ours.
+/// In a freshly forked child: the parent's children are not ours. Their
+/// records are leaked rather than dropped: freeing them would only write to
+/// pages this copy of the process shares with its parent (each write a
+/// copy-on-write fault), for memory that goes away at exit anyway.
 pub(crate) fn forget_inherited() {
-    CHILDREN.lock().unwrap_or_else(|e| e.into_inner()).clear();
+    // Single-threaded here (just forked): nobody else changes `ANY`.
+    if !ANY.load(Ordering::Relaxed) {
+        return;
+    }
+    ANY.store(false, Ordering::Relaxed);
+    let mut children = CHILDREN.lock().unwrap_or_else(|e| e.into_inner());
+    if !children.is_empty() {
+        std::mem::forget(std::mem::take(&mut *children));
+    }
 }
 
 /// The children still running (Python's `active_children()`); finished ones
@@ -51,6 +64,7 @@ pub(crate) fn forget_inherited() {
 pub fn active_children() -> Vec<ProcessInfo> {
     let mut children = CHILDREN.lock().unwrap_or_else(|e| e.into_inner());
     children.retain(|c| matches!(c.try_status(), Ok(None)));
+    ANY.store(!children.is_empty(), Ordering::Relaxed);
     children
         .iter()
         .map(|c| ProcessInfo {
@@ -62,6 +76,12 @@ pub fn active_children() -> Vec<ProcessInfo> {
 }
 
 extern "C" fn at_exit() {
+    finish_children();
+}
+
+/// What exit does about the children still running: daemons get `SIGTERM`,
+/// then every child is waited for.
+pub(crate) fn finish_children() {
     let Ok(children) = CHILDREN.try_lock() else {
         return;
     };

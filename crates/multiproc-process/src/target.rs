@@ -16,7 +16,7 @@ use serde::{Deserialize, Serialize};
 use std::os::unix::fs::MetadataExt;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 
-use crate::bootstrap::{Outcome, Payload};
+use crate::bootstrap::{Outcome, Payload, send_returned};
 
 /// The fixed point distances are measured from. Never inlined, so it has an
 /// address of its own.
@@ -74,38 +74,29 @@ impl ExeId {
     }
 }
 
-/// The child side of every start method, one instance per `(A, R)`: reads
-/// the arguments, calls the target, sends back its value or its panic.
-/// Returns the exit code.
-pub(crate) type Trampoline = fn(usize, &mut Connection) -> i32;
+/// The child side of every start method, one instance per `(A, R)`:
+/// decodes the arguments, calls the target, sends back its value or its
+/// panic. Returns the exit code.
+pub(crate) type Trampoline = fn(usize, Payload, &mut Connection) -> i32;
 
 pub(crate) fn trampoline<A: DeserializeOwned, R: Serialize>(
     target: usize,
+    payload: Payload,
     conn: &mut Connection,
 ) -> i32 {
-    let outcome = match conn.recv::<Payload>() {
-        Err(err) => Outcome::Bootstrap(format!("receiving the arguments failed: {err}")),
-        Ok(payload) => {
-            let (bytes, fds) = payload.into_parts();
-            match codec::decode_with_fds::<A>(&bytes, fds) {
-                Err(err) => Outcome::Bootstrap(format!("decoding the arguments failed: {err}")),
-                Ok(args) => {
-                    // SAFETY: `target` is `addr_at` of the offset the parent
-                    // computed from a `fn(A) -> R` (this very instance of
-                    // `trampoline` was named the same way), and the child
-                    // checked that it runs the parent's executable, so the
-                    // address is that function here.
-                    let f = unsafe { std::mem::transmute::<usize, fn(A) -> R>(target) };
-                    match catch_unwind(AssertUnwindSafe(|| f(args))) {
-                        Ok(value) => match codec::encode_with_fds(&value) {
-                            Ok((bytes, fds)) => Outcome::Returned(Payload::new(bytes, fds)),
-                            Err(err) => {
-                                Outcome::Bootstrap(format!("encoding the result failed: {err}"))
-                            }
-                        },
-                        Err(panic) => Outcome::Panicked(panic_message(&*panic)),
-                    }
-                }
+    let (bytes, fds) = payload.into_parts();
+    let outcome = match codec::decode_with_fds::<A>(&bytes, fds) {
+        Err(err) => Outcome::Bootstrap(format!("decoding the arguments failed: {err}")),
+        Ok(args) => {
+            // SAFETY: `target` is `addr_at` of the offset the parent computed
+            // from a `fn(A) -> R` (this very instance of `trampoline` was
+            // named the same way), and the child runs the parent's
+            // executable (checked, or a forked copy), so the address is that
+            // function here.
+            let f = unsafe { std::mem::transmute::<usize, fn(A) -> R>(target) };
+            match catch_unwind(AssertUnwindSafe(|| f(args))) {
+                Ok(value) => return send_returned(conn, &value),
+                Err(panic) => Outcome::Panicked(panic_message(&*panic)),
             }
         }
     };

@@ -207,12 +207,20 @@ pub const MAX_MESSAGE_LIMIT: u64 = 1 << 40;
 mod tests;
 
 /// Prepares this process for queues now: the `membarrier(2)` registration
-/// behind the queues' fence-free fast paths. Immediate while the process is
-/// single-threaded; in a multithreaded one it takes a kernel grace period
-/// (about 16 ms) on a background thread, during which queues use full
-/// fences. Never required: the first queue operation does it otherwise.
-/// `multiproc-process` calls it in every child before the child starts a
-/// thread.
+/// behind the queues' fence-free fast paths. Call it while the process is
+/// single-threaded, where it is immediate (one system call); in a
+/// multithreaded process it blocks for a kernel grace period (about 16 ms).
+/// Never required: the first queue operation does it otherwise, on a
+/// background thread if the process runs threads already, with full fences
+/// meanwhile. `multiproc-process` calls it in every child before the
+/// target runs.
+///
+/// # Examples
+///
+/// ```
+/// // First thing in a program that will use queues:
+/// multiproc_queue::prepare_process();
+/// ```
 pub fn prepare_process() {
-    let _ = lock::me();
+    lock::prepare_process();
 }

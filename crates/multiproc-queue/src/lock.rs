@@ -71,17 +71,55 @@ pub(crate) fn me() -> u64 {
 
 #[cold]
 fn me_slow() -> u64 {
-    ATFORK.call_once(|| {
-        // SAFETY: registers a child handler that only performs an atomic
-        // store (async-signal-safe, no allocation, no locks); the handler is
-        // a plain `extern "C" fn` that lives for the whole program.
-        let rc = unsafe { libc::pthread_atfork(None, None, Some(forget_identity_in_child)) };
-        debug_assert_eq!(rc, 0, "pthread_atfork failed");
-    });
-    register_fences();
+    register_atfork();
+    if FAST_MODE.load(Ordering::Relaxed) == 0 {
+        register_fences(Threads::Count);
+    }
     let packed = ProcessIdentity::current().to_u64();
     ME.store(packed, Ordering::Relaxed);
     packed
+}
+
+/// Keeps the per-process caches right in forked children.
+fn register_atfork() {
+    ATFORK.call_once(|| {
+        // SAFETY: registers a child handler that only performs atomic stores
+        // (async-signal-safe, no allocation, no locks); the handler is a
+        // plain `extern "C" fn` that lives for the whole program.
+        let rc = unsafe { libc::pthread_atfork(None, None, Some(forget_identity_in_child)) };
+        debug_assert_eq!(rc, 0, "pthread_atfork failed");
+    });
+}
+
+/// What [`register_fences`] may assume about the process's threads.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Threads {
+    /// Look: register at once if there is one thread, else in the
+    /// background.
+    Count,
+    /// Register at once, whatever it costs (immediate while the process is
+    /// single-threaded).
+    Wait,
+}
+
+/// Whether the kernel offers `MEMBARRIER_CMD_GLOBAL_EXPEDITED` to this
+/// process; asked once per executable image (forked children inherit the
+/// answer, which cannot differ for them).
+fn kernel_has_membarrier() -> bool {
+    if HEAVY.load(Ordering::Relaxed) == 0 {
+        use rustix::thread::{MembarrierCommand, membarrier_query};
+        // A diagnostic switch (and what the tests use to cover the
+        // fallback): behave as if the kernel had no `membarrier`.
+        let query = if std::env::var_os(NO_MEMBARRIER_ENV).is_some() {
+            rustix::thread::MembarrierQuery::empty()
+        } else {
+            membarrier_query()
+        };
+        let usable = query.contains_command(MembarrierCommand::GlobalExpedited)
+            && query.contains_command(MembarrierCommand::RegisterGlobalExpedited);
+        HEAVY.store(if usable { 1 } else { 2 }, Ordering::Relaxed);
+    }
+    HEAVY.load(Ordering::Relaxed) == 1
 }
 
 /// `membarrier(MEMBARRIER_CMD_REGISTER_GLOBAL_EXPEDITED)`: lets sleepers in
@@ -90,20 +128,11 @@ fn me_slow() -> u64 {
 ///
 /// # References
 ///  - [membarrier(2)](https://man7.org/linux/man-pages/man2/membarrier.2.html)
-fn register_fences() {
-    use rustix::thread::{MembarrierCommand, membarrier, membarrier_query};
-    // A diagnostic switch (and what the tests use to cover the fallback):
-    // behave as if the kernel had no `membarrier`.
-    let query = if std::env::var_os(NO_MEMBARRIER_ENV).is_some() {
-        rustix::thread::MembarrierQuery::empty()
-    } else {
-        membarrier_query()
-    };
-    let heavy = query.contains_command(MembarrierCommand::GlobalExpedited);
-    HEAVY.store(if heavy { 1 } else { 2 }, Ordering::Relaxed);
+pub(crate) fn register_fences(threads: Threads) {
+    use rustix::thread::{MembarrierCommand, membarrier};
     // Full fences until registration is done: that is correct at any time.
     FAST_MODE.store(SYMMETRIC, Ordering::SeqCst);
-    if !(heavy && query.contains_command(MembarrierCommand::RegisterGlobalExpedited)) {
+    if !kernel_has_membarrier() {
         return;
     }
     // Registering a single-threaded process is immediate; one that already
@@ -118,14 +147,22 @@ fn register_fences() {
             FAST_MODE.store(ASYMMETRIC, Ordering::SeqCst);
         }
     };
-    let single_threaded = std::fs::read_dir("/proc/self/task").is_ok_and(|d| d.count() == 1);
-    if single_threaded
+    if threads == Threads::Wait
+        || std::fs::read_dir("/proc/self/task").is_ok_and(|d| d.count() == 1)
         || std::thread::Builder::new()
             .name("multiproc-membarrier".into())
             .spawn(register)
             .is_err()
     {
         register();
+    }
+}
+
+/// See [`crate::prepare_process`].
+pub(crate) fn prepare_process() {
+    register_atfork();
+    if FAST_MODE.load(Ordering::Relaxed) == 0 {
+        register_fences(Threads::Wait);
     }
 }
 
@@ -156,10 +193,7 @@ pub(crate) fn light_fence() {
 ///  - [membarrier(2)](https://man7.org/linux/man-pages/man2/membarrier.2.html)
 pub(crate) fn heavy_fence() {
     fence(Ordering::SeqCst);
-    if HEAVY.load(Ordering::Relaxed) == 0 {
-        register_fences();
-    }
-    if HEAVY.load(Ordering::Relaxed) == 1
+    if kernel_has_membarrier()
         && rustix::thread::membarrier(rustix::thread::MembarrierCommand::GlobalExpedited).is_err()
     {
         // Refused although announced (a seccomp filter, say): from now on

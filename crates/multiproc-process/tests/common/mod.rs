@@ -430,6 +430,53 @@ pub fn sentinel_becomes_readable_at_exit(method: StartMethod) {
     assert_eq!(p.join().unwrap(), 100);
 }
 
+fn print_unfinished_line(out: Connection) {
+    use std::io::Write;
+    // Straight to the real standard output (the harness captures
+    // `print!`), redirected to the test's pipe.
+    rustix::stdio::dup2_stdout(&out).unwrap();
+    drop(out);
+    std::io::stdout().write_all(b"no newline").unwrap();
+}
+
+/// A child's last, unfinished line of standard output reaches the reader,
+/// even while another thread of the parent keeps taking the standard output
+/// lock (a fork then must not leave the lock held in the child).
+pub fn unfinished_output_is_flushed(method: StartMethod) {
+    use std::io::Write;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let stop = Arc::new(AtomicBool::new(false));
+    let printer = {
+        let stop = Arc::clone(&stop);
+        std::thread::spawn(move || {
+            while !stop.load(Ordering::Relaxed) {
+                let mut out = std::io::stdout().lock();
+                out.write_all(b"").unwrap();
+                std::thread::sleep(Duration::from_micros(200));
+            }
+        })
+    };
+    for _ in 0..10 {
+        let (rx, tx) = Pipe::simplex().unwrap();
+        let mut p = Process::new(print_unfinished_line, tx)
+            .start_method(method)
+            .start()
+            .unwrap();
+        p.join_timeout(Duration::from_secs(20)).unwrap();
+        let mut got = Vec::new();
+        let mut buf = [0u8; 64];
+        loop {
+            match rustix::io::read(&rx, &mut buf).unwrap() {
+                0 => break,
+                n => got.extend_from_slice(&buf[..n]),
+            }
+        }
+        assert_eq!(got, b"no newline");
+    }
+    stop.store(true, Ordering::Relaxed);
+    printer.join().unwrap();
+}
+
 /// Runs every case for `method`. The method expression is evaluated before
 /// any lock of this module is taken (the fork suite holds a lock of its own
 /// in it), so every test takes locks in one order.
@@ -506,6 +553,12 @@ macro_rules! suite {
             let method = $method;
             let _g = common::shared();
             common::sentinel_becomes_readable_at_exit(method)
+        }
+        #[test]
+        fn unfinished_output_is_flushed() {
+            let method = $method;
+            let _g = common::shared();
+            common::unfinished_output_is_flushed(method)
         }
     };
 }
