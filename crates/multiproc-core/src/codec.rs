@@ -160,7 +160,7 @@ impl Codec {
     /// [`CodecError::TooLarge`], [`CodecError::DescriptorsUnsupported`],
     /// [`CodecError::Encode`].
     pub fn encode<T: Serialize + ?Sized>(&self, value: &T) -> Result<Vec<u8>, CodecError> {
-        let mut out = Vec::with_capacity(FIRST_CAPACITY);
+        let mut out = Vec::new();
         self.encode_into(value, &mut out)?;
         Ok(out)
     }
@@ -242,7 +242,7 @@ impl Codec {
         &self,
         value: &T,
     ) -> Result<(Vec<u8>, Vec<OwnedFd>), CodecError> {
-        let mut out = Vec::with_capacity(FIRST_CAPACITY);
+        let mut out = Vec::new();
         let mut writer = Limited {
             out: VecOrSlice::Vec(&mut out),
             written: 0,
@@ -355,8 +355,9 @@ enum VecOrSlice<'a> {
 
 /// A bincode writer that stops at `max` bytes, so an oversized value fails
 /// early instead of growing a buffer without bound.
-/// Capacity of a fresh encoding buffer: most messages fit, so they cost one
-/// allocation instead of a chain of small reallocations.
+/// Capacity of an encoding buffer at its first byte: most messages fit, so
+/// they cost one allocation instead of a chain of small reallocations (and
+/// an empty encoding costs none).
 const FIRST_CAPACITY: usize = 64;
 
 struct Limited<'a> {
@@ -373,7 +374,12 @@ impl Writer for Limited<'_> {
             .filter(|&end| end <= self.max)
             .ok_or(EncodeError::UnexpectedEnd)?;
         match &mut self.out {
-            VecOrSlice::Vec(out) => out.extend_from_slice(bytes),
+            VecOrSlice::Vec(out) => {
+                if out.capacity() == 0 {
+                    out.reserve(bytes.len().max(FIRST_CAPACITY));
+                }
+                out.extend_from_slice(bytes);
+            }
             VecOrSlice::Slice(out) => out[self.written..end].copy_from_slice(bytes),
             VecOrSlice::Count => {}
         }

@@ -35,7 +35,12 @@ pub(crate) fn become_child(
     parent_name: String,
 ) {
     STARTED.store(0, Ordering::Relaxed);
-    *ME.lock().unwrap_or_else(|e| e.into_inner()) = Some(Me {
+    let mut me = ME.lock().unwrap_or_else(|e| e.into_inner());
+    // What this process inherited about itself is its parent's: leaked, not
+    // freed (freeing would write to pages shared with the parent, each a
+    // copy-on-write fault).
+    std::mem::forget(me.take());
+    *me = Some(Me {
         name,
         daemon,
         parent: parent.map(|p| (p, parent_name)),

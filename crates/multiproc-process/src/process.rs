@@ -225,11 +225,13 @@ fn fork(
     name: String,
     daemon: bool,
 ) -> io::Result<ChildState> {
-    // Standard output's lock is held across `fork`: no other thread can
-    // hold it at that instant, so in the child it is free, and the child's
-    // final flush cannot wait forever for a thread that does not exist
-    // there.
-    let stdout = std::io::stdout().lock();
+    // Standard output is flushed first (as Python does before `fork`), so
+    // the child does not write our buffered output a second time; and its
+    // lock is held across `fork`: no other thread can hold it at that
+    // instant, so in the child it is free, and the child's final flush
+    // cannot wait forever for a thread that does not exist there.
+    let mut stdout = std::io::stdout().lock();
+    let _ = std::io::Write::flush(&mut stdout);
     // SAFETY: `fork` is the documented opt-in of this start method; in a
     // multithreaded parent only the calling thread survives in the child,
     // which `StartMethod::Fork` warns about. The child never returns from
