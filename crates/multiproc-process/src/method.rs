@@ -13,6 +13,13 @@ use std::sync::atomic::{AtomicU8, Ordering};
 /// The default is [`ForkServer`](Self::ForkServer), as in Python 3.14 on
 /// Linux: safe in a multithreaded parent and far cheaper than spawn once its
 /// server runs. Fork is an explicit opt-in.
+///
+/// How a child ends, as in Python: a forked child (Fork, ForkServer) ends
+/// with `_exit` once Rust's standard output is flushed and its own children
+/// are seen to, so exit handlers and library destructors inherited from the
+/// parent do not run twice (C `stdio` buffers are not flushed either); a
+/// spawned child ends as a program does. Fork flushes the parent's standard
+/// output before forking, so a child never repeats it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
 pub enum StartMethod {
     /// `fork()` in the parent.
