@@ -27,6 +27,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::fmt;
+use std::hash::{BuildHasherDefault, Hasher};
 use std::io;
 use std::sync::mpsc;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
@@ -37,7 +38,7 @@ use crate::bootstrap::ByteBuf;
 use crate::child::signal_name;
 use crate::{Process, StartMethod, get_start_method};
 use result::Slot;
-use task::{Call, Report, Task};
+use task::{Call, Report, SharedBytes, Task};
 use worker::{WorkerArgs, worker_main};
 
 /// Tasks handed to one worker ahead of its results: enough that a worker
@@ -46,6 +47,9 @@ use worker::{WorkerArgs, worker_main};
 /// CPUs). When a worker dies only the oldest of its tasks is lost; the
 /// others go to the remaining workers.
 pub const PREFETCH: usize = 8;
+
+/// Most reports the result thread handles under one lock.
+const REPORT_BATCH: usize = 64;
 
 /// How often the result thread checks that every worker is alive when no
 /// report arrives.
@@ -71,11 +75,35 @@ struct Worker {
     retiring: bool,
 }
 
+/// Hashes task ids (consecutive numbers) by one multiplication: the
+/// default hasher, built against hostile keys, cost more than any other
+/// step of the result thread's per-task work.
+#[derive(Default)]
+struct IdHasher(u64);
+
+impl Hasher for IdHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.0 = (self.0 ^ u64::from(b)).wrapping_mul(0x100_0000_01b3);
+        }
+    }
+
+    fn write_u64(&mut self, id: u64) {
+        // Fibonacci hashing: spreads consecutive ids over the high bits,
+        // which the table uses.
+        self.0 = id.wrapping_mul(0x9e37_79b9_7f4a_7c15);
+    }
+}
+
 #[derive(Default)]
 struct State {
     next_id: u64,
     pending: VecDeque<Task>,
-    sinks: HashMap<u64, Sink>,
+    sinks: HashMap<u64, Sink, BuildHasherDefault<IdHasher>>,
     workers: Vec<Worker>,
     closed: bool,
     terminated: bool,
@@ -397,7 +425,7 @@ impl Pool {
             left: chunks.len(),
             error: None,
         }));
-        for (index, chunk) in chunks.iter().enumerate() {
+        let sinks = chunks.iter().enumerate().map(|(index, chunk)| {
             let gather = Arc::clone(&gather);
             let slot = Arc::clone(&slot);
             let len = chunk.len();
@@ -422,8 +450,9 @@ impl Pool {
                     slot.set(value);
                 }
             });
-            self.submit(call, chunk, sink);
-        }
+            (*chunk, sink)
+        });
+        self.submit_all(call, sinks);
         AsyncResult::new(slot)
     }
 
@@ -474,32 +503,49 @@ impl Pool {
 
     /// Encodes one chunk and queues it; a failure lands in the sink at once.
     fn submit<A: Serialize>(&self, call: Call, chunk: &[A], sink: Sink) {
-        let args = match multiproc_core::codec::encode(chunk) {
-            Ok(bytes) => bytes,
-            Err(e) => return sink(Err(TaskError::Transport(e.to_string()))),
-        };
+        self.submit_all(call, std::iter::once((chunk, sink)));
+    }
+
+    /// [`submit`](Self::submit) for many chunks, under one lock: the result
+    /// thread contends for that lock with every report.
+    fn submit_all<'a, A: Serialize + 'a>(
+        &self,
+        call: Call,
+        chunks: impl IntoIterator<Item = (&'a [A], Sink)>,
+    ) {
+        let mut encoded = Vec::new();
+        for (chunk, sink) in chunks {
+            match multiproc_core::codec::encode(chunk) {
+                Ok(bytes) => encoded.push((bytes, sink)),
+                Err(e) => sink(Err(TaskError::Transport(e.to_string()))),
+            }
+        }
         let mut state = self.shared.lock();
-        if state.terminated {
+        let refused = if state.terminated {
+            Some(TaskError::Terminated)
+        } else if state.closed {
+            Some(TaskError::Closed)
+        } else {
+            state.broken.clone().map(TaskError::InitializerFailed)
+        };
+        if let Some(why) = refused {
             drop(state);
-            return sink(Err(TaskError::Terminated));
+            for (_, sink) in encoded {
+                sink(Err(why.clone()));
+            }
+            return;
         }
-        if state.closed {
-            drop(state);
-            return sink(Err(TaskError::Closed));
+        for (args, sink) in encoded {
+            let id = state.next_id;
+            state.next_id += 1;
+            state.sinks.insert(id, sink);
+            state.pending.push_back(Task {
+                id,
+                runner: call.runner,
+                target: call.target,
+                args: SharedBytes::from(args),
+            });
         }
-        if let Some(why) = state.broken.clone() {
-            drop(state);
-            return sink(Err(TaskError::InitializerFailed(why)));
-        }
-        let id = state.next_id;
-        state.next_id += 1;
-        state.sinks.insert(id, sink);
-        state.pending.push_back(Task {
-            id,
-            runner: call.runner,
-            target: call.target,
-            args: ByteBuf(args),
-        });
         let failed = self.shared.dispatch(&mut state);
         drop(state);
         run_sinks(failed);
@@ -662,12 +708,7 @@ impl Shared {
             let Some(task) = state.pending.pop_front() else {
                 break;
             };
-            let copy = Task {
-                id: task.id,
-                runner: task.runner,
-                target: task.target,
-                args: ByteBuf(task.args.0.clone()),
-            };
+            let copy = task.clone();
             match worker.tasks.put(copy) {
                 Ok(()) => {
                     worker.outstanding.push_back(task);
@@ -691,7 +732,17 @@ impl Shared {
             let mut ready: Vec<(Sink, Result<Vec<u8>, TaskError>)> = Vec::new();
             let mut state = self.lock();
             match report {
-                Ok(report) => self.handle(&mut state, report, &mut ready),
+                Ok(report) => {
+                    self.handle(&mut state, report, &mut ready);
+                    // Reports that are already there are handled under the
+                    // same lock, with one dispatch for all of them.
+                    for _ in 1..REPORT_BATCH {
+                        let Ok(report) = self.reports.try_get() else {
+                            break;
+                        };
+                        self.handle(&mut state, report, &mut ready);
+                    }
+                }
                 Err(e) if e.is_timeout() => {}
                 Err(_) => {
                     // Closed by `terminate` (or broken): stop.

@@ -3,19 +3,52 @@
 #![allow(unsafe_code)]
 
 use serde::de::DeserializeOwned;
-use serde::{Deserialize, Serialize};
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::sync::Arc;
 
 use crate::bootstrap::ByteBuf;
 use crate::target::{addr_at, offset_of, panic_message};
 
 /// A chunk of calls of one function: `args` is an encoded `Vec<A>`.
-#[derive(Serialize, Deserialize)]
+/// Cloned cheaply: the pool keeps each task it hands out until its report
+/// arrives (to hand it to another worker should this one die).
+#[derive(Clone, Serialize, Deserialize)]
 pub(crate) struct Task {
     pub(crate) id: u64,
     pub(crate) runner: i64,
     pub(crate) target: i64,
-    pub(crate) args: ByteBuf,
+    pub(crate) args: SharedBytes,
+}
+
+/// Immutable bytes behind an `Arc`, encoded as one serde byte string (as
+/// [`ByteBuf`] is).
+#[derive(Clone)]
+pub(crate) struct SharedBytes(Arc<[u8]>);
+
+impl From<Vec<u8>> for SharedBytes {
+    fn from(bytes: Vec<u8>) -> Self {
+        Self(bytes.into())
+    }
+}
+
+impl std::ops::Deref for SharedBytes {
+    type Target = [u8];
+    fn deref(&self) -> &[u8] {
+        &self.0
+    }
+}
+
+impl Serialize for SharedBytes {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_bytes(&self.0)
+    }
+}
+
+impl<'de> Deserialize<'de> for SharedBytes {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        ByteBuf::deserialize(deserializer).map(|b| Self::from(b.0))
+    }
 }
 
 /// What a worker reports.

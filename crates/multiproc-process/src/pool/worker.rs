@@ -42,7 +42,7 @@ pub(crate) fn worker_main(args: WorkerArgs) {
             runner: task.runner,
             target: task.target,
         };
-        let result = call.run(&task.args.0).map(ByteBuf);
+        let result = call.run(&task.args).map(ByteBuf);
         if args
             .reports
             .put(Report::Done {
