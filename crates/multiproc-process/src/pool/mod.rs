@@ -17,6 +17,7 @@
 //! the way [`Process`](crate::Process) names its target.
 
 mod result;
+mod sinks;
 mod task;
 mod worker;
 
@@ -25,9 +26,8 @@ pub use result::{AsyncResult, TaskError};
 use multiproc_queue::Queue;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{BTreeMap, VecDeque};
 use std::fmt;
-use std::hash::{BuildHasherDefault, Hasher};
 use std::io;
 use std::sync::mpsc;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
@@ -38,6 +38,7 @@ use crate::bootstrap::ByteBuf;
 use crate::child::signal_name;
 use crate::{Process, StartMethod, get_start_method};
 use result::Slot;
+use sinks::Sinks;
 use task::{Call, Report, SharedBytes, Task};
 use worker::{WorkerArgs, worker_main};
 
@@ -75,35 +76,11 @@ struct Worker {
     retiring: bool,
 }
 
-/// Hashes task ids (consecutive numbers) by one multiplication: the
-/// default hasher, built against hostile keys, cost more than any other
-/// step of the result thread's per-task work.
-#[derive(Default)]
-struct IdHasher(u64);
-
-impl Hasher for IdHasher {
-    fn finish(&self) -> u64 {
-        self.0
-    }
-
-    fn write(&mut self, bytes: &[u8]) {
-        for &b in bytes {
-            self.0 = (self.0 ^ u64::from(b)).wrapping_mul(0x100_0000_01b3);
-        }
-    }
-
-    fn write_u64(&mut self, id: u64) {
-        // Fibonacci hashing: spreads consecutive ids over the high bits,
-        // which the table uses.
-        self.0 = id.wrapping_mul(0x9e37_79b9_7f4a_7c15);
-    }
-}
-
 #[derive(Default)]
 struct State {
     next_id: u64,
     pending: VecDeque<Task>,
-    sinks: HashMap<u64, Sink, BuildHasherDefault<IdHasher>>,
+    sinks: Sinks,
     workers: Vec<Worker>,
     closed: bool,
     terminated: bool,
@@ -588,7 +565,7 @@ impl Pool {
             }
             state.terminated = true;
             state.pending.clear();
-            let sinks: Vec<Sink> = state.sinks.drain().map(|(_, s)| s).collect();
+            let sinks = state.sinks.take_all();
             (std::mem::take(&mut state.workers), sinks)
         };
         for worker in &workers {
@@ -715,7 +692,7 @@ impl Shared {
                     worker.assigned += 1;
                 }
                 Err(e) => {
-                    if let Some(sink) = state.sinks.remove(&task.id) {
+                    if let Some(sink) = state.sinks.remove(task.id) {
                         failed.push((sink, TaskError::Transport(e.to_string())));
                     }
                 }
@@ -791,7 +768,7 @@ impl Shared {
                         w.tasks.close();
                     }
                 }
-                if let Some(sink) = state.sinks.remove(&id) {
+                if let Some(sink) = state.sinks.remove(id) {
                     ready.push((sink, result.map(|b| b.0).map_err(TaskError::Transport)));
                 }
                 self.replace_retiring(state);
@@ -800,13 +777,13 @@ impl Shared {
             Report::InitFailed { message, .. } => {
                 state.broken = Some(message.clone());
                 for task in std::mem::take(&mut state.pending) {
-                    if let Some(sink) = state.sinks.remove(&task.id) {
+                    if let Some(sink) = state.sinks.remove(task.id) {
                         ready.push((sink, Err(TaskError::InitializerFailed(message.clone()))));
                     }
                 }
                 for w in &mut state.workers {
                     for task in w.outstanding.drain(..) {
-                        if let Some(sink) = state.sinks.remove(&task.id) {
+                        if let Some(sink) = state.sinks.remove(task.id) {
                             ready.push((sink, Err(TaskError::InitializerFailed(message.clone()))));
                         }
                     }
@@ -857,7 +834,7 @@ impl Shared {
             let exitcode = dead.process.exitcode().unwrap_or(0);
             let mut stranded = dead.outstanding.drain(..);
             if let Some(running) = stranded.next()
-                && let Some(sink) = state.sinks.remove(&running.id)
+                && let Some(sink) = state.sinks.remove(running.id)
             {
                 let signal = (exitcode < 0).then(|| signal_name(-exitcode));
                 ready.push((sink, Err(TaskError::WorkerDied { exitcode, signal })));
