@@ -36,6 +36,9 @@ pub(crate) struct Header {
     pub(crate) target: i64,
     pub(crate) name: String,
     pub(crate) daemon: bool,
+    /// The parent started the child from its main thread, whose exit is
+    /// the process's: the kernel's parent-death signal serves a daemon.
+    pub(crate) from_main_thread: bool,
     pub(crate) parent: u64,
     pub(crate) parent_name: String,
 }
@@ -184,7 +187,7 @@ unsafe fn before_main() {
 /// See [`crate::init`].
 pub(crate) fn take_over_if_marked() {
     if let Some(fd) = take_marker(SPAWN_ENV) {
-        child_main(fd, Birth::Spawned);
+        child_main(fd, Birth::Spawned, None);
     }
     if let Some(fd) = take_marker(SERVER_ENV) {
         crate::forkserver::serve(fd);
@@ -248,12 +251,14 @@ fn take_marker(name: &str) -> Option<OwnedFd> {
 /// The child of Spawn and of the fork server: receives the header and the
 /// arguments, checks the executable, runs the target and exits with its
 /// code. Never returns.
-pub(crate) fn child_main(fd: OwnedFd, birth: Birth) -> ! {
+///
+/// `server` is the fork server's pid in a child of the fork server.
+pub(crate) fn child_main(fd: OwnedFd, birth: Birth, server: Option<u32>) -> ! {
     crate::registry::forget_inherited();
     let code = match Connection::from_fd(fd) {
         Ok(mut conn) => {
             conn.set_max_message_len(usize::MAX);
-            receive_and_run(&mut conn)
+            receive_and_run(&mut conn, server)
         }
         Err(_) => EXIT_BOOTSTRAP,
     };
@@ -266,7 +271,7 @@ pub(crate) fn child_main(fd: OwnedFd, birth: Birth) -> ! {
 /// back over `conn`. Never returns.
 pub(crate) fn forked_child_main(mut conn: Connection, header: Header, payload: Payload) -> ! {
     crate::registry::forget_inherited();
-    let code = run(&mut conn, header, payload);
+    let code = run(&mut conn, header, payload, None);
     exit(code, Birth::Forked)
 }
 
@@ -305,7 +310,7 @@ fn refuse(conn: &mut Connection, why: String) -> i32 {
     EXIT_BOOTSTRAP
 }
 
-fn receive_and_run(conn: &mut Connection) -> i32 {
+fn receive_and_run(conn: &mut Connection, server: Option<u32>) -> i32 {
     let Ok(header) = conn.recv::<Header>() else {
         return EXIT_BOOTSTRAP;
     };
@@ -320,13 +325,14 @@ fn receive_and_run(conn: &mut Connection) -> i32 {
         Err(err) => return refuse(conn, format!("cannot identify the executable: {err}")),
     }
     match conn.recv::<Payload>() {
-        Ok(payload) => run(conn, header, payload),
+        Ok(payload) => run(conn, header, payload, server),
         Err(err) => refuse(conn, format!("receiving the arguments failed: {err}")),
     }
 }
 
-/// Runs the target of a child whose executable is the parent's.
-fn run(conn: &mut Connection, header: Header, payload: Payload) -> i32 {
+/// Runs the target of a child whose executable is the parent's; `server`
+/// as for [`child_main`].
+fn run(conn: &mut Connection, header: Header, payload: Payload, server: Option<u32>) -> i32 {
     if payload.has_fds() {
         // Descriptors may be queues: set up what they need while the child
         // is still single-threaded (one system call now, a kernel grace
@@ -337,10 +343,18 @@ fn run(conn: &mut Connection, header: Header, payload: Payload) -> i32 {
     info::become_child(header.name, header.daemon, parent, header.parent_name);
     if header.daemon
         && let Some(parent) = parent
-        && crate::daemon::die_with(parent).is_err()
     {
-        // The parent is already gone: a daemon has nothing to do.
-        return refuse(conn, "parent exited before the daemon started".into());
+        // The fork server exits when the parent does; so does the parent's
+        // main thread.
+        let forker = server.or(header.from_main_thread.then(|| parent.pid()));
+        let watching = match forker {
+            Some(forker) => crate::daemon::die_with_forker(forker, parent),
+            None => crate::daemon::die_with(parent),
+        };
+        if watching.is_err() {
+            // The parent is already gone: a daemon has nothing to do.
+            return refuse(conn, "parent exited before the daemon started".into());
+        }
     }
     // SAFETY: the offset came from the parent's `offset_of` of a
     // `Trampoline`, and the executable is the parent's (checked by the

@@ -109,6 +109,7 @@ pub(crate) fn serve(fd: OwnedFd) -> ! {
         std::process::exit(0)
     };
     conn.set_max_message_len(4096);
+    let me = std::process::id();
     let mut running: Vec<Running> = Vec::new();
     loop {
         let (request_ready, exited) = {
@@ -149,7 +150,7 @@ pub(crate) fn serve(fd: OwnedFd) -> ! {
                 drop(running);
                 drop(conn);
                 drop(request.status);
-                child_main(boot, Birth::Forked);
+                child_main(boot, Birth::Forked, Some(me));
             }
             drop(boot);
             let reply = match Pid::from_raw(pid) {

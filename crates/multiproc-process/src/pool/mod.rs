@@ -88,6 +88,18 @@ struct State {
     finished: bool,
 }
 
+impl State {
+    /// Closes every worker's task queue: each leaves once it sees that.
+    fn let_workers_go(&mut self) {
+        for w in &mut self.workers {
+            if !w.retiring {
+                w.retiring = true;
+                w.tasks.close();
+            }
+        }
+    }
+}
+
 struct Config {
     processes: usize,
     init: Option<(Call, Vec<u8>)>,
@@ -530,7 +542,14 @@ impl Pool {
 
     /// No more tasks (Python's `close`); running and queued ones finish.
     pub fn close(&self) {
-        self.shared.lock().closed = true;
+        let mut state = self.shared.lock();
+        state.closed = true;
+        if state.sinks.is_empty() && state.pending.is_empty() {
+            // Nothing left to run: the workers start leaving now, while the
+            // result thread wakes up to collect them.
+            state.let_workers_go();
+        }
+        drop(state);
         // Wake the result thread so it notices sooner.
         let _ = self.shared.reports.try_put(Report::InitFailed {
             worker: 0,
@@ -855,12 +874,7 @@ impl Shared {
         {
             return false;
         }
-        for w in &mut state.workers {
-            if !w.retiring {
-                w.retiring = true;
-                w.tasks.close();
-            }
-        }
+        state.let_workers_go();
         // Every task is done: the workers leave as soon as they see their
         // queue closed. Wait for them here rather than polling.
         for mut w in std::mem::take(&mut state.workers) {

@@ -430,6 +430,22 @@ pub fn sentinel_becomes_readable_at_exit(method: StartMethod) {
     assert_eq!(p.join().unwrap(), 100);
 }
 
+/// A daemon started from a thread that ends at once lives on while its
+/// parent process does (the kernel's parent-death signal follows the
+/// forking thread, so it must not be what ties the daemon to its parent
+/// here).
+pub fn daemon_outlives_the_thread_that_started_it(method: StartMethod) {
+    let starter = std::thread::spawn(move || {
+        Process::new(sleep_ms, 300)
+            .daemon(true)
+            .start_method(method)
+            .start()
+            .unwrap()
+    });
+    let mut p = starter.join().unwrap();
+    assert_eq!(p.join_timeout(Duration::from_secs(20)).unwrap(), 300);
+}
+
 fn print_unfinished_line(out: Connection) {
     use std::io::Write;
     // Straight to the real standard output (the harness captures
@@ -553,6 +569,12 @@ macro_rules! suite {
             let method = $method;
             let _g = common::shared();
             common::sentinel_becomes_readable_at_exit(method)
+        }
+        #[test]
+        fn daemon_outlives_the_thread_that_started_it() {
+            let method = $method;
+            let _g = common::shared();
+            common::daemon_outlives_the_thread_that_started_it(method)
         }
         #[test]
         fn unfinished_output_is_flushed() {
