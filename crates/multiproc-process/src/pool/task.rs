@@ -2,7 +2,7 @@
 //! functions that run a chunk of tasks in a worker.
 #![allow(unsafe_code)]
 
-use serde::de::DeserializeOwned;
+use serde::de::{self, DeserializeOwned, Visitor};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::Arc;
@@ -47,7 +47,22 @@ impl Serialize for SharedBytes {
 
 impl<'de> Deserialize<'de> for SharedBytes {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        ByteBuf::deserialize(deserializer).map(|b| Self::from(b.0))
+        struct Bytes;
+        impl Visitor<'_> for Bytes {
+            type Value = SharedBytes;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("bytes")
+            }
+            // Straight from the decoder's slice into the `Arc`: one
+            // allocation and one copy.
+            fn visit_bytes<E: de::Error>(self, v: &[u8]) -> Result<SharedBytes, E> {
+                Ok(SharedBytes(Arc::from(v)))
+            }
+            fn visit_byte_buf<E: de::Error>(self, v: Vec<u8>) -> Result<SharedBytes, E> {
+                Ok(SharedBytes::from(v))
+            }
+        }
+        deserializer.deserialize_bytes(Bytes)
     }
 }
 
