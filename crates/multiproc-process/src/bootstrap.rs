@@ -314,7 +314,8 @@ fn receive_and_run(conn: &mut Connection, server: Option<u32>) -> i32 {
     let Ok(header) = conn.recv::<Header>() else {
         return EXIT_BOOTSTRAP;
     };
-    match ExeId::current() {
+    // Cached: a fork-server child inherits the server's answer.
+    match ExeId::current_cached() {
         Ok(exe) if exe == header.exe => {}
         Ok(_) => {
             return refuse(

@@ -110,6 +110,9 @@ pub(crate) fn serve(fd: OwnedFd) -> ! {
     };
     conn.set_max_message_len(4096);
     let me = std::process::id();
+    // Looked up once here, inherited by every child (which checks it
+    // against its parent's).
+    let _ = crate::target::ExeId::current_cached();
     let mut running: Vec<Running> = Vec::new();
     loop {
         let (request_ready, exited) = {
