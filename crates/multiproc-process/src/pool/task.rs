@@ -2,12 +2,12 @@
 //! functions that run a chunk of tasks in a worker.
 #![allow(unsafe_code)]
 
-use serde::de::{self, DeserializeOwned, Visitor};
+use serde::de::DeserializeOwned;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::Arc;
 
-use crate::bootstrap::ByteBuf;
+use crate::bootstrap::{ByteBuf, deserialize_bytes};
 use crate::target::{addr_at, offset_of, panic_message};
 
 /// A chunk of calls of one function: `args` is an encoded `Vec<A>`.
@@ -47,22 +47,12 @@ impl Serialize for SharedBytes {
 
 impl<'de> Deserialize<'de> for SharedBytes {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        struct Bytes;
-        impl Visitor<'_> for Bytes {
-            type Value = SharedBytes;
-            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-                f.write_str("bytes")
-            }
-            // Straight from the decoder's slice into the `Arc`: one
-            // allocation and one copy.
-            fn visit_bytes<E: de::Error>(self, v: &[u8]) -> Result<SharedBytes, E> {
-                Ok(SharedBytes(Arc::from(v)))
-            }
-            fn visit_byte_buf<E: de::Error>(self, v: Vec<u8>) -> Result<SharedBytes, E> {
-                Ok(SharedBytes::from(v))
-            }
-        }
-        deserializer.deserialize_bytes(Bytes)
+        // Lent bytes go straight into the `Arc`: one allocation, one copy.
+        deserialize_bytes(
+            deserializer,
+            |v| SharedBytes(Arc::from(v)),
+            SharedBytes::from,
+        )
     }
 }
 
