@@ -97,12 +97,24 @@ enum Table {
     Decode(Vec<Option<OwnedFd>>),
 }
 
+/// What the encode or decode running on this thread has to work with.
+struct State {
+    /// Its descriptor table, if it has one.
+    table: Option<Table>,
+    /// Its first handle failure: serde errors are strings, so the typed
+    /// error waits here for the codec to pick up.
+    failure: Option<HandleError>,
+}
+
 thread_local! {
-    /// The table of the encode or decode running on this thread, if any.
-    static TABLE: RefCell<Option<Table>> = const { RefCell::new(None) };
-    /// The first handle failure of the running encode or decode: serde errors
-    /// are strings, so the typed error waits here for the codec to pick up.
-    static FAILURE: RefCell<Option<HandleError>> = const { RefCell::new(None) };
+    /// One thread-local for both, so a scope costs one lookup to open and
+    /// one to close (every queue message opens one).
+    static STATE: RefCell<State> = const {
+        RefCell::new(State {
+            table: None,
+            failure: None,
+        })
+    };
 }
 
 /// Installs a table for the length of one encode or decode, and restores
@@ -114,26 +126,38 @@ struct Scope {
 
 impl Scope {
     fn install(table: Option<Table>) -> Self {
-        Self {
-            previous: TABLE.with(|t| t.replace(table)),
-            previous_failure: FAILURE.with(|f| f.take()),
-        }
+        STATE.with(|state| {
+            let mut state = state.borrow_mut();
+            Self {
+                previous: std::mem::replace(&mut state.table, table),
+                previous_failure: state.failure.take(),
+            }
+        })
+    }
+
+    /// Puts the previous state back; returns the scope's own.
+    fn restore(&mut self) -> (Option<Table>, Option<HandleError>) {
+        STATE.with(|state| {
+            let mut state = state.borrow_mut();
+            (
+                std::mem::replace(&mut state.table, self.previous.take()),
+                std::mem::replace(&mut state.failure, self.previous_failure.take()),
+            )
+        })
     }
 
     /// Ends the scope, returning its table and its first failure.
     fn finish(mut self) -> (Option<Table>, Option<HandleError>) {
-        let table = TABLE.with(|t| t.replace(self.previous.take()));
-        let failure = FAILURE.with(|f| f.replace(self.previous_failure.take()));
+        let own = self.restore();
         std::mem::forget(self);
-        (table, failure)
+        own
     }
 }
 
 impl Drop for Scope {
     fn drop(&mut self) {
         // Unwinding: drop (close) whatever the table holds.
-        TABLE.with(|t| t.replace(self.previous.take()));
-        FAILURE.with(|f| f.replace(self.previous_failure.take()));
+        let _ = self.restore();
     }
 }
 
@@ -169,8 +193,8 @@ pub(crate) fn decode_scope<R>(
 
 fn record(err: HandleError) -> String {
     let text = err.to_string();
-    FAILURE.with(|f| {
-        f.borrow_mut().get_or_insert(err);
+    STATE.with(|state| {
+        state.borrow_mut().failure.get_or_insert(err);
     });
     text
 }
@@ -221,9 +245,9 @@ impl fmt::Debug for SharedFd {
 
 impl Serialize for SharedFd {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        let pushed = TABLE.with(|t| -> Result<u32, HandleError> {
-            let mut table = t.borrow_mut();
-            let Some(Table::Encode(fds)) = table.as_mut() else {
+        let pushed = STATE.with(|state| -> Result<u32, HandleError> {
+            let mut state = state.borrow_mut();
+            let Some(Table::Encode(fds)) = state.table.as_mut() else {
                 return Err(HandleError::NoTransport);
             };
             let dup = rustix::io::fcntl_dupfd_cloexec(&self.0, 0)
@@ -244,9 +268,9 @@ impl Serialize for SharedFd {
 impl<'de> Deserialize<'de> for SharedFd {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
         let index = u32::deserialize(deserializer)?;
-        let taken = TABLE.with(|t| -> Result<OwnedFd, HandleError> {
-            let mut table = t.borrow_mut();
-            let Some(Table::Decode(slots)) = table.as_mut() else {
+        let taken = STATE.with(|state| -> Result<OwnedFd, HandleError> {
+            let mut state = state.borrow_mut();
+            let Some(Table::Decode(slots)) = state.table.as_mut() else {
                 return Err(HandleError::NoTransport);
             };
             let received = slots.len();
