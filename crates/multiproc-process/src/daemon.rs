@@ -5,7 +5,8 @@
 //! not the process. Where that thread lives exactly as long as the parent
 //! process, the kernel's death signal is all a daemon needs
 //! ([`die_with_forker`]): a parent's main thread (its exit is the process's
-//! exit), and the fork server (which exits when its parent process does).
+//! exit), and the fork server (which exits when its parent process does; a
+//! fork server killed by someone else takes its daemon children with it).
 //! A daemon started from any other thread (every test of a test harness
 //! runs on one) would die far too early that way. Such a child opens a pidfd
 //! on its parent *process* instead — checking afterwards that the parent is
