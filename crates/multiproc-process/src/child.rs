@@ -8,7 +8,7 @@ use rustix::process::{Pid, PidfdFlags, Signal};
 use std::io;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::sync::Mutex;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 /// How the exit status is collected.
 enum Reaper {
@@ -152,6 +152,30 @@ fn try_reap(pid: Pid) -> io::Result<Option<i32>> {
             Err(rustix::io::Errno::INTR) => continue,
             Err(e) => return Err(e.into()),
         }
+    }
+}
+
+/// Polls `fds` without sleeping for up to `spin` (yielding the CPU between
+/// looks); whether any became ready. Worth it where an answer usually
+/// comes within microseconds: sleeping and being woken from another CPU
+/// costs tens of them.
+pub(crate) fn ready_soon(fds: &mut [PollFd<'_>], spin: Duration) -> io::Result<bool> {
+    let zero = rustix::time::Timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    let start = Instant::now();
+    loop {
+        match rustix::event::poll(fds, Some(&zero)) {
+            Ok(0) => {}
+            Ok(_) => return Ok(true),
+            Err(rustix::io::Errno::INTR) => {}
+            Err(e) => return Err(e.into()),
+        }
+        if start.elapsed() >= spin {
+            return Ok(false);
+        }
+        std::thread::yield_now();
     }
 }
 

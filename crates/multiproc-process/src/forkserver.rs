@@ -19,7 +19,7 @@ use std::os::fd::OwnedFd;
 use std::sync::Mutex;
 
 use crate::bootstrap::{Birth, SERVER_ENV, child_main, reexec};
-use crate::child::{ChildState, reap};
+use crate::child::{ChildState, ready_soon, reap};
 
 #[derive(Serialize, Deserialize)]
 struct Request {
@@ -59,10 +59,11 @@ pub(crate) fn start_child(boot: OwnedFd, name: String, daemon: bool) -> io::Resu
             boot: SharedFd::duplicate(boot.as_ref().expect("kept until sent"))?,
             status: SharedFd::from(status_theirs),
         };
-        let reply = conn
-            .send(&request)
-            .map_err(io::Error::from)
-            .and_then(|()| conn.recv::<Reply>().map_err(io::Error::from));
+        let reply = conn.send(&request).map_err(io::Error::from).and_then(|()| {
+            // The reply follows the server's fork within microseconds.
+            ready_soon(&mut [PollFd::new(&*conn, PollFlags::IN)], REPLY_SPIN)?;
+            conn.recv::<Reply>().map_err(io::Error::from)
+        });
         match reply {
             Ok(Reply::Started(pid, pidfd)) => {
                 drop(boot.take());
@@ -103,6 +104,13 @@ struct Running {
     status: OwnedFd,
 }
 
+/// How long a parent polls for the server's reply before sleeping.
+const REPLY_SPIN: std::time::Duration = std::time::Duration::from_micros(200);
+
+/// How long the server keeps polling without sleeping after a request or a
+/// child's exit (an idle server sleeps).
+const SPIN_AFTER_EVENT: std::time::Duration = std::time::Duration::from_micros(200);
+
 /// The server's loop; never returns.
 pub(crate) fn serve(fd: OwnedFd) -> ! {
     let Ok(mut conn) = Connection::from_fd(fd) else {
@@ -114,13 +122,26 @@ pub(crate) fn serve(fd: OwnedFd) -> ! {
     // against its parent's).
     let _ = crate::target::ExeId::current_cached();
     let mut running: Vec<Running> = Vec::new();
+    let zero = rustix::time::Timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    let mut last_event = std::time::Instant::now();
     loop {
+        // Busy for a while after each event: the next request, or the exit
+        // of the child just started, usually follows within microseconds,
+        // and a sleeping server costs each of them a cross-CPU wake-up.
+        let spinning = last_event.elapsed() < SPIN_AFTER_EVENT;
         let (request_ready, exited) = {
             let mut fds: Vec<PollFd<'_>> = Vec::with_capacity(running.len() + 1);
             fds.push(PollFd::new(&conn, PollFlags::IN));
             fds.extend(running.iter().map(|r| PollFd::new(&r.pidfd, PollFlags::IN)));
-            match rustix::event::poll(&mut fds, None) {
-                Ok(_) => {}
+            match rustix::event::poll(&mut fds, spinning.then_some(&zero)) {
+                Ok(0) => {
+                    std::thread::yield_now();
+                    continue;
+                }
+                Ok(_) => last_event = std::time::Instant::now(),
                 Err(rustix::io::Errno::INTR) => continue,
                 Err(_) => std::process::exit(1),
             }
