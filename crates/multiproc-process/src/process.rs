@@ -15,7 +15,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::bootstrap::{Header, Outcome, Payload, SPAWN_ENV, forked_child_main, reexec};
-use crate::child::{ChildState, exit_code, readable, ready_soon, signal_name};
+use crate::child::{ChildState, exit_code, readable, signal_name};
 use crate::target::{self, ExeId, Trampoline};
 use crate::{StartMethod, forkserver, get_start_method, info, registry};
 
@@ -213,9 +213,6 @@ where
 /// reported its outcome before it sleeps.
 const EXIT_SPIN: Duration = Duration::from_micros(200);
 
-/// How long `join` polls for the child's report before sleeping.
-const JOIN_SPIN: Duration = Duration::from_micros(100);
-
 /// Largest argument payload written before the child starts: well below
 /// the default `AF_UNIX` socket buffer (about 200 KiB), so the write cannot
 /// block.
@@ -401,20 +398,6 @@ impl<R: DeserializeOwned> Process<R> {
         };
         if conn.has_buffered() {
             return Ok(true);
-        }
-        {
-            // A short target reports within microseconds of its start.
-            let exit_fd = self.child.exit_fd();
-            let mut fds = [
-                PollFd::new(conn, PollFlags::IN),
-                PollFd::new(&exit_fd, PollFlags::IN),
-            ];
-            let spin = deadline.map_or(JOIN_SPIN, |d| {
-                JOIN_SPIN.min(d.saturating_duration_since(Instant::now()))
-            });
-            if ready_soon(&mut fds, spin)? {
-                return Ok(true);
-            }
         }
         loop {
             let timeout = multiproc_core::time::timespec_until(deadline);
