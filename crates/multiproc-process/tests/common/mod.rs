@@ -456,8 +456,9 @@ fn print_unfinished_line(out: Connection) {
 }
 
 /// A child's last, unfinished line of standard output reaches the reader,
-/// even while another thread of the parent keeps taking the standard output
-/// lock (a fork then must not leave the lock held in the child).
+/// once, even while another thread of the parent keeps taking the standard
+/// output lock (a fork then must not leave the lock held in the child), and
+/// without what the parent had left in its own buffer.
 pub fn unfinished_output_is_flushed(method: StartMethod) {
     use std::io::Write;
     use std::sync::atomic::{AtomicBool, Ordering};
@@ -473,6 +474,9 @@ pub fn unfinished_output_is_flushed(method: StartMethod) {
         })
     };
     for _ in 0..10 {
+        // Left in this process's buffer: a forked child must not write it
+        // again (Fork flushes it before forking).
+        std::io::stdout().write_all(b" ").unwrap();
         let (rx, tx) = Pipe::simplex().unwrap();
         let mut p = Process::new(print_unfinished_line, tx)
             .start_method(method)
