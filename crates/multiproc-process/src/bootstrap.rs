@@ -297,8 +297,9 @@ pub(crate) enum Birth {
     /// destructors inherited from the parent do not run a second time in
     /// the copy. Rust's standard output is flushed and the child's own
     /// children are seen to first. (Flushing takes the standard output
-    /// lock: the parent holds it across `fork`, so in the child it belongs
-    /// to the one thread there is; see `process::fork`.)
+    /// lock, which nothing else can hold in the child: the fork server has
+    /// no other thread, and a Fork parent holds the lock across `fork`; see
+    /// `process::fork`.)
     Forked,
     /// A fresh run of the executable: ends as a program does.
     Spawned,
