@@ -18,15 +18,14 @@
 //! counter lets `set` skip the wake-up system call when nobody sleeps; it is
 //! the same SeqCst (Dekker) handshake as in the semaphore.
 
+use multiproc_core::SpinWait;
 use multiproc_core::futex::{self, WaitOutcome};
 use multiproc_core::time::deadline_after;
-use multiproc_core::{Segment, SpinWait};
 use std::fmt;
-use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-use crate::error::{AttachError, CreateError, Timeout};
+use crate::error::Timeout;
 use crate::layout::EventLayout;
 use crate::shared::Shared;
 
@@ -60,48 +59,6 @@ pub struct Event {
 }
 
 impl Event {
-    /// Bytes an `Event` occupies in a segment.
-    pub const MEMORY_SIZE: usize = Shared::<EventLayout>::SIZE;
-
-    /// A new, clear event in its own anonymous segment.
-    ///
-    /// # Errors
-    ///
-    /// [`CreateError::Segment`].
-    pub fn new() -> Result<Self, CreateError> {
-        Ok(Self {
-            shared: Shared::create(MAGIC, init)?,
-        })
-    }
-
-    /// A new, clear event at `offset` in `segment`.
-    ///
-    /// # Errors
-    ///
-    /// [`CreateError::Segment`] for a bad range.
-    pub fn create_in(segment: Arc<Segment>, offset: usize) -> Result<Self, CreateError> {
-        Ok(Self {
-            shared: Shared::create_in(segment, offset, MAGIC, init)?,
-        })
-    }
-
-    /// Attaches to the event at `offset` in `segment`.
-    ///
-    /// # Errors
-    ///
-    /// [`AttachError`] when there is no `Event` there.
-    pub fn attach(segment: Arc<Segment>, offset: usize) -> Result<Self, AttachError> {
-        Ok(Self {
-            shared: Shared::attach(segment, offset, MAGIC, |_| Ok(()))?,
-        })
-    }
-
-    /// The segment the event lives in.
-    #[must_use]
-    pub fn segment(&self) -> &Arc<Segment> {
-        self.shared.segment()
-    }
-
     /// Sets the flag and wakes every waiter.
     ///
     /// # Examples
@@ -241,4 +198,4 @@ impl fmt::Debug for Event {
     }
 }
 
-crate::shared::handle_serde!(Event, |_| Ok(()));
+crate::shared::shared_handle!(Event, EventLayout, "clear event", |_| Ok(()));

@@ -1,15 +1,11 @@
 //! [`Lock`]: a robust, process-shared, non-recursive lock.
 
-use multiproc_core::Segment;
 use multiproc_core::time::{deadline_after, remaining};
 use std::fmt;
 use std::marker::PhantomData;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crate::error::{
-    AcquireTimeoutError, AttachError, CreateError, NotOwner, OwnerDied, TryAcquireError,
-};
+use crate::error::{AcquireTimeoutError, NotOwner, OwnerDied, TryAcquireError};
 use crate::ident;
 use crate::layout::{LockLayout, LockWords};
 use crate::raw_lock::{Acquired, NotAcquired};
@@ -51,74 +47,29 @@ const MAGIC: [u8; 8] = *b"MPLOCK\0\0";
 /// assert!(lock.acquire_timeout(Duration::from_millis(1)).is_ok());
 /// # Ok::<(), multiproc_sync::CreateError>(())
 /// ```
+///
+/// Beside other data in a segment of your own
+/// ([`create_in`](Self::create_in), [`attach`](Self::attach)):
+///
+/// ```
+/// use multiproc_core::Segment;
+/// use multiproc_sync::Lock;
+/// use std::sync::Arc;
+///
+/// let segment = Arc::new(Segment::anonymous(4096)?);
+/// let lock = Lock::create_in(Arc::clone(&segment), 256)?;
+/// let again = Lock::attach(segment, 256)?;
+/// let guard = lock.acquire().unwrap();
+/// assert!(again.is_locked());
+/// drop(guard);
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
 #[derive(Clone)]
 pub struct Lock {
     shared: Shared<LockLayout>,
 }
 
 impl Lock {
-    /// Bytes a `Lock` occupies in a segment (see [`create_in`](Self::create_in)).
-    pub const MEMORY_SIZE: usize = Shared::<LockLayout>::SIZE;
-
-    /// A new unlocked lock in its own anonymous shared-memory segment.
-    ///
-    /// # Errors
-    ///
-    /// [`CreateError::Segment`] when the segment cannot be made.
-    pub fn new() -> Result<Self, CreateError> {
-        Ok(Self {
-            shared: Shared::create(MAGIC, init)?,
-        })
-    }
-
-    /// A new unlocked lock at `offset` in `segment` (8-byte aligned,
-    /// [`MEMORY_SIZE`](Self::MEMORY_SIZE) bytes), for types that keep a lock
-    /// beside their data. Whatever was there is overwritten; nobody may be
-    /// using those bytes.
-    ///
-    /// # Errors
-    ///
-    /// [`CreateError::Segment`] when the range is out of bounds or misaligned.
-    ///
-    /// # Examples
-    ///
-    /// ```
-    /// use multiproc_core::Segment;
-    /// use multiproc_sync::Lock;
-    /// use std::sync::Arc;
-    ///
-    /// let segment = Arc::new(Segment::anonymous(4096)?);
-    /// let lock = Lock::create_in(Arc::clone(&segment), 256)?;
-    /// let again = Lock::attach(segment, 256)?;
-    /// let guard = lock.acquire().unwrap();
-    /// assert!(again.is_locked());
-    /// drop(guard);
-    /// # Ok::<(), Box<dyn std::error::Error>>(())
-    /// ```
-    pub fn create_in(segment: Arc<Segment>, offset: usize) -> Result<Self, CreateError> {
-        Ok(Self {
-            shared: Shared::create_in(segment, offset, MAGIC, init)?,
-        })
-    }
-
-    /// Attaches to the lock at `offset` in `segment`, checking its header.
-    ///
-    /// # Errors
-    ///
-    /// [`AttachError`] when there is no `Lock` there (another object, another
-    /// layout version, garbage) or it does not fit.
-    pub fn attach(segment: Arc<Segment>, offset: usize) -> Result<Self, AttachError> {
-        Ok(Self {
-            shared: Shared::attach(segment, offset, MAGIC, validate)?,
-        })
-    }
-
-    /// The segment the lock lives in.
-    #[must_use]
-    pub fn segment(&self) -> &Arc<Segment> {
-        self.shared.segment()
-    }
-
     #[inline]
     fn words(&self) -> &LockWords {
         &self.shared.get().words
@@ -346,7 +297,7 @@ impl fmt::Debug for Lock {
     }
 }
 
-crate::shared::handle_serde!(Lock, validate);
+crate::shared::shared_handle!(Lock, LockLayout, "unlocked lock", validate);
 
 /// Proof that the calling thread holds a [`Lock`]; releases it on drop.
 ///

@@ -1,16 +1,12 @@
 //! [`RLock`]: a robust, process-shared, recursive lock.
 
-use multiproc_core::Segment;
 use multiproc_core::time::deadline_after;
 use std::fmt;
 use std::marker::PhantomData;
-use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-use crate::error::{
-    AcquireTimeoutError, AttachError, CreateError, NotOwner, OwnerDied, TryAcquireError,
-};
+use crate::error::{AcquireTimeoutError, NotOwner, OwnerDied, TryAcquireError};
 use crate::ident;
 use crate::layout::{LockLayout, LockWords};
 use crate::raw_lock::{Acquired, NotAcquired};
@@ -42,67 +38,23 @@ const MAGIC: [u8; 8] = *b"MPRLOCK\0";
 /// assert!(!lock.is_locked());
 /// # Ok::<(), multiproc_sync::CreateError>(())
 /// ```
+///
+/// A `Lock` is not an `RLock`: [`attach`](Self::attach) checks the header.
+///
+/// ```
+/// use multiproc_sync::{Lock, RLock};
+/// use std::sync::Arc;
+///
+/// let lock = Lock::new()?;
+/// assert!(RLock::attach(Arc::clone(lock.segment()), 0).is_err());
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
 #[derive(Clone)]
 pub struct RLock {
     shared: Shared<LockLayout>,
 }
 
 impl RLock {
-    /// Bytes an `RLock` occupies in a segment.
-    pub const MEMORY_SIZE: usize = Shared::<LockLayout>::SIZE;
-
-    /// A new unlocked recursive lock in its own anonymous segment.
-    ///
-    /// # Errors
-    ///
-    /// [`CreateError::Segment`] when the segment cannot be made.
-    pub fn new() -> Result<Self, CreateError> {
-        Ok(Self {
-            shared: Shared::create(MAGIC, init)?,
-        })
-    }
-
-    /// A new unlocked recursive lock at `offset` in `segment`; see
-    /// [`Lock::create_in`](crate::Lock::create_in).
-    ///
-    /// # Errors
-    ///
-    /// [`CreateError::Segment`] when the range is out of bounds or misaligned.
-    pub fn create_in(segment: Arc<Segment>, offset: usize) -> Result<Self, CreateError> {
-        Ok(Self {
-            shared: Shared::create_in(segment, offset, MAGIC, init)?,
-        })
-    }
-
-    /// Attaches to the recursive lock at `offset` in `segment`.
-    ///
-    /// # Errors
-    ///
-    /// [`AttachError`] when there is no `RLock` there.
-    ///
-    /// # Examples
-    ///
-    /// ```
-    /// use multiproc_sync::{Lock, RLock};
-    /// use std::sync::Arc;
-    ///
-    /// let lock = Lock::new()?;
-    /// // A Lock is not an RLock: the magic differs.
-    /// assert!(RLock::attach(Arc::clone(lock.segment()), 0).is_err());
-    /// # Ok::<(), Box<dyn std::error::Error>>(())
-    /// ```
-    pub fn attach(segment: Arc<Segment>, offset: usize) -> Result<Self, AttachError> {
-        Ok(Self {
-            shared: Shared::attach(segment, offset, MAGIC, validate)?,
-        })
-    }
-
-    /// The segment the lock lives in.
-    #[must_use]
-    pub fn segment(&self) -> &Arc<Segment> {
-        self.shared.segment()
-    }
-
     #[inline]
     fn words(&self) -> &LockWords {
         &self.shared.get().words
@@ -378,7 +330,7 @@ impl fmt::Debug for RLock {
     }
 }
 
-crate::shared::handle_serde!(RLock, validate);
+crate::shared::shared_handle!(RLock, LockLayout, "unlocked recursive lock", validate);
 
 /// One level of an [`RLock`] held by the calling thread; releases that
 /// level on drop. Not `Send`.

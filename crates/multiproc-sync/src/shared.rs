@@ -199,6 +199,75 @@ impl Wire {
     }
 }
 
+/// The placement half of a handle type whose whole state is
+/// `shared: Shared<$layout>`, set up by the calling module's `init` and
+/// checked by `$validate`, with the module's `MAGIC`: `MEMORY_SIZE`, `new`,
+/// `create_in`, `attach`, `segment`, and serde. `$what` names a new one in
+/// the docs ("unlocked lock").
+macro_rules! shared_handle {
+    ($ty:ident, $layout:ty, $what:literal, $validate:expr) => {
+        impl $ty {
+            #[doc = concat!("Bytes a `", stringify!($ty), "` occupies in a segment (see [`create_in`](Self::create_in)).")]
+            pub const MEMORY_SIZE: usize = $crate::shared::Shared::<$layout>::SIZE;
+
+            #[doc = concat!("A new ", $what, " in its own anonymous shared-memory segment.")]
+            ///
+            /// # Errors
+            ///
+            /// [`CreateError::Segment`](crate::CreateError::Segment) when the
+            /// segment cannot be made.
+            pub fn new() -> Result<Self, $crate::CreateError> {
+                Ok(Self {
+                    shared: $crate::shared::Shared::create(MAGIC, init)?,
+                })
+            }
+
+            #[doc = concat!("A new ", $what, " at `offset` in `segment` (8-byte aligned,")]
+            /// [`MEMORY_SIZE`](Self::MEMORY_SIZE) bytes), for types that keep
+            /// it beside their data. Whatever was there is overwritten;
+            /// nobody may be using those bytes.
+            ///
+            /// # Errors
+            ///
+            /// [`CreateError::Segment`](crate::CreateError::Segment) when the
+            /// range is out of bounds or misaligned.
+            pub fn create_in(
+                segment: std::sync::Arc<multiproc_core::Segment>,
+                offset: usize,
+            ) -> Result<Self, $crate::CreateError> {
+                Ok(Self {
+                    shared: $crate::shared::Shared::create_in(segment, offset, MAGIC, init)?,
+                })
+            }
+
+            #[doc = concat!("Attaches to the `", stringify!($ty), "` at `offset` in `segment`, checking its header.")]
+            ///
+            /// # Errors
+            ///
+            #[doc = concat!("[`AttachError`](crate::AttachError) when there is no `", stringify!($ty), "` there")]
+            /// (another object, another layout version, garbage) or it does
+            /// not fit.
+            pub fn attach(
+                segment: std::sync::Arc<multiproc_core::Segment>,
+                offset: usize,
+            ) -> Result<Self, $crate::AttachError> {
+                Ok(Self {
+                    shared: $crate::shared::Shared::attach(segment, offset, MAGIC, $validate)?,
+                })
+            }
+
+            /// The segment it lives in.
+            #[must_use]
+            pub fn segment(&self) -> &std::sync::Arc<multiproc_core::Segment> {
+                self.shared.segment()
+            }
+        }
+
+        $crate::shared::handle_serde!($ty, $validate);
+    };
+}
+pub(crate) use shared_handle;
+
 /// `Serialize` and `Deserialize` for a handle type whose whole state is
 /// `shared: Shared<_>`: attaching checks the calling module's `MAGIC` and
 /// the given state validator.
