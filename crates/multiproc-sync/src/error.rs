@@ -114,6 +114,68 @@ impl fmt::Display for Timeout {
 
 impl std::error::Error for Timeout {}
 
+/// The impls shared by the two "not acquired, or acquired from a dead
+/// owner" errors: `$busy` is both the unit variant and the unit error type
+/// it stands for.
+macro_rules! busy_or_owner_died {
+    ($ty:ident, $busy:ident, $is_busy:ident, $is_busy_doc:literal) => {
+        impl<G> $ty<G> {
+            #[doc = $is_busy_doc]
+            #[must_use]
+            pub fn $is_busy(&self) -> bool {
+                matches!(self, Self::$busy)
+            }
+
+            /// Whether the lock was acquired from a dead owner.
+            #[must_use]
+            pub fn is_owner_died(&self) -> bool {
+                matches!(self, Self::OwnerDied(_))
+            }
+
+            /// The guard, when the lock was acquired (from a dead owner).
+            #[must_use]
+            pub fn into_inner(self) -> Option<G> {
+                match self {
+                    Self::$busy => None,
+                    Self::OwnerDied(died) => Some(died.into_inner()),
+                }
+            }
+        }
+
+        impl<G> From<OwnerDied<G>> for $ty<G> {
+            fn from(died: OwnerDied<G>) -> Self {
+                Self::OwnerDied(died)
+            }
+        }
+
+        impl<G> From<$busy> for $ty<G> {
+            fn from(_: $busy) -> Self {
+                Self::$busy
+            }
+        }
+
+        impl<G> fmt::Debug for $ty<G> {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                match self {
+                    Self::$busy => f.write_str(stringify!($busy)),
+                    Self::OwnerDied(_) => f.write_str("OwnerDied(..)"),
+                }
+            }
+        }
+
+        impl<G> fmt::Display for $ty<G> {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                match self {
+                    Self::$busy => $busy.fmt(f),
+                    Self::OwnerDied(died) => died.fmt(f),
+                }
+            }
+        }
+
+        impl<G> std::error::Error for $ty<G> {}
+    };
+}
+
 /// Why `try_acquire` on a `Lock` or `RLock` did not simply succeed.
 ///
 /// # Examples
@@ -140,60 +202,12 @@ pub enum TryAcquireError<G> {
     OwnerDied(OwnerDied<G>),
 }
 
-impl<G> TryAcquireError<G> {
-    /// Whether the lock was busy.
-    #[must_use]
-    pub fn is_would_block(&self) -> bool {
-        matches!(self, Self::WouldBlock)
-    }
-
-    /// Whether the lock was acquired from a dead owner.
-    #[must_use]
-    pub fn is_owner_died(&self) -> bool {
-        matches!(self, Self::OwnerDied(_))
-    }
-
-    /// The guard, when the lock was acquired (from a dead owner).
-    #[must_use]
-    pub fn into_inner(self) -> Option<G> {
-        match self {
-            Self::WouldBlock => None,
-            Self::OwnerDied(died) => Some(died.into_inner()),
-        }
-    }
-}
-
-impl<G> From<OwnerDied<G>> for TryAcquireError<G> {
-    fn from(died: OwnerDied<G>) -> Self {
-        Self::OwnerDied(died)
-    }
-}
-
-impl<G> From<WouldBlock> for TryAcquireError<G> {
-    fn from(_: WouldBlock) -> Self {
-        Self::WouldBlock
-    }
-}
-
-impl<G> fmt::Debug for TryAcquireError<G> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Self::WouldBlock => f.write_str("WouldBlock"),
-            Self::OwnerDied(_) => f.write_str("OwnerDied(..)"),
-        }
-    }
-}
-
-impl<G> fmt::Display for TryAcquireError<G> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Self::WouldBlock => WouldBlock.fmt(f),
-            Self::OwnerDied(died) => died.fmt(f),
-        }
-    }
-}
-
-impl<G> std::error::Error for TryAcquireError<G> {}
+busy_or_owner_died!(
+    TryAcquireError,
+    WouldBlock,
+    is_would_block,
+    "Whether the lock was busy."
+);
 
 /// Why `acquire_timeout` on a `Lock` or `RLock` did not simply succeed.
 ///
@@ -224,60 +238,12 @@ pub enum AcquireTimeoutError<G> {
     OwnerDied(OwnerDied<G>),
 }
 
-impl<G> AcquireTimeoutError<G> {
-    /// Whether the deadline passed.
-    #[must_use]
-    pub fn is_timeout(&self) -> bool {
-        matches!(self, Self::Timeout)
-    }
-
-    /// Whether the lock was acquired from a dead owner.
-    #[must_use]
-    pub fn is_owner_died(&self) -> bool {
-        matches!(self, Self::OwnerDied(_))
-    }
-
-    /// The guard, when the lock was acquired (from a dead owner).
-    #[must_use]
-    pub fn into_inner(self) -> Option<G> {
-        match self {
-            Self::Timeout => None,
-            Self::OwnerDied(died) => Some(died.into_inner()),
-        }
-    }
-}
-
-impl<G> From<OwnerDied<G>> for AcquireTimeoutError<G> {
-    fn from(died: OwnerDied<G>) -> Self {
-        Self::OwnerDied(died)
-    }
-}
-
-impl<G> From<Timeout> for AcquireTimeoutError<G> {
-    fn from(_: Timeout) -> Self {
-        Self::Timeout
-    }
-}
-
-impl<G> fmt::Debug for AcquireTimeoutError<G> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Self::Timeout => f.write_str("Timeout"),
-            Self::OwnerDied(_) => f.write_str("OwnerDied(..)"),
-        }
-    }
-}
-
-impl<G> fmt::Display for AcquireTimeoutError<G> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Self::Timeout => Timeout.fmt(f),
-            Self::OwnerDied(died) => died.fmt(f),
-        }
-    }
-}
-
-impl<G> std::error::Error for AcquireTimeoutError<G> {}
+busy_or_owner_died!(
+    AcquireTimeoutError,
+    Timeout,
+    is_timeout,
+    "Whether the deadline passed."
+);
 
 /// `release` was called on a `Lock` or `RLock` by a thread that does not
 /// hold it. Nothing changed.
