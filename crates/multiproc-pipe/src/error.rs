@@ -13,6 +13,36 @@ use multiproc_core::CodecError;
 use std::fmt;
 use std::io;
 
+/// `source` and the conversions shared by the error types that wrap a
+/// codec error, a pickle error and an I/O error.
+macro_rules! codec_io_error {
+    ($ty:ident) => {
+        impl std::error::Error for $ty {
+            fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+                match self {
+                    Self::Codec(err) => Some(err),
+                    #[cfg(feature = "pickle")]
+                    Self::Pickle(err) => Some(err),
+                    Self::Io(err) => Some(err),
+                    _ => None,
+                }
+            }
+        }
+
+        impl From<io::Error> for $ty {
+            fn from(err: io::Error) -> Self {
+                Self::Io(err)
+            }
+        }
+
+        impl From<CodecError> for $ty {
+            fn from(err: CodecError) -> Self {
+                Self::Codec(err)
+            }
+        }
+    };
+}
+
 /// Why a message could not be received.
 ///
 /// Which errors leave the connection usable:
@@ -135,29 +165,7 @@ impl fmt::Display for RecvError {
     }
 }
 
-impl std::error::Error for RecvError {
-    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
-        match self {
-            Self::Codec(err) => Some(err),
-            #[cfg(feature = "pickle")]
-            Self::Pickle(err) => Some(err),
-            Self::Io(err) => Some(err),
-            _ => None,
-        }
-    }
-}
-
-impl From<io::Error> for RecvError {
-    fn from(err: io::Error) -> Self {
-        Self::Io(err)
-    }
-}
-
-impl From<CodecError> for RecvError {
-    fn from(err: CodecError) -> Self {
-        Self::Codec(err)
-    }
-}
+codec_io_error!(RecvError);
 
 impl From<RecvError> for io::Error {
     fn from(err: RecvError) -> Self {
@@ -258,29 +266,7 @@ impl fmt::Display for SendError {
     }
 }
 
-impl std::error::Error for SendError {
-    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
-        match self {
-            Self::Codec(err) => Some(err),
-            #[cfg(feature = "pickle")]
-            Self::Pickle(err) => Some(err),
-            Self::Io(err) => Some(err),
-            _ => None,
-        }
-    }
-}
-
-impl From<io::Error> for SendError {
-    fn from(err: io::Error) -> Self {
-        Self::Io(err)
-    }
-}
-
-impl From<CodecError> for SendError {
-    fn from(err: CodecError) -> Self {
-        Self::Codec(err)
-    }
-}
+codec_io_error!(SendError);
 
 impl From<SendError> for io::Error {
     fn from(err: SendError) -> Self {
