@@ -132,24 +132,27 @@ impl ChildState {
 }
 
 /// `waitpid(pid, 0)`: reaps our child `pid` and returns its raw wait status
-/// (the form the fork server relays). `EINTR` is retried.
+/// (the form the fork server relays).
 pub(crate) fn reap(pid: Pid) -> io::Result<i32> {
     loop {
-        match rustix::process::waitpid(Some(pid), rustix::process::WaitOptions::empty()) {
-            Ok(Some((_, status))) => return Ok(status.as_raw()),
-            Ok(None) => continue,
-            Err(rustix::io::Errno::INTR) => continue,
-            Err(e) => return Err(e.into()),
+        if let Some(raw) = waitpid(pid, rustix::process::WaitOptions::empty())? {
+            return Ok(raw);
         }
     }
 }
 
 /// `waitpid(pid, WNOHANG)`: our child's raw wait status if it has exited.
 fn try_reap(pid: Pid) -> io::Result<Option<i32>> {
+    waitpid(pid, rustix::process::WaitOptions::NOHANG)
+}
+
+/// One `waitpid` for our child `pid`, `EINTR` retried: its raw wait status,
+/// if it has exited.
+fn waitpid(pid: Pid, options: rustix::process::WaitOptions) -> io::Result<Option<i32>> {
     loop {
-        match rustix::process::waitpid(Some(pid), rustix::process::WaitOptions::NOHANG) {
+        match rustix::process::waitpid(Some(pid), options) {
             Ok(found) => return Ok(found.map(|(_, status)| status.as_raw())),
-            Err(rustix::io::Errno::INTR) => continue,
+            Err(rustix::io::Errno::INTR) => {}
             Err(e) => return Err(e.into()),
         }
     }

@@ -459,13 +459,7 @@ impl Pool {
         A: Serialize + DeserializeOwned,
         R: Serialize + DeserializeOwned + Send + 'static,
     {
-        IMap::new(
-            self,
-            Call::new(f),
-            items.into_iter(),
-            chunksize.unwrap_or(1),
-            true,
-        )
+        IMap::new(self, Call::new(f), items.into_iter(), chunksize, true)
     }
 
     /// [`imap`](Self::imap) yielding results as they finish, in any order
@@ -481,13 +475,7 @@ impl Pool {
         A: Serialize + DeserializeOwned,
         R: Serialize + DeserializeOwned + Send + 'static,
     {
-        IMap::new(
-            self,
-            Call::new(f),
-            items.into_iter(),
-            chunksize.unwrap_or(1),
-            false,
-        )
+        IMap::new(self, Call::new(f), items.into_iter(), chunksize, false)
     }
 
     /// Encodes one chunk and queues it; a failure lands in the sink at once.
@@ -920,13 +908,14 @@ where
     A: Serialize,
     R: DeserializeOwned + Send + 'static,
 {
-    fn new(pool: &'p Pool, call: Call, input: I, chunksize: usize, ordered: bool) -> Self {
+    /// `chunksize` `None` is 1.
+    fn new(pool: &'p Pool, call: Call, input: I, chunksize: Option<usize>, ordered: bool) -> Self {
         let (sender, results) = mpsc::channel();
         Self {
             pool,
             call,
             input,
-            chunksize: chunksize.max(1),
+            chunksize: chunksize.unwrap_or(1).max(1),
             ordered,
             exhausted: false,
             submitted: 0,
