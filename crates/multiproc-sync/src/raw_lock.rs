@@ -106,21 +106,30 @@ impl LockWords {
         self.owner.store(me.packed, Ordering::Release);
     }
 
+    /// Moves the word from `seen` (free) to `new` (ours) and records us as
+    /// the owner; whether that worked.
+    #[inline]
+    fn claim(&self, seen: u32, new: u32, me: Me) -> bool {
+        // SYNC: Acquire pairs with the Release swap in `unlock`: the
+        // previous owner's critical section happens before ours.
+        let claimed = self
+            .state
+            .compare_exchange(seen, new, Ordering::Acquire, Ordering::Relaxed)
+            .is_ok();
+        if claimed {
+            self.record(me);
+        }
+        claimed
+    }
+
     /// Takes the lock if that is possible without waiting; an owner found
     /// dead is taken over.
     #[inline]
     pub(crate) fn try_lock(&self, me: Me) -> Result<Acquired, NotAcquired> {
-        // SYNC: Acquire pairs with the Release swap in `unlock`: the
-        // previous owner's critical section happens before ours.
-        match self
-            .state
-            .compare_exchange(0, me.tid, Ordering::Acquire, Ordering::Relaxed)
-        {
-            Ok(_) => {
-                self.record(me);
-                Ok(Acquired::Clean)
-            }
-            Err(_) => self.try_lock_contended(me),
+        if self.claim(0, me.tid, me) {
+            Ok(Acquired::Clean)
+        } else {
+            self.try_lock_contended(me)
         }
     }
 
@@ -130,17 +139,7 @@ impl LockWords {
             let cur = self.state.load(Ordering::Relaxed);
             match cur & TID_MASK {
                 0 => {
-                    if self
-                        .state
-                        .compare_exchange(
-                            cur,
-                            me.tid | (cur & WAITERS),
-                            Ordering::Acquire,
-                            Ordering::Relaxed,
-                        )
-                        .is_ok()
-                    {
-                        self.record(me);
+                    if self.claim(cur, me.tid | (cur & WAITERS), me) {
                         return Ok(Acquired::Clean);
                     }
                 }
@@ -159,13 +158,7 @@ impl LockWords {
     /// Takes the lock, waiting until `deadline` (`None`: for ever).
     #[inline]
     pub(crate) fn lock(&self, me: Me, deadline: Option<Instant>) -> Result<Acquired, NotAcquired> {
-        // SYNC: as in `try_lock`.
-        if self
-            .state
-            .compare_exchange(0, me.tid, Ordering::Acquire, Ordering::Relaxed)
-            .is_ok()
-        {
-            self.record(me);
+        if self.claim(0, me.tid, me) {
             return Ok(Acquired::Clean);
         }
         self.lock_slow(me, deadline)
@@ -183,18 +176,7 @@ impl LockWords {
             let cur = self.state.load(Ordering::Relaxed);
             let tid = cur & TID_MASK;
             if tid == 0 {
-                // SYNC: as in `try_lock`.
-                if self
-                    .state
-                    .compare_exchange_weak(
-                        cur,
-                        me.tid | (cur & WAITERS),
-                        Ordering::Acquire,
-                        Ordering::Relaxed,
-                    )
-                    .is_ok()
-                {
-                    self.record(me);
+                if self.claim(cur, me.tid | (cur & WAITERS), me) {
                     return Ok(Acquired::Clean);
                 }
                 continue;
@@ -215,12 +197,7 @@ impl LockWords {
             let cur = self.state.load(Ordering::Relaxed);
             if cur & TID_MASK == 0 {
                 // We may have slept: others may still sleep, keep the bit.
-                if self
-                    .state
-                    .compare_exchange(cur, me.tid | WAITERS, Ordering::Acquire, Ordering::Relaxed)
-                    .is_ok()
-                {
-                    self.record(me);
+                if self.claim(cur, me.tid | WAITERS, me) {
                     return Ok(Acquired::Clean);
                 }
                 continue;
