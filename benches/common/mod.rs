@@ -704,36 +704,7 @@ impl Peer for ShmRawSync {
 
 // ---------------------------------------------------------------- processes
 
-/// Forks a child running `body`; the child never returns from here.
-pub fn fork_child(body: impl FnOnce()) -> libc::pid_t {
-    // SAFETY: the bench process is single-threaded when it forks (no peer
-    // starts threads: ipc-channel's router is never used); the child only
-    // runs `body` on its copies and then `_exit`s.
-    let pid = unsafe { libc::fork() };
-    assert!(pid >= 0, "fork failed");
-    if pid == 0 {
-        // SAFETY: plain system call; the child dies with the bench process
-        // instead of spinning on as an orphan if the bench is interrupted.
-        unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) };
-        let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(body));
-        // SAFETY: ends the child without running the parent's destructors
-        // (which would unlink the parent's named segments) or atexit hooks.
-        unsafe { libc::_exit(if outcome.is_ok() { 0 } else { 101 }) };
-    }
-    pid
-}
-
-/// SIGKILLs and reaps our own children.
-pub fn kill_children(pids: &[libc::pid_t]) {
-    for &pid in pids {
-        // SAFETY: plain system calls on children we forked; a null status
-        // pointer is allowed.
-        unsafe {
-            libc::kill(pid, libc::SIGKILL);
-            libc::waitpid(pid, std::ptr::null_mut(), 0);
-        }
-    }
-}
+pub use multiproc_testkit::{fork_child, kill_children};
 
 /// Whether a child has exited (a crashed partner must not hang the run).
 fn any_exited(pids: &[libc::pid_t]) -> bool {

@@ -26,6 +26,7 @@ use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_m
 use multiproc_core::Segment;
 use multiproc_core::futex::{self, SpinWait};
 use multiproc_queue::Queue;
+use multiproc_testkit::{fork_child, kill_children};
 use std::hint::black_box;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -67,31 +68,6 @@ impl Path {
             Self::BytesInto => "bytes_into",
             Self::Typed => "typed",
             Self::ZeroCopy => "zero_copy",
-        }
-    }
-}
-
-/// Forks a child running `body`, which never returns.
-fn fork_child(body: impl FnOnce()) -> libc::pid_t {
-    // SAFETY: the bench is single-threaded when it forks; the child only
-    // uses the queue, shared atomics and its own allocations, then `_exit`s.
-    let pid = unsafe { libc::fork() };
-    assert!(pid >= 0, "fork failed");
-    if pid == 0 {
-        body();
-        // SAFETY: ends the forked child without running the parent's
-        // destructors or atexit handlers.
-        unsafe { libc::_exit(0) };
-    }
-    pid
-}
-
-fn kill_children(pids: &[libc::pid_t]) {
-    for &pid in pids {
-        // SAFETY: our own forked children; status pointer may be null.
-        unsafe {
-            libc::kill(pid, libc::SIGKILL);
-            libc::waitpid(pid, std::ptr::null_mut(), 0);
         }
     }
 }

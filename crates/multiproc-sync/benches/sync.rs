@@ -17,6 +17,7 @@
 use criterion::{Criterion, criterion_group, criterion_main};
 use multiproc_core::Segment;
 use multiproc_sync::{Event, Lock, RLock};
+use multiproc_testkit::fork_child;
 use std::hint::black_box;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -161,22 +162,6 @@ fn uncontended(c: &mut Criterion) {
         });
     });
     group.finish();
-}
-
-/// Forks a child that runs `body` and exits; returns its pid.
-fn fork_child(body: impl FnOnce()) -> libc::pid_t {
-    // SAFETY: the child only touches shared memory and atomics (no locks
-    // that another thread of the parent could hold) and leaves with
-    // `_exit`, never returning into criterion.
-    unsafe {
-        let pid = libc::fork();
-        assert!(pid >= 0, "fork failed");
-        if pid == 0 {
-            body();
-            libc::_exit(0);
-        }
-        pid
-    }
 }
 
 fn reap(pid: libc::pid_t) {

@@ -185,3 +185,45 @@ pub fn eventually(limit: Duration, mut check: impl FnMut() -> bool) -> bool {
         std::thread::sleep(Duration::from_millis(1));
     }
 }
+
+/// Forks a benchmark partner running `body`; the child never returns from
+/// here (it `_exit`s: 0, or 101 when `body` panicked) and dies with the
+/// calling thread (`PR_SET_PDEATHSIG`), so an interrupted bench leaves no
+/// spinning orphan.
+///
+/// # Panics
+///
+/// When the process runs more than one thread (a forked child would find
+/// their locks held for ever), or `fork` fails.
+pub fn fork_child(body: impl FnOnce()) -> libc::pid_t {
+    let threads = std::fs::read_dir("/proc/self/task").map(Iterator::count);
+    assert!(
+        matches!(threads, Ok(1)),
+        "fork_child needs a single-threaded process"
+    );
+    // SAFETY: the process has one thread (checked above), so the child
+    // finds no lock held by a thread that is not there; it runs `body` on
+    // its copies and `_exit`s.
+    let pid = unsafe { libc::fork() };
+    assert!(pid >= 0, "fork failed");
+    if pid == 0 {
+        let _ =
+            rustix::process::set_parent_process_death_signal(Some(rustix::process::Signal::KILL));
+        let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(body));
+        // SAFETY: ends the child without running the parent's destructors
+        // (which would unlink the parent's named segments) or exit handlers.
+        unsafe { libc::_exit(if outcome.is_ok() { 0 } else { 101 }) };
+    }
+    pid
+}
+
+/// `SIGKILL`s and reaps children made by [`fork_child`].
+pub fn kill_children(pids: &[libc::pid_t]) {
+    for pid in pids
+        .iter()
+        .filter_map(|&p| rustix::process::Pid::from_raw(p))
+    {
+        let _ = rustix::process::kill_process(pid, rustix::process::Signal::KILL);
+        let _ = rustix::process::waitpid(Some(pid), rustix::process::WaitOptions::empty());
+    }
+}
