@@ -62,7 +62,7 @@ impl ExeId {
         Ok(*CACHED.get_or_init(|| id))
     }
 
-    pub(crate) fn current() -> std::io::Result<Self> {
+    fn current() -> std::io::Result<Self> {
         let meta = std::fs::metadata("/proc/self/exe")?;
         Ok(Self {
             dev: meta.dev(),

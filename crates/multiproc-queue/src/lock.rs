@@ -93,7 +93,7 @@ fn register_atfork() {
 
 /// What [`register_fences`] may assume about the process's threads.
 #[derive(Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Threads {
+enum Threads {
     /// Look: register at once if there is one thread, else in the
     /// background.
     Count,
@@ -128,7 +128,7 @@ fn kernel_has_membarrier() -> bool {
 ///
 /// # References
 ///  - [membarrier(2)](https://man7.org/linux/man-pages/man2/membarrier.2.html)
-pub(crate) fn register_fences(threads: Threads) {
+fn register_fences(threads: Threads) {
     use rustix::thread::{MembarrierCommand, membarrier};
     // Full fences until registration is done: that is correct at any time.
     FAST_MODE.store(SYMMETRIC, Ordering::SeqCst);
