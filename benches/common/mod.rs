@@ -18,8 +18,9 @@
 
 use multiproc::os::futex;
 use multiproc::{Connection, Pipe, Queue, Segment};
+use std::fs::File;
 use std::hint::black_box;
-use std::os::fd::OwnedFd;
+use std::io::{Read, Write};
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
@@ -312,24 +313,16 @@ impl Peer for PipeConn {
 
 /// Raw descriptors: one `write` per message, `read` until its bytes are in.
 struct RawLink {
-    tx: OwnedFd,
-    rx: OwnedFd,
+    tx: File,
+    rx: File,
 }
 
 impl Link for RawLink {
-    fn send(&mut self, mut msg: &[u8]) {
-        while !msg.is_empty() {
-            let n = rustix::io::write(&self.tx, msg).expect("write");
-            msg = &msg[n..];
-        }
+    fn send(&mut self, msg: &[u8]) {
+        self.tx.write_all(msg).expect("write");
     }
     fn recv(&mut self, buf: &mut [u8]) {
-        let mut got = 0;
-        while got < buf.len() {
-            let n = rustix::io::read(&self.rx, &mut buf[got..]).expect("read");
-            assert!(n > 0, "peer closed");
-            got += n;
-        }
+        self.rx.read_exact(buf).expect("read");
     }
 }
 
@@ -353,7 +346,10 @@ impl Peer for RawPipe {
     }
     fn link(&self, _size: usize) -> Box<dyn Link> {
         let (rx, tx) = rustix::pipe::pipe().expect("pipe");
-        Box::new(RawLink { tx, rx })
+        Box::new(RawLink {
+            tx: tx.into(),
+            rx: rx.into(),
+        })
     }
 }
 
@@ -377,7 +373,10 @@ impl Peer for RawSocketpair {
     }
     fn link(&self, _size: usize) -> Box<dyn Link> {
         let (tx, rx) = multiproc::os::scm::stream_pair().expect("socketpair");
-        Box::new(RawLink { tx, rx })
+        Box::new(RawLink {
+            tx: tx.into(),
+            rx: rx.into(),
+        })
     }
 }
 

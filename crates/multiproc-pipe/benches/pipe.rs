@@ -23,6 +23,8 @@
 
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 use multiproc_pipe::{Connection, Pipe};
+use std::fs::File;
+use std::io::{Read, Write};
 use std::os::fd::OwnedFd;
 use std::time::{Duration, Instant};
 
@@ -68,25 +70,17 @@ impl End for Conn {
 /// Raw descriptors: `rx` to read, `tx` to write (the same socket, or the
 /// two ends of different pipes).
 struct Raw {
-    rx: OwnedFd,
-    tx: OwnedFd,
+    rx: File,
+    tx: File,
 }
 
 impl End for Raw {
-    fn send(&mut self, mut buf: &[u8]) {
-        while !buf.is_empty() {
-            let n = rustix::io::write(&self.tx, buf).expect("write");
-            buf = &buf[n..];
-        }
+    fn send(&mut self, buf: &[u8]) {
+        self.tx.write_all(buf).expect("write");
     }
 
     fn recv(&mut self, buf: &mut [u8]) {
-        let mut got = 0;
-        while got < buf.len() {
-            let n = rustix::io::read(&self.rx, &mut buf[got..]).expect("read");
-            assert!(n > 0, "peer closed");
-            got += n;
-        }
+        self.rx.read_exact(buf).expect("read");
     }
 }
 
@@ -117,8 +111,14 @@ fn pair(kind: &str) -> (Box<dyn End>, Box<dyn End>) {
         "raw_socketpair" => {
             let (a, b) = multiproc_core::scm::stream_pair().unwrap();
             (
-                Box::new(Raw { rx: dup(&a), tx: a }),
-                Box::new(Raw { rx: dup(&b), tx: b }),
+                Box::new(Raw {
+                    rx: dup(&a).into(),
+                    tx: a.into(),
+                }),
+                Box::new(Raw {
+                    rx: dup(&b).into(),
+                    tx: b.into(),
+                }),
             )
         }
         "raw_pipe" => {
@@ -126,12 +126,12 @@ fn pair(kind: &str) -> (Box<dyn End>, Box<dyn End>) {
             let (up_rx, up_tx) = rustix::pipe::pipe().unwrap();
             (
                 Box::new(Raw {
-                    rx: up_rx,
-                    tx: down_tx,
+                    rx: up_rx.into(),
+                    tx: down_tx.into(),
                 }),
                 Box::new(Raw {
-                    rx: down_rx,
-                    tx: up_tx,
+                    rx: down_rx.into(),
+                    tx: up_tx.into(),
                 }),
             )
         }
