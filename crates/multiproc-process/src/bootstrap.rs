@@ -36,8 +36,9 @@ pub(crate) struct Header {
     pub(crate) target: i64,
     pub(crate) name: String,
     pub(crate) daemon: bool,
-    /// The parent started the child from its main thread, whose exit is
-    /// the process's: the kernel's parent-death signal serves a daemon.
+    /// A daemon started from the parent's main thread, whose exit is the
+    /// process's: the kernel's parent-death signal serves it. (Not looked
+    /// up for other children.)
     pub(crate) from_main_thread: bool,
     pub(crate) parent: u64,
     pub(crate) parent_name: String,

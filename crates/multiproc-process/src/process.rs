@@ -148,7 +148,8 @@ where
             target: target::offset_of(self.target as usize),
             name: name.clone(),
             daemon: self.daemon,
-            from_main_thread: rustix::thread::gettid() == rustix::process::getpid(),
+            // Only a daemon needs it (two system calls).
+            from_main_thread: self.daemon && rustix::thread::gettid() == rustix::process::getpid(),
             parent: ProcessIdentity::current().to_u64(),
             parent_name: me.name,
         };
