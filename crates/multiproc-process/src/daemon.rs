@@ -13,8 +13,8 @@
 //! still the one it was started by (pid + start time, so a reused pid is
 //! caught) — and a small thread waits for it to become readable, which the
 //! kernel makes it when the parent exits, by any means ([`die_with`]). The
-//! thread made a two-worker pool's start, first task and close about 70 µs
-//! slower (measured in a loop), so it is only the fallback.
+//! thread costs every such daemon a thread start and, at exit, a thread to
+//! tear down, so it is only the fallback.
 #![allow(unsafe_code)]
 
 use multiproc_core::ProcessIdentity;
