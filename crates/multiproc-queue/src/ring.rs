@@ -12,7 +12,9 @@
 //! cache and costs one uncontended CAS; the hand-off between the sides is two
 //! words, `tail` and `head`, on separate cache lines, each read through a
 //! cached copy so a side touches the other's line only when its copy runs
-//! out. Both locks record the holder's process identity, which is what makes
+//! out. A blocking producer that finds the ring full waits, while it spins,
+//! for a batch of room ([`RESUME_ROOM`]) rather than for one record, so the
+//! two sides do not trade head's line once per message. Both locks record the holder's process identity, which is what makes
 //! them robust: a waiter that sleeps a [`LIVENESS_SLICE`] without progress
 //! asks the kernel whether the holder lives and takes the lock over from a
 //! dead one.
@@ -83,6 +85,7 @@
 
 use multiproc_core::futex::{self, SpinWait, WaitOutcome};
 use multiproc_core::{Header, Segment};
+use std::cell::Cell;
 use std::ptr::NonNull;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Instant;
@@ -128,8 +131,17 @@ const DIRECT_ENCODE_MAX: u32 = 64 * 1024;
 #[cfg(test)]
 pub(crate) const DIRECT_ENCODE_MAX_FOR_TESTS: usize = DIRECT_ENCODE_MAX as usize;
 
+/// Typed puts encode in place only with at least this much room (the first
+/// write of a value reserves 64 bytes).
+const MIN_ENCODING_ROOM: u32 = 64;
+
 /// A waiting consumer looks at tail once per this many pause instructions.
 const POLL_EVERY: u32 = 8;
+
+/// A producer that found the ring full goes on, while it spins, once this
+/// many bytes (or a quarter of the ring) are free: enough records to write
+/// before it has to look at head again.
+const RESUME_ROOM: u32 = 4096;
 
 /// A reader assembling a large message reserves at most this much ahead;
 /// beyond it the buffer grows with the data actually received, so a corrupt
@@ -252,6 +264,11 @@ pub(crate) struct Ring {
     base: NonNull<u8>,
     cap: u32,
     max_record: u32,
+    /// A producer that found the ring full spins until this much is free.
+    resume_room: u32,
+    /// Length of the last value this process encoded in place (or the room
+    /// it did not fit in): how much room is worth a fresh look at head.
+    last_encoding: AtomicU32,
     maxsize: u32,
     max_message: u64,
     kind: Kind,
@@ -348,6 +365,8 @@ impl Ring {
             base,
             cap,
             max_record: (cap / 2) & !(REC_ALIGN - 1),
+            resume_room: (cap / 4).min(RESUME_ROOM),
+            last_encoding: AtomicU32::new(0),
             maxsize,
             max_message,
             kind: found_kind,
@@ -439,6 +458,41 @@ impl Ring {
         h[3].store((extra >> 32) as u32, Ordering::Relaxed);
     }
 
+    /// Asks the CPU to fetch the two cache lines from the first line
+    /// boundary at or after `off` (wrapping), for writing (`PREFETCHW`) or
+    /// reading. A hint only: no effect on memory contents, never faults.
+    ///
+    /// Why: each put and get takes a lock with a locked instruction, which
+    /// waits until the operation's earlier stores are done; a store to a
+    /// ring line last read on the other CPU waits for that line to come
+    /// over. Fetching the lines the next records will use while this one is
+    /// finished overlaps those transfers instead of paying them in turn.
+    #[inline]
+    fn prefetch(&self, off: u32, write: bool) {
+        #[cfg(target_arch = "x86_64")]
+        {
+            use std::arch::x86_64::{_MM_HINT_ET0, _MM_HINT_T0, _mm_prefetch};
+            const LINE: u32 = 64;
+            let first = off.next_multiple_of(LINE);
+            for line in [first, first + LINE] {
+                let at = (line % self.cap) as usize;
+                // SAFETY: `at < cap`, so the address lies inside the ring's
+                // mapping; a prefetch reads and writes nothing and cannot
+                // fault, and SSE is part of the x86_64 baseline.
+                unsafe {
+                    let p = self.base.as_ptr().add(at).cast::<i8>();
+                    if write {
+                        _mm_prefetch::<_MM_HINT_ET0>(p);
+                    } else {
+                        _mm_prefetch::<_MM_HINT_T0>(p);
+                    }
+                }
+            }
+        }
+        #[cfg(not(target_arch = "x86_64"))]
+        let _ = (off, write);
+    }
+
     /// The payload bytes `off..off + len` of the ring, for reading.
     ///
     /// # Safety
@@ -495,7 +549,10 @@ impl Ring {
         self.prod_lock()
             .lock(me(), block.sleeps(), block.deadline())
             .map_err(|()| block.expired())?;
-        let p = Producer { ring: self };
+        let p = Producer {
+            ring: self,
+            patient: Cell::new(false),
+        };
         let closed = self.closed();
         if closed & CLOSING != 0 && closed & SEALED == 0 {
             // We hold the producer lock: every put that will ever publish has
@@ -548,7 +605,7 @@ impl Ring {
     ) -> Result<Option<Option<E>>, Stop> {
         let p = self.producer(block)?;
         p.settle(block)?;
-        let want = rec_len(64).min(self.max_record);
+        let want = rec_len(MIN_ENCODING_ROOM).min(self.max_record);
         p.wait_space(block, |p| {
             Ok(p.items_ok() && p.room_for_encoding()?.1 >= want)
         })?;
@@ -557,7 +614,13 @@ impl Ring {
         // SAFETY: we hold the producer lock and `room_for_encoding` placed
         // `start..start + room` in the free part of the ring.
         let buf = unsafe { self.bytes_mut(start + REC_ALIGN, room - REC_ALIGN) };
-        match encode(buf) {
+        let encoded = encode(buf);
+        let hint = match &encoded {
+            Ok(len) => *len as u32,
+            Err(_) => room,
+        };
+        self.last_encoding.store(hint, Ordering::Relaxed);
+        match encoded {
             Ok(len) => {
                 // The payload is in place; `emit` adds the header (and the
                 // pad, which lies outside `buf`) and publishes.
@@ -755,6 +818,10 @@ impl Ring {
 /// Holder of the producer lock; unlocks on drop.
 pub(crate) struct Producer<'r> {
     ring: &'r Ring,
+    /// Set while a blocking put may still spin: a fresh look at head that
+    /// finds less than `resume_room` free then counts as no room (see
+    /// [`rooms`](Self::rooms)).
+    patient: Cell<bool>,
 }
 
 impl Drop for Producer<'_> {
@@ -810,6 +877,12 @@ impl Producer<'_> {
         let end = cap - t;
         let a = free.min(end);
         let b = if t != 0 && free > end { free - end } else { 0 };
+        if fresh && self.patient.get() && free < self.ring.resume_room {
+            // Resuming with room for a record or two would make every
+            // following put look at head again: one transfer of head's line
+            // per message, each stalling the consumer's next store.
+            return Ok((0, 0));
+        }
         let max = self.ring.max_record;
         Ok((a.min(max), b.min(max)))
     }
@@ -829,10 +902,13 @@ impl Producer<'_> {
     }
 
     /// The larger placement for a value encoded in place, from the cached
-    /// head unless that leaves less than a page.
+    /// head unless that leaves less than the last value put this way took
+    /// (and at least [`MIN_ENCODING_ROOM`]).
     fn room_for_encoding(&self) -> Result<(u32, u32), Stop> {
         let (a, b) = self.rooms(false)?;
-        let (a, b) = if a.max(b) < 4096.min(self.ring.max_record) {
+        let hint = self.ring.last_encoding.load(Ordering::Relaxed);
+        let need = rec_len(hint.clamp(MIN_ENCODING_ROOM, DIRECT_ENCODE_MAX));
+        let (a, b) = if a.max(b) < need.min(self.ring.max_record) {
             self.rooms(true)?
         } else {
             (a, b)
@@ -851,9 +927,16 @@ impl Producer<'_> {
         let max = self.ring.maxsize;
         max == 0 || {
             let (tc, _) = self.tail();
-            // SYNC: SeqCst, as in `head(true)`.
-            let (hc, _) = unpack(self.ctl().head.word.load(Ordering::SeqCst));
-            tc.wrapping_sub(hc) < max
+            let below = |head: u64| tc.wrapping_sub(unpack(head).0) < max;
+            let prod = &self.ctl().prod;
+            // The cached head is never ahead of the real one: if it allows
+            // the message, so does head.
+            below(prod.cached_head.load(Ordering::Relaxed)) || {
+                // SYNC: SeqCst, as in `head(true)`.
+                let word = self.ctl().head.word.load(Ordering::SeqCst);
+                prod.cached_head.store(word, Ordering::Relaxed);
+                below(word)
+            }
         }
     }
 
@@ -862,7 +945,9 @@ impl Producer<'_> {
     }
 
     /// Waits until `ready` holds (re-checked after every change of head),
-    /// the queue closes, or the deadline passes.
+    /// the queue closes, or the deadline passes. While it may spin, a
+    /// blocking wait is patient: it goes on only once a batch of room is
+    /// free or the record does not need a fresh look at head.
     fn wait_space(
         &self,
         block: Block,
@@ -871,10 +956,14 @@ impl Producer<'_> {
         if self.closing() {
             return Err(Stop::Closed);
         }
-        if ready(self)? {
-            return Ok(());
-        }
-        self.wait_space_slow(block, &mut ready)
+        self.patient.set(block.sleeps());
+        let done = match ready(self) {
+            Ok(true) => Ok(()),
+            Ok(false) => self.wait_space_slow(block, &mut ready),
+            Err(e) => Err(e),
+        };
+        self.patient.set(false);
+        done
     }
 
     #[cold]
@@ -887,7 +976,15 @@ impl Producer<'_> {
             return Err(Stop::WouldBlock);
         };
         let mut spin = SpinWait::new();
+        let mut polls = 0u32;
         while spin.spin() {
+            // As the consumer polls tail: look at head only every
+            // POLL_EVERY pauses. Each look pulls head's line away from the
+            // consumer, whose next store then waits for it.
+            polls += 1;
+            if !polls.is_multiple_of(POLL_EVERY) {
+                continue;
+            }
             if self.closing() {
                 return Err(Stop::Closed);
             }
@@ -895,6 +992,9 @@ impl Producer<'_> {
                 return Ok(());
             }
         }
+        // A sleeper takes any room: a consumer wakes it on every record it
+        // frees, and sleeping again each time would cost more.
+        self.patient.set(false);
         let space = &self.ctl().wait.space;
         loop {
             let v = lock::prepare_sleep(space);
@@ -948,6 +1048,9 @@ impl Producer<'_> {
         // `prepare_sleep` in `wait_data`/`wait_more`.
         self.ctl().tail.word.store(word, Ordering::Release);
         lock::notify(&self.ctl().wait.data);
+        // The line holding `next` may be read right now by a consumer that
+        // keeps up; the lines after it are not.
+        ring.prefetch(next, true);
     }
 
     /// Publishes the `ABORT` a dead or timed-out producer owes, if any.
@@ -1158,6 +1261,11 @@ impl Consumer<'_> {
             WHOLE | FIRST | CONT | LAST | ABORT => (h + rec) % cap,
             _ => return Err(corrupt("record kind")),
         };
+        if (t + cap - next) % cap >= 256 {
+            // Those lines are published: fetching them cannot pull a line
+            // away from a producer still writing it.
+            ring.prefetch(next, false);
+        }
         Ok(Some(Rec {
             off: h,
             count,
