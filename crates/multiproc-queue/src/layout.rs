@@ -8,7 +8,7 @@
 //! |---|---|---|---|---|
 //! | 0 | 32 | core [`Header`](multiproc_core::Header): magic `MPQUEUE\0`, [`VERSION`], size | creator | published last, `Release` |
 //! | 128 | 128 | [`Config`]: ring length, item bound, message limit, kind | creator | before the header |
-//! | 256 | 128 | [`ProducerLine`]: producer lock owner, cached head, fragment state | producer-lock holder | the lock |
+//! | 256 | 128 | [`ProducerLine`]: producer lock owner, cached head, fragment state, copy of tail | producer-lock holder | the lock |
 //! | 384 | 128 | [`WordLine`] tail: `count << 32 \| offset` | producer-lock holder | `Release` store publishes records |
 //! | 512 | 128 | [`ConsumerLine`]: consumer lock owner, cached tail, read state | consumer-lock holder | the lock |
 //! | 640 | 128 | [`WordLine`] head: `count << 32 \| offset` | consumer-lock holder | `Release` store frees bytes |
@@ -27,7 +27,7 @@ use std::sync::atomic::{AtomicU32, AtomicU64};
 /// Magic of a queue segment.
 pub(crate) const MAGIC: [u8; 8] = *b"MPQUEUE\0";
 /// Layout version; bump on any change in this file or in the record format.
-pub(crate) const VERSION: u32 = 1;
+pub(crate) const VERSION: u32 = 2;
 /// Where the ring starts: page aligned, so record offsets are addresses'
 /// alignment too.
 pub(crate) const RING_OFFSET: usize = 4096;
@@ -64,6 +64,10 @@ pub(crate) struct ProducerLine {
     /// `IDLE` or `FRAGMENTING` (see `ring.rs`).
     pub state: AtomicU32,
     _reserved: AtomicU32,
+    /// The producers' copy of the tail word, stored right after it. Reading
+    /// tail from its own line would miss whenever a consumer had just
+    /// polled it; this line stays with the producers.
+    pub tail: AtomicU64,
 }
 
 /// The consumer side, touched only by the consumer-lock holder.

@@ -94,7 +94,7 @@ use crate::error::QueueError;
 use crate::layout::{
     Control, MAGIC, MAX_RING, MIN_RING, REC_ALIGN, RING_OFFSET, VERSION, pack, unpack,
 };
-use crate::lock::{self, LIVENESS_SLICE, RobustLock, me};
+use crate::lock::{self, LIVENESS_SLICE, Locked, RobustLock, me};
 
 const PAD: u32 = 0x5251_0001;
 const WHOLE: u32 = 0x5251_0002;
@@ -546,13 +546,21 @@ impl Ring {
 
     /// Takes the producer lock (and seals a half-done close).
     pub(crate) fn producer(&self, block: Block) -> Result<Producer<'_>, Stop> {
-        self.prod_lock()
+        let locked = self
+            .prod_lock()
             .lock(me(), block.sleeps(), block.deadline())
             .map_err(|()| block.expired())?;
         let p = Producer {
             ring: self,
             patient: Cell::new(false),
         };
+        if locked == Locked::Recovered {
+            // The dead holder may have stored tail but not its copy.
+            let ctl = self.ctl();
+            ctl.prod
+                .tail
+                .store(ctl.tail.word.load(Ordering::Relaxed), Ordering::Relaxed);
+        }
         let closed = self.closed();
         if closed & CLOSING != 0 && closed & SEALED == 0 {
             // We hold the producer lock: every put that will ever publish has
@@ -835,10 +843,11 @@ impl Producer<'_> {
         self.ring.ctl()
     }
 
-    /// `(count, offset)` of tail. Only lock holders write it.
+    /// `(count, offset)` of tail, from the producers' copy. Only lock
+    /// holders write either.
     #[inline]
     fn tail(&self) -> (u32, u32) {
-        unpack(self.ctl().tail.word.load(Ordering::Relaxed))
+        unpack(self.ctl().prod.tail.load(Ordering::Relaxed))
     }
 
     /// Head offset: the cached copy, or a fresh one.
@@ -1047,6 +1056,7 @@ impl Producer<'_> {
         // `wait_more`). `notify` then is the fast half of the pair with
         // `prepare_sleep` in `wait_data`/`wait_more`.
         self.ctl().tail.word.store(word, Ordering::Release);
+        self.ctl().prod.tail.store(word, Ordering::Relaxed);
         lock::notify(&self.ctl().wait.data);
         // The line holding `next` may be read right now by a consumer that
         // keeps up; the lines after it are not.

@@ -49,6 +49,19 @@ use worker::{WorkerArgs, worker_main};
 /// others go to the remaining workers.
 pub const PREFETCH: usize = 8;
 
+/// Ring of a worker's task queue. At most [`PREFETCH`] tasks are in it, so
+/// a small ring is enough, and it stays in the caches: the default 64 MiB
+/// ring would have every task written to a line nobody touched for a long
+/// while (and its pages zeroed by the kernel on first use). Larger tasks
+/// still go through, in fragments.
+const TASK_RING: usize = 256 << 10;
+
+/// Ring of the report queue, which all workers share; see [`TASK_RING`].
+const REPORT_RING: usize = 1 << 20;
+
+/// Most chunks `map` encodes before it queues them (under one lock).
+const SUBMIT_BATCH: usize = 256;
+
 /// Most reports the result thread handles under one lock.
 const REPORT_BATCH: usize = 64;
 
@@ -169,7 +182,10 @@ impl PoolBuilder {
         let shared = Arc::new(Shared {
             state: Mutex::new(State::default()),
             finished: Condvar::new(),
-            reports: Queue::new().map_err(io::Error::other)?,
+            reports: Queue::builder()
+                .ring_bytes(REPORT_RING)
+                .build()
+                .map_err(io::Error::other)?,
             config,
         });
         {
@@ -485,18 +501,29 @@ impl Pool {
 
     /// [`submit`](Self::submit) for many chunks, under one lock: the result
     /// thread contends for that lock with every report.
+    ///
+    /// Chunks go in batches of [`SUBMIT_BATCH`], so workers start on the
+    /// first ones while the rest are still being encoded.
     fn submit_all<'a, A: Serialize + 'a>(
         &self,
         call: Call,
         chunks: impl IntoIterator<Item = (&'a [A], Sink)>,
     ) {
+        let mut chunks = chunks.into_iter().peekable();
         let mut encoded = Vec::new();
-        for (chunk, sink) in chunks {
-            match multiproc_core::codec::encode(chunk) {
-                Ok(bytes) => encoded.push((bytes, sink)),
-                Err(e) => sink(Err(TaskError::Transport(e.to_string()))),
+        while chunks.peek().is_some() {
+            for (chunk, sink) in chunks.by_ref().take(SUBMIT_BATCH) {
+                match multiproc_core::codec::encode(chunk) {
+                    Ok(bytes) => encoded.push((bytes, sink)),
+                    Err(e) => sink(Err(TaskError::Transport(e.to_string()))),
+                }
             }
+            self.submit_encoded(call, encoded.drain(..));
         }
+    }
+
+    /// Queues encoded chunks and dispatches them, under one lock.
+    fn submit_encoded(&self, call: Call, encoded: impl Iterator<Item = (Vec<u8>, Sink)>) {
         let mut state = self.shared.lock();
         let refused = if state.terminated {
             Some(TaskError::Terminated)
@@ -646,7 +673,10 @@ impl Shared {
     }
 
     fn spawn_worker(&self) -> io::Result<Worker> {
-        let tasks = Queue::new().map_err(io::Error::other)?;
+        let tasks = Queue::builder()
+            .ring_bytes(TASK_RING)
+            .build()
+            .map_err(io::Error::other)?;
         let args = WorkerArgs {
             tasks: tasks.clone(),
             reports: self.reports.clone(),
