@@ -161,6 +161,41 @@ impl Drop for Scope {
     }
 }
 
+/// A scope with no table on a thread that has no table and no failure
+/// either (the usual case: a message of a type without handles, not nested
+/// in another encode): nothing to install or restore, only a failure
+/// recorded meanwhile to take, panics included.
+struct BareScope;
+
+impl BareScope {
+    /// `Some` when a table-less scope needs nothing installed now.
+    fn open() -> Option<Self> {
+        STATE
+            .with(|state| {
+                let state = state.borrow();
+                state.table.is_none() && state.failure.is_none()
+            })
+            .then_some(Self)
+    }
+
+    fn finish(self) -> Option<HandleError> {
+        std::mem::forget(self);
+        take_failure()
+    }
+}
+
+impl Drop for BareScope {
+    fn drop(&mut self) {
+        // Unwinding: the failure belonged to the encode or decode that
+        // panicked.
+        let _ = take_failure();
+    }
+}
+
+fn take_failure() -> Option<HandleError> {
+    STATE.with(|state| state.borrow_mut().failure.take())
+}
+
 /// Runs `f` (an encode) with a fresh descriptor table, or with none when
 /// `carry_fds` is false; returns its result, the descriptors it collected and
 /// the first handle failure.
@@ -168,6 +203,10 @@ pub(crate) fn encode_scope<R>(
     carry_fds: bool,
     f: impl FnOnce() -> R,
 ) -> (R, Vec<OwnedFd>, Option<HandleError>) {
+    if !carry_fds && let Some(bare) = BareScope::open() {
+        let result = f();
+        return (result, Vec::new(), bare.finish());
+    }
     let scope = Scope::install(carry_fds.then(|| Table::Encode(Vec::new())));
     let result = f();
     let (table, failure) = scope.finish();
@@ -184,6 +223,12 @@ pub(crate) fn decode_scope<R>(
     fds: Option<Vec<OwnedFd>>,
     f: impl FnOnce() -> R,
 ) -> (R, Option<HandleError>) {
+    if fds.is_none()
+        && let Some(bare) = BareScope::open()
+    {
+        let result = f();
+        return (result, bare.finish());
+    }
     let table = fds.map(|fds| Table::Decode(fds.into_iter().map(Some).collect()));
     let scope = Scope::install(table);
     let result = f();
