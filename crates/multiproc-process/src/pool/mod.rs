@@ -39,7 +39,7 @@ use crate::child::signal_name;
 use crate::{Process, StartMethod, get_start_method};
 use result::Slot;
 use sinks::Sinks;
-use task::{Call, Report, SharedBytes, Task};
+use task::{Call, Report, Task, TaskMessage};
 use worker::{WorkerArgs, worker_main};
 
 /// Tasks handed to one worker ahead of its results: enough that a worker
@@ -81,7 +81,7 @@ type Sink = Box<dyn FnOnce(Result<Vec<u8>, TaskError>) + Send>;
 
 struct Worker {
     process: Process<()>,
-    tasks: Queue<Task>,
+    tasks: Queue<TaskMessage>,
     /// Tasks handed over and not yet reported, oldest first (kept whole so
     /// unstarted ones can be handed to another worker).
     outstanding: VecDeque<Task>,
@@ -513,17 +513,17 @@ impl Pool {
         let mut encoded = Vec::new();
         while chunks.peek().is_some() {
             for (chunk, sink) in chunks.by_ref().take(SUBMIT_BATCH) {
-                match multiproc_core::codec::encode(chunk) {
-                    Ok(bytes) => encoded.push((bytes, sink)),
+                match Task::encode(call, chunk) {
+                    Ok(message) => encoded.push((message, sink)),
                     Err(e) => sink(Err(TaskError::Transport(e.to_string()))),
                 }
             }
-            self.submit_encoded(call, encoded.drain(..));
+            self.submit_encoded(encoded.drain(..));
         }
     }
 
     /// Queues encoded chunks and dispatches them, under one lock.
-    fn submit_encoded(&self, call: Call, encoded: impl Iterator<Item = (Vec<u8>, Sink)>) {
+    fn submit_encoded(&self, encoded: impl Iterator<Item = (Vec<u8>, Sink)>) {
         let mut state = self.shared.lock();
         let refused = if state.terminated {
             Some(TaskError::Terminated)
@@ -539,16 +539,11 @@ impl Pool {
             }
             return;
         }
-        for (args, sink) in encoded {
+        for (message, sink) in encoded {
             let id = state.next_id;
             state.next_id += 1;
             state.sinks.insert(id, sink);
-            state.pending.push_back(Task {
-                id,
-                runner: call.runner,
-                target: call.target,
-                args: SharedBytes::from(args),
-            });
+            state.pending.push_back(Task::new(id, message));
         }
         let failed = self.shared.dispatch(&mut state);
         drop(state);
@@ -722,8 +717,7 @@ impl Shared {
             let Some(task) = state.pending.pop_front() else {
                 break;
             };
-            let copy = task.clone();
-            match worker.tasks.put(copy) {
+            match worker.tasks.put_bytes(&task.message) {
                 Ok(()) => {
                     worker.outstanding.push_back(task);
                     worker.assigned += 1;

@@ -2,57 +2,99 @@
 //! functions that run a chunk of tasks in a worker.
 #![allow(unsafe_code)]
 
+use multiproc_core::codec::{Codec, CodecError};
 use serde::de::DeserializeOwned;
-use serde::{Deserialize, Deserializer, Serialize, Serializer};
+use serde::{Deserialize, Serialize};
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::Arc;
 
-use crate::bootstrap::{ByteBuf, deserialize_bytes};
+use crate::bootstrap::ByteBuf;
 use crate::target::{addr_at, offset_of, panic_message};
 
-/// A chunk of calls of one function: `args` is an encoded `Vec<A>`.
-/// Cloned cheaply: the pool keeps each task it hands out until its report
-/// arrives (to hand it to another worker should this one die).
-#[derive(Clone, Serialize, Deserialize)]
+/// A chunk of calls of one function, as the pool keeps it: its id and the
+/// message a worker receives, encoded once when the chunk is submitted (so
+/// handing it to a worker is a copy into the worker's queue, on the pool's
+/// busiest thread). Cloned cheaply: the pool keeps each task it hands out
+/// until its report arrives, to hand it to another worker should this one
+/// die.
+///
+/// The message is a fixed header, then the arguments, an encoded `Vec<A>`:
+///
+/// | bytes | field |
+/// |---|---|
+/// | 0..8 | task id, little endian |
+/// | 8..16 | runner offset ([`Call::runner`]) |
+/// | 16..24 | target offset ([`Call::target`]) |
+/// | 24.. | arguments |
+#[derive(Clone)]
 pub(crate) struct Task {
     pub(crate) id: u64,
-    pub(crate) runner: i64,
-    pub(crate) target: i64,
-    pub(crate) args: SharedBytes,
+    pub(crate) message: SharedBytes,
 }
 
-/// Immutable bytes behind an `Arc`, encoded as one serde byte string (as
-/// [`ByteBuf`] is).
-#[derive(Clone)]
-pub(crate) struct SharedBytes(Arc<[u8]>);
+/// Bytes of a task message before its arguments.
+const HEADER: usize = 24;
 
-impl From<Vec<u8>> for SharedBytes {
-    fn from(bytes: Vec<u8>) -> Self {
-        Self(bytes.into())
+/// Marks a queue that carries task messages (as bytes, see [`Task`]).
+pub(crate) enum TaskMessage {}
+
+impl Task {
+    /// Encodes the message for `call` over `chunk`, with its id still to
+    /// be set by [`Task::new`] (ids are handed out under the pool's lock).
+    pub(crate) fn encode<A: Serialize>(call: Call, chunk: &[A]) -> Result<Vec<u8>, CodecError> {
+        let mut message = Vec::with_capacity(64);
+        message.extend_from_slice(&[0; 8]);
+        message.extend_from_slice(&call.runner.to_le_bytes());
+        message.extend_from_slice(&call.target.to_le_bytes());
+        Codec::new().encode_into(chunk, &mut message)?;
+        Ok(message)
+    }
+
+    /// The task with id `id` over a message from [`Task::encode`].
+    pub(crate) fn new(id: u64, mut message: Vec<u8>) -> Self {
+        message[..8].copy_from_slice(&id.to_le_bytes());
+        Self {
+            id,
+            message: SharedBytes(message.into()),
+        }
     }
 }
+
+/// A task message as a worker reads it.
+pub(crate) struct Received<'a> {
+    pub(crate) id: u64,
+    pub(crate) call: Call,
+    pub(crate) args: &'a [u8],
+}
+
+impl<'a> Received<'a> {
+    /// Splits a message; `None` when it is shorter than the header.
+    pub(crate) fn parse(message: &'a [u8]) -> Option<Self> {
+        let (header, args) = message.split_at_checked(HEADER)?;
+        let word = |i: usize| {
+            let mut bytes = [0u8; 8];
+            bytes.copy_from_slice(&header[8 * i..8 * i + 8]);
+            bytes
+        };
+        Some(Self {
+            id: u64::from_le_bytes(word(0)),
+            call: Call {
+                runner: i64::from_le_bytes(word(1)),
+                target: i64::from_le_bytes(word(2)),
+            },
+            args,
+        })
+    }
+}
+
+/// Immutable bytes behind an `Arc`.
+#[derive(Clone)]
+pub(crate) struct SharedBytes(Arc<[u8]>);
 
 impl std::ops::Deref for SharedBytes {
     type Target = [u8];
     fn deref(&self) -> &[u8] {
         &self.0
-    }
-}
-
-impl Serialize for SharedBytes {
-    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        serializer.serialize_bytes(&self.0)
-    }
-}
-
-impl<'de> Deserialize<'de> for SharedBytes {
-    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        // Lent bytes go straight into the `Arc`: one allocation, one copy.
-        deserialize_bytes(
-            deserializer,
-            |v| SharedBytes(Arc::from(v)),
-            SharedBytes::from,
-        )
     }
 }
 

@@ -3,13 +3,13 @@
 use multiproc_queue::Queue;
 use serde::{Deserialize, Serialize};
 
-use super::task::{Call, Report, Task};
+use super::task::{Call, Received, Report, TaskMessage};
 use crate::bootstrap::ByteBuf;
 
 /// Everything a worker needs; its target's argument.
 #[derive(Serialize, Deserialize)]
 pub(crate) struct WorkerArgs {
-    pub(crate) tasks: Queue<Task>,
+    pub(crate) tasks: Queue<TaskMessage>,
     pub(crate) reports: Queue<Report>,
     pub(crate) init: Option<(Call, ByteBuf)>,
 }
@@ -37,12 +37,15 @@ pub(crate) fn worker_main(args: WorkerArgs) {
             return;
         }
     }
-    while let Ok(task) = args.tasks.get() {
-        let call = Call {
-            runner: task.runner,
-            target: task.target,
+    // One buffer for every task message: no allocation per task.
+    let mut message = Vec::new();
+    while args.tasks.get_bytes_into(&mut message).is_ok() {
+        let Some(task) = Received::parse(&message) else {
+            // Only the pool writes this queue; a short message means the
+            // segment is corrupt, and no report could name the task.
+            return;
         };
-        let result = call.run(&task.args).map(ByteBuf);
+        let result = task.call.run(task.args).map(ByteBuf);
         if args
             .reports
             .put(Report::Done {
