@@ -16,6 +16,7 @@
 //! Tasks are chunks of calls of one `fn(A) -> R`, named across processes
 //! the way [`Process`](crate::Process) names its target.
 
+mod report;
 mod result;
 mod sinks;
 mod task;
@@ -37,9 +38,10 @@ use std::time::{Duration, Instant};
 use crate::bootstrap::ByteBuf;
 use crate::child::signal_name;
 use crate::{Process, StartMethod, get_start_method};
+use report::{Report, Reports};
 use result::Slot;
 use sinks::Sinks;
-use task::{Call, Report, Task, TaskMessage};
+use task::{Call, Task, TaskMessage};
 use worker::{WorkerArgs, worker_main};
 
 /// Tasks handed to one worker ahead of its results: enough that a worker
@@ -123,7 +125,7 @@ struct Config {
 struct Shared {
     state: Mutex<State>,
     finished: Condvar,
-    reports: Queue<Report>,
+    reports: Reports,
     config: Config,
 }
 
@@ -182,10 +184,7 @@ impl PoolBuilder {
         let shared = Arc::new(Shared {
             state: Mutex::new(State::default()),
             finished: Condvar::new(),
-            reports: Queue::builder()
-                .ring_bytes(REPORT_RING)
-                .build()
-                .map_err(io::Error::other)?,
+            reports: Reports::new(REPORT_RING).map_err(io::Error::other)?,
             config,
         });
         {
@@ -561,7 +560,7 @@ impl Pool {
         }
         drop(state);
         // Wake the result thread so it notices sooner.
-        let _ = self.shared.reports.try_put(Report::InitFailed {
+        self.shared.reports.try_put(&Report::InitFailed {
             worker: 0,
             message: String::new(),
         });
@@ -745,7 +744,7 @@ impl Shared {
                     // Reports that are already there are handled under the
                     // same lock, with one dispatch for all of them.
                     for _ in 1..REPORT_BATCH {
-                        let Ok(report) = self.reports.try_get() else {
+                        let Some(report) = self.reports.try_get() else {
                             break;
                         };
                         self.handle(&mut state, report, &mut ready);
@@ -791,7 +790,13 @@ impl Shared {
         match report {
             Report::Done { id, worker, result } => {
                 if let Some(w) = state.workers.iter_mut().find(|w| w.process.pid() == worker) {
-                    w.outstanding.retain(|t| t.id != id);
+                    // A worker runs its tasks in the order it got them:
+                    // the finished one is the oldest.
+                    if w.outstanding.front().is_some_and(|t| t.id == id) {
+                        w.outstanding.pop_front();
+                    } else {
+                        w.outstanding.retain(|t| t.id != id);
+                    }
                     if self.config.max_tasks.is_some_and(|k| w.assigned >= k)
                         && w.outstanding.is_empty()
                     {
@@ -800,7 +805,7 @@ impl Shared {
                     }
                 }
                 if let Some(sink) = state.sinks.remove(id) {
-                    ready.push((sink, result.map(|b| b.0).map_err(TaskError::Transport)));
+                    ready.push((sink, result.map_err(TaskError::Transport)));
                 }
                 self.replace_retiring(state);
             }
@@ -852,7 +857,7 @@ impl Shared {
             return;
         }
         // Reports a worker sent just before dying are taken first.
-        while let Ok(report) = self.reports.try_get() {
+        while let Some(report) = self.reports.try_get() {
             self.handle(state, report, ready);
         }
         let mut index = 0;

@@ -8,7 +8,6 @@ use serde::{Deserialize, Serialize};
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::Arc;
 
-use crate::bootstrap::ByteBuf;
 use crate::target::{addr_at, offset_of, panic_message};
 
 /// A chunk of calls of one function, as the pool keeps it: its id and the
@@ -96,20 +95,6 @@ impl std::ops::Deref for SharedBytes {
     fn deref(&self) -> &[u8] {
         &self.0
     }
-}
-
-/// What a worker reports.
-#[derive(Serialize, Deserialize)]
-pub(crate) enum Report {
-    /// Task `id` finished: an encoded `Vec<Result<R, String>>`, one entry
-    /// per call, or why the chunk could not run at all.
-    Done {
-        id: u64,
-        worker: u32,
-        result: Result<ByteBuf, String>,
-    },
-    /// The initializer of `worker` failed; it exits.
-    InitFailed { worker: u32, message: String },
 }
 
 /// Runs a chunk in a worker: decodes `Vec<A>`, calls the target on each

@@ -3,14 +3,15 @@
 use multiproc_queue::Queue;
 use serde::{Deserialize, Serialize};
 
-use super::task::{Call, Received, Report, TaskMessage};
+use super::report::{Report, Reports};
+use super::task::{Call, Received, TaskMessage};
 use crate::bootstrap::ByteBuf;
 
 /// Everything a worker needs; its target's argument.
 #[derive(Serialize, Deserialize)]
 pub(crate) struct WorkerArgs {
     pub(crate) tasks: Queue<TaskMessage>,
-    pub(crate) reports: Queue<Report>,
+    pub(crate) reports: Reports,
     pub(crate) init: Option<(Call, ByteBuf)>,
 }
 
@@ -30,7 +31,7 @@ pub(crate) fn worker_main(args: WorkerArgs) {
             },
         };
         if let Some(message) = failure {
-            let _ = args.reports.put(Report::InitFailed {
+            args.reports.put(&Report::InitFailed {
                 worker: me,
                 message,
             });
@@ -45,16 +46,12 @@ pub(crate) fn worker_main(args: WorkerArgs) {
             // segment is corrupt, and no report could name the task.
             return;
         };
-        let result = task.call.run(task.args).map(ByteBuf);
-        if args
-            .reports
-            .put(Report::Done {
-                id: task.id,
-                worker: me,
-                result,
-            })
-            .is_err()
-        {
+        let report = Report::Done {
+            id: task.id,
+            worker: me,
+            result: task.call.run(task.args),
+        };
+        if !args.reports.put(&report) {
             return;
         }
     }
