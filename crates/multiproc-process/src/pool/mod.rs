@@ -423,15 +423,19 @@ impl Pool {
             parts: Vec<Option<Vec<R>>>,
             left: usize,
             error: Option<TaskError>,
+            slot: Arc<Slot<Vec<R>>>,
         }
         let gather = Arc::new(Mutex::new(Gather {
             parts: (0..chunks.len()).map(|_| None).collect(),
             left: chunks.len(),
             error: None,
+            slot: Arc::clone(&slot),
         }));
+        // One reference count per chunk, not two: each is taken here and
+        // dropped on the result thread, moving the count's line between
+        // them.
         let sinks = chunks.iter().enumerate().map(|(index, chunk)| {
             let gather = Arc::clone(&gather);
-            let slot = Arc::clone(&slot);
             let len = chunk.len();
             let sink: Sink = Box::new(move |outcome| {
                 let mut g = gather.lock().unwrap_or_else(|e| e.into_inner());
@@ -451,7 +455,7 @@ impl Pool {
                             .flat_map(|p| p.take().unwrap_or_default())
                             .collect()),
                     };
-                    slot.set(value);
+                    g.slot.set(value);
                 }
             });
             (*chunk, sink)

@@ -6,16 +6,14 @@ use multiproc_core::codec::{Codec, CodecError};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use std::panic::{AssertUnwindSafe, catch_unwind};
-use std::sync::Arc;
 
 use crate::target::{addr_at, offset_of, panic_message};
 
 /// A chunk of calls of one function, as the pool keeps it: its id and the
 /// message a worker receives, encoded once when the chunk is submitted (so
 /// handing it to a worker is a copy into the worker's queue, on the pool's
-/// busiest thread). Cloned cheaply: the pool keeps each task it hands out
-/// until its report arrives, to hand it to another worker should this one
-/// die.
+/// busiest thread). The pool keeps each task it hands out until its report
+/// arrives, to hand it to another worker should this one die.
 ///
 /// The message is a fixed header, then the arguments, an encoded `Vec<A>`:
 ///
@@ -25,10 +23,9 @@ use crate::target::{addr_at, offset_of, panic_message};
 /// | 8..16 | runner offset ([`Call::runner`]) |
 /// | 16..24 | target offset ([`Call::target`]) |
 /// | 24.. | arguments |
-#[derive(Clone)]
 pub(crate) struct Task {
     pub(crate) id: u64,
-    pub(crate) message: SharedBytes,
+    pub(crate) message: Vec<u8>,
 }
 
 /// Bytes of a task message before its arguments.
@@ -52,10 +49,7 @@ impl Task {
     /// The task with id `id` over a message from [`Task::encode`].
     pub(crate) fn new(id: u64, mut message: Vec<u8>) -> Self {
         message[..8].copy_from_slice(&id.to_le_bytes());
-        Self {
-            id,
-            message: SharedBytes(message.into()),
-        }
+        Self { id, message }
     }
 }
 
@@ -83,17 +77,6 @@ impl<'a> Received<'a> {
             },
             args,
         })
-    }
-}
-
-/// Immutable bytes behind an `Arc`.
-#[derive(Clone)]
-pub(crate) struct SharedBytes(Arc<[u8]>);
-
-impl std::ops::Deref for SharedBytes {
-    type Target = [u8];
-    fn deref(&self) -> &[u8] {
-        &self.0
     }
 }
 
