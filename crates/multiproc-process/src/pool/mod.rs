@@ -16,6 +16,7 @@
 //! Tasks are chunks of calls of one `fn(A) -> R`, named across processes
 //! the way [`Process`](crate::Process) names its target.
 
+mod gather;
 mod report;
 mod result;
 mod sinks;
@@ -38,6 +39,7 @@ use std::time::{Duration, Instant};
 use crate::bootstrap::ByteBuf;
 use crate::child::signal_name;
 use crate::{Process, StartMethod, get_start_method};
+use gather::Gather;
 use report::{Report, Reports};
 use result::Slot;
 use sinks::Sinks;
@@ -419,44 +421,18 @@ impl Pool {
             slot.set(Ok(Vec::new()));
             return AsyncResult::new(slot);
         }
-        struct Gather<R> {
-            parts: Vec<Option<Vec<R>>>,
-            left: usize,
-            error: Option<TaskError>,
-            slot: Arc<Slot<Vec<R>>>,
-        }
-        let gather = Arc::new(Mutex::new(Gather {
-            parts: (0..chunks.len()).map(|_| None).collect(),
-            left: chunks.len(),
-            error: None,
-            slot: Arc::clone(&slot),
-        }));
-        // One reference count per chunk, not two: each is taken here and
-        // dropped on the result thread, moving the count's line between
-        // them.
+        let gather = Arc::new(Mutex::new(Gather::new(
+            items.len(),
+            chunks.len(),
+            Arc::clone(&slot),
+        )));
         let sinks = chunks.iter().enumerate().map(|(index, chunk)| {
             let gather = Arc::clone(&gather);
-            let len = chunk.len();
+            let (start, len) = (index * chunksize, chunk.len());
             let sink: Sink = Box::new(move |outcome| {
+                let results = chunk_items::<R>(outcome, len);
                 let mut g = gather.lock().unwrap_or_else(|e| e.into_inner());
-                match chunk_items::<R>(outcome, len).and_then(|items| items.into_iter().collect()) {
-                    Ok(values) => g.parts[index] = Some(values),
-                    Err(e) => {
-                        g.error.get_or_insert(e);
-                    }
-                }
-                g.left -= 1;
-                if g.left == 0 {
-                    let value = match g.error.take() {
-                        Some(e) => Err(e),
-                        None => Ok(g
-                            .parts
-                            .iter_mut()
-                            .flat_map(|p| p.take().unwrap_or_default())
-                            .collect()),
-                    };
-                    g.slot.set(value);
-                }
+                g.chunk_done(start, len, results);
             });
             (*chunk, sink)
         });
