@@ -15,6 +15,13 @@
 //!
 //! Tasks are chunks of calls of one `fn(A) -> R`, named across processes
 //! the way [`Process`](crate::Process) names its target.
+//!
+//! The result thread is what limits throughput with small tasks, so work
+//! moves off it where it can: a task's message is encoded once, by the
+//! thread that submits it (`task.rs`), and handing it to a worker is a copy;
+//! a report is the worker's encoded results with a fixed trailer
+//! (`report.rs`), read without decoding; `map` decodes each chunk outside
+//! the pool's lock and puts its values straight into place (`gather.rs`).
 
 mod gather;
 mod report;
