@@ -12,10 +12,11 @@
 //! cache and costs one uncontended CAS; the hand-off between the sides is two
 //! words, `tail` and `head`, on separate cache lines, each read through a
 //! cached copy so a side touches the other's line only when its copy runs
-//! out. A blocking producer that finds the ring full waits, while it spins,
-//! for a batch of room ([`RESUME_ROOM`]) rather than for one record, so the
-//! two sides do not trade head's line once per message. Both locks record the holder's process identity, which is what makes
-//! them robust: a waiter that sleeps a [`LIVENESS_SLICE`] without progress
+//! out. A blocking producer that finds the ring nearly full (less than
+//! [`RESUME_ROOM`] free) backs off for one poll interval before it takes the
+//! room, so the two sides do not trade head's line once per message. Both
+//! locks record the holder's process identity, which is what makes them
+//! robust: a waiter that sleeps a [`LIVENESS_SLICE`] without progress
 //! asks the kernel whether the holder lives and takes the lock over from a
 //! dead one.
 //!
@@ -138,9 +139,12 @@ const MIN_ENCODING_ROOM: u32 = 64;
 /// A waiting consumer looks at tail once per this many pause instructions.
 const POLL_EVERY: u32 = 8;
 
-/// A producer that found the ring full goes on, while it spins, once this
-/// many bytes (or a quarter of the ring) are free: enough records to write
-/// before it has to look at head again.
+/// A blocking producer whose fresh look at head finds less than this many
+/// bytes (or a quarter of the ring) free backs off: that look counts as no
+/// room, and the head it saw is used at the next look, a poll interval
+/// later. Meanwhile the consumer frees more, undisturbed. (Waiting until
+/// this much is really free measured slower: 17.6 instead of 21.4 M
+/// 8-byte messages/s.)
 const RESUME_ROOM: u32 = 4096;
 
 /// A reader assembling a large message reserves at most this much ahead;
@@ -264,7 +268,7 @@ pub(crate) struct Ring {
     base: NonNull<u8>,
     cap: u32,
     max_record: u32,
-    /// A producer that found the ring full spins until this much is free.
+    /// [`RESUME_ROOM`], at most a quarter of this ring.
     resume_room: u32,
     /// Length of the last value this process encoded in place (or the room
     /// it did not fit in): how much room is worth a fresh look at head.
@@ -827,8 +831,8 @@ impl Ring {
 pub(crate) struct Producer<'r> {
     ring: &'r Ring,
     /// Set while a blocking put may still spin: a fresh look at head that
-    /// finds less than `resume_room` free then counts as no room (see
-    /// [`rooms`](Self::rooms)).
+    /// finds less than `resume_room` free then counts as no room, once (see
+    /// [`RESUME_ROOM`]).
     patient: Cell<bool>,
 }
 
@@ -887,9 +891,10 @@ impl Producer<'_> {
         let a = free.min(end);
         let b = if t != 0 && free > end { free - end } else { 0 };
         if fresh && self.patient.get() && free < self.ring.resume_room {
-            // Resuming with room for a record or two would make every
+            // Taking room for a record or two at once would make every
             // following put look at head again: one transfer of head's line
-            // per message, each stalling the consumer's next store.
+            // per message, each stalling the consumer's next store. The
+            // head just seen is cached: the next look takes its room.
             return Ok((0, 0));
         }
         let max = self.ring.max_record;
@@ -955,8 +960,7 @@ impl Producer<'_> {
 
     /// Waits until `ready` holds (re-checked after every change of head),
     /// the queue closes, or the deadline passes. While it may spin, a
-    /// blocking wait is patient: it goes on only once a batch of room is
-    /// free or the record does not need a fresh look at head.
+    /// blocking wait is patient (see [`RESUME_ROOM`]).
     fn wait_space(
         &self,
         block: Block,

@@ -10,6 +10,7 @@ const TAIL: usize = 384;
 const HEAD: usize = 640;
 const CACHED_TAIL: usize = 520;
 const CACHED_HEAD: usize = 264;
+const TAIL_COPY: usize = 280;
 const RING_LEN: usize = 128;
 const KIND: usize = 128 + 24;
 
@@ -114,10 +115,40 @@ fn corrupt_indices_are_errors_not_ub_or_hangs() {
             assert!(q.try_put_bytes(&[0; 5000]).unwrap_err().is_failed());
         }
     }
-    // A corrupt cached head is caught too.
-    let q = small();
-    write_u64(&q, CACHED_HEAD, pack(0, 9));
-    assert!(q.try_put_bytes(b"y").unwrap_err().is_failed());
+    // A corrupt cached head, or producers' copy of tail, is caught too.
+    for (off, value) in [(CACHED_HEAD, pack(0, 9)), (TAIL_COPY, pack(0, 8192 + 16))] {
+        let q = small();
+        write_u64(&q, off, value);
+        assert!(q.try_put_bytes(b"y").unwrap_err().is_failed(), "{off}");
+    }
+}
+
+#[test]
+fn a_blocked_put_takes_the_first_room_freed_even_when_a_batch_is_not() {
+    // Fill a 4 KiB ring with 240-byte messages (256-byte records, so one
+    // freed record makes room for the next at tail); then free one record,
+    // far less than the batch a spinning producer waits for. The blocked
+    // put must still go through once it sleeps.
+    let q: Queue<()> = Queue::builder().ring_bytes(4096).build().unwrap();
+    let mut queued = 0;
+    while q.try_put_bytes(&[1; 240]).is_ok() {
+        queued += 1;
+    }
+    let consumer = {
+        let q = q.clone();
+        std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(50));
+            q.get_bytes().unwrap()
+        })
+    };
+    let start = std::time::Instant::now();
+    q.put_bytes_timeout(&[2; 240], Duration::from_secs(5))
+        .unwrap();
+    let waited = start.elapsed();
+    assert!(waited >= Duration::from_millis(40), "{waited:?}");
+    assert!(waited < Duration::from_secs(2), "{waited:?}");
+    assert_eq!(consumer.join().unwrap(), vec![1; 240]);
+    assert_eq!(q.qsize(), queued);
 }
 
 #[test]
