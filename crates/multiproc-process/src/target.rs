@@ -85,7 +85,14 @@ pub(crate) fn trampoline<A: DeserializeOwned, R: Serialize>(
     conn: &mut Connection,
 ) -> i32 {
     let (bytes, fds) = payload.into_parts();
-    let outcome = match codec::decode_with_fds::<A>(&bytes, fds) {
+    // Without descriptors there is no table to install (a handle in the
+    // arguments then fails to decode all the same).
+    let args = if fds.is_empty() {
+        codec::decode::<A>(&bytes)
+    } else {
+        codec::decode_with_fds::<A>(&bytes, fds)
+    };
+    let outcome = match args {
         Err(err) => Outcome::Bootstrap(format!("decoding the arguments failed: {err}")),
         Ok(args) => {
             // SAFETY: `target` is `addr_at` of the offset the parent computed
