@@ -182,9 +182,8 @@ impl Codec {
             written: 0,
             max: self.max_size,
         };
-        let (result, _fds, failure) = handle::encode_scope(false, || {
-            bincode::serde::encode_into_writer(value, &mut writer, CONFIG)
-        });
+        let (result, failure) =
+            handle::encode_scope(|| bincode::serde::encode_into_writer(value, &mut writer, CONFIG));
         let written = writer.written;
         finish_encode(result, failure, written, self.max_size).inspect_err(|_| out.truncate(start))
     }
@@ -207,9 +206,8 @@ impl Codec {
             written: 0,
             max,
         };
-        let (result, _fds, failure) = handle::encode_scope(false, || {
-            bincode::serde::encode_into_writer(value, &mut writer, CONFIG)
-        });
+        let (result, failure) =
+            handle::encode_scope(|| bincode::serde::encode_into_writer(value, &mut writer, CONFIG));
         let written = writer.written;
         finish_encode(result, failure, written, max)
     }
@@ -225,9 +223,8 @@ impl Codec {
             written: 0,
             max: self.max_size,
         };
-        let (result, _fds, failure) = handle::encode_scope(false, || {
-            bincode::serde::encode_into_writer(value, &mut writer, CONFIG)
-        });
+        let (result, failure) =
+            handle::encode_scope(|| bincode::serde::encode_into_writer(value, &mut writer, CONFIG));
         let written = writer.written;
         finish_encode(result, failure, written, self.max_size)
     }
@@ -248,7 +245,7 @@ impl Codec {
             written: 0,
             max: self.max_size,
         };
-        let (result, fds, failure) = handle::encode_scope(true, || {
+        let (result, fds, failure) = handle::encode_scope_collecting(|| {
             bincode::serde::encode_into_writer(value, &mut writer, CONFIG)
         });
         let written = writer.written;

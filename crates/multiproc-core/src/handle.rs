@@ -196,18 +196,26 @@ fn take_failure() -> Option<HandleError> {
     STATE.with(|state| state.borrow_mut().failure.take())
 }
 
-/// Runs `f` (an encode) with a fresh descriptor table, or with none when
-/// `carry_fds` is false; returns its result, the descriptors it collected and
-/// the first handle failure.
-pub(crate) fn encode_scope<R>(
-    carry_fds: bool,
+/// Runs `f` (an encode) with no descriptor table (a handle met fails with
+/// [`HandleError::NoTransport`]); returns its result and the first handle
+/// failure. [`encode_scope_collecting`] is the one with a table.
+pub(crate) fn encode_scope<R>(f: impl FnOnce() -> R) -> (R, Option<HandleError>) {
+    if let Some(bare) = BareScope::open() {
+        let result = f();
+        return (result, bare.finish());
+    }
+    let scope = Scope::install(None);
+    let result = f();
+    let (_, failure) = scope.finish();
+    (result, failure)
+}
+
+/// Runs `f` (an encode) with a fresh descriptor table; returns its result,
+/// the descriptors it collected and the first handle failure.
+pub(crate) fn encode_scope_collecting<R>(
     f: impl FnOnce() -> R,
 ) -> (R, Vec<OwnedFd>, Option<HandleError>) {
-    if !carry_fds && let Some(bare) = BareScope::open() {
-        let result = f();
-        return (result, Vec::new(), bare.finish());
-    }
-    let scope = Scope::install(carry_fds.then(|| Table::Encode(Vec::new())));
+    let scope = Scope::install(Some(Table::Encode(Vec::new())));
     let result = f();
     let (table, failure) = scope.finish();
     let fds = match table {
