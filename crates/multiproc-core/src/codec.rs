@@ -177,15 +177,7 @@ impl Codec {
         out: &mut Vec<u8>,
     ) -> Result<usize, CodecError> {
         let start = out.len();
-        let mut writer = Limited {
-            out: VecOrSlice::Vec(out),
-            written: 0,
-            max: self.max_size,
-        };
-        let (result, failure) =
-            handle::encode_scope(|| bincode::serde::encode_into_writer(value, &mut writer, CONFIG));
-        let written = writer.written;
-        finish_encode(result, failure, written, self.max_size).inspect_err(|_| out.truncate(start))
+        encode_to(value, VecOrSlice::Vec(out), self.max_size).inspect_err(|_| out.truncate(start))
     }
 
     /// Encodes `value` into `buf` (for writing in place, e.g. into a ring
@@ -201,15 +193,7 @@ impl Codec {
         buf: &mut [u8],
     ) -> Result<usize, CodecError> {
         let max = self.max_size.min(buf.len());
-        let mut writer = Limited {
-            out: VecOrSlice::Slice(buf),
-            written: 0,
-            max,
-        };
-        let (result, failure) =
-            handle::encode_scope(|| bincode::serde::encode_into_writer(value, &mut writer, CONFIG));
-        let written = writer.written;
-        finish_encode(result, failure, written, max)
+        encode_to(value, VecOrSlice::Slice(buf), max)
     }
 
     /// The length [`encode`](Self::encode) would produce, without allocating.
@@ -218,15 +202,7 @@ impl Codec {
     ///
     /// As for [`encode`](Self::encode).
     pub fn encoded_len<T: Serialize + ?Sized>(&self, value: &T) -> Result<usize, CodecError> {
-        let mut writer = Limited {
-            out: VecOrSlice::Count,
-            written: 0,
-            max: self.max_size,
-        };
-        let (result, failure) =
-            handle::encode_scope(|| bincode::serde::encode_into_writer(value, &mut writer, CONFIG));
-        let written = writer.written;
-        finish_encode(result, failure, written, self.max_size)
+        encode_to(value, VecOrSlice::Count, self.max_size)
     }
 
     /// Encodes `value` and collects the descriptors of the handles in it, for
@@ -315,6 +291,23 @@ fn finish_encode(
         (Err(EncodeError::UnexpectedEnd), None) => Err(CodecError::TooLarge { max }),
         (Err(err), None) => Err(CodecError::Encode(err)),
     }
+}
+
+/// Encodes `value` into `out`, at most `max` bytes, with no descriptor
+/// table; returns the length written.
+fn encode_to<T: Serialize + ?Sized>(
+    value: &T,
+    out: VecOrSlice<'_>,
+    max: usize,
+) -> Result<usize, CodecError> {
+    let mut writer = Limited {
+        out,
+        written: 0,
+        max,
+    };
+    let (result, failure) =
+        handle::encode_scope(|| bincode::serde::encode_into_writer(value, &mut writer, CONFIG));
+    finish_encode(result, failure, writer.written, max)
 }
 
 /// Decodes with a bincode byte limit that keeps a corrupt length prefix from
