@@ -92,6 +92,11 @@ extern "C" fn at_exit() {
 /// What exit does about the children still running: daemons get `SIGTERM`,
 /// then every child is waited for.
 pub(crate) fn finish_children() {
+    // Without children, not even the lock: in a forked child that would be
+    // one more page written (a copy-on-write fault) on its way out.
+    if !REGISTRY.any.load(Ordering::Relaxed) {
+        return;
+    }
     let Ok(children) = REGISTRY.children.try_lock() else {
         return;
     };
