@@ -82,6 +82,14 @@
 //! lost, and the per-message path has no locked instruction beyond the lock
 //! CAS. A waker issues the `futex_wake` system call only when bit 0 is set
 //! (see `lock.rs`).
+//!
+//! Between spinning and that announced sleep, a waiter whose partner is in
+//! the middle of an operation (holds its lock: a producer writing, a
+//! consumer taking a message out) naps instead: short timed sleeps that set
+//! no bit and need no wake-up (`lock::nap`). With large messages the wait
+//! outlasts the spin but not the partner's copy, and announcing it each
+//! time would interrupt that copy with the `membarrier` and add a
+//! `futex_wake` per message.
 #![allow(unsafe_code)]
 
 use multiproc_core::futex::{self, SpinWait, WaitOutcome};
@@ -729,6 +737,17 @@ impl Ring {
                 }
             }
         }
+        // SYNC: Acquire, as above. (A close that is not sealed yet waits
+        // for the loop below, which seals it should the closer have died.)
+        let ready = || ctl.tail.word.load(Ordering::Acquire) != seen || self.closed() & SEALED != 0;
+        // A producer holding its lock is writing a message now.
+        let writing = || ctl.prod.owner.load(Ordering::Relaxed) != 0;
+        if lock::nap(&ctl.wait.data, deadline, ready, writing) {
+            return Ok(());
+        }
+        if deadline.is_some_and(|d| Instant::now() >= d) {
+            return Err(Stop::Timeout);
+        }
         loop {
             let v = lock::prepare_sleep(&ctl.wait.data);
             // SYNC: re-check after `prepare_sleep`; pairs with the tail
@@ -1006,9 +1025,33 @@ impl Producer<'_> {
             }
         }
         // A sleeper takes any room: a consumer wakes it on every record it
-        // frees, and sleeping again each time would cost more.
+        // frees, and sleeping again each time would cost more. So does a
+        // napper, which looks only now and then.
         self.patient.set(false);
         let space = &self.ctl().wait.space;
+        // A consumer holding its lock is taking a message out: room is on
+        // its way. (An error of `ready` ends the nap, to be met below.)
+        let reading = || self.ctl().cons.owner.load(Ordering::Relaxed) != 0;
+        if lock::nap(
+            space,
+            deadline,
+            || self.closing() || ready(self).unwrap_or(true),
+            reading,
+        ) {
+            if self.closing() {
+                return Err(Stop::Closed);
+            }
+            if ready(self)? {
+                return Ok(());
+            }
+        }
+        if deadline.is_some_and(|d| Instant::now() >= d) {
+            return if ready(self)? {
+                Ok(())
+            } else {
+                Err(Stop::Timeout)
+            };
+        }
         loop {
             let v = lock::prepare_sleep(space);
             if self.closing() {
