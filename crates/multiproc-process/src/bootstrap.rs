@@ -155,35 +155,22 @@ impl Serialize for ByteBuf {
 
 impl<'de> Deserialize<'de> for ByteBuf {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        deserialize_bytes(deserializer, |v| ByteBuf(v.to_vec()), ByteBuf)
-    }
-}
-
-/// Deserializes one serde byte string: bytes the decoder lends go to
-/// `borrowed`, bytes it owns to `owned`, so each type stores them with no
-/// copy more than it needs.
-pub(crate) fn deserialize_bytes<'de, D: Deserializer<'de>, T>(
-    deserializer: D,
-    borrowed: fn(&[u8]) -> T,
-    owned: fn(Vec<u8>) -> T,
-) -> Result<T, D::Error> {
-    struct Bytes<T> {
-        borrowed: fn(&[u8]) -> T,
-        owned: fn(Vec<u8>) -> T,
-    }
-    impl<T> Visitor<'_> for Bytes<T> {
-        type Value = T;
-        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-            f.write_str("bytes")
+        struct Bytes;
+        impl Visitor<'_> for Bytes {
+            type Value = ByteBuf;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("bytes")
+            }
+            fn visit_bytes<E: de::Error>(self, v: &[u8]) -> Result<ByteBuf, E> {
+                Ok(ByteBuf(v.to_vec()))
+            }
+            // Bytes the decoder owns are kept, not copied.
+            fn visit_byte_buf<E: de::Error>(self, v: Vec<u8>) -> Result<ByteBuf, E> {
+                Ok(ByteBuf(v))
+            }
         }
-        fn visit_bytes<E: de::Error>(self, v: &[u8]) -> Result<T, E> {
-            Ok((self.borrowed)(v))
-        }
-        fn visit_byte_buf<E: de::Error>(self, v: Vec<u8>) -> Result<T, E> {
-            Ok((self.owned)(v))
-        }
+        deserializer.deserialize_bytes(Bytes)
     }
-    deserializer.deserialize_bytes(Bytes { borrowed, owned })
 }
 
 /// Runs before `main` in every executable that links this crate: turns a
