@@ -122,29 +122,32 @@ pub(crate) fn serve(fd: OwnedFd) -> ! {
     // against its parent's).
     let _ = crate::target::ExeId::current_cached();
     let mut running: Vec<Running> = Vec::new();
-    let zero = rustix::time::Timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
     let mut last_event = std::time::Instant::now();
     loop {
-        // Busy for a while after each event: the next request, or the exit
-        // of the child just started, usually follows within microseconds,
-        // and a sleeping server costs each of them a cross-CPU wake-up.
-        let spinning = last_event.elapsed() < SPIN_AFTER_EVENT;
         let (request_ready, exited) = {
             let mut fds: Vec<PollFd<'_>> = Vec::with_capacity(running.len() + 1);
             fds.push(PollFd::new(&conn, PollFlags::IN));
             fds.extend(running.iter().map(|r| PollFd::new(&r.pidfd, PollFlags::IN)));
-            match rustix::event::poll(&mut fds, spinning.then_some(&zero)) {
-                Ok(0) => {
-                    std::thread::yield_now();
-                    continue;
-                }
-                Ok(_) => last_event = std::time::Instant::now(),
-                Err(rustix::io::Errno::INTR) => continue,
+            // Busy for a while after each event: the next request, or the
+            // exit of the child just started, usually follows within
+            // microseconds, and a sleeping server costs each of them a
+            // cross-CPU wake-up.
+            let spin = SPIN_AFTER_EVENT.saturating_sub(last_event.elapsed());
+            let found = if spin.is_zero() {
+                Ok(false)
+            } else {
+                ready_soon(&mut fds, spin)
+            };
+            match found {
+                Ok(true) => {}
+                Ok(false) => match rustix::event::poll(&mut fds, None) {
+                    Ok(_) => {}
+                    Err(rustix::io::Errno::INTR) => continue,
+                    Err(_) => std::process::exit(1),
+                },
                 Err(_) => std::process::exit(1),
             }
+            last_event = std::time::Instant::now();
             let ready = !fds[0].revents().is_empty();
             let exited: Vec<usize> = fds[1..]
                 .iter()
