@@ -212,8 +212,8 @@ mod tests;
 /// multithreaded process it blocks for a kernel grace period (about 16 ms).
 /// Never required: the first queue operation does it otherwise, on a
 /// background thread if the process runs threads already, with full fences
-/// meanwhile. `multiproc-process` calls it in every child before the
-/// target runs.
+/// meanwhile. `multiproc-process` calls it in a child whose arguments carry
+/// descriptors (queues among them), before the target runs.
 ///
 /// # Examples
 ///

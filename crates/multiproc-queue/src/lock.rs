@@ -140,8 +140,8 @@ fn register_fences(threads: Threads) {
     // measured here). The fast paths must not wait for that: then a thread
     // registers while they use full fences, and switches them to the light
     // fence once the kernel has the process registered. (Children started
-    // by multiproc register before they start any thread: see
-    // `prepare_process`.)
+    // by multiproc with descriptors in their arguments register before they
+    // start any thread: see `prepare_process`.)
     let register = || {
         if membarrier(MembarrierCommand::RegisterGlobalExpedited).is_ok() {
             FAST_MODE.store(ASYMMETRIC, Ordering::SeqCst);

@@ -485,11 +485,10 @@ impl Pool {
         self.submit_all(call, std::iter::once((chunk, sink)));
     }
 
-    /// [`submit`](Self::submit) for many chunks, under one lock: the result
-    /// thread contends for that lock with every report.
-    ///
-    /// Chunks go in batches of [`SUBMIT_BATCH`], so workers start on the
-    /// first ones while the rest are still being encoded.
+    /// [`submit`](Self::submit) for many chunks, queued in batches of
+    /// [`SUBMIT_BATCH`] under one lock each: the result thread contends for
+    /// that lock with every report, and workers start on the first batch
+    /// while the rest are still being encoded.
     fn submit_all<'a, A: Serialize + 'a>(
         &self,
         call: Call,
@@ -799,20 +798,16 @@ impl Shared {
             Report::InitFailed { worker: 0, .. } => {} // a wake-up from `close`
             Report::InitFailed { message, .. } => {
                 state.broken = Some(message.clone());
-                for task in std::mem::take(&mut state.pending) {
+                let mut stranded = std::mem::take(&mut state.pending);
+                for w in &mut state.workers {
+                    stranded.extend(w.outstanding.drain(..));
+                }
+                for task in stranded {
                     if let Some(sink) = state.sinks.remove(task.id) {
                         ready.push((sink, Err(TaskError::InitializerFailed(message.clone()))));
                     }
                 }
-                for w in &mut state.workers {
-                    for task in w.outstanding.drain(..) {
-                        if let Some(sink) = state.sinks.remove(task.id) {
-                            ready.push((sink, Err(TaskError::InitializerFailed(message.clone()))));
-                        }
-                    }
-                    w.retiring = true;
-                    w.tasks.close();
-                }
+                state.let_workers_go();
             }
         }
     }

@@ -15,6 +15,8 @@ use multiproc_queue::{GetTimeoutError, Queue, QueueError};
 use serde::{Deserialize, Serialize};
 use std::time::Duration;
 
+use super::task::field;
+
 const TRAILER: usize = 16;
 const DONE: u32 = 1;
 const FAILED: u32 = 2;
@@ -72,9 +74,9 @@ impl Report {
         let mut trailer = [0u8; TRAILER];
         trailer.copy_from_slice(&message[at..]);
         message.truncate(at);
-        let id = u64::from_le_bytes(std::array::from_fn(|i| trailer[i]));
-        let worker = u32::from_le_bytes(std::array::from_fn(|i| trailer[8 + i]));
-        let kind = u32::from_le_bytes(std::array::from_fn(|i| trailer[12 + i]));
+        let id = u64::from_le_bytes(field(&trailer, 0));
+        let worker = u32::from_le_bytes(field(&trailer, 8));
+        let kind = u32::from_le_bytes(field(&trailer, 12));
         let text = |bytes: Vec<u8>| String::from_utf8_lossy(&bytes).into_owned();
         Some(match kind {
             DONE => Self::Done {

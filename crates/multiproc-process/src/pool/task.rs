@@ -53,6 +53,12 @@ impl Task {
     }
 }
 
+/// The `N` bytes at `at` of a fixed-size header (task header, report
+/// trailer), for `from_le_bytes`. The caller has checked the length.
+pub(super) fn field<const N: usize>(bytes: &[u8], at: usize) -> [u8; N] {
+    std::array::from_fn(|i| bytes[at + i])
+}
+
 /// A task message as a worker reads it.
 pub(crate) struct Received<'a> {
     pub(crate) id: u64,
@@ -64,16 +70,11 @@ impl<'a> Received<'a> {
     /// Splits a message; `None` when it is shorter than the header.
     pub(crate) fn parse(message: &'a [u8]) -> Option<Self> {
         let (header, args) = message.split_at_checked(HEADER)?;
-        let word = |i: usize| {
-            let mut bytes = [0u8; 8];
-            bytes.copy_from_slice(&header[8 * i..8 * i + 8]);
-            bytes
-        };
         Some(Self {
-            id: u64::from_le_bytes(word(0)),
+            id: u64::from_le_bytes(field(header, 0)),
             call: Call {
-                runner: i64::from_le_bytes(word(1)),
-                target: i64::from_le_bytes(word(2)),
+                runner: i64::from_le_bytes(field(header, 8)),
+                target: i64::from_le_bytes(field(header, 16)),
             },
             args,
         })
