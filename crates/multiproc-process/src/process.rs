@@ -15,7 +15,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::bootstrap::{Header, Outcome, Payload, SPAWN_ENV, forked_child_main, reexec};
-use crate::child::{ChildState, exit_code, readable, signal_name};
+use crate::child::{ChildState, exit_code, readable, ready_soon, signal_name};
 use crate::target::{self, ExeId, Trampoline};
 use crate::{StartMethod, forkserver, get_start_method, info, registry};
 
@@ -381,14 +381,12 @@ impl<R: DeserializeOwned> Process<R> {
     /// while (yielding the CPU) is cheaper than sleeping, as waking a sleeper
     /// from another CPU costs tens of microseconds.
     fn exits_soon(&self) -> io::Result<Option<i32>> {
-        let start = Instant::now();
-        while start.elapsed() < EXIT_SPIN {
-            if let Some(status) = self.child.try_status()? {
-                return Ok(Some(status));
-            }
-            std::thread::yield_now();
+        let exit_fd = self.child.exit_fd();
+        if ready_soon(&mut [PollFd::new(&exit_fd, PollFlags::IN)], EXIT_SPIN)? {
+            self.child.try_status()
+        } else {
+            Ok(None)
         }
-        Ok(None)
     }
 
     /// Waits until the connection has data or the child has exited; `false`
