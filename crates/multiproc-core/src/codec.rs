@@ -343,13 +343,13 @@ enum VecOrSlice<'a> {
     Count,
 }
 
-/// A bincode writer that stops at `max` bytes, so an oversized value fails
-/// early instead of growing a buffer without bound.
 /// Capacity of an encoding buffer at its first byte: most messages fit, so
 /// they cost one allocation instead of a chain of small reallocations (and
 /// an empty encoding costs none).
 const FIRST_CAPACITY: usize = 64;
 
+/// A bincode writer that stops at `max` bytes, so an oversized value fails
+/// early instead of growing a buffer without bound.
 struct Limited<'a> {
     out: VecOrSlice<'a>,
     written: usize,
