@@ -639,7 +639,11 @@ impl Ring {
             Ok(len) => *len as u32,
             Err(_) => room,
         };
-        self.last_encoding.store(hint, Ordering::Relaxed);
+        // Written only on a change: threads of one process share this
+        // `Ring`, and its line holds what every operation reads.
+        if self.last_encoding.load(Ordering::Relaxed) != hint {
+            self.last_encoding.store(hint, Ordering::Relaxed);
+        }
         match encoded {
             Ok(len) => {
                 // The payload is in place; `emit` adds the header (and the
