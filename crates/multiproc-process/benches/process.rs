@@ -1,6 +1,6 @@
-//! Start + join of a no-op process for each start method, against a bare
-//! `fork` + `waitpid` and a `Command` re-exec of the same binary, measured in
-//! the same run.
+//! Start + join of a no-op process for each start method (and `run`, start
+//! and join in one call, for Fork), against a bare `fork` + `waitpid` and a
+//! `Command` re-exec of the same binary, measured in the same run.
 //!
 //! Run: `cargo bench -p multiproc-process --bench process`
 #![allow(unsafe_code)]
@@ -41,6 +41,16 @@ fn start_join(c: &mut Criterion) {
             });
         });
     }
+    // The same through `run`, which may start a Fork child on this CPU as
+    // it knows we wait at once.
+    group.bench_function("fork_run", |b| {
+        b.iter(|| {
+            Process::new(noop, ())
+                .start_method(StartMethod::Fork)
+                .run()
+                .unwrap();
+        });
+    });
     // Last: after a few thousand `Command` spawns this process's heap is
     // about 4 MB larger, and a Fork start then measured 245-270 µs instead
     // of 160-180 µs while bare fork did not change (run order was bare,

@@ -16,6 +16,7 @@ use std::time::{Duration, Instant};
 
 use crate::bootstrap::{Header, Outcome, Payload, SPAWN_ENV, forked_child_main, reexec};
 use crate::child::{ChildState, exit_code, readable, ready_soon, signal_name};
+use crate::same_cpu::PinnedHere;
 use crate::target::{self, ExeId, Trampoline};
 use crate::{StartMethod, forkserver, get_start_method, info, registry};
 
@@ -135,6 +136,41 @@ where
     /// Encoding errors (`InvalidData`), and the OS's when the child cannot
     /// be created or given its arguments.
     pub fn start(self) -> io::Result<Process<R>> {
+        self.start_placed(Placement::Anywhere)
+    }
+
+    /// Starts the process and waits for its value: [`start`](Self::start)
+    /// then [`Process::join`], for a caller with nothing else to do
+    /// meanwhile.
+    ///
+    /// Knowing that the caller is about to sleep lets a
+    /// [`Fork`](StartMethod::Fork) child start on the caller's CPU instead
+    /// of on an idle one, which would first have to be woken; for a short
+    /// child that is most of the cost of a start. ([`start`](Self::start)
+    /// cannot do that: a caller that keeps working would share its CPU with
+    /// the child until the scheduler moves one of them, up to a scheduler
+    /// tick later.)
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use multiproc_process::{Process, StartMethod};
+    ///
+    /// fn square(x: u64) -> u64 { x * x }
+    ///
+    /// let value = Process::new(square, 12).start_method(StartMethod::Fork).run();
+    /// assert_eq!(value.unwrap(), 144);
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// As for [`start`](Self::start) (as [`ProcessError::Io`]) and for
+    /// [`Process::join`].
+    pub fn run(self) -> Result<R, ProcessError> {
+        self.start_placed(Placement::Here)?.join()
+    }
+
+    fn start_placed(self, placement: Placement) -> io::Result<Process<R>> {
         let (bytes, fds) = codec::encode_with_fds(&self.args)?;
         let payload = Payload::new(bytes, fds);
         // Every process takes a number, named or not, as in Python.
@@ -159,7 +195,7 @@ where
             // The forked child finds header and arguments in its copy of
             // our memory: nothing to send.
             StartMethod::Fork => (
-                fork(theirs, &conn, header, payload, name, self.daemon)?,
+                fork(theirs, &conn, header, payload, name, self.daemon, placement)?,
                 None,
             ),
             StartMethod::Spawn | StartMethod::ForkServer => {
@@ -210,6 +246,16 @@ where
     }
 }
 
+/// Where a Fork child first runs.
+#[derive(Clone, Copy)]
+enum Placement {
+    /// Wherever the kernel puts it (often an idle CPU).
+    Anywhere,
+    /// On the caller's CPU, as the caller is about to wait for it (see
+    /// `same_cpu`).
+    Here,
+}
+
 /// How long `join` keeps checking for the exit of a child that has already
 /// reported its outcome before it sleeps.
 const EXIT_SPIN: Duration = Duration::from_micros(200);
@@ -226,6 +272,7 @@ fn fork(
     payload: Payload,
     name: String,
     daemon: bool,
+    placement: Placement,
 ) -> io::Result<ChildState> {
     // Standard output is flushed first (as Python does before `fork`), so
     // the child does not write our buffered output a second time; and its
@@ -234,11 +281,19 @@ fn fork(
     // cannot wait forever for a thread that does not exist there.
     let mut stdout = std::io::stdout().lock();
     let _ = std::io::Write::flush(&mut stdout);
+    let pinned = match placement {
+        Placement::Here => PinnedHere::now(),
+        Placement::Anywhere => None,
+    };
     // SAFETY: `fork` is the documented opt-in of this start method; in a
     // multithreaded parent only the calling thread survives in the child,
     // which `StartMethod::Fork` warns about. The child never returns from
     // `forked_child_main`.
     let pid = unsafe { libc::fork() };
+    // In both processes.
+    if let Some(pinned) = &pinned {
+        pinned.restore();
+    }
     drop(stdout);
     if pid < 0 {
         return Err(io::Error::last_os_error());

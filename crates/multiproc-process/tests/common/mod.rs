@@ -497,12 +497,50 @@ pub fn unfinished_output_is_flushed(method: StartMethod) {
     printer.join().unwrap();
 }
 
+/// The CPUs the calling thread may run on.
+fn allowed_cpus(_: ()) -> Vec<usize> {
+    let mask = rustix::thread::sched_getaffinity(None).unwrap();
+    (0..rustix::thread::CpuSet::MAX_CPU)
+        .filter(|&cpu| mask.is_set(cpu))
+        .collect()
+}
+
+pub fn run_waits_and_leaves_cpu_masks_alone(method: StartMethod) {
+    assert_eq!(
+        Process::new(square, 12).start_method(method).run().unwrap(),
+        144
+    );
+    match Process::new(panics, "in run".to_string())
+        .start_method(method)
+        .run()
+    {
+        Err(ProcessError::Panicked(message)) => assert_eq!(message, "in run"),
+        other => panic!("expected a panic, got {other:?}"),
+    }
+    // A Fork child starts on our CPU, then both get the mask back.
+    let ours = allowed_cpus(());
+    for _ in 0..20 {
+        let theirs = Process::new(allowed_cpus, ())
+            .start_method(method)
+            .run()
+            .unwrap();
+        assert_eq!(theirs, ours);
+        assert_eq!(allowed_cpus(()), ours);
+    }
+}
+
 /// Runs every case for `method`. The method expression is evaluated before
 /// any lock of this module is taken (the fork suite holds a lock of its own
 /// in it), so every test takes locks in one order.
 #[macro_export]
 macro_rules! suite {
     ($method:expr) => {
+        #[test]
+        fn run_waits_and_leaves_cpu_masks_alone() {
+            let method = $method;
+            let _g = common::shared();
+            common::run_waits_and_leaves_cpu_masks_alone(method)
+        }
         #[test]
         fn returns_values() {
             let method = $method;
