@@ -251,6 +251,20 @@ const fn align_up(len: u32) -> u32 {
     (len + (REC_ALIGN - 1)) & !(REC_ALIGN - 1)
 }
 
+/// `x % cap` for the sums of ring offsets the ring computes, which are
+/// below `2 * cap`: a compare instead of a division (a `div` costs tens of
+/// cycles, and every put and get took several).
+#[inline]
+fn wrap(x: u32, cap: u32) -> u32 {
+    if x < cap {
+        x
+    } else if x - cap < cap {
+        x - cap
+    } else {
+        x % cap
+    }
+}
+
 /// Bytes a record with a payload of `len` takes (header included). `len`
 /// must be at most the ring length, so this cannot overflow.
 #[inline]
@@ -452,6 +466,7 @@ impl Ring {
         }
     }
 
+    #[inline]
     fn read_header(&self, off: u32) -> (u32, u32, u64) {
         let h = self.header(off);
         let len = h[0].load(Ordering::Relaxed);
@@ -461,6 +476,7 @@ impl Ring {
         (len, kind, u64::from(lo) | (u64::from(hi) << 32))
     }
 
+    #[inline]
     fn write_header(&self, off: u32, len: u32, kind: u32, extra: u64) {
         let h = self.header(off);
         // Relaxed: published by the Release tail store in `emit`.
@@ -487,7 +503,7 @@ impl Ring {
             const LINE: u32 = 64;
             let first = off.next_multiple_of(LINE);
             for line in [first, first + LINE] {
-                let at = (line % self.cap) as usize;
+                let at = wrap(line, self.cap) as usize;
                 // SAFETY: `at < cap`, so the address lies inside the ring's
                 // mapping; a prefetch reads and writes nothing and cannot
                 // fault, and SSE is part of the x86_64 baseline.
@@ -513,6 +529,7 @@ impl Ring {
     /// published record between head and tail, so no producer writes it
     /// until head moves past it (which only the caller can do), for as long
     /// as the slice lives.
+    #[inline]
     unsafe fn bytes(&self, off: u32, len: u32) -> &[u8] {
         assert!(u64::from(off) + u64::from(len) <= u64::from(self.cap));
         // SAFETY: in bounds (asserted); no concurrent writer per the caller's
@@ -528,6 +545,7 @@ impl Ring {
     /// part of the ring (from tail up to 16 bytes before head), which
     /// nobody else reads or writes until the caller publishes it.
     #[allow(clippy::mut_from_ref)]
+    #[inline]
     unsafe fn bytes_mut(&self, off: u32, len: u32) -> &mut [u8] {
         assert!(u64::from(off) + u64::from(len) <= u64::from(self.cap));
         // SAFETY: in bounds (asserted); exclusive per the caller's contract.
@@ -860,6 +878,7 @@ pub(crate) struct Producer<'r> {
 }
 
 impl Drop for Producer<'_> {
+    #[inline]
     fn drop(&mut self) {
         self.ring.prod_lock().unlock();
     }
@@ -901,6 +920,7 @@ impl Producer<'_> {
     /// Record bytes placeable now: `(a, b)` where `a` is contiguous at the
     /// tail and `b` at offset 0 (after padding the end), both at most the
     /// record limit.
+    #[inline]
     fn rooms(&self, fresh: bool) -> Result<(u32, u32), Stop> {
         let cap = self.ring.cap;
         let (_, t) = self.tail();
@@ -908,7 +928,7 @@ impl Producer<'_> {
             return Err(corrupt("tail offset"));
         }
         let h = self.head(fresh)?;
-        let used = (t + cap - h) % cap;
+        let used = wrap(t + cap - h, cap);
         let free = cap - REC_ALIGN - used;
         let end = cap - t;
         let a = free.min(end);
@@ -925,6 +945,7 @@ impl Producer<'_> {
     }
 
     /// Where a record of `rec` bytes can start now, if anywhere.
+    #[inline]
     fn fits(&self, rec: u32) -> Result<Option<u32>, Stop> {
         for fresh in [false, true] {
             let (a, b) = self.rooms(fresh)?;
@@ -960,6 +981,7 @@ impl Producer<'_> {
     }
 
     /// Whether the item bound allows one more message.
+    #[inline]
     fn items_ok(&self) -> bool {
         let max = self.ring.maxsize;
         max == 0 || {
@@ -1100,7 +1122,7 @@ impl Producer<'_> {
         // SAFETY: we hold the producer lock and `fits`/`best_room` placed
         // `start..start + rec_len(len)` in the free part of the ring.
         fill(unsafe { ring.bytes_mut(start + REC_ALIGN, len) });
-        let next = (start + rec_len(len)) % ring.cap;
+        let next = wrap(start + rec_len(len), ring.cap);
         let word = pack(count.wrapping_add(u32::from(ends)), next);
         // SYNC: Release publishes the record (and pad): pairs with the
         // Acquire tail loads of consumers (`peek`, `wait_data`,
@@ -1134,6 +1156,7 @@ impl Producer<'_> {
         Ok(())
     }
 
+    #[inline]
     fn put_slice(&mut self, data: &[u8], block: Block) -> Result<(), Stop> {
         self.settle(block)?;
         if data.len() <= self.ring.max_inline() {
@@ -1241,6 +1264,7 @@ pub(crate) struct Consumer<'r> {
 }
 
 impl Drop for Consumer<'_> {
+    #[inline]
     fn drop(&mut self) {
         self.ring.cons_lock().unlock();
     }
@@ -1308,7 +1332,7 @@ impl Consumer<'_> {
                 return Ok(None);
             }
         }
-        let used = (t + cap - h) % cap;
+        let used = wrap(t + cap - h, cap);
         let (len, kind, extra) = ring.read_header(h);
         if len > cap {
             return Err(corrupt("record length"));
@@ -1319,10 +1343,10 @@ impl Consumer<'_> {
         }
         let next = match kind {
             PAD if h + rec == cap => 0,
-            WHOLE | FIRST | CONT | LAST | ABORT => (h + rec) % cap,
+            WHOLE | FIRST | CONT | LAST | ABORT => wrap(h + rec, cap),
             _ => return Err(corrupt("record kind")),
         };
-        if (t + cap - next) % cap >= 256 {
+        if wrap(t + cap - next, cap) >= 256 {
             // Those lines are published: fetching them cannot pull a line
             // away from a producer still writing it.
             ring.prefetch(next, false);
@@ -1349,6 +1373,7 @@ impl Consumer<'_> {
         lock::notify(&ctl.wait.space);
     }
 
+    #[inline]
     fn payload(&self, rec: &Rec) -> &[u8] {
         // SAFETY: we hold the consumer lock and `rec` was validated by
         // `peek` to lie between head and tail; the slice borrows `self`, so
@@ -1492,6 +1517,7 @@ impl Consumer<'_> {
     }
 
     /// Marks the record at head as lent out in place (see `C_GUARD`).
+    #[inline]
     pub(crate) fn lend(&self, rec: &Rec) {
         let cons = &self.ctl().cons;
         cons.guard_pos.store(rec.off, Ordering::Relaxed);
@@ -1499,18 +1525,42 @@ impl Consumer<'_> {
     }
 
     /// Consumes a record returned in [`Next::Whole`].
+    #[inline]
     pub(crate) fn consume(&self, rec: &Rec) {
         self.advance(rec.count.wrapping_add(1), rec.next);
     }
 
     /// Ends a loan: consumes the record.
+    #[inline]
     pub(crate) fn finish(&self, rec: &Rec) {
         self.advance(rec.count.wrapping_add(1), rec.next);
         self.state().store(C_IDLE, Ordering::Relaxed);
     }
 
     /// The payload of `rec`, borrowed from the ring.
+    #[inline]
     pub(crate) fn bytes(&self, rec: &Rec) -> &[u8] {
         self.payload(rec)
+    }
+}
+
+#[cfg(test)]
+mod wrap_tests {
+    use super::{MAX_RING, MIN_RING, wrap};
+
+    #[test]
+    fn wrap_is_the_remainder_for_every_sum_the_ring_forms() {
+        for cap in [MIN_RING as u32, 4096 + 16, 1 << 20, MAX_RING as u32] {
+            // Up to `2 * cap - 1`, which for the largest ring is `u32::MAX`.
+            let top = cap - 1 + cap;
+            for x in [0, 1, cap - 1, cap, cap + 1, top]
+                .into_iter()
+                .chain((0..top).step_by((cap / 97) as usize))
+            {
+                assert_eq!(wrap(x, cap), x % cap, "x {x} cap {cap}");
+            }
+        }
+        // Beyond the promise it still answers right, only slower.
+        assert_eq!(wrap(3 * 4096 + 5, 4096), 5);
     }
 }
