@@ -357,6 +357,8 @@ struct Limited<'a> {
 }
 
 impl Writer for Limited<'_> {
+    // Inlined: serde hands a `Vec<u8>` over one byte at a time, each a call.
+    #[inline]
     fn write(&mut self, bytes: &[u8]) -> Result<(), EncodeError> {
         let end = self
             .written
