@@ -169,6 +169,7 @@ struct BareScope;
 
 impl BareScope {
     /// `Some` when a table-less scope needs nothing installed now.
+    #[inline]
     fn open() -> Option<Self> {
         STATE
             .with(|state| {
@@ -178,6 +179,7 @@ impl BareScope {
             .then_some(Self)
     }
 
+    #[inline]
     fn finish(self) -> Option<HandleError> {
         std::mem::forget(self);
         take_failure()
@@ -192,8 +194,16 @@ impl Drop for BareScope {
     }
 }
 
+#[inline]
 fn take_failure() -> Option<HandleError> {
-    STATE.with(|state| state.borrow_mut().failure.take())
+    STATE.with(|state| {
+        // Read first: there is nearly never one to take.
+        if state.borrow().failure.is_none() {
+            None
+        } else {
+            state.borrow_mut().failure.take()
+        }
+    })
 }
 
 /// Runs `f` (an encode) with no descriptor table (a handle met fails with

@@ -644,10 +644,16 @@ impl Ring {
         let p = self.producer(block)?;
         p.settle(block)?;
         let want = rec_len(MIN_ENCODING_ROOM).min(self.max_record);
+        // The placement the wait found stays good: we hold the producer lock
+        // (tail stays), and head only frees more.
+        let mut placed = (0, 0);
         p.wait_space(block, |p| {
-            Ok(p.items_ok() && p.room_for_encoding()?.1 >= want)
+            Ok(p.items_ok() && {
+                placed = p.room_for_encoding()?;
+                placed.1 >= want
+            })
         })?;
-        let (start, room) = p.room_for_encoding()?;
+        let (start, room) = placed;
         let room = room.min(DIRECT_ENCODE_MAX);
         // SAFETY: we hold the producer lock and `room_for_encoding` placed
         // `start..start + room` in the free part of the ring.
@@ -962,6 +968,7 @@ impl Producer<'_> {
     /// The larger placement for a value encoded in place, from the cached
     /// head unless that leaves less than the last value put this way took
     /// (and at least [`MIN_ENCODING_ROOM`]).
+    #[inline]
     fn room_for_encoding(&self) -> Result<(u32, u32), Stop> {
         let (a, b) = self.rooms(false)?;
         let hint = self.ring.last_encoding.load(Ordering::Relaxed);
