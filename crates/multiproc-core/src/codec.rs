@@ -278,6 +278,10 @@ impl Codec {
     }
 }
 
+// Inlined: passed through memory, the result's halves were written by the
+// caller with narrower stores than they are read with here, a stall on
+// every encode.
+#[inline]
 fn finish_encode(
     result: Result<(), EncodeError>,
     failure: Option<HandleError>,
