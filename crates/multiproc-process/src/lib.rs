@@ -27,8 +27,8 @@
 //!
 //! [`ProcessBuilder::run`] starts and joins in one call, for a caller that
 //! waits for the value at once; knowing that, it starts a Fork child on the
-//! caller's CPU, which makes a short child's start and join 30–40 % cheaper
-//! on the machines measured.
+//! caller's CPU, which made a short child's start and join 30–40 % cheaper
+//! on the 2-vCPU virtual machine it was measured on.
 //!
 //! # Start methods
 //!
