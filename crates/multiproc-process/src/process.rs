@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 
 use crate::bootstrap::{Header, Outcome, Payload, SPAWN_ENV, forked_child_main, reexec};
 use crate::child::{ChildState, exit_code, readable, ready_soon, signal_name};
-use crate::same_cpu::PinnedHere;
+use crate::same_cpu::{self, PinnedHere};
 use crate::target::{self, ExeId, Trampoline};
 use crate::{StartMethod, forkserver, get_start_method, info, registry};
 
@@ -131,12 +131,23 @@ where
     /// and no process is started. Descriptors inside the arguments (queues,
     /// locks, connections, segments) travel with them.
     ///
+    /// A [`Fork`](StartMethod::Fork) child of a thread that joined its last
+    /// Fork child right after starting it (and started nothing in between)
+    /// first runs on this thread's CPU, as with [`run`](Self::run).
+    ///
     /// # Errors
     ///
     /// Encoding errors (`InvalidData`), and the OS's when the child cannot
     /// be created or given its arguments.
     pub fn start(self) -> io::Result<Process<R>> {
-        self.start_placed(Placement::Anywhere)
+        // A thread that joins its children at once gets them started on its
+        // CPU too (see `same_cpu`).
+        let placement = if same_cpu::habit(|h| h.expects_join()) {
+            Placement::Here
+        } else {
+            Placement::Anywhere
+        };
+        self.start_placed(placement)
     }
 
     /// Starts the process and waits for its value: [`start`](Self::start)
@@ -147,9 +158,10 @@ where
     /// [`Fork`](StartMethod::Fork) child start on the caller's CPU instead
     /// of on an idle one, which would first have to be woken; for a short
     /// child that is most of the cost of a start. ([`start`](Self::start)
-    /// cannot do that: a caller that keeps working would share its CPU with
-    /// the child until the scheduler moves one of them, up to a scheduler
-    /// tick later.)
+    /// does the same only for a thread whose last Fork child it saw joined
+    /// at once: a caller that keeps working would share its CPU with the
+    /// child until the scheduler moves one of them, up to a scheduler tick
+    /// later.)
     ///
     /// # Examples
     ///
@@ -234,6 +246,7 @@ where
             conn: Some(conn),
             outcome: None,
             taken: false,
+            fork: method == StartMethod::Fork,
             _result: PhantomData,
         };
         if let Err(err) = sent {
@@ -241,6 +254,9 @@ where
             let _ = process.child.wait_status(None);
             registry::remove(process.child.pid);
             return Err(err);
+        }
+        if process.fork {
+            same_cpu::habit(|h| h.started(process.child.pid, Instant::now()));
         }
         Ok(process)
     }
@@ -345,6 +361,8 @@ pub struct Process<R> {
     conn: Option<Connection>,
     outcome: Option<Outcome>,
     taken: bool,
+    /// Started with [`StartMethod::Fork`]: its join teaches `same_cpu`.
+    fork: bool,
     _result: PhantomData<fn() -> R>,
 }
 
@@ -394,6 +412,9 @@ impl<R: DeserializeOwned> Process<R> {
     fn join_until(&mut self, deadline: Option<Instant>) -> Result<R, ProcessError> {
         if self.taken {
             return Err(ProcessError::AlreadyJoined);
+        }
+        if self.fork {
+            same_cpu::habit(|h| h.joining(self.child.pid, Instant::now()));
         }
         let status = loop {
             if let Some(status) = self.child.try_status()? {

@@ -505,7 +505,7 @@ fn allowed_cpus(_: ()) -> Vec<usize> {
         .collect()
 }
 
-pub fn run_waits_and_leaves_cpu_masks_alone(method: StartMethod) {
+pub fn starts_leave_cpu_masks_alone(method: StartMethod) {
     assert_eq!(
         Process::new(square, 12).start_method(method).run().unwrap(),
         144
@@ -517,7 +517,8 @@ pub fn run_waits_and_leaves_cpu_masks_alone(method: StartMethod) {
         Err(ProcessError::Panicked(message)) => assert_eq!(message, "in run"),
         other => panic!("expected a panic, got {other:?}"),
     }
-    // A Fork child starts on our CPU, then both get the mask back.
+    // A Fork child starts on our CPU, then both get the mask back; so does
+    // one from `start` once this thread is seen joining at once.
     let ours = allowed_cpus(());
     for _ in 0..20 {
         let theirs = Process::new(allowed_cpus, ())
@@ -525,6 +526,12 @@ pub fn run_waits_and_leaves_cpu_masks_alone(method: StartMethod) {
             .run()
             .unwrap();
         assert_eq!(theirs, ours);
+        assert_eq!(allowed_cpus(()), ours);
+        let mut p = Process::new(allowed_cpus, ())
+            .start_method(method)
+            .start()
+            .unwrap();
+        assert_eq!(p.join().unwrap(), ours);
         assert_eq!(allowed_cpus(()), ours);
     }
 }
@@ -536,10 +543,10 @@ pub fn run_waits_and_leaves_cpu_masks_alone(method: StartMethod) {
 macro_rules! suite {
     ($method:expr) => {
         #[test]
-        fn run_waits_and_leaves_cpu_masks_alone() {
+        fn starts_leave_cpu_masks_alone() {
             let method = $method;
             let _g = common::shared();
-            common::run_waits_and_leaves_cpu_masks_alone(method)
+            common::starts_leave_cpu_masks_alone(method)
         }
         #[test]
         fn returns_values() {
