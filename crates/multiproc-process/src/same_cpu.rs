@@ -139,14 +139,20 @@ mod tests {
         Pid::from_raw(n).unwrap()
     }
 
+    /// A fresh habit after one child joined right after its start.
+    fn joined_at_once(t: Instant) -> JoinHabit {
+        let mut h = JoinHabit::default();
+        assert!(!h.expects_join());
+        h.started(pid(1), t);
+        h.joining(pid(1), t + Duration::from_micros(5));
+        assert!(h.expects_join());
+        h
+    }
+
     #[test]
     fn a_join_right_after_its_start_predicts_the_next() {
         let t = Instant::now();
-        let mut h = JoinHabit::default();
-        assert!(!h.expects_join());
-        h.started(pid(10), t);
-        h.joining(pid(10), t + Duration::from_micros(5));
-        assert!(h.expects_join());
+        let mut h = joined_at_once(t);
         // Working first, then joining: no longer.
         h.started(pid(11), t);
         h.joining(pid(11), t + Duration::from_millis(2));
@@ -156,11 +162,8 @@ mod tests {
     #[test]
     fn batches_are_not_pinned() {
         let t = Instant::now();
-        let mut h = JoinHabit::default();
-        h.started(pid(1), t);
-        h.joining(pid(1), t);
-        assert!(h.expects_join());
         // start, start, join, join
+        let mut h = joined_at_once(t);
         h.started(pid(2), t);
         h.started(pid(3), t);
         assert!(!h.expects_join());
@@ -168,8 +171,7 @@ mod tests {
         h.joining(pid(3), t);
         assert!(!h.expects_join());
         // Joining an older child while a newer one is pending.
-        h.started(pid(4), t);
-        h.joining(pid(4), t);
+        let mut h = joined_at_once(t);
         h.started(pid(5), t);
         h.joining(pid(3), t);
         assert!(!h.expects_join());
@@ -178,10 +180,8 @@ mod tests {
     #[test]
     fn a_second_join_of_the_same_child_changes_nothing() {
         let t = Instant::now();
-        let mut h = JoinHabit::default();
-        h.started(pid(7), t);
-        h.joining(pid(7), t);
-        h.joining(pid(7), t + Duration::from_secs(1));
+        let mut h = joined_at_once(t);
+        h.joining(pid(1), t + Duration::from_secs(1));
         assert!(h.expects_join());
     }
 }
