@@ -18,7 +18,7 @@
 //!
 //! | Python `multiprocessing` | multiproc |
 //! |---|---|
-//! | `Process(target=f, args=a, name=, daemon=)`, `start()` | [`Process::new`]`(f, a).name(..).daemon(..).start_method(..).start()` |
+//! | `Process(target=f, args=a, name=, daemon=)`, `start()` | [`Process::new`]`(f, a).name(..).daemon(..).start_method(..).start()`; `.run()` starts and joins in one call |
 //! | `join([timeout])`, `is_alive()`, `terminate()`, `kill()`, `exitcode`, `pid`, `name`, `daemon`, `sentinel`, `close()` | [`Process::join`] (returns the target's value), [`Process::join_timeout`], `is_alive`, `terminate`, `kill`, `exitcode`, `pid`, `name`, `daemon`, `sentinel`, `close` |
 //! | `current_process()`, `parent_process()`, `active_children()`, `cpu_count()` | [`current_process`], [`parent_process`], [`active_children`], [`cpu_count`] |
 //! | `set_start_method()`, `get_start_method()`, `get_context()` | [`set_start_method`], [`get_start_method`], [`get_context`] with [`StartMethod`] |
