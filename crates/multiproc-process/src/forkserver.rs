@@ -17,6 +17,7 @@ use serde::{Deserialize, Serialize};
 use std::io;
 use std::os::fd::OwnedFd;
 use std::sync::Mutex;
+use std::time::{Duration, Instant};
 
 use crate::bootstrap::{Birth, SERVER_ENV, child_main, reexec};
 use crate::child::{ChildState, ready_soon, reap};
@@ -105,11 +106,11 @@ struct Running {
 }
 
 /// How long a parent polls for the server's reply before sleeping.
-const REPLY_SPIN: std::time::Duration = std::time::Duration::from_micros(200);
+const REPLY_SPIN: Duration = Duration::from_micros(200);
 
 /// How long the server keeps polling without sleeping after a request or a
 /// child's exit (an idle server sleeps).
-const SPIN_AFTER_EVENT: std::time::Duration = std::time::Duration::from_micros(200);
+const SPIN_AFTER_EVENT: Duration = Duration::from_micros(200);
 
 /// The server's loop; never returns.
 pub(crate) fn serve(fd: OwnedFd) -> ! {
@@ -122,7 +123,7 @@ pub(crate) fn serve(fd: OwnedFd) -> ! {
     // against its parent's).
     let _ = crate::target::ExeId::current_cached();
     let mut running: Vec<Running> = Vec::new();
-    let mut last_event = std::time::Instant::now();
+    let mut last_event = Instant::now();
     loop {
         let (request_ready, exited) = {
             let mut fds: Vec<PollFd<'_>> = Vec::with_capacity(running.len() + 1);
@@ -147,7 +148,7 @@ pub(crate) fn serve(fd: OwnedFd) -> ! {
                 },
                 Err(_) => std::process::exit(1),
             }
-            last_event = std::time::Instant::now();
+            last_event = Instant::now();
             let ready = !fds[0].revents().is_empty();
             let exited: Vec<usize> = fds[1..]
                 .iter()

@@ -41,7 +41,7 @@ use std::time::{Duration, Instant};
 pub(crate) const AT_ONCE: Duration = Duration::from_micros(50);
 
 /// What this thread did with the Fork children it started.
-#[derive(Clone, Copy, Debug, Default)]
+#[derive(Clone, Copy, Debug)]
 pub(crate) struct JoinHabit {
     /// The last child started and not joined yet, and when `start` returned.
     pending: Option<(Pid, Instant)>,
@@ -50,6 +50,12 @@ pub(crate) struct JoinHabit {
 }
 
 impl JoinHabit {
+    /// Nothing seen yet: children get the kernel's placement.
+    const NEW: Self = Self {
+        pending: None,
+        at_once: false,
+    };
+
     /// Whether the next child should start on this CPU.
     pub(crate) fn expects_join(&self) -> bool {
         self.at_once
@@ -80,7 +86,7 @@ impl JoinHabit {
 
 thread_local! {
     static HABIT: Cell<JoinHabit> = const {
-        Cell::new(JoinHabit { pending: None, at_once: false })
+        Cell::new(JoinHabit::NEW)
     };
 }
 
@@ -141,7 +147,7 @@ mod tests {
 
     /// A fresh habit after one child joined right after its start.
     fn joined_at_once(t: Instant) -> JoinHabit {
-        let mut h = JoinHabit::default();
+        let mut h = JoinHabit::NEW;
         assert!(!h.expects_join());
         h.started(pid(1), t);
         h.joining(pid(1), t + Duration::from_micros(5));
