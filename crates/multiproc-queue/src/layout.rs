@@ -8,9 +8,9 @@
 //! |---|---|---|---|---|
 //! | 0 | 32 | core [`Header`](multiproc_core::Header): magic `MPQUEUE\0`, [`VERSION`], size | creator | published last, `Release` |
 //! | 128 | 128 | [`Config`]: ring length, item bound, message limit, kind | creator | before the header |
-//! | 256 | 128 | [`ProducerLine`]: producer lock owner, cached head, fragment state, copy of tail | producer-lock holder | the lock |
+//! | 256 | 128 | [`ProducerLine`]: producer lock owner, cached head, fragment state, copy of tail, [`Bias`] | producer-lock holder | the lock |
 //! | 384 | 128 | [`WordLine`] tail: `count << 32 \| offset` | producer-lock holder | `Release` store publishes records |
-//! | 512 | 128 | [`ConsumerLine`]: consumer lock owner, cached tail, read state | consumer-lock holder | the lock |
+//! | 512 | 128 | [`ConsumerLine`]: consumer lock owner, cached tail, read state, [`Bias`] | consumer-lock holder | the lock |
 //! | 640 | 128 | [`WordLine`] head: `count << 32 \| offset` | consumer-lock holder | `Release` store frees bytes |
 //! | 768 | 128 | [`WaitLine`]: futex words (bit 0 = "someone sleeps"), closed flags | anyone | `SeqCst` RMW; light/heavy fence pairs with head, tail and lock words |
 //! | 896 | 128 | [`JoinLine`]: `task_done` counter, join futex word | consumers | `SeqCst` |
@@ -27,7 +27,7 @@ use std::sync::atomic::{AtomicU32, AtomicU64};
 /// Magic of a queue segment.
 pub(crate) const MAGIC: [u8; 8] = *b"MPQUEUE\0";
 /// Layout version; bump on any change in this file or in the record format.
-pub(crate) const VERSION: u32 = 2;
+pub(crate) const VERSION: u32 = 3;
 /// Where the ring starts: page aligned, so record offsets are addresses'
 /// alignment too.
 pub(crate) const RING_OFFSET: usize = 4096;
@@ -68,6 +68,8 @@ pub(crate) struct ProducerLine {
     /// tail from its own line would miss whenever a consumer had just
     /// polled it; this line stays with the producers.
     pub tail: AtomicU64,
+    /// The producer lock's bias.
+    pub bias: Bias,
 }
 
 /// The consumer side, touched only by the consumer-lock holder.
@@ -81,6 +83,50 @@ pub(crate) struct ConsumerLine {
     pub state: AtomicU32,
     /// In `GUARD`: offset of the record lent out in place.
     pub guard_pos: AtomicU32,
+    /// The consumer lock's bias.
+    pub bias: Bias,
+}
+
+/// How many threads can hold a lock's bias in turn before one of them
+/// lets its slot go (see `bias.rs`).
+pub(crate) const BIAS_SLOTS: usize = 4;
+
+/// A lock's bias: which thread may enter without a locked instruction, and
+/// what decides when to grant that (see `bias.rs`). Beside the lock's owner
+/// word, on the line its holder writes anyway.
+#[repr(C)]
+pub(crate) struct Bias {
+    /// First, so that the first slot shares the 64-byte line of the owner
+    /// word.
+    pub slots: [BiasSlot; BIAS_SLOTS],
+    /// Slot index + 1 of the thread the lock is biased to; 0 = none.
+    /// Changed only by whoever holds the owner word.
+    pub token: AtomicU32,
+    /// How many times in a row one thread must take the lock before it is
+    /// granted the bias (0 = the default); grows when biases are revoked
+    /// early.
+    pub grant_after: AtomicU32,
+    /// Process identity of the thread that took the lock last.
+    pub streak_owner: AtomicU64,
+    /// Its thread id.
+    pub streak_tid: AtomicU32,
+    /// How many times in a row it took the lock.
+    pub streak: AtomicU32,
+    /// The slot's `busy` counter when the bias was granted.
+    pub granted_at: AtomicU32,
+    _reserved: AtomicU32,
+}
+
+/// One thread's entry record for a biased lock.
+#[repr(C)]
+pub(crate) struct BiasSlot {
+    /// Process identity of the thread the slot belongs to; 0 = free.
+    pub owner: AtomicU64,
+    /// Its kernel thread id.
+    pub tid: AtomicU32,
+    /// Written only by that thread: odd while it is inside the lock by the
+    /// bias, even otherwise; counts its entries.
+    pub busy: AtomicU32,
 }
 
 /// One hot word alone on its line (head or tail).
@@ -134,6 +180,8 @@ const _: () = {
     assert!(offset_of!(Control, head) == 640);
     assert!(offset_of!(Control, wait) == 768);
     assert!(offset_of!(Control, join) == 896);
+    assert!(size_of::<ProducerLine>() == 128);
+    assert!(size_of::<ConsumerLine>() == 128);
     assert!(size_of::<Control>() == 1024);
     assert!(size_of::<Control>() <= RING_OFFSET);
     assert!(align_of::<Control>() == 128);

@@ -178,6 +178,7 @@
     clippy::undocumented_unsafe_blocks
 )]
 
+mod bias;
 mod error;
 mod layout;
 mod lock;

@@ -14,11 +14,15 @@
 //! | 0 | free | a locker, by CAS 0 → its identity (`Acquire`) |
 //! | live identity | held | the holder, by a store of 0 (`Release`) |
 //! | dead identity | held by a dead process | a waiter, by CAS dead → its identity, after `is_alive()` said no |
+//! | [`BIASED`] | biased to a thread (see `bias.rs`) | a waiter, by CAS → its identity, then it revokes the bias |
 //!
 //! The only module-level unsafe is the `pthread_atfork` registration that
 //! keeps the cached identity right in forked children.
 #![allow(unsafe_code)]
 
+pub(crate) use crate::bias::BIASED;
+use crate::bias::{Hold, thread_id};
+use crate::layout::Bias;
 use multiproc_core::ProcessIdentity;
 use multiproc_core::futex::{self, SpinWait, WaitOutcome};
 use std::sync::Once;
@@ -56,6 +60,7 @@ extern "C" fn forget_identity_in_child() {
     // Async-signal-safe: atomic stores only.
     ME.store(0, Ordering::Relaxed);
     FAST_MODE.store(0, Ordering::Relaxed);
+    crate::bias::forget_thread_id();
 }
 
 /// This process's identity, packed (never 0). Costs one load after the first
@@ -166,6 +171,13 @@ pub(crate) fn prepare_process() {
     }
 }
 
+/// Whether this process's light fence is only a compiler fence (it is
+/// registered with `membarrier`).
+#[inline]
+pub(crate) fn asymmetric() -> bool {
+    FAST_MODE.load(Ordering::Relaxed) == ASYMMETRIC
+}
+
 /// The fast half of a store-then-load (Dekker) pair: between a waker's
 /// store of the condition and its load of the futex word.
 ///
@@ -179,7 +191,7 @@ pub(crate) fn prepare_process() {
 /// Elsewhere it is a full fence.
 #[inline]
 pub(crate) fn light_fence() {
-    if FAST_MODE.load(Ordering::Relaxed) == ASYMMETRIC {
+    if asymmetric() {
         compiler_fence(Ordering::SeqCst);
     } else {
         fence(Ordering::SeqCst);
@@ -319,10 +331,15 @@ pub(crate) enum Locked {
     Recovered,
 }
 
-/// A robust lock over two words in the segment; see the module docs.
+/// A robust lock over words in the segment, with its bias; see the module
+/// docs and `bias.rs`.
 pub(crate) struct RobustLock<'a> {
     pub owner: &'a AtomicU64,
     pub word: &'a AtomicU32,
+    pub bias: &'a Bias,
+    /// This process's record of a bias granted to one of its threads
+    /// (`tid << 32 | token`, 0 = none); per process, never shared.
+    pub mine: &'a AtomicU64,
 }
 
 impl RobustLock<'_> {
@@ -336,20 +353,25 @@ impl RobustLock<'_> {
             .is_ok()
     }
 
-    /// Takes the lock: spins, then (if `sleep`) sleeps until `deadline`,
-    /// taking it over from a dead holder. `Err(())` when the deadline passed
-    /// or, with `sleep == false`, the spin budget ran out.
+    /// Takes the lock: by this thread's bias, else spins, then (if `sleep`)
+    /// sleeps until `deadline`, revoking a bias and taking the lock over
+    /// from a dead holder. `Err(())` when the deadline passed or, with
+    /// `sleep == false`, the spin budget ran out.
     #[inline]
     pub(crate) fn lock(
         &self,
         me: u64,
         sleep: bool,
         deadline: Option<Instant>,
-    ) -> Result<Locked, ()> {
+    ) -> Result<(Locked, Hold), ()> {
+        if let Some(hold) = self.enter_biased(me) {
+            return Ok((Locked::Clean, hold));
+        }
         if self.try_lock(me) {
-            return Ok(Locked::Clean);
+            return Ok((Locked::Clean, Hold::OWNER));
         }
         self.lock_slow(me, sleep, deadline)
+            .map(|locked| (locked, Hold::OWNER))
     }
 
     #[cold]
@@ -360,6 +382,11 @@ impl RobustLock<'_> {
             if owner == 0 && self.try_lock(me) {
                 return Ok(Locked::Clean);
             }
+            if owner == BIASED
+                && let Some(taken) = self.revoke(me, sleep, deadline)
+            {
+                return taken;
+            }
             if !spin.spin() {
                 break;
             }
@@ -369,6 +396,12 @@ impl RobustLock<'_> {
         let mut suspect = !sleep;
         loop {
             let owner = self.owner.load(Ordering::Relaxed);
+            if owner == BIASED {
+                match self.revoke(me, sleep, deadline) {
+                    Some(taken) => return taken,
+                    None => continue,
+                }
+            }
             if owner != 0 && std::mem::take(&mut suspect) && !owner_alive(owner) {
                 // SYNC: Acquire, as in `try_lock`; a dead process's stores are
                 // all visible (its exit went through the kernel, which we
@@ -378,6 +411,8 @@ impl RobustLock<'_> {
                     .compare_exchange(owner, me, Ordering::Acquire, Ordering::Relaxed)
                     .is_ok()
                 {
+                    // It may have died revoking a bias: finish that first.
+                    let _ = self.settle(sleep, deadline)?;
                     return Ok(Locked::Recovered);
                 }
                 continue;
@@ -387,10 +422,10 @@ impl RobustLock<'_> {
             }
             let v = prepare_sleep(self.word);
             // SYNC: re-check after `prepare_sleep`; pairs with the store +
-            // `notify` in `unlock`.
+            // `notify` in `unlock` and `grant`.
             let owner = self.owner.load(Ordering::SeqCst);
-            if owner == 0 {
-                if self.try_lock(me) {
+            if owner == 0 || owner == BIASED {
+                if owner == 0 && self.try_lock(me) {
                     return Ok(Locked::Clean);
                 }
                 continue;
@@ -414,9 +449,20 @@ impl RobustLock<'_> {
         }
     }
 
-    /// Releases the lock and wakes sleepers, if any.
+    /// Releases the lock and wakes sleepers, if any. A thread that took the
+    /// owner word often enough in a row keeps the lock as its bias instead.
     #[inline]
-    pub(crate) fn unlock(&self) {
+    pub(crate) fn unlock(&self, hold: Hold) {
+        if let Some(token) = hold.token() {
+            self.leave_biased(token);
+            return;
+        }
+        if asymmetric() {
+            let (me, tid) = (me(), thread_id());
+            if self.earned_bias(me, tid) && self.grant(me, tid) {
+                return;
+            }
+        }
         // SYNC: Release for the next holder's Acquire CAS; then `notify`
         // (light fence + load), the fast half of the pair with
         // `prepare_sleep` + re-check in `lock_slow`.

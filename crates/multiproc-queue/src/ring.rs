@@ -96,9 +96,10 @@ use multiproc_core::futex::{self, SpinWait, WaitOutcome};
 use multiproc_core::{Header, Segment};
 use std::cell::Cell;
 use std::ptr::NonNull;
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::time::Instant;
 
+use crate::bias::Hold;
 use crate::error::QueueError;
 use crate::layout::{
     Control, MAGIC, MAX_RING, MIN_RING, REC_ALIGN, RING_OFFSET, VERSION, pack, unpack,
@@ -295,6 +296,11 @@ pub(crate) struct Ring {
     /// Length of the last value this process encoded in place (or the room
     /// it did not fit in): how much room is worth a fresh look at head.
     last_encoding: AtomicU32,
+    /// A bias of the producer lock granted to a thread of this process
+    /// (see `bias.rs`).
+    prod_mine: AtomicU64,
+    /// The same for the consumer lock.
+    cons_mine: AtomicU64,
     maxsize: u32,
     max_message: u64,
     kind: Kind,
@@ -393,6 +399,8 @@ impl Ring {
             max_record: (cap / 2) & !(REC_ALIGN - 1),
             resume_room: (cap / 4).min(RESUME_ROOM),
             last_encoding: AtomicU32::new(0),
+            prod_mine: AtomicU64::new(0),
+            cons_mine: AtomicU64::new(0),
             maxsize,
             max_message,
             kind: found_kind,
@@ -439,6 +447,8 @@ impl Ring {
         RobustLock {
             owner: &ctl.prod.owner,
             word: &ctl.wait.prod_lock,
+            bias: &ctl.prod.bias,
+            mine: &self.prod_mine,
         }
     }
 
@@ -447,6 +457,8 @@ impl Ring {
         RobustLock {
             owner: &ctl.cons.owner,
             word: &ctl.wait.cons_lock,
+            bias: &ctl.cons.bias,
+            mine: &self.cons_mine,
         }
     }
 
@@ -575,15 +587,31 @@ impl Ring {
     // ---- producers ------------------------------------------------------
 
     /// Takes the producer lock (and seals a half-done close).
+    ///
+    /// Inlined: the guard returned through memory would be read back with
+    /// wider loads than the stores that wrote it, and such a load waits for
+    /// the store buffer to drain (see [`Hold`]).
+    #[inline(always)]
     pub(crate) fn producer(&self, block: Block) -> Result<Producer<'_>, Stop> {
-        let locked = self
+        let (locked, hold) = self
             .prod_lock()
             .lock(me(), block.sleeps(), block.deadline())
             .map_err(|()| block.expired())?;
         let p = Producer {
             ring: self,
+            hold,
             patient: Cell::new(false),
         };
+        if locked == Locked::Recovered || self.closed() & CLOSING != 0 {
+            self.after_recovery_or_close(locked);
+        }
+        Ok(p)
+    }
+
+    /// What a new producer-lock holder does after a dead holder or during
+    /// a close.
+    #[cold]
+    fn after_recovery_or_close(&self, locked: Locked) {
         if locked == Locked::Recovered {
             // The dead holder may have stored tail but not its copy.
             let ctl = self.ctl();
@@ -601,7 +629,6 @@ impl Ring {
             lock::notify_all(&w.data);
             lock::notify_all(&w.space);
         }
-        Ok(p)
     }
 
     /// Puts `data` as one message (one record, or fragments).
@@ -706,11 +733,14 @@ impl Ring {
     // ---- consumers ------------------------------------------------------
 
     /// Takes the consumer lock and repairs what a dead holder left.
+    /// Inlined, as [`producer`](Self::producer).
+    #[inline(always)]
     pub(crate) fn consumer(&self, block: Block) -> Result<Consumer<'_>, Stop> {
-        self.cons_lock()
+        let (_, hold) = self
+            .cons_lock()
             .lock(me(), block.sleeps(), block.deadline())
             .map_err(|()| block.expired())?;
-        let c = Consumer { ring: self };
+        let c = Consumer { ring: self, hold };
         c.repair()?;
         Ok(c)
     }
@@ -769,7 +799,7 @@ impl Ring {
         // for the loop below, which seals it should the closer have died.)
         let ready = || ctl.tail.word.load(Ordering::Acquire) != seen || self.closed() & SEALED != 0;
         // A producer holding its lock is writing a message now.
-        let writing = || ctl.prod.owner.load(Ordering::Relaxed) != 0;
+        let writing = || self.prod_lock().in_use();
         if lock::nap(&ctl.wait.data, deadline, ready, writing) {
             return Ok(());
         }
@@ -877,6 +907,7 @@ impl Ring {
 /// Holder of the producer lock; unlocks on drop.
 pub(crate) struct Producer<'r> {
     ring: &'r Ring,
+    hold: Hold,
     /// Set while a blocking put may still spin: a fresh look at head that
     /// finds less than `resume_room` free then counts as no room, once (see
     /// [`RESUME_ROOM`]).
@@ -886,7 +917,7 @@ pub(crate) struct Producer<'r> {
 impl Drop for Producer<'_> {
     #[inline]
     fn drop(&mut self) {
-        self.ring.prod_lock().unlock();
+        self.ring.prod_lock().unlock(self.hold);
     }
 }
 
@@ -1064,7 +1095,7 @@ impl Producer<'_> {
         let space = &self.ctl().wait.space;
         // A consumer holding its lock is taking a message out: room is on
         // its way. (An error of `ready` ends the nap, to be met below.)
-        let reading = || self.ctl().cons.owner.load(Ordering::Relaxed) != 0;
+        let reading = || self.ring.cons_lock().in_use();
         if lock::nap(
             space,
             deadline,
@@ -1268,12 +1299,13 @@ pub(crate) struct Assembly {
 /// Holder of the consumer lock; unlocks on drop.
 pub(crate) struct Consumer<'r> {
     ring: &'r Ring,
+    hold: Hold,
 }
 
 impl Drop for Consumer<'_> {
     #[inline]
     fn drop(&mut self) {
-        self.ring.cons_lock().unlock();
+        self.ring.cons_lock().unlock(self.hold);
     }
 }
 
@@ -1502,10 +1534,10 @@ impl Consumer<'_> {
                 return;
             }
             // SYNC: the producer stores tail (Release) before it releases
-            // its lock (Release); reading the lock free or taken by another
-            // (Acquire, its release sequence) and then the same tail means
-            // no fragment will follow.
-            if ctl.prod.owner.load(Ordering::SeqCst) != owner {
+            // its lock or leaves by its bias (Release); seeing it out
+            // (Acquire) and then the same tail means no fragment will
+            // follow.
+            if !self.ring.prod_lock().held_by(owner) {
                 if ctl.tail.word.load(Ordering::SeqCst) == seen {
                     drop_partial();
                 }

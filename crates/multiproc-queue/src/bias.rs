@@ -1,0 +1,447 @@
+//! Biased locking: a thread that takes a queue lock over and over, with
+//! nobody else asking for it, keeps it between operations and enters
+//! without a locked instruction.
+//!
+//! Why: with one producer and one consumer each lock stays with one thread,
+//! and its compare-and-swap was the largest single cost of a small message
+//! on both sides. A locked instruction waits for the store buffer to drain,
+//! and the buffer holds the last message's stores to lines the other side
+//! has just read.
+//!
+//! # Protocol
+//!
+//! The lock's owner word reads [`BIASED`] while a thread holds the bias;
+//! the [`Bias`] beside it names the thread's slot (`token`), and the
+//! [`BiasSlot`] holds its process identity, its kernel thread id and a
+//! `busy` counter that only that thread writes (odd = inside).
+//!
+//! | step | the biased thread | anyone else, to take the lock |
+//! |---|---|---|
+//! | 1 | stores `busy` odd | CAS owner `BIASED` → its identity |
+//! | 2 | compiler fence ([`lock::light_fence`]) | clears `token` |
+//! | 3 | loads `token`: still its slot → inside; else stores `busy` even, gives its slot back, takes the lock the usual way | `membarrier` ([`revoke_fence`]) |
+//! | 4 | … stores `busy` even (`Release`) to leave | waits until `busy` is even (`Acquire`) |
+//!
+//! Steps 1–3 on both sides are a store-then-load pair. The `membarrier`
+//! runs a full barrier on every CPU that runs a registered process, so
+//! either the revoker sees the odd `busy` and waits, or the biased thread
+//! sees the cleared token and backs off: never both inside.
+//!
+//! # Grants
+//!
+//! A thread that takes the lock the usual way [`grant_after`](Bias::grant_after)
+//! times in a row (64 at first) is granted the bias when it unlocks: it
+//! gets a slot (its own from before, a free one, or one whose process
+//! died), and the owner word becomes [`BIASED`] instead of 0. A revocation
+//! that comes before the biased thread has entered that many times doubles
+//! the threshold (up to 65 536); a later one halves it. So two producers
+//! that take turns stop being granted, and the cost of a revocation (one
+//! `membarrier`) is spread over at least as many operations as the streak
+//! that earned the bias. A thread whose process is not registered with
+//! `membarrier` is never granted: its light fence would be a full one.
+//!
+//! # Why a slot per thread
+//!
+//! Only the slot's thread ever writes its `busy`. A biased thread can be
+//! preempted between checking its slot and storing `busy`; if the bias
+//! moved on meanwhile, that late store must not land on the new holder's
+//! word. A slot stays with its thread until the thread itself sees it lost
+//! the bias (or its process dies), so a late store lands on its own slot.
+//! Threads that never come back keep their slot until their process ends;
+//! with all [`BIAS_SLOTS`](crate::layout::BIAS_SLOTS) taken, no more biases are granted and the lock
+//! works the usual way.
+//!
+//! # Crashes
+//!
+//! A revoker that finds `busy` odd for a whole [`LIVENESS_SLICE`] asks
+//! whether the slot's process lives. A dead one left its operation half
+//! done: the revoker frees the slot and reports `Recovered`, as for a dead
+//! owner. A revoker that dies after its CAS leaves its own identity in the
+//! owner word: the next waiter takes over from it as from any dead owner,
+//! and revokes the bias again before it goes on. A biased thread that died
+//! between operations is revoked like a live one.
+//!
+//! # Time-limited takers
+//!
+//! A `try_` or timed operation that revokes and then finds the biased
+//! thread inside for longer than it may wait gives the lock back as it
+//! found it: token restored, owner [`BIASED`]. Had the biased thread
+//! meanwhile seen the cleared token and given its slot up, the restored
+//! token names a free slot: harmless, since slots are handed out only by
+//! whoever holds the owner word, and the next taker revokes it at once.
+#![allow(unsafe_code)]
+
+use std::cell::Cell;
+use std::sync::atomic::{Ordering, fence};
+use std::time::{Duration, Instant};
+
+use multiproc_core::futex::{self, SpinWait};
+
+use crate::layout::{Bias, BiasSlot};
+use crate::lock::{self, LIVENESS_SLICE, Locked, RobustLock};
+
+/// The owner word of a lock biased to a thread; that thread is named by the
+/// lock's [`Bias`], not here. Never a packed process identity (the start
+/// time it would hold is impossible).
+pub(crate) const BIASED: u64 = u64::MAX;
+
+/// Consecutive takes by one thread that earn it the bias, at first.
+const GRANT_AFTER: u32 = 64;
+/// The most the threshold grows to after early revocations.
+const GRANT_AFTER_MAX: u32 = 1 << 16;
+
+/// Without `membarrier`, how long a revoker waits after clearing the token
+/// before it trusts an even `busy` (see [`revoke_fence`]).
+const REVOKE_GRACE: Duration = Duration::from_millis(10);
+
+thread_local! {
+    /// This thread's kernel thread id, 0 until first asked.
+    static TID: Cell<u32> = const { Cell::new(0) };
+}
+
+/// This thread's kernel thread id: unique among live threads, and a
+/// different one in a forked child (see [`forget_thread_id`]).
+#[inline]
+pub(crate) fn thread_id() -> u32 {
+    let cached = TID.get();
+    if cached != 0 {
+        return cached;
+    }
+    let tid = rustix::thread::gettid().as_raw_nonzero().get() as u32;
+    TID.set(tid);
+    tid
+}
+
+/// Forgets the cached thread id; run in a forked child (whose only thread
+/// is the one that forked), from the `pthread_atfork` handler.
+pub(crate) fn forget_thread_id() {
+    // Async-signal-safe: a const-initialised thread-local without a
+    // destructor is plain thread-local memory.
+    let _ = TID.try_with(|t| t.set(0));
+}
+
+/// How a lock is held, which decides how it is given back: through the
+/// owner word (0) or by the bias of slot `token - 1` (`token`).
+///
+/// One word, not an enum with fields: guards holding it are returned
+/// through memory, and a wide load of narrow fields just stored waits for
+/// the store buffer to drain (a failed store-to-load forward), which costs
+/// as much as the locked instruction the bias saves.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Hold(u32);
+
+impl Hold {
+    /// Held through the owner word.
+    pub(crate) const OWNER: Self = Self(0);
+
+    /// The bias token, if held by the bias.
+    #[inline]
+    pub(crate) fn token(self) -> Option<u32> {
+        (self.0 != 0).then_some(self.0)
+    }
+}
+
+/// A bias grant recorded in the process: `tid << 32 | token`.
+const fn grant_word(tid: u32, token: u32) -> u64 {
+    ((tid as u64) << 32) | token as u64
+}
+
+impl Bias {
+    fn slot(&self, token: u32) -> Option<&BiasSlot> {
+        self.slots.get((token as usize).wrapping_sub(1))
+    }
+
+    fn threshold(&self) -> u32 {
+        match self.grant_after.load(Ordering::Relaxed) {
+            0 => GRANT_AFTER,
+            n => n.clamp(GRANT_AFTER, GRANT_AFTER_MAX),
+        }
+    }
+}
+
+/// Clears a revoked bias for good: a full barrier on every CPU running a
+/// registered process (`MEMBARRIER_CMD_GLOBAL_EXPEDITED`; issuing it needs
+/// no registration of the caller). Without it (a seccomp filter that
+/// refuses the call in this process while the biased one has it), the
+/// revoker waits [`REVOKE_GRACE`] instead: a CPU drains its store buffer
+/// in far less while it runs, and at once when it switches tasks.
+///
+/// # References
+///  - [membarrier(2)](https://man7.org/linux/man-pages/man2/membarrier.2.html)
+fn revoke_fence() {
+    fence(Ordering::SeqCst);
+    if rustix::thread::membarrier(rustix::thread::MembarrierCommand::GlobalExpedited).is_err() {
+        std::thread::sleep(REVOKE_GRACE);
+        fence(Ordering::SeqCst);
+    }
+}
+
+impl RobustLock<'_> {
+    /// Enters by this thread's bias, if it has one: no locked instruction.
+    #[inline]
+    pub(crate) fn enter_biased(&self, me: u64) -> Option<Hold> {
+        let grant = self.mine.load(Ordering::Relaxed);
+        if grant == 0 {
+            return None;
+        }
+        let (tid, token) = ((grant >> 32) as u32, grant as u32);
+        if tid != thread_id() {
+            return None;
+        }
+        let slot = self.bias.slot(token)?;
+        // Our slot still (it stays ours until we give it up or die), and
+        // not entered already by an operation this thread has open.
+        if slot.owner.load(Ordering::Relaxed) != me || slot.tid.load(Ordering::Relaxed) != tid {
+            return None;
+        }
+        let idle = slot.busy.load(Ordering::Relaxed);
+        if idle & 1 != 0 {
+            return None;
+        }
+        let busy = idle.wrapping_add(1);
+        slot.busy.store(busy, Ordering::Relaxed);
+        // SYNC: store-then-load pair with the token clear + `revoke_fence` +
+        // `busy` load in `revoke`: one side sees the other (module docs).
+        lock::light_fence();
+        if self.bias.token.load(Ordering::Acquire) == token {
+            return Some(Hold(token));
+        }
+        self.lost_bias(slot, busy, grant);
+        None
+    }
+
+    /// The bias went to someone else while this thread was away: step out
+    /// and give the slot back.
+    #[cold]
+    fn lost_bias(&self, slot: &BiasSlot, busy: u32, grant: u64) {
+        // SYNC: Release, for a revoker waiting on `busy` (Acquire).
+        slot.busy.store(busy.wrapping_add(1), Ordering::Release);
+        lock::notify(self.word);
+        // Ours alone until this store; whoever hands it out next holds the
+        // owner word and reads it free.
+        slot.owner.store(0, Ordering::Release);
+        let _ = self
+            .mine
+            .compare_exchange(grant, 0, Ordering::Relaxed, Ordering::Relaxed);
+    }
+
+    /// Leaves an operation entered by the bias.
+    #[inline]
+    pub(crate) fn leave_biased(&self, token: u32) {
+        if let Some(slot) = self.bias.slot(token) {
+            // Only this thread writes `busy`: the load sees its own store.
+            let busy = slot.busy.load(Ordering::Relaxed);
+            // SYNC: Release pairs with the revoker's Acquire load of `busy`:
+            // it sees everything written inside.
+            slot.busy.store(busy.wrapping_add(1), Ordering::Release);
+        }
+        lock::notify(self.word);
+    }
+
+    /// Counts one more take by this thread; whether it has now earned the
+    /// bias. Called by the owner-word holder as it unlocks.
+    #[inline]
+    pub(crate) fn earned_bias(&self, me: u64, tid: u32) -> bool {
+        let b = self.bias;
+        let streak = if b.streak_owner.load(Ordering::Relaxed) == me
+            && b.streak_tid.load(Ordering::Relaxed) == tid
+        {
+            b.streak.load(Ordering::Relaxed).saturating_add(1)
+        } else {
+            b.streak_owner.store(me, Ordering::Relaxed);
+            b.streak_tid.store(tid, Ordering::Relaxed);
+            1
+        };
+        b.streak.store(streak, Ordering::Relaxed);
+        streak >= b.threshold()
+    }
+
+    /// Unlocks by biasing the lock to this thread; `false` when no slot is
+    /// free (the lock stays held: the caller unlocks it the usual way).
+    #[cold]
+    pub(crate) fn grant(&self, me: u64, tid: u32) -> bool {
+        let b = self.bias;
+        let owned = |s: &BiasSlot| {
+            s.owner.load(Ordering::Relaxed) == me && s.tid.load(Ordering::Relaxed) == tid
+        };
+        let free = |s: &BiasSlot| s.owner.load(Ordering::Acquire) == 0;
+        let index = b
+            .slots
+            .iter()
+            .position(owned)
+            .or_else(|| b.slots.iter().position(free))
+            .or_else(|| {
+                b.slots
+                    .iter()
+                    .position(|s| !lock::owner_alive(s.owner.load(Ordering::Relaxed)))
+            });
+        let Some(index) = index else {
+            // Every slot is with a live thread: look again after a longer
+            // streak, not on every unlock.
+            b.streak.store(0, Ordering::Relaxed);
+            b.grant_after.store(
+                b.threshold().saturating_mul(2).min(GRANT_AFTER_MAX),
+                Ordering::Relaxed,
+            );
+            return false;
+        };
+        let slot = &b.slots[index];
+        if !owned(slot) {
+            // A free slot, or a dead thread's: nobody else writes it now.
+            slot.busy.store(0, Ordering::Relaxed);
+            slot.tid.store(tid, Ordering::Relaxed);
+            slot.owner.store(me, Ordering::Relaxed);
+        }
+        let token = index as u32 + 1;
+        b.granted_at
+            .store(slot.busy.load(Ordering::Relaxed), Ordering::Relaxed);
+        b.streak.store(0, Ordering::Relaxed);
+        self.mine.store(grant_word(tid, token), Ordering::Relaxed);
+        b.token.store(token, Ordering::Relaxed);
+        // SYNC: Release: whoever takes the owner word from BIASED (Acquire)
+        // sees the token, the slot and everything written under the lock.
+        self.owner.store(BIASED, Ordering::Release);
+        lock::notify(self.word);
+        true
+    }
+
+    /// Takes the lock from its bias: `None` when someone else took the
+    /// owner word first (look again), else the outcome of [`settle`](Self::settle).
+    pub(crate) fn revoke(
+        &self,
+        me: u64,
+        sleep: bool,
+        deadline: Option<Instant>,
+    ) -> Option<Result<Locked, ()>> {
+        // SYNC: Acquire pairs with the Release store of BIASED in `grant`.
+        self.owner
+            .compare_exchange(BIASED, me, Ordering::Acquire, Ordering::Relaxed)
+            .ok()?;
+        Some(self.settle(sleep, deadline).map(|recovered| {
+            if recovered {
+                Locked::Recovered
+            } else {
+                Locked::Clean
+            }
+        }))
+    }
+
+    /// Run by a new holder of the owner word that took it from [`BIASED`]
+    /// or from a dead owner (which may have died revoking): clears a bias
+    /// left in place and waits for its thread to step out. `Ok(true)` when
+    /// that thread died inside; `Err(())` when the wait ran out, with the
+    /// lock given back to the bias.
+    pub(crate) fn settle(&self, sleep: bool, deadline: Option<Instant>) -> Result<bool, ()> {
+        let b = self.bias;
+        let token = b.token.load(Ordering::Acquire);
+        if token == 0 {
+            return Ok(false);
+        }
+        b.token.store(0, Ordering::Relaxed);
+        let Some(slot) = b.slot(token) else {
+            // A corrupt token: nobody can be inside by it.
+            return Ok(false);
+        };
+        revoke_fence();
+        match self.wait_out(slot, sleep, deadline) {
+            Ok(recovered) => {
+                let entries = slot
+                    .busy
+                    .load(Ordering::Relaxed)
+                    .wrapping_sub(b.granted_at.load(Ordering::Relaxed))
+                    / 2;
+                let threshold = b.threshold();
+                let next = if entries < threshold {
+                    threshold.saturating_mul(2).min(GRANT_AFTER_MAX)
+                } else {
+                    (threshold / 2).max(GRANT_AFTER)
+                };
+                b.grant_after.store(next, Ordering::Relaxed);
+                Ok(recovered)
+            }
+            Err(()) => {
+                b.token.store(token, Ordering::Relaxed);
+                // SYNC: Release, as in `grant`.
+                self.owner.store(BIASED, Ordering::Release);
+                lock::notify(self.word);
+                Err(())
+            }
+        }
+    }
+
+    /// Waits until `slot`'s thread is not inside; `Ok(true)` when it died
+    /// inside (its slot is freed).
+    fn wait_out(
+        &self,
+        slot: &BiasSlot,
+        sleep: bool,
+        deadline: Option<Instant>,
+    ) -> Result<bool, ()> {
+        // SYNC: Acquire pairs with the Release `busy` store of `leave_biased`.
+        let out = || slot.busy.load(Ordering::Acquire) & 1 == 0;
+        let mut spin = SpinWait::new();
+        loop {
+            if out() {
+                return Ok(false);
+            }
+            if !spin.spin() {
+                break;
+            }
+        }
+        if !sleep {
+            return Err(());
+        }
+        // Ask the kernel about the thread only after a whole slice passed
+        // with it inside: `/proc` reads cost microseconds.
+        let mut slice_end = Instant::now() + LIVENESS_SLICE;
+        loop {
+            let v = lock::prepare_sleep(self.word);
+            // SYNC: re-check after `prepare_sleep`; pairs with the `busy`
+            // store + `notify` in `leave_biased`.
+            if out() {
+                return Ok(false);
+            }
+            let until = lock::sleep_until(Some(deadline.map_or(slice_end, |d| d.min(slice_end))));
+            futex::wait(self.word, v, until);
+            if out() {
+                return Ok(false);
+            }
+            let now = Instant::now();
+            if deadline.is_some_and(|d| now >= d) {
+                return Err(());
+            }
+            if now >= slice_end {
+                if !lock::owner_alive(slot.owner.load(Ordering::Relaxed)) {
+                    // Dead inside: nobody writes the slot any more.
+                    slot.busy.store(0, Ordering::Relaxed);
+                    slot.owner.store(0, Ordering::Release);
+                    return Ok(true);
+                }
+                slice_end = now + LIVENESS_SLICE;
+            }
+        }
+    }
+
+    /// Whether a thread is inside now, by the owner word or by a bias (for
+    /// waiters deciding whether the other side is in the middle of an
+    /// operation).
+    pub(crate) fn in_use(&self) -> bool {
+        let owner = self.owner.load(Ordering::Relaxed);
+        (owner != 0 && owner != BIASED)
+            || self
+                .bias
+                .slots
+                .iter()
+                .any(|s| s.busy.load(Ordering::Relaxed) & 1 != 0)
+    }
+
+    /// Whether the process `who` is inside now, by the owner word or by a
+    /// bias. SYNC: a `false` synchronizes with its unlock or its leaving
+    /// (Acquire loads, `SeqCst`).
+    pub(crate) fn held_by(&self, who: u64) -> bool {
+        self.owner.load(Ordering::SeqCst) == who
+            || self.bias.slots.iter().any(|s| {
+                s.busy.load(Ordering::SeqCst) & 1 != 0 && s.owner.load(Ordering::SeqCst) == who
+            })
+    }
+}
