@@ -1,0 +1,353 @@
+//! Biased locks between real processes and threads: a thread that took a
+//! lock often enough in a row keeps it between operations, and whoever comes
+//! next must take it back, also from a holder that was killed, that forked,
+//! or that is inside an operation right now.
+//!
+//! The tests look at the lock's owner word in the segment to check that the
+//! bias was really granted (the layout is in `src/layout.rs`); where the
+//! kernel offers no `membarrier`, no bias is ever granted and they say so.
+
+use multiproc_core::Segment;
+use multiproc_queue::Queue;
+use multiproc_testkit::{Role, fork_child, inherited_fds, run, spawn, tests, wait_timeout};
+use std::os::fd::AsFd;
+use std::process::Child;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+/// Offsets of the producer and consumer lock owner words (`layout.rs`).
+const PRODUCER_OWNER: usize = 256;
+const CONSUMER_OWNER: usize = 512;
+/// The owner word of a biased lock (`bias.rs`).
+const BIASED: u64 = u64::MAX;
+/// Enough operations in a row to earn a bias (64 are needed at first).
+const EARN: u64 = 200;
+
+const CHILD_LIMIT: Duration = Duration::from_secs(60);
+
+fn bias_possible() -> bool {
+    use rustix::thread::{MembarrierCommand, membarrier_query};
+    let usable = membarrier_query().contains_command(MembarrierCommand::RegisterGlobalExpedited);
+    if !usable {
+        eprintln!("    no membarrier here: no bias is granted, the scenario runs unbiased");
+    }
+    usable
+}
+
+/// The owner word at `offset` of `q`'s segment, through a mapping of our own.
+fn owner_word<T>(q: &Queue<T>, offset: usize) -> u64 {
+    let seg = Segment::from_fd(q.as_fd().try_clone_to_owned().unwrap()).unwrap();
+    seg.view::<AtomicU64>(offset)
+        .unwrap()
+        .load(Ordering::SeqCst)
+}
+
+fn attach(fd: std::os::fd::OwnedFd) -> Queue<()> {
+    Queue::attach(Segment::from_fd(fd).unwrap()).unwrap()
+}
+
+/// Producer id and sequence number, then a body that depends on both.
+fn message(producer: u32, seq: u64) -> Vec<u8> {
+    let mut m = Vec::with_capacity(28);
+    m.extend_from_slice(&producer.to_le_bytes());
+    m.extend_from_slice(&seq.to_le_bytes());
+    m.extend((0..16).map(|i| (seq as u8).wrapping_mul(31) ^ (producer as u8) ^ i));
+    m
+}
+
+/// Checks a [`message`]; returns (producer, seq).
+fn check(m: &[u8]) -> (u32, u64) {
+    assert_eq!(m.len(), 28, "torn message: {m:?}");
+    let producer = u32::from_le_bytes(m[..4].try_into().unwrap());
+    let seq = u64::from_le_bytes(m[4..12].try_into().unwrap());
+    assert_eq!(m, message(producer, seq), "torn message");
+    (producer, seq)
+}
+
+fn get(q: &Queue<()>) -> (u32, u64) {
+    check(&q.get_bytes_timeout(Duration::from_secs(10)).unwrap())
+}
+
+fn finish(child: &mut Child) {
+    let status = wait_timeout(child, CHILD_LIMIT);
+    assert!(status.success(), "child failed: {status:?}");
+}
+
+// ---- child roles -------------------------------------------------------
+
+/// Puts [`EARN`] messages as producer 1, says so, then waits to be killed:
+/// outside a put (`idle`) or inside one (`inside`).
+fn role_biased_producer(args: &[String]) {
+    let mut fds = inherited_fds();
+    let q = attach(fds.remove(0));
+    let ready = attach(fds.remove(0));
+    for seq in 0..EARN {
+        q.put_bytes(&message(1, seq)).unwrap();
+    }
+    if args[0] == "idle" {
+        ready.put(()).unwrap();
+    } else {
+        let _ = q.put_with(28, |buf| {
+            buf.fill(0xEE);
+            ready.put(()).unwrap();
+            std::thread::sleep(CHILD_LIMIT);
+        });
+    }
+    std::thread::sleep(CHILD_LIMIT);
+}
+
+/// Gets [`EARN`] messages, checks them, then holds the next one in place
+/// until killed.
+fn role_biased_consumer(_: &[String]) {
+    let mut fds = inherited_fds();
+    let q = attach(fds.remove(0));
+    let ready = attach(fds.remove(0));
+    for seq in 0..EARN {
+        assert_eq!(get(&q), (0, seq));
+    }
+    let held = q.get_in_place().unwrap();
+    assert_eq!(check(&held), (0, EARN));
+    ready.put(()).unwrap();
+    std::thread::sleep(CHILD_LIMIT);
+    drop(held);
+}
+
+/// Earns the producer bias as producer 0, then forks. A first child puts
+/// one message as producer 1 while this process is idle: it must take the
+/// lock back, not enter by the bias it inherited. Then a second child puts
+/// `count - 1` more as producer 1 while this process puts `count` more as
+/// producer 0.
+fn role_fork_after_bias(args: &[String]) {
+    let q = attach(inherited_fds().remove(0));
+    let count: u64 = args[0].parse().unwrap();
+    for seq in 0..EARN {
+        q.put_bytes(&message(0, seq)).unwrap();
+    }
+    let biased = bias_possible();
+    if biased {
+        assert_eq!(owner_word(&q, PRODUCER_OWNER), BIASED, "bias not granted");
+    }
+    reap(fork_child(|| q.put_bytes(&message(1, 0)).unwrap()));
+    if biased {
+        assert_ne!(
+            owner_word(&q, PRODUCER_OWNER),
+            BIASED,
+            "the child entered by its parent's bias"
+        );
+    }
+    let child = fork_child(|| {
+        for seq in 1..count {
+            q.put_bytes(&message(1, seq)).unwrap();
+        }
+    });
+    for seq in EARN..EARN + count {
+        q.put_bytes(&message(0, seq)).unwrap();
+    }
+    reap(child);
+}
+
+/// Waits for a forked child; it must have exited with 0.
+fn reap(child: libc::pid_t) {
+    let pid = rustix::process::Pid::from_raw(child).unwrap();
+    let status = rustix::process::waitpid(Some(pid), rustix::process::WaitOptions::empty())
+        .unwrap()
+        .unwrap()
+        .1;
+    assert_eq!(status.exit_status(), Some(0), "forked child failed");
+}
+
+// ---- tests ---------------------------------------------------------------
+
+fn a_biased_producer_killed_between_puts_is_taken_over() {
+    let q: Queue<()> = Queue::new().unwrap();
+    let ready: Queue<()> = Queue::new().unwrap();
+    let mut child = spawn("biased_producer", &["idle"], &[q.as_fd(), ready.as_fd()]).unwrap();
+    ready.get_timeout(CHILD_LIMIT).unwrap();
+    if bias_possible() {
+        assert_eq!(owner_word(&q, PRODUCER_OWNER), BIASED);
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    q.put_bytes_timeout(&message(0, 0), Duration::from_secs(10))
+        .unwrap();
+    for seq in 0..EARN {
+        assert_eq!(get(&q), (1, seq));
+    }
+    assert_eq!(get(&q), (0, 0));
+    assert!(q.try_get_bytes().unwrap_err().is_empty());
+}
+
+fn a_biased_producer_killed_inside_a_put_loses_only_that_put() {
+    let q: Queue<()> = Queue::new().unwrap();
+    let ready: Queue<()> = Queue::new().unwrap();
+    let mut child = spawn("biased_producer", &["inside"], &[q.as_fd(), ready.as_fd()]).unwrap();
+    ready.get_timeout(CHILD_LIMIT).unwrap();
+    if bias_possible() {
+        assert_eq!(owner_word(&q, PRODUCER_OWNER), BIASED);
+    }
+    // Inside: a put with a short deadline gives up and leaves the bias.
+    let first = message(0, 0);
+    let err = q
+        .put_bytes_timeout(&first, Duration::from_millis(30))
+        .unwrap_err();
+    assert!(err.is_timeout(), "{err:?}");
+    child.kill().unwrap();
+    child.wait().unwrap();
+    q.put_bytes_timeout(&message(0, 1), Duration::from_secs(10))
+        .unwrap();
+    for seq in 0..EARN {
+        assert_eq!(get(&q), (1, seq));
+    }
+    // Never the dead put's half-written message, and the survivor's put.
+    assert_eq!(get(&q), (0, 1));
+    assert!(q.try_get_bytes().unwrap_err().is_empty());
+}
+
+fn a_biased_consumer_killed_holding_a_message_loses_only_that_message() {
+    let q: Queue<()> = Queue::new().unwrap();
+    let ready: Queue<()> = Queue::new().unwrap();
+    for seq in 0..EARN + 10 {
+        q.put_bytes(&message(0, seq)).unwrap();
+    }
+    let mut child = spawn("biased_consumer", &[], &[q.as_fd(), ready.as_fd()]).unwrap();
+    ready.get_timeout(CHILD_LIMIT).unwrap();
+    if bias_possible() {
+        assert_eq!(owner_word(&q, CONSUMER_OWNER), BIASED);
+    }
+    // Inside: a get that may not wait gives up at once.
+    assert!(q.try_get_bytes().is_err());
+    child.kill().unwrap();
+    child.wait().unwrap();
+    // The message the dead consumer held is gone with it; the rest follow.
+    for seq in EARN + 1..EARN + 10 {
+        assert_eq!(get(&q), (0, seq));
+    }
+    assert!(q.try_get_bytes().unwrap_err().is_empty());
+}
+
+fn a_forked_child_does_not_enter_by_its_parents_bias() {
+    const COUNT: u64 = 20_000;
+    let q: Queue<()> = Queue::builder().ring_bytes(64 * 1024).build().unwrap();
+    let mut child = spawn("fork_after_bias", &[&COUNT.to_string()], &[q.as_fd()]).unwrap();
+    let mut next = [0u64; 2];
+    for _ in 0..EARN + 2 * COUNT {
+        let (producer, seq) = get(&q);
+        assert_eq!(
+            seq, next[producer as usize],
+            "producer {producer} out of order"
+        );
+        next[producer as usize] += 1;
+    }
+    finish(&mut child);
+    assert_eq!(next, [EARN + COUNT, COUNT]);
+    assert!(q.try_get_bytes().unwrap_err().is_empty());
+}
+
+fn threads_taking_turns_in_bursts_move_every_message_once() {
+    // Four producer threads put in bursts long enough to earn the bias, so
+    // biases are granted and revoked between threads of one process; two
+    // consumer threads do the same on the other side.
+    const BURST: u64 = 300;
+    const BURSTS: u64 = 20;
+    let q: Queue<()> = Queue::builder().ring_bytes(64 * 1024).build().unwrap();
+    let producers: Vec<_> = (0..4u32)
+        .map(|p| {
+            let q = q.clone();
+            std::thread::spawn(move || {
+                for b in 0..BURSTS {
+                    for i in 0..BURST {
+                        q.put_bytes(&message(p, b * BURST + i)).unwrap();
+                    }
+                    std::thread::yield_now();
+                }
+            })
+        })
+        .collect();
+    let consumers: Vec<_> = (0..2)
+        .map(|_| {
+            let q = q.clone();
+            std::thread::spawn(move || {
+                let mut seen = Vec::new();
+                while let Ok(m) = q.get_bytes_timeout(Duration::from_millis(500)) {
+                    seen.push(check(&m));
+                }
+                seen
+            })
+        })
+        .collect();
+    for p in producers {
+        p.join().unwrap();
+    }
+    let mut all: Vec<(u32, u64)> = Vec::new();
+    for c in consumers {
+        let seen = c.join().unwrap();
+        // Each consumer sees each producer's messages in order.
+        for p in 0..4 {
+            let mine: Vec<u64> = seen.iter().filter(|m| m.0 == p).map(|m| m.1).collect();
+            assert!(mine.is_sorted(), "producer {p} out of order");
+        }
+        all.extend(seen);
+    }
+    all.sort_unstable();
+    let expected: Vec<(u32, u64)> = (0..4u32)
+        .flat_map(|p| (0..BURST * BURSTS).map(move |s| (p, s)))
+        .collect();
+    assert!(all == expected, "lost or duplicated messages");
+}
+
+fn a_try_or_timed_get_gives_a_busy_bias_back() {
+    // One thread earns the consumer bias and holds a message in place.
+    // Others must not block: a try gives up at once, a timed get at its
+    // deadline, and both leave the lock as they found it.
+    let q: Queue<()> = Queue::new().unwrap();
+    for seq in 0..EARN + 3 {
+        q.put_bytes(&message(0, seq)).unwrap();
+    }
+    for seq in 0..EARN {
+        assert_eq!(get(&q), (0, seq));
+    }
+    let held = q.get_in_place().unwrap();
+    if bias_possible() {
+        assert_eq!(owner_word(&q, CONSUMER_OWNER), BIASED);
+    }
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            // Two messages wait behind the one held: only the busy lock
+            // can make these fail.
+            assert!(q.try_get_bytes().is_err());
+            let start = Instant::now();
+            let err = q.get_bytes_timeout(Duration::from_millis(50)).unwrap_err();
+            assert!(err.is_timeout(), "{err:?}");
+            assert!(start.elapsed() >= Duration::from_millis(50));
+        })
+        .join()
+        .unwrap();
+    });
+    assert_eq!(check(&held), (0, EARN));
+    drop(held);
+    // The holder goes on by its bias; another thread then takes it back.
+    assert_eq!(get(&q), (0, EARN + 1));
+    std::thread::scope(|s| {
+        s.spawn(|| assert_eq!(get(&q), (0, EARN + 2)));
+    });
+    assert!(q.try_get_bytes().unwrap_err().is_empty());
+}
+
+fn main() {
+    let roles: &[Role] = &[
+        ("biased_producer", role_biased_producer),
+        ("biased_consumer", role_biased_consumer),
+        ("fork_after_bias", role_fork_after_bias),
+    ];
+    run(
+        roles,
+        tests![
+            a_biased_producer_killed_between_puts_is_taken_over,
+            a_biased_producer_killed_inside_a_put_loses_only_that_put,
+            a_biased_consumer_killed_holding_a_message_loses_only_that_message,
+            a_forked_child_does_not_enter_by_its_parents_bias,
+            threads_taking_turns_in_bursts_move_every_message_once,
+            a_try_or_timed_get_gives_a_busy_bias_back,
+        ],
+    );
+}
