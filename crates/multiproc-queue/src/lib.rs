@@ -148,7 +148,10 @@
 //! lock, and so do consumers; each lock records its holder's process
 //! identity (pid + start time), and a waiter that sleeps 20 ms without
 //! progress asks the kernel whether the holder lives and takes the lock over
-//! from a dead one. A killed writer has published nothing (or a whole
+//! from a dead one. A thread that takes a lock often enough in a row keeps
+//! it between operations (a biased lock: no locked instruction per
+//! message), and whoever comes next takes it back, from a killed holder
+//! too. A killed writer has published nothing (or a whole
 //! record); a killed reader has freed nothing (so the message stays for the
 //! next reader) or everything. The two things that span several steps — a
 //! message written in fragments, and a message lent out in place — are

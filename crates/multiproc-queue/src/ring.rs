@@ -8,8 +8,9 @@
 //! message larger than the ring goes through as fragments that must not
 //! interleave with other producers' records. A producer-side lock gives that
 //! for free; a consumer-side lock keeps a message's fragments with one
-//! reader. With one producer and one consumer each lock stays in its owner's
-//! cache and costs one uncontended CAS; the hand-off between the sides is two
+//! reader. With one producer and one consumer each lock ends up biased to
+//! its thread (`bias.rs`): taking it is a store, a compiler fence and a
+//! load, with no locked instruction; the hand-off between the sides is two
 //! words, `tail` and `head`, on separate cache lines, each read through a
 //! cached copy so a side touches the other's line only when its copy runs
 //! out. A blocking producer that finds the ring nearly full (less than
@@ -79,9 +80,9 @@
 //! process is registered with `membarrier(2)`, because the heavy fence is
 //! `MEMBARRIER_CMD_GLOBAL_EXPEDITED`, a barrier on every CPU running such a
 //! process: one of the two sides always sees the other, so no wake-up is
-//! lost, and the per-message path has no locked instruction beyond the lock
-//! CAS. A waker issues the `futex_wake` system call only when bit 0 is set
-//! (see `lock.rs`).
+//! lost, and once the locks are biased the per-message path has no locked
+//! instruction at all. A waker issues the `futex_wake` system call only when
+//! bit 0 is set (see `lock.rs`).
 //!
 //! Between spinning and that announced sleep, a waiter whose partner is in
 //! the middle of an operation (holds its lock: a producer writing, a
