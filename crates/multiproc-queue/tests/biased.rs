@@ -158,66 +158,70 @@ fn reap(child: libc::pid_t) {
 
 // ---- tests ---------------------------------------------------------------
 
-fn a_biased_producer_killed_between_puts_is_taken_over() {
-    let q: Queue<()> = Queue::new().unwrap();
+/// Starts `role` on `q` and waits until it says it has earned the lock's
+/// bias (checked through the owner word at `owner`).
+fn start_biased(role: &str, args: &[&str], q: &Queue<()>, owner: usize) -> Child {
     let ready: Queue<()> = Queue::new().unwrap();
-    let mut child = spawn("biased_producer", &["idle"], &[q.as_fd(), ready.as_fd()]).unwrap();
+    let child = spawn(role, args, &[q.as_fd(), ready.as_fd()]).unwrap();
     ready.get_timeout(CHILD_LIMIT).unwrap();
     if bias_possible() {
-        assert_eq!(owner_word(&q, PRODUCER_OWNER), BIASED);
+        assert_eq!(owner_word(q, owner), BIASED, "bias not granted");
     }
+    child
+}
+
+fn kill(mut child: Child) {
     child.kill().unwrap();
     child.wait().unwrap();
-    q.put_bytes_timeout(&message(0, 0), Duration::from_secs(10))
+}
+
+/// Puts message `seq` as producer 0 after a `biased_producer` died; then
+/// the queue must hold the dead producer's messages and ours, whole and in
+/// order, and nothing else.
+fn put_and_drain_after_the_dead(q: &Queue<()>, seq: u64) {
+    q.put_bytes_timeout(&message(0, seq), Duration::from_secs(10))
         .unwrap();
-    for seq in 0..EARN {
-        assert_eq!(get(&q), (1, seq));
+    for dead in 0..EARN {
+        assert_eq!(get(q), (1, dead));
     }
-    assert_eq!(get(&q), (0, 0));
+    assert_eq!(get(q), (0, seq));
     assert!(q.try_get_bytes().unwrap_err().is_empty());
+}
+
+fn a_biased_producer_killed_between_puts_is_taken_over() {
+    let q: Queue<()> = Queue::new().unwrap();
+    kill(start_biased(
+        "biased_producer",
+        &["idle"],
+        &q,
+        PRODUCER_OWNER,
+    ));
+    put_and_drain_after_the_dead(&q, 0);
 }
 
 fn a_biased_producer_killed_inside_a_put_loses_only_that_put() {
     let q: Queue<()> = Queue::new().unwrap();
-    let ready: Queue<()> = Queue::new().unwrap();
-    let mut child = spawn("biased_producer", &["inside"], &[q.as_fd(), ready.as_fd()]).unwrap();
-    ready.get_timeout(CHILD_LIMIT).unwrap();
-    if bias_possible() {
-        assert_eq!(owner_word(&q, PRODUCER_OWNER), BIASED);
-    }
+    let child = start_biased("biased_producer", &["inside"], &q, PRODUCER_OWNER);
     // Inside: a put with a short deadline gives up and leaves the bias.
     let first = message(0, 0);
     let err = q
         .put_bytes_timeout(&first, Duration::from_millis(30))
         .unwrap_err();
     assert!(err.is_timeout(), "{err:?}");
-    child.kill().unwrap();
-    child.wait().unwrap();
-    q.put_bytes_timeout(&message(0, 1), Duration::from_secs(10))
-        .unwrap();
-    for seq in 0..EARN {
-        assert_eq!(get(&q), (1, seq));
-    }
-    // Never the dead put's half-written message, and the survivor's put.
-    assert_eq!(get(&q), (0, 1));
-    assert!(q.try_get_bytes().unwrap_err().is_empty());
+    kill(child);
+    // Never the dead put's half-written message.
+    put_and_drain_after_the_dead(&q, 1);
 }
 
 fn a_biased_consumer_killed_holding_a_message_loses_only_that_message() {
     let q: Queue<()> = Queue::new().unwrap();
-    let ready: Queue<()> = Queue::new().unwrap();
     for seq in 0..EARN + 10 {
         q.put_bytes(&message(0, seq)).unwrap();
     }
-    let mut child = spawn("biased_consumer", &[], &[q.as_fd(), ready.as_fd()]).unwrap();
-    ready.get_timeout(CHILD_LIMIT).unwrap();
-    if bias_possible() {
-        assert_eq!(owner_word(&q, CONSUMER_OWNER), BIASED);
-    }
+    let child = start_biased("biased_consumer", &[], &q, CONSUMER_OWNER);
     // Inside: a get that may not wait gives up at once.
     assert!(q.try_get_bytes().is_err());
-    child.kill().unwrap();
-    child.wait().unwrap();
+    kill(child);
     // The message the dead consumer held is gone with it; the rest follow.
     for seq in EARN + 1..EARN + 10 {
         assert_eq!(get(&q), (0, seq));
