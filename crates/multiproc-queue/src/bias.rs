@@ -72,7 +72,7 @@
 #![allow(unsafe_code)]
 
 use std::cell::Cell;
-use std::sync::atomic::{Ordering, fence};
+use std::sync::atomic::{AtomicU32, Ordering, fence};
 use std::time::{Duration, Instant};
 
 use multiproc_core::futex::{self, SpinWait};
@@ -89,6 +89,28 @@ pub(crate) const BIASED: u64 = u64::MAX;
 const GRANT_AFTER: u32 = 64;
 /// The most the threshold grows to after early revocations.
 const GRANT_AFTER_MAX: u32 = 1 << 16;
+
+/// Set in a process's environment to a number `n` (at least 1), makes its
+/// threads earn a bias after `n` takes in a row, always, with no doubling
+/// after early revocations: a diagnostic, and how the chaos test makes
+/// biases change hands all the time.
+pub(crate) const BIAS_AFTER_ENV: &str = "MULTIPROC_BIAS_AFTER";
+
+/// [`BIAS_AFTER_ENV`] as read once per process: 0 = not read yet,
+/// `u32::MAX` = not set.
+static FIXED_THRESHOLD: AtomicU32 = AtomicU32::new(0);
+
+fn fixed_threshold() -> Option<u32> {
+    let mut n = FIXED_THRESHOLD.load(Ordering::Relaxed);
+    if n == 0 {
+        n = std::env::var(BIAS_AFTER_ENV)
+            .ok()
+            .and_then(|v| v.parse::<u32>().ok())
+            .map_or(u32::MAX, |v| v.clamp(1, GRANT_AFTER_MAX));
+        FIXED_THRESHOLD.store(n, Ordering::Relaxed);
+    }
+    (n != u32::MAX).then_some(n)
+}
 
 /// Without `membarrier`, how long a revoker waits after clearing the token
 /// before it trusts an even `busy` (see [`revoke_fence`]).
@@ -152,6 +174,9 @@ impl Bias {
     }
 
     fn threshold(&self) -> u32 {
+        if let Some(fixed) = fixed_threshold() {
+            return fixed;
+        }
         match self.grant_after.load(Ordering::Relaxed) {
             0 => GRANT_AFTER,
             n => n.clamp(GRANT_AFTER, GRANT_AFTER_MAX),

@@ -2,8 +2,8 @@
 //! each child role (see `multiproc-testkit`).
 //!
 //! Sizes are chosen so the whole file runs in well under a minute in a debug
-//! build on two CPUs. `MULTIPROC_FULL=1` makes the chaos run 1 000 kills
-//! (about 15 s) instead of 200.
+//! build on two CPUs. `MULTIPROC_FULL=1` makes each of the two chaos runs
+//! 1 000 kills (about 15 s each) instead of 200.
 
 use multiproc_core::{Segment, codec, scm};
 use multiproc_queue::{JoinableQueue, Queue, SimpleQueue};
@@ -779,17 +779,32 @@ fn dropping_the_last_handle_frees_the_memory() {
 }
 
 fn chaos_kills_never_tear_duplicate_or_hang() {
+    chaos(None);
+}
+
+fn chaos_with_biases_changing_hands_all_the_time() {
+    // Every take of a lock earns a bias, so the children's locks are
+    // biased, revoked and taken back from killed holders all the time.
+    chaos(Some("1"));
+}
+
+/// Kills producers and consumers at random points; children get
+/// `MULTIPROC_BIAS_AFTER=bias_after` when given.
+fn chaos(bias_after: Option<&str>) {
     let kills_wanted: usize = if full() { 1000 } else { 200 };
     let q: Queue<()> = Queue::builder().ring_bytes(256 * 1024).build().unwrap();
     let book = Book(Segment::anonymous(CHAOS_SEGMENT).unwrap());
     let fds = [q.as_fd(), book.0.as_fd()];
+    let spawn = |role: &str| {
+        let mut cmd = multiproc_testkit::command(role, &[], &fds);
+        if let Some(n) = bias_after {
+            cmd.env("MULTIPROC_BIAS_AFTER", n);
+        }
+        cmd.stdin(std::process::Stdio::null()).spawn().unwrap()
+    };
     let mut rng = Rng::new(seed());
-    let mut producers: Vec<Child> = (0..2)
-        .map(|_| spawn("chaos_producer", &[], &fds).unwrap())
-        .collect();
-    let mut consumers: Vec<Child> = (0..2)
-        .map(|_| spawn("chaos_consumer", &[], &fds).unwrap())
-        .collect();
+    let mut producers: Vec<Child> = (0..2).map(|_| spawn("chaos_producer")).collect();
+    let mut consumers: Vec<Child> = (0..2).map(|_| spawn("chaos_consumer")).collect();
     let mut kills = 0usize;
     let mut producer_kills = 0usize;
     let mut consumer_kills = 0usize;
@@ -809,7 +824,7 @@ fn chaos_kills_never_tear_duplicate_or_hang() {
         let i = rng.below(pool.len() as u64) as usize;
         let _ = pool[i].kill();
         let _ = pool[i].wait();
-        pool[i] = spawn(role, &[], &fds).unwrap();
+        pool[i] = spawn(role);
         kills += 1;
     }
     // Stop producing; let the consumers drain, then close and collect them.
@@ -983,6 +998,7 @@ fn main() {
             dropping_the_last_handle_frees_the_memory,
             wakeups_work_with_and_without_membarrier_on_either_side,
             chaos_kills_never_tear_duplicate_or_hang,
+            chaos_with_biases_changing_hands_all_the_time,
             queue_keeps_working_after_a_producer_dies_mid_fragment,
             consumer_dying_mid_fragment_loses_only_that_message,
         ],
