@@ -110,7 +110,7 @@ enum Threads {
 /// Whether the kernel offers `MEMBARRIER_CMD_GLOBAL_EXPEDITED` to this
 /// process; asked once per executable image (forked children inherit the
 /// answer, which cannot differ for them).
-fn kernel_has_membarrier() -> bool {
+pub(crate) fn kernel_has_membarrier() -> bool {
     if HEAVY.load(Ordering::Relaxed) == 0 {
         use rustix::thread::{MembarrierCommand, membarrier_query};
         // A diagnostic switch (and what the tests use to cover the

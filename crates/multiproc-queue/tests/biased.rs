@@ -156,6 +156,16 @@ fn reap(child: libc::pid_t) {
     assert_eq!(status.exit_status(), Some(0), "forked child failed");
 }
 
+/// Puts messages 0..`args[0]` as producer 1; run with
+/// `MULTIPROC_NO_MEMBARRIER` set, so its revocations fall back to waiting.
+fn role_put_without_membarrier(args: &[String]) {
+    let q = attach(inherited_fds().remove(0));
+    let count: u64 = args[0].parse().unwrap();
+    for seq in 0..count {
+        q.put_bytes(&message(1, seq)).unwrap();
+    }
+}
+
 // ---- tests ---------------------------------------------------------------
 
 /// Starts `role` on `q` and waits until it says it has earned the lock's
@@ -299,6 +309,48 @@ fn threads_taking_turns_in_bursts_move_every_message_once() {
     assert!(all == expected, "lost or duplicated messages");
 }
 
+fn a_process_without_membarrier_takes_a_bias_back_by_waiting() {
+    // A process that may not issue membarrier revokes by waiting out a
+    // grace period instead; it and a biased thread here put in turns.
+    const COUNT: u64 = 2_000;
+    let q: Queue<()> = Queue::builder().ring_bytes(64 * 1024).build().unwrap();
+    for seq in 0..EARN {
+        q.put_bytes(&message(0, seq)).unwrap();
+    }
+    if bias_possible() {
+        assert_eq!(owner_word(&q, PRODUCER_OWNER), BIASED);
+    }
+    let mut child = multiproc_testkit::command(
+        "put_without_membarrier",
+        &[&COUNT.to_string()],
+        &[q.as_fd()],
+    )
+    .env("MULTIPROC_NO_MEMBARRIER", "1")
+    .stdin(std::process::Stdio::null())
+    .spawn()
+    .unwrap();
+    let consumer = std::thread::spawn({
+        let q = q.clone();
+        move || {
+            let mut next = [0u64; 2];
+            for _ in 0..EARN + 2 * COUNT {
+                let (producer, seq) = get(&q);
+                assert_eq!(
+                    seq, next[producer as usize],
+                    "producer {producer} out of order"
+                );
+                next[producer as usize] += 1;
+            }
+            next
+        }
+    });
+    for seq in EARN..EARN + COUNT {
+        q.put_bytes(&message(0, seq)).unwrap();
+    }
+    finish(&mut child);
+    assert_eq!(consumer.join().unwrap(), [EARN + COUNT, COUNT]);
+}
+
 fn a_try_or_timed_get_gives_a_busy_bias_back() {
     // One thread earns the consumer bias and holds a message in place.
     // Others must not block: a try gives up at once, a timed get at its
@@ -338,10 +390,15 @@ fn a_try_or_timed_get_gives_a_busy_bias_back() {
 }
 
 fn main() {
+    // Registered with membarrier before the test threads start: a process
+    // that first uses a queue with threads running registers in the
+    // background, and grants no bias until that is done.
+    multiproc_queue::prepare_process();
     let roles: &[Role] = &[
         ("biased_producer", role_biased_producer),
         ("biased_consumer", role_biased_consumer),
         ("fork_after_bias", role_fork_after_bias),
+        ("put_without_membarrier", role_put_without_membarrier),
     ];
     run(
         roles,
@@ -350,6 +407,7 @@ fn main() {
             a_biased_producer_killed_inside_a_put_loses_only_that_put,
             a_biased_consumer_killed_holding_a_message_loses_only_that_message,
             a_forked_child_does_not_enter_by_its_parents_bias,
+            a_process_without_membarrier_takes_a_bias_back_by_waiting,
             threads_taking_turns_in_bursts_move_every_message_once,
             a_try_or_timed_get_gives_a_busy_bias_back,
         ],
