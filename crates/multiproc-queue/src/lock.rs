@@ -48,8 +48,8 @@ const ASYMMETRIC: u8 = 1;
 const SYMMETRIC: u8 = 2;
 
 /// Set (to anything) in a process's environment, makes it ignore
-/// `membarrier(2)`: its fast paths use full fences and its sleepers re-check
-/// every millisecond.
+/// `membarrier(2)`: its fast paths use full fences, its sleepers re-check
+/// every millisecond, and it revokes biases by waiting (see `bias.rs`).
 pub(crate) const NO_MEMBARRIER_ENV: &str = "MULTIPROC_NO_MEMBARRIER";
 
 /// Whether this process can issue `MEMBARRIER_CMD_GLOBAL_EXPEDITED`
