@@ -69,7 +69,6 @@
 //! meanwhile seen the cleared token and given its slot up, the restored
 //! token names a free slot: harmless, since slots are handed out only by
 //! whoever holds the owner word, and the next taker revokes it at once.
-#![allow(unsafe_code)]
 
 use std::cell::Cell;
 use std::sync::atomic::{AtomicU32, Ordering, fence};
