@@ -762,15 +762,15 @@ impl Flow {
             let (ctl, link) = (&ctl, &mut link);
             pids.push(fork_child(move || {
                 let mut buf = vec![0u8; size];
-                let done = ctl.consumed(i);
+                let (done, goal, finished) = (ctl.consumed(i), ctl.goal(), ctl.finished());
                 let mut n = 0u64;
                 loop {
                     link.recv(&mut buf);
                     n += 1;
                     done.store(n, Ordering::Release);
-                    if n == ctl.goal().load(Ordering::Relaxed) {
-                        ctl.finished().fetch_add(1, Ordering::Release);
-                        futex::wake_all(ctl.finished());
+                    if n == goal.load(Ordering::Relaxed) {
+                        finished.fetch_add(1, Ordering::Release);
+                        futex::wake_all(finished);
                     }
                 }
             }));

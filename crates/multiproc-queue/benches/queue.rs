@@ -109,7 +109,7 @@ impl Flow {
         for i in 0..consumers {
             let (ctl, b, tu, tv) = (&ctl, &bytes, &typed_u64, &typed_vec);
             pids.push(fork_child(move || {
-                let done = ctl.consumed(i);
+                let (done, goal, finished) = (ctl.consumed(i), ctl.goal(), ctl.finished());
                 let mut buf = Vec::new();
                 let mut n = 0u64;
                 loop {
@@ -133,9 +133,9 @@ impl Flow {
                     }
                     n += 1;
                     done.store(n, Ordering::Release);
-                    if n == ctl.goal().load(Ordering::Relaxed) {
-                        ctl.finished().fetch_add(1, Ordering::Release);
-                        futex::wake_all(ctl.finished());
+                    if n == goal.load(Ordering::Relaxed) {
+                        finished.fetch_add(1, Ordering::Release);
+                        futex::wake_all(finished);
                     }
                 }
             }));
@@ -176,16 +176,17 @@ impl Flow {
     fn run(&mut self, messages: u64) -> Duration {
         let per = messages.div_ceil(self.producers as u64).max(1);
         self.target += per * self.producers as u64;
-        if self.consumers == 1 {
-            // The consumer wakes us: no third process polls (and takes a
-            // CPU from the partners) while they run.
+        // The sole consumer wakes us: no third process polls (and takes a
+        // CPU from the partners) while they run.
+        let woken = self.consumers == 1;
+        if woken {
             self.ctl.goal().store(self.target, Ordering::Relaxed);
         }
         let start = Instant::now();
         self.ctl.count().store(per, Ordering::Release);
         self.ctl.round().fetch_add(1, Ordering::Release);
         futex::wake_all(self.ctl.round());
-        if self.consumers == 1 {
+        if woken {
             let consumed = self.ctl.consumed(0);
             futex::wait_until(self.ctl.finished(), None, |_| {
                 consumed.load(Ordering::Acquire) >= self.target

@@ -172,6 +172,19 @@ impl Bias {
         self.slots.get((token as usize).wrapping_sub(1))
     }
 
+    /// After a revocation, or a grant that found no slot: waits half as
+    /// long for the next grant when the last bias lasted (`lasted`), twice
+    /// as long when it did not.
+    fn adapt(&self, lasted: bool) {
+        let threshold = self.threshold();
+        let next = if lasted {
+            (threshold / 2).max(GRANT_AFTER)
+        } else {
+            threshold.saturating_mul(2).min(GRANT_AFTER_MAX)
+        };
+        self.grant_after.store(next, Ordering::Relaxed);
+    }
+
     fn threshold(&self) -> u32 {
         if let Some(fixed) = fixed_threshold() {
             return fixed;
@@ -307,10 +320,7 @@ impl RobustLock<'_> {
             // Every slot is with a live thread: look again after a longer
             // streak, not on every unlock.
             b.streak.store(0, Ordering::Relaxed);
-            b.grant_after.store(
-                b.threshold().saturating_mul(2).min(GRANT_AFTER_MAX),
-                Ordering::Relaxed,
-            );
+            b.adapt(false);
             return false;
         };
         let slot = &b.slots[index];
@@ -373,18 +383,15 @@ impl RobustLock<'_> {
         revoke_fence();
         match self.wait_out(slot, sleep, deadline) {
             Ok(recovered) => {
-                let entries = slot
-                    .busy
-                    .load(Ordering::Relaxed)
-                    .wrapping_sub(b.granted_at.load(Ordering::Relaxed))
-                    / 2;
-                let threshold = b.threshold();
-                let next = if entries < threshold {
-                    threshold.saturating_mul(2).min(GRANT_AFTER_MAX)
-                } else {
-                    (threshold / 2).max(GRANT_AFTER)
-                };
-                b.grant_after.store(next, Ordering::Relaxed);
+                // A dead thread's slot was just reset: nothing to count.
+                if !recovered {
+                    let entries = slot
+                        .busy
+                        .load(Ordering::Relaxed)
+                        .wrapping_sub(b.granted_at.load(Ordering::Relaxed))
+                        / 2;
+                    b.adapt(entries >= b.threshold());
+                }
                 Ok(recovered)
             }
             Err(()) => {

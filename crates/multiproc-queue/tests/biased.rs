@@ -68,6 +68,21 @@ fn get(q: &Queue<()>) -> (u32, u64) {
     check(&q.get_bytes_timeout(Duration::from_secs(10)).unwrap())
 }
 
+/// Gets `total` messages from producers 0 and 1, each producer's in
+/// order from 0; returns how many came from each.
+fn take_in_order(q: &Queue<()>, total: u64) -> [u64; 2] {
+    let mut next = [0u64; 2];
+    for _ in 0..total {
+        let (producer, seq) = get(q);
+        assert_eq!(
+            seq, next[producer as usize],
+            "producer {producer} out of order"
+        );
+        next[producer as usize] += 1;
+    }
+    next
+}
+
 fn finish(child: &mut Child) {
     let status = wait_timeout(child, CHILD_LIMIT);
     assert!(status.success(), "child failed: {status:?}");
@@ -243,15 +258,7 @@ fn a_forked_child_does_not_enter_by_its_parents_bias() {
     const COUNT: u64 = 20_000;
     let q: Queue<()> = Queue::builder().ring_bytes(64 * 1024).build().unwrap();
     let mut child = spawn("fork_after_bias", &[&COUNT.to_string()], &[q.as_fd()]).unwrap();
-    let mut next = [0u64; 2];
-    for _ in 0..EARN + 2 * COUNT {
-        let (producer, seq) = get(&q);
-        assert_eq!(
-            seq, next[producer as usize],
-            "producer {producer} out of order"
-        );
-        next[producer as usize] += 1;
-    }
+    let next = take_in_order(&q, EARN + 2 * COUNT);
     finish(&mut child);
     assert_eq!(next, [EARN + COUNT, COUNT]);
     assert!(q.try_get_bytes().unwrap_err().is_empty());
@@ -331,18 +338,7 @@ fn a_process_without_membarrier_takes_a_bias_back_by_waiting() {
     .unwrap();
     let consumer = std::thread::spawn({
         let q = q.clone();
-        move || {
-            let mut next = [0u64; 2];
-            for _ in 0..EARN + 2 * COUNT {
-                let (producer, seq) = get(&q);
-                assert_eq!(
-                    seq, next[producer as usize],
-                    "producer {producer} out of order"
-                );
-                next[producer as usize] += 1;
-            }
-            next
-        }
+        move || take_in_order(&q, EARN + 2 * COUNT)
     });
     for seq in EARN..EARN + COUNT {
         q.put_bytes(&message(0, seq)).unwrap();
