@@ -99,16 +99,26 @@ pub(crate) const BIAS_AFTER_ENV: &str = "MULTIPROC_BIAS_AFTER";
 /// `u32::MAX` = not set.
 static FIXED_THRESHOLD: AtomicU32 = AtomicU32::new(0);
 
+#[inline]
 fn fixed_threshold() -> Option<u32> {
-    let mut n = FIXED_THRESHOLD.load(Ordering::Relaxed);
-    if n == 0 {
-        n = std::env::var(BIAS_AFTER_ENV)
-            .ok()
-            .and_then(|v| v.parse::<u32>().ok())
-            .map_or(u32::MAX, |v| v.clamp(1, GRANT_AFTER_MAX));
-        FIXED_THRESHOLD.store(n, Ordering::Relaxed);
-    }
+    let n = match FIXED_THRESHOLD.load(Ordering::Relaxed) {
+        0 => read_fixed_threshold(),
+        n => n,
+    };
     (n != u32::MAX).then_some(n)
+}
+
+/// Out of line and cold: the environment lookup runs once per process and
+/// has no place in the code of `unlock`, which every put and get runs.
+#[cold]
+#[inline(never)]
+fn read_fixed_threshold() -> u32 {
+    let n = std::env::var(BIAS_AFTER_ENV)
+        .ok()
+        .and_then(|v| v.parse::<u32>().ok())
+        .map_or(u32::MAX, |v| v.clamp(1, GRANT_AFTER_MAX));
+    FIXED_THRESHOLD.store(n, Ordering::Relaxed);
+    n
 }
 
 /// Without `membarrier`, how long a revoker waits after clearing the token
