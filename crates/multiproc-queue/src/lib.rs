@@ -171,9 +171,10 @@
 //! briefly, then sleeps on a futex, and wakers call into the kernel only
 //! when somebody sleeps, and once a lock is biased to its thread no
 //! locked instruction either. On a 2-vCPU guest, one producer and one
-//! consumer process move 25–31 M messages of 8 B per second with
-//! `put_bytes`/`get_bytes`, 56–61 M with `get_bytes_into` (a reused
-//! buffer), 22–32 M through a `Queue<u64>` (Python: 0.27 M), 1 MiB messages
+//! consumer process move 25–32 M messages of 8 B per second with
+//! `put_bytes`/`get_bytes`, 18–61 M with `get_bytes_into` (a reused
+//! buffer; two regimes, see the crate README), 16–32 M through a
+//! `Queue<u64>` (Python: 0.27 M), 1 MiB messages
 //! at 17–20 GiB/s (Python: 0.55 GB/s), and a blocking round trip over two
 //! queues takes 0.41–0.58 µs (Python: 106–129 µs). See `benches/queue.rs`
 //! and the README for the scenarios and the references measured with them.
