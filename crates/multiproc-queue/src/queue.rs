@@ -393,6 +393,13 @@ impl<T> Queue<T> {
         self.ring.segment()
     }
 
+    /// Whether this handle's next blocking get waits for the producers
+    /// before it looks at tail (see `PACE` in `ring.rs`).
+    #[cfg(test)]
+    pub(crate) fn paces_next_get(&self) -> bool {
+        self.ring.caught_up_outpaced()
+    }
+
     fn codec(&self) -> Codec {
         Codec::new().with_max_size(usize::try_from(self.ring.max_message()).unwrap_or(usize::MAX))
     }

@@ -390,3 +390,48 @@ fn typed_values_around_the_direct_encoding_limit() {
     assert_eq!(small.get().unwrap(), pattern(1500));
     assert_eq!(small.get().unwrap(), pattern(1000));
 }
+
+#[test]
+fn only_a_consumer_outpaced_by_its_producer_paces_when_it_catches_up() {
+    let q = small();
+    // One message at a time, as in a ping-pong: every look finds one record
+    // or none.
+    for i in 0..10u8 {
+        q.put_bytes(&[i]).unwrap();
+        assert_eq!(q.get_bytes().unwrap(), [i]);
+        assert!(!q.paces_next_get());
+    }
+    // A look that finds two records: outpaced, but pacing waits until the
+    // consumer has caught up with the tail it saw.
+    q.put_bytes(&[1]).unwrap();
+    q.put_bytes(&[2]).unwrap();
+    assert_eq!(q.get_bytes().unwrap(), [1]);
+    assert!(!q.paces_next_get());
+    assert_eq!(q.get_bytes().unwrap(), [2]);
+    assert!(q.paces_next_get());
+    // A non-blocking get looks at once, and its look (one record) turns
+    // pacing off.
+    q.put_bytes(&[3]).unwrap();
+    assert_eq!(q.try_get_bytes().unwrap(), [3]);
+    assert!(!q.paces_next_get());
+    // A paced get still returns what was put before and meanwhile.
+    for i in 4..7u8 {
+        q.put_bytes(&[i]).unwrap();
+    }
+    for i in 4..7u8 {
+        assert_eq!(q.get_bytes().unwrap(), [i]);
+    }
+    assert!(q.paces_next_get());
+    q.put_bytes(&[7]).unwrap();
+    assert_eq!(q.get_bytes().unwrap(), [7]);
+    // The paced get's look found one record: back to looking at once.
+    assert!(!q.paces_next_get());
+    // An empty look turns it off too.
+    q.put_bytes(&[8]).unwrap();
+    q.put_bytes(&[9]).unwrap();
+    assert_eq!(q.get_bytes().unwrap(), [8]);
+    assert_eq!(q.get_bytes().unwrap(), [9]);
+    assert!(q.paces_next_get());
+    assert!(q.try_get_bytes().is_err());
+    assert!(!q.paces_next_get());
+}
