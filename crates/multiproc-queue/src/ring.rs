@@ -827,8 +827,12 @@ impl Ring {
     #[cold]
     fn pace(&self) {
         self.outpaced.store(false, Ordering::Relaxed);
+        let head = &self.ctl().head.word;
+        let seen = head.load(Ordering::Relaxed);
         let until = Instant::now() + PACE;
-        while Instant::now() < until {
+        // Head moving means another consumer is reading: the producers
+        // are not ahead of us alone, and waiting only idles this CPU.
+        while Instant::now() < until && head.load(Ordering::Relaxed) == seen {
             std::hint::spin_loop();
         }
     }
