@@ -171,13 +171,20 @@
 //! briefly, then sleeps on a futex, and wakers call into the kernel only
 //! when somebody sleeps, and once a lock is biased to its thread no
 //! locked instruction either. On a 2-vCPU guest, one producer and one
-//! consumer process move 25–32 M messages of 8 B per second with
-//! `put_bytes`/`get_bytes`, 18–61 M with `get_bytes_into` (a reused
-//! buffer; two regimes, see the crate README), 16–32 M through a
-//! `Queue<u64>` (Python: 0.27 M), 1 MiB messages
-//! at 17–20 GiB/s (Python: 0.55 GB/s), and a blocking round trip over two
-//! queues takes 0.41–0.58 µs (Python: 106–129 µs). See `benches/queue.rs`
+//! consumer process move 31–32 M messages of 8 B per second with
+//! `put_bytes`/`get_bytes`, 54–56 M with `get_bytes_into` (a reused
+//! buffer), 32 M through a `Queue<u64>` (Python: 0.27 M), 1 MiB messages
+//! at 18–19 GiB/s (Python: 0.55 GB/s), and a blocking round trip over two
+//! queues takes 0.41–0.52 µs (Python: 106–129 µs). See `benches/queue.rs`
 //! and the README for the scenarios and the references measured with them.
+//!
+//! One trade-off is made for throughput: a blocking get whose last look
+//! found the producers more than one message ahead waits 600 ns, once it
+//! has caught up, before it looks again. Reading right behind a faster
+//! producer would make both sides trade cache lines on every message (at
+//! 8 B, a third of the rate). So the last message of a fast burst can
+//! arrive up to 600 ns late; a ping-pong, which never finds more than one
+//! message waiting, never waits.
 #![deny(unsafe_code)]
 #![warn(
     missing_docs,
