@@ -103,7 +103,7 @@ use std::ptr::NonNull;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use crate::bias::Hold;
+use crate::bias::{Hold, thread_id};
 use crate::error::QueueError;
 use crate::layout::{
     Control, MAGIC, MAX_RING, MIN_RING, REC_ALIGN, RING_OFFSET, VERSION, pack, unpack,
@@ -172,11 +172,15 @@ const RESUME_ROOM: u32 = 4096;
 /// either side reaches alone (`get_bytes_into`, 8 B: 18–22 instead of
 /// 50–60 M msg/s). Waiting lets the producer get a few hundred bytes ahead,
 /// after which the consumer reads lines the producer is done with. Shorter
-/// waits measured less: 300 ns gave 42–44 M msg/s, 150 ns 26 M.
+/// waits measured less: 300 ns gave 42–44 M msg/s, 150 ns 26 M, and so did
+/// looking at tail during the wait to end it early.
 ///
 /// A look that finds one record or none turns this off, so a ping-pong never
-/// waits. What it costs is latency at the end of a burst: a message
-/// published during the wait is read up to `PACE` later.
+/// waits. Only a consumer alone on its side waits: the thread the consumer
+/// lock is biased to (`bias.rs`), and only until head moves. Where
+/// consumers take turns, the others drain while one would wait, and it
+/// measured slower. What it costs is latency at the end of a burst: a
+/// message published during the wait is read up to `PACE` later.
 const PACE: Duration = Duration::from_nanos(600);
 
 /// A reader assembling a large message reserves at most this much ahead;
@@ -803,15 +807,17 @@ impl Ring {
         }
     }
 
-    /// Whether this process's consumer has caught up with the tail it last
-    /// saw, and that look found it outpaced (see [`PACE`]). Reads only the
-    /// consumer side's own lines, without the lock: a hint.
+    /// Whether this thread is the consumer lock's biased holder, has caught
+    /// up with the tail it last saw, and that look found it outpaced (see
+    /// [`PACE`]). Reads only the consumer side's own lines, without the
+    /// lock: a hint.
     #[inline]
     pub(crate) fn caught_up_outpaced(&self) -> bool {
         let ctl = self.ctl();
         self.outpaced.load(Ordering::Relaxed)
             && unpack(ctl.head.word.load(Ordering::Relaxed)).1
                 == unpack(ctl.cons.cached_tail.load(Ordering::Relaxed)).1
+            && (self.cons_mine.load(Ordering::Relaxed) >> 32) as u32 == thread_id()
     }
 
     /// Records what a look at tail found; stores only a change, since

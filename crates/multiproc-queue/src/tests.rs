@@ -392,14 +392,25 @@ fn typed_values_around_the_direct_encoding_limit() {
 }
 
 #[test]
-fn only_a_consumer_outpaced_by_its_producer_paces_when_it_catches_up() {
+fn only_a_lone_consumer_outpaced_by_its_producer_paces_when_it_catches_up() {
+    crate::prepare_process();
     let q = small();
     // One message at a time, as in a ping-pong: every look finds one record
-    // or none.
-    for i in 0..10u8 {
+    // or none. Long enough for both locks to be biased to this thread.
+    for i in 0..200u8 {
         q.put_bytes(&[i]).unwrap();
         assert_eq!(q.get_bytes().unwrap(), [i]);
         assert!(!q.paces_next_get());
+    }
+    if !crate::lock::asymmetric() {
+        // No membarrier: no bias, so no consumer is known to be alone.
+        q.put_bytes(&[1]).unwrap();
+        q.put_bytes(&[2]).unwrap();
+        assert_eq!(q.get_bytes().unwrap(), [1]);
+        assert_eq!(q.get_bytes().unwrap(), [2]);
+        assert!(!q.paces_next_get());
+        eprintln!("    no membarrier here: no bias, so no pacing");
+        return;
     }
     // A look that finds two records: outpaced, but pacing waits until the
     // consumer has caught up with the tail it saw.
@@ -409,6 +420,10 @@ fn only_a_consumer_outpaced_by_its_producer_paces_when_it_catches_up() {
     assert!(!q.paces_next_get());
     assert_eq!(q.get_bytes().unwrap(), [2]);
     assert!(q.paces_next_get());
+    // Only the thread the consumer side is biased to.
+    std::thread::scope(|s| {
+        s.spawn(|| assert!(!q.paces_next_get()));
+    });
     // A non-blocking get looks at once, and its look (one record) turns
     // pacing off.
     q.put_bytes(&[3]).unwrap();
