@@ -27,7 +27,7 @@ use std::sync::atomic::{AtomicU32, AtomicU64};
 /// Magic of a queue segment.
 pub(crate) const MAGIC: [u8; 8] = *b"MPQUEUE\0";
 /// Layout version; bump on any change in this file or in the record format.
-pub(crate) const VERSION: u32 = 3;
+pub(crate) const VERSION: u32 = 4;
 /// Where the ring starts: page aligned, so record offsets are addresses'
 /// alignment too.
 pub(crate) const RING_OFFSET: usize = 4096;
@@ -49,8 +49,13 @@ pub(crate) struct Config {
     pub max_message: AtomicU64,
     /// Which handle type made it ([`crate::ring::Kind`]).
     pub kind: AtomicU32,
-    _reserved: AtomicU32,
+    /// Behaviour switches: [`NO_PACING`]; other bits are invalid.
+    pub flags: AtomicU32,
 }
+
+/// [`Config::flags`]: consumers never wait for the producers to get ahead
+/// (see `PACE` in `ring.rs`).
+pub(crate) const NO_PACING: u32 = 1;
 
 /// The producer side, touched only by the producer-lock holder (and read by
 /// consumers waiting for the fragments of a message).

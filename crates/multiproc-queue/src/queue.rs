@@ -29,6 +29,7 @@ use crate::{DEFAULT_MAX_MESSAGE, DEFAULT_RING_BYTES, MAX_CAPACITY, MAX_MESSAGE_L
 /// | [`capacity`](Self::capacity) | none | item bound (Python's `maxsize`) |
 /// | [`ring_bytes`](Self::ring_bytes) | [`DEFAULT_RING_BYTES`] | bytes of shared memory for messages in flight; pages are committed when first used |
 /// | [`max_message`](Self::max_message) | [`DEFAULT_MAX_MESSAGE`] | largest message, encoded |
+/// | [`pacing`](Self::pacing) | on | a consumer alone on its side lets faster producers get ahead before it reads on (throughput at 8 B ×2–3, up to 600 ns more latency at the end of a burst) |
 ///
 /// # Examples
 ///
@@ -47,6 +48,7 @@ pub struct QueueBuilder {
     capacity: Option<usize>,
     ring_bytes: usize,
     max_message: u64,
+    pacing: bool,
 }
 
 impl Default for QueueBuilder {
@@ -62,6 +64,7 @@ impl QueueBuilder {
             capacity: None,
             ring_bytes: DEFAULT_RING_BYTES,
             max_message: DEFAULT_MAX_MESSAGE,
+            pacing: true,
         }
     }
 
@@ -82,6 +85,29 @@ impl QueueBuilder {
     /// The largest message accepted, in bytes (up to 1 TiB).
     pub const fn max_message(mut self, bytes: u64) -> Self {
         self.max_message = bytes;
+        self
+    }
+
+    /// Whether a consumer alone on its side, whose last look found the
+    /// producers more than one message ahead, waits up to 600 ns once it
+    /// has caught up, so they get ahead again before it reads on (on by
+    /// default; for every process using the queue).
+    ///
+    /// Reading right behind a faster producer makes both sides trade cache
+    /// lines on every message, which at 8 B costs two thirds of the rate.
+    /// Turn it off where the last message of a burst must not wait: a
+    /// ping-pong never waits either way.
+    ///
+    /// ```
+    /// use multiproc_queue::Queue;
+    ///
+    /// let q: Queue<u64> = Queue::builder().pacing(false).build()?;
+    /// q.put(7)?;
+    /// assert_eq!(q.get()?, 7);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub const fn pacing(mut self, on: bool) -> Self {
+        self.pacing = on;
         self
     }
 
@@ -109,6 +135,7 @@ impl QueueBuilder {
             maxsize,
             max_message: self.max_message,
             kind,
+            pacing: self.pacing,
         })
     }
 

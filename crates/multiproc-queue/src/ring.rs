@@ -106,7 +106,7 @@ use std::time::{Duration, Instant};
 use crate::bias::{Hold, thread_id};
 use crate::error::QueueError;
 use crate::layout::{
-    Control, MAGIC, MAX_RING, MIN_RING, REC_ALIGN, RING_OFFSET, VERSION, pack, unpack,
+    Control, MAGIC, MAX_RING, MIN_RING, NO_PACING, REC_ALIGN, RING_OFFSET, VERSION, pack, unpack,
 };
 use crate::lock::{self, LIVENESS_SLICE, Locked, RobustLock, me};
 
@@ -272,6 +272,7 @@ pub(crate) struct Options {
     pub maxsize: u32,
     pub max_message: u64,
     pub kind: Kind,
+    pub pacing: bool,
 }
 
 #[inline]
@@ -331,6 +332,8 @@ pub(crate) struct Ring {
     /// This process's last look at tail found more than one record
     /// waiting: a producer outpaces its looks (see [`PACE`]).
     outpaced: AtomicBool,
+    /// The queue was built with pacing (the default).
+    pacing: bool,
     maxsize: u32,
     max_message: u64,
     kind: Kind,
@@ -371,6 +374,8 @@ impl Ring {
                 .max_message
                 .store(o.max_message, Ordering::Relaxed);
             ctl.config.kind.store(o.kind as u32, Ordering::Relaxed);
+            let flags = if o.pacing { 0 } else { NO_PACING };
+            ctl.config.flags.store(flags, Ordering::Relaxed);
         }
         // SYNC: `publish_header` stores `ready` with Release after the config
         // above; `attach` reads it with Acquire through `read_header`.
@@ -417,6 +422,10 @@ impl Ring {
                 found: found_kind.name(),
             });
         }
+        let flags = ctl.config.flags.load(Ordering::Relaxed);
+        if flags & !NO_PACING != 0 {
+            return Err(QueueError::Corrupt("queue flags"));
+        }
         let ctl = NonNull::from(ctl);
         let base = NonNull::new(segment.as_ptr().wrapping_add(RING_OFFSET))
             .ok_or(QueueError::Corrupt("null mapping"))?;
@@ -432,6 +441,7 @@ impl Ring {
             prod_mine: AtomicU64::new(0),
             cons_mine: AtomicU64::new(0),
             outpaced: AtomicBool::new(false),
+            pacing: flags & NO_PACING == 0,
             maxsize,
             max_message,
             kind: found_kind,
@@ -814,7 +824,8 @@ impl Ring {
     #[inline]
     pub(crate) fn caught_up_outpaced(&self) -> bool {
         let ctl = self.ctl();
-        self.outpaced.load(Ordering::Relaxed)
+        self.pacing
+            && self.outpaced.load(Ordering::Relaxed)
             && unpack(ctl.head.word.load(Ordering::Relaxed)).1
                 == unpack(ctl.cons.cached_tail.load(Ordering::Relaxed)).1
             && (self.cons_mine.load(Ordering::Relaxed) >> 32) as u32 == thread_id()

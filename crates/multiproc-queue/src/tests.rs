@@ -13,6 +13,7 @@ const CACHED_HEAD: usize = 264;
 const TAIL_COPY: usize = 280;
 const RING_LEN: usize = 128;
 const KIND: usize = 128 + 24;
+const FLAGS: usize = 128 + 28;
 
 fn pattern(len: usize) -> Vec<u8> {
     (0..len).map(|i| (i % 251) as u8).collect()
@@ -76,6 +77,14 @@ fn attach_rejects_foreign_and_corrupt_segments() {
         let err = Queue::<()>::attach(Segment::from_fd(fd).unwrap()).unwrap_err();
         assert!(matches!(err, QueueError::Corrupt(_)), "{err:?}");
     }
+    // Flag bits nobody defined.
+    let q = small();
+    write_u32(&q, FLAGS, 2);
+    let fd = q.segment().as_fd_dup();
+    assert!(matches!(
+        Queue::<()>::attach(Segment::from_fd(fd).unwrap()),
+        Err(QueueError::Corrupt("queue flags"))
+    ));
     // Kinds are checked.
     let simple = SimpleQueue::<u8>::new().unwrap();
     let fd = simple.segment().as_fd_dup();
@@ -449,4 +458,23 @@ fn only_a_lone_consumer_outpaced_by_its_producer_paces_when_it_catches_up() {
     assert!(q.paces_next_get());
     assert!(q.try_get_bytes().is_err());
     assert!(!q.paces_next_get());
+
+    // Built without pacing, for this handle and one attached to it.
+    let q: Queue<()> = Queue::builder()
+        .ring_bytes(8192)
+        .pacing(false)
+        .build()
+        .unwrap();
+    let other = Queue::<()>::attach(Segment::from_fd(q.segment().as_fd_dup()).unwrap()).unwrap();
+    for h in [&q, &other] {
+        for i in 0..200u8 {
+            q.put_bytes(&[i]).unwrap();
+            assert_eq!(h.get_bytes().unwrap(), [i]);
+        }
+        q.put_bytes(&[1]).unwrap();
+        q.put_bytes(&[2]).unwrap();
+        assert_eq!(h.get_bytes().unwrap(), [1]);
+        assert_eq!(h.get_bytes().unwrap(), [2]);
+        assert!(!h.paces_next_get());
+    }
 }
