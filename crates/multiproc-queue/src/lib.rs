@@ -178,13 +178,14 @@
 //! queues takes 0.41–0.52 µs (Python: 106–129 µs). See `benches/queue.rs`
 //! and the README for the scenarios and the references measured with them.
 //!
-//! One trade-off is made for throughput: a blocking get whose last look
-//! found the producers more than one message ahead waits 600 ns, once it
+//! One trade-off is made for throughput: a blocking get on a thread that
+//! consumes alone (the consumer side is biased to it), whose last look
+//! found the producers more than one message ahead, waits 600 ns once it
 //! has caught up, before it looks again. Reading right behind a faster
 //! producer would make both sides trade cache lines on every message (at
 //! 8 B, a third of the rate). So the last message of a fast burst can
 //! arrive up to 600 ns late; a ping-pong, which never finds more than one
-//! message waiting, never waits.
+//! message waiting, never waits. [`QueueBuilder::pacing`] turns it off.
 #![deny(unsafe_code)]
 #![warn(
     missing_docs,
