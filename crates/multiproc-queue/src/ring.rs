@@ -1463,7 +1463,9 @@ impl Consumer<'_> {
         if rec > used || h + rec > cap {
             return Err(corrupt("record length"));
         }
-        if looked {
+        if looked && kind != PAD {
+            // (A pad and the record after it are one message: a ping-pong
+            // looks at such a pair once per lap of the ring.)
             ring.note_outpaced(rec < used);
         }
         let next = match kind {

@@ -405,11 +405,14 @@ fn only_a_lone_consumer_outpaced_by_its_producer_paces_when_it_catches_up() {
     crate::prepare_process();
     let q = small();
     // One message at a time, as in a ping-pong: every look finds one record
-    // or none. Long enough for both locks to be biased to this thread.
-    for i in 0..200u8 {
-        q.put_bytes(&[i]).unwrap();
-        assert_eq!(q.get_bytes().unwrap(), [i]);
-        assert!(!q.paces_next_get());
+    // or none, or a pad and the record after it at the end of each of the
+    // ring's laps (48-byte records do not tile 8 KiB). Long enough for both
+    // locks to be biased to this thread.
+    for i in 0..1000u32 {
+        let msg = [i.to_le_bytes(); 5].concat();
+        q.put_bytes(&msg).unwrap();
+        assert_eq!(q.get_bytes().unwrap(), msg);
+        assert!(!q.paces_next_get(), "message {i}");
     }
     if !crate::lock::asymmetric() {
         // No membarrier: no bias, so no consumer is known to be alone.
