@@ -490,6 +490,12 @@ impl<T> Queue<T> {
         self.capacity().is_some_and(|max| self.qsize() >= max)
     }
 
+    /// Whether the queue was built with [pacing](QueueBuilder::pacing).
+    #[must_use]
+    pub fn pacing(&self) -> bool {
+        self.ring.pacing()
+    }
+
     /// The item bound, if any.
     #[must_use]
     pub fn capacity(&self) -> Option<usize> {

@@ -469,6 +469,10 @@ impl Ring {
         self.maxsize
     }
 
+    pub(crate) fn pacing(&self) -> bool {
+        self.pacing
+    }
+
     pub(crate) fn max_message(&self) -> u64 {
         self.max_message
     }

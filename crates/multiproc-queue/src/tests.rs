@@ -469,6 +469,8 @@ fn only_a_lone_consumer_outpaced_by_its_producer_paces_when_it_catches_up() {
         .build()
         .unwrap();
     let other = Queue::<()>::attach(Segment::from_fd(q.segment().as_fd_dup()).unwrap()).unwrap();
+    assert!(small().pacing());
+    assert!(!q.pacing() && !other.pacing());
     for h in [&q, &other] {
         for i in 0..200u8 {
             q.put_bytes(&[i]).unwrap();
