@@ -171,11 +171,11 @@
 //! briefly, then sleeps on a futex, and wakers call into the kernel only
 //! when somebody sleeps, and once a lock is biased to its thread no
 //! locked instruction either. On a 2-vCPU guest, one producer and one
-//! consumer process move 31–32 M messages of 8 B per second with
-//! `put_bytes`/`get_bytes`, 54–56 M with `get_bytes_into` (a reused
-//! buffer), 32 M through a `Queue<u64>` (Python: 0.27 M), 1 MiB messages
-//! at 18–19 GiB/s (Python: 0.55 GB/s), and a blocking round trip over two
-//! queues takes 0.41–0.52 µs (Python: 106–129 µs). See `benches/queue.rs`
+//! consumer process move 31 M messages of 8 B per second with
+//! `put_bytes`/`get_bytes`, 55–58 M with `get_bytes_into` (a reused
+//! buffer), 30–32 M through a `Queue<u64>` (Python: 0.27 M), 1 MiB
+//! messages at 17–19 GiB/s (Python: 0.55 GB/s), and a blocking round trip
+//! over two queues takes 0.42–0.68 µs (Python: 106–129 µs). See `benches/queue.rs`
 //! and the README for the scenarios and the references measured with them.
 //!
 //! One trade-off is made for throughput: a blocking get on a thread that
