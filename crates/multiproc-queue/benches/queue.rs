@@ -8,6 +8,7 @@
 //! | `ceiling/spsc_ring_8B` | a minimal spinning single-producer single-consumer ring of `u64` slots in shared memory |
 //! | `ceiling/memcpy/SIZE` | `copy_from_slice` in one thread |
 //! | `round_trip/queue` | ping-pong over two queues with the blocking API |
+//! | `round_trip/burst16_{paced,unpaced}` | 16 messages one way, one reply back, with and without [pacing](multiproc_queue::QueueBuilder::pacing) |
 //! | `round_trip/spin_then_futex` | ping-pong on two shared words, spinning then sleeping (the floor) |
 //!
 //! Payload sizes: 8 B, 64 B, 1 KiB, 64 KiB, 1 MiB. `bytes` uses
@@ -31,7 +32,10 @@
 //! Run: `cargo bench -p multiproc-queue --bench queue`
 #![allow(unsafe_code, missing_docs)]
 
-use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
+use criterion::measurement::WallTime;
+use criterion::{
+    BenchmarkGroup, BenchmarkId, Criterion, Throughput, criterion_group, criterion_main,
+};
 use multiproc_core::Segment;
 use multiproc_core::futex::{self, SpinWait};
 use multiproc_queue::Queue;
@@ -344,29 +348,49 @@ fn ceilings(c: &mut Criterion) {
     group.finish();
 }
 
-/// Ping-pong partner over two queues.
-fn round_trips(c: &mut Criterion) {
-    let mut group = c.benchmark_group("round_trip");
-    group.throughput(Throughput::Elements(1));
-    let ping: Queue<u64> = Queue::builder().ring_bytes(1 << 16).build().unwrap();
-    let pong: Queue<u64> = Queue::builder().ring_bytes(1 << 16).build().unwrap();
+/// Rounds over two queues: `burst` messages one way, then one reply back,
+/// between this process and a forked partner, with the blocking API.
+fn queue_rounds(group: &mut BenchmarkGroup<'_, WallTime>, name: &str, burst: u64, pacing: bool) {
+    let build = || -> Queue<u64> {
+        Queue::builder()
+            .ring_bytes(1 << 16)
+            .pacing(pacing)
+            .build()
+            .unwrap()
+    };
+    let (ping, pong) = (build(), build());
     let pid = fork_child(|| {
         loop {
-            let v = ping.get().unwrap();
-            pong.put(v).unwrap();
+            let mut last = 0;
+            for _ in 0..burst {
+                last = ping.get().unwrap();
+            }
+            pong.put(last).unwrap();
         }
     });
-    group.bench_function("queue", |b| {
+    group.bench_function(name, |b| {
         b.iter_custom(|n| {
             let start = Instant::now();
             for i in 0..n {
-                ping.put(i).unwrap();
-                assert_eq!(pong.get().unwrap(), i);
+                for j in 0..burst {
+                    ping.put(i * burst + j).unwrap();
+                }
+                assert_eq!(pong.get().unwrap(), i * burst + burst - 1);
             }
             start.elapsed()
         });
     });
     kill_children(&[pid]);
+}
+
+fn round_trips(c: &mut Criterion) {
+    let mut group = c.benchmark_group("round_trip");
+    group.throughput(Throughput::Elements(1));
+    queue_rounds(&mut group, "queue", 1, true);
+    // What pacing costs where it can: the reader of a burst catches up
+    // with it before the burst is over.
+    queue_rounds(&mut group, "burst16_paced", 16, true);
+    queue_rounds(&mut group, "burst16_unpaced", 16, false);
 
     // The floor: the same hand-off on two bare words, spinning then sleeping.
     let seg = Segment::anonymous(4096).unwrap();
