@@ -162,7 +162,7 @@ const RESUME_ROOM: u32 = 4096;
 
 /// How long a blocking get lets the producers run ahead, before it looks at
 /// tail, when it has caught up and its last look at tail found more than
-/// one record waiting.
+/// one message waiting.
 ///
 /// Such a consumer is keeping up with a producer that publishes faster than
 /// the consumer looks. Looking at once makes it read right behind the
@@ -175,8 +175,8 @@ const RESUME_ROOM: u32 = 4096;
 /// waits measured less: 300 ns gave 42–44 M msg/s, 150 ns 26 M, and so did
 /// looking at tail during the wait to end it early.
 ///
-/// A look that finds one record or none turns this off, so a ping-pong never
-/// waits. Only a consumer alone on its side waits: the thread the consumer
+/// A look that finds one message or none turns this off, so a ping-pong
+/// never waits. Only a consumer alone on its side waits: the thread the consumer
 /// lock is biased to (`bias.rs`), and only until head moves. Where
 /// consumers take turns, the others drain while one would wait, and it
 /// measured slower. What it costs is latency at the end of a burst: a
@@ -329,7 +329,7 @@ pub(crate) struct Ring {
     prod_mine: AtomicU64,
     /// The same for the consumer lock.
     cons_mine: AtomicU64,
-    /// This process's last look at tail found more than one record
+    /// This process's last look at tail found more than one message
     /// waiting: a producer outpaces its looks (see [`PACE`]).
     outpaced: AtomicBool,
     /// The queue was built with pacing (the default).
@@ -1443,7 +1443,6 @@ impl Consumer<'_> {
             return Err(corrupt("head offset"));
         }
         let (_, mut t) = unpack(ctl.cons.cached_tail.load(Ordering::Relaxed));
-        let looked = t == h;
         if t == h || t >= cap || !t.is_multiple_of(REC_ALIGN) {
             // SYNC: Acquire pairs with the Release tail store in `emit`: every
             // record before this tail is completely written.
@@ -1457,6 +1456,9 @@ impl Consumer<'_> {
                 ring.note_outpaced(false);
                 return Ok(None);
             }
+            // Counted in whole messages (the counts in head and tail), so a
+            // pad before a record, or a message in fragments, is one.
+            ring.note_outpaced(unpack(word).0.wrapping_sub(count) > 1);
         }
         let used = wrap(t + cap - h, cap);
         let (len, kind, extra) = ring.read_header(h);
@@ -1466,11 +1468,6 @@ impl Consumer<'_> {
         let rec = rec_len(len);
         if rec > used || h + rec > cap {
             return Err(corrupt("record length"));
-        }
-        if looked && kind != PAD {
-            // (A pad and the record after it are one message: a ping-pong
-            // looks at such a pair once per lap of the ring.)
-            ring.note_outpaced(rec < used);
         }
         let next = match kind {
             PAD if h + rec == cap => 0,

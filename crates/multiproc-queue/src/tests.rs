@@ -404,9 +404,9 @@ fn typed_values_around_the_direct_encoding_limit() {
 fn only_a_lone_consumer_outpaced_by_its_producer_paces_when_it_catches_up() {
     crate::prepare_process();
     let q = small();
-    // One message at a time, as in a ping-pong: every look finds one record
-    // or none, or a pad and the record after it at the end of each of the
-    // ring's laps (48-byte records do not tile 8 KiB). Long enough for both
+    // One message at a time, as in a ping-pong: every look finds one message
+    // or none; at the end of each of the ring's laps, a pad and the record
+    // after it (48-byte records do not tile 8 KiB). Long enough for both
     // locks to be biased to this thread.
     for i in 0..1000u32 {
         let msg = [i.to_le_bytes(); 5].concat();
@@ -424,7 +424,7 @@ fn only_a_lone_consumer_outpaced_by_its_producer_paces_when_it_catches_up() {
         eprintln!("    no membarrier here: no bias, so no pacing");
         return;
     }
-    // A look that finds two records: outpaced, but pacing waits until the
+    // A look that finds two messages: outpaced, but pacing waits until the
     // consumer has caught up with the tail it saw.
     q.put_bytes(&[1]).unwrap();
     q.put_bytes(&[2]).unwrap();
@@ -436,7 +436,7 @@ fn only_a_lone_consumer_outpaced_by_its_producer_paces_when_it_catches_up() {
     std::thread::scope(|s| {
         s.spawn(|| assert!(!q.paces_next_get()));
     });
-    // A non-blocking get looks at once, and its look (one record) turns
+    // A non-blocking get looks at once, and its look (one message) turns
     // pacing off.
     q.put_bytes(&[3]).unwrap();
     assert_eq!(q.try_get_bytes().unwrap(), [3]);
@@ -451,7 +451,7 @@ fn only_a_lone_consumer_outpaced_by_its_producer_paces_when_it_catches_up() {
     assert!(q.paces_next_get());
     q.put_bytes(&[7]).unwrap();
     assert_eq!(q.get_bytes().unwrap(), [7]);
-    // The paced get's look found one record: back to looking at once.
+    // The paced get's look found one message: back to looking at once.
     assert!(!q.paces_next_get());
     // An empty look turns it off too.
     q.put_bytes(&[8]).unwrap();
