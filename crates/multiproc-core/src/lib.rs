@@ -8,7 +8,7 @@
 //! | [`scm`] | bytes plus descriptors over a Unix socket (`SCM_RIGHTS`) |
 //! | [`handle`] | descriptors riding through serde in an out-of-band table, so resource-owning types are `Serialize` |
 //! | [`codec`] | bincode encoding with a size limit and typed errors |
-//! | [`owner`] | who a process is (pid + start time) and whether it is still alive |
+//! | [`owner`] | who a thread or process is (id + start time), whether it still lives, and the pid namespace: the one liveness rule |
 //! | [`time`] | deadlines on the monotonic clock that saturate instead of overflowing |
 //!
 //! # Hello, shared memory
@@ -70,5 +70,5 @@ pub mod time;
 pub use codec::{Codec, CodecError};
 pub use futex::SpinWait;
 pub use handle::SharedFd;
-pub use owner::ProcessIdentity;
+pub use owner::{ProcessIdentity, ThreadIdentity};
 pub use segment::{Header, HeaderError, Segment, SegmentError};

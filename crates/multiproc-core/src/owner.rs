@@ -1,58 +1,221 @@
-//! Who a process is, and whether it still lives.
+//! Who owns something in shared memory, and whether it still lives: the one
+//! identity and liveness rule every multiproc crate uses.
 //!
-//! A pid alone names a process only while it lives: after it dies the kernel
-//! hands the number to the next process. [`ProcessIdentity`] adds the start
-//! time (`/proc/PID/stat`, field 22, clock ticks since boot), which no later
-//! process with the same pid can share, so a lock or a ring slot can record
-//! its owner and survivors can later tell "dead" from "alive" without being
-//! fooled by pid reuse.
+//! A pid or thread id alone names a task only while it lives: after it dies
+//! the kernel hands the number to the next one. An identity adds the task's
+//! start time (`/proc/ID/stat`, field 22, clock ticks since boot), which no
+//! later task with the same id can share, so a lock, a ring or a barrier can
+//! record who holds it and survivors can later tell "dead" from "alive"
+//! without being fooled by id reuse.
+//!
+//! - [`ThreadIdentity`] names one thread. Locks record it: a lock is held by
+//!   a thread, and only that thread's death leaves it half done. A process
+//!   whose main thread has exited (`pthread_exit`, as C hosts do) while
+//!   other threads still run is alive, and so are those threads' locks.
+//! - [`ProcessIdentity`] names a process (its main thread's id, the pid). It
+//!   is alive while any of its threads runs.
+//!
+//! # The rule for "dead"
+//!
+//! A task is dead when the kernel says it does not exist, when its id now
+//! belongs to a task with another start time, or when it is a zombie (it
+//! holds nothing and runs no code). When `/proc` hides the task (mounted
+//! with `hidepid`, or the task belongs to another user), `kill(id, 0)`
+//! decides: only `ESRCH` means dead.
+//!
+//! Identities are ids of the caller's pid namespace. Objects in shared
+//! memory record the creator's namespace (see [`pid_namespace`]) and refuse
+//! to be attached from another one, where the same numbers name other tasks.
+//!
+//! The calling thread's identity is read from `/proc` once and cached; a
+//! `pthread_atfork` child handler (registered on first use) forgets the
+//! caches in a forked child, which has new ids.
 //!
 //! ```
-//! use multiproc_core::ProcessIdentity;
+//! use multiproc_core::{ProcessIdentity, ThreadIdentity};
 //!
 //! let me = ProcessIdentity::current();
 //! assert_eq!(me.pid(), std::process::id());
 //! assert!(me.is_alive());
 //! assert_eq!(ProcessIdentity::from_u64(me.to_u64()), Some(me));
+//!
+//! let thread = std::thread::spawn(ThreadIdentity::current).join().unwrap();
+//! assert_ne!(thread, ThreadIdentity::current());
+//! // The thread has exited; the kernel may take a moment to finish that.
+//! let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+//! while thread.is_alive() {
+//!     assert!(std::time::Instant::now() < deadline);
+//!     std::thread::yield_now();
+//! }
 //! ```
+//!
+//! # Safety
+//!
+//! The only `unsafe` is the `pthread_atfork` registration; its handler does
+//! atomic stores and sets one `const`-initialised thread-local without a
+//! destructor (no allocation, no locks): async-signal-safe, as a handler run
+//! in a freshly forked child must be.
+#![allow(unsafe_code)]
 
+use std::cell::Cell;
 use std::io;
+use std::sync::Once;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-/// Bits of a packed identity that hold the pid: Linux pids are below
+/// Bits of a packed identity that hold the id: Linux ids are below
 /// `PID_MAX_LIMIT`, 2²² on 64-bit kernels.
-const PID_BITS: u32 = 22;
-const PID_MASK: u64 = (1 << PID_BITS) - 1;
+const ID_BITS: u32 = 22;
+const ID_MASK: u64 = (1 << ID_BITS) - 1;
 
-/// A process's pid plus start time: unique for the life of the system.
+/// A thread's kernel id plus start time, packed into one word: unique for
+/// the life of the system.
+///
+/// The packed form (`start_time << 22 | tid`) is what goes into shared
+/// memory; it is never 0, so 0 can mean "no owner". For a process's main
+/// thread it equals the [`ProcessIdentity`] of the process.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub struct ProcessIdentity {
-    pid: u32,
-    start_time: u64,
+pub struct ThreadIdentity(u64);
+
+/// A process's pid plus start time, packed as [`ThreadIdentity`] is: unique
+/// for the life of the system.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct ProcessIdentity(u64);
+
+thread_local! {
+    /// The calling thread's packed identity, 0 until first read.
+    static THREAD: Cell<u64> = const { Cell::new(0) };
 }
 
-/// The current process's identity packed, with the pid it was read for
-/// (a forked child has a new pid and must read its own).
-static CURRENT: AtomicU64 = AtomicU64::new(0);
+/// The calling process's packed identity, 0 until first read.
+static PROCESS: AtomicU64 = AtomicU64::new(0);
+/// The pid namespace, 0 until first read (`u64::MAX`: unknown).
+static PID_NS: AtomicU64 = AtomicU64::new(0);
+static ATFORK: Once = Once::new();
+
+/// Run in a forked child: its ids are new, its caches are not.
+extern "C" fn forget_after_fork() {
+    PROCESS.store(0, Ordering::Relaxed);
+    // A const-initialised thread-local without a destructor is plain
+    // thread-local memory; `try_with` cannot fail for it.
+    let _ = THREAD.try_with(|t| t.set(0));
+}
+
+fn register_atfork() {
+    ATFORK.call_once(|| {
+        // SAFETY: registers a plain `extern "C" fn` that lives for the whole
+        // program and is async-signal-safe (see the module docs).
+        let rc = unsafe { libc::pthread_atfork(None, None, Some(forget_after_fork)) };
+        debug_assert_eq!(rc, 0, "pthread_atfork failed");
+    });
+}
+
+const fn pack(id: u32, start_time: u64) -> u64 {
+    (start_time << ID_BITS) | (id as u64 & ID_MASK)
+}
+
+impl ThreadIdentity {
+    /// The calling thread. One thread-local load after the first call.
+    ///
+    /// # Panics
+    ///
+    /// If `/proc` is not mounted: multiproc needs it.
+    #[inline]
+    #[must_use]
+    pub fn current() -> Self {
+        let cached = THREAD.get();
+        if cached != 0 {
+            return Self(cached);
+        }
+        Self::current_slow()
+    }
+
+    #[cold]
+    fn current_slow() -> Self {
+        register_atfork();
+        let tid = rustix::thread::gettid()
+            .as_raw_nonzero()
+            .get()
+            .unsigned_abs();
+        let start_time = read_stat("/proc/thread-self/stat")
+            .or_else(|_| read_stat(&format!("/proc/self/task/{tid}/stat")))
+            .expect("/proc/thread-self/stat is readable")
+            .start_time;
+        let packed = pack(tid, start_time);
+        THREAD.set(packed);
+        Self(packed)
+    }
+
+    /// The thread `tid` as it is now (in the caller's pid namespace).
+    ///
+    /// # Errors
+    ///
+    /// `NotFound` when no such thread is visible; `InvalidData` when its
+    /// stat line cannot be parsed.
+    pub fn of(tid: u32) -> io::Result<Self> {
+        Ok(Self(pack(
+            tid,
+            read_stat(&format!("/proc/{tid}/stat"))?.start_time,
+        )))
+    }
+
+    /// The kernel thread id.
+    #[must_use]
+    pub const fn tid(&self) -> u32 {
+        (self.0 & ID_MASK) as u32
+    }
+
+    /// Start time in clock ticks after boot.
+    #[must_use]
+    pub const fn start_time(&self) -> u64 {
+        self.0 >> ID_BITS
+    }
+
+    /// Whether this thread still runs (see the [module docs](self) for the
+    /// rule). Reads `/proc`: microseconds, not for hot paths.
+    #[must_use]
+    pub fn is_alive(&self) -> bool {
+        task_alive(self.tid(), Some(self.start_time()), Scope::Thread)
+    }
+
+    /// Packs into one word for an `AtomicU64` in shared memory; never 0.
+    #[must_use]
+    pub const fn to_u64(&self) -> u64 {
+        self.0
+    }
+
+    /// Unpacks [`to_u64`](Self::to_u64); `None` for a word whose id is 0
+    /// (0 itself among them).
+    #[must_use]
+    pub const fn from_u64(packed: u64) -> Option<Self> {
+        if packed & ID_MASK == 0 {
+            None
+        } else {
+            Some(Self(packed))
+        }
+    }
+}
 
 impl ProcessIdentity {
-    /// The calling process. Cached after the first call (and re-read after a
-    /// fork).
+    /// The calling process. Cached after the first call (and forgotten in a
+    /// forked child).
     ///
     /// # Panics
     ///
     /// If `/proc` is not mounted: multiproc needs it.
     #[must_use]
     pub fn current() -> Self {
-        let pid = std::process::id();
-        if let Some(cached) = Self::from_u64(CURRENT.load(Ordering::Relaxed))
-            && cached.pid == pid
-        {
-            return cached;
+        let cached = PROCESS.load(Ordering::Relaxed);
+        if cached != 0 {
+            return Self(cached);
         }
-        let me = Self::of(pid).expect("/proc/self/stat is readable");
-        CURRENT.store(me.to_u64(), Ordering::Relaxed);
-        me
+        register_atfork();
+        let pid = std::process::id();
+        let start_time = read_stat("/proc/self/stat")
+            .expect("/proc/self/stat is readable")
+            .start_time;
+        let packed = pack(pid, start_time);
+        PROCESS.store(packed, Ordering::Relaxed);
+        Self(packed)
     }
 
     /// The process `pid` as it is now.
@@ -62,69 +225,151 @@ impl ProcessIdentity {
     /// `NotFound` when no such process exists; `InvalidData` when its stat
     /// line cannot be parsed.
     pub fn of(pid: u32) -> io::Result<Self> {
-        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
-        let (_, start_time) = parse_stat(&stat)
-            .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidData, "unparsable /proc stat"))?;
-        Ok(Self { pid, start_time })
+        Ok(Self(pack(
+            pid,
+            read_stat(&format!("/proc/{pid}/stat"))?.start_time,
+        )))
     }
 
     /// The pid.
     #[must_use]
     pub const fn pid(&self) -> u32 {
-        self.pid
+        (self.0 & ID_MASK) as u32
     }
 
     /// Start time in clock ticks after boot.
     #[must_use]
     pub const fn start_time(&self) -> u64 {
-        self.start_time
+        self.0 >> ID_BITS
     }
 
-    /// Whether this process still runs: it exists, has the same start time
-    /// (the pid was not reused) and is not a zombie (a zombie holds nothing
-    /// and runs no code, so for every owner record it is dead).
+    /// Whether this process still runs: some thread of it does (see the
+    /// [module docs](self) for the rule). Reads `/proc`.
     #[must_use]
     pub fn is_alive(&self) -> bool {
-        let Ok(stat) = std::fs::read_to_string(format!("/proc/{}/stat", self.pid)) else {
-            return false;
-        };
-        match parse_stat(&stat) {
-            Some((state, start)) => start == self.start_time && state != 'Z' && state != 'X',
-            None => false,
-        }
+        task_alive(self.pid(), Some(self.start_time()), Scope::Process)
     }
 
     /// Packs into one word for an `AtomicU64` in shared memory; never 0, so
     /// 0 can mean "no owner".
     #[must_use]
     pub const fn to_u64(&self) -> u64 {
-        (self.start_time << PID_BITS) | (self.pid as u64 & PID_MASK)
+        self.0
     }
 
     /// Unpacks [`to_u64`](Self::to_u64); `None` for 0 or a pid of 0.
     #[must_use]
     pub const fn from_u64(packed: u64) -> Option<Self> {
-        let pid = (packed & PID_MASK) as u32;
-        if pid == 0 {
-            return None;
+        if packed & ID_MASK == 0 {
+            None
+        } else {
+            Some(Self(packed))
         }
-        Some(Self {
-            pid,
-            start_time: packed >> PID_BITS,
-        })
     }
 }
 
-/// State letter and start time from a `/proc/PID/stat` line. The command
+/// Whether some thread with id `tid` runs now, whatever its start time: for
+/// an owner that took a lock but died (or has yet to write its record)
+/// before recording its full identity. Reads `/proc`.
+#[must_use]
+pub fn thread_exists(tid: u32) -> bool {
+    task_alive(tid, None, Scope::Thread)
+}
+
+/// The inode of the caller's pid namespace (`/proc/self/ns/pid`), which
+/// objects in shared memory record so that a process in another namespace,
+/// where the ids they hold name other tasks, is refused on attach. `None`
+/// when the kernel does not show it (then nothing is checked). Cached.
+#[must_use]
+pub fn pid_namespace() -> Option<u64> {
+    let mut ns = PID_NS.load(Ordering::Relaxed);
+    if ns == 0 {
+        ns = rustix::fs::stat("/proc/self/ns/pid").map_or(u64::MAX, |st| st.st_ino);
+        // A forked child shares the namespace: no reset needed.
+        PID_NS.store(ns, Ordering::Relaxed);
+    }
+    (ns != u64::MAX && ns != 0).then_some(ns)
+}
+
+/// What must live for an identity to be alive.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Scope {
+    /// The one thread.
+    Thread,
+    /// Any thread of the process whose main thread has the id.
+    Process,
+}
+
+/// The one liveness rule; see the module docs.
+fn task_alive(id: u32, start_time: Option<u64>, scope: Scope) -> bool {
+    match read_stat(&format!("/proc/{id}/stat")) {
+        Ok(stat) => {
+            if start_time.is_some_and(|t| t != stat.start_time) {
+                return false; // the id was reused
+            }
+            match stat.state {
+                'X' => false,
+                // A zombie main thread with live threads beside it: the
+                // process runs on.
+                'Z' => scope == Scope::Process && live_threads_besides_main(id),
+                _ => true,
+            }
+        }
+        Err(e) if e.kind() == io::ErrorKind::NotFound => hidden_but_present(id),
+        // Unreadable for another reason (permissions): ask the kernel.
+        Err(_) => hidden_but_present(id),
+    }
+}
+
+/// Whether `/proc/PID/task` lists a thread other than the main one.
+fn live_threads_besides_main(pid: u32) -> bool {
+    std::fs::read_dir(format!("/proc/{pid}/task")).is_ok_and(|dir| {
+        dir.filter_map(Result::ok)
+            .any(|e| e.file_name().to_str() != Some(&pid.to_string()))
+    })
+}
+
+/// `/proc` did not show the task; make sure it is not merely hidden from us
+/// before declaring it dead: `kill(id, 0)` fails with `ESRCH` only for a
+/// task that does not exist (it accepts thread ids too).
+///
+/// # References
+///  - [kill(2)](https://man7.org/linux/man-pages/man2/kill.2.html)
+fn hidden_but_present(id: u32) -> bool {
+    let Some(pid) = i32::try_from(id)
+        .ok()
+        .and_then(rustix::process::Pid::from_raw)
+    else {
+        return false;
+    };
+    !matches!(
+        rustix::process::test_kill_process(pid),
+        Err(rustix::io::Errno::SRCH)
+    )
+}
+
+/// The two fields of a `/proc/ID/stat` line that liveness needs.
+struct Stat {
+    state: char,
+    start_time: u64,
+}
+
+fn read_stat(path: &str) -> io::Result<Stat> {
+    let line = std::fs::read_to_string(path)?;
+    parse_stat(&line)
+        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidData, "unparsable /proc stat"))
+}
+
+/// State letter and start time from a `/proc/ID/stat` line. The command
 /// name (field 2) is in parentheses and may itself hold spaces and
 /// parentheses, so fields are counted from the last `)`.
-fn parse_stat(stat: &str) -> Option<(char, u64)> {
+fn parse_stat(stat: &str) -> Option<Stat> {
     let rest = &stat[stat.rfind(')')? + 1..];
     let mut fields = rest.split_ascii_whitespace();
     let state = fields.next()?.chars().next()?;
     // Fields 4..=21 lie between state (3) and starttime (22).
     let start_time = fields.nth(22 - 4)?.parse().ok()?;
-    Some((state, start_time))
+    Some(Stat { state, start_time })
 }
 
 #[cfg(test)]
@@ -134,18 +379,42 @@ mod tests {
     #[test]
     fn stat_parsing_survives_odd_command_names() {
         let line = "123 (a) b (c) S 1 2 3 4 5 6 7 8 9 10 11 12 13 14 15 16 17 18 999 rest";
-        assert_eq!(parse_stat(line), Some(('S', 999)));
-        assert_eq!(parse_stat("garbage"), None);
-        assert_eq!(parse_stat("1 (x) R 1 2"), None);
+        let stat = parse_stat(line).unwrap();
+        assert_eq!((stat.state, stat.start_time), ('S', 999));
+        assert!(parse_stat("garbage").is_none());
+        assert!(parse_stat("1 (x) R 1 2").is_none());
     }
 
     #[test]
-    fn a_reused_pid_is_not_alive() {
+    fn a_reused_id_is_not_alive() {
         let me = ProcessIdentity::current();
-        let impostor = ProcessIdentity {
-            pid: me.pid,
-            start_time: me.start_time + 1,
-        };
+        let impostor = ProcessIdentity(pack(me.pid(), me.start_time() + 1));
         assert!(!impostor.is_alive());
+        let thread = ThreadIdentity::current();
+        assert!(thread.is_alive());
+        assert!(!ThreadIdentity(pack(thread.tid(), thread.start_time() + 1)).is_alive());
+    }
+
+    #[test]
+    fn the_main_thread_is_the_process() {
+        // The test harness runs tests on other threads: ask the main one.
+        let main = ThreadIdentity::of(std::process::id()).unwrap();
+        assert_eq!(main.to_u64(), ProcessIdentity::current().to_u64());
+    }
+
+    #[test]
+    fn identities_round_trip_and_zero_is_none() {
+        assert_eq!(ThreadIdentity::from_u64(0), None);
+        assert_eq!(ProcessIdentity::from_u64(1 << ID_BITS), None);
+        let me = ThreadIdentity::current();
+        assert_eq!(ThreadIdentity::from_u64(me.to_u64()), Some(me));
+        assert!(thread_exists(me.tid()));
+    }
+
+    #[test]
+    fn the_pid_namespace_is_known_and_stable() {
+        let ns = pid_namespace();
+        assert!(ns.is_some());
+        assert_eq!(pid_namespace(), ns);
     }
 }

@@ -550,6 +550,10 @@ impl Segment {
         }
         raw.version.store(header.version, Ordering::Relaxed);
         raw.size.store(header.size, Ordering::Relaxed);
+        raw.pid_namespace.store(
+            crate::owner::pid_namespace().unwrap_or(0),
+            Ordering::Relaxed,
+        );
         // SYNC: pairs with the Acquire load in `read_header`.
         raw.ready.store(READY, Ordering::Release);
         Ok(())
@@ -600,6 +604,16 @@ impl Segment {
         self.read_at(offset, &mut bytes)?;
         let header = Header::parse(&bytes)?;
         header.expect(magic, version, have as u64)?;
+        // The object records thread ids; in another pid namespace they name
+        // other tasks, and a live owner would look dead (or a dead one
+        // alive). 0 on either side: not known, nothing to compare.
+        let theirs = raw.pid_namespace.load(Ordering::Relaxed);
+        if let Some(ours) = crate::owner::pid_namespace()
+            && theirs != 0
+            && theirs != ours
+        {
+            return Err(HeaderError::ForeignPidNamespace { ours, theirs }.into());
+        }
         Ok(header)
     }
 }
@@ -727,14 +741,14 @@ const READY: u32 = 0x5244_5952; // "RYDR"
 /// | 8 | 4 | layout version | creator, before `ready` |
 /// | 12 | 4 | ready word | creator, last, `Release` |
 /// | 16 | 8 | size of the object in bytes, header included | creator, before `ready` |
-/// | 24 | 8 | reserved, zero | — |
+/// | 24 | 8 | creator's pid namespace ([`pid_namespace`](crate::owner::pid_namespace)), 0 = unknown | creator, before `ready` |
 #[repr(C)]
 struct RawHeader {
     magic: [AtomicU32; 2],
     version: AtomicU32,
     ready: AtomicU32,
     size: AtomicU64,
-    reserved: AtomicU64,
+    pid_namespace: AtomicU64,
 }
 
 // SAFETY: repr(C) struct of atomics: valid for every bit pattern, no pointers.
@@ -887,6 +901,16 @@ pub enum HeaderError {
         /// The bytes available from the header on.
         available: u64,
     },
+    /// The object was made in another pid namespace: the thread ids it
+    /// records (lock owners, waiting parties) name other tasks here, so
+    /// sharing it would mistake live owners for dead ones. Refused on
+    /// attach instead.
+    ForeignPidNamespace {
+        /// This process's pid namespace (inode of `/proc/self/ns/pid`).
+        ours: u64,
+        /// The creator's.
+        theirs: u64,
+    },
 }
 
 impl fmt::Display for HeaderError {
@@ -914,6 +938,10 @@ impl fmt::Display for HeaderError {
             } => write!(
                 f,
                 "object declares {declared} bytes but {available} are available"
+            ),
+            Self::ForeignPidNamespace { ours, theirs } => write!(
+                f,
+                "object was made in another pid namespace ({theirs}, ours is {ours})"
             ),
         }
     }

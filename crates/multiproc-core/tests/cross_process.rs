@@ -16,6 +16,26 @@ fn pattern(len: usize) -> Vec<u8> {
 
 // ---- child roles -------------------------------------------------------
 
+const NS_MAGIC: [u8; 8] = *b"NSCHECK\0";
+
+/// Reads the header of the inherited segment; it must be refused as made in
+/// another pid namespace when `args[0]` is `foreign`, accepted otherwise.
+fn child_read_header(args: &[String]) {
+    let segment = Segment::from_fd(inherited_fds().remove(0)).unwrap();
+    let result = segment.read_header(0, NS_MAGIC, 1);
+    if args[0] == "foreign" {
+        match result {
+            Err(SegmentError::Header(HeaderError::ForeignPidNamespace { ours, theirs })) => {
+                assert_ne!(ours, theirs);
+                assert_eq!(Some(ours), multiproc_core::owner::pid_namespace());
+            }
+            other => panic!("expected ForeignPidNamespace, got {other:?}"),
+        }
+    } else {
+        assert_eq!(result.unwrap().size(), 4096);
+    }
+}
+
 /// Maps the inherited segment (or the named one in args[0]), writes the
 /// pattern after the first 8 bytes, then raises word 0 and wakes.
 fn child_write_pattern(args: &[String]) {
@@ -316,8 +336,33 @@ fn handle_in_a_plain_codec_is_refused() {
     );
 }
 
+fn an_object_from_another_pid_namespace_is_refused_on_attach() {
+    let segment = Segment::anonymous(4096).unwrap();
+    segment
+        .publish_header(0, &Header::new(NS_MAGIC, 1, 4096))
+        .unwrap();
+    let status = spawn("read_header", &["same"], &[segment.as_fd()])
+        .unwrap()
+        .wait()
+        .unwrap();
+    assert!(status.success(), "attach in our own namespace: {status:?}");
+    let Some(mut cmd) = multiproc_testkit::command_in_new_pid_namespace(
+        "read_header",
+        &["foreign"],
+        &[segment.as_fd()],
+    ) else {
+        return;
+    };
+    let status = cmd.stdin(std::process::Stdio::null()).status().unwrap();
+    assert!(
+        status.success(),
+        "attach from another namespace: {status:?}"
+    );
+}
+
 fn main() {
     let roles: &[Role] = &[
+        ("read_header", child_read_header),
         ("write_pattern", child_write_pattern),
         ("wake_later", child_wake_later),
         ("receive_handles", child_receive_handles),
@@ -340,6 +385,7 @@ fn main() {
             unsealed_memfd_is_refused_sealed_one_attaches,
             bad_sizes_and_names_are_typed_errors,
             handle_in_a_plain_codec_is_refused,
+            an_object_from_another_pid_namespace_is_refused_on_attach,
         ],
     );
 }

@@ -88,14 +88,49 @@ pub fn spawn(role: &str, args: &[&str], fds: &[BorrowedFd<'_>]) -> io::Result<Ch
 
 /// The command [`spawn`] would run, for callers that want other stdio.
 pub fn command(role: &str, args: &[&str], fds: &[BorrowedFd<'_>]) -> Command {
-    let exe = std::env::current_exe().expect("test binary path");
+    let mut cmd = Command::new(current_test_binary());
+    play(&mut cmd, role, args, fds);
+    cmd
+}
+
+/// The command [`spawn`] would run, started instead in a new pid namespace
+/// (through util-linux's `unshare --pid --fork`), where the parent's
+/// process and thread ids name nothing; `None`, after saying so on
+/// standard error, when this machine does not allow that (no `unshare`, or
+/// no permission to create the namespace).
+pub fn command_in_new_pid_namespace(
+    role: &str,
+    args: &[&str],
+    fds: &[BorrowedFd<'_>],
+) -> Option<Command> {
+    let usable = Command::new("unshare")
+        .args(["--pid", "--fork", "true"])
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    if !usable {
+        eprintln!("    cannot create a pid namespace here (unshare --pid): scenario skipped");
+        return None;
+    }
+    let mut cmd = Command::new("unshare");
+    cmd.args(["--pid", "--fork"]).arg(current_test_binary());
+    play(&mut cmd, role, args, fds);
+    Some(cmd)
+}
+
+fn current_test_binary() -> std::path::PathBuf {
+    std::env::current_exe().expect("test binary path")
+}
+
+/// Makes `cmd` (which runs this test binary) play `role` with `args`,
+/// inheriting `fds` under the same numbers.
+fn play(cmd: &mut Command, role: &str, args: &[&str], fds: &[BorrowedFd<'_>]) {
     let raw: Vec<RawFd> = fds.iter().map(AsRawFd::as_raw_fd).collect();
     let list = raw
         .iter()
         .map(ToString::to_string)
         .collect::<Vec<_>>()
         .join(",");
-    let mut cmd = Command::new(exe);
     cmd.args(args).env(ROLE_ENV, role).env(FDS_ENV, list);
     // SAFETY: the closure runs in the forked child before exec and only
     // calls fcntl(F_SETFD), which is async-signal-safe; it touches no locks
@@ -110,7 +145,6 @@ pub fn command(role: &str, args: &[&str], fds: &[BorrowedFd<'_>]) -> Command {
             Ok(())
         });
     }
-    cmd
 }
 
 /// In a child started by [`spawn`]: takes ownership of the inherited
