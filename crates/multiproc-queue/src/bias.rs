@@ -17,15 +17,28 @@
 //!
 //! | step | the biased thread | anyone else, to take the lock |
 //! |---|---|---|
-//! | 1 | stores `busy` odd | CAS owner `BIASED` → its identity |
-//! | 2 | compiler fence ([`lock::light_fence`]) | clears `token` |
-//! | 3 | loads `token`: still its slot → inside; else stores `busy` even, gives its slot back, takes the lock the usual way | `membarrier` ([`revoke_fence`]) |
-//! | 4 | … stores `busy` even (`Release`) to leave | waits until `busy` is even (`Acquire`) |
+//! | 1 | stores `busy` odd | CAS owner `BIASED` → its identity (or a dead owner's identity → its own: a takeover) |
+//! | 2 | compiler fence ([`lock::light_fence`]) | sets [`REVOKING`] in `token`, keeping the slot number |
+//! | 3 | loads `token`: still exactly its slot → inside; else stores `busy` even, gives its slot back, takes the lock the usual way | `membarrier` ([`revoke_fence`]) |
+//! | 4 | … stores `busy` even (`Release`) to leave | waits until `busy` is even (`Acquire`), or the slot's thread is dead |
+//! | 5 | | clears `token`: only now is the lock its own |
 //!
 //! Steps 1–3 on both sides are a store-then-load pair. The `membarrier`
 //! runs a full barrier on every CPU that runs a registered process, so
 //! either the revoker sees the odd `busy` and waits, or the biased thread
-//! sees the cleared token and backs off: never both inside.
+//! sees that the token is no longer its own and backs off: never both
+//! inside.
+//!
+//! Steps 2–5 are what `settle` does, and every new holder of the owner word
+//! runs it, whether it took the word from `BIASED` or from a dead owner.
+//! Because the slot stays named in `token` until step 5, a holder that dies
+//! anywhere between steps 1 and 5 leaves its successor the same slot to
+//! wait for: the successor repeats steps 2–5 (setting a bit already set and
+//! fencing again are harmless). An earlier version cleared the token at
+//! step 2; a revoker killed while waiting then left a successor nothing to
+//! wait for, and it entered beside the biased thread (the
+//! `killed_revoker_*` tests in `tests/biased.rs`, and the seeded bug of the
+//! model in `tests/loom.rs`, show it).
 //!
 //! # Grants
 //!
@@ -53,24 +66,31 @@
 //!
 //! # Crashes
 //!
-//! A revoker that finds `busy` odd for a whole [`LIVENESS_SLICE`] asks
-//! whether the slot's process lives. A dead one left its operation half
-//! done: the revoker frees the slot and reports `Recovered`, as for a dead
-//! owner. A revoker that dies after its CAS leaves its own identity in the
-//! owner word: the next waiter takes over from it as from any dead owner,
-//! and revokes the bias again before it goes on. A biased thread that died
-//! between operations is revoked like a live one.
+//! Who is dead is decided per thread ([`multiproc_core::owner`]): slots and
+//! the owner word hold thread identities.
+//!
+//! - A biased thread dead inside: the revoker finds `busy` odd for a whole
+//!   [`LIVENESS_SLICE`], asks whether the slot's thread lives, frees the slot
+//!   and reports `Recovered`, so the ring repairs as for a dead owner.
+//! - A biased thread that died between operations is revoked like a live
+//!   one (its `busy` is even); its slot is handed out again later.
+//! - A revoker (or a time-limited taker giving the lock back) that dies
+//!   anywhere leaves its own identity in the owner word or `BIASED`: the next
+//!   waiter takes over and settles again, as above.
+//! - A thread that dies granting itself the bias, after storing the token
+//!   but before the owner word, is a dead owner whose token names a slot
+//!   nobody is inside by: its successor's wait ends at once.
 //!
 //! # Time-limited takers
 //!
 //! A `try_` or timed operation that revokes and then finds the biased
 //! thread inside for longer than it may wait gives the lock back as it
-//! found it: token restored, owner [`BIASED`]. Had the biased thread
-//! meanwhile seen the cleared token and given its slot up, the restored
-//! token names a free slot: harmless, since slots are handed out only by
-//! whoever holds the owner word, and the next taker revokes it at once.
+//! found it: token restored (without [`REVOKING`]), owner [`BIASED`]. Had
+//! the biased thread meanwhile seen the revoking token and given its slot
+//! up, the restored token names a free slot: harmless, since slots are
+//! handed out only by whoever holds the owner word, and the next taker
+//! revokes it at once.
 
-use std::cell::Cell;
 use std::sync::atomic::{AtomicU32, Ordering, fence};
 use std::time::{Duration, Instant};
 
@@ -80,9 +100,13 @@ use crate::layout::{Bias, BiasSlot};
 use crate::lock::{self, LIVENESS_SLICE, Locked, RobustLock};
 
 /// The owner word of a lock biased to a thread; that thread is named by the
-/// lock's [`Bias`], not here. Never a packed process identity (the start
+/// lock's [`Bias`], not here. Never a packed thread identity (the start
 /// time it would hold is impossible).
 pub(crate) const BIASED: u64 = u64::MAX;
+
+/// Set in [`Bias::token`] beside the slot number while a new holder of the
+/// owner word waits for the biased thread to step out (see `settle`).
+pub(crate) const REVOKING: u32 = 1 << 31;
 
 /// Consecutive takes by one thread that earn it the bias, at first.
 const GRANT_AFTER: u32 = 64;
@@ -125,30 +149,12 @@ fn read_fixed_threshold() -> u32 {
 /// before it trusts an even `busy` (see [`revoke_fence`]).
 const REVOKE_GRACE: Duration = Duration::from_millis(10);
 
-thread_local! {
-    /// This thread's kernel thread id, 0 until first asked.
-    static TID: Cell<u32> = const { Cell::new(0) };
-}
-
-/// This thread's kernel thread id: unique among live threads, and a
-/// different one in a forked child (see [`forget_thread_id`]).
+/// This thread's kernel thread id (from the cached
+/// [`ThreadIdentity`](multiproc_core::ThreadIdentity), which a forked child
+/// forgets).
 #[inline]
 pub(crate) fn thread_id() -> u32 {
-    let cached = TID.get();
-    if cached != 0 {
-        return cached;
-    }
-    let tid = rustix::thread::gettid().as_raw_nonzero().get() as u32;
-    TID.set(tid);
-    tid
-}
-
-/// Forgets the cached thread id; run in a forked child (whose only thread
-/// is the one that forked), from the `pthread_atfork` handler.
-pub(crate) fn forget_thread_id() {
-    // Async-signal-safe: a const-initialised thread-local without a
-    // destructor is plain thread-local memory.
-    let _ = TID.try_with(|t| t.set(0));
+    multiproc_core::ThreadIdentity::current().tid()
 }
 
 /// How a lock is held, which decides how it is given back: through the
@@ -375,21 +381,30 @@ impl RobustLock<'_> {
     }
 
     /// Run by a new holder of the owner word that took it from [`BIASED`]
-    /// or from a dead owner (which may have died revoking): clears a bias
-    /// left in place and waits for its thread to step out. `Ok(true)` when
-    /// that thread died inside; `Err(())` when the wait ran out, with the
-    /// lock given back to the bias.
+    /// or from a dead owner (which may have died revoking, or granting):
+    /// closes a bias left in place and waits for its thread to step out.
+    /// `Ok(true)` when that thread died inside; `Err(())` when the wait ran
+    /// out, with the lock given back to the bias.
+    ///
+    /// The token keeps naming the slot, with [`REVOKING`] set, until the
+    /// wait is over: a holder that dies anywhere in here leaves the next one
+    /// the slot to wait for, so a takeover can never enter beside a biased
+    /// thread that is still inside.
     pub(crate) fn settle(&self, sleep: bool, deadline: Option<Instant>) -> Result<bool, ()> {
         let b = self.bias;
-        let token = b.token.load(Ordering::Acquire);
+        let token = b.token.load(Ordering::Acquire) & !REVOKING;
         if token == 0 {
             return Ok(false);
         }
-        b.token.store(0, Ordering::Relaxed);
         let Some(slot) = b.slot(token) else {
             // A corrupt token: nobody can be inside by it.
+            b.token.store(0, Ordering::Relaxed);
             return Ok(false);
         };
+        // SYNC: store-then-load pair with `enter_biased` (module docs): the
+        // biased thread either sees this value, which is not its token, or
+        // its odd `busy` is visible to `wait_out` after the fence.
+        b.token.store(token | REVOKING, Ordering::Relaxed);
         revoke_fence();
         match self.wait_out(slot, sleep, deadline) {
             Ok(recovered) => {
@@ -402,6 +417,9 @@ impl RobustLock<'_> {
                         / 2;
                     b.adapt(entries >= b.threshold());
                 }
+                // Only now: nobody is inside by the slot, and nobody can
+                // enter by it (the token is not theirs).
+                b.token.store(0, Ordering::Relaxed);
                 Ok(recovered)
             }
             Err(()) => {

@@ -27,7 +27,7 @@ use std::sync::atomic::{AtomicU32, AtomicU64};
 /// Magic of a queue segment.
 pub(crate) const MAGIC: [u8; 8] = *b"MPQUEUE\0";
 /// Layout version; bump on any change in this file or in the record format.
-pub(crate) const VERSION: u32 = 4;
+pub(crate) const VERSION: u32 = 5;
 /// Where the ring starts: page aligned, so record offsets are addresses'
 /// alignment too.
 pub(crate) const RING_OFFSET: usize = 4096;
@@ -61,7 +61,7 @@ pub(crate) const NO_PACING: u32 = 1;
 /// consumers waiting for the fragments of a message).
 #[repr(C, align(128))]
 pub(crate) struct ProducerLine {
-    /// Producer lock: packed [`ProcessIdentity`](multiproc_core::ProcessIdentity)
+    /// Producer lock: packed [`ThreadIdentity`](multiproc_core::ThreadIdentity)
     /// of the holder, 0 = free.
     pub owner: AtomicU64,
     /// A head word seen earlier (never ahead of the real head).
@@ -104,14 +104,16 @@ pub(crate) struct Bias {
     /// First, so that the first slot shares the 64-byte line of the owner
     /// word.
     pub slots: [BiasSlot; BIAS_SLOTS],
-    /// Slot index + 1 of the thread the lock is biased to; 0 = none.
-    /// Changed only by whoever holds the owner word.
+    /// Slot index + 1 of the thread the lock is biased to; 0 = none; bit
+    /// 31 ([`REVOKING`](crate::bias::REVOKING)) set while a new holder of
+    /// the owner word waits for that thread to step out. Changed only by
+    /// whoever holds the owner word.
     pub token: AtomicU32,
     /// How many times in a row one thread must take the lock before it is
     /// granted the bias (0 = the default); grows when biases are revoked
     /// early.
     pub grant_after: AtomicU32,
-    /// Process identity of the thread that took the lock last.
+    /// Thread identity of the thread that took the lock last.
     pub streak_owner: AtomicU64,
     /// Its thread id.
     pub streak_tid: AtomicU32,
@@ -125,7 +127,7 @@ pub(crate) struct Bias {
 /// One thread's entry record for a biased lock.
 #[repr(C)]
 pub(crate) struct BiasSlot {
-    /// Process identity of the thread the slot belongs to; 0 = free.
+    /// Thread identity of the thread the slot belongs to; 0 = free.
     pub owner: AtomicU64,
     /// Its kernel thread id.
     pub tid: AtomicU32,

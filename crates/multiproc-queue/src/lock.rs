@@ -1,42 +1,41 @@
 //! The two robust locks of a queue (producer side, consumer side) and the
 //! futex notification helpers.
 //!
-//! A lock is an `AtomicU64` owner word (the holder's packed
-//! [`ProcessIdentity`], 0 = free) plus an `AtomicU32` futex word whose bit 0
-//! says "somebody sleeps". Because the owner is a process identity (pid +
-//! start time), a waiter that has slept for [`LIVENESS_SLICE`] without the
-//! owner changing asks the kernel whether the owner still lives, and takes
-//! the lock over from a dead one. The caller then repairs what the dead
+//! A lock is an `AtomicU64` owner word (the holding thread's packed
+//! [`ThreadIdentity`], 0 = free) plus an `AtomicU32` futex word whose bit 0
+//! says "somebody sleeps". Because the owner is a thread identity (thread
+//! id + start time), a waiter that has slept for [`LIVENESS_SLICE`] without
+//! the owner changing asks the kernel whether that thread still lives, and
+//! takes the lock over from a dead one. A thread, not its process: a process
+//! whose main thread has exited while another thread puts is alive, and its
+//! put is not cut short. The caller then repairs what the dead
 //! holder left half done (see `ring.rs`).
 //!
 //! | owner word | meaning | who changes it |
 //! |---|---|---|
 //! | 0 | free | a locker, by CAS 0 → its identity (`Acquire`) |
 //! | live identity | held | the holder, by a store of 0 (`Release`) |
-//! | dead identity | held by a dead process | a waiter, by CAS dead → its identity, after `is_alive()` said no |
+//! | dead identity | held by a dead thread | a waiter, by CAS dead → its identity, after `is_alive()` said no; then it settles a bias left in place (`bias.rs`) |
 //! | [`BIASED`] | biased to a thread (see `bias.rs`) | a waiter, by CAS → its identity, then it revokes the bias |
 //!
 //! The only module-level unsafe is the `pthread_atfork` registration that
-//! keeps the cached identity right in forked children.
+//! keeps the fence mode right in forked children.
 #![allow(unsafe_code)]
 
 pub(crate) use crate::bias::BIASED;
 use crate::bias::{Hold, thread_id};
 use crate::layout::Bias;
-use multiproc_core::ProcessIdentity;
+use multiproc_core::ThreadIdentity;
 use multiproc_core::futex::{self, SpinWait, WaitOutcome};
 use std::sync::Once;
 use std::sync::atomic::{AtomicU8, AtomicU32, AtomicU64, Ordering, compiler_fence, fence};
 use std::time::{Duration, Instant};
 
-/// How long a waiter sleeps before it checks whether the process it waits
+/// How long a waiter sleeps before it checks whether the thread it waits
 /// on is still alive. A dead owner is noticed within this time; a live one
 /// costs its waiters one `/proc` read per slice (a few µs).
 pub(crate) const LIVENESS_SLICE: Duration = Duration::from_millis(20);
 
-/// This process's packed identity, 0 until first read; cleared in forked
-/// children by the `pthread_atfork` handler.
-static ME: AtomicU64 = AtomicU64::new(0);
 static ATFORK: Once = Once::new();
 
 /// How this process's fast paths order a store before a load (see
@@ -56,42 +55,43 @@ pub(crate) const NO_MEMBARRIER_ENV: &str = "MULTIPROC_NO_MEMBARRIER";
 /// (1 = yes, 2 = no, 0 = not asked yet).
 static HEAVY: AtomicU8 = AtomicU8::new(0);
 
-extern "C" fn forget_identity_in_child() {
-    // Async-signal-safe: atomic stores only.
-    ME.store(0, Ordering::Relaxed);
+extern "C" fn forget_fences_in_child() {
+    // Async-signal-safe: an atomic store only. (The identity caches are
+    // forgotten by `multiproc_core::owner`'s own handler.)
     FAST_MODE.store(0, Ordering::Relaxed);
-    crate::bias::forget_thread_id();
 }
 
-/// This process's identity, packed (never 0). Costs one load after the first
-/// call; `getpid` is a real system call and too slow for the hot path.
+/// The calling thread's identity, packed (never 0): what the owner word,
+/// bias slots and fragment records hold. A lock is held by a thread, and
+/// only that thread's death leaves it half done; see
+/// [`multiproc_core::owner`] for the one rule for "dead". One thread-local
+/// load after the first call.
 #[inline]
 pub(crate) fn me() -> u64 {
-    let cached = ME.load(Ordering::Relaxed);
-    if cached != 0 {
-        return cached;
+    if FAST_MODE.load(Ordering::Relaxed) == 0 {
+        prepare_fences();
     }
-    me_slow()
+    ThreadIdentity::current().to_u64()
 }
 
+/// First use in this process (or in a forked child): decide how the fast
+/// paths fence.
 #[cold]
-fn me_slow() -> u64 {
+fn prepare_fences() {
     register_atfork();
     if FAST_MODE.load(Ordering::Relaxed) == 0 {
         register_fences(Threads::Count);
     }
-    let packed = ProcessIdentity::current().to_u64();
-    ME.store(packed, Ordering::Relaxed);
-    packed
 }
 
-/// Keeps the per-process caches right in forked children.
+/// Keeps the per-process fence mode right in forked children, which are
+/// not registered with `membarrier`.
 fn register_atfork() {
     ATFORK.call_once(|| {
         // SAFETY: registers a child handler that only performs atomic stores
         // (async-signal-safe, no allocation, no locks); the handler is a
         // plain `extern "C" fn` that lives for the whole program.
-        let rc = unsafe { libc::pthread_atfork(None, None, Some(forget_identity_in_child)) };
+        let rc = unsafe { libc::pthread_atfork(None, None, Some(forget_fences_in_child)) };
         debug_assert_eq!(rc, 0, "pthread_atfork failed");
     });
 }
@@ -273,10 +273,10 @@ pub(crate) fn sleep_until(deadline: Option<Instant>) -> Option<Instant> {
     }
 }
 
-/// Whether the process packed in `owner` still runs. An unpackable (corrupt)
+/// Whether the thread packed in `owner` still runs. An unpackable (corrupt)
 /// value counts as dead, so its lock can be taken over.
 pub(crate) fn owner_alive(owner: u64) -> bool {
-    ProcessIdentity::from_u64(owner).is_some_and(|id| id.is_alive())
+    ThreadIdentity::from_u64(owner).is_some_and(|id| id.is_alive())
 }
 
 /// Wakes every sleeper on `word` if bit 0 says there are any. Called right

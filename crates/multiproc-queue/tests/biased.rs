@@ -12,14 +12,21 @@ use multiproc_queue::Queue;
 use multiproc_testkit::{Role, fork_child, inherited_fds, run, spawn, tests, wait_timeout};
 use std::os::fd::AsFd;
 use std::process::Child;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 /// Offsets of the producer and consumer lock owner words (`layout.rs`).
 const PRODUCER_OWNER: usize = 256;
 const CONSUMER_OWNER: usize = 512;
+/// Offsets of the producer and consumer bias tokens (`layout.rs`: the
+/// `Bias` after the side's hot words, its four 16-byte slots, then the
+/// token). The tests check the token is 1 once the first bias is granted.
+const PRODUCER_TOKEN: usize = 352;
+const CONSUMER_TOKEN: usize = 600;
 /// The owner word of a biased lock (`bias.rs`).
 const BIASED: u64 = u64::MAX;
+/// The bits of an owner word that hold the owner's thread id.
+const ID_MASK: u64 = (1 << 22) - 1;
 /// Enough operations in a row to earn a bias (64 are needed at first).
 const EARN: u64 = 200;
 
@@ -38,6 +45,14 @@ fn bias_possible() -> bool {
 fn owner_word<T>(q: &Queue<T>, offset: usize) -> u64 {
     let seg = Segment::from_fd(q.as_fd().try_clone_to_owned().unwrap()).unwrap();
     seg.view::<AtomicU64>(offset)
+        .unwrap()
+        .load(Ordering::SeqCst)
+}
+
+/// The 32-bit word at `offset` of `q`'s segment.
+fn word32<T>(q: &Queue<T>, offset: usize) -> u32 {
+    let seg = Segment::from_fd(q.as_fd().try_clone_to_owned().unwrap()).unwrap();
+    seg.view::<AtomicU32>(offset)
         .unwrap()
         .load(Ordering::SeqCst)
 }
@@ -99,21 +114,36 @@ fn role_biased_producer(args: &[String]) {
     for seq in 0..EARN {
         q.put_bytes(&message(1, seq)).unwrap();
     }
-    if args[0] == "idle" {
-        ready.put(()).unwrap();
-    } else {
-        let _ = q.put_with(28, |buf| {
-            buf.fill(0xEE);
+    match args[0].as_str() {
+        "idle" => ready.put(()).unwrap(),
+        "inside" => {
+            let _ = q.put_with(28, |buf| {
+                buf.fill(0xEE);
+                ready.put(()).unwrap();
+                std::thread::sleep(CHILD_LIMIT);
+            });
+        }
+        _ => {
+            // "hold": inside until told to go on, then finish the put and
+            // say it was acknowledged.
+            let go = attach(fds.remove(0));
+            q.put_with(28, |buf| {
+                ready.put(()).unwrap();
+                go.get_timeout(CHILD_LIMIT).unwrap();
+                buf.copy_from_slice(&message(1, EARN));
+            })
+            .unwrap();
             ready.put(()).unwrap();
-            std::thread::sleep(CHILD_LIMIT);
-        });
+            return;
+        }
     }
     std::thread::sleep(CHILD_LIMIT);
 }
 
 /// Gets [`EARN`] messages, checks them, then holds the next one in place
-/// until killed.
-fn role_biased_consumer(_: &[String]) {
+/// until killed, or (`hold`) until told to go on, then lets it go and says
+/// so.
+fn role_biased_consumer(args: &[String]) {
     let mut fds = inherited_fds();
     let q = attach(fds.remove(0));
     let ready = attach(fds.remove(0));
@@ -123,8 +153,59 @@ fn role_biased_consumer(_: &[String]) {
     let held = q.get_in_place().unwrap();
     assert_eq!(check(&held), (0, EARN));
     ready.put(()).unwrap();
+    if args.first().is_some_and(|a| a == "hold") {
+        let go = attach(fds.remove(0));
+        go.get_timeout(CHILD_LIMIT).unwrap();
+        assert_eq!(check(&held), (0, EARN));
+        drop(held);
+        ready.put(()).unwrap();
+        return;
+    }
     std::thread::sleep(CHILD_LIMIT);
     drop(held);
+}
+
+/// One blocking put (as producer 2) or get: a process that must revoke a
+/// bias held by a thread that is inside, and is killed while it waits.
+fn role_revoker(args: &[String]) {
+    let q = attach(inherited_fds().remove(0));
+    if args[0] == "put" {
+        q.put_bytes(&message(2, 0)).unwrap();
+    } else {
+        check(&q.get_bytes().unwrap());
+    }
+}
+
+/// A worker thread puts [`EARN`] messages as producer 1 (earning the bias
+/// when `args[0]` is `biased`), then one more from inside which it says
+/// it is and waits to be told to go on; meanwhile the main thread exits
+/// alone (`exit(2)`, not `exit_group`), as a C host's `pthread_exit` does,
+/// leaving a zombie main thread and a live process. The worker says when
+/// its last put returned, then ends the process.
+#[allow(unsafe_code)]
+fn role_put_after_main_exits(args: &[String]) {
+    let mut fds = inherited_fds();
+    let q = attach(fds.remove(0));
+    let ready = attach(fds.remove(0));
+    let go = attach(fds.remove(0));
+    let count = if args[0] == "biased" { EARN } else { 0 };
+    std::thread::spawn(move || {
+        for seq in 0..count {
+            q.put_bytes(&message(1, seq)).unwrap();
+        }
+        q.put_with(28, |buf| {
+            ready.put(()).unwrap();
+            go.get_timeout(CHILD_LIMIT).unwrap();
+            buf.copy_from_slice(&message(1, count));
+        })
+        .unwrap();
+        ready.put(()).unwrap();
+        std::process::exit(0);
+    });
+    // SAFETY: `exit(2)` ends only this thread, without unwinding or running
+    // anything of ours; the worker thread owns everything it uses.
+    unsafe { libc::syscall(libc::SYS_exit, 0) };
+    unreachable!("exit(2) returned");
 }
 
 /// Earns the producer bias as producer 0, then forks. A first child puts
@@ -385,6 +466,148 @@ fn a_try_or_timed_get_gives_a_busy_bias_back() {
     assert!(q.try_get_bytes().unwrap_err().is_empty());
 }
 
+/// Starts a `revoker` child doing `op` on `q` while a biased thread is
+/// inside, and SIGKILLs it while it waits for that thread to step out: it
+/// holds the owner word at `owner` and the token at `token` is no longer
+/// the biased thread's.
+fn kill_a_revoker_while_it_waits(q: &Queue<()>, op: &str, owner: usize, token: usize) {
+    let biased = bias_possible();
+    if biased {
+        assert_eq!(owner_word(q, owner), BIASED, "bias not granted");
+        assert_eq!(word32(q, token), 1, "the first grant names slot 1");
+    }
+    let mut revoker = spawn("revoker", &[op], &[q.as_fd()]).unwrap();
+    let pid = u64::from(revoker.id());
+    if biased {
+        let waiting = multiproc_testkit::eventually(CHILD_LIMIT, || {
+            owner_word(q, owner) & ID_MASK == pid && word32(q, token) != 1
+        });
+        assert!(waiting, "the revoker never started revoking");
+    }
+    // Well inside its wait (it spins briefly, then sleeps).
+    std::thread::sleep(Duration::from_millis(50));
+    revoker.kill().unwrap();
+    revoker.wait().unwrap();
+}
+
+/// Long enough for a taker to find a dead revoker (a liveness slice is
+/// 20 ms) and, were the handover broken, to enter beside the holder.
+const TAKEOVER_WINDOW: Duration = Duration::from_millis(300);
+
+fn killed_revoker_on_the_producer_side_never_lets_a_second_producer_in() {
+    let q: Queue<()> = Queue::new().unwrap();
+    let (ready, go): (Queue<()>, Queue<()>) = (Queue::new().unwrap(), Queue::new().unwrap());
+    let mut holder = spawn(
+        "biased_producer",
+        &["hold"],
+        &[q.as_fd(), ready.as_fd(), go.as_fd()],
+    )
+    .unwrap();
+    ready.get_timeout(CHILD_LIMIT).unwrap();
+    kill_a_revoker_while_it_waits(&q, "put", PRODUCER_OWNER, PRODUCER_TOKEN);
+    let taker = std::thread::spawn({
+        let q = q.clone();
+        move || {
+            q.put_bytes_timeout(&message(0, 0), CHILD_LIMIT)
+                .map_err(|e| e.to_string())
+        }
+    });
+    std::thread::sleep(TAKEOVER_WINDOW);
+    go.put(()).unwrap();
+    // The holder's put returned: its message is acknowledged.
+    ready.get_timeout(CHILD_LIMIT).unwrap();
+    finish(&mut holder);
+    taker.join().unwrap().unwrap();
+    // Every acknowledged message, whole, once: the holder's, then ours.
+    for seq in 0..=EARN {
+        assert_eq!(get(&q), (1, seq));
+    }
+    assert_eq!(get(&q), (0, 0));
+    assert!(q.try_get_bytes().unwrap_err().is_empty());
+}
+
+fn killed_revoker_on_the_consumer_side_never_lets_a_second_consumer_in() {
+    const MORE: u64 = 6;
+    let q: Queue<()> = Queue::new().unwrap();
+    for seq in 0..=EARN + MORE {
+        q.put_bytes(&message(0, seq)).unwrap();
+    }
+    let (ready, go): (Queue<()>, Queue<()>) = (Queue::new().unwrap(), Queue::new().unwrap());
+    let mut holder = spawn(
+        "biased_consumer",
+        &["hold"],
+        &[q.as_fd(), ready.as_fd(), go.as_fd()],
+    )
+    .unwrap();
+    // It holds message EARN in place, inside the lock by its bias.
+    ready.get_timeout(CHILD_LIMIT).unwrap();
+    kill_a_revoker_while_it_waits(&q, "get", CONSUMER_OWNER, CONSUMER_TOKEN);
+    let taker = std::thread::spawn({
+        let q = q.clone();
+        move || check(&q.get_bytes_timeout(CHILD_LIMIT).unwrap())
+    });
+    std::thread::sleep(TAKEOVER_WINDOW);
+    go.put(()).unwrap();
+    ready.get_timeout(CHILD_LIMIT).unwrap();
+    finish(&mut holder);
+    // The next message after the held one, and then each of the rest once.
+    assert_eq!(taker.join().unwrap(), (0, EARN + 1));
+    for seq in EARN + 2..=EARN + MORE {
+        assert_eq!(get(&q), (0, seq));
+    }
+    assert!(q.try_get_bytes().unwrap_err().is_empty());
+}
+
+/// State letter of `/proc/PID/stat`.
+fn task_state(pid: u32) -> char {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    stat.rfind(')')
+        .and_then(|at| stat[at + 1..].trim_start().chars().next())
+        .unwrap_or('?')
+}
+
+/// A worker thread is inside a put while its process's main thread has
+/// exited: the process lives, so its lock must not be taken from it.
+fn a_put_by_a_thread_whose_main_thread_exited(mode: &str) {
+    let q: Queue<()> = Queue::new().unwrap();
+    let (ready, go): (Queue<()>, Queue<()>) = (Queue::new().unwrap(), Queue::new().unwrap());
+    let mut child = spawn(
+        "put_after_main_exits",
+        &[mode],
+        &[q.as_fd(), ready.as_fd(), go.as_fd()],
+    )
+    .unwrap();
+    ready.get_timeout(CHILD_LIMIT).unwrap();
+    let zombie_main = multiproc_testkit::eventually(CHILD_LIMIT, || task_state(child.id()) == 'Z');
+    assert!(zombie_main, "the child's main thread did not exit");
+    let taker = std::thread::spawn({
+        let q = q.clone();
+        move || {
+            q.put_bytes_timeout(&message(0, 0), CHILD_LIMIT)
+                .map_err(|e| e.to_string())
+        }
+    });
+    std::thread::sleep(TAKEOVER_WINDOW);
+    go.put(()).unwrap();
+    ready.get_timeout(CHILD_LIMIT).unwrap();
+    finish(&mut child);
+    taker.join().unwrap().unwrap();
+    let count = if mode == "biased" { EARN } else { 0 };
+    for seq in 0..=count {
+        assert_eq!(get(&q), (1, seq));
+    }
+    assert_eq!(get(&q), (0, 0));
+    assert!(q.try_get_bytes().unwrap_err().is_empty());
+}
+
+fn a_thread_putting_after_its_main_thread_exited_keeps_its_lock() {
+    a_put_by_a_thread_whose_main_thread_exited("plain");
+}
+
+fn a_biased_thread_putting_after_its_main_thread_exited_keeps_its_bias() {
+    a_put_by_a_thread_whose_main_thread_exited("biased");
+}
+
 fn main() {
     // Registered with membarrier before the test threads start: a process
     // that first uses a queue with threads running registers in the
@@ -395,6 +618,8 @@ fn main() {
         ("biased_consumer", role_biased_consumer),
         ("fork_after_bias", role_fork_after_bias),
         ("put_without_membarrier", role_put_without_membarrier),
+        ("revoker", role_revoker),
+        ("put_after_main_exits", role_put_after_main_exits),
     ];
     run(
         roles,
@@ -406,6 +631,10 @@ fn main() {
             a_process_without_membarrier_takes_a_bias_back_by_waiting,
             threads_taking_turns_in_bursts_move_every_message_once,
             a_try_or_timed_get_gives_a_busy_bias_back,
+            killed_revoker_on_the_producer_side_never_lets_a_second_producer_in,
+            killed_revoker_on_the_consumer_side_never_lets_a_second_consumer_in,
+            a_thread_putting_after_its_main_thread_exited_keeps_its_lock,
+            a_biased_thread_putting_after_its_main_thread_exited_keeps_its_bias,
         ],
     );
 }
