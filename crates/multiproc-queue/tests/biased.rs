@@ -608,6 +608,36 @@ fn a_biased_thread_putting_after_its_main_thread_exited_keeps_its_bias() {
     a_put_by_a_thread_whose_main_thread_exited("biased");
 }
 
+/// Attaches the inherited queue from another pid namespace: refused, with
+/// the typed reason.
+fn role_attach_from_another_namespace(_: &[String]) {
+    use multiproc_core::{HeaderError, SegmentError};
+    use multiproc_queue::QueueError;
+    let segment = Segment::from_fd(inherited_fds().remove(0)).unwrap();
+    match Queue::<()>::attach(segment) {
+        Err(QueueError::Segment(SegmentError::Header(HeaderError::ForeignPidNamespace {
+            ..
+        }))) => {}
+        Err(e) => panic!("refused for another reason: {e:?}"),
+        Ok(_) => panic!("a queue from another pid namespace was attached"),
+    }
+}
+
+fn a_queue_from_another_pid_namespace_is_refused_on_attach() {
+    // Its owner words hold thread ids of our namespace: there they would
+    // name other tasks, and a live holder could be judged dead.
+    let q: Queue<()> = Queue::new().unwrap();
+    let Some(mut cmd) = multiproc_testkit::command_in_new_pid_namespace(
+        "attach_from_another_namespace",
+        &[],
+        &[q.as_fd()],
+    ) else {
+        return;
+    };
+    let status = cmd.stdin(std::process::Stdio::null()).status().unwrap();
+    assert!(status.success(), "{status:?}");
+}
+
 fn main() {
     // Registered with membarrier before the test threads start: a process
     // that first uses a queue with threads running registers in the
@@ -620,6 +650,10 @@ fn main() {
         ("put_without_membarrier", role_put_without_membarrier),
         ("revoker", role_revoker),
         ("put_after_main_exits", role_put_after_main_exits),
+        (
+            "attach_from_another_namespace",
+            role_attach_from_another_namespace,
+        ),
     ];
     run(
         roles,
@@ -635,6 +669,7 @@ fn main() {
             killed_revoker_on_the_consumer_side_never_lets_a_second_consumer_in,
             a_thread_putting_after_its_main_thread_exited_keeps_its_lock,
             a_biased_thread_putting_after_its_main_thread_exited_keeps_its_bias,
+            a_queue_from_another_pid_namespace_is_refused_on_attach,
         ],
     );
 }
