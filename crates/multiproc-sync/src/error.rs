@@ -307,6 +307,8 @@ impl std::error::Error for ReleaseError {}
 
 /// The barrier is broken (aborted, timed out, reset while waiting, or a
 /// party died inside it); every waiter gets this, until `reset`.
+/// [`timed_out`](Self::timed_out) and [`is_party_died`](Self::is_party_died)
+/// tell two of the reasons apart.
 ///
 /// # Examples
 ///
@@ -317,12 +319,14 @@ impl std::error::Error for ReleaseError {}
 /// barrier.abort();
 /// let err = barrier.wait().unwrap_err();
 /// assert!(!err.timed_out());
+/// assert!(!err.is_party_died());
 /// assert_eq!(err.to_string(), "barrier is broken");
 /// # Ok::<(), multiproc_sync::CreateError>(())
 /// ```
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct BrokenBarrier {
     pub(crate) timed_out: bool,
+    pub(crate) party_died: bool,
 }
 
 impl BrokenBarrier {
@@ -331,11 +335,25 @@ impl BrokenBarrier {
     pub fn timed_out(&self) -> bool {
         self.timed_out
     }
+
+    /// Whether the barrier broke because a party died inside it: a process
+    /// killed while waiting in `wait`, or one that died in the middle of
+    /// another barrier operation. Every caller that finds the barrier broken
+    /// for this reason gets it set, until `reset`; the message then reads
+    /// "barrier is broken because a party died inside it".
+    #[must_use]
+    pub fn is_party_died(&self) -> bool {
+        self.party_died
+    }
 }
 
 impl fmt::Display for BrokenBarrier {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("barrier is broken")
+        if self.party_died {
+            f.write_str("barrier is broken because a party died inside it")
+        } else {
+            f.write_str("barrier is broken")
+        }
     }
 }
 

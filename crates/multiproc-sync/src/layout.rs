@@ -26,8 +26,8 @@ use std::mem::{offset_of, size_of};
 use std::sync::atomic::{AtomicI32, AtomicU32, AtomicU64};
 
 /// Layout version shared by all primitives of this crate; bumped whenever a
-/// field moves.
-pub(crate) const LAYOUT_VERSION: u32 = 1;
+/// field moves. 2: the barrier gained its party slots.
+pub(crate) const LAYOUT_VERSION: u32 = 2;
 
 /// The header slot at the start of every object (opaque here; written with
 /// `Segment::publish_header` and read with `Segment::read_header`).
@@ -123,20 +123,42 @@ pub(crate) struct ConditionLayout {
     pub(crate) reserved2: [AtomicU64; 6],
 }
 
-/// A `Barrier` object (magic `MPBARR\0\0`). `state`, `count` and the
-/// notifications on `seq` change only under the internal robust lock.
+/// How many parties a barrier can track, one [`PartySlot`] each (at most
+/// `parties - 1` of them wait at once).
+pub(crate) const BARRIER_SLOTS: usize = 256;
+
+/// One waiting party of a barrier: who it is, so that the others can tell
+/// when it dies. All zero = free. Written only under the barrier's internal
+/// lock, which orders every access (Relaxed).
+///
+/// | offset | size | field | meaning |
+/// |---|---|---|---|
+/// | 0 | 4 | `tid` | kernel thread id of the waiting party |
+/// | 4 | 4 | reserved, zero | — |
+/// | 8 | 8 | `owner` | its identity (thread id + start time), 0 = free slot |
+#[repr(C)]
+pub(crate) struct PartySlot {
+    pub(crate) tid: AtomicU32,
+    pub(crate) reserved: AtomicU32,
+    pub(crate) owner: AtomicU64,
+}
+
+/// A `Barrier` object (magic `MPBARR\0\0`). `state`, `count`, the slots
+/// and the notifications on `seq` change only under the internal robust
+/// lock.
 ///
 /// | offset | size | field | written by | ordering |
 /// |---|---|---|---|---|
 /// | 0 | 32 | header | creator, once | — |
-/// | 32 | 4 | `parties` | creator, before publishing | read-only after |
+/// | 32 | 4 | `parties` (1..=[`BARRIER_SLOTS`]) | creator, before publishing | read-only after |
 /// | 36 | 28 | reserved, zero | — | — |
 /// | 64 | 16 | internal [`LockWords`] | see there | see there |
 /// | 80 | 4 | `seq` (futex word) | notifiers, under the lock | Release / Acquire |
 /// | 84 | 4 | `sleepers` | waiters, +1 under the lock | Relaxed under the lock |
-/// | 88 | 4 | `state`: 0 filling, 1 draining, -1 resetting, -2 broken | under the lock | Relaxed (lock orders) |
-/// | 92 | 4 | `count`: parties inside `wait` | under the lock | Relaxed (lock orders) |
+/// | 88 | 4 | `state`: 0 filling, 1 draining, -1 resetting, -2 broken, -3 broken because a party died | under the lock | Relaxed (lock orders) |
+/// | 92 | 4 | `count`: parties waiting in `wait` = occupied `slots` | under the lock | Relaxed (lock orders) |
 /// | 96 | 32 | reserved, zero | — | — |
+/// | 128 | 16 × 256 | `slots`: one [`PartySlot`] per party waiting in `wait` (not the arrival that trips it), first `parties` used | under the lock | Relaxed (lock orders) |
 #[repr(C)]
 pub(crate) struct BarrierLayout {
     pub(crate) header: HeaderSlot,
@@ -148,6 +170,7 @@ pub(crate) struct BarrierLayout {
     pub(crate) state: AtomicI32,
     pub(crate) count: AtomicU32,
     pub(crate) reserved1: [AtomicU64; 4],
+    pub(crate) slots: [PartySlot; BARRIER_SLOTS],
 }
 
 // SAFETY: repr(C) structs made only of atomic integers and arrays of them:
@@ -162,6 +185,8 @@ unsafe impl SharedSafe for SemaphoreLayout {}
 unsafe impl SharedSafe for EventLayout {}
 // SAFETY: as for `LockWords`.
 unsafe impl SharedSafe for ConditionLayout {}
+// SAFETY: as for `LockWords`.
+unsafe impl SharedSafe for PartySlot {}
 // SAFETY: as for `LockWords`.
 unsafe impl SharedSafe for BarrierLayout {}
 
@@ -179,10 +204,15 @@ const _: () = {
     assert!(size_of::<ConditionLayout>() == 128);
     assert!(offset_of!(ConditionLayout, seq) == 64);
     assert!(offset_of!(ConditionLayout, tokens) == 72);
-    assert!(size_of::<BarrierLayout>() == 128);
+    assert!(size_of::<PartySlot>() == 16);
+    assert!(offset_of!(PartySlot, tid) == 0);
+    assert!(offset_of!(PartySlot, owner) == 8);
+    assert!(size_of::<BarrierLayout>() == 128 + 16 * BARRIER_SLOTS);
+    assert!(size_of::<BarrierLayout>() == 4224);
     assert!(offset_of!(BarrierLayout, parties) == 32);
     assert!(offset_of!(BarrierLayout, lock) == 64);
     assert!(offset_of!(BarrierLayout, seq) == 80);
     assert!(offset_of!(BarrierLayout, state) == 88);
     assert!(offset_of!(BarrierLayout, count) == 92);
+    assert!(offset_of!(BarrierLayout, slots) == 128);
 };

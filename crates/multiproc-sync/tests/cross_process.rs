@@ -24,9 +24,10 @@ const AT_RLOCK: usize = 128;
 const AT_SEM: usize = 256;
 const AT_EVENT: usize = 384;
 const AT_COND: usize = 512;
-const AT_BARRIER: usize = 640;
 const AT_DATA: usize = 1024;
-const SEGMENT_SIZE: usize = 4096;
+const AT_BARRIER: usize = 2048;
+const SEGMENT_SIZE: usize = 8192;
+const _: () = assert!(AT_BARRIER + Barrier::MEMORY_SIZE <= SEGMENT_SIZE);
 
 fn segment() -> Arc<Segment> {
     Arc::new(Segment::anonymous(SEGMENT_SIZE).unwrap())
@@ -211,6 +212,39 @@ fn child_barrier_broken(_: &[String]) {
     let err = barrier.wait().unwrap_err();
     assert!(!err.timed_out());
     data(&segment, 0).fetch_add(1, Ordering::SeqCst);
+}
+
+/// Waits on the barrier once (at most 10 s), which must trip; counts itself
+/// in slot 0 and, as the leader, in slot 1.
+fn child_barrier_once(_: &[String]) {
+    let segment = inherited_segment();
+    let barrier = Barrier::attach(Arc::clone(&segment), AT_BARRIER).unwrap();
+    let result = barrier.wait_timeout(Duration::from_secs(10)).unwrap();
+    if result.is_leader() {
+        data(&segment, 1).fetch_add(1, Ordering::SeqCst);
+    }
+    data(&segment, 0).fetch_add(1, Ordering::SeqCst);
+}
+
+/// Waits on the barrier with no timeout until it is killed.
+fn child_barrier_wait_until_killed(_: &[String]) {
+    let segment = inherited_segment();
+    let barrier = Barrier::attach(Arc::clone(&segment), AT_BARRIER).unwrap();
+    let _ = barrier.wait();
+    std::process::exit(3);
+}
+
+/// Waits on the barrier (at most 10 s) while another party is killed
+/// inside it: must get the "party died" error. Stamps the moment its wait
+/// returned into slot 2 + args[0].
+fn child_barrier_expect_party_died(args: &[String]) {
+    let segment = inherited_segment();
+    let barrier = Barrier::attach(Arc::clone(&segment), AT_BARRIER).unwrap();
+    let slot: usize = args[0].parse().unwrap();
+    let result = barrier.wait_timeout(Duration::from_secs(10));
+    data(&segment, 2 + slot).store(mono_ns(), Ordering::SeqCst);
+    let err = result.expect_err("passed the barrier with a dead party counted as arrived");
+    assert!(err.is_party_died() && !err.timed_out(), "{err:?}");
 }
 
 /// Takes the lock (args[0] = "lock" or "rlock"), flags slot 0, and sleeps
@@ -504,6 +538,150 @@ fn barrier_timeout_breaks_it() {
     assert!(err.timed_out());
     assert!(start.elapsed() >= Duration::from_millis(30));
     assert!(barrier.broken());
+}
+
+/// SIGKILLs `victim` and reaps it; returns when the kill was sent and when
+/// the process had died (its pidfd turned readable), both in `mono_ns`.
+fn kill_and_time(victim: &mut Child) -> (u64, u64) {
+    use rustix::event::{PollFd, PollFlags, poll};
+    let pid = rustix::process::Pid::from_raw(victim.id() as i32).unwrap();
+    let pidfd = rustix::process::pidfd_open(pid, rustix::process::PidfdFlags::empty()).unwrap();
+    let killed_at = mono_ns();
+    rustix::process::kill_process(pid, rustix::process::Signal::KILL).unwrap();
+    let mut fds = [PollFd::new(&pidfd, PollFlags::IN)];
+    while poll(&mut fds, None).is_err() {}
+    let died_at = mono_ns();
+    let status = wait_timeout(victim, CHILD_LIMIT);
+    assert!(!status.success(), "the victim was not killed: {status:?}");
+    (killed_at, died_at)
+}
+
+/// A full round on `barrier` with `parties - 1` fresh child parties and
+/// this process; exactly one of them leads.
+fn barrier_full_round(barrier: &Barrier, segment: &Arc<Segment>) {
+    data(segment, 0).store(0, Ordering::SeqCst);
+    data(segment, 1).store(0, Ordering::SeqCst);
+    let others = barrier.parties() - 1;
+    let children = (0..others)
+        .map(|_| spawn_with("barrier_once", &[], segment))
+        .collect();
+    let result = barrier
+        .wait_timeout(Duration::from_secs(10))
+        .expect("a full round after reset");
+    join_all(children);
+    assert_eq!(data(segment, 0).load(Ordering::SeqCst), u64::from(others));
+    assert_eq!(
+        data(segment, 1).load(Ordering::SeqCst) + u64::from(result.is_leader()),
+        1,
+        "one leader per round"
+    );
+    assert!(!barrier.broken());
+    assert_eq!(barrier.n_waiting(), 0);
+}
+
+/// Starts a party that waits on the barrier until killed, and returns once
+/// it waits (`n_waiting` reached `waiting`) and has had time to fall asleep.
+fn spawn_victim(barrier: &Barrier, segment: &Arc<Segment>, waiting: u32) -> Child {
+    let victim = spawn_with("barrier_wait_until_killed", &[], segment);
+    assert!(
+        eventually(Duration::from_secs(10), || barrier.n_waiting() == waiting),
+        "the victim never waited"
+    );
+    std::thread::sleep(Duration::from_millis(25));
+    victim
+}
+
+fn barrier_party_killed_while_waiting_breaks_it_for_the_others() {
+    let segment = segment();
+    let barrier = Barrier::create_in(Arc::clone(&segment), AT_BARRIER, 2).unwrap();
+    let mut victim = spawn_victim(&barrier, &segment, 1);
+    kill_and_time(&mut victim);
+    let start = Instant::now();
+    let result = barrier.wait_timeout(Duration::from_secs(5));
+    let took = start.elapsed();
+    let err =
+        result.expect_err("passed a 2-party barrier alone: the dead party counted as arrived");
+    assert!(err.is_party_died() && !err.timed_out(), "{err:?}");
+    assert!(took < Duration::from_millis(500), "took {took:?}");
+    assert_eq!(
+        err.to_string(),
+        "barrier is broken because a party died inside it"
+    );
+    // Broken for everybody until reset, for the same reason.
+    assert!(barrier.broken());
+    assert_eq!(barrier.n_waiting(), 0);
+    let again = barrier.wait_timeout(Duration::from_secs(5)).unwrap_err();
+    assert!(again.is_party_died() && !again.timed_out(), "{again:?}");
+    barrier.reset();
+    assert!(!barrier.broken());
+    barrier_full_round(&barrier, &segment);
+}
+
+fn barrier_reset_after_a_party_died_makes_it_usable_again() {
+    let segment = segment();
+    let barrier = Barrier::create_in(Arc::clone(&segment), AT_BARRIER, 2).unwrap();
+    let mut victim = spawn_victim(&barrier, &segment, 1);
+    kill_and_time(&mut victim);
+    // Nobody waited while it died: reset alone must clear it out.
+    barrier.reset();
+    assert!(!barrier.broken());
+    assert_eq!(barrier.n_waiting(), 0);
+    // The dead party no longer counts: alone, this process does not pass.
+    let err = barrier
+        .wait_timeout(Duration::from_millis(50))
+        .expect_err("passed a 2-party barrier alone after reset");
+    assert!(err.timed_out(), "{err:?}");
+    barrier.reset();
+    barrier_full_round(&barrier, &segment);
+    barrier_full_round(&barrier, &segment);
+}
+
+/// A `parties`-party barrier with `parties - 2` live child parties waiting
+/// when another waiting party is SIGKILLed: every live waiter gets the
+/// "party died" error within 100 ms of the death; then reset and a full
+/// round work.
+fn party_killed_while_others_wait(parties: u32, rounds: usize) {
+    let mut worst = Duration::ZERO;
+    for round in 0..rounds {
+        let segment = segment();
+        let barrier = Barrier::create_in(Arc::clone(&segment), AT_BARRIER, parties).unwrap();
+        let live: Vec<Child> = (0..parties - 2)
+            .map(|i| spawn_with("barrier_expect_party_died", &[&i.to_string()], &segment))
+            .collect();
+        assert!(eventually(Duration::from_secs(10), || {
+            barrier.n_waiting() == parties - 2
+        }));
+        let mut victim = spawn_victim(&barrier, &segment, parties - 1);
+        let (killed_at, died_at) = kill_and_time(&mut victim);
+        join_all(live);
+        for i in 0..(parties - 2) as usize {
+            let woke = data(&segment, 2 + i).load(Ordering::SeqCst);
+            let took = Duration::from_nanos(woke.saturating_sub(died_at));
+            let since_kill = Duration::from_nanos(woke.saturating_sub(killed_at));
+            assert!(
+                took < Duration::from_millis(100),
+                "{parties} parties, round {round}: waiter {i} woke {took:?} after the death"
+            );
+            assert!(
+                since_kill < Duration::from_secs(2),
+                "{parties} parties, round {round}: waiter {i} woke {since_kill:?} after SIGKILL"
+            );
+            worst = worst.max(took);
+        }
+        let err = barrier.wait_timeout(Duration::from_secs(5)).unwrap_err();
+        assert!(err.is_party_died() && !err.timed_out(), "{err:?}");
+        assert!(barrier.broken());
+        barrier.reset();
+        barrier_full_round(&barrier, &segment);
+    }
+    eprintln!(
+        "barrier, {parties} parties: worst wake-up over {rounds} kills: {worst:?} after death"
+    );
+}
+
+fn barrier_party_killed_while_others_wait_wakes_every_live_waiter() {
+    party_killed_while_others_wait(3, 5);
+    party_killed_while_others_wait(4, 5);
 }
 
 /// Kills a holder of the lock kind `kind` while this process sleeps in
@@ -822,6 +1000,9 @@ fn main() {
         ("condition_wait_owner_died", child_condition_wait_owner_died),
         ("barrier_rounds", child_barrier_rounds),
         ("barrier_broken", child_barrier_broken),
+        ("barrier_once", child_barrier_once),
+        ("barrier_wait_until_killed", child_barrier_wait_until_killed),
+        ("barrier_expect_party_died", child_barrier_expect_party_died),
         ("hold_forever", child_hold_forever),
         ("hold_for", child_hold_for),
         ("release_foreign", child_release_foreign),
@@ -841,6 +1022,9 @@ fn main() {
             barrier_releases_all_parties_every_round,
             barrier_abort_breaks_it_for_everyone,
             barrier_timeout_breaks_it,
+            barrier_party_killed_while_waiting_breaks_it_for_the_others,
+            barrier_reset_after_a_party_died_makes_it_usable_again,
+            barrier_party_killed_while_others_wait_wakes_every_live_waiter,
             lock_owner_sigkilled_gives_owner_died_within_100ms,
             rlock_owner_sigkilled_gives_owner_died_within_100ms,
             dead_owner_found_by_a_late_acquirer,
