@@ -128,8 +128,14 @@
 //! require under 100 ms), every state is valid, and the uncontended path is
 //! one CAS to lock and one swap to unlock.
 //!
+//! Who is dead is decided by `multiproc-core`'s one rule
+//! ([`multiproc_core::owner`]), which the queue's locks use too.
+//!
 //! Limits of the scheme: processes that share a lock must see the same
-//! thread ids, i.e. live in the same pid namespace; `/proc` must be mounted
+//! thread ids, i.e. live in the same pid namespace (attaching an object
+//! made in another one is refused with
+//! [`HeaderError::ForeignPidNamespace`](multiproc_core::HeaderError::ForeignPidNamespace)
+//! rather than mistake a live owner for a dead one); `/proc` must be mounted
 //! (each thread reads its own start time once; an owner hidden by
 //! `hidepid` is confirmed with `kill(tid, 0)` before it is declared dead);
 //! and an owner that is in the middle of exiting still counts as alive for
@@ -156,7 +162,10 @@
 //!
 //! # Memory layout
 //!
-//! Each object is `MEMORY_SIZE` bytes (128), starts with the core
+//! Each object is `MEMORY_SIZE` bytes (128; a [`Barrier`] is 4224, with a
+//! slot per waiting party so that a party that dies inside
+//! [`wait`](Barrier::wait) breaks it for the others instead of counting as
+//! arrived), starts with the core
 //! [`Header`](multiproc_core::Header) and is made of atomics only; the
 //! tables are in the source (`layout.rs`). `create_in` and `attach` place
 //! objects inside segments of their own making (a `Value` keeping its lock
