@@ -39,7 +39,8 @@
 //! its thread id alone.
 //!
 //! Processes that share a lock must live in the same pid namespace, since
-//! the state word holds thread ids.
+//! the state word holds thread ids; the segment header refuses an attach
+//! from another one.
 
 use multiproc_core::SpinWait;
 use multiproc_core::futex::{self, WaitOutcome};
