@@ -474,7 +474,16 @@ impl RobustLock<'_> {
                 return Err(());
             }
             if now >= slice_end {
-                if !lock::owner_alive(slot.owner.load(Ordering::Relaxed)) {
+                // SYNC: Acquire pairs with the Release store of 0 in
+                // `lost_bias`, which comes after the thread's even `busy`:
+                // a slot given back is a thread that left, not a dead one
+                // (the model in `tests/loom.rs` found a live thread
+                // "recovered" from when this read 0 as dead).
+                let owner = slot.owner.load(Ordering::Acquire);
+                if owner == 0 {
+                    return Ok(false);
+                }
+                if !lock::owner_alive(owner) {
                     // Dead inside: nobody writes the slot any more.
                     slot.busy.store(0, Ordering::Relaxed);
                     slot.owner.store(0, Ordering::Release);

@@ -178,7 +178,8 @@ enum GivenBack {
     /// store of 0, which an `Acquire` load of the owner synchronizes with.
     /// What [`CHECKED`] assumes.
     Out,
-    /// As `wait_out` reads it (at the commit that added this model): a
+    /// As `wait_out` read it before the model found this (commit 6423b33;
+    /// `wait_out` now does as [`GivenBack::Out`] says): a
     /// `Relaxed` load of the owner, then `owner_alive(0)`, which is false
     /// (0 is no identity), so the slot's thread counts as dead. When the
     /// revoker's last `busy` load found it odd (the thread inside, or just
@@ -206,8 +207,7 @@ struct Variant {
     inside_order: Ordering,
 }
 
-/// The protocol the model checks: the crate's `settle`, with a given-back
-/// slot read as [`GivenBack::Out`].
+/// The protocol the model checks: the crate's `settle` and `wait_out`.
 const CHECKED: Variant = Variant {
     settle: Settle::Fixed,
     given_back: GivenBack::Out,
