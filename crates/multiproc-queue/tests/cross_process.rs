@@ -2,8 +2,31 @@
 //! each child role (see `multiproc-testkit`).
 //!
 //! Sizes are chosen so the whole file runs in well under a minute in a debug
-//! build on two CPUs. `MULTIPROC_FULL=1` makes each of the two chaos runs
-//! 1 000 kills (about 15 s each) instead of 200.
+//! build on two CPUs. Environment variables for the chaos tests:
+//!
+//! - `MULTIPROC_FULL=1` makes each of the first two chaos runs 1 000 kills
+//!   (about 15 s each) instead of 200, and the forced-bias chaos runs 1 500
+//!   actions instead of 200.
+//! - `MULTIPROC_CHAOS_RUNS=N`: how many forced-bias chaos runs (default 1).
+//! - `MULTIPROC_CHAOS_ACTIONS=M`: actions per forced-bias chaos run
+//!   (default 200, or 1 500 under `MULTIPROC_FULL`).
+//! - `MULTIPROC_CHAOS_SEED=S`: the first forced-bias run's seed (run `i`
+//!   uses `S + i`); each run prints its seed, also when it fails. The seed
+//!   fixes the random choices of the parent and the children; timing, and
+//!   so what exactly happens, still varies.
+//!
+//! The forced-bias chaos run (`chaos_forced_bias_with_kills_stops_and_killed_revokers`)
+//! runs 3 producer and 3 consumer processes of 1–4 threads each (every
+//! producer thread its own incarnation), with `MULTIPROC_BIAS_AFTER=1` so
+//! every lock take earns a bias and biases are revoked between threads and
+//! processes all the time; the threads mix blocking, timed (0–5 ms) and
+//! `try_` puts and gets, `put_with` and `get_in_place` (some guards held a
+//! few ms). Each action SIGKILLs a child (a new one takes its place),
+//! SIGSTOPs one for 0–20 ms, or watches the lock words for a thread that
+//! holds an owner word while the token says REVOKING and SIGKILLs its
+//! process. No message may be torn or duplicated, an acknowledged message
+//! may be lost only with a killed consumer thread (one each at most), and
+//! the queue must drain and still work at the end.
 
 use multiproc_core::{Segment, codec, scm};
 use multiproc_queue::{JoinableQueue, Queue, SimpleQueue};
@@ -11,7 +34,7 @@ use multiproc_testkit::{Role, inherited_fds, run, spawn, tests, wait_timeout};
 use serde::{Deserialize, Serialize};
 use std::os::fd::AsFd;
 use std::process::Child;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 const CHILD_LIMIT: Duration = Duration::from_secs(60);
@@ -453,6 +476,218 @@ fn role_chaos_consumer(_: &[String]) {
     }
 }
 
+// ---- chaos with forced biases, stops and killed revokers ------------------
+
+/// More [`Book`] counters, for the summary: timed or `try_` operations
+/// that gave up (and were retried), and in-place guards held a while.
+const C_PUT_GAVE_UP: usize = 32;
+const C_GET_GAVE_UP: usize = 40;
+const C_GUARDS_HELD: usize = 48;
+/// Child threads that panicked (a failed check there).
+const C_CHILD_PANICS: usize = 56;
+
+/// The incarnation id of the message the parent puts itself at the end.
+const MARKER_ID: u32 = CHAOS_MAX_INCARNATIONS as u32 - 1;
+
+/// Offsets of the producer and consumer lock owner words and bias tokens
+/// in a queue segment (`src/layout.rs`; `tests/biased.rs` checks them).
+const PRODUCER_OWNER: usize = 256;
+const PRODUCER_TOKEN: usize = 352;
+const CONSUMER_OWNER: usize = 512;
+const CONSUMER_TOKEN: usize = 600;
+/// The owner word of a biased lock (`src/bias.rs`).
+const BIASED: u64 = u64::MAX;
+/// Token bit set while a new owner-word holder waits for the biased
+/// thread to step out (`src/bias.rs`).
+const REVOKING: u32 = 1 << 31;
+/// The bits of an owner word that hold the holder's kernel thread id.
+const ID_MASK: u64 = (1 << 22) - 1;
+
+/// How one attempt at an operation ended.
+enum Attempt {
+    Done,
+    /// Timed out, or a `try_` found no room or no message: retry.
+    GaveUp,
+    Closed,
+}
+
+/// What a failed attempt means: closed, or gave up (retry); any other
+/// error fails the child.
+fn failed(closed: bool, gave_up: bool, error: &dyn std::fmt::Display) -> Attempt {
+    match (closed, gave_up) {
+        (true, _) => Attempt::Closed,
+        (_, true) => Attempt::GaveUp,
+        _ => panic!("{error}"),
+    }
+}
+
+fn timeout_0_to_5_ms(rng: &mut Rng) -> Duration {
+    if rng.below(4) == 0 {
+        Duration::ZERO
+    } else {
+        Duration::from_micros(rng.below(5001))
+    }
+}
+
+fn thread_rng(seed: u64, thread: u64) -> Rng {
+    Rng::new(seed ^ (thread + 1).wrapping_mul(0x9e37_79b9_7f4a_7c15))
+}
+
+/// Runs `body` on `threads` threads, each with its own generator. A
+/// panic in one is counted in the book before anything else (the parent
+/// may kill this process any moment after) and ends the process with
+/// status 101, so no failure hides behind threads that go on.
+fn on_threads(args: &[String], body: impl Fn(&Queue<()>, &Book, Rng) + Sync) {
+    let mut fds = inherited_fds();
+    let q: Queue<()> = attach(fds.remove(0));
+    // Leaked: the panic hook needs it for the rest of the process.
+    let book: &'static Book = Box::leak(Box::new(Book(Segment::from_fd(fds.remove(0)).unwrap())));
+    let report = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        book.word(C_CHILD_PANICS).fetch_add(1, Ordering::SeqCst);
+        report(info);
+    }));
+    let threads: u64 = arg(args, 0);
+    let seed: u64 = arg(args, 1);
+    std::thread::scope(|s| {
+        for t in 0..threads {
+            let (q, body) = (&q, &body);
+            s.spawn(move || {
+                let run = || body(q, book, thread_rng(seed, t));
+                if std::panic::catch_unwind(std::panic::AssertUnwindSafe(run)).is_err() {
+                    std::process::exit(101);
+                }
+            });
+        }
+    });
+}
+
+/// One attempt to put `m`, by a random kind of put: blocking, timed
+/// (0–5 ms) or `try_`, copied or filled in place.
+fn forced_put(q: &Queue<()>, m: &[u8], rng: &mut Rng) -> Attempt {
+    let fill = |buf: &mut [u8]| buf.copy_from_slice(m);
+    // `put_with_timeout` and `try_put_with` only for messages filled in
+    // place: with a larger one, a timeout after `fill` ran is reported as
+    // Ok although nothing was published.
+    let in_place = m.len() <= q.max_in_place();
+    match rng.below(16) {
+        0..=3 => match q.put_bytes(m) {
+            Ok(()) => Attempt::Done,
+            Err(e) => failed(e.is_closed(), false, &e),
+        },
+        4..=6 => match q.put_with(m.len(), fill) {
+            Ok(()) => Attempt::Done,
+            Err(e) => failed(e.is_closed(), false, &e),
+        },
+        7..=11 => match q.put_bytes_timeout(m, timeout_0_to_5_ms(rng)) {
+            Ok(()) => Attempt::Done,
+            Err(e) => failed(e.is_closed(), e.is_timeout(), &e),
+        },
+        12..=13 if in_place => match q.put_with_timeout(m.len(), fill, timeout_0_to_5_ms(rng)) {
+            Ok(()) => Attempt::Done,
+            Err(e) => failed(e.is_closed(), e.is_timeout(), &e),
+        },
+        14 if in_place => match q.try_put_with(m.len(), fill) {
+            Ok(()) => Attempt::Done,
+            Err(e) => failed(e.is_closed(), e.is_full(), &e),
+        },
+        _ => match q.try_put_bytes(m) {
+            Ok(()) => Attempt::Done,
+            Err(e) => failed(e.is_closed(), e.is_full(), &e),
+        },
+    }
+}
+
+/// One attempt to get a message, by a random kind of get; records it.
+/// Some in-place guards are held 0–3 ms before the message is recorded
+/// and the guard dropped, so kills of other processes land meanwhile.
+fn forced_get(q: &Queue<()>, book: &Book, rng: &mut Rng) -> Attempt {
+    let record_in_place = |m: multiproc_queue::InPlace<'_>, rng: &mut Rng| {
+        if rng.below(4) == 0 {
+            book.word(C_GUARDS_HELD).fetch_add(1, Ordering::Relaxed);
+            std::thread::sleep(Duration::from_micros(rng.below(3001)));
+        }
+        book.record(&m);
+        drop(m);
+        Attempt::Done
+    };
+    match rng.below(12) {
+        0..=1 => match q.get_bytes() {
+            Ok(m) => {
+                book.record(&m);
+                Attempt::Done
+            }
+            Err(e) => failed(e.is_closed(), false, &e),
+        },
+        2..=4 => match q.get_bytes_timeout(timeout_0_to_5_ms(rng)) {
+            Ok(m) => {
+                book.record(&m);
+                Attempt::Done
+            }
+            Err(e) => failed(e.is_closed(), e.is_timeout(), &e),
+        },
+        5 => match q.try_get_bytes() {
+            Ok(m) => {
+                book.record(&m);
+                Attempt::Done
+            }
+            Err(e) => failed(e.is_closed(), e.is_empty(), &e),
+        },
+        6..=7 => match q.get_in_place() {
+            Ok(m) => record_in_place(m, rng),
+            Err(e) => failed(e.is_closed(), false, &e),
+        },
+        8..=10 => match q.get_in_place_timeout(timeout_0_to_5_ms(rng)) {
+            Ok(m) => record_in_place(m, rng),
+            Err(e) => failed(e.is_closed(), e.is_timeout(), &e),
+        },
+        _ => match q.try_get_in_place() {
+            Ok(m) => record_in_place(m, rng),
+            Err(e) => failed(e.is_closed(), e.is_empty(), &e),
+        },
+    }
+}
+
+/// args: threads, seed. Each thread is a producer incarnation of its own
+/// (ids from `C_NEXT_ID`) putting checked messages until killed, closed or
+/// CHAOS_MAX_SEQ. A put that gave up is retried with the same message; a
+/// message counts as acknowledged only once a put of it returned Ok.
+fn role_forced_producer(args: &[String]) {
+    on_threads(args, |q, book, mut rng| {
+        let id = book.word(C_NEXT_ID).fetch_add(1, Ordering::SeqCst) as u32;
+        assert!(id < MARKER_ID, "too many incarnations");
+        for seq in 0..CHAOS_MAX_SEQ {
+            let m = make_message(id, seq, chaos_body_len(&mut rng));
+            loop {
+                match forced_put(q, &m, &mut rng) {
+                    Attempt::Done => break,
+                    Attempt::GaveUp => {
+                        book.word(C_PUT_GAVE_UP).fetch_add(1, Ordering::Relaxed);
+                    }
+                    Attempt::Closed => return,
+                }
+            }
+            book.acked(id).store(seq + 1, Ordering::SeqCst);
+        }
+    });
+}
+
+/// args: threads, seed. Each thread checks and records messages until
+/// killed or closed.
+fn role_forced_consumer(args: &[String]) {
+    on_threads(args, |q, book, mut rng| {
+        loop {
+            match forced_get(q, book, &mut rng) {
+                Attempt::Done => {}
+                Attempt::GaveUp => {
+                    book.word(C_GET_GAVE_UP).fetch_add(1, Ordering::Relaxed);
+                }
+                Attempt::Closed => return,
+            }
+        }
+    });
+}
+
 // ---- tests -------------------------------------------------------------
 
 fn typed_smoke_and_fifo_from_a_child() {
@@ -875,6 +1110,381 @@ fn chaos(bias_after: Option<&str>) {
     assert!(acked_total > 0);
 }
 
+/// A number from the environment, or `default`.
+fn env_number(name: &str, default: u64) -> u64 {
+    std::env::var(name)
+        .ok()
+        .map(|v| {
+            v.parse()
+                .unwrap_or_else(|_| panic!("{name}={v:?} is not a number"))
+        })
+        .unwrap_or(default)
+}
+
+/// The process a kernel thread id belongs to (`Tgid:` of its status).
+fn process_of_thread(tid: u32) -> Option<u32> {
+    let status = std::fs::read_to_string(format!("/proc/{tid}/status")).ok()?;
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("Tgid:"))?
+        .trim()
+        .parse()
+        .ok()
+}
+
+fn pid_of(child: &Child) -> rustix::process::Pid {
+    rustix::process::Pid::from_raw(child.id() as i32).expect("a child's pid")
+}
+
+/// The owner-word and token offsets of a lock, and the owner word seen
+/// while its token said REVOKING.
+type Revoking = ((usize, usize), u64);
+
+/// The owner word of the lock at `(owner, token)` offsets of a queue
+/// segment, if it names a thread (not free, not biased) and the token says
+/// REVOKING.
+fn revoking(seg: &Segment, (owner, token): (usize, usize)) -> Option<u64> {
+    let word = seg.view::<AtomicU64>(owner).unwrap().load(Ordering::SeqCst);
+    let token = seg.view::<AtomicU32>(token).unwrap().load(Ordering::SeqCst);
+    (word != 0 && word != BIASED && token & REVOKING != 0).then_some(word)
+}
+
+/// One child of a forced-bias chaos run.
+struct Kid {
+    child: Child,
+    consumer: bool,
+    threads: u64,
+    /// While stopped (SIGSTOP): when to let it go on.
+    resume_at: Option<Instant>,
+}
+
+/// The children of a forced-bias chaos run. Dropping it (also when the
+/// run fails) continues the stopped ones, then kills and reaps them all.
+struct Party<'a> {
+    fds: [std::os::fd::BorrowedFd<'a>; 2],
+    kids: Vec<Kid>,
+    rng: Rng,
+    seed: u64,
+}
+
+impl<'a> Party<'a> {
+    fn new(fds: [std::os::fd::BorrowedFd<'a>; 2], seed: u64) -> Self {
+        let mut party = Self {
+            fds,
+            kids: Vec::new(),
+            rng: Rng::new(seed),
+            seed,
+        };
+        for consumer in [false, false, false, true, true, true] {
+            let kid = party.spawn(consumer);
+            party.kids.push(kid);
+        }
+        party
+    }
+
+    /// A new producer or consumer process with 1–4 threads, every lock
+    /// take of which earns a bias.
+    fn spawn(&mut self, consumer: bool) -> Kid {
+        let threads = 1 + self.rng.below(4);
+        let seed = self.rng.next().to_string();
+        let role = if consumer {
+            "forced_consumer"
+        } else {
+            "forced_producer"
+        };
+        let child = multiproc_testkit::command(role, &[&threads.to_string(), &seed], &self.fds)
+            .env("MULTIPROC_BIAS_AFTER", "1")
+            .stdin(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        Kid {
+            child,
+            consumer,
+            threads,
+            resume_at: None,
+        }
+    }
+
+    /// Fails the run if child `i` ended on its own with a failure (a panic
+    /// in a child is a failed check there).
+    fn check_alive(&mut self, i: usize) {
+        let seed = self.seed;
+        let kid = &mut self.kids[i];
+        if let Some(status) = kid.child.try_wait().unwrap() {
+            assert!(
+                status.success(),
+                "a {} child failed: {status:?} (seed {seed})",
+                if kid.consumer { "consumer" } else { "producer" }
+            );
+        }
+    }
+
+    /// SIGKILLs child `i` and starts another in its place; returns
+    /// (whether it was a consumer, its thread count).
+    fn kill(&mut self, i: usize) -> (bool, u64) {
+        self.check_alive(i);
+        let kid = &mut self.kids[i];
+        let _ = kid.child.kill();
+        let _ = kid.child.wait();
+        let (consumer, threads) = (kid.consumer, kid.threads);
+        self.kids[i] = self.spawn(consumer);
+        (consumer, threads)
+    }
+
+    /// SIGSTOPs child `i` until `resume_at` (a stopped one stays stopped
+    /// until the later of the two times).
+    fn stop(&mut self, i: usize, resume_at: Instant) {
+        use rustix::process::{Signal, kill_process};
+        let kid = &mut self.kids[i];
+        // Not reaped yet, so its pid names it and nothing else.
+        let _ = kill_process(pid_of(&kid.child), Signal::STOP);
+        kid.resume_at = Some(kid.resume_at.map_or(resume_at, |t| t.max(resume_at)));
+    }
+
+    /// SIGCONTs the stopped children whose time came (all with `all`).
+    fn resume(&mut self, all: bool) {
+        use rustix::process::{Signal, kill_process};
+        let now = Instant::now();
+        for kid in &mut self.kids {
+            if kid.resume_at.is_some_and(|t| all || t <= now) {
+                let _ = kill_process(pid_of(&kid.child), Signal::CONT);
+                kid.resume_at = None;
+            }
+        }
+    }
+
+    /// Sleeps `d`, continuing stopped children on time meanwhile.
+    fn pause(&mut self, d: Duration) {
+        let until = Instant::now() + d;
+        loop {
+            self.resume(false);
+            let now = Instant::now();
+            if now >= until {
+                return;
+            }
+            let next = self
+                .kids
+                .iter()
+                .filter_map(|k| k.resume_at)
+                .fold(until, Instant::min);
+            std::thread::sleep(
+                next.saturating_duration_since(now)
+                    .max(Duration::from_micros(50)),
+            );
+        }
+    }
+
+    /// Polls `q`'s two lock words for up to `window` for a thread that
+    /// holds an owner word while the side's token says REVOKING (it waits
+    /// for a biased thread to step out, or is about to); returns the child
+    /// that thread belongs to, the side's offsets and the owner word seen.
+    fn find_revoker(&mut self, q: &Queue<()>, window: Duration) -> Option<(usize, Revoking)> {
+        let seg = q.segment();
+        let until = Instant::now() + window;
+        while Instant::now() < until {
+            self.resume(false);
+            for side in [
+                (PRODUCER_OWNER, PRODUCER_TOKEN),
+                (CONSUMER_OWNER, CONSUMER_TOKEN),
+            ] {
+                let Some(word) = revoking(seg, side) else {
+                    continue;
+                };
+                let Some(pid) = process_of_thread((word & ID_MASK) as u32) else {
+                    continue;
+                };
+                let Some(i) = self.kids.iter().position(|k| k.child.id() == pid) else {
+                    continue;
+                };
+                // Still the same holder, still revoking.
+                if revoking(seg, side) == Some(word) {
+                    return Some((i, (side, word)));
+                }
+            }
+            std::hint::spin_loop();
+        }
+        None
+    }
+}
+
+impl Drop for Party<'_> {
+    fn drop(&mut self) {
+        self.resume(true);
+        for kid in &mut self.kids {
+            let _ = kid.child.kill();
+            let _ = kid.child.wait();
+        }
+        if std::thread::panicking() {
+            eprintln!(
+                "    forced chaos run failed with seed {0} \
+                 (MULTIPROC_CHAOS_SEED={0} repeats its choices)",
+                self.seed
+            );
+        }
+    }
+}
+
+fn chaos_forced_bias_with_kills_stops_and_killed_revokers() {
+    let runs = env_number("MULTIPROC_CHAOS_RUNS", 1);
+    let actions = env_number("MULTIPROC_CHAOS_ACTIONS", if full() { 1500 } else { 200 });
+    let first = env_number("MULTIPROC_CHAOS_SEED", seed());
+    for run in 0..runs {
+        forced_chaos_run(run + 1, runs, actions, first.wrapping_add(run));
+    }
+}
+
+/// One run: 3 producer and 3 consumer processes of 1–4 threads, all locks
+/// biased after every take, and `actions` of: SIGKILL a child (and start
+/// another), SIGSTOP one for 0–20 ms, or SIGKILL a child whose thread is
+/// caught revoking a bias.
+fn forced_chaos_run(run: u64, runs: u64, actions: u64, seed: u64) {
+    let q: Queue<()> = Queue::builder().ring_bytes(256 * 1024).build().unwrap();
+    let book = Book(Segment::anonymous(CHAOS_SEGMENT).unwrap());
+    let start = Instant::now();
+    // Only a guard against a hang: a loaded 2-CPU machine is slow.
+    let limit = Duration::from_secs(60) + Duration::from_millis(100) * actions as u32;
+    let mut party = Party::new([q.as_fd(), book.0.as_fd()], seed);
+    let (mut kills, mut stops) = (0u64, 0u64);
+    // Revokers caught and killed; of those, the ones whose owner word and
+    // REVOKING token were still in place after the kill (they surely died
+    // mid-revocation); hunts that saw none and killed at random instead.
+    let (mut revoker_kills, mut mid_revocation, mut missed_revokers) = (0u64, 0u64, 0u64);
+    let mut consumer_threads_killed = 0u64;
+    for _ in 0..actions {
+        assert!(
+            start.elapsed() < limit,
+            "forced chaos run overran its time budget of {limit:?} (seed {seed})"
+        );
+        let wait = Duration::from_micros(party.rng.below(8000));
+        party.pause(wait);
+        let n = party.kids.len() as u64;
+        let victim = match party.rng.below(20) {
+            0..=7 => Some(party.rng.below(n) as usize),
+            8..=14 => {
+                let i = party.rng.below(n) as usize;
+                party.check_alive(i);
+                let resume_at = Instant::now() + Duration::from_micros(party.rng.below(20_001));
+                party.stop(i, resume_at);
+                stops += 1;
+                None
+            }
+            _ => {
+                let window = Duration::from_micros(1000 + party.rng.below(4001));
+                match party.find_revoker(&q, window) {
+                    Some((i, (side, word))) => {
+                        let (consumer, threads) = party.kill(i);
+                        kills += 1;
+                        revoker_kills += 1;
+                        if consumer {
+                            consumer_threads_killed += threads;
+                        }
+                        if revoking(q.segment(), side) == Some(word) {
+                            mid_revocation += 1;
+                        }
+                        None
+                    }
+                    None => {
+                        missed_revokers += 1;
+                        Some(party.rng.below(n) as usize)
+                    }
+                }
+            }
+        };
+        if let Some(i) = victim {
+            let (consumer, threads) = party.kill(i);
+            kills += 1;
+            if consumer {
+                consumer_threads_killed += threads;
+            }
+        }
+    }
+
+    // Let everyone go on, stop producing, let the consumers drain.
+    party.resume(true);
+    for i in 0..party.kids.len() {
+        party.check_alive(i);
+        if !party.kids[i].consumer {
+            let _ = party.kids[i].child.kill();
+            let _ = party.kids[i].child.wait();
+        }
+    }
+    let drained = multiproc_testkit::eventually(Duration::from_secs(60), || q.is_empty());
+    assert!(
+        drained,
+        "survivors did not drain the queue: {} left (seed {seed})",
+        q.qsize()
+    );
+    // Both locks still work after all that: a put of our own (taking the
+    // producer lock from whatever dead thread it was biased to) reaches a
+    // consumer.
+    let marker = make_message(MARKER_ID, 0, 10);
+    q.put_bytes_timeout(&marker, Duration::from_secs(30))
+        .unwrap_or_else(|e| panic!("the queue is unusable after the run: {e} (seed {seed})"));
+    let delivered =
+        multiproc_testkit::eventually(Duration::from_secs(30), || book.received(MARKER_ID, 0));
+    assert!(
+        delivered,
+        "a put after the run was not delivered (seed {seed})"
+    );
+    q.close();
+    for i in 0..party.kids.len() {
+        if party.kids[i].consumer {
+            finish(&mut party.kids[i].child);
+        }
+    }
+    assert!(q.put_bytes(&marker).unwrap_err().is_closed());
+    assert!(q.try_get_bytes().unwrap_err().is_closed());
+    assert!(q.is_empty());
+
+    let word = |off| book.word(off).load(Ordering::SeqCst);
+    let incarnations = word(C_NEXT_ID) as u32;
+    let mut acked_lost = 0u64;
+    let mut acked_total = 0u64;
+    for id in 0..incarnations {
+        let acked = book.acked(id).load(Ordering::SeqCst);
+        acked_total += acked;
+        acked_lost += (0..acked).filter(|&s| !book.received(id, s)).count() as u64;
+    }
+    eprintln!(
+        "    forced chaos run {run}/{runs} (seed {seed}): {actions} actions: {kills} kills \
+         ({revoker_kills} of revokers caught revoking, {mid_revocation} surely mid-revocation, \
+         {missed_revokers} fallbacks when none was seen), {stops} stops; \
+         {acked_total} acknowledged, {} received ({} torn, {} duplicates), {acked_lost} lost \
+         with {consumer_threads_killed} killed consumer threads; {} puts and {} gets gave up, \
+         {} guards held; {incarnations} producer threads; {:.2?}",
+        word(C_RECEIVED),
+        word(C_CORRUPT),
+        word(C_DUPLICATE),
+        word(C_PUT_GAVE_UP),
+        word(C_GET_GAVE_UP),
+        word(C_GUARDS_HELD),
+        start.elapsed()
+    );
+    assert_eq!(
+        word(C_CHILD_PANICS),
+        0,
+        "a child thread panicked (seed {seed})"
+    );
+    assert_eq!(
+        word(C_CORRUPT),
+        0,
+        "a consumer received a torn or corrupt message (seed {seed})"
+    );
+    assert_eq!(
+        word(C_DUPLICATE),
+        0,
+        "a message was delivered twice (seed {seed})"
+    );
+    // Each killed consumer thread can take at most its own message in
+    // flight with it.
+    assert!(
+        acked_lost <= consumer_threads_killed,
+        "{acked_lost} acknowledged messages lost, but only {consumer_threads_killed} \
+         consumer threads were killed (seed {seed})"
+    );
+    assert!(acked_total > 0, "nothing was acknowledged (seed {seed})");
+}
+
 fn queue_keeps_working_after_a_producer_dies_mid_fragment() {
     // A child puts a 4 MiB message through a 64 KiB ring while nobody reads,
     // so it blocks after its first fragments; we kill it there. The next put
@@ -978,6 +1588,8 @@ fn main() {
         ("blocked_cpu", role_blocked_cpu),
         ("chaos_producer", role_chaos_producer),
         ("chaos_consumer", role_chaos_consumer),
+        ("forced_producer", role_forced_producer),
+        ("forced_consumer", role_forced_consumer),
     ];
     run(
         roles,
@@ -999,6 +1611,7 @@ fn main() {
             wakeups_work_with_and_without_membarrier_on_either_side,
             chaos_kills_never_tear_duplicate_or_hang,
             chaos_with_biases_changing_hands_all_the_time,
+            chaos_forced_bias_with_kills_stops_and_killed_revokers,
             queue_keeps_working_after_a_producer_dies_mid_fragment,
             consumer_dying_mid_fragment_loses_only_that_message,
         ],
