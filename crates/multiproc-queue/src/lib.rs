@@ -145,13 +145,17 @@
 //! record beyond the tail and publishes it with a single store of the tail
 //! word (message count and offset together); a get reads the record at the
 //! head and frees it with a single store of the head word. Producers share a
-//! lock, and so do consumers; each lock records its holder's process
-//! identity (pid + start time), and a waiter that sleeps 20 ms without
-//! progress asks the kernel whether the holder lives and takes the lock over
-//! from a dead one. A thread that takes a lock often enough in a row keeps
-//! it between operations (a biased lock: no locked instruction per
+//! lock, and so do consumers; each lock records its holder's thread
+//! identity (thread id + start time), and a waiter that sleeps 20 ms without
+//! progress asks the kernel whether that thread lives and takes the lock
+//! over from a dead one (the rule for "dead" is `multiproc-core`'s, shared
+//! with `multiproc-sync`). A thread that takes a lock often enough in a row
+//! keeps it between operations (a biased lock: no locked instruction per
 //! message), and whoever comes next takes it back, from a killed holder
-//! too. A killed writer has published nothing (or a whole
+//! too; whoever takes the lock over from a dead taker waits for the biased
+//! thread just the same (`src/bias.rs` tables the handover, and a `loom`
+//! model in `tests/loom.rs` checks it with a party that stops for ever at
+//! every step). A killed writer has published nothing (or a whole
 //! record); a killed reader has freed nothing (so the message stays for the
 //! next reader) or everything. The two things that span several steps — a
 //! message written in fragments, and a message lent out in place — are
@@ -161,9 +165,34 @@
 //! tabled in the source (`src/ring.rs`); the cross-process tests kill
 //! producers and consumers at random points and check every message.
 //!
-//! A consumer that dies between `get` and [`task_done`](JoinableQueue::task_done)
-//! leaves that task unfinished; [`JoinableQueue::join_timeout`] exists for
-//! that.
+//! ## What survives which death
+//!
+//! "Killed" is SIGKILL at any instant; "stopped" is SIGSTOP. Tests are in
+//! `tests/biased.rs` (B) and `tests/cross_process.rs` (C), all between real
+//! processes.
+//!
+//! | who dies, where | what the survivors see | shown by |
+//! |---|---|---|
+//! | a producer between puts (biased or not) | nothing lost; its lock is taken over within about 20 ms | B `a_biased_producer_killed_between_puts_is_taken_over` |
+//! | a producer inside a put | that put (never acknowledged) never appears; the others arrive whole, in order | B `a_biased_producer_killed_inside_a_put_loses_only_that_put` |
+//! | a producer in the middle of a fragmented message | the partial message is dropped; the queue goes on | C `queue_keeps_working_after_a_producer_dies_mid_fragment` |
+//! | a consumer holding a message (in place, or mid-fragment) | that one message goes with it; none is delivered twice | B `a_biased_consumer_killed_holding_a_message_loses_only_that_message`, C `consumer_dying_mid_fragment_loses_only_that_message` |
+//! | a process taking a lock back from a biased thread that is inside, killed while it waits | the next taker waits for the biased thread too: no acknowledged put lost, no message delivered twice | B `killed_revoker_on_the_producer_side_never_lets_a_second_producer_in`, `killed_revoker_on_the_consumer_side_never_lets_a_second_consumer_in` |
+//! | the main thread of a process (`pthread_exit`, as C hosts do) while another thread puts | nothing: the process lives, and so does its lock or bias | B `a_thread_putting_after_its_main_thread_exited_keeps_its_lock`, `a_biased_thread_putting_after_its_main_thread_exited_keeps_its_bias` |
+//! | any producer or consumer process, at random instants, with biases granted on every take, revokers killed mid-revocation, processes stopped and resumed, guards held in place | no torn message, no duplicate, no acknowledged message lost beyond one per killed consumer thread; the survivors drain the queue | C `chaos_kills_never_tear_duplicate_or_hang`, `chaos_with_biases_changing_hands_all_the_time`, `chaos_forced_bias_with_kills_stops_and_killed_revokers` |
+//!
+//! What it does not do:
+//!
+//! - A *stopped* holder is a live holder: the others wait for it (timed
+//!   operations time out) and go on when it resumes.
+//! - A consumer that dies between `get` and
+//!   [`task_done`](JoinableQueue::task_done) leaves that task unfinished;
+//!   [`JoinableQueue::join_timeout`] exists for that.
+//! - The processes must share a pid namespace: a queue made in another one
+//!   is refused on attach
+//!   ([`HeaderError::ForeignPidNamespace`](multiproc_core::HeaderError::ForeignPidNamespace),
+//!   B `a_queue_from_another_pid_namespace_is_refused_on_attach`), since
+//!   its owner records would name other threads.
 //!
 //! # Performance
 //!
