@@ -8,7 +8,7 @@
 //! |---|---|---|---|---|
 //! | 0 | 32 | core [`Header`](multiproc_core::Header): magic `MPQUEUE\0`, [`VERSION`], size | creator | published last, `Release` |
 //! | 128 | 128 | [`Config`]: ring length, item bound, message limit, kind | creator | before the header |
-//! | 256 | 128 | [`ProducerLine`]: producer lock owner, cached head, fragment state, copy of tail, [`Bias`] | producer-lock holder | the lock |
+//! | 256 | 128 | [`ProducerLine`]: producer lock owner, cached head, fragment state, committed flag, copy of tail, [`Bias`] | producer-lock holder | the lock |
 //! | 384 | 128 | [`WordLine`] tail: `count << 32 \| offset` | producer-lock holder | `Release` store publishes records |
 //! | 512 | 128 | [`ConsumerLine`]: consumer lock owner, cached tail, read state, [`Bias`] | consumer-lock holder | the lock |
 //! | 640 | 128 | [`WordLine`] head: `count << 32 \| offset` | consumer-lock holder | `Release` store frees bytes |
@@ -68,7 +68,10 @@ pub(crate) struct ProducerLine {
     pub cached_head: AtomicU64,
     /// `IDLE` or `FRAGMENTING` (see `ring.rs`).
     pub state: AtomicU32,
-    _reserved: AtomicU32,
+    /// 1 while the holder writes a message it may no longer fail (the rest
+    /// of a large `put_with`, see `Ring::put_with`): a close does not wait
+    /// for it, and it seals the close itself when done.
+    pub committed: AtomicU32,
     /// The producers' copy of the tail word, stored right after it. Reading
     /// tail from its own line would miss whenever a consumer had just
     /// polled it; this line stays with the producers.

@@ -394,6 +394,7 @@ impl RobustLock<'_> {
         // Ask the kernel about the holder only after a whole slice passed
         // without it letting go: `/proc` reads cost microseconds.
         let mut suspect = !sleep;
+        let mut last_look = false;
         loop {
             let owner = self.owner.load(Ordering::Relaxed);
             if owner == BIASED {
@@ -438,11 +439,16 @@ impl RobustLock<'_> {
             let outcome = futex::wait(self.word, v, until);
             if outcome == WaitOutcome::TimedOut && until.is_some_and(|u| Instant::now() >= u) {
                 if deadline.is_some_and(|d| Instant::now() >= d) {
-                    return if self.try_lock(me) {
-                        Ok(Locked::Clean)
-                    } else {
-                        Err(())
-                    };
+                    if self.try_lock(me) {
+                        return Ok(Locked::Clean);
+                    }
+                    if std::mem::replace(&mut last_look, true) {
+                        return Err(());
+                    }
+                    // One last look at the holder before giving up, so that
+                    // waits no longer than a slice (timed operations, and
+                    // the sealing takers of `close` and `wait_data`) find a
+                    // dead holder too, instead of timing out on it for ever.
                 }
                 suspect = true;
             }

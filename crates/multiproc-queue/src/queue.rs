@@ -683,9 +683,17 @@ impl<T> Queue<T> {
 
     /// Puts a message of `len` bytes that `fill` writes in place, in the
     /// ring: no copy. `fill` runs while this process holds the producer
-    /// side, so keep it short; if it panics nothing is published. Messages
-    /// over [`max_in_place`](Self::max_in_place) are filled into a
-    /// temporary buffer and sent in fragments.
+    /// side, so keep it short; if it panics nothing is published. `fill`
+    /// runs only once the put is sure to go through, so an error always
+    /// hands it back uncalled.
+    ///
+    /// Messages over [`max_in_place`](Self::max_in_place) are filled into a
+    /// temporary buffer and sent in fragments. For them, `fill` runs once
+    /// the first fragment has room, and from then on the put is committed:
+    /// it waits for consumers to make room for the rest however long that
+    /// takes, past the timeout of [`put_with_timeout`](Self::put_with_timeout)
+    /// or the "no wait" of [`try_put_with`](Self::try_put_with), and a
+    /// [`close`](Self::close) meanwhile does not cut it short.
     ///
     /// # Errors
     ///
@@ -751,7 +759,11 @@ impl<T> Queue<T> {
         match (result, slot) {
             (Ok(()), _) => Ok(()),
             (Err(stop), Some(fill)) => Err(err(fill, stop)),
-            // `fill` ran, so the message was published: nothing failed after.
+            // `fill` runs only once nothing can stop the put (see
+            // `Ring::put_with`) but a segment found corrupt meanwhile. Then
+            // the message is abandoned and the next operation reports the
+            // corruption: there is no closure left to hand back with an
+            // error here.
             (Err(_), None) => Ok(()),
         }
     }

@@ -222,24 +222,32 @@ pub(crate) enum Block {
     Try,
     /// Until the deadline; `None` = forever.
     Until(Option<Instant>),
+    /// For ever, and through a close: the rest of a message whose caller
+    /// can no longer be told it failed (see [`Ring::put_with`]).
+    Committed,
 }
 
 impl Block {
     fn sleeps(self) -> bool {
-        matches!(self, Self::Until(_))
+        !matches!(self, Self::Try)
     }
 
     fn deadline(self) -> Option<Instant> {
         match self {
-            Self::Try => None,
+            Self::Try | Self::Committed => None,
             Self::Until(d) => d,
         }
+    }
+
+    /// Whether a close ends the wait.
+    fn stops_at_close(self) -> bool {
+        !matches!(self, Self::Committed)
     }
 
     fn expired(self) -> Stop {
         match self {
             Self::Try => Stop::WouldBlock,
-            Self::Until(_) => Stop::Timeout,
+            Self::Until(_) | Self::Committed => Stop::Timeout,
         }
     }
 }
@@ -658,11 +666,13 @@ impl Ring {
     #[cold]
     fn after_recovery_or_close(&self, locked: Locked) {
         if locked == Locked::Recovered {
-            // The dead holder may have stored tail but not its copy.
+            // The dead holder may have stored tail but not its copy, or
+            // died in a committed put.
             let ctl = self.ctl();
             ctl.prod
                 .tail
                 .store(ctl.tail.word.load(Ordering::Relaxed), Ordering::Relaxed);
+            ctl.prod.committed.store(0, Ordering::SeqCst);
         }
         let closed = self.closed();
         if closed & CLOSING != 0 && closed & SEALED == 0 {
@@ -684,6 +694,15 @@ impl Ring {
     }
 
     /// Puts a message of `len` bytes written in place by `fill`.
+    ///
+    /// `fill` runs only once nothing can stop the put (but a segment found
+    /// corrupt): the caller's closure is gone then, so the caller could not
+    /// be handed it back with an error. In place, that is once the record
+    /// has room. A larger message goes through a buffer in fragments:
+    /// `fill` runs once the first fragment has room, and from then on the
+    /// put is committed — it waits for room for the rest as long as it
+    /// must, and a close does not interrupt it (it was accepted before the
+    /// close; consumers drain until the producer lock is let go).
     pub(crate) fn put_with(
         &self,
         len: usize,
@@ -692,13 +711,11 @@ impl Ring {
     ) -> Result<(), Stop> {
         self.check_len(len)?;
         let mut p = self.producer(block)?;
+        p.settle(block)?;
         if len <= self.max_inline() {
-            p.settle(block)?;
             p.put_whole(len as u32, block, fill)
         } else {
-            let mut buf = vec![0u8; len];
-            fill(&mut buf);
-            p.put_slice(&buf, block)
+            p.put_filled(len, block, fill)
         }
     }
 
@@ -770,9 +787,23 @@ impl Ring {
         w.closed.fetch_or(CLOSING, Ordering::SeqCst);
         lock::notify_all(&w.space);
         lock::notify_all(&w.data);
-        // Taking the producer lock waits for the put in progress, then seals.
-        // A holder that dies is taken over, so this cannot hang for good.
-        let _ = self.producer(Block::Until(None));
+        // Taking the producer lock waits for the put in progress, then
+        // seals. A holder that dies is taken over, so this cannot hang for
+        // good. A committed put (see `put_with`) is not waited for: it goes
+        // on until consumers have taken it, the closer may be the consumer
+        // it waits for, and it seals the close itself when done (or, should
+        // it die, a consumer that finds the close unsealed does).
+        loop {
+            let slice = Instant::now() + LIVENESS_SLICE;
+            if self.producer(Block::Until(Some(slice))).is_ok()
+                // SYNC: SeqCst, against the clear + `closing` load at the
+                // end of `put_filled`: either it sees our CLOSING and seals,
+                // or we see it is done and take the lock.
+                || self.ctl().prod.committed.load(Ordering::SeqCst) != 0
+            {
+                return;
+            }
+        }
     }
 
     // ---- consumers ------------------------------------------------------
@@ -1134,7 +1165,7 @@ impl Producer<'_> {
         block: Block,
         mut ready: impl FnMut(&Self) -> Result<bool, Stop>,
     ) -> Result<(), Stop> {
-        if self.closing() {
+        if self.closing() && block.stops_at_close() {
             return Err(Stop::Closed);
         }
         self.patient.set(block.sleeps());
@@ -1153,9 +1184,11 @@ impl Producer<'_> {
         block: Block,
         ready: &mut dyn FnMut(&Self) -> Result<bool, Stop>,
     ) -> Result<(), Stop> {
-        let Block::Until(deadline) = block else {
+        if !block.sleeps() {
             return Err(Stop::WouldBlock);
-        };
+        }
+        let deadline = block.deadline();
+        let closing = || block.stops_at_close() && self.closing();
         let mut spin = SpinWait::new();
         let mut polls = 0u32;
         while spin.spin() {
@@ -1166,7 +1199,7 @@ impl Producer<'_> {
             if !polls.is_multiple_of(POLL_EVERY) {
                 continue;
             }
-            if self.closing() {
+            if closing() {
                 return Err(Stop::Closed);
             }
             if ready(self)? {
@@ -1184,10 +1217,10 @@ impl Producer<'_> {
         if lock::nap(
             space,
             deadline,
-            || self.closing() || ready(self).unwrap_or(true),
+            || closing() || ready(self).unwrap_or(true),
             reading,
         ) {
-            if self.closing() {
+            if closing() {
                 return Err(Stop::Closed);
             }
             if ready(self)? {
@@ -1203,7 +1236,7 @@ impl Producer<'_> {
         }
         loop {
             let v = lock::prepare_sleep(space);
-            if self.closing() {
+            if closing() {
                 return Err(Stop::Closed);
             }
             if ready(self)? {
@@ -1212,7 +1245,7 @@ impl Producer<'_> {
             if futex::wait(space, v, lock::sleep_until(deadline)) == WaitOutcome::TimedOut
                 && deadline.is_some_and(|d| Instant::now() >= d)
             {
-                if self.closing() {
+                if closing() {
                     return Err(Stop::Closed);
                 }
                 return if ready(self)? {
@@ -1300,17 +1333,52 @@ impl Producer<'_> {
         Ok(())
     }
 
+    /// Record bytes the next fragment needs room for, with `remaining`
+    /// bytes of the message still to go.
+    fn fragment_room(&self, remaining: usize) -> u32 {
+        let whole = rec_len((remaining.min(self.ring.max_inline())) as u32);
+        whole.min(MIN_FRAGMENT.min(self.ring.max_record))
+    }
+
+    /// Waits (as `block` allows) until the first fragment of a message of
+    /// `total` bytes has room.
+    fn wait_first_fragment(&self, total: usize, block: Block) -> Result<(), Stop> {
+        self.wait_space(block, |p| {
+            Ok(p.items_ok() && p.best_room()?.1 >= p.fragment_room(total + FIRST_PREFIX as usize))
+        })
+    }
+
+    /// A message too large for one record, written by `fill` into a buffer
+    /// once its first fragment has room, then committed (see
+    /// [`Ring::put_with`]).
+    fn put_filled(
+        &mut self,
+        len: usize,
+        block: Block,
+        fill: impl FnOnce(&mut [u8]),
+    ) -> Result<(), Stop> {
+        self.wait_first_fragment(len, block)?;
+        let mut buf = vec![0u8; len];
+        fill(&mut buf);
+        let committed = &self.ctl().prod.committed;
+        committed.store(1, Ordering::SeqCst);
+        // Room only grows while we hold the producer lock: the first
+        // fragment's wait ends at once.
+        let done = self.put_fragments(&buf, Block::Committed);
+        // SYNC: SeqCst, against the CLOSING store + `committed` load in
+        // `close`.
+        committed.store(0, Ordering::SeqCst);
+        if self.closing() {
+            self.ring.after_recovery_or_close(Locked::Clean);
+        }
+        done
+    }
+
     /// A message too large for one record: `FIRST`, `CONT`…, `LAST`, all
     /// under this one hold of the producer lock.
     fn put_fragments(&self, data: &[u8], block: Block) -> Result<(), Stop> {
         let total = data.len();
-        let want = |remaining: usize| -> u32 {
-            let whole = rec_len((remaining.min(self.ring.max_inline())) as u32);
-            whole.min(MIN_FRAGMENT.min(self.ring.max_record))
-        };
-        self.wait_space(block, |p| {
-            Ok(p.items_ok() && p.best_room()?.1 >= want(total + FIRST_PREFIX as usize))
-        })?;
+        self.wait_first_fragment(total, block)?;
         let (start, room) = self.best_room()?;
         let chunk = ((room - REC_ALIGN - FIRST_PREFIX) as usize).min(total);
         self.ctl()
@@ -1332,7 +1400,12 @@ impl Producer<'_> {
         let mut sent = chunk;
         while sent < total {
             let remaining = total - sent;
-            if let Err(stop) = self.wait_space(block, |p| Ok(p.best_room()?.1 >= want(remaining))) {
+            if let Err(stop) =
+                self.wait_space(
+                    block,
+                    |p| Ok(p.best_room()?.1 >= p.fragment_room(remaining)),
+                )
+            {
                 self.abandon();
                 return Err(stop);
             }

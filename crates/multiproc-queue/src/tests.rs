@@ -483,3 +483,60 @@ fn only_a_lone_consumer_outpaced_by_its_producer_paces_when_it_catches_up() {
         assert!(!h.paces_next_get());
     }
 }
+
+/// A queue whose 64 KiB ring holds as many 1000-byte messages as fit.
+fn full_small_ring() -> Queue<()> {
+    let q: Queue<()> = Queue::builder().ring_bytes(64 * 1024).build().unwrap();
+    while q.try_put_bytes(&[7; 1000]).is_ok() {}
+    q
+}
+
+#[test]
+fn a_large_put_with_that_cannot_start_hands_fill_back_uncalled() {
+    // Larger than a record can be: it goes through a buffer in fragments.
+    // `fill` must not run unless the put will go through, or a timeout
+    // would be reported as success with nothing published.
+    let q = full_small_ring();
+    let len = 200_000;
+    assert!(len > q.max_in_place());
+    let before = q.qsize();
+    let err = q
+        .put_with_timeout(len, |_| panic!("fill ran"), Duration::from_millis(20))
+        .unwrap_err();
+    assert!(err.is_timeout(), "{err:?}");
+    let err = q.try_put_with(len, |_| panic!("fill ran")).unwrap_err();
+    assert!(err.is_full(), "{err:?}");
+    q.close();
+    let err = q.put_with(len, |_| panic!("fill ran")).unwrap_err();
+    assert!(err.is_closed(), "{err:?}");
+    assert_eq!(q.qsize(), before);
+}
+
+#[test]
+fn a_large_put_with_once_started_is_delivered_whole_even_across_a_close() {
+    // The first fragment has room, so `fill` runs and the put is
+    // committed: the rest waits for a consumer, and a close meanwhile
+    // does not cut it short.
+    let q: Queue<()> = Queue::builder().ring_bytes(64 * 1024).build().unwrap();
+    let len = 200_000;
+    let body = |j: usize| (j % 251) as u8;
+    std::thread::scope(|s| {
+        let producer = s.spawn(|| {
+            q.put_with_timeout(
+                len,
+                |buf| buf.iter_mut().enumerate().for_each(|(j, b)| *b = body(j)),
+                Duration::from_millis(20),
+            )
+            .map_err(|e| e.to_string())
+        });
+        // Long enough for the producer to fill the ring with the first
+        // fragments, and for its 20 ms to run out.
+        std::thread::sleep(Duration::from_millis(100));
+        q.close();
+        let m = q.get_bytes().unwrap();
+        assert_eq!(producer.join().unwrap(), Ok(()));
+        assert_eq!(m.len(), len);
+        assert!(m.iter().enumerate().all(|(j, &b)| b == body(j)));
+    });
+    assert!(q.get_bytes().unwrap_err().is_closed());
+}

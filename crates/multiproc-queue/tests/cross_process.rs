@@ -224,6 +224,24 @@ fn role_wait_closed(_: &[String]) {
     }
 }
 
+/// Holds the producer lock inside a `put_with` (after saying so on the
+/// second queue) until killed.
+fn role_hold_producer_lock(_: &[String]) {
+    let mut fds = inherited_fds();
+    let q: Queue<u32> = attach(fds.remove(0));
+    let ready: Queue<u32> = attach(fds.remove(0));
+    let _ = q.put_with(8, |_| {
+        ready.put(1).unwrap();
+        std::thread::sleep(CHILD_LIMIT);
+    });
+}
+
+/// Closes the queue (and is killed before it can seal the close).
+fn role_close(_: &[String]) {
+    let q: Queue<u32> = attach(inherited_fds().remove(0));
+    q.close();
+}
+
 /// Blocks in `put` on a full queue until it is closed.
 fn role_put_until_closed(_: &[String]) {
     let q: Queue<u32> = attach(inherited_fds().remove(0));
@@ -566,10 +584,10 @@ fn on_threads(args: &[String], body: impl Fn(&Queue<()>, &Book, Rng) + Sync) {
 /// (0–5 ms) or `try_`, copied or filled in place.
 fn forced_put(q: &Queue<()>, m: &[u8], rng: &mut Rng) -> Attempt {
     let fill = |buf: &mut [u8]| buf.copy_from_slice(m);
-    // `put_with_timeout` and `try_put_with` only for messages filled in
-    // place: with a larger one, a timeout after `fill` ran is reported as
-    // Ok although nothing was published.
-    let in_place = m.len() <= q.max_in_place();
+    // Timed and `try_` puts with `fill` at any size: a message too large to
+    // be filled in place is filled only once its first fragment has room,
+    // and then goes through whatever the timeout (a timeout reported as Ok
+    // with nothing published was a defect of an earlier version).
     match rng.below(16) {
         0..=3 => match q.put_bytes(m) {
             Ok(()) => Attempt::Done,
@@ -583,11 +601,11 @@ fn forced_put(q: &Queue<()>, m: &[u8], rng: &mut Rng) -> Attempt {
             Ok(()) => Attempt::Done,
             Err(e) => failed(e.is_closed(), e.is_timeout(), &e),
         },
-        12..=13 if in_place => match q.put_with_timeout(m.len(), fill, timeout_0_to_5_ms(rng)) {
+        12..=13 => match q.put_with_timeout(m.len(), fill, timeout_0_to_5_ms(rng)) {
             Ok(()) => Attempt::Done,
             Err(e) => failed(e.is_closed(), e.is_timeout(), &e),
         },
-        14 if in_place => match q.try_put_with(m.len(), fill) {
+        14 => match q.try_put_with(m.len(), fill) {
             Ok(()) => Attempt::Done,
             Err(e) => failed(e.is_closed(), e.is_full(), &e),
         },
@@ -807,6 +825,26 @@ fn close_wakes_a_blocked_putter_in_another_process() {
     }
     assert!(q.get().unwrap_err().is_closed());
     assert!(q.try_get().unwrap_err().is_closed());
+}
+
+fn a_close_left_unsealed_by_a_killed_closer_behind_a_dead_producer_still_ends_gets() {
+    // A producer dies holding its lock; a closer sets CLOSING and is killed
+    // while it waits to take that lock over (before its liveness slice
+    // ends). A getter must then find the dead producer itself, seal the
+    // close and report Closed, not time out on the dead holder for ever.
+    let q: Queue<u32> = Queue::new().unwrap();
+    let ready: Queue<u32> = Queue::new().unwrap();
+    let mut holder = spawn("hold_producer_lock", &[], &[q.as_fd(), ready.as_fd()]).unwrap();
+    ready.get_timeout(CHILD_LIMIT).unwrap();
+    holder.kill().unwrap();
+    holder.wait().unwrap();
+    let mut closer = spawn("close", &[], &[q.as_fd()]).unwrap();
+    let closing = multiproc_testkit::eventually(CHILD_LIMIT, || q.is_closed());
+    closer.kill().unwrap();
+    closer.wait().unwrap();
+    assert!(closing);
+    let err = q.get_timeout(Duration::from_secs(5)).unwrap_err();
+    assert!(err.is_closed(), "{err:?}");
 }
 
 fn close_after_puts_drains_in_another_process() {
@@ -1577,6 +1615,8 @@ fn main() {
         ("wait_closed", role_wait_closed),
         ("put_until_closed", role_put_until_closed),
         ("put_later", role_put_later),
+        ("hold_producer_lock", role_hold_producer_lock),
+        ("close", role_close),
         ("join_worker", role_join_worker),
         ("simple_echo", role_simple_echo),
         ("big_producer", role_big_producer),
@@ -1600,6 +1640,7 @@ fn main() {
             close_wakes_a_blocked_getter_in_another_process,
             close_wakes_a_blocked_putter_in_another_process,
             close_after_puts_drains_in_another_process,
+            a_close_left_unsealed_by_a_killed_closer_behind_a_dead_producer_still_ends_gets,
             joinable_join_waits_for_task_done_across_processes,
             simple_queue_across_processes,
             oversized_64_mib_through_a_1_mib_ring_typed_and_bytes,
