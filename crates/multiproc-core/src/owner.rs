@@ -113,6 +113,58 @@ const fn pack(id: u32, start_time: u64) -> u64 {
     (start_time << ID_BITS) | (id as u64 & ID_MASK)
 }
 
+/// What both identities share: they pack the same way, an id and a start
+/// time read from `/proc/ID/stat`.
+macro_rules! packed_identity {
+    ($ty:ident, $id:ident, $what:literal) => {
+        impl $ty {
+            #[doc = concat!("The ", $what, " `", stringify!($id), "` as it is now (in the caller's pid namespace).")]
+            ///
+            /// # Errors
+            ///
+            /// `NotFound` when there is no such task; `InvalidData` when its
+            /// stat line cannot be parsed.
+            pub fn of($id: u32) -> io::Result<Self> {
+                let stat = read_stat(&format!("/proc/{}/stat", $id))?;
+                Ok(Self(pack($id, stat.start_time)))
+            }
+
+            #[doc = concat!("The kernel id of the ", $what, ".")]
+            #[must_use]
+            pub const fn $id(&self) -> u32 {
+                (self.0 & ID_MASK) as u32
+            }
+
+            /// Start time in clock ticks after boot.
+            #[must_use]
+            pub const fn start_time(&self) -> u64 {
+                self.0 >> ID_BITS
+            }
+
+            /// Packs into one word for an `AtomicU64` in shared memory;
+            /// never 0, so 0 can mean "no owner".
+            #[must_use]
+            pub const fn to_u64(&self) -> u64 {
+                self.0
+            }
+
+            /// Unpacks [`to_u64`](Self::to_u64); `None` for a word whose id
+            /// is 0 (0 itself among them).
+            #[must_use]
+            pub const fn from_u64(packed: u64) -> Option<Self> {
+                if packed & ID_MASK == 0 {
+                    None
+                } else {
+                    Some(Self(packed))
+                }
+            }
+        }
+    };
+}
+
+packed_identity!(ThreadIdentity, tid, "thread");
+packed_identity!(ProcessIdentity, pid, "process");
+
 impl ThreadIdentity {
     /// The calling thread. One thread-local load after the first call.
     ///
@@ -145,53 +197,11 @@ impl ThreadIdentity {
         Self(packed)
     }
 
-    /// The thread `tid` as it is now (in the caller's pid namespace).
-    ///
-    /// # Errors
-    ///
-    /// `NotFound` when no such thread is visible; `InvalidData` when its
-    /// stat line cannot be parsed.
-    pub fn of(tid: u32) -> io::Result<Self> {
-        Ok(Self(pack(
-            tid,
-            read_stat(&format!("/proc/{tid}/stat"))?.start_time,
-        )))
-    }
-
-    /// The kernel thread id.
-    #[must_use]
-    pub const fn tid(&self) -> u32 {
-        (self.0 & ID_MASK) as u32
-    }
-
-    /// Start time in clock ticks after boot.
-    #[must_use]
-    pub const fn start_time(&self) -> u64 {
-        self.0 >> ID_BITS
-    }
-
     /// Whether this thread still runs (see the [module docs](self) for the
     /// rule). Reads `/proc`: microseconds, not for hot paths.
     #[must_use]
     pub fn is_alive(&self) -> bool {
         task_alive(self.tid(), Some(self.start_time()), Scope::Thread)
-    }
-
-    /// Packs into one word for an `AtomicU64` in shared memory; never 0.
-    #[must_use]
-    pub const fn to_u64(&self) -> u64 {
-        self.0
-    }
-
-    /// Unpacks [`to_u64`](Self::to_u64); `None` for a word whose id is 0
-    /// (0 itself among them).
-    #[must_use]
-    pub const fn from_u64(packed: u64) -> Option<Self> {
-        if packed & ID_MASK == 0 {
-            None
-        } else {
-            Some(Self(packed))
-        }
     }
 }
 
@@ -218,53 +228,11 @@ impl ProcessIdentity {
         Self(packed)
     }
 
-    /// The process `pid` as it is now.
-    ///
-    /// # Errors
-    ///
-    /// `NotFound` when no such process exists; `InvalidData` when its stat
-    /// line cannot be parsed.
-    pub fn of(pid: u32) -> io::Result<Self> {
-        Ok(Self(pack(
-            pid,
-            read_stat(&format!("/proc/{pid}/stat"))?.start_time,
-        )))
-    }
-
-    /// The pid.
-    #[must_use]
-    pub const fn pid(&self) -> u32 {
-        (self.0 & ID_MASK) as u32
-    }
-
-    /// Start time in clock ticks after boot.
-    #[must_use]
-    pub const fn start_time(&self) -> u64 {
-        self.0 >> ID_BITS
-    }
-
     /// Whether this process still runs: some thread of it does (see the
     /// [module docs](self) for the rule). Reads `/proc`.
     #[must_use]
     pub fn is_alive(&self) -> bool {
         task_alive(self.pid(), Some(self.start_time()), Scope::Process)
-    }
-
-    /// Packs into one word for an `AtomicU64` in shared memory; never 0, so
-    /// 0 can mean "no owner".
-    #[must_use]
-    pub const fn to_u64(&self) -> u64 {
-        self.0
-    }
-
-    /// Unpacks [`to_u64`](Self::to_u64); `None` for 0 or a pid of 0.
-    #[must_use]
-    pub const fn from_u64(packed: u64) -> Option<Self> {
-        if packed & ID_MASK == 0 {
-            None
-        } else {
-            Some(Self(packed))
-        }
     }
 }
 

@@ -470,10 +470,11 @@ impl RobustLock<'_> {
                 return Ok(false);
             }
             let now = Instant::now();
-            if deadline.is_some_and(|d| now >= d) {
-                return Err(());
-            }
-            if now >= slice_end {
+            let expired = deadline.is_some_and(|d| now >= d);
+            // At the deadline too: a wait no longer than a slice (timed
+            // operations, `close`, and consumers sealing a close) must also
+            // find a thread that died inside, or it gives up on it for ever.
+            if now >= slice_end || expired {
                 // SYNC: Acquire pairs with the Release store of 0 in
                 // `lost_bias`, which comes after the thread's even `busy`:
                 // a slot given back is a thread that left, not a dead one
@@ -490,6 +491,9 @@ impl RobustLock<'_> {
                     return Ok(true);
                 }
                 slice_end = now + LIVENESS_SLICE;
+            }
+            if expired {
+                return Err(());
             }
         }
     }

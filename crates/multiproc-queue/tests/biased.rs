@@ -319,6 +319,30 @@ fn a_biased_producer_killed_inside_a_put_loses_only_that_put() {
     put_and_drain_after_the_dead(&q, 1);
 }
 
+fn a_biased_producer_killed_inside_is_found_by_puts_shorter_than_a_liveness_slice() {
+    // Each put gives up before a liveness slice (20 ms) has passed; at its
+    // deadline it must still ask whether the thread inside lives, or no
+    // put short enough (nor `close`, which waits in slices) ever gets in.
+    let q: Queue<()> = Queue::new().unwrap();
+    kill(start_biased(
+        "biased_producer",
+        &["inside"],
+        &q,
+        PRODUCER_OWNER,
+    ));
+    let put = (0..200).any(|_| {
+        q.put_bytes_timeout(&message(0, 0), Duration::from_millis(15))
+            .is_ok()
+    });
+    assert!(put, "200 puts of 15 ms each timed out on a dead thread");
+    for dead in 0..EARN {
+        assert_eq!(get(&q), (1, dead));
+    }
+    assert_eq!(get(&q), (0, 0));
+    q.close();
+    assert!(q.try_get_bytes().unwrap_err().is_closed());
+}
+
 fn a_biased_consumer_killed_holding_a_message_loses_only_that_message() {
     let q: Queue<()> = Queue::new().unwrap();
     for seq in 0..EARN + 10 {
@@ -494,17 +518,18 @@ fn kill_a_revoker_while_it_waits(q: &Queue<()>, op: &str, owner: usize, token: u
 /// 20 ms) and, were the handover broken, to enter beside the holder.
 const TAKEOVER_WINDOW: Duration = Duration::from_millis(300);
 
-fn killed_revoker_on_the_producer_side_never_lets_a_second_producer_in() {
-    let q: Queue<()> = Queue::new().unwrap();
-    let (ready, go): (Queue<()>, Queue<()>) = (Queue::new().unwrap(), Queue::new().unwrap());
-    let mut holder = spawn(
-        "biased_producer",
-        &["hold"],
-        &[q.as_fd(), ready.as_fd(), go.as_fd()],
-    )
-    .unwrap();
-    ready.get_timeout(CHILD_LIMIT).unwrap();
-    kill_a_revoker_while_it_waits(&q, "put", PRODUCER_OWNER, PRODUCER_TOKEN);
+/// `holder` is inside a put of message `last` as producer 1, which it
+/// finishes when told on `go` and then says so on `ready`. Puts message 0
+/// as producer 0 from a thread of ours meanwhile, lets the holder finish
+/// after [`TAKEOVER_WINDOW`], and checks that the queue holds every
+/// acknowledged message whole and once: producer 1's `0..=last`, then ours.
+fn put_beside_a_holder(
+    q: &Queue<()>,
+    ready: &Queue<()>,
+    go: &Queue<()>,
+    holder: &mut Child,
+    last: u64,
+) {
     let taker = std::thread::spawn({
         let q = q.clone();
         move || {
@@ -516,14 +541,27 @@ fn killed_revoker_on_the_producer_side_never_lets_a_second_producer_in() {
     go.put(()).unwrap();
     // The holder's put returned: its message is acknowledged.
     ready.get_timeout(CHILD_LIMIT).unwrap();
-    finish(&mut holder);
+    finish(holder);
     taker.join().unwrap().unwrap();
-    // Every acknowledged message, whole, once: the holder's, then ours.
-    for seq in 0..=EARN {
-        assert_eq!(get(&q), (1, seq));
+    for seq in 0..=last {
+        assert_eq!(get(q), (1, seq));
     }
-    assert_eq!(get(&q), (0, 0));
+    assert_eq!(get(q), (0, 0));
     assert!(q.try_get_bytes().unwrap_err().is_empty());
+}
+
+fn killed_revoker_on_the_producer_side_never_lets_a_second_producer_in() {
+    let q: Queue<()> = Queue::new().unwrap();
+    let (ready, go): (Queue<()>, Queue<()>) = (Queue::new().unwrap(), Queue::new().unwrap());
+    let mut holder = spawn(
+        "biased_producer",
+        &["hold"],
+        &[q.as_fd(), ready.as_fd(), go.as_fd()],
+    )
+    .unwrap();
+    ready.get_timeout(CHILD_LIMIT).unwrap();
+    kill_a_revoker_while_it_waits(&q, "put", PRODUCER_OWNER, PRODUCER_TOKEN);
+    put_beside_a_holder(&q, &ready, &go, &mut holder, EARN);
 }
 
 fn killed_revoker_on_the_consumer_side_never_lets_a_second_consumer_in() {
@@ -580,24 +618,8 @@ fn a_put_by_a_thread_whose_main_thread_exited(mode: &str) {
     ready.get_timeout(CHILD_LIMIT).unwrap();
     let zombie_main = multiproc_testkit::eventually(CHILD_LIMIT, || task_state(child.id()) == 'Z');
     assert!(zombie_main, "the child's main thread did not exit");
-    let taker = std::thread::spawn({
-        let q = q.clone();
-        move || {
-            q.put_bytes_timeout(&message(0, 0), CHILD_LIMIT)
-                .map_err(|e| e.to_string())
-        }
-    });
-    std::thread::sleep(TAKEOVER_WINDOW);
-    go.put(()).unwrap();
-    ready.get_timeout(CHILD_LIMIT).unwrap();
-    finish(&mut child);
-    taker.join().unwrap().unwrap();
-    let count = if mode == "biased" { EARN } else { 0 };
-    for seq in 0..=count {
-        assert_eq!(get(&q), (1, seq));
-    }
-    assert_eq!(get(&q), (0, 0));
-    assert!(q.try_get_bytes().unwrap_err().is_empty());
+    let last = if mode == "biased" { EARN } else { 0 };
+    put_beside_a_holder(&q, &ready, &go, &mut child, last);
 }
 
 fn a_thread_putting_after_its_main_thread_exited_keeps_its_lock() {
@@ -660,6 +682,7 @@ fn main() {
         tests![
             a_biased_producer_killed_between_puts_is_taken_over,
             a_biased_producer_killed_inside_a_put_loses_only_that_put,
+            a_biased_producer_killed_inside_is_found_by_puts_shorter_than_a_liveness_slice,
             a_biased_consumer_killed_holding_a_message_loses_only_that_message,
             a_forked_child_does_not_enter_by_its_parents_bias,
             a_process_without_membarrier_takes_a_bias_back_by_waiting,

@@ -418,6 +418,20 @@ impl Book {
         self.word(word).load(Ordering::SeqCst) & (1u64 << (seq % 64)) != 0
     }
 
+    /// Messages acknowledged to their producers, and how many of those no
+    /// consumer recorded.
+    fn acknowledged_and_lost(&self) -> (u64, u64) {
+        let incarnations = self.word(C_NEXT_ID).load(Ordering::SeqCst) as u32;
+        let mut acked_total = 0u64;
+        let mut acked_lost = 0u64;
+        for id in 0..incarnations {
+            let acked = self.acked(id).load(Ordering::SeqCst);
+            acked_total += acked;
+            acked_lost += (0..acked).filter(|&s| !self.received(id, s)).count() as u64;
+        }
+        (acked_total, acked_lost)
+    }
+
     /// Checks and records one received message.
     fn record(&self, m: &[u8]) {
         match check_message(m) {
@@ -1126,14 +1140,7 @@ fn chaos(bias_after: Option<&str>) {
         "a consumer received a torn or corrupt message"
     );
     assert_eq!(word(C_DUPLICATE), 0, "a message was delivered twice");
-    let incarnations = word(C_NEXT_ID) as u32;
-    let mut acked_lost = 0u64;
-    let mut acked_total = 0u64;
-    for id in 0..incarnations {
-        let acked = book.acked(id).load(Ordering::SeqCst);
-        acked_total += acked;
-        acked_lost += (0..acked).filter(|&s| !book.received(id, s)).count() as u64;
-    }
+    let (acked_total, acked_lost) = book.acknowledged_and_lost();
     eprintln!(
         "    chaos: {kills} kills ({producer_kills} producers, {consumer_kills} consumers), \
          {acked_total} acknowledged puts, {} received, {acked_lost} lost with killed consumers, {:?}",
@@ -1475,14 +1482,8 @@ fn forced_chaos_run(run: u64, runs: u64, actions: u64, seed: u64) {
     assert!(q.is_empty());
 
     let word = |off| book.word(off).load(Ordering::SeqCst);
-    let incarnations = word(C_NEXT_ID) as u32;
-    let mut acked_lost = 0u64;
-    let mut acked_total = 0u64;
-    for id in 0..incarnations {
-        let acked = book.acked(id).load(Ordering::SeqCst);
-        acked_total += acked;
-        acked_lost += (0..acked).filter(|&s| !book.received(id, s)).count() as u64;
-    }
+    let (acked_total, acked_lost) = book.acknowledged_and_lost();
+    let incarnations = word(C_NEXT_ID);
     eprintln!(
         "    forced chaos run {run}/{runs} (seed {seed}): {actions} actions: {kills} kills \
          ({revoker_kills} of revokers caught revoking, {mid_revocation} surely mid-revocation, \
