@@ -175,6 +175,8 @@
 //! |---|---|---|
 //! | a producer between puts (biased or not) | nothing lost; its lock is taken over within about 20 ms | B `a_biased_producer_killed_between_puts_is_taken_over` |
 //! | a producer inside a put | that put (never acknowledged) never appears; the others arrive whole, in order | B `a_biased_producer_killed_inside_a_put_loses_only_that_put` |
+//! | a biased producer thread inside a put, found by operations that wait less than a liveness slice (timed puts, `close`) | found dead at their deadline; the queue goes on | B `a_biased_producer_killed_inside_is_found_by_puts_shorter_than_a_liveness_slice` |
+//! | a producer holding its lock, and then a closer before it sealed the close | getters seal it themselves and get `Closed` | C `a_close_left_unsealed_by_a_killed_closer_behind_a_dead_producer_still_ends_gets` |
 //! | a producer in the middle of a fragmented message | the partial message is dropped; the queue goes on | C `queue_keeps_working_after_a_producer_dies_mid_fragment` |
 //! | a consumer holding a message (in place, or mid-fragment) | that one message goes with it; none is delivered twice | B `a_biased_consumer_killed_holding_a_message_loses_only_that_message`, C `consumer_dying_mid_fragment_loses_only_that_message` |
 //! | a process taking a lock back from a biased thread that is inside, killed while it waits | the next taker waits for the biased thread too: no acknowledged put lost, no message delivered twice | B `killed_revoker_on_the_producer_side_never_lets_a_second_producer_in`, `killed_revoker_on_the_consumer_side_never_lets_a_second_consumer_in` |
@@ -183,6 +185,13 @@
 //!
 //! What it does not do:
 //!
+//! - A put never reports success for a message it did not publish: a
+//!   `put_with` runs its closure only once the put is sure to go through
+//!   (so an error hands it back uncalled), and a message too large to fill
+//!   in place is then committed past its timeout and a close (see
+//!   [`Queue::put_with`]). The one exception: a segment found corrupt after
+//!   the closure ran drops the message, and the next operation reports the
+//!   corruption.
 //! - A *stopped* holder is a live holder: the others wait for it (timed
 //!   operations time out) and go on when it resumes.
 //! - A consumer that dies between `get` and
