@@ -1,9 +1,19 @@
 //! Who this process is: [`current_process`], [`parent_process`],
 //! [`cpu_count`].
+//!
+//! # Safety
+//!
+//! The record of this process is published through an `AtomicPtr`, not a
+//! lock: a child forked while another thread of the parent held a lock
+//! would find it held for ever (fork copies only the forking thread), and
+//! the child reads and replaces this record before its target runs. Every
+//! pointer ever stored comes from `Box::leak` and is never freed, so a
+//! loaded pointer stays valid for the rest of the process (and of its
+//! forked children, which copy the memory); that is the one `unsafe` here.
+#![allow(unsafe_code)]
 
 use multiproc_core::ProcessIdentity;
-use std::sync::Mutex;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicPtr, AtomicUsize, Ordering};
 
 /// The name, pid and daemon flag of a process (Python's
 /// `current_process()` attributes).
@@ -23,7 +33,18 @@ struct Me {
     parent: Option<(ProcessIdentity, String)>,
 }
 
-static ME: Mutex<Option<Me>> = Mutex::new(None);
+/// This process's record; null in the main process. Set once per process
+/// (by `become_child`), before the target runs.
+static ME: AtomicPtr<Me> = AtomicPtr::new(std::ptr::null_mut());
+
+/// The record, if this process is a child.
+fn me() -> Option<&'static Me> {
+    // SYNC: Acquire pairs with the Release store in `become_child`.
+    let ptr = ME.load(Ordering::Acquire);
+    // SAFETY: null or a pointer from `Box::leak` that is never freed (see
+    // the module docs), so valid and immutable for `'static`.
+    unsafe { ptr.as_ref() }
+}
 
 /// Children started so far, for `Process-N` names.
 static STARTED: AtomicUsize = AtomicUsize::new(0);
@@ -35,24 +56,23 @@ pub(crate) fn become_child(
     parent_name: String,
 ) {
     STARTED.store(0, Ordering::Relaxed);
-    let mut me = ME.lock().unwrap_or_else(|e| e.into_inner());
-    // What this process inherited about itself is its parent's: leaked, not
-    // freed (freeing would write to pages shared with the parent, each a
-    // copy-on-write fault).
-    std::mem::forget(me.take());
-    *me = Some(Me {
+    let me: &'static mut Me = Box::leak(Box::new(Me {
         name,
         daemon,
         parent: parent.map(|p| (p, parent_name)),
-    });
+    }));
+    // What this process inherited about itself is its parent's: left as it
+    // is, never freed (readers may hold it; and freeing would write to pages
+    // shared with the parent, each a copy-on-write fault).
+    // SYNC: Release pairs with the Acquire load in `me`.
+    ME.store(me, Ordering::Release);
 }
 
 /// The next default child name: `Process-N` from the main process,
 /// `PARENT:N` from a child, as Python numbers them.
 pub(crate) fn next_child_name() -> String {
     let n = STARTED.fetch_add(1, Ordering::Relaxed) + 1;
-    let me = ME.lock().unwrap_or_else(|e| e.into_inner());
-    match &*me {
+    match me() {
         Some(me) => format!("{}:{n}", me.name),
         None => format!("Process-{n}"),
     }
@@ -70,13 +90,11 @@ pub(crate) fn next_child_name() -> String {
 /// ```
 #[must_use]
 pub fn current_process() -> ProcessInfo {
-    let me = ME.lock().unwrap_or_else(|e| e.into_inner());
+    let me = me();
     ProcessInfo {
-        name: me
-            .as_ref()
-            .map_or_else(|| "MainProcess".to_owned(), |m| m.name.clone()),
+        name: me.map_or_else(|| "MainProcess".to_owned(), |m| m.name.clone()),
         pid: std::process::id(),
-        daemon: me.as_ref().is_some_and(|m| m.daemon),
+        daemon: me.is_some_and(|m| m.daemon),
     }
 }
 
@@ -84,8 +102,7 @@ pub fn current_process() -> ProcessInfo {
 /// (Python's `parent_process()`).
 #[must_use]
 pub fn parent_process() -> Option<ProcessInfo> {
-    let me = ME.lock().unwrap_or_else(|e| e.into_inner());
-    let (parent, name) = me.as_ref()?.parent.as_ref()?;
+    let (parent, name) = me()?.parent.as_ref()?;
     Some(ProcessInfo {
         name: name.clone(),
         pid: parent.pid(),

@@ -297,6 +297,10 @@ fn fork(
     // cannot wait forever for a thread that does not exist there.
     let mut stdout = std::io::stdout().lock();
     let _ = std::io::Write::flush(&mut stdout);
+    // The same for the registry of children, which the child clears before
+    // its target runs. (The record of this process needs no lock: see
+    // `info.rs`.)
+    let registry = registry::hold_across_fork();
     let pinned = match placement {
         Placement::Here => PinnedHere::now(),
         Placement::Anywhere => None,
@@ -310,6 +314,7 @@ fn fork(
     if let Some(pinned) = &pinned {
         pinned.restore();
     }
+    drop(registry);
     drop(stdout);
     if pid < 0 {
         return Err(io::Error::last_os_error());

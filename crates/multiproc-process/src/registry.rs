@@ -7,7 +7,7 @@
 
 use rustix::process::Signal;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, Once};
+use std::sync::{Arc, Mutex, MutexGuard, Once};
 
 use crate::ProcessInfo;
 use crate::child::ChildState;
@@ -44,6 +44,14 @@ pub(crate) fn remove(pid: rustix::process::Pid) {
     let mut children = REGISTRY.children.lock().unwrap_or_else(|e| e.into_inner());
     children.retain(|c| c.pid != pid);
     REGISTRY.any.store(!children.is_empty(), Ordering::Relaxed);
+}
+
+/// Holds the registry across a `fork` (drop the guard right after, in both
+/// processes): then no other thread of the parent holds it at that instant,
+/// so in the child, where only the forking thread exists, it is free for
+/// [`forget_inherited`].
+pub(crate) fn hold_across_fork() -> MutexGuard<'static, Vec<Arc<ChildState>>> {
+    REGISTRY.children.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 /// In a freshly forked child: the parent's children are not ours. Their

@@ -21,3 +21,65 @@ fn fork() -> StartMethod {
 }
 
 suite!(fork());
+
+fn nap(ms: u64) {
+    std::thread::sleep(std::time::Duration::from_millis(ms));
+}
+
+fn cube(x: u64) -> u64 {
+    x * x * x
+}
+
+/// Fork copies only the forking thread: a lock of the library's that
+/// another thread holds at that instant stays held for ever in the child.
+/// Here one thread asks `current_process()` (the library's record of this
+/// process) and `active_children()` (its registry of children) without
+/// pause while the test forks children; every child must run its target
+/// and report back.
+#[test]
+fn forking_while_another_thread_asks_current_process_never_hangs() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::time::Duration;
+    let method = fork();
+    let _shared = common::shared();
+    // A child that stays registered, so a forked child has the parent's
+    // registry to forget.
+    let mut sleeper = multiproc_process::Process::new(nap, 60_000u64)
+        .start_method(method)
+        .start()
+        .unwrap();
+    let stop = Arc::new(AtomicBool::new(false));
+    let asker = std::thread::spawn({
+        let stop = Arc::clone(&stop);
+        move || {
+            let mut asked = 0u64;
+            while !stop.load(Ordering::Relaxed) {
+                asked += u64::from(multiproc_process::current_process().pid != 0);
+                asked += multiproc_process::active_children().len() as u64;
+            }
+            asked
+        }
+    });
+    let mut hung = None;
+    for i in 0..300u64 {
+        let mut p = multiproc_process::Process::new(cube, i)
+            .start_method(method)
+            .start()
+            .unwrap();
+        match p.join_timeout(Duration::from_secs(5)) {
+            Ok(v) => assert_eq!(v, i * i * i),
+            Err(e) => {
+                let _ = p.kill();
+                let _ = p.join();
+                hung = Some((i, e.to_string()));
+                break;
+            }
+        }
+    }
+    stop.store(true, Ordering::Relaxed);
+    assert!(asker.join().unwrap() > 0);
+    sleeper.kill().unwrap();
+    let _ = sleeper.join();
+    assert_eq!(hung, None, "a fork child hung (start number, error)");
+}
