@@ -28,7 +28,16 @@
 //!
 //! One `unsafe` call: `Vec::set_len` after the OS has filled that many bytes
 //! of the vector's spare capacity (large payloads are read into
-//! uninitialised memory, see `RecvBuf::speculate`).
+//! uninitialised memory, see `RecvBuf::payload_rest`).
+//!
+//! # Memory follows the data, not the header
+//!
+//! A header is only the peer's word. A large payload's vector starts at
+//! [`GROW_STEP`] (or the size of the previous frame, which did arrive) and
+//! doubles as bytes actually arrive, so a peer that announces a huge but
+//! permitted length and then stalls or hangs up costs about what it sent.
+//! A vector that cannot grow is [`RecvError::Io`] with
+//! `ErrorKind::OutOfMemory`, not an abort.
 #![allow(unsafe_code)]
 
 use crate::error::RecvError;
@@ -49,16 +58,13 @@ pub(crate) const READ_BUF: usize = 64 * 1024;
 /// receives only a few small frames).
 const FIRST_READ_BUF: usize = 2 * 1024;
 
-/// Payloads up to this size get their whole buffer up front; larger ones
-/// grow as bytes actually arrive, so a peer that announces a huge (but
-/// permitted) length and then stalls or hangs up costs only what it sent.
-const EAGER_ALLOC: usize = 64 * 1024 * 1024;
-
 /// After a frame with a payload above this size, the next frame is read
 /// speculatively (see [`RecvBuf::speculate`]).
 const SPECULATE_FROM: usize = READ_BUF / 2;
 
-/// First allocation for a payload over [`EAGER_ALLOC`].
+/// Most memory a large payload gets before any of its bytes arrive (more
+/// only when the previous frame was at least that large); beyond it, the
+/// vector doubles with the bytes received.
 const GROW_STEP: usize = 1024 * 1024;
 
 /// One read from the OS: bytes placed in the buffer and descriptors received.
@@ -312,33 +318,57 @@ impl RecvBuf {
         Ok(())
     }
 
-    /// Reads a payload of `len` bytes into a new vector. Up to
-    /// [`EAGER_ALLOC`] the vector is allocated whole (zeroed pages the peer
-    /// never fills cost address space, not memory); beyond that it starts at
-    /// [`GROW_STEP`] and doubles as bytes arrive.
-    fn payload_vec(
+    /// The capacity to give a payload of `len` bytes before its bytes
+    /// arrive: at most [`GROW_STEP`], or the previous frame's size (which
+    /// arrived whole).
+    fn first_capacity(&self, len: usize) -> usize {
+        len.min(GROW_STEP.max(self.last_len))
+    }
+
+    /// Completes a payload of `len` bytes of which `out` holds the first
+    /// `out.len()`: first from the read-ahead buffer, then straight from the
+    /// OS into `out`'s spare capacity (no zeroing, no extra copy). When the
+    /// spare capacity is used up, the vector doubles (up to `len`): memory
+    /// grows with the bytes that actually arrived, never on the header's
+    /// word alone. `header_len` is for the error report.
+    fn payload_rest(
         &mut self,
+        mut out: Vec<u8>,
         len: usize,
-        frame_len: u64,
+        header_len: usize,
         read: &mut impl Source,
     ) -> Result<Vec<u8>, RecvError> {
-        if len <= EAGER_ALLOC {
-            let mut out = vec![0; len];
-            self.payload_into(&mut out, frame_len, 0, read)?;
-            return Ok(out);
+        debug_assert!(out.len() <= len);
+        let from_buf = self.buffered().min(len - out.len());
+        if from_buf > out.capacity() - out.len() {
+            reserve(&mut out, from_buf)?;
         }
-        let mut out = Vec::new();
+        out.extend_from_slice(&self.buf[self.start..self.start + from_buf]);
+        self.start += from_buf;
         while out.len() < len {
             let done = out.len();
-            let step = (len - done).min(done.max(GROW_STEP));
-            if done == 0 {
-                // Zeroed allocation: pages stay untouched until data lands.
-                out = vec![0; step];
-            } else {
-                out.resize(done + step, 0);
+            if out.capacity() == done {
+                // Double what arrived (at least one step), never past `len`.
+                reserve(&mut out, (len - done).min(done.max(GROW_STEP)))?;
             }
-            let after = (len - done - step) as u64;
-            self.payload_into(&mut out[done..], frame_len, after, read)?;
+            let room = (len - done).min(out.capacity() - done);
+            let n = if self.eof {
+                0
+            } else {
+                read.read_uninit(&mut out.spare_capacity_mut()[..room])?
+            };
+            if n == 0 {
+                self.eof = true;
+                return Err(RecvError::Truncated {
+                    expected: (header_len + len) as u64,
+                    received: (header_len + done) as u64,
+                });
+            }
+            debug_assert!(n <= room);
+            // SAFETY: `read_uninit` initialised the first `n` bytes of the
+            // spare capacity, and `done + n <= done + room <= capacity`.
+            unsafe { out.set_len(done + n) };
+            self.read_total += n as u64;
         }
         Ok(out)
     }
@@ -353,14 +383,13 @@ impl RecvBuf {
         if self.buffered() == 0
             && !self.eof
             && self.last_len > SPECULATE_FROM
-            && self.last_len <= max.min(EAGER_ALLOC)
+            && self.last_len <= max
             && let Some((payload, fds)) = self.speculate(max, read)?
         {
             self.last_len = payload.len();
             return Ok((Payload::Owned(payload), fds));
         }
         let (header_len, len) = self.header(max, read)?;
-        self.last_len = len;
         let frame_start = self.position();
         let frame_len = (header_len + len) as u64;
         let total = header_len + len;
@@ -374,14 +403,16 @@ impl RecvBuf {
             let fds = self.claim_fds(frame_start, frame_len);
             let payload_start = self.start + header_len;
             self.start += total;
+            self.last_len = len;
             return Ok((
                 Payload::Buffered(&self.buf[payload_start..payload_start + len]),
                 fds,
             ));
         }
         self.start += header_len;
-        let out = self.payload_vec(len, frame_len, read)?;
+        let out = self.payload_rest(Vec::new(), len, header_len, read)?;
         let fds = self.claim_fds(frame_start, frame_len);
+        self.last_len = len;
         Ok((Payload::Owned(out), fds))
     }
 
@@ -434,34 +465,16 @@ impl RecvBuf {
             // buffer.
             return Ok(None);
         };
-        self.last_len = len;
         self.start = 4;
         let frame_len = 4 + len as u64;
         // The payload straight into fresh, uninitialised memory: no copy
         // and no zeroing, the two costs a large message would otherwise
         // pay on top of the `read` itself.
-        let mut payload: Vec<u8> = Vec::with_capacity(len);
-        while payload.len() < len {
-            let done = payload.len();
-            let n = if self.eof {
-                0
-            } else {
-                read.read_uninit(&mut payload.spare_capacity_mut()[..len - done])?
-            };
-            if n == 0 {
-                self.eof = true;
-                return Err(RecvError::Truncated {
-                    expected: frame_len,
-                    received: 4 + done as u64,
-                });
-            }
-            debug_assert!(n <= len - done);
-            // SAFETY: `read_uninit` initialised the first `n` bytes of the
-            // spare capacity, and `done + n <= len <= capacity`.
-            unsafe { payload.set_len(done + n) };
-            self.read_total += n as u64;
-        }
+        let mut payload = Vec::new();
+        reserve(&mut payload, self.first_capacity(len))?;
+        let payload = self.payload_rest(payload, len, 4, read)?;
         let fds = self.claim_fds(frame_start, frame_len);
+        self.last_len = len;
         Ok(Some((payload, fds)))
     }
 
@@ -504,7 +517,6 @@ impl RecvBuf {
             self.put_back(&dst[..spilled]);
             return Ok(None);
         };
-        self.last_len = len;
         self.start = 0;
         self.end = 0;
         if spilled > len {
@@ -546,14 +558,19 @@ impl RecvBuf {
         {
             let frame_len = 4 + len as u64;
             if len > dst.len() {
-                let mut message = dst[..got].to_vec();
-                message.resize(len, 0);
-                self.payload_into(&mut message[got..], frame_len, 0, read)?;
+                // The rest of a message too long for `dst` grows with the
+                // bytes that arrive, like any large payload.
+                let mut message = Vec::new();
+                reserve(&mut message, self.first_capacity(len).max(got))?;
+                message.extend_from_slice(&dst[..got]);
+                let message = self.payload_rest(message, len, 4, read)?;
                 drop(self.claim_fds(frame_start, frame_len));
+                self.last_len = len;
                 return Err(RecvError::BufferTooShort(message));
             }
             self.payload_into(&mut dst[got..len], frame_len, 0, read)?;
             drop(self.claim_fds(frame_start, frame_len));
+            self.last_len = len;
             return Ok(len);
         }
         let (header_len, len) = self.header(max, read)?;
@@ -561,7 +578,6 @@ impl RecvBuf {
             let (payload, _fds) = self.frame(max, read)?;
             return Err(RecvError::BufferTooShort(payload.into_vec()));
         }
-        self.last_len = len;
         let frame_start = self.position();
         let frame_len = (header_len + len) as u64;
         let total = header_len + len;
@@ -573,6 +589,7 @@ impl RecvBuf {
             self.payload_into(&mut dst[..len], frame_len, 0, read)?;
         }
         drop(self.claim_fds(frame_start, frame_len));
+        self.last_len = len;
         Ok(len)
     }
 
@@ -585,6 +602,13 @@ impl RecvBuf {
             received,
         }
     }
+}
+
+/// Makes room for `additional` more bytes in `out`, exactly; an allocation
+/// the process cannot make is an error, not an abort.
+fn reserve(out: &mut Vec<u8>, additional: usize) -> Result<(), RecvError> {
+    out.try_reserve_exact(additional)
+        .map_err(|_| RecvError::Io(io::ErrorKind::OutOfMemory.into()))
 }
 
 #[cfg(test)]

@@ -156,6 +156,55 @@ fn child_client(args: &[String]) {
     }
 }
 
+/// Limits its address space to 512 MiB, receives one large frame (so the
+/// next one takes the large-message path), then a header announcing about
+/// 1 GiB followed by 3 bytes and end of file (it says `ready` in between). `args[0]`: `bytes` or `into`
+/// (`recv_bytes` or `recv_bytes_into`), `args[1]`: the header length sent
+/// (4 or 12). The truncated frame must be a typed error, not an abort.
+fn child_reader_under_rlimit(args: &[String]) {
+    let limit = rustix::process::Rlimit {
+        current: Some(RLIMIT_AS_BYTES),
+        maximum: Some(RLIMIT_AS_BYTES),
+    };
+    rustix::process::setrlimit(rustix::process::Resource::As, limit).unwrap();
+    let mut conn = child_conn();
+    let header_len: u64 = args[1].parse().unwrap();
+    let mut dst = vec![0u8; 40_000];
+    let err = if args[0] == "into" {
+        assert_eq!(conn.recv_bytes_into(&mut dst).unwrap(), 40_000);
+        assert_eq!(dst, pattern(40_000));
+        conn.send_bytes(b"ready").unwrap();
+        conn.recv_bytes_into(&mut dst).unwrap_err()
+    } else {
+        assert_eq!(conn.recv_bytes().unwrap(), pattern(40_000));
+        conn.send_bytes(b"ready").unwrap();
+        conn.recv_bytes().unwrap_err()
+    };
+    assert!(
+        matches!(
+            err,
+            RecvError::Truncated { expected, received }
+                if expected == header_len + HUGE_ANNOUNCED && received == header_len + 3
+        ),
+        "{err:?}"
+    );
+    println!("typed error: {err}");
+}
+
+/// Connects to `args[0]` with a plain socket and says nothing until its
+/// stdin closes.
+fn child_silent_client(args: &[String]) {
+    let address: Address = args[0].parse().unwrap();
+    let _socket: Box<dyn std::any::Any> = match address {
+        Address::Tcp(addr) => Box::new(std::net::TcpStream::connect(addr).unwrap()),
+        Address::Unix(path) => Box::new(std::os::unix::net::UnixStream::connect(path).unwrap()),
+        Address::Abstract(_) => panic!("not used"),
+    };
+    println!("connected");
+    let mut rest = Vec::new();
+    std::io::Read::read_to_end(&mut std::io::stdin(), &mut rest).unwrap();
+}
+
 // ---- tests -------------------------------------------------------------
 
 fn bytes_round_trip_through_a_child_at_edge_sizes() {
@@ -278,6 +327,152 @@ fn raw_from_child(hex: &str, max: usize) -> (Connection, Result<Vec<u8>, RecvErr
     assert!(wait_timeout(&mut child, CHILD_LIMIT).success());
     let result = ours.recv_bytes();
     (ours, result)
+}
+
+/// Address-space limit of [`child_reader_under_rlimit`].
+const RLIMIT_AS_BYTES: u64 = 512 << 20;
+/// Payload length announced to it: under the default 1 GiB message limit,
+/// over its address-space limit.
+const HUGE_ANNOUNCED: u64 = (1 << 30) - 16;
+
+/// A peer that announces a huge (permitted) length and sends 3 bytes must
+/// cost what it sent: the receiver reserves memory as data arrives, not
+/// as the header claims, even right after a large frame.
+fn announced_length_is_not_reserved_before_data_arrives() {
+    for (mode, header_len) in [("bytes", 4), ("into", 4), ("bytes", 12), ("into", 12)] {
+        let (ours, theirs) = Pipe::new().unwrap();
+        let mut child = multiproc_testkit::command(
+            "reader_under_rlimit",
+            &[mode, &header_len.to_string()],
+            &[theirs.as_fd()],
+        )
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+        drop(theirs);
+        let mut ours = ours;
+        ours.send_bytes(&pattern(40_000)).unwrap();
+        // The header goes out only once the large frame was consumed, so
+        // that it arrives alone.
+        assert_eq!(ours.recv_bytes().unwrap(), b"ready");
+        let mut raw = Vec::new();
+        if header_len == 4 {
+            raw.extend_from_slice(&u32::try_from(HUGE_ANNOUNCED).unwrap().to_be_bytes());
+        } else {
+            raw.extend_from_slice(&[0xff; 4]);
+            raw.extend_from_slice(&HUGE_ANNOUNCED.to_be_bytes());
+        }
+        raw.extend_from_slice(b"abc");
+        rustix::io::write(&ours, &raw).unwrap();
+        drop(ours);
+        let status = wait_timeout(&mut child, CHILD_LIMIT);
+        let mut out = String::new();
+        std::io::Read::read_to_string(&mut child.stdout.take().unwrap(), &mut out).unwrap();
+        assert!(
+            status.success(),
+            "{mode}, {header_len}-byte header: child ended with {status:?}, output {out:?}"
+        );
+        assert!(out.contains("typed error: "), "{out:?}");
+    }
+}
+
+/// Starts [`child_silent_client`] against `address` and waits until it has
+/// connected.
+fn spawn_silent_client(address: &Address) -> std::process::Child {
+    let mut child = multiproc_testkit::command("silent_client", &[&address.to_string()], &[])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    std::io::BufRead::read_line(
+        &mut std::io::BufReader::new(child.stdout.as_mut().unwrap()),
+        &mut line,
+    )
+    .unwrap();
+    assert_eq!(line, "connected\n");
+    child
+}
+
+/// A client process that connects and says nothing: by default `accept`
+/// waits for it as Python's does; with a handshake timeout it fails with a
+/// typed timeout, and the next, well-behaved client is served.
+fn handshake_timeout_drops_a_silent_client() {
+    let dir = temp_dir("handshake-timeout");
+    for address in [
+        "127.0.0.1:0".parse::<Address>().unwrap(),
+        Address::Unix(dir.join("l.sock")),
+    ] {
+        // Default: no limit. accept is still waiting after 500 ms and
+        // ends only when the silent client hangs up.
+        let listener = Listener::bind(&address, Some(b"key")).unwrap();
+        assert_eq!(listener.handshake_timeout(), None);
+        let bound = listener.address().clone();
+        let mut silent = spawn_silent_client(&bound);
+        let (done_tx, done_rx) = std::sync::mpsc::channel();
+        let waiter = std::thread::spawn(move || {
+            let result = listener.accept().map(drop);
+            done_tx.send(()).unwrap();
+            result
+        });
+        assert!(
+            done_rx.recv_timeout(Duration::from_millis(500)).is_err(),
+            "accept without a handshake timeout returned on a silent client"
+        );
+        drop(silent.stdin.take());
+        assert!(wait_timeout(&mut silent, CHILD_LIMIT).success());
+        // Closing with our challenge unread resets a TCP connection.
+        let ended = waiter.join().unwrap().unwrap_err();
+        assert!(
+            matches!(&ended, ConnectError::Eof)
+                || matches!(&ended, ConnectError::Io(e) if e.kind() == std::io::ErrorKind::ConnectionReset),
+            "{ended:?}"
+        );
+
+        // With a 200 ms handshake timeout.
+        let timeout = Duration::from_millis(200);
+        let listener = Listener::bind(&address, Some(b"key"))
+            .unwrap()
+            .with_handshake_timeout(Some(timeout));
+        let bound = listener.address().clone();
+        let mut silent = spawn_silent_client(&bound);
+        let started = Instant::now();
+        let err = listener.accept().unwrap_err();
+        let waited = started.elapsed();
+        assert!(err.is_timeout(), "{err:?}");
+        assert!(matches!(err, ConnectError::HandshakeTimeout(t) if t == timeout));
+        assert_eq!(err.to_string(), "handshake timed out after 200ms");
+        assert_eq!(
+            std::io::Error::from(err).kind(),
+            std::io::ErrorKind::TimedOut
+        );
+        assert!(
+            waited >= timeout && waited < Duration::from_secs(2),
+            "{waited:?}"
+        );
+        drop(silent.stdin.take());
+        assert!(wait_timeout(&mut silent, CHILD_LIMIT).success());
+
+        // A well-behaved client afterwards is accepted and talks; the
+        // timeout no longer applies to the accepted connection.
+        let mut client = multiproc_testkit::command("client", &[&bound.to_string(), "key"], &[])
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut conn = listener.accept().unwrap();
+        std::thread::sleep(Duration::from_millis(300));
+        assert_eq!(conn.recv_bytes().unwrap(), b"hi");
+        conn.send_bytes(b"after the timeout").unwrap();
+        assert_eq!(conn.recv_bytes().unwrap(), b"after the timeout");
+        assert!(wait_timeout(&mut client, CHILD_LIMIT).success());
+        let mut out = String::new();
+        std::io::Read::read_to_string(&mut client.stdout.take().unwrap(), &mut out).unwrap();
+        assert_eq!(out, "connected\n");
+        let _ = std::fs::remove_file(dir.join("l.sock"));
+    }
+    std::fs::remove_dir_all(&dir).unwrap();
 }
 
 fn malformed_frames_are_typed_errors() {
@@ -770,6 +965,8 @@ fn main() {
         ("receive_handles", child_receive_handles),
         ("sigpipe", child_sigpipe),
         ("client", child_client),
+        ("reader_under_rlimit", child_reader_under_rlimit),
+        ("silent_client", child_silent_client),
     ];
     run(
         roles,
@@ -778,6 +975,8 @@ fn main() {
             eof_after_the_peer_exits,
             close_is_seen_as_eof,
             malformed_frames_are_typed_errors,
+            announced_length_is_not_reserved_before_data_arrives,
+            handshake_timeout_drops_a_silent_client,
             garbage_to_recv_leaves_the_connection_usable,
             poll_times_out_then_sees_a_late_message,
             wait_returns_the_ready_ones_among_many,
