@@ -365,6 +365,10 @@ pub enum ConnectError {
     Authentication(AuthenticationError),
     /// The peer closed the connection during the handshake.
     Eof,
+    /// The peer sent or read nothing for the listener's handshake timeout
+    /// (see [`Listener::with_handshake_timeout`](crate::Listener::with_handshake_timeout));
+    /// the connection was dropped. Holds the timeout in force.
+    HandshakeTimeout(std::time::Duration),
     /// A socket call failed (`ECONNREFUSED`, `EADDRINUSE`, …).
     Io(io::Error),
 }
@@ -375,6 +379,13 @@ impl ConnectError {
     pub fn is_authentication(&self) -> bool {
         matches!(self, Self::Authentication(_))
     }
+
+    /// Whether the handshake ran out of time
+    /// ([`ConnectError::HandshakeTimeout`]).
+    #[must_use]
+    pub fn is_timeout(&self) -> bool {
+        matches!(self, Self::HandshakeTimeout(_))
+    }
 }
 
 impl fmt::Display for ConnectError {
@@ -382,6 +393,9 @@ impl fmt::Display for ConnectError {
         match self {
             Self::Authentication(_) => f.write_str("authentication failed"),
             Self::Eof => f.write_str("peer closed the connection during the handshake"),
+            Self::HandshakeTimeout(timeout) => {
+                write!(f, "handshake timed out after {timeout:?}")
+            }
             Self::Io(_) => f.write_str("connecting failed"),
         }
     }
@@ -392,7 +406,7 @@ impl std::error::Error for ConnectError {
         match self {
             Self::Authentication(err) => Some(err),
             Self::Io(err) => Some(err),
-            Self::Eof => None,
+            Self::Eof | Self::HandshakeTimeout(_) => None,
         }
     }
 }
@@ -440,6 +454,7 @@ impl From<ConnectError> for io::Error {
         match err {
             ConnectError::Io(err) => err,
             ConnectError::Eof => io::Error::new(io::ErrorKind::UnexpectedEof, err),
+            ConnectError::HandshakeTimeout(_) => io::Error::new(io::ErrorKind::TimedOut, err),
             ConnectError::Authentication(_) => io::Error::new(io::ErrorKind::PermissionDenied, err),
         }
     }

@@ -12,6 +12,7 @@ use std::os::linux::net::SocketAddrExt;
 use std::os::unix::net::{SocketAddr as UnixSocketAddr, UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
+use std::time::Duration;
 
 /// Where a [`Listener`] listens and a [`Client`] connects: the three families
 /// of Python's `multiprocessing.connection` on Linux.
@@ -197,6 +198,8 @@ pub struct Listener {
     address: Address,
     authkey: Option<Vec<u8>>,
     challenge: Challenge,
+    /// Longest wait of each handshake read or write; `None`: no limit.
+    handshake_timeout: Option<Duration>,
     /// The socket file to remove on drop (a Unix path we created).
     unlink: Option<PathBuf>,
 }
@@ -247,6 +250,7 @@ impl Listener {
             address,
             authkey: authkey.map(<[u8]>::to_vec),
             challenge: Challenge::default(),
+            handshake_timeout: None,
             unlink,
         })
     }
@@ -258,6 +262,56 @@ impl Listener {
     pub fn with_challenge(mut self, challenge: Challenge) -> Self {
         self.challenge = challenge;
         self
+    }
+
+    /// The same listener giving up on a client that stalls during the
+    /// authkey handshake: every read and write of the handshake waits at
+    /// most `timeout` (with `SO_RCVTIMEO`/`SO_SNDTIMEO` on the accepted
+    /// socket, restored afterwards), and [`accept`](Self::accept) then
+    /// fails with [`ConnectError::HandshakeTimeout`] and drops that client.
+    ///
+    /// The default, `None`, waits for ever, as Python's `Listener` does: a
+    /// client that connects and says nothing blocks `accept`. The limit is
+    /// per read or write, so a client that dribbles the handshake a byte at
+    /// a time can take longer overall (the handshake is a few hundred bytes
+    /// at most). Without an authkey there is no handshake and this has no
+    /// effect.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use multiproc_pipe::{Address, Client, Listener};
+    /// use std::time::Duration;
+    ///
+    /// let listener = Listener::bind("127.0.0.1:0".parse::<Address>()?, Some(b"key"))?
+    ///     .with_handshake_timeout(Some(Duration::from_millis(200)));
+    /// assert_eq!(listener.handshake_timeout(), Some(Duration::from_millis(200)));
+    /// let Address::Tcp(addr) = listener.address().clone() else { unreachable!() };
+    ///
+    /// // A client that connects and says nothing no longer blocks accept.
+    /// let silent = std::net::TcpStream::connect(addr)?;
+    /// assert!(listener.accept().unwrap_err().is_timeout());
+    /// drop(silent);
+    ///
+    /// // The listener keeps serving well-behaved clients.
+    /// let client = std::thread::spawn(move || Client::connect(addr, Some(b"key")));
+    /// let conn = listener.accept()?;
+    /// conn.send_bytes(b"welcome")?;
+    /// assert_eq!(client.join().unwrap()?.recv_bytes()?, b"welcome");
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    #[must_use]
+    pub fn with_handshake_timeout(mut self, timeout: Option<Duration>) -> Self {
+        self.handshake_timeout = timeout;
+        self
+    }
+
+    /// The handshake timeout set with
+    /// [`with_handshake_timeout`](Self::with_handshake_timeout) (default:
+    /// `None`, no limit).
+    #[must_use]
+    pub fn handshake_timeout(&self) -> Option<Duration> {
+        self.handshake_timeout
     }
 
     /// The address bound, with the real port when port 0 was asked for.
@@ -283,8 +337,10 @@ impl Listener {
     ///
     /// [`ConnectError::Authentication`] when the client does not have the
     /// key or breaks the protocol, [`ConnectError::Eof`] when it hangs up
-    /// during the handshake, [`ConnectError::Io`] from `accept`. The
-    /// listener stays usable after any of them.
+    /// during the handshake, [`ConnectError::HandshakeTimeout`] when it
+    /// stalls past the [handshake
+    /// timeout](Self::with_handshake_timeout), [`ConnectError::Io`] from
+    /// `accept`. The listener stays usable after any of them.
     pub fn accept(&self) -> Result<Connection, ConnectError> {
         let mut conn = match &self.socket {
             Socket::Unix(listener) => {
@@ -297,11 +353,58 @@ impl Listener {
             }
         };
         if let Some(key) = &self.authkey {
-            auth::deliver_challenge(&mut conn, key, self.challenge)?;
-            auth::answer_challenge(&mut conn, key)?;
+            match self.handshake_timeout {
+                None => server_handshake(&mut conn, key, self.challenge)?,
+                Some(timeout) => {
+                    self.timed_handshake(&mut conn, key, timeout)?;
+                }
+            }
         }
         Ok(conn)
     }
+
+    /// The server's handshake with `SO_RCVTIMEO`/`SO_SNDTIMEO` set to
+    /// `timeout` on the accepted socket, and the socket's own timeouts
+    /// (inherited from the listening socket, usually none) put back after.
+    fn timed_handshake(
+        &self,
+        conn: &mut Connection,
+        key: &[u8],
+        timeout: Duration,
+    ) -> Result<(), ConnectError> {
+        use rustix::net::sockopt::{Timeout, set_socket_timeout, socket_timeout};
+        // The kernel reads a zero timeout as "no timeout".
+        let timeout = timeout.max(Duration::from_micros(1));
+        let fd = conn.as_fd();
+        let before_recv = socket_timeout(fd, Timeout::Recv).map_err(io::Error::from)?;
+        let before_send = socket_timeout(fd, Timeout::Send).map_err(io::Error::from)?;
+        set_socket_timeout(fd, Timeout::Recv, Some(timeout)).map_err(io::Error::from)?;
+        set_socket_timeout(fd, Timeout::Send, Some(timeout)).map_err(io::Error::from)?;
+        let result = server_handshake(conn, key, self.challenge).map_err(|err| match err {
+            // A blocking socket reports an expired SO_RCVTIMEO/SO_SNDTIMEO
+            // as EAGAIN.
+            ConnectError::Io(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                ConnectError::HandshakeTimeout(timeout)
+            }
+            other => other,
+        });
+        result?;
+        let fd = conn.as_fd();
+        set_socket_timeout(fd, Timeout::Recv, before_recv).map_err(io::Error::from)?;
+        set_socket_timeout(fd, Timeout::Send, before_send).map_err(io::Error::from)?;
+        Ok(())
+    }
+}
+
+/// The server's side of the authkey handshake: deliver our challenge, then
+/// answer the client's.
+fn server_handshake(
+    conn: &mut Connection,
+    key: &[u8],
+    challenge: Challenge,
+) -> Result<(), ConnectError> {
+    auth::deliver_challenge(conn, key, challenge)?;
+    auth::answer_challenge(conn, key)
 }
 
 impl AsFd for Listener {
@@ -326,6 +429,7 @@ impl fmt::Debug for Listener {
             .field("address", &self.address)
             .field("authenticated", &self.authkey.is_some())
             .field("challenge", &self.challenge)
+            .field("handshake_timeout", &self.handshake_timeout)
             .finish()
     }
 }
