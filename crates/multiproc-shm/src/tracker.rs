@@ -3,17 +3,22 @@
 //! On the first [`SharedMemory::create`](crate::SharedMemory::create) a
 //! process starts one tracker: a small process, detached by a double fork
 //! and a new session (so neither the creator's `waitpid` nor a terminal's
-//! Ctrl-C reaches it), that holds the read end of a pipe. The creator writes
-//! `+name` when it creates a segment and `-name` when the name is gone
-//! (unlinked by the owner, or handed over for good). When every write end is
-//! closed — the creator exited, normally or by `SIGKILL` — the tracker unlinks
-//! the names still registered and exits.
+//! Ctrl-C reaches it), that holds one end of a `SOCK_SEQPACKET` socket pair.
+//! The creator sends `+name` when it creates a segment and `-name` when the
+//! name is gone (unlinked by the owner, or handed over for good). When every
+//! other end is closed — the creator exited, normally or by `SIGKILL` — the
+//! tracker unlinks the names still registered and exits.
+//!
+//! A tracker that dies (killed from outside) is replaced on the creator's
+//! next record: the send fails with `EPIPE` or `ECONNRESET` (never `SIGPIPE`: it is
+//! sent with `MSG_NOSIGNAL`), and the creator starts a new tracker and tells it every
+//! name it still owns, which it keeps for that purpose.
 //!
 //! Unlike Python's resource tracker it only ever unlinks names *this*
 //! process created (attachers never register), it ignores names already gone
 //! (no double unlink), and it prints nothing.
 //!
-//! A child forked from the creator (no exec) inherits the write end, so the
+//! A child forked from the creator (no exec) inherits the creator's end, so the
 //! creator's segments are reclaimed once the creator *and* such children are
 //! gone; children that exec do not inherit it (it is close-on-exec).
 #![allow(unsafe_code)]
@@ -23,9 +28,17 @@ use std::io;
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::sync::Mutex;
 
-/// The write end of this process's tracker pipe, with the pid that started
-/// it (a forked child starts its own rather than sharing a parent's record).
-static TRACKER: Mutex<Option<(u32, OwnedFd)>> = Mutex::new(None);
+/// This process's tracker: its socket, the pid that started it (a forked
+/// child starts its own rather than sharing a parent's record), and the
+/// names registered with it, so that a replacement tracker can be told them
+/// again.
+struct Tracker {
+    pid: u32,
+    socket: OwnedFd,
+    names: HashSet<String>,
+}
+
+static TRACKER: Mutex<Option<Tracker>> = Mutex::new(None);
 
 /// Records that this process created `name`.
 pub(crate) fn register(name: &str) -> io::Result<()> {
@@ -38,27 +51,67 @@ pub(crate) fn unregister(name: &str) -> io::Result<()> {
 }
 
 fn send(op: u8, name: &str) -> io::Result<()> {
-    let mut tracker = TRACKER.lock().unwrap_or_else(|e| e.into_inner());
+    let mut guard = TRACKER.lock().unwrap_or_else(|e| e.into_inner());
     let pid = std::process::id();
-    if !matches!(&*tracker, Some((owner, _)) if *owner == pid) {
-        *tracker = Some((pid, start()?));
-    }
-    let Some((_, pipe)) = tracker.as_ref() else {
-        unreachable!("set above")
+    let tracker = match &mut *guard {
+        Some(t) if t.pid == pid => t,
+        other => other.insert(Tracker {
+            pid,
+            socket: start()?,
+            names: HashSet::new(),
+        }),
     };
-    // One write of at most 2 + 255 bytes: below PIPE_BUF, hence atomic.
+    if op == b'+' {
+        tracker.names.insert(name.to_owned());
+    } else {
+        tracker.names.remove(name);
+    }
+    match write_record(&tracker.socket, op, name) {
+        // EPIPE, or ECONNRESET when it died with records unread.
+        Err(e)
+            if matches!(
+                e.kind(),
+                io::ErrorKind::BrokenPipe | io::ErrorKind::ConnectionReset
+            ) =>
+        {
+            // The tracker died (killed from outside): start another and
+            // tell it every name still ours, this one included.
+            tracker.socket = start()?;
+            for name in &tracker.names {
+                write_record(&tracker.socket, b'+', name)?;
+            }
+            Ok(())
+        }
+        other => other,
+    }
+}
+
+/// One record, one packet: `op`, the name, a newline. `MSG_NOSIGNAL`: a
+/// dead tracker is an `EPIPE` to handle, never a `SIGPIPE` that would kill
+/// a process whose `SIGPIPE` is at its default action.
+fn write_record(socket: &OwnedFd, op: u8, name: &str) -> io::Result<()> {
     let mut record = Vec::with_capacity(name.len() + 2);
     record.push(op);
     record.extend_from_slice(name.as_bytes());
     record.push(b'\n');
-    let written = rustix::io::retry_on_intr(|| rustix::io::write(pipe, &record))?;
-    debug_assert_eq!(written, record.len());
+    let sent = rustix::io::retry_on_intr(|| {
+        rustix::net::send(socket, &record, rustix::net::SendFlags::NOSIGNAL)
+    })?;
+    debug_assert_eq!(sent, record.len());
     Ok(())
 }
 
-/// Starts a tracker and returns the write end of its pipe.
+/// Starts a tracker and returns this side of its socket: a
+/// `SOCK_SEQPACKET` pair, so that each record arrives whole even when
+/// forked children write on the same socket.
 fn start() -> io::Result<OwnedFd> {
-    let (read_end, write_end) = rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC)?;
+    use rustix::net::{AddressFamily, SocketFlags, SocketType, socketpair};
+    let (read_end, write_end) = socketpair(
+        AddressFamily::UNIX,
+        SocketType::SEQPACKET,
+        SocketFlags::CLOEXEC,
+        None,
+    )?;
     // SAFETY: fork duplicates the calling thread only. The child below
     // touches no lock another thread could hold except malloc's, which glibc
     // re-initialises in the child of a fork, and it never returns: it ends in
@@ -87,14 +140,15 @@ fn start() -> io::Result<OwnedFd> {
 }
 
 /// The tracker's body: never returns.
-fn run(pipe: OwnedFd) -> ! {
+fn run(socket: OwnedFd) -> ! {
     let _ = rustix::process::setsid();
-    close_all_but(pipe.as_raw_fd());
+    close_all_but(socket.as_raw_fd());
     let mut names: HashSet<String> = HashSet::new();
     let mut pending = Vec::new();
     let mut buf = [0u8; 4096];
     loop {
-        match rustix::io::read(&pipe, &mut buf) {
+        // One packet, one record (names are at most 255 bytes).
+        match rustix::io::read(&socket, &mut buf) {
             Ok(0) => break,
             Ok(n) => pending.extend_from_slice(&buf[..n]),
             Err(rustix::io::Errno::INTR) => continue,

@@ -42,6 +42,50 @@ fn child_create_and_wait(_: &[String]) {
     std::thread::sleep(Duration::from_secs(60));
 }
 
+/// The processes other than this one whose environment holds `marker`:
+/// what this process forked (its shared-memory tracker) inherits it.
+fn forked_from_here(marker: &str) -> Vec<i32> {
+    let me = std::process::id() as i32;
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    dir.filter_map(|e| e.ok()?.file_name().to_str()?.parse::<i32>().ok())
+        .filter(|&pid| pid != me)
+        .filter(|pid| {
+            std::fs::read(format!("/proc/{pid}/environ"))
+                .is_ok_and(|env| env.split(|&b| b == 0).any(|kv| kv == marker.as_bytes()))
+        })
+        .collect()
+}
+
+/// Creates a block (which starts this process's tracker), SIGKILLs the
+/// tracker, creates a second block, prints both names and exits without
+/// unlinking either, as a crashing creator would. Run with `args[0]` =
+/// a `KEY=VALUE` marker that is in its environment and nowhere else.
+/// `SIGPIPE` is at its default action here, as in a C host: a write to the
+/// dead tracker must not kill the process.
+#[allow(unsafe_code)]
+fn child_create_around_a_dead_tracker(args: &[String]) {
+    // SAFETY: sets a signal disposition to its default, in a process that
+    // has no handler of its own for it.
+    unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) };
+    let first = SharedMemory::create(None, 4096).unwrap();
+    let tracker = forked_from_here(&args[0]);
+    assert_eq!(tracker.len(), 1, "not one tracker: {tracker:?}");
+    let pid = rustix::process::Pid::from_raw(tracker[0]).unwrap();
+    rustix::process::kill_process(pid, rustix::process::Signal::KILL).unwrap();
+    assert!(eventually(Duration::from_secs(5), || forked_from_here(
+        &args[0]
+    )
+    .is_empty()));
+    let second = SharedMemory::create(None, 4096).unwrap();
+    println!("{}\n{}", first.name(), second.name());
+    std::io::stdout().flush().unwrap();
+    // A crash leaves no destructor run either.
+    std::mem::forget((first, second));
+    std::process::exit(0);
+}
+
 /// Receives a `(Value<u64>, RawValue<u64>, Array<u64>)` over the inherited
 /// socket and adds to each `args[0]` times: under the lock, atomically in
 /// place, and element-wise under the array's lock.
@@ -141,6 +185,39 @@ fn sigkilled_creator_is_reclaimed() {
         assert!(
             eventually(Duration::from_secs(3), || !exists(&name)),
             "{name} survived its SIGKILLed creator"
+        );
+    }
+}
+
+fn a_dead_tracker_is_replaced_and_still_reclaims_every_name() {
+    // The tracker of a creator is killed from outside. The creator's next
+    // create must not fail (nor die of SIGPIPE), and when the creator exits
+    // without unlinking, both its names must be reclaimed: the one made
+    // before the tracker died too.
+    let marker = format!("MULTIPROC_TRACKER_TEST={}", std::process::id());
+    let (key, value) = marker.split_once('=').unwrap();
+    let out = multiproc_testkit::command("create_around_a_dead_tracker", &[&marker], &[])
+        .env(key, value)
+        .stdout(Stdio::piped())
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{:?}: {}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let names: Vec<String> = String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .map(str::to_owned)
+        .collect();
+    assert_eq!(names.len(), 2, "{names:?}");
+    for name in &names {
+        assert!(
+            eventually(Duration::from_secs(5), || !exists(name)),
+            "{name} survived its creator"
         );
     }
 }
@@ -451,6 +528,10 @@ fn wrong_element_type_is_refused() {
 
 fn main() {
     let roles: &[Role] = &[
+        (
+            "create_around_a_dead_tracker",
+            child_create_around_a_dead_tracker,
+        ),
         ("open_and_mark", child_open_and_mark),
         ("create_and_wait", child_create_and_wait),
         ("increment", child_increment),
@@ -461,6 +542,7 @@ fn main() {
         tests![
             child_opens_by_name_and_writes,
             sigkilled_creator_is_reclaimed,
+            a_dead_tracker_is_replaced_and_still_reclaims_every_name,
             explicit_unlink_then_drop_does_not_fail_or_double_unlink,
             persistent_block_outlives_its_handle,
             python_creates_rust_opens,
