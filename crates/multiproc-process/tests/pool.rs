@@ -4,8 +4,8 @@
 use multiproc_process::{Pool, StartMethod, TaskError};
 use multiproc_shm::SharedMemory;
 use std::collections::HashSet;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, mpsc};
 use std::time::{Duration, Instant};
 
 fn square(x: u64) -> u64 {
@@ -35,6 +35,23 @@ fn start_then_sleep((block, ms): (String, u64)) -> u32 {
         .fetch_add(1, Ordering::SeqCst);
     std::thread::sleep(Duration::from_millis(ms));
     std::process::id()
+}
+
+/// Runs `scenario` on a thread of its own and fails if it has not finished
+/// within `limit`, so a hang fails the test instead of stalling the run.
+fn within<T: Send + 'static>(limit: Duration, scenario: impl FnOnce() -> T + Send + 'static) -> T {
+    let (done, finished) = mpsc::channel();
+    let runner = std::thread::spawn(move || {
+        let _ = done.send(scenario());
+    });
+    match finished.recv_timeout(limit) {
+        Ok(value) => value,
+        Err(mpsc::RecvTimeoutError::Timeout) => panic!("hung: not finished within {limit:?}"),
+        Err(mpsc::RecvTimeoutError::Disconnected) => match runner.join() {
+            Err(panic) => std::panic::resume_unwind(panic),
+            Ok(()) => unreachable!("the scenario sends before it ends"),
+        },
+    }
 }
 
 fn add(a: u64, b: u64) -> u64 {
@@ -285,4 +302,132 @@ fn dropping_a_pool_leaves_no_processes() {
             .unwrap_or(true);
         assert!(gone, "worker {pid} outlived its pool");
     }
+}
+
+#[test]
+fn a_panicking_callback_neither_stops_nor_hangs_the_pool() {
+    const LIMIT: Duration = Duration::from_secs(20);
+    const WAIT: Duration = Duration::from_secs(10);
+    within(LIMIT, || {
+        let pool = Pool::new(2).unwrap();
+        let ok = pool.apply_async_with(square, 3, |_| panic!("callback boom"), |_| {});
+        assert_eq!(ok.get_timeout(WAIT), Ok(9));
+        let err = pool.apply_async_with(fails_on_odd, 1, |_| {}, |_| panic!("error callback boom"));
+        match err.get_timeout(WAIT) {
+            Err(TaskError::Panicked(message)) => assert!(message.contains("odd input 1")),
+            other => panic!("{other:?}"),
+        }
+        // Later results arrive, and their callbacks run.
+        let ran = Arc::new(AtomicUsize::new(0));
+        let counter = Arc::clone(&ran);
+        let later = pool.apply_async_with(
+            square,
+            4,
+            move |_| {
+                counter.fetch_add(1, Ordering::SeqCst);
+            },
+            |_| {},
+        );
+        assert_eq!(later.get_timeout(WAIT), Ok(16));
+        assert_eq!(ran.load(Ordering::SeqCst), 1);
+        assert_eq!(pool.callback_panics(), 2);
+        assert_eq!(pool.map(square, 0..100u64, None).unwrap().len(), 100);
+        pool.close();
+        pool.join();
+    });
+    // Dropping the pool (no close) returns too.
+    within(LIMIT, || {
+        let pool = Pool::new(1).unwrap();
+        let ok = pool.apply_async_with(square, 2, |_| panic!("callback boom"), |_| {});
+        assert_eq!(ok.get_timeout(WAIT), Ok(4));
+        drop(pool);
+    });
+}
+
+#[test]
+fn blocking_pool_calls_from_a_callback_fail_instead_of_deadlocking() {
+    const WAIT: Duration = Duration::from_secs(10);
+    within(Duration::from_secs(20), || {
+        let pool = Arc::new(Pool::new(2).unwrap());
+        let inner = Arc::clone(&pool);
+        let slow = pool.apply_async(sleep_ms, 2000);
+        let (tx, rx) = mpsc::channel();
+        let first = pool.apply_async_with(
+            square,
+            3,
+            move |_| {
+                let apply = inner.apply(square, 2);
+                let map = inner.map(square, 0..4u64, None);
+                let imap: Vec<_> = inner.imap(square, 0..4u64, None).collect();
+                let get = slow.get();
+                // Submitting does not wait: it works.
+                let later = inner.apply_async(square, 5);
+                tx.send((apply, map, imap, get, later)).unwrap();
+            },
+            |_| {},
+        );
+        assert_eq!(first.get_timeout(WAIT), Ok(9));
+        let (apply, map, imap, get, later) = rx.recv_timeout(WAIT).unwrap();
+        assert_eq!(apply, Err(TaskError::WouldDeadlock));
+        assert_eq!(map, Err(TaskError::WouldDeadlock));
+        assert_eq!(imap, vec![Err(TaskError::WouldDeadlock)]);
+        assert_eq!(get, Err(TaskError::WouldDeadlock));
+        assert_eq!(later.get_timeout(WAIT), Ok(25));
+        // The pool still works from other threads.
+        assert_eq!(pool.apply(square, 6).unwrap(), 36);
+        pool.close();
+        pool.join();
+    });
+}
+
+#[test]
+fn terminating_or_dropping_a_pool_from_its_callback_returns() {
+    const WAIT: Duration = Duration::from_secs(10);
+    within(Duration::from_secs(20), || {
+        let pool = Arc::new(Pool::new(2).unwrap());
+        let inner = Arc::clone(&pool);
+        let slow = pool.apply_async(sleep_ms, 30_000);
+        let (tx, rx) = mpsc::channel();
+        let first = pool.apply_async_with(
+            square,
+            3,
+            move |_| {
+                inner.terminate();
+                tx.send(()).unwrap();
+            },
+            |_| {},
+        );
+        rx.recv_timeout(WAIT)
+            .expect("terminate called from a callback returns");
+        assert_eq!(first.get_timeout(WAIT), Ok(9));
+        assert_eq!(slow.get_timeout(WAIT), Err(TaskError::Terminated));
+        drop(pool);
+    });
+    within(Duration::from_secs(20), || {
+        // The callback holds the last handle: the pool is dropped on its
+        // own result thread.
+        let pool = Arc::new(Pool::new(1).unwrap());
+        let pids = pool.worker_pids();
+        let inner = Arc::clone(&pool);
+        let (tx, rx) = mpsc::channel();
+        let first = pool.apply_async_with(
+            sleep_ms,
+            200,
+            move |_| {
+                drop(inner);
+                tx.send(()).unwrap();
+            },
+            |_| {},
+        );
+        drop(pool);
+        rx.recv_timeout(WAIT)
+            .expect("dropping the pool from its callback returns");
+        assert_eq!(first.get_timeout(WAIT), Ok(200));
+        for pid in pids {
+            let gone = multiproc_core::ProcessIdentity::of(pid)
+                .map(|p| !p.is_alive())
+                .unwrap_or(true);
+            assert!(gone, "worker {pid} outlived its pool");
+        }
+    });
 }

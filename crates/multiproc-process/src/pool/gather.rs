@@ -79,7 +79,7 @@ mod tests {
     use crate::pool::AsyncResult;
 
     fn gather(items: usize, chunks: usize) -> (Gather<u32>, AsyncResult<Vec<u32>>) {
-        let slot = Slot::new();
+        let slot = Slot::new(0);
         (
             Gather::new(items, chunks, Arc::clone(&slot)),
             AsyncResult::new(slot),

@@ -13,6 +13,12 @@
 //! reports, runs callbacks and checks the workers' pidfds every
 //! [`CHECK_INTERVAL`].
 //!
+//! Callbacks and sinks run on the result thread under `catch_unwind`: a
+//! panicking callback is counted and reported, its task's result is still
+//! set, and the thread goes on. A thread-local marks the result thread, so
+//! calls that would wait for a result there — which only that thread could
+//! deliver — fail with [`TaskError::WouldDeadlock`] instead.
+//!
 //! Tasks are chunks of calls of one `fn(A) -> R`, named across processes
 //! the way [`Process`](crate::Process) names its target.
 //!
@@ -38,6 +44,8 @@ use serde::de::DeserializeOwned;
 use std::collections::{BTreeMap, VecDeque};
 use std::fmt;
 use std::io;
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread::JoinHandle;
@@ -45,10 +53,11 @@ use std::time::{Duration, Instant};
 
 use crate::bootstrap::ByteBuf;
 use crate::child::signal_name;
+use crate::target::panic_message;
 use crate::{Process, StartMethod, get_start_method};
 use gather::Gather;
 use report::{Report, Reports};
-use result::Slot;
+use result::{Slot, mark_result_thread, on_result_thread};
 use sinks::Sinks;
 use task::{Call, Task, TaskMessage};
 use worker::{WorkerArgs, worker_main};
@@ -131,7 +140,14 @@ struct Config {
     method: StartMethod,
 }
 
+/// Hands out pool ids (0 is none).
+static NEXT_POOL_ID: AtomicU64 = AtomicU64::new(1);
+
 struct Shared {
+    /// This pool's id, to recognise its result thread.
+    id: u64,
+    /// Callbacks that panicked so far.
+    callback_panics: Arc<AtomicU64>,
     state: Mutex<State>,
     finished: Condvar,
     reports: Reports,
@@ -191,6 +207,8 @@ impl PoolBuilder {
             method: self.method.unwrap_or_else(get_start_method),
         };
         let shared = Arc::new(Shared {
+            id: NEXT_POOL_ID.fetch_add(1, Ordering::Relaxed),
+            callback_panics: Arc::new(AtomicU64::new(0)),
             state: Mutex::new(State::default()),
             finished: Condvar::new(),
             reports: Reports::new(REPORT_RING).map_err(io::Error::other)?,
@@ -221,6 +239,55 @@ impl PoolBuilder {
 /// Dropping a pool terminates it, like leaving Python's `with Pool() as p:`
 /// block: running tasks are stopped and their results lost. Call
 /// [`close`](Self::close) and [`join`](Self::join) first to let them finish.
+///
+/// # Callbacks
+///
+/// The callbacks of [`apply_async_with`](Self::apply_async_with) run on the
+/// pool's result thread, the thread that delivers every result.
+///
+/// - A callback that panics does not stop the pool. The panic is reported
+///   once on stderr — the panic hook prints it as for any thread (by default
+///   `thread 'multiproc-pool' panicked at …`), followed by one line from the
+///   pool saying it went on — and counted in
+///   [`callback_panics`](Self::callback_panics). The task's
+///   [`AsyncResult`] still gets the task's own value or error, and later
+///   results keep coming.
+/// - A callback may submit work ([`apply_async`](Self::apply_async),
+///   [`map_async`](Self::map_async), …), [`close`](Self::close),
+///   [`terminate`](Self::terminate) or drop the pool. It cannot wait for a
+///   result: that result could only be delivered by the thread the callback
+///   is blocking. So on the result thread the calls that would wait fail at
+///   once with [`TaskError::WouldDeadlock`] instead of hanging:
+///   [`apply`](Self::apply), [`map`](Self::map), [`starmap`](Self::starmap)
+///   (which then submit nothing), [`AsyncResult::get`] of a task that has
+///   not finished, and [`IMap`] (one `WouldDeadlock` item, then the end).
+///   [`join`](Self::join), [`AsyncResult::wait`] and
+///   [`AsyncResult::wait_timeout`] return at once there. Other threads, and
+///   other pools' results, are not affected.
+///
+/// ```
+/// use multiproc_process::{Pool, TaskError};
+/// use std::sync::{Arc, mpsc};
+///
+/// fn square(x: u64) -> u64 { x * x }
+///
+/// let pool = Arc::new(Pool::new(2)?);
+/// let inner = Arc::clone(&pool);
+/// let (tx, rx) = mpsc::channel();
+/// let first = pool.apply_async_with(square, 3, move |_| {
+///     // Waiting here would hang: it fails instead.
+///     assert_eq!(inner.apply(square, 4), Err(TaskError::WouldDeadlock));
+///     // Submitting works.
+///     tx.send(inner.apply_async(square, 5)).unwrap();
+///     panic!("a bug in the callback");
+/// }, |_| {});
+/// assert_eq!(first.get()?, 9); // the task's value, despite the panic
+/// assert_eq!(rx.recv()?.get()?, 25);
+/// assert_eq!(pool.callback_panics(), 1);
+/// pool.close();
+/// pool.join();
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
 ///
 /// # Examples
 ///
@@ -286,13 +353,36 @@ impl Pool {
     ///
     /// # Errors
     ///
-    /// The task's [`TaskError`].
+    /// The task's [`TaskError`]; [`TaskError::WouldDeadlock`] from a
+    /// callback (see [Callbacks](Self#callbacks)).
     pub fn apply<A, R>(&self, f: fn(A) -> R, args: A) -> Result<R, TaskError>
     where
         A: Serialize + DeserializeOwned,
         R: Serialize + DeserializeOwned + Send + 'static,
     {
+        self.refuse_on_result_thread()?;
         self.apply_async(f, args).get()
+    }
+
+    /// How many callbacks have panicked so far (each was also reported on
+    /// stderr); see [Callbacks](Self#callbacks).
+    #[must_use]
+    pub fn callback_panics(&self) -> u64 {
+        self.shared.callback_panics.load(Ordering::SeqCst)
+    }
+
+    /// Whether the calling thread is this pool's result thread.
+    fn on_result_thread(&self) -> bool {
+        on_result_thread(self.shared.id)
+    }
+
+    /// [`TaskError::WouldDeadlock`] on this pool's result thread.
+    fn refuse_on_result_thread(&self) -> Result<(), TaskError> {
+        if self.on_result_thread() {
+            Err(TaskError::WouldDeadlock)
+        } else {
+            Ok(())
+        }
     }
 
     /// Submits `f(args)`; the value comes through the [`AsyncResult`].
@@ -306,7 +396,9 @@ impl Pool {
 
     /// [`apply_async`](Self::apply_async) with callbacks, run exactly once
     /// on the pool's result thread: `callback` with the value, or
-    /// `error_callback` with the error.
+    /// `error_callback` with the error, before the [`AsyncResult`] is set.
+    /// A callback that panics is reported and counted; the pool goes on
+    /// (see [Callbacks](Self#callbacks)).
     pub fn apply_async_with<A, R>(
         &self,
         f: fn(A) -> R,
@@ -318,17 +410,33 @@ impl Pool {
         A: Serialize + DeserializeOwned,
         R: Serialize + DeserializeOwned + Send + 'static,
     {
-        let slot = Slot::new();
+        let slot = Slot::new(self.shared.id);
         let sink_slot = Arc::clone(&slot);
+        let panics = Arc::clone(&self.shared.callback_panics);
         let sink: Sink = Box::new(move |outcome| {
             let value = chunk_items::<R>(outcome, 1).and_then(|mut items| {
                 items
                     .pop()
                     .unwrap_or(Err(TaskError::Transport("empty chunk".into())))
             });
-            match &value {
+            // The panic hook has printed the panic; the pool adds what
+            // became of it (Python prints a callback's exception and goes
+            // on too).
+            let ran = catch_unwind(AssertUnwindSafe(|| match &value {
                 Ok(v) => callback(v),
                 Err(e) => error_callback(e),
+            }));
+            if ran.is_err() {
+                let which = if value.is_ok() {
+                    "callback"
+                } else {
+                    "error_callback"
+                };
+                let count = panics.fetch_add(1, Ordering::SeqCst) + 1;
+                eprintln!(
+                    "multiproc-process: a pool {which} panicked (callback panics so far: \
+                     {count}); the task's result is delivered and the pool goes on"
+                );
             }
             sink_slot.set(value);
         });
@@ -341,7 +449,8 @@ impl Pool {
     ///
     /// # Errors
     ///
-    /// The first item's [`TaskError`].
+    /// The first item's [`TaskError`]; [`TaskError::WouldDeadlock`] from a
+    /// callback (see [Callbacks](Self#callbacks)).
     pub fn map<A, R, I>(
         &self,
         f: fn(A) -> R,
@@ -353,6 +462,7 @@ impl Pool {
         A: Serialize + DeserializeOwned,
         R: Serialize + DeserializeOwned + Send + 'static,
     {
+        self.refuse_on_result_thread()?;
         self.map_async(f, items, chunksize).get()
     }
 
@@ -377,7 +487,8 @@ impl Pool {
     ///
     /// # Errors
     ///
-    /// The first item's [`TaskError`].
+    /// The first item's [`TaskError`]; [`TaskError::WouldDeadlock`] from a
+    /// callback (see [Callbacks](Self#callbacks)).
     pub fn starmap<A, B, R, I>(
         &self,
         f: fn(A, B) -> R,
@@ -390,6 +501,7 @@ impl Pool {
         B: Serialize + DeserializeOwned,
         R: Serialize + DeserializeOwned + Send + 'static,
     {
+        self.refuse_on_result_thread()?;
         self.starmap_async(f, items, chunksize).get()
     }
 
@@ -419,7 +531,7 @@ impl Pool {
     where
         R: DeserializeOwned + Send + 'static,
     {
-        let slot = Slot::new();
+        let slot = Slot::new(self.shared.id);
         let chunksize = chunksize
             .unwrap_or_else(|| auto_chunksize(items.len(), self.processes()))
             .max(1);
@@ -500,7 +612,7 @@ impl Pool {
             for (chunk, sink) in chunks.by_ref().take(SUBMIT_BATCH) {
                 match Task::encode(call, chunk) {
                     Ok(message) => encoded.push((message, sink)),
-                    Err(e) => sink(Err(TaskError::Transport(e.to_string()))),
+                    Err(e) => run_sink(sink, Err(TaskError::Transport(e.to_string()))),
                 }
             }
             self.submit_encoded(encoded.drain(..));
@@ -520,7 +632,7 @@ impl Pool {
         if let Some(why) = refused {
             drop(state);
             for (_, sink) in encoded {
-                sink(Err(why.clone()));
+                run_sink(sink, Err(why.clone()));
             }
             return;
         }
@@ -554,8 +666,13 @@ impl Pool {
 
     /// Waits until the workers are gone, after [`close`](Self::close) or
     /// [`terminate`](Self::terminate) (Python's `join`); returns at once
-    /// otherwise, as there would be nothing to wait for.
+    /// otherwise, as there would be nothing to wait for, and from a
+    /// callback, as the pool's result thread it runs on is what finishes
+    /// the pool (see [Callbacks](Self#callbacks)).
     pub fn join(&self) {
+        if self.on_result_thread() {
+            return;
+        }
         let mut state = self.shared.lock();
         if !(state.closed || state.terminated) {
             return;
@@ -594,7 +711,7 @@ impl Pool {
             }
         }
         for sink in sinks {
-            sink(Err(TaskError::Terminated));
+            run_sink(sink, Err(TaskError::Terminated));
         }
         self.shared.reports.close();
         self.join();
@@ -605,7 +722,11 @@ impl Drop for Pool {
     fn drop(&mut self) {
         self.terminate();
         if let Some(thread) = self.thread.take() {
-            let _ = thread.join();
+            // Dropped by a callback, on the result thread itself: that
+            // thread stops once the callback returns.
+            if thread.thread().id() != std::thread::current().id() {
+                let _ = thread.join();
+            }
         }
     }
 }
@@ -643,7 +764,20 @@ fn chunk_items<R: DeserializeOwned>(
 
 fn run_sinks(failed: Vec<(Sink, TaskError)>) {
     for (sink, error) in failed {
-        sink(Err(error));
+        run_sink(sink, Err(error));
+    }
+}
+
+/// Delivers an outcome. A sink that panics (its callbacks are guarded
+/// already; this is for anything else, like a value's `Deserialize`) must
+/// not take the result thread down with it: the panic hook has reported
+/// it, and the next sink runs.
+fn run_sink(sink: Sink, outcome: Result<Vec<u8>, TaskError>) {
+    if let Err(panic) = catch_unwind(AssertUnwindSafe(|| sink(outcome))) {
+        eprintln!(
+            "multiproc-process: delivering a pool result panicked ({}); the pool goes on",
+            panic_message(&*panic)
+        );
     }
 }
 
@@ -719,6 +853,7 @@ impl Shared {
 
     /// The result thread.
     fn run(self: Arc<Self>) {
+        mark_result_thread(self.id);
         let mut last_check = Instant::now();
         loop {
             let report = self.reports.get_timeout(CHECK_INTERVAL);
@@ -888,7 +1023,7 @@ impl Shared {
 
 fn run_ready(ready: Vec<(Sink, Result<Vec<u8>, TaskError>)>) {
     for (sink, outcome) in ready {
-        sink(outcome);
+        run_sink(sink, outcome);
     }
 }
 
@@ -900,6 +1035,9 @@ pub struct IMap<'p, A, R, I> {
     chunksize: usize,
     ordered: bool,
     exhausted: bool,
+    /// Iterated on the pool's result thread with nothing to hand out: it
+    /// yielded [`TaskError::WouldDeadlock`] and ends.
+    stuck: bool,
     submitted: usize,
     received: usize,
     /// Chunks handed to the consumer; `submitted - taken` bounds memory.
@@ -929,6 +1067,7 @@ where
             chunksize: chunksize.unwrap_or(1).max(1),
             ordered,
             exhausted: false,
+            stuck: false,
             submitted: 0,
             received: 0,
             taken: 0,
@@ -974,11 +1113,19 @@ where
     type Item = Result<R, TaskError>;
 
     fn next(&mut self) -> Option<Self::Item> {
+        // On the result thread nothing more can arrive while we wait, so
+        // nothing more is submitted either.
+        let on_result_thread = self.pool.on_result_thread();
         loop {
             if let Some(item) = self.current.next() {
                 return Some(item);
             }
-            self.top_up();
+            if self.stuck {
+                return None;
+            }
+            if !on_result_thread {
+                self.top_up();
+            }
             if self.ordered
                 && let Some(items) = self.parked.remove(&self.next_index)
             {
@@ -987,10 +1134,21 @@ where
                 self.current = items.into_iter();
                 continue;
             }
-            if self.received == self.submitted {
+            if self.received == self.submitted && (self.exhausted || !on_result_thread) {
                 return None;
             }
-            let (index, items) = self.results.recv().ok()?;
+            let next = if on_result_thread {
+                self.results.try_recv().ok()
+            } else {
+                self.results.recv().ok()
+            };
+            let Some((index, items)) = next else {
+                if on_result_thread {
+                    self.stuck = true;
+                    return Some(Err(TaskError::WouldDeadlock));
+                }
+                return None;
+            };
             self.received += 1;
             if self.ordered {
                 self.parked.insert(index, items);

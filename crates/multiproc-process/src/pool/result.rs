@@ -1,5 +1,6 @@
 //! [`AsyncResult`] and [`TaskError`].
 
+use std::cell::Cell;
 use std::fmt;
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
@@ -30,6 +31,11 @@ pub enum TaskError {
     Taken,
     /// Sending the task or decoding its result failed.
     Transport(String),
+    /// A call that waits for a result was made on the pool's result thread
+    /// (from a callback), where it could never return: that thread is the
+    /// one that delivers results. Nothing was submitted, or the task goes
+    /// on and its result stays available to other threads.
+    WouldDeadlock,
 }
 
 impl TaskError {
@@ -43,6 +49,12 @@ impl TaskError {
     #[must_use]
     pub fn is_timeout(&self) -> bool {
         matches!(self, Self::Timeout)
+    }
+
+    /// Whether this is [`TaskError::WouldDeadlock`].
+    #[must_use]
+    pub fn is_would_deadlock(&self) -> bool {
+        matches!(self, Self::WouldDeadlock)
     }
 }
 
@@ -62,17 +74,37 @@ impl fmt::Display for TaskError {
             Self::Timeout => f.write_str("timed out waiting for the task"),
             Self::Taken => f.write_str("task result already taken"),
             Self::Transport(why) => write!(f, "task transport failed: {why}"),
+            Self::WouldDeadlock => f.write_str(
+                "waiting for a result on the pool's result thread (in a callback) would deadlock",
+            ),
         }
     }
 }
 
 impl std::error::Error for TaskError {}
 
+thread_local! {
+    /// Id of the pool whose result thread this is; 0 on any other thread.
+    static RESULT_THREAD_OF: Cell<u64> = const { Cell::new(0) };
+}
+
+/// Marks the calling thread as the result thread of pool `pool` (not 0).
+pub(crate) fn mark_result_thread(pool: u64) {
+    RESULT_THREAD_OF.with(|t| t.set(pool));
+}
+
+/// Whether the calling thread is the result thread of pool `pool`.
+pub(crate) fn on_result_thread(pool: u64) -> bool {
+    pool != 0 && RESULT_THREAD_OF.with(Cell::get) == pool
+}
+
 /// Where a task's outcome lands, shared by the pool's result thread and the
 /// [`AsyncResult`] handle.
 pub(crate) struct Slot<R> {
     value: Mutex<State<R>>,
     ready: Condvar,
+    /// Id of the pool whose result thread sets this slot (0: none).
+    pool: u64,
 }
 
 enum State<R> {
@@ -82,10 +114,12 @@ enum State<R> {
 }
 
 impl<R> Slot<R> {
-    pub(crate) fn new() -> Arc<Self> {
+    /// A slot that pool `pool`'s result thread will set.
+    pub(crate) fn new(pool: u64) -> Arc<Self> {
         Arc::new(Self {
             value: Mutex::new(State::Pending),
             ready: Condvar::new(),
+            pool,
         })
     }
 
@@ -100,6 +134,33 @@ impl<R> Slot<R> {
 
 /// The outcome of a task submitted with `apply_async` or `map_async`
 /// (Python's `AsyncResult`).
+///
+/// On the pool's result thread — in a callback — nothing here waits: the
+/// result could only arrive through that very thread. [`get`](Self::get)
+/// and [`get_timeout`](Self::get_timeout) return
+/// [`TaskError::WouldDeadlock`] for a result that is not there yet,
+/// [`wait`](Self::wait) and [`wait_timeout`](Self::wait_timeout) return at
+/// once.
+///
+/// ```
+/// use multiproc_process::{Pool, TaskError};
+/// use std::sync::mpsc;
+///
+/// fn sleep_ms(ms: u64) -> u64 {
+///     std::thread::sleep(std::time::Duration::from_millis(ms));
+///     ms
+/// }
+///
+/// let pool = Pool::new(2)?;
+/// let slow = pool.apply_async(sleep_ms, 500);
+/// let (tx, rx) = mpsc::channel();
+/// let quick = pool.apply_async_with(sleep_ms, 1, move |_| {
+///     tx.send(slow.get()).unwrap();
+/// }, |_| {});
+/// assert_eq!(quick.get()?, 1);
+/// assert_eq!(rx.recv()?, Err(TaskError::WouldDeadlock));
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
 pub struct AsyncResult<R> {
     slot: Arc<Slot<R>>,
 }
@@ -113,7 +174,8 @@ impl<R> AsyncResult<R> {
     ///
     /// # Errors
     ///
-    /// The task's [`TaskError`].
+    /// The task's [`TaskError`]; [`TaskError::WouldDeadlock`] on the pool's
+    /// result thread (in a callback) if the task has not finished.
     pub fn get(self) -> Result<R, TaskError> {
         self.take(None)
     }
@@ -124,7 +186,10 @@ impl<R> AsyncResult<R> {
     /// # Errors
     ///
     /// The task's [`TaskError`], [`TaskError::Timeout`], or
-    /// [`TaskError::Taken`] if the value was already returned.
+    /// [`TaskError::Taken`] if the value was already returned. On the
+    /// pool's result thread (in a callback) a task that has not finished is
+    /// [`TaskError::WouldDeadlock`] at once, unless `timeout` is zero (then
+    /// [`TaskError::Timeout`], as anywhere).
     pub fn get_timeout(&self, timeout: Duration) -> Result<R, TaskError> {
         self.take(multiproc_core::time::deadline_after(timeout))
     }
@@ -134,7 +199,11 @@ impl<R> AsyncResult<R> {
         match std::mem::replace(&mut *state, State::Taken { ok: false }) {
             State::Pending => {
                 *state = State::Pending;
-                Err(TaskError::Timeout)
+                if on_result_thread(self.slot.pool) && deadline.is_none_or(|d| d > Instant::now()) {
+                    Err(TaskError::WouldDeadlock)
+                } else {
+                    Err(TaskError::Timeout)
+                }
             }
             State::Ready(value) => {
                 *state = State::Taken { ok: value.is_ok() };
@@ -149,7 +218,9 @@ impl<R> AsyncResult<R> {
 
     fn wait_until(&self, deadline: Option<Instant>) -> std::sync::MutexGuard<'_, State<R>> {
         let mut state = self.slot.value.lock().unwrap_or_else(|e| e.into_inner());
-        while matches!(*state, State::Pending) {
+        // On the result thread a pending result can only stay pending.
+        let never = on_result_thread(self.slot.pool);
+        while !never && matches!(*state, State::Pending) {
             match deadline {
                 None => {
                     state = self
@@ -175,12 +246,14 @@ impl<R> AsyncResult<R> {
         state
     }
 
-    /// Waits until the task has finished.
+    /// Waits until the task has finished; returns at once on the pool's
+    /// result thread (in a callback), finished or not.
     pub fn wait(&self) {
         drop(self.wait_until(None));
     }
 
-    /// Waits at most `timeout`; returns whether the task has finished.
+    /// Waits at most `timeout`; returns whether the task has finished. Does
+    /// not wait on the pool's result thread (in a callback).
     pub fn wait_timeout(&self, timeout: Duration) -> bool {
         let state = self.wait_until(multiproc_core::time::deadline_after(timeout));
         !matches!(*state, State::Pending)
