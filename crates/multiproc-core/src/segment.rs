@@ -48,6 +48,9 @@ use std::sync::atomic::{
 
 use crate::handle::SharedFd;
 
+/// Where Linux (glibc's `shm_open`, and rustix's) keeps POSIX shared memory.
+const SHM_DIR: &str = "/dev/shm";
+
 /// Longest name, without the leading `/`, that Linux accepts (`NAME_MAX`).
 pub const MAX_NAME_LEN: usize = 255;
 
@@ -296,7 +299,7 @@ impl Segment {
                 (name.to_owned(), fd)
             }
             None => loop {
-                let name = random_name()?;
+                let name = generate_name()?;
                 match shm::open(format!("/{name}").as_str(), flags, mode) {
                     Ok(fd) => break (name, fd),
                     Err(rustix::io::Errno::EXIST) => continue,
@@ -417,6 +420,64 @@ impl Segment {
     pub fn unlink_name(name: &str) -> Result<(), SegmentError> {
         let name = validate_name(name)?;
         shm::unlink(format!("/{name}").as_str()).map_err(|e| SegmentError::io("shm_unlink", e))
+    }
+
+    /// `fstat`: the inode of the object behind the segment, which tells it
+    /// apart from a later object under the same name.
+    ///
+    /// # Errors
+    ///
+    /// [`SegmentError::Io`].
+    pub fn inode(&self) -> Result<u64, SegmentError> {
+        Ok(rustix::fs::fstat(&self.fd)
+            .map_err(|e| SegmentError::io("fstat", e))?
+            .st_ino)
+    }
+
+    /// Gives a named segment the name `to`, if no segment has it:
+    /// `renameat2(RENAME_NOREPLACE)` in `/dev/shm`, where Linux keeps POSIX
+    /// shared memory. A creator can so make a segment under a name only it
+    /// knows and publish it under the one asked for in one step.
+    ///
+    /// # Errors
+    ///
+    /// [`SegmentError::NotNamed`], [`SegmentError::InvalidName`],
+    /// [`SegmentError::Io`] with kind `AlreadyExists` when `to` is taken.
+    ///
+    /// # References
+    ///  - [rename(2)](https://man7.org/linux/man-pages/man2/rename.2.html)
+    pub fn rename(&mut self, to: &str) -> Result<(), SegmentError> {
+        let to = validate_name(to)?.to_owned();
+        let Flavor::Named { name } = &mut self.flavor else {
+            return Err(SegmentError::NotNamed);
+        };
+        rustix::fs::renameat_with(
+            rustix::fs::CWD,
+            format!("{SHM_DIR}/{name}").as_str(),
+            rustix::fs::CWD,
+            format!("{SHM_DIR}/{to}").as_str(),
+            rustix::fs::RenameFlags::NOREPLACE,
+        )
+        .map_err(|e| SegmentError::io("renameat2", e))?;
+        *name = to;
+        Ok(())
+    }
+
+    /// `shm_unlink` of `name` if it still names the object with inode
+    /// `inode` (see [`inode`](Self::inode)); whether it did. Between the look
+    /// and the unlink another process could put a new object under the
+    /// name: callers use it for names only they publish.
+    ///
+    /// # Errors
+    ///
+    /// [`SegmentError::InvalidName`], [`SegmentError::Io`].
+    pub fn unlink_name_if_inode(name: &str, inode: u64) -> Result<bool, SegmentError> {
+        let name = validate_name(name)?;
+        match rustix::fs::stat(format!("{SHM_DIR}/{name}").as_str()) {
+            Ok(st) if st.st_ino == inode => Self::unlink_name(name).map(|()| true),
+            Ok(_) | Err(rustix::io::Errno::NOENT) => Ok(false),
+            Err(e) => Err(SegmentError::io("stat", e)),
+        }
     }
 
     /// The name, without its leading `/`, for a named segment.
@@ -717,7 +778,22 @@ pub fn validate_name(name: &str) -> Result<&str, SegmentError> {
     }
 }
 
-fn random_name() -> Result<String, SegmentError> {
+/// An unguessable name with multiproc's prefix (`mp_` and 24 hex digits)
+/// for a named segment: nobody else can have it or guess it, so a creator
+/// may tell others (a tracker, say) about it before it creates the segment.
+///
+/// # Errors
+///
+/// [`SegmentError::Io`] when the system's random source fails.
+///
+/// # Examples
+///
+/// ```
+/// let name = multiproc_core::segment::generate_name()?;
+/// assert!(name.starts_with("mp_") && name.len() == 27);
+/// # Ok::<(), multiproc_core::SegmentError>(())
+/// ```
+pub fn generate_name() -> Result<String, SegmentError> {
     let mut bytes = [0u8; 12];
     getrandom::fill(&mut bytes)
         .map_err(|e| SegmentError::io("getrandom", io::Error::other(e.to_string())))?;

@@ -1,9 +1,11 @@
 //! [`SharedMemory`]: Python's `multiprocessing.shared_memory.SharedMemory`.
 #![allow(unsafe_code)]
 
-use multiproc_core::Segment;
+use multiproc_core::segment::{generate_name, validate_name};
+use multiproc_core::{Segment, SegmentError};
 use serde::{Deserialize, Serialize};
 use std::fmt;
+use std::io;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use crate::{ShmError, tracker};
@@ -56,24 +58,65 @@ pub struct SharedMemory {
     unlinked: AtomicBool,
 }
 
+/// A tracker failure as the segment error `create` reports.
+fn tracked(result: io::Result<()>) -> Result<(), SegmentError> {
+    result.map_err(|source| SegmentError::Io {
+        op: "tell the shared-memory tracker",
+        source,
+    })
+}
+
+/// Whether `create` failed because the name is taken.
+fn is_taken(e: &SegmentError) -> bool {
+    matches!(e, SegmentError::Io { source, .. } if source.kind() == io::ErrorKind::AlreadyExists)
+}
+
 impl SharedMemory {
-    /// `shm_open(O_CREAT | O_EXCL, 0600)` of `size` bytes, zero-filled; with
+    /// A new block of `size` bytes, zero-filled, mode `0600`; with
     /// `name = None` an unguessable name is chosen. The caller owns the name.
     ///
     /// # Errors
     ///
     /// [`ShmError::Segment`] for a bad name (empty, over 255 bytes, a `/`
     /// inside), a size of 0, or a name already taken (`AlreadyExists`).
+    ///
+    /// A creator killed at any instant inside `create` leaves no name
+    /// behind: the segment is made under a generated name that the tracker
+    /// knows *before* it exists (nobody else can have it), and a name asked
+    /// for is given to it afterwards in one rename, which the tracker knows
+    /// of before too (and undoes only for that very object).
     pub fn create(name: Option<&str>, size: usize) -> Result<Self, ShmError> {
-        let segment = Segment::create_named(name, size)?;
-        let name = segment.name().unwrap_or_default().to_owned();
-        if let Err(err) = tracker::register(&name) {
-            let _ = segment.unlink();
-            return Err(ShmError::Segment(multiproc_core::SegmentError::Io {
-                op: "start the shared-memory tracker",
-                source: err,
-            }));
+        if let Some(name) = name {
+            validate_name(name)?;
         }
+        let (mut segment, made) = loop {
+            let made = generate_name()?;
+            tracked(tracker::register(&made))?;
+            match Segment::create_named(Some(&made), size) {
+                Ok(segment) => break (segment, made),
+                // A generated name already taken: astronomically rare.
+                Err(e) => {
+                    let _ = tracker::unregister(&made);
+                    if !is_taken(&e) {
+                        return Err(e.into());
+                    }
+                }
+            }
+        };
+        if let Some(wanted) = name {
+            let published = segment
+                .inode()
+                .and_then(|inode| tracked(tracker::register_published(wanted, inode)))
+                .and_then(|()| segment.rename(wanted));
+            if let Err(e) = published {
+                let _ = segment.unlink();
+                let _ = tracker::unregister(wanted);
+                let _ = tracker::unregister(&made);
+                return Err(e.into());
+            }
+            let _ = tracker::unregister(&made);
+        }
+        let name = segment.name().unwrap_or_default().to_owned();
         Ok(Self {
             segment,
             name,

@@ -23,34 +23,44 @@
 //! gone; children that exec do not inherit it (it is close-on-exec).
 #![allow(unsafe_code)]
 
-use std::collections::HashSet;
+use multiproc_core::Segment;
+use std::collections::HashMap;
 use std::io;
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::sync::Mutex;
 
 /// This process's tracker: its socket, the pid that started it (a forked
 /// child starts its own rather than sharing a parent's record), and the
-/// names registered with it, so that a replacement tracker can be told them
-/// again.
+/// names registered with it (each with the inode it must still have to be
+/// reclaimed, if any), so that a replacement tracker can be told them again.
 struct Tracker {
     pid: u32,
     socket: OwnedFd,
-    names: HashSet<String>,
+    names: HashMap<String, Option<u64>>,
 }
 
 static TRACKER: Mutex<Option<Tracker>> = Mutex::new(None);
 
-/// Records that this process created `name`.
+/// Records that this process created `name` (or is about to, under a name
+/// nobody else can have: see `SharedMemory::create`).
 pub(crate) fn register(name: &str) -> io::Result<()> {
-    send(b'+', name)
+    send(b'+', name, None)
+}
+
+/// Records that `name` is about to be given to the object with inode
+/// `inode`: reclaim it only if it still names that object (the name was
+/// asked for by the caller, and may belong to another process should the
+/// renaming fail).
+pub(crate) fn register_published(name: &str, inode: u64) -> io::Result<()> {
+    send(b'+', name, Some(inode))
 }
 
 /// Records that `name` no longer needs reclaiming.
 pub(crate) fn unregister(name: &str) -> io::Result<()> {
-    send(b'-', name)
+    send(b'-', name, None)
 }
 
-fn send(op: u8, name: &str) -> io::Result<()> {
+fn send(op: u8, name: &str, inode: Option<u64>) -> io::Result<()> {
     let mut guard = TRACKER.lock().unwrap_or_else(|e| e.into_inner());
     let pid = std::process::id();
     let tracker = match &mut *guard {
@@ -58,15 +68,15 @@ fn send(op: u8, name: &str) -> io::Result<()> {
         other => other.insert(Tracker {
             pid,
             socket: start()?,
-            names: HashSet::new(),
+            names: HashMap::new(),
         }),
     };
     if op == b'+' {
-        tracker.names.insert(name.to_owned());
+        tracker.names.insert(name.to_owned(), inode);
     } else {
         tracker.names.remove(name);
     }
-    match write_record(&tracker.socket, op, name) {
+    match write_record(&tracker.socket, op, name, inode) {
         // EPIPE, or ECONNRESET when it died with records unread.
         Err(e)
             if matches!(
@@ -77,8 +87,8 @@ fn send(op: u8, name: &str) -> io::Result<()> {
             // The tracker died (killed from outside): start another and
             // tell it every name still ours, this one included.
             tracker.socket = start()?;
-            for name in &tracker.names {
-                write_record(&tracker.socket, b'+', name)?;
+            for (name, inode) in &tracker.names {
+                write_record(&tracker.socket, b'+', name, *inode)?;
             }
             Ok(())
         }
@@ -86,19 +96,37 @@ fn send(op: u8, name: &str) -> io::Result<()> {
     }
 }
 
-/// One record, one packet: `op`, the name, a newline. `MSG_NOSIGNAL`: a
-/// dead tracker is an `EPIPE` to handle, never a `SIGPIPE` that would kill
-/// a process whose `SIGPIPE` is at its default action.
-fn write_record(socket: &OwnedFd, op: u8, name: &str) -> io::Result<()> {
-    let mut record = Vec::with_capacity(name.len() + 2);
+/// One record, one packet: `op`, the name, and for a name that must
+/// still be a given object, a NUL and its inode in decimal (names never
+/// hold a NUL). `MSG_NOSIGNAL`: a dead tracker is an `EPIPE` to handle,
+/// never a `SIGPIPE` that would kill a process whose `SIGPIPE` is at its
+/// default action.
+fn write_record(socket: &OwnedFd, op: u8, name: &str, inode: Option<u64>) -> io::Result<()> {
+    let mut record = Vec::with_capacity(name.len() + 22);
     record.push(op);
     record.extend_from_slice(name.as_bytes());
-    record.push(b'\n');
+    if let Some(inode) = inode {
+        record.push(0);
+        record.extend_from_slice(inode.to_string().as_bytes());
+    }
     let sent = rustix::io::retry_on_intr(|| {
         rustix::net::send(socket, &record, rustix::net::SendFlags::NOSIGNAL)
     })?;
     debug_assert_eq!(sent, record.len());
     Ok(())
+}
+
+/// A record as [`write_record`] makes it; `None` for anything else.
+fn parse_record(record: &[u8]) -> Option<(u8, &str, Option<u64>)> {
+    let (&op, rest) = record.split_first()?;
+    let (name, inode) = match rest.iter().position(|&b| b == 0) {
+        Some(at) => (
+            &rest[..at],
+            Some(std::str::from_utf8(&rest[at + 1..]).ok()?.parse().ok()?),
+        ),
+        None => (rest, None),
+    };
+    Some((op, std::str::from_utf8(name).ok()?, inode))
 }
 
 /// Starts a tracker and returns this side of its socket: a
@@ -143,36 +171,32 @@ fn start() -> io::Result<OwnedFd> {
 fn run(socket: OwnedFd) -> ! {
     let _ = rustix::process::setsid();
     close_all_but(socket.as_raw_fd());
-    let mut names: HashSet<String> = HashSet::new();
-    let mut pending = Vec::new();
-    let mut buf = [0u8; 4096];
+    let mut names: HashMap<String, Option<u64>> = HashMap::new();
+    // A packet of one record: at most 1 + 255 + 1 + 20 bytes.
+    let mut buf = [0u8; 512];
     loop {
-        // One packet, one record (names are at most 255 bytes).
-        match rustix::io::read(&socket, &mut buf) {
+        let n = match rustix::io::read(&socket, &mut buf) {
             Ok(0) => break,
-            Ok(n) => pending.extend_from_slice(&buf[..n]),
+            Ok(n) => n,
             Err(rustix::io::Errno::INTR) => continue,
             Err(_) => break,
-        }
-        while let Some(end) = pending.iter().position(|&b| b == b'\n') {
-            let line: Vec<u8> = pending.drain(..=end).collect();
-            let Ok(name) = std::str::from_utf8(&line[1..line.len() - 1]) else {
-                continue;
-            };
-            match line[0] {
-                b'+' => {
-                    names.insert(name.to_owned());
-                }
-                b'-' => {
-                    names.remove(name);
-                }
-                _ => {}
+        };
+        match parse_record(&buf[..n]) {
+            Some((b'+', name, inode)) => {
+                names.insert(name.to_owned(), inode);
             }
+            Some((b'-', name, _)) => {
+                names.remove(name);
+            }
+            _ => {}
         }
     }
-    for name in names {
-        // ENOENT (already gone) is fine: nothing to report, nobody to warn.
-        let _ = rustix::shm::unlink(format!("/{name}").as_str());
+    for (name, inode) in names {
+        // Already gone (ENOENT) is fine: nothing to report, nobody to warn.
+        let _ = match inode {
+            None => Segment::unlink_name(&name).map(|()| true),
+            Some(inode) => Segment::unlink_name_if_inode(&name, inode),
+        };
     }
     // SAFETY: ends the tracker without running inherited destructors.
     unsafe { libc::_exit(0) }

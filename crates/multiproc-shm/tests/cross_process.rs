@@ -86,6 +86,15 @@ fn child_create_around_a_dead_tracker(args: &[String]) {
     std::process::exit(0);
 }
 
+/// Creates and drops blocks until killed: one under the name
+/// `args[0]` + a counter, one under a generated name, in turns.
+fn child_create_in_a_loop(args: &[String]) {
+    for i in 0u64.. {
+        drop(SharedMemory::create(Some(&format!("{}{i}", args[0])), 4096).unwrap());
+        drop(SharedMemory::create(None, 4096).unwrap());
+    }
+}
+
 /// Receives a `(Value<u64>, RawValue<u64>, Array<u64>)` over the inherited
 /// socket and adds to each `args[0]` times: under the lock, atomically in
 /// place, and element-wise under the array's lock.
@@ -187,6 +196,39 @@ fn sigkilled_creator_is_reclaimed() {
             "{name} survived its SIGKILLed creator"
         );
     }
+}
+
+/// Names in `/dev/shm` that start with `mp_`.
+fn our_names() -> std::collections::HashSet<String> {
+    multiproc_testkit::shm_names("mp_").into_iter().collect()
+}
+
+fn a_creator_killed_inside_create_leaves_no_name() {
+    // Creators SIGKILLed at random instants, the first create among them
+    // (which also starts the tracker): every name they made must be
+    // reclaimed, whatever instant the kill hit.
+    let before = our_names();
+    let prefix = format!("mp_killed_in_create_{}_", std::process::id());
+    let mut seed = u64::from(std::process::id()) | 1;
+    for round in 0..150 {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        let prefix = format!("{prefix}{round}_");
+        let mut child = spawn("create_in_a_loop", &[&prefix], &[]).unwrap();
+        std::thread::sleep(Duration::from_micros(seed % 6000));
+        child.kill().unwrap();
+        child.wait().unwrap();
+    }
+    let left = || {
+        let mut left: Vec<String> = our_names().difference(&before).cloned().collect();
+        left.sort();
+        left
+    };
+    // Generated names and asked-for ones alike. (Other tests of this
+    // binary create blocks too, for a moment each.)
+    let reclaimed = eventually(Duration::from_secs(10), || left().is_empty());
+    assert!(reclaimed, "names left behind: {:?}", left());
 }
 
 fn a_dead_tracker_is_replaced_and_still_reclaims_every_name() {
@@ -528,6 +570,7 @@ fn wrong_element_type_is_refused() {
 
 fn main() {
     let roles: &[Role] = &[
+        ("create_in_a_loop", child_create_in_a_loop),
         (
             "create_around_a_dead_tracker",
             child_create_around_a_dead_tracker,
@@ -543,6 +586,7 @@ fn main() {
             child_opens_by_name_and_writes,
             sigkilled_creator_is_reclaimed,
             a_dead_tracker_is_replaced_and_still_reclaims_every_name,
+            a_creator_killed_inside_create_leaves_no_name,
             explicit_unlink_then_drop_does_not_fail_or_double_unlink,
             persistent_block_outlives_its_handle,
             python_creates_rust_opens,
