@@ -29,6 +29,9 @@ pub(crate) struct ChildState {
     reaper: Reaper,
     /// Raw wait status once collected (a pid can be reaped only once).
     status: Mutex<Option<i32>>,
+    /// Exited and reaped by the kernel before a pidfd could be opened (this
+    /// process ignores SIGCHLD): `pidfd` only stands in for one.
+    gone_at_start: bool,
 }
 
 impl ChildState {
@@ -48,9 +51,19 @@ impl ChildState {
     }
 
     fn new(pid: Pid, name: String, daemon: bool, reaper: Reaper) -> io::Result<Self> {
-        // Cannot race with pid reuse: the pid stays ours until we reap it.
-        let pidfd = rustix::process::pidfd_open(pid, PidfdFlags::empty())?;
-        Ok(Self::with_pidfd(pid, pidfd, name, daemon, reaper))
+        // The pid stays ours until we reap it, so this cannot race with pid
+        // reuse — unless this process ignores SIGCHLD: then the kernel reaps
+        // the child itself, and one that has exited already is gone (ESRCH).
+        match rustix::process::pidfd_open(pid, PidfdFlags::empty()) {
+            Ok(pidfd) => Ok(Self::with_pidfd(pid, pidfd, name, daemon, reaper)),
+            Err(rustix::io::Errno::SRCH) => {
+                let mut child = Self::with_pidfd(pid, gone()?, name, daemon, reaper);
+                child.gone_at_start = true;
+                *child.status.get_mut().unwrap_or_else(|e| e.into_inner()) = Some(STATUS_DISCARDED);
+                Ok(child)
+            }
+            Err(e) => Err(e.into()),
+        }
     }
 
     fn with_pidfd(pid: Pid, pidfd: OwnedFd, name: String, daemon: bool, reaper: Reaper) -> Self {
@@ -61,6 +74,7 @@ impl ChildState {
             pidfd,
             reaper,
             status: Mutex::new(None),
+            gone_at_start: false,
         }
     }
 
@@ -89,11 +103,11 @@ impl ChildState {
             return Ok(*status);
         }
         let raw = match &self.reaper {
-            Reaper::Own => match try_reap(self.pid)? {
+            Reaper::Own => match discarded(try_reap(self.pid))? {
                 Some(raw) => raw,
                 None if deadline.is_some_and(|d| d <= Instant::now()) => return Ok(None),
                 None if !readable(self.exit_fd(), deadline)? => return Ok(None),
-                None => reap(self.pid)?,
+                None => discarded(reap(self.pid).map(Some))?.unwrap_or(STATUS_DISCARDED),
             },
             Reaper::Relayed(fd) => {
                 if !readable(fd.as_fd(), deadline)? {
@@ -124,10 +138,38 @@ impl ChildState {
     /// Sends `signal` through the pidfd (cannot hit a reused pid); a child
     /// that already exited is not an error.
     pub(crate) fn signal(&self, signal: Signal) -> io::Result<()> {
+        if self.gone_at_start {
+            // Its pid is perhaps someone else's by now.
+            return Ok(());
+        }
         match rustix::process::pidfd_send_signal(&self.pidfd, signal) {
             Ok(()) | Err(rustix::io::Errno::SRCH) => Ok(()),
             Err(e) => Err(e.into()),
         }
+    }
+}
+
+/// The raw status of a child whose exit status the kernel discarded: it
+/// reaped the child itself because this process ignores `SIGCHLD` (or sets
+/// `SA_NOCLDWAIT`), or another part of the program reaped it first. Never a
+/// real wait status (bit 31 is never set in one).
+pub(crate) const STATUS_DISCARDED: i32 = i32::MIN;
+
+/// Stands in for the pidfd of a child that was gone before we could open
+/// one: the read end of a pipe whose write end is closed, readable (end of
+/// file) for ever, as a pidfd of an exited process is.
+fn gone() -> io::Result<OwnedFd> {
+    let (read, write) = rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC)?;
+    drop(write);
+    Ok(read)
+}
+
+/// `waitpid`'s `ECHILD` for our own child means its status is gone (see
+/// [`STATUS_DISCARDED`]); it exited, as our pidfd would show.
+fn discarded(result: io::Result<Option<i32>>) -> io::Result<Option<i32>> {
+    match result {
+        Err(e) if e.raw_os_error() == Some(libc::ECHILD) => Ok(Some(STATUS_DISCARDED)),
+        other => other,
     }
 }
 

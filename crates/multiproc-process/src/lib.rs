@@ -56,6 +56,19 @@
 //! When the parent exits normally, daemon children are sent `SIGTERM` and
 //! non-daemon children are waited for (Python's behaviour). A daemon child
 //! also dies when its parent dies abnormally, even by `SIGKILL`.
+//!
+//! # Hosts that ignore `SIGCHLD`
+//!
+//! A process whose `SIGCHLD` is `SIG_IGN` (or that sets `SA_NOCLDWAIT`, or
+//! reaps every child itself with `waitpid(-1)`) leaves the kernel to discard
+//! its children's exit statuses. Its Fork and Spawn children are joined all
+//! the same: a child's value or panic comes over its own channel, and its
+//! exit is seen through its pidfd. Only a child that exits without a value
+//! cannot say how: its join gives [`ProcessError::StatusDiscarded`] and its
+//! [`exitcode`](Process::exitcode) stays `None`. In such a host a child that
+//! exits before its pidfd is opened cannot be told from a new process that
+//! took its pid at once; the library then treats it as gone. ForkServer
+//! children are unaffected (the server reaps them).
 #![warn(missing_docs)]
 
 mod bootstrap;

@@ -15,7 +15,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::bootstrap::{Header, Outcome, Payload, SPAWN_ENV, forked_child_main, reexec};
-use crate::child::{ChildState, exit_code, readable, ready_soon, signal_name};
+use crate::child::{ChildState, STATUS_DISCARDED, exit_code, readable, ready_soon, signal_name};
 use crate::same_cpu::{self, PinnedHere};
 use crate::target::{self, ExeId, Trampoline};
 use crate::{StartMethod, forkserver, get_start_method, info, registry};
@@ -46,6 +46,12 @@ pub enum ProcessError {
     Timeout,
     /// The value was already taken by an earlier join.
     AlreadyJoined,
+    /// The process exited without returning a value, and its exit status
+    /// is unknown: the kernel discarded it, because this process ignores
+    /// `SIGCHLD` (or set `SA_NOCLDWAIT`), or because another part of the
+    /// program reaped the child first. A child that returned a value is
+    /// joined as usual all the same.
+    StatusDiscarded,
     /// Talking to the child or waiting for it failed.
     Io(io::Error),
 }
@@ -55,6 +61,12 @@ impl ProcessError {
     #[must_use]
     pub fn is_timeout(&self) -> bool {
         matches!(self, Self::Timeout)
+    }
+
+    /// Whether this is [`ProcessError::StatusDiscarded`].
+    #[must_use]
+    pub fn is_status_discarded(&self) -> bool {
+        matches!(self, Self::StatusDiscarded)
     }
 }
 
@@ -68,6 +80,10 @@ impl fmt::Display for ProcessError {
             Self::Result(_) => f.write_str("process result did not decode"),
             Self::Timeout => f.write_str("timed out waiting for the process"),
             Self::AlreadyJoined => f.write_str("process result already taken"),
+            Self::StatusDiscarded => f.write_str(
+                "process exited, but the kernel discarded its exit status: \
+                 SIGCHLD is ignored here, or another part of the program reaped it",
+            ),
             Self::Io(_) => f.write_str("i/o error with the process"),
         }
     }
@@ -447,6 +463,7 @@ impl<R: DeserializeOwned> Process<R> {
             }
             Some(Outcome::Panicked(message)) => Err(ProcessError::Panicked(message)),
             Some(Outcome::Bootstrap(why)) => Err(ProcessError::Bootstrap(why)),
+            None if status == STATUS_DISCARDED => Err(ProcessError::StatusDiscarded),
             None if libc::WIFSIGNALED(status) => {
                 let signal = libc::WTERMSIG(status);
                 Err(ProcessError::Killed {
@@ -543,10 +560,17 @@ impl<R> Process<R> {
     }
 
     /// Python's `exitcode`: `None` while running, the exit status, or minus
-    /// the signal that killed it.
+    /// the signal that killed it. Also `None` once it has exited if the
+    /// kernel discarded its status (see [`ProcessError::StatusDiscarded`]);
+    /// [`is_alive`](Self::is_alive) tells the two apart.
     #[must_use]
     pub fn exitcode(&self) -> Option<i32> {
-        self.child.try_status().ok().flatten().map(exit_code)
+        self.child
+            .try_status()
+            .ok()
+            .flatten()
+            .filter(|&status| status != STATUS_DISCARDED)
+            .map(exit_code)
     }
 
     /// Sends `SIGTERM` (Python's `terminate()`); a finished process is left
