@@ -431,3 +431,157 @@ fn terminating_or_dropping_a_pool_from_its_callback_returns() {
         }
     });
 }
+
+/// Counts itself as started in the named block, then aborts the worker: an
+/// initializer that never returns nor panics.
+fn aborting_init(block: String) {
+    let shm = SharedMemory::open(&block).unwrap();
+    shm.segment()
+        .view::<std::sync::atomic::AtomicU64>(0)
+        .unwrap()
+        .fetch_add(1, Ordering::SeqCst);
+    std::process::abort();
+}
+
+#[test]
+fn an_aborting_initializer_is_reported_not_looped() {
+    let block = SharedMemory::create(None, 64).unwrap();
+    let name = block.name().to_owned();
+    let starts = move || {
+        block
+            .segment()
+            .view::<std::sync::atomic::AtomicU64>(0)
+            .unwrap()
+            .load(Ordering::SeqCst)
+    };
+    within(Duration::from_secs(20), move || {
+        let pool = Pool::builder()
+            .processes(2)
+            .initializer(aborting_init, name)
+            .build()
+            .unwrap();
+        let first = pool.apply(square, 2);
+        // Bounded: a few fresh workers, then no more.
+        let after_failure = starts();
+        std::thread::sleep(Duration::from_secs(1));
+        let later = starts();
+        assert!(
+            (2..=8).contains(&later),
+            "{later} workers started by a pool of 2 ({first:?})"
+        );
+        assert_eq!(
+            later, after_failure,
+            "workers still started after the failure"
+        );
+        match first {
+            Err(TaskError::InitializerFailed(message)) => {
+                assert!(message.contains("SIGABRT"), "{message}")
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(matches!(
+            pool.apply(square, 3),
+            Err(TaskError::InitializerFailed(_))
+        ));
+    });
+}
+
+/// Environment variable that runs a test's body in a child process of the
+/// test binary (for process-wide settings like rlimits).
+const ROLE: &str = "MULTIPROC_POOL_TEST_ROLE";
+
+/// Runs test `name` again in a child process with [`ROLE`] set; passes when
+/// that child does.
+fn in_child_process(name: &str) {
+    let out = std::process::Command::new(std::env::current_exe().unwrap())
+        .args(["--exact", name, "--nocapture", "--test-threads=1"])
+        .env(ROLE, name)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success() && stdout.contains("1 passed"),
+        "{name} in a child process: {}\n{stdout}\n{stderr}",
+        out.status
+    );
+}
+
+fn open_fds() -> usize {
+    std::fs::read_dir("/proc/self/fd").unwrap().count()
+}
+
+/// Children of this process, from every thread's children list.
+fn child_pids() -> Vec<u32> {
+    let mut pids = Vec::new();
+    for task in std::fs::read_dir("/proc/self/task").unwrap().flatten() {
+        let children = std::fs::read_to_string(task.path().join("children")).unwrap_or_default();
+        pids.extend(
+            children
+                .split_whitespace()
+                .filter_map(|p| p.parse::<u32>().ok()),
+        );
+    }
+    pids
+}
+
+#[test]
+fn a_pool_that_cannot_start_leaks_nothing_and_names_the_cause() {
+    const NAME: &str = "a_pool_that_cannot_start_leaks_nothing_and_names_the_cause";
+    if std::env::var(ROLE).as_deref() != Ok(NAME) {
+        return in_child_process(NAME);
+    }
+    use rustix::process::{Resource, Rlimit, getrlimit, setrlimit};
+    // Warm up what the process keeps open anyway (a first pool).
+    // Fork workers: the fork server is a helper of the process, not of the
+    // pool, and would count as a child.
+    multiproc_process::set_start_method(StartMethod::Fork);
+    let pool = Pool::new(1).unwrap();
+    assert_eq!(pool.apply(square, 3).unwrap(), 9);
+    drop(pool);
+    // Helpers the process keeps (such as a shared-memory tracker).
+    let tracker = child_pids();
+    let base = open_fds();
+    let old = getrlimit(Resource::Nofile);
+    // Room for a worker or two of four, not for all.
+    let limit = (base + 12) as u64;
+    setrlimit(
+        Resource::Nofile,
+        Rlimit {
+            current: Some(limit),
+            maximum: old.maximum,
+        },
+    )
+    .unwrap();
+    let mut fds = Vec::new();
+    for _ in 0..4 {
+        let error = Pool::new(4).expect_err("four workers do not fit");
+        let children: Vec<String> = child_pids()
+            .into_iter()
+            .filter(|pid| !tracker.contains(pid))
+            .map(|pid| {
+                std::fs::read_to_string(format!("/proc/{pid}/stat"))
+                    .unwrap_or_else(|_| pid.to_string())
+            })
+            .collect();
+        fds.push(open_fds());
+        assert!(
+            children.is_empty(),
+            "workers left running: {children:?} ({error}; fds {base} -> {fds:?})"
+        );
+        let cause = std::error::Error::source(&error)
+            .and_then(|s| s.downcast_ref::<std::io::Error>())
+            .and_then(std::io::Error::raw_os_error);
+        assert_eq!(cause, Some(24), "{error} / {error:?}");
+        assert!(
+            error.to_string().contains("could not start the pool")
+                && error.to_string().contains("too many open files"),
+            "{error}"
+        );
+    }
+    setrlimit(Resource::Nofile, old).unwrap();
+    assert!(
+        fds.iter().all(|&n| n == base),
+        "open fds went from {base} to {fds:?}"
+    );
+}

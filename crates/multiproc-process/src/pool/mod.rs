@@ -95,6 +95,13 @@ const WIND_DOWN_WAIT: Duration = Duration::from_secs(1);
 /// How long `terminate` waits after `SIGTERM` before `SIGKILL`.
 const TERMINATE_GRACE: Duration = Duration::from_millis(200);
 
+/// Deaths of fresh workers in their initializer in a row, beyond one per
+/// worker, after which the initializer counts as failed.
+const INIT_DEATHS_BEYOND_WORKERS: u32 = 3;
+
+/// Longest wait before replacing a worker that died in its initializer.
+const MAX_RESPAWN_BACKOFF: Duration = Duration::from_secs(1);
+
 /// What a task's outcome is delivered to: the encoded
 /// `Vec<Result<R, String>>` of its chunk, or why the whole chunk failed.
 type Sink = Box<dyn FnOnce(Result<Vec<u8>, TaskError>) + Send>;
@@ -107,6 +114,8 @@ struct Worker {
     outstanding: VecDeque<Task>,
     assigned: u64,
     retiring: bool,
+    /// Its initializer returned (always, without one).
+    initialized: bool,
 }
 
 #[derive(Default)]
@@ -119,6 +128,10 @@ struct State {
     terminated: bool,
     broken: Option<String>,
     finished: bool,
+    /// Workers that died in their initializer since one last got through it.
+    init_deaths: u32,
+    /// No worker is started before then (back-off after `init_deaths`).
+    respawn_at: Option<Instant>,
 }
 
 impl State {
@@ -214,18 +227,26 @@ impl PoolBuilder {
             reports: Reports::new(REPORT_RING).map_err(io::Error::other)?,
             config,
         });
-        {
-            let mut state = shared.lock();
-            for _ in 0..shared.config.processes {
-                let worker = shared.spawn_worker()?;
-                state.workers.push(worker);
+        let mut workers = Vec::with_capacity(shared.config.processes);
+        for _ in 0..shared.config.processes {
+            match shared.spawn_worker() {
+                Ok(worker) => workers.push(worker),
+                Err(e) => return Err(shared.abandon(workers, e)),
             }
         }
+        shared.lock().workers = workers;
         let thread = {
-            let shared = Arc::clone(&shared);
+            let runner = Arc::clone(&shared);
             std::thread::Builder::new()
                 .name("multiproc-pool".into())
-                .spawn(move || shared.run())?
+                .spawn(move || runner.run())
+        };
+        let thread = match thread {
+            Ok(thread) => thread,
+            Err(e) => {
+                let workers = std::mem::take(&mut shared.lock().workers);
+                return Err(shared.abandon(workers, e));
+            }
         };
         Ok(Pool {
             shared,
@@ -811,7 +832,23 @@ impl Shared {
             outstanding: VecDeque::new(),
             assigned: 0,
             retiring: false,
+            initialized: self.config.init.is_none(),
         })
+    }
+
+    /// Undoes a `build` that failed with `error`: stops and reaps the
+    /// workers started so far and closes the report queue; returns the
+    /// error to give the caller.
+    fn abandon(&self, workers: Vec<Worker>, error: io::Error) -> io::Error {
+        for w in &workers {
+            w.tasks.close();
+            let _ = w.process.kill();
+        }
+        for mut w in workers {
+            let _ = w.process.join();
+        }
+        self.reports.close();
+        StartError::wrap(error)
     }
 
     /// Hands pending tasks to workers with room, each to the least loaded
@@ -931,18 +968,13 @@ impl Shared {
                 self.replace_retiring(state);
             }
             Report::InitFailed { worker: 0, .. } => {} // a wake-up from `close`
-            Report::InitFailed { message, .. } => {
-                state.broken = Some(message.clone());
-                let mut stranded = std::mem::take(&mut state.pending);
-                for w in &mut state.workers {
-                    stranded.extend(w.outstanding.drain(..));
+            Report::InitFailed { message, .. } => fail_initializer(state, &message, ready),
+            Report::Ready { worker } => {
+                if let Some(w) = state.workers.iter_mut().find(|w| w.process.pid() == worker) {
+                    w.initialized = true;
                 }
-                for task in stranded {
-                    if let Some(sink) = state.sinks.remove(task.id) {
-                        ready.push((sink, Err(TaskError::InitializerFailed(message.clone()))));
-                    }
-                }
-                state.let_workers_go();
+                state.init_deaths = 0;
+                state.respawn_at = None;
             }
         }
     }
@@ -953,6 +985,9 @@ impl Shared {
         if state.broken.is_some() || state.terminated || (state.closed && state.pending.is_empty())
         {
             return;
+        }
+        if state.respawn_at.is_some_and(|at| Instant::now() < at) {
+            return; // backing off; retried at a later check
         }
         for _ in active..self.config.processes {
             match self.spawn_worker() {
@@ -985,6 +1020,14 @@ impl Shared {
             }
             let mut dead = state.workers.swap_remove(index);
             let exitcode = dead.process.exitcode().unwrap_or(0);
+            if !dead.initialized {
+                // It died in its initializer: none of its tasks started.
+                for task in dead.outstanding.drain(..).rev() {
+                    state.pending.push_front(task);
+                }
+                self.initializer_died(state, exitcode, ready);
+                continue;
+            }
             let mut stranded = dead.outstanding.drain(..);
             if let Some(running) = stranded.next()
                 && let Some(sink) = state.sinks.remove(running.id)
@@ -997,6 +1040,39 @@ impl Shared {
             }
         }
         self.replace_retiring(state);
+    }
+
+    /// A fresh worker died in its initializer (killed, aborted, exited):
+    /// its replacement waits a little longer each time, and after a few in
+    /// a row the initializer counts as failed, as when it panics.
+    fn initializer_died(
+        &self,
+        state: &mut State,
+        exitcode: i32,
+        ready: &mut Vec<(Sink, Result<Vec<u8>, TaskError>)>,
+    ) {
+        if state.broken.is_some() {
+            return; // reported by the worker already
+        }
+        state.init_deaths += 1;
+        let workers = u32::try_from(self.config.processes).unwrap_or(u32::MAX);
+        if state.init_deaths >= workers.saturating_add(INIT_DEATHS_BEYOND_WORKERS) {
+            let how = if exitcode < 0 {
+                format!("killed by {}", signal_name(-exitcode))
+            } else {
+                format!("exited with code {exitcode}")
+            };
+            let message = format!(
+                "{} workers in a row died in the initializer, the last {how}",
+                state.init_deaths
+            );
+            fail_initializer(state, &message, ready);
+            return;
+        }
+        let backoff = CHECK_INTERVAL
+            .saturating_mul(1 << state.init_deaths.min(10))
+            .min(MAX_RESPAWN_BACKOFF);
+        state.respawn_at = Some(Instant::now() + backoff);
     }
 
     /// After `close`: once every task is done, lets the workers go; true
@@ -1018,6 +1094,79 @@ impl Shared {
             }
         }
         true
+    }
+}
+
+/// The initializer failed (`message`): every task fails with
+/// [`TaskError::InitializerFailed`], later ones are refused, and the
+/// workers are let go.
+fn fail_initializer(
+    state: &mut State,
+    message: &str,
+    ready: &mut Vec<(Sink, Result<Vec<u8>, TaskError>)>,
+) {
+    state.broken = Some(message.to_owned());
+    let mut stranded = std::mem::take(&mut state.pending);
+    for w in &mut state.workers {
+        stranded.extend(w.outstanding.drain(..));
+    }
+    for task in stranded {
+        if let Some(sink) = state.sinks.remove(task.id) {
+            ready.push((sink, Err(TaskError::InitializerFailed(message.to_owned()))));
+        }
+    }
+    state.let_workers_go();
+}
+
+/// Why a pool could not be built: the OS error behind it, as the source.
+#[derive(Debug)]
+struct StartError {
+    source: io::Error,
+}
+
+impl StartError {
+    /// The error of a failed `build`, with the innermost OS error found in
+    /// `error`'s sources as its cause (out of descriptors shows up as a
+    /// descriptor that could not be encoded otherwise), or `error` itself.
+    fn wrap(error: io::Error) -> io::Error {
+        let mut os = error.raw_os_error();
+        let mut next = std::error::Error::source(&error);
+        while let Some(e) = next {
+            if let Some(code) = e
+                .downcast_ref::<io::Error>()
+                .and_then(io::Error::raw_os_error)
+            {
+                os = Some(code);
+            }
+            next = e.source();
+        }
+        let source = os.map_or(error, io::Error::from_raw_os_error);
+        io::Error::new(source.kind(), Self { source })
+    }
+}
+
+impl fmt::Display for StartError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let cause = self.source.to_string();
+        // "Too many open files (os error 24)" reads "too many open files".
+        let cause = match cause.rfind(" (os error ") {
+            Some(at) if self.source.raw_os_error().is_some() => &cause[..at],
+            _ => &cause,
+        };
+        let mut chars = cause.chars();
+        let first = chars.next().map(|c| c.to_lowercase().to_string());
+        write!(
+            f,
+            "could not start the pool: {}{}",
+            first.unwrap_or_default(),
+            chars.as_str()
+        )
+    }
+}
+
+impl std::error::Error for StartError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        Some(&self.source)
     }
 }
 

@@ -9,7 +9,7 @@
 //! |---|---|
 //! | 16..8 | task id, little endian (0 for `InitFailed`) |
 //! | 8..4 | worker pid, little endian |
-//! | 4..0 | kind: `DONE`, `FAILED` (payload: UTF-8 message), `INIT_FAILED` (payload: UTF-8 message) |
+//! | 4..0 | kind: `DONE`, `FAILED` (payload: UTF-8 message), `INIT_FAILED` (payload: UTF-8 message), `READY` (no payload) |
 
 use multiproc_queue::{GetTimeoutError, Queue, QueueError};
 use serde::{Deserialize, Serialize};
@@ -21,6 +21,7 @@ const TRAILER: usize = 16;
 const DONE: u32 = 1;
 const FAILED: u32 = 2;
 const INIT_FAILED: u32 = 3;
+const READY: u32 = 4;
 
 /// What a worker reports.
 #[derive(Debug, PartialEq, Eq)]
@@ -34,6 +35,8 @@ pub(crate) enum Report {
     },
     /// The initializer of `worker` failed; it exits.
     InitFailed { worker: u32, message: String },
+    /// The initializer of `worker` returned; it takes tasks now.
+    Ready { worker: u32 },
 }
 
 impl Report {
@@ -51,6 +54,7 @@ impl Report {
                 result: Err(message),
             } => (message.as_bytes(), *id, *worker, FAILED),
             Self::InitFailed { worker, message } => (message.as_bytes(), 0, *worker, INIT_FAILED),
+            Self::Ready { worker } => (&[], 0, *worker, READY),
         }
     }
 
@@ -93,6 +97,7 @@ impl Report {
                 worker,
                 message: text(message),
             },
+            READY => Self::Ready { worker },
             _ => return None,
         })
     }
@@ -183,6 +188,7 @@ mod tests {
                 worker: 3,
                 message: "cannot initialise".into(),
             },
+            Report::Ready { worker: 5 },
         ] {
             assert_eq!(round_trip(&report).as_ref(), Some(&report));
         }

@@ -37,6 +37,11 @@ pub(crate) fn worker_main(args: WorkerArgs) {
             });
             return;
         }
+        // The pool counts a worker that dies before this as killed by its
+        // initializer.
+        if !args.reports.put(&Report::Ready { worker: me }) {
+            return;
+        }
     }
     // One buffer for every task message: no allocation per task.
     let mut message = Vec::new();
