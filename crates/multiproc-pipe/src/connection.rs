@@ -364,8 +364,17 @@ impl Connection {
         // The descriptors ride with the first byte of the frame: the
         // receiver relies on that to give them to the right message
         // (see the `recv` module).
-        scm::send_all(&self.fd, &frame, &borrowed)?;
-        Ok(())
+        let sent = loop {
+            match scm::send(&self.fd, &frame, &borrowed) {
+                Ok(sent) => break sent,
+                // Non-blocking descriptor: nothing went; wait, then retry.
+                Err(err) if err.kind() == io::ErrorKind::WouldBlock => {
+                    crate::wait::poll_writable(self.fd.as_fd())?;
+                }
+                Err(err) => return Err(SendError::Io(err)),
+            }
+        };
+        self.write_all(&[IoSlice::new(&frame[sent..])])
     }
 
     /// Sends `frame[MAX_HEADER..MAX_HEADER + len]` after writing its header
@@ -534,6 +543,10 @@ impl Connection {
     /// Writes all of `parts`, retrying after short writes and `EINTR`.
     /// Sockets use `sendmsg(MSG_NOSIGNAL)`; pipes `writev` (see the
     /// `sigpipe` module for why that cannot raise `SIGPIPE` either).
+    ///
+    /// On a non-blocking descriptor (`EAGAIN`), it waits for writability
+    /// and goes on: a frame is never left half-written, so sending blocks
+    /// even there.
     fn write_all(&self, parts: &[IoSlice<'_>]) -> Result<(), SendError> {
         let mut storage: [IoSlice<'_>; 2] = [IoSlice::new(&[]), IoSlice::new(&[])];
         let count = parts.len().min(2);
@@ -560,6 +573,7 @@ impl Connection {
             match result {
                 Ok(n) => IoSlice::advance_slices(&mut slices, n),
                 Err(Errno::INTR) => {}
+                Err(Errno::AGAIN) => crate::wait::poll_writable(self.fd.as_fd())?,
                 Err(err) => return Err(SendError::Io(err.into())),
             }
         }
@@ -697,6 +711,11 @@ impl Connection {
     /// [`RecvError::Eof`] when the peer closed, [`RecvError::Truncated`]
     /// when it closed mid-message, [`RecvError::BadMessageLength`],
     /// [`RecvError::NotReadable`], [`RecvError::Io`].
+    /// [`RecvError::WouldBlock`] when the descriptor was made non-blocking
+    /// (`O_NONBLOCK`) and no whole message has arrived: the bytes received
+    /// so far are kept and the next call continues the same message.
+    /// (Sends on such a descriptor wait for writability instead, so a frame
+    /// is never left half-written.)
     pub fn recv_bytes(&mut self) -> Result<Vec<u8>, RecvError> {
         self.recv_bytes_max(self.max_message_len)
     }

@@ -52,6 +52,7 @@ macro_rules! codec_io_error {
 /// | [`Codec`](Self::Codec), [`BufferTooShort`](Self::BufferTooShort) | usable: the frame was consumed whole, the next `recv` reads the next frame |
 /// | [`BadMessageLength`](Self::BadMessageLength) | the header stays unread: a call with a larger limit can still take the frame |
 /// | [`Eof`](Self::Eof) | the peer is gone; every later `recv` is `Eof` again |
+/// | [`WouldBlock`](Self::WouldBlock) | usable: the bytes of the unfinished frame are kept, the next `recv` continues it |
 /// | [`Truncated`](Self::Truncated), [`Io`](Self::Io) | broken: close it |
 ///
 /// # Examples
@@ -107,11 +108,23 @@ pub enum RecvError {
     /// consumed.
     #[cfg(feature = "pickle")]
     Pickle(serde_pickle::Error),
+    /// The descriptor is non-blocking (`O_NONBLOCK`) and no complete
+    /// message has arrived yet. The part of a frame that did arrive is kept:
+    /// wait for readability (e.g. [`poll`](crate::Connection::poll)) and
+    /// call again to continue the same message.
+    WouldBlock,
     /// The operating system refused the read.
     Io(io::Error),
 }
 
 impl RecvError {
+    /// Whether this is [`RecvError::WouldBlock`]: a non-blocking descriptor
+    /// has no complete message yet; try again when it is readable.
+    #[must_use]
+    pub fn is_would_block(&self) -> bool {
+        matches!(self, Self::WouldBlock)
+    }
+
     /// Whether this is [`RecvError::Eof`]: the peer closed the connection.
     #[must_use]
     pub fn is_eof(&self) -> bool {
@@ -160,6 +173,9 @@ impl fmt::Display for RecvError {
             Self::Codec(_) => f.write_str("received message could not be decoded"),
             #[cfg(feature = "pickle")]
             Self::Pickle(_) => f.write_str("received pickle could not be decoded"),
+            Self::WouldBlock => {
+                f.write_str("no complete message available yet (non-blocking descriptor)")
+            }
             Self::Io(_) => f.write_str("reading from the connection failed"),
         }
     }
@@ -173,6 +189,7 @@ impl From<RecvError> for io::Error {
             RecvError::Eof | RecvError::Truncated { .. } => io::ErrorKind::UnexpectedEof,
             RecvError::Io(inner) => inner.kind(),
             RecvError::NotReadable => io::ErrorKind::Unsupported,
+            RecvError::WouldBlock => io::ErrorKind::WouldBlock,
             _ => io::ErrorKind::InvalidData,
         };
         io::Error::new(kind, err)

@@ -30,6 +30,14 @@
 //! of the vector's spare capacity (large payloads are read into
 //! uninitialised memory, see `RecvBuf::payload_rest`).
 //!
+//! # Non-blocking descriptors
+//!
+//! A read that fails with `WouldBlock` (a descriptor with `O_NONBLOCK`)
+//! loses nothing: header bytes and small frames stay in the read-ahead
+//! buffer, and a large payload read so far is kept as a [`Partial`] frame.
+//! The error is [`RecvError::WouldBlock`], and the next receive continues
+//! the same frame.
+//!
 //! # Memory follows the data, not the header
 //!
 //! A header is only the peer's word. A large payload's vector starts at
@@ -133,6 +141,33 @@ impl Payload<'_> {
 /// A frame's payload and descriptors, both owned.
 type OwnedFrame = (Vec<u8>, Vec<OwnedFd>);
 
+/// A large frame whose header was consumed and whose payload has not
+/// arrived whole: the read that would have brought more said `WouldBlock`.
+struct Partial {
+    /// The payload bytes received so far.
+    out: Vec<u8>,
+    /// The payload length the header announced.
+    len: usize,
+    header_len: usize,
+    /// Stream offset of the frame's first header byte.
+    frame_start: u64,
+}
+
+/// Whether `err` is a read refused by a non-blocking descriptor.
+fn is_would_block(err: &RecvError) -> bool {
+    matches!(err, RecvError::Io(e) if e.kind() == io::ErrorKind::WouldBlock)
+}
+
+/// Reports a read refused by a non-blocking descriptor as
+/// [`RecvError::WouldBlock`].
+fn typed(err: RecvError) -> RecvError {
+    if is_would_block(&err) {
+        RecvError::WouldBlock
+    } else {
+        err
+    }
+}
+
 /// The read-ahead buffer and the descriptor batches of one connection.
 #[derive(Default)]
 pub(crate) struct RecvBuf {
@@ -147,6 +182,9 @@ pub(crate) struct RecvBuf {
     /// Payload length of the last frame received: the guess for the next
     /// one (see [`speculate`](Self::speculate)).
     last_len: usize,
+    /// A large frame interrupted by `WouldBlock`, continued by the next
+    /// receive.
+    partial: Option<Partial>,
 }
 
 impl RecvBuf {
@@ -281,41 +319,84 @@ impl RecvBuf {
         fds
     }
 
-    /// Reads exactly `dst.len()` payload bytes: first from the buffer, then
-    /// straight from the OS. `after` is how many bytes of the frame follow
-    /// `dst` (for the error report).
+    /// Completes the payload `dst` (the whole payload of the frame that
+    /// starts at stream offset `frame_start`) of which the first `done`
+    /// bytes are there: first from the buffer, then straight from the OS.
+    /// When the OS says `WouldBlock`, what arrived is kept as the
+    /// [`Partial`] frame for the next receive.
     fn payload_into(
         &mut self,
         dst: &mut [u8],
-        frame_len: u64,
-        after: u64,
+        mut done: usize,
+        header_len: usize,
+        frame_start: u64,
         read: &mut impl Source,
     ) -> Result<(), RecvError> {
-        let from_buf = self.buffered().min(dst.len());
-        dst[..from_buf].copy_from_slice(&self.buf[self.start..self.start + from_buf]);
+        let from_buf = self.buffered().min(dst.len() - done);
+        dst[done..done + from_buf].copy_from_slice(&self.buf[self.start..self.start + from_buf]);
         self.start += from_buf;
-        let mut done = from_buf;
+        done += from_buf;
         while done < dst.len() {
             let n = if self.eof {
                 0
             } else {
-                Self::read_into(
+                match Self::read_into(
                     &mut self.read_total,
                     &mut self.batches,
                     &mut dst[done..],
                     read,
-                )?
+                ) {
+                    Ok(n) => n,
+                    Err(err) => {
+                        let err = RecvError::Io(err);
+                        if is_would_block(&err) {
+                            let mut out = Vec::new();
+                            reserve(&mut out, done)?;
+                            out.extend_from_slice(&dst[..done]);
+                            self.partial = Some(Partial {
+                                out,
+                                len: dst.len(),
+                                header_len,
+                                frame_start,
+                            });
+                        }
+                        return Err(err);
+                    }
+                }
             };
             if n == 0 {
                 self.eof = true;
                 return Err(RecvError::Truncated {
-                    expected: frame_len,
-                    received: frame_len - (dst.len() - done) as u64 - after,
+                    expected: (header_len + dst.len()) as u64,
+                    received: (header_len + done) as u64,
                 });
             }
             done += n;
         }
         Ok(())
+    }
+
+    /// Completes the large frame `partial` (see [`payload_rest`](Self::payload_rest));
+    /// on `WouldBlock` it stays the partial frame for the next receive.
+    fn finish_large(
+        &mut self,
+        mut partial: Partial,
+        read: &mut impl Source,
+    ) -> Result<OwnedFrame, RecvError> {
+        match self.payload_rest(&mut partial.out, partial.len, partial.header_len, read) {
+            Ok(()) => {
+                let frame_len = (partial.header_len + partial.len) as u64;
+                let fds = self.claim_fds(partial.frame_start, frame_len);
+                self.last_len = partial.len;
+                Ok((partial.out, fds))
+            }
+            Err(err) => {
+                if is_would_block(&err) {
+                    self.partial = Some(partial);
+                }
+                Err(err)
+            }
+        }
     }
 
     /// The capacity to give a payload of `len` bytes before its bytes
@@ -333,15 +414,15 @@ impl RecvBuf {
     /// word alone. `header_len` is for the error report.
     fn payload_rest(
         &mut self,
-        mut out: Vec<u8>,
+        out: &mut Vec<u8>,
         len: usize,
         header_len: usize,
         read: &mut impl Source,
-    ) -> Result<Vec<u8>, RecvError> {
+    ) -> Result<(), RecvError> {
         debug_assert!(out.len() <= len);
         let from_buf = self.buffered().min(len - out.len());
         if from_buf > out.capacity() - out.len() {
-            reserve(&mut out, from_buf)?;
+            reserve(out, from_buf)?;
         }
         out.extend_from_slice(&self.buf[self.start..self.start + from_buf]);
         self.start += from_buf;
@@ -349,7 +430,7 @@ impl RecvBuf {
             let done = out.len();
             if out.capacity() == done {
                 // Double what arrived (at least one step), never past `len`.
-                reserve(&mut out, (len - done).min(done.max(GROW_STEP)))?;
+                reserve(out, (len - done).min(done.max(GROW_STEP)))?;
             }
             let room = (len - done).min(out.capacity() - done);
             let n = if self.eof {
@@ -370,7 +451,7 @@ impl RecvBuf {
             unsafe { out.set_len(done + n) };
             self.read_total += n as u64;
         }
-        Ok(out)
+        Ok(())
     }
 
     /// Receives one frame of at most `max` payload bytes, with the
@@ -380,6 +461,19 @@ impl RecvBuf {
         max: usize,
         read: &mut impl Source,
     ) -> Result<(Payload<'_>, Vec<OwnedFd>), RecvError> {
+        self.frame_inner(max, read).map_err(typed)
+    }
+
+    /// [`frame`](Self::frame), with a refused read still `RecvError::Io`.
+    fn frame_inner(
+        &mut self,
+        max: usize,
+        read: &mut impl Source,
+    ) -> Result<(Payload<'_>, Vec<OwnedFd>), RecvError> {
+        if let Some(partial) = self.partial.take() {
+            let (payload, fds) = self.finish_large(partial, read)?;
+            return Ok((Payload::Owned(payload), fds));
+        }
         if self.buffered() == 0
             && !self.eof
             && self.last_len > SPECULATE_FROM
@@ -410,10 +504,14 @@ impl RecvBuf {
             ));
         }
         self.start += header_len;
-        let out = self.payload_rest(Vec::new(), len, header_len, read)?;
-        let fds = self.claim_fds(frame_start, frame_len);
-        self.last_len = len;
-        Ok((Payload::Owned(out), fds))
+        let partial = Partial {
+            out: Vec::new(),
+            len,
+            header_len,
+            frame_start,
+        };
+        let (payload, fds) = self.finish_large(partial, read)?;
+        Ok((Payload::Owned(payload), fds))
     }
 
     /// The large-message path, taken after a large frame: read the next
@@ -466,16 +564,18 @@ impl RecvBuf {
             return Ok(None);
         };
         self.start = 4;
-        let frame_len = 4 + len as u64;
         // The payload straight into fresh, uninitialised memory: no copy
         // and no zeroing, the two costs a large message would otherwise
         // pay on top of the `read` itself.
-        let mut payload = Vec::new();
-        reserve(&mut payload, self.first_capacity(len))?;
-        let payload = self.payload_rest(payload, len, 4, read)?;
-        let fds = self.claim_fds(frame_start, frame_len);
-        self.last_len = len;
-        Ok(Some((payload, fds)))
+        let mut out = Vec::new();
+        reserve(&mut out, self.first_capacity(len))?;
+        let partial = Partial {
+            out,
+            len,
+            header_len: 4,
+            frame_start,
+        };
+        self.finish_large(partial, read).map(Some)
     }
 
     /// One scatter read of a short header into the (empty) buffer and what
@@ -550,6 +650,26 @@ impl RecvBuf {
         max: usize,
         read: &mut impl Source,
     ) -> Result<usize, RecvError> {
+        self.frame_into_inner(dst, max, read).map_err(typed)
+    }
+
+    /// [`frame_into`](Self::frame_into), with a refused read still
+    /// `RecvError::Io`.
+    fn frame_into_inner(
+        &mut self,
+        dst: &mut [u8],
+        max: usize,
+        read: &mut impl Source,
+    ) -> Result<usize, RecvError> {
+        if let Some(partial) = self.partial.take() {
+            let (message, fds) = self.finish_large(partial, read)?;
+            drop(fds);
+            if message.len() > dst.len() {
+                return Err(RecvError::BufferTooShort(message));
+            }
+            dst[..message.len()].copy_from_slice(&message);
+            return Ok(message.len());
+        }
         if self.buffered() == 0
             && !self.eof
             && self.last_len > SPECULATE_FROM
@@ -563,19 +683,24 @@ impl RecvBuf {
                 let mut message = Vec::new();
                 reserve(&mut message, self.first_capacity(len).max(got))?;
                 message.extend_from_slice(&dst[..got]);
-                let message = self.payload_rest(message, len, 4, read)?;
-                drop(self.claim_fds(frame_start, frame_len));
-                self.last_len = len;
+                let partial = Partial {
+                    out: message,
+                    len,
+                    header_len: 4,
+                    frame_start,
+                };
+                let (message, fds) = self.finish_large(partial, read)?;
+                drop(fds);
                 return Err(RecvError::BufferTooShort(message));
             }
-            self.payload_into(&mut dst[got..len], frame_len, 0, read)?;
+            self.payload_into(&mut dst[..len], got, 4, frame_start, read)?;
             drop(self.claim_fds(frame_start, frame_len));
             self.last_len = len;
             return Ok(len);
         }
         let (header_len, len) = self.header(max, read)?;
         if len > dst.len() {
-            let (payload, _fds) = self.frame(max, read)?;
+            let (payload, _fds) = self.frame_inner(max, read)?;
             return Err(RecvError::BufferTooShort(payload.into_vec()));
         }
         let frame_start = self.position();
@@ -586,7 +711,7 @@ impl RecvBuf {
             self.start += total;
         } else {
             self.start += header_len;
-            self.payload_into(&mut dst[..len], frame_len, 0, read)?;
+            self.payload_into(&mut dst[..len], 0, header_len, frame_start, read)?;
         }
         drop(self.claim_fds(frame_start, frame_len));
         self.last_len = len;
@@ -650,6 +775,57 @@ mod tests {
             total += n;
         }
         total
+    }
+
+    /// Like [`reader`], but every other read is refused with `WouldBlock`
+    /// (a non-blocking descriptor between a writer's pieces).
+    fn stalling_reader(data: Vec<u8>, chunk: usize) -> impl Source {
+        let mut pos = 0;
+        let mut stall = false;
+        move |bufs: &mut [IoSliceMut<'_>]| {
+            stall = !stall;
+            if stall {
+                return Err(io::ErrorKind::WouldBlock.into());
+            }
+            Ok((serve(&data, &mut pos, chunk, bufs), Vec::new()))
+        }
+    }
+
+    #[test]
+    fn would_block_keeps_partial_frames() {
+        let sizes = [3usize, 40_000, 32_764, 70_000, 0, 100_000, 5, 40_000];
+        let payloads: Vec<Vec<u8>> = sizes
+            .iter()
+            .enumerate()
+            .map(|(k, &n)| (0..n).map(|i| ((i + k) % 251) as u8).collect())
+            .collect();
+        let refs: Vec<&[u8]> = payloads.iter().map(Vec::as_slice).collect();
+        let stream = framed(&refs);
+        for chunk in [1, 3, 1000, 40_004, usize::MAX] {
+            for into in [None, Some(50_000), Some(200_000)] {
+                let mut rx = RecvBuf::default();
+                let mut read = stalling_reader(stream.clone(), chunk);
+                let mut dst = vec![0u8; into.unwrap_or(0)];
+                let mut got = Vec::new();
+                loop {
+                    let result = match into {
+                        None => rx.frame(usize::MAX, &mut read).map(|(p, _)| p.into_vec()),
+                        Some(_) => match rx.frame_into(&mut dst, usize::MAX, &mut read) {
+                            Ok(n) => Ok(dst[..n].to_vec()),
+                            Err(RecvError::BufferTooShort(m)) => Ok(m),
+                            Err(e) => Err(e),
+                        },
+                    };
+                    match result {
+                        Ok(p) => got.push(p),
+                        Err(RecvError::WouldBlock) => {}
+                        Err(RecvError::Eof) => break,
+                        Err(e) => panic!("chunk {chunk}, into {into:?}: {e:?}"),
+                    }
+                }
+                assert!(got == payloads, "chunk {chunk}, into {into:?}");
+            }
+        }
     }
 
     #[test]

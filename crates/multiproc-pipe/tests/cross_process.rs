@@ -191,6 +191,52 @@ fn child_reader_under_rlimit(args: &[String]) {
     println!("typed error: {err}");
 }
 
+/// Frame sizes [`child_write_in_pieces`] sends: around the 32 KiB edge of
+/// the read-ahead buffer and past 64 KiB.
+const PIECE_SIZES: [usize; 7] = [
+    5,
+    32 * 1024 - 4,
+    32 * 1024 - 3,
+    32 * 1024 + 1,
+    70_000,
+    0,
+    200_000,
+];
+
+/// Writes every length of [`PIECE_SIZES`] as a frame of `pattern(len)`,
+/// in pieces with pauses: the header split in two writes, the payload in
+/// chunks. On `duplex`, then echoes one message (read after a pause, so
+/// the parent's send meets a full socket buffer).
+fn child_write_in_pieces(args: &[String]) {
+    fn write_all(fd: &OwnedFd, mut bytes: &[u8]) {
+        while !bytes.is_empty() {
+            let n = rustix::io::write(fd, bytes).unwrap();
+            bytes = &bytes[n..];
+        }
+    }
+    let pause = || std::thread::sleep(Duration::from_millis(3));
+    let fd = inherited_fds().remove(0);
+    for (k, len) in PIECE_SIZES.into_iter().enumerate() {
+        let header = (len as u32).to_be_bytes();
+        let payload = pattern(len);
+        let split = 1 + k % 3;
+        write_all(&fd, &header[..split]);
+        pause();
+        write_all(&fd, &header[split..]);
+        pause();
+        for chunk in payload.chunks(9_000) {
+            write_all(&fd, chunk);
+            pause();
+        }
+    }
+    if args[0] == "duplex" {
+        let mut conn = Connection::from_fd(fd).unwrap();
+        std::thread::sleep(Duration::from_millis(200));
+        let msg = conn.recv_bytes().unwrap();
+        conn.send_bytes(&msg).unwrap();
+    }
+}
+
 /// Connects to `args[0]` with a plain socket and says nothing until its
 /// stdin closes.
 fn child_silent_client(args: &[String]) {
@@ -955,6 +1001,68 @@ fn handles_and_errors_are_send() {
     send_sync::<multiproc_pipe::AuthenticationError>();
 }
 
+/// Whether `err` says the non-blocking descriptor had nothing to read.
+fn would_block(err: &RecvError) -> bool {
+    err.is_would_block()
+}
+
+/// Receives one message on a non-blocking connection the way an event
+/// loop does: on `WouldBlock`, wait for readability and call again.
+fn recv_nonblocking(conn: &mut Connection) -> Vec<u8> {
+    let started = Instant::now();
+    loop {
+        match conn.recv_bytes() {
+            Ok(msg) => return msg,
+            Err(err) if would_block(&err) => {
+                assert!(started.elapsed() < CHILD_LIMIT, "no message in time");
+                conn.poll(Some(Duration::from_secs(5))).unwrap();
+            }
+            Err(err) => panic!("recv on a non-blocking descriptor: {err} ({err:?})"),
+        }
+    }
+}
+
+fn nonblocking_descriptor_keeps_partial_frames() {
+    for kind in ["duplex", "simplex"] {
+        let (mut rx, tx) = if kind == "duplex" {
+            Pipe::new().unwrap()
+        } else {
+            Pipe::simplex().unwrap()
+        };
+        let flags = rustix::fs::fcntl_getfl(&rx).unwrap();
+        rustix::fs::fcntl_setfl(&rx, flags | rustix::fs::OFlags::NONBLOCK).unwrap();
+        let mut child = spawn("write_in_pieces", &[kind], &[tx.as_fd()]).unwrap();
+        drop(tx);
+        for len in PIECE_SIZES {
+            let msg = recv_nonblocking(&mut rx);
+            assert_eq!(msg.len(), len, "{kind}");
+            assert!(
+                msg == pattern(len),
+                "{kind}: payload of {len} bytes differs"
+            );
+        }
+        if kind == "duplex" {
+            // Sending on the non-blocking descriptor: far more than the
+            // socket buffer holds while the child still sleeps.
+            let big = pattern(3 * 1024 * 1024 + 17);
+            rx.send_bytes(&big).unwrap();
+            let echo = recv_nonblocking(&mut rx);
+            assert!(echo == big, "echo of {} bytes differs", big.len());
+        }
+        let status = wait_timeout(&mut child, CHILD_LIMIT);
+        assert!(status.success(), "{kind}: {status:?}");
+        loop {
+            match rx.recv_bytes() {
+                Err(RecvError::Eof) => break,
+                Err(err) if would_block(&err) => {
+                    rx.poll(Some(Duration::from_secs(5))).unwrap();
+                }
+                other => panic!("{kind}: expected end of file, got {other:?}"),
+            }
+        }
+    }
+}
+
 fn main() {
     let roles: &[Role] = &[
         ("echo_pair", child_echo),
@@ -967,6 +1075,7 @@ fn main() {
         ("client", child_client),
         ("reader_under_rlimit", child_reader_under_rlimit),
         ("silent_client", child_silent_client),
+        ("write_in_pieces", child_write_in_pieces),
     ];
     run(
         roles,
@@ -994,6 +1103,7 @@ fn main() {
             a_server_without_the_key_fails_the_clients_challenge,
             send_errors_are_typed,
             handles_and_errors_are_send,
+            nonblocking_descriptor_keeps_partial_frames,
         ],
     );
 }
