@@ -791,14 +791,19 @@ mod tests {
         }
     }
 
-    #[test]
-    fn would_block_keeps_partial_frames() {
-        let sizes = [3usize, 40_000, 32_764, 70_000, 0, 100_000, 5, 40_000];
-        let payloads: Vec<Vec<u8>> = sizes
+    /// One payload per size, the `k`-th holding `(i + k) % 251` at `i`.
+    fn patterned(sizes: &[usize]) -> Vec<Vec<u8>> {
+        sizes
             .iter()
             .enumerate()
             .map(|(k, &n)| (0..n).map(|i| ((i + k) % 251) as u8).collect())
-            .collect();
+            .collect()
+    }
+
+    #[test]
+    fn would_block_keeps_partial_frames() {
+        let sizes = [3usize, 40_000, 32_764, 70_000, 0, 100_000, 5, 40_000];
+        let payloads = patterned(&sizes);
         let refs: Vec<&[u8]> = payloads.iter().map(Vec::as_slice).collect();
         let stream = framed(&refs);
         for chunk in [1, 3, 1000, 40_004, usize::MAX] {
@@ -864,11 +869,7 @@ mod tests {
             33_000,
             5,
         ];
-        let payloads: Vec<Vec<u8>> = sizes
-            .iter()
-            .enumerate()
-            .map(|(k, &n)| (0..n).map(|i| ((i + k) % 251) as u8).collect())
-            .collect();
+        let payloads = patterned(&sizes);
         let refs: Vec<&[u8]> = payloads.iter().map(Vec::as_slice).collect();
         let stream = framed(&refs);
         for chunk in [3, 4, 5, 1000, 40_004, 65_536, usize::MAX] {
