@@ -100,16 +100,48 @@ pub fn send(socket: impl AsFd, bytes: &[u8], fds: &[BorrowedFd<'_>]) -> io::Resu
 }
 
 /// [`send`] until every byte is out; descriptors go with the first chunk.
+/// On a socket a caller made non-blocking, `WouldBlock` is waited out
+/// ([`wait_writable`]): the message is never left half-sent.
 ///
 /// # Errors
 ///
-/// As for [`send`].
+/// As for [`send`], but for `WouldBlock`.
 pub fn send_all(socket: impl AsFd, bytes: &[u8], fds: &[BorrowedFd<'_>]) -> io::Result<()> {
-    let mut sent = send(&socket, bytes, fds)?;
-    while sent < bytes.len() {
-        sent += send(&socket, &bytes[sent..], &[])?;
+    let mut first = Some(fds);
+    let mut sent = 0;
+    while sent < bytes.len() || first.is_some() {
+        match send(&socket, &bytes[sent..], first.unwrap_or(&[])) {
+            Ok(n) => {
+                sent += n;
+                first = None;
+            }
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => wait_writable(&socket)?,
+            Err(e) => return Err(e),
+        }
     }
     Ok(())
+}
+
+/// `poll(POLLOUT)` until a write to `fd` will not block (also on hang-up or
+/// error, which the write then reports); `EINTR` is retried. For writers on
+/// a descriptor a caller made non-blocking.
+///
+/// # Errors
+///
+/// The kernel's error from `poll`.
+///
+/// # References
+///  - [poll(2)](https://man7.org/linux/man-pages/man2/poll.2.html)
+pub fn wait_writable(fd: impl AsFd) -> io::Result<()> {
+    use rustix::event::{PollFd, PollFlags, poll};
+    let mut polls = [PollFd::new(&fd, PollFlags::OUT)];
+    loop {
+        match poll(&mut polls, None) {
+            Ok(_) => return Ok(()),
+            Err(Errno::INTR) => {}
+            Err(err) => return Err(err.into()),
+        }
+    }
 }
 
 /// What [`recv`] got.

@@ -364,17 +364,9 @@ impl Connection {
         // The descriptors ride with the first byte of the frame: the
         // receiver relies on that to give them to the right message
         // (see the `recv` module).
-        let sent = loop {
-            match scm::send(&self.fd, &frame, &borrowed) {
-                Ok(sent) => break sent,
-                // Non-blocking descriptor: nothing went; wait, then retry.
-                Err(err) if err.kind() == io::ErrorKind::WouldBlock => {
-                    crate::wait::poll_writable(self.fd.as_fd())?;
-                }
-                Err(err) => return Err(SendError::Io(err)),
-            }
-        };
-        self.write_all(&[IoSlice::new(&frame[sent..])])
+        // (On a non-blocking descriptor it waits for writability.)
+        scm::send_all(&self.fd, &frame, &borrowed)?;
+        Ok(())
     }
 
     /// Sends `frame[MAX_HEADER..MAX_HEADER + len]` after writing its header
@@ -573,7 +565,7 @@ impl Connection {
             match result {
                 Ok(n) => IoSlice::advance_slices(&mut slices, n),
                 Err(Errno::INTR) => {}
-                Err(Errno::AGAIN) => crate::wait::poll_writable(self.fd.as_fd())?,
+                Err(Errno::AGAIN) => scm::wait_writable(&self.fd)?,
                 Err(err) => return Err(SendError::Io(err.into())),
             }
         }

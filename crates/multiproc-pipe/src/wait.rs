@@ -179,17 +179,3 @@ pub(crate) fn poll_readable(
         })
         .collect())
 }
-
-/// Waits until a write to `fd` will not block (`POLLOUT`; also on hang-up
-/// or error, which the write then reports). For sends on a descriptor a
-/// caller made non-blocking.
-pub(crate) fn poll_writable(fd: BorrowedFd<'_>) -> io::Result<()> {
-    let mut polls = [PollFd::new(&fd, PollFlags::OUT)];
-    loop {
-        match rustix::event::poll(&mut polls, None) {
-            Ok(_) => return Ok(()),
-            Err(Errno::INTR) => {}
-            Err(err) => return Err(err.into()),
-        }
-    }
-}
