@@ -261,3 +261,66 @@ pub fn kill_children(pids: &[libc::pid_t]) {
         let _ = rustix::process::waitpid(Some(pid), rustix::process::WaitOptions::empty());
     }
 }
+
+/// Environment marker of a test re-run alone by [`alone_in_child_process`].
+const ALONE_ENV: &str = "MULTIPROC_TEST_ALONE";
+
+/// For a test of the built-in harness that changes process-wide state
+/// (resource limits, signal dispositions, the start method): `true` when this
+/// process is the child that should do it; otherwise re-runs the test named
+/// `name` alone in a child process (with `env` added to its environment),
+/// asserts that it passed there, and returns `false`.
+///
+/// ```no_run
+/// #[test]
+/// fn changes_the_fd_limit() {
+///     if !multiproc_testkit::alone_in_child_process("changes_the_fd_limit", &[]) {
+///         return;
+///     }
+///     // … runs in a process of its own …
+/// }
+/// ```
+pub fn alone_in_child_process(name: &str, env: &[(&str, &str)]) -> bool {
+    if std::env::var(ALONE_ENV).as_deref() == Ok(name) {
+        return true;
+    }
+    let out = Command::new(current_test_binary())
+        .args(["--exact", name, "--nocapture", "--test-threads=1"])
+        .env(ALONE_ENV, name)
+        .envs(env.iter().copied())
+        .stdin(Stdio::null())
+        .output()
+        .expect("re-running the test binary");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success() && stdout.contains("1 passed"),
+        "{name} in a child process: {}\n{stdout}\n{stderr}",
+        out.status
+    );
+    false
+}
+
+/// Direct children of this process, from every thread's list.
+pub fn child_pids() -> Vec<u32> {
+    let mut pids = Vec::new();
+    for task in std::fs::read_dir("/proc/self/task")
+        .expect("/proc/self/task")
+        .flatten()
+    {
+        let children = std::fs::read_to_string(task.path().join("children")).unwrap_or_default();
+        pids.extend(
+            children
+                .split_whitespace()
+                .filter_map(|p| p.parse::<u32>().ok()),
+        );
+    }
+    pids
+}
+
+/// The state letter of process `pid` (`R`, `S`, `Z`, …), `None` once it is
+/// gone.
+pub fn process_state(pid: u32) -> Option<char> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    stat[stat.rfind(')')? + 1..].trim_start().chars().next()
+}
