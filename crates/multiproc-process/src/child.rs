@@ -8,6 +8,7 @@ use rustix::process::{Pid, PidfdFlags, Signal};
 use std::io;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 /// How the exit status is collected.
@@ -32,6 +33,9 @@ pub(crate) struct ChildState {
     /// Exited and reaped by the kernel before a pidfd could be opened (this
     /// process ignores SIGCHLD): `pidfd` only stands in for one.
     gone_at_start: bool,
+    /// A fork-server child whose server went away before reporting its
+    /// exit: the pidfd tells when it exits, and its status is lost.
+    orphaned: AtomicBool,
 }
 
 impl ChildState {
@@ -75,6 +79,7 @@ impl ChildState {
             reaper,
             status: Mutex::new(None),
             gone_at_start: false,
+            orphaned: AtomicBool::new(false),
         }
     }
 
@@ -86,8 +91,8 @@ impl ChildState {
     /// The descriptor that becomes readable when the status can be collected.
     pub(crate) fn exit_fd(&self) -> BorrowedFd<'_> {
         match &self.reaper {
-            Reaper::Own => self.pidfd.as_fd(),
-            Reaper::Relayed(fd) => fd.as_fd(),
+            Reaper::Relayed(fd) if !self.orphaned.load(Ordering::Relaxed) => fd.as_fd(),
+            _ => self.pidfd.as_fd(),
         }
     }
 
@@ -109,30 +114,45 @@ impl ChildState {
                 None if !readable(self.exit_fd(), deadline)? => return Ok(None),
                 None => discarded(reap(self.pid).map(Some))?.unwrap_or(STATUS_DISCARDED),
             },
-            Reaper::Relayed(fd) => {
-                if !readable(fd.as_fd(), deadline)? {
-                    return Ok(None);
-                }
-                let mut bytes = [0u8; 4];
-                let mut got = 0;
-                while got < 4 {
-                    match rustix::io::read(fd, &mut bytes[got..]) {
-                        Ok(0) => {
-                            return Err(io::Error::new(
-                                io::ErrorKind::UnexpectedEof,
-                                "the fork server went away before reporting the exit status",
-                            ));
-                        }
-                        Ok(n) => got += n,
-                        Err(rustix::io::Errno::INTR) => {}
-                        Err(e) => return Err(e.into()),
-                    }
-                }
-                i32::from_ne_bytes(bytes)
-            }
+            Reaper::Relayed(fd) => match self.relayed_status(fd.as_fd(), deadline)? {
+                Some(raw) => raw,
+                None => return Ok(None),
+            },
         };
         *status = Some(raw);
         Ok(Some(raw))
+    }
+
+    /// The status the fork server relays over `fd`, once it is there (by
+    /// `deadline`). When the server went away first, the child's exit is
+    /// seen through its pidfd and its status is lost: [`STATUS_DISCARDED`].
+    fn relayed_status(
+        &self,
+        fd: BorrowedFd<'_>,
+        deadline: Option<Instant>,
+    ) -> io::Result<Option<i32>> {
+        if !self.orphaned.load(Ordering::Relaxed) {
+            if !readable(fd, deadline)? {
+                return Ok(None);
+            }
+            let mut bytes = [0u8; 4];
+            let mut got = 0;
+            while got < 4 {
+                match rustix::io::read(fd, &mut bytes[got..]) {
+                    Ok(0) => break,
+                    Ok(n) => got += n,
+                    Err(rustix::io::Errno::INTR) => {}
+                    Err(e) => return Err(e.into()),
+                }
+            }
+            if got == 4 {
+                return Ok(Some(i32::from_ne_bytes(bytes)));
+            }
+            // End of file: the server died (it writes all 4 bytes at once,
+            // or nothing).
+            self.orphaned.store(true, Ordering::Relaxed);
+        }
+        Ok(readable(self.pidfd.as_fd(), deadline)?.then_some(STATUS_DISCARDED))
     }
 
     /// Sends `signal` through the pidfd (cannot hit a reused pid); a child
@@ -184,7 +204,7 @@ pub(crate) fn reap(pid: Pid) -> io::Result<i32> {
 }
 
 /// `waitpid(pid, WNOHANG)`: our child's raw wait status if it has exited.
-fn try_reap(pid: Pid) -> io::Result<Option<i32>> {
+pub(crate) fn try_reap(pid: Pid) -> io::Result<Option<i32>> {
     waitpid(pid, rustix::process::WaitOptions::NOHANG)
 }
 

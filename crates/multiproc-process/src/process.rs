@@ -49,8 +49,10 @@ pub enum ProcessError {
     /// The process exited without returning a value, and its exit status
     /// is unknown: the kernel discarded it, because this process ignores
     /// `SIGCHLD` (or set `SA_NOCLDWAIT`), or because another part of the
-    /// program reaped the child first. A child that returned a value is
-    /// joined as usual all the same.
+    /// program reaped the child first; or the fork server that started it
+    /// died before reporting it (a daemon started there dies with that
+    /// server). A child that returned a value is joined as usual all the
+    /// same.
     StatusDiscarded,
     /// Talking to the child or waiting for it failed.
     Io(io::Error),
@@ -81,8 +83,9 @@ impl fmt::Display for ProcessError {
             Self::Timeout => f.write_str("timed out waiting for the process"),
             Self::AlreadyJoined => f.write_str("process result already taken"),
             Self::StatusDiscarded => f.write_str(
-                "process exited, but the kernel discarded its exit status: \
-                 SIGCHLD is ignored here, or another part of the program reaped it",
+                "process exited without a result, and its exit status is lost: \
+                 SIGCHLD is ignored here, another part of the program reaped it, \
+                 or the fork server that started it died",
             ),
             Self::Io(_) => f.write_str("i/o error with the process"),
         }
@@ -314,9 +317,11 @@ fn fork(
     let mut stdout = std::io::stdout().lock();
     let _ = std::io::Write::flush(&mut stdout);
     // The same for the registry of children, which the child clears before
-    // its target runs. (The record of this process needs no lock: see
-    // `info.rs`.)
+    // its target runs, and for the record of fork servers, which the child
+    // drops should it start one of its own. (The record of this process
+    // needs no lock: see `info.rs`.)
     let registry = registry::hold_across_fork();
+    let servers = forkserver::hold_across_fork();
     let pinned = match placement {
         Placement::Here => PinnedHere::now(),
         Placement::Anywhere => None,
@@ -330,6 +335,7 @@ fn fork(
     if let Some(pinned) = &pinned {
         pinned.restore();
     }
+    drop(servers);
     drop(registry);
     drop(stdout);
     if pid < 0 {

@@ -80,6 +80,8 @@ pub(crate) fn forget_inherited() {
 /// ```
 #[must_use]
 pub fn active_children() -> Vec<ProcessInfo> {
+    // Fork servers this process retired are reaped here too.
+    crate::forkserver::reap_retired();
     let mut children = REGISTRY.children.lock().unwrap_or_else(|e| e.into_inner());
     children.retain(|c| matches!(c.try_status(), Ok(None)));
     REGISTRY.any.store(!children.is_empty(), Ordering::Relaxed);

@@ -83,3 +83,62 @@ fn forking_while_another_thread_asks_current_process_never_hangs() {
     let _ = sleeper.join();
     assert_eq!(hung, None, "a fork child hung (start number, error)");
 }
+
+/// A forked child that starts a child of its own through a fork server:
+/// its grandchild's value, or why it failed.
+fn start_through_a_server(x: u64) -> Result<u64, String> {
+    multiproc_process::Process::new(cube, x)
+        .start_method(StartMethod::ForkServer)
+        .start()
+        .map_err(|e| e.to_string())?
+        .join()
+        .map_err(|e| e.to_string())
+}
+
+/// The same for the record of fork servers: another thread starts children
+/// through this process's server without pause (holding that record while
+/// it talks to the server) while the test forks children that start
+/// children through a server of their own.
+#[test]
+fn forking_while_another_thread_uses_the_fork_server_never_hangs() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::time::Duration;
+    let method = fork();
+    let _shared = common::shared();
+    let stop = Arc::new(AtomicBool::new(false));
+    let starter = std::thread::spawn({
+        let stop = Arc::clone(&stop);
+        move || {
+            let mut started = 0u64;
+            while !stop.load(Ordering::Relaxed) {
+                let mut p = multiproc_process::Process::new(cube, 2)
+                    .start_method(StartMethod::ForkServer)
+                    .start()
+                    .unwrap();
+                assert_eq!(p.join().unwrap(), 8);
+                started += 1;
+            }
+            started
+        }
+    });
+    let mut hung = None;
+    for i in 0..40u64 {
+        let mut p = multiproc_process::Process::new(start_through_a_server, i)
+            .start_method(method)
+            .start()
+            .unwrap();
+        match p.join_timeout(Duration::from_secs(10)) {
+            Ok(v) => assert_eq!(v, Ok(i * i * i)),
+            Err(e) => {
+                let _ = p.kill();
+                let _ = p.join();
+                hung = Some((i, e.to_string()));
+                break;
+            }
+        }
+    }
+    stop.store(true, Ordering::Relaxed);
+    assert!(starter.join().unwrap() > 0);
+    assert_eq!(hung, None, "a fork child hung (start number, error)");
+}
