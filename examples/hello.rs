@@ -29,7 +29,10 @@ fn echo_upper(conn: Connection) -> usize {
 fn count_to((lock, counter, n): (Lock, Value<u64>, u64)) -> u32 {
     for _ in 0..n {
         let _guard = lock.lock().unwrap_or_else(|died| died.into_inner());
-        counter.set(counter.get() + 1);
+        let now = counter
+            .get()
+            .expect("nobody dies holding the counter's lock here");
+        counter.set(now + 1).expect("nor here");
     }
     std::process::id()
 }
@@ -81,7 +84,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     }
     println!(
         "[lock] 4 processes x 10000 locked increments = {} in {:?}",
-        counter.get(),
+        counter.get()?,
         start.elapsed()
     );
 

@@ -16,8 +16,10 @@
 //! ps = [Process(target=work, args=(i, counter, per_worker)) for i in range(4)]
 //! ```
 //!
-//! `counter.set(counter.get() + 1)` would take the lock twice and lose
-//! updates in between; `lock()` holds it across the read and the write.
+//! As in Python, `counter.set(counter.get()? + 1)` alone would take the lock
+//! twice and lose updates in between; holding `get_lock()` (a recursive
+//! lock) across the read and the write makes it one step. `lock()` gives a
+//! guard with its own `get`/`set` for the same.
 //!
 //! Run: `cargo run --example shared_counter`
 
@@ -29,8 +31,12 @@ const INCREMENTS: u64 = 1000;
 fn work((i, counter, per_worker): (usize, Value<u64>, Array<u64>)) {
     for _ in 0..INCREMENTS {
         {
-            let guard = counter.lock().unwrap_or_else(|died| died.into_inner());
-            guard.set(0, guard.get(0).unwrap() + 1).unwrap();
+            // with counter.get_lock(): counter.value += 1
+            let _held = counter
+                .get_lock()
+                .acquire()
+                .unwrap_or_else(|died| died.into_inner());
+            counter.set(counter.get().unwrap() + 1).unwrap();
         }
         let guard = per_worker.lock().unwrap_or_else(|died| died.into_inner());
         guard.set(i, guard.get(i).unwrap() + 1).unwrap();
@@ -46,8 +52,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     for child in &mut children {
         child.join()?;
     }
-    let total = counter.get();
-    let per = per_worker.to_vec();
+    let total = counter.get()?;
+    let per = per_worker.to_vec()?;
     println!("{WORKERS} processes x {INCREMENTS} locked increments: counter = {total}");
     println!("per worker: {per:?}");
     assert_eq!(total, WORKERS as u64 * INCREMENTS);

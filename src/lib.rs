@@ -28,7 +28,7 @@
 //! | `connection.wait`, `Listener`, `Client` | [`wait`], [`Listener::bind`]/[`Listener::accept`], [`Client::connect`] — same wire format and authkey handshake as CPython |
 //! | `Lock`, `RLock` | [`Lock`], [`RLock`]: `acquire`/`try_acquire`/`acquire_timeout`/`release`/`lock()`; a dead holder gives the next one [`OwnerDied`] |
 //! | `Semaphore`, `BoundedSemaphore`, `Event`, `Condition`, `Barrier` | [`Semaphore`], [`BoundedSemaphore`], [`Event`], [`Condition`], [`Barrier`] |
-//! | `Value`, `Array`, `RawValue`, `RawArray` | [`Value`], [`Array`], [`RawValue`], [`RawArray`] for plain-data types ([`Plain`]) |
+//! | `Value`, `Array`, `RawValue`, `RawArray` | [`Value`], [`Array`], [`RawValue`], [`RawArray`] for plain-data types ([`Plain`]); `v.value` is `v.get()?`/`v.set(x)?`, and `get_lock()` is recursive as in Python |
 //! | `shared_memory.SharedMemory`, `ShareableList` | [`SharedMemory`], [`ShareableList`] — open Python's blocks and vice versa |
 //! | `Queue(maxsize)`: `put`, `get`, `put_nowait`, `get_nowait`, `qsize`, `empty`, `full`, `close` | [`Queue::new`], [`Queue::with_capacity`]; `put`/`try_put`/`put_timeout`, `get`/`try_get`/`get_timeout`, `qsize`, `is_empty`, `is_full`, `close`; a process killed mid-put never tears a message |
 //! | `SimpleQueue`, `JoinableQueue`: `task_done()`, `join()` | [`SimpleQueue`], [`JoinableQueue`] |

@@ -29,8 +29,15 @@ pub enum ShmError {
     },
     /// A handle names an object of another element type or layout.
     WrongType,
-    /// The object's lock could not be made or attached.
-    Sync(String),
+    /// The object's lock could not be made.
+    LockCreate(multiproc_sync::CreateError),
+    /// The object's lock could not be attached (its words are corrupt).
+    LockAttach(multiproc_sync::AttachError),
+    /// A process died holding the object's lock, perhaps half-way through
+    /// changing the data. The operation that reports it did nothing; the
+    /// lock works again, and the next operation proceeds. (Python's `Value`
+    /// has no such check.)
+    OwnerDied,
     /// A `str` or `bytes` value longer than the room its slot was created
     /// with (Python raises `ValueError` here too).
     ValueTooLong {
@@ -39,6 +46,18 @@ pub enum ShmError {
         /// Bytes the slot has.
         capacity: usize,
     },
+}
+
+impl ShmError {
+    /// Whether this is [`ShmError::OwnerDied`].
+    ///
+    /// ```
+    /// assert!(multiproc_shm::ShmError::OwnerDied.is_owner_died());
+    /// ```
+    #[must_use]
+    pub fn is_owner_died(&self) -> bool {
+        matches!(self, Self::OwnerDied)
+    }
 }
 
 impl fmt::Display for ShmError {
@@ -53,7 +72,11 @@ impl fmt::Display for ShmError {
                 write!(f, "index {index} out of range for length {len}")
             }
             Self::WrongType => f.write_str("shared object holds another element type"),
-            Self::Sync(why) => write!(f, "shared object lock: {why}"),
+            Self::LockCreate(_) => f.write_str("creating the shared object's lock failed"),
+            Self::LockAttach(_) => f.write_str("attaching the shared object's lock failed"),
+            Self::OwnerDied => f.write_str(
+                "a process died holding the shared object's lock; the data may be half-changed",
+            ),
             Self::ValueTooLong { len, capacity } => {
                 write!(
                     f,
@@ -68,6 +91,8 @@ impl std::error::Error for ShmError {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
         match self {
             Self::Segment(err) => Some(err),
+            Self::LockCreate(err) => Some(err),
+            Self::LockAttach(err) => Some(err),
             _ => None,
         }
     }

@@ -9,7 +9,7 @@
 //! | 0 | 32 | object header: magic `MPVALUE\0`, version, size |
 //! | 32 | 8 | element size in bytes |
 //! | 40 | 8 | element count (1 for a value) |
-//! | 64 | `Lock::MEMORY_SIZE` | the lock (unused by the raw types) |
+//! | 64 | `RLock::MEMORY_SIZE` | the lock (unused by the raw types) |
 //! | [`DATA`] | size × count | the elements, 64-byte aligned |
 //!
 //! Attaching checks the header, the element size against `T` and the count
@@ -19,7 +19,7 @@
 
 use multiproc_core::segment::SharedSafe;
 use multiproc_core::{Header, Segment};
-use multiproc_sync::{Lock, LockGuard, OwnerDied};
+use multiproc_sync::{OwnerDied, RLock, RLockGuard};
 use serde::{Deserialize, Serialize};
 use std::fmt;
 use std::marker::PhantomData;
@@ -71,12 +71,13 @@ impl Atomic for i64 {
 }
 
 const MAGIC: [u8; 8] = *b"MPVALUE\0";
-const VERSION: u32 = 1;
+/// 2: the lock is an `RLock` (it was a `Lock`).
+const VERSION: u32 = 2;
 const META: usize = 32;
 const LOCK: usize = 64;
 /// Offset of the first element.
 pub const DATA: usize = {
-    let end = LOCK + Lock::MEMORY_SIZE;
+    let end = LOCK + RLock::MEMORY_SIZE;
     end.div_ceil(64) * 64
 };
 
@@ -84,7 +85,7 @@ pub const DATA: usize = {
 struct Store<T> {
     segment: Arc<Segment>,
     len: usize,
-    lock: Option<Lock>,
+    lock: Option<RLock>,
     _type: PhantomData<T>,
 }
 
@@ -111,10 +112,7 @@ impl<T: Plain> Store<T> {
         let raw = unsafe { std::slice::from_raw_parts(values.as_ptr().cast::<u8>(), bytes) };
         segment.write_at(DATA, raw)?;
         let lock = if locked {
-            Some(
-                Lock::create_in(Arc::clone(&segment), LOCK)
-                    .map_err(|e| ShmError::Sync(e.to_string()))?,
-            )
+            Some(RLock::create_in(Arc::clone(&segment), LOCK).map_err(ShmError::LockCreate)?)
         } else {
             None
         };
@@ -148,10 +146,7 @@ impl<T: Plain> Store<T> {
         }
         let segment = Arc::new(segment);
         let lock = if locked {
-            Some(
-                Lock::attach(Arc::clone(&segment), LOCK)
-                    .map_err(|e| ShmError::Sync(e.to_string()))?,
-            )
+            Some(RLock::attach(Arc::clone(&segment), LOCK).map_err(ShmError::LockAttach)?)
         } else {
             None
         };
@@ -246,8 +241,16 @@ impl<T: Plain> Store<T> {
         Ok(self.segment.view::<T::Atomic>(self.offset(index)?)?)
     }
 
-    fn lock(&self) -> &Lock {
+    fn lock(&self) -> &RLock {
         self.lock.as_ref().expect("locked types always have a lock")
+    }
+
+    /// Runs `access` under the lock. When a process died holding it,
+    /// `access` is not run: the lock is released (and works again) and
+    /// [`ShmError::OwnerDied`] says the data may be half-changed.
+    fn locked<R>(&self, access: impl FnOnce(&Self) -> Result<R, ShmError>) -> Result<R, ShmError> {
+        let _held = self.lock().acquire().map_err(|_| ShmError::OwnerDied)?;
+        access(self)
     }
 }
 
@@ -256,7 +259,7 @@ impl<T: Plain> Store<T> {
 #[must_use = "the lock is released when the guard is dropped"]
 pub struct DataGuard<'a, T> {
     store: &'a Store<T>,
-    _guard: LockGuard<'a>,
+    _guard: RLockGuard<'a>,
 }
 
 impl<T: Plain> DataGuard<'_, T> {
@@ -291,15 +294,35 @@ fn guard<'a, T: Plain>(
     }
 }
 
-/// One `T` in shared memory with a process-shared [`Lock`] (Python's
-/// `Value(typecode, v)`).
+/// One `T` in shared memory with a process-shared, recursive lock (an
+/// [`RLock`], as Python's `Value(typecode, v)` has).
 ///
 /// [`get`](Self::get) and [`set`](Self::set) each take the lock; a
-/// read-modify-write takes it once with [`lock`](Self::lock). If a process
-/// dies holding it, the next [`lock`](Self::lock) reports
-/// [`OwnerDied`] (with the guard) and the value keeps working.
+/// read-modify-write holds it across both, either with
+/// [`lock`](Self::lock) or, as in Python, with
+/// [`get_lock`](Self::get_lock) (the lock is recursive, so `get` and `set`
+/// inside work). If a process dies holding the lock, the next user learns
+/// it: `lock` reports [`OwnerDied`] (with the guard), `get` and `set`
+/// [`ShmError::OwnerDied`] (without doing their work); the value keeps
+/// working.
 ///
 /// # Examples
+///
+/// Python's `with counter.get_lock(): counter.value += 5`:
+///
+/// ```
+/// use multiproc_shm::Value;
+///
+/// let counter = Value::new(0u64)?;
+/// {
+///     let _held = counter.get_lock().acquire().unwrap();
+///     counter.set(counter.get()? + 5)?;
+/// }
+/// assert_eq!(counter.get()?, 5);
+/// # Ok::<(), multiproc_shm::ShmError>(())
+/// ```
+///
+/// The same with the guard's own accessors:
 ///
 /// ```
 /// use multiproc_shm::Value;
@@ -309,7 +332,7 @@ fn guard<'a, T: Plain>(
 ///     let guard = counter.lock().unwrap();
 ///     guard.set(0, guard.get(0)? + 5)?;
 /// }
-/// assert_eq!(counter.get(), 5);
+/// assert_eq!(counter.get()?, 5);
 /// # Ok::<(), multiproc_shm::ShmError>(())
 /// ```
 pub struct Value<T> {
@@ -328,17 +351,24 @@ impl<T: Plain> Value<T> {
         })
     }
 
-    /// A copy of the value, read under the lock.
-    #[must_use]
-    pub fn get(&self) -> T {
-        let guard = guard(&self.store).unwrap_or_else(OwnerDied::into_inner);
-        guard.get(0).expect("a value has element 0")
+    /// A copy of the value, read under the lock (Python's `v.value`).
+    ///
+    /// # Errors
+    ///
+    /// [`ShmError::OwnerDied`] when a process died holding the lock: the
+    /// value may be half-written; nothing was read, and the next call reads.
+    pub fn get(&self) -> Result<T, ShmError> {
+        self.store.locked(|store| store.read(0))
     }
 
-    /// Replaces the value under the lock.
-    pub fn set(&self, value: T) {
-        let guard = guard(&self.store).unwrap_or_else(OwnerDied::into_inner);
-        guard.set(0, value).expect("a value has element 0");
+    /// Replaces the value under the lock (Python's `v.value = x`).
+    ///
+    /// # Errors
+    ///
+    /// [`ShmError::OwnerDied`] when a process died holding the lock: nothing
+    /// was written, and the next call writes.
+    pub fn set(&self, value: T) -> Result<(), ShmError> {
+        self.store.locked(|store| store.write(0, value))
     }
 
     /// Takes the lock for a read-modify-write.
@@ -351,15 +381,17 @@ impl<T: Plain> Value<T> {
         guard(&self.store)
     }
 
-    /// The lock (Python's `get_lock()`).
+    /// The lock (Python's `get_lock()`): recursive, so the value's own
+    /// accessors work while the calling thread holds it.
     #[must_use]
-    pub fn get_lock(&self) -> &Lock {
+    pub fn get_lock(&self) -> &RLock {
         self.store.lock()
     }
 }
 
-/// `N` `T`s in shared memory with a process-shared [`Lock`] (Python's
-/// `Array(typecode, n)`).
+/// `N` `T`s in shared memory with a process-shared, recursive lock (an
+/// [`RLock`], as Python's `Array(typecode, n)` has). Locking and the death
+/// of a holder work as for [`Value`].
 ///
 /// # Examples
 ///
@@ -368,8 +400,14 @@ impl<T: Plain> Value<T> {
 ///
 /// let array = Array::from_slice(&[1.0f64, 2.0, 3.0])?;
 /// array.set(1, 20.0)?;
-/// assert_eq!(array.to_vec(), vec![1.0, 20.0, 3.0]);
+/// assert_eq!(array.to_vec()?, vec![1.0, 20.0, 3.0]);
 /// assert!(array.get(3).is_err());
+/// {
+///     // Python's `with array.get_lock(): array[0] += 1`.
+///     let _held = array.get_lock().acquire().unwrap();
+///     array.set(0, array.get(0)? + 1.0)?;
+/// }
+/// assert_eq!(array.get(0)?, 2.0);
 /// # Ok::<(), multiproc_shm::ShmError>(())
 /// ```
 pub struct Array<T> {
@@ -413,39 +451,39 @@ impl<T: Plain> Array<T> {
     ///
     /// # Errors
     ///
-    /// [`ShmError::IndexOutOfRange`].
+    /// [`ShmError::IndexOutOfRange`]; [`ShmError::OwnerDied`] as for
+    /// [`Value::get`].
     pub fn get(&self, index: usize) -> Result<T, ShmError> {
-        guard(&self.store)
-            .unwrap_or_else(OwnerDied::into_inner)
-            .get(index)
+        self.store.locked(|store| store.read(index))
     }
 
     /// Replaces element `index` under the lock.
     ///
     /// # Errors
     ///
-    /// [`ShmError::IndexOutOfRange`].
+    /// [`ShmError::IndexOutOfRange`]; [`ShmError::OwnerDied`] as for
+    /// [`Value::set`].
     pub fn set(&self, index: usize, value: T) -> Result<(), ShmError> {
-        guard(&self.store)
-            .unwrap_or_else(OwnerDied::into_inner)
-            .set(index, value)
+        self.store.locked(|store| store.write(index, value))
     }
 
     /// A copy of every element, taken under the lock (one bulk copy).
-    #[must_use]
-    pub fn to_vec(&self) -> Vec<T> {
-        let _guard = guard(&self.store).unwrap_or_else(OwnerDied::into_inner);
-        self.store.to_vec()
+    ///
+    /// # Errors
+    ///
+    /// [`ShmError::OwnerDied`] as for [`Value::get`].
+    pub fn to_vec(&self) -> Result<Vec<T>, ShmError> {
+        self.store.locked(|store| Ok(store.to_vec()))
     }
 
     /// Copies `values` in from `start`, under the lock (one bulk copy).
     ///
     /// # Errors
     ///
-    /// [`ShmError::IndexOutOfRange`] when the slice does not fit.
+    /// [`ShmError::IndexOutOfRange`] when the slice does not fit;
+    /// [`ShmError::OwnerDied`] as for [`Value::set`].
     pub fn write_slice(&self, start: usize, values: &[T]) -> Result<(), ShmError> {
-        let _guard = guard(&self.store).unwrap_or_else(OwnerDied::into_inner);
-        self.store.write_from(start, values)
+        self.store.locked(|store| store.write_from(start, values))
     }
 
     /// Takes the lock for several reads and writes.
@@ -457,9 +495,10 @@ impl<T: Plain> Array<T> {
         guard(&self.store)
     }
 
-    /// The lock (Python's `get_lock()`).
+    /// The lock (Python's `get_lock()`): recursive, so the value's own
+    /// accessors work while the calling thread holds it.
     #[must_use]
-    pub fn get_lock(&self) -> &Lock {
+    pub fn get_lock(&self) -> &RLock {
         self.store.lock()
     }
 }

@@ -116,14 +116,19 @@ fn child_increment(args: &[String]) {
     }
 }
 
-/// Receives a `Value<u64>`, takes its lock, reports, and waits to be killed.
+/// Receives a `Value<u64>` and an `Array<u64>`, takes both locks (the
+/// array's Python's way, with `get_lock`), writes 999 under them, reports,
+/// and waits to be killed.
 fn child_hold_value_lock(_: &[String]) {
     let socket = multiproc_testkit::inherited_fds().remove(0);
     let mut buf = vec![0u8; 4096];
     let got = scm::recv(&socket, &mut buf, 8).unwrap();
-    let value: Value<u64> = codec::decode_with_fds(&buf[..got.len], got.fds).unwrap();
+    let (value, array): (Value<u64>, Array<u64>) =
+        codec::decode_with_fds(&buf[..got.len], got.fds).unwrap();
     let guard = value.lock().unwrap();
     guard.set(0, 999).unwrap();
+    let _held = array.get_lock().acquire().unwrap();
+    array.set(0, 999).unwrap();
     scm::send(&socket, b"held", &[]).unwrap();
     std::thread::sleep(Duration::from_secs(60));
 }
@@ -528,17 +533,35 @@ fn values_count_exactly_across_processes() {
     for (mut child, _socket) in children {
         assert!(wait_timeout(&mut child, LIMIT).success());
     }
-    assert_eq!(value.get(), PROCESSES * EACH);
+    assert_eq!(value.get().unwrap(), PROCESSES * EACH);
     assert_eq!(raw.get(), PROCESSES * EACH);
-    assert_eq!(array.to_vec(), vec![PROCESSES * EACH / 4; 4]);
+    assert_eq!(array.to_vec().unwrap(), vec![PROCESSES * EACH / 4; 4]);
 }
 
 fn value_lock_holder_killed_reports_owner_died() {
     let value = Value::new(1u64).unwrap();
+    let array = Array::filled(1u64, 2).unwrap();
     let (ours, theirs) = scm::stream_pair().unwrap();
     let mut child = spawn("hold_value_lock", &[], &[theirs.as_fd()]).unwrap();
-    send_handles(&ours, &value);
+    send_handles(&ours, &(&value, &array));
     let mut buf = [0u8; 8];
+    let got = scm::recv(&ours, &mut buf, 0).unwrap();
+    assert_eq!(&buf[..got.len], b"held");
+    child.kill().unwrap();
+    child.wait().unwrap();
+    // The plain accessors say so once, without doing their work…
+    assert!(value.get().unwrap_err().is_owner_died());
+    assert!(array.set(1, 5).unwrap_err().is_owner_died());
+    // …then work again, on data the dead holder left.
+    assert_eq!(value.get().unwrap(), 999);
+    assert_eq!(array.to_vec().unwrap(), [999, 1]);
+    value.set(2).unwrap();
+    assert_eq!(value.get().unwrap(), 2);
+    // The guard form hands the guard over with the news.
+    let value = Value::new(1u64).unwrap();
+    let (ours, theirs) = scm::stream_pair().unwrap();
+    let mut child = spawn("hold_value_lock", &[], &[theirs.as_fd()]).unwrap();
+    send_handles(&ours, &(&value, &array));
     let got = scm::recv(&ours, &mut buf, 0).unwrap();
     assert_eq!(&buf[..got.len], b"held");
     child.kill().unwrap();
@@ -550,9 +573,23 @@ fn value_lock_holder_killed_reports_owner_died() {
     assert_eq!(repaired.get(0).unwrap(), 999);
     repaired.set(0, 1).unwrap();
     drop(repaired);
-    assert_eq!(value.get(), 1);
-    value.set(2);
-    assert_eq!(value.get(), 2);
+    assert_eq!(value.get().unwrap(), 1);
+}
+
+/// Python's `with v.get_lock(): v.value += 1`, written the same way.
+fn python_value_idiom_does_not_panic() {
+    let v = Value::new(0u64).unwrap();
+    let a = Array::filled(0u64, 2).unwrap();
+    {
+        let _held = v.get_lock().acquire().unwrap();
+        v.set(v.get().unwrap() + 1).unwrap();
+        let _also = a.get_lock().acquire().unwrap();
+        a.set(1, a.get(1).unwrap() + 1).unwrap();
+        a.write_slice(0, &[5]).unwrap();
+        assert_eq!(a.to_vec().unwrap(), [5, 1]);
+    }
+    assert_eq!(v.get().unwrap(), 1);
+    assert!(!v.get_lock().is_locked() && !a.get_lock().is_locked());
 }
 
 fn wrong_element_type_is_refused() {
@@ -561,7 +598,7 @@ fn wrong_element_type_is_refused() {
     assert!(codec::decode_with_fds::<Value<u64>>(&bytes, fds).is_err());
     let (bytes, fds) = codec::encode_with_fds(&value).unwrap();
     let same: Value<u32> = codec::decode_with_fds(&bytes, fds).unwrap();
-    assert_eq!(same.get(), 7);
+    assert_eq!(same.get().unwrap(), 7);
     // A segment that is not a value at all.
     let shm = SharedMemory::create(None, 4096).unwrap();
     let (bytes, fds) = codec::encode_with_fds(shm.segment()).unwrap();
@@ -597,6 +634,7 @@ fn main() {
             garbage_blocks_never_panic,
             values_count_exactly_across_processes,
             value_lock_holder_killed_reports_owner_died,
+            python_value_idiom_does_not_panic,
             wrong_element_type_is_refused,
         ],
     );
