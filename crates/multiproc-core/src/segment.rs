@@ -19,6 +19,39 @@
 //! from `fstat`. A named object cannot be sealed; whoever can open it can also
 //! truncate it, which is the trust model of POSIX shm.
 //!
+//! # Generated names
+//!
+//! A named segment created without a name ([`Segment::create_named`] with
+//! `None`, and every `SharedMemory::create`, which makes its block under a
+//! generated name first) gets the process's *name prefix* followed by 24
+//! random hex digits: `mp_` by default, or the value of the environment
+//! variable `MULTIPROC_SHM_PREFIX` ([`NAME_PREFIX_ENV`]). A prefix lets a
+//! program, a test run or a CI job tell its own names in `/dev/shm` from
+//! those of every other program on the machine, and clean up or check
+//! exactly those.
+//!
+//! - The variable is read once per process, on the first generated name, and
+//!   kept: changing it later has no effect on that process. Children inherit
+//!   it with the rest of the environment (a forked child also inherits the
+//!   value already read).
+//! - Unset or empty means `mp_`. Otherwise it must be 1 to
+//!   [`MAX_NAME_PREFIX_LEN`] bytes of `A-Z a-z 0-9 _ . -` (see
+//!   [`validate_name_prefix`]). An invalid value is not replaced by the
+//!   default, which would put names outside the set the caller watches:
+//!   every generated name fails with [`SegmentError::InvalidNamePrefix`].
+//! - Names given explicitly are used as they are; the prefix applies only to
+//!   generated ones.
+//!
+//! ```
+//! use multiproc_core::segment::{name_prefix, Segment};
+//!
+//! let segment = Segment::create_named(None, 64)?;
+//! // "mp_…" unless MULTIPROC_SHM_PREFIX says otherwise.
+//! assert!(segment.name().unwrap().starts_with(name_prefix()?));
+//! segment.unlink()?;
+//! # Ok::<(), multiproc_core::SegmentError>(())
+//! ```
+//!
 //! # Access rules
 //!
 //! Other processes write to the same bytes at any moment, so a `Segment`
@@ -43,7 +76,7 @@ use std::fmt;
 use std::io;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::sync::atomic::{
-    AtomicI32, AtomicI64, AtomicU8, AtomicU16, AtomicU32, AtomicU64, Ordering,
+    AtomicI32, AtomicI64, AtomicPtr, AtomicU8, AtomicU16, AtomicU32, AtomicU64, Ordering,
 };
 
 use crate::handle::SharedFd;
@@ -54,9 +87,49 @@ const SHM_DIR: &str = "/dev/shm";
 /// Longest name, without the leading `/`, that Linux accepts (`NAME_MAX`).
 pub const MAX_NAME_LEN: usize = 255;
 
-/// Prefix of generated names. Random hex follows; 96 bits of it make names
-/// unguessable, so nobody can squat the name a creator is about to use.
-const AUTO_NAME_PREFIX: &str = "mp_";
+/// The environment variable whose value replaces [`DEFAULT_NAME_PREFIX`]
+/// in generated names (see [Generated names](self#generated-names)).
+///
+/// # Examples
+///
+/// ```no_run
+/// // In a shell: MULTIPROC_SHM_PREFIX=mp_job42_ ./my-program
+/// // Then every name the program generates is "mp_job42_" + 24 hex digits.
+/// assert_eq!(multiproc_core::segment::NAME_PREFIX_ENV, "MULTIPROC_SHM_PREFIX");
+/// ```
+pub const NAME_PREFIX_ENV: &str = "MULTIPROC_SHM_PREFIX";
+
+/// Prefix of generated names when [`NAME_PREFIX_ENV`] is unset or empty.
+/// Random hex follows; 96 bits of it make names unguessable, so nobody can
+/// squat the name a creator is about to use.
+///
+/// # Examples
+///
+/// ```
+/// use multiproc_core::segment::{validate_name_prefix, DEFAULT_NAME_PREFIX};
+///
+/// assert!(validate_name_prefix(DEFAULT_NAME_PREFIX).is_ok());
+/// ```
+pub const DEFAULT_NAME_PREFIX: &str = "mp_";
+
+/// Longest prefix [`NAME_PREFIX_ENV`] may set, in bytes. With the 24 hex
+/// digits of a generated name it stays well within [`MAX_NAME_LEN`], and
+/// leaves room for names that callers build on the prefix themselves.
+///
+/// # Examples
+///
+/// ```
+/// use multiproc_core::segment::{validate_name_prefix, MAX_NAME_PREFIX_LEN};
+///
+/// assert!(validate_name_prefix(&"p".repeat(MAX_NAME_PREFIX_LEN)).is_ok());
+/// assert!(validate_name_prefix(&"p".repeat(MAX_NAME_PREFIX_LEN + 1)).is_err());
+/// ```
+pub const MAX_NAME_PREFIX_LEN: usize = 128;
+
+/// Hex digits after the prefix in a generated name (12 random bytes).
+const GENERATED_DIGITS: usize = 24;
+
+const _: () = assert!(MAX_NAME_PREFIX_LEN + GENERATED_DIGITS <= MAX_NAME_LEN);
 
 /// Errors from creating, attaching to or accessing a [`Segment`].
 #[derive(Debug)]
@@ -73,6 +146,15 @@ pub enum SegmentError {
     InvalidName {
         /// The rejected name.
         name: String,
+        /// Which rule it breaks.
+        reason: &'static str,
+    },
+    /// The prefix for generated names, set in [`NAME_PREFIX_ENV`], breaks
+    /// the rules of [`validate_name_prefix`]; no name is generated with it,
+    /// and none with the default either.
+    InvalidNamePrefix {
+        /// The rejected prefix (lossily decoded when it is not UTF-8).
+        prefix: String,
         /// Which rule it breaks.
         reason: &'static str,
     },
@@ -127,6 +209,10 @@ impl fmt::Display for SegmentError {
             Self::InvalidName { name, reason } => {
                 write!(f, "invalid shared-memory name {name:?}: {reason}")
             }
+            Self::InvalidNamePrefix { prefix, reason } => write!(
+                f,
+                "invalid shared-memory name prefix {prefix:?} (from {NAME_PREFIX_ENV}): {reason}"
+            ),
             Self::InvalidSize(size) => write!(f, "invalid shared-memory size {size}"),
             Self::OutOfBounds { offset, len, size } => write!(
                 f,
@@ -258,7 +344,8 @@ impl Segment {
     }
 
     /// `shm_open(O_CREAT | O_EXCL, 0600)` + `ftruncate` + `mmap`: a new named
-    /// segment. With `name = None` an unguessable name is generated.
+    /// segment. With `name = None` an unguessable name is generated (see
+    /// [`generate_name`]).
     ///
     /// The segment stays in `/dev/shm` until [`unlink`](Self::unlink) is
     /// called, even after every process has closed it.
@@ -266,7 +353,9 @@ impl Segment {
     /// # Errors
     ///
     /// [`SegmentError::InvalidName`], [`SegmentError::InvalidSize`], or
-    /// [`SegmentError::Io`] with kind `AlreadyExists` when the name is taken.
+    /// [`SegmentError::Io`] with kind `AlreadyExists` when the name is taken;
+    /// with `name = None`, [`SegmentError::InvalidNamePrefix`] when
+    /// [`NAME_PREFIX_ENV`] holds an invalid prefix.
     ///
     /// # Examples
     ///
@@ -778,31 +867,178 @@ pub fn validate_name(name: &str) -> Result<&str, SegmentError> {
     }
 }
 
-/// An unguessable name with multiproc's prefix (`mp_` and 24 hex digits)
-/// for a named segment: nobody else can have it or guess it, so a creator
-/// may tell others (a tracker, say) about it before it creates the segment.
+/// An unguessable name with this process's prefix (see
+/// [Generated names](self#generated-names): `mp_` unless
+/// [`NAME_PREFIX_ENV`] sets another) and 24 hex digits, for a named
+/// segment: nobody else can have it or guess it, so a creator may tell
+/// others (a tracker, say) about it before it creates the segment.
 ///
 /// # Errors
 ///
-/// [`SegmentError::Io`] when the system's random source fails.
+/// [`SegmentError::InvalidNamePrefix`] when [`NAME_PREFIX_ENV`] holds an
+/// invalid prefix; [`SegmentError::Io`] when the system's random source
+/// fails.
 ///
 /// # Examples
 ///
 /// ```
-/// let name = multiproc_core::segment::generate_name()?;
-/// assert!(name.starts_with("mp_") && name.len() == 27);
+/// use multiproc_core::segment::{generate_name, name_prefix};
+///
+/// let name = generate_name()?;
+/// let prefix = name_prefix()?;
+/// assert!(name.starts_with(prefix) && name.len() == prefix.len() + 24);
 /// # Ok::<(), multiproc_core::SegmentError>(())
 /// ```
 pub fn generate_name() -> Result<String, SegmentError> {
-    let mut bytes = [0u8; 12];
+    let prefix = name_prefix()?;
+    let mut bytes = [0u8; GENERATED_DIGITS / 2];
     getrandom::fill(&mut bytes)
         .map_err(|e| SegmentError::io("getrandom", io::Error::other(e.to_string())))?;
-    let mut name = String::with_capacity(AUTO_NAME_PREFIX.len() + 24);
-    name.push_str(AUTO_NAME_PREFIX);
+    let mut name = String::with_capacity(prefix.len() + GENERATED_DIGITS);
+    name.push_str(prefix);
     for b in bytes {
         name.push_str(&format!("{b:02x}"));
     }
     Ok(name)
+}
+
+/// The prefix of this process's generated names: the value of
+/// [`NAME_PREFIX_ENV`] as read on the first call, or
+/// [`DEFAULT_NAME_PREFIX`] when it is unset or empty.
+///
+/// # Errors
+///
+/// [`SegmentError::InvalidNamePrefix`] when the variable holds a value
+/// [`validate_name_prefix`] refuses (or one that is not UTF-8); every later
+/// call gives the same error.
+///
+/// # Examples
+///
+/// ```
+/// use multiproc_core::segment::{name_prefix, NAME_PREFIX_ENV};
+///
+/// let prefix = name_prefix()?;
+/// match std::env::var(NAME_PREFIX_ENV) {
+///     Ok(set) if !set.is_empty() => assert_eq!(prefix, set),
+///     _ => assert_eq!(prefix, "mp_"),
+/// }
+/// # Ok::<(), multiproc_core::SegmentError>(())
+/// ```
+pub fn name_prefix() -> Result<&'static str, SegmentError> {
+    match name_prefix_setting() {
+        Ok(prefix) => Ok(prefix),
+        Err((prefix, reason)) => Err(SegmentError::InvalidNamePrefix {
+            prefix: prefix.clone(),
+            reason,
+        }),
+    }
+}
+
+/// Checks a prefix for generated names: 1 to [`MAX_NAME_PREFIX_LEN`] bytes,
+/// each an ASCII letter, digit, `_`, `.` or `-`. That keeps every generated
+/// name a valid name (no `/`, no NUL, never `.` or `..`) and one a shell
+/// pattern such as `find /dev/shm -name "$PREFIX*"` matches literally.
+///
+/// # Errors
+///
+/// [`SegmentError::InvalidNamePrefix`] with the rule broken.
+///
+/// # Examples
+///
+/// ```
+/// use multiproc_core::segment::validate_name_prefix;
+///
+/// assert_eq!(validate_name_prefix("mp_ci4242_")?, "mp_ci4242_");
+/// assert!(validate_name_prefix("").is_err());
+/// assert!(validate_name_prefix("a/b").is_err());
+/// assert!(validate_name_prefix("mp*").is_err());
+/// # Ok::<(), multiproc_core::SegmentError>(())
+/// ```
+pub fn validate_name_prefix(prefix: &str) -> Result<&str, SegmentError> {
+    match name_prefix_problem(prefix) {
+        Some(reason) => Err(SegmentError::InvalidNamePrefix {
+            prefix: prefix.to_owned(),
+            reason,
+        }),
+        None => Ok(prefix),
+    }
+}
+
+fn name_prefix_problem(prefix: &str) -> Option<&'static str> {
+    if prefix.is_empty() {
+        Some("empty")
+    } else if prefix.len() > MAX_NAME_PREFIX_LEN {
+        const _: () = assert!(MAX_NAME_PREFIX_LEN == 128, "the message below names it");
+        Some("longer than 128 bytes")
+    } else if !prefix
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-'))
+    {
+        Some("holds a byte other than A-Z, a-z, 0-9, '_', '.' and '-'")
+    } else {
+        None
+    }
+}
+
+/// The prefix as first read, or the invalid value and why.
+type PrefixSetting = Result<String, (String, &'static str)>;
+
+/// [`NAME_PREFIX_ENV`] as read once per process; null until then.
+///
+/// An `AtomicPtr` to a leaked box rather than a `OnceLock`: a child forked
+/// while another thread was inside a `OnceLock`'s initialisation would
+/// wait for that thread for ever (fork copies only the forking thread),
+/// and forked children create segments. Here two threads that race both
+/// read the variable and the first to publish wins; nobody waits.
+static NAME_PREFIX: AtomicPtr<PrefixSetting> = AtomicPtr::new(std::ptr::null_mut());
+
+/// The setting of this process, read from the environment on first use.
+fn name_prefix_setting() -> &'static PrefixSetting {
+    // SYNC: Acquire pairs with the AcqRel exchange below that published it.
+    let mut published = NAME_PREFIX.load(Ordering::Acquire);
+    if published.is_null() {
+        let fresh = Box::into_raw(Box::new(prefix_from_env()));
+        // SYNC: AcqRel: publishes the box (Release) and, on losing the race,
+        // sees the winner's (Acquire).
+        published = match NAME_PREFIX.compare_exchange(
+            std::ptr::null_mut(),
+            fresh,
+            Ordering::AcqRel,
+            Ordering::Acquire,
+        ) {
+            Ok(_) => fresh,
+            Err(winner) => {
+                // SAFETY: `fresh` came from `Box::into_raw` just above and
+                // was never published, so this is its only owner.
+                drop(unsafe { Box::from_raw(fresh) });
+                winner
+            }
+        };
+    }
+    // SAFETY: a non-null pointer in NAME_PREFIX comes from `Box::into_raw`
+    // and is never freed or written again, so it is valid and immutable for
+    // the rest of the process (and of its forked children, which copy it).
+    unsafe { &*published }
+}
+
+fn prefix_from_env() -> PrefixSetting {
+    prefix_setting(std::env::var_os(NAME_PREFIX_ENV).as_deref())
+}
+
+/// The setting a value of [`NAME_PREFIX_ENV`] (`None`: unset) makes.
+fn prefix_setting(value: Option<&std::ffi::OsStr>) -> PrefixSetting {
+    let value = match value {
+        None => return Ok(DEFAULT_NAME_PREFIX.to_owned()),
+        Some(value) if value.is_empty() => return Ok(DEFAULT_NAME_PREFIX.to_owned()),
+        Some(value) => value,
+    };
+    let Some(text) = value.to_str() else {
+        return Err((value.to_string_lossy().into_owned(), "not UTF-8"));
+    };
+    match name_prefix_problem(text) {
+        Some(reason) => Err((text.to_owned(), reason)),
+        None => Ok(text.to_owned()),
+    }
 }
 
 /// `READY` in the header's ready word: the header and the object behind it
@@ -1024,3 +1260,81 @@ impl fmt::Display for HeaderError {
 }
 
 impl std::error::Error for HeaderError {}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::ffi::OsStr;
+    use std::os::unix::ffi::OsStrExt;
+
+    #[test]
+    fn unset_or_empty_prefix_is_the_default() {
+        assert_eq!(prefix_setting(None), Ok("mp_".to_owned()));
+        assert_eq!(prefix_setting(Some(OsStr::new(""))), Ok("mp_".to_owned()));
+    }
+
+    #[test]
+    fn a_valid_prefix_is_taken_as_it_is() {
+        for prefix in [
+            "mp_t123_ab_",
+            "x",
+            "A.b-C_9",
+            &"p".repeat(MAX_NAME_PREFIX_LEN),
+        ] {
+            assert_eq!(
+                prefix_setting(Some(OsStr::new(prefix))),
+                Ok(prefix.to_owned())
+            );
+        }
+    }
+
+    #[test]
+    fn an_invalid_prefix_is_refused_with_the_rule_it_breaks() {
+        let long = "p".repeat(MAX_NAME_PREFIX_LEN + 1);
+        for (prefix, rule) in [
+            ("a/b", "byte other"),
+            ("mp*", "byte other"),
+            ("sp ace", "byte other"),
+            ("nul\0", "byte other"),
+            ("é", "byte other"),
+            (long.as_str(), "longer"),
+        ] {
+            match prefix_setting(Some(OsStr::new(prefix))) {
+                Err((value, reason)) => {
+                    assert_eq!(value, prefix);
+                    assert!(reason.contains(rule), "{prefix:?}: {reason}");
+                }
+                Ok(taken) => panic!("{prefix:?} was taken as {taken:?}"),
+            }
+            assert!(matches!(
+                validate_name_prefix(prefix),
+                Err(SegmentError::InvalidNamePrefix { .. })
+            ));
+        }
+        let not_utf8 = OsStr::from_bytes(b"mp_\xff_");
+        assert!(matches!(
+            prefix_setting(Some(not_utf8)),
+            Err((_, "not UTF-8"))
+        ));
+    }
+
+    #[test]
+    fn every_generated_name_under_a_valid_prefix_is_a_valid_name() {
+        let longest = "p".repeat(MAX_NAME_PREFIX_LEN);
+        for prefix in [".", "..", "-", longest.as_str()] {
+            let name = format!("{prefix}{}", "0".repeat(GENERATED_DIGITS));
+            assert!(validate_name_prefix(prefix).is_ok());
+            assert_eq!(validate_name(&name).unwrap(), name);
+        }
+    }
+
+    #[test]
+    fn the_error_names_the_variable_and_the_value() {
+        let err = validate_name_prefix("a/b").unwrap_err();
+        let text = err.to_string();
+        assert!(
+            text.contains("MULTIPROC_SHM_PREFIX") && text.contains("\"a/b\""),
+            "{text}"
+        );
+    }
+}

@@ -2,8 +2,11 @@
 //! itself as the child (see `multiproc-testkit`).
 
 use multiproc_core::futex::{self, WaitOutcome};
+use multiproc_core::segment::{self, NAME_PREFIX_ENV, generate_name, name_prefix};
 use multiproc_core::{Header, HeaderError, Segment, SegmentError, codec, scm};
-use multiproc_testkit::{Role, inherited_fds, open_fd_count, run, spawn, tests, wait_timeout};
+use multiproc_testkit::{
+    Role, inherited_fds, open_fd_count, run, shm_prefix, spawn, tests, unique_name, wait_timeout,
+};
 use std::os::fd::{AsFd, OwnedFd};
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
@@ -47,6 +50,38 @@ fn child_write_pattern(args: &[String]) {
     let flag = segment.atomic_u32(0).unwrap();
     flag.store(1, Ordering::Release);
     futex::wake_all(flag);
+}
+
+/// Creates a segment under a generated name and checks the name against
+/// `args[0]`: `prefix=P` (names start with P), or `invalid=V` (the prefix
+/// V in the environment is refused with a typed error, and a name given
+/// explicitly, `args[1]`, still works).
+fn child_generated_names(args: &[String]) {
+    match args[0].split_once('=').unwrap() {
+        ("prefix", prefix) => {
+            assert_eq!(name_prefix().unwrap(), prefix);
+            let segment = Segment::create_named(None, 64).unwrap();
+            let name = segment.name().unwrap().to_owned();
+            segment.unlink().unwrap();
+            assert!(name.starts_with(prefix), "{name:?}");
+            assert_eq!(name.len(), prefix.len() + 24, "{name:?}");
+        }
+        ("invalid", value) => {
+            for err in [
+                name_prefix().unwrap_err(),
+                generate_name().unwrap_err(),
+                Segment::create_named(None, 64).unwrap_err(),
+            ] {
+                match err {
+                    SegmentError::InvalidNamePrefix { prefix, .. } => assert_eq!(prefix, value),
+                    other => panic!("expected InvalidNamePrefix, got {other:?}"),
+                }
+            }
+            let given = Segment::create_named(Some(&args[1]), 64).unwrap();
+            given.unlink().unwrap();
+        }
+        other => panic!("unknown check {other:?}"),
+    }
 }
 
 /// Waits a little, so the parent is asleep, then stores 1 and wakes.
@@ -316,6 +351,46 @@ fn bad_sizes_and_names_are_typed_errors() {
     ));
 }
 
+fn generated_names_take_their_prefix_from_the_environment() {
+    // The testkit names the variable core reads, and stays within its limit.
+    assert_eq!(multiproc_testkit::SHM_PREFIX_ENV, NAME_PREFIX_ENV);
+    assert_eq!(
+        multiproc_testkit::MAX_SHM_PREFIX_LEN,
+        segment::MAX_NAME_PREFIX_LEN
+    );
+    // Here: the run's prefix, set by the testkit before the tests.
+    assert_eq!(name_prefix().unwrap(), shm_prefix());
+    let custom = format!("{}custom.x-y_", shm_prefix());
+    let cases = [
+        (Some(custom.clone()), format!("prefix={custom}")),
+        (Some(String::new()), "prefix=mp_".to_owned()),
+        (None, "prefix=mp_".to_owned()),
+    ];
+    for (value, check) in cases {
+        let mut cmd = multiproc_testkit::command("generated_names", &[&check], &[]);
+        match value {
+            Some(value) => cmd.env(NAME_PREFIX_ENV, value),
+            None => cmd.env_remove(NAME_PREFIX_ENV),
+        };
+        let status = cmd.stdin(std::process::Stdio::null()).status().unwrap();
+        assert!(status.success(), "{check}: {status}");
+    }
+    let too_long = "p".repeat(segment::MAX_NAME_PREFIX_LEN + 1);
+    for bad in ["a/b", "mp *", "..\\", too_long.as_str()] {
+        let given = unique_name("given");
+        let status = multiproc_testkit::command(
+            "generated_names",
+            &[&format!("invalid={bad}"), &given],
+            &[],
+        )
+        .env(NAME_PREFIX_ENV, bad)
+        .stdin(std::process::Stdio::null())
+        .status()
+        .unwrap();
+        assert!(status.success(), "{bad:?}: {status}");
+    }
+}
+
 fn handle_in_a_plain_codec_is_refused() {
     let segment = Segment::anonymous(64).unwrap();
     let before = open_fd_count();
@@ -367,6 +442,7 @@ fn main() {
         ("wake_later", child_wake_later),
         ("receive_handles", child_receive_handles),
         ("send_fds", child_send_fds),
+        ("generated_names", child_generated_names),
     ];
     run(
         roles,
@@ -384,6 +460,7 @@ fn main() {
             corrupt_or_truncated_segments_fail_cleanly,
             unsealed_memfd_is_refused_sealed_one_attaches,
             bad_sizes_and_names_are_typed_errors,
+            generated_names_take_their_prefix_from_the_environment,
             handle_in_a_plain_codec_is_refused,
             an_object_from_another_pid_namespace_is_refused_on_attach,
         ],

@@ -985,18 +985,33 @@ fn blocked_getters_and_putters_use_no_cpu() {
     finish(&mut putter);
 }
 
+/// Files in `/dev/shm` this process maps or holds open: where a named
+/// segment of its own shows, whatever its name, and what no other program
+/// on the machine can add to (counting the directory's entries would fail
+/// whenever one creates a name meanwhile).
+fn dev_shm_files_of_this_process() -> std::collections::BTreeSet<String> {
+    let maps = std::fs::read_to_string("/proc/self/maps").unwrap();
+    let mapped = maps
+        .lines()
+        .filter_map(|l| l.split_once("/dev/shm/").map(|(_, name)| name.to_owned()));
+    let open = std::fs::read_dir("/proc/self/fd")
+        .unwrap()
+        .filter_map(|e| std::fs::read_link(e.ok()?.path()).ok())
+        .filter_map(|path| {
+            let path = path.to_string_lossy().into_owned();
+            path.strip_prefix("/dev/shm/").map(str::to_owned)
+        });
+    mapped.chain(open).collect()
+}
+
 fn nothing_of_ours_appears_in_dev_shm() {
-    let before = std::fs::read_dir("/dev/shm")
-        .map(|d| d.count())
-        .unwrap_or(0);
+    let before = dev_shm_files_of_this_process();
     let queues: Vec<Queue<u8>> = (0..8).map(|_| Queue::new().unwrap()).collect();
     for q in &queues {
         q.put(1).unwrap();
     }
-    let during = std::fs::read_dir("/dev/shm")
-        .map(|d| d.count())
-        .unwrap_or(0);
-    assert_eq!(before, during, "a queue created a file in /dev/shm");
+    let during = dev_shm_files_of_this_process();
+    assert_eq!(before, during, "a queue uses a file in /dev/shm");
     // The memory is a memfd: visible only as a descriptor.
     let link = std::fs::read_link(format!("/proc/self/fd/{}", {
         use std::os::fd::AsRawFd;

@@ -73,12 +73,18 @@ fn is_taken(e: &SegmentError) -> bool {
 
 impl SharedMemory {
     /// A new block of `size` bytes, zero-filled, mode `0600`; with
-    /// `name = None` an unguessable name is chosen. The caller owns the name.
+    /// `name = None` an unguessable name is chosen: the process's name
+    /// prefix (`mp_`, or the value of `MULTIPROC_SHM_PREFIX`; see
+    /// [`multiproc_core::segment`]) and 24 hex digits. The caller owns the
+    /// name.
     ///
     /// # Errors
     ///
     /// [`ShmError::Segment`] for a bad name (empty, over 255 bytes, a `/`
-    /// inside), a size of 0, or a name already taken (`AlreadyExists`).
+    /// inside), a size of 0, or a name already taken (`AlreadyExists`);
+    /// with [`SegmentError::InvalidNamePrefix`] when `MULTIPROC_SHM_PREFIX`
+    /// holds an invalid prefix, also for a name given explicitly (the block
+    /// is made under a generated name first, see below).
     ///
     /// A creator killed at any instant inside `create` leaves no name
     /// behind: the segment is made under a generated name that the tracker

@@ -5,7 +5,9 @@ use multiproc_core::{codec, scm};
 use multiproc_shm::{
     Array, RawArray, RawValue, ShareableList, ShareableValue as V, SharedMemory, ShmError, Value,
 };
-use multiproc_testkit::{Role, eventually, run, spawn, tests, wait_timeout};
+use multiproc_testkit::{
+    Role, eventually, run, shm_names, shm_prefix, spawn, tests, unique_name, wait_timeout,
+};
 use std::io::{BufRead, BufReader, Write};
 use std::os::fd::AsFd;
 use std::path::Path;
@@ -192,7 +194,7 @@ fn sigkilled_creator_is_reclaimed() {
             .spawn()
             .unwrap();
         let name = line(&mut BufReader::new(child.stdout.take().unwrap()));
-        assert!(name.starts_with("mp_"), "{name:?}");
+        assert!(name.starts_with(&shm_prefix()), "{name:?}");
         assert!(exists(&name));
         child.kill().unwrap();
         child.wait().unwrap();
@@ -203,9 +205,10 @@ fn sigkilled_creator_is_reclaimed() {
     }
 }
 
-/// Names in `/dev/shm` that start with `mp_`.
+/// Names in `/dev/shm` of this run (see `multiproc_testkit::shm_prefix`):
+/// other programs' do not count.
 fn our_names() -> std::collections::HashSet<String> {
-    multiproc_testkit::shm_names("mp_").into_iter().collect()
+    shm_names(&shm_prefix()).into_iter().collect()
 }
 
 fn a_creator_killed_inside_create_leaves_no_name() {
@@ -213,7 +216,7 @@ fn a_creator_killed_inside_create_leaves_no_name() {
     // (which also starts the tracker): every name they made must be
     // reclaimed, whatever instant the kill hit.
     let before = our_names();
-    let prefix = format!("mp_killed_in_create_{}_", std::process::id());
+    let prefix = format!("{}_", unique_name("killed_in_create"));
     let mut seed = u64::from(std::process::id()) | 1;
     for round in 0..150 {
         seed ^= seed << 13;
@@ -298,7 +301,7 @@ fn python_creates_rust_opens() {
     let script = r#"
 import sys
 from multiprocessing import shared_memory
-shm = shared_memory.SharedMemory(create=True, size=4096)
+shm = shared_memory.SharedMemory(name=sys.argv[1], create=True, size=4096)
 shm.buf[:4096] = bytes(i % 251 for i in range(4096))
 print(shm.name, flush=True)
 sys.stdin.readline()
@@ -307,11 +310,14 @@ shm.close()
 shm.unlink()
 print("OK" if ok else "BAD", flush=True)
 "#;
-    let Some(mut py) = python(script, &[]) else {
+    // The name comes from here, so the run's leak check covers it.
+    let wanted = unique_name("py_block");
+    let Some(mut py) = python(script, &[&wanted]) else {
         return;
     };
     let mut out = BufReader::new(py.stdout.take().unwrap());
     let name = line(&mut out);
+    assert_eq!(name, wanted);
     let shm = SharedMemory::open(&name).unwrap();
     assert!(!shm.is_owner());
     assert_eq!(shm.size(), 4096);
@@ -376,7 +382,7 @@ fn python_shareable_list_opens_here() {
         r#"
 import sys
 from multiprocessing import shared_memory
-sl = shared_memory.ShareableList({PY_ITEMS})
+sl = shared_memory.ShareableList({PY_ITEMS}, name=sys.argv[1])
 print(sl.shm.name, flush=True)
 sys.stdin.readline()
 ok = list(sl) == [7, "new", 2.25, None, True, False, "hé", b"\x01\x02", "y" * 20, 1]
@@ -385,11 +391,13 @@ sl.shm.unlink()
 print("OK" if ok else "BAD", flush=True)
 "#
     );
-    let Some(mut py) = python(&script, &[]) else {
+    let wanted = unique_name("py_list");
+    let Some(mut py) = python(&script, &[&wanted]) else {
         return;
     };
     let mut out = BufReader::new(py.stdout.take().unwrap());
     let name = line(&mut out);
+    assert_eq!(name, wanted);
     let list = ShareableList::open(&name).unwrap();
     assert_eq!(list.to_vec().unwrap(), expected_items());
     for (i, value) in [
@@ -457,7 +465,7 @@ fn bad_input_is_a_typed_error() {
         SharedMemory::create(None, 0),
         Err(ShmError::Segment(_))
     ));
-    let missing = SharedMemory::open("mp_does_not_exist_0123456789").unwrap_err();
+    let missing = SharedMemory::open(&unique_name("does_not_exist")).unwrap_err();
     assert!(
         matches!(missing, ShmError::Segment(ref e) if e.io_kind() == Some(std::io::ErrorKind::NotFound))
     );

@@ -21,6 +21,20 @@
 //!     run(&[("says_hi", child_says_hi)], tests![parent_sees_hi]);
 //! }
 //! ```
+//!
+//! # The `/dev/shm` leak check
+//!
+//! After the tests, [`run`] fails the binary if a name it made in
+//! `/dev/shm` is still there. It checks only the names of *this run*, so
+//! that other programs on the machine (another test run, a Python job,
+//! anything making `mp_*` or `psm_*` names) cannot fail it: before the
+//! tests it sets `MULTIPROC_SHM_PREFIX` ([`SHM_PREFIX_ENV`]) to a prefix of
+//! its own, `mp_t<pid>_<random>_` (see [`run_prefix`]), which every name
+//! multiproc generates in this process and in the children it starts then
+//! carries. Names a test gives itself, or has Python create, must carry it
+//! too: build them with [`unique_name`]. A prefix already in the
+//! environment (a CI job's, say) is extended, not replaced, so the job can
+//! still check every name of its own run.
 #![allow(unsafe_code)]
 #![allow(missing_docs)]
 
@@ -30,6 +44,7 @@ use std::io;
 use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::process::CommandExt;
 use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 const ROLE_ENV: &str = "MULTIPROC_TEST_ROLE";
@@ -50,7 +65,9 @@ macro_rules! tests {
 }
 
 /// The `main` of a `harness = false` test file: plays the role named in the
-/// environment (and exits), or runs `tests` and exits with their verdict.
+/// environment (and exits), or runs `tests` and exits with their verdict,
+/// failing them when they left a name of this run in `/dev/shm` (see the
+/// [crate docs](crate#the-devshm-leak-check)).
 pub fn run(roles: &[Role], tests: Vec<Trial>) -> ! {
     if let Ok(role) = std::env::var(ROLE_ENV) {
         let args: Vec<String> = std::env::args().skip(1).collect();
@@ -61,11 +78,11 @@ pub fn run(roles: &[Role], tests: Vec<Trial>) -> ! {
         body(&args);
         std::process::exit(0);
     }
+    let prefix = claim_run_prefix();
     let args = libtest_mimic::Arguments::from_args();
-    let ours = || [shm_names(SHM_PREFIX), shm_names(PYTHON_SHM_PREFIX)].concat();
-    let before = ours();
+    let before = shm_names("");
     let conclusion = libtest_mimic::run(&args, tests);
-    let leaked: Vec<String> = ours().into_iter().filter(|n| !before.contains(n)).collect();
+    let leaked = leaked_names(&prefix, &before, &shm_names(""));
     if !leaked.is_empty() {
         eprintln!("error: the tests left shared memory behind in /dev/shm: {leaked:?}");
         std::process::exit(1);
@@ -73,11 +90,131 @@ pub fn run(roles: &[Role], tests: Vec<Trial>) -> ! {
     conclusion.exit()
 }
 
-/// Prefix of the names multiproc generates in `/dev/shm`.
-pub const SHM_PREFIX: &str = "mp_";
+/// The environment variable multiproc reads the prefix of the names it
+/// generates from (`multiproc_core::segment::NAME_PREFIX_ENV`, repeated
+/// here because core's own tests use this crate).
+pub const SHM_PREFIX_ENV: &str = "MULTIPROC_SHM_PREFIX";
 
-/// Prefix of the names Python's `shared_memory` generates.
-pub const PYTHON_SHM_PREFIX: &str = "psm_";
+/// Longest prefix multiproc accepts in [`SHM_PREFIX_ENV`]
+/// (`multiproc_core::segment::MAX_NAME_PREFIX_LEN`).
+pub const MAX_SHM_PREFIX_LEN: usize = 128;
+
+/// The names that make a leak: those in the `after` snapshot of `/dev/shm`
+/// that carry the run's `prefix` and were not in the `before` one. Names
+/// of other programs, whatever they look like, are not ours to judge.
+///
+/// ```
+/// use multiproc_testkit::leaked_names;
+///
+/// let before = vec!["mp_t1_x_old".to_owned()];
+/// let after = vec![
+///     "mp_t1_x_old".to_owned(),    // there before the tests
+///     "mp_t1_x_made".to_owned(),   // made by the tests and left
+///     "mp_0123abcd".to_owned(),    // another program's
+///     "psm_0123abcd".to_owned(),   // a Python program's
+/// ];
+/// assert_eq!(leaked_names("mp_t1_x_", &before, &after), ["mp_t1_x_made"]);
+/// ```
+#[must_use]
+pub fn leaked_names(prefix: &str, before: &[String], after: &[String]) -> Vec<String> {
+    after
+        .iter()
+        .filter(|name| name.starts_with(prefix) && !before.contains(name))
+        .cloned()
+        .collect()
+}
+
+/// The prefix of a test run started with `outer` in [`SHM_PREFIX_ENV`]
+/// (`None` or empty: not set) by process `pid`: the outer prefix, or
+/// multiproc's default `mp_`, followed by `t<pid>_<nonce in hex>_`. When
+/// that would be longer than [`MAX_SHM_PREFIX_LEN`], the outer prefix as it
+/// is (the run then shares it with whoever set it).
+///
+/// ```
+/// use multiproc_testkit::run_prefix;
+///
+/// assert_eq!(run_prefix(None, 42, 0xbeef), "mp_t42_0000beef_");
+/// assert_eq!(run_prefix(Some("mp_ci7_"), 42, 0xbeef), "mp_ci7_t42_0000beef_");
+/// let long = "p".repeat(120);
+/// assert_eq!(run_prefix(Some(&long), 42, 0xbeef), long);
+/// ```
+#[must_use]
+pub fn run_prefix(outer: Option<&str>, pid: u32, nonce: u32) -> String {
+    let outer = outer.filter(|o| !o.is_empty());
+    let prefix = format!("{}t{pid}_{nonce:08x}_", outer.unwrap_or("mp_"));
+    match outer {
+        Some(outer) if prefix.len() > MAX_SHM_PREFIX_LEN => outer.to_owned(),
+        _ => prefix,
+    }
+}
+
+/// Sets this run's prefix in the environment, where multiproc (in this
+/// process and in every child, which inherits it) takes it from, and
+/// returns it.
+fn claim_run_prefix() -> String {
+    let outer = match std::env::var(SHM_PREFIX_ENV) {
+        Ok(outer) => Some(outer),
+        Err(std::env::VarError::NotPresent) => None,
+        Err(std::env::VarError::NotUnicode(value)) => {
+            eprintln!("error: {SHM_PREFIX_ENV} is not UTF-8: {value:?}");
+            std::process::exit(2);
+        }
+    };
+    // The OS seeds every RandomState: a nonce with no dependency, so that
+    // a pid reused by a later run does not make its names ours.
+    let nonce = std::hash::BuildHasher::hash_one(
+        &std::collections::hash_map::RandomState::new(),
+        std::process::id(),
+    ) as u32;
+    let prefix = run_prefix(outer.as_deref(), std::process::id(), nonce);
+    // set_var races with any other thread reading the environment, so it
+    // may only run while this is the one thread; `run` is `main`, before
+    // the tests start theirs.
+    let threads = std::fs::read_dir("/proc/self/task").map(Iterator::count);
+    if !matches!(threads, Ok(1)) {
+        eprintln!("error: multiproc_testkit::run must be called first in main, on the only thread");
+        std::process::exit(2);
+    }
+    // SAFETY: this process has one thread (checked just above), so nothing
+    // reads or writes the environment concurrently.
+    unsafe { std::env::set_var(SHM_PREFIX_ENV, &prefix) };
+    prefix
+}
+
+/// The prefix multiproc gives the names it generates here: this run's
+/// under [`run`] (also in the children it starts), else the one set in
+/// [`SHM_PREFIX_ENV`], else `mp_`.
+///
+/// ```
+/// let prefix = multiproc_testkit::shm_prefix();
+/// assert!(!prefix.is_empty());
+/// ```
+#[must_use]
+pub fn shm_prefix() -> String {
+    std::env::var(SHM_PREFIX_ENV)
+        .ok()
+        .filter(|p| !p.is_empty())
+        .unwrap_or_else(|| "mp_".to_owned())
+}
+
+/// A name for a test to create in `/dev/shm` itself (or to have Python
+/// create) that the run's leak check covers: [`shm_prefix`], then `tag`, the
+/// pid and a counter, so no two calls anywhere in the run give the same
+/// name. Keep `tag` to letters, digits and `_`; a name that ends up over
+/// 255 bytes is refused by multiproc with a typed error when used.
+///
+/// ```
+/// let a = multiproc_testkit::unique_name("block");
+/// let b = multiproc_testkit::unique_name("block");
+/// assert!(a.starts_with(&multiproc_testkit::shm_prefix()));
+/// assert_ne!(a, b);
+/// ```
+#[must_use]
+pub fn unique_name(tag: &str) -> String {
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    let n = NEXT.fetch_add(1, Ordering::Relaxed);
+    format!("{}{tag}_{}_{n}", shm_prefix(), std::process::id())
+}
 
 /// Starts this test binary again as `role` with `args`. The descriptors in
 /// `fds` are inherited under the same numbers; the child collects them with
@@ -174,7 +311,9 @@ pub fn open_fd_count() -> usize {
         .saturating_sub(1)
 }
 
-/// Names in `/dev/shm` that start with `prefix`.
+/// Names in `/dev/shm` that start with `prefix` (all of them for `""`),
+/// sorted.
+#[must_use]
 pub fn shm_names(prefix: &str) -> Vec<String> {
     let mut names: Vec<String> = std::fs::read_dir("/dev/shm")
         .map(|dir| {
@@ -323,4 +462,77 @@ pub fn child_pids() -> Vec<u32> {
 pub fn process_state(pid: u32) -> Option<char> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     stat[stat.rfind(')')? + 1..].trim_start().chars().next()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn names(list: &[&str]) -> Vec<String> {
+        list.iter().map(|&n| n.to_owned()).collect()
+    }
+
+    const RUN: &str = "mp_ci7_t42_0000beef_";
+
+    #[test]
+    fn names_of_other_programs_are_not_a_leak() {
+        let before = names(&["mp_0011", "psm_aa"]);
+        let after = names(&[
+            "mp_0011",
+            "psm_aa",
+            "mp_0123456789abcdef01234567", // a multiproc program's generated name
+            "psm_5f1e2d3c",                // a Python program's
+            "mp_foreign_1",
+            "mp_ci7_t43_0000cafe_x", // another run of the same CI job
+            "mp_ci7_t42_0000beef",   // the prefix without its last byte
+            "unrelated",
+        ]);
+        assert!(leaked_names(RUN, &before, &after).is_empty());
+    }
+
+    #[test]
+    fn a_name_of_the_run_made_during_it_is_a_leak() {
+        let before = names(&[&format!("{RUN}old"), "mp_0011"]);
+        let after = names(&[
+            &format!("{RUN}old"),
+            "mp_0011",
+            &format!("{RUN}0123456789abcdef01234567"),
+            &format!("{RUN}block_9_0"),
+            "psm_5f1e2d3c",
+        ]);
+        assert_eq!(
+            leaked_names(RUN, &before, &after),
+            [
+                format!("{RUN}0123456789abcdef01234567"),
+                format!("{RUN}block_9_0")
+            ]
+        );
+    }
+
+    #[test]
+    fn a_name_removed_or_unchanged_is_not_a_leak() {
+        let before = names(&[&format!("{RUN}a"), &format!("{RUN}b")]);
+        let after = names(&[&format!("{RUN}b")]);
+        assert!(leaked_names(RUN, &before, &after).is_empty());
+    }
+
+    #[test]
+    fn the_run_prefix_extends_an_outer_one_and_fits() {
+        assert_eq!(run_prefix(None, 7, 1), "mp_t7_00000001_");
+        assert_eq!(run_prefix(Some(""), 7, 1), "mp_t7_00000001_");
+        assert_eq!(run_prefix(Some("mp_ci9_"), 7, 1), "mp_ci9_t7_00000001_");
+        let longest_pid = run_prefix(None, u32::MAX, u32::MAX);
+        assert!(longest_pid.len() <= MAX_SHM_PREFIX_LEN);
+        let outer = "o".repeat(MAX_SHM_PREFIX_LEN - 10);
+        assert_eq!(run_prefix(Some(&outer), u32::MAX, 1), outer);
+        assert!(run_prefix(Some(&outer[..90]), u32::MAX, 1).len() <= MAX_SHM_PREFIX_LEN);
+        // Only the bytes multiproc accepts in a prefix.
+        let prefix = run_prefix(Some("mp_x.y-z_"), 12345, 0xdead_beef);
+        assert!(
+            prefix
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-')),
+            "{prefix}"
+        );
+    }
 }
