@@ -38,6 +38,7 @@ use rustix::thread::futex as sys;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
+use crate::time::Timeout;
 use crate::time::remaining;
 
 /// How a [`wait`] returned. The caller re-reads the word in every case:
@@ -192,18 +193,6 @@ impl Default for SpinWait {
     }
 }
 
-/// Returned by [`wait_until`] when the deadline passed first.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct TimedOut;
-
-impl std::fmt::Display for TimedOut {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("timed out")
-    }
-}
-
-impl std::error::Error for TimedOut {}
-
 /// Waits until `done(word)` holds: spins for [`SPIN_LIMIT`] checks, then
 /// sleeps on the futex until the word changes, re-checking after every
 /// wake-up. Returns the value that satisfied `done`.
@@ -214,12 +203,12 @@ impl std::error::Error for TimedOut {}
 ///
 /// # Errors
 ///
-/// [`TimedOut`] when `deadline` passes before `done` holds.
+/// [`Timeout`] when `deadline` passes before `done` holds.
 pub fn wait_until(
     word: &AtomicU32,
     deadline: Option<Instant>,
     done: impl FnMut(u32) -> bool,
-) -> Result<u32, TimedOut> {
+) -> Result<u32, Timeout> {
     wait_until_with(word, deadline, SpinWait::new(), done)
 }
 
@@ -228,13 +217,13 @@ pub fn wait_until(
 ///
 /// # Errors
 ///
-/// [`TimedOut`] when `deadline` passes before `done` holds.
+/// [`Timeout`] when `deadline` passes before `done` holds.
 pub fn wait_until_with(
     word: &AtomicU32,
     deadline: Option<Instant>,
     mut spin: SpinWait,
     mut done: impl FnMut(u32) -> bool,
-) -> Result<u32, TimedOut> {
+) -> Result<u32, Timeout> {
     loop {
         // SYNC: pairs with the Release store of whoever makes `done` true.
         let value = word.load(Ordering::Acquire);
@@ -254,11 +243,7 @@ pub fn wait_until_with(
         // kernel return at once (EAGAIN), so no wake-up is lost.
         if wait(word, value, deadline) == WaitOutcome::TimedOut {
             let value = word.load(Ordering::Acquire);
-            return if done(value) {
-                Ok(value)
-            } else {
-                Err(TimedOut)
-            };
+            return if done(value) { Ok(value) } else { Err(Timeout) };
         }
     }
 }

@@ -60,3 +60,24 @@ pub fn timespec(d: Duration) -> rustix::time::Timespec {
 pub fn timespec_until(deadline: Option<Instant>) -> Option<rustix::time::Timespec> {
     remaining(deadline).map(timespec)
 }
+
+/// The deadline of a timed operation passed first: the error of every timed
+/// wait in multiproc that gives nothing back (crates re-export it; an
+/// operation that hands a value back on timeout has its own error holding
+/// it).
+///
+/// ```
+/// use multiproc_core::time::Timeout;
+///
+/// assert_eq!(Timeout.to_string(), "timed out");
+/// ```
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct Timeout;
+
+impl std::fmt::Display for Timeout {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("timed out")
+    }
+}
+
+impl std::error::Error for Timeout {}

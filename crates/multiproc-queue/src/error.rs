@@ -317,14 +317,7 @@ impl fmt::Display for TaskDoneError {
 
 impl Error for TaskDoneError {}
 
-/// Error of [`JoinableQueue::join_timeout`](crate::JoinableQueue::join_timeout).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct JoinTimeoutError;
-
-impl fmt::Display for JoinTimeoutError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("timed out waiting for unfinished tasks")
-    }
-}
-
-impl Error for JoinTimeoutError {}
+/// Error of [`JoinableQueue::join_timeout`](crate::JoinableQueue::join_timeout)
+/// (and of every timed wait in multiproc that gives nothing back): tasks
+/// were still unfinished at the deadline.
+pub use multiproc_core::time::Timeout;

@@ -240,8 +240,8 @@ mod queue;
 mod ring;
 
 pub use error::{
-    GetError, GetTimeoutError, JoinTimeoutError, PutError, PutTimeoutError, QueueError,
-    TaskDoneError, TryGetError, TryPutError,
+    GetError, GetTimeoutError, PutError, PutTimeoutError, QueueError, TaskDoneError, Timeout,
+    TryGetError, TryPutError,
 };
 pub use queue::{InPlace, JoinableQueue, Queue, QueueBuilder, SimpleQueue};
 

@@ -15,8 +15,8 @@ use std::time::Duration;
 use multiproc_core::time::deadline_after;
 
 use crate::error::{
-    GetError, GetTimeoutError, JoinTimeoutError, PutError, PutTimeoutError, QueueError,
-    TaskDoneError, TryGetError, TryPutError,
+    GetError, GetTimeoutError, PutError, PutTimeoutError, QueueError, TaskDoneError, Timeout,
+    TryGetError, TryPutError,
 };
 use crate::layout::{MAX_RING, MIN_RING, REC_ALIGN};
 use crate::ring::{Block, Consumer, Kind, Next, Options, Rec, Ring, Stop};
@@ -1310,7 +1310,7 @@ impl<T> JoinableQueue<T> {
     ///
     /// # Errors
     ///
-    /// [`JoinTimeoutError`] when tasks are still unfinished at the timeout.
+    /// [`Timeout`] when tasks are still unfinished at the timeout.
     ///
     /// # Examples
     ///
@@ -1326,11 +1326,8 @@ impl<T> JoinableQueue<T> {
     /// assert!(q.join_timeout(Duration::from_millis(5)).is_ok());
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
-    pub fn join_timeout(&self, timeout: Duration) -> Result<(), JoinTimeoutError> {
-        self.inner
-            .ring
-            .join(until(timeout))
-            .map_err(|_| JoinTimeoutError)
+    pub fn join_timeout(&self, timeout: Duration) -> Result<(), Timeout> {
+        self.inner.ring.join(until(timeout)).map_err(|_| Timeout)
     }
 }
 

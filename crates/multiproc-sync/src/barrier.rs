@@ -263,7 +263,7 @@ impl Barrier {
     ///
     /// let barrier = Barrier::new(2)?;
     /// let err = barrier.wait_timeout(Duration::from_millis(5)).unwrap_err();
-    /// assert!(err.timed_out());
+    /// assert!(err.is_timeout());
     /// assert!(barrier.broken());
     /// barrier.reset();
     /// assert!(!barrier.broken());
@@ -730,7 +730,7 @@ mod tests {
         let dead = dead_thread();
         plant(&barrier, 0, dead.tid, dead.packed);
         let err = barrier.wait_timeout(Duration::from_secs(5)).unwrap_err();
-        assert!(err.is_party_died() && !err.timed_out(), "{err:?}");
+        assert!(err.is_party_died() && !err.is_timeout(), "{err:?}");
         assert!(barrier.broken());
         assert_eq!(barrier.n_waiting(), 0);
         barrier.reset();
@@ -760,7 +760,7 @@ mod tests {
             rx.recv().unwrap();
             let start = Instant::now();
             let err = sleeper.join().unwrap().unwrap_err();
-            assert!(err.is_party_died() && !err.timed_out(), "{err:?}");
+            assert!(err.is_party_died() && !err.is_timeout(), "{err:?}");
             assert!(start.elapsed() < Duration::from_secs(1));
         });
         assert_eq!(barrier.shared.get().count.load(Ordering::Relaxed), 0);
@@ -806,7 +806,7 @@ mod tests {
             barrier
                 .wait_timeout(Duration::from_millis(20))
                 .unwrap_err()
-                .timed_out()
+                .is_timeout()
         );
         barrier.reset();
         layout.parties.store(2, Ordering::Relaxed);
@@ -816,7 +816,7 @@ mod tests {
             barrier
                 .wait_timeout(Duration::from_millis(20))
                 .unwrap_err()
-                .timed_out()
+                .is_timeout()
         );
     }
 
@@ -857,7 +857,7 @@ mod tests {
             barrier.reset();
             for waiter in waiters {
                 let err = waiter.join().unwrap().unwrap_err();
-                assert!(!err.timed_out());
+                assert!(!err.is_timeout());
             }
         });
         assert!(!barrier.broken());

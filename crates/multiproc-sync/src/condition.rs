@@ -31,7 +31,7 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-use crate::error::{AttachError, CreateError, OwnerDied};
+use crate::error::{AttachError, CreateError, OwnerDied, WaitTimeoutError};
 use crate::layout::ConditionLayout;
 use crate::lock::{Lock, LockGuard};
 use crate::rlock::{RLock, RLockGuard};
@@ -133,18 +133,6 @@ impl ConditionLock for RLock {
 
     fn reacquire(&self, depth: u32) -> Result<RLockGuard<'_>, OwnerDied<RLockGuard<'_>>> {
         self.reacquire_after_wait(depth)
-    }
-}
-
-/// Whether a timed wait returned because its time ran out.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct WaitTimeoutResult(bool);
-
-impl WaitTimeoutResult {
-    /// `true` when the wait timed out rather than being notified.
-    #[must_use]
-    pub fn timed_out(&self) -> bool {
-        self.0
     }
 }
 
@@ -306,16 +294,19 @@ impl<L: ConditionLock> Condition<L> {
     /// # Ok::<(), multiproc_sync::CreateError>(())
     /// ```
     pub fn wait<'g>(&self, guard: L::Guard<'g>) -> Result<L::Guard<'g>, OwnerDied<L::Guard<'g>>> {
-        self.wait_deadline(guard, None)
-            .map(|(guard, _)| guard)
-            .map_err(|died| died.map(|(guard, _)| guard))
+        self.wait_deadline(guard, None).map_err(|err| match err {
+            WaitTimeoutError::OwnerDied(died) => died,
+            WaitTimeoutError::Timeout(_) => unreachable!("no deadline"),
+        })
     }
 
     /// [`wait`](Self::wait), for at most `timeout` (zero polls).
     ///
     /// # Errors
     ///
-    /// As for [`wait`](Self::wait), with the timeout result inside.
+    /// [`WaitTimeoutError::Timeout`] when the time ran out first;
+    /// [`WaitTimeoutError::OwnerDied`] as [`wait`](Self::wait)'s error. The
+    /// lock is held again either way; the guard is inside.
     ///
     /// # Panics
     ///
@@ -329,17 +320,16 @@ impl<L: ConditionLock> Condition<L> {
     ///
     /// let cond = Condition::new()?;
     /// let guard = cond.acquire().unwrap();
-    /// let (_guard, result) = cond.wait_timeout(guard, Duration::from_millis(5)).unwrap();
-    /// assert!(result.timed_out());
+    /// let err = cond.wait_timeout(guard, Duration::from_millis(5)).unwrap_err();
+    /// assert!(err.is_timeout());
+    /// let _guard = err.into_inner();
     /// # Ok::<(), multiproc_sync::CreateError>(())
     /// ```
-    #[allow(clippy::type_complexity)]
     pub fn wait_timeout<'g>(
         &self,
         guard: L::Guard<'g>,
         timeout: Duration,
-    ) -> Result<(L::Guard<'g>, WaitTimeoutResult), OwnerDied<(L::Guard<'g>, WaitTimeoutResult)>>
-    {
+    ) -> Result<L::Guard<'g>, WaitTimeoutError<L::Guard<'g>>> {
         self.wait_deadline(guard, deadline_after(timeout))
     }
 
@@ -364,12 +354,16 @@ impl<L: ConditionLock> Condition<L> {
         Ok(guard)
     }
 
-    /// [`wait_for`](Self::wait_for) for at most `timeout`; returns the
-    /// condition's last value, like Python.
+    /// [`wait_for`](Self::wait_for) for at most `timeout`: `Ok` once
+    /// `condition` is true (Python returns `True`), a timeout error when the
+    /// time ran out with it still false (Python returns `False`).
     ///
     /// # Errors
     ///
-    /// As for [`wait`](Self::wait).
+    /// [`WaitTimeoutError::Timeout`] when the time ran out with `condition`
+    /// false; [`WaitTimeoutError::OwnerDied`] as [`wait`](Self::wait)'s
+    /// error (check the condition again after the repair). The lock is held
+    /// again either way; the guard is inside.
     ///
     /// # Panics
     ///
@@ -383,44 +377,39 @@ impl<L: ConditionLock> Condition<L> {
     ///
     /// let cond = Condition::new()?;
     /// let guard = cond.acquire().unwrap();
-    /// let (_guard, ok) = cond.wait_for_timeout(guard, Duration::from_millis(5), || false).unwrap();
-    /// assert!(!ok);
+    /// let err = cond.wait_for_timeout(guard, Duration::from_millis(5), || false).unwrap_err();
+    /// assert!(err.is_timeout());
+    /// let guard = err.into_inner();
+    /// assert!(cond.wait_for_timeout(guard, Duration::from_millis(5), || true).is_ok());
     /// # Ok::<(), multiproc_sync::CreateError>(())
     /// ```
-    #[allow(clippy::type_complexity)]
     pub fn wait_for_timeout<'g>(
         &self,
         mut guard: L::Guard<'g>,
         timeout: Duration,
         mut condition: impl FnMut() -> bool,
-    ) -> Result<(L::Guard<'g>, bool), OwnerDied<(L::Guard<'g>, bool)>> {
+    ) -> Result<L::Guard<'g>, WaitTimeoutError<L::Guard<'g>>> {
         let deadline = deadline_after(timeout);
         loop {
             if condition() {
-                return Ok((guard, true));
+                return Ok(guard);
             }
             if deadline.is_some_and(|d| Instant::now() >= d) {
-                return Ok((guard, false));
+                return Err(WaitTimeoutError::Timeout(guard));
             }
             guard = match self.wait_deadline(guard, deadline) {
-                Ok((guard, _)) => guard,
-                Err(died) => {
-                    let (guard, _) = died.into_inner();
-                    let value = condition();
-                    return Err(OwnerDied::new((guard, value)));
-                }
+                Ok(guard) | Err(WaitTimeoutError::Timeout(guard)) => guard,
+                Err(died) => return Err(died),
             };
         }
     }
 
     /// The one blocking core.
-    #[allow(clippy::type_complexity)]
     fn wait_deadline<'g>(
         &self,
         guard: L::Guard<'g>,
         deadline: Option<Instant>,
-    ) -> Result<(L::Guard<'g>, WaitTimeoutResult), OwnerDied<(L::Guard<'g>, WaitTimeoutResult)>>
-    {
+    ) -> Result<L::Guard<'g>, WaitTimeoutError<L::Guard<'g>>> {
         let lock = L::lock_of(&guard);
         assert!(
             lock.same_lock(&self.lock),
@@ -431,10 +420,11 @@ impl<L: ConditionLock> Condition<L> {
         // SYNC: pairs with the Release bump in `notify`.
         let seen = layout.seq.load(Ordering::Acquire);
         let saved = L::release_for_wait(guard);
-        let timed_out = WaitTimeoutResult(self.sleep(seen, deadline));
+        let timed_out = self.sleep(seen, deadline);
         match lock.reacquire(saved) {
-            Ok(guard) => Ok((guard, timed_out)),
-            Err(died) => Err(died.map(|guard| (guard, timed_out))),
+            Ok(guard) if timed_out => Err(WaitTimeoutError::Timeout(guard)),
+            Ok(guard) => Ok(guard),
+            Err(died) => Err(WaitTimeoutError::OwnerDied(died)),
         }
     }
 
@@ -582,8 +572,7 @@ mod tests {
                 let _guard = cond.acquire().unwrap();
                 assert_eq!(cond.notify(1), 1);
             });
-            let (inner, result) = cond.wait_timeout(inner, Duration::from_secs(10)).unwrap();
-            assert!(!result.timed_out());
+            let inner = cond.wait_timeout(inner, Duration::from_secs(10)).unwrap();
             assert_eq!(cond.get_lock().depth(), 2);
             drop(inner);
         });

@@ -2,7 +2,8 @@
 //!
 //! | operation | error |
 //! |---|---|
-//! | `Lock::acquire`, `RLock::acquire`, `Condition::wait` | [`OwnerDied<G>`] (carries the guard) |
+//! | `Lock::acquire`, `RLock::acquire`, `Condition::wait`, `Condition::wait_for` | [`OwnerDied<G>`] (carries the guard) |
+//! | `Condition::wait_timeout`, `Condition::wait_for_timeout` | [`WaitTimeoutError<G>`]: `Timeout` or `OwnerDied`, the guard inside either way |
 //! | `try_acquire` on a lock | [`TryAcquireError<G>`]: `WouldBlock` or `OwnerDied` |
 //! | `acquire_timeout` on a lock | [`AcquireTimeoutError<G>`]: `Timeout` or `OwnerDied` |
 //! | `try_acquire` / `acquire_timeout` on a semaphore | [`WouldBlock`] / [`Timeout`] |
@@ -68,12 +69,6 @@ impl<G> OwnerDied<G> {
     pub fn get_mut(&mut self) -> &mut G {
         &mut self.guard
     }
-
-    pub(crate) fn map<H>(self, f: impl FnOnce(G) -> H) -> OwnerDied<H> {
-        OwnerDied {
-            guard: f(self.guard),
-        }
-    }
 }
 
 impl<G> fmt::Debug for OwnerDied<G> {
@@ -102,17 +97,7 @@ impl fmt::Display for WouldBlock {
 
 impl std::error::Error for WouldBlock {}
 
-/// The deadline of a timed operation passed first.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Timeout;
-
-impl fmt::Display for Timeout {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("timed out")
-    }
-}
-
-impl std::error::Error for Timeout {}
+pub use multiproc_core::time::Timeout;
 
 /// The impls shared by the two "not acquired, or acquired from a dead
 /// owner" errors: `$busy` is both the unit variant and the unit error type
@@ -245,6 +230,81 @@ busy_or_owner_died!(
     "Whether the deadline passed."
 );
 
+/// Why a timed wait on a `Condition` did not simply end notified (or with
+/// its condition true). Either way the caller holds the lock again, and the
+/// guard is inside: [`into_inner`](Self::into_inner).
+///
+/// # Examples
+///
+/// ```
+/// use multiproc_sync::Condition;
+/// use std::time::Duration;
+///
+/// let cond = Condition::new()?;
+/// let guard = cond.acquire().unwrap();
+/// let err = cond.wait_timeout(guard, Duration::from_millis(1)).unwrap_err();
+/// assert!(err.is_timeout() && !err.is_owner_died());
+/// assert_eq!(err.to_string(), "timed out");
+/// let _guard = err.into_inner(); // the lock is held again
+/// assert!(cond.get_lock().is_owned());
+/// # Ok::<(), multiproc_sync::CreateError>(())
+/// ```
+pub enum WaitTimeoutError<G> {
+    /// The deadline passed first.
+    Timeout(G),
+    /// The lock was taken back from an owner that died holding it.
+    OwnerDied(OwnerDied<G>),
+}
+
+impl<G> WaitTimeoutError<G> {
+    /// Whether the deadline passed first.
+    #[must_use]
+    pub fn is_timeout(&self) -> bool {
+        matches!(self, Self::Timeout(_))
+    }
+
+    /// Whether the lock was taken back from a dead owner.
+    #[must_use]
+    pub fn is_owner_died(&self) -> bool {
+        matches!(self, Self::OwnerDied(_))
+    }
+
+    /// The guard: the lock is held again in both cases.
+    #[must_use]
+    pub fn into_inner(self) -> G {
+        match self {
+            Self::Timeout(guard) => guard,
+            Self::OwnerDied(died) => died.into_inner(),
+        }
+    }
+}
+
+impl<G> From<OwnerDied<G>> for WaitTimeoutError<G> {
+    fn from(died: OwnerDied<G>) -> Self {
+        Self::OwnerDied(died)
+    }
+}
+
+impl<G> fmt::Debug for WaitTimeoutError<G> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Timeout(_) => f.write_str("Timeout(..)"),
+            Self::OwnerDied(_) => f.write_str("OwnerDied(..)"),
+        }
+    }
+}
+
+impl<G> fmt::Display for WaitTimeoutError<G> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Timeout(_) => Timeout.fmt(f),
+            Self::OwnerDied(died) => died.fmt(f),
+        }
+    }
+}
+
+impl<G> std::error::Error for WaitTimeoutError<G> {}
+
 /// `release` was called on a `Lock` or `RLock` by a thread that does not
 /// hold it. Nothing changed.
 ///
@@ -318,7 +378,7 @@ impl std::error::Error for ReleaseError {}
 /// let barrier = Barrier::new(2)?;
 /// barrier.abort();
 /// let err = barrier.wait().unwrap_err();
-/// assert!(!err.timed_out());
+/// assert!(!err.is_timeout());
 /// assert!(!err.is_party_died());
 /// assert_eq!(err.to_string(), "barrier is broken");
 /// # Ok::<(), multiproc_sync::CreateError>(())
@@ -332,7 +392,7 @@ pub struct BrokenBarrier {
 impl BrokenBarrier {
     /// Whether it was this caller's own timeout that broke the barrier.
     #[must_use]
-    pub fn timed_out(&self) -> bool {
+    pub fn is_timeout(&self) -> bool {
         self.timed_out
     }
 

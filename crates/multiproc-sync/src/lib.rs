@@ -200,10 +200,10 @@ mod semaphore;
 mod shared;
 
 pub use barrier::{Barrier, BarrierWaitResult};
-pub use condition::{Condition, ConditionLock, WaitTimeoutResult};
+pub use condition::{Condition, ConditionLock};
 pub use error::{
     AcquireTimeoutError, AttachError, BrokenBarrier, CreateError, NotOwner, OwnerDied,
-    ReleaseError, Timeout, TryAcquireError, WouldBlock,
+    ReleaseError, Timeout, TryAcquireError, WaitTimeoutError, WouldBlock,
 };
 pub use event::Event;
 pub use lock::{Lock, LockGuard};

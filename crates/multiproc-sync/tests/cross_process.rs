@@ -141,8 +141,10 @@ fn child_condition_wait(_: &[String]) {
     let cond = Condition::attach(lock, Arc::clone(&segment), AT_COND).unwrap();
     let guard = cond.acquire().unwrap();
     data(&segment, 0).fetch_add(1, Ordering::SeqCst);
-    let (guard, result) = cond.wait_timeout(guard, Duration::from_secs(10)).unwrap();
-    assert!(!result.timed_out(), "never notified");
+    let guard = match cond.wait_timeout(guard, Duration::from_secs(10)) {
+        Ok(guard) => guard,
+        Err(err) => panic!("never notified: {err}"),
+    };
     data(&segment, 1).fetch_add(1, Ordering::SeqCst);
     drop(guard);
 }
@@ -159,8 +161,8 @@ fn child_condition_wait_owner_died(_: &[String]) {
     let died = cond
         .wait_timeout(guard, Duration::from_secs(10))
         .expect_err("the lock's owner died while we waited");
-    let (guard, result) = died.into_inner();
-    assert!(!result.timed_out());
+    assert!(died.is_owner_died(), "{died}");
+    let guard = died.into_inner();
     assert!(cond.get_lock().is_owned());
     data(&segment, 3).store(1, Ordering::SeqCst);
     drop(guard);
@@ -176,12 +178,12 @@ fn child_condition_wait_for(args: &[String]) {
     let value = data(&segment, 2);
     let guard = cond.acquire().unwrap();
     data(&segment, 0).fetch_add(1, Ordering::SeqCst);
-    let (guard, ok) = cond
+    let guard = cond
         .wait_for_timeout(guard, Duration::from_secs(10), || {
             value.load(Ordering::SeqCst) >= target
         })
-        .unwrap();
-    assert!(ok && value.load(Ordering::SeqCst) >= target);
+        .unwrap_or_else(|err| panic!("{err}"));
+    assert!(value.load(Ordering::SeqCst) >= target);
     data(&segment, 1).fetch_add(1, Ordering::SeqCst);
     drop(guard);
 }
@@ -210,7 +212,7 @@ fn child_barrier_broken(_: &[String]) {
     let segment = inherited_segment();
     let barrier = Barrier::attach(Arc::clone(&segment), AT_BARRIER).unwrap();
     let err = barrier.wait().unwrap_err();
-    assert!(!err.timed_out());
+    assert!(!err.is_timeout());
     data(&segment, 0).fetch_add(1, Ordering::SeqCst);
 }
 
@@ -244,7 +246,7 @@ fn child_barrier_expect_party_died(args: &[String]) {
     let result = barrier.wait_timeout(Duration::from_secs(10));
     data(&segment, 2 + slot).store(mono_ns(), Ordering::SeqCst);
     let err = result.expect_err("passed the barrier with a dead party counted as arrived");
-    assert!(err.is_party_died() && !err.timed_out(), "{err:?}");
+    assert!(err.is_party_died() && !err.is_timeout(), "{err:?}");
 }
 
 /// Takes the lock (args[0] = "lock" or "rlock"), flags slot 0, and sleeps
@@ -535,7 +537,7 @@ fn barrier_timeout_breaks_it() {
     let barrier = Barrier::new(2).unwrap();
     let start = Instant::now();
     let err = barrier.wait_timeout(Duration::from_millis(30)).unwrap_err();
-    assert!(err.timed_out());
+    assert!(err.is_timeout());
     assert!(start.elapsed() >= Duration::from_millis(30));
     assert!(barrier.broken());
 }
@@ -601,7 +603,7 @@ fn barrier_party_killed_while_waiting_breaks_it_for_the_others() {
     let took = start.elapsed();
     let err =
         result.expect_err("passed a 2-party barrier alone: the dead party counted as arrived");
-    assert!(err.is_party_died() && !err.timed_out(), "{err:?}");
+    assert!(err.is_party_died() && !err.is_timeout(), "{err:?}");
     assert!(took < Duration::from_millis(500), "took {took:?}");
     assert_eq!(
         err.to_string(),
@@ -611,7 +613,7 @@ fn barrier_party_killed_while_waiting_breaks_it_for_the_others() {
     assert!(barrier.broken());
     assert_eq!(barrier.n_waiting(), 0);
     let again = barrier.wait_timeout(Duration::from_secs(5)).unwrap_err();
-    assert!(again.is_party_died() && !again.timed_out(), "{again:?}");
+    assert!(again.is_party_died() && !again.is_timeout(), "{again:?}");
     barrier.reset();
     assert!(!barrier.broken());
     barrier_full_round(&barrier, &segment);
@@ -630,7 +632,7 @@ fn barrier_reset_after_a_party_died_makes_it_usable_again() {
     let err = barrier
         .wait_timeout(Duration::from_millis(50))
         .expect_err("passed a 2-party barrier alone after reset");
-    assert!(err.timed_out(), "{err:?}");
+    assert!(err.is_timeout(), "{err:?}");
     barrier.reset();
     barrier_full_round(&barrier, &segment);
     barrier_full_round(&barrier, &segment);
@@ -669,7 +671,7 @@ fn party_killed_while_others_wait(parties: u32, rounds: usize) {
             worst = worst.max(took);
         }
         let err = barrier.wait_timeout(Duration::from_secs(5)).unwrap_err();
-        assert!(err.is_party_died() && !err.timed_out(), "{err:?}");
+        assert!(err.is_party_died() && !err.is_timeout(), "{err:?}");
         assert!(barrier.broken());
         barrier.reset();
         barrier_full_round(&barrier, &segment);
@@ -863,14 +865,18 @@ fn timeouts_return_on_time_and_never_hang() {
         check("event", t, event.wait_timeout(d) == Err(Timeout));
         let guard = cond.acquire().unwrap();
         let t = Instant::now();
-        let (guard, result) = cond.wait_timeout(guard, d).unwrap();
-        check("condition", t, result.timed_out());
-        drop(guard);
+        let result = cond.wait_timeout(guard, d);
+        check(
+            "condition",
+            t,
+            result.as_ref().is_err_and(|e| e.is_timeout()),
+        );
+        drop(result);
         let t = Instant::now();
         check(
             "barrier",
             t,
-            barrier.wait_timeout(d).is_err_and(|e| e.timed_out()),
+            barrier.wait_timeout(d).is_err_and(|e| e.is_timeout()),
         );
         barrier.reset();
     }
