@@ -90,6 +90,26 @@ pub use multiproc_sync::{
     Barrier, BoundedSemaphore, Condition, Event, Lock, OwnerDied, RLock, Semaphore,
 };
 
+/// serde, re-exported: arguments, results and queue items are serde types,
+/// and with this a program's own types need no `serde` line of their own in
+/// `Cargo.toml`. Tell the derive where serde lives:
+///
+/// ```
+/// use multiproc::serde::{Deserialize, Serialize};
+///
+/// #[derive(Serialize, Deserialize)]
+/// #[serde(crate = "multiproc::serde")]
+/// struct Job {
+///     id: u32,
+/// }
+///
+/// let queue = multiproc::Queue::<Job>::new()?;
+/// queue.put(Job { id: 3 })?;
+/// assert_eq!(queue.get()?.id, 3);
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+pub use serde;
+
 /// The names most programs use, for `use multiproc::prelude::*`.
 pub mod prelude {
     pub use crate::{
