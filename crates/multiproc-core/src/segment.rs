@@ -620,7 +620,11 @@ impl Segment {
         self.check_range(offset, buf.len())?;
         // SAFETY: the range was checked to lie inside the mapping, which lives
         // as long as `self`; `buf` is a distinct Rust allocation, so the two
-        // do not overlap. Bytes are plain data, any value is valid.
+        // do not overlap. Another process may write these bytes meanwhile
+        // (the race the docs above admit): the mapping is only ever reached
+        // through raw pointers, never a Rust reference, and every value is
+        // valid for a byte, so a racing write can tear the copy — a mix of
+        // old and new bytes — but never make an invalid value.
         unsafe {
             std::ptr::copy_nonoverlapping(self.as_ptr().add(offset), buf.as_mut_ptr(), buf.len());
         }
@@ -634,8 +638,10 @@ impl Segment {
     /// [`SegmentError::OutOfBounds`].
     pub fn write_at(&self, offset: usize, data: &[u8]) -> Result<(), SegmentError> {
         self.check_range(offset, data.len())?;
-        // SAFETY: as in `read_at`; the mapping is writable (PROT_WRITE,
-        // MAP_SHARED) and never viewed as `&[u8]` by this crate.
+        // SAFETY: as in `read_at`, racing readers and writers in other
+        // processes included (they may see a torn mix, never an invalid
+        // value); the mapping is writable (PROT_WRITE, MAP_SHARED) and never
+        // viewed as `&[u8]` by this crate.
         unsafe {
             std::ptr::copy_nonoverlapping(data.as_ptr(), self.as_ptr().add(offset), data.len());
         }
@@ -670,10 +676,12 @@ impl Segment {
         if !offset.is_multiple_of(align) {
             return Err(SegmentError::Misaligned { offset, align });
         }
-        // SAFETY: in bounds and aligned (checked above); `T: SharedSafe` is
-        // valid for every bit pattern and sound to share while other
-        // processes write it; the reference borrows `self`, which keeps the
-        // mapping alive.
+        // SAFETY: in bounds and aligned (checked above); other processes may
+        // write these bytes at any time, which `T: SharedSafe` allows: it is
+        // valid for every bit pattern and changes only through atomic
+        // operations (a plain write by a foreign process at worst gives
+        // another valid value); the reference borrows `self`, which keeps
+        // the mapping alive.
         Ok(unsafe { &*self.as_ptr().add(offset).cast::<T>() })
     }
 

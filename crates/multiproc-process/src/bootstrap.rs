@@ -360,11 +360,14 @@ fn run(conn: &mut Connection, header: Header, payload: Payload, server: Option<u
             return refuse(conn, "parent exited before the daemon started".into());
         }
     }
-    // SAFETY: the offset came from the parent's `offset_of` of a
-    // `Trampoline`, and the executable is the parent's (checked by the
-    // caller, or a forked copy).
-    let trampoline = unsafe { target::trampoline_at(header.trampoline) };
-    trampoline(target::addr_at(header.target), payload, conn)
+    // SAFETY: both offsets came from the parent's `offset_of`, of a
+    // `Trampoline` and of the `fn(A) -> R` that instance calls, and the
+    // executable is the parent's (checked by the caller, or a forked copy):
+    // the addresses are those functions here.
+    unsafe {
+        let trampoline = target::trampoline_at(header.trampoline);
+        trampoline(target::addr_at(header.target), payload, conn)
+    }
 }
 
 #[cfg(test)]

@@ -1,6 +1,5 @@
 //! A started child as the parent sees it: its pid, a pidfd, and how its
 //! exit status reaches us.
-#![allow(unsafe_code)]
 
 use multiproc_core::time::timespec_until;
 use rustix::event::{PollFd, PollFlags};

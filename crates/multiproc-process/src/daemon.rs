@@ -15,7 +15,6 @@
 //! kernel makes it when the parent exits, by any means ([`die_with`]). The
 //! thread costs every such daemon a thread start and, at exit, a thread to
 //! tear down, so it is only the fallback.
-#![allow(unsafe_code)]
 
 use multiproc_core::ProcessIdentity;
 use rustix::event::{PollFd, PollFlags};

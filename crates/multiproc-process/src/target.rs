@@ -77,9 +77,17 @@ impl ExeId {
 /// The child side of every start method, one instance per `(A, R)`:
 /// decodes the arguments, calls the target, sends back its value or its
 /// panic. Returns the exit code.
-pub(crate) type Trampoline = fn(usize, Payload, &mut Connection) -> i32;
+pub(crate) type Trampoline = unsafe fn(usize, Payload, &mut Connection) -> i32;
 
-pub(crate) fn trampoline<A: DeserializeOwned, R: Serialize>(
+/// A [`Trampoline`]: calls the `fn(A) -> R` at address `target`.
+///
+/// # Safety
+///
+/// `target` must be the address of a `fn(A) -> R` in this process: the
+/// [`addr_at`] of an [`offset_of`] taken from such a function in a process
+/// running the same executable (the caller has compared [`ExeId`]s, or this
+/// process is a forked copy of that one).
+pub(crate) unsafe fn trampoline<A: DeserializeOwned, R: Serialize>(
     target: usize,
     payload: Payload,
     conn: &mut Connection,
@@ -95,11 +103,8 @@ pub(crate) fn trampoline<A: DeserializeOwned, R: Serialize>(
     let outcome = match args {
         Err(err) => Outcome::Bootstrap(format!("decoding the arguments failed: {err}")),
         Ok(args) => {
-            // SAFETY: `target` is `addr_at` of the offset the parent computed
-            // from a `fn(A) -> R` (this very instance of `trampoline` was
-            // named the same way), and the child runs the parent's
-            // executable (checked, or a forked copy), so the address is that
-            // function here.
+            // SAFETY: per this function's contract, `target` is a
+            // `fn(A) -> R` in this process.
             let f = unsafe { std::mem::transmute::<usize, fn(A) -> R>(target) };
             match catch_unwind(AssertUnwindSafe(|| f(args))) {
                 Ok(value) => return send_returned(conn, &value),
