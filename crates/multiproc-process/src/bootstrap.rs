@@ -7,6 +7,15 @@
 //! that runs before `main` ([`before_main`]) finds the marker and becomes the
 //! child (or the server) without `main` ever running. That is why no set-up
 //! line is needed in `main`, in tests, benches or examples.
+//!
+//! A marker is authenticated, so that a stray variable (left in an
+//! environment, copied from a dump) never turns a program into a child: it
+//! reads `<descriptor>:<token>`, a fresh random token per start, and the
+//! parent has written [`MARKER_MAGIC`] and that token into the socket before
+//! the child existed. The child adopts the descriptor only when exactly
+//! those bytes are waiting in it ([`Marker::claim`]); anything else — no
+//! such descriptor, not a socket, other bytes, nothing yet — leaves the
+//! descriptor and its data untouched and lets `main` run.
 #![allow(unsafe_code)]
 
 use multiproc_core::{ProcessIdentity, SharedFd};
@@ -23,6 +32,84 @@ use crate::target::{self, ExeId};
 pub(crate) const SPAWN_ENV: &str = "MULTIPROC_SPAWN_FD";
 /// Environment marker of the fork server: the number of its request socket.
 pub(crate) const SERVER_ENV: &str = "MULTIPROC_FORKSERVER_FD";
+
+/// What a parent writes first into the socket of a child it re-executes,
+/// before the token.
+const MARKER_MAGIC: [u8; 8] = *b"MPMARK01";
+
+/// Bytes of a marker's token.
+const TOKEN_LEN: usize = 16;
+
+/// The authenticated marker of one re-executed child: see the module docs.
+pub(crate) struct Marker {
+    token: [u8; TOKEN_LEN],
+}
+
+impl Marker {
+    /// A marker with a fresh random token.
+    pub(crate) fn new() -> std::io::Result<Self> {
+        let mut token = [0u8; TOKEN_LEN];
+        getrandom::fill(&mut token).map_err(|e| std::io::Error::other(e.to_string()))?;
+        Ok(Self { token })
+    }
+
+    /// Writes the magic and the token into `ours`, the parent's end of the
+    /// child's socket: they must be the first bytes of the stream (before
+    /// any message), and are, as this is the socket's first write.
+    pub(crate) fn announce(&self, ours: impl std::os::fd::AsFd) -> std::io::Result<()> {
+        let mut bytes = [0u8; MARKER_MAGIC.len() + TOKEN_LEN];
+        bytes[..MARKER_MAGIC.len()].copy_from_slice(&MARKER_MAGIC);
+        bytes[MARKER_MAGIC.len()..].copy_from_slice(&self.token);
+        // A fresh socket's buffer holds far more: the write is whole.
+        let sent = rustix::net::send(ours, &bytes, rustix::net::SendFlags::NOSIGNAL)?;
+        if sent != bytes.len() {
+            return Err(std::io::Error::other("short write of the start marker"));
+        }
+        Ok(())
+    }
+
+    /// The variable's value for the child whose socket is descriptor `fd`.
+    fn value(&self, fd: RawFd) -> String {
+        let hex: String = self.token.iter().map(|b| format!("{b:02x}")).collect();
+        format!("{fd}:{hex}")
+    }
+
+    /// The descriptor a marker variable's `value` names, if the parent
+    /// announced exactly that token in it; it is then consumed from the
+    /// stream and owned by the caller. `None` otherwise, with nothing
+    /// touched.
+    fn claim(value: &str) -> Option<OwnedFd> {
+        let (fd, hex) = value.split_once(':')?;
+        let raw: RawFd = fd.parse().ok()?;
+        if hex.len() != 2 * TOKEN_LEN || !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return None;
+        }
+        let mut expected = [0u8; MARKER_MAGIC.len() + TOKEN_LEN];
+        expected[..MARKER_MAGIC.len()].copy_from_slice(&MARKER_MAGIC);
+        for (i, byte) in expected[MARKER_MAGIC.len()..].iter_mut().enumerate() {
+            *byte = u8::from_str_radix(&hex[2 * i..2 * i + 2], 16).ok()?;
+        }
+        // SAFETY: only borrowed for the checks below, which neither close
+        // it nor keep it; whether it is open at all is the first question.
+        let fd = unsafe { std::os::fd::BorrowedFd::borrow_raw(raw) };
+        rustix::io::fcntl_getfd(fd).ok()?;
+        // Look without taking: a descriptor that is not ours keeps its data.
+        let mut seen = [0u8; MARKER_MAGIC.len() + TOKEN_LEN];
+        let flags = rustix::net::RecvFlags::PEEK | rustix::net::RecvFlags::DONTWAIT;
+        match rustix::net::recv(fd, &mut seen, flags) {
+            Ok((n, _)) if n == seen.len() && seen == expected => {}
+            _ => return None,
+        }
+        let mut taken = [0u8; MARKER_MAGIC.len() + TOKEN_LEN];
+        match rustix::net::recv(fd, &mut taken, rustix::net::RecvFlags::DONTWAIT) {
+            Ok((n, _)) if n == taken.len() => {}
+            _ => return None,
+        }
+        // SAFETY: the parent put this descriptor at this number for us (the
+        // token proves it) and nothing else in this fresh process owns it.
+        Some(unsafe { OwnedFd::from_raw_fd(raw) })
+    }
+}
 
 /// Exit code of a child that could not start its target (wrong executable,
 /// undecodable arguments, parent gone).
@@ -197,11 +284,16 @@ pub(crate) fn take_over_if_marked() {
 }
 
 /// Re-executes this executable (`/proc/self/exe`: the very file, even if
-/// its path was replaced meanwhile) with `marker=<fd number>` in the
-/// environment and `fd` inherited under that number; standard input is
+/// its path was replaced meanwhile) with `variable=<fd number>:<token>` in
+/// the environment and `fd` inherited under that number; standard input is
 /// `/dev/null`. The new process becomes the child or the server before its
-/// `main` runs ([`before_main`]).
-pub(crate) fn reexec(marker: &str, fd: OwnedFd) -> std::io::Result<rustix::process::Pid> {
+/// `main` runs ([`before_main`]), if `marker` was
+/// [announced](Marker::announce) on the other end of `fd`.
+pub(crate) fn reexec(
+    variable: &str,
+    marker: &Marker,
+    fd: OwnedFd,
+) -> std::io::Result<rustix::process::Pid> {
     use std::os::fd::AsRawFd;
     use std::os::unix::process::CommandExt;
     let raw = fd.as_raw_fd();
@@ -209,7 +301,7 @@ pub(crate) fn reexec(marker: &str, fd: OwnedFd) -> std::io::Result<rustix::proce
     if let Some(arg0) = std::env::args_os().next() {
         cmd.arg0(arg0);
     }
-    cmd.env(marker, raw.to_string())
+    cmd.env(variable, marker.value(raw))
         .stdin(std::process::Stdio::null());
     // SAFETY: runs in the forked child before exec and only calls fcntl,
     // which is async-signal-safe; it makes the one descriptor inheritable.
@@ -228,26 +320,26 @@ pub(crate) fn reexec(marker: &str, fd: OwnedFd) -> std::io::Result<rustix::proce
         .ok_or_else(|| std::io::Error::other("spawned pid 0"))
 }
 
-/// Removes `name` from the environment (so this process's own children do
-/// not see it) and returns the descriptor it names.
+/// The descriptor the marker variable `name` names, if its parent
+/// announced it ([`Marker::claim`]). The variable is then removed from the
+/// environment (so this process's own children do not see it) — unless the
+/// process already runs other threads, which might be reading the
+/// environment: a marker left behind is harmless, its token is spent.
 fn take_marker(name: &str) -> Option<OwnedFd> {
     let value = std::env::var(name).ok()?;
-    // SAFETY: this runs before `main` (or at its start, in `init`), before
-    // the program has started threads that could read the environment.
-    unsafe { std::env::remove_var(name) };
-    let raw: RawFd = value.parse().ok()?;
-    // Refuse anything that is not an open descriptor: a stray variable must
-    // not make us adopt a random number.
-    rustix::io::fcntl_getfd(
-        // SAFETY: only borrowed for the duration of the check.
-        unsafe { std::os::fd::BorrowedFd::borrow_raw(raw) },
-    )
-    .ok()?;
-    // SAFETY: the parent put this descriptor at this number for us (the
-    // marker says so) and nothing else in this fresh process owns it.
-    let fd = unsafe { OwnedFd::from_raw_fd(raw) };
+    let fd = Marker::claim(&value)?;
+    if single_threaded() {
+        // SAFETY: no other thread exists that could read the environment
+        // at the same time (checked just above; this one starts none).
+        unsafe { std::env::remove_var(name) };
+    }
     let _ = rustix::io::fcntl_setfd(&fd, rustix::io::FdFlags::CLOEXEC);
     Some(fd)
+}
+
+/// Whether this process has one thread (`/proc/self/task` has one entry).
+fn single_threaded() -> bool {
+    std::fs::read_dir("/proc/self/task").is_ok_and(|tasks| tasks.count() == 1)
 }
 
 /// The child of Spawn and of the fork server: receives the header and the
@@ -373,6 +465,41 @@ fn run(conn: &mut Connection, header: Header, payload: Payload, server: Option<u
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_marker_is_claimed_only_with_its_own_token() {
+        use std::os::fd::{AsRawFd, IntoRawFd};
+        let (ours, theirs) = multiproc_core::scm::stream_pair().unwrap();
+        let marker = Marker::new().unwrap();
+        let other = Marker::new().unwrap();
+        marker.announce(&ours).unwrap();
+        let raw = theirs.as_raw_fd();
+        // Another token, malformed values, a number that is not ours: the
+        // socket keeps its bytes.
+        for value in [
+            other.value(raw),
+            format!("{raw}"),
+            format!("{raw}:zz"),
+            format!("{raw}:{}", "0".repeat(2 * TOKEN_LEN)),
+            marker.value(999_999),
+        ] {
+            assert!(Marker::claim(&value).is_none(), "{value}");
+        }
+        // The right one takes the descriptor and consumes the marker only.
+        let theirs = theirs.into_raw_fd();
+        rustix::net::send(&ours, b"next", rustix::net::SendFlags::empty()).unwrap();
+        let claimed = Marker::claim(&marker.value(theirs)).expect("our own marker");
+        let mut rest = [0u8; 16];
+        let (n, _) =
+            rustix::net::recv(&claimed, &mut rest, rustix::net::RecvFlags::DONTWAIT).unwrap();
+        assert_eq!(&rest[..n], b"next");
+        // Spent: the same value claims nothing a second time.
+        let leaked = claimed.into_raw_fd();
+        assert!(Marker::claim(&marker.value(leaked)).is_none());
+        // SAFETY: `leaked` is the descriptor `claimed` owned; nothing else
+        // closes it.
+        drop(unsafe { OwnedFd::from_raw_fd(leaked) });
+    }
 
     #[test]
     fn borrowed_report_encodes_as_the_owned_one() {

@@ -45,7 +45,7 @@ use std::os::fd::{AsFd, OwnedFd};
 use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use crate::bootstrap::{Birth, SERVER_ENV, child_main, reexec};
+use crate::bootstrap::{Birth, Marker, SERVER_ENV, child_main, reexec};
 use crate::child::{ChildState, ready_soon, reap};
 
 #[derive(Serialize, Deserialize)]
@@ -297,7 +297,9 @@ impl std::error::Error for Refused {
 /// Starts a server by re-executing this executable with the server marker.
 fn launch() -> io::Result<Server> {
     let (ours, theirs) = scm::stream_pair()?;
-    let pid = reexec(SERVER_ENV, theirs)?;
+    let marker = Marker::new()?;
+    marker.announce(&ours)?;
+    let pid = reexec(SERVER_ENV, &marker, theirs)?;
     let mut conn = Connection::from_fd(ours)?;
     conn.set_max_message_len(4096);
     Ok(Server { pid, conn })

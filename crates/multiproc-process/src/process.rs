@@ -14,7 +14,7 @@ use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crate::bootstrap::{Header, Outcome, Payload, SPAWN_ENV, forked_child_main, reexec};
+use crate::bootstrap::{Header, Marker, Outcome, Payload, SPAWN_ENV, forked_child_main, reexec};
 use crate::child::{ChildState, STATUS_DISCARDED, exit_code, readable, ready_soon, signal_name};
 use crate::same_cpu::{self, PinnedHere};
 use crate::target::{self, ExeId, Trampoline};
@@ -230,6 +230,16 @@ where
                 None,
             ),
             StartMethod::Spawn | StartMethod::ForkServer => {
+                // A spawned child proves it was started by us with a token
+                // that must come first in its socket (see `bootstrap`).
+                let marker = match method {
+                    StartMethod::Spawn => {
+                        let marker = Marker::new()?;
+                        marker.announce(&conn)?;
+                        Some(marker)
+                    }
+                    _ => None,
+                };
                 // Small arguments go into the socket before the child
                 // exists, so it finds them waiting instead of sleeping until
                 // they arrive (a cross-CPU wake-up costs tens of
@@ -243,10 +253,9 @@ where
                     Some((header, payload))
                 };
                 let theirs = theirs.into_fd();
-                let child = if method == StartMethod::Spawn {
-                    spawn(theirs, name, self.daemon)?
-                } else {
-                    forkserver::start_child(theirs, name, self.daemon)?
+                let child = match &marker {
+                    Some(marker) => spawn(theirs, marker, name, self.daemon)?,
+                    None => forkserver::start_child(theirs, name, self.daemon)?,
                 };
                 (child, late)
             }
@@ -356,8 +365,8 @@ fn fork(
     ChildState::own(pid, name, daemon)
 }
 
-fn spawn(theirs: OwnedFd, name: String, daemon: bool) -> io::Result<ChildState> {
-    let pid = reexec(SPAWN_ENV, theirs)?;
+fn spawn(theirs: OwnedFd, marker: &Marker, name: String, daemon: bool) -> io::Result<ChildState> {
+    let pid = reexec(SPAWN_ENV, marker, theirs)?;
     ChildState::own(pid, name, daemon)
 }
 

@@ -57,3 +57,45 @@ fn children_of_a_process_that_ignores_sigchld_can_be_joined() {
                      or the fork server that started it died\")) None";
     assert_eq!(seen, ["Ok(49)", discarded, "Ok(49)", discarded]);
 }
+
+/// A marker variable this process did not put there — left in an
+/// environment by accident, copied from a dump, or set by someone else —
+/// must not turn a binary that links the crate into a child or a fork
+/// server before its `main`: the binary (this test binary, listing its
+/// tests) runs as usual.
+#[test]
+#[allow(unsafe_code)]
+fn a_stray_marker_variable_does_not_hijack_the_binary() {
+    let me = std::env::current_exe().unwrap();
+    for marker in ["MULTIPROC_SPAWN_FD", "MULTIPROC_FORKSERVER_FD"] {
+        // Standard input, output and error are open descriptors, as a stray
+        // number usually names; so is a socket of the right kind.
+        let (_ours, theirs) = multiproc_core::scm::stream_pair().unwrap();
+        let socket = std::os::fd::AsRawFd::as_raw_fd(&theirs).to_string();
+        for value in ["0", "1", "2", socket.as_str(), "0:00112233", "not a number"] {
+            let mut cmd = std::process::Command::new(&me);
+            cmd.args(["--list", "--format=terse"])
+                .env(marker, value)
+                .stdin(std::process::Stdio::null());
+            let fd = std::os::fd::AsRawFd::as_raw_fd(&theirs);
+            // SAFETY: runs in the forked child before exec; fcntl is
+            // async-signal-safe and only makes the socket inheritable.
+            unsafe {
+                std::os::unix::process::CommandExt::pre_exec(&mut cmd, move || {
+                    let fd = std::os::fd::BorrowedFd::borrow_raw(fd);
+                    rustix::io::fcntl_setfd(fd, rustix::io::FdFlags::empty())?;
+                    Ok(())
+                });
+            }
+            let out = cmd.output().unwrap();
+            let listed = String::from_utf8_lossy(&out.stdout);
+            assert!(
+                out.status.success()
+                    && listed.contains("a_stray_marker_variable_does_not_hijack_the_binary: test"),
+                "{marker}={value}: {}\n{listed}\n{}",
+                out.status,
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+    }
+}
