@@ -268,6 +268,7 @@ impl<'de> Deserialize<'de> for ByteBuf {
 ///
 /// Called once by the C runtime before `main`; it only reads the
 /// environment, and acts only when a marker is present.
+#[cfg(feature = "auto-init")]
 #[ctor::ctor]
 unsafe fn before_main() {
     crate::init();

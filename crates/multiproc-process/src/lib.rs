@@ -43,7 +43,13 @@
 //! environment, runs it and exits — so `main`, `cargo test` integration
 //! tests, examples and benches need **no set-up line**. [`init`] exists for
 //! code that wants to be explicit (and for builds where constructors are
-//! stripped); calling it first thing in `main` is harmless.
+//! stripped); calling it first thing in `main` is harmless. The marker is
+//! authenticated (a random token per start, written into the child's socket
+//! before the child exists), so a stray variable never turns a program into
+//! a child (test: `a_stray_marker_variable_does_not_hijack_the_binary` in
+//! `tests/spawn.rs`). A host that wants no code of ours to run before its
+//! `main` turns off the default `auto-init` feature and calls [`init`]
+//! itself, first thing (example: `examples/explicit_init.rs`, run by CI).
 //!
 //! A target is sent as its distance from a fixed function of this crate;
 //! the child checks that it runs the parent's very executable (device,
@@ -118,8 +124,27 @@ pub use registry::active_children;
 /// Makes this process the spawned child or the fork server if it was
 /// started as one (and then never returns); does nothing otherwise.
 ///
-/// A constructor calls this before `main` already; calling it again, first
-/// thing in `main`, is harmless and makes the dependency explicit.
+/// With the default `auto-init` feature a constructor calls this before
+/// `main` already; calling it again, first thing in `main`, is harmless and
+/// makes the dependency explicit. A host that turns the feature off (no
+/// code of ours runs before its `main`) must call it first thing in `main`,
+/// before starting threads: Spawn children and the fork server re-execute
+/// the program, and without this call they would run `main` instead.
+///
+/// Only a marker the parent authenticated is acted on (a random token
+/// written into the child's socket before the child existed), so a stray
+/// `MULTIPROC_SPAWN_FD` or `MULTIPROC_FORKSERVER_FD` in the environment
+/// never turns a program into a child.
+///
+/// # Examples
+///
+/// ```
+/// fn main() {
+///     multiproc_process::init();
+///     // … the program …
+/// }
+/// # main();
+/// ```
 pub fn init() {
     bootstrap::take_over_if_marked();
 }
