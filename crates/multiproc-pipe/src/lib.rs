@@ -139,6 +139,26 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 //!
+//! # What a peer cannot do to you
+//!
+//! A peer is another process, perhaps a broken or hostile one. What it can
+//! send, and the test (in `tests/cross_process.rs`, between real processes)
+//! that shows the answer:
+//!
+//! | the peer | what happens | test |
+//! |---|---|---|
+//! | announces a huge length and sends little | memory grows with the bytes that arrive, never by the announced length alone; a failed allocation is [`RecvError::Io`] (`OutOfMemory`) | `announced_length_is_not_reserved_before_data_arrives` |
+//! | sends a malformed or oversized frame | a typed [`RecvError`], and the connection stays usable where the stream is still in step | `malformed_frames_are_typed_errors`, `garbage_to_recv_leaves_the_connection_usable` |
+//! | dies mid-frame, or closes | [`RecvError::Truncated`] / [`RecvError::Eof`] | `eof_after_the_peer_exits`, `close_is_seen_as_eof` |
+//! | closes while we write | an error, never `SIGPIPE` | `writing_to_a_closed_peer_is_an_error_not_sigpipe` |
+//! | connects to a [`Listener`] and says nothing | with [`Listener::with_handshake_timeout`], `accept` drops it after the timeout (CPython waits for ever, which stays the default) | `handshake_timeout_drops_a_silent_client` |
+//! | sends descriptors with the wrong message | they go to the message they rode with, or are closed; never delivered to another | `received_descriptors_go_to_their_own_message`, `stray_descriptors_are_closed_not_misdelivered` |
+//!
+//! A connection on a non-blocking descriptor (`O_NONBLOCK`, as an event
+//! loop sets) keeps a partial frame and returns [`RecvError::WouldBlock`];
+//! calling again continues the same message
+//! (`nonblocking_descriptor_keeps_partial_frames`).
+//!
 //! # Performance
 //!
 //! A small message leaves in one `send`/`write` (header and payload

@@ -38,6 +38,17 @@
 //! contrast, unlinks blocks that *attaching* processes still use, and warns
 //! about "leaked" blocks it does not own; neither happens here.
 //!
+//! What is promised, and the test (in `tests/cross_process.rs`, between
+//! real processes) that shows it:
+//!
+//! | when | what happens | test |
+//! |---|---|---|
+//! | the creator is `SIGKILL`ed | the tracker unlinks its names | `sigkilled_creator_is_reclaimed` |
+//! | the creator is killed inside `create`, at any instant | no name is left: the block is made under a generated name the tracker knows before it exists, and an asked-for name is given by one `renameat2(RENAME_NOREPLACE)` the tracker also knows of | `a_creator_killed_inside_create_leaves_no_name` |
+//! | the tracker is killed | the next `create` starts a new one and registers every name still owned; a write to a dead tracker never raises `SIGPIPE` | `a_dead_tracker_is_replaced_and_still_reclaims_every_name` |
+//! | a process dies holding a [`Value`]'s or [`Array`]'s lock | the next user learns it ([`ShmError::OwnerDied`], or [`OwnerDied`](multiproc_sync::OwnerDied) with the guard) and the object works on | `value_lock_holder_killed_reports_owner_died` |
+//! | a block holds garbage, or a handle names another type | a typed error, never a panic or a misread | `garbage_blocks_never_panic`, `bad_input_is_a_typed_error`, `wrong_element_type_is_refused` |
+//!
 //! # Why not the `shared_memory` crate
 //!
 //! It wraps the same `shm_open` calls, but unlinks on drop in whichever
