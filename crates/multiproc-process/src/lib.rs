@@ -31,6 +31,49 @@
 //! on the 2-vCPU virtual machine it was measured on. `start` does the same
 //! for a thread seen joining its Fork children right after starting them.
 //!
+//! # Pool
+//!
+//! [`Pool`] is Python's `multiprocessing.Pool`: `apply`, `map`, `imap`,
+//! `starmap`, their `_async` forms with callbacks, `close`/`join`/
+//! `terminate`, initializers and `maxtasksperchild`.
+//!
+//! ```
+//! use multiproc_process::Pool;
+//!
+//! fn square(x: u64) -> u64 { x * x }
+//!
+//! let pool = Pool::new(2)?;
+//! assert_eq!(pool.map(square, 1..=5, None)?, vec![1, 4, 9, 16, 25]);
+//! // Lazily, in order, over an input of any length:
+//! let firsts: Vec<u64> = pool.imap(square, 1u64.., Some(4)).take(3).collect::<Result<_, _>>()?;
+//! assert_eq!(firsts, vec![1, 4, 9]);
+//! // Without waiting:
+//! let pending = pool.apply_async(square, 12);
+//! assert_eq!(pending.get()?, 144);
+//! pool.close();
+//! pool.join();
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+//!
+//! A task that panics fails alone, with its message:
+//!
+//! ```
+//! use multiproc_process::{Pool, TaskError};
+//!
+//! fn picky(x: u64) -> u64 {
+//!     assert!(x != 3, "three is not welcome");
+//!     x
+//! }
+//!
+//! let pool = Pool::new(2)?;
+//! match pool.apply(picky, 3) {
+//!     Err(TaskError::Panicked(message)) => assert!(message.contains("not welcome")),
+//!     other => panic!("{other:?}"),
+//! }
+//! assert_eq!(pool.apply(picky, 4)?, 4);
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+//!
 //! # Start methods
 //!
 //! See [`StartMethod`]: [`ForkServer`](StartMethod::ForkServer) (default),
@@ -96,11 +139,25 @@
 //! death as any worker's death: the task fails with
 //! [`TaskError::WorkerDied`] and the worker is replaced.
 //!
-//! Tests, in `tests/forkserver.rs`: `a_start_that_runs_out_of_descriptors_fails_alone`,
-//! `a_server_out_of_descriptors_fails_only_that_start`,
-//! `a_killed_server_is_replaced_and_its_children_still_deliver`; and in
-//! `tests/fork.rs`, `forking_while_another_thread_uses_the_fork_server_never_hangs`
-//! (a Fork child never finds the record of fork servers locked).
+//! # When things die or fail
+//!
+//! What is promised, and the test that shows it between real processes
+//! (in `tests/`; the process suite runs once per start method):
+//!
+//! | when | what happens | test |
+//! |---|---|---|
+//! | a pool worker is killed | its task fails with [`TaskError::WorkerDied`]; the worker is replaced and the other tasks run | `pool.rs`: `a_killed_worker_fails_its_task_only_and_is_replaced` |
+//! | a task panics | [`TaskError::Panicked`] with the message; the pool goes on | `pool.rs`: `panics_are_task_errors_and_the_pool_goes_on` |
+//! | a callback panics | its task's result is still set, the panic printed once and counted ([`Pool::callback_panics`]); the pool goes on | `pool.rs`: `a_panicking_callback_neither_stops_nor_hangs_the_pool` |
+//! | a callback waits on its own pool | [`TaskError::WouldDeadlock`] instead of a deadlock; `apply_async`, `close`, `terminate` and drop work from a callback | `pool.rs`: `blocking_pool_calls_from_a_callback_fail_instead_of_deadlocking`, `terminating_or_dropping_a_pool_from_its_callback_returns` |
+//! | an initializer panics, aborts or crashes | bounded respawns with back-off, then [`TaskError::InitializerFailed`] | `pool.rs`: `a_failing_initializer_is_reported_not_looped`, `an_aborting_initializer_is_reported_not_looped` |
+//! | `Pool::new` fails part-way (e.g. out of descriptors) | the workers started are stopped and reaped, nothing leaks, the error names the cause | `pool.rs`: `a_pool_that_cannot_start_leaks_nothing_and_names_the_cause` |
+//! | a parent is killed, even by `SIGKILL` | its daemon children die too | `daemon_dies_with_sigkilled_parent` |
+//! | another thread holds one of the library's locks at a `fork` | the Fork child never waits on it | `fork.rs`: `forking_while_another_thread_asks_current_process_never_hangs`, `forking_while_another_thread_uses_the_fork_server_never_hangs` |
+//! | the host ignores `SIGCHLD` | children are joined all the same; one without a value gives [`ProcessError::StatusDiscarded`] | `spawn.rs`: `children_of_a_process_that_ignores_sigchld_can_be_joined` |
+//! | a fork-server start fails (out of descriptors on either side) | that start fails with the OS error as its cause; the server and its children go on | `forkserver.rs`: `a_start_that_runs_out_of_descriptors_fails_alone`, `a_server_out_of_descriptors_fails_only_that_start` |
+//! | the fork server is killed | a new one serves the next start, the dead one is reaped, its children deliver their values (daemons die with it) | `forkserver.rs`: `a_killed_server_is_replaced_and_its_children_still_deliver` |
+//! | a marker variable is left in an environment | the program runs as usual | `spawn.rs`: `a_stray_marker_variable_does_not_hijack_the_binary` |
 #![warn(missing_docs)]
 
 mod bootstrap;
