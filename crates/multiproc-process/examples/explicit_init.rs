@@ -12,7 +12,11 @@ fn double(x: u64) -> u64 {
 fn main() {
     // A spawned child or the fork server stops here (never returns).
     multiproc_process::init();
-    for method in [StartMethod::Spawn, StartMethod::ForkServer, StartMethod::Fork] {
+    for method in [
+        StartMethod::Spawn,
+        StartMethod::ForkServer,
+        StartMethod::Fork,
+    ] {
         let value = Process::new(double, 21)
             .start_method(method)
             .start()

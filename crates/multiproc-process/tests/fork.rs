@@ -30,45 +30,43 @@ fn cube(x: u64) -> u64 {
     x * x * x
 }
 
-/// Fork copies only the forking thread: a lock of the library's that
-/// another thread holds at that instant stays held for ever in the child.
-/// Here one thread asks `current_process()` (the library's record of this
-/// process) and `active_children()` (its registry of children) without
-/// pause while the test forks children; every child must run its target
-/// and report back.
-#[test]
-fn forking_while_another_thread_asks_current_process_never_hangs() {
+/// Forks `count` children running `target(i)` while `busy` runs without
+/// pause on another thread (until told to stop; it returns how much work it
+/// did, which must be some), each child joined within `limit`. Returns the
+/// first child that hung, with the error, if any; `check` sees every value.
+fn fork_while_busy<R, T>(
+    count: u64,
+    limit: std::time::Duration,
+    target: fn(u64) -> R,
+    check: impl Fn(u64, R),
+    busy: impl Fn() -> T + Send + 'static,
+) -> Option<(u64, String)>
+where
+    R: serde::Serialize + serde::de::DeserializeOwned,
+    T: Default + std::ops::AddAssign + PartialOrd + Send + 'static,
+{
     use std::sync::Arc;
     use std::sync::atomic::{AtomicBool, Ordering};
-    use std::time::Duration;
     let method = fork();
-    let _shared = common::shared();
-    // A child that stays registered, so a forked child has the parent's
-    // registry to forget.
-    let mut sleeper = multiproc_process::Process::new(nap, 60_000u64)
-        .start_method(method)
-        .start()
-        .unwrap();
     let stop = Arc::new(AtomicBool::new(false));
-    let asker = std::thread::spawn({
+    let worker = std::thread::spawn({
         let stop = Arc::clone(&stop);
         move || {
-            let mut asked = 0u64;
+            let mut done = T::default();
             while !stop.load(Ordering::Relaxed) {
-                asked += u64::from(multiproc_process::current_process().pid != 0);
-                asked += multiproc_process::active_children().len() as u64;
+                done += busy();
             }
-            asked
+            done
         }
     });
     let mut hung = None;
-    for i in 0..300u64 {
-        let mut p = multiproc_process::Process::new(cube, i)
+    for i in 0..count {
+        let mut p = multiproc_process::Process::new(target, i)
             .start_method(method)
             .start()
             .unwrap();
-        match p.join_timeout(Duration::from_secs(5)) {
-            Ok(v) => assert_eq!(v, i * i * i),
+        match p.join_timeout(limit) {
+            Ok(v) => check(i, v),
             Err(e) => {
                 let _ = p.kill();
                 let _ = p.join();
@@ -78,7 +76,39 @@ fn forking_while_another_thread_asks_current_process_never_hangs() {
         }
     }
     stop.store(true, Ordering::Relaxed);
-    assert!(asker.join().unwrap() > 0);
+    assert!(
+        worker.join().unwrap() > T::default(),
+        "the busy thread did nothing"
+    );
+    hung
+}
+
+/// Fork copies only the forking thread: a lock of the library's that
+/// another thread holds at that instant stays held for ever in the child.
+/// Here one thread asks `current_process()` (the library's record of this
+/// process) and `active_children()` (its registry of children) without
+/// pause while the test forks children; every child must run its target
+/// and report back.
+#[test]
+fn forking_while_another_thread_asks_current_process_never_hangs() {
+    let method = fork();
+    let _shared = common::shared();
+    // A child that stays registered, so a forked child has the parent's
+    // registry to forget.
+    let mut sleeper = multiproc_process::Process::new(nap, 60_000u64)
+        .start_method(method)
+        .start()
+        .unwrap();
+    let hung = fork_while_busy(
+        300,
+        std::time::Duration::from_secs(5),
+        cube,
+        |i, v| assert_eq!(v, i * i * i),
+        || {
+            u64::from(multiproc_process::current_process().pid != 0)
+                + multiproc_process::active_children().len() as u64
+        },
+    );
     sleeper.kill().unwrap();
     let _ = sleeper.join();
     assert_eq!(hung, None, "a fork child hung (start number, error)");
@@ -101,44 +131,20 @@ fn start_through_a_server(x: u64) -> Result<u64, String> {
 /// children through a server of their own.
 #[test]
 fn forking_while_another_thread_uses_the_fork_server_never_hangs() {
-    use std::sync::Arc;
-    use std::sync::atomic::{AtomicBool, Ordering};
-    use std::time::Duration;
-    let method = fork();
     let _shared = common::shared();
-    let stop = Arc::new(AtomicBool::new(false));
-    let starter = std::thread::spawn({
-        let stop = Arc::clone(&stop);
-        move || {
-            let mut started = 0u64;
-            while !stop.load(Ordering::Relaxed) {
-                let mut p = multiproc_process::Process::new(cube, 2)
-                    .start_method(StartMethod::ForkServer)
-                    .start()
-                    .unwrap();
-                assert_eq!(p.join().unwrap(), 8);
-                started += 1;
-            }
-            started
-        }
-    });
-    let mut hung = None;
-    for i in 0..40u64 {
-        let mut p = multiproc_process::Process::new(start_through_a_server, i)
-            .start_method(method)
-            .start()
-            .unwrap();
-        match p.join_timeout(Duration::from_secs(10)) {
-            Ok(v) => assert_eq!(v, Ok(i * i * i)),
-            Err(e) => {
-                let _ = p.kill();
-                let _ = p.join();
-                hung = Some((i, e.to_string()));
-                break;
-            }
-        }
-    }
-    stop.store(true, Ordering::Relaxed);
-    assert!(starter.join().unwrap() > 0);
+    let hung = fork_while_busy(
+        40,
+        std::time::Duration::from_secs(10),
+        start_through_a_server,
+        |i, v| assert_eq!(v, Ok(i * i * i)),
+        || {
+            let mut p = multiproc_process::Process::new(cube, 2)
+                .start_method(StartMethod::ForkServer)
+                .start()
+                .unwrap();
+            assert_eq!(p.join().unwrap(), 8);
+            1u64
+        },
+    );
     assert_eq!(hung, None, "a fork child hung (start number, error)");
 }
