@@ -585,3 +585,362 @@ fn a_pool_that_cannot_start_leaks_nothing_and_names_the_cause() {
         "open fds went from {base} to {fds:?}"
     );
 }
+
+// ---- Idle workers take tasks another worker has not started ----------------
+
+/// Run counters in a named block, one `AtomicU64` per task id: what a task
+/// did survives its worker being killed, so a task run twice shows.
+struct Runs {
+    block: SharedMemory,
+}
+
+impl Runs {
+    fn new(tasks: u64) -> Self {
+        Self {
+            block: SharedMemory::create(None, tasks as usize * 8).unwrap(),
+        }
+    }
+
+    fn name(&self) -> String {
+        self.block.name().to_owned()
+    }
+
+    fn count(&self, id: u64) -> u64 {
+        self.block
+            .segment()
+            .view::<AtomicU64>(id as usize * 8)
+            .unwrap()
+            .load(Ordering::SeqCst)
+    }
+
+    /// Waits until task `id` has started (counted itself).
+    fn wait_started(&self, id: u64) {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while self.count(id) == 0 {
+            assert!(Instant::now() < deadline, "task {id} never started");
+            std::thread::sleep(Duration::from_millis(1));
+        }
+    }
+}
+
+std::thread_local! {
+    /// The block a worker last counted in, kept open between tasks.
+    static RUNS_BLOCK: std::cell::RefCell<Option<SharedMemory>> =
+        const { std::cell::RefCell::new(None) };
+}
+
+/// Counts one run of task `id` in `block`.
+fn count_run(block: &str, id: u64) {
+    RUNS_BLOCK.with(|open| {
+        let mut open = open.borrow_mut();
+        if open.as_ref().is_none_or(|shm| shm.name() != block) {
+            *open = Some(SharedMemory::open(block).unwrap());
+        }
+        let shm = open.as_ref().unwrap();
+        shm.segment()
+            .view::<AtomicU64>(id as usize * 8)
+            .unwrap()
+            .fetch_add(1, Ordering::SeqCst);
+    });
+}
+
+/// Counts its run, sleeps `ms`; the id and the worker that ran it.
+fn counted((block, id, ms): (String, u64, u64)) -> (u64, u32) {
+    count_run(&block, id);
+    if ms > 0 {
+        std::thread::sleep(Duration::from_millis(ms));
+    }
+    (id, std::process::id())
+}
+
+/// Counts its run, then stops its own worker with `SIGSTOP`; once the
+/// worker is continued, returns its pid.
+fn stop_self((block, id): (String, u64)) -> u32 {
+    count_run(&block, id);
+    let me = rustix::process::getpid();
+    rustix::process::kill_process(me, rustix::process::Signal::STOP).unwrap();
+    std::process::id()
+}
+
+fn signal(pid: u32, signal: rustix::process::Signal) {
+    // The process may be gone already (killed and reaped): nothing to do.
+    let _ =
+        rustix::process::kill_process(rustix::process::Pid::from_raw(pid as i32).unwrap(), signal);
+}
+
+/// Whether process `pid` is stopped (state `T` in `/proc/<pid>/stat`).
+fn is_stopped(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|stat| {
+            let state = stat.rsplit_once(") ")?.1.chars().next()?;
+            Some(state == 'T')
+        })
+        .unwrap_or(false)
+}
+
+/// Waits for every result in `pending` until `deadline`; the ids (from 1)
+/// of those still not finished then.
+fn not_done_by<R>(pending: &[multiproc_process::AsyncResult<R>], deadline: Instant) -> Vec<u64> {
+    (1..)
+        .zip(pending)
+        .filter(|(_, p)| !p.wait_timeout(deadline.saturating_duration_since(Instant::now())))
+        .map(|(id, _)| id)
+        .collect()
+}
+
+#[test]
+fn an_idle_worker_takes_the_tasks_queued_behind_a_long_one() {
+    /// The long task; the short ones must all be done well before it is.
+    const LONG: u64 = 6_000;
+    /// Eight short tasks of 20 ms: 160 ms of work for one worker, given
+    /// ample room on a loaded machine.
+    const SHORTS_WITHIN: Duration = Duration::from_secs(3);
+    within(Duration::from_secs(60), || {
+        let pool = Pool::new(2).unwrap();
+        let runs = Runs::new(16);
+        // Both workers up.
+        assert_eq!(pool.map(square, 0..8u64, Some(1)).unwrap().len(), 8);
+        let long = pool.apply_async(counted, (runs.name(), 0, LONG));
+        runs.wait_started(0);
+        let submitted = Instant::now();
+        // Handed out evenly, so about half are queued behind the long task.
+        let shorts: Vec<_> = (1..=8u64)
+            .map(|id| pool.apply_async(counted, (runs.name(), id, 20)))
+            .collect();
+        let late = not_done_by(&shorts, submitted + SHORTS_WITHIN);
+        assert!(
+            late.is_empty(),
+            "short tasks {late:?} not done {:?} after they were submitted, while a \
+             {LONG} ms task runs",
+            submitted.elapsed()
+        );
+        assert!(!long.ready(), "the long task ended first");
+        for (id, short) in (1..).zip(shorts) {
+            assert_eq!(short.get().unwrap().0, id);
+            assert_eq!(runs.count(id), 1, "task {id} ran {} times", runs.count(id));
+        }
+        assert_eq!(runs.count(0), 1);
+    });
+}
+
+#[test]
+fn the_tasks_of_a_stopped_worker_are_run_by_the_other_one() {
+    const SHORTS_WITHIN: Duration = Duration::from_secs(5);
+    const WAIT: Duration = Duration::from_secs(20);
+    within(Duration::from_secs(90), || {
+        let pool = Pool::new(2).unwrap();
+        // Continued, the stopped worker finishes its task; killed, the task
+        // fails and nothing else does.
+        for (round, resume) in [rustix::process::Signal::CONT, rustix::process::Signal::KILL]
+            .into_iter()
+            .enumerate()
+        {
+            let runs = Runs::new(16);
+            assert_eq!(pool.map(square, 0..8u64, Some(1)).unwrap().len(), 8);
+            let stopper = pool.apply_async(stop_self, (runs.name(), 0));
+            runs.wait_started(0);
+            let deadline = Instant::now() + WAIT;
+            let stopped = loop {
+                if let Some(pid) = pool.worker_pids().into_iter().find(|&p| is_stopped(p)) {
+                    break pid;
+                }
+                assert!(
+                    Instant::now() < deadline,
+                    "round {round}: no worker stopped"
+                );
+                std::thread::sleep(Duration::from_millis(1));
+            };
+            let submitted = Instant::now();
+            let shorts: Vec<_> = (1..=8u64)
+                .map(|id| pool.apply_async(counted, (runs.name(), id, 10)))
+                .collect();
+            let late = not_done_by(&shorts, submitted + SHORTS_WITHIN);
+            assert!(
+                late.is_empty(),
+                "round {round}: short tasks {late:?} not done {:?} after they were \
+                 submitted, while worker {stopped} is stopped",
+                submitted.elapsed()
+            );
+            for (id, short) in (1..).zip(shorts) {
+                let (got, pid) = short.get().unwrap();
+                assert_eq!(got, id);
+                assert_ne!(
+                    pid, stopped,
+                    "round {round}: task {id} ran in the stopped worker"
+                );
+                assert_eq!(
+                    runs.count(id),
+                    1,
+                    "round {round}: task {id} ran {} times",
+                    runs.count(id)
+                );
+            }
+            assert!(!stopper.ready());
+            signal(stopped, resume);
+            let outcome = stopper.get_timeout(WAIT);
+            if resume == rustix::process::Signal::CONT {
+                assert_eq!(outcome, Ok(stopped));
+            } else {
+                assert_eq!(
+                    outcome,
+                    Err(TaskError::WorkerDied {
+                        exitcode: -9,
+                        signal: Some("SIGKILL")
+                    })
+                );
+            }
+            assert_eq!(runs.count(0), 1);
+        }
+        // The pool goes on, with two workers again.
+        assert_eq!(
+            pool.map(square, 0..100u64, Some(1)).unwrap(),
+            (0..100u64).map(|x| x * x).collect::<Vec<_>>()
+        );
+        assert_eq!(pool.worker_pids().len(), 2);
+    });
+}
+
+/// A small xorshift generator: reproducible from the seed a failure prints.
+struct Rng(u64);
+
+impl Rng {
+    fn below(&mut self, n: u64) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0 % n
+    }
+}
+
+#[test]
+fn tasks_taken_back_while_workers_are_stopped_and_killed_run_at_most_once() {
+    use rustix::process::Signal;
+    /// Tasks; every 25th sleeps, which leaves the other worker idle with
+    /// tasks queued behind the sleeping one.
+    const TASKS: u64 = 3000;
+    within(Duration::from_secs(120), || {
+        let seed = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_nanos() as u64
+            | 1;
+        let pool = Pool::new(2).unwrap();
+        let runs = Runs::new(TASKS);
+        let name = runs.name();
+        let done = std::sync::atomic::AtomicBool::new(false);
+        let (results, kills) = std::thread::scope(|s| {
+            let killer = s.spawn(|| {
+                let mut rng = Rng(seed);
+                let mut kills = 0u64;
+                loop {
+                    std::thread::sleep(Duration::from_millis(5 + rng.below(40)));
+                    // Nothing after the last result: the final `map` below
+                    // must see no task lost.
+                    if done.load(Ordering::SeqCst) {
+                        break;
+                    }
+                    let pids = pool.worker_pids();
+                    if pids.is_empty() {
+                        continue;
+                    }
+                    let victim = pids[rng.below(pids.len() as u64) as usize];
+                    match rng.below(3) {
+                        // Killed at a random instant.
+                        0 => {
+                            signal(victim, Signal::KILL);
+                            kills += 1;
+                        }
+                        // Stopped (perhaps holding its queue's lock) while
+                        // the pool takes its tasks back, then killed or
+                        // continued.
+                        how => {
+                            signal(victim, Signal::STOP);
+                            std::thread::sleep(Duration::from_millis(1 + rng.below(30)));
+                            if how == 1 {
+                                signal(victim, Signal::KILL);
+                                kills += 1;
+                            } else {
+                                signal(victim, Signal::CONT);
+                            }
+                        }
+                    }
+                }
+                kills
+            });
+            let results: Vec<_> = pool
+                .imap(
+                    counted,
+                    (0..TASKS).map(|id| (name.clone(), id, if id % 25 == 0 { 20 } else { 0 })),
+                    Some(1),
+                )
+                .collect();
+            done.store(true, Ordering::SeqCst);
+            (results, killer.join().unwrap())
+        });
+        assert_eq!(results.len() as u64, TASKS, "seed {seed}");
+        let mut died = 0;
+        for (id, result) in (0..).zip(&results) {
+            let runs = runs.count(id);
+            match result {
+                Ok((got, _)) => {
+                    assert_eq!(*got, id, "seed {seed}: out of order");
+                    assert_eq!(runs, 1, "seed {seed}: task {id} ran {runs} times");
+                }
+                Err(e) => {
+                    assert!(e.is_worker_died(), "seed {seed}: task {id}: {e:?}");
+                    assert!(runs <= 1, "seed {seed}: task {id} ran {runs} times");
+                    died += 1;
+                }
+            }
+        }
+        assert!(
+            died <= kills,
+            "seed {seed}: {died} tasks lost to {kills} kills"
+        );
+        // The pool is whole again.
+        assert_eq!(pool.map(square, 0..100u64, Some(1)).unwrap().len(), 100);
+    });
+}
+
+/// Whether process `pid` has exited (a zombie, or reaped already).
+fn has_exited(pid: u32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Ok(stat) => stat
+            .rsplit_once(") ")
+            .is_some_and(|(_, rest)| rest.starts_with('Z')),
+        Err(_) => true,
+    }
+}
+
+#[test]
+fn tasks_handed_to_a_worker_killed_while_idle_are_run_by_the_others() {
+    within(Duration::from_secs(60), || {
+        let pool = Pool::new(2).unwrap();
+        let expected: Vec<u64> = (0..32u64).map(|x| x * x).collect();
+        for round in 0..5 {
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while pool.worker_pids().len() < 2 {
+                assert!(
+                    Instant::now() < deadline,
+                    "round {round}: pool not restored"
+                );
+                std::thread::sleep(Duration::from_millis(1));
+            }
+            assert_eq!(pool.map(square, 0..8u64, Some(1)).unwrap().len(), 8);
+            // Killed between tasks: it runs nothing from here on.
+            let victim = pool.worker_pids()[0];
+            signal(victim, rustix::process::Signal::KILL);
+            while !has_exited(victim) {
+                std::thread::sleep(Duration::from_micros(100));
+            }
+            // Handed out at once, before the pool looks at its workers
+            // again: some go to the dead worker's queue.
+            assert_eq!(
+                pool.map(square, 0..32u64, Some(1)),
+                Ok(expected.clone()),
+                "round {round}"
+            );
+        }
+    });
+}

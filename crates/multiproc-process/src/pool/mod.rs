@@ -6,12 +6,34 @@
 //!
 //! Every worker has its own task [`Queue`] (shared memory) and all report
 //! into one. The pool hands each worker at most [`PREFETCH`] tasks, so it
-//! always knows which tasks a worker holds, in order: when a worker dies,
-//! the oldest task it held is the one it was running (it fails with
-//! [`TaskError::WorkerDied`]), the others go back to the pending list, and a
-//! fresh worker takes the dead one's place. A background thread reads the
-//! reports, runs callbacks and checks the workers' pidfds every
+//! always knows which tasks a worker holds, in order. A background thread
+//! reads the reports, runs callbacks and checks the workers' pidfds every
 //! [`CHECK_INTERVAL`].
+//!
+//! A task a worker has not started stays the pool's to move. A queue
+//! delivers each message exactly once, and the pool can get from a
+//! worker's queue too: a task the pool gets back is one the worker never
+//! got. So:
+//!
+//! - When a worker has nothing left and nothing is pending while another
+//!   has two tasks or more (one running, the rest queued behind it), the
+//!   result thread takes half of the busy worker's list back out of its
+//!   queue and hands those tasks out again, the idle worker first. A long
+//!   task, or a stopped worker, holds up only itself. The take never waits:
+//!   a worker stopped while holding its queue's lock keeps its tasks until
+//!   a later round. Rounds come at most every [`STEAL_INTERVAL`], which
+//!   bounds their cost where a worker runs dry all the time (tasks
+//!   submitted one by one); while `map` has tasks pending, dispatch keeps
+//!   every worker supplied and nothing is taken back before its last ones.
+//! - When a worker dies, the pool first takes back whatever is left in its
+//!   queue (taking the queue's lock over from the dead worker if need be):
+//!   those tasks never started and go back to the pending list. A worker
+//!   takes its next task only after reporting the last, and its reports
+//!   are read first, so what remains of its list is the one task it was
+//!   running: that one fails with [`TaskError::WorkerDied`], and a fresh
+//!   worker takes the dead one's place. A worker killed between tasks fails
+//!   none, even tasks handed to it after it died; one killed while taking a
+//!   task out of its queue fails that task, which it got but never began.
 //!
 //! Callbacks and sinks run on the result thread under `catch_unwind`: a
 //! panicking callback is counted and reported, its task's result is still
@@ -59,14 +81,15 @@ use gather::Gather;
 use report::{Report, Reports};
 use result::{Slot, mark_result_thread, on_result_thread};
 use sinks::Sinks;
-use task::{Call, Task, TaskMessage};
+use task::{Call, Received, Task, TaskMessage};
 use worker::{WorkerArgs, worker_main};
 
 /// Tasks handed to one worker ahead of its results: enough that a worker
 /// rarely waits for the pool to send its next task (measured: 8 instead of 2
 /// lifts `map` with chunk size 1 from about 470 K to 680 K tasks/s on two
-/// CPUs). When a worker dies only the oldest of its tasks is lost; the
-/// others go to the remaining workers.
+/// CPUs). Tasks a worker has not started are not bound to it: an idle
+/// worker takes them over, and when a worker dies only the task it was
+/// running is lost (see [`Pool`'s long tasks](Pool#long-tasks-and-stuck-workers)).
 pub const PREFETCH: usize = 8;
 
 /// Ring of a worker's task queue. At most [`PREFETCH`] tasks are in it, so
@@ -88,6 +111,14 @@ const REPORT_BATCH: usize = 64;
 /// How often the result thread checks that every worker is alive when no
 /// report arrives.
 pub const CHECK_INTERVAL: Duration = Duration::from_millis(10);
+
+/// Shortest time between two rounds of taking tasks back for idle workers
+/// (see [Design](self#design)). A round costs the result thread a few
+/// microseconds (the queue's lock taken from the worker its bias favours,
+/// a fence on every CPU); where tasks come one by one and a worker runs dry
+/// all the time, this bounds that cost to a small share of the thread. A
+/// task stuck behind a long one waits a round longer at most.
+const STEAL_INTERVAL: Duration = Duration::from_millis(1);
 
 /// How long a closed pool waits for an idle worker to leave before killing it.
 const WIND_DOWN_WAIT: Duration = Duration::from_secs(1);
@@ -116,6 +147,60 @@ struct Worker {
     retiring: bool,
     /// Its initializer returned (always, without one).
     initialized: bool,
+}
+
+impl Worker {
+    /// Whether the pool may hand this worker another task.
+    fn has_room(&self, max_tasks: Option<u64>) -> bool {
+        !self.retiring
+            && self.outstanding.len() < PREFETCH
+            && max_tasks.is_none_or(|k| self.assigned < k)
+    }
+
+    /// Takes up to `max` tasks back out of this worker's queue, oldest
+    /// first, and off its list. A queue delivers each message once, so a
+    /// message the pool gets is one the worker never got: the task has not
+    /// started and can go anywhere. The rest of the list keeps the order in
+    /// which the worker gets its tasks.
+    ///
+    /// A live worker may hold its queue's lock, for as long as it is
+    /// stopped in there: `Live` never waits for it and takes nothing then.
+    /// `Dead` takes the lock over from the dead worker, also when it died
+    /// inside by the lock's bias, which a get that never waits gives up on.
+    fn take_back(&mut self, max: usize, from: TakeBack) -> Vec<Task> {
+        let mut back = Vec::new();
+        while back.len() < max && !self.tasks.is_empty() {
+            let message = match from {
+                TakeBack::Live => self.tasks.try_get_in_place().ok(),
+                // The deadline has passed already: one look, and one at the
+                // holder of the lock.
+                TakeBack::Dead => self.tasks.get_in_place_timeout(Duration::ZERO).ok(),
+            };
+            let Some(message) = message else {
+                break;
+            };
+            let id = Received::parse(&message).map(|task| task.id);
+            // Dropping the message takes it out of the queue.
+            drop(message);
+            // A task that is not on the list has had its outcome already
+            // (the pool failed it with the initializer): dropped.
+            let at = id.and_then(|id| self.outstanding.iter().position(|t| t.id == id));
+            if let Some(task) = at.and_then(|at| self.outstanding.remove(at)) {
+                self.assigned = self.assigned.saturating_sub(1);
+                back.push(task);
+            }
+        }
+        back
+    }
+}
+
+/// Whose queue [`Worker::take_back`] empties.
+#[derive(Clone, Copy)]
+enum TakeBack {
+    /// A worker that may be running, or stopped anywhere.
+    Live,
+    /// A worker that has exited.
+    Dead,
 }
 
 #[derive(Default)]
@@ -260,6 +345,36 @@ impl PoolBuilder {
 /// Dropping a pool terminates it, like leaving Python's `with Pool() as p:`
 /// block: running tasks are stopped and their results lost. Call
 /// [`close`](Self::close) and [`join`](Self::join) first to let them finish.
+///
+/// # Long tasks and stuck workers
+///
+/// Each worker is handed up to [`PREFETCH`] tasks ahead, so that it rarely
+/// waits for the pool. A task it has not started is still free to move:
+/// when another worker runs out of work, it takes over tasks queued behind
+/// a long one (or behind a worker that is stopped, or hung). A slow task
+/// holds up only itself. When a worker dies, only the task it was running
+/// fails ([`TaskError::WorkerDied`]); the others run elsewhere, once each.
+///
+/// ```
+/// use multiproc_process::Pool;
+/// use std::time::Duration;
+///
+/// fn nap(ms: u64) -> u64 {
+///     std::thread::sleep(Duration::from_millis(ms));
+///     ms
+/// }
+///
+/// let pool = Pool::new(2)?;
+/// let _long = pool.apply_async(nap, 2_000);
+/// let short: Vec<_> = (0..6).map(|_| pool.apply_async(nap, 10)).collect();
+/// // Some of these were handed to the worker running `_long`; the other
+/// // worker runs them instead of leaving them to wait for it.
+/// for s in short {
+///     assert_eq!(s.get()?, 10);
+/// }
+/// // `_long` still runs: dropping the pool here stops it.
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
 ///
 /// # Callbacks
 ///
@@ -861,11 +976,7 @@ impl Shared {
             let Some(worker) = state
                 .workers
                 .iter_mut()
-                .filter(|w| {
-                    !w.retiring
-                        && w.outstanding.len() < PREFETCH
-                        && max.is_none_or(|k| w.assigned < k)
-                })
+                .filter(|w| w.has_room(max))
                 .min_by_key(|w| w.outstanding.len())
             else {
                 break;
@@ -888,10 +999,64 @@ impl Shared {
         failed
     }
 
+    /// Whether a worker that could run a task has none, and nothing is
+    /// pending, while another worker has tasks it has not started (all but
+    /// the oldest of its list, perhaps). Cheap: the result thread asks
+    /// after every batch of reports.
+    fn idle_beside_backlog(&self, state: &State) -> bool {
+        let max = self.config.max_tasks;
+        state.pending.is_empty()
+            && state
+                .workers
+                .iter()
+                .any(|w| w.outstanding.is_empty() && w.has_room(max))
+            && state.workers.iter().any(|w| w.outstanding.len() >= 2)
+    }
+
+    /// One round of taking tasks back for idle workers: for each idle one,
+    /// half the list of the worker with the longest, taken out of its
+    /// queue (only tasks it has not started come out) and put back in
+    /// front of the pending ones; `dispatch` then hands them to the least
+    /// loaded workers, the idle ones first. The worker keeps at least as
+    /// many as any idle one gets, so tasks do not go back and forth.
+    /// Returns whether any task came back.
+    fn take_back_for_idle(&self, state: &mut State) -> bool {
+        let max = self.config.max_tasks;
+        let idle = state
+            .workers
+            .iter()
+            .filter(|w| w.outstanding.is_empty() && w.has_room(max))
+            .count();
+        let mut back = Vec::new();
+        for _ in 0..idle {
+            let Some(busy) = state
+                .workers
+                .iter_mut()
+                .filter(|w| w.outstanding.len() >= 2)
+                .max_by_key(|w| w.outstanding.len())
+            else {
+                break;
+            };
+            let half = busy.outstanding.len() / 2;
+            let taken = busy.take_back(half, TakeBack::Live);
+            if taken.is_empty() {
+                // Busy with its queue (or stopped there): next round.
+                break;
+            }
+            back.extend(taken);
+        }
+        let any = !back.is_empty();
+        for task in back.into_iter().rev() {
+            state.pending.push_front(task);
+        }
+        any
+    }
+
     /// The result thread.
     fn run(self: Arc<Self>) {
         mark_result_thread(self.id);
         let mut last_check = Instant::now();
+        let mut next_steal = last_check;
         loop {
             let report = self.reports.get_timeout(CHECK_INTERVAL);
             let mut ready: Vec<(Sink, Result<Vec<u8>, TaskError>)> = Vec::new();
@@ -925,7 +1090,16 @@ impl Shared {
                 last_check = Instant::now();
                 self.check_workers(&mut state, &mut ready);
             }
-            let failed = self.dispatch(&mut state);
+            let mut failed = self.dispatch(&mut state);
+            if self.idle_beside_backlog(&state) {
+                let now = Instant::now();
+                if now >= next_steal {
+                    next_steal = now + STEAL_INTERVAL;
+                    if self.take_back_for_idle(&mut state) {
+                        failed.extend(self.dispatch(&mut state));
+                    }
+                }
+            }
             let done = self.wind_down(&mut state);
             drop(state);
             // Results are delivered before `join` may return.
@@ -998,7 +1172,7 @@ impl Shared {
     }
 
     /// Reaps workers that exited; fails the task a dead worker was running,
-    /// hands its other tasks to the rest, and replaces it.
+    /// hands the tasks it had not started to the rest, and replaces it.
     fn check_workers(
         &self,
         state: &mut State,
@@ -1020,23 +1194,27 @@ impl Shared {
             }
             let mut dead = state.workers.swap_remove(index);
             let exitcode = dead.process.exitcode().unwrap_or(0);
-            if !dead.initialized {
-                // It died in its initializer: none of its tasks started.
-                for task in dead.outstanding.drain(..).rev() {
-                    state.pending.push_front(task);
-                }
-                self.initializer_died(state, exitcode, ready);
-                continue;
-            }
-            let mut stranded = dead.outstanding.drain(..);
-            if let Some(running) = stranded.next()
+            // Whatever is still in its queue it never got: those tasks go
+            // back as they are. It runs its tasks one at a time, taking the
+            // next only after reporting the last, and its reports are in:
+            // what is left on its list is the task it was running, if any.
+            let unstarted = dead.take_back(usize::MAX, TakeBack::Dead);
+            if dead.initialized
+                && let Some(running) = dead.outstanding.pop_front()
                 && let Some(sink) = state.sinks.remove(running.id)
             {
                 let signal = (exitcode < 0).then(|| signal_name(-exitcode));
                 ready.push((sink, Err(TaskError::WorkerDied { exitcode, signal })));
             }
-            for task in stranded.rev() {
+            // Should its queue not have given everything back, the rest of
+            // the list had not started either (one task at a time). A
+            // worker that died in its initializer started none.
+            let stranded = dead.outstanding.drain(..).chain(unstarted);
+            for task in stranded.collect::<Vec<_>>().into_iter().rev() {
                 state.pending.push_front(task);
+            }
+            if !dead.initialized {
+                self.initializer_died(state, exitcode, ready);
             }
         }
         self.replace_retiring(state);
