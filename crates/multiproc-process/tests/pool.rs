@@ -486,50 +486,11 @@ fn an_aborting_initializer_is_reported_not_looped() {
     });
 }
 
-/// Environment variable that runs a test's body in a child process of the
-/// test binary (for process-wide settings like rlimits).
-const ROLE: &str = "MULTIPROC_POOL_TEST_ROLE";
-
-/// Runs test `name` again in a child process with [`ROLE`] set; passes when
-/// that child does.
-fn in_child_process(name: &str) {
-    let out = std::process::Command::new(std::env::current_exe().unwrap())
-        .args(["--exact", name, "--nocapture", "--test-threads=1"])
-        .env(ROLE, name)
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        out.status.success() && stdout.contains("1 passed"),
-        "{name} in a child process: {}\n{stdout}\n{stderr}",
-        out.status
-    );
-}
-
-fn open_fds() -> usize {
-    std::fs::read_dir("/proc/self/fd").unwrap().count()
-}
-
-/// Children of this process, from every thread's children list.
-fn child_pids() -> Vec<u32> {
-    let mut pids = Vec::new();
-    for task in std::fs::read_dir("/proc/self/task").unwrap().flatten() {
-        let children = std::fs::read_to_string(task.path().join("children")).unwrap_or_default();
-        pids.extend(
-            children
-                .split_whitespace()
-                .filter_map(|p| p.parse::<u32>().ok()),
-        );
-    }
-    pids
-}
-
 #[test]
 fn a_pool_that_cannot_start_leaks_nothing_and_names_the_cause() {
     const NAME: &str = "a_pool_that_cannot_start_leaks_nothing_and_names_the_cause";
-    if std::env::var(ROLE).as_deref() != Ok(NAME) {
-        return in_child_process(NAME);
+    if !multiproc_testkit::alone_in_child_process(NAME, &[]) {
+        return;
     }
     use rustix::process::{Resource, Rlimit, getrlimit, setrlimit};
     // Warm up what the process keeps open anyway (a first pool).
@@ -540,8 +501,8 @@ fn a_pool_that_cannot_start_leaks_nothing_and_names_the_cause() {
     assert_eq!(pool.apply(square, 3).unwrap(), 9);
     drop(pool);
     // Helpers the process keeps (such as a shared-memory tracker).
-    let tracker = child_pids();
-    let base = open_fds();
+    let tracker = multiproc_testkit::child_pids();
+    let base = multiproc_testkit::open_fd_count();
     let old = getrlimit(Resource::Nofile);
     // Room for a worker or two of four, not for all.
     let limit = (base + 12) as u64;
@@ -556,7 +517,7 @@ fn a_pool_that_cannot_start_leaks_nothing_and_names_the_cause() {
     let mut fds = Vec::new();
     for _ in 0..4 {
         let error = Pool::new(4).expect_err("four workers do not fit");
-        let children: Vec<String> = child_pids()
+        let children: Vec<String> = multiproc_testkit::child_pids()
             .into_iter()
             .filter(|pid| !tracker.contains(pid))
             .map(|pid| {
@@ -564,7 +525,7 @@ fn a_pool_that_cannot_start_leaks_nothing_and_names_the_cause() {
                     .unwrap_or_else(|_| pid.to_string())
             })
             .collect();
-        fds.push(open_fds());
+        fds.push(multiproc_testkit::open_fd_count());
         assert!(
             children.is_empty(),
             "workers left running: {children:?} ({error}; fds {base} -> {fds:?})"
