@@ -147,6 +147,8 @@
 //! | when | what happens | test |
 //! |---|---|---|
 //! | a pool worker is killed | its task fails with [`TaskError::WorkerDied`]; the worker is replaced and the other tasks run | `pool.rs`: `a_killed_worker_fails_its_task_only_and_is_replaced` |
+//! | a worker runs a long task, or is stopped (`SIGSTOP`) | the tasks queued behind it that it has not started are taken back and run by an idle worker; every task runs once | `pool.rs`: `an_idle_worker_takes_the_tasks_queued_behind_a_long_one`, `the_tasks_of_a_stopped_worker_are_run_by_the_other_one`, `tasks_taken_back_while_workers_are_stopped_and_killed_run_at_most_once` |
+//! | a worker is killed between tasks | the tasks handed to it go to the others; only a task it was running fails | `pool.rs`: `tasks_handed_to_a_worker_killed_while_idle_are_run_by_the_others` |
 //! | a task panics | [`TaskError::Panicked`] with the message; the pool goes on | `pool.rs`: `panics_are_task_errors_and_the_pool_goes_on` |
 //! | a callback panics | its task's result is still set, the panic printed once and counted ([`Pool::callback_panics`]); the pool goes on | `pool.rs`: `a_panicking_callback_neither_stops_nor_hangs_the_pool` |
 //! | a callback waits on its own pool | [`TaskError::WouldDeadlock`] instead of a deadlock; `apply_async`, `close`, `terminate` and drop work from a callback | `pool.rs`: `blocking_pool_calls_from_a_callback_fail_instead_of_deadlocking`, `terminating_or_dropping_a_pool_from_its_callback_returns` |

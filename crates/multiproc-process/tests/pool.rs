@@ -905,3 +905,23 @@ fn tasks_handed_to_a_worker_killed_while_idle_are_run_by_the_others() {
         }
     });
 }
+
+#[test]
+fn zero_processes_or_zero_tasks_per_child_are_refused_as_in_python() {
+    for (what, built) in [
+        ("processes", Pool::builder().processes(0).build()),
+        (
+            "maxtasksperchild",
+            Pool::builder().processes(1).maxtasksperchild(0).build(),
+        ),
+    ] {
+        let err = built
+            .err()
+            .unwrap_or_else(|| panic!("{what} = 0 made a pool"));
+        assert_eq!(
+            err.kind(),
+            std::io::ErrorKind::InvalidInput,
+            "{what}: {err}"
+        );
+    }
+}

@@ -252,6 +252,11 @@ struct Shared {
     config: Config,
 }
 
+/// A configuration a pool cannot have.
+fn invalid(why: &'static str) -> io::Error {
+    io::Error::new(io::ErrorKind::InvalidInput, why)
+}
+
 /// Configures a [`Pool`]; made by [`Pool::builder`].
 #[must_use = "a builder does nothing until `build`"]
 pub struct PoolBuilder {
@@ -262,9 +267,11 @@ pub struct PoolBuilder {
 }
 
 impl PoolBuilder {
-    /// Number of workers (default [`cpu_count`](crate::cpu_count)).
+    /// Number of workers (default [`cpu_count`](crate::cpu_count)); at
+    /// least one, or [`build`](Self::build) fails (as Python's `Pool(0)`
+    /// raises `ValueError`).
     pub fn processes(mut self, n: usize) -> Self {
-        self.processes = Some(n.max(1));
+        self.processes = Some(n);
         self
     }
 
@@ -280,9 +287,10 @@ impl PoolBuilder {
         self
     }
 
-    /// Replaces each worker after it ran `k` tasks (chunks).
+    /// Replaces each worker after it ran `k` tasks (chunks); at least one,
+    /// or [`build`](Self::build) fails (as in Python).
     pub fn maxtasksperchild(mut self, k: u64) -> Self {
-        self.max_tasks = Some(k.max(1));
+        self.max_tasks = Some(k);
         self
     }
 
@@ -296,8 +304,24 @@ impl PoolBuilder {
     ///
     /// # Errors
     ///
-    /// The OS's error when a worker or a queue cannot be made.
+    /// `InvalidInput` for zero processes or a `maxtasksperchild` of zero
+    /// (Python's `ValueError`); the OS's error when a worker or a queue
+    /// cannot be made.
+    ///
+    /// ```
+    /// use multiproc_process::Pool;
+    ///
+    /// let err = Pool::new(0).unwrap_err();
+    /// assert_eq!(err.kind(), std::io::ErrorKind::InvalidInput);
+    /// assert_eq!(err.to_string(), "a pool needs at least one process");
+    /// ```
     pub fn build(self) -> io::Result<Pool> {
+        if self.processes == Some(0) {
+            return Err(invalid("a pool needs at least one process"));
+        }
+        if self.max_tasks == Some(0) {
+            return Err(invalid("maxtasksperchild must be at least 1"));
+        }
         let config = Config {
             processes: self.processes.unwrap_or_else(crate::cpu_count),
             init: self.init.transpose()?,
