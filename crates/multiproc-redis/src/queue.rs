@@ -1287,7 +1287,8 @@ impl<T: Serialize + DeserializeOwned> RemoteQueue<T> {
 
 impl<T> Drop for RemoteQueue<T> {
     /// Leaves the consumer group if this handle holds no pending message
-    /// (best effort, only over a connection it already has).
+    /// (best effort, only over a connection it already has, waiting at
+    /// most 500 ms for the reply).
     fn drop(&mut self) {
         let s = &self.shared;
         let Ok(getter) = self.getter.get_mut() else {
@@ -1300,7 +1301,7 @@ impl<T> Drop for RemoteQueue<T> {
             &s.client,
             s.timeouts(),
             GiveUp::Once,
-            s.io_timeout.min(Duration::from_secs(1)),
+            s.io_timeout.min(Duration::from_millis(500)),
             |con| {
                 s.scripts
                     .forget
@@ -1443,5 +1444,162 @@ impl<T> RemoteJoinableQueue<T> {
     /// cannot be asked.
     pub fn join_timeout(&self, timeout: Duration) -> Result<(), JoinTimeoutError> {
         self.join_until(Instant::now().checked_add(timeout))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn bulk(s: &[u8]) -> Value {
+        Value::BulkString(s.to_vec())
+    }
+
+    #[test]
+    fn handles_are_send_and_sync() {
+        fn check<Q: Send + Sync>() {}
+        check::<RemoteQueue<Vec<u8>>>();
+        check::<RemoteJoinableQueue<String>>();
+    }
+
+    #[test]
+    fn the_payload_is_field_d_wherever_it_is() {
+        assert_eq!(
+            payload_field(vec![bulk(b"d"), bulk(b"x")]),
+            Some(b"x".to_vec())
+        );
+        assert_eq!(
+            payload_field(vec![bulk(b"a"), bulk(b"1"), bulk(b"d"), bulk(b"")]),
+            Some(Vec::new())
+        );
+        assert_eq!(payload_field(vec![bulk(b"a"), bulk(b"d")]), None);
+        assert_eq!(
+            payload_field(vec![bulk(b"d")]),
+            None,
+            "a field without value"
+        );
+        assert_eq!(payload_field(vec![bulk(b"d"), Value::Int(3)]), None);
+        assert_eq!(payload_field(Vec::new()), None);
+    }
+
+    fn letter(fields: Vec<Value>) -> Value {
+        Value::Array(vec![bulk(b"1-0"), Value::Array(fields)])
+    }
+
+    #[test]
+    fn dead_letters_parse_or_give_a_protocol_error() {
+        let good = letter(vec![
+            bulk(b"id"),
+            bulk(b"5-1"),
+            bulk(b"deliveries"),
+            bulk(b"3"),
+            bulk(b"reason"),
+            bulk(b"deliveries"),
+            bulk(b"d"),
+            bulk(b"pay"),
+        ]);
+        let l = parse_dead_letter(good).unwrap();
+        assert_eq!(
+            (l.id(), l.deliveries(), l.reason(), l.payload()),
+            ("5-1", 3, DeadReason::TooManyDeliveries, &b"pay"[..])
+        );
+        let bad = [
+            Value::Nil,
+            Value::Int(1),
+            Value::Array(vec![bulk(b"1-0")]),
+            letter(vec![]),
+            letter(vec![bulk(b"id"), bulk(b"5-1")]),
+            letter(vec![
+                bulk(b"id"),
+                bulk(b"5-1"),
+                bulk(b"deliveries"),
+                bulk(b"99999999999999999999999"),
+                bulk(b"reason"),
+                bulk(b"codec"),
+                bulk(b"d"),
+                bulk(b""),
+            ]),
+            letter(vec![
+                bulk(b"id"),
+                bulk(b"5-1"),
+                bulk(b"deliveries"),
+                bulk(b"1"),
+                bulk(b"reason"),
+                bulk(b"bored"),
+                bulk(b"d"),
+                bulk(b""),
+            ]),
+            letter(vec![
+                bulk(b"id"),
+                bulk(&[0xff, 0xfe]),
+                bulk(b"deliveries"),
+                bulk(b"1"),
+                bulk(b"reason"),
+                bulk(b"codec"),
+                bulk(b"d"),
+                bulk(b""),
+            ]),
+            letter(vec![Value::Int(1), bulk(b"x")]),
+        ];
+        for v in bad {
+            let shown = format!("{v:?}");
+            let e = parse_dead_letter(v).unwrap_err();
+            assert!(e.is_protocol(), "{shown}: {e:?}");
+        }
+    }
+
+    #[test]
+    fn reasons_round_trip_through_their_stored_names() {
+        for r in [
+            DeadReason::TooManyDeliveries,
+            DeadReason::Undecodable,
+            DeadReason::Malformed,
+            DeadReason::TooLarge,
+        ] {
+            assert_eq!(DeadReason::parse(r.as_str().as_bytes()), Some(r));
+        }
+        assert_eq!(DeadReason::parse(b""), None);
+    }
+
+    #[test]
+    fn names_and_settings_are_checked_before_any_network() {
+        let url = "redis://127.0.0.1:1/0";
+        for name in ["", "a b", "a{b}", "\u{e9}", &"n".repeat(MAX_NAME_LEN + 1)] {
+            let e = RemoteQueue::builder(url, name).build::<u8>().unwrap_err();
+            assert!(e.is_invalid_config(), "{name:?}: {e:?}");
+        }
+        let b = || RemoteQueue::builder(url, "q");
+        let errors = [
+            b().prefix("{x}").build::<u8>().unwrap_err(),
+            b().min_idle(Duration::ZERO).build::<u8>().unwrap_err(),
+            b().max_deliveries(0).build::<u8>().unwrap_err(),
+            b().block(Duration::ZERO).build::<u8>().unwrap_err(),
+            b().io_timeout(Duration::ZERO).build::<u8>().unwrap_err(),
+            b().max_message(0).build::<u8>().unwrap_err(),
+            b().max_message(MAX_MESSAGE_LIMIT + 1)
+                .build::<u8>()
+                .unwrap_err(),
+            b().maxsize(0).build::<u8>().unwrap_err(),
+            b().consumer_name("").build::<u8>().unwrap_err(),
+            RemoteQueue::builder("http://x", "q")
+                .build::<u8>()
+                .unwrap_err(),
+        ];
+        for e in errors {
+            assert!(e.is_invalid_config(), "{e:?}");
+            assert!(!e.to_string().is_empty());
+        }
+    }
+
+    #[test]
+    fn an_unreachable_server_is_unavailable_with_its_source() {
+        // Port 1 on loopback: nothing listens there.
+        let e = RemoteQueue::builder("redis://127.0.0.1:1/0", "q")
+            .retry_for(Duration::from_millis(50))
+            .build::<u8>()
+            .unwrap_err();
+        assert!(e.is_unavailable(), "{e:?}");
+        assert_eq!(e.to_string(), "redis server unavailable");
+        assert!(std::error::Error::source(&e).is_some());
     }
 }
