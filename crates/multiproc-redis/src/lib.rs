@@ -144,11 +144,12 @@
 //! - a blocking operation keeps reconnecting for
 //!   [`retry_for`](RemoteQueueBuilder::retry_for) (default 5 s), then
 //!   fails the same way; `try_` operations try once;
-//! - a put whose connection broke after the command left may or may not
-//!   have added its message: it fails at once (not retried, which could
-//!   add it twice), handing the value back;
-//! - a get whose connection broke may have taken a message it never saw:
-//!   it stays pending and is re-delivered after `min_idle`.
+//! - a put whose command left but whose reply never came (the connection
+//!   broke, or the reply timed out: a stalled server runs the command when
+//!   it resumes) may or may not have added its message: it fails at once
+//!   (not retried, which could add it twice), handing the value back;
+//! - a get in the same situation may have taken a message it never saw: it
+//!   stays pending and is re-delivered after `min_idle`.
 //!
 //! Once the server answers again (restarted on the same address) the
 //! same handles work again; a server restarted empty gets the stream and
