@@ -13,6 +13,7 @@
 //! | [`shared`] | `multiproc-shm` | SharedMemory, ShareableList, Value, Array |
 //! | [`queue`] | `multiproc-queue` | Queue, SimpleQueue, JoinableQueue |
 //! | [`process`] | `multiproc-process` | Process, start methods, process info, Pool |
+//! | `redis` (feature `redis`, off by default) | `multiproc-redis` | RemoteQueue, RemoteJoinableQueue: the queues over Redis Streams, between machines |
 //!
 //! # Python → multiproc
 //!
@@ -72,6 +73,11 @@ pub use multiproc_core as os;
 pub use multiproc_pipe as connection;
 pub use multiproc_process as process;
 pub use multiproc_queue as queue;
+/// Queues over Redis Streams between machines (`multiproc-redis`): the
+/// local queues' API, at-least-once, with re-delivery, dead letters and
+/// bounded capacity. Behind the `redis` feature, off by default.
+#[cfg(feature = "redis")]
+pub use multiproc_redis as redis;
 pub use multiproc_shm as shared;
 pub use multiproc_sync as sync;
 

@@ -464,6 +464,217 @@ pub fn process_state(pid: u32) -> Option<char> {
     stat[stat.rfind(')')? + 1..].trim_start().chars().next()
 }
 
+/// Environment variable that marks a CI run (`.ci/run` exports it): there,
+/// a test that needs an external program fails when the program is missing
+/// instead of skipping.
+pub const CI_ENV: &str = "CI";
+
+/// Whether this is a CI run ([`CI_ENV`] set and not empty).
+#[must_use]
+pub fn in_ci() -> bool {
+    std::env::var_os(CI_ENV).is_some_and(|v| !v.is_empty())
+}
+
+/// A `redis-server` of a test's own on a free loopback port, with no
+/// persistence (`--save '' --appendonly no`) and its working directory in a
+/// fresh temporary directory. It is `SIGKILL`ed and reaped on drop (also
+/// when the test panics), dies with the thread that started it
+/// (`PR_SET_PDEATHSIG`), and its directory is removed.
+///
+/// ```no_run
+/// let Some(server) = multiproc_testkit::RedisServer::start_or_skip("my_test") else {
+///     return; // not installed, and not in CI: said so loudly
+/// };
+/// println!("{}", server.url());
+/// ```
+pub struct RedisServer {
+    child: Option<Child>,
+    binary: std::path::PathBuf,
+    port: u16,
+    dir: std::path::PathBuf,
+}
+
+impl RedisServer {
+    /// Where `redis-server` is: `MULTIPROC_REDIS_SERVER` if set (`None`
+    /// when that is not a file), else the first one on `PATH`, else in
+    /// `/usr/bin`, `/usr/sbin`, `/usr/local/bin`.
+    #[must_use]
+    pub fn binary() -> Option<std::path::PathBuf> {
+        if let Some(path) = std::env::var_os("MULTIPROC_REDIS_SERVER") {
+            let path = std::path::PathBuf::from(path);
+            return path.is_file().then_some(path);
+        }
+        let path = std::env::var_os("PATH").unwrap_or_default();
+        std::env::split_paths(&path)
+            .chain(["/usr/bin", "/usr/sbin", "/usr/local/bin"].map(Into::into))
+            .map(|dir| dir.join("redis-server"))
+            .find(|candidate| candidate.is_file())
+    }
+
+    /// Starts a server for the test `test`, or, when `redis-server` is not
+    /// installed, says so loudly on standard error and returns `None` —
+    /// except in CI ([`in_ci`]), where it panics: CI must run these tests.
+    ///
+    /// # Panics
+    ///
+    /// In CI without `redis-server`, or when the server does not start.
+    #[must_use]
+    pub fn start_or_skip(test: &str) -> Option<Self> {
+        let Some(binary) = Self::binary() else {
+            assert!(
+                !in_ci(),
+                "{test}: redis-server is not installed, and {CI_ENV} is set: \
+                 CI must run the Redis tests (install the redis-server package)"
+            );
+            eprintln!(
+                "\n!!! {test}: SKIPPED: redis-server is not installed \
+                 (apt-get install redis-server); this test did not run !!!\n"
+            );
+            return None;
+        };
+        Some(Self::start_with(binary).expect("starting redis-server"))
+    }
+
+    /// Starts `binary` on a free loopback port and waits until it answers
+    /// `PING` (a few attempts with other ports if one was taken meanwhile).
+    ///
+    /// # Errors
+    ///
+    /// When the server cannot be started or never answers.
+    pub fn start_with(binary: std::path::PathBuf) -> io::Result<Self> {
+        static NEXT: AtomicU64 = AtomicU64::new(0);
+        let dir = std::env::temp_dir().join(format!(
+            "multiproc-redis-{}-{}",
+            std::process::id(),
+            NEXT.fetch_add(1, Ordering::Relaxed)
+        ));
+        std::fs::create_dir_all(&dir)?;
+        let mut last = io::Error::other("no attempt");
+        for _ in 0..5 {
+            let port = std::net::TcpListener::bind(("127.0.0.1", 0))?
+                .local_addr()?
+                .port();
+            let mut server = Self {
+                child: None,
+                binary: binary.clone(),
+                port,
+                dir: dir.clone(),
+            };
+            match server.launch() {
+                Ok(()) => return Ok(server),
+                Err(e) => {
+                    // Keep the directory for the next attempt.
+                    server.dir = std::path::PathBuf::new();
+                    last = e;
+                }
+            }
+        }
+        let _ = std::fs::remove_dir_all(&dir);
+        Err(last)
+    }
+
+    fn launch(&mut self) -> io::Result<()> {
+        let mut cmd = Command::new(&self.binary);
+        cmd.args(["--port", &self.port.to_string()])
+            .args(["--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+            .args(["--daemonize", "no", "--loglevel", "warning"])
+            .arg("--dir")
+            .arg(&self.dir)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit());
+        // SAFETY: the closure runs in the forked child before exec and only
+        // calls prctl(PR_SET_PDEATHSIG), which is async-signal-safe.
+        unsafe {
+            cmd.pre_exec(|| {
+                rustix::process::set_parent_process_death_signal(Some(
+                    rustix::process::Signal::KILL,
+                ))?;
+                Ok(())
+            });
+        }
+        let mut child = cmd.spawn()?;
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            if self.answers_ping() {
+                self.child = Some(child);
+                return Ok(());
+            }
+            if let Some(status) = child.try_wait()? {
+                return Err(io::Error::other(format!(
+                    "redis-server on port {} exited: {status}",
+                    self.port
+                )));
+            }
+            if Instant::now() >= deadline {
+                let _ = child.kill();
+                let _ = child.wait();
+                return Err(io::Error::other("redis-server did not answer within 10 s"));
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+
+    fn answers_ping(&self) -> bool {
+        use std::io::{Read, Write};
+        let addr = std::net::SocketAddr::from(([127, 0, 0, 1], self.port));
+        let Ok(mut s) = std::net::TcpStream::connect_timeout(&addr, Duration::from_millis(200))
+        else {
+            return false;
+        };
+        let _ = s.set_read_timeout(Some(Duration::from_millis(500)));
+        let mut reply = [0u8; 7];
+        s.write_all(b"PING\r\n").is_ok()
+            && s.read_exact(&mut reply).is_ok()
+            && &reply == b"+PONG\r\n"
+    }
+
+    /// The server's URL, database 0: `redis://127.0.0.1:PORT/0`.
+    #[must_use]
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}/0", self.port)
+    }
+
+    /// The loopback port it listens on.
+    #[must_use]
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// The server's process id, while it runs.
+    #[must_use]
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
+    /// `SIGKILL`s the server and reaps it (nothing if it is not running).
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Starts the server again on the same port, empty (no persistence).
+    ///
+    /// # Panics
+    ///
+    /// When it is still running, or does not start.
+    pub fn restart(&mut self) {
+        assert!(self.child.is_none(), "restart of a running redis-server");
+        self.launch().expect("restarting redis-server on its port");
+    }
+}
+
+impl Drop for RedisServer {
+    fn drop(&mut self) {
+        self.kill();
+        if !self.dir.as_os_str().is_empty() {
+            let _ = std::fs::remove_dir_all(&self.dir);
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -1,0 +1,202 @@
+//! Remote queue throughput, one producer process and one consumer process,
+//! against the floor of raw stream commands on the same server in the same
+//! run.
+//!
+//! | bench | what |
+//! |---|---|
+//! | `remote_1to1/queue/SIZE` | a forked producer `put_bytes` SIZE-byte messages, this process `get_bytes` them (ack on get) |
+//! | `remote_1to1/floor/SIZE` | a forked producer sends `XADD`s pipelined 64 to a round trip; this process reads with `XREADGROUP COUNT 64 BLOCK` and acknowledges each batch (`XACK` + `XDEL`) in the same round trip as the next read |
+//!
+//! Sizes: 8 B and 64 KiB. The server is a `redis-server` of the bench's
+//! own (as the tests start it: loopback, no persistence); without one the
+//! bench says so and measures nothing. On 2 CPUs the server, the producer
+//! and the consumer share them.
+//!
+//! Run: `cargo bench -p multiproc-redis`
+#![allow(missing_docs)]
+
+use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
+use multiproc_redis::RemoteQueue;
+use multiproc_testkit::{RedisServer, fork_child};
+use redis::Value;
+use std::time::{Duration, Instant};
+
+const SIZES: [usize; 2] = [8, 64 * 1024];
+const BATCH: usize = 64;
+
+fn label(size: usize) -> String {
+    if size >= 1024 {
+        format!("{}KiB", size / 1024)
+    } else {
+        format!("{size}B")
+    }
+}
+
+fn connect(url: &str) -> redis::Connection {
+    redis::Client::open(url)
+        .unwrap()
+        .get_connection_with_timeout(Duration::from_secs(5))
+        .unwrap()
+}
+
+fn wait_child(pid: libc::pid_t) {
+    let pid = rustix::process::Pid::from_raw(pid).expect("a child's pid");
+    let (_, status) = rustix::process::waitpid(Some(pid), rustix::process::WaitOptions::empty())
+        .expect("waitpid")
+        .expect("a status");
+    assert_eq!(status.exit_status(), Some(0), "the producer failed");
+}
+
+fn queue_round(url: &str, q: &RemoteQueue<()>, size: usize, n: u64) -> Duration {
+    let payload = vec![0x5au8; size];
+    let start = Instant::now();
+    let pid = {
+        let url = url.to_owned();
+        let name = q.name().to_owned();
+        fork_child(move || {
+            let q: RemoteQueue<()> = RemoteQueue::builder(&url, &name)
+                .prefix("bench:")
+                .build()
+                .unwrap();
+            for _ in 0..n {
+                q.put_bytes(&payload).unwrap();
+            }
+        })
+    };
+    for _ in 0..n {
+        let m = q.get_bytes().unwrap();
+        assert_eq!(m.len(), size);
+    }
+    let took = start.elapsed();
+    wait_child(pid);
+    took
+}
+
+fn floor_round(url: &str, con: &mut redis::Connection, size: usize, n: u64) -> Duration {
+    let stream = "bench:floor";
+    let payload = vec![0x5au8; size];
+    let start = Instant::now();
+    let pid = {
+        let url = url.to_owned();
+        fork_child(move || {
+            let mut con = connect(&url);
+            let mut left = n;
+            while left > 0 {
+                let k = left.min(BATCH as u64);
+                let mut pipe = redis::pipe();
+                for _ in 0..k {
+                    pipe.cmd("XADD")
+                        .arg(stream)
+                        .arg("*")
+                        .arg("d")
+                        .arg(&payload)
+                        .ignore();
+                }
+                pipe.query::<()>(&mut con).unwrap();
+                left -= k;
+            }
+        })
+    };
+    let mut got = 0u64;
+    let mut ids: Vec<Vec<u8>> = Vec::new();
+    while got < n {
+        let mut pipe = redis::pipe();
+        if !ids.is_empty() {
+            pipe.cmd("XACK").arg(stream).arg("g").arg(&ids[..]).ignore();
+            pipe.cmd("XDEL").arg(stream).arg(&ids[..]).ignore();
+        }
+        pipe.cmd("XREADGROUP")
+            .arg("GROUP")
+            .arg("g")
+            .arg("c")
+            .arg("COUNT")
+            .arg(BATCH)
+            .arg("BLOCK")
+            .arg(1000)
+            .arg("STREAMS")
+            .arg(stream)
+            .arg(">");
+        let (reply,): (Value,) = pipe.query(con).unwrap();
+        ids.clear();
+        let Value::Array(streams) = reply else {
+            continue;
+        };
+        let Some(Value::Array(pair)) = streams.into_iter().next() else {
+            panic!("reply");
+        };
+        let Some(Value::Array(entries)) = pair.into_iter().nth(1) else {
+            panic!("reply");
+        };
+        for entry in entries {
+            let Value::Array(entry) = entry else {
+                panic!("entry")
+            };
+            let mut entry = entry.into_iter();
+            let Some(Value::BulkString(id)) = entry.next() else {
+                panic!("id")
+            };
+            let Some(Value::Array(fields)) = entry.next() else {
+                panic!("fields")
+            };
+            let Some(Value::BulkString(d)) = fields.into_iter().nth(1) else {
+                panic!("payload")
+            };
+            assert_eq!(d.len(), size);
+            ids.push(id);
+            got += 1;
+        }
+    }
+    redis::cmd("XACK")
+        .arg(stream)
+        .arg("g")
+        .arg(&ids[..])
+        .query::<()>(con)
+        .unwrap();
+    redis::cmd("XDEL")
+        .arg(stream)
+        .arg(&ids[..])
+        .query::<()>(con)
+        .unwrap();
+    let took = start.elapsed();
+    wait_child(pid);
+    took
+}
+
+fn remote_1to1(c: &mut Criterion) {
+    let Some(server) = RedisServer::start_or_skip("remote_1to1 bench") else {
+        return;
+    };
+    let url = server.url();
+    let q: RemoteQueue<()> = RemoteQueue::builder(&url, "bench")
+        .prefix("bench:")
+        .build()
+        .unwrap();
+    let mut con = connect(&url);
+    redis::cmd("XGROUP")
+        .arg("CREATE")
+        .arg("bench:floor")
+        .arg("g")
+        .arg("0")
+        .arg("MKSTREAM")
+        .query::<()>(&mut con)
+        .unwrap();
+    let mut group = c.benchmark_group("remote_1to1");
+    group
+        .sample_size(10)
+        .warm_up_time(Duration::from_secs(1))
+        .measurement_time(Duration::from_secs(5));
+    for size in SIZES {
+        group.throughput(Throughput::Elements(1));
+        group.bench_function(BenchmarkId::new("queue", label(size)), |b| {
+            b.iter_custom(|n| queue_round(&url, &q, size, n));
+        });
+        group.bench_function(BenchmarkId::new("floor", label(size)), |b| {
+            b.iter_custom(|n| floor_round(&url, &mut con, size, n));
+        });
+    }
+    group.finish();
+    drop(server);
+}
+
+criterion_group!(benches, remote_1to1);
+criterion_main!(benches);

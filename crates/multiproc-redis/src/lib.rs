@@ -1,0 +1,300 @@
+//! Queues over Redis Streams: the API of `multiproc-queue` between
+//! processes on any machines that reach one Redis server (7.0 or newer).
+//!
+//! [`RemoteQueue<T>`] and [`RemoteJoinableQueue<T>`] have the local queues'
+//! names and shapes — `put`/`try_put`/`put_timeout`,
+//! `get`/`try_get`/`get_timeout`, `put_bytes`/`get_bytes`, `qsize`,
+//! `close`, `task_done`/`join`/`join_timeout`, one small error type per
+//! operation, failed puts handing the value back — and values go through
+//! the workspace codec (`multiproc_core::codec`: serde + bincode).
+//!
+//! # Hello, remote queue
+//!
+//! ```no_run
+//! use multiproc_redis::RemoteQueue;
+//! use std::time::Duration;
+//!
+//! // In one process, on one machine:
+//! let q: RemoteQueue<String> = RemoteQueue::open("redis://127.0.0.1:6379/0", "greetings")?;
+//! q.put("hello".to_string())?;
+//!
+//! // In another process, anywhere:
+//! let q: RemoteQueue<String> = RemoteQueue::open("redis://127.0.0.1:6379/0", "greetings")?;
+//! assert_eq!(q.get_timeout(Duration::from_secs(5))?, "hello");
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+//!
+//! A joinable queue acknowledges at `task_done` instead of at `get`:
+//!
+//! ```no_run
+//! use multiproc_redis::RemoteJoinableQueue;
+//!
+//! let jobs: RemoteJoinableQueue<u64> =
+//!     RemoteJoinableQueue::open("redis://127.0.0.1:6379/0", "jobs")?;
+//! jobs.put(7)?;
+//! // A worker, possibly in another process:
+//! let n = jobs.get()?;
+//! let _ = n * n; // the work
+//! jobs.task_done()?;
+//! // The producer:
+//! jobs.join()?;
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+//!
+//! # How it maps to streams
+//!
+//! A queue named `jobs` is the stream `PREFIX{jobs}:stream` (prefix
+//! [`DEFAULT_PREFIX`] unless [set](RemoteQueueBuilder::prefix)), one
+//! consumer group in it, and two more keys: `PREFIX{jobs}:dead` (the
+//! dead-letter stream) and `PREFIX{jobs}:closed`. Every handle is one
+//! consumer of the group, named `host-pid-counter-random`.
+//!
+//! | operation | commands (the multi-command steps are Lua scripts, atomic on the server) |
+//! |---|---|
+//! | `put` | `EXISTS closed`, `XLEN` against `maxsize`, `XADD stream * d PAYLOAD` |
+//! | `get` | a bounded `XAUTOCLAIM` step (messages idle longer than [`min_idle`](RemoteQueueBuilder::min_idle)), with `XPENDING` for their delivery count, then `XREADGROUP … >` for a new message; if none, `XREADGROUP … BLOCK` for at most [`block`](RemoteQueueBuilder::block), and again |
+//! | acknowledgement (plain queue: inside `get`; joinable queue: `task_done`) | `XACK` and `XDEL` together: the stream holds exactly the messages not yet acknowledged |
+//! | a message over [`max_deliveries`](RemoteQueueBuilder::max_deliveries) | instead of its next delivery: `XACK`, `XDEL`, `XADD dead * id … deliveries … reason deliveries d …` |
+//! | `qsize`, `join` | `XLEN stream` |
+//! | `close` | `SET closed 1` |
+//!
+//! # Delivery: at least once
+//!
+//! Every message put is delivered at least once, and may be delivered
+//! more than once. A consumer that dies (or stalls longer than
+//! `min_idle`) between taking a message (`XREADGROUP`) and acknowledging
+//! it (`XACK`) leaves it pending in the group; after `min_idle`, a get of
+//! any other handle takes it over (`XAUTOCLAIM`) and it is delivered
+//! again. For the plain queue the acknowledgement follows the read inside
+//! `get`, so the window is one round trip (a get that fails after the read
+//! leaves its message to be re-delivered too); for the joinable queue it
+//! lasts until `task_done`, so `min_idle` must exceed the longest task.
+//! Make the work idempotent, or deduplicate. Nobody dying means exactly
+//! once: one consumer group hands each new message to one consumer.
+//!
+//! Order is the stream's (put order, per server) for new messages; a
+//! re-delivered message comes when it is taken over, after newer ones.
+//!
+//! # Poison messages and dead letters
+//!
+//! A message whose consumers keep dying is delivered at most
+//! `max_deliveries` times (default 5): when it is found idle again after
+//! its last delivery, it moves to the dead-letter stream. So does a message
+//! that does not decode as `T` (its `get` fails with
+//! [`RemoteError::Codec`]), one with no payload field (written by another
+//! program: [`RemoteError::Protocol`]) and one over the message limit
+//! ([`RemoteError::TooLarge`]). Whoever inspects the dead letters
+//! ([`RemoteQueue::take_dead_letter`], [`RemoteQueue::dead_letters`]) gets
+//! a [`DeadLetter`]: the message's id, how many times it was delivered,
+//! why it is there, and its payload (which [`DeadLetter::decode`] decodes).
+//!
+//! ```no_run
+//! use multiproc_redis::{DeadReason, RemoteQueue};
+//!
+//! let q: RemoteQueue<String> = RemoteQueue::open("redis://127.0.0.1:6379/0", "jobs")?;
+//! while let Some(letter) = q.take_dead_letter()? {
+//!     if letter.reason() == DeadReason::TooManyDeliveries {
+//!         let job: String = letter.decode()?;
+//!         eprintln!("{job:?} killed its consumer {} times", letter.deliveries());
+//!     }
+//! }
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+//!
+//! # Bounded capacity
+//!
+//! Redis has no back-pressure on `XADD`, so a [`maxsize`](RemoteQueueBuilder::maxsize)
+//! is enforced by the put script: it adds only while `XLEN` of the stream
+//! is below `maxsize`, and since acknowledged messages are deleted, that is
+//! the number of messages put and not yet acknowledged — waiting ones, and
+//! delivered ones not yet acknowledged (for the joinable queue: not yet
+//! `task_done`), including those of a dead consumer until they are
+//! re-delivered and acknowledged or dead-lettered. The check and the add
+//! are one atomic step, so concurrent producers never exceed it. A full
+//! `put` polls with back-off (1 ms doubling to 50 ms) until there is room;
+//! `put_timeout` gives the value back in [`PutTimeoutError::Timeout`];
+//! `try_put` in [`TryPutError::Full`]. Room is not reserved for waiting
+//! producers in order: whichever polls first after a get takes it.
+//!
+//! ```no_run
+//! use multiproc_redis::RemoteQueue;
+//! use std::time::Duration;
+//!
+//! let q: RemoteQueue<u32> = RemoteQueue::builder("redis://127.0.0.1:6379/0", "small")
+//!     .maxsize(1)
+//!     .build()?;
+//! q.put(1)?;
+//! let err = q.put_timeout(2, Duration::from_millis(50)).unwrap_err();
+//! assert!(err.is_timeout());
+//! assert_eq!(err.into_inner(), 2);
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+//!
+//! # When the server goes away
+//!
+//! Every network wait has a bound: connecting ([`connect_timeout`](RemoteQueueBuilder::connect_timeout),
+//! default 2 s), each reply ([`io_timeout`](RemoteQueueBuilder::io_timeout),
+//! default 5 s, cut to the operation's deadline but not below 50 ms), and a
+//! blocking get waits on the server [`block`](RemoteQueueBuilder::block) at
+//! a time (default 1 s) before it checks again. A handle reconnects by
+//! itself, with back-off from 5 ms to 500 ms:
+//!
+//! - an operation with a timeout fails by its deadline (plus at most
+//!   50 ms) with [`RemoteError::Unavailable`] in its `Failed` variant;
+//! - a blocking operation keeps reconnecting for
+//!   [`retry_for`](RemoteQueueBuilder::retry_for) (default 5 s), then
+//!   fails the same way; `try_` operations try once;
+//! - a put whose command left but whose reply never came (the connection
+//!   broke, or the reply timed out: a stalled server runs the command when
+//!   it resumes) may or may not have added its message: it fails at once
+//!   (not retried, which could add it twice), handing the value back;
+//! - a get in the same situation may have taken a message it never saw: it
+//!   stays pending and is re-delivered after `min_idle`.
+//!
+//! Once the server answers again (restarted on the same address) the
+//! same handles work again; a server restarted empty gets the stream and
+//! its consumer group made again by the first command that misses them.
+//!
+//! # Closing
+//!
+//! [`close`](RemoteQueue::close) is seen by every handle: puts fail with
+//! `Closed`; gets deliver what is left, and fail with `Closed` once the
+//! stream holds nothing unacknowledged. A blocked get notices within
+//! `block`.
+//!
+//! # Errors
+//!
+//! One small type per operation, as in `multiproc-queue`: [`PutError`],
+//! [`TryPutError`], [`PutTimeoutError`] (each handing the value back),
+//! [`GetError`], [`TryGetError`], [`GetTimeoutError`], [`TaskDoneError`],
+//! [`JoinTimeoutError`]. What is not full, empty, timed out or closed is a
+//! [`RemoteError`] in a `Failed` variant: `Unavailable`, `Server`,
+//! `Protocol`, `Codec`, `TooLarge`, `Url`, `InvalidConfig`, each with an
+//! `is_*` predicate and the client's error as `source()`.
+//!
+//! # Bounds on what is read
+//!
+//! Every read asks for one entry (`COUNT 1`), and [`RemoteQueue::dead_letters`]
+//! for at most the count given, checked on the reply; a message over
+//! [`max_message`](RemoteQueueBuilder::max_message) (default 512 MiB) is
+//! refused on put and dead-lettered on get, and the codec decodes under
+//! that limit. No length or count read from the server sizes an allocation
+//! in this crate.
+#![deny(unsafe_code)]
+#![warn(missing_docs)]
+
+mod error;
+mod link;
+mod queue;
+mod scripts;
+
+pub use error::{
+    GetError, GetTimeoutError, JoinTimeoutError, PutError, PutTimeoutError, RemoteError,
+    TaskDoneError, TryGetError, TryPutError,
+};
+pub use queue::{
+    DEFAULT_MAX_MESSAGE, DEFAULT_PREFIX, MAX_MESSAGE_LIMIT, MAX_NAME_LEN, RemoteJoinableQueue,
+    RemoteQueue, RemoteQueueBuilder,
+};
+
+use multiproc_core::CodecError;
+use serde::de::DeserializeOwned;
+
+/// Why a message is in the dead-letter stream.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum DeadReason {
+    /// It was delivered `max_deliveries` times and not acknowledged (its
+    /// consumers died, or stalled past `min_idle`, every time).
+    TooManyDeliveries,
+    /// Its payload did not decode as the getter's `T`.
+    Undecodable,
+    /// The entry had no payload field (another program wrote it).
+    Malformed,
+    /// Its payload was over the getter's message limit.
+    TooLarge,
+}
+
+impl DeadReason {
+    pub(crate) fn as_str(self) -> &'static str {
+        match self {
+            Self::TooManyDeliveries => "deliveries",
+            Self::Undecodable => "codec",
+            Self::Malformed => "malformed",
+            Self::TooLarge => "too_large",
+        }
+    }
+
+    pub(crate) fn parse(s: &[u8]) -> Option<Self> {
+        Some(match s {
+            b"deliveries" => Self::TooManyDeliveries,
+            b"codec" => Self::Undecodable,
+            b"malformed" => Self::Malformed,
+            b"too_large" => Self::TooLarge,
+            _ => return None,
+        })
+    }
+}
+
+impl std::fmt::Display for DeadReason {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Self::TooManyDeliveries => "delivered too many times",
+            Self::Undecodable => "payload does not decode",
+            Self::Malformed => "entry has no payload",
+            Self::TooLarge => "payload over the message limit",
+        })
+    }
+}
+
+/// A message taken out of the queue into its dead-letter stream, as
+/// [`RemoteQueue::take_dead_letter`] and [`RemoteQueue::dead_letters`]
+/// return it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DeadLetter {
+    id: String,
+    deliveries: u64,
+    reason: DeadReason,
+    payload: Vec<u8>,
+}
+
+impl DeadLetter {
+    /// The message's id in the queue's stream (`millis-seq`).
+    #[must_use]
+    pub fn id(&self) -> &str {
+        &self.id
+    }
+
+    /// How many times the message was delivered to a consumer.
+    #[must_use]
+    pub fn deliveries(&self) -> u64 {
+        self.deliveries
+    }
+
+    /// Why it is a dead letter.
+    #[must_use]
+    pub fn reason(&self) -> DeadReason {
+        self.reason
+    }
+
+    /// The payload as it was put (empty for [`DeadReason::Malformed`]).
+    #[must_use]
+    pub fn payload(&self) -> &[u8] {
+        &self.payload
+    }
+
+    /// The payload, owned.
+    #[must_use]
+    pub fn into_payload(self) -> Vec<u8> {
+        self.payload
+    }
+
+    /// The payload decoded with the workspace codec.
+    ///
+    /// # Errors
+    ///
+    /// When it is not a valid `T` (as for [`DeadReason::Undecodable`]).
+    pub fn decode<T: DeserializeOwned>(&self) -> Result<T, CodecError> {
+        multiproc_core::codec::decode(&self.payload)
+    }
+}

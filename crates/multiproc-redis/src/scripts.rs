@@ -1,0 +1,139 @@
+//! The Lua scripts: each runs atomically on the server, so a check and the
+//! command it guards (room before `XADD`, `XACK` before `XDEL`, a delivery
+//! count before a dead-letter move) can never be split by another client.
+//!
+//! Keys (one hash tag, so they share a cluster slot): the stream, the
+//! closed flag, the dead-letter stream. A message is a stream entry with
+//! one field, `d`, holding the payload; a dead letter has the fields `id`
+//! (the message's id in the queue), `deliveries`, `reason` and `d`.
+
+use redis::Script;
+
+/// `put`: refuses when closed (-1) or full (0), else adds (1).
+/// KEYS: stream, closed. ARGV: maxsize (0: unbounded), payload.
+const PUT: &str = r"
+if redis.call('EXISTS', KEYS[2]) == 1 then return -1 end
+local max = tonumber(ARGV[1])
+if max > 0 and redis.call('XLEN', KEYS[1]) >= max then return 0 end
+redis.call('XADD', KEYS[1], '*', 'd', ARGV[2])
+return 1
+";
+
+/// `get`, the non-blocking part: first a bounded step of the `XAUTOCLAIM`
+/// scan for messages idle longer than the minimum (their consumer died or
+/// stalls), moving those delivered `max_deliveries` times already to the
+/// dead-letter stream; then one new message; then whether the queue is
+/// closed and drained.
+/// KEYS: stream, closed, dead. ARGV: group, consumer, min idle (ms),
+/// max deliveries, scan cursor.
+/// Returns {kind, cursor[, id, deliveries, fields]}, kind one of
+/// `claimed`, `new`, `closed`, `empty`.
+const TAKE: &str = r"
+local stream, group, me = KEYS[1], ARGV[1], ARGV[2]
+local maxd = tonumber(ARGV[4])
+local cursor = ARGV[5]
+local function payload(fields)
+  for i = 1, #fields - 1, 2 do
+    if fields[i] == 'd' then return fields[i + 1] end
+  end
+  return ''
+end
+for _ = 1, 8 do
+  local r = redis.call('XAUTOCLAIM', stream, group, me, ARGV[3], cursor, 'COUNT', 1)
+  cursor = r[1]
+  local e = r[2][1]
+  if e then
+    local p = redis.call('XPENDING', stream, group, e[1], e[1], 1)
+    local n = 1
+    if p[1] then n = p[1][4] end
+    if n > maxd then
+      redis.call('XACK', stream, group, e[1])
+      redis.call('XDEL', stream, e[1])
+      redis.call('XADD', KEYS[3], '*', 'id', e[1], 'deliveries', n - 1,
+        'reason', 'deliveries', 'd', payload(e[2]))
+    else
+      return {'claimed', cursor, e[1], n, e[2]}
+    end
+  end
+  if cursor == '0-0' then break end
+end
+local r = redis.call('XREADGROUP', 'GROUP', group, me, 'COUNT', 1, 'STREAMS', stream, '>')
+if r then
+  local e = r[1][2][1]
+  return {'new', cursor, e[1], 1, e[2]}
+end
+if redis.call('EXISTS', KEYS[2]) == 1 and redis.call('XLEN', stream) == 0 then
+  return {'closed', cursor}
+end
+return {'empty', cursor}
+";
+
+/// Acknowledges and deletes one message; returns 1, or 0 when it was
+/// acknowledged already. KEYS: stream. ARGV: group, id.
+const ACK: &str = r"
+local n = redis.call('XACK', KEYS[1], ARGV[1], ARGV[2])
+if n == 1 then redis.call('XDEL', KEYS[1], ARGV[2]) end
+return n
+";
+
+/// Moves one pending message to the dead-letter stream (unless somebody
+/// acknowledged it meanwhile); returns 1 if it moved it.
+/// KEYS: stream, dead. ARGV: group, id, deliveries, reason.
+const DEAD: &str = r"
+local n = redis.call('XACK', KEYS[1], ARGV[1], ARGV[2])
+if n == 1 then
+  local d = ''
+  local e = redis.call('XRANGE', KEYS[1], ARGV[2], ARGV[2])
+  if e[1] then
+    local f = e[1][2]
+    for i = 1, #f - 1, 2 do
+      if f[i] == 'd' then d = f[i + 1] end
+    end
+  end
+  redis.call('XDEL', KEYS[1], ARGV[2])
+  redis.call('XADD', KEYS[2], '*', 'id', ARGV[2], 'deliveries', ARGV[3],
+    'reason', ARGV[4], 'd', d)
+end
+return n
+";
+
+/// Removes and returns the oldest dead letter (nil if none). KEYS: dead.
+const TAKE_DEAD: &str = r"
+local r = redis.call('XRANGE', KEYS[1], '-', '+', 'COUNT', 1)
+if #r == 0 then return false end
+redis.call('XDEL', KEYS[1], r[1][1])
+return r[1]
+";
+
+/// Deletes a consumer from the group if it holds no pending message.
+/// KEYS: stream. ARGV: group, consumer.
+const FORGET: &str = r"
+local p = redis.call('XPENDING', KEYS[1], ARGV[1], '-', '+', 1, ARGV[2])
+if #p == 0 then
+  return redis.call('XGROUP', 'DELCONSUMER', KEYS[1], ARGV[1], ARGV[2])
+end
+return -1
+";
+
+/// The scripts, hashed once per queue.
+pub(crate) struct Scripts {
+    pub(crate) put: Script,
+    pub(crate) take: Script,
+    pub(crate) ack: Script,
+    pub(crate) dead: Script,
+    pub(crate) take_dead: Script,
+    pub(crate) forget: Script,
+}
+
+impl Scripts {
+    pub(crate) fn new() -> Self {
+        Self {
+            put: Script::new(PUT),
+            take: Script::new(TAKE),
+            ack: Script::new(ACK),
+            dead: Script::new(DEAD),
+            take_dead: Script::new(TAKE_DEAD),
+            forget: Script::new(FORGET),
+        }
+    }
+}
