@@ -5,9 +5,6 @@ use crate::frame::{MAX_HEADER, encode_header};
 use crate::recv::{ReadResult, RecvBuf, Source};
 use multiproc_core::{Codec, SharedFd, scm};
 use rustix::io::Errno;
-use rustix::net::{
-    RecvAncillaryBuffer, RecvAncillaryMessage, RecvFlags, SendAncillaryBuffer, SendFlags,
-};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use std::cell::Cell;
@@ -357,15 +354,16 @@ impl Connection {
         }
         let mut header = [0u8; MAX_HEADER];
         let header_len = encode_header(bytes.len(), &mut header);
-        let mut frame = Vec::with_capacity(header_len + bytes.len());
-        frame.extend_from_slice(&header[..header_len]);
-        frame.extend_from_slice(&bytes);
         let borrowed: Vec<BorrowedFd<'_>> = fds.iter().map(AsFd::as_fd).collect();
-        // The descriptors ride with the first byte of the frame: the
-        // receiver relies on that to give them to the right message
-        // (see the `recv` module).
+        // The descriptors ride with the first byte of the frame, its
+        // header: the receiver relies on that to give them to the right
+        // message (see the `recv` module).
         // (On a non-blocking descriptor it waits for writability.)
-        scm::send_all(&self.fd, &frame, &borrowed)?;
+        scm::send_all_vectored(
+            &self.fd,
+            &mut [IoSlice::new(&header[..header_len]), IoSlice::new(&bytes)],
+            &borrowed,
+        )?;
         Ok(())
     }
 
@@ -376,7 +374,7 @@ impl Connection {
         let header_len = encode_header(len, &mut header);
         let start = MAX_HEADER - header_len;
         frame[start..MAX_HEADER].copy_from_slice(&header[..header_len]);
-        self.write_all(&[IoSlice::new(&frame[start..])])
+        self.write_all(&mut [IoSlice::new(&frame[start..])])
     }
 
     /// Sends `bytes` as one message (Python's `send_bytes`).
@@ -525,45 +523,34 @@ impl Connection {
             let mut frame = [0u8; SMALL_FRAME];
             frame[..4].copy_from_slice(&(payload.len() as u32).to_be_bytes());
             frame[4..4 + payload.len()].copy_from_slice(payload);
-            return self.write_all(&[IoSlice::new(&frame[..4 + payload.len()])]);
+            return self.write_all(&mut [IoSlice::new(&frame[..4 + payload.len()])]);
         }
         let mut header = [0u8; MAX_HEADER];
         let header_len = encode_header(payload.len(), &mut header);
-        self.write_all(&[IoSlice::new(&header[..header_len]), IoSlice::new(payload)])
+        self.write_all(&mut [IoSlice::new(&header[..header_len]), IoSlice::new(payload)])
     }
 
     /// Writes all of `parts`, retrying after short writes and `EINTR`.
-    /// Sockets use `sendmsg(MSG_NOSIGNAL)`; pipes `writev` (see the
-    /// `sigpipe` module for why that cannot raise `SIGPIPE` either).
+    /// Sockets use `send`/`sendmsg(MSG_NOSIGNAL)` ([`scm::send_all_vectored`]);
+    /// pipes `write`/`writev` (see the `sigpipe` module for why that cannot
+    /// raise `SIGPIPE` either).
     ///
     /// On a non-blocking descriptor (`EAGAIN`), it waits for writability
     /// and goes on: a frame is never left half-written, so sending blocks
     /// even there.
-    fn write_all(&self, parts: &[IoSlice<'_>]) -> Result<(), SendError> {
-        let mut storage: [IoSlice<'_>; 2] = [IoSlice::new(&[]), IoSlice::new(&[])];
-        let count = parts.len().min(2);
-        storage[..count].copy_from_slice(&parts[..count]);
-        let mut slices = &mut storage[..count];
-        IoSlice::advance_slices(&mut slices, 0);
-        while !slices.is_empty() {
-            let result = if let [one] = slices {
-                if self.flavor.is_socket() {
-                    rustix::net::send(&self.fd, one, SendFlags::NOSIGNAL)
-                } else {
-                    rustix::io::write(&self.fd, one)
-                }
-            } else if self.flavor.is_socket() {
-                rustix::net::sendmsg(
-                    &self.fd,
-                    slices,
-                    &mut SendAncillaryBuffer::default(),
-                    SendFlags::NOSIGNAL,
-                )
+    fn write_all(&self, mut parts: &mut [IoSlice<'_>]) -> Result<(), SendError> {
+        if self.flavor.is_socket() {
+            return Ok(scm::send_all_vectored(&self.fd, parts, &[])?);
+        }
+        IoSlice::advance_slices(&mut parts, 0);
+        while !parts.is_empty() {
+            let result = if let [one] = parts {
+                rustix::io::write(&self.fd, one)
             } else {
-                rustix::io::writev(&self.fd, slices)
+                rustix::io::writev(&self.fd, parts)
             };
             match result {
-                Ok(n) => IoSlice::advance_slices(&mut slices, n),
+                Ok(n) => IoSlice::advance_slices(&mut parts, n),
                 Err(Errno::INTR) => {}
                 Err(Errno::AGAIN) => scm::wait_writable(&self.fd)?,
                 Err(err) => return Err(SendError::Io(err.into())),
@@ -859,36 +846,18 @@ impl Source for Os<'_> {
 /// One read from the OS: `recvmsg` with room for descriptors on a Unix
 /// socket (a plain `read` there would make the kernel close descriptors that
 /// came along), `read` otherwise. `EINTR` is retried.
+///
+/// [`scm::recv_vectored`] keeps its control buffer (room for
+/// [`scm::MAX_FDS`] descriptors, about 1 KiB) on the stack: no allocation
+/// per read, which matters for small messages.
 fn read_os(fd: BorrowedFd<'_>, flavor: Flavor, dst: &mut [IoSliceMut<'_>]) -> ReadResult {
     if flavor == Flavor::Unix {
-        return unix_recv(fd, dst);
+        let got = scm::recv_vectored(fd, dst, scm::MAX_FDS)?;
+        return Ok((got.len, got.fds));
     }
     loop {
         match rustix::io::readv(fd, dst) {
             Ok(n) => return Ok((n, Vec::new())),
-            Err(Errno::INTR) => {}
-            Err(err) => return Err(err.into()),
-        }
-    }
-}
-
-/// `recvmsg(MSG_CMSG_CLOEXEC)` with a control buffer on the stack, room for
-/// [`scm::MAX_FDS`] descriptors (about 1 KiB): unlike `scm::recv`, no
-/// allocation per read, which matters for small messages.
-fn unix_recv(fd: BorrowedFd<'_>, dst: &mut [IoSliceMut<'_>]) -> ReadResult {
-    let mut space = [MaybeUninit::<u8>::uninit(); rustix::cmsg_space!(ScmRights(scm::MAX_FDS))];
-    loop {
-        let mut control = RecvAncillaryBuffer::new(&mut space);
-        match rustix::net::recvmsg(fd, dst, &mut control, RecvFlags::CMSG_CLOEXEC) {
-            Ok(msg) => {
-                let mut fds = Vec::new();
-                for message in control.drain() {
-                    if let RecvAncillaryMessage::ScmRights(received) = message {
-                        fds.extend(received);
-                    }
-                }
-                return Ok((msg.bytes, fds));
-            }
             Err(Errno::INTR) => {}
             Err(err) => return Err(err.into()),
         }
