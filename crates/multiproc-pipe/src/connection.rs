@@ -2,7 +2,7 @@
 
 use crate::error::{RecvError, SendError};
 use crate::frame::{MAX_HEADER, encode_header};
-use crate::recv::{ReadResult, RecvBuf, Source};
+use crate::recv::{Fds, ReadResult, RecvBuf, Source};
 use multiproc_core::{Codec, SharedFd, scm};
 use rustix::io::Errno;
 use serde::de::DeserializeOwned;
@@ -566,6 +566,9 @@ impl Connection {
     ///
     /// A payload that is not a valid encoding is a [`RecvError::Codec`]
     /// error, and the connection stays usable: the bad frame was consumed.
+    /// When the value did not decode because the kernel dropped descriptors
+    /// that came with it (this process was out of descriptors), the error
+    /// is [`RecvError::DescriptorsDropped`] instead.
     ///
     /// # Examples
     ///
@@ -582,7 +585,8 @@ impl Connection {
     ///
     /// # Errors
     ///
-    /// As for [`recv_bytes`](Self::recv_bytes), and [`RecvError::Codec`].
+    /// As for [`recv_bytes`](Self::recv_bytes), and [`RecvError::Codec`],
+    /// [`RecvError::DescriptorsDropped`].
     pub fn recv<T: DeserializeOwned>(&mut self) -> Result<T, RecvError> {
         self.check_readable()?;
         let max = self.max_message_len;
@@ -592,12 +596,19 @@ impl Connection {
             let (fd, flavor) = (self.fd.as_fd(), self.flavor);
             self.rx.frame(max, &mut Os { fd, flavor })?
         };
+        let dropped = fds.truncated;
         let value = if carries_fds {
-            codec.decode_with_fds(payload.as_slice(), fds)
+            codec.decode_with_fds(payload.as_slice(), fds.fds)
         } else {
             codec.decode(payload.as_slice())
         };
-        Ok(value?)
+        value.map_err(|err| {
+            if dropped {
+                RecvError::DescriptorsDropped(err)
+            } else {
+                RecvError::Codec(err)
+            }
+        })
     }
 
     /// Receives a pickle sent by Python's `conn.send(obj)` (or by
@@ -853,11 +864,17 @@ impl Source for Os<'_> {
 fn read_os(fd: BorrowedFd<'_>, flavor: Flavor, dst: &mut [IoSliceMut<'_>]) -> ReadResult {
     if flavor == Flavor::Unix {
         let got = scm::recv_vectored(fd, dst, scm::MAX_FDS)?;
-        return Ok((got.len, got.fds));
+        return Ok((
+            got.len,
+            Fds {
+                fds: got.fds,
+                truncated: got.fds_truncated,
+            },
+        ));
     }
     loop {
         match rustix::io::readv(fd, dst) {
-            Ok(n) => return Ok((n, Vec::new())),
+            Ok(n) => return Ok((n, Fds::default())),
             Err(Errno::INTR) => {}
             Err(err) => return Err(err.into()),
         }

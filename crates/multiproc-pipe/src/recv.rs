@@ -22,7 +22,9 @@
 //! a frame claims the batches it owns, and batches no frame claimed (a peer
 //! that attached descriptors mid-frame, or a frame read with `recv_bytes`)
 //! are closed once the stream has moved past them. Nothing leaks and nothing
-//! lands on the wrong message.
+//! lands on the wrong message. A read whose descriptors the kernel dropped
+//! (`MSG_CTRUNC`: this process could not take them) makes a batch too,
+//! possibly empty, so that the frame owning it learns it lost some.
 //!
 //! # Safety
 //!
@@ -75,8 +77,29 @@ const SPECULATE_FROM: usize = READ_BUF / 2;
 /// vector doubles with the bytes received.
 const GROW_STEP: usize = 1024 * 1024;
 
+/// Descriptors that came with one read, or that belong to one frame.
+#[derive(Default)]
+pub(crate) struct Fds {
+    pub(crate) fds: Vec<OwnedFd>,
+    /// Some that were sent did not arrive: the kernel dropped them
+    /// (`MSG_CTRUNC`; with room for [`MAX_FDS`](multiproc_core::scm::MAX_FDS)
+    /// that means this process could not take them, `EMFILE`).
+    pub(crate) truncated: bool,
+}
+
+impl Fds {
+    fn is_empty(&self) -> bool {
+        self.fds.is_empty() && !self.truncated
+    }
+
+    fn absorb(&mut self, other: Self) {
+        self.fds.extend(other.fds);
+        self.truncated |= other.truncated;
+    }
+}
+
 /// One read from the OS: bytes placed in the buffer and descriptors received.
-pub(crate) type ReadResult = io::Result<(usize, Vec<OwnedFd>)>;
+pub(crate) type ReadResult = io::Result<(usize, Fds)>;
 
 /// Where a connection's bytes come from.
 pub(crate) trait Source {
@@ -112,7 +135,7 @@ struct FdBatch {
     from: u64,
     /// Stream offset just past the last byte of that read.
     to: u64,
-    fds: Vec<OwnedFd>,
+    fds: Fds,
 }
 
 /// A received frame's payload: borrowed from the read-ahead buffer when it
@@ -139,7 +162,7 @@ impl Payload<'_> {
 }
 
 /// A frame's payload and descriptors, both owned.
-type OwnedFrame = (Vec<u8>, Vec<OwnedFd>);
+type OwnedFrame = (Vec<u8>, Fds);
 
 /// A large frame whose header was consumed and whose payload has not
 /// arrived whole: the read that would have brought more said `WouldBlock`.
@@ -302,16 +325,16 @@ impl RecvBuf {
     /// Hands out the descriptor batches owned by the frame that starts at
     /// stream offset `frame_start` and is `frame_len` bytes long (see the
     /// module docs), closing stale ones.
-    fn claim_fds(&mut self, frame_start: u64, frame_len: u64) -> Vec<OwnedFd> {
+    fn claim_fds(&mut self, frame_start: u64, frame_len: u64) -> Fds {
         let frame_end = frame_start.saturating_add(frame_len);
-        let mut fds = Vec::new();
+        let mut fds = Fds::default();
         while let Some(batch) = self.batches.front() {
             if batch.to <= frame_start {
                 // Before this frame and unclaimed: close.
                 self.batches.pop_front();
             } else if batch.from <= frame_start && batch.to <= frame_end {
                 let batch = self.batches.pop_front().expect("front exists");
-                fds.extend(batch.fds);
+                fds.absorb(batch.fds);
             } else {
                 break;
             }
@@ -460,7 +483,7 @@ impl RecvBuf {
         &mut self,
         max: usize,
         read: &mut impl Source,
-    ) -> Result<(Payload<'_>, Vec<OwnedFd>), RecvError> {
+    ) -> Result<(Payload<'_>, Fds), RecvError> {
         self.frame_inner(max, read).map_err(typed)
     }
 
@@ -469,7 +492,7 @@ impl RecvBuf {
         &mut self,
         max: usize,
         read: &mut impl Source,
-    ) -> Result<(Payload<'_>, Vec<OwnedFd>), RecvError> {
+    ) -> Result<(Payload<'_>, Fds), RecvError> {
         if let Some(partial) = self.partial.take() {
             let (payload, fds) = self.finish_large(partial, read)?;
             return Ok((Payload::Owned(payload), fds));
@@ -755,7 +778,7 @@ mod tests {
     /// A reader over `data` that returns at most `chunk` bytes per read.
     fn reader(data: Vec<u8>, chunk: usize) -> impl Source {
         let mut pos = 0;
-        move |bufs: &mut [IoSliceMut<'_>]| Ok((serve(&data, &mut pos, chunk, bufs), Vec::new()))
+        move |bufs: &mut [IoSliceMut<'_>]| Ok((serve(&data, &mut pos, chunk, bufs), Fds::default()))
     }
 
     /// Copies up to `chunk` bytes of `data` from `pos` into `bufs`, in order.
@@ -787,7 +810,7 @@ mod tests {
             if stall {
                 return Err(io::ErrorKind::WouldBlock.into());
             }
-            Ok((serve(&data, &mut pos, chunk, bufs), Vec::new()))
+            Ok((serve(&data, &mut pos, chunk, bufs), Fds::default()))
         }
     }
 
@@ -798,6 +821,49 @@ mod tests {
             .enumerate()
             .map(|(k, &n)| (0..n).map(|i| ((i + k) % 251) as u8).collect())
             .collect()
+    }
+
+    #[test]
+    fn dropped_descriptors_are_reported_to_the_frame_they_came_with() {
+        let large = vec![9u8; READ_BUF * 2];
+        let payloads: [&[u8]; 4] = [b"before", b"lost some", &large, b"after"];
+        let starts: Vec<usize> = payloads
+            .iter()
+            .scan(0, |at, p| {
+                let start = *at;
+                *at += framed(&[p]).len();
+                Some(start)
+            })
+            .collect();
+        let data = framed(&payloads);
+        let mut pos = 0;
+        // Each read stops at the next frame start, as a `recvmsg` does
+        // before bytes that carry descriptors; the 2nd and 3rd frames'
+        // first reads say their descriptors were dropped.
+        let mut read = |bufs: &mut [IoSliceMut<'_>]| -> ReadResult {
+            let at = pos;
+            let next = starts
+                .iter()
+                .copied()
+                .find(|&s| s > at)
+                .unwrap_or(data.len());
+            let n = serve(&data, &mut pos, next - at, bufs);
+            let truncated = at == starts[1] || at == starts[2];
+            Ok((
+                n,
+                Fds {
+                    fds: Vec::new(),
+                    truncated,
+                },
+            ))
+        };
+        let mut rx = RecvBuf::default();
+        for (payload, dropped) in payloads.iter().zip([false, true, true, false]) {
+            let (got, fds) = rx.frame(usize::MAX, &mut read).unwrap();
+            assert_eq!(got.as_slice(), *payload);
+            assert!(fds.fds.is_empty());
+            assert_eq!(fds.truncated, dropped, "payload of {} bytes", payload.len());
+        }
     }
 
     #[test]
@@ -1007,7 +1073,10 @@ mod props {
         let mut read = |bufs: &mut [IoSliceMut<'_>]| -> ReadResult {
             let chunk = chunks[turn % chunks.len()].max(1);
             turn += 1;
-            Ok((super::tests::serve(data, &mut pos, chunk, bufs), Vec::new()))
+            Ok((
+                super::tests::serve(data, &mut pos, chunk, bufs),
+                Fds::default(),
+            ))
         };
         let mut rx = RecvBuf::default();
         let mut out = Vec::new();

@@ -217,9 +217,9 @@ impl Server {
                 // step. (The server did start the child; with its reply
                 // lost, the child finds its bootstrap socket closed when
                 // our caller drops it, and exits.)
-                Err(RecvError::Codec(err)) => {
+                Err(err @ (RecvError::Codec(_) | RecvError::DescriptorsDropped(_))) => {
                     Err(Failure::Alone(short_of_fds(&self.conn, 1).unwrap_or_else(
-                        || io::Error::new(io::ErrorKind::InvalidData, RecvError::Codec(err)),
+                        || io::Error::new(io::ErrorKind::InvalidData, err),
                     )))
                 }
                 Err(RecvError::Eof) => Err(Failure::Broken(gone("no reply"))),
@@ -408,13 +408,15 @@ pub(crate) fn serve(fd: OwnedFd) -> ! {
                 // A whole frame that did not decode, typically because its
                 // descriptors could not be received: the connection is
                 // still in step, so only this start fails.
-                Err(RecvError::Codec(err)) => match short_of_fds(&*conn, 2) {
-                    Some(e) => failed("receiving the request", &e),
-                    None => Reply::Failed {
-                        step: format!("receiving the request: {err}"),
-                        errno: 0,
-                    },
-                },
+                Err(err @ (RecvError::Codec(_) | RecvError::DescriptorsDropped(_))) => {
+                    match short_of_fds(&*conn, 2) {
+                        Some(e) => failed("receiving the request", &e),
+                        None => Reply::Failed {
+                            step: format!("receiving the request: {err}"),
+                            errno: 0,
+                        },
+                    }
+                }
                 // Closed (the parent retired us, or is exiting), or out of
                 // step: no more requests; report on the children running.
                 Err(_) => {
