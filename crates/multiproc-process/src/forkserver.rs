@@ -34,6 +34,7 @@
 //!   [`ProcessError::StatusDiscarded`](crate::ProcessError::StatusDiscarded).
 #![allow(unsafe_code)]
 
+use multiproc_core::process::{self, Forked};
 use multiproc_core::{SharedFd, scm};
 use multiproc_pipe::{Connection, RecvError, SendError};
 use rustix::event::{PollFd, PollFlags};
@@ -458,24 +459,27 @@ fn fork_child(
     running: &mut Vec<Running>,
 ) -> Result<Running, Reply> {
     let boot = request.boot.into_inner();
-    // SAFETY: the server is single-threaded (started by exec, no threads
-    // spawned), so the child may do anything after fork.
-    let pid = unsafe { libc::fork() };
-    if pid == 0 {
-        // The child keeps only its bootstrap socket. (Dropping the records
-        // is fine: this is a fresh copy of a single-threaded process.)
-        running.clear();
-        drop(request.status);
-        // SAFETY: closes this copy's descriptor of the connection, whose
-        // owner in the server's image never runs its destructor here
-        // (`child_main` never returns).
-        unsafe { rustix::io::close(std::os::fd::AsRawFd::as_raw_fd(conn)) };
-        child_main(boot, Birth::Forked, Some(me));
-    }
-    drop(boot);
-    let Some(pid) = Pid::from_raw(pid).filter(|p| p.as_raw_nonzero().get() > 0) else {
-        return Err(failed("fork", &io::Error::last_os_error()));
+    // SAFETY: the contract of `multiproc_core::process::fork`: the server
+    // is single-threaded (started by exec, no threads spawned), so the
+    // child may do anything after fork; it never returns from
+    // `child_main`, which ends with `_exit`.
+    let pid = match unsafe { process::fork() } {
+        Ok(Forked::Parent(pid)) => pid,
+        Ok(Forked::Child) => {
+            // The child keeps only its bootstrap socket. (Dropping the
+            // records is fine: this is a fresh copy of a single-threaded
+            // process.)
+            running.clear();
+            drop(request.status);
+            // SAFETY: closes this copy's descriptor of the connection,
+            // whose owner in the server's image never runs its destructor
+            // here (`child_main` never returns).
+            unsafe { rustix::io::close(std::os::fd::AsRawFd::as_raw_fd(conn)) };
+            child_main(boot, Birth::Forked, Some(me));
+        }
+        Err(err) => return Err(failed("fork", &err)),
     };
+    drop(boot);
     match rustix::process::pidfd_open(pid, PidfdFlags::empty()) {
         Ok(pidfd) => Ok(Running {
             pid,
