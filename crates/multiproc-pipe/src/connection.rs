@@ -102,7 +102,9 @@ pub struct Connection {
 impl Connection {
     pub(crate) fn new(fd: OwnedFd, flavor: Flavor) -> io::Result<Self> {
         if flavor == Flavor::PipeWriter {
-            crate::sigpipe::ignore_if_default()?;
+            // A write to a pipe whose reader is gone must be `EPIPE`, not a
+            // `SIGPIPE` death; sockets use `MSG_NOSIGNAL` instead.
+            multiproc_core::process::ignore_sigpipe_if_default()?;
         }
         Ok(Self {
             fd,
@@ -532,8 +534,9 @@ impl Connection {
 
     /// Writes all of `parts`, retrying after short writes and `EINTR`.
     /// Sockets use `send`/`sendmsg(MSG_NOSIGNAL)` ([`scm::send_all_vectored`]);
-    /// pipes `write`/`writev` (see the `sigpipe` module for why that cannot
-    /// raise `SIGPIPE` either).
+    /// pipes `write`/`writev`, which cannot raise `SIGPIPE` either: a
+    /// connection that writes to a pipe made sure the signal is not at its
+    /// default action (`multiproc_core::process::ignore_sigpipe_if_default`).
     ///
     /// On a non-blocking descriptor (`EAGAIN`), it waits for writability
     /// and goes on: a frame is never left half-written, so sending blocks

@@ -159,7 +159,6 @@ mod error;
 mod frame;
 mod listener;
 mod recv;
-mod sigpipe;
 mod wait;
 
 pub use auth::{Challenge, Digest};

@@ -155,6 +155,8 @@ fn child_receiver_out_of_fds(_: &[String]) {
 /// Restores the default SIGPIPE action, then writes to pipes and sockets
 /// whose readers are gone. Dies of SIGPIPE unless the crate prevents it.
 fn child_sigpipe(_: &[String]) {
+    // (libc: rustix has no `signal`/`sigaction` outside its unstable
+    // runtime module, and the crates only ever set "ignore".)
     // SAFETY: resetting a signal to its default action in a single-threaded
     // child before anything else runs; no handler is involved.
     unsafe {
