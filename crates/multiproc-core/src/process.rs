@@ -64,7 +64,8 @@ pub enum Forked {
 ///   no formatted output, no panicking) — except on state that the caller
 ///   made consistent by holding its lock across the fork (taken before,
 ///   released in both processes after), since no other thread can have
-///   held it then.
+///   held it then. glibc's `fork` does that for its allocator, so with
+///   glibc the child may also allocate; a caller relying on this says so.
 /// - If the process is single-threaded at the fork (a freshly executed
 ///   helper, say), there are no such threads and the child may do
 ///   anything the parent could.
