@@ -22,7 +22,9 @@ use std::hint::black_box;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-/// A robust, process-shared pthread mutex in a shared segment.
+/// A robust, process-shared pthread mutex in a shared segment: the peer
+/// measured, so it is the C library's own, through libc (rustix has no
+/// pthread API).
 struct RobustMutex {
     segment: Segment,
 }
