@@ -112,6 +112,7 @@ pub fn send(socket: impl AsFd, bytes: &[u8], fds: &[BorrowedFd<'_>]) -> io::Resu
 /// without bytes (the kernel would drop them); the kernel's error otherwise
 /// (`WouldBlock` on a non-blocking socket that is full, `BrokenPipe` when
 /// the peer is gone).
+#[inline]
 pub fn send_vectored(
     socket: impl AsFd,
     bufs: &[IoSlice<'_>],
@@ -299,6 +300,7 @@ pub fn recv(socket: impl AsFd, buf: &mut [u8], max_fds: usize) -> io::Result<Rec
 ///
 /// The kernel's error (`WouldBlock` on a non-blocking socket with nothing to
 /// read).
+#[inline]
 pub fn recv_vectored(
     socket: impl AsFd,
     bufs: &mut [IoSliceMut<'_>],

@@ -2,7 +2,7 @@
 
 use crate::error::{RecvError, SendError};
 use crate::frame::{MAX_HEADER, encode_header};
-use crate::recv::{Fds, ReadResult, RecvBuf, Source};
+use crate::recv::{ReadResult, RecvBuf, Source};
 use multiproc_core::{Codec, SharedFd, scm};
 use rustix::io::Errno;
 use serde::de::DeserializeOwned;
@@ -533,7 +533,7 @@ impl Connection {
     }
 
     /// Writes all of `parts`, retrying after short writes and `EINTR`.
-    /// Sockets use `send`/`sendmsg(MSG_NOSIGNAL)` ([`scm::send_all_vectored`]);
+    /// Sockets use `send`/`sendmsg(MSG_NOSIGNAL)` ([`scm::send_vectored`]);
     /// pipes `write`/`writev`, which cannot raise `SIGPIPE` either: a
     /// connection that writes to a pipe made sure the signal is not at its
     /// default action (`multiproc_core::process::ignore_sigpipe_if_default`).
@@ -542,24 +542,37 @@ impl Connection {
     /// and goes on: a frame is never left half-written, so sending blocks
     /// even there.
     fn write_all(&self, mut parts: &mut [IoSlice<'_>]) -> Result<(), SendError> {
-        if self.flavor.is_socket() {
-            return Ok(scm::send_all_vectored(&self.fd, parts, &[])?);
-        }
         IoSlice::advance_slices(&mut parts, 0);
         while !parts.is_empty() {
+            let result = if self.flavor.is_socket() {
+                scm::send_vectored(&self.fd, parts, &[])
+            } else {
+                self.write_pipe(parts)
+            };
+            match result {
+                Ok(n) => IoSlice::advance_slices(&mut parts, n),
+                Err(err) if err.kind() == io::ErrorKind::WouldBlock => {
+                    scm::wait_writable(&self.fd)?;
+                }
+                Err(err) => return Err(SendError::Io(err)),
+            }
+        }
+        Ok(())
+    }
+
+    /// One `write`/`writev` of `parts` to a pipe; `EINTR` is retried.
+    fn write_pipe(&self, parts: &[IoSlice<'_>]) -> io::Result<usize> {
+        loop {
             let result = if let [one] = parts {
                 rustix::io::write(&self.fd, one)
             } else {
                 rustix::io::writev(&self.fd, parts)
             };
             match result {
-                Ok(n) => IoSlice::advance_slices(&mut parts, n),
                 Err(Errno::INTR) => {}
-                Err(Errno::AGAIN) => scm::wait_writable(&self.fd)?,
-                Err(err) => return Err(SendError::Io(err.into())),
+                other => return Ok(other?),
             }
         }
-        Ok(())
     }
 
     // ---- receiving ----------------------------------------------------
@@ -597,16 +610,16 @@ impl Connection {
         let carries_fds = self.flavor == Flavor::Unix;
         let (payload, fds) = {
             let (fd, flavor) = (self.fd.as_fd(), self.flavor);
-            self.rx.frame(max, &mut Os { fd, flavor })?
+            self.rx.frame(max, &mut Os::new(fd, flavor))?
         };
-        let dropped = fds.truncated;
         let value = if carries_fds {
-            codec.decode_with_fds(payload.as_slice(), fds.fds)
+            codec.decode_with_fds(payload.as_slice(), fds)
         } else {
             codec.decode(payload.as_slice())
         };
+        drop(payload);
         value.map_err(|err| {
-            if dropped {
+            if self.rx.fds_dropped() {
                 RecvError::DescriptorsDropped(err)
             } else {
                 RecvError::Codec(err)
@@ -646,7 +659,7 @@ impl Connection {
         let max = self.max_message_len;
         let (fd, flavor) = (self.fd.as_fd(), self.flavor);
         self.check_readable()?;
-        let (payload, _fds) = self.rx.frame(max, &mut Os { fd, flavor })?;
+        let (payload, _fds) = self.rx.frame(max, &mut Os::new(fd, flavor))?;
         serde_pickle::from_slice(payload.as_slice(), serde_pickle::DeOptions::new())
             .map_err(RecvError::Pickle)
     }
@@ -676,7 +689,7 @@ impl Connection {
         let max = self.max_message_len;
         let (fd, flavor) = (self.fd.as_fd(), self.flavor);
         self.check_readable()?;
-        let (payload, _fds) = self.rx.frame(max, &mut Os { fd, flavor })?;
+        let (payload, _fds) = self.rx.frame(max, &mut Os::new(fd, flavor))?;
         serde_pickle::value_from_slice(payload.as_slice(), serde_pickle::DeOptions::new())
             .map_err(RecvError::Pickle)
     }
@@ -735,7 +748,7 @@ impl Connection {
     pub fn recv_bytes_max(&mut self, maxlength: usize) -> Result<Vec<u8>, RecvError> {
         self.check_readable()?;
         let (fd, flavor) = (self.fd.as_fd(), self.flavor);
-        let (payload, _fds) = self.rx.frame(maxlength, &mut Os { fd, flavor })?;
+        let (payload, _fds) = self.rx.frame(maxlength, &mut Os::new(fd, flavor))?;
         Ok(payload.into_vec())
     }
 
@@ -769,7 +782,7 @@ impl Connection {
         self.check_readable()?;
         let max = self.max_message_len;
         let (fd, flavor) = (self.fd.as_fd(), self.flavor);
-        self.rx.frame_into(buf, max, &mut Os { fd, flavor })
+        self.rx.frame_into(buf, max, &mut Os::new(fd, flavor))
     }
 
     /// Whether a message (or part of one, or the peer's end of file) can be
@@ -839,11 +852,45 @@ impl Connection {
 struct Os<'a> {
     fd: BorrowedFd<'a>,
     flavor: Flavor,
+    /// The kernel dropped descriptors sent with the last read's bytes.
+    fds_dropped: bool,
+}
+
+impl<'a> Os<'a> {
+    fn new(fd: BorrowedFd<'a>, flavor: Flavor) -> Self {
+        Self {
+            fd,
+            flavor,
+            fds_dropped: false,
+        }
+    }
 }
 
 impl Source for Os<'_> {
+    /// One read from the OS: `recvmsg` with room for descriptors on a Unix
+    /// socket (a plain `read` there would make the kernel close descriptors
+    /// that came along), `read` otherwise. `EINTR` is retried.
+    ///
+    /// [`scm::recv_vectored`] keeps its control buffer (room for
+    /// [`scm::MAX_FDS`] descriptors, about 1 KiB) on the stack: no
+    /// allocation per read, which matters for small messages.
     fn read(&mut self, bufs: &mut [IoSliceMut<'_>]) -> ReadResult {
-        read_os(self.fd, self.flavor, bufs)
+        if self.flavor == Flavor::Unix {
+            let got = scm::recv_vectored(self.fd, bufs, scm::MAX_FDS)?;
+            self.fds_dropped = got.fds_truncated;
+            return Ok((got.len, got.fds));
+        }
+        loop {
+            match rustix::io::readv(self.fd, bufs) {
+                Ok(n) => return Ok((n, Vec::new())),
+                Err(Errno::INTR) => {}
+                Err(err) => return Err(err.into()),
+            }
+        }
+    }
+
+    fn fds_dropped(&self) -> bool {
+        self.fds_dropped
     }
 
     fn read_uninit(&mut self, dst: &mut [MaybeUninit<u8>]) -> io::Result<usize> {
@@ -853,33 +900,6 @@ impl Source for Os<'_> {
                 Err(Errno::INTR) => {}
                 Err(err) => return Err(err.into()),
             }
-        }
-    }
-}
-
-/// One read from the OS: `recvmsg` with room for descriptors on a Unix
-/// socket (a plain `read` there would make the kernel close descriptors that
-/// came along), `read` otherwise. `EINTR` is retried.
-///
-/// [`scm::recv_vectored`] keeps its control buffer (room for
-/// [`scm::MAX_FDS`] descriptors, about 1 KiB) on the stack: no allocation
-/// per read, which matters for small messages.
-fn read_os(fd: BorrowedFd<'_>, flavor: Flavor, dst: &mut [IoSliceMut<'_>]) -> ReadResult {
-    if flavor == Flavor::Unix {
-        let got = scm::recv_vectored(fd, dst, scm::MAX_FDS)?;
-        return Ok((
-            got.len,
-            Fds {
-                fds: got.fds,
-                truncated: got.fds_truncated,
-            },
-        ));
-    }
-    loop {
-        match rustix::io::readv(fd, dst) {
-            Ok(n) => return Ok((n, Fds::default())),
-            Err(Errno::INTR) => {}
-            Err(err) => return Err(err.into()),
         }
     }
 }

@@ -77,34 +77,23 @@ const SPECULATE_FROM: usize = READ_BUF / 2;
 /// vector doubles with the bytes received.
 const GROW_STEP: usize = 1024 * 1024;
 
-/// Descriptors that came with one read, or that belong to one frame.
-#[derive(Default)]
-pub(crate) struct Fds {
-    pub(crate) fds: Vec<OwnedFd>,
-    /// Some that were sent did not arrive: the kernel dropped them
-    /// (`MSG_CTRUNC`; with room for [`MAX_FDS`](multiproc_core::scm::MAX_FDS)
-    /// that means this process could not take them, `EMFILE`).
-    pub(crate) truncated: bool,
-}
-
-impl Fds {
-    fn is_empty(&self) -> bool {
-        self.fds.is_empty() && !self.truncated
-    }
-
-    fn absorb(&mut self, other: Self) {
-        self.fds.extend(other.fds);
-        self.truncated |= other.truncated;
-    }
-}
-
 /// One read from the OS: bytes placed in the buffer and descriptors received.
-pub(crate) type ReadResult = io::Result<(usize, Fds)>;
+pub(crate) type ReadResult = io::Result<(usize, Vec<OwnedFd>)>;
 
 /// Where a connection's bytes come from.
 pub(crate) trait Source {
     /// One scatter read, with the descriptors that came along.
     fn read(&mut self, bufs: &mut [IoSliceMut<'_>]) -> ReadResult;
+
+    /// Whether the kernel dropped descriptors sent with the bytes of the
+    /// last [`read`](Self::read) (`MSG_CTRUNC`; with room for
+    /// [`MAX_FDS`](multiproc_core::scm::MAX_FDS), that means this process
+    /// could not take them: `EMFILE`). Asked after every read, so it is a
+    /// flag, not part of the read's result: the common read stays as
+    /// cheap as it was.
+    fn fds_dropped(&self) -> bool {
+        false
+    }
 
     /// One plain read into uninitialised memory; returns the bytes read.
     /// Descriptors arriving with these bytes are dropped (the kernel
@@ -135,7 +124,9 @@ struct FdBatch {
     from: u64,
     /// Stream offset just past the last byte of that read.
     to: u64,
-    fds: Fds,
+    fds: Vec<OwnedFd>,
+    /// The kernel dropped some that came with that read.
+    dropped: bool,
 }
 
 /// A received frame's payload: borrowed from the read-ahead buffer when it
@@ -162,7 +153,7 @@ impl Payload<'_> {
 }
 
 /// A frame's payload and descriptors, both owned.
-type OwnedFrame = (Vec<u8>, Fds);
+type OwnedFrame = (Vec<u8>, Vec<OwnedFd>);
 
 /// A large frame whose header was consumed and whose payload has not
 /// arrived whole: the read that would have brought more said `WouldBlock`.
@@ -208,9 +199,18 @@ pub(crate) struct RecvBuf {
     /// A large frame interrupted by `WouldBlock`, continued by the next
     /// receive.
     partial: Option<Partial>,
+    /// The kernel dropped descriptors that belonged to the frame last
+    /// received (see [`fds_dropped`](Self::fds_dropped)).
+    fds_dropped: bool,
 }
 
 impl RecvBuf {
+    /// Whether the kernel dropped descriptors that belonged to the frame
+    /// last received (so a value in it may miss some).
+    pub(crate) fn fds_dropped(&self) -> bool {
+        self.fds_dropped
+    }
+
     /// Bytes read ahead and not yet handed out.
     pub(crate) fn buffered(&self) -> usize {
         self.end - self.start
@@ -240,13 +240,15 @@ impl RecvBuf {
         read: &mut impl Source,
     ) -> io::Result<usize> {
         let (n, fds) = read.read(bufs)?;
+        let dropped = read.fds_dropped();
         let from = *read_total;
         *read_total += n as u64;
-        if !fds.is_empty() {
+        if !fds.is_empty() || dropped {
             batches.push_back(FdBatch {
                 from,
                 to: *read_total,
                 fds,
+                dropped,
             });
         }
         Ok(n)
@@ -325,16 +327,18 @@ impl RecvBuf {
     /// Hands out the descriptor batches owned by the frame that starts at
     /// stream offset `frame_start` and is `frame_len` bytes long (see the
     /// module docs), closing stale ones.
-    fn claim_fds(&mut self, frame_start: u64, frame_len: u64) -> Fds {
+    fn claim_fds(&mut self, frame_start: u64, frame_len: u64) -> Vec<OwnedFd> {
         let frame_end = frame_start.saturating_add(frame_len);
-        let mut fds = Fds::default();
+        let mut fds = Vec::new();
+        self.fds_dropped = false;
         while let Some(batch) = self.batches.front() {
             if batch.to <= frame_start {
                 // Before this frame and unclaimed: close.
                 self.batches.pop_front();
             } else if batch.from <= frame_start && batch.to <= frame_end {
                 let batch = self.batches.pop_front().expect("front exists");
-                fds.absorb(batch.fds);
+                fds.extend(batch.fds);
+                self.fds_dropped |= batch.dropped;
             } else {
                 break;
             }
@@ -483,7 +487,7 @@ impl RecvBuf {
         &mut self,
         max: usize,
         read: &mut impl Source,
-    ) -> Result<(Payload<'_>, Fds), RecvError> {
+    ) -> Result<(Payload<'_>, Vec<OwnedFd>), RecvError> {
         self.frame_inner(max, read).map_err(typed)
     }
 
@@ -492,7 +496,7 @@ impl RecvBuf {
         &mut self,
         max: usize,
         read: &mut impl Source,
-    ) -> Result<(Payload<'_>, Fds), RecvError> {
+    ) -> Result<(Payload<'_>, Vec<OwnedFd>), RecvError> {
         if let Some(partial) = self.partial.take() {
             let (payload, fds) = self.finish_large(partial, read)?;
             return Ok((Payload::Owned(payload), fds));
@@ -778,7 +782,7 @@ mod tests {
     /// A reader over `data` that returns at most `chunk` bytes per read.
     fn reader(data: Vec<u8>, chunk: usize) -> impl Source {
         let mut pos = 0;
-        move |bufs: &mut [IoSliceMut<'_>]| Ok((serve(&data, &mut pos, chunk, bufs), Fds::default()))
+        move |bufs: &mut [IoSliceMut<'_>]| Ok((serve(&data, &mut pos, chunk, bufs), Vec::new()))
     }
 
     /// Copies up to `chunk` bytes of `data` from `pos` into `bufs`, in order.
@@ -810,7 +814,7 @@ mod tests {
             if stall {
                 return Err(io::ErrorKind::WouldBlock.into());
             }
-            Ok((serve(&data, &mut pos, chunk, bufs), Fds::default()))
+            Ok((serve(&data, &mut pos, chunk, bufs), Vec::new()))
         }
     }
 
@@ -823,10 +827,49 @@ mod tests {
             .collect()
     }
 
+    /// Serves `data` up to the next of `starts` per read, as a `recvmsg`
+    /// stops before bytes that carry descriptors; reads that begin at one
+    /// of `dropping` report dropped descriptors.
+    struct Dropping {
+        data: Vec<u8>,
+        pos: usize,
+        starts: Vec<usize>,
+        dropping: Vec<usize>,
+        dropped: bool,
+    }
+
+    impl Source for Dropping {
+        fn read(&mut self, bufs: &mut [IoSliceMut<'_>]) -> ReadResult {
+            let at = self.pos;
+            let next = self.starts.iter().copied().find(|&s| s > at);
+            let n = serve(
+                &self.data,
+                &mut self.pos,
+                next.unwrap_or(usize::MAX) - at,
+                bufs,
+            );
+            self.dropped = self.dropping.contains(&at);
+            Ok((n, Vec::new()))
+        }
+
+        fn fds_dropped(&self) -> bool {
+            self.dropped
+        }
+
+        fn read_uninit(&mut self, dst: &mut [MaybeUninit<u8>]) -> io::Result<usize> {
+            let mut scratch = vec![0u8; dst.len()];
+            let (n, _) = self.read(&mut [IoSliceMut::new(&mut scratch)])?;
+            for (slot, byte) in dst.iter_mut().zip(&scratch[..n]) {
+                slot.write(*byte);
+            }
+            Ok(n)
+        }
+    }
+
     #[test]
     fn dropped_descriptors_are_reported_to_the_frame_they_came_with() {
         let large = vec![9u8; READ_BUF * 2];
-        let payloads: [&[u8]; 4] = [b"before", b"lost some", &large, b"after"];
+        let payloads: [&[u8]; 5] = [b"before", b"lost some", &large, b"after", b"last"];
         let starts: Vec<usize> = payloads
             .iter()
             .scan(0, |at, p| {
@@ -835,35 +878,28 @@ mod tests {
                 Some(start)
             })
             .collect();
-        let data = framed(&payloads);
-        let mut pos = 0;
-        // Each read stops at the next frame start, as a `recvmsg` does
-        // before bytes that carry descriptors; the 2nd and 3rd frames'
-        // first reads say their descriptors were dropped.
-        let mut read = |bufs: &mut [IoSliceMut<'_>]| -> ReadResult {
-            let at = pos;
-            let next = starts
-                .iter()
-                .copied()
-                .find(|&s| s > at)
-                .unwrap_or(data.len());
-            let n = serve(&data, &mut pos, next - at, bufs);
-            let truncated = at == starts[1] || at == starts[2];
-            Ok((
-                n,
-                Fds {
-                    fds: Vec::new(),
-                    truncated,
-                },
-            ))
+        let mut read = Dropping {
+            data: framed(&payloads),
+            pos: 0,
+            dropping: vec![starts[1], starts[2]],
+            starts,
+            dropped: false,
         };
         let mut rx = RecvBuf::default();
-        for (payload, dropped) in payloads.iter().zip([false, true, true, false]) {
+        for (payload, dropped) in payloads[..4].iter().zip([false, true, true, false]) {
             let (got, fds) = rx.frame(usize::MAX, &mut read).unwrap();
             assert_eq!(got.as_slice(), *payload);
-            assert!(fds.fds.is_empty());
-            assert_eq!(fds.truncated, dropped, "payload of {} bytes", payload.len());
+            assert!(fds.is_empty());
+            assert_eq!(
+                rx.fds_dropped(),
+                dropped,
+                "payload of {} bytes",
+                payload.len()
+            );
         }
+        let mut buf = [0u8; 8];
+        assert_eq!(rx.frame_into(&mut buf, usize::MAX, &mut read).unwrap(), 4);
+        assert!(!rx.fds_dropped());
     }
 
     #[test]
@@ -1073,10 +1109,7 @@ mod props {
         let mut read = |bufs: &mut [IoSliceMut<'_>]| -> ReadResult {
             let chunk = chunks[turn % chunks.len()].max(1);
             turn += 1;
-            Ok((
-                super::tests::serve(data, &mut pos, chunk, bufs),
-                Fds::default(),
-            ))
+            Ok((super::tests::serve(data, &mut pos, chunk, bufs), Vec::new()))
         };
         let mut rx = RecvBuf::default();
         let mut out = Vec::new();
