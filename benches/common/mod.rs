@@ -703,14 +703,16 @@ impl Peer for ShmRawSync {
 
 // ---------------------------------------------------------------- processes
 
-pub use multiproc_testkit::{fork_child, kill_children};
+pub use multiproc_testkit::{Pid, fork_child, kill_children};
 
-/// Whether a child has exited (a crashed partner must not hang the run).
-fn any_exited(pids: &[libc::pid_t]) -> bool {
+/// Whether a child has exited (a crashed partner must not hang the run);
+/// reaps it if so.
+fn any_exited(pids: &[Pid]) -> bool {
     pids.iter().any(|&pid| {
-        // SAFETY: a non-blocking `waitpid` on our own child with a null
-        // status pointer (allowed); it reaps the child if it has exited.
-        unsafe { libc::waitpid(pid, std::ptr::null_mut(), libc::WNOHANG) == pid }
+        matches!(
+            rustix::process::waitpid(Some(pid), rustix::process::WaitOptions::NOHANG),
+            Ok(Some(_))
+        )
     })
 }
 
@@ -743,7 +745,7 @@ impl Control {
 
 /// `procs` producers and `procs` consumers forked around one link.
 pub struct Flow {
-    pids: Vec<libc::pid_t>,
+    pids: Vec<Pid>,
     ctl: Control,
     procs: usize,
     target: u64,
@@ -863,7 +865,7 @@ impl Drop for Flow {
 
 /// An echo process forked around two links: `ping` there, `pong` back.
 pub struct RoundTrip {
-    pid: libc::pid_t,
+    pid: Pid,
     ping: Box<dyn Link>,
     pong: Box<dyn Link>,
     msg: Vec<u8>,

@@ -13,6 +13,8 @@
 use criterion::{Criterion, criterion_group, criterion_main};
 use multiproc_core::Segment;
 use multiproc_core::futex::{self, SPIN_LIMIT, SpinWait};
+use multiproc_core::process::{self, Forked};
+use rustix::process::Pid;
 use std::cell::Cell;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
@@ -53,7 +55,7 @@ fn signal(word: &AtomicU32, value: u32, mode: Mode) {
 /// The forked partner and the next counter value.
 struct Partner {
     segment: Segment,
-    pid: libc::pid_t,
+    pid: Pid,
     next: Cell<u32>,
     mode: Mode,
 }
@@ -61,25 +63,25 @@ struct Partner {
 impl Partner {
     fn start(mode: Mode) -> Self {
         let segment = Segment::anonymous(4096).expect("segment");
-        // SAFETY: the bench is single-threaded here; the child only touches
-        // the shared segment and atomics, then leaves with `_exit`.
-        let pid = unsafe { libc::fork() };
-        assert!(pid >= 0, "fork failed");
-        if pid == 0 {
-            let ping = segment.atomic_u32(PING).unwrap();
-            let pong = segment.atomic_u32(PONG).unwrap();
-            let mut expected = 1;
-            loop {
-                let v = wait_for(ping, mode, |v| v == expected || v == STOP);
-                if v == STOP {
-                    // SAFETY: `_exit` ends the forked child without running
-                    // the parent's atexit handlers or destructors twice.
-                    unsafe { libc::_exit(0) };
+        // SAFETY: the contract of `process::fork` holds: the bench is
+        // single-threaded here, and the child only touches the shared
+        // segment and atomics, then leaves with `exit_now`.
+        let pid = match unsafe { process::fork() }.expect("fork") {
+            Forked::Parent(pid) => pid,
+            Forked::Child => {
+                let ping = segment.atomic_u32(PING).unwrap();
+                let pong = segment.atomic_u32(PONG).unwrap();
+                let mut expected = 1;
+                loop {
+                    let v = wait_for(ping, mode, |v| v == expected || v == STOP);
+                    if v == STOP {
+                        process::exit_now(0);
+                    }
+                    signal(pong, expected, mode);
+                    expected += 1;
                 }
-                signal(pong, expected, mode);
-                expected += 1;
             }
-        }
+        };
         Self {
             segment,
             pid,
@@ -107,8 +109,7 @@ impl Drop for Partner {
         let ping = self.segment.atomic_u32(PING).unwrap();
         ping.store(STOP, Ordering::Release);
         futex::wake_all(ping);
-        // SAFETY: waiting for our own forked child; status is a valid out-pointer.
-        unsafe { libc::waitpid(self.pid, std::ptr::null_mut(), 0) };
+        let _ = rustix::process::waitpid(Some(self.pid), rustix::process::WaitOptions::empty());
     }
 }
 

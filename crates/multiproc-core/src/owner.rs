@@ -102,10 +102,11 @@ extern "C" fn forget_after_fork() {
 
 fn register_atfork() {
     ATFORK.call_once(|| {
-        // SAFETY: registers a plain `extern "C" fn` that lives for the whole
-        // program and is async-signal-safe (see the module docs).
-        let rc = unsafe { libc::pthread_atfork(None, None, Some(forget_after_fork)) };
-        debug_assert_eq!(rc, 0, "pthread_atfork failed");
+        // SAFETY: `forget_after_fork` is async-signal-safe (an atomic
+        // store and a write to plain thread-local memory) and cannot
+        // panic, as `process::at_fork_child` requires.
+        let registered = unsafe { crate::process::at_fork_child(forget_after_fork) };
+        debug_assert!(registered.is_ok(), "pthread_atfork failed");
     });
 }
 

@@ -23,6 +23,15 @@
 //! # Ok::<(), std::io::Error>(())
 //! ```
 //!
+//! # Vectored forms
+//!
+//! [`send_vectored`], [`send_all_vectored`] and [`recv_vectored`] gather
+//! from and scatter into several buffers (a frame header and its payload,
+//! say) in one system call. None of them allocates: the control buffer
+//! lives on the stack, sized for [`MAX_FDS`] (about 1 KiB), and a message
+//! without descriptors leaves [`Received::fds`] an empty, unallocated
+//! vector. That is what a transport reading many small messages needs.
+//!
 //! # References
 //!  - [unix(7)](https://man7.org/linux/man-pages/man7/unix.7.html), `SCM_RIGHTS`
 //!  - [sendmsg(2)](https://man7.org/linux/man-pages/man2/sendmsg.2.html),
@@ -39,6 +48,10 @@ use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 
 /// Most descriptors one message carries: the kernel's `SCM_MAX_FD`.
 pub const MAX_FDS: usize = 253;
+
+/// Bytes of a control buffer with room for [`MAX_FDS`] descriptors (and the
+/// slack `rustix` needs to align it).
+const CONTROL_SPACE: usize = rustix::cmsg_space!(ScmRights(MAX_FDS));
 
 /// `socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC)`: two connected sockets.
 ///
@@ -65,6 +78,64 @@ pub fn stream_pair() -> io::Result<(OwnedFd, OwnedFd)> {
 /// `InvalidInput` for more than [`MAX_FDS`] descriptors or for descriptors
 /// without bytes (the kernel would drop them); the kernel's error otherwise.
 pub fn send(socket: impl AsFd, bytes: &[u8], fds: &[BorrowedFd<'_>]) -> io::Result<usize> {
+    send_vectored(socket, &[IoSlice::new(bytes)], fds)
+}
+
+/// [`send`] gathering the bytes of several buffers, in order, into one
+/// `sendmsg(MSG_NOSIGNAL)`; returns the bytes sent, which may be fewer than
+/// given (a stream socket takes what fits). Nothing is allocated.
+///
+/// Descriptors travel with the first byte sent. With one buffer and no
+/// descriptors it is a plain `send(2)`, the cheapest call. `EINTR` is
+/// retried.
+///
+/// ```
+/// use multiproc_core::scm;
+/// use std::io::IoSlice;
+/// use std::os::fd::AsFd;
+///
+/// let (a, b) = scm::stream_pair()?;
+/// let (x, _y) = scm::stream_pair()?;
+/// let parts = [IoSlice::new(b"head "), IoSlice::new(b"body")];
+/// assert_eq!(scm::send_vectored(&a, &parts, &[x.as_fd()])?, 9);
+///
+/// let mut buf = [0u8; 16];
+/// let got = scm::recv(&b, &mut buf, 1)?;
+/// assert_eq!(&buf[..got.len], b"head body");
+/// assert_eq!(got.fds.len(), 1);
+/// # Ok::<(), std::io::Error>(())
+/// ```
+///
+/// # Errors
+///
+/// `InvalidInput` for more than [`MAX_FDS`] descriptors or for descriptors
+/// without bytes (the kernel would drop them); the kernel's error otherwise
+/// (`WouldBlock` on a non-blocking socket that is full, `BrokenPipe` when
+/// the peer is gone).
+#[inline]
+pub fn send_vectored(
+    socket: impl AsFd,
+    bufs: &[IoSlice<'_>],
+    fds: &[BorrowedFd<'_>],
+) -> io::Result<usize> {
+    if fds.is_empty() {
+        // No control message: the common case of a transport, kept cheap.
+        loop {
+            let result = match bufs {
+                [one] => rustix::net::send(&socket, one, SendFlags::NOSIGNAL),
+                _ => rustix::net::sendmsg(
+                    &socket,
+                    bufs,
+                    &mut SendAncillaryBuffer::default(),
+                    SendFlags::NOSIGNAL,
+                ),
+            };
+            match result {
+                Err(Errno::INTR) => {}
+                other => return Ok(other?),
+            }
+        }
+    }
     if fds.len() > MAX_FDS {
         return Err(io::Error::new(
             io::ErrorKind::InvalidInput,
@@ -74,25 +145,19 @@ pub fn send(socket: impl AsFd, bytes: &[u8], fds: &[BorrowedFd<'_>]) -> io::Resu
             ),
         ));
     }
-    if !fds.is_empty() && bytes.is_empty() {
+    if bufs.iter().all(|buf| buf.is_empty()) {
         return Err(io::Error::new(
             io::ErrorKind::InvalidInput,
             "descriptors need at least one byte to travel with",
         ));
     }
-    let mut space = vec![MaybeUninit::uninit(); rustix::cmsg_space!(ScmRights(fds.len()))];
+    let mut space = [MaybeUninit::<u8>::uninit(); CONTROL_SPACE];
+    let space = &mut space[..rustix::cmsg_space!(ScmRights(fds.len()))];
     loop {
-        let mut control = SendAncillaryBuffer::new(&mut space);
-        if !fds.is_empty() {
-            let pushed = control.push(SendAncillaryMessage::ScmRights(fds));
-            debug_assert!(pushed, "control buffer sized by cmsg_space");
-        }
-        match rustix::net::sendmsg(
-            &socket,
-            &[IoSlice::new(bytes)],
-            &mut control,
-            SendFlags::NOSIGNAL,
-        ) {
+        let mut control = SendAncillaryBuffer::new(space);
+        let pushed = control.push(SendAncillaryMessage::ScmRights(fds));
+        debug_assert!(pushed, "control buffer sized by cmsg_space");
+        match rustix::net::sendmsg(&socket, bufs, &mut control, SendFlags::NOSIGNAL) {
             Err(Errno::INTR) => continue,
             other => return Ok(other?),
         }
@@ -107,12 +172,41 @@ pub fn send(socket: impl AsFd, bytes: &[u8], fds: &[BorrowedFd<'_>]) -> io::Resu
 ///
 /// As for [`send`], but for `WouldBlock`.
 pub fn send_all(socket: impl AsFd, bytes: &[u8], fds: &[BorrowedFd<'_>]) -> io::Result<()> {
+    send_all_vectored(socket, &mut [IoSlice::new(bytes)], fds)
+}
+
+/// [`send_vectored`] until every byte of `bufs` is out; descriptors go with
+/// the first chunk. `bufs` is advanced past what was sent (as
+/// [`IoSlice::advance_slices`] does), so its contents are unspecified
+/// afterwards. On a socket a caller made non-blocking, `WouldBlock` is
+/// waited out ([`wait_writable`]): the message is never left half-sent.
+///
+/// ```
+/// use multiproc_core::scm;
+/// use std::io::IoSlice;
+///
+/// let (a, b) = scm::stream_pair()?;
+/// scm::send_all_vectored(&a, &mut [IoSlice::new(b"4 by"), IoSlice::new(b"tes")], &[])?;
+/// let mut buf = [0u8; 7];
+/// assert_eq!(scm::recv(&b, &mut buf, 0)?.len, 7);
+/// assert_eq!(&buf, b"4 bytes");
+/// # Ok::<(), std::io::Error>(())
+/// ```
+///
+/// # Errors
+///
+/// As for [`send_vectored`], but for `WouldBlock`.
+pub fn send_all_vectored(
+    socket: impl AsFd,
+    mut bufs: &mut [IoSlice<'_>],
+    fds: &[BorrowedFd<'_>],
+) -> io::Result<()> {
     let mut first = Some(fds);
-    let mut sent = 0;
-    while sent < bytes.len() || first.is_some() {
-        match send(&socket, &bytes[sent..], first.unwrap_or(&[])) {
+    IoSlice::advance_slices(&mut bufs, 0);
+    while !bufs.is_empty() || first.is_some() {
+        match send_vectored(&socket, bufs, first.unwrap_or(&[])) {
             Ok(n) => {
-                sent += n;
+                IoSlice::advance_slices(&mut bufs, n);
                 first = None;
             }
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => wait_writable(&socket)?,
@@ -144,16 +238,19 @@ pub fn wait_writable(fd: impl AsFd) -> io::Result<()> {
     }
 }
 
-/// What [`recv`] got.
+/// What [`recv`] and [`recv_vectored`] got.
 #[derive(Debug)]
 #[non_exhaustive]
 pub struct Received {
-    /// Bytes written to the buffer; 0 means the peer closed.
+    /// Bytes written to the buffers; 0 means the peer closed.
     pub len: usize,
-    /// Descriptors that arrived, owned (close-on-exec).
+    /// Descriptors that arrived, owned (close-on-exec). Empty, and not
+    /// allocated, when none came.
     pub fds: Vec<OwnedFd>,
-    /// More descriptors were sent than the caller accepted; the kernel closed
-    /// the surplus.
+    /// Descriptors were sent that did not arrive (`MSG_CTRUNC`): more than
+    /// the caller accepted, or more than this process could take (the
+    /// kernel installs none past the descriptor limit, `EMFILE`). The kernel
+    /// closed them.
     pub fds_truncated: bool,
 }
 
@@ -169,16 +266,52 @@ pub struct Received {
 /// The kernel's error (`WouldBlock` on a non-blocking socket with nothing to
 /// read).
 pub fn recv(socket: impl AsFd, buf: &mut [u8], max_fds: usize) -> io::Result<Received> {
+    recv_vectored(socket, &mut [IoSliceMut::new(buf)], max_fds)
+}
+
+/// [`recv`] scattering into several buffers, filled in order: one
+/// `recvmsg(MSG_CMSG_CLOEXEC)` accepting up to `max_fds` descriptors
+/// (at most [`MAX_FDS`]). `EINTR` is retried.
+///
+/// Nothing is allocated for a message without descriptors: the control
+/// buffer is on the stack. Descriptors beyond `max_fds`, and those the
+/// kernel could not install (this process at its descriptor limit), are
+/// closed and reported as [`Received::fds_truncated`].
+///
+/// ```
+/// use multiproc_core::scm;
+/// use std::io::IoSliceMut;
+/// use std::os::fd::AsFd;
+///
+/// let (a, b) = scm::stream_pair()?;
+/// let (x, y) = scm::stream_pair()?;
+/// scm::send(&a, b"headbody", &[x.as_fd(), y.as_fd()])?;
+///
+/// let (mut head, mut body) = ([0u8; 4], [0u8; 8]);
+/// let got = scm::recv_vectored(&b, &mut [IoSliceMut::new(&mut head), IoSliceMut::new(&mut body)], 1)?;
+/// assert_eq!((&head, &body[..got.len - 4]), (b"head", &b"body"[..]));
+/// // Two were sent, one was accepted: the other was closed.
+/// assert_eq!(got.fds.len(), 1);
+/// assert!(got.fds_truncated);
+/// # Ok::<(), std::io::Error>(())
+/// ```
+///
+/// # Errors
+///
+/// The kernel's error (`WouldBlock` on a non-blocking socket with nothing to
+/// read).
+#[inline]
+pub fn recv_vectored(
+    socket: impl AsFd,
+    bufs: &mut [IoSliceMut<'_>],
+    max_fds: usize,
+) -> io::Result<Received> {
     let max_fds = max_fds.min(MAX_FDS);
-    let mut space = vec![MaybeUninit::uninit(); rustix::cmsg_space!(ScmRights(max_fds))];
+    let mut space = [MaybeUninit::<u8>::uninit(); CONTROL_SPACE];
+    let space = &mut space[..rustix::cmsg_space!(ScmRights(max_fds))];
     loop {
-        let mut control = RecvAncillaryBuffer::new(&mut space);
-        let msg = match rustix::net::recvmsg(
-            &socket,
-            &mut [IoSliceMut::new(buf)],
-            &mut control,
-            RecvFlags::CMSG_CLOEXEC,
-        ) {
+        let mut control = RecvAncillaryBuffer::new(space);
+        let msg = match rustix::net::recvmsg(&socket, bufs, &mut control, RecvFlags::CMSG_CLOEXEC) {
             Err(Errno::INTR) => continue,
             other => other?,
         };
@@ -198,5 +331,146 @@ pub fn recv(socket: impl AsFd, buf: &mut [u8], max_fds: usize) -> io::Result<Rec
             fds,
             fds_truncated,
         });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::fd::AsRawFd;
+
+    /// Whether `fd` and `other` are the same open socket: what one end of
+    /// a pair writes through `fd` arrives at the other end.
+    fn same_socket(fd: &OwnedFd, peer: &OwnedFd) -> bool {
+        send(fd, b"?", &[]).unwrap();
+        let mut byte = [0u8; 1];
+        recv(peer, &mut byte, 0).unwrap().len == 1 && byte == *b"?"
+    }
+
+    #[test]
+    fn vectored_send_and_recv_carry_descriptors_with_the_bytes() {
+        let (a, b) = stream_pair().unwrap();
+        let pairs: Vec<_> = (0..3).map(|_| stream_pair().unwrap()).collect();
+        let lent: Vec<_> = pairs.iter().map(|(x, _)| x.as_fd()).collect();
+        let parts = [IoSlice::new(b"\0\0\0\x05"), IoSlice::new(b"hello")];
+        assert_eq!(send_vectored(&a, &parts, &lent).unwrap(), 9);
+
+        let (mut head, mut body) = ([0u8; 4], [0u8; 16]);
+        let got = recv_vectored(
+            &b,
+            &mut [IoSliceMut::new(&mut head), IoSliceMut::new(&mut body)],
+            MAX_FDS,
+        )
+        .unwrap();
+        assert_eq!(got.len, 9);
+        assert_eq!(&head, b"\0\0\0\x05");
+        assert_eq!(&body[..5], b"hello");
+        assert!(!got.fds_truncated);
+        assert_eq!(got.fds.len(), 3);
+        for (fd, (x, y)) in got.fds.iter().zip(&pairs) {
+            assert_ne!(fd.as_raw_fd(), x.as_raw_fd(), "a new descriptor");
+            assert!(same_socket(fd, y));
+        }
+        // Received descriptors are close-on-exec.
+        let flags = rustix::io::fcntl_getfd(&got.fds[0]).unwrap();
+        assert!(flags.contains(rustix::io::FdFlags::CLOEXEC));
+    }
+
+    #[test]
+    fn fewer_slots_than_descriptors_is_truncation() {
+        for accepted in [0, 1, 2, 5] {
+            let (a, b) = stream_pair().unwrap();
+            let (x, _y) = stream_pair().unwrap();
+            send(&a, b"six", &[x.as_fd(); 6]).unwrap();
+            let mut buf = [0u8; 8];
+            let got = recv_vectored(&b, &mut [IoSliceMut::new(&mut buf)], accepted).unwrap();
+            assert_eq!(got.len, 3);
+            assert_eq!(got.fds.len(), accepted, "accepted {accepted}");
+            assert!(got.fds_truncated, "accepted {accepted}");
+        }
+        // Exactly as many slots as descriptors: no truncation.
+        let (a, b) = stream_pair().unwrap();
+        let (x, _y) = stream_pair().unwrap();
+        send(&a, b"two", &[x.as_fd(); 2]).unwrap();
+        let mut buf = [0u8; 8];
+        let got = recv_vectored(&b, &mut [IoSliceMut::new(&mut buf)], 2).unwrap();
+        assert_eq!((got.fds.len(), got.fds_truncated), (2, false));
+    }
+
+    #[test]
+    fn a_message_without_descriptors_has_none_and_no_truncation() {
+        let (a, b) = stream_pair().unwrap();
+        send_vectored(&a, &[IoSlice::new(b"plain")], &[]).unwrap();
+        let mut buf = [0u8; 8];
+        let got = recv_vectored(&b, &mut [IoSliceMut::new(&mut buf)], MAX_FDS).unwrap();
+        assert_eq!(got.len, 5);
+        assert!(got.fds.is_empty() && !got.fds_truncated);
+        assert_eq!(got.fds.capacity(), 0, "nothing allocated");
+    }
+
+    #[test]
+    fn send_all_vectored_sends_every_byte_once_with_the_descriptors_first() {
+        let (a, b) = stream_pair().unwrap();
+        let (x, y) = stream_pair().unwrap();
+        let head = [1u8; 3];
+        let body: Vec<u8> = (0..1_000_000).map(|i| (i % 251) as u8).collect();
+        let expected: Vec<u8> = head.iter().chain(&body).copied().collect();
+        let reader = std::thread::spawn(move || {
+            let mut all = Vec::new();
+            let mut fds = Vec::new();
+            let mut buf = vec![0u8; 64 * 1024];
+            loop {
+                let got = recv(&b, &mut buf, MAX_FDS).unwrap();
+                if got.len == 0 {
+                    return (all, fds);
+                }
+                if !got.fds.is_empty() {
+                    assert!(all.is_empty(), "descriptors came with the first byte");
+                }
+                fds.extend(got.fds);
+                all.extend_from_slice(&buf[..got.len]);
+            }
+        });
+        send_all_vectored(
+            &a,
+            &mut [IoSlice::new(&head), IoSlice::new(&[]), IoSlice::new(&body)],
+            &[x.as_fd()],
+        )
+        .unwrap();
+        drop(a);
+        let (all, fds) = reader.join().unwrap();
+        assert!(all == expected, "bytes differ");
+        assert_eq!(fds.len(), 1);
+        assert!(same_socket(&fds[0], &y));
+    }
+
+    #[test]
+    fn descriptors_need_bytes_and_fit_one_message() {
+        let (a, _b) = stream_pair().unwrap();
+        let empty = [IoSlice::new(&[]), IoSlice::new(&[])];
+        let err = send_vectored(&a, &empty, &[a.as_fd()]).unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::InvalidInput);
+        let err = send_all_vectored(&a, &mut [IoSlice::new(&[])], &[a.as_fd()]).unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::InvalidInput);
+        let too_many = vec![a.as_fd(); MAX_FDS + 1];
+        let err = send_vectored(&a, &[IoSlice::new(b"x")], &too_many).unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::InvalidInput);
+        // Nothing without descriptors is refused, not even nothing at all.
+        assert_eq!(send_vectored(&a, &empty, &[]).unwrap(), 0);
+    }
+
+    #[test]
+    fn a_closed_peer_is_broken_pipe_not_sigpipe() {
+        let (a, b) = stream_pair().unwrap();
+        drop(b);
+        for parts in [
+            &[IoSlice::new(b"x")][..],
+            &[IoSlice::new(b"x"), IoSlice::new(b"y")],
+        ] {
+            let err = send_vectored(&a, parts, &[]).unwrap_err();
+            assert_eq!(err.kind(), io::ErrorKind::BrokenPipe);
+        }
+        let err = send_vectored(&a, &[IoSlice::new(b"x")], &[a.as_fd()]).unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::BrokenPipe);
     }
 }

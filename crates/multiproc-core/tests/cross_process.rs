@@ -1,14 +1,16 @@
 //! Core primitives between real processes: the test binary re-executes
 //! itself as the child (see `multiproc-testkit`).
+#![allow(unsafe_code)]
 
 use multiproc_core::futex::{self, WaitOutcome};
+use multiproc_core::process::{self, Forked};
 use multiproc_core::segment::{self, NAME_PREFIX_ENV, generate_name, name_prefix};
 use multiproc_core::{Header, HeaderError, Segment, SegmentError, codec, scm};
 use multiproc_testkit::{
     Role, inherited_fds, open_fd_count, run, shm_prefix, spawn, tests, unique_name, wait_timeout,
 };
 use std::os::fd::{AsFd, OwnedFd};
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 const CHILD_LIMIT: Duration = Duration::from_secs(20);
@@ -435,6 +437,95 @@ fn an_object_from_another_pid_namespace_is_refused_on_attach() {
     );
 }
 
+static FORK_HANDLER_RAN: AtomicBool = AtomicBool::new(false);
+
+extern "C" fn note_fork() {
+    FORK_HANDLER_RAN.store(true, Ordering::Relaxed);
+}
+
+extern "C" fn say_goodbye() {
+    let _ = rustix::io::write(rustix::stdio::stdout(), b"exit handler ran\n");
+}
+
+/// Waits for the forked child `pid` and returns its status.
+fn reap(pid: rustix::process::Pid) -> rustix::process::WaitStatus {
+    let (found, status) =
+        rustix::process::waitpid(Some(pid), rustix::process::WaitOptions::empty())
+            .unwrap()
+            .unwrap();
+    assert_eq!(found, pid);
+    status
+}
+
+/// Forks with `multiproc_core::process::fork` from this single-threaded
+/// process (a role runs before any test thread exists): the child runs
+/// the `at_fork_child` handler, ends through `exit_now` without the
+/// `at_exit` handler, may be killed by a signal, and (nothing else runs
+/// here) may allocate, format and print.
+fn child_fork_wrapper(_: &[String]) {
+    assert_eq!(std::fs::read_dir("/proc/self/task").unwrap().count(), 1);
+    process::at_exit(say_goodbye).unwrap();
+    // SAFETY: `note_fork` only stores to an atomic.
+    unsafe { process::at_fork_child(note_fork) }.unwrap();
+
+    // SAFETY: the contract of `process::fork` holds: this process has one
+    // thread, and every child below ends with `exit_now` or a signal.
+    let pid = match unsafe { process::fork() }.unwrap() {
+        Forked::Child => process::exit_now(if FORK_HANDLER_RAN.load(Ordering::Relaxed) {
+            7
+        } else {
+            1
+        }),
+        Forked::Parent(pid) => pid,
+    };
+    assert!(
+        !FORK_HANDLER_RAN.load(Ordering::Relaxed),
+        "ran in the parent"
+    );
+    let status = reap(pid);
+    assert_eq!(status.exit_status(), Some(7), "{status:?}");
+    assert_eq!(status.terminating_signal(), None);
+
+    // SAFETY: as above.
+    let pid = match unsafe { process::fork() }.unwrap() {
+        Forked::Child => {
+            let me = rustix::process::getpid();
+            let _ = rustix::process::kill_process(me, rustix::process::Signal::KILL);
+            process::exit_now(1)
+        }
+        Forked::Parent(pid) => pid,
+    };
+    let status = reap(pid);
+    assert_eq!(status.terminating_signal(), Some(9), "{status:?}");
+    assert_eq!(status.exit_status(), None);
+
+    // SAFETY: as above.
+    let pid = match unsafe { process::fork() }.unwrap() {
+        Forked::Child => {
+            let text = format!("child {} printed", 42);
+            println!("{text}");
+            std::io::Write::flush(&mut std::io::stdout()).unwrap();
+            process::exit_now(0)
+        }
+        Forked::Parent(pid) => pid,
+    };
+    assert_eq!(reap(pid).exit_status(), Some(0));
+    println!("parent done");
+}
+
+fn the_fork_wrapper_runs_handlers_and_reports_statuses() {
+    let out = multiproc_testkit::command("fork_wrapper", &[], &[])
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{out:?}");
+    assert!(stdout.contains("child 42 printed\n"), "{stdout}");
+    assert!(stdout.contains("parent done\n"), "{stdout}");
+    // Once: the role's own exit ran it, no forked child's `exit_now` did.
+    assert_eq!(stdout.matches("exit handler ran").count(), 1, "{stdout}");
+}
+
 fn main() {
     let roles: &[Role] = &[
         ("read_header", child_read_header),
@@ -443,6 +534,7 @@ fn main() {
         ("receive_handles", child_receive_handles),
         ("send_fds", child_send_fds),
         ("generated_names", child_generated_names),
+        ("fork_wrapper", child_fork_wrapper),
     ];
     run(
         roles,
@@ -463,6 +555,7 @@ fn main() {
             generated_names_take_their_prefix_from_the_environment,
             handle_in_a_plain_codec_is_refused,
             an_object_from_another_pid_namespace_is_refused_on_attach,
+            the_fork_wrapper_runs_handlers_and_reports_statuses,
         ],
     );
 }

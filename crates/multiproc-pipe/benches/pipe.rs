@@ -22,6 +22,7 @@
 #![allow(missing_docs)]
 
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
+use multiproc_core::process::{self, Forked};
 use multiproc_pipe::{Connection, Pipe};
 use std::fs::File;
 use std::io::{Read, Write};
@@ -159,7 +160,7 @@ impl End for Duplex {
 
 /// A forked child running `body` on its end, steered through control pipes.
 struct Child {
-    pid: libc::pid_t,
+    pid: rustix::process::Pid,
     ctl_tx: OwnedFd,
     ack_rx: OwnedFd,
 }
@@ -170,34 +171,31 @@ impl Child {
     fn start(mut end: Box<dyn End>, body: fn(&mut dyn End, u64)) -> Self {
         let (ctl_rx, ctl_tx) = rustix::pipe::pipe().unwrap();
         let (ack_rx, ack_tx) = rustix::pipe::pipe().unwrap();
-        // SAFETY: the benchmark process is single-threaded when it forks;
-        // the child only makes system calls and allocates, then leaves with
-        // `_exit` without running the parent's exit handlers.
-        let pid = unsafe { libc::fork() };
-        assert!(pid >= 0, "fork failed");
-        if pid == 0 {
-            drop((ctl_tx, ack_rx));
-            loop {
-                let mut word = [0u8; 8];
-                let mut got = 0;
-                while got < 8 {
-                    match rustix::io::read(&ctl_rx, &mut word[got..]) {
-                        Ok(0) | Err(_) => {
-                            // SAFETY: ends the forked child immediately.
-                            unsafe { libc::_exit(0) }
+        // SAFETY: the contract of `process::fork` holds: the benchmark
+        // process is single-threaded when it forks, and the child leaves
+        // with `exit_now`.
+        let pid = match unsafe { process::fork() }.expect("fork") {
+            Forked::Parent(pid) => pid,
+            Forked::Child => {
+                drop((ctl_tx, ack_rx));
+                loop {
+                    let mut word = [0u8; 8];
+                    let mut got = 0;
+                    while got < 8 {
+                        match rustix::io::read(&ctl_rx, &mut word[got..]) {
+                            Ok(0) | Err(_) => process::exit_now(0),
+                            Ok(n) => got += n,
                         }
-                        Ok(n) => got += n,
                     }
+                    let n = u64::from_le_bytes(word);
+                    if n == 0 {
+                        process::exit_now(0);
+                    }
+                    body(&mut *end, n);
+                    rustix::io::write(&ack_tx, b"k").unwrap();
                 }
-                let n = u64::from_le_bytes(word);
-                if n == 0 {
-                    // SAFETY: as above.
-                    unsafe { libc::_exit(0) }
-                }
-                body(&mut *end, n);
-                rustix::io::write(&ack_tx, b"k").unwrap();
             }
-        }
+        };
         drop(end);
         Self {
             pid,
@@ -219,10 +217,7 @@ impl Child {
 impl Drop for Child {
     fn drop(&mut self) {
         let _ = rustix::io::write(&self.ctl_tx, &0u64.to_le_bytes());
-        let mut status = 0;
-        // SAFETY: waits for our own forked child; `status` is a valid
-        // out-pointer.
-        unsafe { libc::waitpid(self.pid, &mut status, 0) };
+        let _ = rustix::process::waitpid(Some(self.pid), rustix::process::WaitOptions::empty());
     }
 }
 

@@ -5,9 +5,6 @@ use crate::frame::{MAX_HEADER, encode_header};
 use crate::recv::{ReadResult, RecvBuf, Source};
 use multiproc_core::{Codec, SharedFd, scm};
 use rustix::io::Errno;
-use rustix::net::{
-    RecvAncillaryBuffer, RecvAncillaryMessage, RecvFlags, SendAncillaryBuffer, SendFlags,
-};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use std::cell::Cell;
@@ -105,7 +102,9 @@ pub struct Connection {
 impl Connection {
     pub(crate) fn new(fd: OwnedFd, flavor: Flavor) -> io::Result<Self> {
         if flavor == Flavor::PipeWriter {
-            crate::sigpipe::ignore_if_default()?;
+            // A write to a pipe whose reader is gone must be `EPIPE`, not a
+            // `SIGPIPE` death; sockets use `MSG_NOSIGNAL` instead.
+            multiproc_core::process::ignore_sigpipe_if_default()?;
         }
         Ok(Self {
             fd,
@@ -357,15 +356,16 @@ impl Connection {
         }
         let mut header = [0u8; MAX_HEADER];
         let header_len = encode_header(bytes.len(), &mut header);
-        let mut frame = Vec::with_capacity(header_len + bytes.len());
-        frame.extend_from_slice(&header[..header_len]);
-        frame.extend_from_slice(&bytes);
         let borrowed: Vec<BorrowedFd<'_>> = fds.iter().map(AsFd::as_fd).collect();
-        // The descriptors ride with the first byte of the frame: the
-        // receiver relies on that to give them to the right message
-        // (see the `recv` module).
+        // The descriptors ride with the first byte of the frame, its
+        // header: the receiver relies on that to give them to the right
+        // message (see the `recv` module).
         // (On a non-blocking descriptor it waits for writability.)
-        scm::send_all(&self.fd, &frame, &borrowed)?;
+        scm::send_all_vectored(
+            &self.fd,
+            &mut [IoSlice::new(&header[..header_len]), IoSlice::new(&bytes)],
+            &borrowed,
+        )?;
         Ok(())
     }
 
@@ -376,7 +376,7 @@ impl Connection {
         let header_len = encode_header(len, &mut header);
         let start = MAX_HEADER - header_len;
         frame[start..MAX_HEADER].copy_from_slice(&header[..header_len]);
-        self.write_all(&[IoSlice::new(&frame[start..])])
+        self.write_all(&mut [IoSlice::new(&frame[start..])])
     }
 
     /// Sends `bytes` as one message (Python's `send_bytes`).
@@ -525,51 +525,54 @@ impl Connection {
             let mut frame = [0u8; SMALL_FRAME];
             frame[..4].copy_from_slice(&(payload.len() as u32).to_be_bytes());
             frame[4..4 + payload.len()].copy_from_slice(payload);
-            return self.write_all(&[IoSlice::new(&frame[..4 + payload.len()])]);
+            return self.write_all(&mut [IoSlice::new(&frame[..4 + payload.len()])]);
         }
         let mut header = [0u8; MAX_HEADER];
         let header_len = encode_header(payload.len(), &mut header);
-        self.write_all(&[IoSlice::new(&header[..header_len]), IoSlice::new(payload)])
+        self.write_all(&mut [IoSlice::new(&header[..header_len]), IoSlice::new(payload)])
     }
 
     /// Writes all of `parts`, retrying after short writes and `EINTR`.
-    /// Sockets use `sendmsg(MSG_NOSIGNAL)`; pipes `writev` (see the
-    /// `sigpipe` module for why that cannot raise `SIGPIPE` either).
+    /// Sockets use `send`/`sendmsg(MSG_NOSIGNAL)` ([`scm::send_vectored`]);
+    /// pipes `write`/`writev`, which cannot raise `SIGPIPE` either: a
+    /// connection that writes to a pipe made sure the signal is not at its
+    /// default action (`multiproc_core::process::ignore_sigpipe_if_default`).
     ///
     /// On a non-blocking descriptor (`EAGAIN`), it waits for writability
     /// and goes on: a frame is never left half-written, so sending blocks
     /// even there.
-    fn write_all(&self, parts: &[IoSlice<'_>]) -> Result<(), SendError> {
-        let mut storage: [IoSlice<'_>; 2] = [IoSlice::new(&[]), IoSlice::new(&[])];
-        let count = parts.len().min(2);
-        storage[..count].copy_from_slice(&parts[..count]);
-        let mut slices = &mut storage[..count];
-        IoSlice::advance_slices(&mut slices, 0);
-        while !slices.is_empty() {
-            let result = if let [one] = slices {
-                if self.flavor.is_socket() {
-                    rustix::net::send(&self.fd, one, SendFlags::NOSIGNAL)
-                } else {
-                    rustix::io::write(&self.fd, one)
-                }
-            } else if self.flavor.is_socket() {
-                rustix::net::sendmsg(
-                    &self.fd,
-                    slices,
-                    &mut SendAncillaryBuffer::default(),
-                    SendFlags::NOSIGNAL,
-                )
+    fn write_all(&self, mut parts: &mut [IoSlice<'_>]) -> Result<(), SendError> {
+        IoSlice::advance_slices(&mut parts, 0);
+        while !parts.is_empty() {
+            let result = if self.flavor.is_socket() {
+                scm::send_vectored(&self.fd, parts, &[])
             } else {
-                rustix::io::writev(&self.fd, slices)
+                self.write_pipe(parts)
             };
             match result {
-                Ok(n) => IoSlice::advance_slices(&mut slices, n),
-                Err(Errno::INTR) => {}
-                Err(Errno::AGAIN) => scm::wait_writable(&self.fd)?,
-                Err(err) => return Err(SendError::Io(err.into())),
+                Ok(n) => IoSlice::advance_slices(&mut parts, n),
+                Err(err) if err.kind() == io::ErrorKind::WouldBlock => {
+                    scm::wait_writable(&self.fd)?;
+                }
+                Err(err) => return Err(SendError::Io(err)),
             }
         }
         Ok(())
+    }
+
+    /// One `write`/`writev` of `parts` to a pipe; `EINTR` is retried.
+    fn write_pipe(&self, parts: &[IoSlice<'_>]) -> io::Result<usize> {
+        loop {
+            let result = if let [one] = parts {
+                rustix::io::write(&self.fd, one)
+            } else {
+                rustix::io::writev(&self.fd, parts)
+            };
+            match result {
+                Err(Errno::INTR) => {}
+                other => return Ok(other?),
+            }
+        }
     }
 
     // ---- receiving ----------------------------------------------------
@@ -579,6 +582,9 @@ impl Connection {
     ///
     /// A payload that is not a valid encoding is a [`RecvError::Codec`]
     /// error, and the connection stays usable: the bad frame was consumed.
+    /// When the value did not decode because the kernel dropped descriptors
+    /// that came with it (this process was out of descriptors), the error
+    /// is [`RecvError::DescriptorsDropped`] instead.
     ///
     /// # Examples
     ///
@@ -595,7 +601,8 @@ impl Connection {
     ///
     /// # Errors
     ///
-    /// As for [`recv_bytes`](Self::recv_bytes), and [`RecvError::Codec`].
+    /// As for [`recv_bytes`](Self::recv_bytes), and [`RecvError::Codec`],
+    /// [`RecvError::DescriptorsDropped`].
     pub fn recv<T: DeserializeOwned>(&mut self) -> Result<T, RecvError> {
         self.check_readable()?;
         let max = self.max_message_len;
@@ -603,14 +610,21 @@ impl Connection {
         let carries_fds = self.flavor == Flavor::Unix;
         let (payload, fds) = {
             let (fd, flavor) = (self.fd.as_fd(), self.flavor);
-            self.rx.frame(max, &mut Os { fd, flavor })?
+            self.rx.frame(max, &mut Os::new(fd, flavor))?
         };
         let value = if carries_fds {
             codec.decode_with_fds(payload.as_slice(), fds)
         } else {
             codec.decode(payload.as_slice())
         };
-        Ok(value?)
+        drop(payload);
+        value.map_err(|err| {
+            if self.rx.fds_dropped() {
+                RecvError::DescriptorsDropped(err)
+            } else {
+                RecvError::Codec(err)
+            }
+        })
     }
 
     /// Receives a pickle sent by Python's `conn.send(obj)` (or by
@@ -645,7 +659,7 @@ impl Connection {
         let max = self.max_message_len;
         let (fd, flavor) = (self.fd.as_fd(), self.flavor);
         self.check_readable()?;
-        let (payload, _fds) = self.rx.frame(max, &mut Os { fd, flavor })?;
+        let (payload, _fds) = self.rx.frame(max, &mut Os::new(fd, flavor))?;
         serde_pickle::from_slice(payload.as_slice(), serde_pickle::DeOptions::new())
             .map_err(RecvError::Pickle)
     }
@@ -675,7 +689,7 @@ impl Connection {
         let max = self.max_message_len;
         let (fd, flavor) = (self.fd.as_fd(), self.flavor);
         self.check_readable()?;
-        let (payload, _fds) = self.rx.frame(max, &mut Os { fd, flavor })?;
+        let (payload, _fds) = self.rx.frame(max, &mut Os::new(fd, flavor))?;
         serde_pickle::value_from_slice(payload.as_slice(), serde_pickle::DeOptions::new())
             .map_err(RecvError::Pickle)
     }
@@ -734,7 +748,7 @@ impl Connection {
     pub fn recv_bytes_max(&mut self, maxlength: usize) -> Result<Vec<u8>, RecvError> {
         self.check_readable()?;
         let (fd, flavor) = (self.fd.as_fd(), self.flavor);
-        let (payload, _fds) = self.rx.frame(maxlength, &mut Os { fd, flavor })?;
+        let (payload, _fds) = self.rx.frame(maxlength, &mut Os::new(fd, flavor))?;
         Ok(payload.into_vec())
     }
 
@@ -768,7 +782,7 @@ impl Connection {
         self.check_readable()?;
         let max = self.max_message_len;
         let (fd, flavor) = (self.fd.as_fd(), self.flavor);
-        self.rx.frame_into(buf, max, &mut Os { fd, flavor })
+        self.rx.frame_into(buf, max, &mut Os::new(fd, flavor))
     }
 
     /// Whether a message (or part of one, or the peer's end of file) can be
@@ -838,11 +852,45 @@ impl Connection {
 struct Os<'a> {
     fd: BorrowedFd<'a>,
     flavor: Flavor,
+    /// The kernel dropped descriptors sent with the last read's bytes.
+    fds_dropped: bool,
+}
+
+impl<'a> Os<'a> {
+    fn new(fd: BorrowedFd<'a>, flavor: Flavor) -> Self {
+        Self {
+            fd,
+            flavor,
+            fds_dropped: false,
+        }
+    }
 }
 
 impl Source for Os<'_> {
+    /// One read from the OS: `recvmsg` with room for descriptors on a Unix
+    /// socket (a plain `read` there would make the kernel close descriptors
+    /// that came along), `read` otherwise. `EINTR` is retried.
+    ///
+    /// [`scm::recv_vectored`] keeps its control buffer (room for
+    /// [`scm::MAX_FDS`] descriptors, about 1 KiB) on the stack: no
+    /// allocation per read, which matters for small messages.
     fn read(&mut self, bufs: &mut [IoSliceMut<'_>]) -> ReadResult {
-        read_os(self.fd, self.flavor, bufs)
+        if self.flavor == Flavor::Unix {
+            let got = scm::recv_vectored(self.fd, bufs, scm::MAX_FDS)?;
+            self.fds_dropped = got.fds_truncated;
+            return Ok((got.len, got.fds));
+        }
+        loop {
+            match rustix::io::readv(self.fd, bufs) {
+                Ok(n) => return Ok((n, Vec::new())),
+                Err(Errno::INTR) => {}
+                Err(err) => return Err(err.into()),
+            }
+        }
+    }
+
+    fn fds_dropped(&self) -> bool {
+        self.fds_dropped
     }
 
     fn read_uninit(&mut self, dst: &mut [MaybeUninit<u8>]) -> io::Result<usize> {
@@ -852,45 +900,6 @@ impl Source for Os<'_> {
                 Err(Errno::INTR) => {}
                 Err(err) => return Err(err.into()),
             }
-        }
-    }
-}
-
-/// One read from the OS: `recvmsg` with room for descriptors on a Unix
-/// socket (a plain `read` there would make the kernel close descriptors that
-/// came along), `read` otherwise. `EINTR` is retried.
-fn read_os(fd: BorrowedFd<'_>, flavor: Flavor, dst: &mut [IoSliceMut<'_>]) -> ReadResult {
-    if flavor == Flavor::Unix {
-        return unix_recv(fd, dst);
-    }
-    loop {
-        match rustix::io::readv(fd, dst) {
-            Ok(n) => return Ok((n, Vec::new())),
-            Err(Errno::INTR) => {}
-            Err(err) => return Err(err.into()),
-        }
-    }
-}
-
-/// `recvmsg(MSG_CMSG_CLOEXEC)` with a control buffer on the stack, room for
-/// [`scm::MAX_FDS`] descriptors (about 1 KiB): unlike `scm::recv`, no
-/// allocation per read, which matters for small messages.
-fn unix_recv(fd: BorrowedFd<'_>, dst: &mut [IoSliceMut<'_>]) -> ReadResult {
-    let mut space = [MaybeUninit::<u8>::uninit(); rustix::cmsg_space!(ScmRights(scm::MAX_FDS))];
-    loop {
-        let mut control = RecvAncillaryBuffer::new(&mut space);
-        match rustix::net::recvmsg(fd, dst, &mut control, RecvFlags::CMSG_CLOEXEC) {
-            Ok(msg) => {
-                let mut fds = Vec::new();
-                for message in control.drain() {
-                    if let RecvAncillaryMessage::ScmRights(received) = message {
-                        fds.extend(received);
-                    }
-                }
-                return Ok((msg.bytes, fds));
-            }
-            Err(Errno::INTR) => {}
-            Err(err) => return Err(err.into()),
         }
     }
 }

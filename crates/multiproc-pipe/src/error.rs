@@ -14,13 +14,14 @@ use std::fmt;
 use std::io;
 
 /// `source` and the conversions shared by the error types that wrap a
-/// codec error, a pickle error and an I/O error.
+/// codec error, a pickle error and an I/O error; further variants that
+/// hold a codec error as their source follow the type.
 macro_rules! codec_io_error {
-    ($ty:ident) => {
+    ($ty:ident $(, $codec:ident)*) => {
         impl std::error::Error for $ty {
             fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
                 match self {
-                    Self::Codec(err) => Some(err),
+                    Self::Codec(err) $(| Self::$codec(err))* => Some(err),
                     #[cfg(feature = "pickle")]
                     Self::Pickle(err) => Some(err),
                     Self::Io(err) => Some(err),
@@ -49,7 +50,7 @@ macro_rules! codec_io_error {
 ///
 /// | variant | connection afterwards |
 /// |---|---|
-/// | [`Codec`](Self::Codec), [`BufferTooShort`](Self::BufferTooShort) | usable: the frame was consumed whole, the next `recv` reads the next frame |
+/// | [`Codec`](Self::Codec), [`DescriptorsDropped`](Self::DescriptorsDropped), [`BufferTooShort`](Self::BufferTooShort) | usable: the frame was consumed whole, the next `recv` reads the next frame |
 /// | [`BadMessageLength`](Self::BadMessageLength) | the header stays unread: a call with a larger limit can still take the frame |
 /// | [`Eof`](Self::Eof) | the peer is gone; every later `recv` is `Eof` again |
 /// | [`WouldBlock`](Self::WouldBlock) | usable: the bytes of the unfinished frame are kept, the next `recv` continues it |
@@ -104,6 +105,13 @@ pub enum RecvError {
     /// The payload is not a valid encoding of the requested type, or its
     /// descriptors do not match; the frame was consumed.
     Codec(CodecError),
+    /// The message came with descriptors that the kernel could not install
+    /// in this process, so the value could not be rebuilt (the codec error
+    /// that followed is the source). The kernel drops descriptors
+    /// (`MSG_CTRUNC`) when the process is at its limit of open descriptors
+    /// (`EMFILE`, see `RLIMIT_NOFILE`); close some, or raise the limit. The
+    /// frame was consumed and the descriptors that did arrive were closed.
+    DescriptorsDropped(CodecError),
     /// The payload is not a pickle of the requested type; the frame was
     /// consumed.
     #[cfg(feature = "pickle")]
@@ -135,6 +143,14 @@ impl RecvError {
     #[must_use]
     pub fn is_buffer_too_short(&self) -> bool {
         matches!(self, Self::BufferTooShort(_))
+    }
+
+    /// Whether this is [`RecvError::DescriptorsDropped`]: the kernel
+    /// dropped descriptors that came with the message, as this process
+    /// could not take them.
+    #[must_use]
+    pub fn is_descriptors_dropped(&self) -> bool {
+        matches!(self, Self::DescriptorsDropped(_))
     }
 
     /// Whether this is [`RecvError::BadMessageLength`].
@@ -171,6 +187,9 @@ impl fmt::Display for RecvError {
             ),
             Self::NotReadable => f.write_str("connection is write-only"),
             Self::Codec(_) => f.write_str("received message could not be decoded"),
+            Self::DescriptorsDropped(_) => f.write_str(
+                "descriptors sent with the message were dropped: this process could not take them (out of descriptors?)",
+            ),
             #[cfg(feature = "pickle")]
             Self::Pickle(_) => f.write_str("received pickle could not be decoded"),
             Self::WouldBlock => {
@@ -181,7 +200,7 @@ impl fmt::Display for RecvError {
     }
 }
 
-codec_io_error!(RecvError);
+codec_io_error!(RecvError, DescriptorsDropped);
 
 impl From<RecvError> for io::Error {
     fn from(err: RecvError) -> Self {

@@ -179,7 +179,6 @@ mod error;
 mod frame;
 mod listener;
 mod recv;
-mod sigpipe;
 mod wait;
 
 pub use auth::{Challenge, Digest};

@@ -22,7 +22,9 @@
 //! a frame claims the batches it owns, and batches no frame claimed (a peer
 //! that attached descriptors mid-frame, or a frame read with `recv_bytes`)
 //! are closed once the stream has moved past them. Nothing leaks and nothing
-//! lands on the wrong message.
+//! lands on the wrong message. A read whose descriptors the kernel dropped
+//! (`MSG_CTRUNC`: this process could not take them) makes a batch too,
+//! possibly empty, so that the frame owning it learns it lost some.
 //!
 //! # Safety
 //!
@@ -83,6 +85,16 @@ pub(crate) trait Source {
     /// One scatter read, with the descriptors that came along.
     fn read(&mut self, bufs: &mut [IoSliceMut<'_>]) -> ReadResult;
 
+    /// Whether the kernel dropped descriptors sent with the bytes of the
+    /// last [`read`](Self::read) (`MSG_CTRUNC`; with room for
+    /// [`MAX_FDS`](multiproc_core::scm::MAX_FDS), that means this process
+    /// could not take them: `EMFILE`). Asked after every read, so it is a
+    /// flag, not part of the read's result: the common read stays as
+    /// cheap as it was.
+    fn fds_dropped(&self) -> bool {
+        false
+    }
+
     /// One plain read into uninitialised memory; returns the bytes read.
     /// Descriptors arriving with these bytes are dropped (the kernel
     /// closes them), so this is only for bytes inside a frame whose start
@@ -113,6 +125,8 @@ struct FdBatch {
     /// Stream offset just past the last byte of that read.
     to: u64,
     fds: Vec<OwnedFd>,
+    /// The kernel dropped some that came with that read.
+    dropped: bool,
 }
 
 /// A received frame's payload: borrowed from the read-ahead buffer when it
@@ -185,9 +199,18 @@ pub(crate) struct RecvBuf {
     /// A large frame interrupted by `WouldBlock`, continued by the next
     /// receive.
     partial: Option<Partial>,
+    /// The kernel dropped descriptors that belonged to the frame last
+    /// received (see [`fds_dropped`](Self::fds_dropped)).
+    fds_dropped: bool,
 }
 
 impl RecvBuf {
+    /// Whether the kernel dropped descriptors that belonged to the frame
+    /// last received (so a value in it may miss some).
+    pub(crate) fn fds_dropped(&self) -> bool {
+        self.fds_dropped
+    }
+
     /// Bytes read ahead and not yet handed out.
     pub(crate) fn buffered(&self) -> usize {
         self.end - self.start
@@ -217,13 +240,15 @@ impl RecvBuf {
         read: &mut impl Source,
     ) -> io::Result<usize> {
         let (n, fds) = read.read(bufs)?;
+        let dropped = read.fds_dropped();
         let from = *read_total;
         *read_total += n as u64;
-        if !fds.is_empty() {
+        if !fds.is_empty() || dropped {
             batches.push_back(FdBatch {
                 from,
                 to: *read_total,
                 fds,
+                dropped,
             });
         }
         Ok(n)
@@ -305,6 +330,7 @@ impl RecvBuf {
     fn claim_fds(&mut self, frame_start: u64, frame_len: u64) -> Vec<OwnedFd> {
         let frame_end = frame_start.saturating_add(frame_len);
         let mut fds = Vec::new();
+        self.fds_dropped = false;
         while let Some(batch) = self.batches.front() {
             if batch.to <= frame_start {
                 // Before this frame and unclaimed: close.
@@ -312,6 +338,7 @@ impl RecvBuf {
             } else if batch.from <= frame_start && batch.to <= frame_end {
                 let batch = self.batches.pop_front().expect("front exists");
                 fds.extend(batch.fds);
+                self.fds_dropped |= batch.dropped;
             } else {
                 break;
             }
@@ -798,6 +825,81 @@ mod tests {
             .enumerate()
             .map(|(k, &n)| (0..n).map(|i| ((i + k) % 251) as u8).collect())
             .collect()
+    }
+
+    /// Serves `data` up to the next of `starts` per read, as a `recvmsg`
+    /// stops before bytes that carry descriptors; reads that begin at one
+    /// of `dropping` report dropped descriptors.
+    struct Dropping {
+        data: Vec<u8>,
+        pos: usize,
+        starts: Vec<usize>,
+        dropping: Vec<usize>,
+        dropped: bool,
+    }
+
+    impl Source for Dropping {
+        fn read(&mut self, bufs: &mut [IoSliceMut<'_>]) -> ReadResult {
+            let at = self.pos;
+            let next = self.starts.iter().copied().find(|&s| s > at);
+            let n = serve(
+                &self.data,
+                &mut self.pos,
+                next.unwrap_or(usize::MAX) - at,
+                bufs,
+            );
+            self.dropped = self.dropping.contains(&at);
+            Ok((n, Vec::new()))
+        }
+
+        fn fds_dropped(&self) -> bool {
+            self.dropped
+        }
+
+        fn read_uninit(&mut self, dst: &mut [MaybeUninit<u8>]) -> io::Result<usize> {
+            let mut scratch = vec![0u8; dst.len()];
+            let (n, _) = self.read(&mut [IoSliceMut::new(&mut scratch)])?;
+            for (slot, byte) in dst.iter_mut().zip(&scratch[..n]) {
+                slot.write(*byte);
+            }
+            Ok(n)
+        }
+    }
+
+    #[test]
+    fn dropped_descriptors_are_reported_to_the_frame_they_came_with() {
+        let large = vec![9u8; READ_BUF * 2];
+        let payloads: [&[u8]; 5] = [b"before", b"lost some", &large, b"after", b"last"];
+        let starts: Vec<usize> = payloads
+            .iter()
+            .scan(0, |at, p| {
+                let start = *at;
+                *at += framed(&[p]).len();
+                Some(start)
+            })
+            .collect();
+        let mut read = Dropping {
+            data: framed(&payloads),
+            pos: 0,
+            dropping: vec![starts[1], starts[2]],
+            starts,
+            dropped: false,
+        };
+        let mut rx = RecvBuf::default();
+        for (payload, dropped) in payloads[..4].iter().zip([false, true, true, false]) {
+            let (got, fds) = rx.frame(usize::MAX, &mut read).unwrap();
+            assert_eq!(got.as_slice(), *payload);
+            assert!(fds.is_empty());
+            assert_eq!(
+                rx.fds_dropped(),
+                dropped,
+                "payload of {} bytes",
+                payload.len()
+            );
+        }
+        let mut buf = [0u8; 8];
+        assert_eq!(rx.frame_into(&mut buf, usize::MAX, &mut read).unwrap(), 4);
+        assert!(!rx.fds_dropped());
     }
 
     #[test]

@@ -110,9 +110,53 @@ fn child_receive_handles(_: &[String]) {
     courier.send(&"done").unwrap();
 }
 
+/// Uses up every descriptor this process may open (a lowered
+/// `RLIMIT_NOFILE`, its free slots filled), says `ready`, then receives a
+/// value with a segment in it: the kernel drops the descriptor, and the
+/// error must say so. With slots freed, the next one arrives whole.
+fn child_receiver_out_of_fds(_: &[String]) {
+    let mut conn = child_conn();
+    let highest = std::fs::read_dir("/proc/self/fd")
+        .unwrap()
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u64>().ok())
+        .max()
+        .unwrap();
+    let nofile = rustix::process::Resource::Nofile;
+    let maximum = rustix::process::getrlimit(nofile).maximum;
+    let limit = rustix::process::Rlimit {
+        current: Some(highest + 1),
+        maximum,
+    };
+    rustix::process::setrlimit(nofile, limit).unwrap();
+    let mut filler = Vec::new();
+    loop {
+        match rustix::io::fcntl_dupfd_cloexec(&conn, 0) {
+            Ok(fd) => filler.push(fd),
+            Err(rustix::io::Errno::MFILE) => break,
+            Err(err) => panic!("dup: {err}"),
+        }
+    }
+    conn.send_bytes(b"ready").unwrap();
+    let err = conn.recv::<(u32, Segment)>().unwrap_err();
+    assert!(err.is_descriptors_dropped(), "{err:?}");
+    let source = std::error::Error::source(&err).expect("the codec error");
+    assert!(source.to_string().contains("descriptor"), "{source}");
+    println!("typed error: {err}");
+    // The frame was consumed whole: with room again, the next value comes
+    // with its descriptor.
+    filler.truncate(filler.len() - 2);
+    let (n, segment) = conn.recv::<(u32, Segment)>().unwrap();
+    let mut word = [0u8; 4];
+    segment.read_at(0, &mut word).unwrap();
+    assert_eq!((n, &word), (2, b"seg2"));
+    println!("then received");
+}
+
 /// Restores the default SIGPIPE action, then writes to pipes and sockets
 /// whose readers are gone. Dies of SIGPIPE unless the crate prevents it.
 fn child_sigpipe(_: &[String]) {
+    // (libc: rustix has no `signal`/`sigaction` outside its unstable
+    // runtime module, and the crates only ever set "ignore".)
     // SAFETY: resetting a signal to its default action in a single-threaded
     // child before anything else runs; no handler is involved.
     unsafe {
@@ -774,6 +818,30 @@ fn stray_descriptors_are_closed_not_misdelivered() {
     assert_eq!(open_fd_count(), before, "the stray descriptor leaked");
 }
 
+fn descriptors_the_receiver_cannot_take_are_a_typed_error() {
+    let (mut courier, theirs) = Pipe::new().unwrap();
+    let child = multiproc_testkit::command("receiver_out_of_fds", &[], &[theirs.as_fd()])
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    drop(theirs);
+    assert_eq!(courier.recv_bytes().unwrap(), b"ready");
+    for (n, tag) in [(1u32, b"seg1"), (2, b"seg2")] {
+        let segment = Segment::anonymous(64).unwrap();
+        segment.write_at(0, tag).unwrap();
+        courier.send(&(n, &segment)).unwrap();
+    }
+    let out = child.wait_with_output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{out:?}");
+    assert!(
+        stdout.contains("typed error: descriptors sent with the message were dropped"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("then received"), "{stdout}");
+}
+
 fn simplex_and_tcp_refuse_descriptors() {
     let segment = Segment::anonymous(64).unwrap();
     let (_rx, tx) = Pipe::simplex().unwrap();
@@ -1072,6 +1140,7 @@ fn main() {
         ("late_sender", child_late_sender),
         ("receive_handles", child_receive_handles),
         ("sigpipe", child_sigpipe),
+        ("receiver_out_of_fds", child_receiver_out_of_fds),
         ("client", child_client),
         ("reader_under_rlimit", child_reader_under_rlimit),
         ("silent_client", child_silent_client),
@@ -1094,6 +1163,7 @@ fn main() {
             received_descriptors_go_to_their_own_message,
             descriptors_ride_with_large_messages,
             stray_descriptors_are_closed_not_misdelivered,
+            descriptors_the_receiver_cannot_take_are_a_typed_error,
             simplex_and_tcp_refuse_descriptors,
             writing_to_a_closed_peer_is_an_error_not_sigpipe,
             listener_and_client_across_processes_all_families,

@@ -6,7 +6,9 @@
 #![allow(unsafe_code)]
 
 use criterion::Criterion;
+use multiproc_core::process::{self, Forked};
 use multiproc_process::{Process, StartMethod};
+use rustix::process::{WaitOptions, waitpid};
 use std::time::Duration;
 
 /// Marks the re-executed copy of this bench that only has to exit.
@@ -18,15 +20,14 @@ fn start_join(c: &mut Criterion) {
     let mut group = c.benchmark_group("process_start_join");
     group.bench_function("bare_fork_waitpid", |b| {
         b.iter(|| {
-            // SAFETY: the child only calls `_exit`.
-            let pid = unsafe { libc::fork() };
-            if pid == 0 {
-                // SAFETY: ends the forked child at once.
-                unsafe { libc::_exit(0) };
+            // SAFETY: the contract of `process::fork` holds: the child only
+            // calls `exit_now`, which is async-signal-safe.
+            match unsafe { process::fork() }.unwrap() {
+                Forked::Child => process::exit_now(0),
+                Forked::Parent(pid) => {
+                    waitpid(Some(pid), WaitOptions::empty()).unwrap();
+                }
             }
-            let mut status = 0;
-            // SAFETY: our own child; valid out-pointer.
-            unsafe { libc::waitpid(pid, &mut status, 0) };
         });
     });
     // The same through `run`, which may start a Fork child on this CPU as

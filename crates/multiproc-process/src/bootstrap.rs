@@ -393,9 +393,7 @@ fn exit(code: i32, birth: Birth) -> ! {
             use std::io::Write;
             let _ = std::io::stdout().flush();
             crate::registry::finish_children();
-            // SAFETY: `_exit` ends the process at once; nothing of ours runs
-            // after it.
-            unsafe { libc::_exit(code) }
+            multiproc_core::process::exit_now(code)
         }
     }
 }

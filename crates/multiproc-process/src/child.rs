@@ -187,7 +187,9 @@ fn gone() -> io::Result<OwnedFd> {
 /// [`STATUS_DISCARDED`]); it exited, as our pidfd would show.
 fn discarded(result: io::Result<Option<i32>>) -> io::Result<Option<i32>> {
     match result {
-        Err(e) if e.raw_os_error() == Some(libc::ECHILD) => Ok(Some(STATUS_DISCARDED)),
+        Err(e) if e.raw_os_error() == Some(rustix::io::Errno::CHILD.raw_os_error()) => {
+            Ok(Some(STATUS_DISCARDED))
+        }
         other => other,
     }
 }
@@ -257,13 +259,27 @@ pub(crate) fn readable(fd: BorrowedFd<'_>, deadline: Option<Instant>) -> io::Res
     }
 }
 
+/// A raw wait status, decoded. Statuses stay raw `i32`s here because the
+/// fork server relays them that way; rustix's `WaitStatus` cannot be made
+/// from a raw value, std's `ExitStatus` can (and decodes it with the C
+/// library's `W*` macros).
+fn wait_status(raw: i32) -> std::process::ExitStatus {
+    std::os::unix::process::ExitStatusExt::from_raw(raw)
+}
+
+/// The signal that killed the process whose raw wait status is `raw`, if
+/// one did.
+pub(crate) fn killed_by(raw: i32) -> Option<i32> {
+    std::os::unix::process::ExitStatusExt::signal(&wait_status(raw))
+}
+
 /// Python's exit code for a raw wait status: the exit status, or minus the
-/// signal that killed the process.
+/// signal that killed the process. (`waitpid` without `WUNTRACED` reports
+/// nothing else; any other status counts as 0.)
 pub(crate) fn exit_code(raw: i32) -> i32 {
-    if libc::WIFSIGNALED(raw) {
-        -libc::WTERMSIG(raw)
-    } else {
-        libc::WEXITSTATUS(raw)
+    match killed_by(raw) {
+        Some(signal) => -signal,
+        None => wait_status(raw).code().unwrap_or(0),
     }
 }
 
@@ -307,4 +323,24 @@ pub(crate) fn signal_name(signal: i32) -> &'static str {
         .ok()
         .and_then(|i| NAMES.get(i).copied())
         .unwrap_or("a real-time signal")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn raw_wait_statuses_decode_as_python_exit_codes() {
+        // exit(0), exit(7), exit(255)
+        assert_eq!((exit_code(0), killed_by(0)), (0, None));
+        assert_eq!((exit_code(7 << 8), killed_by(7 << 8)), (7, None));
+        assert_eq!((exit_code(255 << 8), killed_by(255 << 8)), (255, None));
+        // SIGKILL; SIGSEGV with a core dump (bit 7)
+        assert_eq!((exit_code(9), killed_by(9)), (-9, Some(9)));
+        assert_eq!(
+            (exit_code(0x80 | 11), killed_by(0x80 | 11)),
+            (-11, Some(11))
+        );
+        assert_eq!(killed_by(STATUS_DISCARDED), None);
+    }
 }

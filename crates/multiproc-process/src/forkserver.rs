@@ -34,6 +34,7 @@
 //!   [`ProcessError::StatusDiscarded`](crate::ProcessError::StatusDiscarded).
 #![allow(unsafe_code)]
 
+use multiproc_core::process::{self, Forked};
 use multiproc_core::{SharedFd, scm};
 use multiproc_pipe::{Connection, RecvError, SendError};
 use rustix::event::{PollFd, PollFlags};
@@ -217,9 +218,9 @@ impl Server {
                 // step. (The server did start the child; with its reply
                 // lost, the child finds its bootstrap socket closed when
                 // our caller drops it, and exits.)
-                Err(RecvError::Codec(err)) => {
+                Err(err @ (RecvError::Codec(_) | RecvError::DescriptorsDropped(_))) => {
                     Err(Failure::Alone(short_of_fds(&self.conn, 1).unwrap_or_else(
-                        || io::Error::new(io::ErrorKind::InvalidData, RecvError::Codec(err)),
+                        || io::Error::new(io::ErrorKind::InvalidData, err),
                     )))
                 }
                 Err(RecvError::Eof) => Err(Failure::Broken(gone("no reply"))),
@@ -410,13 +411,15 @@ pub(crate) fn serve(fd: OwnedFd) -> ! {
                 // A whole frame that did not decode, typically because its
                 // descriptors could not be received: the connection is
                 // still in step, so only this start fails.
-                Err(RecvError::Codec(err)) => match short_of_fds(&*conn, 2) {
-                    Some(e) => failed("receiving the request", &e),
-                    None => Reply::Failed {
-                        step: format!("receiving the request: {err}"),
-                        errno: 0,
-                    },
-                },
+                Err(err @ (RecvError::Codec(_) | RecvError::DescriptorsDropped(_))) => {
+                    match short_of_fds(&*conn, 2) {
+                        Some(e) => failed("receiving the request", &e),
+                        None => Reply::Failed {
+                            step: format!("receiving the request: {err}"),
+                            errno: 0,
+                        },
+                    }
+                }
                 // Closed (the parent retired us, or is exiting), or out of
                 // step: no more requests; report on the children running.
                 Err(_) => {
@@ -458,24 +461,27 @@ fn fork_child(
     running: &mut Vec<Running>,
 ) -> Result<Running, Reply> {
     let boot = request.boot.into_inner();
-    // SAFETY: the server is single-threaded (started by exec, no threads
-    // spawned), so the child may do anything after fork.
-    let pid = unsafe { libc::fork() };
-    if pid == 0 {
-        // The child keeps only its bootstrap socket. (Dropping the records
-        // is fine: this is a fresh copy of a single-threaded process.)
-        running.clear();
-        drop(request.status);
-        // SAFETY: closes this copy's descriptor of the connection, whose
-        // owner in the server's image never runs its destructor here
-        // (`child_main` never returns).
-        unsafe { rustix::io::close(std::os::fd::AsRawFd::as_raw_fd(conn)) };
-        child_main(boot, Birth::Forked, Some(me));
-    }
-    drop(boot);
-    let Some(pid) = Pid::from_raw(pid).filter(|p| p.as_raw_nonzero().get() > 0) else {
-        return Err(failed("fork", &io::Error::last_os_error()));
+    // SAFETY: the contract of `multiproc_core::process::fork`: the server
+    // is single-threaded (started by exec, no threads spawned), so the
+    // child may do anything after fork; it never returns from
+    // `child_main`, which ends with `_exit`.
+    let pid = match unsafe { process::fork() } {
+        Ok(Forked::Parent(pid)) => pid,
+        Ok(Forked::Child) => {
+            // The child keeps only its bootstrap socket. (Dropping the
+            // records is fine: this is a fresh copy of a single-threaded
+            // process.)
+            running.clear();
+            drop(request.status);
+            // SAFETY: closes this copy's descriptor of the connection,
+            // whose owner in the server's image never runs its destructor
+            // here (`child_main` never returns).
+            unsafe { rustix::io::close(std::os::fd::AsRawFd::as_raw_fd(conn)) };
+            child_main(boot, Birth::Forked, Some(me));
+        }
+        Err(err) => return Err(failed("fork", &err)),
     };
+    drop(boot);
     match rustix::process::pidfd_open(pid, PidfdFlags::empty()) {
         Ok(pidfd) => Ok(Running {
             pid,

@@ -1,10 +1,11 @@
 //! [`Process`]: a target function running in another OS process.
 #![allow(unsafe_code)]
 
+use multiproc_core::process::{self, Forked};
 use multiproc_core::{ProcessIdentity, codec};
 use multiproc_pipe::{Connection, Pipe, RecvError};
 use rustix::event::{PollFd, PollFlags};
-use rustix::process::{Pid, Signal};
+use rustix::process::Signal;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use std::fmt;
@@ -15,7 +16,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::bootstrap::{Header, Marker, Outcome, Payload, SPAWN_ENV, forked_child_main, reexec};
-use crate::child::{ChildState, STATUS_DISCARDED, exit_code, readable, ready_soon, signal_name};
+use crate::child::{
+    ChildState, STATUS_DISCARDED, exit_code, killed_by, readable, ready_soon, signal_name,
+};
 use crate::same_cpu::{self, PinnedHere};
 use crate::target::{self, ExeId, Trampoline};
 use crate::{StartMethod, forkserver, get_start_method, info, registry};
@@ -335,11 +338,14 @@ fn fork(
         Placement::Here => PinnedHere::now(),
         Placement::Anywhere => None,
     };
-    // SAFETY: `fork` is the documented opt-in of this start method; in a
-    // multithreaded parent only the calling thread survives in the child,
-    // which `StartMethod::Fork` warns about. The child never returns from
-    // `forked_child_main`.
-    let pid = unsafe { libc::fork() };
+    // SAFETY: the contract of `multiproc_core::process::fork`: the state
+    // this crate's child code needs (standard output, the registry, the
+    // server record) is held across the fork, and the child never returns
+    // from `forked_child_main`, which ends with `_exit`. That the target
+    // runs in a child of a parent that may have other threads is this
+    // start method's documented risk (`StartMethod::Fork`), which the
+    // caller opted into; the default method avoids it.
+    let forked = unsafe { process::fork() };
     // In both processes.
     if let Some(pinned) = &pinned {
         pinned.restore();
@@ -347,21 +353,20 @@ fn fork(
     drop(servers);
     drop(registry);
     drop(stdout);
-    if pid < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    if pid == 0 {
-        // The child must not hold the parent's end, or it would never see
-        // EOF should the parent die before talking to it.
-        // SAFETY: `ours` is open in this fresh copy of the process and
-        // nothing here will use it again; its owner in the parent's image
-        // never runs its destructor in the child (forked_child_main never
-        // returns).
-        unsafe { rustix::io::close(ours.as_raw_fd()) };
-        forked_child_main(theirs, header, payload);
-    }
+    let pid = match forked? {
+        Forked::Parent(pid) => pid,
+        Forked::Child => {
+            // The child must not hold the parent's end, or it would never
+            // see EOF should the parent die before talking to it.
+            // SAFETY: `ours` is open in this fresh copy of the process and
+            // nothing here will use it again; its owner in the parent's
+            // image never runs its destructor in the child
+            // (forked_child_main never returns).
+            unsafe { rustix::io::close(ours.as_raw_fd()) };
+            forked_child_main(theirs, header, payload);
+        }
+    };
     drop(theirs);
-    let pid = Pid::from_raw(pid).expect("fork returned a positive pid");
     ChildState::own(pid, name, daemon)
 }
 
@@ -479,14 +484,13 @@ impl<R: DeserializeOwned> Process<R> {
             Some(Outcome::Panicked(message)) => Err(ProcessError::Panicked(message)),
             Some(Outcome::Bootstrap(why)) => Err(ProcessError::Bootstrap(why)),
             None if status == STATUS_DISCARDED => Err(ProcessError::StatusDiscarded),
-            None if libc::WIFSIGNALED(status) => {
-                let signal = libc::WTERMSIG(status);
-                Err(ProcessError::Killed {
+            None => match killed_by(status) {
+                Some(signal) => Err(ProcessError::Killed {
                     signal,
                     name: signal_name(signal),
-                })
-            }
-            None => Err(ProcessError::Exited(exit_code(status))),
+                }),
+                None => Err(ProcessError::Exited(exit_code(status))),
+            },
         }
     }
 

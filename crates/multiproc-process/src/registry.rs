@@ -3,7 +3,6 @@
 //!
 //! At exit (returning from `main` or `std::process::exit`), as in Python,
 //! daemon children are terminated (`SIGTERM`) and the others are waited for.
-#![allow(unsafe_code)]
 
 use rustix::process::Signal;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -30,10 +29,11 @@ static AT_EXIT: Once = Once::new();
 
 pub(crate) fn add(child: Arc<ChildState>) {
     AT_EXIT.call_once(|| {
-        // SAFETY: `at_exit` is an `extern "C" fn()` that does not unwind
-        // (it catches nothing that could panic: it uses `try_lock` and
-        // ignores errors).
-        unsafe { libc::atexit(at_exit) };
+        // `at_exit` does not panic (it uses `try_lock` and ignores errors).
+        // Should the C library have no room for it, children are still
+        // seen to by their `Process` handles; only the exit-time sweep is
+        // missing.
+        let _ = multiproc_core::process::at_exit(at_exit);
     });
     let mut children = REGISTRY.children.lock().unwrap_or_else(|e| e.into_inner());
     children.push(child);

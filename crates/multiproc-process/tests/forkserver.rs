@@ -80,7 +80,7 @@ fn out_of_fds(error: &std::io::Error) -> bool {
     while let Some(e) = next {
         if e.downcast_ref::<std::io::Error>()
             .and_then(std::io::Error::raw_os_error)
-            == Some(libc::EMFILE)
+            == Some(rustix::io::Errno::MFILE.raw_os_error())
         {
             return true;
         }

@@ -23,6 +23,8 @@ fn exits_with_three(_: ()) {
 /// spawn, and joins each. What each join gave, per start method.
 #[allow(unsafe_code)]
 fn joins_with_sigchld_ignored(_: ()) -> Vec<String> {
+    // (libc: rustix has no `signal`/`sigaction` outside its unstable
+    // runtime module, and the library itself never sets this one.)
     // SAFETY: sets a disposition to SIG_IGN in a process that installs no
     // handler of its own for SIGCHLD.
     unsafe { libc::signal(libc::SIGCHLD, libc::SIG_IGN) };

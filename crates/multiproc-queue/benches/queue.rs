@@ -39,7 +39,7 @@ use criterion::{
 use multiproc_core::Segment;
 use multiproc_core::futex::{self, SpinWait};
 use multiproc_queue::Queue;
-use multiproc_testkit::{fork_child, kill_children};
+use multiproc_testkit::{Pid, fork_child, kill_children};
 use std::hint::black_box;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -96,7 +96,7 @@ impl Path {
 /// Producers and consumers forked around one queue.
 struct Flow {
     ctl: Control,
-    pids: Vec<libc::pid_t>,
+    pids: Vec<Pid>,
     producers: usize,
     consumers: usize,
     target: u64,
@@ -245,7 +245,7 @@ fn throughput(c: &mut Criterion) {
 /// memory, with cached indices, like a hand-written ring would be.
 struct SpscRing {
     seg: Segment,
-    pid: libc::pid_t,
+    pid: Pid,
     target: u64,
 }
 

@@ -88,11 +88,11 @@ fn prepare_fences() {
 /// not registered with `membarrier`.
 fn register_atfork() {
     ATFORK.call_once(|| {
-        // SAFETY: registers a child handler that only performs atomic stores
-        // (async-signal-safe, no allocation, no locks); the handler is a
-        // plain `extern "C" fn` that lives for the whole program.
-        let rc = unsafe { libc::pthread_atfork(None, None, Some(forget_fences_in_child)) };
-        debug_assert_eq!(rc, 0, "pthread_atfork failed");
+        // SAFETY: as `multiproc_core::process::at_fork_child` requires, the
+        // handler only performs an atomic store (async-signal-safe, no
+        // allocation, no locks) and cannot panic.
+        let registered = unsafe { multiproc_core::process::at_fork_child(forget_fences_in_child) };
+        debug_assert!(registered.is_ok(), "pthread_atfork failed");
     });
 }
 

@@ -9,7 +9,7 @@
 
 use multiproc_core::Segment;
 use multiproc_queue::Queue;
-use multiproc_testkit::{Role, fork_child, inherited_fds, run, spawn, tests, wait_timeout};
+use multiproc_testkit::{Pid, Role, fork_child, inherited_fds, run, spawn, tests, wait_timeout};
 use std::os::fd::AsFd;
 use std::process::Child;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
@@ -202,6 +202,8 @@ fn role_put_after_main_exits(args: &[String]) {
         ready.put(()).unwrap();
         std::process::exit(0);
     });
+    // (libc: neither std nor rustix can end one thread without unwinding;
+    // the raw `exit` system call does.)
     // SAFETY: `exit(2)` ends only this thread, without unwinding or running
     // anything of ours; the worker thread owns everything it uses.
     unsafe { libc::syscall(libc::SYS_exit, 0) };
@@ -243,8 +245,7 @@ fn role_fork_after_bias(args: &[String]) {
 }
 
 /// Waits for a forked child; it must have exited with 0.
-fn reap(child: libc::pid_t) {
-    let pid = rustix::process::Pid::from_raw(child).unwrap();
+fn reap(pid: Pid) {
     let status = rustix::process::waitpid(Some(pid), rustix::process::WaitOptions::empty())
         .unwrap()
         .unwrap()

@@ -39,8 +39,7 @@ fn connect(url: &str) -> redis::Connection {
         .unwrap()
 }
 
-fn wait_child(pid: libc::pid_t) {
-    let pid = rustix::process::Pid::from_raw(pid).expect("a child's pid");
+fn wait_child(pid: rustix::process::Pid) {
     let (_, status) = rustix::process::waitpid(Some(pid), rustix::process::WaitOptions::empty())
         .expect("waitpid")
         .expect("a status");

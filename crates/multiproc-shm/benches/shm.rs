@@ -5,6 +5,7 @@
 #![allow(unsafe_code)]
 
 use criterion::{BenchmarkId, Criterion, Throughput};
+use multiproc_core::process::{self, Forked};
 use multiproc_core::{Segment, futex};
 use multiproc_shm::{Array, RawValue, Value};
 use std::hint::black_box;
@@ -15,7 +16,7 @@ use std::time::{Duration, Instant};
 /// processes contend for the same shared word.
 struct Partner {
     control: Segment,
-    pid: libc::pid_t,
+    pid: rustix::process::Pid,
 }
 
 const GO: usize = 0;
@@ -25,26 +26,28 @@ const COUNT: usize = 128;
 impl Partner {
     fn start(work: impl Fn(u64)) -> Self {
         let control = Segment::anonymous(4096).unwrap();
-        // SAFETY: single-threaded bench; the child only works on shared
-        // memory and leaves with `_exit`.
-        let pid = unsafe { libc::fork() };
-        if pid == 0 {
-            let go = control.atomic_u32(GO).unwrap();
-            let done = control.atomic_u32(DONE).unwrap();
-            let count = control.view::<std::sync::atomic::AtomicU64>(COUNT).unwrap();
-            let mut round = 1;
-            loop {
-                let _ = futex::wait_until(go, None, |v| v >= round);
-                if go.load(Ordering::Acquire) == u32::MAX {
-                    // SAFETY: ends the forked child without running destructors.
-                    unsafe { libc::_exit(0) };
+        // SAFETY: the contract of `process::fork` holds: the bench is
+        // single-threaded; the child only works on shared memory and
+        // leaves with `exit_now`.
+        let pid = match unsafe { process::fork() }.expect("fork") {
+            Forked::Parent(pid) => pid,
+            Forked::Child => {
+                let go = control.atomic_u32(GO).unwrap();
+                let done = control.atomic_u32(DONE).unwrap();
+                let count = control.view::<std::sync::atomic::AtomicU64>(COUNT).unwrap();
+                let mut round = 1;
+                loop {
+                    let _ = futex::wait_until(go, None, |v| v >= round);
+                    if go.load(Ordering::Acquire) == u32::MAX {
+                        process::exit_now(0);
+                    }
+                    work(count.load(Ordering::Relaxed));
+                    done.store(round, Ordering::Release);
+                    futex::wake_all(done);
+                    round += 1;
                 }
-                work(count.load(Ordering::Relaxed));
-                done.store(round, Ordering::Release);
-                futex::wake_all(done);
-                round += 1;
             }
-        }
+        };
         Self { control, pid }
     }
 
@@ -72,8 +75,7 @@ impl Drop for Partner {
         let go = self.control.atomic_u32(GO).unwrap();
         go.store(u32::MAX, Ordering::Release);
         futex::wake_all(go);
-        // SAFETY: our forked child; null status pointer is allowed.
-        unsafe { libc::waitpid(self.pid, std::ptr::null_mut(), 0) };
+        let _ = rustix::process::waitpid(Some(self.pid), rustix::process::WaitOptions::empty());
     }
 }
 

@@ -24,6 +24,7 @@
 #![allow(unsafe_code)]
 
 use multiproc_core::Segment;
+use multiproc_core::process::{self, Forked};
 use std::collections::HashMap;
 use std::io;
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
@@ -140,30 +141,28 @@ fn start() -> io::Result<OwnedFd> {
         SocketFlags::CLOEXEC,
         None,
     )?;
-    // SAFETY: fork duplicates the calling thread only. The child below
-    // touches no lock another thread could hold except malloc's, which glibc
-    // re-initialises in the child of a fork, and it never returns: it ends in
-    // `_exit`, so no destructor of the parent's objects runs twice.
-    let first = unsafe { libc::fork() };
-    if first < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    if first == 0 {
-        drop(write_end);
-        // SAFETY: as above; the grandchild is the tracker, the middle child
-        // leaves at once so the tracker is re-parented away from the creator.
-        let second = unsafe { libc::fork() };
-        if second == 0 {
-            run(read_end);
+    // SAFETY: the contract of `multiproc_core::process::fork`. The creator
+    // may run other threads; the children below touch no lock another
+    // thread could hold except the allocator's, which glibc's `fork` holds
+    // across the fork (the exception the contract names), and they never
+    // return: they end in `exit_now`, so no destructor of the parent's
+    // objects runs twice.
+    let first = match unsafe { process::fork() }? {
+        Forked::Parent(pid) => pid,
+        Forked::Child => {
+            drop(write_end);
+            // SAFETY: as above; the grandchild is the tracker, the middle
+            // child leaves at once so the tracker is re-parented away from
+            // the creator.
+            if let Ok(Forked::Child) = unsafe { process::fork() } {
+                run(read_end);
+            }
+            process::exit_now(0);
         }
-        // SAFETY: `_exit` ends the forked middle child without running the
-        // parent's atexit handlers or destructors.
-        unsafe { libc::_exit(0) };
-    }
+    };
     drop(read_end);
     // Reap the middle child, which exits at once.
-    let pid = rustix::process::Pid::from_raw(first).expect("fork returned a positive pid");
-    let _ = rustix::process::waitpid(Some(pid), rustix::process::WaitOptions::empty());
+    let _ = rustix::process::waitpid(Some(first), rustix::process::WaitOptions::empty());
     Ok(write_end)
 }
 
@@ -198,8 +197,8 @@ fn run(socket: OwnedFd) -> ! {
             Some(inode) => Segment::unlink_name_if_inode(&name, inode),
         };
     }
-    // SAFETY: ends the tracker without running inherited destructors.
-    unsafe { libc::_exit(0) }
+    // Without running inherited destructors.
+    process::exit_now(0)
 }
 
 /// Closes every descriptor but `keep`, pointing 0–2 at `/dev/null`: the

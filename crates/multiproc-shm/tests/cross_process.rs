@@ -68,6 +68,8 @@ fn forked_from_here(marker: &str) -> Vec<i32> {
 /// dead tracker must not kill the process.
 #[allow(unsafe_code)]
 fn child_create_around_a_dead_tracker(args: &[String]) {
+    // (libc: rustix has no `signal`/`sigaction` outside its unstable
+    // runtime module, and the crates only ever set "ignore".)
     // SAFETY: sets a signal disposition to its default, in a process that
     // has no handler of its own for it.
     unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) };

@@ -17,12 +17,14 @@
 use criterion::{Criterion, criterion_group, criterion_main};
 use multiproc_core::Segment;
 use multiproc_sync::{Event, Lock, RLock};
-use multiproc_testkit::fork_child;
+use multiproc_testkit::{Pid, fork_child};
 use std::hint::black_box;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-/// A robust, process-shared pthread mutex in a shared segment.
+/// A robust, process-shared pthread mutex in a shared segment: the peer
+/// measured, so it is the C library's own, through libc (rustix has no
+/// pthread API).
 struct RobustMutex {
     segment: Segment,
 }
@@ -164,10 +166,8 @@ fn uncontended(c: &mut Criterion) {
     group.finish();
 }
 
-fn reap(pid: libc::pid_t) {
-    let mut status = 0;
-    // SAFETY: waits for our own child.
-    unsafe { libc::waitpid(pid, &mut status, 0) };
+fn reap(pid: Pid) {
+    let _ = rustix::process::waitpid(Some(pid), rustix::process::WaitOptions::empty());
 }
 
 /// Control words for the forked peer: stop flag and a counter.

@@ -39,6 +39,9 @@
 #![allow(missing_docs)]
 
 pub use libtest_mimic::{Failed, Trial};
+pub use rustix::process::Pid;
+
+use multiproc_core::process::{self, Forked};
 
 use std::io;
 use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
@@ -360,42 +363,40 @@ pub fn eventually(limit: Duration, mut check: impl FnMut() -> bool) -> bool {
 }
 
 /// Forks a benchmark partner running `body`; the child never returns from
-/// here (it `_exit`s: 0, or 101 when `body` panicked) and dies with the
-/// calling thread (`PR_SET_PDEATHSIG`), so an interrupted bench leaves no
-/// spinning orphan.
+/// here (it ends with `exit_now`: 0, or 101 when `body` panicked) and dies
+/// with the calling thread (`PR_SET_PDEATHSIG`), so an interrupted bench
+/// leaves no spinning orphan.
 ///
 /// # Panics
 ///
 /// When the process runs more than one thread (a forked child would find
 /// their locks held for ever), or `fork` fails.
-pub fn fork_child(body: impl FnOnce()) -> libc::pid_t {
+pub fn fork_child(body: impl FnOnce()) -> Pid {
     let threads = std::fs::read_dir("/proc/self/task").map(Iterator::count);
     assert!(
         matches!(threads, Ok(1)),
         "fork_child needs a single-threaded process"
     );
-    // SAFETY: the process has one thread (checked above), so the child
-    // finds no lock held by a thread that is not there; it runs `body` on
-    // its copies and `_exit`s.
-    let pid = unsafe { libc::fork() };
-    assert!(pid >= 0, "fork failed");
-    if pid == 0 {
-        let _ =
-            rustix::process::set_parent_process_death_signal(Some(rustix::process::Signal::KILL));
-        let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(body));
-        // SAFETY: ends the child without running the parent's destructors
-        // (which would unlink the parent's named segments) or exit handlers.
-        unsafe { libc::_exit(if outcome.is_ok() { 0 } else { 101 }) };
+    // SAFETY: the contract of `multiproc_core::process::fork` holds: the
+    // process has one thread (checked above), so the child may do anything;
+    // it runs `body` on its copies and ends with `exit_now`, which runs
+    // none of the parent's destructors (they would unlink the parent's
+    // named segments) or exit handlers.
+    match unsafe { process::fork() }.expect("fork failed") {
+        Forked::Parent(pid) => pid,
+        Forked::Child => {
+            let _ = rustix::process::set_parent_process_death_signal(Some(
+                rustix::process::Signal::KILL,
+            ));
+            let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(body));
+            process::exit_now(if outcome.is_ok() { 0 } else { 101 })
+        }
     }
-    pid
 }
 
 /// `SIGKILL`s and reaps children made by [`fork_child`].
-pub fn kill_children(pids: &[libc::pid_t]) {
-    for pid in pids
-        .iter()
-        .filter_map(|&p| rustix::process::Pid::from_raw(p))
-    {
+pub fn kill_children(pids: &[Pid]) {
+    for &pid in pids {
         let _ = rustix::process::kill_process(pid, rustix::process::Signal::KILL);
         let _ = rustix::process::waitpid(Some(pid), rustix::process::WaitOptions::empty());
     }
