@@ -94,13 +94,11 @@ pub fn run(roles: &[Role], tests: Vec<Trial>) -> ! {
 }
 
 /// The environment variable multiproc reads the prefix of the names it
-/// generates from (`multiproc_core::segment::NAME_PREFIX_ENV`, repeated
-/// here because core's own tests use this crate).
-pub const SHM_PREFIX_ENV: &str = "MULTIPROC_SHM_PREFIX";
+/// generates from.
+pub use multiproc_core::segment::NAME_PREFIX_ENV as SHM_PREFIX_ENV;
 
-/// Longest prefix multiproc accepts in [`SHM_PREFIX_ENV`]
-/// (`multiproc_core::segment::MAX_NAME_PREFIX_LEN`).
-pub const MAX_SHM_PREFIX_LEN: usize = 128;
+/// Longest prefix multiproc accepts in [`SHM_PREFIX_ENV`].
+pub use multiproc_core::segment::MAX_NAME_PREFIX_LEN as MAX_SHM_PREFIX_LEN;
 
 /// The names that make a leak: those in the `after` snapshot of `/dev/shm`
 /// that carry the run's `prefix` and were not in the `before` one. Names
