@@ -72,7 +72,11 @@ impl Flavor {
 ///
 /// A connection is [`Send`] but not [`Sync`]: one thread uses it at a time
 /// (wrap it in a `Mutex` to share it). Receiving needs `&mut self` because it
-/// reads ahead into a buffer; sending needs only `&self`.
+/// keeps state between calls: bytes read ahead into a buffer, and the part
+/// of a frame that arrived before a non-blocking read would block. Sending
+/// keeps none — every send writes its whole frame before it returns — so it
+/// needs only `&self`, and a connection can send while it is borrowed
+/// elsewhere (for instance by [`wait`](crate::wait)).
 ///
 /// # Examples
 ///
