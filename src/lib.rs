@@ -84,8 +84,8 @@ pub use multiproc_sync as sync;
 pub use multiproc_core::{Segment, SharedFd};
 pub use multiproc_pipe::{Address, Client, Connection, Listener, Pipe, wait};
 pub use multiproc_process::{
-    AsyncResult, Context, Pool, Process, ProcessError, ProcessInfo, StartMethod, TaskError,
-    active_children, cpu_count, current_process, get_context, get_start_method, init,
+    AsyncResult, Context, JoinError, JoinTimeoutError, Pool, Process, ProcessInfo, StartMethod,
+    TaskError, active_children, cpu_count, current_process, get_context, get_start_method, init,
     parent_process, set_start_method,
 };
 pub use multiproc_queue::{JoinableQueue, Queue, SimpleQueue};

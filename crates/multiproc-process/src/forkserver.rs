@@ -31,7 +31,7 @@
 //!   exit is then seen through their pidfd; the exit status went to whoever
 //!   adopted them, so [`Process::exitcode`](crate::Process::exitcode) stays
 //!   `None` and a child that sent no result joins as
-//!   [`ProcessError::StatusDiscarded`](crate::ProcessError::StatusDiscarded).
+//!   [`JoinError::StatusDiscarded`](crate::JoinError::StatusDiscarded).
 #![allow(unsafe_code)]
 
 use multiproc_core::process::{self, Forked};

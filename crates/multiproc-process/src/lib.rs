@@ -22,8 +22,8 @@
 //! are serde types. Handles in the arguments — queues, locks, connections,
 //! segments — arrive usable: their descriptors cross the bootstrap socket
 //! with `SCM_RIGHTS`. `join` returns the value; a panic comes back as
-//! [`ProcessError::Panicked`] with its message, a death by signal as
-//! [`ProcessError::Killed`] naming it.
+//! [`JoinError::Panicked`] with its message, a death by signal as
+//! [`JoinError::Killed`] naming it.
 //!
 //! [`ProcessBuilder::run`] starts and joins in one call, for a caller that
 //! waits for the value at once; knowing that, it starts a Fork child on the
@@ -97,7 +97,7 @@
 //! A target is sent as its distance from a fixed function of this crate;
 //! the child checks that it runs the parent's very executable (device,
 //! inode, size, modification time) before calling anything, and reports a
-//! mismatch as [`ProcessError::Bootstrap`]. Targets must live in the
+//! mismatch as [`JoinError::Bootstrap`]. Targets must live in the
 //! executable itself (not in a `dlopen`ed library).
 //!
 //! # At exit
@@ -113,7 +113,7 @@
 //! its children's exit statuses. Its Fork and Spawn children are joined all
 //! the same: a child's value or panic comes over its own channel, and its
 //! exit is seen through its pidfd. Only a child that exits without a value
-//! cannot say how: its join gives [`ProcessError::StatusDiscarded`] and its
+//! cannot say how: its join gives [`JoinError::StatusDiscarded`] and its
 //! [`exitcode`](Process::exitcode) stays `None`. In such a host a child that
 //! exits before its pidfd is opened cannot be told from a new process that
 //! took its pid at once; the library then treats it as gone. ForkServer
@@ -129,7 +129,7 @@
 //! report over their own connection, and their exit is seen through their
 //! pidfd; their exit status went with the server, so
 //! [`exitcode`](Process::exitcode) stays `None`, and one that exits without
-//! a value joins as [`ProcessError::StatusDiscarded`].
+//! a value joins as [`JoinError::StatusDiscarded`].
 //!
 //! One exception: a *daemon* started through the server dies with the
 //! server, since the kernel's parent-death signal that ties a daemon's life
@@ -156,7 +156,7 @@
 //! | `Pool::new` fails part-way (e.g. out of descriptors) | the workers started are stopped and reaped, nothing leaks, the error names the cause | `pool.rs`: `a_pool_that_cannot_start_leaks_nothing_and_names_the_cause` |
 //! | a parent is killed, even by `SIGKILL` | its daemon children die too | `daemon_dies_with_sigkilled_parent` |
 //! | another thread holds one of the library's locks at a `fork` | the Fork child never waits on it | `fork.rs`: `forking_while_another_thread_asks_current_process_never_hangs`, `forking_while_another_thread_uses_the_fork_server_never_hangs` |
-//! | the host ignores `SIGCHLD` | children are joined all the same; one without a value gives [`ProcessError::StatusDiscarded`] | `spawn.rs`: `children_of_a_process_that_ignores_sigchld_can_be_joined` |
+//! | the host ignores `SIGCHLD` | children are joined all the same; one without a value gives [`JoinError::StatusDiscarded`] | `spawn.rs`: `children_of_a_process_that_ignores_sigchld_can_be_joined` |
 //! | a fork-server start fails (out of descriptors on either side) | that start fails with the OS error as its cause; the server and its children go on | `forkserver.rs`: `a_start_that_runs_out_of_descriptors_fails_alone`, `a_server_out_of_descriptors_fails_only_that_start` |
 //! | the fork server is killed | a new one serves the next start, the dead one is reaped, its children deliver their values (daemons die with it) | `forkserver.rs`: `a_killed_server_is_replaced_and_its_children_still_deliver` |
 //! | a marker variable is left in an environment | the program runs as usual | `spawn.rs`: `a_stray_marker_variable_does_not_hijack_the_binary` |
@@ -177,7 +177,7 @@ mod target;
 pub use info::{ProcessInfo, cpu_count, current_process, parent_process};
 pub use method::{Context, StartMethod, get_context, get_start_method, set_start_method};
 pub use pool::{AsyncResult, CHECK_INTERVAL, IMap, PREFETCH, Pool, PoolBuilder, TaskError};
-pub use process::{Process, ProcessBuilder, ProcessError};
+pub use process::{JoinError, JoinTimeoutError, Process, ProcessBuilder};
 pub use registry::active_children;
 
 /// Makes this process the spawned child or the fork server if it was

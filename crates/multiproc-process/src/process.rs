@@ -24,9 +24,14 @@ use crate::target::{self, ExeId, Trampoline};
 use crate::{StartMethod, forkserver, get_start_method, info, registry};
 
 /// Why [`Process::join`] has no value for you.
+///
+/// A second `join` (Python allows it, and returns `None` again) gives
+/// [`JoinError::AlreadyJoined`] at once, whatever the first one gave; the
+/// exit status stays available from [`Process::exitcode`].
 #[derive(Debug)]
 #[non_exhaustive]
-pub enum ProcessError {
+#[doc(alias = "ProcessError")]
+pub enum JoinError {
     /// The target panicked; the panic message.
     Panicked(String),
     /// The process was killed by a signal before returning a value.
@@ -44,10 +49,7 @@ pub enum ProcessError {
     Bootstrap(String),
     /// The returned value did not decode.
     Result(codec::CodecError),
-    /// [`join_timeout`](Process::join_timeout) ran out; the process runs on
-    /// and can be joined again.
-    Timeout,
-    /// The value was already taken by an earlier join.
+    /// An earlier join already ended (with the value, or with an error).
     AlreadyJoined,
     /// The process exited without returning a value, and its exit status
     /// is unknown: the kernel discarded it, because this process ignores
@@ -61,21 +63,21 @@ pub enum ProcessError {
     Io(io::Error),
 }
 
-impl ProcessError {
-    /// Whether this is [`ProcessError::Timeout`].
+impl JoinError {
+    /// Whether this is [`JoinError::AlreadyJoined`].
     #[must_use]
-    pub fn is_timeout(&self) -> bool {
-        matches!(self, Self::Timeout)
+    pub fn is_already_joined(&self) -> bool {
+        matches!(self, Self::AlreadyJoined)
     }
 
-    /// Whether this is [`ProcessError::StatusDiscarded`].
+    /// Whether this is [`JoinError::StatusDiscarded`].
     #[must_use]
     pub fn is_status_discarded(&self) -> bool {
         matches!(self, Self::StatusDiscarded)
     }
 }
 
-impl fmt::Display for ProcessError {
+impl fmt::Display for JoinError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Self::Panicked(message) => write!(f, "process panicked: {message}"),
@@ -83,8 +85,7 @@ impl fmt::Display for ProcessError {
             Self::Exited(code) => write!(f, "process exited with code {code} without a result"),
             Self::Bootstrap(why) => write!(f, "process could not start its target: {why}"),
             Self::Result(_) => f.write_str("process result did not decode"),
-            Self::Timeout => f.write_str("timed out waiting for the process"),
-            Self::AlreadyJoined => f.write_str("process result already taken"),
+            Self::AlreadyJoined => f.write_str("process already joined"),
             Self::StatusDiscarded => f.write_str(
                 "process exited without a result, and its exit status is lost: \
                  SIGCHLD is ignored here, another part of the program reaped it, \
@@ -95,7 +96,7 @@ impl fmt::Display for ProcessError {
     }
 }
 
-impl std::error::Error for ProcessError {
+impl std::error::Error for JoinError {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
         match self {
             Self::Result(err) => Some(err),
@@ -105,9 +106,87 @@ impl std::error::Error for ProcessError {
     }
 }
 
-impl From<io::Error> for ProcessError {
+impl From<io::Error> for JoinError {
     fn from(err: io::Error) -> Self {
         Self::Io(err)
+    }
+}
+
+/// Why [`Process::join_timeout`] has no value for you: the time ran out (the
+/// process runs on and can be joined again), or the join failed.
+///
+/// # Examples
+///
+/// ```
+/// use multiproc_process::Process;
+/// use std::time::Duration;
+///
+/// fn nap(ms: u64) -> u64 {
+///     std::thread::sleep(Duration::from_millis(ms));
+///     ms
+/// }
+///
+/// let mut p = Process::new(nap, 300).start()?;
+/// let err = p.join_timeout(Duration::from_millis(10)).unwrap_err();
+/// assert!(err.is_timeout());
+/// assert_eq!(err.to_string(), "timed out");
+/// assert_eq!(p.join()?, 300); // still there to be joined
+/// assert!(p.join().unwrap_err().is_already_joined());
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum JoinTimeoutError {
+    /// The deadline passed first.
+    Timeout,
+    /// The join ended without a value.
+    Failed(JoinError),
+}
+
+impl JoinTimeoutError {
+    /// Whether the deadline passed first.
+    #[must_use]
+    pub fn is_timeout(&self) -> bool {
+        matches!(self, Self::Timeout)
+    }
+
+    /// The join's error, unless the deadline passed first.
+    #[must_use]
+    pub fn into_join_error(self) -> Option<JoinError> {
+        match self {
+            Self::Timeout => None,
+            Self::Failed(err) => Some(err),
+        }
+    }
+}
+
+impl fmt::Display for JoinTimeoutError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Timeout => multiproc_core::time::Timeout.fmt(f),
+            Self::Failed(err) => err.fmt(f),
+        }
+    }
+}
+
+impl std::error::Error for JoinTimeoutError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            Self::Timeout => None,
+            Self::Failed(err) => err.source(),
+        }
+    }
+}
+
+impl From<JoinError> for JoinTimeoutError {
+    fn from(err: JoinError) -> Self {
+        Self::Failed(err)
+    }
+}
+
+impl From<io::Error> for JoinTimeoutError {
+    fn from(err: io::Error) -> Self {
+        Self::Failed(JoinError::Io(err))
     }
 }
 
@@ -198,9 +277,9 @@ where
     ///
     /// # Errors
     ///
-    /// As for [`start`](Self::start) (as [`ProcessError::Io`]) and for
+    /// As for [`start`](Self::start) (as [`JoinError::Io`]) and for
     /// [`Process::join`].
-    pub fn run(self) -> Result<R, ProcessError> {
+    pub fn run(self) -> Result<R, JoinError> {
         self.start_placed(Placement::Here)?.join()
     }
 
@@ -431,28 +510,31 @@ impl<R: DeserializeOwned> Process<R> {
     ///
     /// # Errors
     ///
-    /// [`ProcessError::Panicked`] with the panic message,
-    /// [`ProcessError::Killed`] naming the signal, [`ProcessError::Exited`],
-    /// [`ProcessError::Bootstrap`], [`ProcessError::AlreadyJoined`] on a
+    /// [`JoinError::Panicked`] with the panic message,
+    /// [`JoinError::Killed`] naming the signal, [`JoinError::Exited`],
+    /// [`JoinError::Bootstrap`], [`JoinError::AlreadyJoined`] on a
     /// second call.
-    pub fn join(&mut self) -> Result<R, ProcessError> {
-        self.join_until(None)
+    pub fn join(&mut self) -> Result<R, JoinError> {
+        self.join_until(None).map_err(|err| match err {
+            JoinTimeoutError::Failed(err) => err,
+            JoinTimeoutError::Timeout => unreachable!("no deadline"),
+        })
     }
 
-    /// [`join`](Self::join), giving up after `timeout` with
-    /// [`ProcessError::Timeout`] (the process is left running and can be
-    /// joined again).
+    /// [`join`](Self::join), giving up after `timeout` (the process is left
+    /// running and can be joined again).
     ///
     /// # Errors
     ///
-    /// As for [`join`](Self::join), and [`ProcessError::Timeout`].
-    pub fn join_timeout(&mut self, timeout: Duration) -> Result<R, ProcessError> {
+    /// [`JoinTimeoutError::Timeout`], or [`JoinTimeoutError::Failed`] with
+    /// what [`join`](Self::join) would give.
+    pub fn join_timeout(&mut self, timeout: Duration) -> Result<R, JoinTimeoutError> {
         self.join_until(multiproc_core::time::deadline_after(timeout))
     }
 
-    fn join_until(&mut self, deadline: Option<Instant>) -> Result<R, ProcessError> {
+    fn join_until(&mut self, deadline: Option<Instant>) -> Result<R, JoinTimeoutError> {
         if self.taken {
-            return Err(ProcessError::AlreadyJoined);
+            return Err(JoinError::AlreadyJoined.into());
         }
         if self.fork {
             same_cpu::habit(|h| h.joining(self.child.pid, Instant::now()));
@@ -467,31 +549,32 @@ impl<R: DeserializeOwned> Process<R> {
                 if self.wait_either(deadline)? {
                     self.read_outcome(deadline)?;
                 } else if deadline.is_some_and(|d| Instant::now() >= d) {
-                    return Err(ProcessError::Timeout);
+                    return Err(JoinTimeoutError::Timeout);
                 }
             } else if self.exits_soon()?.is_none() && self.child.wait_status(deadline)?.is_none() {
-                return Err(ProcessError::Timeout);
+                return Err(JoinTimeoutError::Timeout);
             }
         };
         self.taken = true;
         registry::remove(self.child.pid);
         self.conn = None;
-        match self.outcome.take() {
+        let value = match self.outcome.take() {
             Some(Outcome::Returned(payload)) => {
                 let (bytes, fds) = payload.into_parts();
-                codec::decode_with_fds(&bytes, fds).map_err(ProcessError::Result)
+                codec::decode_with_fds(&bytes, fds).map_err(JoinError::Result)
             }
-            Some(Outcome::Panicked(message)) => Err(ProcessError::Panicked(message)),
-            Some(Outcome::Bootstrap(why)) => Err(ProcessError::Bootstrap(why)),
-            None if status == STATUS_DISCARDED => Err(ProcessError::StatusDiscarded),
+            Some(Outcome::Panicked(message)) => Err(JoinError::Panicked(message)),
+            Some(Outcome::Bootstrap(why)) => Err(JoinError::Bootstrap(why)),
+            None if status == STATUS_DISCARDED => Err(JoinError::StatusDiscarded),
             None => match killed_by(status) {
-                Some(signal) => Err(ProcessError::Killed {
+                Some(signal) => Err(JoinError::Killed {
                     signal,
                     name: signal_name(signal),
                 }),
-                None => Err(ProcessError::Exited(exit_code(status))),
+                None => Err(JoinError::Exited(exit_code(status))),
             },
-        }
+        };
+        Ok(value?)
     }
 
     /// A child that has sent its outcome is about to exit: checking for a
@@ -532,7 +615,7 @@ impl<R: DeserializeOwned> Process<R> {
 
     /// Reads the child's report if one is there (or arrives by `deadline`);
     /// EOF means the child sent none.
-    fn read_outcome(&mut self, deadline: Option<Instant>) -> Result<(), ProcessError> {
+    fn read_outcome(&mut self, deadline: Option<Instant>) -> Result<(), JoinError> {
         let Some(conn) = self.conn.as_mut() else {
             return Ok(());
         };
@@ -547,7 +630,12 @@ impl<R: DeserializeOwned> Process<R> {
             Err(RecvError::Eof | RecvError::Truncated { .. } | RecvError::Io(_)) => {
                 self.conn = None
             }
-            Err(err) => return Err(ProcessError::Io(io::Error::other(err.to_string()))),
+            Err(err) => {
+                return Err(JoinError::Io(io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    err,
+                )));
+            }
         }
         Ok(())
     }
@@ -580,7 +668,7 @@ impl<R> Process<R> {
 
     /// Python's `exitcode`: `None` while running, the exit status, or minus
     /// the signal that killed it. Also `None` once it has exited if the
-    /// kernel discarded its status (see [`ProcessError::StatusDiscarded`]);
+    /// kernel discarded its status (see [`JoinError::StatusDiscarded`]);
     /// [`is_alive`](Self::is_alive) tells the two apart.
     #[must_use]
     pub fn exitcode(&self) -> Option<i32> {

@@ -6,7 +6,8 @@
 use multiproc_core::{ProcessIdentity, Segment};
 use multiproc_pipe::{Connection, Pipe};
 use multiproc_process::{
-    Process, ProcessError, StartMethod, active_children, current_process, parent_process,
+    JoinError, JoinTimeoutError, Process, StartMethod, active_children, current_process,
+    parent_process,
 };
 use multiproc_testkit::{eventually, open_fd_count};
 use serde::{Deserialize, Serialize};
@@ -61,7 +62,7 @@ pub fn returns_values(method: StartMethod) {
         .start()
         .unwrap();
     assert_eq!(p.join().unwrap(), 144);
-    assert!(matches!(p.join(), Err(ProcessError::AlreadyJoined)));
+    assert!(matches!(p.join(), Err(JoinError::AlreadyJoined)));
 
     // 16 MiB each way.
     let mut p = Process::new(big, 16 << 20)
@@ -106,7 +107,7 @@ pub fn panics_and_exit_codes(method: StartMethod) {
         .start()
         .unwrap();
     match p.join() {
-        Err(ProcessError::Panicked(message)) => assert_eq!(message, "the message"),
+        Err(JoinError::Panicked(message)) => assert_eq!(message, "the message"),
         other => panic!("expected a panic, got {other:?}"),
     }
     assert_eq!(p.exitcode(), Some(1));
@@ -115,7 +116,7 @@ pub fn panics_and_exit_codes(method: StartMethod) {
         .start_method(method)
         .start()
         .unwrap();
-    assert!(matches!(p.join(), Err(ProcessError::Exited(3))));
+    assert!(matches!(p.join(), Err(JoinError::Exited(3))));
     assert_eq!(p.exitcode(), Some(3));
 
     // Crashes before sending a result.
@@ -124,7 +125,7 @@ pub fn panics_and_exit_codes(method: StartMethod) {
         .start()
         .unwrap();
     match p.join() {
-        Err(ProcessError::Killed { name, .. }) => assert_eq!(name, "SIGABRT"),
+        Err(JoinError::Killed { name, .. }) => assert_eq!(name, "SIGABRT"),
         other => panic!("expected SIGABRT, got {other:?}"),
     }
     assert_eq!(p.exitcode(), Some(-6));
@@ -139,7 +140,9 @@ pub fn terminate_kill_and_liveness(method: StartMethod) {
     assert_eq!(p.exitcode(), None);
     p.terminate().unwrap();
     match p.join_timeout(Duration::from_secs(10)) {
-        Err(ProcessError::Killed { signal, name }) => assert_eq!((signal, name), (15, "SIGTERM")),
+        Err(JoinTimeoutError::Failed(JoinError::Killed { signal, name })) => {
+            assert_eq!((signal, name), (15, "SIGTERM"))
+        }
         other => panic!("expected SIGTERM, got {other:?}"),
     }
     assert!(!p.is_alive());
@@ -151,10 +154,7 @@ pub fn terminate_kill_and_liveness(method: StartMethod) {
         .start()
         .unwrap();
     p.kill().unwrap();
-    assert!(matches!(
-        p.join(),
-        Err(ProcessError::Killed { signal: 9, .. })
-    ));
+    assert!(matches!(p.join(), Err(JoinError::Killed { signal: 9, .. })));
     assert_eq!(p.exitcode(), Some(-9));
 }
 
@@ -176,6 +176,14 @@ pub fn join_timeout_then_join(method: StartMethod) {
     );
     assert!(p.is_alive());
     assert_eq!(p.join_timeout(Duration::from_secs(10)).unwrap(), 300);
+    // Joined: again (as Python allows) gives a documented error at once.
+    assert!(p.join().unwrap_err().is_already_joined());
+    let again = p.join_timeout(Duration::from_secs(10)).unwrap_err();
+    assert!(
+        matches!(again, JoinTimeoutError::Failed(JoinError::AlreadyJoined)),
+        "{again:?}"
+    );
+    assert_eq!(p.exitcode(), Some(0));
 }
 
 /// The middle process: starts a daemon, reports its pid, then waits to be
@@ -212,7 +220,7 @@ pub fn daemon_dies_with_sigkilled_parent(method: StartMethod) {
     parent.kill().unwrap();
     assert!(matches!(
         parent.join(),
-        Err(ProcessError::Killed { signal: 9, .. })
+        Err(JoinError::Killed { signal: 9, .. })
     ));
     let killed = Instant::now();
     assert!(
@@ -514,7 +522,7 @@ pub fn starts_leave_cpu_masks_alone(method: StartMethod) {
         .start_method(method)
         .run()
     {
-        Err(ProcessError::Panicked(message)) => assert_eq!(message, "in run"),
+        Err(JoinError::Panicked(message)) => assert_eq!(message, "in run"),
         other => panic!("expected a panic, got {other:?}"),
     }
     // A Fork child starts on our CPU, then both get the mask back; so does
