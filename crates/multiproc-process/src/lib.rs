@@ -176,7 +176,10 @@ mod target;
 
 pub use info::{ProcessInfo, cpu_count, current_process, parent_process};
 pub use method::{Context, StartMethod, get_context, get_start_method, set_start_method};
-pub use pool::{AsyncResult, CHECK_INTERVAL, IMap, PREFETCH, Pool, PoolBuilder, TaskError};
+pub use pool::{
+    AsyncResult, CHECK_INTERVAL, GetTimeoutError, IMap, PREFETCH, Pool, PoolBuilder, TaskError,
+    TransportError,
+};
 pub use process::{JoinError, JoinTimeoutError, Process, ProcessBuilder};
 pub use registry::active_children;
 

@@ -1,7 +1,7 @@
 //! Pool between real processes: results, laziness, callbacks, and above all
 //! workers that die without hanging anything.
 
-use multiproc_process::{Pool, StartMethod, TaskError};
+use multiproc_process::{GetTimeoutError, Pool, StartMethod, TaskError};
 use multiproc_shm::SharedMemory;
 use std::collections::HashSet;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -313,8 +313,11 @@ fn a_panicking_callback_neither_stops_nor_hangs_the_pool() {
         let ok = pool.apply_async_with(square, 3, |_| panic!("callback boom"), |_| {});
         assert_eq!(ok.get_timeout(WAIT), Ok(9));
         let err = pool.apply_async_with(fails_on_odd, 1, |_| {}, |_| panic!("error callback boom"));
-        match err.get_timeout(WAIT) {
-            Err(TaskError::Panicked(message)) => assert!(message.contains("odd input 1")),
+        match err
+            .get_timeout(WAIT)
+            .map_err(GetTimeoutError::into_task_error)
+        {
+            Err(Some(TaskError::Panicked(message))) => assert!(message.contains("odd input 1")),
             other => panic!("{other:?}"),
         }
         // Later results arrive, and their callbacks run.
@@ -400,7 +403,10 @@ fn terminating_or_dropping_a_pool_from_its_callback_returns() {
         rx.recv_timeout(WAIT)
             .expect("terminate called from a callback returns");
         assert_eq!(first.get_timeout(WAIT), Ok(9));
-        assert_eq!(slow.get_timeout(WAIT), Err(TaskError::Terminated));
+        assert_eq!(
+            slow.get_timeout(WAIT),
+            Err(GetTimeoutError::Failed(TaskError::Terminated))
+        );
         drop(pool);
     });
     within(Duration::from_secs(20), || {
@@ -645,7 +651,10 @@ fn is_stopped(pid: u32) -> bool {
 fn not_done_by<R>(pending: &[multiproc_process::AsyncResult<R>], deadline: Instant) -> Vec<u64> {
     (1..)
         .zip(pending)
-        .filter(|(_, p)| !p.wait_timeout(deadline.saturating_duration_since(Instant::now())))
+        .filter(|(_, p)| {
+            p.wait_timeout(deadline.saturating_duration_since(Instant::now()))
+                .is_err()
+        })
         .map(|(id, _)| id)
         .collect()
 }
@@ -745,10 +754,10 @@ fn the_tasks_of_a_stopped_worker_are_run_by_the_other_one() {
             } else {
                 assert_eq!(
                     outcome,
-                    Err(TaskError::WorkerDied {
+                    Err(GetTimeoutError::Failed(TaskError::WorkerDied {
                         exitcode: -9,
                         signal: Some("SIGKILL")
-                    })
+                    }))
                 );
             }
             assert_eq!(runs.count(0), 1);
@@ -924,4 +933,41 @@ fn zero_processes_or_zero_tasks_per_child_are_refused_as_in_python() {
             "{what}: {err}"
         );
     }
+}
+
+/// Fails to serialize.
+#[derive(serde::Deserialize)]
+struct Unencodable;
+
+impl serde::Serialize for Unencodable {
+    fn serialize<S: serde::Serializer>(&self, _: S) -> Result<S::Ok, S::Error> {
+        Err(serde::ser::Error::custom("this value cannot be encoded"))
+    }
+}
+
+fn takes_unencodable(_: Unencodable) -> u64 {
+    0
+}
+
+#[test]
+fn a_task_that_cannot_be_sent_fails_with_its_cause_kept() {
+    let pool = Pool::new(1).unwrap();
+    let err = pool
+        .map(takes_unencodable, [Unencodable], None)
+        .expect_err("the argument cannot be encoded");
+    let TaskError::Transport(transport) = &err else {
+        panic!("{err:?}")
+    };
+    assert_eq!(transport.what(), "encoding the task");
+    assert_eq!(err.to_string(), "task transport failed: encoding the task");
+    // The codec's error is the source, and its own cause is the value's.
+    let mut chain = Vec::new();
+    let mut next = std::error::Error::source(&err);
+    while let Some(e) = next {
+        chain.push(e.to_string());
+        next = e.source();
+    }
+    assert!(chain.iter().any(|e| e.contains("cannot be encoded")), "{chain:?}");
+    // The pool goes on.
+    assert_eq!(pool.apply(square, 5).unwrap(), 25);
 }

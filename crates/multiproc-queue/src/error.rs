@@ -128,6 +128,15 @@ macro_rules! value_error {
                     _ => None,
                 }
             }
+
+            /// The same error with the value handed back through `f`: to
+            /// keep the error (as a `source`) without the value.
+            pub fn map<U>(self, f: impl FnOnce(T) -> U) -> $name<U> {
+                match self {
+                    $(Self::$variant(v) => $name::$variant(f(v)),)*
+                    Self::Failed(v, e) => $name::Failed(f(v), e),
+                }
+            }
         }
 
         impl<T> fmt::Debug for $name<T> {

@@ -2,8 +2,8 @@
 
 use std::sync::Arc;
 
-use super::TaskError;
 use super::result::Slot;
+use super::{TaskError, TransportError};
 
 /// The results of one `map` so far. Each chunk's values go straight to
 /// their final places as the chunk arrives, so the last chunk's arrival
@@ -49,10 +49,11 @@ impl<R> Gather<R> {
                 }
             }
             Ok(results) => {
-                self.error.get_or_insert(TaskError::Transport(format!(
-                    "a chunk of {len} items returned {} results",
-                    results.len()
-                )));
+                self.error
+                    .get_or_insert(TaskError::Transport(TransportError::message(format!(
+                        "a chunk of {len} items returned {} results",
+                        results.len()
+                    ))));
             }
             Err(e) => {
                 self.error.get_or_insert(e);
@@ -66,7 +67,11 @@ impl<R> Gather<R> {
                 None => values
                     .into_iter()
                     .collect::<Option<Vec<R>>>()
-                    .ok_or_else(|| TaskError::Transport("a chunk's results never arrived".into())),
+                    .ok_or_else(|| {
+                        TaskError::Transport(TransportError::message(
+                            "a chunk's results never arrived",
+                        ))
+                    }),
             };
             self.slot.set(outcome);
         }

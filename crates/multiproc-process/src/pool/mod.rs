@@ -58,7 +58,7 @@ mod sinks;
 mod task;
 mod worker;
 
-pub use result::{AsyncResult, TaskError};
+pub use result::{AsyncResult, GetTimeoutError, TaskError, TransportError};
 
 use multiproc_queue::Queue;
 use serde::Serialize;
@@ -577,7 +577,9 @@ impl Pool {
             let value = chunk_items::<R>(outcome, 1).and_then(|mut items| {
                 items
                     .pop()
-                    .unwrap_or(Err(TaskError::Transport("empty chunk".into())))
+                    .unwrap_or(Err(TaskError::Transport(TransportError::message(
+                        "empty chunk",
+                    ))))
             });
             // The panic hook has printed the panic; the pool adds what
             // became of it (Python prints a callback's exception and goes
@@ -772,7 +774,13 @@ impl Pool {
             for (chunk, sink) in chunks.by_ref().take(SUBMIT_BATCH) {
                 match Task::encode(call, chunk) {
                     Ok(message) => encoded.push((message, sink)),
-                    Err(e) => run_sink(sink, Err(TaskError::Transport(e.to_string()))),
+                    Err(e) => run_sink(
+                        sink,
+                        Err(TaskError::Transport(TransportError::caused(
+                            "encoding the task",
+                            e,
+                        ))),
+                    ),
                 }
             }
             self.submit_encoded(encoded.drain(..));
@@ -918,7 +926,7 @@ fn chunk_items<R: DeserializeOwned>(
                     .map(|r| r.map_err(TaskError::Panicked))
                     .collect()
             })
-            .map_err(|e| TaskError::Transport(e.to_string())),
+            .map_err(|e| TaskError::Transport(TransportError::caused("decoding the results", e))),
     }
 }
 
@@ -1015,7 +1023,13 @@ impl Shared {
                 }
                 Err(e) => {
                     if let Some(sink) = state.sinks.remove(task.id) {
-                        failed.push((sink, TaskError::Transport(e.to_string())));
+                        failed.push((
+                            sink,
+                            TaskError::Transport(TransportError::caused(
+                                "handing the task to a worker",
+                                e.map(drop),
+                            )),
+                        ));
                     }
                 }
             }
@@ -1161,7 +1175,10 @@ impl Shared {
                     }
                 }
                 if let Some(sink) = state.sinks.remove(id) {
-                    ready.push((sink, result.map_err(TaskError::Transport)));
+                    ready.push((
+                        sink,
+                        result.map_err(|why| TaskError::Transport(TransportError::message(why))),
+                    ));
                 }
                 self.replace_retiring(state);
             }

@@ -1,5 +1,7 @@
-//! [`AsyncResult`] and [`TaskError`].
+//! [`AsyncResult`], [`TaskError`] and the errors of its timed forms.
 
+use multiproc_core::time::Timeout;
+use std::borrow::Cow;
 use std::cell::Cell;
 use std::fmt;
 use std::sync::{Arc, Condvar, Mutex};
@@ -25,12 +27,10 @@ pub enum TaskError {
     Terminated,
     /// The pool is closed: no new tasks.
     Closed,
-    /// [`AsyncResult::get_timeout`] ran out; the task goes on.
-    Timeout,
     /// The value was already taken from this result.
     Taken,
     /// Sending the task or decoding its result failed.
-    Transport(String),
+    Transport(TransportError),
     /// A call that waits for a result was made on the pool's result thread
     /// (from a callback), where it could never return: that thread is the
     /// one that delivers results. Nothing was submitted, or the task goes
@@ -43,12 +43,6 @@ impl TaskError {
     #[must_use]
     pub fn is_worker_died(&self) -> bool {
         matches!(self, Self::WorkerDied { .. })
-    }
-
-    /// Whether this is [`TaskError::Timeout`].
-    #[must_use]
-    pub fn is_timeout(&self) -> bool {
-        matches!(self, Self::Timeout)
     }
 
     /// Whether this is [`TaskError::WouldDeadlock`].
@@ -71,9 +65,8 @@ impl fmt::Display for TaskError {
             Self::InitializerFailed(message) => write!(f, "pool initializer failed: {message}"),
             Self::Terminated => f.write_str("pool terminated before the task finished"),
             Self::Closed => f.write_str("pool is closed"),
-            Self::Timeout => f.write_str("timed out waiting for the task"),
             Self::Taken => f.write_str("task result already taken"),
-            Self::Transport(why) => write!(f, "task transport failed: {why}"),
+            Self::Transport(err) => write!(f, "task transport failed: {}", err.what),
             Self::WouldDeadlock => f.write_str(
                 "waiting for a result on the pool's result thread (in a callback) would deadlock",
             ),
@@ -81,7 +74,146 @@ impl fmt::Display for TaskError {
     }
 }
 
-impl std::error::Error for TaskError {}
+impl std::error::Error for TaskError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            Self::Transport(err) => err.source.as_deref().map(|e| e as _),
+            _ => None,
+        }
+    }
+}
+
+/// What failed on the way of a task or its result ([`TaskError::Transport`]):
+/// a step of this process, with the error that caused it as
+/// [`source`](std::error::Error::source) of the `TaskError`, or a worker's
+/// own report (a message from another process).
+#[derive(Clone)]
+pub struct TransportError {
+    what: Cow<'static, str>,
+    source: Option<Arc<dyn std::error::Error + Send + Sync>>,
+}
+
+impl TransportError {
+    /// `step` failed because of `source`.
+    pub(crate) fn caused(
+        step: &'static str,
+        source: impl std::error::Error + Send + Sync + 'static,
+    ) -> Self {
+        Self {
+            what: Cow::Borrowed(step),
+            source: Some(Arc::new(source)),
+        }
+    }
+
+    /// A failure described by a message alone (a worker's report, or a
+    /// broken invariant of the result's shape).
+    pub(crate) fn message(what: impl Into<Cow<'static, str>>) -> Self {
+        Self {
+            what: what.into(),
+            source: None,
+        }
+    }
+
+    /// What failed.
+    #[must_use]
+    pub fn what(&self) -> &str {
+        &self.what
+    }
+}
+
+impl fmt::Debug for TransportError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut d = f.debug_struct("TransportError");
+        d.field("what", &self.what);
+        if let Some(source) = &self.source {
+            d.field("source", &format_args!("{source}"));
+        }
+        d.finish()
+    }
+}
+
+/// Equal when they say the same: the same step, and causes that read the
+/// same.
+impl PartialEq for TransportError {
+    fn eq(&self, other: &Self) -> bool {
+        self.what == other.what
+            && self.source.as_ref().map(ToString::to_string)
+                == other.source.as_ref().map(ToString::to_string)
+    }
+}
+
+impl Eq for TransportError {}
+
+/// Why [`AsyncResult::get_timeout`] has no value for you: the time ran out
+/// (the task goes on; ask again), or the task failed.
+///
+/// # Examples
+///
+/// ```
+/// use multiproc_process::Pool;
+/// use std::time::Duration;
+///
+/// fn nap(ms: u64) -> u64 {
+///     std::thread::sleep(Duration::from_millis(ms));
+///     ms
+/// }
+///
+/// let pool = Pool::new(1)?;
+/// let pending = pool.apply_async(nap, 300);
+/// let err = pending.get_timeout(Duration::from_millis(1)).unwrap_err();
+/// assert!(err.is_timeout());
+/// assert_eq!(pending.get_timeout(Duration::from_secs(30))?, 300);
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum GetTimeoutError {
+    /// The deadline passed first; the task goes on.
+    Timeout,
+    /// The task has no value: why.
+    Failed(TaskError),
+}
+
+impl GetTimeoutError {
+    /// Whether the deadline passed first.
+    #[must_use]
+    pub fn is_timeout(&self) -> bool {
+        matches!(self, Self::Timeout)
+    }
+
+    /// The task's error, unless the deadline passed first.
+    #[must_use]
+    pub fn into_task_error(self) -> Option<TaskError> {
+        match self {
+            Self::Timeout => None,
+            Self::Failed(err) => Some(err),
+        }
+    }
+}
+
+impl From<TaskError> for GetTimeoutError {
+    fn from(err: TaskError) -> Self {
+        Self::Failed(err)
+    }
+}
+
+impl fmt::Display for GetTimeoutError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Timeout => Timeout.fmt(f),
+            Self::Failed(err) => err.fmt(f),
+        }
+    }
+}
+
+impl std::error::Error for GetTimeoutError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            Self::Timeout => None,
+            Self::Failed(err) => err.source(),
+        }
+    }
+}
 
 thread_local! {
     /// Id of the pool whose result thread this is; 0 on any other thread.
@@ -177,41 +309,44 @@ impl<R> AsyncResult<R> {
     /// The task's [`TaskError`]; [`TaskError::WouldDeadlock`] on the pool's
     /// result thread (in a callback) if the task has not finished.
     pub fn get(self) -> Result<R, TaskError> {
-        self.take(None)
+        self.take(None).map_err(|err| match err {
+            GetTimeoutError::Failed(err) => err,
+            GetTimeoutError::Timeout => unreachable!("no deadline"),
+        })
     }
 
-    /// Waits at most `timeout`; on [`TaskError::Timeout`] the result can be
-    /// asked for again.
+    /// Waits at most `timeout`; after [`GetTimeoutError::Timeout`] the
+    /// result can be asked for again.
     ///
     /// # Errors
     ///
-    /// The task's [`TaskError`], [`TaskError::Timeout`], or
-    /// [`TaskError::Taken`] if the value was already returned. On the
-    /// pool's result thread (in a callback) a task that has not finished is
-    /// [`TaskError::WouldDeadlock`] at once, unless `timeout` is zero (then
-    /// [`TaskError::Timeout`], as anywhere).
-    pub fn get_timeout(&self, timeout: Duration) -> Result<R, TaskError> {
+    /// [`GetTimeoutError::Timeout`]; [`GetTimeoutError::Failed`] with the
+    /// task's [`TaskError`], or [`TaskError::Taken`] if the value was already
+    /// returned. On the pool's result thread (in a callback) a task that has
+    /// not finished fails with [`TaskError::WouldDeadlock`] at once, unless
+    /// `timeout` is zero (then `Timeout`, as anywhere).
+    pub fn get_timeout(&self, timeout: Duration) -> Result<R, GetTimeoutError> {
         self.take(multiproc_core::time::deadline_after(timeout))
     }
 
-    fn take(&self, deadline: Option<Instant>) -> Result<R, TaskError> {
+    fn take(&self, deadline: Option<Instant>) -> Result<R, GetTimeoutError> {
         let mut state = self.wait_until(deadline);
         match std::mem::replace(&mut *state, State::Taken { ok: false }) {
             State::Pending => {
                 *state = State::Pending;
                 if on_result_thread(self.slot.pool) && deadline.is_none_or(|d| d > Instant::now()) {
-                    Err(TaskError::WouldDeadlock)
+                    Err(TaskError::WouldDeadlock.into())
                 } else {
-                    Err(TaskError::Timeout)
+                    Err(GetTimeoutError::Timeout)
                 }
             }
             State::Ready(value) => {
                 *state = State::Taken { ok: value.is_ok() };
-                value
+                Ok(value?)
             }
             State::Taken { ok } => {
                 *state = State::Taken { ok };
-                Err(TaskError::Taken)
+                Err(TaskError::Taken.into())
             }
         }
     }
@@ -252,11 +387,18 @@ impl<R> AsyncResult<R> {
         drop(self.wait_until(None));
     }
 
-    /// Waits at most `timeout`; returns whether the task has finished. Does
-    /// not wait on the pool's result thread (in a callback).
-    pub fn wait_timeout(&self, timeout: Duration) -> bool {
+    /// Waits at most `timeout` for the task to finish. Does not wait on the
+    /// pool's result thread (in a callback).
+    ///
+    /// # Errors
+    ///
+    /// [`Timeout`] when the task has not finished.
+    pub fn wait_timeout(&self, timeout: Duration) -> Result<(), Timeout> {
         let state = self.wait_until(multiproc_core::time::deadline_after(timeout));
-        !matches!(*state, State::Pending)
+        match *state {
+            State::Pending => Err(Timeout),
+            _ => Ok(()),
+        }
     }
 
     /// Whether the task has finished.
