@@ -233,17 +233,25 @@
 )]
 
 mod bias;
+mod builder;
 mod error;
+mod in_place;
+mod joinable;
 mod layout;
 mod lock;
 mod queue;
 mod ring;
+mod simple;
 
+pub use builder::QueueBuilder;
 pub use error::{
     GetError, GetTimeoutError, PutError, PutTimeoutError, QueueError, TaskDoneError, Timeout,
     TryGetError, TryPutError,
 };
-pub use queue::{InPlace, JoinableQueue, Queue, QueueBuilder, SimpleQueue};
+pub use in_place::InPlace;
+pub use joinable::JoinableQueue;
+pub use queue::Queue;
+pub use simple::SimpleQueue;
 
 /// Ring size of [`Queue::new`]: 64 MiB of address space, committed page by
 /// page as messages first touch it.
