@@ -235,13 +235,16 @@
 mod bias;
 mod builder;
 mod error;
+mod fence;
 mod in_place;
 mod joinable;
 mod layout;
 mod lock;
+mod owner;
 mod queue;
 mod ring;
 mod simple;
+mod wake;
 
 pub use builder::QueueBuilder;
 pub use error::{
@@ -285,5 +288,5 @@ mod tests;
 /// multiproc_queue::prepare_process();
 /// ```
 pub fn prepare_process() {
-    lock::prepare_process();
+    fence::prepare_process();
 }

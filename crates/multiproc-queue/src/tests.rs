@@ -414,7 +414,7 @@ fn only_a_lone_consumer_outpaced_by_its_producer_paces_when_it_catches_up() {
         assert_eq!(q.get_bytes().unwrap(), msg);
         assert!(!q.paces_next_get(), "message {i}");
     }
-    if !crate::lock::asymmetric() {
+    if !crate::fence::asymmetric() {
         // No membarrier: no bias, so no consumer is known to be alone.
         q.put_bytes(&[1]).unwrap();
         q.put_bytes(&[2]).unwrap();

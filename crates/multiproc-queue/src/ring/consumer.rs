@@ -25,10 +25,11 @@ use super::{
     ABORT, Block, CLOSING, CONT, FIRST, FIRST_PREFIX, LAST, PAD, POLL_EVERY, Rec, Ring, SEALED,
     Stop, WHOLE, corrupt, rec_len, wrap,
 };
-use crate::bias::{Hold, thread_id};
+use crate::bias::Hold;
 use crate::error::QueueError;
 use crate::layout::{Control, REC_ALIGN, pack, unpack};
-use crate::lock::{self, LIVENESS_SLICE, me};
+use crate::owner::{LIVENESS_SLICE, me, owner_alive, thread_id};
+use crate::wake;
 
 const C_IDLE: u32 = 0;
 const C_ASSEMBLING: u32 = 1;
@@ -172,14 +173,14 @@ impl Ring {
         let ready = || ctl.tail.word.load(Ordering::Acquire) != seen || self.closed() & SEALED != 0;
         // A producer holding its lock is writing a message now.
         let writing = || self.prod_lock().in_use();
-        if lock::nap(&ctl.wait.data, deadline, ready, writing) {
+        if wake::nap(&ctl.wait.data, deadline, ready, writing) {
             return Ok(());
         }
         if deadline.is_some_and(|d| Instant::now() >= d) {
             return Err(Stop::Timeout);
         }
         loop {
-            let v = lock::prepare_sleep(&ctl.wait.data);
+            let v = wake::prepare_sleep(&ctl.wait.data);
             // SYNC: re-check after `prepare_sleep`; pairs with the tail
             // store + `notify` in `emit`.
             if ctl.tail.word.load(Ordering::SeqCst) != seen {
@@ -201,7 +202,7 @@ impl Ring {
                 }
                 continue;
             }
-            if futex::wait(&ctl.wait.data, v, lock::sleep_until(deadline)) == WaitOutcome::TimedOut
+            if futex::wait(&ctl.wait.data, v, wake::sleep_until(deadline)) == WaitOutcome::TimedOut
                 && deadline.is_some_and(|d| Instant::now() >= d)
             {
                 if ctl.tail.word.load(Ordering::SeqCst) != seen {
@@ -352,7 +353,7 @@ impl Consumer<'_> {
         // bytes. `notify` then is the fast half of the pair with
         // `prepare_sleep` in `wait_space`.
         ctl.head.word.store(pack(count, next), Ordering::Release);
-        lock::notify(&ctl.wait.space);
+        wake::notify(&ctl.wait.space);
     }
 
     #[inline]
@@ -433,7 +434,7 @@ impl Consumer<'_> {
                             self.advance(r.count.wrapping_add(1), r.next);
                             if state.load(Ordering::Relaxed) == C_SKIPPING {
                                 self.ctl().join.done.fetch_add(1, Ordering::SeqCst);
-                                lock::notify(&self.ctl().join.join);
+                                wake::notify(&self.ctl().join.join);
                             }
                             state.store(C_IDLE, Ordering::Relaxed);
                         } else {
@@ -472,7 +473,7 @@ impl Consumer<'_> {
             self.state().store(C_IDLE, Ordering::Relaxed);
         };
         loop {
-            let v = lock::prepare_sleep(&ctl.wait.data);
+            let v = wake::prepare_sleep(&ctl.wait.data);
             if ctl.tail.word.load(Ordering::SeqCst) != seen {
                 return;
             }
@@ -488,7 +489,7 @@ impl Consumer<'_> {
             }
             let slice = Instant::now() + LIVENESS_SLICE;
             if futex::wait(&ctl.wait.data, v, Some(slice)) == WaitOutcome::TimedOut
-                && !lock::owner_alive(owner)
+                && !owner_alive(owner)
             {
                 if ctl.tail.word.load(Ordering::SeqCst) == seen {
                     drop_partial();

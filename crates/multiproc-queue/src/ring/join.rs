@@ -7,7 +7,7 @@ use std::time::Instant;
 
 use super::{Block, Ring, Stop};
 use crate::layout::unpack;
-use crate::lock;
+use crate::wake;
 
 impl Ring {
     /// Messages put and not yet marked done.
@@ -39,7 +39,7 @@ impl Ring {
                 )
                 .is_ok()
             {
-                lock::notify(&ctl.join.join);
+                wake::notify(&ctl.join.join);
                 return true;
             }
         }
@@ -55,11 +55,11 @@ impl Ring {
         };
         let ctl = self.ctl();
         loop {
-            let v = lock::prepare_sleep(&ctl.join.join);
+            let v = wake::prepare_sleep(&ctl.join.join);
             if self.unfinished() == 0 {
                 return Ok(());
             }
-            if futex::wait(&ctl.join.join, v, lock::sleep_until(deadline)) == WaitOutcome::TimedOut
+            if futex::wait(&ctl.join.join, v, wake::sleep_until(deadline)) == WaitOutcome::TimedOut
                 && deadline.is_some_and(|d| Instant::now() >= d)
             {
                 return if self.unfinished() == 0 {

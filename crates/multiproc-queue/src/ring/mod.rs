@@ -21,7 +21,7 @@
 //! outpacing it lets the producer run ahead for a moment before it looks at
 //! tail. Both locks record the holder's process identity, which is what
 //! makes them robust: a waiter that sleeps a
-//! [`LIVENESS_SLICE`](crate::lock::LIVENESS_SLICE) without progress asks the
+//! [`LIVENESS_SLICE`](crate::owner::LIVENESS_SLICE) without progress asks the
 //! kernel whether the holder lives and takes the lock over from a dead one.
 //!
 //! # Records
@@ -91,7 +91,7 @@ use crate::error::QueueError;
 use crate::layout::{
     Control, MAGIC, MAX_RING, MIN_RING, NO_PACING, REC_ALIGN, RING_OFFSET, VERSION, unpack,
 };
-use crate::lock::RobustLock;
+use crate::owner::RobustLock;
 use producer::RESUME_ROOM;
 
 const PAD: u32 = 0x5251_0001;

@@ -28,7 +28,8 @@ use super::{
 use crate::bias::Hold;
 use crate::error::QueueError;
 use crate::layout::{Control, REC_ALIGN, pack, unpack};
-use crate::lock::{self, LIVENESS_SLICE, Locked, me};
+use crate::owner::{LIVENESS_SLICE, Locked, me};
+use crate::wake;
 
 const P_IDLE: u32 = 0;
 const P_FRAGMENTING: u32 = 1;
@@ -100,8 +101,8 @@ impl Ring {
             // `Closed` after a last look at tail.
             self.ctl().wait.closed.fetch_or(SEALED, Ordering::SeqCst);
             let w = &self.ctl().wait;
-            lock::notify_all(&w.data);
-            lock::notify_all(&w.space);
+            wake::notify_all(&w.data);
+            wake::notify_all(&w.space);
         }
     }
 
@@ -204,8 +205,8 @@ impl Ring {
         let w = &self.ctl().wait;
         // SYNC: SeqCst, read by producers in `wait_space` (under their lock).
         w.closed.fetch_or(CLOSING, Ordering::SeqCst);
-        lock::notify_all(&w.space);
-        lock::notify_all(&w.data);
+        wake::notify_all(&w.space);
+        wake::notify_all(&w.data);
         // Taking the producer lock waits for the put in progress, then
         // seals. A holder that dies is taken over, so this cannot hang for
         // good. A committed put (see `put_with`) is not waited for: it goes
@@ -420,7 +421,7 @@ impl Producer<'_> {
         // A consumer holding its lock is taking a message out: room is on
         // its way. (An error of `ready` ends the nap, to be met below.)
         let reading = || self.ring.cons_lock().in_use();
-        if lock::nap(
+        if wake::nap(
             space,
             deadline,
             || closing() || ready(self).unwrap_or(true),
@@ -441,14 +442,14 @@ impl Producer<'_> {
             };
         }
         loop {
-            let v = lock::prepare_sleep(space);
+            let v = wake::prepare_sleep(space);
             if closing() {
                 return Err(Stop::Closed);
             }
             if ready(self)? {
                 return Ok(());
             }
-            if futex::wait(space, v, lock::sleep_until(deadline)) == WaitOutcome::TimedOut
+            if futex::wait(space, v, wake::sleep_until(deadline)) == WaitOutcome::TimedOut
                 && deadline.is_some_and(|d| Instant::now() >= d)
             {
                 if closing() {
@@ -492,7 +493,7 @@ impl Producer<'_> {
         // `prepare_sleep` in `wait_data`/`wait_more`.
         self.ctl().tail.word.store(word, Ordering::Release);
         self.ctl().prod.tail.store(word, Ordering::Relaxed);
-        lock::notify(&self.ctl().wait.data);
+        wake::notify(&self.ctl().wait.data);
         // The line holding `next` may be read right now by a consumer that
         // keeps up; the lines after it are not.
         ring.prefetch(next, true);
