@@ -5,8 +5,8 @@
 
 use crate::error::QueueError;
 use crate::layout::{MAX_RING, MIN_RING, REC_ALIGN};
+use crate::limits::{DEFAULT_MAX_MESSAGE, DEFAULT_RING_BYTES, MAX_CAPACITY, MAX_MESSAGE_LIMIT};
 use crate::ring::{Kind, Options};
-use crate::{DEFAULT_MAX_MESSAGE, DEFAULT_RING_BYTES, MAX_CAPACITY, MAX_MESSAGE_LIMIT};
 
 /// Builds a queue with non-default sizes.
 ///

@@ -239,6 +239,7 @@ mod fence;
 mod in_place;
 mod joinable;
 mod layout;
+mod limits;
 mod lock;
 mod owner;
 mod queue;
@@ -253,21 +254,9 @@ pub use error::{
 };
 pub use in_place::InPlace;
 pub use joinable::JoinableQueue;
+pub use limits::{DEFAULT_MAX_MESSAGE, DEFAULT_RING_BYTES, MAX_CAPACITY, MAX_MESSAGE_LIMIT};
 pub use queue::Queue;
 pub use simple::SimpleQueue;
-
-/// Ring size of [`Queue::new`]: 64 MiB of address space, committed page by
-/// page as messages first touch it.
-pub const DEFAULT_RING_BYTES: usize = 64 << 20;
-
-/// Default limit on one message: the codec's (1 GiB).
-pub const DEFAULT_MAX_MESSAGE: u64 = multiproc_core::codec::DEFAULT_MAX_SIZE as u64;
-
-/// Largest item bound.
-pub const MAX_CAPACITY: u32 = 1 << 30;
-
-/// Largest message limit a queue can be configured with (1 TiB).
-pub const MAX_MESSAGE_LIMIT: u64 = 1 << 40;
 
 #[cfg(test)]
 mod tests;

@@ -91,6 +91,7 @@ use crate::error::QueueError;
 use crate::layout::{
     Control, MAGIC, MAX_RING, MIN_RING, NO_PACING, REC_ALIGN, RING_OFFSET, VERSION, unpack,
 };
+use crate::limits::{MAX_CAPACITY, MAX_MESSAGE_LIMIT};
 use crate::owner::RobustLock;
 use producer::RESUME_ROOM;
 
@@ -338,10 +339,10 @@ impl Ring {
         }
         let maxsize = u32::try_from(ctl.config.maxsize.load(Ordering::Relaxed))
             .ok()
-            .filter(|&m| m <= crate::MAX_CAPACITY)
+            .filter(|&m| m <= MAX_CAPACITY)
             .ok_or(QueueError::Corrupt("item bound"))?;
         let max_message = ctl.config.max_message.load(Ordering::Relaxed);
-        if max_message == 0 || max_message > crate::MAX_MESSAGE_LIMIT {
+        if max_message == 0 || max_message > MAX_MESSAGE_LIMIT {
             return Err(QueueError::Corrupt("message limit"));
         }
         let found = ctl.config.kind.load(Ordering::Relaxed);
