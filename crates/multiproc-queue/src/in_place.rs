@@ -4,7 +4,8 @@
 use std::fmt;
 use std::ops::Deref;
 
-use crate::ring::{Consumer, Rec};
+use crate::ring::Rec;
+use crate::ring::consumer::Consumer;
 
 pub(crate) enum Lent<'q> {
     Ring(Consumer<'q>, Rec),

@@ -19,7 +19,8 @@ use crate::error::{
     GetError, GetTimeoutError, PutError, PutTimeoutError, QueueError, TryGetError, TryPutError,
 };
 use crate::in_place::{InPlace, Lent};
-use crate::ring::{Block, Kind, Next, Ring, Stop};
+use crate::ring::consumer::Next;
+use crate::ring::{Block, Kind, Ring, Stop};
 
 /// A multi-producer multi-consumer queue between processes, in shared
 /// memory. See the [crate docs](crate) for a tour.

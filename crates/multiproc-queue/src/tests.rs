@@ -368,7 +368,7 @@ fn many_threads_mpmc_in_process() {
 #[test]
 fn typed_values_around_the_direct_encoding_limit() {
     let q: Queue<Vec<u8>> = Queue::builder().ring_bytes(1 << 20).build().unwrap();
-    let limit = crate::ring::DIRECT_ENCODE_MAX_FOR_TESTS;
+    let limit = crate::ring::producer::DIRECT_ENCODE_MAX_FOR_TESTS;
     for len in [
         0,
         1,

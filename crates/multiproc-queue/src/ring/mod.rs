@@ -74,13 +74,9 @@
 //! `futex_wake` per message.
 #![allow(unsafe_code)]
 
-mod consumer;
+pub(crate) mod consumer;
 mod join;
-mod producer;
-
-pub(crate) use consumer::{Consumer, Next};
-#[cfg(test)]
-pub(crate) use producer::DIRECT_ENCODE_MAX_FOR_TESTS;
+pub(crate) mod producer;
 
 use multiproc_core::{Header, Segment};
 use std::ptr::NonNull;
@@ -93,7 +89,6 @@ use crate::layout::{
 };
 use crate::limits::{MAX_CAPACITY, MAX_MESSAGE_LIMIT};
 use crate::owner::RobustLock;
-use producer::RESUME_ROOM;
 
 const PAD: u32 = 0x5251_0001;
 const WHOLE: u32 = 0x5251_0002;
@@ -112,6 +107,14 @@ const SEALED: u32 = 2;
 
 /// A waiting consumer looks at tail once per this many pause instructions.
 const POLL_EVERY: u32 = 8;
+
+/// A blocking producer whose fresh look at head finds less than this many
+/// bytes (or a quarter of the ring) free backs off: that look counts as no
+/// room, and the head it saw is used at the next look, a poll interval
+/// later. Meanwhile the consumer frees more, undisturbed. (Waiting until
+/// this much is really free measured slower: 17.6 instead of 21.4 M
+/// 8-byte messages/s.)
+const RESUME_ROOM: u32 = 4096;
 
 /// Which handle type created a queue segment.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -50,14 +50,6 @@ pub(crate) const DIRECT_ENCODE_MAX_FOR_TESTS: usize = DIRECT_ENCODE_MAX as usize
 /// write of a value reserves 64 bytes).
 const MIN_ENCODING_ROOM: u32 = 64;
 
-/// A blocking producer whose fresh look at head finds less than this many
-/// bytes (or a quarter of the ring) free backs off: that look counts as no
-/// room, and the head it saw is used at the next look, a poll interval
-/// later. Meanwhile the consumer frees more, undisturbed. (Waiting until
-/// this much is really free measured slower: 17.6 instead of 21.4 M
-/// 8-byte messages/s.)
-pub(super) const RESUME_ROOM: u32 = 4096;
-
 impl Ring {
     /// Takes the producer lock (and seals a half-done close).
     ///
@@ -233,7 +225,7 @@ pub(crate) struct Producer<'r> {
     hold: Hold,
     /// Set while a blocking put may still spin: a fresh look at head that
     /// finds less than `resume_room` free then counts as no room, once (see
-    /// [`RESUME_ROOM`]).
+    /// [`RESUME_ROOM`](super::RESUME_ROOM)).
     patient: Cell<bool>,
 }
 
@@ -366,7 +358,7 @@ impl Producer<'_> {
 
     /// Waits until `ready` holds (re-checked after every change of head),
     /// the queue closes, or the deadline passes. While it may spin, a
-    /// blocking wait is patient (see [`RESUME_ROOM`]).
+    /// blocking wait is patient (see [`RESUME_ROOM`](super::RESUME_ROOM)).
     fn wait_space(
         &self,
         block: Block,
