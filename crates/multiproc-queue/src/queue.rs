@@ -20,6 +20,7 @@ use crate::error::{
 };
 use crate::in_place::{InPlace, Lent};
 use crate::ring::consumer::Next;
+use crate::ring::producer::Encoded;
 use crate::ring::{Block, Kind, Ring, Stop};
 
 /// A multi-producer multi-consumer queue between processes, in shared
@@ -692,9 +693,9 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
             |buf| codec.encode_into_slice(item, buf),
             CodecError::is_too_large,
         )? {
-            Some(None) => return Ok(()),
-            Some(Some(e)) => return Err(Stop::Failed(QueueError::Codec(e))),
-            None => {}
+            Encoded::Published => return Ok(()),
+            Encoded::Failed(e) => return Err(Stop::Failed(QueueError::Codec(e))),
+            Encoded::DidNotFit => {}
         }
         // Too large for the room at hand: encode outside the lock, then copy
         // (or fragment).

@@ -50,6 +50,19 @@ pub(crate) const DIRECT_ENCODE_MAX_FOR_TESTS: usize = DIRECT_ENCODE_MAX as usize
 /// write of a value reserves 64 bytes).
 const MIN_ENCODING_ROOM: u32 = 64;
 
+/// What [`Ring::put_encoded`] did with a value.
+#[derive(Debug)]
+pub(crate) enum Encoded<E> {
+    /// Encoded in place and published.
+    Published,
+    /// Larger than the room there was: nothing was published. Encode it
+    /// elsewhere and put the bytes with [`put_slice`](Ring::put_slice).
+    DidNotFit,
+    /// The encoder failed for another reason than room: nothing was
+    /// published.
+    Failed(E),
+}
+
 impl Ring {
     /// Takes the producer lock (and seals a half-done close).
     ///
@@ -132,16 +145,14 @@ impl Ring {
     }
 
     /// Puts a message that `encode` writes straight into the ring, if it
-    /// fits in [`DIRECT_ENCODE_MAX`] bytes of the room there is now;
-    /// `Ok(None)` means it did not fit (nothing was published; encode it
-    /// elsewhere and use [`put_slice`](Self::put_slice)), `Ok(Some(err))` is
-    /// an encoding error.
+    /// fits in [`DIRECT_ENCODE_MAX`] bytes of the room there is now; see
+    /// [`Encoded`] for what came of it.
     pub(crate) fn put_encoded<E>(
         &self,
         block: Block,
         encode: impl FnOnce(&mut [u8]) -> Result<usize, E>,
         too_large: impl FnOnce(&E) -> bool,
-    ) -> Result<Option<Option<E>>, Stop> {
+    ) -> Result<Encoded<E>, Stop> {
         let p = self.producer(block)?;
         p.settle(block)?;
         let want = rec_len(MIN_ENCODING_ROOM).min(self.max_record);
@@ -174,10 +185,10 @@ impl Ring {
                 // The payload is in place; `emit` adds the header (and the
                 // pad, which lies outside `buf`) and publishes.
                 p.emit(WHOLE, start, len as u32, 0, true, |_| {});
-                Ok(Some(None))
+                Ok(Encoded::Published)
             }
-            Err(e) if too_large(&e) => Ok(None),
-            Err(e) => Ok(Some(Some(e))),
+            Err(e) if too_large(&e) => Ok(Encoded::DidNotFit),
+            Err(e) => Ok(Encoded::Failed(e)),
         }
     }
 
