@@ -167,6 +167,18 @@ impl Hold {
     }
 }
 
+/// What came of [`RobustLock::revoke`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Revoke {
+    /// Someone else took the owner word from [`BIASED`] first: look again.
+    Raced,
+    /// The lock is ours: `Recovered` when the biased thread died inside.
+    Taken(Locked),
+    /// The wait for the biased thread to step out ran out: the lock went
+    /// back to the bias.
+    GaveBack,
+}
+
 /// A bias grant recorded in the process: `tid << 32 | token`.
 const fn grant_word(tid: u32, token: u32) -> u64 {
     ((tid as u64) << 32) | token as u64
@@ -348,25 +360,22 @@ impl RobustLock<'_> {
         true
     }
 
-    /// Takes the lock from its bias: `None` when someone else took the
-    /// owner word first (look again), else the outcome of [`settle`](Self::settle).
-    pub(crate) fn revoke(
-        &self,
-        me: u64,
-        sleep: bool,
-        deadline: Option<Instant>,
-    ) -> Option<Result<Locked, ()>> {
+    /// Takes the lock from its bias: takes the owner word, then waits for
+    /// the biased thread as [`settle`](Self::settle) does.
+    pub(crate) fn revoke(&self, me: u64, sleep: bool, deadline: Option<Instant>) -> Revoke {
         // SYNC: Acquire pairs with the Release store of BIASED in `grant`.
-        self.owner
+        if self
+            .owner
             .compare_exchange(BIASED, me, Ordering::Acquire, Ordering::Relaxed)
-            .ok()?;
-        Some(self.settle(sleep, deadline).map(|recovered| {
-            if recovered {
-                Locked::Recovered
-            } else {
-                Locked::Clean
-            }
-        }))
+            .is_err()
+        {
+            return Revoke::Raced;
+        }
+        match self.settle(sleep, deadline) {
+            Ok(true) => Revoke::Taken(Locked::Recovered),
+            Ok(false) => Revoke::Taken(Locked::Clean),
+            Err(()) => Revoke::GaveBack,
+        }
     }
 
     /// Run by a new holder of the owner word that took it from [`BIASED`]

@@ -23,7 +23,7 @@ use multiproc_core::futex::{self, SpinWait, WaitOutcome};
 use std::sync::atomic::Ordering;
 use std::time::Instant;
 
-use crate::bias::Hold;
+use crate::bias::{Hold, Revoke};
 use crate::fence::asymmetric;
 use crate::owner::{BIASED, LIVENESS_SLICE, Locked, RobustLock, me, owner_alive, thread_id};
 use crate::wake::{notify, prepare_sleep, sleep_until};
@@ -68,10 +68,12 @@ impl RobustLock<'_> {
             if owner == 0 && self.try_lock(me) {
                 return Ok(Locked::Clean);
             }
-            if owner == BIASED
-                && let Some(taken) = self.revoke(me, sleep, deadline)
-            {
-                return taken;
+            if owner == BIASED {
+                match self.revoke(me, sleep, deadline) {
+                    Revoke::Taken(locked) => return Ok(locked),
+                    Revoke::GaveBack => return Err(()),
+                    Revoke::Raced => {}
+                }
             }
             if !spin.spin() {
                 break;
@@ -85,8 +87,9 @@ impl RobustLock<'_> {
             let owner = self.owner.load(Ordering::Relaxed);
             if owner == BIASED {
                 match self.revoke(me, sleep, deadline) {
-                    Some(taken) => return taken,
-                    None => continue,
+                    Revoke::Taken(locked) => return Ok(locked),
+                    Revoke::GaveBack => return Err(()),
+                    Revoke::Raced => continue,
                 }
             }
             if owner != 0 && std::mem::take(&mut suspect) && !owner_alive(owner) {
