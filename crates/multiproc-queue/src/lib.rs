@@ -162,8 +162,9 @@
 //! recorded in a state word beside each lock, so the next holder finishes
 //! the job: it publishes an `ABORT` for a half-written message, skips the
 //! rest of a half-read one, and drops a lent one. The state machines are
-//! tabled in the source (`src/ring.rs`); the cross-process tests kill
-//! producers and consumers at random points and check every message.
+//! tabled in the source (`src/ring/producer.rs`, `src/ring/consumer.rs`);
+//! the cross-process tests kill producers and consumers at random points
+//! and check every message.
 //!
 //! ## What survives which death
 //!

@@ -10,7 +10,8 @@
 //! whether that thread still lives, and takes the lock over from a dead
 //! one. A thread, not its process: a process whose main thread has exited
 //! while another thread puts is alive, and its put is not cut short. The
-//! caller then repairs what the dead holder left half done (see `ring.rs`).
+//! caller then repairs what the dead holder left half done (see
+//! `ring/producer.rs` and `ring/consumer.rs`).
 //!
 //! | owner word | meaning | who changes it |
 //! |---|---|---|

@@ -273,7 +273,7 @@ impl<T> Queue<T> {
     }
 
     /// Whether this handle's next blocking get waits for the producers
-    /// before it looks at tail (see `PACE` in `ring.rs`).
+    /// before it looks at tail (see `PACE` in `ring/consumer.rs`).
     #[cfg(test)]
     pub(crate) fn paces_next_get(&self) -> bool {
         self.ring.caught_up_outpaced()

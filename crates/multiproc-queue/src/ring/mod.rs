@@ -63,12 +63,12 @@
 //! process: one of the two sides always sees the other, so no wake-up is
 //! lost, and once the locks are biased the per-message path has no locked
 //! instruction at all. A waker issues the `futex_wake` system call only when
-//! bit 0 is set (see `lock.rs`).
+//! bit 0 is set (see `wake.rs`).
 //!
 //! Between spinning and that announced sleep, a waiter whose partner is in
 //! the middle of an operation (holds its lock: a producer writing, a
 //! consumer taking a message out) naps instead: short timed sleeps that set
-//! no bit and need no wake-up (`lock::nap`). With large messages the wait
+//! no bit and need no wake-up (`wake::nap`). With large messages the wait
 //! outlasts the spin but not the partner's copy, and announcing it each
 //! time would interrupt that copy with the `membarrier` and add a
 //! `futex_wake` per message.
