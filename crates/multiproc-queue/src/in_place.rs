@@ -4,8 +4,7 @@
 use std::fmt;
 use std::ops::Deref;
 
-use crate::ring::Rec;
-use crate::ring::consumer::Consumer;
+use crate::ring::{Consumer, Rec};
 
 pub(crate) enum Lent<'q> {
     Ring(Consumer<'q>, Rec),

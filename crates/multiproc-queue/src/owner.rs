@@ -55,6 +55,11 @@ pub(crate) enum Locked {
     Recovered,
 }
 
+// Its methods are in `lock.rs` and `bias.rs`; rustc compiles them all in
+// the codegen unit of this module, the one that defines the type, so the
+// owner-word path and the bias inline into each other (see the note on
+// the lock holders in `ring/mod.rs`).
+
 /// A robust lock over words in the segment, with its bias; see `lock.rs`
 /// and `bias.rs`.
 pub(crate) struct RobustLock<'a> {

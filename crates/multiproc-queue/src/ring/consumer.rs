@@ -22,10 +22,9 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
 use super::{
-    ABORT, Block, CLOSING, CONT, FIRST, FIRST_PREFIX, LAST, PAD, POLL_EVERY, Rec, Ring, SEALED,
-    Stop, WHOLE, corrupt, rec_len, wrap,
+    ABORT, Block, CLOSING, CONT, Consumer, FIRST, FIRST_PREFIX, LAST, PAD, POLL_EVERY, Rec, Ring,
+    SEALED, Stop, WHOLE, corrupt, rec_len, wrap,
 };
-use crate::bias::Hold;
 use crate::error::QueueError;
 use crate::layout::{Control, REC_ALIGN, pack, unpack};
 use crate::owner::{LIVENESS_SLICE, me, owner_alive, thread_id};
@@ -234,19 +233,6 @@ pub(crate) struct Assembly {
     owner: u64,
     total: u64,
     buf: Vec<u8>,
-}
-
-/// Holder of the consumer lock; unlocks on drop.
-pub(crate) struct Consumer<'r> {
-    ring: &'r Ring,
-    hold: Hold,
-}
-
-impl Drop for Consumer<'_> {
-    #[inline]
-    fn drop(&mut self) {
-        self.ring.cons_lock().unlock(self.hold);
-    }
 }
 
 impl Consumer<'_> {

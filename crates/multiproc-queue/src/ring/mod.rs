@@ -79,10 +79,12 @@ mod join;
 pub(crate) mod producer;
 
 use multiproc_core::{Header, Segment};
+use std::cell::Cell;
 use std::ptr::NonNull;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::time::Instant;
 
+use crate::bias::Hold;
 use crate::error::QueueError;
 use crate::layout::{
     Control, MAGIC, MAX_RING, MIN_RING, NO_PACING, REC_ALIGN, RING_OFFSET, VERSION, unpack,
@@ -563,6 +565,45 @@ impl Ring {
         let (hc, _) = unpack(ctl.head.word.load(Ordering::Acquire));
         let (tc, _) = unpack(ctl.tail.word.load(Ordering::Acquire));
         tc.wrapping_sub(hc).min(i32::MAX as u32)
+    }
+}
+
+// The two lock holders are defined here, beside `Ring`, though only
+// `producer.rs` and `consumer.rs` use them: rustc compiles a method in the
+// codegen unit of the module that defines its `self` type, and LLVM
+// inlines only within a codegen unit. A put or a get calls `Ring`,
+// `Producer` and `Consumer` methods in turn; defined in one module, they
+// inline into one another as when the ring was one file. (With the holders
+// defined in their sides' files, `put_whole`, `wait_space` and `emit` on
+// the put path, and `step` on the get path, became calls.)
+
+/// Holder of the producer lock; unlocks on drop.
+pub(crate) struct Producer<'r> {
+    ring: &'r Ring,
+    hold: Hold,
+    /// Set while a blocking put may still spin: a fresh look at head that
+    /// finds less than `resume_room` free then counts as no room, once (see
+    /// [`RESUME_ROOM`]).
+    patient: Cell<bool>,
+}
+
+impl Drop for Producer<'_> {
+    #[inline]
+    fn drop(&mut self) {
+        self.ring.prod_lock().unlock(self.hold);
+    }
+}
+
+/// Holder of the consumer lock; unlocks on drop.
+pub(crate) struct Consumer<'r> {
+    ring: &'r Ring,
+    hold: Hold,
+}
+
+impl Drop for Consumer<'_> {
+    #[inline]
+    fn drop(&mut self) {
+        self.ring.cons_lock().unlock(self.hold);
     }
 }
 

@@ -22,10 +22,9 @@ use std::sync::atomic::Ordering;
 use std::time::Instant;
 
 use super::{
-    ABORT, Block, CLOSING, CONT, FIRST, FIRST_PREFIX, LAST, PAD, POLL_EVERY, Ring, SEALED, Stop,
-    WHOLE, corrupt, rec_len, wrap,
+    ABORT, Block, CLOSING, CONT, FIRST, FIRST_PREFIX, LAST, PAD, POLL_EVERY, Producer, Ring,
+    SEALED, Stop, WHOLE, corrupt, rec_len, wrap,
 };
-use crate::bias::Hold;
 use crate::error::QueueError;
 use crate::layout::{Control, REC_ALIGN, pack, unpack};
 use crate::owner::{LIVENESS_SLICE, Locked, me};
@@ -68,7 +67,7 @@ impl Ring {
     ///
     /// Inlined: the guard returned through memory would be read back with
     /// wider loads than the stores that wrote it, and such a load waits for
-    /// the store buffer to drain (see [`Hold`]).
+    /// the store buffer to drain (see [`Hold`](crate::bias::Hold)).
     #[inline(always)]
     pub(crate) fn producer(&self, block: Block) -> Result<Producer<'_>, Stop> {
         let (locked, hold) = self
@@ -227,23 +226,6 @@ impl Ring {
                 return;
             }
         }
-    }
-}
-
-/// Holder of the producer lock; unlocks on drop.
-pub(crate) struct Producer<'r> {
-    ring: &'r Ring,
-    hold: Hold,
-    /// Set while a blocking put may still spin: a fresh look at head that
-    /// finds less than `resume_room` free then counts as no room, once (see
-    /// [`RESUME_ROOM`](super::RESUME_ROOM)).
-    patient: Cell<bool>,
-}
-
-impl Drop for Producer<'_> {
-    #[inline]
-    fn drop(&mut self) {
-        self.ring.prod_lock().unlock(self.hold);
     }
 }
 
