@@ -688,13 +688,11 @@ impl<T> Queue<T> {
 impl<T: Serialize + DeserializeOwned> Queue<T> {
     fn put_inner(&self, item: &T, block: Block) -> Result<(), Stop> {
         let codec = self.codec();
-        match self.ring.put_encoded(
-            block,
-            |buf| codec.encode_into_slice(item, buf),
-            CodecError::is_too_large,
-        )? {
+        match self
+            .ring
+            .put_encoded(block, |buf| codec.encode_into_slice(item, buf))?
+        {
             Encoded::Published => return Ok(()),
-            Encoded::Failed(e) => return Err(Stop::Failed(QueueError::Codec(e))),
             Encoded::DidNotFit => {}
         }
         // Too large for the room at hand: encode outside the lock, then copy

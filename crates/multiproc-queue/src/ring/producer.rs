@@ -16,6 +16,7 @@
 //! nothing: the bytes it wrote lie beyond the tail and are overwritten.
 #![allow(unsafe_code)]
 
+use multiproc_core::CodecError;
 use multiproc_core::futex::{self, SpinWait, WaitOutcome};
 use std::cell::Cell;
 use std::sync::atomic::Ordering;
@@ -49,17 +50,15 @@ pub(crate) const DIRECT_ENCODE_MAX_FOR_TESTS: usize = DIRECT_ENCODE_MAX as usize
 /// write of a value reserves 64 bytes).
 const MIN_ENCODING_ROOM: u32 = 64;
 
-/// What [`Ring::put_encoded`] did with a value.
-#[derive(Debug)]
-pub(crate) enum Encoded<E> {
+/// What [`Ring::put_encoded`] did with a value (an encoder that fails for
+/// another reason than room stops the put with a [`Stop::Failed`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Encoded {
     /// Encoded in place and published.
     Published,
     /// Larger than the room there was: nothing was published. Encode it
     /// elsewhere and put the bytes with [`put_slice`](Ring::put_slice).
     DidNotFit,
-    /// The encoder failed for another reason than room: nothing was
-    /// published.
-    Failed(E),
 }
 
 impl Ring {
@@ -146,12 +145,11 @@ impl Ring {
     /// Puts a message that `encode` writes straight into the ring, if it
     /// fits in [`DIRECT_ENCODE_MAX`] bytes of the room there is now; see
     /// [`Encoded`] for what came of it.
-    pub(crate) fn put_encoded<E>(
+    pub(crate) fn put_encoded(
         &self,
         block: Block,
-        encode: impl FnOnce(&mut [u8]) -> Result<usize, E>,
-        too_large: impl FnOnce(&E) -> bool,
-    ) -> Result<Encoded<E>, Stop> {
+        encode: impl FnOnce(&mut [u8]) -> Result<usize, CodecError>,
+    ) -> Result<Encoded, Stop> {
         let p = self.producer(block)?;
         p.settle(block)?;
         let want = rec_len(MIN_ENCODING_ROOM).min(self.max_record);
@@ -186,8 +184,8 @@ impl Ring {
                 p.emit(WHOLE, start, len as u32, 0, true, |_| {});
                 Ok(Encoded::Published)
             }
-            Err(e) if too_large(&e) => Ok(Encoded::DidNotFit),
-            Err(e) => Ok(Encoded::Failed(e)),
+            Err(e) if e.is_too_large() => Ok(Encoded::DidNotFit),
+            Err(e) => Err(Stop::Failed(QueueError::Codec(e))),
         }
     }
 
