@@ -1,6 +1,7 @@
 //! [`QueueBuilder`]: the settings a queue is created with, and their
 //! validation. Each handle's file adds the method that builds it
-//! ([`build`](QueueBuilder::build), [`build_simple`](QueueBuilder::build_simple),
+//! ([`build`](QueueBuilder::build),
+//! [`build_simple`](QueueBuilder::build_simple),
 //! [`build_joinable`](QueueBuilder::build_joinable)).
 
 use crate::error::QueueError;
