@@ -967,7 +967,10 @@ fn a_task_that_cannot_be_sent_fails_with_its_cause_kept() {
         chain.push(e.to_string());
         next = e.source();
     }
-    assert!(chain.iter().any(|e| e.contains("cannot be encoded")), "{chain:?}");
+    assert!(
+        chain.iter().any(|e| e.contains("cannot be encoded")),
+        "{chain:?}"
+    );
     // The pool goes on.
     assert_eq!(pool.apply(square, 5).unwrap(), 25);
 }

@@ -18,7 +18,7 @@
 //! | step | the biased thread | anyone else, to take the lock |
 //! |---|---|---|
 //! | 1 | stores `busy` odd | CAS owner `BIASED` → its identity (or a dead owner's identity → its own: a takeover) |
-//! | 2 | compiler fence ([`lock::light_fence`]) | sets [`REVOKING`] in `token`, keeping the slot number |
+//! | 2 | compiler fence ([`light_fence`]) | sets [`REVOKING`] in `token`, keeping the slot number |
 //! | 3 | loads `token`: still exactly its slot → inside; else stores `busy` even, gives its slot back, takes the lock the usual way | `membarrier` ([`revoke_fence`]) |
 //! | 4 | … stores `busy` even (`Release`) to leave | waits until `busy` is even (`Acquire`), or the slot's thread is dead |
 //! | 5 | | clears `token`: only now is the lock its own |
@@ -96,13 +96,10 @@ use std::time::{Duration, Instant};
 
 use multiproc_core::futex::{self, SpinWait};
 
+use crate::fence::{kernel_has_membarrier, light_fence};
 use crate::layout::{Bias, BiasSlot};
-use crate::lock::{self, LIVENESS_SLICE, Locked, RobustLock};
-
-/// The owner word of a lock biased to a thread; that thread is named by the
-/// lock's [`Bias`], not here. Never a packed thread identity (the start
-/// time it would hold is impossible).
-pub(crate) const BIASED: u64 = u64::MAX;
+use crate::owner::{BIASED, LIVENESS_SLICE, Locked, RobustLock, owner_alive, thread_id};
+use crate::wake::{notify, prepare_sleep, sleep_until};
 
 /// Set in [`Bias::token`] beside the slot number while a new holder of the
 /// owner word waits for the biased thread to step out (see `settle`).
@@ -149,14 +146,6 @@ fn read_fixed_threshold() -> u32 {
 /// before it trusts an even `busy` (see [`revoke_fence`]).
 const REVOKE_GRACE: Duration = Duration::from_millis(10);
 
-/// This thread's kernel thread id (from the cached
-/// [`ThreadIdentity`](multiproc_core::ThreadIdentity), which a forked child
-/// forgets).
-#[inline]
-pub(crate) fn thread_id() -> u32 {
-    multiproc_core::ThreadIdentity::current().tid()
-}
-
 /// How a lock is held, which decides how it is given back: through the
 /// owner word (0) or by the bias of slot `token - 1` (`token`).
 ///
@@ -176,6 +165,18 @@ impl Hold {
     pub(crate) fn token(self) -> Option<u32> {
         (self.0 != 0).then_some(self.0)
     }
+}
+
+/// What came of [`RobustLock::revoke`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Revoke {
+    /// Someone else took the owner word from [`BIASED`] first: look again.
+    Raced,
+    /// The lock is ours: `Recovered` when the biased thread died inside.
+    Taken(Locked),
+    /// The wait for the biased thread to step out ran out: the lock went
+    /// back to the bias.
+    GaveBack,
 }
 
 /// A bias grant recorded in the process: `tid << 32 | token`.
@@ -216,7 +217,7 @@ impl Bias {
 /// registered process (`MEMBARRIER_CMD_GLOBAL_EXPEDITED`; issuing it needs
 /// no registration of the caller). Without it (a seccomp filter that
 /// refuses the call in this process while the biased one has it, or
-/// [`NO_MEMBARRIER_ENV`](lock::NO_MEMBARRIER_ENV), which is how the tests
+/// [`NO_MEMBARRIER_ENV`](crate::fence::NO_MEMBARRIER_ENV), which is how the tests
 /// cover this), the revoker waits [`REVOKE_GRACE`] instead: a CPU drains its
 /// store buffer in far less while it runs, and at once when it switches
 /// tasks.
@@ -225,7 +226,7 @@ impl Bias {
 ///  - [membarrier(2)](https://man7.org/linux/man-pages/man2/membarrier.2.html)
 fn revoke_fence() {
     fence(Ordering::SeqCst);
-    let fenced = lock::kernel_has_membarrier()
+    let fenced = kernel_has_membarrier()
         && rustix::thread::membarrier(rustix::thread::MembarrierCommand::GlobalExpedited).is_ok();
     if !fenced {
         std::thread::sleep(REVOKE_GRACE);
@@ -259,7 +260,7 @@ impl RobustLock<'_> {
         slot.busy.store(busy, Ordering::Relaxed);
         // SYNC: store-then-load pair with the token clear + `revoke_fence` +
         // `busy` load in `revoke`: one side sees the other (module docs).
-        lock::light_fence();
+        light_fence();
         if self.bias.token.load(Ordering::Acquire) == token {
             return Some(Hold(token));
         }
@@ -273,7 +274,7 @@ impl RobustLock<'_> {
     fn lost_bias(&self, slot: &BiasSlot, busy: u32, grant: u64) {
         // SYNC: Release, for a revoker waiting on `busy` (Acquire).
         slot.busy.store(busy.wrapping_add(1), Ordering::Release);
-        lock::notify(self.word);
+        notify(self.word);
         // Ours alone until this store; whoever hands it out next holds the
         // owner word and reads it free.
         slot.owner.store(0, Ordering::Release);
@@ -292,7 +293,7 @@ impl RobustLock<'_> {
             // it sees everything written inside.
             slot.busy.store(busy.wrapping_add(1), Ordering::Release);
         }
-        lock::notify(self.word);
+        notify(self.word);
     }
 
     /// Counts one more take by this thread; whether it has now earned the
@@ -330,7 +331,7 @@ impl RobustLock<'_> {
             .or_else(|| {
                 b.slots
                     .iter()
-                    .position(|s| !lock::owner_alive(s.owner.load(Ordering::Relaxed)))
+                    .position(|s| !owner_alive(s.owner.load(Ordering::Relaxed)))
             });
         let Some(index) = index else {
             // Every slot is with a live thread: look again after a longer
@@ -355,29 +356,26 @@ impl RobustLock<'_> {
         // SYNC: Release: whoever takes the owner word from BIASED (Acquire)
         // sees the token, the slot and everything written under the lock.
         self.owner.store(BIASED, Ordering::Release);
-        lock::notify(self.word);
+        notify(self.word);
         true
     }
 
-    /// Takes the lock from its bias: `None` when someone else took the
-    /// owner word first (look again), else the outcome of [`settle`](Self::settle).
-    pub(crate) fn revoke(
-        &self,
-        me: u64,
-        sleep: bool,
-        deadline: Option<Instant>,
-    ) -> Option<Result<Locked, ()>> {
+    /// Takes the lock from its bias: takes the owner word, then waits for
+    /// the biased thread as [`settle`](Self::settle) does.
+    pub(crate) fn revoke(&self, me: u64, sleep: bool, deadline: Option<Instant>) -> Revoke {
         // SYNC: Acquire pairs with the Release store of BIASED in `grant`.
-        self.owner
+        if self
+            .owner
             .compare_exchange(BIASED, me, Ordering::Acquire, Ordering::Relaxed)
-            .ok()?;
-        Some(self.settle(sleep, deadline).map(|recovered| {
-            if recovered {
-                Locked::Recovered
-            } else {
-                Locked::Clean
-            }
-        }))
+            .is_err()
+        {
+            return Revoke::Raced;
+        }
+        match self.settle(sleep, deadline) {
+            Ok(true) => Revoke::Taken(Locked::Recovered),
+            Ok(false) => Revoke::Taken(Locked::Clean),
+            Err(()) => Revoke::GaveBack,
+        }
     }
 
     /// Run by a new holder of the owner word that took it from [`BIASED`]
@@ -426,7 +424,7 @@ impl RobustLock<'_> {
                 b.token.store(token, Ordering::Relaxed);
                 // SYNC: Release, as in `grant`.
                 self.owner.store(BIASED, Ordering::Release);
-                lock::notify(self.word);
+                notify(self.word);
                 Err(())
             }
         }
@@ -458,13 +456,13 @@ impl RobustLock<'_> {
         // with it inside: `/proc` reads cost microseconds.
         let mut slice_end = Instant::now() + LIVENESS_SLICE;
         loop {
-            let v = lock::prepare_sleep(self.word);
+            let v = prepare_sleep(self.word);
             // SYNC: re-check after `prepare_sleep`; pairs with the `busy`
             // store + `notify` in `leave_biased`.
             if out() {
                 return Ok(false);
             }
-            let until = lock::sleep_until(Some(deadline.map_or(slice_end, |d| d.min(slice_end))));
+            let until = sleep_until(Some(deadline.map_or(slice_end, |d| d.min(slice_end))));
             futex::wait(self.word, v, until);
             if out() {
                 return Ok(false);
@@ -484,7 +482,7 @@ impl RobustLock<'_> {
                 if owner == 0 {
                     return Ok(false);
                 }
-                if !lock::owner_alive(owner) {
+                if !owner_alive(owner) {
                     // Dead inside: nobody writes the slot any more.
                     slot.busy.store(0, Ordering::Relaxed);
                     slot.owner.store(0, Ordering::Release);

@@ -14,7 +14,7 @@
 //! | 640 | 128 | [`WordLine`] head: `count << 32 \| offset` | consumer-lock holder | `Release` store frees bytes |
 //! | 768 | 128 | [`WaitLine`]: futex words (bit 0 = "someone sleeps"), closed flags | anyone | `SeqCst` RMW; light/heavy fence pairs with head, tail and lock words |
 //! | 896 | 128 | [`JoinLine`]: `task_done` counter, join futex word | consumers | `SeqCst` |
-//! | 4096 | ring length | the ring of records | see `ring.rs` | |
+//! | 4096 | ring length | the ring of records | see `ring/mod.rs` | |
 //!
 //! 128-byte lines keep the producer's and the consumer's hot words apart even
 //! with adjacent-line prefetching; the figure is part of the layout version.
@@ -54,7 +54,7 @@ pub(crate) struct Config {
 }
 
 /// [`Config::flags`]: consumers never wait for the producers to get ahead
-/// (see `PACE` in `ring.rs`).
+/// (see `PACE` in `ring/consumer.rs`).
 pub(crate) const NO_PACING: u32 = 1;
 
 /// The producer side, touched only by the producer-lock holder (and read by
@@ -66,7 +66,7 @@ pub(crate) struct ProducerLine {
     pub owner: AtomicU64,
     /// A head word seen earlier (never ahead of the real head).
     pub cached_head: AtomicU64,
-    /// `IDLE` or `FRAGMENTING` (see `ring.rs`).
+    /// `IDLE` or `FRAGMENTING` (see `ring/producer.rs`).
     pub state: AtomicU32,
     /// 1 while the holder writes a message it may no longer fail (the rest
     /// of a large `put_with`, see `Ring::put_with`): a close does not wait
@@ -87,7 +87,7 @@ pub(crate) struct ConsumerLine {
     pub owner: AtomicU64,
     /// A tail word seen earlier (never behind the real head).
     pub cached_tail: AtomicU64,
-    /// `IDLE`, `ASSEMBLING`, `SKIPPING` or `GUARD` (see `ring.rs`).
+    /// `IDLE`, `ASSEMBLING`, `SKIPPING` or `GUARD` (see `ring/consumer.rs`).
     pub state: AtomicU32,
     /// In `GUARD`: offset of the record lent out in place.
     pub guard_pos: AtomicU32,
@@ -156,7 +156,7 @@ pub(crate) struct WaitLine {
     pub data: AtomicU32,
     /// Bytes or item slots were freed.
     pub space: AtomicU32,
-    /// `CLOSING | SEALED` bits (see `ring.rs`).
+    /// `CLOSING | SEALED` bits (see `ring/mod.rs`).
     pub closed: AtomicU32,
 }
 

@@ -162,8 +162,9 @@
 //! recorded in a state word beside each lock, so the next holder finishes
 //! the job: it publishes an `ABORT` for a half-written message, skips the
 //! rest of a half-read one, and drops a lent one. The state machines are
-//! tabled in the source (`src/ring.rs`); the cross-process tests kill
-//! producers and consumers at random points and check every message.
+//! tabled in the source (`src/ring/producer.rs`, `src/ring/consumer.rs`);
+//! the cross-process tests kill producers and consumers at random points
+//! and check every message.
 //!
 //! ## What survives which death
 //!
@@ -233,30 +234,30 @@
 )]
 
 mod bias;
+mod builder;
 mod error;
+mod fence;
+mod in_place;
+mod joinable;
 mod layout;
+mod limits;
 mod lock;
+mod owner;
 mod queue;
 mod ring;
+mod simple;
+mod wake;
 
+pub use builder::QueueBuilder;
 pub use error::{
     GetError, GetTimeoutError, PutError, PutTimeoutError, QueueError, TaskDoneError, Timeout,
     TryGetError, TryPutError,
 };
-pub use queue::{InPlace, JoinableQueue, Queue, QueueBuilder, SimpleQueue};
-
-/// Ring size of [`Queue::new`]: 64 MiB of address space, committed page by
-/// page as messages first touch it.
-pub const DEFAULT_RING_BYTES: usize = 64 << 20;
-
-/// Default limit on one message: the codec's (1 GiB).
-pub const DEFAULT_MAX_MESSAGE: u64 = multiproc_core::codec::DEFAULT_MAX_SIZE as u64;
-
-/// Largest item bound.
-pub const MAX_CAPACITY: u32 = 1 << 30;
-
-/// Largest message limit a queue can be configured with (1 TiB).
-pub const MAX_MESSAGE_LIMIT: u64 = 1 << 40;
+pub use in_place::InPlace;
+pub use joinable::JoinableQueue;
+pub use limits::{DEFAULT_MAX_MESSAGE, DEFAULT_RING_BYTES, MAX_CAPACITY, MAX_MESSAGE_LIMIT};
+pub use queue::Queue;
+pub use simple::SimpleQueue;
 
 #[cfg(test)]
 mod tests;
@@ -277,5 +278,5 @@ mod tests;
 /// multiproc_queue::prepare_process();
 /// ```
 pub fn prepare_process() {
-    lock::prepare_process();
+    fence::prepare_process();
 }

@@ -1,5 +1,6 @@
-//! The public handles: [`Queue`], [`SimpleQueue`], [`JoinableQueue`], the
-//! [`QueueBuilder`] and the in-place read guard [`InPlace`].
+//! The [`Queue`] handle: puts and gets of typed values, raw bytes and
+//! in-place messages, each in its blocking, `try_` and timed form, and the
+//! handle's serialized form (its segment).
 
 use multiproc_core::{Codec, CodecError, Segment};
 use serde::de::DeserializeOwned;
@@ -7,171 +8,20 @@ use serde::{Deserialize, Serialize};
 use std::cell::RefCell;
 use std::fmt;
 use std::marker::PhantomData;
-use std::ops::Deref;
 use std::os::fd::{AsFd, BorrowedFd};
 use std::sync::Arc;
 use std::time::Duration;
 
 use multiproc_core::time::deadline_after;
 
+use crate::builder::QueueBuilder;
 use crate::error::{
-    GetError, GetTimeoutError, PutError, PutTimeoutError, QueueError, TaskDoneError, Timeout,
-    TryGetError, TryPutError,
+    GetError, GetTimeoutError, PutError, PutTimeoutError, QueueError, TryGetError, TryPutError,
 };
-use crate::layout::{MAX_RING, MIN_RING, REC_ALIGN};
-use crate::ring::{Block, Consumer, Kind, Next, Options, Rec, Ring, Stop};
-use crate::{DEFAULT_MAX_MESSAGE, DEFAULT_RING_BYTES, MAX_CAPACITY, MAX_MESSAGE_LIMIT};
-
-/// Builds a queue with non-default sizes.
-///
-/// | setting | default | meaning |
-/// |---|---|---|
-/// | [`capacity`](Self::capacity) | none | item bound (Python's `maxsize`) |
-/// | [`ring_bytes`](Self::ring_bytes) | [`DEFAULT_RING_BYTES`] | bytes of shared memory for messages in flight; pages are committed when first used |
-/// | [`max_message`](Self::max_message) | [`DEFAULT_MAX_MESSAGE`] | largest message, encoded |
-/// | [`pacing`](Self::pacing) | on | a consumer alone on its side lets faster producers get ahead before it reads on (throughput at 8 B ×2–3, up to 600 ns more latency at the end of a burst) |
-///
-/// # Examples
-///
-/// ```
-/// use multiproc_queue::Queue;
-///
-/// let q: Queue<u32> = Queue::builder().capacity(2).ring_bytes(64 * 1024).build()?;
-/// assert_eq!(q.capacity(), Some(2));
-/// assert_eq!(q.ring_bytes(), 64 * 1024);
-/// assert!(Queue::builder().ring_bytes(10).build::<u32>().is_err()); // below one page
-/// # Ok::<(), multiproc_queue::QueueError>(())
-/// ```
-#[derive(Clone, Copy, Debug)]
-#[must_use = "a builder does nothing until `build` is called"]
-pub struct QueueBuilder {
-    capacity: Option<usize>,
-    ring_bytes: usize,
-    max_message: u64,
-    pacing: bool,
-}
-
-impl Default for QueueBuilder {
-    fn default() -> Self {
-        Self::new()
-    }
-}
-
-impl QueueBuilder {
-    /// The defaults: unbounded item count, [`DEFAULT_RING_BYTES`] of ring.
-    pub const fn new() -> Self {
-        Self {
-            capacity: None,
-            ring_bytes: DEFAULT_RING_BYTES,
-            max_message: DEFAULT_MAX_MESSAGE,
-            pacing: true,
-        }
-    }
-
-    /// At most `maxsize` messages in the queue (1..=[`MAX_CAPACITY`]).
-    pub const fn capacity(mut self, maxsize: usize) -> Self {
-        self.capacity = Some(maxsize);
-        self
-    }
-
-    /// Shared memory for messages in flight, rounded up to 16 bytes
-    /// (4 KiB..=2 GiB). Messages up to half of it travel as one record
-    /// (and can be read and written in place); larger ones in fragments.
-    pub const fn ring_bytes(mut self, bytes: usize) -> Self {
-        self.ring_bytes = bytes;
-        self
-    }
-
-    /// The largest message accepted, in bytes (up to 1 TiB).
-    pub const fn max_message(mut self, bytes: u64) -> Self {
-        self.max_message = bytes;
-        self
-    }
-
-    /// Whether a consumer alone on its side, whose last look found the
-    /// producers more than one message ahead, waits up to 600 ns once it
-    /// has caught up, so they get ahead again before it reads on (on by
-    /// default; for every process using the queue).
-    ///
-    /// Reading right behind a faster producer makes both sides trade cache
-    /// lines on every message, which at 8 B costs two thirds of the rate.
-    /// Turn it off where the last message of a burst must not wait: a
-    /// ping-pong never waits either way.
-    ///
-    /// ```
-    /// use multiproc_queue::Queue;
-    ///
-    /// let q: Queue<u64> = Queue::builder().pacing(false).build()?;
-    /// q.put(7)?;
-    /// assert_eq!(q.get()?, 7);
-    /// # Ok::<(), Box<dyn std::error::Error>>(())
-    /// ```
-    pub const fn pacing(mut self, on: bool) -> Self {
-        self.pacing = on;
-        self
-    }
-
-    fn options(self, kind: Kind) -> Result<Options, QueueError> {
-        let maxsize = match self.capacity {
-            None => 0,
-            Some(0) => return Err(QueueError::InvalidConfig("capacity must be at least 1")),
-            Some(n) if n > MAX_CAPACITY as usize => {
-                return Err(QueueError::InvalidConfig("capacity too large"));
-            }
-            Some(n) => n as u32,
-        };
-        let ring_bytes = self
-            .ring_bytes
-            .checked_next_multiple_of(REC_ALIGN as usize)
-            .filter(|n| (MIN_RING..=MAX_RING).contains(n))
-            .ok_or(QueueError::InvalidConfig(
-                "ring_bytes outside 4 KiB..=2 GiB",
-            ))?;
-        if self.max_message == 0 || self.max_message > MAX_MESSAGE_LIMIT {
-            return Err(QueueError::InvalidConfig("max_message outside 1..=1 TiB"));
-        }
-        Ok(Options {
-            ring_bytes,
-            maxsize,
-            max_message: self.max_message,
-            kind,
-            pacing: self.pacing,
-        })
-    }
-
-    /// Creates a [`Queue`].
-    ///
-    /// # Errors
-    ///
-    /// [`QueueError::InvalidConfig`] for out-of-range settings,
-    /// [`QueueError::Segment`] when the memory cannot be created.
-    pub fn build<T>(self) -> Result<Queue<T>, QueueError> {
-        Ok(Queue::from_ring(Ring::create(self.options(Kind::Queue)?)?))
-    }
-
-    /// Creates a [`SimpleQueue`] (the item bound is ignored).
-    ///
-    /// # Errors
-    ///
-    /// As for [`build`](Self::build).
-    pub fn build_simple<T>(mut self) -> Result<SimpleQueue<T>, QueueError> {
-        self.capacity = None;
-        Ok(SimpleQueue {
-            inner: Queue::from_ring(Ring::create(self.options(Kind::Simple)?)?),
-        })
-    }
-
-    /// Creates a [`JoinableQueue`].
-    ///
-    /// # Errors
-    ///
-    /// As for [`build`](Self::build).
-    pub fn build_joinable<T>(self) -> Result<JoinableQueue<T>, QueueError> {
-        Ok(JoinableQueue {
-            inner: Queue::from_ring(Ring::create(self.options(Kind::Joinable)?)?),
-        })
-    }
-}
+use crate::in_place::{InPlace, Lent};
+use crate::ring::consumer::Next;
+use crate::ring::producer::Encoded;
+use crate::ring::{Block, Kind, Ring, Stop};
 
 /// A multi-producer multi-consumer queue between processes, in shared
 /// memory. See the [crate docs](crate) for a tour.
@@ -193,7 +43,7 @@ impl QueueBuilder {
 /// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
 pub struct Queue<T> {
-    ring: Arc<Ring>,
+    pub(crate) ring: Arc<Ring>,
     _marker: PhantomData<fn(T) -> T>,
 }
 
@@ -305,14 +155,15 @@ fn get_timeout_error(stop: Stop) -> GetTimeoutError {
     }
 }
 
-fn until(timeout: Duration) -> Block {
+pub(crate) fn until(timeout: Duration) -> Block {
     Block::Until(deadline_after(timeout))
 }
 
-const FOREVER: Block = Block::Until(None);
+pub(crate) const FOREVER: Block = Block::Until(None);
 
 impl<T: Serialize + DeserializeOwned> Queue<T> {
-    /// A queue with no item bound over a [`DEFAULT_RING_BYTES`] ring (Python's
+    /// A queue with no item bound over a
+    /// [`DEFAULT_RING_BYTES`](crate::DEFAULT_RING_BYTES) ring (Python's
     /// `Queue()`). Only the pages that messages touch are committed.
     ///
     /// # Errors
@@ -340,7 +191,8 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
     ///
     /// # Errors
     ///
-    /// [`QueueError::InvalidConfig`] for 0 or more than [`MAX_CAPACITY`];
+    /// [`QueueError::InvalidConfig`] for 0 or more than
+    /// [`MAX_CAPACITY`](crate::MAX_CAPACITY);
     /// [`QueueError::Segment`].
     ///
     /// # Examples
@@ -370,7 +222,7 @@ impl Queue<()> {
 }
 
 impl<T> Queue<T> {
-    fn from_ring(ring: Ring) -> Self {
+    pub(crate) fn from_ring(ring: Ring) -> Self {
         Self {
             ring: Arc::new(ring),
             _marker: PhantomData,
@@ -410,7 +262,7 @@ impl<T> Queue<T> {
         Ok(Self::from_ring(Ring::attach(segment, Some(Kind::Queue))?))
     }
 
-    fn attach_kind(segment: Segment, kind: Kind) -> Result<Self, QueueError> {
+    pub(crate) fn attach_kind(segment: Segment, kind: Kind) -> Result<Self, QueueError> {
         Ok(Self::from_ring(Ring::attach(segment, Some(kind))?))
     }
 
@@ -421,7 +273,7 @@ impl<T> Queue<T> {
     }
 
     /// Whether this handle's next blocking get waits for the producers
-    /// before it looks at tail (see `PACE` in `ring.rs`).
+    /// before it looks at tail (see `PACE` in `ring/consumer.rs`).
     #[cfg(test)]
     pub(crate) fn paces_next_get(&self) -> bool {
         self.ring.caught_up_outpaced()
@@ -836,14 +688,12 @@ impl<T> Queue<T> {
 impl<T: Serialize + DeserializeOwned> Queue<T> {
     fn put_inner(&self, item: &T, block: Block) -> Result<(), Stop> {
         let codec = self.codec();
-        match self.ring.put_encoded(
-            block,
-            |buf| codec.encode_into_slice(item, buf),
-            CodecError::is_too_large,
-        )? {
-            Some(None) => return Ok(()),
-            Some(Some(e)) => return Err(Stop::Failed(QueueError::Codec(e))),
-            None => {}
+        match self
+            .ring
+            .put_encoded(block, |buf| codec.encode_into_slice(item, buf))?
+        {
+            Encoded::Published => return Ok(()),
+            Encoded::DidNotFit => {}
         }
         // Too large for the room at hand: encode outside the lock, then copy
         // (or fragment).
@@ -994,59 +844,15 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
     }
 }
 
-enum Lent<'q> {
-    Ring(Consumer<'q>, Rec),
-    Owned(Vec<u8>),
-}
-
-/// A message read in place; see [`Queue::get_in_place`]. Derefs to the
-/// message bytes; the message leaves the queue when this drops.
-#[must_use = "the message leaves the queue when the guard drops"]
-#[clippy::has_significant_drop]
-pub struct InPlace<'q> {
-    inner: Lent<'q>,
-}
-
-impl InPlace<'_> {
-    /// Whether the bytes are borrowed from the ring (`false` for a message
-    /// assembled from fragments).
-    #[must_use]
-    pub fn is_borrowed(this: &Self) -> bool {
-        matches!(this.inner, Lent::Ring(..))
-    }
-}
-
-impl Deref for InPlace<'_> {
-    type Target = [u8];
-
-    fn deref(&self) -> &[u8] {
-        match &self.inner {
-            Lent::Ring(c, rec) => c.bytes(rec),
-            Lent::Owned(buf) => buf,
-        }
-    }
-}
-
-impl AsRef<[u8]> for InPlace<'_> {
-    fn as_ref(&self) -> &[u8] {
-        self
-    }
-}
-
-impl Drop for InPlace<'_> {
-    fn drop(&mut self) {
-        if let Lent::Ring(c, rec) = &self.inner {
-            c.finish(rec);
-        }
-    }
-}
-
-impl fmt::Debug for InPlace<'_> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("InPlace")
-            .field("len", &self.len())
-            .field("borrowed", &Self::is_borrowed(self))
-            .finish()
+impl QueueBuilder {
+    /// Creates a [`Queue`].
+    ///
+    /// # Errors
+    ///
+    /// [`QueueError::InvalidConfig`] for out-of-range settings,
+    /// [`QueueError::Segment`] when the memory cannot be created.
+    pub fn build<T>(self) -> Result<Queue<T>, QueueError> {
+        Ok(Queue::from_ring(Ring::create(self.options(Kind::Queue)?)?))
     }
 }
 
@@ -1071,7 +877,7 @@ impl<T> Serialize for Queue<T> {
     }
 }
 
-fn deserialize_kind<'de, D: serde::Deserializer<'de>, T>(
+pub(crate) fn deserialize_kind<'de, D: serde::Deserializer<'de>, T>(
     deserializer: D,
     kind: Kind,
 ) -> Result<Queue<T>, D::Error> {
@@ -1082,265 +888,5 @@ fn deserialize_kind<'de, D: serde::Deserializer<'de>, T>(
 impl<'de, T> Deserialize<'de> for Queue<T> {
     fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
         deserialize_kind(deserializer, Kind::Queue)
-    }
-}
-
-/// Python's `SimpleQueue`: an unbounded queue with `put`, `get`,
-/// `is_empty` and `close`.
-///
-/// # Examples
-///
-/// ```
-/// use multiproc_queue::SimpleQueue;
-///
-/// let q = SimpleQueue::new()?;
-/// assert!(q.is_empty());
-/// q.put([1u8, 2])?;
-/// assert_eq!(q.get()?, [1, 2]);
-/// q.close();
-/// assert!(q.get().unwrap_err().is_closed());
-/// # Ok::<(), Box<dyn std::error::Error>>(())
-/// ```
-pub struct SimpleQueue<T> {
-    inner: Queue<T>,
-}
-
-impl<T> Clone for SimpleQueue<T> {
-    fn clone(&self) -> Self {
-        Self {
-            inner: self.inner.clone(),
-        }
-    }
-}
-
-impl<T> fmt::Debug for SimpleQueue<T> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        fmt::Debug::fmt(&self.inner, f)
-    }
-}
-
-impl<T> AsFd for SimpleQueue<T> {
-    fn as_fd(&self) -> BorrowedFd<'_> {
-        self.inner.as_fd()
-    }
-}
-
-impl<T: Serialize + DeserializeOwned> SimpleQueue<T> {
-    /// A new, empty queue over a [`DEFAULT_RING_BYTES`] ring.
-    ///
-    /// # Errors
-    ///
-    /// [`QueueError::Segment`].
-    pub fn new() -> Result<Self, QueueError> {
-        QueueBuilder::new().build_simple()
-    }
-
-    /// Attaches to a `SimpleQueue` segment; see [`Queue::attach`].
-    ///
-    /// # Errors
-    ///
-    /// As for [`Queue::attach`].
-    pub fn attach(segment: Segment) -> Result<Self, QueueError> {
-        Ok(Self {
-            inner: Queue::attach_kind(segment, Kind::Simple)?,
-        })
-    }
-
-    /// Puts `item` (waits only while the ring's bytes are all in use).
-    ///
-    /// # Errors
-    ///
-    /// As for [`Queue::put`].
-    pub fn put(&self, item: T) -> Result<(), PutError<T>> {
-        self.inner.put(item)
-    }
-
-    /// Takes the next message, waiting while there is none.
-    ///
-    /// # Errors
-    ///
-    /// As for [`Queue::get`].
-    pub fn get(&self) -> Result<T, GetError> {
-        self.inner.get()
-    }
-
-    /// Whether no message is in the queue; a snapshot.
-    #[doc(alias = "empty")]
-    #[must_use]
-    pub fn is_empty(&self) -> bool {
-        self.inner.is_empty()
-    }
-
-    /// Closes the queue; see [`Queue::close`].
-    pub fn close(&self) {
-        self.inner.close();
-    }
-
-    /// The shared-memory segment.
-    #[must_use]
-    pub fn segment(&self) -> &Segment {
-        self.inner.segment()
-    }
-}
-
-impl<T> Serialize for SimpleQueue<T> {
-    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        self.inner.serialize(serializer)
-    }
-}
-
-impl<'de, T> Deserialize<'de> for SimpleQueue<T> {
-    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        Ok(Self {
-            inner: deserialize_kind(deserializer, Kind::Simple)?,
-        })
-    }
-}
-
-/// Python's `JoinableQueue`: a [`Queue`] (all its methods, through `Deref`)
-/// that also counts unfinished tasks. Every successful put adds one;
-/// [`task_done`](Self::task_done) removes one; [`join`](Self::join) waits
-/// for zero.
-///
-/// A consumer that dies between `get` and `task_done` leaves its task
-/// unfinished (nobody can tell whether it did the work): use
-/// [`join_timeout`](Self::join_timeout) where consumers may be killed.
-/// Messages that die with a consumer before being delivered (the rest of a
-/// fragmented message) are counted done automatically.
-///
-/// # Examples
-///
-/// ```
-/// use multiproc_queue::JoinableQueue;
-///
-/// let q = JoinableQueue::new()?;
-/// q.put("job".to_string())?;
-/// assert_eq!(q.unfinished_tasks(), 1);
-/// assert_eq!(q.get()?, "job");
-/// q.task_done()?;
-/// q.join();
-/// assert!(q.task_done().is_err()); // more task_done than puts
-/// # Ok::<(), Box<dyn std::error::Error>>(())
-/// ```
-pub struct JoinableQueue<T> {
-    inner: Queue<T>,
-}
-
-impl<T> Clone for JoinableQueue<T> {
-    fn clone(&self) -> Self {
-        Self {
-            inner: self.inner.clone(),
-        }
-    }
-}
-
-impl<T> fmt::Debug for JoinableQueue<T> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        fmt::Debug::fmt(&self.inner, f)
-    }
-}
-
-impl<T> Deref for JoinableQueue<T> {
-    type Target = Queue<T>;
-
-    fn deref(&self) -> &Queue<T> {
-        &self.inner
-    }
-}
-
-impl<T: Serialize + DeserializeOwned> JoinableQueue<T> {
-    /// A new joinable queue with no item bound.
-    ///
-    /// # Errors
-    ///
-    /// [`QueueError::Segment`].
-    pub fn new() -> Result<Self, QueueError> {
-        QueueBuilder::new().build_joinable()
-    }
-
-    /// A new joinable queue holding at most `maxsize` messages.
-    ///
-    /// # Errors
-    ///
-    /// As for [`Queue::with_capacity`].
-    pub fn with_capacity(maxsize: usize) -> Result<Self, QueueError> {
-        QueueBuilder::new().capacity(maxsize).build_joinable()
-    }
-}
-
-impl<T> JoinableQueue<T> {
-    /// Attaches to a `JoinableQueue` segment; see [`Queue::attach`].
-    ///
-    /// # Errors
-    ///
-    /// As for [`Queue::attach`].
-    pub fn attach(segment: Segment) -> Result<Self, QueueError> {
-        Ok(Self {
-            inner: Queue::attach_kind(segment, Kind::Joinable)?,
-        })
-    }
-
-    /// Marks one task (a message taken with `get`) as done.
-    ///
-    /// # Errors
-    ///
-    /// [`TaskDoneError`] when every put message is already done (Python's
-    /// `ValueError`).
-    pub fn task_done(&self) -> Result<(), TaskDoneError> {
-        if self.inner.ring.task_done() {
-            Ok(())
-        } else {
-            Err(TaskDoneError)
-        }
-    }
-
-    /// Tasks put and not yet marked done.
-    #[must_use]
-    pub fn unfinished_tasks(&self) -> usize {
-        self.inner.ring.unfinished() as usize
-    }
-
-    /// Blocks until every message put has been marked done (returns at once
-    /// when none is unfinished). Sleeps in the kernel; uses no CPU.
-    pub fn join(&self) {
-        let _ = self.inner.ring.join(FOREVER);
-    }
-
-    /// [`join`](Self::join) waiting at most `timeout`.
-    ///
-    /// # Errors
-    ///
-    /// [`Timeout`] when tasks are still unfinished at the timeout.
-    ///
-    /// # Examples
-    ///
-    /// ```
-    /// use multiproc_queue::JoinableQueue;
-    /// use std::time::Duration;
-    ///
-    /// let q = JoinableQueue::new()?;
-    /// q.put(1u8)?;
-    /// assert!(q.join_timeout(Duration::from_millis(5)).is_err());
-    /// q.get()?;
-    /// q.task_done()?;
-    /// assert!(q.join_timeout(Duration::from_millis(5)).is_ok());
-    /// # Ok::<(), Box<dyn std::error::Error>>(())
-    /// ```
-    pub fn join_timeout(&self, timeout: Duration) -> Result<(), Timeout> {
-        self.inner.ring.join(until(timeout)).map_err(|_| Timeout)
-    }
-}
-
-impl<T> Serialize for JoinableQueue<T> {
-    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        self.inner.serialize(serializer)
-    }
-}
-
-impl<'de, T> Deserialize<'de> for JoinableQueue<T> {
-    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        Ok(Self {
-            inner: deserialize_kind(deserializer, Kind::Joinable)?,
-        })
     }
 }

@@ -368,7 +368,7 @@ fn many_threads_mpmc_in_process() {
 #[test]
 fn typed_values_around_the_direct_encoding_limit() {
     let q: Queue<Vec<u8>> = Queue::builder().ring_bytes(1 << 20).build().unwrap();
-    let limit = crate::ring::DIRECT_ENCODE_MAX_FOR_TESTS;
+    let limit = crate::ring::producer::DIRECT_ENCODE_MAX_FOR_TESTS;
     for len in [
         0,
         1,
@@ -414,7 +414,7 @@ fn only_a_lone_consumer_outpaced_by_its_producer_paces_when_it_catches_up() {
         assert_eq!(q.get_bytes().unwrap(), msg);
         assert!(!q.paces_next_get(), "message {i}");
     }
-    if !crate::lock::asymmetric() {
+    if !crate::fence::asymmetric() {
         // No membarrier: no bias, so no consumer is known to be alone.
         q.put_bytes(&[1]).unwrap();
         q.put_bytes(&[2]).unwrap();

@@ -23,7 +23,7 @@ const CONSUMER_OWNER: usize = 512;
 /// token). The tests check the token is 1 once the first bias is granted.
 const PRODUCER_TOKEN: usize = 352;
 const CONSUMER_TOKEN: usize = 600;
-/// The owner word of a biased lock (`bias.rs`).
+/// The owner word of a biased lock (`owner.rs`).
 const BIASED: u64 = u64::MAX;
 /// The bits of an owner word that hold the owner's thread id.
 const ID_MASK: u64 = (1 << 22) - 1;

@@ -527,7 +527,7 @@ const PRODUCER_OWNER: usize = 256;
 const PRODUCER_TOKEN: usize = 352;
 const CONSUMER_OWNER: usize = 512;
 const CONSUMER_TOKEN: usize = 600;
-/// The owner word of a biased lock (`src/bias.rs`).
+/// The owner word of a biased lock (`src/owner.rs`).
 const BIASED: u64 = u64::MAX;
 /// Token bit set while a new owner-word holder waits for the biased
 /// thread to step out (`src/bias.rs`).

@@ -1,4 +1,5 @@
-//! A loom model of a queue lock with its bias (`src/lock.rs`, `src/bias.rs`),
+//! A loom model of a queue lock with its bias (`src/lock.rs`, `src/bias.rs`,
+//! over the lock words of `src/owner.rs`),
 //! with parties that may stop for ever at any step.
 //!
 //! Not part of the normal test run (loom needs `--cfg loom`; without it this
@@ -49,16 +50,16 @@
 //!
 //! | model | crate |
 //! |---|---|
-//! | [`Lock::owner`], [`Lock::token`], [`Slot`] | `RobustLock::owner`, `Bias::token`, `BiasSlot::{owner, busy}` (`layout.rs`) |
+//! | [`Lock::owner`], [`Lock::token`], [`Slot`] | `RobustLock::owner` (`owner.rs`), `Bias::token`, `BiasSlot::{owner, busy}` (`layout.rs`) |
 //! | [`enter_biased`] | `RobustLock::enter_biased` and `lost_bias` (`bias.rs`) |
 //! | [`leave_biased`] | `RobustLock::leave_biased` (`bias.rs`) |
-//! | [`lock`] | `RobustLock::lock` once the bias failed: `try_lock`, `lock_slow` (takeover from a dead owner + `settle`), `revoke` (`lock.rs`, `bias.rs`) |
+//! | [`lock`] | `RobustLock::lock` once the bias failed: `try_lock`, `lock_slow` (takeover from a dead owner + `settle`), `revoke` (`lock.rs`, `bias.rs`; a lost race is `Revoke::Raced`) |
 //! | [`settle`] | `RobustLock::settle` and `wait_out` (`bias.rs`) |
 //! | [`unlock`] | `RobustLock::unlock`, the `owner := 0` branch (`lock.rs`) |
 //! | [`grant`] | `RobustLock::grant` (`bias.rs`) |
-//! | [`Lock::is_alive`] | `lock::owner_alive` |
-//! | [`Lock::notify`], [`Lock::prepare_sleep`], [`Lock::sleep`], [`Wait`] | `lock::notify`, `lock::prepare_sleep`, `futex::wait` and the wait loops of `lock_slow` and `wait_out` |
-//! | [`critical`] | what the holder does under the lock (`ring.rs`) |
+//! | [`Lock::is_alive`] | `owner::owner_alive` |
+//! | [`Lock::notify`], [`Lock::prepare_sleep`], [`Lock::sleep`], [`Wait`] | `wake::notify`, `wake::prepare_sleep`, `futex::wait` and the wait loops of `lock_slow` and `wait_out` |
+//! | [`critical`] | what the holder does under the lock (`ring/producer.rs`, `ring/consumer.rs`) |
 //! | the step budget of a [`Party`] | a thread killed at that point |
 //!
 //! Each [`Party`] is a thread; its identity (never 0, never [`BIASED`]) is
@@ -147,7 +148,7 @@ use loom::thread;
 /// The preemption bound unless `LOOM_MAX_PREEMPTIONS` says otherwise.
 const PREEMPTIONS: usize = 2;
 
-/// The owner word of a biased lock (`bias::BIASED`).
+/// The owner word of a biased lock (`owner::BIASED`).
 const BIASED: u64 = u64::MAX;
 /// Set in the token while a new holder of the owner word waits for the
 /// biased thread to step out; bits 0..=30 still name the slot.
@@ -281,7 +282,7 @@ impl Lock {
         self
     }
 
-    /// `lock::owner_alive`: whether the thread with this identity runs. 0
+    /// `owner::owner_alive`: whether the thread with this identity runs. 0
     /// (a slot given back) unpacks to no identity, which counts as dead, as
     /// in the crate. SYNC: a `false` is an Acquire of everything the dead
     /// party did (its death went through the kernel, which was asked).
@@ -292,14 +293,14 @@ impl Lock {
         }
     }
 
-    /// `lock::notify`: wakes every sleeper. Run right after each store that
+    /// `wake::notify`: wakes every sleeper. Run right after each store that
     /// may end somebody's wait, as the crate does.
     fn notify(&self) {
         *self.futex.lock().unwrap() += 1;
         self.sleepers.notify_all();
     }
 
-    /// `lock::prepare_sleep`: the futex value to sleep on, read before the
+    /// `wake::prepare_sleep`: the futex value to sleep on, read before the
     /// waiter re-checks its condition.
     fn prepare_sleep(&self) -> u64 {
         *self.futex.lock().unwrap()
@@ -335,7 +336,7 @@ struct Died;
 
 type Step<T> = Result<T, Died>;
 
-/// How a party got the owner word (`lock::Locked`).
+/// How a party got the owner word (`owner::Locked`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Locked {
     Clean,
@@ -466,7 +467,7 @@ fn enter_biased(p: &mut Party<'_>, token: u32) -> Step<bool> {
     p.step()?;
     slot.busy.store(idle + 1, Ordering::Relaxed);
     p.step()?;
-    // `lock::light_fence`: a compiler fence, made a full one on this CPU by
+    // `fence::light_fence`: a compiler fence, made a full one on this CPU by
     // the revoker's `membarrier`; modelled as `fence(SeqCst)` (module docs).
     fence(Ordering::SeqCst);
     if lk.token.load(Ordering::Acquire) == token {

@@ -1,0 +1,623 @@
+//! The producer side of the ring: taking the producer lock, the put
+//! paths (a whole record, a value encoded in place, a message in
+//! fragments), the `ABORT` a dead or timed-out producer owes, and close.
+//!
+//! # Producer state machine (`prod.state`, under the producer lock)
+//!
+//! | state | meaning | entered by | left by |
+//! |---|---|---|---|
+//! | `P_IDLE` | between messages | init, `LAST` or `ABORT` published | writing a `FIRST` |
+//! | `P_FRAGMENTING` | a message's `FIRST` is out, its `LAST` is not | before publishing `FIRST` | publishing `LAST`; or `ABORT` |
+//!
+//! A producer killed while `P_FRAGMENTING` (or a live one whose timeout ran
+//! out between fragments) leaves the state set; whoever next holds the lock
+//! publishes an `ABORT` record before anything else, so readers drop the
+//! partial message. A producer killed before its tail store published
+//! nothing: the bytes it wrote lie beyond the tail and are overwritten.
+#![allow(unsafe_code)]
+
+use multiproc_core::CodecError;
+use multiproc_core::futex::{self, SpinWait, WaitOutcome};
+use std::cell::Cell;
+use std::sync::atomic::Ordering;
+use std::time::Instant;
+
+use super::{
+    ABORT, Block, CLOSING, CONT, FIRST, FIRST_PREFIX, LAST, PAD, POLL_EVERY, Producer, Ring,
+    SEALED, Stop, WHOLE, corrupt, rec_len, wrap,
+};
+use crate::error::QueueError;
+use crate::layout::{Control, REC_ALIGN, pack, unpack};
+use crate::owner::{LIVENESS_SLICE, Locked, me};
+use crate::wake;
+
+const P_IDLE: u32 = 0;
+const P_FRAGMENTING: u32 = 1;
+
+/// A fragment smaller than this (or than what is left) is not worth a
+/// record: producers wait for this much room before writing one.
+const MIN_FRAGMENT: u32 = 64 * 1024;
+
+/// Typed puts encode straight into the ring when the value fits in this
+/// many bytes of free room; larger values are encoded outside the lock into
+/// a buffer first (a failed attempt costs at most this much encoding).
+const DIRECT_ENCODE_MAX: u32 = 64 * 1024;
+
+#[cfg(test)]
+pub(crate) const DIRECT_ENCODE_MAX_FOR_TESTS: usize = DIRECT_ENCODE_MAX as usize;
+
+/// Typed puts encode in place only with at least this much room (the first
+/// write of a value reserves 64 bytes).
+const MIN_ENCODING_ROOM: u32 = 64;
+
+/// What [`Ring::put_encoded`] did with a value (an encoder that fails for
+/// another reason than room stops the put with a [`Stop::Failed`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Encoded {
+    /// Encoded in place and published.
+    Published,
+    /// Larger than the room there was: nothing was published. Encode it
+    /// elsewhere and put the bytes with [`put_slice`](Ring::put_slice).
+    DidNotFit,
+}
+
+impl Ring {
+    /// Takes the producer lock (and seals a half-done close).
+    ///
+    /// Inlined: the guard returned through memory would be read back with
+    /// wider loads than the stores that wrote it, and such a load waits for
+    /// the store buffer to drain (see [`Hold`](crate::bias::Hold)).
+    #[inline(always)]
+    pub(crate) fn producer(&self, block: Block) -> Result<Producer<'_>, Stop> {
+        let (locked, hold) = self
+            .prod_lock()
+            .lock(me(), block.sleeps(), block.deadline())
+            .map_err(|()| block.expired())?;
+        let p = Producer {
+            ring: self,
+            hold,
+            patient: Cell::new(false),
+        };
+        if locked == Locked::Recovered || self.closed() & CLOSING != 0 {
+            self.after_recovery_or_close(locked);
+        }
+        Ok(p)
+    }
+
+    /// What a new producer-lock holder does after a dead holder or during
+    /// a close.
+    #[cold]
+    fn after_recovery_or_close(&self, locked: Locked) {
+        if locked == Locked::Recovered {
+            // The dead holder may have stored tail but not its copy, or
+            // died in a committed put.
+            let ctl = self.ctl();
+            ctl.prod
+                .tail
+                .store(ctl.tail.word.load(Ordering::Relaxed), Ordering::Relaxed);
+            ctl.prod.committed.store(0, Ordering::SeqCst);
+        }
+        let closed = self.closed();
+        if closed & CLOSING != 0 && closed & SEALED == 0 {
+            // We hold the producer lock: every put that will ever publish has
+            // published. SYNC: SeqCst, read by consumers before they report
+            // `Closed` after a last look at tail.
+            self.ctl().wait.closed.fetch_or(SEALED, Ordering::SeqCst);
+            let w = &self.ctl().wait;
+            wake::notify_all(&w.data);
+            wake::notify_all(&w.space);
+        }
+    }
+
+    /// Puts `data` as one message (one record, or fragments).
+    pub(crate) fn put_slice(&self, data: &[u8], block: Block) -> Result<(), Stop> {
+        self.check_len(data.len())?;
+        let mut p = self.producer(block)?;
+        p.put_slice(data, block)
+    }
+
+    /// Puts a message of `len` bytes written in place by `fill`.
+    ///
+    /// `fill` runs only once nothing can stop the put (but a segment found
+    /// corrupt): the caller's closure is gone then, so the caller could not
+    /// be handed it back with an error. In place, that is once the record
+    /// has room. A larger message goes through a buffer in fragments:
+    /// `fill` runs once the first fragment has room, and from then on the
+    /// put is committed — it waits for room for the rest as long as it
+    /// must, and a close does not interrupt it (it was accepted before the
+    /// close; consumers drain until the producer lock is let go).
+    pub(crate) fn put_with(
+        &self,
+        len: usize,
+        block: Block,
+        fill: impl FnOnce(&mut [u8]),
+    ) -> Result<(), Stop> {
+        self.check_len(len)?;
+        let mut p = self.producer(block)?;
+        p.settle(block)?;
+        if len <= self.max_inline() {
+            p.put_whole(len as u32, block, fill)
+        } else {
+            p.put_filled(len, block, fill)
+        }
+    }
+
+    /// Puts a message that `encode` writes straight into the ring, if it
+    /// fits in [`DIRECT_ENCODE_MAX`] bytes of the room there is now; see
+    /// [`Encoded`] for what came of it.
+    pub(crate) fn put_encoded(
+        &self,
+        block: Block,
+        encode: impl FnOnce(&mut [u8]) -> Result<usize, CodecError>,
+    ) -> Result<Encoded, Stop> {
+        let p = self.producer(block)?;
+        p.settle(block)?;
+        let want = rec_len(MIN_ENCODING_ROOM).min(self.max_record);
+        // The placement the wait found stays good: we hold the producer lock
+        // (tail stays), and head only frees more.
+        let mut placed = (0, 0);
+        p.wait_space(block, |p| {
+            Ok(p.items_ok() && {
+                placed = p.room_for_encoding()?;
+                placed.1 >= want
+            })
+        })?;
+        let (start, room) = placed;
+        let room = room.min(DIRECT_ENCODE_MAX);
+        // SAFETY: we hold the producer lock and `room_for_encoding` placed
+        // `start..start + room` in the free part of the ring.
+        let buf = unsafe { self.bytes_mut(start + REC_ALIGN, room - REC_ALIGN) };
+        let encoded = encode(buf);
+        let hint = match &encoded {
+            Ok(len) => *len as u32,
+            Err(_) => room,
+        };
+        // Written only on a change: threads of one process share this
+        // `Ring`, and its line holds what every operation reads.
+        if self.last_encoding.load(Ordering::Relaxed) != hint {
+            self.last_encoding.store(hint, Ordering::Relaxed);
+        }
+        match encoded {
+            Ok(len) => {
+                // The payload is in place; `emit` adds the header (and the
+                // pad, which lies outside `buf`) and publishes.
+                p.emit(WHOLE, start, len as u32, 0, true, |_| {});
+                Ok(Encoded::Published)
+            }
+            Err(e) if e.is_too_large() => Ok(Encoded::DidNotFit),
+            Err(e) => Err(Stop::Failed(QueueError::Codec(e))),
+        }
+    }
+
+    fn check_len(&self, len: usize) -> Result<(), Stop> {
+        if len as u64 > self.max_message {
+            return Err(Stop::Failed(QueueError::TooLarge {
+                len: len as u64,
+                max: self.max_message,
+            }));
+        }
+        Ok(())
+    }
+
+    /// Starts `close`: no put succeeds from now on; consumers drain what is
+    /// left and then see `Closed`.
+    pub(crate) fn close(&self) {
+        let w = &self.ctl().wait;
+        // SYNC: SeqCst, read by producers in `wait_space` (under their lock).
+        w.closed.fetch_or(CLOSING, Ordering::SeqCst);
+        wake::notify_all(&w.space);
+        wake::notify_all(&w.data);
+        // Taking the producer lock waits for the put in progress, then
+        // seals. A holder that dies is taken over, so this cannot hang for
+        // good. A committed put (see `put_with`) is not waited for: it goes
+        // on until consumers have taken it, the closer may be the consumer
+        // it waits for, and it seals the close itself when done (or, should
+        // it die, a consumer that finds the close unsealed does).
+        loop {
+            let slice = Instant::now() + LIVENESS_SLICE;
+            if self.producer(Block::Until(Some(slice))).is_ok()
+                // SYNC: SeqCst, against the clear + `closing` load at the
+                // end of `put_filled`: either it sees our CLOSING and seals,
+                // or we see it is done and take the lock.
+                || self.ctl().prod.committed.load(Ordering::SeqCst) != 0
+            {
+                return;
+            }
+        }
+    }
+}
+
+impl Producer<'_> {
+    fn ctl(&self) -> &Control {
+        self.ring.ctl()
+    }
+
+    /// `(count, offset)` of tail, from the producers' copy. Only lock
+    /// holders write either.
+    #[inline]
+    fn tail(&self) -> (u32, u32) {
+        unpack(self.ctl().prod.tail.load(Ordering::Relaxed))
+    }
+
+    /// Head offset: the cached copy, or a fresh one.
+    #[inline]
+    fn head(&self, fresh: bool) -> Result<u32, Stop> {
+        let prod = &self.ctl().prod;
+        let word = if fresh {
+            // SYNC: pairs with the Release head store in
+            // `Consumer::advance`: the reader is done with those bytes. Also
+            // the re-check after `prepare_sleep` in `wait_space`.
+            let w = self.ctl().head.word.load(Ordering::SeqCst);
+            prod.cached_head.store(w, Ordering::Relaxed);
+            w
+        } else {
+            prod.cached_head.load(Ordering::Relaxed)
+        };
+        let (_, off) = unpack(word);
+        if off >= self.ring.cap || !off.is_multiple_of(REC_ALIGN) {
+            return Err(corrupt("head offset"));
+        }
+        Ok(off)
+    }
+
+    /// Record bytes placeable now: `(a, b)` where `a` is contiguous at the
+    /// tail and `b` at offset 0 (after padding the end), both at most the
+    /// record limit.
+    #[inline]
+    fn rooms(&self, fresh: bool) -> Result<(u32, u32), Stop> {
+        let cap = self.ring.cap;
+        let (_, t) = self.tail();
+        if t >= cap || !t.is_multiple_of(REC_ALIGN) {
+            return Err(corrupt("tail offset"));
+        }
+        let h = self.head(fresh)?;
+        let used = wrap(t + cap - h, cap);
+        let free = cap - REC_ALIGN - used;
+        let end = cap - t;
+        let a = free.min(end);
+        let b = if t != 0 && free > end { free - end } else { 0 };
+        if fresh && self.patient.get() && free < self.ring.resume_room {
+            // Taking room for a record or two at once would make every
+            // following put look at head again: one transfer of head's line
+            // per message, each stalling the consumer's next store. The
+            // head just seen is cached: the next look takes its room.
+            return Ok((0, 0));
+        }
+        let max = self.ring.max_record;
+        Ok((a.min(max), b.min(max)))
+    }
+
+    /// Where a record of `rec` bytes can start now, if anywhere.
+    #[inline]
+    fn fits(&self, rec: u32) -> Result<Option<u32>, Stop> {
+        for fresh in [false, true] {
+            let (a, b) = self.rooms(fresh)?;
+            if rec <= a {
+                return Ok(Some(self.tail().1));
+            }
+            if rec <= b {
+                return Ok(Some(0));
+            }
+        }
+        Ok(None)
+    }
+
+    /// The larger placement for a value encoded in place, from the cached
+    /// head unless that leaves less than the last value put this way took
+    /// (and at least [`MIN_ENCODING_ROOM`]).
+    #[inline]
+    fn room_for_encoding(&self) -> Result<(u32, u32), Stop> {
+        let (a, b) = self.rooms(false)?;
+        let hint = self.ring.last_encoding.load(Ordering::Relaxed);
+        let need = rec_len(hint.clamp(MIN_ENCODING_ROOM, DIRECT_ENCODE_MAX));
+        let (a, b) = if a.max(b) < need.min(self.ring.max_record) {
+            self.rooms(true)?
+        } else {
+            (a, b)
+        };
+        Ok(if a >= b { (self.tail().1, a) } else { (0, b) })
+    }
+
+    /// The larger placement for a fragment: `(start, record bytes)`.
+    fn best_room(&self) -> Result<(u32, u32), Stop> {
+        let (a, b) = self.rooms(true)?;
+        Ok(if a >= b { (self.tail().1, a) } else { (0, b) })
+    }
+
+    /// Whether the item bound allows one more message.
+    #[inline]
+    fn items_ok(&self) -> bool {
+        let max = self.ring.maxsize;
+        max == 0 || {
+            let (tc, _) = self.tail();
+            let below = |head: u64| tc.wrapping_sub(unpack(head).0) < max;
+            let prod = &self.ctl().prod;
+            // The cached head is never ahead of the real one: if it allows
+            // the message, so does head.
+            below(prod.cached_head.load(Ordering::Relaxed)) || {
+                // SYNC: SeqCst, as in `head(true)`.
+                let word = self.ctl().head.word.load(Ordering::SeqCst);
+                prod.cached_head.store(word, Ordering::Relaxed);
+                below(word)
+            }
+        }
+    }
+
+    fn closing(&self) -> bool {
+        self.ring.closed() & CLOSING != 0
+    }
+
+    /// Waits until `ready` holds (re-checked after every change of head),
+    /// the queue closes, or the deadline passes. While it may spin, a
+    /// blocking wait is patient (see [`RESUME_ROOM`](super::RESUME_ROOM)).
+    fn wait_space(
+        &self,
+        block: Block,
+        mut ready: impl FnMut(&Self) -> Result<bool, Stop>,
+    ) -> Result<(), Stop> {
+        if self.closing() && block.stops_at_close() {
+            return Err(Stop::Closed);
+        }
+        self.patient.set(block.sleeps());
+        let done = match ready(self) {
+            Ok(true) => Ok(()),
+            Ok(false) => self.wait_space_slow(block, &mut ready),
+            Err(e) => Err(e),
+        };
+        self.patient.set(false);
+        done
+    }
+
+    #[cold]
+    fn wait_space_slow(
+        &self,
+        block: Block,
+        ready: &mut dyn FnMut(&Self) -> Result<bool, Stop>,
+    ) -> Result<(), Stop> {
+        if !block.sleeps() {
+            return Err(Stop::WouldBlock);
+        }
+        let deadline = block.deadline();
+        let closing = || block.stops_at_close() && self.closing();
+        let mut spin = SpinWait::new();
+        let mut polls = 0u32;
+        while spin.spin() {
+            // As the consumer polls tail: look at head only every
+            // POLL_EVERY pauses. Each look pulls head's line away from the
+            // consumer, whose next store then waits for it.
+            polls += 1;
+            if !polls.is_multiple_of(POLL_EVERY) {
+                continue;
+            }
+            if closing() {
+                return Err(Stop::Closed);
+            }
+            if ready(self)? {
+                return Ok(());
+            }
+        }
+        // A sleeper takes any room: a consumer wakes it on every record it
+        // frees, and sleeping again each time would cost more. So does a
+        // napper, which looks only now and then.
+        self.patient.set(false);
+        let space = &self.ctl().wait.space;
+        // A consumer holding its lock is taking a message out: room is on
+        // its way. (An error of `ready` ends the nap, to be met below.)
+        let reading = || self.ring.cons_lock().in_use();
+        if wake::nap(
+            space,
+            deadline,
+            || closing() || ready(self).unwrap_or(true),
+            reading,
+        ) {
+            if closing() {
+                return Err(Stop::Closed);
+            }
+            if ready(self)? {
+                return Ok(());
+            }
+        }
+        if deadline.is_some_and(|d| Instant::now() >= d) {
+            return if ready(self)? {
+                Ok(())
+            } else {
+                Err(Stop::Timeout)
+            };
+        }
+        loop {
+            let v = wake::prepare_sleep(space);
+            if closing() {
+                return Err(Stop::Closed);
+            }
+            if ready(self)? {
+                return Ok(());
+            }
+            if futex::wait(space, v, wake::sleep_until(deadline)) == WaitOutcome::TimedOut
+                && deadline.is_some_and(|d| Instant::now() >= d)
+            {
+                if closing() {
+                    return Err(Stop::Closed);
+                }
+                return if ready(self)? {
+                    Ok(())
+                } else {
+                    Err(Stop::Timeout)
+                };
+            }
+        }
+    }
+
+    /// Writes and publishes one record at `start` (padding the end first
+    /// when `start` is 0 and tail is not). Space was checked by the caller.
+    fn emit(
+        &self,
+        kind: u32,
+        start: u32,
+        len: u32,
+        extra: u64,
+        ends: bool,
+        fill: impl FnOnce(&mut [u8]),
+    ) {
+        let ring = self.ring;
+        let (count, t) = self.tail();
+        if start != t {
+            debug_assert_eq!(start, 0);
+            ring.write_header(t, ring.cap - t - REC_ALIGN, PAD, 0);
+        }
+        ring.write_header(start, len, kind, extra);
+        // SAFETY: we hold the producer lock and `fits`/`best_room` placed
+        // `start..start + rec_len(len)` in the free part of the ring.
+        fill(unsafe { ring.bytes_mut(start + REC_ALIGN, len) });
+        let next = wrap(start + rec_len(len), ring.cap);
+        let word = pack(count.wrapping_add(u32::from(ends)), next);
+        // SYNC: Release publishes the record (and pad): pairs with the
+        // Acquire tail loads of consumers (`peek`, `wait_data`,
+        // `wait_more`). `notify` then is the fast half of the pair with
+        // `prepare_sleep` in `wait_data`/`wait_more`.
+        self.ctl().tail.word.store(word, Ordering::Release);
+        self.ctl().prod.tail.store(word, Ordering::Relaxed);
+        wake::notify(&self.ctl().wait.data);
+        // The line holding `next` may be read right now by a consumer that
+        // keeps up; the lines after it are not.
+        ring.prefetch(next, true);
+    }
+
+    /// Publishes the `ABORT` a dead or timed-out producer owes, if any.
+    #[inline]
+    fn settle(&self, block: Block) -> Result<(), Stop> {
+        if self.ctl().prod.state.load(Ordering::Relaxed) == P_IDLE {
+            return Ok(());
+        }
+        self.settle_slow(block)
+    }
+
+    #[cold]
+    fn settle_slow(&self, block: Block) -> Result<(), Stop> {
+        let mut at = 0;
+        self.wait_space(block, |p| {
+            Ok(p.fits(REC_ALIGN)?.inspect(|&s| at = s).is_some())
+        })?;
+        self.emit(ABORT, at, 0, 0, false, |_| {});
+        self.ctl().prod.state.store(P_IDLE, Ordering::Relaxed);
+        Ok(())
+    }
+
+    #[inline]
+    fn put_slice(&mut self, data: &[u8], block: Block) -> Result<(), Stop> {
+        self.settle(block)?;
+        if data.len() <= self.ring.max_inline() {
+            self.put_whole(data.len() as u32, block, |buf| buf.copy_from_slice(data))
+        } else {
+            self.put_fragments(data, block)
+        }
+    }
+
+    /// One `WHOLE` record of `len` (at most `max_inline`) bytes.
+    fn put_whole(&self, len: u32, block: Block, fill: impl FnOnce(&mut [u8])) -> Result<(), Stop> {
+        let rec = rec_len(len);
+        let mut at = 0;
+        self.wait_space(block, |p| {
+            Ok(p.items_ok() && p.fits(rec)?.inspect(|&s| at = s).is_some())
+        })?;
+        self.emit(WHOLE, at, len, 0, true, fill);
+        Ok(())
+    }
+
+    /// Record bytes the next fragment needs room for, with `remaining`
+    /// bytes of the message still to go.
+    fn fragment_room(&self, remaining: usize) -> u32 {
+        let whole = rec_len((remaining.min(self.ring.max_inline())) as u32);
+        whole.min(MIN_FRAGMENT.min(self.ring.max_record))
+    }
+
+    /// Waits (as `block` allows) until the first fragment of a message of
+    /// `total` bytes has room.
+    fn wait_first_fragment(&self, total: usize, block: Block) -> Result<(), Stop> {
+        self.wait_space(block, |p| {
+            Ok(p.items_ok() && p.best_room()?.1 >= p.fragment_room(total + FIRST_PREFIX as usize))
+        })
+    }
+
+    /// A message too large for one record, written by `fill` into a buffer
+    /// once its first fragment has room, then committed (see
+    /// [`Ring::put_with`]).
+    fn put_filled(
+        &mut self,
+        len: usize,
+        block: Block,
+        fill: impl FnOnce(&mut [u8]),
+    ) -> Result<(), Stop> {
+        self.wait_first_fragment(len, block)?;
+        let mut buf = vec![0u8; len];
+        fill(&mut buf);
+        let committed = &self.ctl().prod.committed;
+        committed.store(1, Ordering::SeqCst);
+        // Room only grows while we hold the producer lock: the first
+        // fragment's wait ends at once.
+        let done = self.put_fragments(&buf, Block::Committed);
+        // SYNC: SeqCst, against the CLOSING store + `committed` load in
+        // `close`.
+        committed.store(0, Ordering::SeqCst);
+        if self.closing() {
+            self.ring.after_recovery_or_close(Locked::Clean);
+        }
+        done
+    }
+
+    /// A message too large for one record: `FIRST`, `CONT`…, `LAST`, all
+    /// under this one hold of the producer lock.
+    fn put_fragments(&self, data: &[u8], block: Block) -> Result<(), Stop> {
+        let total = data.len();
+        self.wait_first_fragment(total, block)?;
+        let (start, room) = self.best_room()?;
+        let chunk = ((room - REC_ALIGN - FIRST_PREFIX) as usize).min(total);
+        self.ctl()
+            .prod
+            .state
+            .store(P_FRAGMENTING, Ordering::Relaxed);
+        let owner = me();
+        self.emit(
+            FIRST,
+            start,
+            FIRST_PREFIX + chunk as u32,
+            total as u64,
+            false,
+            |buf| {
+                buf[..8].copy_from_slice(&owner.to_le_bytes());
+                buf[8..].copy_from_slice(&data[..chunk]);
+            },
+        );
+        let mut sent = chunk;
+        while sent < total {
+            let remaining = total - sent;
+            if let Err(stop) =
+                self.wait_space(
+                    block,
+                    |p| Ok(p.best_room()?.1 >= p.fragment_room(remaining)),
+                )
+            {
+                self.abandon();
+                return Err(stop);
+            }
+            let (start, room) = self.best_room()?;
+            let chunk = ((room - REC_ALIGN) as usize).min(remaining);
+            let last = chunk == remaining;
+            let kind = if last { LAST } else { CONT };
+            self.emit(kind, start, chunk as u32, 0, last, |buf| {
+                buf.copy_from_slice(&data[sent..sent + chunk]);
+            });
+            sent += chunk;
+        }
+        self.ctl().prod.state.store(P_IDLE, Ordering::Relaxed);
+        Ok(())
+    }
+
+    /// Gives up a fragmented message half way: publishes `ABORT` if there
+    /// is room now, else leaves the debt to the next producer (`settle`).
+    fn abandon(&self) {
+        if let Ok(Some(at)) = self.fits(REC_ALIGN) {
+            self.emit(ABORT, at, 0, 0, false, |_| {});
+            self.ctl().prod.state.store(P_IDLE, Ordering::Relaxed);
+        }
+    }
+}

@@ -1,0 +1,104 @@
+//! Sleeping and waking on the futex words of a queue without a lost
+//! wake-up: a waker pays a load, a sleeper announces itself and re-checks
+//! (see [`notify`] and [`prepare_sleep`]), and a waiter whose partner is
+//! busy naps without announcing itself ([`nap`]).
+
+use multiproc_core::futex;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
+
+use crate::fence::{heavy_fence, light_fence, recheck_slice};
+
+/// How long a waiter naps (see [`nap`]) before it announces its sleep.
+const NAP_PHASE: Duration = Duration::from_millis(1);
+/// One nap: a timed sleep nobody has to end.
+const NAP: Duration = Duration::from_micros(20);
+
+/// Waits, between spinning and an announced sleep, in short timed sleeps
+/// that nobody has to wake, while `busy` holds (the other side is in the
+/// middle of an operation that will end the wait); returns `true` once
+/// `ready` holds, `false` when `busy` stops holding first, or after
+/// [`NAP_PHASE`] or at `deadline`. `word` is the futex word the waiter would
+/// announce itself on; a change of it ends a nap early.
+///
+/// Why: announcing a sleep costs the sleeper a `membarrier` (an interrupt
+/// on every CPU running a queue user, the partner's among them) and the
+/// partner a `futex_wake`. A partner that copies a large message takes
+/// longer than the spin but not long: it would pay both once per message
+/// (measured: a third of the throughput of 1 MiB messages). A partner that
+/// is not in the middle of anything may be gone for long; for that one the
+/// announced sleep wakes sooner than a nap would end.
+pub(crate) fn nap(
+    word: &AtomicU32,
+    deadline: Option<Instant>,
+    mut ready: impl FnMut() -> bool,
+    mut busy: impl FnMut() -> bool,
+) -> bool {
+    let end = Instant::now() + NAP_PHASE;
+    let end = deadline.map_or(end, |d| d.min(end));
+    loop {
+        let v = word.load(Ordering::Relaxed);
+        if ready() {
+            return true;
+        }
+        let now = Instant::now();
+        if now >= end || !busy() {
+            return false;
+        }
+        futex::wait(word, v, Some((now + NAP).min(end)));
+    }
+}
+
+/// `deadline`, shortened to [`recheck_slice`] from now when that applies.
+pub(crate) fn sleep_until(deadline: Option<Instant>) -> Option<Instant> {
+    match recheck_slice() {
+        Some(slice) => {
+            let soon = Instant::now() + slice;
+            Some(deadline.map_or(soon, |d| d.min(soon)))
+        }
+        None => deadline,
+    }
+}
+
+/// Wakes every sleeper on `word` if bit 0 says there are any. Called right
+/// after the store that makes the sleepers' condition true; the
+/// [`light_fence`] here and the [`heavy_fence`] in [`prepare_sleep`] make
+/// sure the two sides cannot both miss each other.
+#[inline]
+pub(crate) fn notify(word: &AtomicU32) {
+    light_fence();
+    // SYNC: pairs with the `fetch_or` + `heavy_fence` in `prepare_sleep`:
+    // either the sleeper's re-check sees our store, or we see its bit here.
+    let v = word.load(Ordering::Relaxed);
+    if v & 1 != 0 {
+        notify_slow(word, v);
+    }
+}
+
+#[cold]
+fn notify_slow(word: &AtomicU32, v: u32) {
+    // v + 1 clears bit 0 and bumps the sequence. A failed CAS means another
+    // waker already bumped it (and woke everybody).
+    if word
+        .compare_exchange(v, v.wrapping_add(1), Ordering::SeqCst, Ordering::Relaxed)
+        .is_ok()
+    {
+        futex::wake_all(word);
+    }
+}
+
+/// Bumps `word` and wakes everybody, unconditionally (close).
+pub(crate) fn notify_all(word: &AtomicU32) {
+    word.fetch_add(2, Ordering::SeqCst);
+    futex::wake_all(word);
+}
+
+/// Registers a sleeper on `word`; returns the value to pass to
+/// [`futex::wait`] after re-checking the condition (which the caller must
+/// do after this returns).
+pub(crate) fn prepare_sleep(word: &AtomicU32) -> u32 {
+    // SYNC: pairs with the `light_fence` + load in `notify`.
+    let v = word.fetch_or(1, Ordering::SeqCst) | 1;
+    heavy_fence();
+    v
+}
