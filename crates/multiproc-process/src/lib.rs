@@ -134,8 +134,9 @@
 //! One exception: a *daemon* started through the server dies with the
 //! server, since the kernel's parent-death signal that ties a daemon's life
 //! to its parent at no cost follows the process that forked it. (Watching
-//! the parent from a thread instead was measured at about 2 ms more per
-//! daemon start and join on a loaded 2-vCPU machine.) A pool treats such a
+//! the parent from a thread instead, as daemons started from a thread other
+//! than the main one do, costs every daemon a thread start and teardown.)
+//! A pool treats such a
 //! death as any worker's death: the task fails with
 //! [`TaskError::WorkerDied`] and the worker is replaced.
 //!
