@@ -73,11 +73,39 @@ const ID_MASK: u64 = (1 << ID_BITS) - 1;
 /// The packed form (`start_time << 22 | tid`) is what goes into shared
 /// memory; it is never 0, so 0 can mean "no owner". For a process's main
 /// thread it equals the [`ProcessIdentity`] of the process.
+///
+/// # Examples
+///
+/// ```
+/// use multiproc_core::ThreadIdentity;
+/// use std::sync::atomic::{AtomicU64, Ordering};
+///
+/// // A lock word records its holder...
+/// let holder = AtomicU64::new(0);
+/// holder.store(ThreadIdentity::current().to_u64(), Ordering::Release);
+///
+/// // ...and whoever finds it taken can ask whether that holder still runs.
+/// let recorded = ThreadIdentity::from_u64(holder.load(Ordering::Acquire)).unwrap();
+/// assert_eq!(recorded, ThreadIdentity::current());
+/// assert!(recorded.is_alive());
+/// ```
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct ThreadIdentity(u64);
 
 /// A process's pid plus start time, packed as [`ThreadIdentity`] is: unique
 /// for the life of the system.
+///
+/// # Examples
+///
+/// ```
+/// use multiproc_core::ProcessIdentity;
+///
+/// let me = ProcessIdentity::current();
+/// let packed = me.to_u64(); // e.g. stored in a segment by a creator
+/// let creator = ProcessIdentity::from_u64(packed).unwrap();
+/// assert_eq!(creator.pid(), std::process::id());
+/// assert!(creator.is_alive());
+/// ```
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct ProcessIdentity(u64);
 
