@@ -7,12 +7,15 @@
 //!
 //! # Why spin first
 //!
-//! On the machines multiproc is benchmarked on, waking a process that sleeps
-//! on the other CPU costs 20–25 µs, and a futex round trip with no spinning
-//! about 49 µs. A waiter that spins for a short while first catches most
+//! On the machines multiproc is benchmarked on, a futex round trip between
+//! two processes with no spinning takes about 49 µs, so waking a process
+//! that sleeps on the other CPU costs 20–25 µs (`futex_round_trip/futex_only`
+//! in `cargo bench -p multiproc-core --bench futex`, a round trip being two
+//! wake-ups). A waiter that spins for a short while first catches most
 //! hand-offs while both processes are running and brings the round trip to
-//! well under a microsecond. [`SpinWait`] holds that budget;
-//! [`wait_until`] combines it with the sleep.
+//! well under a microsecond (`futex_round_trip/spin_then_futex` in the same
+//! bench). [`SpinWait`] holds that budget; [`wait_until`] combines it with
+//! the sleep.
 //!
 //! ```
 //! use multiproc_core::futex;
@@ -201,9 +204,11 @@ pub fn wake_all(word: &AtomicU32) -> usize {
 /// Spin iterations a waiter spends before it sleeps.
 ///
 /// Chosen with `cargo bench -p multiproc-core --bench futex`: a cross-process
-/// hand-off that arrives within this budget costs well under a microsecond,
-/// one that does not pays the 20–50 µs kernel wake-up it would have paid
-/// anyway, and the budget itself is a few microseconds of one CPU.
+/// hand-off that arrives within this budget costs well under a microsecond
+/// (`futex_round_trip/spin_then_futex`), one that does not pays the
+/// 20–50 µs kernel wake-up it would have paid anyway
+/// (`futex_round_trip/futex_only`, a round trip of two such wake-ups), and
+/// the budget itself is a few microseconds of one CPU.
 pub const SPIN_LIMIT: u32 = 2000;
 
 /// After this many pure spins a waiter also yields its CPU now and then, so a
