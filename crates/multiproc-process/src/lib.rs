@@ -28,8 +28,11 @@
 //! [`ProcessBuilder::run`] starts and joins in one call, for a caller that
 //! waits for the value at once; knowing that, it starts a Fork child on the
 //! caller's CPU, which made a short child's start and join 30–40 % cheaper
-//! on the 2-vCPU virtual machine it was measured on. `start` does the same
-//! for a thread seen joining its Fork children right after starting them.
+//! on the 2-vCPU virtual machine it was measured on
+//! (`cargo bench -p multiproc-process --bench process -- process_start_join`:
+//! `fork_run` against `fork` as it was before `start` pinned). `start`
+//! does the same for a thread seen joining its Fork children right after
+//! starting them.
 //!
 //! # Pool
 //!
@@ -135,9 +138,10 @@
 //! server, since the kernel's parent-death signal that ties a daemon's life
 //! to its parent at no cost follows the process that forked it. (Watching
 //! the parent from a thread instead was measured at about 2 ms more per
-//! daemon start and join on a loaded 2-vCPU machine.) A pool treats such a
-//! death as any worker's death: the task fails with
-//! [`TaskError::WorkerDied`] and the worker is replaced.
+//! daemon start and join on a loaded 2-vCPU machine, with a one-off loop of
+//! daemon starts and joins through the server; no bench in the repository
+//! runs it.) A pool treats such a death as any worker's death: the task
+//! fails with [`TaskError::WorkerDied`] and the worker is replaced.
 //!
 //! # When things die or fail
 //!

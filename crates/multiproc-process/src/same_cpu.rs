@@ -15,13 +15,17 @@
 //!
 //! Measured on a 2-vCPU virtual machine, start + join of a no-op Fork child
 //! in a loop: about 135 µs without this, about 95 µs with it, against 100 to
-//! 115 µs for a bare `fork` + `waitpid` in the same program.
+//! 115 µs for a bare `fork` + `waitpid` in the same program
+//! (`cargo bench -p multiproc-process --bench process -- process_start_join`:
+//! `fork` in builds without and with the pinning, and `bare_fork_waitpid`).
 //!
 //! It costs a parent that goes on working instead: it shares its CPU with
 //! the child until the scheduler moves one of them, up to a scheduler tick
 //! later. Two children burning 5 ms each, started one after the other and
 //! then joined, took 8.0 ms per pair pinned against 5.3 ms unpinned; a child
-//! burning 20 ms beside a parent doing the same, 23.8 against 20.6 ms.
+//! burning 20 ms beside a parent doing the same, 23.8 against 20.6 ms
+//! (measured with one-off timing loops of those two patterns, pinned and
+//! unpinned builds; no bench in the repository runs them).
 //!
 //! So [`ProcessBuilder::start`](crate::ProcessBuilder::start) pins only
 //! when this thread's last Fork child was joined at once ([`JoinHabit`]):
@@ -29,8 +33,10 @@
 //! `start` returning, less than waking an idle CPU costs. A thread that
 //! starts children in batches, or works before it joins, gets the kernel's
 //! placement; a wrong guess costs one child's first run. Measured with the
-//! guess: the start + join loop as pinned (about 100 µs), the batches and
-//! the working parent as unpinned (5.3 and 20.5 ms).
+//! guess: the start + join loop as pinned (about 100 µs,
+//! `process_start_join/fork` in the bench above), the batches and the
+//! working parent as unpinned (5.3 and 20.5 ms, with the same one-off
+//! loops).
 
 use rustix::process::Pid;
 use rustix::thread::{CpuSet, sched_getaffinity, sched_getcpu, sched_setaffinity};
