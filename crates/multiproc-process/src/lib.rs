@@ -138,10 +138,10 @@
 //! server, since the kernel's parent-death signal that ties a daemon's life
 //! to its parent at no cost follows the process that forked it. (Watching
 //! the parent from a thread instead was measured at about 2 ms more per
-//! daemon start and join on a loaded 2-vCPU machine, with a one-off loop of
-//! daemon starts and joins through the server; no bench in the repository
-//! runs it.) A pool treats such a death as any worker's death: the task
-//! fails with [`TaskError::WorkerDied`] and the worker is replaced.
+//! daemon start and join on a loaded 2-vCPU machine, outside the benches:
+//! no bench in the repository starts daemons.) A pool treats such a death
+//! as any worker's death: the task fails with [`TaskError::WorkerDied`] and
+//! the worker is replaced.
 //!
 //! # When things die or fail
 //!
