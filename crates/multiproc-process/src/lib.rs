@@ -28,8 +28,8 @@
 //! [`ProcessBuilder::run`] starts and joins in one call, for a caller that
 //! waits for the value at once; knowing that, it starts a Fork child on the
 //! caller's CPU, which made a short child's start and join 30–40 % cheaper
-//! on the 2-vCPU virtual machine it was measured on
-//! (`cargo bench -p multiproc-process --bench process -- process_start_join`:
+//! on the 2-vCPU virtual machine it was measured on (a one-off loop; in
+//! `cargo bench -p multiproc-process --bench process -- process_start_join`,
 //! `fork_run` against `fork` as it was before `start` pinned). `start`
 //! does the same for a thread seen joining its Fork children right after
 //! starting them.
