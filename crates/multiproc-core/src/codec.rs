@@ -45,6 +45,26 @@ pub const DEFAULT_MAX_SIZE: usize = 1 << 30;
 const CONFIG: Configuration = standard();
 
 /// Why encoding or decoding failed.
+///
+/// # Examples
+///
+/// ```
+/// use multiproc_core::codec::{self, Codec, CodecError};
+///
+/// let err = Codec::new().with_max_size(2).encode(&"too long").unwrap_err();
+/// assert!(matches!(err, CodecError::TooLarge { max: 2 }));
+///
+/// let err = codec::decode::<u8>(&[1, 2]).unwrap_err();
+/// assert!(matches!(err, CodecError::TrailingBytes { used: 1, len: 2 }));
+///
+/// let err = codec::decode::<bool>(&[7]).unwrap_err();
+/// assert!(matches!(err, CodecError::Decode(_)));
+///
+/// let (a, _b) = multiproc_core::scm::stream_pair()?;
+/// let err = codec::encode(&multiproc_core::SharedFd::from(a)).unwrap_err();
+/// assert!(matches!(err, CodecError::DescriptorsUnsupported));
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
 #[derive(Debug)]
 #[non_exhaustive]
 pub enum CodecError {
@@ -74,12 +94,34 @@ pub enum CodecError {
 
 impl CodecError {
     /// Whether this is [`CodecError::TooLarge`].
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use multiproc_core::Codec;
+    ///
+    /// let tiny = Codec::new().with_max_size(1);
+    /// assert!(tiny.encode(&1000u64).unwrap_err().is_too_large());
+    /// assert!(tiny.encode(&1u8).is_ok());
+    /// ```
     #[must_use]
     pub fn is_too_large(&self) -> bool {
         matches!(self, Self::TooLarge { .. })
     }
 
     /// Whether this is [`CodecError::DescriptorsUnsupported`].
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use multiproc_core::{codec, Segment};
+    ///
+    /// let segment = Segment::anonymous(64)?;
+    /// // Plain `encode` has nowhere to put the descriptor.
+    /// assert!(codec::encode(&segment).unwrap_err().is_descriptors_unsupported());
+    /// assert!(codec::encode_with_fds(&segment).is_ok());
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     #[must_use]
     pub fn is_descriptors_unsupported(&self) -> bool {
         matches!(self, Self::DescriptorsUnsupported)
@@ -121,6 +163,18 @@ impl From<CodecError> for std::io::Error {
 }
 
 /// A codec with a size limit; the free functions use [`Codec::new`].
+///
+/// # Examples
+///
+/// ```
+/// use multiproc_core::Codec;
+///
+/// let codec = Codec::new().with_max_size(64);
+/// let bytes = codec.encode(&vec![1u16, 2, 3])?;
+/// assert_eq!(codec.decode::<Vec<u16>>(&bytes)?, vec![1, 2, 3]);
+/// assert_eq!(Codec::default(), Codec::new());
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Codec {
     max_size: usize,
@@ -134,6 +188,15 @@ impl Default for Codec {
 
 impl Codec {
     /// A codec with the [`DEFAULT_MAX_SIZE`] limit.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use multiproc_core::codec::{Codec, DEFAULT_MAX_SIZE};
+    ///
+    /// const CODEC: Codec = Codec::new(); // usable in constants
+    /// assert_eq!(CODEC.max_size(), DEFAULT_MAX_SIZE);
+    /// ```
     #[must_use]
     pub const fn new() -> Self {
         Self {
@@ -142,12 +205,31 @@ impl Codec {
     }
 
     /// The same codec with another limit on encoded and decoded sizes.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use multiproc_core::Codec;
+    ///
+    /// let small = Codec::new().with_max_size(8);
+    /// assert!(small.encode(&[0u8; 4]).is_ok());
+    /// assert!(small.encode(&[0u8; 9]).is_err());
+    /// assert!(small.decode::<Vec<u8>>(&[0u8; 9]).is_err()); // input over the limit
+    /// ```
     #[must_use]
     pub const fn with_max_size(self, max_size: usize) -> Self {
         Self { max_size }
     }
 
     /// The limit on encoded sizes.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use multiproc_core::Codec;
+    ///
+    /// assert_eq!(Codec::new().with_max_size(4096).max_size(), 4096);
+    /// ```
     #[must_use]
     pub const fn max_size(&self) -> usize {
         self.max_size
@@ -159,6 +241,25 @@ impl Codec {
     ///
     /// [`CodecError::TooLarge`], [`CodecError::DescriptorsUnsupported`],
     /// [`CodecError::Encode`].
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use multiproc_core::Codec;
+    /// use serde::{Deserialize, Serialize};
+    ///
+    /// #[derive(Serialize, Deserialize, Debug, PartialEq)]
+    /// struct Job {
+    ///     id: u32,
+    ///     args: Vec<String>,
+    /// }
+    ///
+    /// let codec = Codec::new();
+    /// let job = Job { id: 7, args: vec!["-v".into()] };
+    /// let bytes = codec.encode(&job)?;
+    /// assert_eq!(codec.decode::<Job>(&bytes)?, job);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn encode<T: Serialize + ?Sized>(&self, value: &T) -> Result<Vec<u8>, CodecError> {
         let mut out = Vec::new();
         self.encode_into(value, &mut out)?;
@@ -171,6 +272,23 @@ impl Codec {
     /// # Errors
     ///
     /// As for [`encode`](Self::encode).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use multiproc_core::Codec;
+    ///
+    /// let codec = Codec::new().with_max_size(4);
+    /// let mut out = b"hdr".to_vec();
+    /// let n = codec.encode_into(&300u32, &mut out)?;
+    /// assert_eq!(out.len(), 3 + n);
+    /// assert_eq!(codec.decode::<u32>(&out[3..])?, 300);
+    ///
+    /// // A failed encode leaves `out` untouched.
+    /// assert!(codec.encode_into(&[0u8; 10], &mut out).is_err());
+    /// assert_eq!(out.len(), 3 + n);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn encode_into<T: Serialize + ?Sized>(
         &self,
         value: &T,
@@ -187,6 +305,19 @@ impl Codec {
     ///
     /// [`CodecError::TooLarge`] when `buf` (or the limit) is too small, and as
     /// for [`encode`](Self::encode).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use multiproc_core::Codec;
+    ///
+    /// let codec = Codec::new();
+    /// let mut slot = [0u8; 16];
+    /// let n = codec.encode_into_slice(&("id", 5u8), &mut slot)?;
+    /// assert_eq!(codec.decode::<(String, u8)>(&slot[..n])?, ("id".to_string(), 5));
+    /// assert!(codec.encode_into_slice(&[1u8; 32], &mut slot).unwrap_err().is_too_large());
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn encode_into_slice<T: Serialize + ?Sized>(
         &self,
         value: &T,
@@ -201,6 +332,17 @@ impl Codec {
     /// # Errors
     ///
     /// As for [`encode`](Self::encode).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use multiproc_core::Codec;
+    ///
+    /// let codec = Codec::new();
+    /// let value = vec![10u64, 20, 30];
+    /// assert_eq!(codec.encoded_len(&value)?, codec.encode(&value)?.len());
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn encoded_len<T: Serialize + ?Sized>(&self, value: &T) -> Result<usize, CodecError> {
         encode_to(value, VecOrSlice::Count, self.max_size)
     }
@@ -211,6 +353,20 @@ impl Codec {
     /// # Errors
     ///
     /// [`CodecError::TooLarge`], [`CodecError::Handle`], [`CodecError::Encode`].
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use multiproc_core::{Codec, Segment};
+    ///
+    /// let codec = Codec::new();
+    /// let segments = vec![Segment::anonymous(16)?, Segment::anonymous(16)?];
+    /// let (bytes, fds) = codec.encode_with_fds(&segments)?;
+    /// assert_eq!(fds.len(), 2); // one descriptor per segment, beside the bytes
+    /// let back: Vec<Segment> = codec.decode_with_fds(&bytes, fds)?;
+    /// assert_eq!(back.len(), 2);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn encode_with_fds<T: Serialize + ?Sized>(
         &self,
         value: &T,
@@ -237,6 +393,18 @@ impl Codec {
     /// [`CodecError::TooLarge`] for input over the limit,
     /// [`CodecError::Decode`], [`CodecError::TrailingBytes`],
     /// [`CodecError::DescriptorsUnsupported`].
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use multiproc_core::Codec;
+    ///
+    /// let codec = Codec::new();
+    /// let bytes = codec.encode(&Some(-5i64))?;
+    /// assert_eq!(codec.decode::<Option<i64>>(&bytes)?, Some(-5));
+    /// assert!(codec.decode::<Option<i64>>(&bytes[..1]).is_err()); // cut short
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn decode<T: DeserializeOwned>(&self, bytes: &[u8]) -> Result<T, CodecError> {
         self.decode_inner(bytes, None)
     }
@@ -248,6 +416,25 @@ impl Codec {
     ///
     /// As for [`decode`](Self::decode), and [`CodecError::Handle`] for a bad
     /// descriptor index.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use multiproc_core::{Codec, Segment};
+    ///
+    /// let codec = Codec::new();
+    /// let segment = Segment::anonymous(8)?;
+    /// segment.write_at(0, b"via fd")?;
+    /// let (bytes, fds) = codec.encode_with_fds(&segment)?;
+    /// let copy: Segment = codec.decode_with_fds(&bytes, fds)?;
+    /// let mut buf = [0u8; 6];
+    /// copy.read_at(0, &mut buf)?;
+    /// assert_eq!(&buf, b"via fd");
+    ///
+    /// // Without its descriptor the message is refused.
+    /// assert!(codec.decode_with_fds::<Segment>(&bytes, Vec::new()).is_err());
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn decode_with_fds<T: DeserializeOwned>(
         &self,
         bytes: &[u8],
@@ -389,6 +576,14 @@ impl Writer for Limited<'_> {
 /// # Errors
 ///
 /// See [`Codec::encode`].
+///
+/// # Examples
+///
+/// ```
+/// let bytes = multiproc_core::codec::encode(&[1u8, 2, 3])?;
+/// assert_eq!(multiproc_core::codec::decode::<[u8; 3]>(&bytes)?, [1, 2, 3]);
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
 pub fn encode<T: Serialize + ?Sized>(value: &T) -> Result<Vec<u8>, CodecError> {
     Codec::new().encode(value)
 }
@@ -398,6 +593,17 @@ pub fn encode<T: Serialize + ?Sized>(value: &T) -> Result<Vec<u8>, CodecError> {
 /// # Errors
 ///
 /// See [`Codec::decode`].
+///
+/// # Examples
+///
+/// ```
+/// use multiproc_core::codec;
+///
+/// let bytes = codec::encode(&("key", 1.5f64))?;
+/// let (key, value): (String, f64) = codec::decode(&bytes)?;
+/// assert_eq!((key.as_str(), value), ("key", 1.5));
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
 pub fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, CodecError> {
     Codec::new().decode(bytes)
 }
@@ -407,6 +613,18 @@ pub fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, CodecError> {
 /// # Errors
 ///
 /// See [`Codec::encode_with_fds`].
+///
+/// # Examples
+///
+/// ```
+/// use multiproc_core::{codec, SharedFd};
+///
+/// let (a, _b) = multiproc_core::scm::stream_pair()?;
+/// let (bytes, fds) = codec::encode_with_fds(&SharedFd::from(a))?;
+/// assert_eq!(fds.len(), 1);
+/// assert!(!bytes.is_empty()); // the descriptor's index, not its number
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
 pub fn encode_with_fds<T: Serialize + ?Sized>(
     value: &T,
 ) -> Result<(Vec<u8>, Vec<OwnedFd>), CodecError> {
@@ -418,6 +636,26 @@ pub fn encode_with_fds<T: Serialize + ?Sized>(
 /// # Errors
 ///
 /// See [`Codec::decode_with_fds`].
+///
+/// # Examples
+///
+/// ```
+/// use multiproc_core::{codec, SharedFd};
+/// use std::io::{Read, Write};
+/// use std::os::unix::net::UnixStream;
+///
+/// let (a, b) = multiproc_core::scm::stream_pair()?;
+/// let (bytes, fds) = codec::encode_with_fds(&(SharedFd::from(a), "end a"))?;
+/// let (fd, label): (SharedFd, String) = codec::decode_with_fds(&bytes, fds)?;
+/// assert_eq!(label, "end a");
+///
+/// // The decoded descriptor is a working end of the pair.
+/// UnixStream::from(fd.into_inner()).write_all(b"hi")?;
+/// let mut buf = [0u8; 2];
+/// UnixStream::from(b).read_exact(&mut buf)?;
+/// assert_eq!(&buf, b"hi");
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
 pub fn decode_with_fds<T: DeserializeOwned>(
     bytes: &[u8],
     fds: Vec<OwnedFd>,

@@ -7,12 +7,15 @@
 //!
 //! # Why spin first
 //!
-//! On the machines multiproc is benchmarked on, waking a process that sleeps
-//! on the other CPU costs 20–25 µs, and a futex round trip with no spinning
-//! about 49 µs. A waiter that spins for a short while first catches most
+//! On the machines multiproc is benchmarked on, a futex round trip between
+//! two processes with no spinning takes about 49 µs, so waking a process
+//! that sleeps on the other CPU costs 20–25 µs (`futex_round_trip/futex_only`
+//! in `cargo bench -p multiproc-core --bench futex`, a round trip being two
+//! wake-ups). A waiter that spins for a short while first catches most
 //! hand-offs while both processes are running and brings the round trip to
-//! well under a microsecond. [`SpinWait`] holds that budget;
-//! [`wait_until`] combines it with the sleep.
+//! well under a microsecond (`futex_round_trip/spin_then_futex` in the same
+//! bench). [`SpinWait`] holds that budget; [`wait_until`] combines it with
+//! the sleep.
 //!
 //! ```
 //! use multiproc_core::futex;
@@ -43,6 +46,28 @@ use crate::time::remaining;
 
 /// How a [`wait`] returned. The caller re-reads the word in every case:
 /// futex wake-ups can be spurious.
+///
+/// # Examples
+///
+/// ```
+/// use multiproc_core::futex::{self, WaitOutcome};
+/// use std::sync::atomic::{AtomicU32, Ordering};
+/// use std::time::{Duration, Instant};
+///
+/// let word = AtomicU32::new(0);
+/// // The usual loop: re-read the word whatever the outcome.
+/// let deadline = Instant::now() + Duration::from_millis(20);
+/// let outcome = loop {
+///     if word.load(Ordering::Acquire) == 1 {
+///         break WaitOutcome::Woken;
+///     }
+///     match futex::wait(&word, 0, Some(deadline)) {
+///         WaitOutcome::TimedOut => break WaitOutcome::TimedOut,
+///         WaitOutcome::Woken | WaitOutcome::Changed => continue,
+///     }
+/// };
+/// assert_eq!(outcome, WaitOutcome::TimedOut); // nobody set it
+/// ```
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum WaitOutcome {
     /// Woken by a [`wake`], by a signal, or spuriously.
@@ -98,6 +123,28 @@ pub fn wait(word: &AtomicU32, expected: u32, deadline: Option<Instant>) -> WaitO
 /// Waking a word that nobody waits on is harmless (it returns 0), and so is
 /// waking memory that has since been unmapped by everybody else: the kernel
 /// looks the address up in the caller's own mapping.
+///
+/// # Examples
+///
+/// ```
+/// use multiproc_core::futex;
+/// use std::sync::atomic::{AtomicU32, Ordering};
+/// use std::sync::Arc;
+///
+/// let word = Arc::new(AtomicU32::new(0));
+/// let waiters: Vec<_> = (0..2)
+///     .map(|_| {
+///         let word = Arc::clone(&word);
+///         std::thread::spawn(move || futex::wait_until(&word, None, |v| v == 1))
+///     })
+///     .collect();
+/// word.store(1, Ordering::Release);
+/// futex::wake(&word, 2); // returns how many slept; they may not have yet
+/// for w in waiters {
+///     assert_eq!(w.join().unwrap(), Ok(1));
+/// }
+/// assert_eq!(futex::wake(&word, 1), 0); // nobody waits now
+/// ```
 pub fn wake(word: &AtomicU32, count: u32) -> usize {
     match sys::wake(word, sys::Flags::empty(), count) {
         Ok(woken) => woken,
@@ -109,11 +156,47 @@ pub fn wake(word: &AtomicU32, count: u32) -> usize {
 }
 
 /// Wakes one waiter on `word`; see [`wake`].
+///
+/// # Examples
+///
+/// ```
+/// use multiproc_core::futex;
+/// use std::sync::atomic::{AtomicU32, Ordering};
+/// use std::sync::Arc;
+///
+/// let ready = Arc::new(AtomicU32::new(0));
+/// let waiter = {
+///     let ready = Arc::clone(&ready);
+///     std::thread::spawn(move || futex::wait_until(&ready, None, |v| v != 0))
+/// };
+/// ready.store(42, Ordering::Release);
+/// futex::wake_one(&ready);
+/// assert_eq!(waiter.join().unwrap(), Ok(42));
+/// ```
 pub fn wake_one(word: &AtomicU32) -> usize {
     wake(word, 1)
 }
 
 /// Wakes every waiter on `word`; see [`wake`].
+///
+/// # Examples
+///
+/// ```
+/// use multiproc_core::futex;
+/// use std::sync::atomic::{AtomicU32, Ordering};
+/// use std::sync::Arc;
+///
+/// let gate = Arc::new(AtomicU32::new(0));
+/// let waiters: Vec<_> = (0..3)
+///     .map(|_| {
+///         let gate = Arc::clone(&gate);
+///         std::thread::spawn(move || futex::wait_until(&gate, None, |v| v == 1))
+///     })
+///     .collect();
+/// gate.store(1, Ordering::Release);
+/// futex::wake_all(&gate);
+/// assert!(waiters.into_iter().all(|w| w.join().unwrap() == Ok(1)));
+/// ```
 pub fn wake_all(word: &AtomicU32) -> usize {
     wake(word, i32::MAX as u32)
 }
@@ -121,9 +204,11 @@ pub fn wake_all(word: &AtomicU32) -> usize {
 /// Spin iterations a waiter spends before it sleeps.
 ///
 /// Chosen with `cargo bench -p multiproc-core --bench futex`: a cross-process
-/// hand-off that arrives within this budget costs well under a microsecond,
-/// one that does not pays the 20–50 µs kernel wake-up it would have paid
-/// anyway, and the budget itself is a few microseconds of one CPU.
+/// hand-off that arrives within this budget costs well under a microsecond
+/// (`futex_round_trip/spin_then_futex`), one that does not pays the
+/// 20–50 µs kernel wake-up it would have paid anyway
+/// (`futex_round_trip/futex_only`, a round trip of two such wake-ups), and
+/// the budget itself is a few microseconds of one CPU.
 pub const SPIN_LIMIT: u32 = 2000;
 
 /// After this many pure spins a waiter also yields its CPU now and then, so a
@@ -154,12 +239,32 @@ pub struct SpinWait {
 
 impl SpinWait {
     /// A budget of [`SPIN_LIMIT`] spins.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use multiproc_core::futex::{SpinWait, SPIN_LIMIT};
+    ///
+    /// let mut spin = SpinWait::new();
+    /// let spins = std::iter::from_fn(|| spin.spin().then_some(())).count();
+    /// assert_eq!(spins, SPIN_LIMIT as usize);
+    /// ```
     #[must_use]
     pub const fn new() -> Self {
         Self::with_limit(SPIN_LIMIT)
     }
 
     /// A budget of `limit` spins (0 sleeps at once).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use multiproc_core::SpinWait;
+    ///
+    /// assert!(!SpinWait::with_limit(0).spin()); // sleep at once
+    /// let mut two = SpinWait::with_limit(2);
+    /// assert!(two.spin() && two.spin() && !two.spin());
+    /// ```
     #[must_use]
     pub const fn with_limit(limit: u32) -> Self {
         Self { count: 0, limit }
@@ -167,6 +272,26 @@ impl SpinWait {
 
     /// Spends one unit of the budget (a pause instruction, now and then a
     /// yield); returns `false`, without waiting, once the budget is spent.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use multiproc_core::{futex, SpinWait};
+    /// use std::sync::atomic::{AtomicU32, Ordering};
+    /// use std::time::{Duration, Instant};
+    ///
+    /// let word = AtomicU32::new(0);
+    /// let mut spin = SpinWait::with_limit(100);
+    /// // Spin while the budget lasts, then sleep on the futex.
+    /// while word.load(Ordering::Acquire) == 0 {
+    ///     if !spin.spin() {
+    ///         let deadline = Instant::now() + Duration::from_millis(1);
+    ///         futex::wait(&word, 0, Some(deadline));
+    ///         break; // a real waiter would loop; this one gives up
+    ///     }
+    /// }
+    /// assert_eq!(word.load(Ordering::Acquire), 0);
+    /// ```
     #[inline]
     pub fn spin(&mut self) -> bool {
         if self.count >= self.limit {
@@ -182,6 +307,18 @@ impl SpinWait {
     }
 
     /// Refills the budget.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use multiproc_core::SpinWait;
+    ///
+    /// let mut spin = SpinWait::with_limit(1);
+    /// assert!(spin.spin());
+    /// assert!(!spin.spin());
+    /// spin.reset(); // e.g. after the condition held once
+    /// assert!(spin.spin());
+    /// ```
     pub fn reset(&mut self) {
         self.count = 0;
     }
@@ -204,6 +341,26 @@ impl Default for SpinWait {
 /// # Errors
 ///
 /// [`Timeout`] when `deadline` passes before `done` holds.
+///
+/// # Examples
+///
+/// ```
+/// use multiproc_core::{futex, Segment};
+/// use std::sync::atomic::Ordering;
+///
+/// // The word lives in shared memory; a thread stands in for another process.
+/// let segment = Segment::anonymous(64)?;
+/// let remote = segment.try_clone()?;
+/// let setter = std::thread::spawn(move || {
+///     let word = remote.atomic_u32(0).unwrap();
+///     word.store(3, Ordering::Release);
+///     futex::wake_all(word);
+/// });
+/// let word = segment.atomic_u32(0)?;
+/// assert_eq!(futex::wait_until(word, None, |v| v == 3), Ok(3));
+/// setter.join().unwrap();
+/// # Ok::<(), multiproc_core::SegmentError>(())
+/// ```
 pub fn wait_until(
     word: &AtomicU32,
     deadline: Option<Instant>,
@@ -218,6 +375,21 @@ pub fn wait_until(
 /// # Errors
 ///
 /// [`Timeout`] when `deadline` passes before `done` holds.
+///
+/// # Examples
+///
+/// ```
+/// use multiproc_core::{futex, SpinWait};
+/// use std::sync::atomic::AtomicU32;
+/// use std::time::{Duration, Instant};
+///
+/// let word = AtomicU32::new(0);
+/// // No spinning: straight to the futex sleep, which times out here.
+/// let deadline = Instant::now() + Duration::from_millis(5);
+/// let result = futex::wait_until_with(&word, Some(deadline), SpinWait::with_limit(0), |v| v == 1);
+/// assert_eq!(result, Err(multiproc_core::time::Timeout));
+/// assert!(Instant::now() >= deadline);
+/// ```
 pub fn wait_until_with(
     word: &AtomicU32,
     deadline: Option<Instant>,

@@ -50,6 +50,29 @@ use std::io;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 
 /// Why a descriptor could not go into or come out of the table.
+///
+/// # Examples
+///
+/// ```
+/// use multiproc_core::{codec, CodecError, SharedFd};
+/// use multiproc_core::handle::HandleError;
+///
+/// let (a, b) = multiproc_core::scm::stream_pair()?;
+/// let (bytes, _fds) = codec::encode_with_fds(&SharedFd::from(a))?;
+/// // The message names descriptor 0, but none arrived with it.
+/// let err = codec::decode_with_fds::<SharedFd>(&bytes, Vec::new()).unwrap_err();
+/// assert!(matches!(
+///     err,
+///     CodecError::Handle(HandleError::BadIndex { index: 0, received: 0 })
+/// ));
+///
+/// // The same descriptor claimed twice.
+/// let (bytes, fds) = codec::encode_with_fds(&SharedFd::from(b))?;
+/// let twice = [bytes.clone(), bytes].concat();
+/// let err = codec::decode_with_fds::<(SharedFd, SharedFd)>(&twice, fds).unwrap_err();
+/// assert!(matches!(err, CodecError::Handle(HandleError::IndexReused(0))));
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
 #[derive(Debug)]
 #[non_exhaustive]
 pub enum HandleError {
@@ -267,6 +290,19 @@ fn record(err: HandleError) -> String {
 ///
 /// Serializing duplicates the descriptor (the original stays with its owner);
 /// deserializing yields the received descriptor.
+///
+/// # Examples
+///
+/// ```
+/// use multiproc_core::{codec, SharedFd};
+///
+/// let (a, _b) = multiproc_core::scm::stream_pair()?;
+/// let fd = SharedFd::from(a);
+/// let (bytes, fds) = codec::encode_with_fds(&fd)?; // `fd` stays valid here
+/// let received: SharedFd = codec::decode_with_fds(&bytes, fds)?;
+/// assert_ne!(format!("{received:?}"), format!("{fd:?}")); // another descriptor
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
 pub struct SharedFd(OwnedFd);
 
 impl SharedFd {
@@ -275,11 +311,41 @@ impl SharedFd {
     /// # Errors
     ///
     /// The kernel's error (e.g. `EMFILE`).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use multiproc_core::SharedFd;
+    /// use std::io::{Read, Write};
+    /// use std::os::unix::net::UnixStream;
+    ///
+    /// let (a, b) = multiproc_core::scm::stream_pair()?;
+    /// let dup = SharedFd::duplicate(&a)?; // `a` stays open and usable
+    /// UnixStream::from(dup.into_inner()).write_all(b"x")?;
+    /// let mut byte = [0u8; 1];
+    /// UnixStream::from(b).read_exact(&mut byte)?;
+    /// assert_eq!(&byte, b"x");
+    /// drop(a);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn duplicate(fd: impl AsFd) -> io::Result<Self> {
         Ok(Self(rustix::io::fcntl_dupfd_cloexec(fd, 0)?))
     }
 
     /// The descriptor.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use multiproc_core::SharedFd;
+    /// use std::os::fd::{AsRawFd, OwnedFd};
+    ///
+    /// let (a, _b) = multiproc_core::scm::stream_pair()?;
+    /// let raw = a.as_raw_fd();
+    /// let fd: OwnedFd = SharedFd::from(a).into_inner();
+    /// assert_eq!(fd.as_raw_fd(), raw); // the same descriptor, no duplicate
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     #[must_use]
     pub fn into_inner(self) -> OwnedFd {
         self.0

@@ -73,11 +73,39 @@ const ID_MASK: u64 = (1 << ID_BITS) - 1;
 /// The packed form (`start_time << 22 | tid`) is what goes into shared
 /// memory; it is never 0, so 0 can mean "no owner". For a process's main
 /// thread it equals the [`ProcessIdentity`] of the process.
+///
+/// # Examples
+///
+/// ```
+/// use multiproc_core::ThreadIdentity;
+/// use std::sync::atomic::{AtomicU64, Ordering};
+///
+/// // A lock word records its holder...
+/// let holder = AtomicU64::new(0);
+/// holder.store(ThreadIdentity::current().to_u64(), Ordering::Release);
+///
+/// // ...and whoever finds it taken can ask whether that holder still runs.
+/// let recorded = ThreadIdentity::from_u64(holder.load(Ordering::Acquire)).unwrap();
+/// assert_eq!(recorded, ThreadIdentity::current());
+/// assert!(recorded.is_alive());
+/// ```
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct ThreadIdentity(u64);
 
 /// A process's pid plus start time, packed as [`ThreadIdentity`] is: unique
 /// for the life of the system.
+///
+/// # Examples
+///
+/// ```
+/// use multiproc_core::ProcessIdentity;
+///
+/// let me = ProcessIdentity::current();
+/// let packed = me.to_u64(); // e.g. stored in a segment by a creator
+/// let creator = ProcessIdentity::from_u64(packed).unwrap();
+/// assert_eq!(creator.pid(), std::process::id());
+/// assert!(creator.is_alive());
+/// ```
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct ProcessIdentity(u64);
 
@@ -125,18 +153,68 @@ macro_rules! packed_identity {
             ///
             /// `NotFound` when there is no such task; `InvalidData` when its
             /// stat line cannot be parsed.
+            ///
+            /// # Examples
+            ///
+            #[doc = concat!(
+                "```\nuse multiproc_core::",
+                stringify!($ty),
+                ";\n\nlet me = ",
+                stringify!($ty),
+                "::current();\nassert_eq!(",
+                stringify!($ty),
+                "::of(me.",
+                stringify!($id),
+                "())?, me);\nassert!(",
+                stringify!($ty),
+                "::of(0).is_err()); // no such task\n# Ok::<(), std::io::Error>(())\n```"
+            )]
             pub fn of($id: u32) -> io::Result<Self> {
                 let stat = read_stat(&format!("/proc/{}/stat", $id))?;
                 Ok(Self(pack($id, stat.start_time)))
             }
 
             #[doc = concat!("The kernel id of the ", $what, ".")]
+            ///
+            /// # Examples
+            ///
+            #[doc = concat!(
+                "```\nuse multiproc_core::",
+                stringify!($ty),
+                ";\n\nlet me = ",
+                stringify!($ty),
+                "::current();\nassert_eq!(",
+                stringify!($ty),
+                "::of(me.",
+                stringify!($id),
+                "())?.",
+                stringify!($id),
+                "(), me.",
+                stringify!($id),
+                "());\nassert!(me.",
+                stringify!($id),
+                "() > 0);\n# Ok::<(), std::io::Error>(())\n```"
+            )]
             #[must_use]
             pub const fn $id(&self) -> u32 {
                 (self.0 & ID_MASK) as u32
             }
 
             /// Start time in clock ticks after boot.
+            ///
+            /// # Examples
+            ///
+            #[doc = concat!(
+                "```\nuse multiproc_core::",
+                stringify!($ty),
+                ";\n\nlet me = ",
+                stringify!($ty),
+                "::current();\n// Same id, same start time: the same task, not a later one reusing the id.\nassert_eq!(",
+                stringify!($ty),
+                "::of(me.",
+                stringify!($id),
+                "())?.start_time(), me.start_time());\n# Ok::<(), std::io::Error>(())\n```"
+            )]
             #[must_use]
             pub const fn start_time(&self) -> u64 {
                 self.0 >> ID_BITS
@@ -144,6 +222,16 @@ macro_rules! packed_identity {
 
             /// Packs into one word for an `AtomicU64` in shared memory;
             /// never 0, so 0 can mean "no owner".
+            ///
+            /// # Examples
+            ///
+            #[doc = concat!(
+                "```\nuse multiproc_core::",
+                stringify!($ty),
+                ";\nuse std::sync::atomic::{AtomicU64, Ordering};\n\nlet owner = AtomicU64::new(0); // 0: nobody, e.g. in a shared segment\nowner.store(",
+                stringify!($ty),
+                "::current().to_u64(), Ordering::Release);\nassert_ne!(owner.load(Ordering::Acquire), 0);\n```"
+            )]
             #[must_use]
             pub const fn to_u64(&self) -> u64 {
                 self.0
@@ -151,6 +239,20 @@ macro_rules! packed_identity {
 
             /// Unpacks [`to_u64`](Self::to_u64); `None` for a word whose id
             /// is 0 (0 itself among them).
+            ///
+            /// # Examples
+            ///
+            #[doc = concat!(
+                "```\nuse multiproc_core::",
+                stringify!($ty),
+                ";\n\nlet me = ",
+                stringify!($ty),
+                "::current();\nassert_eq!(",
+                stringify!($ty),
+                "::from_u64(me.to_u64()), Some(me));\nassert_eq!(",
+                stringify!($ty),
+                "::from_u64(0), None); // \"no owner\"\n```"
+            )]
             #[must_use]
             pub const fn from_u64(packed: u64) -> Option<Self> {
                 if packed & ID_MASK == 0 {
@@ -172,6 +274,18 @@ impl ThreadIdentity {
     /// # Panics
     ///
     /// If `/proc` is not mounted: multiproc needs it.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use multiproc_core::ThreadIdentity;
+    ///
+    /// let me = ThreadIdentity::current();
+    /// assert_eq!(me, ThreadIdentity::current()); // stable, cached
+    /// assert!(me.is_alive());
+    /// let other = std::thread::spawn(ThreadIdentity::current).join().unwrap();
+    /// assert_ne!(other.tid(), me.tid());
+    /// ```
     #[inline]
     #[must_use]
     pub fn current() -> Self {
@@ -200,6 +314,23 @@ impl ThreadIdentity {
 
     /// Whether this thread still runs (see the [module docs](self) for the
     /// rule). Reads `/proc`: microseconds, not for hot paths.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use multiproc_core::ThreadIdentity;
+    /// use std::time::{Duration, Instant};
+    ///
+    /// assert!(ThreadIdentity::current().is_alive());
+    ///
+    /// let gone = std::thread::spawn(ThreadIdentity::current).join().unwrap();
+    /// // The kernel may take a moment to reap an exited thread.
+    /// let deadline = Instant::now() + Duration::from_secs(5);
+    /// while gone.is_alive() {
+    ///     assert!(Instant::now() < deadline);
+    ///     std::thread::sleep(Duration::from_millis(1));
+    /// }
+    /// ```
     #[must_use]
     pub fn is_alive(&self) -> bool {
         task_alive(self.tid(), Some(self.start_time()), Scope::Thread)
@@ -213,6 +344,19 @@ impl ProcessIdentity {
     /// # Panics
     ///
     /// If `/proc` is not mounted: multiproc needs it.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use multiproc_core::{ProcessIdentity, ThreadIdentity};
+    ///
+    /// let me = ProcessIdentity::current();
+    /// assert_eq!(me.pid(), std::process::id());
+    /// assert_eq!(me, ProcessIdentity::of(me.pid())?);
+    /// // The main thread's identity packs the same way.
+    /// assert_eq!(ThreadIdentity::of(me.pid())?.to_u64(), me.to_u64());
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
     #[must_use]
     pub fn current() -> Self {
         let cached = PROCESS.load(Ordering::Relaxed);
@@ -231,6 +375,20 @@ impl ProcessIdentity {
 
     /// Whether this process still runs: some thread of it does (see the
     /// [module docs](self) for the rule). Reads `/proc`.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use multiproc_core::ProcessIdentity;
+    ///
+    /// assert!(ProcessIdentity::current().is_alive());
+    ///
+    /// let mut child = std::process::Command::new("true").spawn()?;
+    /// let identity = ProcessIdentity::of(child.id())?;
+    /// child.wait()?; // reaped: the pid is free for reuse
+    /// assert!(!identity.is_alive());
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
     #[must_use]
     pub fn is_alive(&self) -> bool {
         task_alive(self.pid(), Some(self.start_time()), Scope::Process)
@@ -240,6 +398,16 @@ impl ProcessIdentity {
 /// Whether some thread with id `tid` runs now, whatever its start time: for
 /// an owner that took a lock but died (or has yet to write its record)
 /// before recording its full identity. Reads `/proc`.
+///
+/// # Examples
+///
+/// ```
+/// use multiproc_core::owner::thread_exists;
+/// use multiproc_core::ThreadIdentity;
+///
+/// assert!(thread_exists(ThreadIdentity::current().tid()));
+/// assert!(!thread_exists(0)); // no task has id 0
+/// ```
 #[must_use]
 pub fn thread_exists(tid: u32) -> bool {
     task_alive(tid, None, Scope::Thread)
@@ -249,6 +417,18 @@ pub fn thread_exists(tid: u32) -> bool {
 /// objects in shared memory record so that a process in another namespace,
 /// where the ids they hold name other tasks, is refused on attach. `None`
 /// when the kernel does not show it (then nothing is checked). Cached.
+///
+/// # Examples
+///
+/// ```
+/// use multiproc_core::owner::pid_namespace;
+///
+/// // Stable for the process (and shared by every process in the namespace).
+/// assert_eq!(pid_namespace(), pid_namespace());
+/// if let Some(ns) = pid_namespace() {
+///     assert_ne!(ns, 0);
+/// }
+/// ```
 #[must_use]
 pub fn pid_namespace() -> Option<u64> {
     let mut ns = PID_NS.load(Ordering::Relaxed);

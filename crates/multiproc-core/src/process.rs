@@ -37,6 +37,23 @@ use rustix::process::Pid;
 use std::io;
 
 /// Which side of a [`fork`] this is.
+///
+/// # Examples
+///
+/// ```
+/// use multiproc_core::process::{self, Forked};
+/// use rustix::process::{WaitOptions, waitpid};
+///
+/// // SAFETY: the child only calls `exit_now`, which is async-signal-safe.
+/// let side = unsafe { process::fork() }?;
+/// if side == Forked::Child {
+///     process::exit_now(0);
+/// }
+/// let Forked::Parent(pid) = side else { unreachable!() };
+/// let (_, status) = waitpid(Some(pid), WaitOptions::empty())?.unwrap();
+/// assert_eq!(status.exit_status(), Some(0));
+/// # Ok::<(), std::io::Error>(())
+/// ```
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Forked {
     /// The new process.
@@ -82,6 +99,33 @@ pub enum Forked {
 /// The kernel's error: `EAGAIN` (process limit), `ENOMEM`.
 ///
 /// [signal-safety(7)]: https://man7.org/linux/man-pages/man7/signal-safety.7.html
+///
+/// # Examples
+///
+/// ```
+/// use multiproc_core::process::{self, Forked};
+/// use multiproc_core::scm;
+/// use rustix::process::{WaitOptions, waitpid};
+///
+/// let (parent_end, child_end) = scm::stream_pair()?;
+/// // SAFETY: between the fork and `exit_now` the child only makes system
+/// // calls (`sendmsg`) on memory it owns and allocates nothing: all
+/// // async-signal-safe, whatever other threads the parent has.
+/// match unsafe { process::fork() }? {
+///     Forked::Child => {
+///         let ok = scm::send(&child_end, b"hello from the child", &[]).is_ok();
+///         process::exit_now(if ok { 0 } else { 1 });
+///     }
+///     Forked::Parent(pid) => {
+///         let mut buf = [0u8; 32];
+///         let got = scm::recv(&parent_end, &mut buf, 0)?;
+///         assert_eq!(&buf[..got.len], b"hello from the child");
+///         let (_, status) = waitpid(Some(pid), WaitOptions::empty())?.unwrap();
+///         assert_eq!(status.exit_status(), Some(0));
+///     }
+/// }
+/// # Ok::<(), std::io::Error>(())
+/// ```
 pub unsafe fn fork() -> io::Result<Forked> {
     // SAFETY: `fork` has no precondition in the parent; what the child may
     // do afterwards is the caller's contract, stated above.

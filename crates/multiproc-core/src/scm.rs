@@ -58,6 +58,19 @@ const CONTROL_SPACE: usize = rustix::cmsg_space!(ScmRights(MAX_FDS));
 /// # Errors
 ///
 /// The kernel's error (e.g. `EMFILE`).
+///
+/// # Examples
+///
+/// ```
+/// use multiproc_core::scm;
+///
+/// let (a, b) = scm::stream_pair()?;
+/// scm::send_all(&a, b"ping", &[])?;
+/// let mut buf = [0u8; 4];
+/// assert_eq!(scm::recv(&b, &mut buf, 0)?.len, 4);
+/// assert_eq!(&buf, b"ping");
+/// # Ok::<(), std::io::Error>(())
+/// ```
 pub fn stream_pair() -> io::Result<(OwnedFd, OwnedFd)> {
     Ok(rustix::net::socketpair(
         AddressFamily::UNIX,
@@ -77,6 +90,35 @@ pub fn stream_pair() -> io::Result<(OwnedFd, OwnedFd)> {
 ///
 /// `InvalidInput` for more than [`MAX_FDS`] descriptors or for descriptors
 /// without bytes (the kernel would drop them); the kernel's error otherwise.
+///
+/// # Examples
+///
+/// ```
+/// use multiproc_core::scm;
+/// use std::io::{Read, Write};
+/// use std::os::fd::AsFd;
+/// use std::os::unix::net::UnixStream;
+///
+/// // One process stands in for two here: `a` and `b` would be in different
+/// // processes, and `x` would be a descriptor the receiver cannot open itself.
+/// let (a, b) = scm::stream_pair()?;
+/// let (x, y) = scm::stream_pair()?;
+/// let sent = scm::send(&a, b"take this", &[x.as_fd()])?;
+/// assert_eq!(sent, 9);
+/// drop(x); // the receiver gets its own duplicate
+///
+/// let mut buf = [0u8; 16];
+/// let got = scm::recv(&b, &mut buf, 1)?;
+/// let mut x_again = UnixStream::from(got.fds.into_iter().next().unwrap());
+/// x_again.write_all(b"!")?;
+/// let mut byte = [0u8; 1];
+/// UnixStream::from(y).read_exact(&mut byte)?;
+/// assert_eq!(&byte, b"!");
+///
+/// // Descriptors need at least one byte to ride on.
+/// assert!(scm::send(&a, b"", &[b.as_fd()]).is_err());
+/// # Ok::<(), std::io::Error>(())
+/// ```
 pub fn send(socket: impl AsFd, bytes: &[u8], fds: &[BorrowedFd<'_>]) -> io::Result<usize> {
     send_vectored(socket, &[IoSlice::new(bytes)], fds)
 }
@@ -171,6 +213,25 @@ pub fn send_vectored(
 /// # Errors
 ///
 /// As for [`send`], but for `WouldBlock`.
+///
+/// # Examples
+///
+/// ```
+/// use multiproc_core::scm;
+/// use std::io::Read;
+/// use std::os::unix::net::UnixStream;
+///
+/// let (a, b) = scm::stream_pair()?;
+/// // Bigger than a socket buffer: a reader drains it meanwhile.
+/// let reader = std::thread::spawn(move || {
+///     let mut all = Vec::new();
+///     UnixStream::from(b).read_to_end(&mut all).map(|_| all)
+/// });
+/// scm::send_all(&a, &vec![7u8; 1 << 20], &[])?;
+/// drop(a);
+/// assert_eq!(reader.join().unwrap()?.len(), 1 << 20);
+/// # Ok::<(), std::io::Error>(())
+/// ```
 pub fn send_all(socket: impl AsFd, bytes: &[u8], fds: &[BorrowedFd<'_>]) -> io::Result<()> {
     send_all_vectored(socket, &mut [IoSlice::new(bytes)], fds)
 }
@@ -226,6 +287,18 @@ pub fn send_all_vectored(
 ///
 /// # References
 ///  - [poll(2)](https://man7.org/linux/man-pages/man2/poll.2.html)
+///
+/// # Examples
+///
+/// ```
+/// use multiproc_core::scm;
+///
+/// let (a, _b) = scm::stream_pair()?;
+/// rustix::io::ioctl_fionbio(&a, true)?; // non-blocking
+/// scm::wait_writable(&a)?; // an empty socket buffer: returns at once
+/// assert_eq!(scm::send(&a, b"ready", &[])?, 5);
+/// # Ok::<(), std::io::Error>(())
+/// ```
 pub fn wait_writable(fd: impl AsFd) -> io::Result<()> {
     use rustix::event::{PollFd, PollFlags, poll};
     let mut polls = [PollFd::new(&fd, PollFlags::OUT)];
@@ -239,6 +312,27 @@ pub fn wait_writable(fd: impl AsFd) -> io::Result<()> {
 }
 
 /// What [`recv`] and [`recv_vectored`] got.
+///
+/// # Examples
+///
+/// ```
+/// use multiproc_core::scm;
+/// use std::os::fd::AsFd;
+///
+/// let (a, b) = scm::stream_pair()?;
+/// let (x, y) = scm::stream_pair()?;
+/// scm::send(&a, b"two", &[x.as_fd(), y.as_fd()])?;
+///
+/// let mut buf = [0u8; 8];
+/// let got = scm::recv(&b, &mut buf, 1)?; // accepts one descriptor only
+/// assert_eq!(got.len, 3);
+/// assert_eq!(got.fds.len(), 1);
+/// assert!(got.fds_truncated); // the other was closed by the kernel
+///
+/// drop(a);
+/// assert_eq!(scm::recv(&b, &mut buf, 0)?.len, 0); // the peer closed
+/// # Ok::<(), std::io::Error>(())
+/// ```
 #[derive(Debug)]
 #[non_exhaustive]
 pub struct Received {
@@ -265,6 +359,24 @@ pub struct Received {
 ///
 /// The kernel's error (`WouldBlock` on a non-blocking socket with nothing to
 /// read).
+///
+/// # Examples
+///
+/// ```
+/// use multiproc_core::scm;
+/// use std::os::fd::AsFd;
+///
+/// let (a, b) = scm::stream_pair()?;
+/// let (x, _y) = scm::stream_pair()?;
+/// scm::send(&a, b"fd", &[x.as_fd()])?;
+///
+/// let mut buf = [0u8; 8];
+/// let got = scm::recv(&b, &mut buf, scm::MAX_FDS)?;
+/// assert_eq!(&buf[..got.len], b"fd");
+/// assert_eq!(got.fds.len(), 1);
+/// assert!(!got.fds_truncated);
+/// # Ok::<(), std::io::Error>(())
+/// ```
 pub fn recv(socket: impl AsFd, buf: &mut [u8], max_fds: usize) -> io::Result<Received> {
     recv_vectored(socket, &mut [IoSliceMut::new(buf)], max_fds)
 }

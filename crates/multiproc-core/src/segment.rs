@@ -132,6 +132,31 @@ const GENERATED_DIGITS: usize = 24;
 const _: () = assert!(MAX_NAME_PREFIX_LEN + GENERATED_DIGITS <= MAX_NAME_LEN);
 
 /// Errors from creating, attaching to or accessing a [`Segment`].
+///
+/// # Examples
+///
+/// ```
+/// use multiproc_core::{Segment, SegmentError};
+/// use std::io::ErrorKind;
+///
+/// assert!(matches!(Segment::anonymous(0), Err(SegmentError::InvalidSize(0))));
+/// assert!(matches!(
+///     Segment::create_named(Some("a/b"), 8),
+///     Err(SegmentError::InvalidName { .. })
+/// ));
+///
+/// let segment = Segment::anonymous(8)?;
+/// assert!(matches!(
+///     segment.write_at(4, &[0; 8]),
+///     Err(SegmentError::OutOfBounds { offset: 4, len: 8, size: 8 })
+/// ));
+/// assert!(matches!(segment.unlink(), Err(SegmentError::NotNamed)));
+///
+/// let err = Segment::open_named("surely_not_a_segment_here").unwrap_err();
+/// assert!(matches!(err, SegmentError::Io { .. }));
+/// assert_eq!(err.io_kind(), Some(ErrorKind::NotFound));
+/// # Ok::<(), SegmentError>(())
+/// ```
 #[derive(Debug)]
 #[non_exhaustive]
 pub enum SegmentError {
@@ -193,6 +218,21 @@ impl SegmentError {
     }
 
     /// The `io::ErrorKind` for I/O failures (`AlreadyExists`, `NotFound`, …).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use multiproc_core::Segment;
+    /// use std::io::ErrorKind;
+    ///
+    /// let first = Segment::create_named(None, 8)?;
+    /// let name = first.name().unwrap();
+    /// let err = Segment::create_named(Some(name), 8).unwrap_err();
+    /// assert_eq!(err.io_kind(), Some(ErrorKind::AlreadyExists));
+    /// assert_eq!(Segment::anonymous(0).unwrap_err().io_kind(), None); // not an I/O error
+    /// first.unlink()?;
+    /// # Ok::<(), multiproc_core::SegmentError>(())
+    /// ```
     #[must_use]
     pub fn io_kind(&self) -> Option<io::ErrorKind> {
         match self {
@@ -269,6 +309,30 @@ impl From<SegmentError> for io::Error {
 ///   another process;
 /// - has an alignment of at most 4096 (segments are page-aligned);
 /// - has no `Drop` glue that matters (values in a segment are never dropped).
+///
+/// # Examples
+///
+/// ```
+/// use multiproc_core::segment::{Segment, SharedSafe};
+/// use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+///
+/// #[repr(C)]
+/// struct Stats {
+///     hits: AtomicU64,
+///     misses: AtomicU64,
+///     flags: AtomicU32,
+/// }
+/// // SAFETY: `repr(C)` atomics only: valid for every bit pattern, mutated only
+/// // through atomics, no pointers, alignment 8, no drop glue.
+/// unsafe impl SharedSafe for Stats {}
+///
+/// let segment = Segment::anonymous(4096)?;
+/// let stats = segment.view::<Stats>(0)?;
+/// stats.hits.fetch_add(1, Ordering::Relaxed);
+/// let again = segment.try_clone()?; // as another process would map it
+/// assert_eq!(again.view::<Stats>(0)?.hits.load(Ordering::Relaxed), 1);
+/// # Ok::<(), multiproc_core::SegmentError>(())
+/// ```
 pub unsafe trait SharedSafe: Sync {}
 
 // SAFETY: atomics of integers are valid for every bit pattern, mutate only
@@ -330,6 +394,20 @@ impl Segment {
     ///
     /// # References
     ///  - [memfd_create(2)](https://man7.org/linux/man-pages/man2/memfd_create.2.html)
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use multiproc_core::Segment;
+    ///
+    /// let segment = Segment::anonymous(1 << 20)?; // 1 MiB, committed as touched
+    /// assert_eq!(segment.len(), 1 << 20);
+    /// assert_eq!(segment.name(), None);
+    /// let mut first = [1u8; 4];
+    /// segment.read_at(0, &mut first)?;
+    /// assert_eq!(first, [0; 4]); // zero-filled
+    /// # Ok::<(), multiproc_core::SegmentError>(())
+    /// ```
     pub fn anonymous(size: usize) -> Result<Self, SegmentError> {
         let len = checked_size(size as u64)?;
         let fd = rustix::fs::memfd_create(
@@ -415,6 +493,19 @@ impl Segment {
     /// [`SegmentError::InvalidName`], [`SegmentError::Io`] with kind
     /// `NotFound` when no such segment exists, [`SegmentError::InvalidSize`]
     /// when it is empty.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use multiproc_core::Segment;
+    ///
+    /// let created = Segment::create_named(None, 128)?;
+    /// let attached = Segment::open_named(created.name().unwrap())?;
+    /// assert_eq!(attached.len(), 128); // the size comes from the object
+    /// assert_eq!(attached.name(), created.name());
+    /// created.unlink()?;
+    /// # Ok::<(), multiproc_core::SegmentError>(())
+    /// ```
     pub fn open_named(name: &str) -> Result<Self, SegmentError> {
         let name = validate_name(name)?;
         let fd = shm::open(
@@ -443,6 +534,29 @@ impl Segment {
     ///
     /// [`SegmentError::NotSealed`], [`SegmentError::InvalidSize`] for an
     /// empty file, [`SegmentError::Io`].
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use multiproc_core::{Segment, SegmentError, SharedFd};
+    ///
+    /// let segment = Segment::anonymous(64)?;
+    /// segment.write_at(0, b"sealed")?;
+    /// // As a receiver gets it: a descriptor that arrived over a socket.
+    /// let fd = SharedFd::duplicate(&segment).map_err(|e| SegmentError::Io { op: "dup", source: e })?;
+    /// let attached = Segment::from_fd(fd.into_inner())?;
+    /// let mut buf = [0u8; 6];
+    /// attached.read_at(0, &mut buf)?;
+    /// assert_eq!(&buf, b"sealed");
+    ///
+    /// // A memfd without the seals is refused.
+    /// let unsealed = rustix::fs::memfd_create("plain", rustix::fs::MemfdFlags::CLOEXEC)
+    ///     .map_err(|e| SegmentError::Io { op: "memfd_create", source: e.into() })?;
+    /// rustix::fs::ftruncate(&unsealed, 64)
+    ///     .map_err(|e| SegmentError::Io { op: "ftruncate", source: e.into() })?;
+    /// assert!(matches!(Segment::from_fd(unsealed), Err(SegmentError::NotSealed)));
+    /// # Ok::<(), SegmentError>(())
+    /// ```
     pub fn from_fd(fd: OwnedFd) -> Result<Self, SegmentError> {
         Self::from_fd_named(fd, None)
     }
@@ -454,6 +568,20 @@ impl Segment {
     ///
     /// [`SegmentError::Io`] when the descriptor cannot be duplicated or
     /// mapped.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use multiproc_core::Segment;
+    /// use std::sync::atomic::{AtomicU32, Ordering};
+    ///
+    /// let segment = Segment::anonymous(64)?;
+    /// let other = segment.try_clone()?;
+    /// other.atomic_u32(0)?.store(9, Ordering::Release);
+    /// assert_eq!(segment.atomic_u32(0)?.load(Ordering::Acquire), 9);
+    /// assert_ne!(other.as_ptr(), segment.as_ptr()); // a mapping of its own
+    /// # Ok::<(), multiproc_core::SegmentError>(())
+    /// ```
     pub fn try_clone(&self) -> Result<Self, SegmentError> {
         let fd = rustix::io::fcntl_dupfd_cloexec(&self.fd, 0)
             .map_err(|e| SegmentError::io("fcntl(F_DUPFD_CLOEXEC)", e))?;
@@ -494,6 +622,19 @@ impl Segment {
     ///
     /// [`SegmentError::NotNamed`] for an anonymous segment, `NotFound` when
     /// the name is already gone.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use multiproc_core::Segment;
+    ///
+    /// let segment = Segment::create_named(None, 16)?;
+    /// segment.unlink()?;
+    /// assert!(Segment::open_named(segment.name().unwrap()).is_err());
+    /// segment.write_at(0, b"mapped still")?; // the mapping outlives the name
+    /// assert!(segment.unlink().is_err()); // already gone
+    /// # Ok::<(), multiproc_core::SegmentError>(())
+    /// ```
     pub fn unlink(&self) -> Result<(), SegmentError> {
         match &self.flavor {
             Flavor::Named { name } => Self::unlink_name(name),
@@ -506,6 +647,18 @@ impl Segment {
     /// # Errors
     ///
     /// [`SegmentError::InvalidName`] or [`SegmentError::Io`] (`NotFound`).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use multiproc_core::Segment;
+    ///
+    /// let name = Segment::create_named(None, 16)?.name().unwrap().to_owned();
+    /// // The handle is gone, the name is not: named segments persist.
+    /// Segment::unlink_name(&name)?;
+    /// assert!(Segment::open_named(&name).is_err());
+    /// # Ok::<(), multiproc_core::SegmentError>(())
+    /// ```
     pub fn unlink_name(name: &str) -> Result<(), SegmentError> {
         let name = validate_name(name)?;
         shm::unlink(format!("/{name}").as_str()).map_err(|e| SegmentError::io("shm_unlink", e))
@@ -517,6 +670,20 @@ impl Segment {
     /// # Errors
     ///
     /// [`SegmentError::Io`].
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use multiproc_core::Segment;
+    ///
+    /// let a = Segment::create_named(None, 16)?;
+    /// let b = Segment::open_named(a.name().unwrap())?;
+    /// let c = Segment::anonymous(16)?;
+    /// assert_eq!(a.inode()?, b.inode()?); // the same object
+    /// assert_ne!(a.inode()?, c.inode()?);
+    /// a.unlink()?;
+    /// # Ok::<(), multiproc_core::SegmentError>(())
+    /// ```
     pub fn inode(&self) -> Result<u64, SegmentError> {
         Ok(rustix::fs::fstat(&self.fd)
             .map_err(|e| SegmentError::io("fstat", e))?
@@ -535,6 +702,25 @@ impl Segment {
     ///
     /// # References
     ///  - [rename(2)](https://man7.org/linux/man-pages/man2/rename.2.html)
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use multiproc_core::Segment;
+    ///
+    /// let mut segment = Segment::create_named(None, 16)?;
+    /// let wanted = format!("{}_published", segment.name().unwrap());
+    /// segment.rename(&wanted)?;
+    /// assert_eq!(segment.name(), Some(wanted.as_str()));
+    /// assert_eq!(Segment::open_named(&wanted)?.len(), 16);
+    ///
+    /// // A name that is taken is not replaced.
+    /// let mut other = Segment::create_named(None, 16)?;
+    /// assert!(other.rename(&wanted).is_err());
+    /// segment.unlink()?;
+    /// other.unlink()?;
+    /// # Ok::<(), multiproc_core::SegmentError>(())
+    /// ```
     pub fn rename(&mut self, to: &str) -> Result<(), SegmentError> {
         let to = validate_name(to)?.to_owned();
         let Flavor::Named { name } = &mut self.flavor else {
@@ -560,6 +746,20 @@ impl Segment {
     /// # Errors
     ///
     /// [`SegmentError::InvalidName`], [`SegmentError::Io`].
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use multiproc_core::Segment;
+    ///
+    /// let segment = Segment::create_named(None, 16)?;
+    /// let name = segment.name().unwrap();
+    /// let stale = Segment::anonymous(16)?.inode()?; // another object's inode
+    /// assert!(!Segment::unlink_name_if_inode(name, stale)?); // left alone
+    /// assert!(Segment::unlink_name_if_inode(name, segment.inode()?)?);
+    /// assert!(Segment::open_named(name).is_err());
+    /// # Ok::<(), multiproc_core::SegmentError>(())
+    /// ```
     pub fn unlink_name_if_inode(name: &str, inode: u64) -> Result<bool, SegmentError> {
         let name = validate_name(name)?;
         match rustix::fs::stat(format!("{SHM_DIR}/{name}").as_str()) {
@@ -570,6 +770,19 @@ impl Segment {
     }
 
     /// The name, without its leading `/`, for a named segment.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use multiproc_core::Segment;
+    ///
+    /// let wanted = multiproc_core::segment::generate_name()?; // or any free name
+    /// let named = Segment::create_named(Some(&wanted), 8)?;
+    /// assert_eq!(named.name(), Some(wanted.as_str())); // no leading `/`
+    /// assert_eq!(Segment::anonymous(8)?.name(), None);
+    /// named.unlink()?;
+    /// # Ok::<(), multiproc_core::SegmentError>(())
+    /// ```
     #[must_use]
     pub fn name(&self) -> Option<&str> {
         match &self.flavor {
@@ -579,12 +792,30 @@ impl Segment {
     }
 
     /// Size in bytes.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use multiproc_core::Segment;
+    ///
+    /// assert_eq!(Segment::anonymous(4097)?.len(), 4097); // not rounded to pages
+    /// # Ok::<(), multiproc_core::SegmentError>(())
+    /// ```
     #[must_use]
     pub fn len(&self) -> usize {
         self.map.len()
     }
 
     /// Always `false`: segments have a size of at least one byte.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use multiproc_core::Segment;
+    ///
+    /// assert!(!Segment::anonymous(1)?.is_empty());
+    /// # Ok::<(), multiproc_core::SegmentError>(())
+    /// ```
     #[must_use]
     pub fn is_empty(&self) -> bool {
         self.map.len() == 0
@@ -592,6 +823,22 @@ impl Segment {
 
     /// Start of the mapping in this process. Writing through it is the
     /// caller's `unsafe` business; see the [module docs](self).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use multiproc_core::Segment;
+    ///
+    /// let segment = Segment::anonymous(16)?;
+    /// let ptr = segment.as_ptr();
+    /// // SAFETY: the segment was just made here and no other process has its
+    /// // descriptor, so nobody else writes these bytes; offset 3 is in bounds.
+    /// unsafe { ptr.add(3).write(0xAB) };
+    /// let mut byte = [0u8; 1];
+    /// segment.read_at(3, &mut byte)?;
+    /// assert_eq!(byte, [0xAB]);
+    /// # Ok::<(), multiproc_core::SegmentError>(())
+    /// ```
     #[must_use]
     pub fn as_ptr(&self) -> *mut u8 {
         self.map.as_mut_ptr()
@@ -616,6 +863,20 @@ impl Segment {
     /// # Errors
     ///
     /// [`SegmentError::OutOfBounds`].
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use multiproc_core::Segment;
+    ///
+    /// let segment = Segment::anonymous(8)?;
+    /// segment.write_at(0, &42u64.to_le_bytes())?;
+    /// let mut word = [0u8; 8];
+    /// segment.read_at(0, &mut word)?;
+    /// assert_eq!(u64::from_le_bytes(word), 42);
+    /// assert!(segment.read_at(1, &mut word).is_err()); // one byte too far
+    /// # Ok::<(), multiproc_core::SegmentError>(())
+    /// ```
     pub fn read_at(&self, offset: usize, buf: &mut [u8]) -> Result<(), SegmentError> {
         self.check_range(offset, buf.len())?;
         // SAFETY: the range was checked to lie inside the mapping, which lives
@@ -636,6 +897,20 @@ impl Segment {
     /// # Errors
     ///
     /// [`SegmentError::OutOfBounds`].
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use multiproc_core::Segment;
+    ///
+    /// let segment = Segment::anonymous(4)?;
+    /// segment.write_at(2, b"ok")?;
+    /// let mut all = [0u8; 4];
+    /// segment.read_at(0, &mut all)?;
+    /// assert_eq!(&all, b"\0\0ok");
+    /// assert!(segment.write_at(usize::MAX, b"x").is_err()); // no overflow, an error
+    /// # Ok::<(), multiproc_core::SegmentError>(())
+    /// ```
     pub fn write_at(&self, offset: usize, data: &[u8]) -> Result<(), SegmentError> {
         self.check_range(offset, data.len())?;
         // SAFETY: as in `read_at`, racing readers and writers in other
@@ -690,6 +965,20 @@ impl Segment {
     /// # Errors
     ///
     /// As for [`view`](Self::view).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use multiproc_core::Segment;
+    /// use std::sync::atomic::Ordering;
+    ///
+    /// let segment = Segment::anonymous(64)?;
+    /// let word = segment.atomic_u32(8)?;
+    /// assert_eq!(word.fetch_add(5, Ordering::AcqRel), 0);
+    /// assert_eq!(segment.atomic_u32(8)?.load(Ordering::Acquire), 5);
+    /// assert!(segment.atomic_u32(6).is_err()); // misaligned
+    /// # Ok::<(), multiproc_core::SegmentError>(())
+    /// ```
     pub fn atomic_u32(&self, offset: usize) -> Result<&AtomicU32, SegmentError> {
         self.view(offset)
     }
@@ -701,6 +990,23 @@ impl Segment {
     /// # Errors
     ///
     /// [`SegmentError::OutOfBounds`], [`SegmentError::Misaligned`].
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use multiproc_core::{Header, Segment};
+    ///
+    /// const MAGIC: [u8; 8] = *b"MYQUEUE\0";
+    /// let segment = Segment::anonymous(4096)?;
+    /// // Initialise the object first; publishing the header comes last.
+    /// segment.write_at(Header::SIZE, &[1, 2, 3])?;
+    /// segment.publish_header(0, &Header::new(MAGIC, 3, 4096))?;
+    ///
+    /// // An attacher (normally in another process) checks it.
+    /// let header = segment.read_header(0, MAGIC, 3)?;
+    /// assert_eq!(header.version(), 3);
+    /// # Ok::<(), multiproc_core::SegmentError>(())
+    /// ```
     pub fn publish_header(&self, offset: usize, header: &Header) -> Result<(), SegmentError> {
         let raw = self.view::<RawHeader>(offset)?;
         for (word, value) in raw.magic.iter().zip(header.magic_words()) {
@@ -1079,6 +1385,18 @@ const _: () = assert!(align_of::<RawHeader>() == 8);
 
 /// The first bytes of every object placed in a segment: magic, layout
 /// version and size, validated on attach (see [`Segment::read_header`]).
+///
+/// # Examples
+///
+/// ```
+/// use multiproc_core::{Header, Segment};
+///
+/// let segment = Segment::anonymous(256)?;
+/// segment.publish_header(0, &Header::new(*b"COUNTER\0", 1, 256))?;
+/// let header = segment.read_header(0, *b"COUNTER\0", 1)?;
+/// assert_eq!(header, Header::new(*b"COUNTER\0", 1, 256));
+/// # Ok::<(), multiproc_core::SegmentError>(())
+/// ```
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Header {
     magic: [u8; 8],
@@ -1091,6 +1409,15 @@ impl Header {
     pub const SIZE: usize = 32;
 
     /// A header for an object of `size` bytes (header included).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use multiproc_core::Header;
+    ///
+    /// const HEADER: Header = Header::new(*b"MYTABLE\0", 2, 1024);
+    /// assert_eq!(HEADER.size(), 1024);
+    /// ```
     #[must_use]
     pub const fn new(magic: [u8; 8], version: u32, size: u64) -> Self {
         Self {
@@ -1101,18 +1428,42 @@ impl Header {
     }
 
     /// The magic bytes.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use multiproc_core::Header;
+    ///
+    /// assert_eq!(Header::new(*b"MAGICAL\0", 1, 64).magic(), *b"MAGICAL\0");
+    /// ```
     #[must_use]
     pub const fn magic(&self) -> [u8; 8] {
         self.magic
     }
 
     /// The layout version.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use multiproc_core::Header;
+    ///
+    /// assert_eq!(Header::new(*b"MAGICAL\0", 7, 64).version(), 7);
+    /// ```
     #[must_use]
     pub const fn version(&self) -> u32 {
         self.version
     }
 
     /// The object size the header declares, itself included.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use multiproc_core::Header;
+    ///
+    /// assert_eq!(Header::new(*b"MAGICAL\0", 1, 64).size(), 64);
+    /// ```
     #[must_use]
     pub const fn size(&self) -> u64 {
         self.size
@@ -1134,6 +1485,23 @@ impl Header {
     ///
     /// [`HeaderError::Truncated`] for fewer than [`Header::SIZE`] bytes,
     /// [`HeaderError::NotReady`] when the ready word is not set.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use multiproc_core::{Header, HeaderError, Segment};
+    ///
+    /// let segment = Segment::anonymous(64)?;
+    /// let mut raw = [0u8; Header::SIZE];
+    /// segment.read_at(0, &mut raw)?;
+    /// assert_eq!(Header::parse(&raw), Err(HeaderError::NotReady)); // nothing published
+    ///
+    /// segment.publish_header(0, &Header::new(*b"PARSEME\0", 1, 64))?;
+    /// segment.read_at(0, &mut raw)?;
+    /// assert_eq!(Header::parse(&raw)?.magic(), *b"PARSEME\0");
+    /// assert!(matches!(Header::parse(&raw[..8]), Err(HeaderError::Truncated { .. })));
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn parse(bytes: &[u8]) -> Result<Self, HeaderError> {
         let Some(bytes) = bytes.first_chunk::<{ Header::SIZE }>() else {
             return Err(HeaderError::Truncated {
@@ -1165,6 +1533,24 @@ impl Header {
     ///
     /// [`HeaderError::BadMagic`], [`HeaderError::BadVersion`],
     /// [`HeaderError::BadSize`].
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use multiproc_core::{Header, HeaderError};
+    ///
+    /// let header = Header::new(*b"EXPECT1\0", 2, 128);
+    /// assert_eq!(header.expect(*b"EXPECT1\0", 2, 4096), Ok(()));
+    /// assert!(matches!(header.expect(*b"OTHER12\0", 2, 4096), Err(HeaderError::BadMagic { .. })));
+    /// assert_eq!(
+    ///     header.expect(*b"EXPECT1\0", 3, 4096),
+    ///     Err(HeaderError::BadVersion { expected: 3, found: 2 })
+    /// );
+    /// assert_eq!(
+    ///     header.expect(*b"EXPECT1\0", 2, 64), // declares more than there is
+    ///     Err(HeaderError::BadSize { declared: 128, available: 64 })
+    /// );
+    /// ```
     pub fn expect(&self, magic: [u8; 8], version: u32, available: u64) -> Result<(), HeaderError> {
         if self.magic != magic {
             return Err(HeaderError::BadMagic {
@@ -1189,6 +1575,28 @@ impl Header {
 }
 
 /// Why an object header did not validate.
+///
+/// # Examples
+///
+/// ```
+/// use multiproc_core::{Header, HeaderError, Segment, SegmentError};
+///
+/// let segment = Segment::anonymous(4096)?;
+/// segment.publish_header(0, &Header::new(*b"KIND_A1\0", 1, 4096))?;
+///
+/// let err = segment.read_header(0, *b"KIND_B1\0", 1).unwrap_err();
+/// assert!(matches!(err, SegmentError::Header(HeaderError::BadMagic { .. })));
+/// let err = segment.read_header(0, *b"KIND_A1\0", 2).unwrap_err();
+/// assert!(matches!(
+///     err,
+///     SegmentError::Header(HeaderError::BadVersion { expected: 2, found: 1 })
+/// ));
+/// assert_eq!(
+///     Header::parse(&[0u8; 4]),
+///     Err(HeaderError::Truncated { need: Header::SIZE, have: 4 })
+/// );
+/// # Ok::<(), SegmentError>(())
+/// ```
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum HeaderError {
     /// Fewer bytes than a header needs.

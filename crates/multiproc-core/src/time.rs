@@ -46,6 +46,17 @@ pub fn remaining(deadline: Option<Instant>) -> Option<Duration> {
 }
 
 /// `d` as the kernel's `timespec`, saturating at `i64::MAX` seconds.
+///
+/// # Examples
+///
+/// ```
+/// use multiproc_core::time::timespec;
+/// use std::time::Duration;
+///
+/// let ts = timespec(Duration::from_millis(1500));
+/// assert_eq!((ts.tv_sec, ts.tv_nsec), (1, 500_000_000));
+/// assert_eq!(timespec(Duration::MAX).tv_sec, i64::MAX); // saturates
+/// ```
 #[must_use]
 pub fn timespec(d: Duration) -> rustix::time::Timespec {
     rustix::time::Timespec {
@@ -56,6 +67,19 @@ pub fn timespec(d: Duration) -> rustix::time::Timespec {
 
 /// The `timespec` left until `deadline` (`None`: no deadline), for `poll`
 /// and futex waits.
+///
+/// # Examples
+///
+/// ```
+/// use multiproc_core::time::timespec_until;
+/// use std::time::{Duration, Instant};
+///
+/// assert!(timespec_until(None).is_none()); // wait forever
+/// let ts = timespec_until(Some(Instant::now() + Duration::from_secs(60))).unwrap();
+/// assert!(ts.tv_sec <= 60);
+/// let past = timespec_until(Some(Instant::now())).unwrap();
+/// assert_eq!((past.tv_sec, past.tv_nsec), (0, 0));
+/// ```
 #[must_use]
 pub fn timespec_until(deadline: Option<Instant>) -> Option<rustix::time::Timespec> {
     remaining(deadline).map(timespec)

@@ -28,8 +28,11 @@
 //! [`ProcessBuilder::run`] starts and joins in one call, for a caller that
 //! waits for the value at once; knowing that, it starts a Fork child on the
 //! caller's CPU, which made a short child's start and join 30–40 % cheaper
-//! on the 2-vCPU virtual machine it was measured on. `start` does the same
-//! for a thread seen joining its Fork children right after starting them.
+//! on the 2-vCPU virtual machine it was measured on (a one-off loop; in
+//! `cargo bench -p multiproc-process --bench process -- process_start_join`,
+//! `fork_run` against `fork` as it was before `start` pinned). `start`
+//! does the same for a thread seen joining its Fork children right after
+//! starting them.
 //!
 //! # Pool
 //!
@@ -136,8 +139,7 @@
 //! to its parent at no cost follows the process that forked it. (Watching
 //! the parent from a thread instead, as daemons started from a thread other
 //! than the main one do, costs every daemon a thread start and teardown.)
-//! A pool treats such a
-//! death as any worker's death: the task fails with
+//! A pool treats such a death as any worker's death: the task fails with
 //! [`TaskError::WorkerDied`] and the worker is replaced.
 //!
 //! # When things die or fail

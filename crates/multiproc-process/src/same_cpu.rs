@@ -15,13 +15,19 @@
 //!
 //! Measured on a 2-vCPU virtual machine, start + join of a no-op Fork child
 //! in a loop: about 135 µs without this, about 95 µs with it, against 100 to
-//! 115 µs for a bare `fork` + `waitpid` in the same program.
+//! 115 µs for a bare `fork` + `waitpid` in the same program (a one-off
+//! loop, pinned and unpinned builds). The bench for the same comparison is
+//! `cargo bench -p multiproc-process --bench process -- process_start_join`
+//! (`fork_run` pinned, `fork` unpinned at the time, `bare_fork_waitpid`):
+//! 112–117, 154–159 and 117–122 µs in three runs then.
 //!
 //! It costs a parent that goes on working instead: it shares its CPU with
 //! the child until the scheduler moves one of them, up to a scheduler tick
 //! later. Two children burning 5 ms each, started one after the other and
 //! then joined, took 8.0 ms per pair pinned against 5.3 ms unpinned; a child
-//! burning 20 ms beside a parent doing the same, 23.8 against 20.6 ms.
+//! burning 20 ms beside a parent doing the same, 23.8 against 20.6 ms
+//! (measured with one-off timing loops of those two patterns, pinned and
+//! unpinned builds; no bench in the repository runs them).
 //!
 //! So [`ProcessBuilder::start`](crate::ProcessBuilder::start) pins only
 //! when this thread's last Fork child was joined at once ([`JoinHabit`]):
@@ -29,8 +35,9 @@
 //! `start` returning, less than waking an idle CPU costs. A thread that
 //! starts children in batches, or works before it joins, gets the kernel's
 //! placement; a wrong guess costs one child's first run. Measured with the
-//! guess: the start + join loop as pinned (about 100 µs), the batches and
-//! the working parent as unpinned (5.3 and 20.5 ms).
+//! guess, in the same one-off loops: the start + join loop as pinned (about
+//! 100 µs; `process_start_join/fork` in the bench above gave 101–109 µs),
+//! the batches and the working parent as unpinned (5.3 and 20.5 ms).
 
 use rustix::process::Pid;
 use rustix::thread::{CpuSet, sched_getaffinity, sched_getcpu, sched_setaffinity};

@@ -114,7 +114,8 @@ fn register_fences(threads: Threads) {
     }
     // Registering a single-threaded process is immediate; one that already
     // runs several threads waits for an RCU grace period (about 16 ms
-    // measured here). The fast paths must not wait for that: then a thread
+    // measured here, outside the benches: no bench times the
+    // registration). The fast paths must not wait for that: then a thread
     // registers while they use full fences, and switches them to the light
     // fence once the kernel has the process registered. (Children started
     // by multiproc with descriptors in their arguments register before they

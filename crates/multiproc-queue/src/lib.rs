@@ -214,8 +214,12 @@
 //! `put_bytes`/`get_bytes`, 55–58 M with `get_bytes_into` (a reused
 //! buffer), 30–32 M through a `Queue<u64>` (Python: 0.27 M), 1 MiB
 //! messages at 17–19 GiB/s (Python: 0.55 GB/s), and a blocking round trip
-//! over two queues takes 0.42–0.68 µs (Python: 106–129 µs). See `benches/queue.rs`
-//! and the README for the scenarios and the references measured with them.
+//! over two queues takes 0.42–0.68 µs (Python: 106–129 µs). The figures
+//! are those of `cargo bench -p multiproc-queue --bench queue --
+//! 'queue_1to1/(bytes|bytes_into|typed)/8$|queue_1to1/bytes/1048576|round_trip/queue'`,
+//! Python's those of `python3 benches/python_mp.py` (its `1to1` and `rtt`
+//! cases with `Queue`). See `benches/queue.rs` and the README for the
+//! scenarios and the references measured with them.
 //!
 //! One trade-off is made for throughput: a blocking get on a thread that
 //! consumes alone (the consumer side is biased to it), whose last look
@@ -224,7 +228,9 @@
 //! producer would make both sides trade cache lines on every message (at
 //! 8 B, a third of the rate). So the last message of a fast burst can
 //! arrive up to 600 ns late (a 16-message burst and its reply measured
-//! 2.1 µs a round instead of 2.0); a ping-pong, which never finds more than
+//! 2.1 µs a round instead of 2.0: `round_trip/burst16_paced` against
+//! `round_trip/burst16_unpaced` in `cargo bench -p multiproc-queue --bench
+//! queue`); a ping-pong, which never finds more than
 //! one message waiting, never waits. [`QueueBuilder::pacing`] turns it off.
 #![deny(unsafe_code)]
 #![warn(
@@ -265,7 +271,9 @@ mod tests;
 /// Prepares this process for queues now: the `membarrier(2)` registration
 /// behind the queues' fence-free fast paths. Call it while the process is
 /// single-threaded, where it is immediate (one system call); in a
-/// multithreaded process it blocks for a kernel grace period (about 16 ms).
+/// multithreaded process it blocks for a kernel grace period (about 16 ms
+/// where it was measured, outside the benches: no bench in the repository
+/// times the registration).
 /// Never required: the first queue operation does it otherwise, on a
 /// background thread if the process runs threads already, with full fences
 /// meanwhile. `multiproc-process` calls it in a child whose arguments carry

@@ -4,6 +4,30 @@ use multiproc_core::SegmentError;
 use std::fmt;
 
 /// Why a shared-data operation failed.
+///
+/// # Examples
+///
+/// ```
+/// use multiproc_shm::{Array, SharedMemory, ShareableList, ShareableValue, ShmError};
+///
+/// let err = SharedMemory::create(None, 0).unwrap_err();
+/// assert!(matches!(err, ShmError::Segment(_)));
+///
+/// let array = Array::from_slice(&[1u8, 2])?;
+/// let err = array.get(5).unwrap_err();
+/// assert!(matches!(err, ShmError::IndexOutOfRange { index: 5, len: 2 }));
+/// assert_eq!(err.to_string(), "index 5 out of range for length 2");
+///
+/// let list = ShareableList::create(None, &[ShareableValue::from("ab")])?;
+/// let err = list.set(0, ShareableValue::from("a string longer than eight")).unwrap_err();
+/// assert!(matches!(err, ShmError::ValueTooLong { .. }));
+///
+/// let block = SharedMemory::create(None, 64)?;
+/// block.write_at(0, &i64::MAX.to_ne_bytes())?; // an absurd item count
+/// let err = ShareableList::open(block.name()).unwrap_err();
+/// assert!(matches!(err, ShmError::NotAShareableList(_)));
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
 #[derive(Debug)]
 #[non_exhaustive]
 pub enum ShmError {

@@ -25,6 +25,18 @@ use std::fmt;
 use crate::{SharedMemory, ShmError};
 
 /// One item of a [`ShareableList`]: the types Python's `ShareableList` holds.
+///
+/// # Examples
+///
+/// ```
+/// use multiproc_shm::ShareableValue as V;
+///
+/// assert_eq!(V::from(3i64), V::Int(3));
+/// assert_eq!(V::from(0.25), V::Float(0.25));
+/// assert_eq!(V::from(true), V::Bool(true));
+/// assert_eq!(V::from("text"), V::Str("text".to_owned()));
+/// assert_eq!(V::from(&b"raw"[..]), V::Bytes(b"raw".to_vec()));
+/// ```
 #[derive(Clone, Debug, PartialEq)]
 pub enum ShareableValue {
     /// Python `int` (64-bit signed).
@@ -176,6 +188,18 @@ impl ShareableList {
     /// # Errors
     ///
     /// As for [`SharedMemory::create`].
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use multiproc_shm::{ShareableList, ShareableValue as V};
+    ///
+    /// let list = ShareableList::create(None, &[V::Int(1), V::None, V::from(&b"ab"[..])])?;
+    /// assert_eq!(list.len(), 3);
+    /// assert!(list.shm().is_owner());
+    /// assert_eq!(list.get(2)?, V::Bytes(b"ab".to_vec()));
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn create(name: Option<&str>, items: &[ShareableValue]) -> Result<Self, ShmError> {
         let n = items.len();
         let mut offsets = Vec::with_capacity(n + 1);
@@ -204,6 +228,18 @@ impl ShareableList {
     ///
     /// [`ShmError::Segment`] when the block cannot be opened;
     /// [`ShmError::NotAShareableList`] when its bytes are not a valid list.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use multiproc_shm::{ShareableList, ShareableValue as V};
+    ///
+    /// let list = ShareableList::create(None, &[V::Float(1.5)])?;
+    /// // In Python: `ShareableList(name=list.shm.name)`.
+    /// let same = ShareableList::open(list.shm().name())?;
+    /// assert_eq!(same.to_vec()?, vec![V::Float(1.5)]);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn open(name: &str) -> Result<Self, ShmError> {
         Self::from_shared_memory(SharedMemory::open(name)?)
     }
@@ -213,6 +249,22 @@ impl ShareableList {
     /// # Errors
     ///
     /// [`ShmError::NotAShareableList`] with the first problem found.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use multiproc_shm::{ShareableList, ShareableValue as V, SharedMemory};
+    ///
+    /// let list = ShareableList::create(None, &[V::Bool(false)])?;
+    /// let block = SharedMemory::open(list.shm().name())?;
+    /// let same = ShareableList::from_shared_memory(block)?;
+    /// assert_eq!(same.get(0)?, V::Bool(false));
+    ///
+    /// let zeros = SharedMemory::create(None, 8)?;
+    /// zeros.write_at(0, &(-1i64).to_ne_bytes())?; // a negative item count
+    /// assert!(ShareableList::from_shared_memory(zeros).is_err());
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn from_shared_memory(shm: SharedMemory) -> Result<Self, ShmError> {
         let size = shm.size();
         let bad = ShmError::NotAShareableList;
@@ -247,18 +299,50 @@ impl ShareableList {
     }
 
     /// The block the list lives in.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use multiproc_shm::{ShareableList, ShareableValue as V};
+    ///
+    /// let list = ShareableList::create(None, &[V::Int(0)])?;
+    /// let name = list.shm().name().to_owned(); // what Python needs to open it
+    /// assert!(!name.is_empty());
+    /// assert!(list.shm().size() >= 8);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     #[must_use]
     pub fn shm(&self) -> &SharedMemory {
         &self.shm
     }
 
     /// Number of items (fixed at creation).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use multiproc_shm::{ShareableList, ShareableValue as V};
+    ///
+    /// let list = ShareableList::create(None, &[V::None, V::None])?;
+    /// assert_eq!(list.len(), 2);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     #[must_use]
     pub fn len(&self) -> usize {
         self.offsets.len() - 1
     }
 
     /// Whether the list has no items.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use multiproc_shm::{ShareableList, ShareableValue as V};
+    ///
+    /// assert!(ShareableList::create(None, &[])?.is_empty());
+    /// assert!(!ShareableList::create(None, &[V::Int(1)])?.is_empty());
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     #[must_use]
     pub fn is_empty(&self) -> bool {
         self.len() == 0
@@ -293,6 +377,17 @@ impl ShareableList {
     ///
     /// [`ShmError::IndexOutOfRange`]; [`ShmError::NotAShareableList`] when
     /// the item's format or code is corrupt.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use multiproc_shm::{ShareableList, ShareableValue as V};
+    ///
+    /// let list = ShareableList::create(None, &[V::from("a\0\0")])?;
+    /// assert_eq!(list.get(0)?, V::from("a")); // trailing NULs dropped, as in Python
+    /// assert!(list.get(1).is_err());
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn get(&self, index: usize) -> Result<ShareableValue, ShmError> {
         self.check_index(index)?;
         let bad = ShmError::NotAShareableList;
@@ -330,6 +425,17 @@ impl ShareableList {
     /// # Errors
     ///
     /// As for [`get`](Self::get).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use multiproc_shm::{ShareableList, ShareableValue as V};
+    ///
+    /// let items = [V::Int(-1), V::Float(2.0), V::from("x")];
+    /// let list = ShareableList::create(None, &items)?;
+    /// assert_eq!(list.to_vec()?, items);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn to_vec(&self) -> Result<Vec<ShareableValue>, ShmError> {
         (0..self.len()).map(|i| self.get(i)).collect()
     }
@@ -340,6 +446,20 @@ impl ShareableList {
     /// # Errors
     ///
     /// [`ShmError::IndexOutOfRange`], [`ShmError::ValueTooLong`].
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use multiproc_shm::{ShareableList, ShareableValue as V};
+    ///
+    /// let list = ShareableList::create(None, &[V::Int(0), V::from("12345")])?;
+    /// list.set(0, V::from("yes"))?; // any type may replace any other...
+    /// assert_eq!(list.get(0)?, V::from("yes"));
+    /// // ...but a str needs room: "12345" got a slot of 8 bytes.
+    /// list.set(1, V::from("12345678"))?;
+    /// assert!(list.set(1, V::from("123456789")).is_err());
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn set(&self, index: usize, value: ShareableValue) -> Result<(), ShmError> {
         self.check_index(index)?;
         let slot = self.offsets[index + 1] - self.offsets[index];

@@ -91,6 +91,21 @@ impl SharedMemory {
     /// knows *before* it exists (nobody else can have it), and a name asked
     /// for is given to it afterwards in one rename, which the tracker knows
     /// of before too (and undoes only for that very object).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use multiproc_shm::SharedMemory;
+    ///
+    /// let block = SharedMemory::create(None, 4096)?;
+    /// assert_eq!(block.size(), 4096);
+    /// assert!(block.is_owner());
+    /// assert_eq!(block.to_vec(), vec![0u8; 4096]); // zero-filled
+    ///
+    /// // A taken name is refused.
+    /// assert!(SharedMemory::create(Some(block.name()), 16).is_err());
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn create(name: Option<&str>, size: usize) -> Result<Self, ShmError> {
         if let Some(name) = name {
             validate_name(name)?;
@@ -137,6 +152,21 @@ impl SharedMemory {
     /// # Errors
     ///
     /// [`ShmError::Segment`] for a bad name or none by that name (`NotFound`).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use multiproc_shm::SharedMemory;
+    ///
+    /// let block = SharedMemory::create(None, 8)?;
+    /// block.write_at(0, b"py")?;
+    /// // Python's `SharedMemory("/name")` spelling works as well.
+    /// let same = SharedMemory::open(&format!("/{}", block.name()))?;
+    /// assert_eq!(&same.to_vec()[..2], b"py");
+    /// assert!(!same.is_owner());
+    /// assert!(SharedMemory::open("no_such_block_here").is_err());
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn open(name: &str) -> Result<Self, ShmError> {
         let segment = Segment::open_named(name)?;
         let name = segment.name().unwrap_or_default().to_owned();
@@ -154,6 +184,20 @@ impl SharedMemory {
     /// # Errors
     ///
     /// [`ShmError::Segment`] when the descriptor cannot be duplicated.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use multiproc_shm::SharedMemory;
+    ///
+    /// let block = SharedMemory::create(None, 8)?;
+    /// let other = block.try_clone()?;
+    /// other.write_at(0, &[7])?;
+    /// assert_eq!(block.to_vec()[0], 7);
+    /// assert_eq!(other.name(), block.name());
+    /// assert!(!other.is_owner());
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn try_clone(&self) -> Result<Self, ShmError> {
         Ok(Self {
             segment: self.segment.try_clone()?,
@@ -164,24 +208,73 @@ impl SharedMemory {
     }
 
     /// The name, without the leading `/` (as Python's `.name`).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use multiproc_shm::SharedMemory;
+    ///
+    /// let block = SharedMemory::create(None, 8)?;
+    /// assert!(!block.name().starts_with('/'));
+    /// assert_eq!(SharedMemory::open(block.name())?.name(), block.name());
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     #[must_use]
     pub fn name(&self) -> &str {
         &self.name
     }
 
     /// Size in bytes (as Python's `.size`).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use multiproc_shm::SharedMemory;
+    ///
+    /// let block = SharedMemory::create(None, 100)?;
+    /// assert_eq!(block.size(), 100);
+    /// assert_eq!(SharedMemory::open(block.name())?.size(), 100);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     #[must_use]
     pub fn size(&self) -> usize {
         self.segment.len()
     }
 
     /// Whether this handle created the block and will unlink it.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use multiproc_shm::SharedMemory;
+    ///
+    /// let owner = SharedMemory::create(None, 8)?;
+    /// let attached = SharedMemory::open(owner.name())?;
+    /// assert!(owner.is_owner());
+    /// assert!(!attached.is_owner());
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     #[must_use]
     pub fn is_owner(&self) -> bool {
         self.owner
     }
 
     /// The underlying segment, for atomic views ([`Segment::view`]).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use multiproc_shm::SharedMemory;
+    /// use std::sync::atomic::{AtomicU64, Ordering};
+    ///
+    /// let block = SharedMemory::create(None, 64)?;
+    /// let counter = block.segment().view::<AtomicU64>(8)?;
+    /// counter.fetch_add(2, Ordering::SeqCst);
+    ///
+    /// let other = SharedMemory::open(block.name())?;
+    /// assert_eq!(other.segment().view::<AtomicU64>(8)?.load(Ordering::SeqCst), 2);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     #[must_use]
     pub fn segment(&self) -> &Segment {
         &self.segment
@@ -192,6 +285,20 @@ impl SharedMemory {
     /// # Errors
     ///
     /// [`ShmError::Segment`] when the range is outside the block.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use multiproc_shm::SharedMemory;
+    ///
+    /// let block = SharedMemory::create(None, 16)?;
+    /// block.write_at(4, b"abcd")?;
+    /// let mut buf = [0u8; 2];
+    /// block.read_at(5, &mut buf)?;
+    /// assert_eq!(&buf, b"bc");
+    /// assert!(block.read_at(15, &mut buf).is_err()); // past the end
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn read_at(&self, offset: usize, buf: &mut [u8]) -> Result<(), ShmError> {
         Ok(self.segment.read_at(offset, buf)?)
     }
@@ -201,11 +308,34 @@ impl SharedMemory {
     /// # Errors
     ///
     /// [`ShmError::Segment`] when the range is outside the block.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use multiproc_shm::SharedMemory;
+    ///
+    /// let block = SharedMemory::create(None, 4)?;
+    /// block.write_at(1, b"xyz")?;
+    /// assert_eq!(block.to_vec(), b"\0xyz");
+    /// assert!(block.write_at(2, b"xyz").is_err()); // would run past the end
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn write_at(&self, offset: usize, data: &[u8]) -> Result<(), ShmError> {
         Ok(self.segment.write_at(offset, data)?)
     }
 
     /// A copy of the whole block.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use multiproc_shm::SharedMemory;
+    ///
+    /// let block = SharedMemory::create(None, 3)?;
+    /// block.write_at(0, &[1, 2, 3])?;
+    /// assert_eq!(block.to_vec(), vec![1, 2, 3]);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     #[must_use]
     pub fn to_vec(&self) -> Vec<u8> {
         let mut out = vec![0u8; self.size()];
@@ -222,6 +352,20 @@ impl SharedMemory {
     /// No process may write the block while the slice lives (for example:
     /// every writer is done and synchronised with this process by a lock,
     /// an event or a join).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use multiproc_shm::SharedMemory;
+    ///
+    /// let block = SharedMemory::create(None, 4)?;
+    /// block.write_at(0, b"data")?;
+    /// // SAFETY: the block was just created by this process and no other handle
+    /// // to it exists, so nobody writes it while `bytes` lives.
+    /// let bytes = unsafe { block.buf() };
+    /// assert_eq!(bytes, b"data");
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     #[must_use]
     pub unsafe fn buf(&self) -> &[u8] {
         // SAFETY: the mapping is `size()` bytes and lives as long as `self`;
@@ -235,6 +379,20 @@ impl SharedMemory {
     ///
     /// No other process (and no other handle in this one) may read or write
     /// the block while the slice lives.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use multiproc_shm::SharedMemory;
+    ///
+    /// let mut block = SharedMemory::create(None, 4)?;
+    /// // SAFETY: the block was just created by this process and no other handle
+    /// // to it exists, so nothing else reads or writes it while `bytes` lives.
+    /// let bytes = unsafe { block.buf_mut() };
+    /// bytes.copy_from_slice(b"fill");
+    /// assert_eq!(block.to_vec(), b"fill");
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     #[must_use]
     pub unsafe fn buf_mut(&mut self) -> &mut [u8] {
         // SAFETY: as for `buf`, and the caller guarantees exclusive access.
@@ -246,6 +404,21 @@ impl SharedMemory {
     /// # Errors
     ///
     /// [`ShmError::Segment`] with `NotFound` when the name is already gone.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use multiproc_shm::SharedMemory;
+    ///
+    /// let block = SharedMemory::create(None, 8)?;
+    /// let attached = SharedMemory::open(block.name())?;
+    /// attached.unlink()?;
+    /// assert!(SharedMemory::open(block.name()).is_err()); // the name is gone
+    /// attached.write_at(0, b"still ok")?; // the mappings are not
+    /// assert_eq!(block.to_vec(), b"still ok");
+    /// assert!(block.unlink().is_err()); // nothing left to unlink
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn unlink(&self) -> Result<(), ShmError> {
         self.unlinked.store(true, Ordering::Relaxed);
         let result = self.segment.unlink();
@@ -256,10 +429,37 @@ impl SharedMemory {
     }
 
     /// Unmaps the block (Python's `close()`); an owner also unlinks it.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use multiproc_shm::SharedMemory;
+    ///
+    /// let block = SharedMemory::create(None, 8)?;
+    /// let name = block.name().to_owned();
+    /// block.close();
+    /// assert!(SharedMemory::open(&name).is_err()); // the owner unlinked it
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn close(self) {}
 
     /// Gives up ownership: the name survives this handle and this process,
     /// until somebody unlinks it. Returns the name.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use multiproc_shm::SharedMemory;
+    ///
+    /// let block = SharedMemory::create(None, 8)?;
+    /// block.write_at(0, b"kept")?;
+    /// let name = block.into_persistent();
+    ///
+    /// let later = SharedMemory::open(&name)?; // still there
+    /// assert_eq!(&later.to_vec()[..4], b"kept");
+    /// later.unlink()?; // somebody has to remove it in the end
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     #[must_use = "the name is the only way to find the block again"]
     pub fn into_persistent(mut self) -> String {
         if self.owner {

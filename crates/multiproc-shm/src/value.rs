@@ -37,6 +37,27 @@ use crate::ShmError;
 /// matter, no pointers or references (they mean nothing in another process)
 /// and no invalid bit patterns (so `bool`, `char` and enums are not `Plain`),
 /// and an alignment of at most 64.
+///
+/// # Examples
+///
+/// ```
+/// use multiproc_shm::{Plain, Value};
+///
+/// #[derive(Clone, Copy, Debug, PartialEq)]
+/// #[repr(C)]
+/// struct Point {
+///     x: f64,
+///     y: f64,
+/// }
+/// // SAFETY: two `f64`s: no padding, no pointers, every bit pattern valid,
+/// // alignment 8.
+/// unsafe impl Plain for Point {}
+///
+/// let p = Value::new(Point { x: 1.0, y: 2.0 })?;
+/// p.set(Point { x: 3.0, y: 4.0 })?;
+/// assert_eq!(p.get()?, Point { x: 3.0, y: 4.0 });
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
 pub unsafe trait Plain: Copy + Send + Sync + 'static {}
 
 macro_rules! plain {
@@ -53,6 +74,21 @@ unsafe impl<T: Plain, const N: usize> Plain for [T; N] {}
 
 /// Plain types with an atomic twin that can be used in place, for lock-free
 /// counters in a [`RawValue`] or [`RawArray`].
+///
+/// # Examples
+///
+/// ```
+/// use multiproc_shm::{Atomic, RawValue};
+/// use std::sync::atomic::Ordering;
+///
+/// fn bump<T: Atomic<Atomic = std::sync::atomic::AtomicI64>>(v: &RawValue<T>) -> i64 {
+///     v.atomic().fetch_add(1, Ordering::AcqRel) + 1
+/// }
+///
+/// let v = RawValue::new(41i64)?;
+/// assert_eq!(bump(&v), 42);
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
 pub trait Atomic: Plain {
     /// The atomic type of the same size and layout.
     type Atomic: SharedSafe;
@@ -256,6 +292,22 @@ impl<T: Plain> Store<T> {
 
 /// The guard of a [`Value`] or [`Array`] lock: reads and writes under it are
 /// one critical section (Python's `with v.get_lock(): v.value += 1`).
+///
+/// # Examples
+///
+/// ```
+/// use multiproc_shm::Array;
+///
+/// let totals = Array::from_slice(&[10i64, 0])?;
+/// {
+///     // Move 4 from one slot to the other as one critical section.
+///     let guard = totals.lock().unwrap();
+///     guard.set(0, guard.get(0)? - 4)?;
+///     guard.set(1, guard.get(1)? + 4)?;
+/// }
+/// assert_eq!(totals.to_vec()?, vec![6, 4]);
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
 #[must_use = "the lock is released when the guard is dropped"]
 pub struct DataGuard<'a, T> {
     store: &'a Store<T>,
@@ -268,6 +320,18 @@ impl<T: Plain> DataGuard<'_, T> {
     /// # Errors
     ///
     /// [`ShmError::IndexOutOfRange`].
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use multiproc_shm::Array;
+    ///
+    /// let a = Array::from_slice(&[5u32, 6])?;
+    /// let guard = a.lock().unwrap();
+    /// assert_eq!(guard.get(1)?, 6);
+    /// assert!(guard.get(2).is_err());
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn get(&self, index: usize) -> Result<T, ShmError> {
         self.store.read(index)
     }
@@ -277,6 +341,21 @@ impl<T: Plain> DataGuard<'_, T> {
     /// # Errors
     ///
     /// [`ShmError::IndexOutOfRange`].
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use multiproc_shm::Value;
+    ///
+    /// let v = Value::new(1u8)?;
+    /// {
+    ///     let guard = v.lock().unwrap();
+    ///     guard.set(0, 9)?;
+    ///     assert_eq!(guard.get(0)?, 9);
+    /// }
+    /// assert_eq!(v.get()?, 9);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn set(&self, index: usize, value: T) -> Result<(), ShmError> {
         self.store.write(index, value)
     }
@@ -345,6 +424,16 @@ impl<T: Plain> Value<T> {
     /// # Errors
     ///
     /// [`ShmError::Segment`] when the segment cannot be made.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use multiproc_shm::Value;
+    ///
+    /// let ratio = Value::new(0.5f64)?;
+    /// assert_eq!(ratio.get()?, 0.5);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn new(value: T) -> Result<Self, ShmError> {
         Ok(Self {
             store: Store::create(&[value], true)?,
@@ -357,6 +446,17 @@ impl<T: Plain> Value<T> {
     ///
     /// [`ShmError::OwnerDied`] when a process died holding the lock: the
     /// value may be half-written; nothing was read, and the next call reads.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use multiproc_shm::Value;
+    ///
+    /// let v = Value::new(-3i32)?;
+    /// let other = v.clone(); // another handle to the same value
+    /// assert_eq!(other.get()?, -3);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn get(&self) -> Result<T, ShmError> {
         self.store.locked(|store| store.read(0))
     }
@@ -367,6 +467,18 @@ impl<T: Plain> Value<T> {
     ///
     /// [`ShmError::OwnerDied`] when a process died holding the lock: nothing
     /// was written, and the next call writes.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use multiproc_shm::Value;
+    ///
+    /// let v = Value::new(0u16)?;
+    /// let other = v.clone();
+    /// other.set(512)?;
+    /// assert_eq!(v.get()?, 512);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn set(&self, value: T) -> Result<(), ShmError> {
         self.store.locked(|store| store.write(0, value))
     }
@@ -377,12 +489,40 @@ impl<T: Plain> Value<T> {
     ///
     /// [`OwnerDied`] (holding the guard) when the previous holder died
     /// holding the lock.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use multiproc_shm::Value;
+    ///
+    /// let balance = Value::new(100i64)?;
+    /// match balance.lock() {
+    ///     Ok(guard) => guard.set(0, guard.get(0)? - 30)?,
+    ///     // A holder died: the guard is still handed over; the data may be
+    ///     // half-changed, so a real program would check it here.
+    ///     Err(died) => drop(died),
+    /// }
+    /// assert_eq!(balance.get()?, 70);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn lock(&self) -> Result<DataGuard<'_, T>, OwnerDied<DataGuard<'_, T>>> {
         guard(&self.store)
     }
 
     /// The lock (Python's `get_lock()`): recursive, so the value's own
     /// accessors work while the calling thread holds it.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use multiproc_shm::Value;
+    ///
+    /// let v = Value::new(1u32)?;
+    /// let _held = v.get_lock().acquire().unwrap();
+    /// v.set(v.get()? * 10)?; // recursive: `get` and `set` take it again
+    /// assert_eq!(v.get()?, 10);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     #[must_use]
     pub fn get_lock(&self) -> &RLock {
         self.store.lock()
@@ -420,6 +560,17 @@ impl<T: Plain> Array<T> {
     /// # Errors
     ///
     /// [`ShmError::Segment`] when the segment cannot be made.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use multiproc_shm::Array;
+    ///
+    /// let a = Array::from_slice(&[1u8, 2, 3])?;
+    /// assert_eq!(a.len(), 3);
+    /// assert_eq!(a.to_vec()?, vec![1, 2, 3]);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn from_slice(values: &[T]) -> Result<Self, ShmError> {
         Ok(Self {
             store: Store::create(values, true)?,
@@ -431,17 +582,46 @@ impl<T: Plain> Array<T> {
     /// # Errors
     ///
     /// [`ShmError::Segment`] when the segment cannot be made.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use multiproc_shm::Array;
+    ///
+    /// let a = Array::filled(-1i32, 4)?;
+    /// assert_eq!(a.to_vec()?, vec![-1; 4]);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn filled(value: T, len: usize) -> Result<Self, ShmError> {
         Self::from_slice(&vec![value; len])
     }
 
     /// Number of elements.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use multiproc_shm::Array;
+    ///
+    /// assert_eq!(Array::filled(0u64, 10)?.len(), 10);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     #[must_use]
     pub fn len(&self) -> usize {
         self.store.len
     }
 
     /// Whether the array has no elements.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use multiproc_shm::Array;
+    ///
+    /// assert!(Array::<u8>::from_slice(&[])?.is_empty());
+    /// assert!(!Array::from_slice(&[0u8])?.is_empty());
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     #[must_use]
     pub fn is_empty(&self) -> bool {
         self.store.len == 0
@@ -453,6 +633,17 @@ impl<T: Plain> Array<T> {
     ///
     /// [`ShmError::IndexOutOfRange`]; [`ShmError::OwnerDied`] as for
     /// [`Value::get`].
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use multiproc_shm::Array;
+    ///
+    /// let a = Array::from_slice(&[1.5f32, 2.5])?;
+    /// assert_eq!(a.get(1)?, 2.5);
+    /// assert!(a.get(2).is_err());
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn get(&self, index: usize) -> Result<T, ShmError> {
         self.store.locked(|store| store.read(index))
     }
@@ -463,6 +654,18 @@ impl<T: Plain> Array<T> {
     ///
     /// [`ShmError::IndexOutOfRange`]; [`ShmError::OwnerDied`] as for
     /// [`Value::set`].
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use multiproc_shm::Array;
+    ///
+    /// let a = Array::filled(0u8, 2)?;
+    /// a.set(1, 42)?;
+    /// assert_eq!(a.to_vec()?, vec![0, 42]);
+    /// assert!(a.set(2, 1).is_err());
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn set(&self, index: usize, value: T) -> Result<(), ShmError> {
         self.store.locked(|store| store.write(index, value))
     }
@@ -472,6 +675,16 @@ impl<T: Plain> Array<T> {
     /// # Errors
     ///
     /// [`ShmError::OwnerDied`] as for [`Value::get`].
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use multiproc_shm::Array;
+    ///
+    /// let a = Array::from_slice(&[[1u8, 2], [3, 4]])?; // arrays are `Plain` too
+    /// assert_eq!(a.to_vec()?, vec![[1, 2], [3, 4]]);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn to_vec(&self) -> Result<Vec<T>, ShmError> {
         self.store.locked(|store| Ok(store.to_vec()))
     }
@@ -482,6 +695,18 @@ impl<T: Plain> Array<T> {
     ///
     /// [`ShmError::IndexOutOfRange`] when the slice does not fit;
     /// [`ShmError::OwnerDied`] as for [`Value::set`].
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use multiproc_shm::Array;
+    ///
+    /// let a = Array::filled(0u32, 5)?;
+    /// a.write_slice(1, &[7, 8, 9])?;
+    /// assert_eq!(a.to_vec()?, vec![0, 7, 8, 9, 0]);
+    /// assert!(a.write_slice(4, &[1, 2]).is_err()); // does not fit
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn write_slice(&self, start: usize, values: &[T]) -> Result<(), ShmError> {
         self.store.locked(|store| store.write_from(start, values))
     }
@@ -491,12 +716,42 @@ impl<T: Plain> Array<T> {
     /// # Errors
     ///
     /// [`OwnerDied`] (holding the guard) when the previous holder died.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use multiproc_shm::Array;
+    ///
+    /// let a = Array::from_slice(&[1u64, 2, 3])?;
+    /// {
+    ///     let guard = a.lock().unwrap();
+    ///     let sum = guard.get(0)? + guard.get(1)? + guard.get(2)?;
+    ///     guard.set(0, sum)?;
+    /// }
+    /// assert_eq!(a.get(0)?, 6);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn lock(&self) -> Result<DataGuard<'_, T>, OwnerDied<DataGuard<'_, T>>> {
         guard(&self.store)
     }
 
     /// The lock (Python's `get_lock()`): recursive, so the value's own
     /// accessors work while the calling thread holds it.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use multiproc_shm::Array;
+    ///
+    /// let a = Array::from_slice(&[1i32, 2])?;
+    /// {
+    ///     let _held = a.get_lock().acquire().unwrap();
+    ///     let (x, y) = (a.get(0)?, a.get(1)?);
+    ///     a.write_slice(0, &[y, x])?; // swapped as one critical section
+    /// }
+    /// assert_eq!(a.to_vec()?, vec![2, 1]);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     #[must_use]
     pub fn get_lock(&self) -> &RLock {
         self.store.lock()
@@ -529,6 +784,16 @@ impl<T: Plain> RawValue<T> {
     /// # Errors
     ///
     /// [`ShmError::Segment`] when the segment cannot be made.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use multiproc_shm::RawValue;
+    ///
+    /// let flag = RawValue::new(0u8)?;
+    /// assert_eq!(flag.get(), 0);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn new(value: T) -> Result<Self, ShmError> {
         Ok(Self {
             store: Store::create(&[value], false)?,
@@ -536,17 +801,52 @@ impl<T: Plain> RawValue<T> {
     }
 
     /// A copy of the value.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use multiproc_shm::RawValue;
+    ///
+    /// let v = RawValue::new(2.5f64)?;
+    /// assert_eq!(v.clone().get(), 2.5);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     #[must_use]
     pub fn get(&self) -> T {
         self.store.read(0).expect("a value has element 0")
     }
 
     /// Replaces the value.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use multiproc_shm::RawValue;
+    ///
+    /// let v = RawValue::new(0i16)?;
+    /// let other = v.clone();
+    /// other.set(-7);
+    /// assert_eq!(v.get(), -7);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn set(&self, value: T) {
         self.store.write(0, value).expect("a value has element 0");
     }
 
     /// The value as its atomic twin, in place.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use multiproc_shm::RawValue;
+    /// use std::sync::atomic::Ordering;
+    ///
+    /// let done = RawValue::new(0u32)?;
+    /// let worker = done.clone(); // e.g. sent to another process
+    /// std::thread::spawn(move || worker.atomic().store(1, Ordering::Release)).join().unwrap();
+    /// assert_eq!(done.atomic().load(Ordering::Acquire), 1);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     #[must_use]
     pub fn atomic(&self) -> &T::Atomic
     where
@@ -579,6 +879,16 @@ impl<T: Plain> RawArray<T> {
     /// # Errors
     ///
     /// [`ShmError::Segment`] when the segment cannot be made.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use multiproc_shm::RawArray;
+    ///
+    /// let a = RawArray::from_slice(&[3u16, 4])?;
+    /// assert_eq!(a.to_vec(), vec![3, 4]);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn from_slice(values: &[T]) -> Result<Self, ShmError> {
         Ok(Self {
             store: Store::create(values, false)?,
@@ -586,12 +896,31 @@ impl<T: Plain> RawArray<T> {
     }
 
     /// Number of elements.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use multiproc_shm::RawArray;
+    ///
+    /// assert_eq!(RawArray::from_slice(&[0u8; 16])?.len(), 16);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     #[must_use]
     pub fn len(&self) -> usize {
         self.store.len
     }
 
     /// Whether the array has no elements.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use multiproc_shm::RawArray;
+    ///
+    /// assert!(RawArray::<u64>::from_slice(&[])?.is_empty());
+    /// assert!(!RawArray::from_slice(&[1u64])?.is_empty());
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     #[must_use]
     pub fn is_empty(&self) -> bool {
         self.store.len == 0
@@ -602,6 +931,17 @@ impl<T: Plain> RawArray<T> {
     /// # Errors
     ///
     /// [`ShmError::IndexOutOfRange`].
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use multiproc_shm::RawArray;
+    ///
+    /// let a = RawArray::from_slice(&[10i8, 20])?;
+    /// assert_eq!(a.get(0)?, 10);
+    /// assert!(a.get(2).is_err());
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn get(&self, index: usize) -> Result<T, ShmError> {
         self.store.read(index)
     }
@@ -611,11 +951,35 @@ impl<T: Plain> RawArray<T> {
     /// # Errors
     ///
     /// [`ShmError::IndexOutOfRange`].
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use multiproc_shm::RawArray;
+    ///
+    /// let a = RawArray::from_slice(&[0u32; 3])?;
+    /// a.set(2, 5)?;
+    /// assert_eq!(a.to_vec(), vec![0, 0, 5]);
+    /// assert!(a.set(3, 5).is_err());
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn set(&self, index: usize, value: T) -> Result<(), ShmError> {
         self.store.write(index, value)
     }
 
     /// A copy of every element (one bulk copy, not atomic as a whole).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use multiproc_shm::RawArray;
+    ///
+    /// let a = RawArray::from_slice(&[1.0f64, 2.0])?;
+    /// let copy = a.to_vec();
+    /// a.set(0, 9.0)?;
+    /// assert_eq!(copy, vec![1.0, 2.0]); // a copy, not a view
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     #[must_use]
     pub fn to_vec(&self) -> Vec<T> {
         self.store.to_vec()
@@ -626,6 +990,18 @@ impl<T: Plain> RawArray<T> {
     /// # Errors
     ///
     /// [`ShmError::IndexOutOfRange`] when the slice does not fit.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use multiproc_shm::RawArray;
+    ///
+    /// let a = RawArray::from_slice(&[0u8; 4])?;
+    /// a.write_slice(2, &[1, 2])?;
+    /// assert_eq!(a.to_vec(), vec![0, 0, 1, 2]);
+    /// assert!(a.write_slice(3, &[1, 2]).is_err());
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn write_slice(&self, start: usize, values: &[T]) -> Result<(), ShmError> {
         self.store.write_from(start, values)
     }
@@ -635,6 +1011,21 @@ impl<T: Plain> RawArray<T> {
     /// # Errors
     ///
     /// [`ShmError::IndexOutOfRange`].
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use multiproc_shm::RawArray;
+    /// use std::sync::atomic::Ordering;
+    ///
+    /// let hist = RawArray::from_slice(&[0u64; 4])?;
+    /// for sample in [1usize, 3, 3] {
+    ///     hist.atomic(sample)?.fetch_add(1, Ordering::Relaxed);
+    /// }
+    /// assert_eq!(hist.to_vec(), vec![0, 1, 0, 2]);
+    /// assert!(hist.atomic(4).is_err());
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn atomic(&self, index: usize) -> Result<&T::Atomic, ShmError>
     where
         T: Atomic,

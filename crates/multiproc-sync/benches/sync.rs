@@ -1,5 +1,5 @@
-//! Lock and event costs, with the peers the issue names measured in the
-//! same run:
+//! Lock and event costs, with the peers this project compares itself with
+//! measured in the same run:
 //!
 //! - `uncontended`: lock + unlock with nobody else around — multiproc
 //!   `Lock`/`RLock`, `std::sync::Mutex` (in-process reference), a

@@ -37,7 +37,9 @@
 //!   instead of passing. This check is what a round costs most: about
 //!   10 µs per waiting party (on the 2-CPU test machine, rounds of 2, 4
 //!   and 8 thread parties took 13, 45 and 125 µs with it, 1, 20 and 33 µs
-//!   without).
+//!   without; measured with a loop of barrier rounds between threads of one
+//!   process, outside the benches: `cargo bench -p multiproc-sync --bench
+//!   sync` has no barrier case).
 //! - [`Barrier::reset`], [`Barrier::broken`] and [`Barrier::n_waiting`]
 //!   check every waiting party too, so a dead one is never reported as
 //!   waiting, `broken` says so as soon as a party has died, and `reset`
@@ -252,7 +254,7 @@ impl Barrier {
     ///
     /// # Errors
     ///
-    /// [`BrokenBarrier`], with [`timed_out`](BrokenBarrier::timed_out) set
+    /// [`BrokenBarrier`], with [`is_timeout`](BrokenBarrier::is_timeout) set
     /// for the caller whose timeout broke it.
     ///
     /// # Examples

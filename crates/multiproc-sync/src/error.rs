@@ -367,7 +367,7 @@ impl std::error::Error for ReleaseError {}
 
 /// The barrier is broken (aborted, timed out, reset while waiting, or a
 /// party died inside it); every waiter gets this, until `reset`.
-/// [`timed_out`](Self::timed_out) and [`is_party_died`](Self::is_party_died)
+/// [`is_timeout`](Self::is_timeout) and [`is_party_died`](Self::is_party_died)
 /// tell two of the reasons apart.
 ///
 /// # Examples

@@ -45,10 +45,12 @@ const C_GUARD: u32 = 3;
 /// from a producer still writing there, so both sides pay a cache-line
 /// transfer per message, and the pair settles at about a third of the rate
 /// either side reaches alone (`get_bytes_into`, 8 B: 18–22 instead of
-/// 50–60 M msg/s). Waiting lets the producer get a few hundred bytes ahead,
-/// after which the consumer reads lines the producer is done with. Shorter
-/// waits measured less: 300 ns gave 42–44 M msg/s, 150 ns 26 M, and so did
-/// looking at tail during the wait to end it early.
+/// 50–60 M msg/s, `cargo bench -p multiproc-queue --bench queue --
+/// queue_1to1/bytes_into/8` without and with this wait). Waiting lets the
+/// producer get a few hundred bytes ahead, after which the consumer reads
+/// lines the producer is done with. Shorter waits measured less in the same
+/// bench case: 300 ns gave 42–44 M msg/s, 150 ns 26 M, and so did looking
+/// at tail during the wait to end it early.
 ///
 /// A look that finds one message or none turns this off, so a ping-pong
 /// never waits. Only a consumer alone on its side waits: the thread the consumer
