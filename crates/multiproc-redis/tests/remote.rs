@@ -27,11 +27,22 @@ fn fresh_prefix() -> String {
 
 /// The queue settings every process of a test uses: short idle and block
 /// times so that re-delivery and failures show within a second or two.
+/// A queue handle for a test whose server stays up: generous network
+/// bounds, so a busy machine (a slow connect, a late reply) fails nothing.
 fn builder(url: &str, prefix: &str, name: &str) -> multiproc_redis::RemoteQueueBuilder {
     RemoteQueue::builder(url, name)
         .prefix(prefix)
         .min_idle(MIN_IDLE)
         .block(Duration::from_millis(100))
+        .connect_timeout(Duration::from_secs(5))
+        .io_timeout(Duration::from_secs(5))
+        .retry_for(Duration::from_secs(10))
+}
+
+/// A queue handle for a test that takes the server away: tight bounds,
+/// which the test checks.
+fn outage_builder(url: &str, prefix: &str, name: &str) -> multiproc_redis::RemoteQueueBuilder {
+    builder(url, prefix, name)
         .connect_timeout(Duration::from_millis(500))
         .io_timeout(Duration::from_secs(2))
         .retry_for(Duration::from_secs(1))
@@ -182,7 +193,7 @@ fn role_dies_holding(args: &[String]) {
 /// after how long.
 fn role_blocked_getter(args: &[String]) {
     let (url, prefix, name, _) = queue_args(args);
-    let q: RemoteQueue<u64> = builder(url, prefix, name).build().unwrap();
+    let q: RemoteQueue<u64> = outage_builder(url, prefix, name).build().unwrap();
     println!("ready");
     let start = Instant::now();
     let r = q.get();
@@ -511,7 +522,7 @@ fn a_killed_server_gives_typed_errors_in_time_and_the_queue_recovers() {
     };
     let (url, prefix) = (server.url(), fresh_prefix());
     let name = "outage";
-    let q: RemoteQueue<u64> = builder(&url, &prefix, name).build().unwrap();
+    let q: RemoteQueue<u64> = outage_builder(&url, &prefix, name).build().unwrap();
     q.put(1).unwrap();
     assert_eq!(q.get().unwrap(), 1);
     // A process blocked in a plain get when the server dies.
@@ -584,7 +595,7 @@ fn a_stopped_server_times_out_instead_of_hanging_and_then_answers_again() {
         return;
     };
     let (url, prefix) = (server.url(), fresh_prefix());
-    let q: RemoteQueue<u64> = builder(&url, &prefix, "stopped").build().unwrap();
+    let q: RemoteQueue<u64> = outage_builder(&url, &prefix, "stopped").build().unwrap();
     q.put(1).unwrap();
     let pid = rustix::process::Pid::from_raw(server.pid().unwrap() as i32).unwrap();
     // A stopped server accepts connections (the kernel does) and never
