@@ -68,6 +68,7 @@ pub mod process;
 pub mod scm;
 pub mod segment;
 pub mod time;
+mod value_error;
 
 pub use codec::{Codec, CodecError};
 pub use futex::SpinWait;

@@ -84,91 +84,8 @@ impl From<QueueError> for std::io::Error {
     }
 }
 
-macro_rules! value_error {
-    (
-        $(#[$meta:meta])*
-        $name:ident { $($(#[$vmeta:meta])* $variant:ident => $display:literal, $pred:ident;)* }
-    ) => {
-        $(#[$meta])*
-        #[non_exhaustive]
-        pub enum $name<T> {
-            $($(#[$vmeta])* $variant(T),)*
-            /// The operation failed for another reason; the value is handed back.
-            Failed(T, QueueError),
-        }
-
-        impl<T> $name<T> {
-            /// The value that was not put.
-            pub fn into_inner(self) -> T {
-                match self {
-                    $(Self::$variant(v) => v,)*
-                    Self::Failed(v, _) => v,
-                }
-            }
-
-            $(
-                #[doc = concat!("Whether this is `", stringify!($variant), "`.")]
-                #[must_use]
-                pub fn $pred(&self) -> bool {
-                    matches!(self, Self::$variant(_))
-                }
-            )*
-
-            /// Whether this is `Failed`.
-            #[must_use]
-            pub fn is_failed(&self) -> bool {
-                matches!(self, Self::Failed(..))
-            }
-
-            /// The failure, for `Failed`.
-            #[must_use]
-            pub fn failure(&self) -> Option<&QueueError> {
-                match self {
-                    Self::Failed(_, e) => Some(e),
-                    _ => None,
-                }
-            }
-
-            /// The same error with the value handed back through `f`: to
-            /// keep the error (as a `source`) without the value.
-            pub fn map<U>(self, f: impl FnOnce(T) -> U) -> $name<U> {
-                match self {
-                    $(Self::$variant(v) => $name::$variant(f(v)),)*
-                    Self::Failed(v, e) => $name::Failed(f(v), e),
-                }
-            }
-        }
-
-        impl<T> fmt::Debug for $name<T> {
-            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                match self {
-                    $(Self::$variant(_) => f.write_str(concat!(stringify!($variant), "(..)")),)*
-                    Self::Failed(_, e) => write!(f, "Failed(.., {e:?})"),
-                }
-            }
-        }
-
-        impl<T> fmt::Display for $name<T> {
-            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                match self {
-                    $(Self::$variant(_) => f.write_str($display),)*
-                    Self::Failed(_, e) => write!(f, "putting into a queue failed: {e}"),
-                }
-            }
-        }
-
-        impl<T> Error for $name<T> {
-            fn source(&self) -> Option<&(dyn Error + 'static)> {
-                match self {
-                    Self::Failed(_, e) => Some(e),
-                    _ => None,
-                }
-            }
-        }
-    };
-}
-
-value_error! {
+multiproc_core::value_error! {
+    failure = QueueError, failed = "putting into a queue failed";
     /// Error of [`Queue::put`](crate::Queue::put): the queue is closed, or
     /// the value could not be put.
     PutError {
@@ -177,7 +94,8 @@ value_error! {
     }
 }
 
-value_error! {
+multiproc_core::value_error! {
+    failure = QueueError, failed = "putting into a queue failed";
     /// Error of [`Queue::try_put`](crate::Queue::try_put).
     TryPutError {
         /// The queue is full (items or bytes), or another producer holds it
@@ -188,7 +106,8 @@ value_error! {
     }
 }
 
-value_error! {
+multiproc_core::value_error! {
+    failure = QueueError, failed = "putting into a queue failed";
     /// Error of [`Queue::put_timeout`](crate::Queue::put_timeout).
     PutTimeoutError {
         /// No room appeared before the timeout.

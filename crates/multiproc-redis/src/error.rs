@@ -165,92 +165,8 @@ impl From<CodecError> for RemoteError {
     }
 }
 
-macro_rules! value_error {
-    (
-        $(#[$meta:meta])*
-        $name:ident { $($(#[$vmeta:meta])* $variant:ident => $display:literal, $pred:ident;)* }
-    ) => {
-        $(#[$meta])*
-        #[non_exhaustive]
-        pub enum $name<T> {
-            $($(#[$vmeta])* $variant(T),)*
-            /// The operation failed for another reason; the value is handed
-            /// back. When the failure is [`RemoteError::Unavailable`] the
-            /// message may or may not have been added (the connection broke
-            /// with the command on its way): putting it again can make a
-            /// duplicate, which at-least-once delivery allows.
-            Failed(T, RemoteError),
-        }
-
-        impl<T> $name<T> {
-            /// The value that was not put.
-            pub fn into_inner(self) -> T {
-                match self {
-                    $(Self::$variant(v) => v,)*
-                    Self::Failed(v, _) => v,
-                }
-            }
-
-            $(
-                #[doc = concat!("Whether this is `", stringify!($variant), "`.")]
-                #[must_use]
-                pub fn $pred(&self) -> bool {
-                    matches!(self, Self::$variant(_))
-                }
-            )*
-
-            /// Whether this is `Failed`.
-            #[must_use]
-            pub fn is_failed(&self) -> bool {
-                matches!(self, Self::Failed(..))
-            }
-
-            /// Whether this is `Failed` with [`RemoteError::Unavailable`].
-            #[must_use]
-            pub fn is_unavailable(&self) -> bool {
-                matches!(self, Self::Failed(_, e) if e.is_unavailable())
-            }
-
-            /// The failure, for `Failed`.
-            #[must_use]
-            pub fn failure(&self) -> Option<&RemoteError> {
-                match self {
-                    Self::Failed(_, e) => Some(e),
-                    _ => None,
-                }
-            }
-        }
-
-        impl<T> fmt::Debug for $name<T> {
-            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                match self {
-                    $(Self::$variant(_) => f.write_str(concat!(stringify!($variant), "(..)")),)*
-                    Self::Failed(_, e) => write!(f, "Failed(.., {e:?})"),
-                }
-            }
-        }
-
-        impl<T> fmt::Display for $name<T> {
-            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                match self {
-                    $(Self::$variant(_) => f.write_str($display),)*
-                    Self::Failed(_, e) => write!(f, "putting into a remote queue failed: {e}"),
-                }
-            }
-        }
-
-        impl<T> Error for $name<T> {
-            fn source(&self) -> Option<&(dyn Error + 'static)> {
-                match self {
-                    Self::Failed(_, e) => Some(e),
-                    _ => None,
-                }
-            }
-        }
-    };
-}
-
-value_error! {
+multiproc_core::value_error! {
+    failure = RemoteError, failed = "putting into a remote queue failed";
     /// Error of [`RemoteQueue::put`](crate::RemoteQueue::put): the queue is
     /// closed, or the value could not be put.
     PutError {
@@ -259,7 +175,8 @@ value_error! {
     }
 }
 
-value_error! {
+multiproc_core::value_error! {
+    failure = RemoteError, failed = "putting into a remote queue failed";
     /// Error of [`RemoteQueue::try_put`](crate::RemoteQueue::try_put).
     TryPutError {
         /// The queue holds `maxsize` unacknowledged messages.
@@ -269,7 +186,8 @@ value_error! {
     }
 }
 
-value_error! {
+multiproc_core::value_error! {
+    failure = RemoteError, failed = "putting into a remote queue failed";
     /// Error of [`RemoteQueue::put_timeout`](crate::RemoteQueue::put_timeout).
     PutTimeoutError {
         /// No room appeared before the timeout.
@@ -278,6 +196,24 @@ value_error! {
         Closed => "putting into a closed queue", is_closed;
     }
 }
+
+/// `is_unavailable` for the put errors.
+macro_rules! unavailable_predicate {
+    ($($name:ident),*) => {$(
+        impl<T> $name<T> {
+            /// Whether this is `Failed` with [`RemoteError::Unavailable`]. The
+            /// message may or may not have been added then (the connection
+            /// broke with the command on its way): putting it again can make
+            /// a duplicate, which at-least-once delivery allows.
+            #[must_use]
+            pub fn is_unavailable(&self) -> bool {
+                matches!(self, Self::Failed(_, e) if e.is_unavailable())
+            }
+        }
+    )*};
+}
+
+unavailable_predicate!(PutError, TryPutError, PutTimeoutError);
 
 impl<T> PutError<T> {
     pub(crate) fn with<U>(self, value: U) -> PutError<U> {
