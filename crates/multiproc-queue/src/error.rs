@@ -135,58 +135,11 @@ impl<T> From<PutError<T>> for PutTimeoutError<T> {
     }
 }
 
-macro_rules! get_error {
-    (
-        $(#[$meta:meta])*
-        $name:ident { $($(#[$vmeta:meta])* $variant:ident => $display:literal, $pred:ident;)* }
-    ) => {
-        $(#[$meta])*
-        #[derive(Debug)]
-        #[non_exhaustive]
-        pub enum $name {
-            $($(#[$vmeta])* $variant,)*
-            /// The message could not be taken or decoded. A message that
-            /// fails to decode is consumed; the queue stays usable.
-            Failed(QueueError),
-        }
-
-        impl $name {
-            $(
-                #[doc = concat!("Whether this is `", stringify!($variant), "`.")]
-                #[must_use]
-                pub fn $pred(&self) -> bool {
-                    matches!(self, Self::$variant)
-                }
-            )*
-
-            /// Whether this is `Failed`.
-            #[must_use]
-            pub fn is_failed(&self) -> bool {
-                matches!(self, Self::Failed(_))
-            }
-        }
-
-        impl fmt::Display for $name {
-            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                match self {
-                    $(Self::$variant => f.write_str($display),)*
-                    Self::Failed(e) => write!(f, "getting from a queue failed: {e}"),
-                }
-            }
-        }
-
-        impl Error for $name {
-            fn source(&self) -> Option<&(dyn Error + 'static)> {
-                match self {
-                    Self::Failed(e) => Some(e),
-                    _ => None,
-                }
-            }
-        }
-    };
-}
-
-get_error! {
+multiproc_core::reason_error! {
+    failure =
+        /// The message could not be taken or decoded. A message that
+        /// fails to decode is consumed; the queue stays usable.
+        QueueError, failed = "getting from a queue failed";
     /// Error of [`Queue::get`](crate::Queue::get).
     GetError {
         /// The queue is closed and drained.
@@ -194,7 +147,11 @@ get_error! {
     }
 }
 
-get_error! {
+multiproc_core::reason_error! {
+    failure =
+        /// The message could not be taken or decoded. A message that
+        /// fails to decode is consumed; the queue stays usable.
+        QueueError, failed = "getting from a queue failed";
     /// Error of [`Queue::try_get`](crate::Queue::try_get).
     TryGetError {
         /// No message now (or another consumer holds the queue).
@@ -204,7 +161,11 @@ get_error! {
     }
 }
 
-get_error! {
+multiproc_core::reason_error! {
+    failure =
+        /// The message could not be taken or decoded. A message that
+        /// fails to decode is consumed; the queue stays usable.
+        QueueError, failed = "getting from a queue failed";
     /// Error of [`Queue::get_timeout`](crate::Queue::get_timeout).
     GetTimeoutError {
         /// No message arrived before the timeout.

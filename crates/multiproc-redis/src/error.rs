@@ -215,6 +215,21 @@ macro_rules! unavailable_predicate {
 
 unavailable_predicate!(PutError, TryPutError, PutTimeoutError);
 
+/// `is_unavailable` for the get errors.
+macro_rules! unavailable_get_predicate {
+    ($($name:ident),*) => {$(
+        impl $name {
+            /// Whether this is `Failed` with [`RemoteError::Unavailable`].
+            #[must_use]
+            pub fn is_unavailable(&self) -> bool {
+                matches!(self, Self::Failed(e) if e.is_unavailable())
+            }
+        }
+    )*};
+}
+
+unavailable_get_predicate!(GetError, TryGetError, GetTimeoutError);
+
 impl<T> PutError<T> {
     pub(crate) fn with<U>(self, value: U) -> PutError<U> {
         match self {
@@ -244,82 +259,14 @@ impl<T> PutTimeoutError<T> {
     }
 }
 
-macro_rules! get_error {
-    (
-        $(#[$meta:meta])*
-        $name:ident { $($(#[$vmeta:meta])* $variant:ident => $display:literal, $pred:ident;)* }
-    ) => {
-        $(#[$meta])*
-        #[derive(Debug)]
-        #[non_exhaustive]
-        pub enum $name {
-            $($(#[$vmeta])* $variant,)*
-            /// The message could not be taken, acknowledged or decoded. A
-            /// message that does not decode, has no payload field or is over
-            /// the message limit is moved to the dead-letter stream; one
-            /// that could not be acknowledged stays pending and is
-            /// re-delivered after the minimum idle time.
-            Failed(RemoteError),
-        }
-
-        impl $name {
-            $(
-                #[doc = concat!("Whether this is `", stringify!($variant), "`.")]
-                #[must_use]
-                pub fn $pred(&self) -> bool {
-                    matches!(self, Self::$variant)
-                }
-            )*
-
-            /// Whether this is `Failed`.
-            #[must_use]
-            pub fn is_failed(&self) -> bool {
-                matches!(self, Self::Failed(_))
-            }
-
-            /// Whether this is `Failed` with [`RemoteError::Unavailable`].
-            #[must_use]
-            pub fn is_unavailable(&self) -> bool {
-                matches!(self, Self::Failed(e) if e.is_unavailable())
-            }
-
-            /// The failure, for `Failed`.
-            #[must_use]
-            pub fn failure(&self) -> Option<&RemoteError> {
-                match self {
-                    Self::Failed(e) => Some(e),
-                    _ => None,
-                }
-            }
-        }
-
-        impl fmt::Display for $name {
-            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                match self {
-                    $(Self::$variant => f.write_str($display),)*
-                    Self::Failed(e) => write!(f, "getting from a remote queue failed: {e}"),
-                }
-            }
-        }
-
-        impl Error for $name {
-            fn source(&self) -> Option<&(dyn Error + 'static)> {
-                match self {
-                    Self::Failed(e) => Some(e),
-                    _ => None,
-                }
-            }
-        }
-
-        impl From<RemoteError> for $name {
-            fn from(e: RemoteError) -> Self {
-                Self::Failed(e)
-            }
-        }
-    };
-}
-
-get_error! {
+multiproc_core::reason_error! {
+    failure =
+        /// The message could not be taken, acknowledged or decoded. A
+        /// message that does not decode, has no payload field or is over
+        /// the message limit is moved to the dead-letter stream; one
+        /// that could not be acknowledged stays pending and is
+        /// re-delivered after the minimum idle time.
+        RemoteError, failed = "getting from a remote queue failed";
     /// Error of [`RemoteQueue::get`](crate::RemoteQueue::get).
     GetError {
         /// The queue is closed and every message in it was acknowledged.
@@ -327,7 +274,14 @@ get_error! {
     }
 }
 
-get_error! {
+multiproc_core::reason_error! {
+    failure =
+        /// The message could not be taken, acknowledged or decoded. A
+        /// message that does not decode, has no payload field or is over
+        /// the message limit is moved to the dead-letter stream; one
+        /// that could not be acknowledged stays pending and is
+        /// re-delivered after the minimum idle time.
+        RemoteError, failed = "getting from a remote queue failed";
     /// Error of [`RemoteQueue::try_get`](crate::RemoteQueue::try_get).
     TryGetError {
         /// No message for this consumer now.
@@ -337,7 +291,14 @@ get_error! {
     }
 }
 
-get_error! {
+multiproc_core::reason_error! {
+    failure =
+        /// The message could not be taken, acknowledged or decoded. A
+        /// message that does not decode, has no payload field or is over
+        /// the message limit is moved to the dead-letter stream; one
+        /// that could not be acknowledged stays pending and is
+        /// re-delivered after the minimum idle time.
+        RemoteError, failed = "getting from a remote queue failed";
     /// Error of [`RemoteQueue::get_timeout`](crate::RemoteQueue::get_timeout).
     GetTimeoutError {
         /// No message arrived before the timeout.
