@@ -1,3 +1,8 @@
+//! Running and timing one cell: forks the partner processes around a
+//! [`Link`] ([`Flow`] for throughput, [`RoundTrip`] for ping-pong), shares
+//! the control words with them, times batches, and turns timed batches into
+//! a median rate ([`measure`]).
+
 use super::peers::{Link, Peer};
 use super::runner::{RTT_SIZE, size_label};
 use multiproc::Segment;

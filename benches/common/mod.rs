@@ -1,6 +1,13 @@
 //! The scenario matrix shared by `benches/queue_vs_pipe.rs` (criterion) and
 //! `examples/compare.rs` (short timing loops): every transport behind one
-//! small trait, partners in forked processes, and timed runs.
+//! small trait, partners in forked processes, and timed runs. This file only
+//! declares the parts and re-exports them:
+//!
+//! - `runner`: what is run, in which order, and the names it is shown under
+//!   ([`Case`], [`peers`]);
+//! - `peers`: the transports under test, each behind [`Peer`]/[`Link`];
+//! - `harness`: forking the partners and timing them ([`Flow`],
+//!   [`RoundTrip`], [`measure`]).
 //!
 //! A [`Peer`] makes a [`Link`]: a one-way message channel whose value is
 //! created in the bench process and then forked, so every child holds a copy

@@ -1,3 +1,8 @@
+//! What is run, in which order, and under which names: the cases of the
+//! matrix ([`Case::all`]: 1→1 then 2→2 over [`SIZES`], then the round trip),
+//! their keys and labels for output, and the peers in table order
+//! ([`peers`]).
+
 use super::peers::{
     IpcChannel, Peer, PipeConn, QueueBytes, QueueTyped, QueueZeroCopy, RawPipe, RawSocketpair,
     ShmRawSync, SpscRing,

@@ -1,3 +1,7 @@
+//! The machine's bounds: raw `write`/`read` on a pipe and on a socketpair
+//! (floors), a minimal spinning SPSC ring in shared memory (ceiling), and
+//! single-thread `memcpy` (the bandwidth every copy is bounded by).
+
 use super::{Case, Link, Peer, ring_bytes};
 use multiproc::Segment;
 use std::fs::File;

@@ -1,3 +1,5 @@
+//! The `ipc-channel` peer: Servo's byte channel over `SOCK_SEQPACKET`.
+
 use super::{Case, Link, Peer};
 use std::hint::black_box;
 

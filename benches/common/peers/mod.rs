@@ -1,3 +1,8 @@
+//! The transports under test, each behind [`Peer`] (names, the cells it
+//! fills) and [`Link`] (send and receive one message), one file per group:
+//! multiproc's own `Queue` and `Pipe`, the OS floors and the ring ceiling,
+//! `ipc-channel`, and a `shared_memory` + `raw_sync` queue.
+
 mod floors;
 mod ipc_channel;
 mod multiproc;

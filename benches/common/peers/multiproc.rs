@@ -1,3 +1,6 @@
+//! multiproc's own subjects: `Queue` as bytes, typed and zero-copy, and the
+//! `Pipe` `Connection`.
+
 use super::{Case, Link, Peer, ring_bytes};
 use multiproc::{Connection, Pipe, Queue};
 use std::hint::black_box;

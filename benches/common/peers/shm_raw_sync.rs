@@ -1,3 +1,6 @@
+//! The `shared_memory` + `raw_sync` peer: the naive mutex-and-condvar byte
+//! ring a user would write with those two crates.
+
 use super::{Case, Link, Peer, ring_bytes};
 use std::hint::black_box;
 use std::time::Duration;

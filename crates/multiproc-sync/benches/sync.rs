@@ -1,4 +1,4 @@
-//! Lock and event costs, with the peers the issue names measured in the
+//! Lock and event costs, with the project's reference peers measured in the
 //! same run:
 //!
 //! - `uncontended`: lock + unlock with nobody else around — multiproc
