@@ -1,8 +1,8 @@
 //! multiproc `Queue` and `Pipe` against every peer, in one run: raw pipe and
 //! socketpair `write`/`read` (floors), a spinning SPSC ring in shared memory
 //! (ceiling), `memcpy`, `ipc-channel`, and a naive `shared_memory` +
-//! `raw_sync` queue. The scenarios and peers live in `benches/common`, shared
-//! with `examples/compare.rs`.
+//! `raw_sync` queue. The scenarios, peers and harness live in `benches/common`,
+//! shared with `examples/compare.rs`.
 //!
 //! | group | ids | throughput |
 //! |---|---|---|

@@ -1,0 +1,44 @@
+//! The transports under test, each behind [`Peer`] (names, the cells it
+//! fills) and [`Link`] (send and receive one message), one file per group:
+//! multiproc's own `Queue` and `Pipe`, the OS floors and the ring ceiling,
+//! `ipc-channel`, and a `shared_memory` + `raw_sync` queue.
+
+mod floors;
+mod ipc_channel;
+mod multiproc;
+mod shm_raw_sync;
+
+pub use floors::{RawPipe, RawSocketpair, SpscRing, memcpy_run};
+pub use ipc_channel::IpcChannel;
+pub use multiproc::{PipeConn, QueueBytes, QueueTyped, QueueZeroCopy};
+pub use shm_raw_sync::ShmRawSync;
+
+use super::runner::Case;
+
+/// A one-way channel of messages of one known size. Both ends live in one
+/// value; after `fork` each process uses the end its role needs.
+pub trait Link {
+    /// Sends `msg` (blocking while the channel is full).
+    fn send(&mut self, msg: &[u8]);
+    /// Receives one message of `buf.len()` bytes. Implementations that hand
+    /// out a fresh buffer (like Python's `recv_bytes`) may ignore `buf`.
+    fn recv(&mut self, buf: &mut [u8]);
+}
+
+/// A transport under test: ours, a peer crate, or an OS floor.
+pub trait Peer {
+    /// Short machine name (`queue`, `raw_pipe`, …): criterion id, JSON key.
+    fn key(&self) -> &'static str;
+    /// Column heading.
+    fn label(&self) -> &'static str;
+    /// `None` if the peer has a cell for `case`, else the reason it has none.
+    fn skip(&self, case: Case) -> Option<&'static str>;
+    /// A fresh channel for `size`-byte messages.
+    fn link(&self, size: usize) -> Box<dyn Link>;
+}
+
+/// Ring size for a queue-like peer carrying `size`-byte messages: room for
+/// eight messages, at least 1 MiB (the same for every shared-memory peer).
+pub fn ring_bytes(size: usize) -> usize {
+    (8 * size).max(1 << 20)
+}
