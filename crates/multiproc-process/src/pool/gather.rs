@@ -1,5 +1,6 @@
 //! Collects the chunk results of a `map` into one `Vec`, in item order.
 
+use serde::de::DeserializeOwned;
 use std::sync::Arc;
 
 use super::result::Slot;
@@ -75,6 +76,24 @@ impl<R> Gather<R> {
             };
             self.slot.set(outcome);
         }
+    }
+}
+
+/// Decodes a chunk's outcome into one result per item.
+pub(super) fn chunk_items<R: DeserializeOwned>(
+    outcome: Result<Vec<u8>, TaskError>,
+    len: usize,
+) -> Result<Vec<Result<R, TaskError>>, TaskError> {
+    match outcome {
+        Err(e) => Ok((0..len).map(|_| Err(e.clone())).collect()),
+        Ok(bytes) => multiproc_core::codec::decode::<Vec<Result<R, String>>>(&bytes)
+            .map(|items| {
+                items
+                    .into_iter()
+                    .map(|r| r.map_err(TaskError::Panicked))
+                    .collect()
+            })
+            .map_err(|e| TaskError::Transport(TransportError::caused("decoding the results", e))),
     }
 }
 
