@@ -4,7 +4,7 @@ use serde::de::DeserializeOwned;
 use std::sync::Arc;
 
 use super::result::Slot;
-use super::{TaskError, TransportError};
+use super::result::{TaskError, TransportError};
 
 /// The results of one `map` so far. Each chunk's values go straight to
 /// their final places as the chunk arrives, so the last chunk's arrival
@@ -100,7 +100,7 @@ pub(super) fn chunk_items<R: DeserializeOwned>(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::pool::AsyncResult;
+    use crate::pool::result::AsyncResult;
 
     fn gather(items: usize, chunks: usize) -> (Gather<u32>, AsyncResult<Vec<u32>>) {
         let slot = Slot::new(0);

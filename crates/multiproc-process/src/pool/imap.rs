@@ -8,13 +8,15 @@ use std::fmt;
 use std::sync::mpsc;
 
 use super::gather::chunk_items;
+use super::result::TaskError;
 use super::sinks::Sink;
+use super::supervisor::{PREFETCH, Shared};
 use super::task::Call;
-use super::{PREFETCH, Pool, TaskError};
 
-/// The iterator of [`Pool::imap`] and [`Pool::imap_unordered`].
+/// The iterator of [`Pool::imap`](crate::Pool::imap) and
+/// [`Pool::imap_unordered`](crate::Pool::imap_unordered).
 pub struct IMap<'p, A, R, I> {
-    pool: &'p Pool,
+    shared: &'p Shared,
     call: Call,
     input: I,
     chunksize: usize,
@@ -44,7 +46,7 @@ where
 {
     /// `chunksize` `None` is 1.
     pub(super) fn new(
-        pool: &'p Pool,
+        shared: &'p Shared,
         call: Call,
         input: I,
         chunksize: Option<usize>,
@@ -52,7 +54,7 @@ where
     ) -> Self {
         let (sender, results) = mpsc::channel();
         Self {
-            pool,
+            shared,
             call,
             input,
             chunksize: chunksize.unwrap_or(1).max(1),
@@ -65,7 +67,7 @@ where
             next_index: 0,
             // Enough chunks to keep every worker's prefetch full, and a few
             // finished ones waiting for the consumer.
-            window: pool.processes() * (PREFETCH + 2),
+            window: shared.config.processes * (PREFETCH + 2),
             results,
             sender,
             parked: BTreeMap::new(),
@@ -89,7 +91,7 @@ where
                     .unwrap_or_else(|e| (0..len).map(|_| Err(e.clone())).collect());
                 let _ = sender.send((index, items));
             });
-            self.pool.submit(self.call, &chunk, sink);
+            self.shared.submit(self.call, &chunk, sink);
             self.submitted += 1;
         }
     }
@@ -106,7 +108,7 @@ where
     fn next(&mut self) -> Option<Self::Item> {
         // On the result thread nothing more can arrive while we wait, so
         // nothing more is submitted either.
-        let on_result_thread = self.pool.on_result_thread();
+        let on_result_thread = self.shared.on_result_thread();
         loop {
             if let Some(item) = self.current.next() {
                 return Some(item);

@@ -4,10 +4,11 @@
 //!
 //! # Design
 //!
-//! Every worker has its own task [`Queue`](multiproc_queue::Queue) (shared memory) and all report
-//! into one. The pool hands each worker at most [`PREFETCH`] tasks, so it
-//! always knows which tasks a worker holds, in order. A background thread
-//! reads the reports, runs callbacks and checks the workers' pidfds every
+//! Every worker has its own task [`Queue`](multiproc_queue::Queue) (shared
+//! memory) and all report into one. The pool hands each worker at most
+//! [`PREFETCH`] tasks, so it always knows which tasks a worker holds, in
+//! order. A background thread, the result thread (`supervisor.rs`), reads
+//! the reports, runs callbacks and checks the workers' pidfds every
 //! [`CHECK_INTERVAL`].
 //!
 //! A task a worker has not started stays the pool's to move. A queue
@@ -21,8 +22,9 @@
 //!   queue and hands those tasks out again, the idle worker first. A long
 //!   task, or a stopped worker, holds up only itself. The take never waits:
 //!   a worker stopped while holding its queue's lock keeps its tasks until
-//!   a later round. Rounds come at most every [`STEAL_INTERVAL`](supervisor::STEAL_INTERVAL), which
-//!   bounds their cost where a worker runs dry all the time (tasks
+//!   a later round. Rounds come at most every
+//!   [`STEAL_INTERVAL`](supervisor::STEAL_INTERVAL), which bounds their
+//!   cost where a worker runs dry all the time (tasks
 //!   submitted one by one); while `map` has tasks pending, dispatch keeps
 //!   every worker supplied and nothing is taken back before its last ones.
 //! - When a worker dies, the pool first takes back whatever is left in its
@@ -46,10 +48,25 @@
 //!
 //! The result thread is what limits throughput with small tasks, so work
 //! moves off it where it can: a task's message is encoded once, by the
-//! thread that submits it (`task.rs`), and handing it to a worker is a copy;
-//! a report is the worker's encoded results with a fixed trailer
-//! (`report.rs`), read without decoding; `map` decodes each chunk outside
-//! the pool's lock and puts its values straight into place (`gather.rs`).
+//! thread that submits it (`task.rs`, `submit.rs`), and handing it to a
+//! worker is a copy; a report is the worker's encoded results with a fixed
+//! trailer (`report.rs`), read without decoding; `map` decodes each chunk
+//! outside the pool's lock and puts its values straight into place
+//! (`gather.rs`).
+//!
+//! One job per file:
+//!
+//! | file | job |
+//! |---|---|
+//! | `mod.rs` | the API: [`Pool`], [`PoolBuilder`] |
+//! | `submit.rs` | encoding tasks on the submitting thread, queuing them in batches |
+//! | `supervisor.rs` | the workers' lists and the result thread: reports, dispatch, take-back, deaths, respawn and back-off, wind-down |
+//! | `imap.rs` | [`IMap`]: lazy submission, results in order or as they come |
+//! | `sinks.rs` | the sinks of the tasks in flight, and delivering outcomes to them |
+//! | `gather.rs` | decoding chunk results; putting `map`'s into place |
+//! | `result.rs` | [`AsyncResult`], [`TaskError`] and the other errors |
+//! | `task.rs`, `report.rs` | the messages to the workers and back |
+//! | `worker.rs` | the worker process |
 
 mod gather;
 mod imap;
@@ -70,17 +87,17 @@ use serde::de::DeserializeOwned;
 use std::fmt;
 use std::io;
 use std::panic::{AssertUnwindSafe, catch_unwind};
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Condvar, Mutex};
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use crate::{StartMethod, get_start_method};
 use gather::{Gather, chunk_items};
-use report::{Report, Reports};
-use result::{Slot, on_result_thread};
+use report::Report;
+use result::Slot;
 use sinks::{Sink, run_sink};
-use supervisor::{Config, NEXT_POOL_ID, REPORT_RING, Shared, State};
+use supervisor::{Config, Shared};
 use task::Call;
 
 /// How long `terminate` waits after `SIGTERM` before `SIGKILL`.
@@ -162,19 +179,15 @@ impl PoolBuilder {
             max_tasks: self.max_tasks,
             method: self.method.unwrap_or_else(get_start_method),
         };
-        let shared = Arc::new(Shared {
-            id: NEXT_POOL_ID.fetch_add(1, Ordering::Relaxed),
-            callback_panics: Arc::new(AtomicU64::new(0)),
-            state: Mutex::new(State::default()),
-            finished: Condvar::new(),
-            reports: Reports::new(REPORT_RING).map_err(io::Error::other)?,
-            config,
-        });
+        let shared = Arc::new(Shared::new(config)?);
         let mut workers = Vec::with_capacity(shared.config.processes);
         for _ in 0..shared.config.processes {
             match shared.spawn_worker() {
                 Ok(worker) => workers.push(worker),
-                Err(e) => return Err(shared.abandon(workers, e)),
+                Err(e) => {
+                    shared.abandon(workers);
+                    return Err(StartError::wrap(e));
+                }
             }
         }
         shared.lock().workers = workers;
@@ -188,7 +201,8 @@ impl PoolBuilder {
             Ok(thread) => thread,
             Err(e) => {
                 let workers = std::mem::take(&mut shared.lock().workers);
-                return Err(shared.abandon(workers, e));
+                shared.abandon(workers);
+                return Err(StartError::wrap(e));
             }
         };
         Ok(Pool {
@@ -366,8 +380,8 @@ impl Pool {
     }
 
     /// Whether the calling thread is this pool's result thread.
-    pub(super) fn on_result_thread(&self) -> bool {
-        on_result_thread(self.shared.id)
+    fn on_result_thread(&self) -> bool {
+        self.shared.on_result_thread()
     }
 
     /// [`TaskError::WouldDeadlock`] on this pool's result thread.
@@ -436,7 +450,8 @@ impl Pool {
             }
             sink_slot.set(value);
         });
-        self.submit(Call::new(f), std::slice::from_ref(&args), sink);
+        self.shared
+            .submit(Call::new(f), std::slice::from_ref(&args), sink);
         AsyncResult::new(slot)
     }
 
@@ -551,7 +566,7 @@ impl Pool {
             });
             (*chunk, sink)
         });
-        self.submit_all(call, sinks);
+        self.shared.submit_all(call, sinks);
         AsyncResult::new(slot)
     }
 
@@ -569,7 +584,13 @@ impl Pool {
         A: Serialize + DeserializeOwned,
         R: Serialize + DeserializeOwned + Send + 'static,
     {
-        IMap::new(self, Call::new(f), items.into_iter(), chunksize, true)
+        IMap::new(
+            &self.shared,
+            Call::new(f),
+            items.into_iter(),
+            chunksize,
+            true,
+        )
     }
 
     /// [`imap`](Self::imap) yielding results as they finish, in any order
@@ -585,7 +606,13 @@ impl Pool {
         A: Serialize + DeserializeOwned,
         R: Serialize + DeserializeOwned + Send + 'static,
     {
-        IMap::new(self, Call::new(f), items.into_iter(), chunksize, false)
+        IMap::new(
+            &self.shared,
+            Call::new(f),
+            items.into_iter(),
+            chunksize,
+            false,
+        )
     }
 
     /// No more tasks (Python's `close`); running and queued ones finish.
@@ -687,7 +714,7 @@ fn auto_chunksize(len: usize, workers: usize) -> usize {
 
 /// Why a pool could not be built: the OS error behind it, as the source.
 #[derive(Debug)]
-pub(super) struct StartError {
+struct StartError {
     source: io::Error,
 }
 
@@ -695,7 +722,7 @@ impl StartError {
     /// The error of a failed `build`, with the innermost OS error found in
     /// `error`'s sources as its cause (out of descriptors shows up as a
     /// descriptor that could not be encoded otherwise), or `error` itself.
-    pub(super) fn wrap(error: io::Error) -> io::Error {
+    fn wrap(error: io::Error) -> io::Error {
         let mut os = error.raw_os_error();
         let mut next = std::error::Error::source(&error);
         while let Some(e) = next {

@@ -3,7 +3,7 @@
 use std::collections::VecDeque;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 
-use super::TaskError;
+use super::result::TaskError;
 use crate::target::panic_message;
 
 /// What a task's outcome is delivered to: the encoded

@@ -3,14 +3,15 @@
 
 use serde::Serialize;
 
+use super::result::{TaskError, TransportError};
 use super::sinks::{Sink, run_sink, run_sinks};
+use super::supervisor::Shared;
 use super::task::{Call, Task};
-use super::{Pool, TaskError, TransportError};
 
 /// Most chunks `map` encodes before it queues them (under one lock).
 const SUBMIT_BATCH: usize = 256;
 
-impl Pool {
+impl Shared {
     /// Encodes one chunk and queues it; a failure lands in the sink at once.
     pub(super) fn submit<A: Serialize>(&self, call: Call, chunk: &[A], sink: Sink) {
         self.submit_all(call, std::iter::once((chunk, sink)));
@@ -46,7 +47,7 @@ impl Pool {
 
     /// Queues encoded chunks and dispatches them, under one lock.
     pub(super) fn submit_encoded(&self, encoded: impl Iterator<Item = (Vec<u8>, Sink)>) {
-        let mut state = self.shared.lock();
+        let mut state = self.lock();
         let refused = if state.terminated {
             Some(TaskError::Terminated)
         } else if state.closed {
@@ -67,7 +68,7 @@ impl Pool {
             state.sinks.insert(id, sink);
             state.pending.push_back(Task::new(id, message));
         }
-        let failed = self.shared.dispatch(&mut state);
+        let failed = self.dispatch(&mut state);
         drop(state);
         run_sinks(failed);
     }

@@ -6,15 +6,12 @@
 use multiproc_queue::Queue;
 use std::collections::VecDeque;
 use std::io;
-use std::sync::atomic::AtomicU64;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use super::StartError;
-use super::TaskError;
-use super::TransportError;
 use super::report::{Report, Reports};
-use super::result::mark_result_thread;
+use super::result::{TaskError, TransportError, mark_result_thread, on_result_thread};
 use super::sinks::{Sink, Sinks, run_ready, run_sinks};
 use super::task::{Call, Received, Task, TaskMessage};
 use super::worker::{WorkerArgs, worker_main};
@@ -38,7 +35,7 @@ pub const PREFETCH: usize = 8;
 const TASK_RING: usize = 256 << 10;
 
 /// Ring of the report queue, which all workers share; see [`TASK_RING`].
-pub(super) const REPORT_RING: usize = 1 << 20;
+const REPORT_RING: usize = 1 << 20;
 
 /// Most reports the result thread handles under one lock.
 const REPORT_BATCH: usize = 64;
@@ -167,7 +164,7 @@ pub(super) struct Config {
 }
 
 /// Hands out pool ids (0 is none).
-pub(super) static NEXT_POOL_ID: AtomicU64 = AtomicU64::new(1);
+static NEXT_POOL_ID: AtomicU64 = AtomicU64::new(1);
 
 pub(super) struct Shared {
     /// This pool's id, to recognise its result thread.
@@ -181,6 +178,24 @@ pub(super) struct Shared {
 }
 
 impl Shared {
+    /// A pool with no workers yet and its report queue.
+    pub(super) fn new(config: Config) -> io::Result<Self> {
+        Ok(Self {
+            id: NEXT_POOL_ID.fetch_add(1, Ordering::Relaxed),
+            callback_panics: Arc::new(AtomicU64::new(0)),
+            state: Mutex::new(State::default()),
+            finished: Condvar::new(),
+            reports: Reports::new(REPORT_RING).map_err(io::Error::other)?,
+            config,
+        })
+    }
+
+    /// Whether the calling thread is this pool's result thread.
+    pub(super) fn on_result_thread(&self) -> bool {
+        on_result_thread(self.id)
+    }
+
+    #[inline]
     pub(super) fn lock(&self) -> MutexGuard<'_, State> {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
@@ -217,7 +232,7 @@ impl Shared {
     /// Undoes a `build` that failed with `error`: stops and reaps the
     /// workers started so far and closes the report queue; returns the
     /// error to give the caller.
-    pub(super) fn abandon(&self, workers: Vec<Worker>, error: io::Error) -> io::Error {
+    pub(super) fn abandon(&self, workers: Vec<Worker>) {
         for w in &workers {
             w.tasks.close();
             let _ = w.process.kill();
@@ -226,7 +241,6 @@ impl Shared {
             let _ = w.process.join();
         }
         self.reports.close();
-        StartError::wrap(error)
     }
 
     /// Hands pending tasks to workers with room, each to the least loaded
