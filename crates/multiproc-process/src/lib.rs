@@ -165,6 +165,7 @@
 mod bootstrap;
 mod child;
 mod daemon;
+mod exe;
 mod forkserver;
 mod info;
 mod method;
@@ -173,6 +174,7 @@ mod process;
 mod registry;
 mod same_cpu;
 mod target;
+mod wire;
 
 pub use info::{ProcessInfo, cpu_count, current_process, parent_process};
 pub use method::{Context, StartMethod, get_context, get_start_method, set_start_method};

@@ -15,12 +15,14 @@ use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crate::bootstrap::{Header, Marker, Outcome, Payload, SPAWN_ENV, forked_child_main, reexec};
+use crate::bootstrap::{Marker, SPAWN_ENV, forked_child_main, reexec};
 use crate::child::{
     ChildState, STATUS_DISCARDED, exit_code, killed_by, readable, ready_soon, signal_name,
 };
+use crate::exe::ExeId;
 use crate::same_cpu::{self, PinnedHere};
-use crate::target::{self, ExeId, Trampoline};
+use crate::target::{self, Trampoline};
+use crate::wire::{Header, Outcome, Payload};
 use crate::{StartMethod, forkserver, get_start_method, info, registry};
 
 /// Why [`Process::join`] has no value for you.

@@ -15,8 +15,8 @@ use super::result::{TaskError, TransportError, mark_result_thread, on_result_thr
 use super::sinks::{Sink, Sinks, run_ready, run_sinks};
 use super::task::{Call, Received, Task, TaskMessage};
 use super::worker::{WorkerArgs, worker_main};
-use crate::bootstrap::ByteBuf;
 use crate::child::signal_name;
+use crate::wire::ByteBuf;
 use crate::{Process, StartMethod};
 
 /// Tasks handed to one worker ahead of its results: enough that a worker

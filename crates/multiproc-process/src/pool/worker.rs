@@ -5,7 +5,7 @@ use serde::{Deserialize, Serialize};
 
 use super::report::{Report, Reports};
 use super::task::{Call, Received, TaskMessage};
-use crate::bootstrap::ByteBuf;
+use crate::wire::ByteBuf;
 
 /// Everything a worker needs; its target's argument.
 #[derive(Serialize, Deserialize)]
