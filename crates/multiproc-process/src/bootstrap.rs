@@ -1,10 +1,11 @@
 //! The child side, shared by every start method: one Unix-socket
 //! [`Connection`] carries a [`Header`] and the encoded arguments (with their
-//! descriptors) to the child, and the [`Outcome`] back.
+//! descriptors) to the child, and the [`Outcome`] back (these types, and
+//! how they are encoded, are in [`crate::wire`]).
 //!
 //! Fork runs [`child_main`] right after `fork`. Spawn and the fork server
 //! re-execute the executable with a marker in the environment; a constructor
-//! that runs before `main` ([`before_main`]) finds the marker and becomes the
+//! that runs before `main` ([`crate::entry`]) finds the marker and becomes the
 //! child (or the server) without `main` ever running. That is why no set-up
 //! line is needed in `main`, in tests, benches or examples.
 //!
@@ -110,35 +111,11 @@ impl Marker {
     }
 }
 
-/// Runs before `main` in every executable that links this crate: turns a
-/// re-executed process into the spawned child or the fork server when the
-/// environment says so; otherwise does nothing.
-///
-/// # Safety
-///
-/// Called once by the C runtime before `main`; it only reads the
-/// environment, and acts only when a marker is present.
-#[cfg(feature = "auto-init")]
-#[ctor::ctor]
-unsafe fn before_main() {
-    crate::init();
-}
-
-/// See [`crate::init`].
-pub(crate) fn take_over_if_marked() {
-    if let Some(fd) = take_marker(SPAWN_ENV) {
-        child_main(fd, Birth::Spawned, None);
-    }
-    if let Some(fd) = take_marker(SERVER_ENV) {
-        crate::forkserver::serve(fd);
-    }
-}
-
 /// Re-executes this executable (`/proc/self/exe`: the very file, even if
 /// its path was replaced meanwhile) with `variable=<fd number>:<token>` in
 /// the environment and `fd` inherited under that number; standard input is
 /// `/dev/null`. The new process becomes the child or the server before its
-/// `main` runs ([`before_main`]), if `marker` was
+/// `main` runs ([`crate::entry`]), if `marker` was
 /// [announced](Marker::announce) on the other end of `fd`.
 pub(crate) fn reexec(
     variable: &str,
@@ -176,7 +153,7 @@ pub(crate) fn reexec(
 /// environment (so this process's own children do not see it) — unless the
 /// process already runs other threads, which might be reading the
 /// environment: a marker left behind is harmless, its token is spent.
-fn take_marker(name: &str) -> Option<OwnedFd> {
+pub(crate) fn take_marker(name: &str) -> Option<OwnedFd> {
     let value = std::env::var(name).ok()?;
     let fd = Marker::claim(&value)?;
     if single_threaded() {

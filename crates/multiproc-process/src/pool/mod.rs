@@ -92,7 +92,7 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use crate::{StartMethod, get_start_method};
+use crate::method::{StartMethod, get_start_method};
 use gather::{Gather, chunk_items};
 use report::Report;
 use result::Slot;
@@ -174,7 +174,7 @@ impl PoolBuilder {
             return Err(invalid("maxtasksperchild must be at least 1"));
         }
         let config = Config {
-            processes: self.processes.unwrap_or_else(crate::cpu_count),
+            processes: self.processes.unwrap_or_else(crate::info::cpu_count),
             init: self.init.transpose()?,
             max_tasks: self.max_tasks,
             method: self.method.unwrap_or_else(get_start_method),

@@ -16,8 +16,9 @@ use super::sinks::{Sink, Sinks, run_ready, run_sinks};
 use super::task::{Call, Received, Task, TaskMessage};
 use super::worker::{WorkerArgs, worker_main};
 use crate::child::signal_name;
+use crate::method::StartMethod;
+use crate::process::Process;
 use crate::wire::ByteBuf;
-use crate::{Process, StartMethod};
 
 /// Tasks handed to one worker ahead of its results: enough that a worker
 /// rarely waits for the pool to send its next task (measured: 8 instead of 2
