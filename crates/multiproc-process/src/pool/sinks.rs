@@ -76,6 +76,7 @@ pub(super) fn run_sink(sink: Sink, outcome: Result<Vec<u8>, TaskError>) {
     }
 }
 
+#[inline]
 pub(super) fn run_ready(ready: Vec<(Sink, Result<Vec<u8>, TaskError>)>) {
     for (sink, outcome) in ready {
         run_sink(sink, outcome);

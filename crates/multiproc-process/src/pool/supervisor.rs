@@ -192,6 +192,7 @@ impl Shared {
     }
 
     /// Whether the calling thread is this pool's result thread.
+    #[inline]
     pub(super) fn on_result_thread(&self) -> bool {
         on_result_thread(self.id)
     }
