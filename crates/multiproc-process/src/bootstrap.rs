@@ -1,10 +1,11 @@
 //! The child side, shared by every start method: one Unix-socket
 //! [`Connection`] carries a [`Header`] and the encoded arguments (with their
-//! descriptors) to the child, and the [`Outcome`] back.
+//! descriptors) to the child, and the [`Outcome`] back (these types, and
+//! how they are encoded, are in [`crate::wire`]).
 //!
 //! Fork runs [`child_main`] right after `fork`. Spawn and the fork server
 //! re-execute the executable with a marker in the environment; a constructor
-//! that runs before `main` ([`before_main`]) finds the marker and becomes the
+//! that runs before `main` ([`crate::entry`]) finds the marker and becomes the
 //! child (or the server) without `main` ever running. That is why no set-up
 //! line is needed in `main`, in tests, benches or examples.
 //!
@@ -18,15 +19,14 @@
 //! descriptor and its data untouched and lets `main` run.
 #![allow(unsafe_code)]
 
-use multiproc_core::{ProcessIdentity, SharedFd};
+use multiproc_core::ProcessIdentity;
 use multiproc_pipe::Connection;
-use serde::de::{self, Visitor};
-use serde::{Deserialize, Deserializer, Serialize, Serializer};
-use std::fmt;
 use std::os::fd::{FromRawFd, OwnedFd, RawFd};
 
+use crate::exe::ExeId;
 use crate::info;
-use crate::target::{self, ExeId};
+use crate::target;
+use crate::wire::{EXIT_BOOTSTRAP, Header, Outcome, Payload};
 
 /// Environment marker of a spawned child: the number of its bootstrap socket.
 pub(crate) const SPAWN_ENV: &str = "MULTIPROC_SPAWN_FD";
@@ -111,184 +111,11 @@ impl Marker {
     }
 }
 
-/// Exit code of a child that could not start its target (wrong executable,
-/// undecodable arguments, parent gone).
-pub(crate) const EXIT_BOOTSTRAP: i32 = 121;
-
-/// What the parent tells the child before the arguments.
-#[derive(Serialize, Deserialize)]
-pub(crate) struct Header {
-    pub(crate) exe: ExeId,
-    pub(crate) trampoline: i64,
-    pub(crate) target: i64,
-    pub(crate) name: String,
-    pub(crate) daemon: bool,
-    /// A daemon started from the parent's main thread, whose exit is the
-    /// process's: the kernel's parent-death signal serves it. (Not looked
-    /// up for other children.)
-    pub(crate) from_main_thread: bool,
-    pub(crate) parent: u64,
-    pub(crate) parent_name: String,
-}
-
-/// Encoded bytes plus the descriptors that belong to them.
-#[derive(Serialize, Deserialize)]
-pub(crate) struct Payload {
-    bytes: ByteBuf,
-    fds: Vec<SharedFd>,
-}
-
-impl Payload {
-    pub(crate) fn new(bytes: Vec<u8>, fds: Vec<OwnedFd>) -> Self {
-        Self {
-            bytes: ByteBuf(bytes),
-            fds: fds.into_iter().map(SharedFd::from).collect(),
-        }
-    }
-
-    /// Whether descriptors travel with the value.
-    pub(crate) fn has_fds(&self) -> bool {
-        !self.fds.is_empty()
-    }
-
-    /// Encoded length of the value (descriptors aside).
-    pub(crate) fn len(&self) -> usize {
-        self.bytes.0.len()
-    }
-
-    pub(crate) fn into_parts(self) -> (Vec<u8>, Vec<OwnedFd>) {
-        (
-            self.bytes.0,
-            self.fds.into_iter().map(SharedFd::into_inner).collect(),
-        )
-    }
-}
-
-/// How the target ended, as the child reports it.
-#[derive(Serialize, Deserialize)]
-pub(crate) enum Outcome {
-    Returned(Payload),
-    Panicked(String),
-    Bootstrap(String),
-}
-
-/// [`Outcome::Returned`] with borrowed, descriptor-free bytes: encodes to
-/// the same bytes (a test checks), without owning a heap buffer.
-#[derive(Serialize)]
-enum ReturnedRef<'a> {
-    Returned {
-        bytes: BytesRef<'a>,
-        fds: &'a [SharedFd],
-    },
-}
-
-/// `&[u8]` as one serde byte string, as [`ByteBuf`] encodes.
-struct BytesRef<'a>(&'a [u8]);
-
-impl Serialize for BytesRef<'_> {
-    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        serializer.serialize_bytes(self.0)
-    }
-}
-
-/// Room on the stack for a small result and its report.
-const SMALL_RESULT: usize = 240;
-
-/// Sends [`Outcome::Returned`] for `value`. A small value without
-/// descriptors is encoded on the stack: in a freshly forked child the first
-/// heap allocations cost several copy-on-write faults, more than the whole
-/// rest of a small report.
-pub(crate) fn send_returned<R: Serialize>(conn: &Connection, value: &R) -> i32 {
-    let codec = multiproc_core::Codec::new();
-    let mut value_buf = [0u8; SMALL_RESULT];
-    let mut frame_buf = [0u8; SMALL_RESULT + 16];
-    if let Ok(len) = codec.encode_into_slice(value, &mut value_buf) {
-        let report = ReturnedRef::Returned {
-            bytes: BytesRef(&value_buf[..len]),
-            fds: &[],
-        };
-        if let Ok(len) = codec.encode_into_slice(&report, &mut frame_buf) {
-            let _ = conn.send_bytes(&frame_buf[..len]);
-            return 0;
-        }
-    }
-    let outcome = match codec.encode_with_fds(value) {
-        Ok((bytes, fds)) => Outcome::Returned(Payload::new(bytes, fds)),
-        Err(err) => Outcome::Bootstrap(format!("encoding the result failed: {err}")),
-    };
-    let _ = conn.send(&outcome);
-    outcome.exit_code()
-}
-
-impl Outcome {
-    pub(crate) fn exit_code(&self) -> i32 {
-        match self {
-            Self::Returned(_) => 0,
-            Self::Panicked(_) => 1,
-            Self::Bootstrap(_) => EXIT_BOOTSTRAP,
-        }
-    }
-}
-
-/// `Vec<u8>` as one serde byte string (a plain `Vec<u8>` is a sequence of
-/// single bytes: much slower for large values).
-pub(crate) struct ByteBuf(pub(crate) Vec<u8>);
-
-impl Serialize for ByteBuf {
-    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        serializer.serialize_bytes(&self.0)
-    }
-}
-
-impl<'de> Deserialize<'de> for ByteBuf {
-    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        struct Bytes;
-        impl Visitor<'_> for Bytes {
-            type Value = ByteBuf;
-            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str("bytes")
-            }
-            fn visit_bytes<E: de::Error>(self, v: &[u8]) -> Result<ByteBuf, E> {
-                Ok(ByteBuf(v.to_vec()))
-            }
-            // Bytes the decoder owns are kept, not copied.
-            fn visit_byte_buf<E: de::Error>(self, v: Vec<u8>) -> Result<ByteBuf, E> {
-                Ok(ByteBuf(v))
-            }
-        }
-        deserializer.deserialize_bytes(Bytes)
-    }
-}
-
-/// Runs before `main` in every executable that links this crate: turns a
-/// re-executed process into the spawned child or the fork server when the
-/// environment says so; otherwise does nothing.
-///
-/// # Safety
-///
-/// Called once by the C runtime before `main`; it only reads the
-/// environment, and acts only when a marker is present.
-#[cfg(feature = "auto-init")]
-#[ctor::ctor]
-unsafe fn before_main() {
-    crate::init();
-}
-
-/// See [`crate::init`].
-pub(crate) fn take_over_if_marked() {
-    if let Some(fd) = take_marker(SPAWN_ENV) {
-        child_main(fd, Birth::Spawned, None);
-    }
-    if let Some(fd) = take_marker(SERVER_ENV) {
-        crate::forkserver::serve(fd);
-    }
-}
-
 /// Re-executes this executable (`/proc/self/exe`: the very file, even if
 /// its path was replaced meanwhile) with `variable=<fd number>:<token>` in
 /// the environment and `fd` inherited under that number; standard input is
 /// `/dev/null`. The new process becomes the child or the server before its
-/// `main` runs ([`before_main`]), if `marker` was
+/// `main` runs ([`crate::entry`]), if `marker` was
 /// [announced](Marker::announce) on the other end of `fd`.
 pub(crate) fn reexec(
     variable: &str,
@@ -326,7 +153,7 @@ pub(crate) fn reexec(
 /// environment (so this process's own children do not see it) — unless the
 /// process already runs other threads, which might be reading the
 /// environment: a marker left behind is harmless, its token is spent.
-fn take_marker(name: &str) -> Option<OwnedFd> {
+pub(crate) fn take_marker(name: &str) -> Option<OwnedFd> {
     let value = std::env::var(name).ok()?;
     let fd = Marker::claim(&value)?;
     if single_threaded() {
@@ -498,27 +325,5 @@ mod tests {
         // SAFETY: `leaked` is the descriptor `claimed` owned; nothing else
         // closes it.
         drop(unsafe { OwnedFd::from_raw_fd(leaked) });
-    }
-
-    #[test]
-    fn borrowed_report_encodes_as_the_owned_one() {
-        let codec = multiproc_core::Codec::new();
-        for value in [vec![], vec![1u8, 2, 3], vec![7u8; 200]] {
-            let owned = codec
-                .encode(&Outcome::Returned(Payload::new(value.clone(), Vec::new())))
-                .unwrap();
-            let borrowed = codec
-                .encode(&ReturnedRef::Returned {
-                    bytes: BytesRef(&value),
-                    fds: &[],
-                })
-                .unwrap();
-            assert_eq!(owned, borrowed);
-            // And the receiver reads it back.
-            match codec.decode::<Outcome>(&borrowed).unwrap() {
-                Outcome::Returned(payload) => assert_eq!(payload.into_parts().0, value),
-                _ => panic!("wrong variant"),
-            }
-        }
     }
 }

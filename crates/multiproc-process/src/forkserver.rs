@@ -333,7 +333,7 @@ pub(crate) fn serve(fd: OwnedFd) -> ! {
     let me = std::process::id();
     // Looked up once here, inherited by every child (which checks it
     // against its parent's).
-    let _ = crate::target::ExeId::current_cached();
+    let _ = crate::exe::ExeId::current_cached();
     let mut requests = Some(conn);
     let mut running: Vec<Running> = Vec::new();
     let mut last_event = Instant::now();

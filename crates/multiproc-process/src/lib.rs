@@ -168,6 +168,8 @@
 mod bootstrap;
 mod child;
 mod daemon;
+mod entry;
+mod exe;
 mod forkserver;
 mod info;
 mod method;
@@ -176,6 +178,7 @@ mod process;
 mod registry;
 mod same_cpu;
 mod target;
+mod wire;
 
 pub use info::{ProcessInfo, cpu_count, current_process, parent_process};
 pub use method::{Context, StartMethod, get_context, get_start_method, set_start_method};
@@ -184,7 +187,6 @@ pub use pool::{
     TransportError,
 };
 pub use process::{JoinError, JoinTimeoutError, Process, ProcessBuilder};
-pub use registry::active_children;
 
 /// Makes this process the spawned child or the fork server if it was
 /// started as one (and then never returns); does nothing otherwise.
@@ -211,5 +213,20 @@ pub use registry::active_children;
 /// # main();
 /// ```
 pub fn init() {
-    bootstrap::take_over_if_marked();
+    entry::take_over_if_marked();
+}
+
+/// The children still running (Python's `active_children()`); finished ones
+/// are reaped on the way, as in Python.
+///
+/// # Examples
+///
+/// ```
+/// assert!(multiproc_process::active_children().is_empty());
+/// ```
+#[must_use]
+pub fn active_children() -> Vec<ProcessInfo> {
+    // Fork servers this process retired are reaped here too.
+    forkserver::reap_retired();
+    registry::live_children()
 }

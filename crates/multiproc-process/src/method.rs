@@ -115,13 +115,4 @@ impl Context {
     pub fn start_method(&self) -> StartMethod {
         self.method
     }
-
-    /// [`Process::new`](crate::Process::new) with this context's method.
-    pub fn process<A, R>(&self, target: fn(A) -> R, args: A) -> crate::ProcessBuilder<A, R>
-    where
-        A: serde::Serialize + serde::de::DeserializeOwned,
-        R: serde::Serialize + serde::de::DeserializeOwned,
-    {
-        crate::Process::new(target, args).start_method(self.method)
-    }
 }

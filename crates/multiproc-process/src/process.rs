@@ -15,13 +15,16 @@ use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crate::bootstrap::{Header, Marker, Outcome, Payload, SPAWN_ENV, forked_child_main, reexec};
+use crate::bootstrap::{Marker, SPAWN_ENV, forked_child_main, reexec};
 use crate::child::{
     ChildState, STATUS_DISCARDED, exit_code, killed_by, readable, ready_soon, signal_name,
 };
+use crate::exe::ExeId;
+use crate::method::{Context, StartMethod, get_start_method};
 use crate::same_cpu::{self, PinnedHere};
-use crate::target::{self, ExeId, Trampoline};
-use crate::{StartMethod, forkserver, get_start_method, info, registry};
+use crate::target::{self, Trampoline};
+use crate::wire::{Header, Outcome, Payload};
+use crate::{forkserver, info, registry};
 
 /// Why [`Process::join`] has no value for you.
 ///
@@ -187,6 +190,19 @@ impl From<JoinError> for JoinTimeoutError {
 impl From<io::Error> for JoinTimeoutError {
     fn from(err: io::Error) -> Self {
         Self::Failed(JoinError::Io(err))
+    }
+}
+
+// Here rather than beside `Context`: the start methods know nothing of
+// processes.
+impl Context {
+    /// [`Process::new`] with this context's method.
+    pub fn process<A, R>(&self, target: fn(A) -> R, args: A) -> ProcessBuilder<A, R>
+    where
+        A: serde::Serialize + serde::de::DeserializeOwned,
+        R: serde::Serialize + serde::de::DeserializeOwned,
+    {
+        Process::new(target, args).start_method(self.start_method())
     }
 }
 

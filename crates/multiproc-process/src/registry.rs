@@ -1,5 +1,5 @@
 //! The children this process started and has not reaped: for
-//! [`active_children`] and for what happens at exit.
+//! [`active_children`](crate::active_children) and for what happens at exit.
 //!
 //! At exit (returning from `main` or `std::process::exit`), as in Python,
 //! daemon children are terminated (`SIGTERM`) and the others are waited for.
@@ -8,8 +8,8 @@ use rustix::process::Signal;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, Once};
 
-use crate::ProcessInfo;
 use crate::child::ChildState;
+use crate::info::ProcessInfo;
 
 /// The live children, and whether there may be any: that flag lets a
 /// forked child skip the lock (a write, so a copy-on-write fault) when there
@@ -70,18 +70,9 @@ pub(crate) fn forget_inherited() {
     }
 }
 
-/// The children still running (Python's `active_children()`); finished ones
-/// are reaped on the way, as in Python.
-///
-/// # Examples
-///
-/// ```
-/// assert!(multiproc_process::active_children().is_empty());
-/// ```
-#[must_use]
-pub fn active_children() -> Vec<ProcessInfo> {
-    // Fork servers this process retired are reaped here too.
-    crate::forkserver::reap_retired();
+/// The children still running, as [`crate::active_children`] reports
+/// them; finished ones are reaped on the way.
+pub(crate) fn live_children() -> Vec<ProcessInfo> {
     let mut children = REGISTRY.children.lock().unwrap_or_else(|e| e.into_inner());
     children.retain(|c| matches!(c.try_status(), Ok(None)));
     REGISTRY.any.store(!children.is_empty(), Ordering::Relaxed);

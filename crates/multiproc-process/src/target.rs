@@ -6,17 +6,16 @@
 //! the target is the same in every process that runs the same executable, so
 //! that distance is what travels. The child refuses to turn a distance back
 //! into a pointer unless its executable is the parent's very file
-//! ([`ExeId`]): a mismatch is an error, never a jump into garbage.
+//! ([`ExeId`](crate::exe::ExeId)): a mismatch is an error, never a jump into garbage.
 #![allow(unsafe_code)]
 
 use multiproc_core::codec;
 use multiproc_pipe::Connection;
+use serde::Serialize;
 use serde::de::DeserializeOwned;
-use serde::{Deserialize, Serialize};
-use std::os::unix::fs::MetadataExt;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 
-use crate::bootstrap::{Outcome, Payload, send_returned};
+use crate::wire::{Outcome, Payload, send_returned};
 
 /// The fixed point distances are measured from. Never inlined, so it has an
 /// address of its own.
@@ -39,41 +38,6 @@ pub(crate) fn addr_at(offset: i64) -> usize {
     (anchor_addr() as i64).wrapping_add(offset) as usize
 }
 
-/// Identity of an executable file: device, inode, size and modification
-/// time of `/proc/self/exe`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub(crate) struct ExeId {
-    dev: u64,
-    ino: u64,
-    size: u64,
-    mtime: i64,
-    mtime_nsec: i64,
-}
-
-impl ExeId {
-    /// [`current`](Self::current), read once per process (the file a
-    /// running process executes cannot change).
-    pub(crate) fn current_cached() -> std::io::Result<Self> {
-        static CACHED: std::sync::OnceLock<ExeId> = std::sync::OnceLock::new();
-        if let Some(id) = CACHED.get() {
-            return Ok(*id);
-        }
-        let id = Self::current()?;
-        Ok(*CACHED.get_or_init(|| id))
-    }
-
-    fn current() -> std::io::Result<Self> {
-        let meta = std::fs::metadata("/proc/self/exe")?;
-        Ok(Self {
-            dev: meta.dev(),
-            ino: meta.ino(),
-            size: meta.size(),
-            mtime: meta.mtime(),
-            mtime_nsec: meta.mtime_nsec(),
-        })
-    }
-}
-
 /// The child side of every start method, one instance per `(A, R)`:
 /// decodes the arguments, calls the target, sends back its value or its
 /// panic. Returns the exit code.
@@ -85,7 +49,7 @@ pub(crate) type Trampoline = unsafe fn(usize, Payload, &mut Connection) -> i32;
 ///
 /// `target` must be the address of a `fn(A) -> R` in this process: the
 /// [`addr_at`] of an [`offset_of`] taken from such a function in a process
-/// running the same executable (the caller has compared [`ExeId`]s, or this
+/// running the same executable (the caller has compared [`ExeId`](crate::exe::ExeId)s, or this
 /// process is a forked copy of that one).
 pub(crate) unsafe fn trampoline<A: DeserializeOwned, R: Serialize>(
     target: usize,
@@ -132,7 +96,7 @@ pub(crate) fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
 /// # Safety
 ///
 /// `offset` must come from [`offset_of`] of a [`Trampoline`] in a process
-/// running the same executable (the caller has compared [`ExeId`]s).
+/// running the same executable (the caller has compared [`ExeId`](crate::exe::ExeId)s).
 pub(crate) unsafe fn trampoline_at(offset: i64) -> Trampoline {
     // SAFETY: per the contract, the address is a `Trampoline` in this image.
     unsafe { std::mem::transmute::<usize, Trampoline>(addr_at(offset)) }

@@ -1,9 +1,10 @@
 //! Collects the chunk results of a `map` into one `Vec`, in item order.
 
+use serde::de::DeserializeOwned;
 use std::sync::Arc;
 
 use super::result::Slot;
-use super::{TaskError, TransportError};
+use super::result::{TaskError, TransportError};
 
 /// The results of one `map` so far. Each chunk's values go straight to
 /// their final places as the chunk arrives, so the last chunk's arrival
@@ -78,10 +79,28 @@ impl<R> Gather<R> {
     }
 }
 
+/// Decodes a chunk's outcome into one result per item.
+pub(super) fn chunk_items<R: DeserializeOwned>(
+    outcome: Result<Vec<u8>, TaskError>,
+    len: usize,
+) -> Result<Vec<Result<R, TaskError>>, TaskError> {
+    match outcome {
+        Err(e) => Ok((0..len).map(|_| Err(e.clone())).collect()),
+        Ok(bytes) => multiproc_core::codec::decode::<Vec<Result<R, String>>>(&bytes)
+            .map(|items| {
+                items
+                    .into_iter()
+                    .map(|r| r.map_err(TaskError::Panicked))
+                    .collect()
+            })
+            .map_err(|e| TaskError::Transport(TransportError::caused("decoding the results", e))),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::pool::AsyncResult;
+    use crate::pool::result::AsyncResult;
 
     fn gather(items: usize, chunks: usize) -> (Gather<u32>, AsyncResult<Vec<u32>>) {
         let slot = Slot::new(0);

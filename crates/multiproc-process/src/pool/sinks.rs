@@ -1,8 +1,14 @@
 //! The sinks of the tasks in flight, by task id.
 
 use std::collections::VecDeque;
+use std::panic::{AssertUnwindSafe, catch_unwind};
 
-use super::Sink;
+use super::result::TaskError;
+use crate::target::panic_message;
+
+/// What a task's outcome is delivered to: the encoded
+/// `Vec<Result<R, String>>` of its chunk, or why the whole chunk failed.
+pub(super) type Sink = Box<dyn FnOnce(Result<Vec<u8>, TaskError>) + Send>;
 
 /// Sinks by task id. Ids are handed out one after another and tasks mostly
 /// finish in about that order, so the sinks sit in a ring indexed by
@@ -48,6 +54,32 @@ impl Sinks {
     pub(super) fn take_all(&mut self) -> Vec<Sink> {
         self.live = 0;
         self.slots.drain(..).flatten().collect()
+    }
+}
+
+pub(super) fn run_sinks(failed: Vec<(Sink, TaskError)>) {
+    for (sink, error) in failed {
+        run_sink(sink, Err(error));
+    }
+}
+
+/// Delivers an outcome. A sink that panics (its callbacks are guarded
+/// already; this is for anything else, like a value's `Deserialize`) must
+/// not take the result thread down with it: the panic hook has reported
+/// it, and the next sink runs.
+pub(super) fn run_sink(sink: Sink, outcome: Result<Vec<u8>, TaskError>) {
+    if let Err(panic) = catch_unwind(AssertUnwindSafe(|| sink(outcome))) {
+        eprintln!(
+            "multiproc-process: delivering a pool result panicked ({}); the pool goes on",
+            panic_message(&*panic)
+        );
+    }
+}
+
+#[inline]
+pub(super) fn run_ready(ready: Vec<(Sink, Result<Vec<u8>, TaskError>)>) {
+    for (sink, outcome) in ready {
+        run_sink(sink, outcome);
     }
 }
 

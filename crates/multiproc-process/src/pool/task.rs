@@ -81,19 +81,29 @@ impl<'a> Received<'a> {
     }
 }
 
-/// Runs a chunk in a worker: decodes `Vec<A>`, calls the target on each
-/// element (catching panics one by one), encodes the results.
-pub(crate) type Runner = fn(usize, &[u8]) -> Result<Vec<u8>, String>;
+/// Runs a chunk in a worker: decodes `Vec<A>`, calls the target at the
+/// address it is given on each element (catching panics one by one),
+/// encodes the results. One instance per target type: [`run_chunk`],
+/// [`run_chunk2`].
+pub(crate) type Runner = unsafe fn(usize, &[u8]) -> Result<Vec<u8>, String>;
 
-fn run_chunk<A: DeserializeOwned, R: Serialize>(
+/// A [`Runner`]: calls the `fn(A) -> R` at address `target`.
+///
+/// # Safety
+///
+/// `target` must be the address of a `fn(A) -> R` in this process: the
+/// [`addr_at`] of an [`offset_of`] taken from a function of exactly that
+/// type in a process running the same executable (whose identity was
+/// checked at the worker's start), or of which this process is a forked
+/// copy.
+unsafe fn run_chunk<A: DeserializeOwned, R: Serialize>(
     target: usize,
     args: &[u8],
 ) -> Result<Vec<u8>, String> {
     let items: Vec<A> = multiproc_core::codec::decode(args)
         .map_err(|e| format!("decoding the arguments failed: {e}"))?;
-    // SAFETY: `target` is the address of a `fn(A) -> R` recorded next to
-    // this very instance of `run_chunk` by the pool (`Call::new`), in a
-    // worker whose executable was checked to be the pool's.
+    // SAFETY: per this function's contract, `target` is a `fn(A) -> R` in
+    // this process.
     let f = unsafe { std::mem::transmute::<usize, fn(A) -> R>(target) };
     let results: Vec<Result<R, String>> = items
         .into_iter()
@@ -102,13 +112,23 @@ fn run_chunk<A: DeserializeOwned, R: Serialize>(
     multiproc_core::codec::encode(&results).map_err(|e| format!("encoding the results failed: {e}"))
 }
 
-fn run_chunk2<A: DeserializeOwned, B: DeserializeOwned, R: Serialize>(
+/// A [`Runner`]: calls the `fn(A, B) -> R` at address `target` on each
+/// decoded pair.
+///
+/// # Safety
+///
+/// As for [`run_chunk`], for a `fn(A, B) -> R`: `target` must be the
+/// [`addr_at`] of an [`offset_of`] taken from a function of exactly that
+/// type in a process running the same executable, or of which this process
+/// is a forked copy.
+unsafe fn run_chunk2<A: DeserializeOwned, B: DeserializeOwned, R: Serialize>(
     target: usize,
     args: &[u8],
 ) -> Result<Vec<u8>, String> {
     let items: Vec<(A, B)> = multiproc_core::codec::decode(args)
         .map_err(|e| format!("decoding the arguments failed: {e}"))?;
-    // SAFETY: as in `run_chunk`, for a `fn(A, B) -> R` (`Call::new2`).
+    // SAFETY: per this function's contract, `target` is a
+    // `fn(A, B) -> R` in this process.
     let f = unsafe { std::mem::transmute::<usize, fn(A, B) -> R>(target) };
     let results: Vec<Result<R, String>> = items
         .into_iter()
@@ -142,11 +162,21 @@ impl Call {
     }
 
     /// Runs the call on encoded arguments, in a worker.
-    pub(crate) fn run(self, args: &[u8]) -> Result<Vec<u8>, String> {
-        // SAFETY: `runner` is the offset of a `Runner` taken by `Call::new`
-        // in the pool process, which runs the same executable as this
-        // worker (checked at the worker's start).
+    ///
+    /// # Safety
+    ///
+    /// `self` must have been made by [`Call::new`] or [`Call::new2`] (its
+    /// offsets are the [`offset_of`] of a [`Runner`] instance and of a
+    /// function of exactly the type that instance calls) in a process
+    /// running the same executable as this one, or of which this process
+    /// is a forked copy; then both addresses are those functions here.
+    pub(crate) unsafe fn run(self, args: &[u8]) -> Result<Vec<u8>, String> {
+        // SAFETY: per this function's contract, `runner` is the offset of a
+        // `Runner` in this executable.
         let runner = unsafe { std::mem::transmute::<usize, Runner>(addr_at(self.runner)) };
-        runner(addr_at(self.target), args)
+        // SAFETY: per the contract, `target` is the offset of a function of
+        // the type this runner instance calls (`Call::new` and
+        // `Call::new2` record the two together).
+        unsafe { runner(addr_at(self.target), args) }
     }
 }

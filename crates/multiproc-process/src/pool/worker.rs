@@ -1,11 +1,12 @@
 //! The worker process: takes tasks from its own queue, runs them, reports.
+#![allow(unsafe_code)]
 
 use multiproc_queue::Queue;
 use serde::{Deserialize, Serialize};
 
 use super::report::{Report, Reports};
 use super::task::{Call, Received, TaskMessage};
-use crate::bootstrap::ByteBuf;
+use crate::wire::ByteBuf;
 
 /// Everything a worker needs; its target's argument.
 #[derive(Serialize, Deserialize)]
@@ -22,7 +23,12 @@ pub(crate) fn worker_main(args: WorkerArgs) {
     if let Some((call, init_args)) = &args.init {
         // The initializer's "result" is one `()` per call; a panic in it is
         // reported and ends the worker.
-        let failure = match call.run(&init_args.0) {
+        // SAFETY: `call` was made by `Call::new` in the pool
+        // (`PoolBuilder::initializer`), and this worker runs the pool's
+        // executable: `Process` checks the executable's identity before a
+        // spawned or fork-server child runs its target, and a forked worker
+        // is a copy of the pool's process.
+        let failure = match unsafe { call.run(&init_args.0) } {
             Err(message) => Some(message),
             Ok(encoded) => match multiproc_core::codec::decode::<Vec<Result<(), String>>>(&encoded)
             {
@@ -51,10 +57,15 @@ pub(crate) fn worker_main(args: WorkerArgs) {
             // segment is corrupt, and no report could name the task.
             return;
         };
+        // SAFETY: only the pool writes this queue, and its messages come
+        // from `Task::encode`, whose `Call` was made by `Call::new` or
+        // `Call::new2` in the pool; this worker runs the pool's executable,
+        // as for the initializer above.
+        let result = unsafe { task.call.run(task.args) };
         let report = Report::Done {
             id: task.id,
             worker: me,
-            result: task.call.run(task.args),
+            result,
         };
         if !args.reports.put(&report) {
             return;
