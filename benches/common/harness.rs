@@ -10,17 +10,12 @@ use multiproc::os::futex;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-pub use multiproc_testkit::{Pid, fork_child, kill_children};
+pub use multiproc_testkit::{ForkedChild, fork_child, kill_children};
 
 /// Whether a child has exited (a crashed partner must not hang the run);
 /// reaps it if so.
-fn any_exited(pids: &[Pid]) -> bool {
-    pids.iter().any(|&pid| {
-        matches!(
-            rustix::process::waitpid(Some(pid), rustix::process::WaitOptions::NOHANG),
-            Ok(Some(_))
-        )
-    })
+fn any_exited(children: &mut [ForkedChild]) -> bool {
+    children.iter_mut().any(ForkedChild::has_exited)
 }
 
 /// Control words shared with the forked partners: 0 round number (futex
@@ -52,7 +47,7 @@ impl Control {
 
 /// `procs` producers and `procs` consumers forked around one link.
 pub struct Flow {
-    pids: Vec<Pid>,
+    pids: Vec<ForkedChild>,
     ctl: Control,
     procs: usize,
     target: u64,
@@ -146,7 +141,7 @@ impl Flow {
             }
             if got != last.0 {
                 last = (got, Instant::now());
-            } else if last.1.elapsed() > Duration::from_secs(2) && any_exited(&self.pids) {
+            } else if last.1.elapsed() > Duration::from_secs(2) && any_exited(&mut self.pids) {
                 panic!("{}: a partner process died", self.what);
             } else if last.1.elapsed() > Duration::from_secs(60) {
                 panic!("{}: no progress for a minute", self.what);
@@ -166,13 +161,13 @@ impl Flow {
 
 impl Drop for Flow {
     fn drop(&mut self) {
-        kill_children(&self.pids);
+        kill_children(&mut self.pids);
     }
 }
 
 /// An echo process forked around two links: `ping` there, `pong` back.
 pub struct RoundTrip {
-    pid: Pid,
+    child: ForkedChild,
     ping: Box<dyn Link>,
     pong: Box<dyn Link>,
     msg: Vec<u8>,
@@ -184,7 +179,7 @@ impl RoundTrip {
     pub fn start(peer: &dyn Peer) -> Self {
         let mut ping = peer.link(RTT_SIZE);
         let mut pong = peer.link(RTT_SIZE);
-        let pid = fork_child(|| {
+        let child = fork_child(|| {
             let mut buf = vec![0u8; RTT_SIZE];
             loop {
                 ping.recv(&mut buf);
@@ -192,7 +187,7 @@ impl RoundTrip {
             }
         });
         Self {
-            pid,
+            child,
             ping,
             pong,
             msg: vec![1u8; RTT_SIZE],
@@ -213,7 +208,7 @@ impl RoundTrip {
 
 impl Drop for RoundTrip {
     fn drop(&mut self) {
-        kill_children(&[self.pid]);
+        self.child.kill();
     }
 }
 

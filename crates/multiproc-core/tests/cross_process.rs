@@ -7,17 +7,14 @@ use multiproc_core::process::{self, Forked};
 use multiproc_core::segment::{self, NAME_PREFIX_ENV, generate_name, name_prefix};
 use multiproc_core::{Header, HeaderError, Segment, SegmentError, codec, scm};
 use multiproc_testkit::{
-    Role, inherited_fds, open_fd_count, run, shm_prefix, spawn, tests, unique_name, wait_timeout,
+    Role, inherited_fds, open_fd_count, pattern, run, shm_prefix, spawn, tests, unique_name,
+    wait_timeout,
 };
 use std::os::fd::{AsFd, OwnedFd};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 const CHILD_LIMIT: Duration = Duration::from_secs(20);
-
-fn pattern(len: usize) -> Vec<u8> {
-    (0..len).map(|i| (i % 251) as u8).collect()
-}
 
 // ---- child roles -------------------------------------------------------
 
@@ -48,7 +45,7 @@ fn child_write_pattern(args: &[String]) {
         Some(name) => Segment::open_named(name).unwrap(),
         None => Segment::from_fd(inherited_fds().remove(0)).unwrap(),
     };
-    segment.write_at(8, &pattern(segment.len() - 8)).unwrap();
+    segment.write_at(8, &pattern(segment.len() - 8, 0)).unwrap();
     let flag = segment.atomic_u32(0).unwrap();
     flag.store(1, Ordering::Release);
     futex::wake_all(flag);
@@ -108,7 +105,11 @@ fn child_receive_handles(_: &[String]) {
     };
     let mut data = vec![0u8; 1000];
     segment.read_at(0, &mut data).unwrap();
-    let answer: &[u8] = if data == pattern(1000) { b"ok" } else { b"bad" };
+    let answer: &[u8] = if data == pattern(1000, 0) {
+        b"ok"
+    } else {
+        b"bad"
+    };
     rustix::io::write(&pipe, answer).unwrap();
 }
 
@@ -132,7 +133,7 @@ fn child_writes_memfd_segment_parent_reads() {
     assert_eq!(segment.atomic_u32(0).unwrap().load(Ordering::Acquire), 1);
     let mut data = vec![0u8; segment.len() - 8];
     segment.read_at(8, &mut data).unwrap();
-    assert_eq!(data, pattern(segment.len() - 8));
+    assert_eq!(data, pattern(segment.len() - 8, 0));
 }
 
 fn child_writes_named_segment_parent_reads_then_unlinks() {
@@ -143,7 +144,7 @@ fn child_writes_named_segment_parent_reads_then_unlinks() {
     assert!(wait_timeout(&mut child, CHILD_LIMIT).success());
     let mut data = vec![0u8; 4096 - 8];
     segment.read_at(8, &mut data).unwrap();
-    assert_eq!(data, pattern(4096 - 8));
+    assert_eq!(data, pattern(4096 - 8, 0));
     segment.unlink().unwrap();
     assert!(!std::path::Path::new(&format!("/dev/shm/{name}")).exists());
     assert_eq!(
@@ -217,7 +218,7 @@ fn handles_cross_a_socket_and_work() {
     let mut child = spawn("receive_handles", &[], &[theirs.as_fd()]).unwrap();
     drop(theirs);
     let segment = Segment::anonymous(1000).unwrap();
-    segment.write_at(0, &pattern(1000)).unwrap();
+    segment.write_at(0, &pattern(1000, 0)).unwrap();
     let (read_end, write_end) = rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC).unwrap();
     let message = (&segment, multiproc_core::SharedFd::from(write_end));
     let (bytes, fds) = codec::encode_with_fds(&message).unwrap();

@@ -7,7 +7,9 @@ use multiproc_pipe::{
     Address, AuthFailure, Client, ConnectError, Connection, Listener, Pipe, RecvError, SendError,
     Waitable, auth::Challenge, wait,
 };
-use multiproc_testkit::{Role, Trial, inherited_fds, open_fd_count, run, spawn, wait_timeout};
+use multiproc_testkit::{
+    Role, Trial, inherited_fds, open_fd_count, pattern, run, spawn, wait_timeout,
+};
 use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::process::ExitStatusExt;
 use std::time::{Duration, Instant};
@@ -27,10 +29,6 @@ macro_rules! serial_tests {
             Ok(())
         })),*]
     };
-}
-
-fn pattern(len: usize) -> Vec<u8> {
-    (0..len).map(|i| (i % 251) as u8).collect()
 }
 
 fn child_conn() -> Connection {
@@ -102,7 +100,7 @@ fn child_receive_handles(_: &[String]) {
     let (conn, segment): (Connection, Segment) = courier.recv().unwrap();
     let mut data = vec![0u8; 1000];
     segment.read_at(0, &mut data).unwrap();
-    assert_eq!(data, pattern(1000));
+    assert_eq!(data, pattern(1000, 0));
     segment.write_at(1000, b"child was here").unwrap();
     conn.send_bytes(b"hello through a passed connection")
         .unwrap();
@@ -216,11 +214,11 @@ fn child_reader_under_rlimit(args: &[String]) {
     let mut dst = vec![0u8; 40_000];
     let err = if args[0] == "into" {
         assert_eq!(conn.recv_bytes_into(&mut dst).unwrap(), 40_000);
-        assert_eq!(dst, pattern(40_000));
+        assert_eq!(dst, pattern(40_000, 0));
         conn.send_bytes(b"ready").unwrap();
         conn.recv_bytes_into(&mut dst).unwrap_err()
     } else {
-        assert_eq!(conn.recv_bytes().unwrap(), pattern(40_000));
+        assert_eq!(conn.recv_bytes().unwrap(), pattern(40_000, 0));
         conn.send_bytes(b"ready").unwrap();
         conn.recv_bytes().unwrap_err()
     };
@@ -247,7 +245,7 @@ const PIECE_SIZES: [usize; 7] = [
     200_000,
 ];
 
-/// Writes every length of [`PIECE_SIZES`] as a frame of `pattern(len)`,
+/// Writes every length of [`PIECE_SIZES`] as a frame of `pattern(len, 0)`,
 /// in pieces with pauses: the header split in two writes, the payload in
 /// chunks. On `duplex`, then echoes one message (read after a pause, so
 /// the parent's send meets a full socket buffer).
@@ -262,7 +260,7 @@ fn child_write_in_pieces(args: &[String]) {
     let fd = inherited_fds().remove(0);
     for (k, len) in PIECE_SIZES.into_iter().enumerate() {
         let header = (len as u32).to_be_bytes();
-        let payload = pattern(len);
+        let payload = pattern(len, 0);
         let split = 1 + k % 3;
         write_all(&fd, &header[..split]);
         pause();
@@ -334,7 +332,7 @@ fn bytes_round_trip_through_a_child_at_edge_sizes() {
             }
         };
         for &size in &sizes {
-            let payload = pattern(size);
+            let payload = pattern(size, 0);
             match &sender {
                 None => ours.send_bytes(&payload).unwrap(),
                 Some(tx) => tx.send_bytes(&payload).unwrap(),
@@ -345,14 +343,14 @@ fn bytes_round_trip_through_a_child_at_edge_sizes() {
         }
         // recv_bytes_into with exact and short buffers.
         let mut buf = vec![0u8; 65_536];
-        let payload = pattern(65_536);
+        let payload = pattern(65_536, 0);
         match &sender {
             None => ours.send_bytes(&payload).unwrap(),
             Some(tx) => tx.send_bytes(&payload).unwrap(),
         }
         assert_eq!(ours.recv_bytes_into(&mut buf).unwrap(), 65_536);
         assert!(buf == payload);
-        let payload = pattern(65_537);
+        let payload = pattern(65_537, 0);
         match &sender {
             None => ours.send_bytes(&payload).unwrap(),
             Some(tx) => tx.send_bytes(&payload).unwrap(),
@@ -442,7 +440,7 @@ fn announced_length_is_not_reserved_before_data_arrives() {
         .unwrap();
         drop(theirs);
         let mut ours = ours;
-        ours.send_bytes(&pattern(40_000)).unwrap();
+        ours.send_bytes(&pattern(40_000, 0)).unwrap();
         // The header goes out only once the large frame was consumed, so
         // that it arrives alone.
         assert_eq!(ours.recv_bytes().unwrap(), b"ready");
@@ -707,7 +705,7 @@ fn a_connection_and_a_segment_pass_to_a_child() {
     drop(courier_child);
     let (mut here, there) = Pipe::new().unwrap();
     let segment = Segment::anonymous(4096).unwrap();
-    segment.write_at(0, &pattern(1000)).unwrap();
+    segment.write_at(0, &pattern(1000, 0)).unwrap();
     let fds_before = open_fd_count();
     courier.send(&(&there, &segment)).unwrap();
     assert_eq!(open_fd_count(), fds_before, "sending leaked a duplicate");
@@ -898,8 +896,8 @@ fn listener_and_client_across_processes_all_families() {
             .unwrap();
         let mut conn = listener.accept().unwrap();
         assert_eq!(conn.recv_bytes().unwrap(), b"hi");
-        conn.send_bytes(&pattern(100_000)).unwrap();
-        assert!(conn.recv_bytes().unwrap() == pattern(100_000));
+        conn.send_bytes(&pattern(100_000, 0)).unwrap();
+        assert!(conn.recv_bytes().unwrap() == pattern(100_000, 0));
         let out = child.wait_with_output().unwrap();
         assert!(out.status.success());
         assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "connected");
@@ -1105,14 +1103,14 @@ fn nonblocking_descriptor_keeps_partial_frames() {
             let msg = recv_nonblocking(&mut rx);
             assert_eq!(msg.len(), len, "{kind}");
             assert!(
-                msg == pattern(len),
+                msg == pattern(len, 0),
                 "{kind}: payload of {len} bytes differs"
             );
         }
         if kind == "duplex" {
             // Sending on the non-blocking descriptor: far more than the
             // socket buffer holds while the child still sleeps.
-            let big = pattern(3 * 1024 * 1024 + 17);
+            let big = pattern(3 * 1024 * 1024 + 17, 0);
             rx.send_bytes(&big).unwrap();
             let echo = recv_nonblocking(&mut rx);
             assert!(echo == big, "echo of {} bytes differs", big.len());

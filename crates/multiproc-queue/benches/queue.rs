@@ -39,7 +39,7 @@ use criterion::{
 use multiproc_core::Segment;
 use multiproc_core::futex::{self, SpinWait};
 use multiproc_queue::Queue;
-use multiproc_testkit::{Pid, fork_child, kill_children};
+use multiproc_testkit::{ForkedChild, fork_child, kill_children};
 use std::hint::black_box;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -96,7 +96,7 @@ impl Path {
 /// Producers and consumers forked around one queue.
 struct Flow {
     ctl: Control,
-    pids: Vec<Pid>,
+    pids: Vec<ForkedChild>,
     producers: usize,
     consumers: usize,
     target: u64,
@@ -212,7 +212,7 @@ impl Flow {
 
 impl Drop for Flow {
     fn drop(&mut self) {
-        kill_children(&self.pids);
+        kill_children(&mut self.pids);
     }
 }
 
@@ -245,7 +245,7 @@ fn throughput(c: &mut Criterion) {
 /// memory, with cached indices, like a hand-written ring would be.
 struct SpscRing {
     seg: Segment,
-    pid: Pid,
+    child: ForkedChild,
     target: u64,
 }
 
@@ -257,7 +257,7 @@ const SPSC_DATA: usize = 256;
 impl SpscRing {
     fn start() -> Self {
         let seg = Segment::anonymous(SPSC_DATA + 8 * SPSC_SLOTS).unwrap();
-        let pid = fork_child(|| {
+        let child = fork_child(|| {
             let head = seg.view::<AtomicU64>(SPSC_HEAD).unwrap();
             let tail = seg.view::<AtomicU64>(SPSC_TAIL).unwrap();
             let slots = seg.view::<[AtomicU64; SPSC_SLOTS]>(SPSC_DATA).unwrap();
@@ -278,7 +278,7 @@ impl SpscRing {
         });
         Self {
             seg,
-            pid,
+            child,
             target: 0,
         }
     }
@@ -313,7 +313,7 @@ impl SpscRing {
 
 impl Drop for SpscRing {
     fn drop(&mut self) {
-        kill_children(&[self.pid]);
+        self.child.kill();
     }
 }
 
@@ -359,7 +359,7 @@ fn queue_rounds(group: &mut BenchmarkGroup<'_, WallTime>, name: &str, burst: u64
             .unwrap()
     };
     let (ping, pong) = (build(), build());
-    let pid = fork_child(|| {
+    let child = fork_child(|| {
         loop {
             let mut last = 0;
             for _ in 0..burst {
@@ -380,7 +380,7 @@ fn queue_rounds(group: &mut BenchmarkGroup<'_, WallTime>, name: &str, burst: u64
             start.elapsed()
         });
     });
-    kill_children(&[pid]);
+    drop(child);
 }
 
 fn round_trips(c: &mut Criterion) {
@@ -394,7 +394,7 @@ fn round_trips(c: &mut Criterion) {
 
     // The floor: the same hand-off on two bare words, spinning then sleeping.
     let seg = Segment::anonymous(4096).unwrap();
-    let pid = fork_child(|| {
+    let child = fork_child(|| {
         let ping = seg.atomic_u32(0).unwrap();
         let pong = seg.atomic_u32(128).unwrap();
         let mut expected = 1u32;
@@ -421,7 +421,7 @@ fn round_trips(c: &mut Criterion) {
             start.elapsed()
         });
     });
-    kill_children(&[pid]);
+    drop(child);
     group.finish();
 }
 

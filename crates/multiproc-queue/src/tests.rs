@@ -4,6 +4,7 @@
 use crate::layout::{MAGIC, RING_OFFSET, VERSION, pack};
 use crate::{JoinableQueue, Queue, QueueError, SimpleQueue};
 use multiproc_core::{Header, Segment, SegmentError};
+use multiproc_testkit::pattern;
 use std::time::Duration;
 
 const TAIL: usize = 384;
@@ -14,10 +15,6 @@ const TAIL_COPY: usize = 280;
 const RING_LEN: usize = 128;
 const KIND: usize = 128 + 24;
 const FLAGS: usize = 128 + 28;
-
-fn pattern(len: usize) -> Vec<u8> {
-    (0..len).map(|i| (i % 251) as u8).collect()
-}
 
 fn small() -> Queue<()> {
     Queue::builder().ring_bytes(8192).build().unwrap()
@@ -181,7 +178,7 @@ fn a_huge_announced_total_does_not_allocate() {
     let writer = {
         let q = q.clone();
         std::thread::spawn(move || {
-            let _ = q.put_bytes_timeout(&pattern(20_000), Duration::from_secs(1));
+            let _ = q.put_bytes_timeout(&pattern(20_000, 0), Duration::from_secs(1));
         })
     };
     // Wait until the first fragment is published (tail moved).
@@ -229,17 +226,17 @@ fn sizes_at_the_edges_round_trip_typed_and_bytes() {
         let q = q.clone();
         std::thread::spawn(move || {
             for &len in &sizes {
-                q.put_bytes(&pattern(len)).unwrap();
-                q.put(pattern(len)).unwrap();
+                q.put_bytes(&pattern(len, 0)).unwrap();
+                q.put(pattern(len, 0)).unwrap();
             }
         })
     };
     for &len in &sizes {
         let raw = q.get_bytes_timeout(Duration::from_secs(10)).unwrap();
         assert_eq!(raw.len(), len);
-        assert!(raw == pattern(len), "bytes of size {len}");
+        assert!(raw == pattern(len, 0), "bytes of size {len}");
         let typed = q.get_timeout(Duration::from_secs(10)).unwrap();
-        assert!(typed == pattern(len), "typed of size {len}");
+        assert!(typed == pattern(len, 0), "typed of size {len}");
     }
     producer.join().unwrap();
     assert!(q.is_empty());
@@ -314,13 +311,13 @@ fn ring_wraps_many_times_with_mixed_sizes() {
         let q = q.clone();
         std::thread::spawn(move || {
             for i in 0..20_000usize {
-                q.put_bytes(&pattern(i % 700)).unwrap();
+                q.put_bytes(&pattern(i % 700, 0)).unwrap();
             }
         })
     };
     for i in 0..20_000usize {
         let m = q.get_bytes().unwrap();
-        assert!(m == pattern(i % 700), "message {i}");
+        assert!(m == pattern(i % 700, 0), "message {i}");
     }
     producer.join().unwrap();
 }
@@ -381,23 +378,23 @@ fn typed_values_around_the_direct_encoding_limit() {
         limit + 1,
         3 * limit,
     ] {
-        q.put(pattern(len)).unwrap();
+        q.put(pattern(len, 0)).unwrap();
         assert!(
-            q.get().unwrap() == pattern(len),
+            q.get().unwrap() == pattern(len, 0),
             "typed value of {len} bytes"
         );
     }
     // A full ring: the direct attempt finds no room, the fallback waits.
     let small: Queue<Vec<u8>> = Queue::builder().ring_bytes(4096).build().unwrap();
-    small.put(pattern(1500)).unwrap();
-    small.put(pattern(1500)).unwrap();
-    assert!(small.try_put(pattern(1500)).unwrap_err().is_full());
-    assert_eq!(small.get().unwrap(), pattern(1500));
+    small.put(pattern(1500, 0)).unwrap();
+    small.put(pattern(1500, 0)).unwrap();
+    assert!(small.try_put(pattern(1500, 0)).unwrap_err().is_full());
+    assert_eq!(small.get().unwrap(), pattern(1500, 0));
     // The free bytes are split by the end of the ring now (1056 + 1504):
     // a value that fits one part goes in place after the wrap.
-    small.put(pattern(1000)).unwrap();
-    assert_eq!(small.get().unwrap(), pattern(1500));
-    assert_eq!(small.get().unwrap(), pattern(1000));
+    small.put(pattern(1000, 0)).unwrap();
+    assert_eq!(small.get().unwrap(), pattern(1500, 0));
+    assert_eq!(small.get().unwrap(), pattern(1000, 0));
 }
 
 #[test]

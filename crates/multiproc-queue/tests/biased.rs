@@ -9,7 +9,7 @@
 
 use multiproc_core::Segment;
 use multiproc_queue::Queue;
-use multiproc_testkit::{Pid, Role, fork_child, inherited_fds, run, spawn, tests, wait_timeout};
+use multiproc_testkit::{Role, fork_child, inherited_fds, run, spawn, tests};
 use std::os::fd::AsFd;
 use std::process::Child;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
@@ -99,8 +99,7 @@ fn take_in_order(q: &Queue<()>, total: u64) -> [u64; 2] {
 }
 
 fn finish(child: &mut Child) {
-    let status = wait_timeout(child, CHILD_LIMIT);
-    assert!(status.success(), "child failed: {status:?}");
+    multiproc_testkit::finish(child, CHILD_LIMIT);
 }
 
 // ---- child roles -------------------------------------------------------
@@ -225,7 +224,7 @@ fn role_fork_after_bias(args: &[String]) {
     if biased {
         assert_eq!(owner_word(&q, PRODUCER_OWNER), BIASED, "bias not granted");
     }
-    reap(fork_child(|| q.put_bytes(&message(1, 0)).unwrap()));
+    fork_child(|| q.put_bytes(&message(1, 0)).unwrap()).join();
     if biased {
         assert_ne!(
             owner_word(&q, PRODUCER_OWNER),
@@ -241,16 +240,7 @@ fn role_fork_after_bias(args: &[String]) {
     for seq in EARN..EARN + count {
         q.put_bytes(&message(0, seq)).unwrap();
     }
-    reap(child);
-}
-
-/// Waits for a forked child; it must have exited with 0.
-fn reap(pid: Pid) {
-    let status = rustix::process::waitpid(Some(pid), rustix::process::WaitOptions::empty())
-        .unwrap()
-        .unwrap()
-        .1;
-    assert_eq!(status.exit_status(), Some(0), "forked child failed");
+    child.join();
 }
 
 /// Puts messages 0..`args[0]` as producer 1; run with

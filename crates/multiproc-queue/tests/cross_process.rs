@@ -30,7 +30,7 @@
 
 use multiproc_core::{Segment, codec, scm};
 use multiproc_queue::{JoinableQueue, Queue, SimpleQueue};
-use multiproc_testkit::{Role, inherited_fds, run, spawn, tests, wait_timeout};
+use multiproc_testkit::{Role, inherited_fds, pattern, run, spawn, tests};
 use serde::{Deserialize, Serialize};
 use std::os::fd::AsFd;
 use std::process::Child;
@@ -41,10 +41,6 @@ const CHILD_LIMIT: Duration = Duration::from_secs(60);
 
 fn full() -> bool {
     std::env::var_os("MULTIPROC_FULL").is_some_and(|v| v != "0")
-}
-
-fn pattern(len: usize, salt: u64) -> Vec<u8> {
-    (0..len).map(|i| ((i as u64 + salt) % 251) as u8).collect()
 }
 
 /// FNV-1a, enough to catch torn or mixed-up bytes.
@@ -128,8 +124,7 @@ where
 }
 
 fn finish(child: &mut Child) {
-    let status = wait_timeout(child, CHILD_LIMIT);
-    assert!(status.success(), "child failed: {status:?}");
+    multiproc_testkit::finish(child, CHILD_LIMIT);
 }
 
 // ---- child roles -------------------------------------------------------

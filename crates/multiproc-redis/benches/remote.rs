@@ -39,17 +39,10 @@ fn connect(url: &str) -> redis::Connection {
         .unwrap()
 }
 
-fn wait_child(pid: rustix::process::Pid) {
-    let (_, status) = rustix::process::waitpid(Some(pid), rustix::process::WaitOptions::empty())
-        .expect("waitpid")
-        .expect("a status");
-    assert_eq!(status.exit_status(), Some(0), "the producer failed");
-}
-
 fn queue_round(url: &str, q: &RemoteQueue<()>, size: usize, n: u64) -> Duration {
     let payload = vec![0x5au8; size];
     let start = Instant::now();
-    let pid = {
+    let producer = {
         let url = url.to_owned();
         let name = q.name().to_owned();
         fork_child(move || {
@@ -67,7 +60,7 @@ fn queue_round(url: &str, q: &RemoteQueue<()>, size: usize, n: u64) -> Duration 
         assert_eq!(m.len(), size);
     }
     let took = start.elapsed();
-    wait_child(pid);
+    producer.join();
     took
 }
 
@@ -75,7 +68,7 @@ fn floor_round(url: &str, con: &mut redis::Connection, size: usize, n: u64) -> D
     let stream = "bench:floor";
     let payload = vec![0x5au8; size];
     let start = Instant::now();
-    let pid = {
+    let producer = {
         let url = url.to_owned();
         fork_child(move || {
             let mut con = connect(&url);
@@ -157,7 +150,7 @@ fn floor_round(url: &str, con: &mut redis::Connection, size: usize, n: u64) -> D
         .query::<()>(con)
         .unwrap();
     let took = start.elapsed();
-    wait_child(pid);
+    producer.join();
     took
 }
 

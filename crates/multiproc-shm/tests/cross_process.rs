@@ -6,7 +6,7 @@ use multiproc_shm::{
     Array, RawArray, RawValue, ShareableList, ShareableValue as V, SharedMemory, ShmError, Value,
 };
 use multiproc_testkit::{
-    Role, eventually, run, shm_names, shm_prefix, spawn, tests, unique_name, wait_timeout,
+    Role, eventually, pattern, run, shm_names, shm_prefix, spawn, tests, unique_name, wait_timeout,
 };
 use std::io::{BufRead, BufReader, Write};
 use std::os::fd::AsFd;
@@ -16,10 +16,6 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 const LIMIT: Duration = Duration::from_secs(30);
-
-fn pattern(len: usize) -> Vec<u8> {
-    (0..len).map(|i| (i % 251) as u8).collect()
-}
 
 fn exists(name: &str) -> bool {
     Path::new(&format!("/dev/shm/{name}")).exists()
@@ -32,7 +28,7 @@ fn child_open_and_mark(args: &[String]) {
     let shm = SharedMemory::open(&args[0]).unwrap();
     let mut data = vec![0u8; shm.size()];
     shm.read_at(0, &mut data).unwrap();
-    assert_eq!(&data[8..], &pattern(shm.size())[8..]);
+    assert_eq!(&data[8..], &pattern(shm.size(), 0)[8..]);
     shm.write_at(0, b"childwas").unwrap();
 }
 
@@ -175,7 +171,7 @@ fn line(reader: &mut impl BufRead) -> String {
 
 fn child_opens_by_name_and_writes() {
     let shm = SharedMemory::create(None, 10_000).unwrap();
-    shm.write_at(0, &pattern(10_000)).unwrap();
+    shm.write_at(0, &pattern(10_000, 0)).unwrap();
     let mut child = spawn("open_and_mark", &[shm.name()], &[]).unwrap();
     assert!(wait_timeout(&mut child, LIMIT).success());
     let mut head = [0u8; 8];
@@ -323,7 +319,7 @@ print("OK" if ok else "BAD", flush=True)
     let shm = SharedMemory::open(&name).unwrap();
     assert!(!shm.is_owner());
     assert_eq!(shm.size(), 4096);
-    assert_eq!(shm.to_vec(), pattern(4096), "bytes differ from Python's");
+    assert_eq!(shm.to_vec(), pattern(4096, 0), "bytes differ from Python's");
     shm.write_at(0, b"rust").unwrap();
     writeln!(py.stdin.as_mut().unwrap(), "go").unwrap();
     assert_eq!(line(&mut out), "OK");
@@ -334,7 +330,7 @@ print("OK" if ok else "BAD", flush=True)
 
 fn rust_creates_python_opens() {
     let shm = SharedMemory::create(None, 4096).unwrap();
-    shm.write_at(0, &pattern(4096)).unwrap();
+    shm.write_at(0, &pattern(4096, 0)).unwrap();
     // Python < 3.13 registers attached blocks with its resource tracker,
     // which would unlink ours when Python exits: unregister right away.
     let script = r#"

@@ -17,7 +17,7 @@
 use criterion::{Criterion, criterion_group, criterion_main};
 use multiproc_core::Segment;
 use multiproc_sync::{Event, Lock, RLock};
-use multiproc_testkit::{Pid, fork_child};
+use multiproc_testkit::fork_child;
 use std::hint::black_box;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -166,10 +166,6 @@ fn uncontended(c: &mut Criterion) {
     group.finish();
 }
 
-fn reap(pid: Pid) {
-    let _ = rustix::process::waitpid(Some(pid), rustix::process::WaitOptions::empty());
-}
-
 /// Control words for the forked peer: stop flag and a counter.
 struct Control {
     segment: Segment,
@@ -196,7 +192,7 @@ impl Control {
 fn contended(iters: u64, control: &Control, op: impl Fn(), peer: impl Fn()) -> Duration {
     control.stop().store(0, Ordering::SeqCst);
     control.ready().store(0, Ordering::SeqCst);
-    let pid = fork_child(|| {
+    let child = fork_child(|| {
         control.ready().store(1, Ordering::SeqCst);
         while control.stop().load(Ordering::Relaxed) == 0 {
             peer();
@@ -211,7 +207,7 @@ fn contended(iters: u64, control: &Control, op: impl Fn(), peer: impl Fn()) -> D
     }
     let took = start.elapsed();
     control.stop().store(1, Ordering::SeqCst);
-    reap(pid);
+    child.join();
     took
 }
 
@@ -256,7 +252,7 @@ fn event_round_trip(c: &mut Criterion) {
             ping.clear();
             pong.clear();
             control.counter().store(iters, Ordering::SeqCst);
-            let pid = fork_child(|| {
+            let child = fork_child(|| {
                 for _ in 0..control.counter().load(Ordering::SeqCst) {
                     ping.wait();
                     ping.clear();
@@ -270,7 +266,7 @@ fn event_round_trip(c: &mut Criterion) {
                 pong.clear();
             }
             let took = start.elapsed();
-            reap(pid);
+            child.join();
             took
         });
     });

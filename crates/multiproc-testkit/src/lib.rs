@@ -369,7 +369,7 @@ pub fn eventually(limit: Duration, mut check: impl FnMut() -> bool) -> bool {
 ///
 /// When the process runs more than one thread (a forked child would find
 /// their locks held for ever), or `fork` fails.
-pub fn fork_child(body: impl FnOnce()) -> Pid {
+pub fn fork_child(body: impl FnOnce()) -> ForkedChild {
     let threads = std::fs::read_dir("/proc/self/task").map(Iterator::count);
     assert!(
         matches!(threads, Ok(1)),
@@ -381,7 +381,7 @@ pub fn fork_child(body: impl FnOnce()) -> Pid {
     // none of the parent's destructors (they would unlink the parent's
     // named segments) or exit handlers.
     match unsafe { process::fork() }.expect("fork failed") {
-        Forked::Parent(pid) => pid,
+        Forked::Parent(pid) => ForkedChild { pid: Some(pid) },
         Forked::Child => {
             let _ = rustix::process::set_parent_process_death_signal(Some(
                 rustix::process::Signal::KILL,
@@ -392,12 +392,94 @@ pub fn fork_child(body: impl FnOnce()) -> Pid {
     }
 }
 
-/// `SIGKILL`s and reaps children made by [`fork_child`].
-pub fn kill_children(pids: &[Pid]) {
-    for &pid in pids {
-        let _ = rustix::process::kill_process(pid, rustix::process::Signal::KILL);
-        let _ = rustix::process::waitpid(Some(pid), rustix::process::WaitOptions::empty());
+/// A child made by [`fork_child`]. Dropping it `SIGKILL`s and reaps the
+/// child, so a bench or test that panics or returns early leaves no
+/// partner spinning.
+#[must_use = "dropping it kills the child at once"]
+pub struct ForkedChild {
+    /// `None` once reaped.
+    pid: Option<Pid>,
+}
+
+impl ForkedChild {
+    /// The child's pid.
+    ///
+    /// # Panics
+    ///
+    /// Never: a reaped child is consumed or no longer reachable.
+    pub fn pid(&self) -> Pid {
+        self.pid.expect("not reaped yet")
     }
+
+    /// Waits for the child to end by itself and asserts that `body`
+    /// returned (exit code 0; a panic in `body` is 101).
+    pub fn join(mut self) {
+        let pid = self.pid.take().expect("not reaped yet");
+        let (_, status) =
+            rustix::process::waitpid(Some(pid), rustix::process::WaitOptions::empty())
+                .expect("waitpid")
+                .expect("a status");
+        assert_eq!(
+            status.exit_status(),
+            Some(0),
+            "forked child failed: {status:?}"
+        );
+    }
+
+    /// Whether the child has ended (by itself or killed); reaps it if so.
+    pub fn has_exited(&mut self) -> bool {
+        let Some(pid) = self.pid else { return true };
+        match rustix::process::waitpid(Some(pid), rustix::process::WaitOptions::NOHANG) {
+            Ok(Some(_)) | Err(_) => {
+                self.pid = None;
+                true
+            }
+            Ok(None) => false,
+        }
+    }
+
+    /// `SIGKILL`s and reaps the child now (what dropping it does).
+    pub fn kill(&mut self) {
+        if let Some(pid) = self.pid.take() {
+            let _ = rustix::process::kill_process(pid, rustix::process::Signal::KILL);
+            let _ = rustix::process::waitpid(Some(pid), rustix::process::WaitOptions::empty());
+        }
+    }
+}
+
+impl Drop for ForkedChild {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// `SIGKILL`s and reaps children made by [`fork_child`], in order.
+pub fn kill_children(children: &mut [ForkedChild]) {
+    for child in children {
+        child.kill();
+    }
+}
+
+/// A payload whose bytes say where they belong — `(i + salt) % 251` at
+/// offset `i`, a prime period so no power-of-two stride repeats it — so a
+/// torn, shifted or mixed-up copy shows when compared with a fresh one.
+///
+/// ```
+/// let p = multiproc_testkit::pattern(300, 0);
+/// assert_eq!((p[0], p[250], p[251], p[299]), (0, 250, 0, 48));
+/// assert_ne!(multiproc_testkit::pattern(8, 1), multiproc_testkit::pattern(8, 2));
+/// ```
+pub fn pattern(len: usize, salt: u64) -> Vec<u8> {
+    (0..len)
+        .map(|i| ((i as u64).wrapping_add(salt) % 251) as u8)
+        .collect()
+}
+
+/// Waits for `child` at most `limit` (see [`wait_timeout`]) and asserts
+/// that it succeeded.
+pub fn finish(child: &mut Child, limit: Duration) {
+    let status = wait_timeout(child, limit);
+    assert!(status.success(), "child failed: {status:?}");
 }
 
 /// Environment marker of a test re-run alone by [`alone_in_child_process`].
