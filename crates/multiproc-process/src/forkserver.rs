@@ -42,7 +42,7 @@ use rustix::process::{Pid, PidfdFlags, Signal, WaitOptions};
 use serde::{Deserialize, Serialize};
 use std::fmt;
 use std::io;
-use std::os::fd::{AsFd, OwnedFd};
+use std::os::fd::OwnedFd;
 use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
@@ -131,14 +131,10 @@ impl Servers {
         self.reap_retired();
     }
 
-    /// The server to ask: the current one, unless it has exited (then it
-    /// is reaped and replaced), or a new one.
+    /// The server to ask: the current one, or a new one. (A current one
+    /// that has died is found by the broken pipe of the request sent to it,
+    /// retired, reaped and replaced: no system call per start to look.)
     fn running(&mut self) -> io::Result<&mut Server> {
-        if let Some(server) = &self.current
-            && matches!(crate::child::try_reap(server.pid), Ok(Some(_)))
-        {
-            self.current = None;
-        }
         let server = match self.current.take() {
             Some(server) => server,
             None => launch()?,
@@ -218,11 +214,11 @@ impl Server {
                 // step. (The server did start the child; with its reply
                 // lost, the child finds its bootstrap socket closed when
                 // our caller drops it, and exits.)
-                Err(err @ (RecvError::Codec(_) | RecvError::DescriptorsDropped(_))) => {
-                    Err(Failure::Alone(short_of_fds(&self.conn, 1).unwrap_or_else(
-                        || io::Error::new(io::ErrorKind::InvalidData, err),
-                    )))
-                }
+                Err(RecvError::DescriptorsDropped(_)) => Err(Failure::Alone(out_of_fds())),
+                Err(err @ RecvError::Codec(_)) => Err(Failure::Alone(io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    err,
+                ))),
                 Err(RecvError::Eof) => Err(Failure::Broken(gone("no reply"))),
                 Err(err) => Err(Failure::Broken(io::Error::other(err))),
             })?;
@@ -246,19 +242,12 @@ fn gone(cause: impl fmt::Display) -> io::Error {
     )
 }
 
-/// `EMFILE`, when this process cannot open `needed` more descriptors (tried
-/// by duplicating `fd`): the likely reason why a message that carried that
-/// many did not decode (the kernel drops what it cannot install).
-fn short_of_fds(fd: impl AsFd, needed: usize) -> Option<io::Error> {
-    let mut held = Vec::with_capacity(needed);
-    for _ in 0..needed {
-        match rustix::io::fcntl_dupfd_cloexec(fd.as_fd(), 0) {
-            Ok(copy) => held.push(copy),
-            Err(rustix::io::Errno::MFILE) => return Some(rustix::io::Errno::MFILE.into()),
-            Err(_) => return None,
-        }
-    }
-    None
+/// Why the kernel dropped descriptors a message carried
+/// ([`RecvError::DescriptorsDropped`]): the control buffer has room for the
+/// most a message may carry, so only a process out of descriptors
+/// (`EMFILE`) sees that.
+fn out_of_fds() -> io::Error {
+    rustix::io::Errno::MFILE.into()
 }
 
 /// The server could not start a child: the step that failed, with the OS
@@ -411,15 +400,13 @@ pub(crate) fn serve(fd: OwnedFd) -> ! {
                 // A whole frame that did not decode, typically because its
                 // descriptors could not be received: the connection is
                 // still in step, so only this start fails.
-                Err(err @ (RecvError::Codec(_) | RecvError::DescriptorsDropped(_))) => {
-                    match short_of_fds(&*conn, 2) {
-                        Some(e) => failed("receiving the request", &e),
-                        None => Reply::Failed {
-                            step: format!("receiving the request: {err}"),
-                            errno: 0,
-                        },
-                    }
+                Err(RecvError::DescriptorsDropped(_)) => {
+                    failed("receiving the request", &out_of_fds())
                 }
+                Err(err @ RecvError::Codec(_)) => Reply::Failed {
+                    step: format!("receiving the request: {err}"),
+                    errno: 0,
+                },
                 // Closed (the parent retired us, or is exiting), or out of
                 // step: no more requests; report on the children running.
                 Err(_) => {
@@ -522,12 +509,11 @@ fn send_started(
         }
         Err(SendError::Codec(err)) => {
             stop(child.pid);
-            Err(Some(match short_of_fds(conn, 1) {
-                Some(e) => failed("sending the reply", &e),
-                None => Reply::Failed {
-                    step: format!("sending the reply: {err}"),
-                    errno: 0,
-                },
+            // Encoding duplicates the pidfd: out of descriptors is an OS
+            // error a few sources down.
+            Err(Some(Reply::Failed {
+                step: format!("sending the reply: {err}"),
+                errno: crate::os_cause::os_cause(&err).unwrap_or(0),
             }))
         }
         Err(_) => {

@@ -173,6 +173,7 @@ mod exe;
 mod forkserver;
 mod info;
 mod method;
+mod os_cause;
 mod pool;
 mod process;
 mod registry;

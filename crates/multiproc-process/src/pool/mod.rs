@@ -723,17 +723,7 @@ impl StartError {
     /// `error`'s sources as its cause (out of descriptors shows up as a
     /// descriptor that could not be encoded otherwise), or `error` itself.
     fn wrap(error: io::Error) -> io::Error {
-        let mut os = error.raw_os_error();
-        let mut next = std::error::Error::source(&error);
-        while let Some(e) = next {
-            if let Some(code) = e
-                .downcast_ref::<io::Error>()
-                .and_then(io::Error::raw_os_error)
-            {
-                os = Some(code);
-            }
-            next = e.source();
-        }
+        let os = crate::os_cause::os_cause(&error);
         let source = os.map_or(error, io::Error::from_raw_os_error);
         io::Error::new(source.kind(), Self { source })
     }
