@@ -406,7 +406,9 @@ impl ForkedChild {
     ///
     /// # Panics
     ///
-    /// Never: a reaped child is consumed or no longer reachable.
+    /// Once the child is reaped: after [`kill`](Self::kill), or after
+    /// [`has_exited`](Self::has_exited) returned `true` (its pid may name
+    /// another process by then).
     pub fn pid(&self) -> Pid {
         self.pid.expect("not reaped yet")
     }
