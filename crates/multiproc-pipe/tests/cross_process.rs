@@ -121,8 +121,10 @@ fn child_receiver_out_of_fds(_: &[String]) {
         .unwrap();
     let nofile = rustix::process::Resource::Nofile;
     let maximum = rustix::process::getrlimit(nofile).maximum;
+    // Two slots above the highest descriptor, so that at least two fillers
+    // exist to be closed later even when the descriptors in use leave no gap.
     let limit = rustix::process::Rlimit {
-        current: Some(highest + 1),
+        current: Some(highest + 3),
         maximum,
     };
     rustix::process::setrlimit(nofile, limit).unwrap();
