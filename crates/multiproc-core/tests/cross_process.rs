@@ -7,7 +7,7 @@ use multiproc_core::process::{self, Forked};
 use multiproc_core::segment::{self, NAME_PREFIX_ENV, generate_name, name_prefix};
 use multiproc_core::{Header, HeaderError, Segment, SegmentError, codec, scm};
 use multiproc_testkit::{
-    Role, inherited_fds, open_fd_count, pattern, run, shm_prefix, spawn, tests, unique_name,
+    Role, inherited_fds, open_fd_count, pattern, role, run, shm_prefix, spawn, tests, unique_name,
     wait_timeout,
 };
 use std::os::fd::{AsFd, OwnedFd};
@@ -128,7 +128,7 @@ fn child_send_fds(args: &[String]) {
 
 fn child_writes_memfd_segment_parent_reads() {
     let segment = Segment::anonymous(64 * 1024).unwrap();
-    let mut child = spawn("write_pattern", &[], &[segment.as_fd()]).unwrap();
+    let mut child = spawn(role!(child_write_pattern), &[], &[segment.as_fd()]).unwrap();
     assert!(wait_timeout(&mut child, CHILD_LIMIT).success());
     assert_eq!(segment.atomic_u32(0).unwrap().load(Ordering::Acquire), 1);
     let mut data = vec![0u8; segment.len() - 8];
@@ -140,7 +140,7 @@ fn child_writes_named_segment_parent_reads_then_unlinks() {
     let segment = Segment::create_named(None, 4096).unwrap();
     let name = segment.name().unwrap().to_owned();
     assert!(std::path::Path::new(&format!("/dev/shm/{name}")).exists());
-    let mut child = spawn("write_pattern", &[&name], &[]).unwrap();
+    let mut child = spawn(role!(child_write_pattern), &[&name], &[]).unwrap();
     assert!(wait_timeout(&mut child, CHILD_LIMIT).success());
     let mut data = vec![0u8; 4096 - 8];
     segment.read_at(8, &mut data).unwrap();
@@ -167,7 +167,7 @@ fn named_segment_create_is_exclusive_and_private() {
 fn futex_wait_is_woken_by_another_process() {
     let segment = Segment::anonymous(4096).unwrap();
     let word = segment.atomic_u32(0).unwrap();
-    let mut child = spawn("wake_later", &[], &[segment.as_fd()]).unwrap();
+    let mut child = spawn(role!(child_wake_later), &[], &[segment.as_fd()]).unwrap();
     let start = Instant::now();
     let deadline = Some(start + Duration::from_secs(10));
     let mut woken = false;
@@ -186,7 +186,7 @@ fn futex_wait_is_woken_by_another_process() {
 fn futex_wait_until_spins_then_sleeps_across_processes() {
     let segment = Segment::anonymous(4096).unwrap();
     let word = segment.atomic_u32(0).unwrap();
-    let mut child = spawn("wake_later", &[], &[segment.as_fd()]).unwrap();
+    let mut child = spawn(role!(child_wake_later), &[], &[segment.as_fd()]).unwrap();
     let value = futex::wait_until(
         word,
         multiproc_core::time::deadline_after(Duration::from_secs(10)),
@@ -215,7 +215,7 @@ fn timed_wait_returns_on_time() {
 
 fn handles_cross_a_socket_and_work() {
     let (ours, theirs) = scm::stream_pair().unwrap();
-    let mut child = spawn("receive_handles", &[], &[theirs.as_fd()]).unwrap();
+    let mut child = spawn(role!(child_receive_handles), &[], &[theirs.as_fd()]).unwrap();
     drop(theirs);
     let segment = Segment::anonymous(1000).unwrap();
     segment.write_at(0, &pattern(1000, 0)).unwrap();
@@ -237,7 +237,12 @@ fn surplus_and_unexpected_descriptors_are_closed() {
     for (sent, accepted) in [(10usize, 3usize), (5, 0), (1, 1)] {
         let (ours, theirs) = scm::stream_pair().unwrap();
         let before = open_fd_count();
-        let mut child = spawn("send_fds", &[&sent.to_string()], &[theirs.as_fd()]).unwrap();
+        let mut child = spawn(
+            role!(child_send_fds),
+            &[&sent.to_string()],
+            &[theirs.as_fd()],
+        )
+        .unwrap();
         drop(theirs);
         let mut buf = [0u8; 16];
         let got = scm::recv(&ours, &mut buf, accepted).unwrap();
@@ -364,7 +369,7 @@ fn generated_names_take_their_prefix_from_the_environment() {
         (None, "prefix=mp_".to_owned()),
     ];
     for (value, check) in cases {
-        let mut cmd = multiproc_testkit::command("generated_names", &[&check], &[]);
+        let mut cmd = multiproc_testkit::command(role!(child_generated_names), &[&check], &[]);
         match value {
             Some(value) => cmd.env(NAME_PREFIX_ENV, value),
             None => cmd.env_remove(NAME_PREFIX_ENV),
@@ -376,7 +381,7 @@ fn generated_names_take_their_prefix_from_the_environment() {
     for bad in ["a/b", "mp *", "..\\", too_long.as_str()] {
         let given = unique_name("given");
         let status = multiproc_testkit::command(
-            "generated_names",
+            role!(child_generated_names),
             &[&format!("invalid={bad}"), &given],
             &[],
         )
@@ -413,13 +418,13 @@ fn an_object_from_another_pid_namespace_is_refused_on_attach() {
     segment
         .publish_header(0, &Header::new(NS_MAGIC, 1, 4096))
         .unwrap();
-    let status = spawn("read_header", &["same"], &[segment.as_fd()])
+    let status = spawn(role!(child_read_header), &["same"], &[segment.as_fd()])
         .unwrap()
         .wait()
         .unwrap();
     assert!(status.success(), "attach in our own namespace: {status:?}");
     let Some(mut cmd) = multiproc_testkit::command_in_new_pid_namespace(
-        "read_header",
+        role!(child_read_header),
         &["foreign"],
         &[segment.as_fd()],
     ) else {
@@ -509,7 +514,7 @@ fn child_fork_wrapper(_: &[String]) {
 }
 
 fn the_fork_wrapper_runs_handlers_and_reports_statuses() {
-    let out = multiproc_testkit::command("fork_wrapper", &[], &[])
+    let out = multiproc_testkit::command(role!(child_fork_wrapper), &[], &[])
         .stdin(std::process::Stdio::null())
         .output()
         .unwrap();
@@ -523,13 +528,13 @@ fn the_fork_wrapper_runs_handlers_and_reports_statuses() {
 
 fn main() {
     let roles: &[Role] = &[
-        ("read_header", child_read_header),
-        ("write_pattern", child_write_pattern),
-        ("wake_later", child_wake_later),
-        ("receive_handles", child_receive_handles),
-        ("send_fds", child_send_fds),
-        ("generated_names", child_generated_names),
-        ("fork_wrapper", child_fork_wrapper),
+        role!(child_read_header),
+        role!(child_write_pattern),
+        role!(child_wake_later),
+        role!(child_receive_handles),
+        role!(child_send_fds),
+        role!(child_generated_names),
+        role!(child_fork_wrapper),
     ];
     run(
         roles,

@@ -8,7 +8,7 @@ use multiproc_pipe::{
     Waitable, auth::Challenge, wait,
 };
 use multiproc_testkit::{
-    Role, Trial, inherited_fds, open_fd_count, pattern, run, spawn, wait_timeout,
+    Role, Trial, inherited_fds, open_fd_count, pattern, role, run, spawn, wait_timeout,
 };
 use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::process::ExitStatusExt;
@@ -320,10 +320,13 @@ fn bytes_round_trip_through_a_child_at_edge_sizes() {
             16 << 20,
         ];
         let mut child = match &extra {
-            None => spawn("echo_pair", &[], &[theirs.as_fd()]).unwrap(),
-            Some((_, child_tx)) => {
-                spawn("echo_split", &[], &[theirs.as_fd(), child_tx.as_fd()]).unwrap()
-            }
+            None => spawn(role!(child_echo), &[], &[theirs.as_fd()]).unwrap(),
+            Some((_, child_tx)) => spawn(
+                role!(child_echo_split),
+                &[],
+                &[theirs.as_fd(), child_tx.as_fd()],
+            )
+            .unwrap(),
         };
         drop(theirs);
         let sender = match extra {
@@ -384,7 +387,7 @@ fn child_echo_split(_: &[String]) {
 
 fn eof_after_the_peer_exits() {
     let (mut ours, theirs) = Pipe::new().unwrap();
-    let mut child = spawn("send_then_exit", &["50"], &[theirs.as_fd()]).unwrap();
+    let mut child = spawn(role!(child_send_then_exit), &["50"], &[theirs.as_fd()]).unwrap();
     drop(theirs);
     for i in 0..50u32 {
         assert_eq!(ours.recv::<u32>().unwrap(), i);
@@ -412,7 +415,7 @@ fn raw_from_child(hex: &str, max: usize) -> (Connection, Result<Vec<u8>, RecvErr
     let (ours, theirs) = Pipe::new().unwrap();
     let mut ours = ours;
     ours.set_max_message_len(max);
-    let mut child = spawn("write_raw", &[hex], &[theirs.as_fd()]).unwrap();
+    let mut child = spawn(role!(child_write_raw), &[hex], &[theirs.as_fd()]).unwrap();
     drop(theirs);
     assert!(wait_timeout(&mut child, CHILD_LIMIT).success());
     let result = ours.recv_bytes();
@@ -432,7 +435,7 @@ fn announced_length_is_not_reserved_before_data_arrives() {
     for (mode, header_len) in [("bytes", 4), ("into", 4), ("bytes", 12), ("into", 12)] {
         let (ours, theirs) = Pipe::new().unwrap();
         let mut child = multiproc_testkit::command(
-            "reader_under_rlimit",
+            role!(child_reader_under_rlimit),
             &[mode, &header_len.to_string()],
             &[theirs.as_fd()],
         )
@@ -470,11 +473,12 @@ fn announced_length_is_not_reserved_before_data_arrives() {
 /// Starts [`child_silent_client`] against `address` and waits until it has
 /// connected.
 fn spawn_silent_client(address: &Address) -> std::process::Child {
-    let mut child = multiproc_testkit::command("silent_client", &[&address.to_string()], &[])
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
+    let mut child =
+        multiproc_testkit::command(role!(child_silent_client), &[&address.to_string()], &[])
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
     let mut line = String::new();
     std::io::BufRead::read_line(
         &mut std::io::BufReader::new(child.stdout.as_mut().unwrap()),
@@ -546,11 +550,12 @@ fn handshake_timeout_drops_a_silent_client() {
 
         // A well-behaved client afterwards is accepted and talks; the
         // timeout no longer applies to the accepted connection.
-        let mut client = multiproc_testkit::command("client", &[&bound.to_string(), "key"], &[])
-            .stdin(std::process::Stdio::null())
-            .stdout(std::process::Stdio::piped())
-            .spawn()
-            .unwrap();
+        let mut client =
+            multiproc_testkit::command(role!(child_client), &[&bound.to_string(), "key"], &[])
+                .stdin(std::process::Stdio::null())
+                .stdout(std::process::Stdio::piped())
+                .spawn()
+                .unwrap();
         let mut conn = listener.accept().unwrap();
         std::thread::sleep(Duration::from_millis(300));
         assert_eq!(conn.recv_bytes().unwrap(), b"hi");
@@ -616,7 +621,7 @@ fn garbage_to_recv_leaves_the_connection_usable() {
     }
     let (ours, theirs) = Pipe::new().unwrap();
     let mut ours = ours;
-    let mut child = spawn("write_raw", &[&hex], &[theirs.as_fd()]).unwrap();
+    let mut child = spawn(role!(child_write_raw), &[&hex], &[theirs.as_fd()]).unwrap();
     drop(theirs);
     assert!(matches!(
         ours.recv::<(u64, String)>(),
@@ -635,7 +640,7 @@ fn poll_times_out_then_sees_a_late_message() {
         assert!(took >= Duration::from_millis(ms), "early: {took:?}");
         assert!(took < Duration::from_millis(ms + 500), "late: {took:?}");
     }
-    let mut child = spawn("late_sender", &["0", "100"], &[theirs.as_fd()]).unwrap();
+    let mut child = spawn(role!(child_late_sender), &["0", "100"], &[theirs.as_fd()]).unwrap();
     drop(theirs);
     let start = Instant::now();
     assert!(ours.poll(Some(Duration::from_secs(10))).unwrap());
@@ -652,7 +657,7 @@ fn wait_returns_the_ready_ones_among_many() {
     let pairs: Vec<(Connection, Connection)> = (0..4).map(|_| Pipe::new().unwrap()).collect();
     let (mut ours, theirs): (Vec<Connection>, Vec<Connection>) = pairs.into_iter().unzip();
     let fds: Vec<_> = theirs.iter().map(AsFd::as_fd).collect();
-    let mut child = spawn("late_sender", &["2", "100"], &fds).unwrap();
+    let mut child = spawn(role!(child_late_sender), &["2", "100"], &fds).unwrap();
     drop(theirs);
     // Nothing yet.
     let start = Instant::now();
@@ -703,7 +708,7 @@ fn wait_counts_messages_already_read_ahead() {
 fn a_connection_and_a_segment_pass_to_a_child() {
     let (courier, courier_child) = Pipe::new().unwrap();
     let mut courier = courier;
-    let mut child = spawn("receive_handles", &[], &[courier_child.as_fd()]).unwrap();
+    let mut child = spawn(role!(child_receive_handles), &[], &[courier_child.as_fd()]).unwrap();
     drop(courier_child);
     let (mut here, there) = Pipe::new().unwrap();
     let segment = Segment::anonymous(4096).unwrap();
@@ -820,11 +825,12 @@ fn stray_descriptors_are_closed_not_misdelivered() {
 
 fn descriptors_the_receiver_cannot_take_are_a_typed_error() {
     let (mut courier, theirs) = Pipe::new().unwrap();
-    let child = multiproc_testkit::command("receiver_out_of_fds", &[], &[theirs.as_fd()])
-        .stdin(std::process::Stdio::null())
-        .stdout(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
+    let child =
+        multiproc_testkit::command(role!(child_receiver_out_of_fds), &[], &[theirs.as_fd()])
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
     drop(theirs);
     assert_eq!(courier.recv_bytes().unwrap(), b"ready");
     for (n, tag) in [(1u32, b"seg1"), (2, b"seg2")] {
@@ -867,7 +873,7 @@ fn simplex_and_tcp_refuse_descriptors() {
 }
 
 fn writing_to_a_closed_peer_is_an_error_not_sigpipe() {
-    let out = multiproc_testkit::command("sigpipe", &[], &[])
+    let out = multiproc_testkit::command(role!(child_sigpipe), &[], &[])
         .stdin(std::process::Stdio::null())
         .output()
         .unwrap();
@@ -891,7 +897,7 @@ fn listener_and_client_across_processes_all_families() {
     for address in addresses {
         let listener = Listener::bind(address.clone(), Some(b"key")).unwrap();
         let target = listener.address().to_string();
-        let child = multiproc_testkit::command("client", &[&target, "key"], &[])
+        let child = multiproc_testkit::command(role!(child_client), &[&target, "key"], &[])
             .stdin(std::process::Stdio::null())
             .stdout(std::process::Stdio::piped())
             .spawn()
@@ -935,7 +941,7 @@ fn wrong_authkey_fails_on_both_sides() {
             .unwrap()
             .with_challenge(challenge);
         let target = listener.address().to_string();
-        let child = multiproc_testkit::command("client", &[&target, "wrong"], &[])
+        let child = multiproc_testkit::command(role!(child_client), &[&target, "wrong"], &[])
             .stdin(std::process::Stdio::null())
             .stdout(std::process::Stdio::piped())
             .spawn()
@@ -1099,7 +1105,7 @@ fn nonblocking_descriptor_keeps_partial_frames() {
         };
         let flags = rustix::fs::fcntl_getfl(&rx).unwrap();
         rustix::fs::fcntl_setfl(&rx, flags | rustix::fs::OFlags::NONBLOCK).unwrap();
-        let mut child = spawn("write_in_pieces", &[kind], &[tx.as_fd()]).unwrap();
+        let mut child = spawn(role!(child_write_in_pieces), &[kind], &[tx.as_fd()]).unwrap();
         drop(tx);
         for len in PIECE_SIZES {
             let msg = recv_nonblocking(&mut rx);
@@ -1133,18 +1139,18 @@ fn nonblocking_descriptor_keeps_partial_frames() {
 
 fn main() {
     let roles: &[Role] = &[
-        ("echo_pair", child_echo),
-        ("echo_split", child_echo_split),
-        ("send_then_exit", child_send_then_exit),
-        ("write_raw", child_write_raw),
-        ("late_sender", child_late_sender),
-        ("receive_handles", child_receive_handles),
-        ("sigpipe", child_sigpipe),
-        ("receiver_out_of_fds", child_receiver_out_of_fds),
-        ("client", child_client),
-        ("reader_under_rlimit", child_reader_under_rlimit),
-        ("silent_client", child_silent_client),
-        ("write_in_pieces", child_write_in_pieces),
+        role!(child_echo),
+        role!(child_echo_split),
+        role!(child_send_then_exit),
+        role!(child_write_raw),
+        role!(child_late_sender),
+        role!(child_receive_handles),
+        role!(child_sigpipe),
+        role!(child_receiver_out_of_fds),
+        role!(child_client),
+        role!(child_reader_under_rlimit),
+        role!(child_silent_client),
+        role!(child_write_in_pieces),
     ];
     run(
         roles,

@@ -9,7 +9,7 @@
 
 use multiproc_core::Segment;
 use multiproc_queue::Queue;
-use multiproc_testkit::{Role, fork_child, inherited_fds, run, spawn, tests};
+use multiproc_testkit::{Role, fork_child, inherited_fds, role, run, spawn, tests};
 use std::os::fd::AsFd;
 use std::process::Child;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
@@ -257,7 +257,7 @@ fn role_put_without_membarrier(args: &[String]) {
 
 /// Starts `role` on `q` and waits until it says it has earned the lock's
 /// bias (checked through the owner word at `owner`).
-fn start_biased(role: &str, args: &[&str], q: &Queue<()>, owner: usize) -> Child {
+fn start_biased(role: Role, args: &[&str], q: &Queue<()>, owner: usize) -> Child {
     let ready: Queue<()> = Queue::new().unwrap();
     let child = spawn(role, args, &[q.as_fd(), ready.as_fd()]).unwrap();
     ready.get_timeout(CHILD_LIMIT).unwrap();
@@ -272,7 +272,7 @@ fn kill(mut child: Child) {
     child.wait().unwrap();
 }
 
-/// Puts message `seq` as producer 0 after a `biased_producer` died; then
+/// Puts message `seq` as producer 0 after a [`role_biased_producer`] died; then
 /// the queue must hold the dead producer's messages and ours, whole and in
 /// order, and nothing else.
 fn put_and_drain_after_the_dead(q: &Queue<()>, seq: u64) {
@@ -288,7 +288,7 @@ fn put_and_drain_after_the_dead(q: &Queue<()>, seq: u64) {
 fn a_biased_producer_killed_between_puts_is_taken_over() {
     let q: Queue<()> = Queue::new().unwrap();
     kill(start_biased(
-        "biased_producer",
+        role!(role_biased_producer),
         &["idle"],
         &q,
         PRODUCER_OWNER,
@@ -298,7 +298,7 @@ fn a_biased_producer_killed_between_puts_is_taken_over() {
 
 fn a_biased_producer_killed_inside_a_put_loses_only_that_put() {
     let q: Queue<()> = Queue::new().unwrap();
-    let child = start_biased("biased_producer", &["inside"], &q, PRODUCER_OWNER);
+    let child = start_biased(role!(role_biased_producer), &["inside"], &q, PRODUCER_OWNER);
     // Inside: a put with a short deadline gives up and leaves the bias.
     let first = message(0, 0);
     let err = q
@@ -316,7 +316,7 @@ fn a_biased_producer_killed_inside_is_found_by_puts_shorter_than_a_liveness_slic
     // put short enough (nor `close`, which waits in slices) ever gets in.
     let q: Queue<()> = Queue::new().unwrap();
     kill(start_biased(
-        "biased_producer",
+        role!(role_biased_producer),
         &["inside"],
         &q,
         PRODUCER_OWNER,
@@ -339,7 +339,7 @@ fn a_biased_consumer_killed_holding_a_message_loses_only_that_message() {
     for seq in 0..EARN + 10 {
         q.put_bytes(&message(0, seq)).unwrap();
     }
-    let child = start_biased("biased_consumer", &[], &q, CONSUMER_OWNER);
+    let child = start_biased(role!(role_biased_consumer), &[], &q, CONSUMER_OWNER);
     // Inside: a get that may not wait gives up at once.
     assert!(q.try_get_bytes().is_err());
     kill(child);
@@ -353,7 +353,12 @@ fn a_biased_consumer_killed_holding_a_message_loses_only_that_message() {
 fn a_forked_child_does_not_enter_by_its_parents_bias() {
     const COUNT: u64 = 20_000;
     let q: Queue<()> = Queue::builder().ring_bytes(64 * 1024).build().unwrap();
-    let mut child = spawn("fork_after_bias", &[&COUNT.to_string()], &[q.as_fd()]).unwrap();
+    let mut child = spawn(
+        role!(role_fork_after_bias),
+        &[&COUNT.to_string()],
+        &[q.as_fd()],
+    )
+    .unwrap();
     let next = take_in_order(&q, EARN + 2 * COUNT);
     finish(&mut child);
     assert_eq!(next, [EARN + COUNT, COUNT]);
@@ -424,7 +429,7 @@ fn a_process_without_membarrier_takes_a_bias_back_by_waiting() {
         assert_eq!(owner_word(&q, PRODUCER_OWNER), BIASED);
     }
     let mut child = multiproc_testkit::command(
-        "put_without_membarrier",
+        role!(role_put_without_membarrier),
         &[&COUNT.to_string()],
         &[q.as_fd()],
     )
@@ -481,7 +486,7 @@ fn a_try_or_timed_get_gives_a_busy_bias_back() {
     assert!(q.try_get_bytes().unwrap_err().is_empty());
 }
 
-/// Starts a `revoker` child doing `op` on `q` while a biased thread is
+/// Starts a [`role_revoker`] child doing `op` on `q` while a biased thread is
 /// inside, and SIGKILLs it while it waits for that thread to step out: it
 /// holds the owner word at `owner` and the token at `token` is no longer
 /// the biased thread's.
@@ -491,7 +496,7 @@ fn kill_a_revoker_while_it_waits(q: &Queue<()>, op: &str, owner: usize, token: u
         assert_eq!(owner_word(q, owner), BIASED, "bias not granted");
         assert_eq!(word32(q, token), 1, "the first grant names slot 1");
     }
-    let mut revoker = spawn("revoker", &[op], &[q.as_fd()]).unwrap();
+    let mut revoker = spawn(role!(role_revoker), &[op], &[q.as_fd()]).unwrap();
     let pid = u64::from(revoker.id());
     if biased {
         let waiting = multiproc_testkit::eventually(CHILD_LIMIT, || {
@@ -545,7 +550,7 @@ fn killed_revoker_on_the_producer_side_never_lets_a_second_producer_in() {
     let q: Queue<()> = Queue::new().unwrap();
     let (ready, go): (Queue<()>, Queue<()>) = (Queue::new().unwrap(), Queue::new().unwrap());
     let mut holder = spawn(
-        "biased_producer",
+        role!(role_biased_producer),
         &["hold"],
         &[q.as_fd(), ready.as_fd(), go.as_fd()],
     )
@@ -563,7 +568,7 @@ fn killed_revoker_on_the_consumer_side_never_lets_a_second_consumer_in() {
     }
     let (ready, go): (Queue<()>, Queue<()>) = (Queue::new().unwrap(), Queue::new().unwrap());
     let mut holder = spawn(
-        "biased_consumer",
+        role!(role_biased_consumer),
         &["hold"],
         &[q.as_fd(), ready.as_fd(), go.as_fd()],
     )
@@ -601,7 +606,7 @@ fn a_put_by_a_thread_whose_main_thread_exited(mode: &str) {
     let q: Queue<()> = Queue::new().unwrap();
     let (ready, go): (Queue<()>, Queue<()>) = (Queue::new().unwrap(), Queue::new().unwrap());
     let mut child = spawn(
-        "put_after_main_exits",
+        role!(role_put_after_main_exits),
         &[mode],
         &[q.as_fd(), ready.as_fd(), go.as_fd()],
     )
@@ -641,7 +646,7 @@ fn a_queue_from_another_pid_namespace_is_refused_on_attach() {
     // name other tasks, and a live holder could be judged dead.
     let q: Queue<()> = Queue::new().unwrap();
     let Some(mut cmd) = multiproc_testkit::command_in_new_pid_namespace(
-        "attach_from_another_namespace",
+        role!(role_attach_from_another_namespace),
         &[],
         &[q.as_fd()],
     ) else {
@@ -657,16 +662,13 @@ fn main() {
     // background, and grants no bias until that is done.
     multiproc_queue::prepare_process();
     let roles: &[Role] = &[
-        ("biased_producer", role_biased_producer),
-        ("biased_consumer", role_biased_consumer),
-        ("fork_after_bias", role_fork_after_bias),
-        ("put_without_membarrier", role_put_without_membarrier),
-        ("revoker", role_revoker),
-        ("put_after_main_exits", role_put_after_main_exits),
-        (
-            "attach_from_another_namespace",
-            role_attach_from_another_namespace,
-        ),
+        role!(role_biased_producer),
+        role!(role_biased_consumer),
+        role!(role_fork_after_bias),
+        role!(role_put_without_membarrier),
+        role!(role_revoker),
+        role!(role_put_after_main_exits),
+        role!(role_attach_from_another_namespace),
     ];
     run(
         roles,

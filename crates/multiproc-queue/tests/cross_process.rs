@@ -30,7 +30,7 @@
 
 use multiproc_core::{Segment, codec, scm};
 use multiproc_queue::{JoinableQueue, Queue, SimpleQueue};
-use multiproc_testkit::{Role, inherited_fds, pattern, run, spawn, tests};
+use multiproc_testkit::{Role, inherited_fds, pattern, role, run, spawn, tests};
 use serde::{Deserialize, Serialize};
 use std::os::fd::AsFd;
 use std::process::Child;
@@ -719,7 +719,7 @@ fn role_forced_consumer(args: &[String]) {
 
 fn typed_smoke_and_fifo_from_a_child() {
     let q: Queue<Item> = Queue::new().unwrap();
-    let mut child = spawn("typed_producer", &["3", "2000"], &[q.as_fd()]).unwrap();
+    let mut child = spawn(role!(role_typed_producer), &["3", "2000"], &[q.as_fd()]).unwrap();
     for seq in 0..2000 {
         let item = q.get_timeout(Duration::from_secs(20)).unwrap();
         assert_eq!(item.producer, 3);
@@ -738,12 +738,19 @@ fn mpmc_4x4_exactly_once_with_fifo_per_producer() {
     let results: Queue<Stats> = Queue::new().unwrap();
     let start = Instant::now();
     let mut consumers: Vec<Child> = (0..4)
-        .map(|_| spawn("bytes_consumer", &["4"], &[q.as_fd(), results.as_fd()]).unwrap())
+        .map(|_| {
+            spawn(
+                role!(role_bytes_consumer),
+                &["4"],
+                &[q.as_fd(), results.as_fd()],
+            )
+            .unwrap()
+        })
         .collect();
     let mut producers: Vec<Child> = (0..4)
         .map(|p| {
             spawn(
-                "bytes_producer",
+                role!(role_bytes_producer),
                 &[&p.to_string(), &per_producer.to_string(), "8"],
                 &[q.as_fd()],
             )
@@ -792,7 +799,7 @@ fn get_timeout_is_woken_by_another_process() {
     let q: Queue<u32> = Queue::new().unwrap();
     // The child sleeps 300 ms before it puts: the getter is asleep in the
     // kernel by then (unless this process was descheduled that long).
-    let mut child = spawn("put_later", &["300"], &[q.as_fd()]).unwrap();
+    let mut child = spawn(role!(role_put_later), &["300"], &[q.as_fd()]).unwrap();
     assert!(q.try_get().unwrap_err().is_empty());
     assert_eq!(q.get_timeout(Duration::from_secs(20)).unwrap(), 7);
     finish(&mut child);
@@ -812,7 +819,7 @@ fn get_timeout_is_woken_by_another_process() {
 
 fn close_wakes_a_blocked_getter_in_another_process() {
     let q: Queue<u32> = Queue::new().unwrap();
-    let mut child = spawn("wait_closed", &[], &[q.as_fd()]).unwrap();
+    let mut child = spawn(role!(role_wait_closed), &[], &[q.as_fd()]).unwrap();
     std::thread::sleep(Duration::from_millis(100));
     q.close();
     finish(&mut child);
@@ -820,7 +827,7 @@ fn close_wakes_a_blocked_getter_in_another_process() {
 
 fn close_wakes_a_blocked_putter_in_another_process() {
     let q: Queue<u32> = Queue::with_capacity(3).unwrap();
-    let mut child = spawn("put_until_closed", &[], &[q.as_fd()]).unwrap();
+    let mut child = spawn(role!(role_put_until_closed), &[], &[q.as_fd()]).unwrap();
     assert!(multiproc_testkit::eventually(
         Duration::from_secs(20),
         || q.is_full()
@@ -843,11 +850,16 @@ fn a_close_left_unsealed_by_a_killed_closer_behind_a_dead_producer_still_ends_ge
     // close and report Closed, not time out on the dead holder for ever.
     let q: Queue<u32> = Queue::new().unwrap();
     let ready: Queue<u32> = Queue::new().unwrap();
-    let mut holder = spawn("hold_producer_lock", &[], &[q.as_fd(), ready.as_fd()]).unwrap();
+    let mut holder = spawn(
+        role!(role_hold_producer_lock),
+        &[],
+        &[q.as_fd(), ready.as_fd()],
+    )
+    .unwrap();
     ready.get_timeout(CHILD_LIMIT).unwrap();
     holder.kill().unwrap();
     holder.wait().unwrap();
-    let mut closer = spawn("close", &[], &[q.as_fd()]).unwrap();
+    let mut closer = spawn(role!(role_close), &[], &[q.as_fd()]).unwrap();
     let closing = multiproc_testkit::eventually(CHILD_LIMIT, || q.is_closed());
     closer.kill().unwrap();
     closer.wait().unwrap();
@@ -863,7 +875,12 @@ fn close_after_puts_drains_in_another_process() {
         q.put_bytes(&make_message(0, seq, 10)).unwrap();
     }
     q.close();
-    let mut child = spawn("bytes_consumer", &["1"], &[q.as_fd(), results.as_fd()]).unwrap();
+    let mut child = spawn(
+        role!(role_bytes_consumer),
+        &["1"],
+        &[q.as_fd(), results.as_fd()],
+    )
+    .unwrap();
     let s = results.get_timeout(CHILD_LIMIT).unwrap();
     finish(&mut child);
     assert!(s.errors.is_empty());
@@ -874,7 +891,7 @@ fn joinable_join_waits_for_task_done_across_processes() {
     let jobs = JoinableQueue::<u64>::new().unwrap();
     let out: Queue<u64> = Queue::new().unwrap();
     let mut workers: Vec<Child> = (0..2)
-        .map(|_| spawn("join_worker", &[], &[jobs.as_fd(), out.as_fd()]).unwrap())
+        .map(|_| spawn(role!(role_join_worker), &[], &[jobs.as_fd(), out.as_fd()]).unwrap())
         .collect();
     for n in 0..200u64 {
         jobs.put(n).unwrap();
@@ -900,7 +917,12 @@ fn joinable_join_waits_for_task_done_across_processes() {
 fn simple_queue_across_processes() {
     let input = SimpleQueue::<u32>::new().unwrap();
     let output = SimpleQueue::<u32>::new().unwrap();
-    let mut child = spawn("simple_echo", &[], &[input.as_fd(), output.as_fd()]).unwrap();
+    let mut child = spawn(
+        role!(role_simple_echo),
+        &[],
+        &[input.as_fd(), output.as_fd()],
+    )
+    .unwrap();
     for n in 0..500 {
         input.put(n).unwrap();
     }
@@ -917,7 +939,7 @@ fn oversized_64_mib_through_a_1_mib_ring_typed_and_bytes() {
     let typed: Queue<Big> = Queue::builder().ring_bytes(1 << 20).build().unwrap();
     let bytes: Queue<()> = Queue::builder().ring_bytes(1 << 20).build().unwrap();
     let mut child = spawn(
-        "big_producer",
+        role!(role_big_producer),
         &[&len.to_string()],
         &[typed.as_fd(), bytes.as_fd()],
     )
@@ -939,7 +961,7 @@ fn zero_copy_put_with_and_get_in_place_at_the_edges() {
     let sizes = [0, 1, 15, 16, 17, max - 1, max, max + 1, 64 * 1024, 200_000];
     let args: Vec<String> = sizes.iter().map(ToString::to_string).collect();
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
-    let mut child = spawn("put_with", &args, &[q.as_fd()]).unwrap();
+    let mut child = spawn(role!(role_put_with), &args, &[q.as_fd()]).unwrap();
     for (i, &len) in sizes.iter().enumerate() {
         let m = q.get_in_place_timeout(CHILD_LIMIT).unwrap();
         assert_eq!(m.len(), len);
@@ -960,7 +982,7 @@ fn zero_copy_put_with_and_get_in_place_at_the_edges() {
 fn a_queue_travels_over_a_unix_socket() {
     let (ours, theirs) = scm::stream_pair().unwrap();
     let q: Queue<String> = Queue::new().unwrap();
-    let mut child = spawn("socket_receiver", &[], &[theirs.as_fd()]).unwrap();
+    let mut child = spawn(role!(role_socket_receiver), &[], &[theirs.as_fd()]).unwrap();
     drop(theirs);
     let (bytes, fds) = codec::encode_with_fds(&q).unwrap();
     let borrowed: Vec<_> = fds.iter().map(AsFd::as_fd).collect();
@@ -974,8 +996,8 @@ fn blocked_getters_and_putters_use_no_cpu() {
     let empty: Queue<u32> = Queue::new().unwrap();
     let full: Queue<u32> = Queue::with_capacity(1).unwrap();
     full.put(0).unwrap();
-    let mut getter = spawn("blocked_cpu", &["get"], &[empty.as_fd()]).unwrap();
-    let mut putter = spawn("blocked_cpu", &["put"], &[full.as_fd()]).unwrap();
+    let mut getter = spawn(role!(role_blocked_cpu), &["get"], &[empty.as_fd()]).unwrap();
+    let mut putter = spawn(role!(role_blocked_cpu), &["put"], &[full.as_fd()]).unwrap();
     finish(&mut getter);
     finish(&mut putter);
 }
@@ -1044,7 +1066,8 @@ fn wakeups_work_with_and_without_membarrier_on_either_side() {
     for without in [false, true] {
         let ping: Queue<u64> = Queue::new().unwrap();
         let pong: Queue<u64> = Queue::new().unwrap();
-        let mut cmd = multiproc_testkit::command("echo", &[], &[ping.as_fd(), pong.as_fd()]);
+        let mut cmd =
+            multiproc_testkit::command(role!(role_echo), &[], &[ping.as_fd(), pong.as_fd()]);
         if without {
             cmd.env("MULTIPROC_NO_MEMBARRIER", "1");
         }
@@ -1092,7 +1115,7 @@ fn chaos(bias_after: Option<&str>) {
     let q: Queue<()> = Queue::builder().ring_bytes(256 * 1024).build().unwrap();
     let book = Book(Segment::anonymous(CHAOS_SEGMENT).unwrap());
     let fds = [q.as_fd(), book.0.as_fd()];
-    let spawn = |role: &str| {
+    let spawn = |role: Role| {
         let mut cmd = multiproc_testkit::command(role, &[], &fds);
         if let Some(n) = bias_after {
             cmd.env("MULTIPROC_BIAS_AFTER", n);
@@ -1100,8 +1123,8 @@ fn chaos(bias_after: Option<&str>) {
         cmd.stdin(std::process::Stdio::null()).spawn().unwrap()
     };
     let mut rng = Rng::new(seed());
-    let mut producers: Vec<Child> = (0..2).map(|_| spawn("chaos_producer")).collect();
-    let mut consumers: Vec<Child> = (0..2).map(|_| spawn("chaos_consumer")).collect();
+    let mut producers: Vec<Child> = (0..2).map(|_| spawn(role!(role_chaos_producer))).collect();
+    let mut consumers: Vec<Child> = (0..2).map(|_| spawn(role!(role_chaos_consumer))).collect();
     let mut kills = 0usize;
     let mut producer_kills = 0usize;
     let mut consumer_kills = 0usize;
@@ -1113,10 +1136,10 @@ fn chaos(bias_after: Option<&str>) {
         std::thread::sleep(Duration::from_micros(rng.below(8000)));
         let (pool, role) = if rng.below(2) == 0 {
             producer_kills += 1;
-            (&mut producers, "chaos_producer")
+            (&mut producers, role!(role_chaos_producer))
         } else {
             consumer_kills += 1;
-            (&mut consumers, "chaos_consumer")
+            (&mut consumers, role!(role_chaos_consumer))
         };
         let i = rng.below(pool.len() as u64) as usize;
         let _ = pool[i].kill();
@@ -1243,9 +1266,9 @@ impl<'a> Party<'a> {
         let threads = 1 + self.rng.below(4);
         let seed = self.rng.next().to_string();
         let role = if consumer {
-            "forced_consumer"
+            role!(role_forced_consumer)
         } else {
-            "forced_producer"
+            role!(role_forced_producer)
         };
         let child = multiproc_testkit::command(role, &[&threads.to_string(), &seed], &self.fds)
             .env("MULTIPROC_BIAS_AFTER", "1")
@@ -1540,7 +1563,7 @@ fn queue_keeps_working_after_a_producer_dies_mid_fragment() {
     // and get must work and never see the partial message.
     let q: Queue<()> = Queue::builder().ring_bytes(64 * 1024).build().unwrap();
     let mut child = spawn(
-        "big_producer_bytes_only",
+        role!(role_big_producer_bytes_only),
         &[&(4 << 20).to_string()],
         &[q.as_fd()],
     )
@@ -1576,11 +1599,16 @@ fn consumer_dying_mid_fragment_loses_only_that_message() {
     use rustix::process::{Pid, Signal, kill_process};
     let q: Queue<()> = Queue::builder().ring_bytes(64 * 1024).build().unwrap();
     let results: Queue<Stats> = Queue::new().unwrap();
-    let mut consumer = spawn("bytes_consumer", &["1"], &[q.as_fd(), results.as_fd()]).unwrap();
+    let mut consumer = spawn(
+        role!(role_bytes_consumer),
+        &["1"],
+        &[q.as_fd(), results.as_fd()],
+    )
+    .unwrap();
     std::thread::sleep(Duration::from_millis(50));
     let ready: Queue<()> = Queue::new().unwrap();
     let mut producer = spawn(
-        "two_messages",
+        role!(role_two_messages),
         &[&(32 << 20).to_string()],
         &[q.as_fd(), ready.as_fd()],
     )
@@ -1620,27 +1648,27 @@ fn role_two_messages(args: &[String]) {
 
 fn main() {
     let roles: &[Role] = &[
-        ("typed_producer", role_typed_producer),
-        ("bytes_producer", role_bytes_producer),
-        ("bytes_consumer", role_bytes_consumer),
-        ("wait_closed", role_wait_closed),
-        ("put_until_closed", role_put_until_closed),
-        ("put_later", role_put_later),
-        ("hold_producer_lock", role_hold_producer_lock),
-        ("close", role_close),
-        ("join_worker", role_join_worker),
-        ("simple_echo", role_simple_echo),
-        ("big_producer", role_big_producer),
-        ("big_producer_bytes_only", role_big_producer_bytes_only),
-        ("put_with", role_put_with),
-        ("two_messages", role_two_messages),
-        ("echo", role_echo),
-        ("socket_receiver", role_socket_receiver),
-        ("blocked_cpu", role_blocked_cpu),
-        ("chaos_producer", role_chaos_producer),
-        ("chaos_consumer", role_chaos_consumer),
-        ("forced_producer", role_forced_producer),
-        ("forced_consumer", role_forced_consumer),
+        role!(role_typed_producer),
+        role!(role_bytes_producer),
+        role!(role_bytes_consumer),
+        role!(role_wait_closed),
+        role!(role_put_until_closed),
+        role!(role_put_later),
+        role!(role_hold_producer_lock),
+        role!(role_close),
+        role!(role_join_worker),
+        role!(role_simple_echo),
+        role!(role_big_producer),
+        role!(role_big_producer_bytes_only),
+        role!(role_put_with),
+        role!(role_two_messages),
+        role!(role_echo),
+        role!(role_socket_receiver),
+        role!(role_blocked_cpu),
+        role!(role_chaos_producer),
+        role!(role_chaos_consumer),
+        role!(role_forced_producer),
+        role!(role_forced_consumer),
     ];
     run(
         roles,

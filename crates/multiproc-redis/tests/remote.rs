@@ -5,7 +5,7 @@
 //! that they skipped, except in CI (`CI` set), where they fail.
 
 use multiproc_redis::{DeadReason, RemoteError, RemoteJoinableQueue, RemoteQueue};
-use multiproc_testkit::{RedisServer, Role, run, tests, unique_name, wait_timeout};
+use multiproc_testkit::{RedisServer, Role, role, run, tests, unique_name, wait_timeout};
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Stdio};
@@ -61,7 +61,7 @@ fn raw(url: &str) -> redis::Connection {
 }
 
 /// Starts `role` with stdout piped, for the parent to read lines from.
-fn spawn_piped(role: &str, args: &[&str]) -> Child {
+fn spawn_piped(role: Role, args: &[&str]) -> Child {
     multiproc_testkit::command(role, args, &[])
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
@@ -341,10 +341,15 @@ fn exchange(producers: u32, consumers: u32, per_producer: u64, test: &str) {
     let q: RemoteQueue<(u32, u64)> = builder(&url, &prefix, name).build().unwrap();
     let count = per_producer.to_string();
     let consumer_children: Vec<Child> = (0..consumers)
-        .map(|_| spawn_piped("consumer", &[&url, &prefix, name]))
+        .map(|_| spawn_piped(role!(role_consumer), &[&url, &prefix, name]))
         .collect();
     let producer_children: Vec<Child> = (0..producers)
-        .map(|p| spawn_piped("producer", &[&url, &prefix, name, &p.to_string(), &count]))
+        .map(|p| {
+            spawn_piped(
+                role!(role_producer),
+                &[&url, &prefix, name, &p.to_string(), &count],
+            )
+        })
         .collect();
     for child in producer_children {
         assert_eq!(finish(child), ["done"]);
@@ -407,7 +412,7 @@ fn a_killed_consumers_messages_are_redelivered_after_the_idle_time() {
         q.put(v).unwrap();
     }
     // A consumer takes four, never finishes them, and is SIGKILLed.
-    let mut hoarder = spawn_piped("hoarder", &[&url, &prefix, name, "4"]);
+    let mut hoarder = spawn_piped(role!(role_hoarder), &[&url, &prefix, name, "4"]);
     let mut lines = BufReader::new(hoarder.stdout.take().unwrap()).lines();
     let mut held = BTreeSet::new();
     loop {
@@ -451,7 +456,10 @@ fn a_killed_consumers_messages_are_redelivered_after_the_idle_time() {
     // The plain queue: a consumer dying between XREADGROUP and XACK (here
     // a raw reader of the same group) leaves the message for the others.
     let plain: RemoteQueue<String> = builder(&url, &prefix, "window").build().unwrap();
-    let mut reader = spawn_piped("raw_reader", &[&url, &prefix, "window", plain.stream_key()]);
+    let mut reader = spawn_piped(
+        role!(role_raw_reader),
+        &[&url, &prefix, "window", plain.stream_key()],
+    );
     let mut lines = BufReader::new(reader.stdout.take().unwrap()).lines();
     plain.put("in the window".to_owned()).unwrap();
     read_until(&mut lines, "read");
@@ -488,7 +496,10 @@ fn a_poison_message_is_dead_lettered_after_max_deliveries() {
     // nothing to get.
     let mut deaths = 0;
     loop {
-        let mut child = spawn_piped("dies_holding", &[&url, &prefix, name, &MAX.to_string()]);
+        let mut child = spawn_piped(
+            role!(role_dies_holding),
+            &[&url, &prefix, name, &MAX.to_string()],
+        );
         let (status, out) = output(&mut child);
         if out.trim() == "none" {
             assert!(status.success());
@@ -526,7 +537,7 @@ fn a_killed_server_gives_typed_errors_in_time_and_the_queue_recovers() {
     q.put(1).unwrap();
     assert_eq!(q.get().unwrap(), 1);
     // A process blocked in a plain get when the server dies.
-    let mut getter = spawn_piped("blocked_getter", &[&url, &prefix, name]);
+    let mut getter = spawn_piped(role!(role_blocked_getter), &[&url, &prefix, name]);
     let mut lines = BufReader::new(getter.stdout.take().unwrap()).lines();
     read_until(&mut lines, "ready");
     std::thread::sleep(Duration::from_millis(200));
@@ -675,7 +686,7 @@ fn a_full_queue_makes_puts_wait_and_time_out_with_the_value() {
     assert!(start.elapsed() >= Duration::from_millis(200));
     assert_eq!(q.qsize().unwrap(), 2, "nothing added beyond maxsize");
     // A producer process blocks on the full queue until a get makes room.
-    let mut putter = spawn_piped("blocked_putter", &[&url, &prefix, name, "2"]);
+    let mut putter = spawn_piped(role!(role_blocked_putter), &[&url, &prefix, name, "2"]);
     let mut lines = BufReader::new(putter.stdout.take().unwrap()).lines();
     read_until(&mut lines, "ready");
     std::thread::sleep(Duration::from_millis(300));
@@ -804,7 +815,7 @@ fn a_joinable_queue_joins_when_worker_processes_finish() {
         jobs.put(n).unwrap();
     }
     let workers: Vec<Child> = (0..2)
-        .map(|_| spawn_piped("worker", &[&url, &prefix, name]))
+        .map(|_| spawn_piped(role!(role_worker), &[&url, &prefix, name]))
         .collect();
     jobs.join_timeout(Duration::from_secs(30)).unwrap();
     // Every task was done when join returned: every result is there.
@@ -822,14 +833,14 @@ fn a_joinable_queue_joins_when_worker_processes_finish() {
 
 fn main() {
     let roles: &[Role] = &[
-        ("producer", role_producer),
-        ("consumer", role_consumer),
-        ("hoarder", role_hoarder),
-        ("raw_reader", role_raw_reader),
-        ("dies_holding", role_dies_holding),
-        ("blocked_getter", role_blocked_getter),
-        ("blocked_putter", role_blocked_putter),
-        ("worker", role_worker),
+        role!(role_producer),
+        role!(role_consumer),
+        role!(role_hoarder),
+        role!(role_raw_reader),
+        role!(role_dies_holding),
+        role!(role_blocked_getter),
+        role!(role_blocked_putter),
+        role!(role_worker),
     ];
     run(
         roles,

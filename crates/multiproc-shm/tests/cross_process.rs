@@ -6,7 +6,8 @@ use multiproc_shm::{
     Array, RawArray, RawValue, ShareableList, ShareableValue as V, SharedMemory, ShmError, Value,
 };
 use multiproc_testkit::{
-    Role, eventually, pattern, run, shm_names, shm_prefix, spawn, tests, unique_name, wait_timeout,
+    Role, eventually, pattern, role, run, shm_names, shm_prefix, spawn, tests, unique_name,
+    wait_timeout,
 };
 use std::io::{BufRead, BufReader, Write};
 use std::os::fd::AsFd;
@@ -172,7 +173,7 @@ fn line(reader: &mut impl BufRead) -> String {
 fn child_opens_by_name_and_writes() {
     let shm = SharedMemory::create(None, 10_000).unwrap();
     shm.write_at(0, &pattern(10_000, 0)).unwrap();
-    let mut child = spawn("open_and_mark", &[shm.name()], &[]).unwrap();
+    let mut child = spawn(role!(child_open_and_mark), &[shm.name()], &[]).unwrap();
     assert!(wait_timeout(&mut child, LIMIT).success());
     let mut head = [0u8; 8];
     shm.read_at(0, &mut head).unwrap();
@@ -186,7 +187,7 @@ fn child_opens_by_name_and_writes() {
 
 fn sigkilled_creator_is_reclaimed() {
     for _ in 0..3 {
-        let mut child = multiproc_testkit::command("create_and_wait", &[], &[])
+        let mut child = multiproc_testkit::command(role!(child_create_and_wait), &[], &[])
             .stdout(Stdio::piped())
             .stdin(Stdio::null())
             .spawn()
@@ -221,7 +222,7 @@ fn a_creator_killed_inside_create_leaves_no_name() {
         seed ^= seed >> 7;
         seed ^= seed << 17;
         let prefix = format!("{prefix}{round}_");
-        let mut child = spawn("create_in_a_loop", &[&prefix], &[]).unwrap();
+        let mut child = spawn(role!(child_create_in_a_loop), &[&prefix], &[]).unwrap();
         std::thread::sleep(Duration::from_micros(seed % 6000));
         child.kill().unwrap();
         child.wait().unwrap();
@@ -244,12 +245,13 @@ fn a_dead_tracker_is_replaced_and_still_reclaims_every_name() {
     // before the tracker died too.
     let marker = format!("MULTIPROC_TRACKER_TEST={}", std::process::id());
     let (key, value) = marker.split_once('=').unwrap();
-    let out = multiproc_testkit::command("create_around_a_dead_tracker", &[&marker], &[])
-        .env(key, value)
-        .stdout(Stdio::piped())
-        .stdin(Stdio::null())
-        .output()
-        .unwrap();
+    let out =
+        multiproc_testkit::command(role!(child_create_around_a_dead_tracker), &[&marker], &[])
+            .env(key, value)
+            .stdout(Stdio::piped())
+            .stdin(Stdio::null())
+            .output()
+            .unwrap();
     assert!(
         out.status.success(),
         "{:?}: {}",
@@ -532,7 +534,12 @@ fn values_count_exactly_across_processes() {
     let mut children = Vec::new();
     for _ in 0..PROCESSES {
         let (ours, theirs) = scm::stream_pair().unwrap();
-        let child = spawn("increment", &[&EACH.to_string()], &[theirs.as_fd()]).unwrap();
+        let child = spawn(
+            role!(child_increment),
+            &[&EACH.to_string()],
+            &[theirs.as_fd()],
+        )
+        .unwrap();
         send_handles(&ours, &(&value, &raw, &array));
         children.push((child, ours));
     }
@@ -548,7 +555,7 @@ fn value_lock_holder_killed_reports_owner_died() {
     let value = Value::new(1u64).unwrap();
     let array = Array::filled(1u64, 2).unwrap();
     let (ours, theirs) = scm::stream_pair().unwrap();
-    let mut child = spawn("hold_value_lock", &[], &[theirs.as_fd()]).unwrap();
+    let mut child = spawn(role!(child_hold_value_lock), &[], &[theirs.as_fd()]).unwrap();
     send_handles(&ours, &(&value, &array));
     let mut buf = [0u8; 8];
     let got = scm::recv(&ours, &mut buf, 0).unwrap();
@@ -566,7 +573,7 @@ fn value_lock_holder_killed_reports_owner_died() {
     // The guard form hands the guard over with the news.
     let value = Value::new(1u64).unwrap();
     let (ours, theirs) = scm::stream_pair().unwrap();
-    let mut child = spawn("hold_value_lock", &[], &[theirs.as_fd()]).unwrap();
+    let mut child = spawn(role!(child_hold_value_lock), &[], &[theirs.as_fd()]).unwrap();
     send_handles(&ours, &(&value, &array));
     let got = scm::recv(&ours, &mut buf, 0).unwrap();
     assert_eq!(&buf[..got.len], b"held");
@@ -613,15 +620,12 @@ fn wrong_element_type_is_refused() {
 
 fn main() {
     let roles: &[Role] = &[
-        ("create_in_a_loop", child_create_in_a_loop),
-        (
-            "create_around_a_dead_tracker",
-            child_create_around_a_dead_tracker,
-        ),
-        ("open_and_mark", child_open_and_mark),
-        ("create_and_wait", child_create_and_wait),
-        ("increment", child_increment),
-        ("hold_value_lock", child_hold_value_lock),
+        role!(child_create_in_a_loop),
+        role!(child_create_around_a_dead_tracker),
+        role!(child_open_and_mark),
+        role!(child_create_and_wait),
+        role!(child_increment),
+        role!(child_hold_value_lock),
     ];
     run(
         roles,

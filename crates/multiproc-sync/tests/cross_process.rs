@@ -7,7 +7,7 @@ use multiproc_core::{Segment, codec, scm};
 use multiproc_sync::{
     AttachError, Barrier, BoundedSemaphore, Condition, Event, Lock, RLock, Semaphore, Timeout,
 };
-use multiproc_testkit::{Role, eventually, inherited_fds, run, spawn, tests, wait_timeout};
+use multiproc_testkit::{Role, eventually, inherited_fds, role, run, spawn, tests, wait_timeout};
 use std::os::fd::AsFd;
 use std::process::Child;
 use std::sync::Arc;
@@ -48,7 +48,7 @@ fn mono_ns() -> u64 {
     t.tv_sec as u64 * 1_000_000_000 + t.tv_nsec as u64
 }
 
-fn spawn_with(role: &str, args: &[&str], segment: &Segment) -> Child {
+fn spawn_with(role: Role, args: &[&str], segment: &Segment) -> Child {
     spawn(role, args, &[segment.as_fd()]).unwrap()
 }
 
@@ -79,7 +79,7 @@ fn child_lock_counter(args: &[String]) {
     }
 }
 
-/// As `lock_counter`, on a named segment opened by name (args[0]).
+/// As [`child_lock_counter`], on a named segment opened by name (args[0]).
 fn child_named_lock_counter(args: &[String]) {
     let segment = Arc::new(Segment::open_named(&args[0]).unwrap());
     let lock = Lock::attach(Arc::clone(&segment), AT_LOCK).unwrap();
@@ -317,7 +317,7 @@ fn lock_counter_is_exact_across_processes() {
     let _lock = Lock::create_in(Arc::clone(&segment), AT_LOCK).unwrap();
     let n = INCREMENTS.to_string();
     let children = (0..WORKERS)
-        .map(|_| spawn_with("lock_counter", &[&n], &segment))
+        .map(|_| spawn_with(role!(child_lock_counter), &[&n], &segment))
         .collect();
     join_all(children);
     assert_eq!(
@@ -332,7 +332,7 @@ fn lock_in_a_named_segment_works_across_processes() {
     let _lock = Lock::create_in(Arc::clone(&segment), AT_LOCK).unwrap();
     let n = (INCREMENTS / 10).to_string();
     let children: Vec<Child> = (0..2)
-        .map(|_| spawn("named_lock_counter", &[&name, &n], &[]).unwrap())
+        .map(|_| spawn(role!(child_named_lock_counter), &[&name, &n], &[]).unwrap())
         .collect();
     let result = std::panic::catch_unwind(|| join_all(children));
     segment.unlink().unwrap();
@@ -348,7 +348,7 @@ fn rlock_counter_is_exact_with_recursion() {
     let _lock = RLock::create_in(Arc::clone(&segment), AT_RLOCK).unwrap();
     let n = INCREMENTS.to_string();
     let children = (0..WORKERS)
-        .map(|_| spawn_with("rlock_counter", &[&n], &segment))
+        .map(|_| spawn_with(role!(child_rlock_counter), &[&n], &segment))
         .collect();
     join_all(children);
     assert_eq!(
@@ -362,7 +362,7 @@ fn semaphore_concurrency_reaches_but_never_exceeds_n() {
     let segment = segment();
     let sem = Semaphore::create_in(Arc::clone(&segment), AT_SEM, N).unwrap();
     let children = (0..6)
-        .map(|_| spawn_with("semaphore", &["300"], &segment))
+        .map(|_| spawn_with(role!(child_semaphore), &["300"], &segment))
         .collect();
     join_all(children);
     assert_eq!(data(&segment, 1).load(Ordering::SeqCst), u64::from(N));
@@ -374,7 +374,7 @@ fn event_wakes_waiters_in_other_processes() {
     let segment = segment();
     let event = Event::create_in(Arc::clone(&segment), AT_EVENT).unwrap();
     let children: Vec<Child> = (0..3)
-        .map(|i| spawn_with("event_wait", &[&i.to_string()], &segment))
+        .map(|i| spawn_with(role!(child_event_wait), &[&i.to_string()], &segment))
         .collect();
     assert!(eventually(Duration::from_secs(10), || {
         data(&segment, 0).load(Ordering::SeqCst) == 3
@@ -406,7 +406,7 @@ fn condition_notify_wakes_exactly_one_then_all() {
     let lock = Lock::create_in(Arc::clone(&segment), AT_LOCK).unwrap();
     let cond = Condition::create_in(lock, Arc::clone(&segment), AT_COND).unwrap();
     let children: Vec<Child> = (0..3)
-        .map(|_| spawn_with("condition_wait", &[], &segment))
+        .map(|_| spawn_with(role!(child_condition_wait), &[], &segment))
         .collect();
     assert!(eventually(Duration::from_secs(10), || {
         data(&segment, 0).load(Ordering::SeqCst) == 3
@@ -440,14 +440,14 @@ fn condition_wait_reports_an_owner_that_died_meanwhile() {
     let lock = Lock::create_in(Arc::clone(&segment), AT_LOCK).unwrap();
     let _rlock = RLock::create_in(Arc::clone(&segment), AT_RLOCK).unwrap();
     let cond = Condition::create_in(lock.clone(), Arc::clone(&segment), AT_COND).unwrap();
-    let mut waiter = spawn_with("condition_wait_owner_died", &[], &segment);
+    let mut waiter = spawn_with(role!(child_condition_wait_owner_died), &[], &segment);
     assert!(eventually(Duration::from_secs(10), || {
         data(&segment, 0).load(Ordering::SeqCst) == 1
     }));
     // The waiter has released the lock inside `wait` once we can take it.
     drop(lock.acquire_timeout(Duration::from_secs(10)).unwrap());
     data(&segment, 0).store(0, Ordering::SeqCst);
-    let mut holder = spawn_with("hold_forever", &["lock"], &segment);
+    let mut holder = spawn_with(role!(child_hold_forever), &["lock"], &segment);
     assert!(eventually(Duration::from_secs(10), || {
         data(&segment, 0).load(Ordering::SeqCst) == 1
     }));
@@ -470,7 +470,7 @@ fn condition_wait_for_waits_for_the_predicate() {
     let lock = Lock::create_in(Arc::clone(&segment), AT_LOCK).unwrap();
     let cond = Condition::create_in(lock, Arc::clone(&segment), AT_COND).unwrap();
     let children: Vec<Child> = (0..2)
-        .map(|_| spawn_with("condition_wait_for", &["5"], &segment))
+        .map(|_| spawn_with(role!(child_condition_wait_for), &["5"], &segment))
         .collect();
     assert!(eventually(Duration::from_secs(10), || {
         data(&segment, 0).load(Ordering::SeqCst) == 2
@@ -498,7 +498,7 @@ fn barrier_releases_all_parties_every_round() {
     let barrier = Barrier::create_in(Arc::clone(&segment), AT_BARRIER, 3).unwrap();
     let rounds = ROUNDS.to_string();
     let children = (0..3)
-        .map(|_| spawn_with("barrier_rounds", &[&rounds], &segment))
+        .map(|_| spawn_with(role!(child_barrier_rounds), &[&rounds], &segment))
         .collect();
     join_all(children);
     assert_eq!(data(&segment, 0).load(Ordering::SeqCst), 3 * ROUNDS);
@@ -515,7 +515,7 @@ fn barrier_abort_breaks_it_for_everyone() {
     let segment = segment();
     let barrier = Barrier::create_in(Arc::clone(&segment), AT_BARRIER, 3).unwrap();
     let children: Vec<Child> = (0..2)
-        .map(|_| spawn_with("barrier_broken", &[], &segment))
+        .map(|_| spawn_with(role!(child_barrier_broken), &[], &segment))
         .collect();
     assert!(eventually(Duration::from_secs(10), || barrier.n_waiting() == 2));
     barrier.abort();
@@ -565,7 +565,7 @@ fn barrier_full_round(barrier: &Barrier, segment: &Arc<Segment>) {
     data(segment, 1).store(0, Ordering::SeqCst);
     let others = barrier.parties() - 1;
     let children = (0..others)
-        .map(|_| spawn_with("barrier_once", &[], segment))
+        .map(|_| spawn_with(role!(child_barrier_once), &[], segment))
         .collect();
     let result = barrier
         .wait_timeout(Duration::from_secs(10))
@@ -584,7 +584,7 @@ fn barrier_full_round(barrier: &Barrier, segment: &Arc<Segment>) {
 /// Starts a party that waits on the barrier until killed, and returns once
 /// it waits (`n_waiting` reached `waiting`) and has had time to fall asleep.
 fn spawn_victim(barrier: &Barrier, segment: &Arc<Segment>, waiting: u32) -> Child {
-    let victim = spawn_with("barrier_wait_until_killed", &[], segment);
+    let victim = spawn_with(role!(child_barrier_wait_until_killed), &[], segment);
     assert!(
         eventually(Duration::from_secs(10), || barrier.n_waiting() == waiting),
         "the victim never waited"
@@ -648,7 +648,13 @@ fn party_killed_while_others_wait(parties: u32, rounds: usize) {
         let segment = segment();
         let barrier = Barrier::create_in(Arc::clone(&segment), AT_BARRIER, parties).unwrap();
         let live: Vec<Child> = (0..parties - 2)
-            .map(|i| spawn_with("barrier_expect_party_died", &[&i.to_string()], &segment))
+            .map(|i| {
+                spawn_with(
+                    role!(child_barrier_expect_party_died),
+                    &[&i.to_string()],
+                    &segment,
+                )
+            })
             .collect();
         assert!(eventually(Duration::from_secs(10), || {
             barrier.n_waiting() == parties - 2
@@ -697,7 +703,7 @@ fn owner_killed(kind: &str, rounds: usize) {
         let segment = segment();
         let lock = Lock::create_in(Arc::clone(&segment), AT_LOCK).unwrap();
         let rlock = RLock::create_in(Arc::clone(&segment), AT_RLOCK).unwrap();
-        let mut holder = spawn_with("hold_forever", &[kind], &segment);
+        let mut holder = spawn_with(role!(child_hold_forever), &[kind], &segment);
         assert!(eventually(Duration::from_secs(10), || {
             data(&segment, 0).load(Ordering::SeqCst) == 1
         }));
@@ -758,7 +764,7 @@ fn owner_killed(kind: &str, rounds: usize) {
         // Healthy afterwards, also for another process.
         if kind == "lock" {
             drop(lock.try_acquire().unwrap());
-            let mut other = spawn_with("hold_for", &["1"], &segment);
+            let mut other = spawn_with(role!(child_hold_for), &["1"], &segment);
             assert!(wait_timeout(&mut other, CHILD_LIMIT).success());
             assert!(!lock.is_locked());
         } else {
@@ -787,7 +793,7 @@ fn dead_owner_found_by_a_late_acquirer() {
     let segment = segment();
     let lock = Lock::create_in(Arc::clone(&segment), AT_LOCK).unwrap();
     let _rlock = RLock::create_in(Arc::clone(&segment), AT_RLOCK).unwrap();
-    let mut holder = spawn_with("hold_forever", &["lock"], &segment);
+    let mut holder = spawn_with(role!(child_hold_forever), &["lock"], &segment);
     assert!(eventually(Duration::from_secs(10), || {
         data(&segment, 0).load(Ordering::SeqCst) == 1
     }));
@@ -802,7 +808,7 @@ fn dead_owner_found_by_a_late_acquirer() {
     // A zero timeout (a poll) finds a dead RLock owner too.
     data(&segment, 0).store(0, Ordering::SeqCst);
     let rlock = RLock::attach(Arc::clone(&segment), AT_RLOCK).unwrap();
-    let mut holder = spawn_with("hold_forever", &["rlock"], &segment);
+    let mut holder = spawn_with(role!(child_hold_forever), &["rlock"], &segment);
     assert!(eventually(Duration::from_secs(10), || {
         data(&segment, 0).load(Ordering::SeqCst) == 1
     }));
@@ -820,7 +826,7 @@ fn release_by_another_process_is_an_error() {
     let rlock = RLock::create_in(Arc::clone(&segment), AT_RLOCK).unwrap();
     let g1 = lock.acquire().unwrap();
     let g2 = rlock.acquire().unwrap();
-    let child = spawn_with("release_foreign", &[], &segment);
+    let child = spawn_with(role!(child_release_foreign), &[], &segment);
     join_all(vec![child]);
     assert!(lock.is_owned() && rlock.is_owned());
     drop((g1, g2));
@@ -829,7 +835,7 @@ fn release_by_another_process_is_an_error() {
 fn timeouts_return_on_time_and_never_hang() {
     let segment = segment();
     let lock = Lock::create_in(Arc::clone(&segment), AT_LOCK).unwrap();
-    let mut holder = spawn_with("hold_for", &["2000"], &segment);
+    let mut holder = spawn_with(role!(child_hold_for), &["2000"], &segment);
     assert!(eventually(Duration::from_secs(10), || {
         data(&segment, 0).load(Ordering::SeqCst) == 1
     }));
@@ -891,7 +897,7 @@ fn timeouts_return_on_time_and_never_hang() {
 
 fn handles_cross_a_socket_and_work() {
     let (ours, theirs) = scm::stream_pair().unwrap();
-    let mut child = spawn("receive_handles", &[], &[theirs.as_fd()]).unwrap();
+    let mut child = spawn(role!(child_receive_handles), &[], &[theirs.as_fd()]).unwrap();
     drop(theirs);
     let lock = Lock::new().unwrap();
     let event = Event::new().unwrap();
@@ -996,23 +1002,23 @@ fn garbage_owner_is_taken_over_not_hung_on() {
 
 fn main() {
     let roles: &[Role] = &[
-        ("lock_counter", child_lock_counter),
-        ("rlock_counter", child_rlock_counter),
-        ("named_lock_counter", child_named_lock_counter),
-        ("semaphore", child_semaphore),
-        ("event_wait", child_event_wait),
-        ("condition_wait", child_condition_wait),
-        ("condition_wait_for", child_condition_wait_for),
-        ("condition_wait_owner_died", child_condition_wait_owner_died),
-        ("barrier_rounds", child_barrier_rounds),
-        ("barrier_broken", child_barrier_broken),
-        ("barrier_once", child_barrier_once),
-        ("barrier_wait_until_killed", child_barrier_wait_until_killed),
-        ("barrier_expect_party_died", child_barrier_expect_party_died),
-        ("hold_forever", child_hold_forever),
-        ("hold_for", child_hold_for),
-        ("release_foreign", child_release_foreign),
-        ("receive_handles", child_receive_handles),
+        role!(child_lock_counter),
+        role!(child_rlock_counter),
+        role!(child_named_lock_counter),
+        role!(child_semaphore),
+        role!(child_event_wait),
+        role!(child_condition_wait),
+        role!(child_condition_wait_for),
+        role!(child_condition_wait_owner_died),
+        role!(child_barrier_rounds),
+        role!(child_barrier_broken),
+        role!(child_barrier_once),
+        role!(child_barrier_wait_until_killed),
+        role!(child_barrier_expect_party_died),
+        role!(child_hold_forever),
+        role!(child_hold_for),
+        role!(child_release_foreign),
+        role!(child_receive_handles),
     ];
     run(
         roles,

@@ -5,20 +5,28 @@
 //! plays the child *role* named in the environment or runs the tests through
 //! `libtest-mimic` (same command line and output as the built-in harness).
 //!
+//! A role is a function taking the child's arguments, declared once with
+//! [`role!`]: the same macro names it in the list given to [`run`] and where
+//! a test starts it ([`spawn`], [`command`]), so the two cannot disagree. A
+//! test that starts a role missing from that list panics at once.
+//!
 //! ```no_run
-//! use multiproc_testkit::{run, spawn, tests, Trial};
+//! use multiproc_testkit::{role, run, spawn, tests, Trial};
 //!
 //! fn child_says_hi(_args: &[String]) {
 //!     println!("hi");
 //! }
 //!
 //! fn parent_sees_hi() {
-//!     let out = spawn("says_hi", &[], &[]).unwrap().wait_with_output().unwrap();
+//!     let out = spawn(role!(child_says_hi), &[], &[])
+//!         .unwrap()
+//!         .wait_with_output()
+//!         .unwrap();
 //!     assert!(out.status.success());
 //! }
 //!
 //! fn main() {
-//!     run(&[("says_hi", child_says_hi)], tests![parent_sees_hi]);
+//!     run(&[role!(child_says_hi)], tests![parent_sees_hi]);
 //! }
 //! ```
 //!
@@ -47,6 +55,7 @@ use std::io;
 use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::process::CommandExt;
 use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::OnceLock;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
@@ -54,7 +63,59 @@ const ROLE_ENV: &str = "MULTIPROC_TEST_ROLE";
 const FDS_ENV: &str = "MULTIPROC_TEST_FDS";
 
 /// A child role: what a re-executed test binary does, given its arguments.
-pub type Role = (&'static str, fn(&[String]));
+/// Build it with [`role!`], which names it after its function.
+#[derive(Clone, Copy, Debug)]
+pub struct Role {
+    /// The name the child finds its role by: its function's.
+    pub name: &'static str,
+    /// What the child does, given its arguments.
+    pub body: fn(&[String]),
+}
+
+/// The [`Role`] played by the function `f` (`fn(&[String])`), named `"f"`;
+/// `role!(path::to::f)` is named `"f"` too.
+///
+/// ```
+/// fn child_echo(_args: &[String]) {}
+///
+/// assert_eq!(multiproc_testkit::role!(child_echo).name, "child_echo");
+/// ```
+#[macro_export]
+macro_rules! role {
+    ($($segment:ident)::+) => {
+        $crate::Role {
+            name: $crate::__last_ident!($($segment)::+),
+            body: $($segment)::+,
+        }
+    };
+}
+
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __last_ident {
+    ($last:ident) => {
+        stringify!($last)
+    };
+    ($first:ident :: $($rest:ident)::+) => {
+        $crate::__last_ident!($($rest)::+)
+    };
+}
+
+/// The roles given to [`run`] in this process.
+static ROLES: OnceLock<Vec<Role>> = OnceLock::new();
+
+/// Panics unless `role` is in the list given to [`run`].
+fn check_registered(role: Role) {
+    let (registered, note) = match ROLES.get() {
+        Some(roles) => (roles.iter().any(|r| r.name == role.name), ""),
+        None => (false, " (run() has not been called in this process)"),
+    };
+    assert!(
+        registered,
+        "role {:?} is not in the list given to run(){note}",
+        role.name
+    );
+}
 
 /// Turns test functions into trials named after them.
 #[macro_export]
@@ -70,15 +131,28 @@ macro_rules! tests {
 /// The `main` of a `harness = false` test file: plays the role named in the
 /// environment (and exits), or runs `tests` and exits with their verdict,
 /// failing them when they left a name of this run in `/dev/shm` (see the
-/// [crate docs](crate#the-devshm-leak-check)).
+/// [crate docs](crate#the-devshm-leak-check)). `roles` lists every role
+/// the tests (or the roles themselves) start, each made with [`role!`];
+/// starting one not listed panics in the parent, and two with the same
+/// name fail the binary.
 pub fn run(roles: &[Role], tests: Vec<Trial>) -> ! {
+    for (i, role) in roles.iter().enumerate() {
+        if roles[..i].iter().any(|r| r.name == role.name) {
+            eprintln!("error: role {:?} is given to run() twice", role.name);
+            std::process::exit(2);
+        }
+    }
+    if ROLES.set(roles.to_vec()).is_err() {
+        eprintln!("error: multiproc_testkit::run is called twice");
+        std::process::exit(2);
+    }
     if let Ok(role) = std::env::var(ROLE_ENV) {
         let args: Vec<String> = std::env::args().skip(1).collect();
-        let Some((_, body)) = roles.iter().find(|(name, _)| *name == role) else {
+        let Some(found) = roles.iter().find(|r| r.name == role) else {
             eprintln!("unknown test role {role:?}");
             std::process::exit(2);
         };
-        body(&args);
+        (found.body)(&args);
         std::process::exit(0);
     }
     let prefix = claim_run_prefix();
@@ -220,12 +294,21 @@ pub fn unique_name(tag: &str) -> String {
 /// Starts this test binary again as `role` with `args`. The descriptors in
 /// `fds` are inherited under the same numbers; the child collects them with
 /// [`inherited_fds`]. Standard input is closed, output is inherited.
-pub fn spawn(role: &str, args: &[&str], fds: &[BorrowedFd<'_>]) -> io::Result<Child> {
+///
+/// # Panics
+///
+/// When `role` is not in the list given to [`run`].
+pub fn spawn(role: Role, args: &[&str], fds: &[BorrowedFd<'_>]) -> io::Result<Child> {
     command(role, args, fds).stdin(Stdio::null()).spawn()
 }
 
 /// The command [`spawn`] would run, for callers that want other stdio.
-pub fn command(role: &str, args: &[&str], fds: &[BorrowedFd<'_>]) -> Command {
+///
+/// # Panics
+///
+/// When `role` is not in the list given to [`run`].
+pub fn command(role: Role, args: &[&str], fds: &[BorrowedFd<'_>]) -> Command {
+    check_registered(role);
     let mut cmd = Command::new(current_test_binary());
     play(&mut cmd, role, args, fds);
     cmd
@@ -236,11 +319,17 @@ pub fn command(role: &str, args: &[&str], fds: &[BorrowedFd<'_>]) -> Command {
 /// process and thread ids name nothing; `None`, after saying so on
 /// standard error, when this machine does not allow that (no `unshare`, or
 /// no permission to create the namespace).
+///
+/// # Panics
+///
+/// When `role` is not in the list given to [`run`] (also where no
+/// namespace can be made).
 pub fn command_in_new_pid_namespace(
-    role: &str,
+    role: Role,
     args: &[&str],
     fds: &[BorrowedFd<'_>],
 ) -> Option<Command> {
+    check_registered(role);
     let usable = Command::new("unshare")
         .args(["--pid", "--fork", "true"])
         .stderr(Stdio::null())
@@ -262,14 +351,14 @@ fn current_test_binary() -> std::path::PathBuf {
 
 /// Makes `cmd` (which runs this test binary) play `role` with `args`,
 /// inheriting `fds` under the same numbers.
-fn play(cmd: &mut Command, role: &str, args: &[&str], fds: &[BorrowedFd<'_>]) {
+fn play(cmd: &mut Command, role: Role, args: &[&str], fds: &[BorrowedFd<'_>]) {
     let raw: Vec<RawFd> = fds.iter().map(AsRawFd::as_raw_fd).collect();
     let list = raw
         .iter()
         .map(ToString::to_string)
         .collect::<Vec<_>>()
         .join(",");
-    cmd.args(args).env(ROLE_ENV, role).env(FDS_ENV, list);
+    cmd.args(args).env(ROLE_ENV, role.name).env(FDS_ENV, list);
     // SAFETY: the closure runs in the forked child before exec and only
     // calls fcntl(F_SETFD), which is async-signal-safe; it touches no locks
     // or allocations. Clearing FD_CLOEXEC there changes the child's
@@ -767,6 +856,30 @@ mod tests {
     }
 
     const RUN: &str = "mp_ci7_t42_0000beef_";
+
+    fn some_fn(_args: &[String]) {}
+
+    mod nested {
+        pub fn child_in_a_module(_args: &[String]) {}
+    }
+
+    #[test]
+    fn a_role_is_named_after_its_function() {
+        assert_eq!(role!(some_fn).name, "some_fn");
+        assert_eq!(role!(nested::child_in_a_module).name, "child_in_a_module");
+        assert_eq!(
+            role!(self::nested::child_in_a_module).name,
+            "child_in_a_module"
+        );
+        let body = role!(some_fn).body;
+        body(&[]);
+    }
+
+    #[test]
+    #[should_panic(expected = "role \"some_fn\" is not in the list given to run()")]
+    fn a_role_not_given_to_run_is_refused_at_once() {
+        let _ = command(role!(some_fn), &[], &[]);
+    }
 
     #[test]
     fn names_of_other_programs_are_not_a_leak() {

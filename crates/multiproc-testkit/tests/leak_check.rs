@@ -6,7 +6,7 @@
 //! test binary must not be failed for those, only for names it made.
 
 use multiproc_core::Segment;
-use multiproc_testkit::{Role, SHM_PREFIX_ENV, Trial, run, shm_prefix, tests};
+use multiproc_testkit::{SHM_PREFIX_ENV, Trial, role, run, shm_prefix, tests};
 use std::process::{Command, Output, Stdio};
 
 /// Names the scenario a re-executed test binary plays instead of the tests.
@@ -23,6 +23,9 @@ fn child_foreign_multiproc_program(_: &[String]) {
     let segment = Segment::create_named(None, 64).unwrap();
     println!("{}", segment.name().unwrap());
 }
+
+/// Never given to `run`: starting it must fail in the parent.
+fn child_not_given_to_run(_: &[String]) {}
 
 // ---- scenarios (the test binary run again, tests and leak check included) -
 
@@ -43,7 +46,7 @@ fn foreign_programs_leave_names() {
         .status()
         .unwrap();
     assert!(status.success(), "the shell failed: {status}");
-    let out = multiproc_testkit::command("foreign_multiproc_program", &[], &[])
+    let out = multiproc_testkit::command(role!(child_foreign_multiproc_program), &[], &[])
         .env_remove(SHM_PREFIX_ENV)
         .env_remove(SCENARIO_ENV)
         .stdin(Stdio::null())
@@ -141,6 +144,21 @@ fn a_segment_the_tests_leave_behind_fails_the_run() {
     );
 }
 
+fn a_role_not_given_to_run_fails_before_any_child_starts() {
+    let panic = std::panic::catch_unwind(|| {
+        multiproc_testkit::command(role!(child_not_given_to_run), &[], &[])
+    })
+    .expect_err("a command for a role run() does not know");
+    let message = panic
+        .downcast_ref::<String>()
+        .map(String::as_str)
+        .unwrap_or_default();
+    assert!(
+        message.contains("role \"child_not_given_to_run\" is not in the list given to run()"),
+        "{message:?}"
+    );
+}
+
 fn main() {
     let trials: Vec<Trial> = match std::env::var(SCENARIO_ENV).as_deref() {
         Ok("foreign") => tests![foreign_programs_leave_names],
@@ -149,8 +167,8 @@ fn main() {
         Err(_) => tests![
             names_a_foreign_program_creates_during_the_run_are_not_a_leak,
             a_segment_the_tests_leave_behind_fails_the_run,
+            a_role_not_given_to_run_fails_before_any_child_starts,
         ],
     };
-    let roles: &[Role] = &[("foreign_multiproc_program", child_foreign_multiproc_program)];
-    run(roles, trials);
+    run(&[role!(child_foreign_multiproc_program)], trials);
 }
