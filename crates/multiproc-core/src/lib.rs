@@ -4,6 +4,7 @@
 //! | module | what it gives |
 //! |---|---|
 //! | [`segment`] | [`Segment`]: a shared mapping backed by a sealed memfd or a named POSIX shm object, and the [`Header`] every object in a segment starts with |
+//! | [`doorbell`] | a descriptor an event loop waits on, rung by other processes, and the table of them in shared memory: readiness for async waiters |
 //! | [`futex`] | wait/wake on an [`AtomicU32`](std::sync::atomic::AtomicU32) shared between processes, and [`SpinWait`] for spin-then-sleep |
 //! | [`scm`] | bytes plus descriptors over a Unix socket (`SCM_RIGHTS`) |
 //! | [`handle`] | descriptors riding through serde in an out-of-band table, so resource-owning types are `Serialize` |
@@ -61,6 +62,7 @@
 #![warn(missing_docs, clippy::undocumented_unsafe_blocks)]
 
 pub mod codec;
+pub mod doorbell;
 pub mod futex;
 pub mod handle;
 pub mod owner;

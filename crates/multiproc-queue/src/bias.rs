@@ -456,14 +456,14 @@ impl RobustLock<'_> {
         // with it inside: `/proc` reads cost microseconds.
         let mut slice_end = Instant::now() + LIVENESS_SLICE;
         loop {
-            let v = prepare_sleep(self.word);
+            let v = prepare_sleep(self.word.futex);
             // SYNC: re-check after `prepare_sleep`; pairs with the `busy`
             // store + `notify` in `leave_biased`.
             if out() {
                 return Ok(false);
             }
             let until = sleep_until(Some(deadline.map_or(slice_end, |d| d.min(slice_end))));
-            futex::wait(self.word, v, until);
+            futex::wait(self.word.futex, v, until);
             if out() {
                 return Ok(false);
             }

@@ -34,6 +34,11 @@ pub enum QueueError {
         /// The kind found.
         found: &'static str,
     },
+    /// Making a doorbell for async waiters failed (out of descriptors, say).
+    Doorbell(std::io::Error),
+    /// Every doorbell slot of the queue is taken by live processes (see
+    /// [`Queue::readiness`](crate::Queue::readiness)).
+    NoDoorbellSlot,
 }
 
 impl fmt::Display for QueueError {
@@ -49,6 +54,10 @@ impl fmt::Display for QueueError {
             Self::WrongKind { expected, found } => {
                 write!(f, "segment holds a {found}, not a {expected}")
             }
+            Self::Doorbell(_) => f.write_str("could not make a doorbell for async waiters"),
+            Self::NoDoorbellSlot => f.write_str(
+                "every doorbell slot of the queue is taken (too many async handles at once)",
+            ),
         }
     }
 }
@@ -58,6 +67,7 @@ impl Error for QueueError {
         match self {
             Self::Segment(e) => Some(e),
             Self::Codec(e) => Some(e),
+            Self::Doorbell(e) => Some(e),
             _ => None,
         }
     }
@@ -79,6 +89,7 @@ impl From<QueueError> for std::io::Error {
     fn from(e: QueueError) -> Self {
         match e {
             QueueError::Segment(s) => s.into(),
+            QueueError::Doorbell(e) => e,
             other => std::io::Error::new(std::io::ErrorKind::InvalidData, other),
         }
     }
@@ -122,6 +133,20 @@ impl<T> From<PutError<T>> for TryPutError<T> {
         match e {
             PutError::Closed(v) => Self::Closed(v),
             PutError::Failed(v, f) => Self::Failed(v, f),
+        }
+    }
+}
+
+/// A `try_put` outcome as a blocking put's: `Full` has no counterpart and
+/// is handed back with its value.
+impl<T> TryFrom<TryPutError<T>> for PutError<T> {
+    type Error = TryPutError<T>;
+
+    fn try_from(e: TryPutError<T>) -> Result<Self, TryPutError<T>> {
+        match e {
+            TryPutError::Closed(v) => Ok(Self::Closed(v)),
+            TryPutError::Failed(v, f) => Ok(Self::Failed(v, f)),
+            full @ TryPutError::Full(_) => Err(full),
         }
     }
 }
@@ -180,6 +205,20 @@ impl From<GetError> for TryGetError {
         match e {
             GetError::Closed => Self::Closed,
             GetError::Failed(f) => Self::Failed(f),
+        }
+    }
+}
+
+/// A `try_get` outcome as a blocking get's: `Empty` has no counterpart and
+/// is handed back (what an async get that must wait on sees).
+impl TryFrom<TryGetError> for GetError {
+    type Error = TryGetError;
+
+    fn try_from(e: TryGetError) -> Result<Self, TryGetError> {
+        match e {
+            TryGetError::Closed => Ok(Self::Closed),
+            TryGetError::Failed(f) => Ok(Self::Failed(f)),
+            TryGetError::Empty => Err(TryGetError::Empty),
         }
     }
 }

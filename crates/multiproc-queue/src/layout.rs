@@ -14,20 +14,24 @@
 //! | 640 | 128 | [`WordLine`] head: `count << 32 \| offset` | consumer-lock holder | `Release` store frees bytes |
 //! | 768 | 128 | [`WaitLine`]: futex words (bit 0 = "someone sleeps"), closed flags | anyone | `SeqCst` RMW; light/heavy fence pairs with head, tail and lock words |
 //! | 896 | 128 | [`JoinLine`]: `task_done` counter, join futex word | consumers | `SeqCst` |
+//! | 1024 | 1024 | [`BellBoard`]: doorbells of async waiters, each armed for some of the futex words | async waiters; notifiers free dead ones | `SeqCst`; see `multiproc_core::doorbell` |
 //! | 4096 | ring length | the ring of records | see `ring/mod.rs` | |
 //!
 //! 128-byte lines keep the producer's and the consumer's hot words apart even
 //! with adjacent-line prefetching; the figure is part of the layout version.
 #![allow(unsafe_code)]
 
+use multiproc_core::doorbell::BellBoard;
 use multiproc_core::segment::SharedSafe;
 use std::mem::offset_of;
 use std::sync::atomic::{AtomicU32, AtomicU64};
 
+use crate::wake::Word;
+
 /// Magic of a queue segment.
 pub(crate) const MAGIC: [u8; 8] = *b"MPQUEUE\0";
 /// Layout version; bump on any change in this file or in the record format.
-pub(crate) const VERSION: u32 = 5;
+pub(crate) const VERSION: u32 = 6;
 /// Where the ring starts: page aligned, so record offsets are addresses'
 /// alignment too.
 pub(crate) const RING_OFFSET: usize = 4096;
@@ -180,6 +184,21 @@ pub(crate) struct Control {
     pub head: WordLine,
     pub wait: WaitLine,
     pub join: JoinLine,
+    /// Doorbells of async waiters (see `ready.rs`).
+    pub bells: BellBoard,
+}
+
+impl Control {
+    /// `futex`, one of this control block's futex words, with the doorbells
+    /// armed for it (`bell` is its bit in [`crate::wake::bell`]).
+    #[inline]
+    pub(crate) fn word<'a>(&'a self, futex: &'a AtomicU32, bell: u32) -> Word<'a> {
+        Word {
+            futex,
+            bells: &self.bells,
+            bell,
+        }
+    }
 }
 
 const _: () = {
@@ -192,7 +211,8 @@ const _: () = {
     assert!(offset_of!(Control, join) == 896);
     assert!(size_of::<ProducerLine>() == 128);
     assert!(size_of::<ConsumerLine>() == 128);
-    assert!(size_of::<Control>() == 1024);
+    assert!(offset_of!(Control, bells) == 1024);
+    assert!(size_of::<Control>() == 2048);
     assert!(size_of::<Control>() <= RING_OFFSET);
     assert!(align_of::<Control>() == 128);
 };

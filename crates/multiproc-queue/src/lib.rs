@@ -250,6 +250,7 @@ mod limits;
 mod lock;
 mod owner;
 mod queue;
+mod ready;
 mod ring;
 mod simple;
 mod wake;
@@ -263,6 +264,7 @@ pub use in_place::InPlace;
 pub use joinable::JoinableQueue;
 pub use limits::{DEFAULT_MAX_MESSAGE, DEFAULT_RING_BYTES, MAX_CAPACITY, MAX_MESSAGE_LIMIT};
 pub use queue::Queue;
+pub use ready::{Armed, Interest, Readiness};
 pub use simple::SimpleQueue;
 
 #[cfg(test)]

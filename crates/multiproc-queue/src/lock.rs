@@ -111,7 +111,7 @@ impl RobustLock<'_> {
             if !sleep {
                 return Err(());
             }
-            let v = prepare_sleep(self.word);
+            let v = prepare_sleep(self.word.futex);
             // SYNC: re-check after `prepare_sleep`; pairs with the store +
             // `notify` in `unlock` and `grant`.
             let owner = self.owner.load(Ordering::SeqCst);
@@ -126,7 +126,7 @@ impl RobustLock<'_> {
                 Some(d) if d < slice => d,
                 _ => slice,
             }));
-            let outcome = futex::wait(self.word, v, until);
+            let outcome = futex::wait(self.word.futex, v, until);
             if outcome == WaitOutcome::TimedOut && until.is_some_and(|u| Instant::now() >= u) {
                 if deadline.is_some_and(|d| Instant::now() >= d) {
                     if self.try_lock(me) {

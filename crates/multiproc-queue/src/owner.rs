@@ -6,11 +6,12 @@
 //! build on this.
 
 use multiproc_core::ThreadIdentity;
-use std::sync::atomic::{AtomicU32, AtomicU64};
+use std::sync::atomic::AtomicU64;
 use std::time::Duration;
 
 use crate::fence;
 use crate::layout::Bias;
+use crate::wake::Word;
 
 /// How long a waiter sleeps before it checks whether the thread it waits
 /// on is still alive. A dead owner is noticed within this time; a live one
@@ -64,7 +65,7 @@ pub(crate) enum Locked {
 /// and `bias.rs`.
 pub(crate) struct RobustLock<'a> {
     pub owner: &'a AtomicU64,
-    pub word: &'a AtomicU32,
+    pub word: Word<'a>,
     pub bias: &'a Bias,
     /// This process's record of a bias granted to one of its threads
     /// (`tid << 32 | token`, 0 = none); per process, never shared.

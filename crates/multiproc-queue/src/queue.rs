@@ -19,6 +19,7 @@ use crate::error::{
     GetError, GetTimeoutError, PutError, PutTimeoutError, QueueError, TryGetError, TryPutError,
 };
 use crate::in_place::{InPlace, Lent};
+use crate::ready::Readiness;
 use crate::ring::consumer::Next;
 use crate::ring::producer::Encoded;
 use crate::ring::{Block, Kind, Ring, Stop};
@@ -270,6 +271,30 @@ impl<T> Queue<T> {
     #[must_use]
     pub fn segment(&self) -> &Segment {
         self.ring.segment()
+    }
+
+    /// A doorbell for this process's async waiters on the queue: the
+    /// runtime-neutral base of the async adapters (see [`Readiness`] for
+    /// the protocol). Each one takes one of the queue's
+    /// [`BELL_SLOTS`](multiproc_core::doorbell::BELL_SLOTS) slots until it
+    /// drops; share one among the tasks of a process.
+    ///
+    /// # Errors
+    ///
+    /// [`QueueError::Doorbell`] when the doorbell's socket cannot be made,
+    /// [`QueueError::NoDoorbellSlot`] when live processes hold every slot.
+    ///
+    /// ```
+    /// use multiproc_queue::Queue;
+    ///
+    /// let q: Queue<u8> = Queue::new()?;
+    /// let ready = q.readiness()?;
+    /// // Register `ready` (it is `AsFd`) with an event loop for readability.
+    /// # drop(ready);
+    /// # Ok::<(), multiproc_queue::QueueError>(())
+    /// ```
+    pub fn readiness(&self) -> Result<Readiness, QueueError> {
+        Readiness::new(Arc::clone(&self.ring))
     }
 
     /// Whether this handle's next blocking get waits for the producers

@@ -3,6 +3,7 @@
 //! (see [`notify`] and [`prepare_sleep`]), and a waiter whose partner is
 //! busy naps without announcing itself ([`nap`]).
 
+use multiproc_core::doorbell::BellBoard;
 use multiproc_core::futex;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
@@ -60,37 +61,69 @@ pub(crate) fn sleep_until(deadline: Option<Instant>) -> Option<Instant> {
     }
 }
 
-/// Wakes every sleeper on `word` if bit 0 says there are any. Called right
-/// after the store that makes the sleepers' condition true; the
-/// [`light_fence`] here and the [`heavy_fence`] in [`prepare_sleep`] make
-/// sure the two sides cannot both miss each other.
+/// Which doorbells of the queue's [`BellBoard`] a notify on a word rings:
+/// one bit per futex word (see `ready.rs`).
+pub(crate) mod bell {
+    /// [`WaitLine::data`](crate::layout::WaitLine::data).
+    pub(crate) const DATA: u32 = 1;
+    /// [`WaitLine::space`](crate::layout::WaitLine::space).
+    pub(crate) const SPACE: u32 = 2;
+    /// [`JoinLine::join`](crate::layout::JoinLine::join).
+    pub(crate) const JOIN: u32 = 4;
+    /// [`WaitLine::prod_lock`](crate::layout::WaitLine::prod_lock).
+    pub(crate) const PROD_LOCK: u32 = 8;
+    /// [`WaitLine::cons_lock`](crate::layout::WaitLine::cons_lock).
+    pub(crate) const CONS_LOCK: u32 = 16;
+}
+
+/// A futex word of the queue with the doorbells that wait on it: what a
+/// notifier needs.
+#[derive(Clone, Copy)]
+pub(crate) struct Word<'a> {
+    pub futex: &'a AtomicU32,
+    pub bells: &'a BellBoard,
+    /// The word's bit in [`bell`].
+    pub bell: u32,
+}
+
+/// Wakes every sleeper on `word` if bit 0 says there are any, and rings
+/// the doorbells armed for it. Called right after the store that makes the
+/// sleepers' condition true; the [`light_fence`] here and the
+/// [`heavy_fence`] in [`prepare_sleep`] make sure the two sides cannot both
+/// miss each other. Async waiters set bit 0 as sleepers do (see `ready.rs`),
+/// so with none of either this is one load.
 #[inline]
-pub(crate) fn notify(word: &AtomicU32) {
+pub(crate) fn notify(word: Word<'_>) {
     light_fence();
     // SYNC: pairs with the `fetch_or` + `heavy_fence` in `prepare_sleep`:
     // either the sleeper's re-check sees our store, or we see its bit here.
-    let v = word.load(Ordering::Relaxed);
+    let v = word.futex.load(Ordering::Relaxed);
     if v & 1 != 0 {
         notify_slow(word, v);
     }
 }
 
 #[cold]
-fn notify_slow(word: &AtomicU32, v: u32) {
+fn notify_slow(word: Word<'_>, v: u32) {
     // v + 1 clears bit 0 and bumps the sequence. A failed CAS means another
-    // waker already bumped it (and woke everybody).
+    // waker already bumped it (and woke everybody, doorbells included).
     if word
+        .futex
         .compare_exchange(v, v.wrapping_add(1), Ordering::SeqCst, Ordering::Relaxed)
         .is_ok()
     {
-        futex::wake_all(word);
+        futex::wake_all(word.futex);
+        // SYNC: after the CAS, which read the waiter's `prepare_sleep` RMW
+        // (or a later one): its arming, before that RMW, is visible here.
+        word.bells.ring(word.bell);
     }
 }
 
 /// Bumps `word` and wakes everybody, unconditionally (close).
-pub(crate) fn notify_all(word: &AtomicU32) {
-    word.fetch_add(2, Ordering::SeqCst);
-    futex::wake_all(word);
+pub(crate) fn notify_all(word: Word<'_>) {
+    word.futex.fetch_add(2, Ordering::SeqCst);
+    futex::wake_all(word.futex);
+    word.bells.ring(word.bell);
 }
 
 /// Registers a sleeper on `word`; returns the value to pass to

@@ -28,7 +28,7 @@ use super::{
 use crate::error::QueueError;
 use crate::layout::{Control, REC_ALIGN, pack, unpack};
 use crate::owner::{LIVENESS_SLICE, me, owner_alive, thread_id};
-use crate::wake;
+use crate::wake::{self, bell};
 
 const C_IDLE: u32 = 0;
 const C_ASSEMBLING: u32 = 1;
@@ -341,7 +341,7 @@ impl Consumer<'_> {
         // bytes. `notify` then is the fast half of the pair with
         // `prepare_sleep` in `wait_space`.
         ctl.head.word.store(pack(count, next), Ordering::Release);
-        wake::notify(&ctl.wait.space);
+        wake::notify(ctl.word(&ctl.wait.space, bell::SPACE));
     }
 
     #[inline]
@@ -422,7 +422,7 @@ impl Consumer<'_> {
                             self.advance(r.count.wrapping_add(1), r.next);
                             if state.load(Ordering::Relaxed) == C_SKIPPING {
                                 self.ctl().join.done.fetch_add(1, Ordering::SeqCst);
-                                wake::notify(&self.ctl().join.join);
+                                wake::notify(self.ctl().word(&self.ctl().join.join, bell::JOIN));
                             }
                             state.store(C_IDLE, Ordering::Relaxed);
                         } else {

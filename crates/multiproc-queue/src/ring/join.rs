@@ -7,7 +7,7 @@ use std::time::Instant;
 
 use super::{Block, Ring, Stop};
 use crate::layout::unpack;
-use crate::wake;
+use crate::wake::{self, bell};
 
 impl Ring {
     /// Messages put and not yet marked done.
@@ -39,7 +39,7 @@ impl Ring {
                 )
                 .is_ok()
             {
-                wake::notify(&ctl.join.join);
+                wake::notify(ctl.word(&ctl.join.join, bell::JOIN));
                 return true;
             }
         }

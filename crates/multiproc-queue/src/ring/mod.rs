@@ -91,6 +91,7 @@ use crate::layout::{
 };
 use crate::limits::{MAX_CAPACITY, MAX_MESSAGE_LIMIT};
 use crate::owner::RobustLock;
+use crate::wake::bell;
 
 const PAD: u32 = 0x5251_0001;
 const WHOLE: u32 = 0x5251_0002;
@@ -387,7 +388,7 @@ impl Ring {
     }
 
     #[inline]
-    fn ctl(&self) -> &Control {
+    pub(crate) fn ctl(&self) -> &Control {
         // SAFETY: `ctl` came from `segment.view::<Control>(0)` (in bounds and
         // aligned) and the mapping lives as long as `self.segment`, which
         // `self` owns. `Control: SharedSafe`: sound to share while other
@@ -429,7 +430,7 @@ impl Ring {
         let ctl = self.ctl();
         RobustLock {
             owner: &ctl.prod.owner,
-            word: &ctl.wait.prod_lock,
+            word: ctl.word(&ctl.wait.prod_lock, bell::PROD_LOCK),
             bias: &ctl.prod.bias,
             mine: &self.prod_mine,
         }
@@ -439,7 +440,7 @@ impl Ring {
         let ctl = self.ctl();
         RobustLock {
             owner: &ctl.cons.owner,
-            word: &ctl.wait.cons_lock,
+            word: ctl.word(&ctl.wait.cons_lock, bell::CONS_LOCK),
             bias: &ctl.cons.bias,
             mine: &self.cons_mine,
         }

@@ -29,7 +29,7 @@ use super::{
 use crate::error::QueueError;
 use crate::layout::{Control, REC_ALIGN, pack, unpack};
 use crate::owner::{LIVENESS_SLICE, Locked, me};
-use crate::wake;
+use crate::wake::{self, bell};
 
 const P_IDLE: u32 = 0;
 const P_FRAGMENTING: u32 = 1;
@@ -104,8 +104,8 @@ impl Ring {
             // `Closed` after a last look at tail.
             self.ctl().wait.closed.fetch_or(SEALED, Ordering::SeqCst);
             let w = &self.ctl().wait;
-            wake::notify_all(&w.data);
-            wake::notify_all(&w.space);
+            wake::notify_all(self.ctl().word(&w.data, bell::DATA));
+            wake::notify_all(self.ctl().word(&w.space, bell::SPACE));
         }
     }
 
@@ -205,8 +205,8 @@ impl Ring {
         let w = &self.ctl().wait;
         // SYNC: SeqCst, read by producers in `wait_space` (under their lock).
         w.closed.fetch_or(CLOSING, Ordering::SeqCst);
-        wake::notify_all(&w.space);
-        wake::notify_all(&w.data);
+        wake::notify_all(self.ctl().word(&w.space, bell::SPACE));
+        wake::notify_all(self.ctl().word(&w.data, bell::DATA));
         // Taking the producer lock waits for the put in progress, then
         // seals. A holder that dies is taken over, so this cannot hang for
         // good. A committed put (see `put_with`) is not waited for: it goes
@@ -476,7 +476,7 @@ impl Producer<'_> {
         // `prepare_sleep` in `wait_data`/`wait_more`.
         self.ctl().tail.word.store(word, Ordering::Release);
         self.ctl().prod.tail.store(word, Ordering::Relaxed);
-        wake::notify(&self.ctl().wait.data);
+        wake::notify(self.ctl().word(&self.ctl().wait.data, bell::DATA));
         // The line holding `next` may be read right now by a consumer that
         // keeps up; the lines after it are not.
         ring.prefetch(next, true);
