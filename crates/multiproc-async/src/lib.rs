@@ -1,0 +1,293 @@
+//! Async waiting for [multiproc]'s shared-memory queues, on tokio and on
+//! smol (async-io), with no helper thread and no system call on the fast
+//! path.
+//!
+//! An [`AsyncQueue`] wraps a [`Queue`]: its `get`, `put` (and the bytes
+//! forms) try the queue's non-blocking operation first, and only when that
+//! would block do they arm the queue's doorbell
+//! ([`Queue::readiness`](multiproc_queue::Queue::readiness)) and wait for it
+//! on the runtime's reactor. The other side may be a blocking or an async
+//! user, in this process or another; it rings the doorbell only while some
+//! async waiter is armed, so a queue nobody awaits costs what it cost
+//! before.
+//!
+//! | runtime | feature | type |
+//! |---|---|---|
+//! | tokio (`AsyncFd`; timers need a runtime with time enabled) | `tokio` | [`tokio::Queue`] |
+//! | smol, async-std, anything on async-io (`Async`) | `smol` | [`smol::Queue`] |
+//!
+//! Both features can be on at once; the crate has neither by default.
+//! Another reactor (io_uring, glommio) implements [`Reactor`].
+//!
+//! ```
+//! # #[cfg(feature = "tokio")]
+//! # fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! use multiproc_queue::Queue;
+//!
+//! let rt = ::tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+//! rt.block_on(async {
+//!     let queue: Queue<String> = Queue::new()?;
+//!     let inbox = multiproc_async::tokio::Queue::new(queue.clone())?;
+//!     // A blocking producer (a thread here; another process just the same).
+//!     let producer = std::thread::spawn(move || queue.put("hello".to_owned()));
+//!     assert_eq!(inbox.get().await?, "hello");
+//!     producer.join().unwrap()?;
+//!     Ok(())
+//! })
+//! # }
+//! # #[cfg(not(feature = "tokio"))]
+//! # fn main() {}
+//! ```
+//!
+//! # Cancellation
+//!
+//! A `get` future that is dropped has taken nothing: the item is taken in
+//! the same poll that returns it. A `put` future that is dropped before it
+//! completed has put nothing (the item drops with the future).
+//!
+//! # What a waiter learns of a dead peer
+//!
+//! A close ([`Queue::close`]) wakes every waiter, which then gets
+//! `Closed`. A lock holder that died is taken over on the next attempt: a
+//! waiter whose attempt met a held lock waits at most
+//! [`Readiness::LIVENESS_SLICE`] before it tries again.
+//!
+//! [multiproc]: https://docs.rs/multiproc
+
+use multiproc_queue::{
+    GetError, Interest, PutError, Queue, QueueError, Readiness, TryGetError, TryPutError,
+};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use std::future::Future;
+use std::io;
+use std::pin::pin;
+use std::sync::Arc;
+use std::task::Poll;
+use std::time::Duration;
+
+mod wait;
+
+#[cfg(feature = "smol")]
+pub mod smol;
+#[cfg(feature = "tokio")]
+pub mod tokio;
+
+pub use multiproc_queue::Readiness as QueueReadiness;
+
+/// A reactor the waits run on: how to wait for a doorbell's readability,
+/// and how to sleep. The `tokio` and `smol` features implement it; another
+/// runtime can too.
+pub trait Reactor: Sized + Send + Sync + 'static {
+    /// A doorbell registered with the reactor.
+    type Registration: Send + Sync;
+
+    /// Registers `readiness` (an `AsFd`) for readability.
+    ///
+    /// # Errors
+    ///
+    /// The reactor's error (no runtime, out of descriptors).
+    fn register(readiness: Arc<Readiness>) -> io::Result<Self::Registration>;
+
+    /// Completes once the doorbell is readable, after draining it with
+    /// [`Readiness::drain`] (and clearing the reactor's readiness, where it
+    /// keeps one). Its first poll must register the waker.
+    fn readable(registration: &Self::Registration) -> impl Future<Output = io::Result<()>> + Send;
+
+    /// Completes after `duration`.
+    fn sleep(duration: Duration) -> impl Future<Output = ()> + Send;
+}
+
+/// A [`Queue`] whose blocking operations are futures on reactor `R` (see
+/// the [crate docs](crate)). Share it among tasks (it is `Sync`; wrap it in
+/// an `Arc`): all of them wait on one doorbell.
+pub struct AsyncQueue<T, R: Reactor> {
+    queue: Queue<T>,
+    readiness: Arc<Readiness>,
+    registration: R::Registration,
+}
+
+impl<T, R: Reactor> std::fmt::Debug for AsyncQueue<T, R> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AsyncQueue")
+            .field("queue", &self.queue)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<T, R: Reactor> AsyncQueue<T, R> {
+    /// Wraps `queue`; must be called inside the runtime (the doorbell is
+    /// registered with its reactor).
+    ///
+    /// # Errors
+    ///
+    /// [`QueueError::Doorbell`] when the doorbell cannot be made or
+    /// registered (no runtime here, out of descriptors);
+    /// [`QueueError::NoDoorbellSlot`] when every slot of the queue is taken.
+    pub fn new(queue: Queue<T>) -> Result<Self, QueueError> {
+        let readiness = Arc::new(queue.readiness()?);
+        let registration = R::register(Arc::clone(&readiness)).map_err(QueueError::Doorbell)?;
+        Ok(Self {
+            queue,
+            readiness,
+            registration,
+        })
+    }
+
+    /// The queue, for its non-blocking and blocking operations.
+    pub fn queue(&self) -> &Queue<T> {
+        &self.queue
+    }
+
+    /// Waits until `attempt` gives `Some`, through the doorbell.
+    async fn wait<V>(
+        &self,
+        interest: Interest,
+        attempt: impl FnMut() -> Option<V>,
+    ) -> Result<V, QueueError> {
+        wait::until::<R, V>(&self.readiness, &self.registration, interest, attempt).await
+    }
+
+    /// Takes the next message as bytes, waiting for one.
+    ///
+    /// # Errors
+    ///
+    /// As [`Queue::get_bytes`].
+    pub async fn get_bytes(&self) -> Result<Vec<u8>, GetError> {
+        let mut outcome = None;
+        let waited = self
+            .wait(Interest::Get, || {
+                outcome = Some(blocking_get(self.queue.try_get_bytes())?);
+                Some(())
+            })
+            .await;
+        finish_get(waited, outcome)
+    }
+
+    /// Puts `data` as one message, waiting for room.
+    ///
+    /// # Errors
+    ///
+    /// As [`Queue::put_bytes`]; the data is handed back.
+    pub async fn put_bytes<'a>(&self, data: &'a [u8]) -> Result<(), PutError<&'a [u8]>> {
+        let mut data = Some(data);
+        let mut outcome = None;
+        let waited = self
+            .wait(Interest::Put, || {
+                outcome = Some(blocking_put(
+                    self.queue.try_put_bytes(data.take()?),
+                    &mut data,
+                )?);
+                Some(())
+            })
+            .await;
+        finish_put(waited, outcome, data)
+    }
+}
+
+impl<T: Serialize + DeserializeOwned, R: Reactor> AsyncQueue<T, R> {
+    /// Takes the next item, waiting for one.
+    ///
+    /// # Errors
+    ///
+    /// As [`Queue::get`]: `Closed` once the queue is closed and drained.
+    pub async fn get(&self) -> Result<T, GetError> {
+        let mut outcome = None;
+        let waited = self
+            .wait(Interest::Get, || {
+                outcome = Some(blocking_get(self.queue.try_get())?);
+                Some(())
+            })
+            .await;
+        finish_get(waited, outcome)
+    }
+
+    /// Puts `item`, waiting for room.
+    ///
+    /// # Errors
+    ///
+    /// As [`Queue::put`]; the item is handed back.
+    pub async fn put(&self, item: T) -> Result<(), PutError<T>> {
+        let mut item = Some(item);
+        let mut outcome = None;
+        let waited = self
+            .wait(Interest::Put, || {
+                outcome = Some(blocking_put(self.queue.try_put(item.take()?), &mut item)?);
+                Some(())
+            })
+            .await;
+        finish_put(waited, outcome, item)
+    }
+}
+
+/// The result of a get whose wait ended as `waited`, with the attempt's
+/// `outcome` when the wait ended on one.
+fn finish_get<V>(
+    waited: Result<(), QueueError>,
+    outcome: Option<Result<V, GetError>>,
+) -> Result<V, GetError> {
+    match (waited, outcome) {
+        (_, Some(outcome)) => outcome,
+        (Err(f), None) => Err(GetError::Failed(f)),
+        (Ok(()), None) => unreachable!("a wait that went through ends with an outcome"),
+    }
+}
+
+/// The result of a put whose wait ended as `waited`, with the attempt's
+/// `outcome` when the wait ended on one, else the value still in `left`.
+fn finish_put<V>(
+    waited: Result<(), QueueError>,
+    outcome: Option<Result<(), PutError<V>>>,
+    left: Option<V>,
+) -> Result<(), PutError<V>> {
+    match (waited, outcome, left) {
+        (_, Some(outcome), _) => outcome,
+        (Err(f), None, Some(v)) => Err(PutError::Failed(v, f)),
+        _ => unreachable!("a wait ends with an outcome, or fails with the value left"),
+    }
+}
+
+/// A `try_get` outcome as a get's; `None` for `Empty`.
+fn blocking_get<V>(tried: Result<V, TryGetError>) -> Option<Result<V, GetError>> {
+    match tried {
+        Ok(v) => Some(Ok(v)),
+        Err(e) => GetError::try_from(e).ok().map(Err),
+    }
+}
+
+/// A `try_put` outcome as a put's; `None` for `Full`, with the value put
+/// back in `left`.
+fn blocking_put<V>(
+    tried: Result<(), TryPutError<V>>,
+    left: &mut Option<V>,
+) -> Option<Result<(), PutError<V>>> {
+    match tried {
+        Ok(()) => Some(Ok(())),
+        Err(e) => match PutError::try_from(e) {
+            Ok(e) => Some(Err(e)),
+            Err(full) => {
+                *left = Some(full.into_inner());
+                None
+            }
+        },
+    }
+}
+
+/// Polls `future` once: its first poll registers what it waits for.
+async fn poll_once<F: Future>(future: std::pin::Pin<&mut F>) -> Poll<F::Output> {
+    let mut future = Some(future);
+    std::future::poll_fn(|cx| Poll::Ready(future.take().expect("polled once").poll(cx))).await
+}
+
+/// Runs `a` and `b` until either completes.
+async fn race<A: Future<Output = ()>, B: Future<Output = ()>>(a: A, b: B) {
+    let (mut a, mut b) = (pin!(a), pin!(b));
+    std::future::poll_fn(|cx| {
+        if a.as_mut().poll(cx).is_ready() || b.as_mut().poll(cx).is_ready() {
+            Poll::Ready(())
+        } else {
+            Poll::Pending
+        }
+    })
+    .await;
+}

@@ -1,0 +1,417 @@
+//! Async queues between real processes, on tokio and on smol: the test
+//! binary re-executes itself as the child (see `multiproc-testkit`). Every
+//! scenario runs on both runtimes.
+
+use multiproc_async::smol::Smol;
+use multiproc_async::tokio::Tokio;
+use multiproc_async::{AsyncQueue, Reactor};
+use multiproc_core::Segment;
+use multiproc_queue::Queue;
+use multiproc_testkit::{
+    Role, Trial, alone_in_child_process, inherited_fds, role, run, spawn, wait_timeout,
+};
+use std::collections::HashSet;
+use std::future::Future;
+use std::os::fd::{AsFd, OwnedFd};
+use std::pin::pin;
+use std::process::Child;
+use std::sync::Arc;
+use std::task::Poll;
+use std::time::Duration;
+
+/// Longest any scenario may take before it counts as hung.
+const HUNG: Duration = Duration::from_secs(60);
+const CHILD_LIMIT: Duration = Duration::from_secs(60);
+
+// ---- runtimes --------------------------------------------------------------
+
+/// What a scenario needs of a runtime beyond the crate's [`Reactor`].
+trait Runtime: Reactor {
+    const NAME: &'static str;
+    fn block_on<F: Future>(future: F) -> F::Output;
+}
+
+impl Runtime for Tokio {
+    const NAME: &'static str = "tokio";
+    fn block_on<F: Future>(future: F) -> F::Output {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap()
+            .block_on(future)
+    }
+}
+
+impl Runtime for Smol {
+    const NAME: &'static str = "smol";
+    fn block_on<F: Future>(future: F) -> F::Output {
+        smol::block_on(future)
+    }
+}
+
+/// Runs `scenario` on runtime `R`, failing it if it takes longer than
+/// [`HUNG`].
+fn on<R: Runtime>(scenario: impl Future<Output = ()>) {
+    R::block_on(async {
+        let mut scenario = pin!(scenario);
+        let mut timer = pin!(R::sleep(HUNG));
+        std::future::poll_fn(|cx| {
+            if scenario.as_mut().poll(cx).is_ready() {
+                return Poll::Ready(());
+            }
+            if timer.as_mut().poll(cx).is_ready() {
+                panic!("the scenario hung on {}", R::NAME);
+            }
+            Poll::Pending
+        })
+        .await;
+    });
+}
+
+/// `Some(output)` if `future` completes before `limit`, else `None` (and
+/// `future` is dropped: cancelled).
+async fn within<R: Runtime, F: Future>(limit: Duration, future: F) -> Option<F::Output> {
+    let mut future = pin!(future);
+    let mut timer = pin!(R::sleep(limit));
+    std::future::poll_fn(|cx| {
+        if let Poll::Ready(v) = future.as_mut().poll(cx) {
+            return Poll::Ready(Some(v));
+        }
+        if timer.as_mut().poll(cx).is_ready() {
+            return Poll::Ready(None);
+        }
+        Poll::Pending
+    })
+    .await
+}
+
+/// Runs every future of `futures` to completion, concurrently.
+async fn join_all<F: Future>(futures: Vec<F>) -> Vec<F::Output> {
+    let mut futures: Vec<_> = futures.into_iter().map(Box::pin).collect();
+    let mut outputs: Vec<Option<F::Output>> = futures.iter().map(|_| None).collect();
+    std::future::poll_fn(|cx| {
+        let mut pending = false;
+        for (future, output) in futures.iter_mut().zip(outputs.iter_mut()) {
+            if output.is_none() {
+                match future.as_mut().poll(cx) {
+                    Poll::Ready(v) => *output = Some(v),
+                    Poll::Pending => pending = true,
+                }
+            }
+        }
+        if pending {
+            Poll::Pending
+        } else {
+            Poll::Ready(())
+        }
+    })
+    .await;
+    outputs.into_iter().map(Option::unwrap).collect()
+}
+
+// ---- children ---------------------------------------------------------------
+
+fn attach<T>(fd: OwnedFd) -> Queue<T> {
+    Queue::attach(Segment::from_fd(fd).unwrap()).unwrap()
+}
+
+fn arg<T: std::str::FromStr>(args: &[String], i: usize) -> T
+where
+    T::Err: std::fmt::Debug,
+{
+    args[i].parse().unwrap()
+}
+
+/// Puts `count` items `producer << 32 | seq`, blocking.
+fn child_put(args: &[String]) {
+    let q: Queue<u64> = attach(inherited_fds().remove(0));
+    let producer: u64 = arg(args, 0);
+    let count: u64 = arg(args, 1);
+    let pause_us: u64 = arg(args, 2);
+    for seq in 0..count {
+        q.put(producer << 32 | seq).unwrap();
+        if pause_us > 0 {
+            std::thread::sleep(Duration::from_micros(pause_us));
+        }
+    }
+}
+
+/// Gets `count` items, blocking, and puts their sum into the second queue.
+fn child_sum(args: &[String]) {
+    let mut fds = inherited_fds();
+    let q: Queue<u64> = attach(fds.remove(0));
+    let sums: Queue<u64> = attach(fds.remove(0));
+    let count: u64 = arg(args, 0);
+    let sum = (0..count).map(|_| q.get().unwrap()).sum();
+    sums.put(sum).unwrap();
+}
+
+/// Takes the first item in place (holding the consumer lock), says so on
+/// standard output, then waits to be killed.
+fn child_hold_consumer_lock(_: &[String]) {
+    let q: Queue<u64> = attach(inherited_fds().remove(0));
+    let _held = q.get_in_place().unwrap();
+    println!("holding");
+    loop {
+        std::thread::sleep(Duration::from_secs(1));
+    }
+}
+
+/// Closes the queue after `ms` milliseconds.
+fn child_close_after(args: &[String]) {
+    let q: Queue<u64> = attach(inherited_fds().remove(0));
+    std::thread::sleep(Duration::from_millis(arg(args, 0)));
+    q.close();
+}
+
+fn start(role: Role, queues: &[&Queue<u64>], args: &[&str]) -> Child {
+    let fds: Vec<_> = queues.iter().map(|q| q.segment().as_fd()).collect();
+    spawn(role, args, &fds).unwrap()
+}
+
+fn finish(mut child: Child) {
+    let status = wait_timeout(&mut child, CHILD_LIMIT);
+    assert!(status.success(), "child failed: {status:?}");
+}
+
+// ---- scenarios ----------------------------------------------------------------
+
+/// Two blocking producers in other processes, two async consumers here:
+/// every item arrives once, each producer's in order.
+fn blocking_producers_async_consumers<R: Runtime>() {
+    const EACH: u64 = 3000;
+    let q: Queue<u64> = Queue::with_capacity(16).unwrap();
+    let children: Vec<_> = (0..2)
+        .map(|p| {
+            start(
+                role!(child_put),
+                &[&q],
+                &[&p.to_string(), &EACH.to_string(), "0"],
+            )
+        })
+        .collect();
+    let got: Vec<Vec<u64>> = R::block_on(async {
+        let inbox = Arc::new(AsyncQueue::<u64, R>::new(q.clone()).unwrap());
+        // Consumers take turns by count: together exactly 2 * EACH.
+        let consumer = |n: u64| {
+            let inbox = Arc::clone(&inbox);
+            async move {
+                let mut got = Vec::new();
+                for _ in 0..n {
+                    got.push(inbox.get().await.unwrap());
+                }
+                got
+            }
+        };
+        within::<R, _>(HUNG, join_all(vec![consumer(EACH), consumer(EACH)]))
+            .await
+            .expect("consumers hung")
+    });
+    children.into_iter().for_each(finish);
+    let mut seen = HashSet::new();
+    for consumer in &got {
+        let mut last = [None::<u64>; 2];
+        for &item in consumer {
+            assert!(seen.insert(item), "{item:#x} delivered twice");
+            let (producer, seq) = ((item >> 32) as usize, item & 0xffff_ffff);
+            assert!(last[producer] < Some(seq), "out of order: {item:#x}");
+            last[producer] = Some(seq);
+        }
+    }
+    assert_eq!(seen.len() as u64, 2 * EACH, "items lost");
+}
+
+/// Two async producers here, two blocking consumers in other processes,
+/// through a queue of 4: the producers wait for room.
+fn async_producers_blocking_consumers<R: Runtime>() {
+    const EACH: u64 = 3000;
+    let q: Queue<u64> = Queue::with_capacity(4).unwrap();
+    let sums: Queue<u64> = Queue::new().unwrap();
+    let children: Vec<_> = (0..2)
+        .map(|_| start(role!(child_sum), &[&q, &sums], &[&EACH.to_string()]))
+        .collect();
+    on::<R>(async {
+        let outbox = Arc::new(AsyncQueue::<u64, R>::new(q.clone()).unwrap());
+        let producer = |base: u64| {
+            let outbox = Arc::clone(&outbox);
+            async move {
+                for i in 0..EACH {
+                    outbox.put(base + i).await.unwrap();
+                }
+            }
+        };
+        join_all(vec![producer(0), producer(1_000_000)]).await;
+    });
+    children.into_iter().for_each(finish);
+    let total = sums.get().unwrap() + sums.get().unwrap();
+    let expected: u64 = (0..EACH).map(|i| 2 * i + 1_000_000).sum();
+    assert_eq!(total, expected);
+}
+
+/// Gets cancelled at random moments (a timeout drops the future) while a
+/// producer in another process puts: no item is lost or seen twice.
+fn cancelled_gets_lose_nothing<R: Runtime>() {
+    const COUNT: u64 = 400;
+    let q: Queue<u64> = Queue::new().unwrap();
+    let child = start(role!(child_put), &[&q], &["0", &COUNT.to_string(), "300"]);
+    let mut cancelled = 0;
+    let got = R::block_on(async {
+        let inbox = AsyncQueue::<u64, R>::new(q.clone()).unwrap();
+        let mut got = Vec::new();
+        let mut i = 0u64;
+        while (got.len() as u64) < COUNT {
+            i += 1;
+            // 0 to 400 µs: often shorter than the producer's pause.
+            let limit = Duration::from_micros(i * 7919 % 400);
+            match within::<R, _>(limit, inbox.get()).await {
+                Some(item) => got.push(item.unwrap()),
+                None => cancelled += 1,
+            }
+            assert!(i < 1_000_000, "no progress");
+        }
+        got
+    });
+    finish(child);
+    assert!(cancelled > 0, "no get was cancelled");
+    assert_eq!(got, (0..COUNT).collect::<Vec<_>>(), "lost or reordered");
+    assert!(
+        q.try_get().unwrap_err().is_empty(),
+        "an item was left behind"
+    );
+}
+
+/// A consumer in another process dies holding the consumer lock while an
+/// async get waits: the get takes the lock over and returns.
+fn a_dead_lock_holder_is_taken_over<R: Runtime>() {
+    let q: Queue<u64> = Queue::new().unwrap();
+    q.put(1).unwrap();
+    q.put(2).unwrap();
+    let mut child =
+        multiproc_testkit::command(role!(child_hold_consumer_lock), &[], &[q.segment().as_fd()])
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+    let mut line = String::new();
+    std::io::BufRead::read_line(
+        &mut std::io::BufReader::new(child.stdout.take().unwrap()),
+        &mut line,
+    )
+    .unwrap();
+    assert_eq!(line.trim(), "holding");
+    let pid = child.id();
+    let killer = std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_millis(100));
+        rustix::process::kill_process(
+            rustix::process::Pid::from_raw(pid as i32).unwrap(),
+            rustix::process::Signal::KILL,
+        )
+        .unwrap();
+    });
+    let got = R::block_on(async {
+        let inbox = AsyncQueue::<u64, R>::new(q.clone()).unwrap();
+        within::<R, _>(HUNG, inbox.get()).await
+    });
+    killer.join().unwrap();
+    let _ = child.wait();
+    let item = got.expect("the get hung on a dead holder").unwrap();
+    assert!(item == 1 || item == 2, "{item}");
+}
+
+/// Another process closes the queue while async gets wait: they end with
+/// `Closed`.
+fn a_close_wakes_async_getters<R: Runtime>() {
+    let q: Queue<u64> = Queue::new().unwrap();
+    let child = start(role!(child_close_after), &[&q], &["100"]);
+    let outcomes = R::block_on(async {
+        let inbox = Arc::new(AsyncQueue::<u64, R>::new(q.clone()).unwrap());
+        let getters = (0..3).map(|_| {
+            let inbox = Arc::clone(&inbox);
+            async move { inbox.get().await }
+        });
+        within::<R, _>(HUNG, join_all(getters.collect())).await
+    })
+    .expect("a close did not wake the getters");
+    finish(child);
+    for outcome in outcomes {
+        assert!(outcome.unwrap_err().is_closed());
+    }
+}
+
+/// Threads of this process.
+fn threads() -> usize {
+    std::fs::read_dir("/proc/self/task").unwrap().count()
+}
+
+/// A thousand tasks await one queue through one doorbell; a producer in
+/// another process feeds them. No thread is started for them.
+fn a_thousand_waiters<R: Runtime>() {
+    const TASKS: u64 = 1000;
+    // Alone, so that the threads of the other tests do not count.
+    if !alone_in_child_process(&format!("a_thousand_waiters_{}", R::NAME), &[]) {
+        return;
+    }
+    let q: Queue<u64> = Queue::new().unwrap();
+    let got = R::block_on(async {
+        let inbox = Arc::new(AsyncQueue::<u64, R>::new(q.clone()).unwrap());
+        let waiter = || {
+            let inbox = Arc::clone(&inbox);
+            async move { inbox.get().await.unwrap() }
+        };
+        // One waiter pending first: whatever the runtime starts once (a
+        // reactor thread) is running by then.
+        let mut first = pin!(join_all(vec![waiter()]));
+        assert!(poll_once(first.as_mut()).await.is_pending());
+        let before = threads();
+        let mut rest = pin!(join_all((1..TASKS).map(|_| waiter()).collect()));
+        assert!(poll_once(rest.as_mut()).await.is_pending());
+        assert_eq!(threads(), before, "threads were started for waiters");
+        let child = start(role!(child_put), &[&q], &["0", &TASKS.to_string(), "0"]);
+        let both = async { (first.await, rest.await) };
+        let (mut got, rest) = within::<R, _>(HUNG, both).await.expect("waiters hung");
+        finish(child);
+        got.extend(rest);
+        got
+    });
+    let distinct: HashSet<_> = got.iter().collect();
+    assert_eq!(distinct.len() as u64, TASKS);
+}
+
+async fn poll_once<F: Future + Unpin>(mut future: F) -> Poll<F::Output> {
+    std::future::poll_fn(|cx| Poll::Ready(std::pin::Pin::new(&mut future).poll(cx))).await
+}
+
+/// The same scenario as one trial per runtime.
+macro_rules! both {
+    ($($name:ident),* $(,)?) => {
+        vec![$(
+            Trial::test(concat!(stringify!($name), "_tokio"), || {
+                $name::<Tokio>();
+                Ok(())
+            }),
+            Trial::test(concat!(stringify!($name), "_smol"), || {
+                $name::<Smol>();
+                Ok(())
+            }),
+        )*]
+    };
+}
+
+fn main() {
+    run(
+        &[
+            role!(child_put),
+            role!(child_sum),
+            role!(child_hold_consumer_lock),
+            role!(child_close_after),
+        ],
+        both![
+            blocking_producers_async_consumers,
+            async_producers_blocking_consumers,
+            cancelled_gets_lose_nothing,
+            a_dead_lock_holder_is_taken_over,
+            a_close_wakes_async_getters,
+            a_thousand_waiters,
+        ],
+    );
+}
