@@ -1049,12 +1049,43 @@ fn fds_on_inode(ino: u64) -> usize {
 }
 
 /// Echo: gets a `u64`, puts it back on the second queue, until `Closed`.
-fn role_echo(_: &[String]) {
+/// Echoes one queue into another until it is closed. With `off`, turns
+/// `membarrier` off first with `set_membarrier`; with `late`, tries to
+/// after the queues were used. Either way checks the verdict of a change
+/// at the end.
+fn role_echo(args: &[String]) {
+    use rustix::thread::{MembarrierCommand, membarrier_query};
+    let switch = args.first().map(String::as_str);
+    if switch == Some("off") {
+        multiproc_queue::set_membarrier(false).unwrap();
+    }
     let mut fds = inherited_fds();
     let input: Queue<u64> = attach(fds.remove(0));
     let output: Queue<u64> = attach(fds.remove(0));
     while let Ok(v) = input.get() {
         output.put(v).unwrap();
+    }
+    let query = membarrier_query();
+    let offered = query.contains_command(MembarrierCommand::GlobalExpedited)
+        && query.contains_command(MembarrierCommand::RegisterGlobalExpedited);
+    match switch {
+        Some("off") => {
+            // Decided: asking again is fine, changing it is too late.
+            multiproc_queue::set_membarrier(false).unwrap();
+            let late = multiproc_queue::set_membarrier(true);
+            assert_eq!(
+                late.map_err(|e| e.in_use()),
+                if offered { Err(false) } else { Ok(()) }
+            );
+        }
+        Some("late") => {
+            let late = multiproc_queue::set_membarrier(false);
+            assert_eq!(
+                late.map_err(|e| e.in_use()),
+                if offered { Err(true) } else { Ok(()) }
+            );
+        }
+        _ => {}
     }
 }
 
@@ -1063,12 +1094,14 @@ fn wakeups_work_with_and_without_membarrier_on_either_side() {
     // sleep in the kernel and rely on the other to wake them. The child
     // runs once with and once without membarrier (full fences and
     // re-checking sleeps instead); this process keeps it.
-    for without in [false, true] {
+    // Without it either by the environment or by `set_membarrier(false)`;
+    // with it, a late `set_membarrier(false)` is refused.
+    for (env, arg) in [(false, "late"), (true, "-"), (false, "off")] {
         let ping: Queue<u64> = Queue::new().unwrap();
         let pong: Queue<u64> = Queue::new().unwrap();
         let mut cmd =
-            multiproc_testkit::command(role!(role_echo), &[], &[ping.as_fd(), pong.as_fd()]);
-        if without {
+            multiproc_testkit::command(role!(role_echo), &[arg], &[ping.as_fd(), pong.as_fd()]);
+        if env {
             cmd.env("MULTIPROC_NO_MEMBARRIER", "1");
         }
         let mut child = cmd.stdin(std::process::Stdio::null()).spawn().unwrap();
