@@ -75,6 +75,8 @@
 //! (and CPython) ignore `SIGPIPE` anyway, so this only matters in hosts that
 //! restored the default. Blocking the signal around every write instead
 //! would cost three system calls per message.
+//! [`set_ignore_sigpipe(false)`](set_ignore_sigpipe) leaves the
+//! disposition alone, for hosts that manage their signals themselves.
 //!
 //! # Waiting
 //!
@@ -182,7 +184,7 @@ mod recv;
 mod wait;
 
 pub use auth::{Challenge, Digest};
-pub use connection::{Connection, DEFAULT_MAX_MESSAGE_LEN, Pipe};
+pub use connection::{Connection, DEFAULT_MAX_MESSAGE_LEN, Pipe, set_ignore_sigpipe};
 pub use error::{AuthFailure, AuthenticationError, ConnectError, RecvError, SendError};
 pub use frame::SHORT_MAX;
 pub use listener::{Address, AddressParseError, Client, ClientBuilder, Listener};

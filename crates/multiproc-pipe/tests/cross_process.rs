@@ -183,6 +183,25 @@ fn child_sigpipe(_: &[String]) {
     println!("survived");
 }
 
+/// Turns the crate's SIGPIPE handling off, restores the default action,
+/// then writes to a socket (survives: `MSG_NOSIGNAL`) and to a pipe whose
+/// readers are gone (dies of SIGPIPE).
+fn child_sigpipe_left_alone(_: &[String]) {
+    multiproc_pipe::set_ignore_sigpipe(false);
+    // SAFETY: as in `child_sigpipe`.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
+    let (a, b) = Pipe::new().unwrap();
+    drop(b);
+    assert!(a.send_bytes(b"x").unwrap_err().is_broken_pipe());
+    println!("socket survived");
+    let (rx, tx) = Pipe::simplex().unwrap();
+    drop(rx);
+    let outcome = tx.send_bytes(b"into the void");
+    println!("pipe survived: {outcome:?}");
+}
+
 /// Connects to `args[0]` with key `args[1]` ("-" for none), sends "hi"
 /// and echoes one message; prints the outcome.
 fn child_client(args: &[String]) {
@@ -887,6 +906,18 @@ fn writing_to_a_closed_peer_is_an_error_not_sigpipe() {
     assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "survived");
 }
 
+fn set_ignore_sigpipe_false_leaves_the_default_action_alone() {
+    let out = multiproc_testkit::command(role!(child_sigpipe_left_alone), &[], &[])
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.signal(), Some(libc::SIGPIPE), "{out:?}");
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        "socket survived"
+    );
+}
+
 fn listener_and_client_across_processes_all_families() {
     let dir = temp_dir("families");
     let addresses = [
@@ -1146,6 +1177,7 @@ fn main() {
         role!(child_late_sender),
         role!(child_receive_handles),
         role!(child_sigpipe),
+        role!(child_sigpipe_left_alone),
         role!(child_receiver_out_of_fds),
         role!(child_client),
         role!(child_reader_under_rlimit),
@@ -1172,6 +1204,7 @@ fn main() {
             descriptors_the_receiver_cannot_take_are_a_typed_error,
             simplex_and_tcp_refuse_descriptors,
             writing_to_a_closed_peer_is_an_error_not_sigpipe,
+            set_ignore_sigpipe_false_leaves_the_default_action_alone,
             listener_and_client_across_processes_all_families,
             ipv6_loopback_works_when_available,
             wrong_authkey_fails_on_both_sides,
