@@ -1168,8 +1168,35 @@ fn nonblocking_descriptor_keeps_partial_frames() {
     }
 }
 
+/// Takes the connection passed with `multiproc_pipe::inherit`, answers
+/// one message.
+fn child_inherit_pong(_: &[String]) {
+    use multiproc_pipe::inherit;
+    let mut conn: Connection = inherit::take("shared").unwrap();
+    assert_eq!(conn.recv_bytes().unwrap(), b"ping");
+    conn.send_bytes(b"pong").unwrap();
+}
+
+fn pipe_shared_with_a_command_child_through_inherit() {
+    // The recipe of the crate docs ("Using this crate alone").
+    use multiproc_pipe::inherit;
+    let (mut ours, theirs) = Pipe::new().unwrap();
+    let mut cmd = multiproc_testkit::command(role!(child_inherit_pong), &[], &[]);
+    inherit::pass(&mut cmd, "shared", &theirs).unwrap();
+    let mut child = cmd.stdin(std::process::Stdio::null()).spawn().unwrap();
+    drop((cmd, theirs));
+    ours.send_bytes(b"ping").unwrap();
+    assert_eq!(ours.recv_bytes().unwrap(), b"pong");
+    assert!(wait_timeout(&mut child, CHILD_LIMIT).success());
+    assert!(
+        ours.recv_bytes().unwrap_err().is_eof(),
+        "no other copy stays open"
+    );
+}
+
 fn main() {
     let roles: &[Role] = &[
+        role!(child_inherit_pong),
         role!(child_echo),
         role!(child_echo_split),
         role!(child_send_then_exit),
@@ -1187,6 +1214,7 @@ fn main() {
     run(
         roles,
         serial_tests![
+            pipe_shared_with_a_command_child_through_inherit,
             bytes_round_trip_through_a_child_at_edge_sizes,
             eof_after_the_peer_exits,
             close_is_seen_as_eof,

@@ -232,6 +232,43 @@
 //! `round_trip/burst16_unpaced` in `cargo bench -p multiproc-queue --bench
 //! queue`); a ping-pong, which never finds more than
 //! one message waiting, never waits. [`QueueBuilder::pacing`] turns it off.
+//!
+//! # Using this crate alone
+//!
+//! A program that depends on `multiproc-queue` only (no `multiproc-core`, no
+//! `libc`, no `unsafe`) hands a queue to a child it starts with
+//! [`std::process::Command`] through [`inherit`] (re-exported from
+//! `multiproc-core`): [`inherit::pass`] puts the handle and its descriptors
+//! into the command, [`inherit::take`] in the child gets the same object
+//! back. A queue inherited as a descriptor alone attaches with
+//! [`Queue::attach`] on a [`Segment`] (also re-exported). A child made by `fork` (no `exec`) needs nothing: the
+//! handles it inherited with the parent's memory work as they are.
+//!
+//! ```
+//! use multiproc_queue::{inherit, Queue};
+//! use std::process::Command;
+//!
+//! // Parent: make the object, give it to the child under a key, spawn.
+//! let jobs: Queue<u64> = Queue::new()?;
+//! jobs.put(7)?;
+//! let mut cmd = Command::new("true"); // the worker program
+//! inherit::pass(&mut cmd, "shared", &jobs)?;
+//! let mut child = cmd.spawn()?;
+//! drop(cmd); // the parent's spare copies of the descriptors close here
+//! assert!(child.wait()?.success());
+//!
+//! // The worker's `main`:
+//! fn worker() -> Result<(), Box<dyn std::error::Error>> {
+//!     let jobs: Queue<u64> = inherit::take("shared")?;
+//!     assert_eq!(jobs.get()?, 7);
+//!     Ok(())
+//! }
+//! # let _ = worker;
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+//!
+//! `tests/cross_process.rs` runs this recipe with a real child
+//! (`queue_shared_with_a_command_child_through_inherit`).
 #![deny(unsafe_code)]
 #![warn(
     missing_docs,
@@ -263,6 +300,11 @@ pub use fence::NO_MEMBARRIER_ENV;
 pub use in_place::InPlace;
 pub use joinable::JoinableQueue;
 pub use limits::{DEFAULT_MAX_MESSAGE, DEFAULT_RING_BYTES, MAX_CAPACITY, MAX_MESSAGE_LIMIT};
+/// The shared-memory segment objects of this crate live in.
+pub use multiproc_core::Segment;
+/// Handing objects to children started with `std::process::Command`:
+/// see [Using this crate alone](crate#using-this-crate-alone).
+pub use multiproc_core::inherit;
 pub use queue::Queue;
 pub use simple::SimpleQueue;
 

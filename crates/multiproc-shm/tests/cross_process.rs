@@ -618,8 +618,29 @@ fn wrong_element_type_is_refused() {
     assert!(codec::decode_with_fds::<RawArray<u8>>(&bytes, fds).is_err());
 }
 
+/// Takes a `Value<u64>` passed with `multiproc_shm::inherit` and adds one.
+fn child_inherit_increment(_: &[String]) {
+    use multiproc_shm::inherit;
+    let counter: Value<u64> = inherit::take("shared").unwrap();
+    let guard = counter.lock().unwrap();
+    guard.set(0, guard.get(0).unwrap() + 1).unwrap();
+}
+
+fn shm_shared_with_a_command_child_through_inherit() {
+    // The recipe of the crate docs ("Using this crate alone").
+    use multiproc_shm::inherit;
+    let counter = Value::new(41u64).unwrap();
+    let mut cmd = multiproc_testkit::command(role!(child_inherit_increment), &[], &[]);
+    inherit::pass(&mut cmd, "shared", &counter).unwrap();
+    let mut child = cmd.stdin(Stdio::null()).spawn().unwrap();
+    drop(cmd);
+    assert!(multiproc_testkit::wait_timeout(&mut child, Duration::from_secs(30)).success());
+    assert_eq!(counter.get().unwrap(), 42);
+}
+
 fn main() {
     let roles: &[Role] = &[
+        role!(child_inherit_increment),
         role!(child_create_in_a_loop),
         role!(child_create_around_a_dead_tracker),
         role!(child_open_and_mark),
@@ -630,6 +651,7 @@ fn main() {
     run(
         roles,
         tests![
+            shm_shared_with_a_command_child_through_inherit,
             child_opens_by_name_and_writes,
             sigkilled_creator_is_reclaimed,
             a_dead_tracker_is_replaced_and_still_reclaims_every_name,
