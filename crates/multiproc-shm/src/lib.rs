@@ -37,6 +37,10 @@
 //! tracker process (see [`SharedMemory`]). Python's resource tracker, by
 //! contrast, unlinks blocks that *attaching* processes still use, and warns
 //! about "leaked" blocks it does not own; neither happens here.
+//! [`SharedMemory::create_untracked`] (Python 3.13's `track=False`) starts
+//! and tells no tracker, for hosts that want no helper process; its names
+//! are then theirs to reclaim after a crash. [`Value`], [`Array`] and the
+//! other anonymous objects have no name and need no tracker.
 //!
 //! What is promised, and the test (in `tests/cross_process.rs`, between
 //! real processes) that shows it:
