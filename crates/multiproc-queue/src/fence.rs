@@ -27,7 +27,7 @@ const SYMMETRIC: u8 = 2;
 /// Set (to anything) in a process's environment, makes it ignore
 /// `membarrier(2)`: its fast paths use full fences, its sleepers re-check
 /// every millisecond, and it revokes biases by waiting (see `bias.rs`).
-/// [`set_membarrier`] is the same choice made in code.
+/// [`set_membarrier`](crate::set_membarrier) is the same choice made in code.
 pub const NO_MEMBARRIER_ENV: &str = "MULTIPROC_NO_MEMBARRIER";
 
 /// Whether this process can issue `MEMBARRIER_CMD_GLOBAL_EXPEDITED`
