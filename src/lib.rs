@@ -40,6 +40,29 @@
 //! | `allow_connection_pickling`, `reduction` | not needed: every handle type is `Serialize` and crosses Unix sockets with its descriptors ([`os::SharedFd`]) |
 //! | `log_to_stderr`, `get_logger` | not provided: use the `log`/`tracing` ecosystem |
 //!
+//! # Process-wide effects
+//!
+//! For hosts that embed these crates (async runtimes, C programs), every
+//! effect the library has beyond the objects it hands out — on signals,
+//! exit handlers, fork handlers, threads, helper processes and the
+//! environment — with when it happens and how to turn it off or avoid it.
+//! The library never writes the environment (no `set_var`/`remove_var`)
+//! and installs no signal handler.
+//!
+//! | effect | when | why | how to turn it off or avoid it |
+//! |---|---|---|---|
+//! | `SIGPIPE` set to "ignore" if it is at its default action | creating a [`Connection`] that writes to a pipe ([`Pipe::simplex`], [`Connection::from_fd`] on a pipe) | a write to a pipe whose reader is gone must be an error, not the end of the process; sockets use `MSG_NOSIGNAL` and never raise it | [`connection::set_ignore_sigpipe`]`(false)` before the first such connection (writes to a dead pipe then raise `SIGPIPE` unless the host ignores it; the Rust runtime does); or use [`Pipe::new`] (sockets) |
+//! | `membarrier(2)` registration of the process (`REGISTER_GLOBAL_EXPEDITED`), and a `MEMBARRIER_CMD_GLOBAL_EXPEDITED` (an interrupt on every CPU running a registered process) by each queue waiter that goes to sleep | the first queue operation in a process (or [`queue::prepare_process`]); `multiproc-process` children whose arguments carry descriptors register before the target runs | lets the queues' fast paths run without fence instructions | [`queue::set_membarrier`]`(false)` before the first queue operation, or `MULTIPROC_NO_MEMBARRIER` ([`queue::NO_MEMBARRIER_ENV`]) in the environment; costs 1.4–1.8× the time per message at 8 B, not the round trip (figures on `set_membarrier`) |
+//! | a thread named `multiproc-membarrier`, which registers and ends | the first queue operation, if the process already runs several threads (registering then waits for a kernel grace period) | keeps that wait off the operation | call [`queue::prepare_process`] while the process is single-threaded (immediate), or turn `membarrier` off as above |
+//! | `pthread_atfork` child handlers (cannot be unregistered) | first use of a thread identity (locks, queues: `multiproc-core`'s `owner`), and the queues' first operation when they use `membarrier` | a forked child must forget its parent's cached thread identities and register for `membarrier` itself | nothing to turn off: they run only in a forked child, and only store to a few atomics; with `membarrier` off the queues register none |
+//! | `atexit(3)` handler that sends `SIGTERM` to daemon children and waits for the others | registered when the first [`Process`] starts; runs at `exit` | Python's behaviour: children are seen to at exit | [`process::set_finish_children_at_exit`]`(false)`; or join/terminate the children before exiting, leaving it nothing to do |
+//! | the fork server, a helper process re-executed from the program's executable | the first start with [`StartMethod::ForkServer`] (the default) | children forked from a single-threaded server are clean however many threads the parent runs | [`set_start_method`]`(`[`StartMethod::Spawn`]`)` (or `.start_method(..)` per process); the server leaves when its parent exits |
+//! | the shared-memory tracker, a detached helper process (double fork, new session) | the first [`SharedMemory::create`] in a process | unlinks the names of a creator that died without doing so | [`SharedMemory::create_untracked`] (no tracker; a crashed creator's names are then the host's to reclaim), or the anonymous objects ([`Value`], [`Array`], queues, locks), which have no name |
+//! | `PR_SET_PDEATHSIG` (`SIGKILL`) set in a daemon child, or a `multiproc-daemon-watch` thread in it when it was started from a thread other than the parent's main thread | a child started with `.daemon(true)`, in that child | daemon children die with their parent, even when it is `SIGKILL`ed | `.daemon(false)` (the default) |
+//! | a `multiproc-pool` thread per [`Pool`] | [`Pool::new`] / [`Pool::builder`] | supervises the workers and dispatches tasks | use [`Process`] directly; the thread ends with the pool |
+//! | a constructor that runs before `main` (`ctor`, in `.init_array`), reading `MULTIPROC_SPAWN_FD` and `MULTIPROC_FORKSERVER_FD` | at load, in every executable linking `multiproc-process` with its default `auto-init` feature | a re-executed child (Spawn, the fork server) takes over before `main`, so no set-up line is needed; an authenticated token makes a stray variable inert | build without the `auto-init` feature (`default-features = false`) and call [`init`] first thing in `main` |
+//! | reads of the environment: `MULTIPROC_SHM_PREFIX` ([`os::segment::NAME_PREFIX_ENV`]), `MULTIPROC_NO_MEMBARRIER`, `MULTIPROC_BIAS_AFTER` (queue diagnostics), `MULTIPROC_INHERIT_<key>` | generating a shared-memory name; a queue's first operation; [`os::inherit::take`] | settings, and handing objects to a `Command` child | leave them unset; the library only reads them |
+//!
 //! # Example
 //!
 //! ```

@@ -10,6 +10,7 @@
 //! | [`handle`] | descriptors riding through serde in an out-of-band table, so resource-owning types are `Serialize` |
 //! | [`codec`] | bincode encoding with a size limit and typed errors |
 //! | [`owner`] | who a thread or process is (id + start time), whether it still lives, and the pid namespace: the one liveness rule |
+//! | [`inherit`] | handing any handle to a child started with `std::process::Command` ([`inherit::pass`]) and taking it there ([`inherit::take`]), safely |
 //! | [`process`] | `fork` with its safety contract, `_exit`, `atexit`, `pthread_atfork` and the `SIGPIPE` disposition: the process-wide calls rustix lacks |
 //! | [`time`] | deadlines on the monotonic clock that saturate instead of overflowing |
 //!
@@ -65,6 +66,7 @@ pub mod codec;
 pub mod doorbell;
 pub mod futex;
 pub mod handle;
+pub mod inherit;
 pub mod owner;
 pub mod process;
 pub mod scm;

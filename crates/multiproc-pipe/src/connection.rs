@@ -14,6 +14,7 @@ use std::io::{self, IoSlice};
 use std::marker::PhantomData;
 use std::mem::MaybeUninit;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 /// Default limit on a received payload: 1 GiB, the same as the codec's.
@@ -55,6 +56,47 @@ impl Flavor {
     fn is_socket(self) -> bool {
         matches!(self, Self::Unix | Self::Socket)
     }
+}
+
+/// Whether a connection that writes to a pipe sets `SIGPIPE` to "ignore"
+/// when it is at its default action: see [`set_ignore_sigpipe`].
+static IGNORE_SIGPIPE: AtomicBool = AtomicBool::new(true);
+
+/// Chooses whether creating a connection that writes to a pipe
+/// ([`Pipe::simplex`], or [`Connection::from_fd`] on a pipe's write end)
+/// sets the process's `SIGPIPE` disposition to "ignore" when it is still at
+/// its default action (which ends the process). `true` is the default.
+///
+/// Turn it off, before the first such connection, in a host that wants its
+/// signal dispositions left alone. Writes to a pipe whose reader is gone
+/// then raise `SIGPIPE` unless the host ignores or handles it itself (the
+/// Rust runtime ignores it before `main`, so only hosts that restored the
+/// default are concerned); with the signal ignored or handled, such a write
+/// is a [`SendError`](crate::SendError) with
+/// [`is_broken_pipe`](crate::SendError::is_broken_pipe). Sockets
+/// ([`Pipe::new`], [`Listener`](crate::Listener),
+/// [`Client`](crate::Client)) never raise `SIGPIPE`: they are written with
+/// `MSG_NOSIGNAL`, whatever this setting. A disposition changed earlier
+/// stays changed.
+///
+/// # Examples
+///
+/// ```
+/// use multiproc_pipe::{Pipe, set_ignore_sigpipe};
+///
+/// // First thing, in a host that manages its own signals:
+/// set_ignore_sigpipe(false);
+/// let (rx, tx) = Pipe::simplex()?;
+/// drop(rx);
+/// // This test binary ignores SIGPIPE (as every Rust program does), so the
+/// // write fails instead of raising it.
+/// assert!(tx.send_bytes(b"x").unwrap_err().is_broken_pipe());
+/// set_ignore_sigpipe(true);
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+#[doc(alias = "SIGPIPE")]
+pub fn set_ignore_sigpipe(ignore: bool) {
+    IGNORE_SIGPIPE.store(ignore, Ordering::Relaxed);
 }
 
 /// One end of a [`Pipe`](crate::Pipe) or of a [`Listener`](crate::Listener)
@@ -105,7 +147,7 @@ pub struct Connection {
 
 impl Connection {
     pub(crate) fn new(fd: OwnedFd, flavor: Flavor) -> io::Result<Self> {
-        if flavor == Flavor::PipeWriter {
+        if flavor == Flavor::PipeWriter && IGNORE_SIGPIPE.load(Ordering::Relaxed) {
             // A write to a pipe whose reader is gone must be `EPIPE`, not a
             // `SIGPIPE` death; sockets use `MSG_NOSIGNAL` instead.
             multiproc_core::process::ignore_sigpipe_if_default()?;

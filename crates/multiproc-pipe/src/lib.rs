@@ -75,6 +75,8 @@
 //! (and CPython) ignore `SIGPIPE` anyway, so this only matters in hosts that
 //! restored the default. Blocking the signal around every write instead
 //! would cost three system calls per message.
+//! [`set_ignore_sigpipe(false)`](set_ignore_sigpipe) leaves the
+//! disposition alone, for hosts that manage their signals themselves.
 //!
 //! # Waiting
 //!
@@ -169,6 +171,42 @@
 //! destination, so large payloads are neither copied nor zeroed.
 //! `benches/pipe.rs` compares all this with raw `write`/`read` on a
 //! socketpair and a pipe in the same run.
+//!
+//! # Using this crate alone
+//!
+//! A program that depends on `multiproc-pipe` only (no `multiproc-core`, no
+//! `libc`, no `unsafe`) hands one end of a pipe to a child it starts with
+//! [`std::process::Command`] through [`inherit`] (re-exported from
+//! `multiproc-core`): [`inherit::pass`] puts the handle and its descriptors
+//! into the command, [`inherit::take`] in the child gets the same object
+//! back. A child made by `fork` (no `exec`) needs nothing: the
+//! handles it inherited with the parent's memory work as they are.
+//!
+//! ```
+//! use multiproc_pipe::{inherit, Pipe};
+//! use std::process::Command;
+//!
+//! // Parent: make the object, give it to the child under a key, spawn.
+//! let (mut ours, theirs) = Pipe::new()?;
+//! ours.send_bytes(b"ping")?;
+//! let mut cmd = Command::new("true"); // the worker program
+//! inherit::pass(&mut cmd, "shared", &theirs)?;
+//! let mut child = cmd.spawn()?;
+//! drop(cmd); // the parent's spare copies of the descriptors close here
+//! assert!(child.wait()?.success());
+//!
+//! // The worker's `main`:
+//! fn worker() -> Result<(), Box<dyn std::error::Error>> {
+//!     let mut theirs: multiproc_pipe::Connection = inherit::take("shared")?;
+//!     assert_eq!(theirs.recv_bytes()?, b"ping");
+//!     Ok(())
+//! }
+//! # let _ = worker;
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+//!
+//! `tests/cross_process.rs` runs this recipe with a real child
+//! (`pipe_shared_with_a_command_child_through_inherit`).
 #![deny(missing_docs)]
 #![warn(clippy::undocumented_unsafe_blocks)]
 #![deny(unsafe_code)]
@@ -182,10 +220,13 @@ mod recv;
 mod wait;
 
 pub use auth::{Challenge, Digest};
-pub use connection::{Connection, DEFAULT_MAX_MESSAGE_LEN, Pipe};
+pub use connection::{Connection, DEFAULT_MAX_MESSAGE_LEN, Pipe, set_ignore_sigpipe};
 pub use error::{AuthFailure, AuthenticationError, ConnectError, RecvError, SendError};
 pub use frame::SHORT_MAX;
 pub use listener::{Address, AddressParseError, Client, ClientBuilder, Listener};
+/// Handing objects to children started with `std::process::Command`:
+/// see [Using this crate alone](crate#using-this-crate-alone).
+pub use multiproc_core::inherit;
 pub use wait::{Waitable, wait};
 
 /// The pickle values [`Connection::recv_pickle_value`] produces when the shape

@@ -183,6 +183,25 @@ fn child_sigpipe(_: &[String]) {
     println!("survived");
 }
 
+/// Turns the crate's SIGPIPE handling off, restores the default action,
+/// then writes to a socket (survives: `MSG_NOSIGNAL`) and to a pipe whose
+/// readers are gone (dies of SIGPIPE).
+fn child_sigpipe_left_alone(_: &[String]) {
+    multiproc_pipe::set_ignore_sigpipe(false);
+    // SAFETY: as in `child_sigpipe`.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
+    let (a, b) = Pipe::new().unwrap();
+    drop(b);
+    assert!(a.send_bytes(b"x").unwrap_err().is_broken_pipe());
+    println!("socket survived");
+    let (rx, tx) = Pipe::simplex().unwrap();
+    drop(rx);
+    let outcome = tx.send_bytes(b"into the void");
+    println!("pipe survived: {outcome:?}");
+}
+
 /// Connects to `args[0]` with key `args[1]` ("-" for none), sends "hi"
 /// and echoes one message; prints the outcome.
 fn child_client(args: &[String]) {
@@ -887,6 +906,18 @@ fn writing_to_a_closed_peer_is_an_error_not_sigpipe() {
     assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "survived");
 }
 
+fn set_ignore_sigpipe_false_leaves_the_default_action_alone() {
+    let out = multiproc_testkit::command(role!(child_sigpipe_left_alone), &[], &[])
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.signal(), Some(libc::SIGPIPE), "{out:?}");
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        "socket survived"
+    );
+}
+
 fn listener_and_client_across_processes_all_families() {
     let dir = temp_dir("families");
     let addresses = [
@@ -1137,8 +1168,35 @@ fn nonblocking_descriptor_keeps_partial_frames() {
     }
 }
 
+/// Takes the connection passed with `multiproc_pipe::inherit`, answers
+/// one message.
+fn child_inherit_pong(_: &[String]) {
+    use multiproc_pipe::inherit;
+    let mut conn: Connection = inherit::take("shared").unwrap();
+    assert_eq!(conn.recv_bytes().unwrap(), b"ping");
+    conn.send_bytes(b"pong").unwrap();
+}
+
+fn pipe_shared_with_a_command_child_through_inherit() {
+    // The recipe of the crate docs ("Using this crate alone").
+    use multiproc_pipe::inherit;
+    let (mut ours, theirs) = Pipe::new().unwrap();
+    let mut cmd = multiproc_testkit::command(role!(child_inherit_pong), &[], &[]);
+    inherit::pass(&mut cmd, "shared", &theirs).unwrap();
+    let mut child = cmd.stdin(std::process::Stdio::null()).spawn().unwrap();
+    drop((cmd, theirs));
+    ours.send_bytes(b"ping").unwrap();
+    assert_eq!(ours.recv_bytes().unwrap(), b"pong");
+    assert!(wait_timeout(&mut child, CHILD_LIMIT).success());
+    assert!(
+        ours.recv_bytes().unwrap_err().is_eof(),
+        "no other copy stays open"
+    );
+}
+
 fn main() {
     let roles: &[Role] = &[
+        role!(child_inherit_pong),
         role!(child_echo),
         role!(child_echo_split),
         role!(child_send_then_exit),
@@ -1146,6 +1204,7 @@ fn main() {
         role!(child_late_sender),
         role!(child_receive_handles),
         role!(child_sigpipe),
+        role!(child_sigpipe_left_alone),
         role!(child_receiver_out_of_fds),
         role!(child_client),
         role!(child_reader_under_rlimit),
@@ -1155,6 +1214,7 @@ fn main() {
     run(
         roles,
         serial_tests![
+            pipe_shared_with_a_command_child_through_inherit,
             bytes_round_trip_through_a_child_at_edge_sizes,
             eof_after_the_peer_exits,
             close_is_seen_as_eof,
@@ -1172,6 +1232,7 @@ fn main() {
             descriptors_the_receiver_cannot_take_are_a_typed_error,
             simplex_and_tcp_refuse_descriptors,
             writing_to_a_closed_peer_is_an_error_not_sigpipe,
+            set_ignore_sigpipe_false_leaves_the_default_action_alone,
             listener_and_client_across_processes_all_families,
             ipv6_loopback_works_when_available,
             wrong_authkey_fails_on_both_sides,

@@ -129,7 +129,9 @@ pub(crate) fn reexec(
     if let Some(arg0) = std::env::args_os().next() {
         cmd.arg0(arg0);
     }
-    cmd.env(variable, marker.value(raw))
+    cmd.env_remove(SPAWN_ENV)
+        .env_remove(SERVER_ENV)
+        .env(variable, marker.value(raw))
         .stdin(std::process::Stdio::null());
     // SAFETY: runs in the forked child before exec and only calls fcntl,
     // which is async-signal-safe; it makes the one descriptor inheritable.
@@ -149,25 +151,16 @@ pub(crate) fn reexec(
 }
 
 /// The descriptor the marker variable `name` names, if its parent
-/// announced it ([`Marker::claim`]). The variable is then removed from the
-/// environment (so this process's own children do not see it) — unless the
-/// process already runs other threads, which might be reading the
-/// environment: a marker left behind is harmless, its token is spent.
+/// announced it ([`Marker::claim`]). The variable stays in the environment:
+/// changing the environment races with any other thread reading it (a C
+/// host's, say), and a marker left behind is harmless — its token is spent,
+/// so it names nothing in this process's own children (and [`reexec`]
+/// removes both markers from the environment of the children it starts).
 pub(crate) fn take_marker(name: &str) -> Option<OwnedFd> {
     let value = std::env::var(name).ok()?;
     let fd = Marker::claim(&value)?;
-    if single_threaded() {
-        // SAFETY: no other thread exists that could read the environment
-        // at the same time (checked just above; this one starts none).
-        unsafe { std::env::remove_var(name) };
-    }
     let _ = rustix::io::fcntl_setfd(&fd, rustix::io::FdFlags::CLOEXEC);
     Some(fd)
-}
-
-/// Whether this process has one thread (`/proc/self/task` has one entry).
-fn single_threaded() -> bool {
-    std::fs::read_dir("/proc/self/task").is_ok_and(|tasks| tasks.count() == 1)
 }
 
 /// The child of Spawn and of the fork server: receives the header and the

@@ -217,6 +217,35 @@ pub fn init() {
     entry::take_over_if_marked();
 }
 
+/// Chooses whether this process sees to its children when it exits
+/// (returning from `main` or `std::process::exit`): `true`, the default and
+/// Python's behaviour, sends `SIGTERM` to daemon children still running and
+/// waits for the others, from an `atexit(3)` handler registered when the
+/// first child starts. `false` registers no handler (if no child started
+/// yet) or makes the registered one do nothing: the process then exits at
+/// once, its non-daemon children run on (orphans, reaped by whoever
+/// inherits them), and daemon children still die with it — by the kernel's
+/// death signal (`SIGKILL`) instead of a `SIGTERM`. For hosts (C programs,
+/// other runtimes) that decide themselves what happens at exit: join or
+/// terminate the children first, then nothing is left for the handler
+/// either way.
+///
+/// Only this process's exit is concerned; a forked child ends with `_exit`
+/// and runs no exit handler whatever this says.
+///
+/// # Examples
+///
+/// ```
+/// // In a host that manages its children's end itself:
+/// multiproc_process::set_finish_children_at_exit(false);
+/// // ... start, join or terminate children ...
+/// multiproc_process::set_finish_children_at_exit(true); // back to the default
+/// ```
+#[doc(alias = "atexit")]
+pub fn set_finish_children_at_exit(enabled: bool) {
+    registry::set_finish_at_exit(enabled);
+}
+
 /// The children still running (Python's `active_children()`); finished ones
 /// are reaped on the way, as in Python.
 ///

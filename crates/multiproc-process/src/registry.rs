@@ -27,7 +27,26 @@ static REGISTRY: Registry = Registry {
 };
 static AT_EXIT: Once = Once::new();
 
+/// Whether the exit handler sees to the children: see
+/// [`crate::set_finish_children_at_exit`].
+static FINISH_AT_EXIT: AtomicBool = AtomicBool::new(true);
+
+/// See [`crate::set_finish_children_at_exit`].
+pub(crate) fn set_finish_at_exit(enabled: bool) {
+    FINISH_AT_EXIT.store(enabled, Ordering::Relaxed);
+}
+
 pub(crate) fn add(child: Arc<ChildState>) {
+    if FINISH_AT_EXIT.load(Ordering::Relaxed) {
+        register_at_exit();
+    }
+    let mut children = REGISTRY.children.lock().unwrap_or_else(|e| e.into_inner());
+    children.push(child);
+    REGISTRY.any.store(true, Ordering::Relaxed);
+}
+
+/// Registers the exit handler, once per process image.
+fn register_at_exit() {
     AT_EXIT.call_once(|| {
         // `at_exit` does not panic (it uses `try_lock` and ignores errors).
         // Should the C library have no room for it, children are still
@@ -35,9 +54,6 @@ pub(crate) fn add(child: Arc<ChildState>) {
         // missing.
         let _ = multiproc_core::process::at_exit(at_exit);
     });
-    let mut children = REGISTRY.children.lock().unwrap_or_else(|e| e.into_inner());
-    children.push(child);
-    REGISTRY.any.store(true, Ordering::Relaxed);
 }
 
 pub(crate) fn remove(pid: rustix::process::Pid) {
@@ -87,7 +103,9 @@ pub(crate) fn live_children() -> Vec<ProcessInfo> {
 }
 
 extern "C" fn at_exit() {
-    finish_children();
+    if FINISH_AT_EXIT.load(Ordering::Relaxed) {
+        finish_children();
+    }
 }
 
 /// What exit does about the children still running: daemons get `SIGTERM`,

@@ -101,3 +101,55 @@ fn a_stray_marker_variable_does_not_hijack_the_binary() {
         }
     }
 }
+
+fn sleep_ms(ms: u64) {
+    std::thread::sleep(std::time::Duration::from_millis(ms));
+}
+
+/// Run in a spawned child (whose exit runs exit handlers): sets
+/// `set_finish_children_at_exit(finish)`, starts a non-daemon child that
+/// sleeps 2 s, and returns that child's pid; the process then exits.
+fn leave_a_sleeper(finish: bool) -> u32 {
+    multiproc_process::set_finish_children_at_exit(finish);
+    let sleeper = multiproc_process::Process::new(sleep_ms, 2000)
+        .start_method(StartMethod::Spawn)
+        .start()
+        .unwrap();
+    sleeper.pid()
+}
+
+#[test]
+fn set_finish_children_at_exit_false_leaves_children_running_at_exit() {
+    use std::time::{Duration, Instant};
+    let alive = |pid: u32| {
+        // A zombie counts as gone: it no longer runs.
+        std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|stat| {
+            !stat
+                .rsplit(')')
+                .next()
+                .unwrap_or("")
+                .trim_start()
+                .starts_with('Z')
+        })
+    };
+    for finish in [true, false] {
+        let started = Instant::now();
+        let mut parent = multiproc_process::Process::new(leave_a_sleeper, finish)
+            .start_method(StartMethod::Spawn)
+            .start()
+            .unwrap();
+        let sleeper = parent.join().unwrap();
+        let took = started.elapsed();
+        if finish {
+            // The exit handler waited for the sleeper.
+            assert!(took >= Duration::from_millis(1900), "{took:?}");
+            assert!(!alive(sleeper));
+        } else {
+            // No exit handler ran: the parent exited at once, the sleeper runs on.
+            assert!(took < Duration::from_millis(1900), "{took:?}");
+            assert!(alive(sleeper), "the sleeper was finished at exit");
+            let pid = rustix::process::Pid::from_raw(sleeper as i32).unwrap();
+            let _ = rustix::process::kill_process(pid, rustix::process::Signal::KILL);
+        }
+    }
+}

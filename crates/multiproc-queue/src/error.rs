@@ -245,6 +245,35 @@ impl fmt::Display for TaskDoneError {
 
 impl Error for TaskDoneError {}
 
+/// Error of [`set_membarrier`](crate::set_membarrier): this process has
+/// decided already (a queue was used, or the call came before with the
+/// other answer), and the decision stands for the life of the process.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SetMembarrierError {
+    pub(crate) in_use: bool,
+}
+
+impl SetMembarrierError {
+    /// Whether this process uses `membarrier(2)` (the decision that
+    /// stands).
+    #[must_use]
+    pub fn in_use(&self) -> bool {
+        self.in_use
+    }
+}
+
+impl fmt::Display for SetMembarrierError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.in_use {
+            f.write_str("membarrier is already in use by this process's queues")
+        } else {
+            f.write_str("membarrier is already turned off in this process")
+        }
+    }
+}
+
+impl Error for SetMembarrierError {}
+
 /// Error of [`JoinableQueue::join_timeout`](crate::JoinableQueue::join_timeout)
 /// (and of every timed wait in multiproc that gives nothing back): tasks
 /// were still unfinished at the deadline.

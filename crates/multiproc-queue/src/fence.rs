@@ -12,6 +12,8 @@ use std::sync::Once;
 use std::sync::atomic::{AtomicU8, Ordering, compiler_fence, fence};
 use std::time::Duration;
 
+use crate::error::SetMembarrierError;
+
 static ATFORK: Once = Once::new();
 
 /// How this process's fast paths order a store before a load (see
@@ -25,7 +27,8 @@ const SYMMETRIC: u8 = 2;
 /// Set (to anything) in a process's environment, makes it ignore
 /// `membarrier(2)`: its fast paths use full fences, its sleepers re-check
 /// every millisecond, and it revokes biases by waiting (see `bias.rs`).
-pub(crate) const NO_MEMBARRIER_ENV: &str = "MULTIPROC_NO_MEMBARRIER";
+/// [`set_membarrier`](crate::set_membarrier) is the same choice made in code.
+pub const NO_MEMBARRIER_ENV: &str = "MULTIPROC_NO_MEMBARRIER";
 
 /// Whether this process can issue `MEMBARRIER_CMD_GLOBAL_EXPEDITED`
 /// (1 = yes, 2 = no, 0 = not asked yet).
@@ -50,14 +53,17 @@ pub(crate) fn prepare() {
 /// paths fence.
 #[cold]
 fn prepare_fences() {
-    register_atfork();
+    if kernel_has_membarrier() {
+        register_atfork();
+    }
     if FAST_MODE.load(Ordering::Relaxed) == 0 {
         register_fences(Threads::Count);
     }
 }
 
 /// Keeps the per-process fence mode right in forked children, which are
-/// not registered with `membarrier`.
+/// not registered with `membarrier`. Only a process that uses `membarrier`
+/// needs it: without, the full fences it keeps are right in a child too.
 fn register_atfork() {
     ATFORK.call_once(|| {
         // SAFETY: as `multiproc_core::process::at_fork_child` requires, the
@@ -84,19 +90,41 @@ enum Threads {
 /// answer, which cannot differ for them).
 pub(crate) fn kernel_has_membarrier() -> bool {
     if HEAVY.load(Ordering::Relaxed) == 0 {
-        use rustix::thread::{MembarrierCommand, membarrier_query};
-        // A diagnostic switch (and what the tests use to cover the
-        // fallback): behave as if the kernel had no `membarrier`.
-        let query = if std::env::var_os(NO_MEMBARRIER_ENV).is_some() {
-            rustix::thread::MembarrierQuery::empty()
-        } else {
-            membarrier_query()
-        };
-        let usable = query.contains_command(MembarrierCommand::GlobalExpedited)
-            && query.contains_command(MembarrierCommand::RegisterGlobalExpedited);
-        HEAVY.store(if usable { 1 } else { 2 }, Ordering::Relaxed);
+        // The environment's choice ([`NO_MEMBARRIER_ENV`]): behave as if the
+        // kernel had no `membarrier`. A racing `set_membarrier` that got
+        // there first wins.
+        let usable = std::env::var_os(NO_MEMBARRIER_ENV).is_none() && kernel_offers_membarrier();
+        let _ = HEAVY.compare_exchange(
+            0,
+            if usable { 1 } else { 2 },
+            Ordering::Relaxed,
+            Ordering::Relaxed,
+        );
     }
     HEAVY.load(Ordering::Relaxed) == 1
+}
+
+/// `membarrier(MEMBARRIER_CMD_QUERY)`: whether the kernel offers the two
+/// commands the queues use.
+fn kernel_offers_membarrier() -> bool {
+    use rustix::thread::{MembarrierCommand, membarrier_query};
+    let query = membarrier_query();
+    query.contains_command(MembarrierCommand::GlobalExpedited)
+        && query.contains_command(MembarrierCommand::RegisterGlobalExpedited)
+}
+
+/// See [`crate::set_membarrier`].
+pub(crate) fn set_membarrier(enabled: bool) -> Result<(), SetMembarrierError> {
+    let wanted = if enabled && kernel_offers_membarrier() {
+        1
+    } else {
+        2
+    };
+    match HEAVY.compare_exchange(0, wanted, Ordering::Relaxed, Ordering::Relaxed) {
+        Ok(_) => Ok(()),
+        Err(now) if now == wanted => Ok(()),
+        Err(now) => Err(SetMembarrierError { in_use: now == 1 }),
+    }
 }
 
 /// `membarrier(MEMBARRIER_CMD_REGISTER_GLOBAL_EXPEDITED)`: lets sleepers in
@@ -138,7 +166,9 @@ fn register_fences(threads: Threads) {
 
 /// See [`crate::prepare_process`].
 pub(crate) fn prepare_process() {
-    register_atfork();
+    if kernel_has_membarrier() {
+        register_atfork();
+    }
     if FAST_MODE.load(Ordering::Relaxed) == 0 {
         register_fences(Threads::Wait);
     }

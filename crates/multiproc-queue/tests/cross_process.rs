@@ -1049,12 +1049,43 @@ fn fds_on_inode(ino: u64) -> usize {
 }
 
 /// Echo: gets a `u64`, puts it back on the second queue, until `Closed`.
-fn role_echo(_: &[String]) {
+/// Echoes one queue into another until it is closed. With `off`, turns
+/// `membarrier` off first with `set_membarrier`; with `late`, tries to
+/// after the queues were used. Either way checks the verdict of a change
+/// at the end.
+fn role_echo(args: &[String]) {
+    use rustix::thread::{MembarrierCommand, membarrier_query};
+    let switch = args.first().map(String::as_str);
+    if switch == Some("off") {
+        multiproc_queue::set_membarrier(false).unwrap();
+    }
     let mut fds = inherited_fds();
     let input: Queue<u64> = attach(fds.remove(0));
     let output: Queue<u64> = attach(fds.remove(0));
     while let Ok(v) = input.get() {
         output.put(v).unwrap();
+    }
+    let query = membarrier_query();
+    let offered = query.contains_command(MembarrierCommand::GlobalExpedited)
+        && query.contains_command(MembarrierCommand::RegisterGlobalExpedited);
+    match switch {
+        Some("off") => {
+            // Decided: asking again is fine, changing it is too late.
+            multiproc_queue::set_membarrier(false).unwrap();
+            let late = multiproc_queue::set_membarrier(true);
+            assert_eq!(
+                late.map_err(|e| e.in_use()),
+                if offered { Err(false) } else { Ok(()) }
+            );
+        }
+        Some("late") => {
+            let late = multiproc_queue::set_membarrier(false);
+            assert_eq!(
+                late.map_err(|e| e.in_use()),
+                if offered { Err(true) } else { Ok(()) }
+            );
+        }
+        _ => {}
     }
 }
 
@@ -1063,12 +1094,14 @@ fn wakeups_work_with_and_without_membarrier_on_either_side() {
     // sleep in the kernel and rely on the other to wake them. The child
     // runs once with and once without membarrier (full fences and
     // re-checking sleeps instead); this process keeps it.
-    for without in [false, true] {
+    // Without it either by the environment or by `set_membarrier(false)`;
+    // with it, a late `set_membarrier(false)` is refused.
+    for (env, arg) in [(false, "late"), (true, "-"), (false, "off")] {
         let ping: Queue<u64> = Queue::new().unwrap();
         let pong: Queue<u64> = Queue::new().unwrap();
         let mut cmd =
-            multiproc_testkit::command(role!(role_echo), &[], &[ping.as_fd(), pong.as_fd()]);
-        if without {
+            multiproc_testkit::command(role!(role_echo), &[arg], &[ping.as_fd(), pong.as_fd()]);
+        if env {
             cmd.env("MULTIPROC_NO_MEMBARRIER", "1");
         }
         let mut child = cmd.stdin(std::process::Stdio::null()).spawn().unwrap();
@@ -1646,8 +1679,58 @@ fn role_two_messages(args: &[String]) {
     q.put_bytes(&make_message(0, 1, 10)).unwrap();
 }
 
+/// Takes the queues a parent passed with `multiproc_queue::inherit`,
+/// doubles every job into the results, then checks that the key cannot be
+/// taken twice and that its own child, which sees the variable but not the
+/// descriptors, is refused.
+fn role_inherit_doubler(_: &[String]) {
+    use multiproc_queue::inherit::{self, InheritError};
+    let jobs: Queue<u64> = inherit::take("jobs").unwrap();
+    let results: Queue<u64> = inherit::take("results").unwrap();
+    while let Ok(n) = jobs.get() {
+        results.put(2 * n).unwrap();
+    }
+    assert!(matches!(
+        inherit::take::<Queue<u64>>("jobs"),
+        Err(InheritError::AlreadyTaken)
+    ));
+    let mut grandchild = multiproc_testkit::spawn(role!(role_inherit_stale), &[], &[]).unwrap();
+    assert!(multiproc_testkit::wait_timeout(&mut grandchild, CHILD_LIMIT).success());
+}
+
+/// Started by [`role_inherit_doubler`] without `pass`: the variable is in
+/// its environment, the descriptors are not.
+fn role_inherit_stale(_: &[String]) {
+    use multiproc_queue::inherit::{self, InheritError};
+    let err = inherit::take::<Queue<u64>>("jobs").unwrap_err();
+    assert!(matches!(err, InheritError::NotInherited), "{err:?}");
+}
+
+fn queue_shared_with_a_command_child_through_inherit() {
+    // The recipe of the crate docs ("Using this crate alone"): only
+    // `multiproc_queue` names, a child started by `std::process::Command`.
+    use multiproc_queue::inherit;
+    let jobs: Queue<u64> = Queue::new().unwrap();
+    let results: Queue<u64> = Queue::new().unwrap();
+    let mut cmd = multiproc_testkit::command(role!(role_inherit_doubler), &[], &[]);
+    inherit::pass(&mut cmd, "jobs", &jobs).unwrap();
+    inherit::pass(&mut cmd, "results", &results).unwrap();
+    let mut child = cmd.stdin(std::process::Stdio::null()).spawn().unwrap();
+    drop(cmd);
+    for n in 0..100 {
+        jobs.put(n).unwrap();
+    }
+    for n in 0..100 {
+        assert_eq!(results.get_timeout(CHILD_LIMIT).unwrap(), 2 * n);
+    }
+    jobs.close();
+    finish(&mut child);
+}
+
 fn main() {
     let roles: &[Role] = &[
+        role!(role_inherit_doubler),
+        role!(role_inherit_stale),
         role!(role_typed_producer),
         role!(role_bytes_producer),
         role!(role_bytes_consumer),
@@ -1673,6 +1756,7 @@ fn main() {
     run(
         roles,
         tests![
+            queue_shared_with_a_command_child_through_inherit,
             typed_smoke_and_fifo_from_a_child,
             mpmc_4x4_exactly_once_with_fifo_per_producer,
             get_timeout_is_woken_by_another_process,

@@ -37,6 +37,10 @@
 //! tracker process (see [`SharedMemory`]). Python's resource tracker, by
 //! contrast, unlinks blocks that *attaching* processes still use, and warns
 //! about "leaked" blocks it does not own; neither happens here.
+//! [`SharedMemory::create_untracked`] (Python 3.13's `track=False`) starts
+//! and tells no tracker, for hosts that want no helper process; its names
+//! are then theirs to reclaim after a crash. [`Value`], [`Array`] and the
+//! other anonymous objects have no name and need no tracker.
 //!
 //! What is promised, and the test (in `tests/cross_process.rs`, between
 //! real processes) that shows it:
@@ -55,6 +59,42 @@
 //! process holds the handle, has no crash-time reclamation, and does not
 //! follow Python's naming rules; the few calls needed go through
 //! `multiproc-core`'s `Segment` instead.
+//!
+//! # Using this crate alone
+//!
+//! A program that depends on `multiproc-shm` only (no `multiproc-core`, no
+//! `libc`, no `unsafe`) hands a value, an array or a block to a child it starts with
+//! [`std::process::Command`] through [`inherit`] (re-exported from
+//! `multiproc-core`): [`inherit::pass`] puts the handle and its descriptors
+//! into the command, [`inherit::take`] in the child gets the same object
+//! back. [`Segment`], which [`SharedMemory::segment`] lends, is
+//! re-exported too. A child made by `fork` (no `exec`) needs nothing: the
+//! handles it inherited with the parent's memory work as they are.
+//!
+//! ```
+//! use multiproc_shm::{inherit, Value};
+//! use std::process::Command;
+//!
+//! // Parent: make the object, give it to the child under a key, spawn.
+//! let counter = Value::new(41u64)?;
+//! let mut cmd = Command::new("true"); // the worker program
+//! inherit::pass(&mut cmd, "shared", &counter)?;
+//! let mut child = cmd.spawn()?;
+//! drop(cmd); // the parent's spare copies of the descriptors close here
+//! assert!(child.wait()?.success());
+//!
+//! // The worker's `main`:
+//! fn worker() -> Result<(), Box<dyn std::error::Error>> {
+//!     let counter: Value<u64> = inherit::take("shared")?;
+//!     counter.set(counter.get()? + 1)?;
+//!     Ok(())
+//! }
+//! # let _ = worker;
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+//!
+//! `tests/cross_process.rs` runs this recipe with a real child
+//! (`shm_shared_with_a_command_child_through_inherit`).
 #![warn(missing_docs)]
 
 mod error;
@@ -64,6 +104,11 @@ mod tracker;
 pub mod value;
 
 pub use error::ShmError;
+/// The shared-memory segment objects of this crate live in.
+pub use multiproc_core::Segment;
+/// Handing objects to children started with `std::process::Command`:
+/// see [Using this crate alone](crate#using-this-crate-alone).
+pub use multiproc_core::inherit;
 pub use shareable_list::{ShareableList, ShareableValue};
 pub use shared_memory::SharedMemory;
 pub use value::{Array, Atomic, DataGuard, Plain, RawArray, RawValue, Value};

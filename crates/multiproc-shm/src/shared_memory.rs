@@ -55,6 +55,8 @@ pub struct SharedMemory {
     segment: Segment,
     name: String,
     owner: bool,
+    /// Whether the tracker knows the name (an owner made by `create`).
+    tracked: bool,
     unlinked: AtomicBool,
 }
 
@@ -142,6 +144,57 @@ impl SharedMemory {
             segment,
             name,
             owner: true,
+            tracked: true,
+            unlinked: AtomicBool::new(false),
+        })
+    }
+
+    /// [`create`](Self::create) without the tracker (Python 3.13's
+    /// `track=False`): no tracker process is started or told about the
+    /// name. The handle still owns the name and unlinks it when dropped or
+    /// [`close`](Self::close)d, but a creator that dies first (`SIGKILL`, a
+    /// crash, `_exit`) leaves it in `/dev/shm` until somebody
+    /// [`unlink`](Self::unlink)s it. For hosts that want no helper process,
+    /// or reclaim names themselves.
+    ///
+    /// # Errors
+    ///
+    /// As [`create`](Self::create).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use multiproc_shm::SharedMemory;
+    ///
+    /// let block = SharedMemory::create_untracked(None, 64)?;
+    /// assert!(block.is_owner());
+    /// let name = block.name().to_owned();
+    /// drop(block); // still unlinked by its owner
+    /// assert!(SharedMemory::open(&name).is_err());
+    /// # Ok::<(), multiproc_shm::ShmError>(())
+    /// ```
+    pub fn create_untracked(name: Option<&str>, size: usize) -> Result<Self, ShmError> {
+        let segment = match name {
+            Some(name) => {
+                validate_name(name)?;
+                Segment::create_named(Some(name), size)?
+            }
+            None => loop {
+                let made = generate_name()?;
+                match Segment::create_named(Some(&made), size) {
+                    Ok(segment) => break segment,
+                    // A generated name already taken: astronomically rare.
+                    Err(e) if is_taken(&e) => {}
+                    Err(e) => return Err(e.into()),
+                }
+            },
+        };
+        let name = segment.name().unwrap_or_default().to_owned();
+        Ok(Self {
+            segment,
+            name,
+            owner: true,
+            tracked: false,
             unlinked: AtomicBool::new(false),
         })
     }
@@ -174,6 +227,7 @@ impl SharedMemory {
             segment,
             name,
             owner: false,
+            tracked: false,
             unlinked: AtomicBool::new(false),
         })
     }
@@ -203,6 +257,7 @@ impl SharedMemory {
             segment: self.segment.try_clone()?,
             name: self.name.clone(),
             owner: false,
+            tracked: false,
             unlinked: AtomicBool::new(false),
         })
     }
@@ -422,7 +477,7 @@ impl SharedMemory {
     pub fn unlink(&self) -> Result<(), ShmError> {
         self.unlinked.store(true, Ordering::Relaxed);
         let result = self.segment.unlink();
-        if self.owner {
+        if self.tracked {
             let _ = tracker::unregister(&self.name);
         }
         Ok(result?)
@@ -462,10 +517,11 @@ impl SharedMemory {
     /// ```
     #[must_use = "the name is the only way to find the block again"]
     pub fn into_persistent(mut self) -> String {
-        if self.owner {
+        if self.tracked {
             let _ = tracker::unregister(&self.name);
-            self.owner = false;
         }
+        self.owner = false;
+        self.tracked = false;
         std::mem::take(&mut self.name)
     }
 }
@@ -474,7 +530,9 @@ impl Drop for SharedMemory {
     fn drop(&mut self) {
         if self.owner && !self.unlinked.load(Ordering::Relaxed) {
             let _ = self.segment.unlink();
-            let _ = tracker::unregister(&self.name);
+            if self.tracked {
+                let _ = tracker::unregister(&self.name);
+            }
         }
     }
 }
@@ -508,6 +566,7 @@ impl<'de> Deserialize<'de> for SharedMemory {
             segment,
             name,
             owner: false,
+            tracked: false,
             unlinked: AtomicBool::new(false),
         })
     }

@@ -41,6 +41,14 @@ fn child_create_and_wait(_: &[String]) {
     std::thread::sleep(Duration::from_secs(60));
 }
 
+/// Creates an untracked block, prints its name, waits to be killed.
+fn child_create_untracked_and_wait(_: &[String]) {
+    let shm = SharedMemory::create_untracked(None, 4096).unwrap();
+    println!("{}", shm.name());
+    std::io::stdout().flush().unwrap();
+    std::thread::sleep(Duration::from_secs(60));
+}
+
 /// The processes other than this one whose environment holds `marker`:
 /// what this process forked (its shared-memory tracker) inherits it.
 fn forked_from_here(marker: &str) -> Vec<i32> {
@@ -202,6 +210,28 @@ fn sigkilled_creator_is_reclaimed() {
             "{name} survived its SIGKILLed creator"
         );
     }
+}
+
+fn create_untracked_starts_no_tracker_and_leaves_a_killed_creators_name() {
+    let marker = format!("MP_TEST_UNTRACKED={}", unique_name("untracked"));
+    let (key, value) = marker.split_once('=').unwrap();
+    let mut child = multiproc_testkit::command(role!(child_create_untracked_and_wait), &[], &[])
+        .env(key, value)
+        .stdout(Stdio::piped())
+        .stdin(Stdio::null())
+        .spawn()
+        .unwrap();
+    let name = line(&mut BufReader::new(child.stdout.take().unwrap()));
+    assert!(exists(&name));
+    // Only the child itself carries the marker: it forked no tracker.
+    assert_eq!(forked_from_here(&marker), vec![child.id() as i32]);
+    child.kill().unwrap();
+    child.wait().unwrap();
+    // Nobody reclaims it (a tracked name goes within a few milliseconds:
+    // `sigkilled_creator_is_reclaimed`); it is ours to unlink.
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(exists(&name), "{name} was reclaimed");
+    SharedMemory::open(&name).unwrap().unlink().unwrap();
 }
 
 /// Names in `/dev/shm` of this run (see `multiproc_testkit::shm_prefix`):
@@ -618,19 +648,43 @@ fn wrong_element_type_is_refused() {
     assert!(codec::decode_with_fds::<RawArray<u8>>(&bytes, fds).is_err());
 }
 
+/// Takes a `Value<u64>` passed with `multiproc_shm::inherit` and adds one.
+fn child_inherit_increment(_: &[String]) {
+    use multiproc_shm::inherit;
+    let counter: Value<u64> = inherit::take("shared").unwrap();
+    let guard = counter.lock().unwrap();
+    guard.set(0, guard.get(0).unwrap() + 1).unwrap();
+}
+
+fn shm_shared_with_a_command_child_through_inherit() {
+    // The recipe of the crate docs ("Using this crate alone").
+    use multiproc_shm::inherit;
+    let counter = Value::new(41u64).unwrap();
+    let mut cmd = multiproc_testkit::command(role!(child_inherit_increment), &[], &[]);
+    inherit::pass(&mut cmd, "shared", &counter).unwrap();
+    let mut child = cmd.stdin(Stdio::null()).spawn().unwrap();
+    drop(cmd);
+    assert!(multiproc_testkit::wait_timeout(&mut child, Duration::from_secs(30)).success());
+    assert_eq!(counter.get().unwrap(), 42);
+}
+
 fn main() {
     let roles: &[Role] = &[
+        role!(child_inherit_increment),
         role!(child_create_in_a_loop),
         role!(child_create_around_a_dead_tracker),
         role!(child_open_and_mark),
         role!(child_create_and_wait),
+        role!(child_create_untracked_and_wait),
         role!(child_increment),
         role!(child_hold_value_lock),
     ];
     run(
         roles,
         tests![
+            shm_shared_with_a_command_child_through_inherit,
             child_opens_by_name_and_writes,
+            create_untracked_starts_no_tracker_and_leaves_a_killed_creators_name,
             sigkilled_creator_is_reclaimed,
             a_dead_tracker_is_replaced_and_still_reclaims_every_name,
             a_creator_killed_inside_create_leaves_no_name,

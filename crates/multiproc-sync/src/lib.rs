@@ -180,6 +180,43 @@
 //! ```
 //!
 //! [multiproc]: https://docs.rs/multiproc
+//!
+//! # Using this crate alone
+//!
+//! A program that depends on `multiproc-sync` only (no `multiproc-core`, no
+//! `libc`, no `unsafe`) hands a lock, event or any other primitive to a child it starts with
+//! [`std::process::Command`] through [`inherit`] (re-exported from
+//! `multiproc-core`): [`inherit::pass`] puts the handle and its descriptors
+//! into the command, [`inherit::take`] in the child gets the same object
+//! back. Primitives placed in a segment of your own attach with
+//! `attach(Arc<Segment>, offset)` ([`Segment`] is re-exported too). A child made by `fork` (no `exec`) needs nothing: the
+//! handles it inherited with the parent's memory work as they are.
+//!
+//! ```
+//! use multiproc_sync::{inherit, Event};
+//! use std::process::Command;
+//!
+//! // Parent: make the object, give it to the child under a key, spawn.
+//! let ready = Event::new()?;
+//! ready.set();
+//! let mut cmd = Command::new("true"); // the worker program
+//! inherit::pass(&mut cmd, "shared", &ready)?;
+//! let mut child = cmd.spawn()?;
+//! drop(cmd); // the parent's spare copies of the descriptors close here
+//! assert!(child.wait()?.success());
+//!
+//! // The worker's `main`:
+//! fn worker() -> Result<(), Box<dyn std::error::Error>> {
+//!     let ready: Event = inherit::take("shared")?;
+//!     assert!(ready.is_set());
+//!     Ok(())
+//! }
+//! # let _ = worker;
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+//!
+//! `tests/cross_process.rs` runs this recipe with a real child
+//! (`sync_shared_with_a_command_child_through_inherit`).
 #![deny(unsafe_code)]
 #![warn(
     missing_docs,
@@ -207,6 +244,11 @@ pub use error::{
 };
 pub use event::Event;
 pub use lock::{Lock, LockGuard};
+/// The shared-memory segment objects of this crate live in.
+pub use multiproc_core::Segment;
+/// Handing objects to children started with `std::process::Command`:
+/// see [Using this crate alone](crate#using-this-crate-alone).
+pub use multiproc_core::inherit;
 pub use raw_lock::OWNER_CHECK_INTERVAL;
 pub use rlock::{RLock, RLockGuard};
 pub use semaphore::{BoundedSemaphore, Semaphore, SemaphoreGuard};

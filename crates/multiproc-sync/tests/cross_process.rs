@@ -1000,8 +1000,41 @@ fn garbage_owner_is_taken_over_not_hung_on() {
     assert!(lock.try_acquire().is_ok());
 }
 
+/// Takes a lock and an event passed with `multiproc_sync::inherit`: holds
+/// the lock, sets the event, waits for the parent's event to release.
+fn child_inherit_lock_and_events(_: &[String]) {
+    use multiproc_sync::inherit;
+    let lock: Lock = inherit::take("lock").unwrap();
+    let held: Event = inherit::take("held").unwrap();
+    let release: Event = inherit::take("release").unwrap();
+    let guard = lock.lock().unwrap();
+    held.set();
+    release.wait_timeout(CHILD_LIMIT).unwrap();
+    drop(guard);
+}
+
+fn sync_shared_with_a_command_child_through_inherit() {
+    // The recipe of the crate docs ("Using this crate alone").
+    use multiproc_sync::inherit;
+    let lock = Lock::new().unwrap();
+    let held = Event::new().unwrap();
+    let release = Event::new().unwrap();
+    let mut cmd = multiproc_testkit::command(role!(child_inherit_lock_and_events), &[], &[]);
+    inherit::pass(&mut cmd, "lock", &lock).unwrap();
+    inherit::pass(&mut cmd, "held", &held).unwrap();
+    inherit::pass(&mut cmd, "release", &release).unwrap();
+    let mut child = cmd.stdin(std::process::Stdio::null()).spawn().unwrap();
+    drop(cmd);
+    held.wait_timeout(CHILD_LIMIT).unwrap();
+    assert!(lock.try_acquire().is_err(), "the child holds the same lock");
+    release.set();
+    assert!(wait_timeout(&mut child, CHILD_LIMIT).success());
+    let _guard = lock.lock().unwrap();
+}
+
 fn main() {
     let roles: &[Role] = &[
+        role!(child_inherit_lock_and_events),
         role!(child_lock_counter),
         role!(child_rlock_counter),
         role!(child_named_lock_counter),
@@ -1023,6 +1056,7 @@ fn main() {
     run(
         roles,
         tests![
+            sync_shared_with_a_command_child_through_inherit,
             lock_counter_is_exact_across_processes,
             rlock_counter_is_exact_with_recursion,
             lock_in_a_named_segment_works_across_processes,
