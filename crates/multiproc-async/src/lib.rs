@@ -13,8 +13,8 @@
 //!
 //! | runtime | feature | type |
 //! |---|---|---|
-//! | tokio (`AsyncFd`; timers need a runtime with time enabled) | `tokio` | [`tokio::Queue`] |
-//! | smol, async-std, anything on async-io (`Async`) | `smol` | [`smol::Queue`] |
+//! | tokio (`AsyncFd`; timers need a runtime with time enabled) | `tokio` | [`tokio::Queue`], [`tokio::JoinableQueue`] |
+//! | smol, async-std, anything on async-io (`Async`) | `smol` | [`smol::Queue`], [`smol::JoinableQueue`] |
 //!
 //! Both features can be on at once; the crate has neither by default.
 //! Another reactor (io_uring, glommio) implements [`Reactor`].
@@ -55,7 +55,8 @@
 //! [multiproc]: https://docs.rs/multiproc
 
 use multiproc_queue::{
-    GetError, Interest, PutError, Queue, QueueError, Readiness, TryGetError, TryPutError,
+    GetError, Interest, JoinableQueue, PutError, Queue, QueueError, Readiness, TryGetError,
+    TryPutError,
 };
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -244,6 +245,91 @@ fn finish_put<V>(
         (_, Some(outcome), _) => outcome,
         (Err(f), None, Some(v)) => Err(PutError::Failed(v, f)),
         _ => unreachable!("a wait ends with an outcome, or fails with the value left"),
+    }
+}
+
+/// A [`JoinableQueue`] whose blocking operations are futures on reactor
+/// `R`: `get`, `put` and the rest through `Deref` to [`AsyncQueue`], and
+/// [`join`](Self::join).
+///
+/// ```
+/// # #[cfg(feature = "smol")]
+/// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// use multiproc_queue::JoinableQueue;
+///
+/// let jobs: JoinableQueue<u32> = JoinableQueue::new()?;
+/// let worker = jobs.clone();
+/// ::smol::block_on(async {
+///     let jobs = multiproc_async::smol::JoinableQueue::new(jobs)?;
+///     jobs.put(1).await?;
+///     jobs.put(2).await?;
+///     // A worker (another process, say) takes them and marks them done.
+///     let done = std::thread::spawn(move || {
+///         for _ in 0..2 {
+///             worker.get().unwrap();
+///             worker.task_done().unwrap();
+///         }
+///     });
+///     jobs.join().await?;
+///     assert_eq!(jobs.joinable().unfinished_tasks(), 0);
+///     done.join().unwrap();
+///     Ok(())
+/// })
+/// # }
+/// # #[cfg(not(feature = "smol"))]
+/// # fn main() {}
+/// ```
+pub struct AsyncJoinableQueue<T, R: Reactor> {
+    inner: AsyncQueue<T, R>,
+    joinable: JoinableQueue<T>,
+}
+
+impl<T, R: Reactor> std::fmt::Debug for AsyncJoinableQueue<T, R> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AsyncJoinableQueue")
+            .field("queue", &self.joinable)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<T, R: Reactor> AsyncJoinableQueue<T, R> {
+    /// Wraps `queue` (inside the runtime, as [`AsyncQueue::new`]).
+    ///
+    /// # Errors
+    ///
+    /// As [`AsyncQueue::new`].
+    pub fn new(queue: JoinableQueue<T>) -> Result<Self, QueueError> {
+        Ok(Self {
+            inner: AsyncQueue::new((*queue).clone())?,
+            joinable: queue,
+        })
+    }
+
+    /// The queue, for `task_done` and the blocking operations.
+    pub fn joinable(&self) -> &JoinableQueue<T> {
+        &self.joinable
+    }
+
+    /// Waits until every item put so far was marked done
+    /// ([`JoinableQueue::task_done`]), by any process.
+    ///
+    /// # Errors
+    ///
+    /// [`QueueError::Doorbell`] when the reactor fails to wait.
+    pub async fn join(&self) -> Result<(), QueueError> {
+        self.inner
+            .wait(Interest::Join, || {
+                (self.joinable.unfinished_tasks() == 0).then_some(())
+            })
+            .await
+    }
+}
+
+impl<T, R: Reactor> std::ops::Deref for AsyncJoinableQueue<T, R> {
+    type Target = AsyncQueue<T, R>;
+
+    fn deref(&self) -> &AsyncQueue<T, R> {
+        &self.inner
     }
 }
 

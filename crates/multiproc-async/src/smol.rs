@@ -18,6 +18,10 @@ pub enum Smol {}
 /// the [crate docs](crate)).
 pub type Queue<T> = crate::AsyncQueue<T, Smol>;
 
+/// A [`JoinableQueue`](multiproc_queue::JoinableQueue) with async
+/// operations on smol (see [`AsyncJoinableQueue`](crate::AsyncJoinableQueue)).
+pub type JoinableQueue<T> = crate::AsyncJoinableQueue<T, Smol>;
+
 /// A doorbell as `Async` wants it.
 #[derive(Debug)]
 pub struct Bell(Arc<Readiness>);

@@ -22,6 +22,10 @@ pub enum Tokio {}
 /// the [crate docs](crate)).
 pub type Queue<T> = crate::AsyncQueue<T, Tokio>;
 
+/// A [`JoinableQueue`](multiproc_queue::JoinableQueue) with async
+/// operations on tokio (see [`AsyncJoinableQueue`](crate::AsyncJoinableQueue)).
+pub type JoinableQueue<T> = crate::AsyncJoinableQueue<T, Tokio>;
+
 /// A doorbell as `AsyncFd` wants it.
 #[derive(Debug)]
 pub struct Bell(Arc<Readiness>);

@@ -4,7 +4,10 @@ use multiproc_core::time::Timeout;
 use std::borrow::Cow;
 use std::cell::Cell;
 use std::fmt;
-use std::sync::{Arc, Condvar, Mutex};
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
 
 /// Why a pool task has no value.
@@ -235,6 +238,10 @@ pub(crate) fn on_result_thread(pool: u64) -> bool {
 pub(crate) struct Slot<R> {
     value: Mutex<State<R>>,
     ready: Condvar,
+    /// Tasks awaiting the result (see `impl Future for AsyncResult`).
+    /// Locked only while `value` is held, so a waker registered under it
+    /// cannot miss the `set` that follows.
+    wakers: Mutex<Vec<Waker>>,
     /// Id of the pool whose result thread sets this slot (0: none).
     pool: u64,
 }
@@ -251,6 +258,7 @@ impl<R> Slot<R> {
         Arc::new(Self {
             value: Mutex::new(State::Pending),
             ready: Condvar::new(),
+            wakers: Mutex::new(Vec::new()),
             pool,
         })
     }
@@ -260,6 +268,9 @@ impl<R> Slot<R> {
         if matches!(*state, State::Pending) {
             *state = State::Ready(value);
             self.ready.notify_all();
+            let wakers = std::mem::take(&mut *lock(&self.wakers));
+            drop(state);
+            wakers.into_iter().for_each(Waker::wake);
         }
     }
 }
@@ -420,6 +431,76 @@ impl<R> AsyncResult<R> {
             State::Taken { ok } => Some(*ok),
         }
     }
+}
+
+/// Awaiting an `AsyncResult` gives what [`get`](AsyncResult::get) would,
+/// on any runtime (the pool's result thread wakes the task; no descriptor,
+/// no thread of its own).
+///
+/// ```
+/// use multiproc_process::Pool;
+///
+/// fn square(x: u64) -> u64 {
+///     x * x
+/// }
+///
+/// let pool = Pool::new(2)?;
+/// let pending = pool.apply_async(square, 7);
+/// // Any executor will do; this one polls on the calling thread.
+/// let value = block_on(pending)?;
+/// assert_eq!(value, 49);
+/// # fn block_on<F: std::future::Future>(f: F) -> F::Output {
+/// #     struct Unpark(std::thread::Thread);
+/// #     impl std::task::Wake for Unpark {
+/// #         fn wake(self: std::sync::Arc<Self>) { self.0.unpark() }
+/// #     }
+/// #     let waker = std::sync::Arc::new(Unpark(std::thread::current())).into();
+/// #     let mut cx = std::task::Context::from_waker(&waker);
+/// #     let mut f = std::pin::pin!(f);
+/// #     loop {
+/// #         if let std::task::Poll::Ready(v) = f.as_mut().poll(&mut cx) { return v; }
+/// #         std::thread::park();
+/// #     }
+/// # }
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+impl<R> Future for AsyncResult<R> {
+    type Output = Result<R, TaskError>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let slot = &self.slot;
+        let mut state = lock(&slot.value);
+        match std::mem::replace(&mut *state, State::Taken { ok: false }) {
+            State::Pending => {
+                *state = State::Pending;
+                if on_result_thread(slot.pool) {
+                    // Only this thread could deliver it.
+                    return Poll::Ready(Err(TaskError::WouldDeadlock));
+                }
+                let mut wakers = lock(&slot.wakers);
+                if !wakers.iter().any(|w| w.will_wake(cx.waker())) {
+                    wakers.push(cx.waker().clone());
+                }
+                Poll::Pending
+            }
+            State::Ready(value) => {
+                *state = State::Taken { ok: value.is_ok() };
+                Poll::Ready(value)
+            }
+            State::Taken { ok } => {
+                *state = State::Taken { ok };
+                Poll::Ready(Err(TaskError::Taken))
+            }
+        }
+    }
+}
+
+/// Locks `mutex`, through a poisoning (its data stays consistent: every
+/// critical section here is a plain assignment).
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 impl<R> fmt::Debug for AsyncResult<R> {
