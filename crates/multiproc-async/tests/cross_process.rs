@@ -370,6 +370,49 @@ fn join_waits_for_a_worker_process<R: Runtime>() {
     finish(worker);
 }
 
+fn square(x: u64) -> u64 {
+    x * x
+}
+
+fn fail_on_13(x: u64) -> u64 {
+    assert_ne!(x, 13, "unlucky");
+    x
+}
+
+/// Pool results and `imap` are awaited on the runtime: many at once, in
+/// order for `imap`, with a failed task's error.
+fn pool_results_are_awaitable<R: Runtime>() {
+    let pool = multiproc_process::Pool::new(2).unwrap();
+    on::<R>(async {
+        let pending: Vec<_> = (0..20).map(|x| pool.apply_async(square, x)).collect();
+        let values: Vec<u64> = join_all(pending)
+            .await
+            .into_iter()
+            .map(Result::unwrap)
+            .collect();
+        assert_eq!(values, (0..20).map(square).collect::<Vec<_>>());
+        let failed = pool.apply_async(fail_on_13, 13).await.unwrap_err();
+        assert!(failed.to_string().contains("unlucky"), "{failed}");
+
+        let mut ordered = pool.imap(square, 0..100u64, Some(3));
+        let mut got = Vec::new();
+        while let Some(v) = ordered.next_async().await {
+            got.push(v.unwrap());
+        }
+        assert_eq!(got, (0..100).map(square).collect::<Vec<_>>());
+
+        let mut unordered = pool.imap_unordered(fail_on_13, 0..50u64, None);
+        let (mut ok, mut errors) = (HashSet::new(), 0);
+        while let Some(v) = unordered.next_async().await {
+            match v {
+                Ok(v) => assert!(ok.insert(v)),
+                Err(_) => errors += 1,
+            }
+        }
+        assert_eq!((ok.len(), errors), (49, 1));
+    });
+}
+
 /// Threads of this process.
 fn threads() -> usize {
     std::fs::read_dir("/proc/self/task").unwrap().count()
@@ -451,6 +494,7 @@ fn main() {
             a_close_wakes_async_getters,
             a_thousand_waiters,
             join_waits_for_a_worker_process,
+            pool_results_are_awaitable,
         ],
     );
 }
