@@ -189,12 +189,28 @@ fn finish(mut child: Child) {
 
 // ---- scenarios ----------------------------------------------------------------
 
-/// Two blocking producers in other processes, two async consumers here:
+fn one_blocking_producer_one_async_consumer<R: Runtime>() {
+    blocking_producers_async_consumers::<R>(1);
+}
+
+fn two_blocking_producers_two_async_consumers<R: Runtime>() {
+    blocking_producers_async_consumers::<R>(2);
+}
+
+fn one_async_producer_one_blocking_consumer<R: Runtime>() {
+    async_producers_blocking_consumers::<R>(1);
+}
+
+fn two_async_producers_two_blocking_consumers<R: Runtime>() {
+    async_producers_blocking_consumers::<R>(2);
+}
+
+/// `n` blocking producers in other processes, `n` async consumers here:
 /// every item arrives once, each producer's in order.
-fn blocking_producers_async_consumers<R: Runtime>() {
+fn blocking_producers_async_consumers<R: Runtime>(n: u64) {
     const EACH: u64 = 3000;
     let q: Queue<u64> = Queue::with_capacity(16).unwrap();
-    let children: Vec<_> = (0..2)
+    let children: Vec<_> = (0..n)
         .map(|p| {
             start(
                 role!(child_put),
@@ -216,7 +232,7 @@ fn blocking_producers_async_consumers<R: Runtime>() {
                 got
             }
         };
-        within::<R, _>(HUNG, join_all(vec![consumer(EACH), consumer(EACH)]))
+        within::<R, _>(HUNG, join_all((0..n).map(|_| consumer(EACH)).collect()))
             .await
             .expect("consumers hung")
     });
@@ -231,16 +247,16 @@ fn blocking_producers_async_consumers<R: Runtime>() {
             last[producer] = Some(seq);
         }
     }
-    assert_eq!(seen.len() as u64, 2 * EACH, "items lost");
+    assert_eq!(seen.len() as u64, n * EACH, "items lost");
 }
 
-/// Two async producers here, two blocking consumers in other processes,
+/// `n` async producers here, `n` blocking consumers in other processes,
 /// through a queue of 4: the producers wait for room.
-fn async_producers_blocking_consumers<R: Runtime>() {
+fn async_producers_blocking_consumers<R: Runtime>(n: u64) {
     const EACH: u64 = 3000;
     let q: Queue<u64> = Queue::with_capacity(4).unwrap();
     let sums: Queue<u64> = Queue::new().unwrap();
-    let children: Vec<_> = (0..2)
+    let children: Vec<_> = (0..n)
         .map(|_| start(role!(child_sum), &[&q, &sums], &[&EACH.to_string()]))
         .collect();
     on::<R>(async {
@@ -253,11 +269,13 @@ fn async_producers_blocking_consumers<R: Runtime>() {
                 }
             }
         };
-        join_all(vec![producer(0), producer(1_000_000)]).await;
+        join_all((0..n).map(|p| producer(p * 1_000_000)).collect()).await;
     });
     children.into_iter().for_each(finish);
-    let total = sums.get().unwrap() + sums.get().unwrap();
-    let expected: u64 = (0..EACH).map(|i| 2 * i + 1_000_000).sum();
+    let total: u64 = (0..n).map(|_| sums.get().unwrap()).sum();
+    let expected: u64 = (0..n)
+        .flat_map(|p| (0..EACH).map(move |i| p * 1_000_000 + i))
+        .sum();
     assert_eq!(total, expected);
 }
 
@@ -487,8 +505,10 @@ fn main() {
             role!(child_work),
         ],
         both![
-            blocking_producers_async_consumers,
-            async_producers_blocking_consumers,
+            one_blocking_producer_one_async_consumer,
+            two_blocking_producers_two_async_consumers,
+            one_async_producer_one_blocking_consumer,
+            two_async_producers_two_blocking_consumers,
             cancelled_gets_lose_nothing,
             a_dead_lock_holder_is_taken_over,
             a_close_wakes_async_getters,
