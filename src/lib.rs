@@ -13,6 +13,7 @@
 //! | [`shared`] | `multiproc-shm` | SharedMemory, ShareableList, Value, Array |
 //! | [`queue`] | `multiproc-queue` | Queue, SimpleQueue, JoinableQueue |
 //! | [`process`] | `multiproc-process` | Process, start methods, process info, Pool |
+//! | `aio` (features `tokio`, `smol`, off by default) | `multiproc-async` | the queues' blocking operations as futures on tokio or smol, through a doorbell descriptor (no helper thread) |
 //! | `redis` (feature `redis`, off by default) | `multiproc-redis` | RemoteQueue, RemoteJoinableQueue: the queues over Redis Streams, between machines |
 //!
 //! # Python → multiproc
@@ -92,6 +93,10 @@
 //! ```
 #![warn(missing_docs)]
 
+/// Async queues on tokio or smol (`multiproc-async`): behind the `tokio`
+/// and `smol` features, off by default.
+#[cfg(any(feature = "tokio", feature = "smol"))]
+pub use multiproc_async as aio;
 pub use multiproc_core as os;
 pub use multiproc_pipe as connection;
 pub use multiproc_process as process;
