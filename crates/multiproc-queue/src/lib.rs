@@ -134,6 +134,15 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 //!
+//! # Waiting from an event loop
+//!
+//! A futex is invisible to `epoll`. [`Queue::readiness`] gives a
+//! [`Readiness`]: a doorbell descriptor for this process's async waiters,
+//! entered in a table in the queue's segment, which a notifier rings only
+//! when its futex word says someone waits. The `multiproc-async` crate
+//! builds tokio and smol futures on it; the protocol that loses no
+//! wake-up is in [`Readiness`]'s docs, for other event loops (io_uring).
+//!
 //! # Crash safety
 //!
 //! A producer or consumer killed at any instant — in the middle of a put, a
