@@ -13,8 +13,8 @@
 //!
 //! | runtime | feature | type |
 //! |---|---|---|
-//! | tokio (`AsyncFd`; timers need a runtime with time enabled) | `tokio` | [`tokio::Queue`], [`tokio::JoinableQueue`] |
-//! | smol, async-std, anything on async-io (`Async`) | `smol` | [`smol::Queue`], [`smol::JoinableQueue`] |
+//! | tokio (`AsyncFd`; timers need a runtime with time enabled) | `tokio` | `tokio::Queue`, `tokio::JoinableQueue` |
+//! | smol, async-std, anything on async-io (`Async`) | `smol` | `smol::Queue`, `smol::JoinableQueue` |
 //!
 //! Both features can be on at once; the crate has neither by default.
 //! Another reactor (io_uring, glommio) implements [`Reactor`].

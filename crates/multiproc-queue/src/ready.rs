@@ -56,64 +56,64 @@ impl Interest {
     }
 }
 
-///  Readiness for async waiters: a descriptor to wait on instead of a futex,
-///  for event loops (tokio, smol, io_uring). The runtime adapters build their
-///  futures on this; it depends on no runtime.
+/// Readiness for async waiters: a descriptor to wait on instead of a futex,
+/// for event loops (tokio, smol, io_uring). The runtime adapters build their
+/// futures on this; it depends on no runtime.
 ///
-///  A [`Readiness`] owns a [`Doorbell`] and a slot in the queue's
-///  [`BellBoard`](multiproc_core::doorbell::BellBoard). A task that found the
-///  queue empty (or full, or unfinished) [`arm`](Readiness::arm)s it for
-///  what it waits for, then loops:
+/// A [`Readiness`] owns a [`Doorbell`] and a slot in the queue's
+/// [`BellBoard`](multiproc_core::doorbell::BellBoard). A task that found the
+/// queue empty (or full, or unfinished) [`arm`](Readiness::arm)s it for
+/// what it waits for, then loops:
 ///
-///  1. `let epoch = readiness.epoch();`
-///  2. [`armed.announce(lock)`](Armed::announce): set the "someone sleeps"
-///     bit of the words it waits on, as a sleeper would, so that the next
-///     notifier takes its slow path and rings the doorbell (`lock`: the lock
-///     word too, when the last attempt was [`contended`](Readiness::contended));
-///  3. try the operation again (`try_get`, `try_put`, …); done if it went
-///     through (dropping the [`Armed`] guard disarms); if it failed and is
-///     [`contended`](Readiness::contended) now but `lock` was false, go to 1
-///     with `lock = true`;
-///  4. register with the event loop for the doorbell's readability; if it
-///     is readable already, [`drain`](Readiness::drain) it and go to 1;
-///  5. if [`epoch`](Readiness::epoch) is no longer `epoch` (another task of
-///     this process drained the doorbell meanwhile, maybe of the ring meant
-///     for this one), go to 1;
-///  6. wait for readability, [`drain`](Readiness::drain), go to 1.
+/// 1. `let epoch = readiness.epoch();`
+/// 2. [`armed.announce(lock)`](Armed::announce): set the "someone sleeps"
+///    bit of the words it waits on, as a sleeper would, so that the next
+///    notifier takes its slow path and rings the doorbell (`lock`: the lock
+///    word too, when the last attempt was [`contended`](Readiness::contended));
+/// 3. try the operation again (`try_get`, `try_put`, …); done if it went
+///    through (dropping the [`Armed`] guard disarms); if it failed and is
+///    [`contended`](Readiness::contended) now but `lock` was false, go to 1
+///    with `lock = true`;
+/// 4. register with the event loop for the doorbell's readability; if it
+///    is readable already, [`drain`](Readiness::drain) it and go to 1;
+/// 5. if [`epoch`](Readiness::epoch) is no longer `epoch` (another task of
+///    this process drained the doorbell meanwhile, maybe of the ring meant
+///    for this one), go to 1;
+/// 6. wait for readability, [`drain`](Readiness::drain), go to 1.
 ///
-///  Steps 2–3 pair with the notifier as a sleeper's announce and re-check do
-///  (see `multiproc_core::doorbell` for the table): a ring can only come
-///  after step 2. Steps 4–5 make sure that a ring another task of the same
-///  process drained is not lost: [`drain`](Readiness::drain) makes the epoch
-///  odd before it reads and even again after, so a task whose step 5 sees
-///  the epoch of its step 1 registered (step 4) before any drain that
-///  could have read its ring began, and that ring, or a later one, wakes it.
+/// Steps 2–3 pair with the notifier as a sleeper's announce and re-check do
+/// (see `multiproc_core::doorbell` for the table): a ring can only come
+/// after step 2. Steps 4–5 make sure that a ring another task of the same
+/// process drained is not lost: [`drain`](Readiness::drain) makes the epoch
+/// odd before it reads and even again after, so a task whose step 5 sees
+/// the epoch of its step 1 registered (step 4) before any drain that
+/// could have read its ring began, and that ring, or a later one, wakes it.
 ///
-///  A wait with `lock = true` should also end after
-///  [`LIVENESS_SLICE`](Readiness::LIVENESS_SLICE): a holder that dies rings
-///  nobody, and the retry is what takes the lock over from it.
+/// A wait with `lock = true` should also end after
+/// [`LIVENESS_SLICE`](Readiness::LIVENESS_SLICE): a holder that dies rings
+/// nobody, and the retry is what takes the lock over from it.
 ///
-///  Waiters of every kind may share one `Readiness`; a process may hold as
-///  many as it likes, up to [`BELL_SLOTS`](multiproc_core::doorbell::BELL_SLOTS)
-///  per queue among all processes. Notifiers ring only while some waiter is
-///  armed, so a queue nobody awaits costs what it cost before.
+/// Waiters of every kind may share one `Readiness`; a process may hold as
+/// many as it likes, up to [`BELL_SLOTS`](multiproc_core::doorbell::BELL_SLOTS)
+/// per queue among all processes. Notifiers ring only while some waiter is
+/// armed, so a queue nobody awaits costs what it cost before.
 ///
-///  ```
-///  use multiproc_queue::{Interest, Queue};
+/// ```
+/// use multiproc_queue::{Interest, Queue};
 ///
-///  let q: Queue<u32> = Queue::new()?;
-///  let ready = q.readiness()?;
-///  let armed = ready.arm(Interest::Get);
-///  let epoch = ready.epoch();
-///  armed.announce(false);
-///  assert!(q.try_get().unwrap_err().is_empty());
-///  assert!(!ready.contended(Interest::Get)); // empty: register and wait here
-///  q.put(7)?; // another process, say: it rings the doorbell
-///  assert_eq!(ready.drain()?, 1); // the doorbell was readable: rung once
-///  assert_ne!(ready.epoch(), epoch);
-///  assert_eq!(q.try_get()?, 7);
-///  # Ok::<(), Box<dyn std::error::Error>>(())
-///  ```
+/// let q: Queue<u32> = Queue::new()?;
+/// let ready = q.readiness()?;
+/// let armed = ready.arm(Interest::Get);
+/// let epoch = ready.epoch();
+/// armed.announce(false);
+/// assert!(q.try_get().unwrap_err().is_empty());
+/// assert!(!ready.contended(Interest::Get)); // empty: register and wait here
+/// q.put(7)?; // another process, say: it rings the doorbell
+/// assert_eq!(ready.drain()?, 1); // the doorbell was readable: rung once
+/// assert_ne!(ready.epoch(), epoch);
+/// assert_eq!(q.try_get()?, 7);
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
 ///
 /// It is `AsFd`: register it with an event loop for readability.
 #[derive(Debug)]
