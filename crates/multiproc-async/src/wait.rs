@@ -49,9 +49,9 @@ pub(crate) async fn until<R: Reactor, V>(
     let mut lock = readiness.contended(interest);
     loop {
         // 1.
-        let epoch = readiness.epoch();
+        let round = readiness.round();
         // 2.
-        armed.announce(lock);
+        armed.announce(lock, &round);
         // 3.
         if let Some(v) = attempt() {
             return Ok(v);
@@ -70,7 +70,7 @@ pub(crate) async fn until<R: Reactor, V>(
         }
         // 5. A drain by another task of this process since step 1 (or
         // running now) may have read the ring meant for this one.
-        if readiness.epoch() != epoch || epoch % 2 == 1 {
+        if readiness.drained_since(&round) {
             continue;
         }
         // 6.

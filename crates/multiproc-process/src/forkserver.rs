@@ -220,6 +220,12 @@ impl Server {
                     err,
                 ))),
                 Err(RecvError::Eof) => Err(Failure::Broken(gone("no reply"))),
+                // Reset, not closed: the server went away with bytes of our
+                // request still unread, so it never decoded the request and
+                // cannot have acted on it.
+                Err(RecvError::Io(err)) if err.kind() == io::ErrorKind::ConnectionReset => {
+                    Err(Failure::Gone(gone(err)))
+                }
                 Err(err) => Err(Failure::Broken(io::Error::other(err))),
             })?;
         match reply {

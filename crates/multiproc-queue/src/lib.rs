@@ -316,7 +316,7 @@ pub use multiproc_core::Segment;
 /// see [Using this crate alone](crate#using-this-crate-alone).
 pub use multiproc_core::inherit;
 pub use queue::Queue;
-pub use ready::{Armed, Interest, Readiness};
+pub use ready::{Armed, Interest, Readiness, Round};
 pub use simple::SimpleQueue;
 
 #[cfg(test)]

@@ -65,8 +65,8 @@ impl Interest {
 /// queue empty (or full, or unfinished) [`arm`](Readiness::arm)s it for
 /// what it waits for, then loops:
 ///
-/// 1. `let epoch = readiness.epoch();`
-/// 2. [`armed.announce(lock)`](Armed::announce): set the "someone sleeps"
+/// 1. `let round = readiness.round();`
+/// 2. [`armed.announce(lock, &round)`](Armed::announce): set the "someone sleeps"
 ///    bit of the words it waits on, as a sleeper would, so that the next
 ///    notifier takes its slow path and rings the doorbell (`lock`: the lock
 ///    word too, when the last attempt was [`contended`](Readiness::contended));
@@ -76,14 +76,15 @@ impl Interest {
 ///    with `lock = true`;
 /// 4. register with the event loop for the doorbell's readability; if it
 ///    is readable already, [`drain`](Readiness::drain) it and go to 1;
-/// 5. if [`epoch`](Readiness::epoch) is no longer `epoch` (another task of
-///    this process drained the doorbell meanwhile, maybe of the ring meant
-///    for this one), go to 1;
+/// 5. if [`drained_since(&round)`](Readiness::drained_since) (another task
+///    of this process drained the doorbell meanwhile, maybe of the ring
+///    meant for this one), go to 1;
 /// 6. wait for readability, [`drain`](Readiness::drain), go to 1.
 ///
 /// Steps 2–3 pair with the notifier as a sleeper's announce and re-check do
 /// (see `multiproc_core::doorbell` for the table): a ring can only come
-/// after step 2. Steps 4–5 make sure that a ring another task of the same
+/// after step 2. (Many tasks of one process share announcements: see
+/// [`Armed::announce`].) Steps 4–5 make sure that a ring another task of the same
 /// process drained is not lost: [`drain`](Readiness::drain) makes the epoch
 /// odd before it reads and even again after, so a task whose step 5 sees
 /// the epoch of its step 1 registered (step 4) before any drain that
@@ -104,13 +105,13 @@ impl Interest {
 /// let q: Queue<u32> = Queue::new()?;
 /// let ready = q.readiness()?;
 /// let armed = ready.arm(Interest::Get);
-/// let epoch = ready.epoch();
-/// armed.announce(false);
+/// let round = ready.round();
+/// armed.announce(false, &round);
 /// assert!(q.try_get().unwrap_err().is_empty());
 /// assert!(!ready.contended(Interest::Get)); // empty: register and wait here
 /// q.put(7)?; // another process, say: it rings the doorbell
 /// assert_eq!(ready.drain()?, 1); // the doorbell was readable: rung once
-/// assert_ne!(ready.epoch(), epoch);
+/// assert!(ready.drained_since(&round));
 /// assert_eq!(q.try_get()?, 7);
 /// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
@@ -126,6 +127,30 @@ pub struct Readiness {
     armed: Mutex<[u32; 3]>,
     /// Odd while a [`drain`](Readiness::drain) runs; bumped twice by each.
     epoch: AtomicU64,
+    /// Announcements made through this handle (see [`Armed::announce`]),
+    /// serialized: one task's announcement serves every task of the
+    /// process that began its round before it started.
+    announces: Mutex<Announces>,
+    /// [`Announces::count`], readable without the lock.
+    announce_count: AtomicU64,
+}
+
+/// The announcements of one [`Readiness`].
+#[derive(Debug, Default)]
+struct Announces {
+    /// Numbers given out so far (the last one's, or the one running).
+    count: u64,
+    /// For each futex word (by bit position in `bell`), the number of the
+    /// last completed announcement that set its bit.
+    covered: [u64; 5],
+}
+
+/// Where a waiter's round began (step 1 of the [protocol](Readiness)): see
+/// [`Readiness::round`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Round {
+    epoch: u64,
+    announces: u64,
 }
 
 impl Readiness {
@@ -146,6 +171,8 @@ impl Readiness {
             slot,
             armed: Mutex::new([0; 3]),
             epoch: AtomicU64::new(0),
+            announces: Mutex::new(Announces::default()),
+            announce_count: AtomicU64::new(0),
         })
     }
 
@@ -163,11 +190,23 @@ impl Readiness {
         }
     }
 
-    /// The drain count: compare it before and after registering with the
-    /// event loop (step 5 of the [protocol](Readiness)). Odd while a drain runs.
+    /// Step 1 of the [protocol](Readiness): where this round begins, for
+    /// [`Armed::announce`] and [`drained_since`](Self::drained_since).
     #[must_use]
-    pub fn epoch(&self) -> u64 {
-        self.epoch.load(Ordering::SeqCst)
+    pub fn round(&self) -> Round {
+        Round {
+            epoch: self.epoch.load(Ordering::SeqCst),
+            announces: self.announce_count.load(Ordering::SeqCst),
+        }
+    }
+
+    /// Step 5 of the [protocol](Readiness): whether a drain ran (or runs)
+    /// since `round` began, which may have read a ring meant for this
+    /// waiter: then it must go round again instead of waiting.
+    #[must_use]
+    pub fn drained_since(&self, round: &Round) -> bool {
+        let now = self.epoch.load(Ordering::SeqCst);
+        now != round.epoch || round.epoch % 2 == 1
     }
 
     /// Reads every ring queued on the doorbell; returns how many.
@@ -257,14 +296,38 @@ impl Armed<'_> {
     /// the word of the waiter's condition (and of the lock the operation
     /// takes, with `lock`; see [`Readiness::contended`]) and fences, so
     /// that the next change of any of them rings the doorbell. Call it
-    /// before each re-check of the operation: a ring clears the bits.
-    pub fn announce(&self, lock: bool) {
-        fence::prepare();
-        let ctl = self.readiness.ring.ctl();
+    /// before each re-check of the operation, with the [`Round`] begun
+    /// just before: a ring clears the bits.
+    ///
+    /// The fence is a `membarrier` system call. A thousand tasks woken by
+    /// one ring would each pay it; instead, an announcement that another
+    /// task of this process *started* after `round` began, and finished,
+    /// serves this one too (its bits set, its fence passed, after this
+    /// waiter was armed), and this call returns at once.
+    pub fn announce(&self, lock: bool, round: &Round) {
         let mut bells = self.interest.condition_bell();
         if lock {
             bells |= self.interest.lock_bell();
         }
+        let readiness = self.readiness;
+        let mut announces = readiness
+            .announces
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        let served = (0..5)
+            .filter(|b| bells & (1 << b) != 0)
+            .all(|b| announces.covered[b] > round.announces);
+        if served {
+            return;
+        }
+        // SYNC: the number is published before the bits are set, so a
+        // round that read an older count never counts this announcement
+        // as started after it began.
+        announces.count += 1;
+        let number = announces.count;
+        readiness.announce_count.store(number, Ordering::SeqCst);
+        fence::prepare();
+        let ctl = readiness.ring.ctl();
         for (bit, word) in [
             (bell::DATA, &ctl.wait.data),
             (bell::SPACE, &ctl.wait.space),
@@ -279,6 +342,9 @@ impl Armed<'_> {
             }
         }
         heavy_fence();
+        for b in (0..5).filter(|b| bells & (1 << b) != 0) {
+            announces.covered[b] = number;
+        }
     }
 
     /// What the waiter waits for.
