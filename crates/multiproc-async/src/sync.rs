@@ -111,6 +111,13 @@ impl<R: Reactor> Registered<R> {
 }
 
 /// Why [`AsyncLock::acquire`] returned without a clean guard.
+///
+/// ```
+/// use multiproc_async::AcquireError;
+///
+/// let failed: AcquireError<()> = AcquireError::Failed(std::io::ErrorKind::Other.into());
+/// assert!(failed.into_guard().is_none()); // not held
+/// ```
 #[derive(Debug)]
 pub enum AcquireError<G> {
     /// Acquired, but the previous owner had died holding the lock: the
@@ -246,6 +253,17 @@ impl<R: Reactor> AsyncLock<R> {
 
 /// The semaphores [`AsyncSemaphore`] wraps: [`Semaphore`] and
 /// [`BoundedSemaphore`].
+///
+/// ```
+/// use multiproc_async::sync::Units;
+/// use multiproc_sync::BoundedSemaphore;
+///
+/// let sem = BoundedSemaphore::new(1)?;
+/// let unit = sem.try_take()?;
+/// assert!(sem.try_take().is_err());
+/// drop(unit);
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
 pub trait Units: Send + Sync + fmt::Debug + sealed::Sealed {
     /// Takes a unit if one is free.
     ///
@@ -352,7 +370,25 @@ impl<R: Reactor, S: Units> AsyncSemaphore<R, S> {
 }
 
 /// An [`Event`] whose `wait` is a future on reactor `R` (see the
-/// [module docs](self)).
+/// [module docs](self)). Share it among tasks: all of them wait on one
+/// doorbell.
+///
+/// ```
+/// # #[cfg(feature = "smol")]
+/// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// use multiproc_sync::Event;
+///
+/// let event = Event::new()?;
+/// smol::block_on(async {
+///     let ready = multiproc_async::smol::Event::new(event.clone())?;
+///     ready.event().set(); // set already: the wait returns at once
+///     ready.wait().await?;
+///     Ok(())
+/// })
+/// # }
+/// # #[cfg(not(feature = "smol"))]
+/// # fn main() {}
+/// ```
 pub struct AsyncEvent<R: Reactor> {
     event: Event,
     bell: Registered<R>,

@@ -396,6 +396,18 @@ impl BellBoard {
 }
 
 /// Why [`Waiters::new`] failed.
+///
+/// ```
+/// use multiproc_core::doorbell::{BellBoard, Waiters, WaitersError, BELL_SLOTS};
+/// use multiproc_core::Segment;
+///
+/// let segment = Segment::anonymous(4096)?;
+/// let board = segment.view::<BellBoard>(0)?;
+/// let taken: Vec<Waiters> = (0..BELL_SLOTS).map(|_| Waiters::new(board).unwrap()).collect();
+/// assert!(matches!(Waiters::new(board), Err(WaitersError::NoSlot)));
+/// # drop(taken);
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
 #[derive(Debug)]
 pub enum WaitersError {
     /// The doorbell could not be made (out of descriptors, say) or

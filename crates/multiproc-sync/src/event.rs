@@ -248,6 +248,17 @@ impl Event {
 
 /// Where an [`Event`] stood at [`Event::mark`]: a set after it is never
 /// missed by [`Event::set_since`], even if the event was cleared again.
+///
+/// ```
+/// use multiproc_sync::Event;
+///
+/// let event = Event::new()?;
+/// let mark = event.mark();
+/// assert!(!event.set_since(mark));
+/// event.set();
+/// assert!(event.set_since(mark));
+/// # Ok::<(), multiproc_sync::CreateError>(())
+/// ```
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct EventMark(u32);
 

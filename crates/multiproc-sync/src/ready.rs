@@ -2,37 +2,7 @@
 //! for event loops (tokio, smol, io_uring). `multiproc-async` builds its
 //! futures on this; it depends on no runtime.
 //!
-//! [`Lock::readiness`](crate::Lock::readiness),
-//! [`Semaphore::readiness`](crate::Semaphore::readiness),
-//! [`BoundedSemaphore::readiness`](crate::BoundedSemaphore::readiness) and
-//! [`Event::readiness`](crate::Event::readiness) give a [`Readiness`]: core's
-//! [`Waiters`] (a doorbell in a slot of the object's
-//! [`BellBoard`], per-word arm counts, the drain epoch) for the object's one
-//! futex word. A task whose attempt (`try_acquire`,
-//! [`Event::set_since`](crate::Event::set_since)) failed
-//! [`arm`](Readiness::arm)s it, then loops:
-//!
-//! 1. `let epoch = readiness.epoch();`
-//! 2. [`armed.announce()`](Armed::announce): become visible to the next
-//!    notifier as a sleeper would (a lock's `WAITERS` bit; semaphores and
-//!    events count the armed waiter in `waiters` from `arm` on), so that it
-//!    takes its slow path and rings the doorbell;
-//! 3. try again; done if it went through (dropping the [`Armed`] guard
-//!    disarms);
-//! 4. register with the event loop for the doorbell's readability; if it
-//!    is readable already, [`drain`](Readiness::drain) it and go to 1;
-//! 5. if [`epoch`](Readiness::epoch) is no longer `epoch` (or is odd),
-//!    another task of this process drained meanwhile: go to 1;
-//! 6. wait for readability, but while [`contended`](Readiness::contended)
-//!    (a lock is held) no longer than
-//!    [`LIVENESS_SLICE`](Readiness::LIVENESS_SLICE): a holder that dies
-//!    rings nobody, and the retry is what takes the lock over from it
-//!    (with `OwnerDied`, as the blocking `acquire` reports it); then
-//!    [`drain`](Readiness::drain) and go to 1.
-//!
-//! This is the protocol of the queue's readiness (`multiproc_queue::Readiness`)
-//! and of `multiproc_core::doorbell`, whose table shows why no ring is lost.
-//! A notifier that finds nobody announced still makes no system call.
+//! The protocol is on [`Readiness`].
 
 use multiproc_core::doorbell::{BellBoard, Waiters, WaitersError};
 use std::io;
@@ -86,9 +56,58 @@ impl Target {
     }
 }
 
-/// An object's doorbell for this process's async waiters (see the
-/// [module docs](self)). `AsFd`: register it with an event loop for
-/// readability; reactors register [`waiters`](Self::waiters).
+/// An object's doorbell for this process's async waiters. `AsFd`:
+/// register it with an event loop for readability; reactors register
+/// [`waiters`](Self::waiters).
+///
+/// [`Lock::readiness`](crate::Lock::readiness),
+/// [`Semaphore::readiness`](crate::Semaphore::readiness),
+/// [`BoundedSemaphore::readiness`](crate::BoundedSemaphore::readiness) and
+/// [`Event::readiness`](crate::Event::readiness) give a [`Readiness`]: core's
+/// [`Waiters`] (a doorbell in a slot of the object's
+/// [`BellBoard`], per-word arm counts, the drain epoch) for the object's one
+/// futex word. A task whose attempt (`try_acquire`,
+/// [`Event::set_since`](crate::Event::set_since)) failed
+/// [`arm`](Readiness::arm)s it, then loops:
+///
+/// 1. `let epoch = readiness.epoch();`
+/// 2. [`armed.announce()`](Armed::announce): become visible to the next
+///    notifier as a sleeper would (a lock's `WAITERS` bit; semaphores and
+///    events count the armed waiter in `waiters` from `arm` on), so that it
+///    takes its slow path and rings the doorbell;
+/// 3. try again; done if it went through (dropping the [`Armed`] guard
+///    disarms);
+/// 4. register with the event loop for the doorbell's readability; if it
+///    is readable already, [`drain`](Readiness::drain) it and go to 1;
+/// 5. if [`epoch`](Readiness::epoch) is no longer `epoch` (or is odd),
+///    another task of this process drained meanwhile: go to 1;
+/// 6. wait for readability, but while [`contended`](Readiness::contended)
+///    (a lock is held) no longer than
+///    [`LIVENESS_SLICE`](Readiness::LIVENESS_SLICE): a holder that dies
+///    rings nobody, and the retry is what takes the lock over from it
+///    (with `OwnerDied`, as the blocking `acquire` reports it); then
+///    [`drain`](Readiness::drain) and go to 1.
+///
+/// This is the protocol of the queue's readiness (`multiproc_queue::Readiness`)
+/// and of `multiproc_core::doorbell`, whose table shows why no ring is lost.
+/// A notifier that finds nobody announced still makes no system call.
+///
+/// ```
+/// use multiproc_sync::Semaphore;
+///
+/// let sem = Semaphore::new(0)?;
+/// let ready = sem.readiness()?;
+/// let armed = ready.arm(); // 0: this task waits for a unit
+/// let epoch = ready.epoch(); // 1.
+/// armed.announce(); // 2.
+/// assert!(sem.try_acquire().is_err()); // 3.
+/// assert!(!ready.contended()); // no lock: wait without a time limit
+/// sem.release()?; // another process, say: it rings
+/// assert_eq!(ready.drain()?, 1); // 4. the doorbell was readable
+/// assert_ne!(ready.epoch(), epoch); // back to 1.
+/// assert!(sem.try_acquire().is_ok());
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
 pub struct Readiness {
     target: Target,
     waiters: Arc<Waiters>,
@@ -127,7 +146,7 @@ impl Readiness {
     }
 
     /// The drain count: compare it before and after registering with the
-    /// event loop (step 5 of the [protocol](self)). Odd while a drain runs.
+    /// event loop (step 5 of the [protocol](Readiness)). Odd while a drain runs.
     #[must_use]
     pub fn epoch(&self) -> u64 {
         self.waiters.epoch()
@@ -180,6 +199,23 @@ impl AsRawFd for Readiness {
 }
 
 /// An armed waiter (see [`Readiness::arm`]); disarms when dropped.
+///
+/// ```
+/// use multiproc_sync::Event;
+///
+/// let event = Event::new()?;
+/// let ready = event.readiness()?;
+/// {
+///     let armed = ready.arm();
+///     armed.announce();
+///     event.set(); // rings: a waiter is armed
+/// }
+/// assert_eq!(ready.drain()?, 1);
+/// event.clear();
+/// event.set(); // nobody armed: no ring, no system call
+/// assert_eq!(ready.drain()?, 0);
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
 #[derive(Debug)]
 #[must_use = "dropping it disarms the waiter"]
 pub struct Armed<'a> {
@@ -187,7 +223,7 @@ pub struct Armed<'a> {
 }
 
 impl Armed<'_> {
-    /// Step 2 of the [protocol](self): makes the next notifier take its
+    /// Step 2 of the [protocol](Readiness): makes the next notifier take its
     /// slow path and ring the doorbell. Call it before each re-check: an
     /// unlock clears a lock's bit.
     pub fn announce(&self) {
