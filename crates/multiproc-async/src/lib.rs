@@ -1,6 +1,6 @@
-//! Async waiting for [multiproc]'s shared-memory queues, on tokio and on
-//! smol (async-io), with no helper thread and no system call on the fast
-//! path.
+//! Async waiting for [multiproc]'s shared-memory queues, locks, semaphores
+//! and events, on tokio and on smol (async-io), with no helper thread and
+//! no system call on the fast path.
 //!
 //! An [`AsyncQueue`] wraps a [`Queue`]: its `get`, `put` (and the bytes
 //! forms) try the queue's non-blocking operation first, and only when that
@@ -11,10 +11,14 @@
 //! async waiter is armed, so a queue nobody awaits costs what it cost
 //! before.
 //!
-//! | runtime | feature | type |
+//! | runtime | feature | types |
 //! |---|---|---|
-//! | tokio (`AsyncFd`; timers need a runtime with time enabled) | `tokio` | `tokio::Queue`, `tokio::JoinableQueue` |
-//! | smol, async-std, anything on async-io (`Async`) | `smol` | `smol::Queue`, `smol::JoinableQueue` |
+//! | tokio (`AsyncFd`; timers need a runtime with time enabled) | `tokio` | `tokio::Queue`, `tokio::JoinableQueue`, `tokio::Lock`, `tokio::Semaphore`, `tokio::Event`, … |
+//! | smol, async-std, anything on async-io (`Async`) | `smol` | `smol::Queue`, `smol::JoinableQueue`, `smol::Lock`, `smol::Semaphore`, `smol::Event`, … |
+//!
+//! The synchronization primitives of `multiproc-sync` have async forms too:
+//! see [`AsyncLock`], [`AsyncSemaphore`] and [`AsyncEvent`] (and what is
+//! left out, with the reasons, in their [module](mod@sync)).
 //!
 //! Both features can be on at once; the crate has neither by default.
 //! Another reactor (io_uring, glommio) implements [`Reactor`].
@@ -54,6 +58,7 @@
 //!
 //! [multiproc]: https://docs.rs/multiproc
 
+use multiproc_core::doorbell::Waiters;
 use multiproc_queue::{
     GetError, Interest, JoinableQueue, PutError, Queue, QueueError, Readiness, TryGetError,
     TryPutError,
@@ -67,6 +72,7 @@ use std::sync::Arc;
 use std::task::Poll;
 use std::time::Duration;
 
+pub mod sync;
 mod wait;
 
 #[cfg(feature = "smol")]
@@ -75,6 +81,7 @@ pub mod smol;
 pub mod tokio;
 
 pub use multiproc_queue::Readiness as QueueReadiness;
+pub use sync::{AcquireError, AsyncEvent, AsyncLock, AsyncSemaphore};
 
 /// A reactor the waits run on: how to wait for a doorbell's readability,
 /// and how to sleep. The `tokio` and `smol` features implement it; another
@@ -83,15 +90,17 @@ pub trait Reactor: Sized + Send + Sync + 'static {
     /// A doorbell registered with the reactor.
     type Registration: Send + Sync;
 
-    /// Registers `readiness` (an `AsFd`) for readability.
+    /// Registers `waiters` (an `AsFd`: the doorbell of an object's
+    /// readiness handle, [`Readiness::waiters`] or
+    /// [`multiproc_sync::Readiness::waiters`]) for readability.
     ///
     /// # Errors
     ///
     /// The reactor's error (no runtime, out of descriptors).
-    fn register(readiness: Arc<Readiness>) -> io::Result<Self::Registration>;
+    fn register(waiters: Arc<Waiters>) -> io::Result<Self::Registration>;
 
     /// Completes once the doorbell is readable, after draining it with
-    /// [`Readiness::drain`] (and clearing the reactor's readiness, where it
+    /// [`Waiters::drain`] (and clearing the reactor's readiness, where it
     /// keeps one). Its first poll must register the waker.
     fn readable(registration: &Self::Registration) -> impl Future<Output = io::Result<()>> + Send;
 
@@ -104,7 +113,7 @@ pub trait Reactor: Sized + Send + Sync + 'static {
 /// an `Arc`): all of them wait on one doorbell.
 pub struct AsyncQueue<T, R: Reactor> {
     queue: Queue<T>,
-    readiness: Arc<Readiness>,
+    readiness: Readiness,
     registration: R::Registration,
 }
 
@@ -126,8 +135,9 @@ impl<T, R: Reactor> AsyncQueue<T, R> {
     /// registered (no runtime here, out of descriptors);
     /// [`QueueError::NoDoorbellSlot`] when every slot of the queue is taken.
     pub fn new(queue: Queue<T>) -> Result<Self, QueueError> {
-        let readiness = Arc::new(queue.readiness()?);
-        let registration = R::register(Arc::clone(&readiness)).map_err(QueueError::Doorbell)?;
+        let readiness = queue.readiness()?;
+        let registration =
+            R::register(Arc::clone(readiness.waiters())).map_err(QueueError::Doorbell)?;
         Ok(Self {
             queue,
             readiness,
@@ -146,7 +156,19 @@ impl<T, R: Reactor> AsyncQueue<T, R> {
         interest: Interest,
         attempt: impl FnMut() -> Option<V>,
     ) -> Result<V, QueueError> {
-        wait::until::<R, V>(&self.readiness, &self.registration, interest, attempt).await
+        let bell = wait::Bell::<R> {
+            waiters: self.readiness.waiters(),
+            registration: &self.registration,
+            liveness: Readiness::LIVENESS_SLICE,
+        };
+        wait::until(
+            bell,
+            || self.readiness.arm(interest),
+            || self.readiness.contended(interest),
+            attempt,
+        )
+        .await
+        .map_err(QueueError::Doorbell)
     }
 
     /// Takes the next message as bytes, waiting for one.

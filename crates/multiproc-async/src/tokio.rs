@@ -1,10 +1,10 @@
-//! The queue's futures on tokio: the doorbell waits in an `AsyncFd`.
+//! The queue's and the sync primitives' futures on tokio: the doorbells wait in an `AsyncFd`.
 //!
 //! The runtime needs its I/O driver, and its time driver for the waits that
 //! meet a held lock (`Builder::enable_all`, or `#[tokio::main]`).
 #![allow(unsafe_code)]
 
-use multiproc_queue::Readiness;
+use multiproc_core::doorbell::Waiters;
 use std::io;
 use std::os::fd::{AsRawFd, RawFd};
 use std::sync::Arc;
@@ -26,9 +26,25 @@ pub type Queue<T> = crate::AsyncQueue<T, Tokio>;
 /// operations on tokio (see [`AsyncJoinableQueue`](crate::AsyncJoinableQueue)).
 pub type JoinableQueue<T> = crate::AsyncJoinableQueue<T, Tokio>;
 
+/// A [`Lock`](multiproc_sync::Lock) with an async `acquire` (see
+/// [`AsyncLock`](crate::AsyncLock)).
+pub type Lock = crate::AsyncLock<Tokio>;
+
+/// A [`Semaphore`](multiproc_sync::Semaphore) with an async `acquire` (see
+/// [`AsyncSemaphore`](crate::AsyncSemaphore)).
+pub type Semaphore = crate::AsyncSemaphore<Tokio>;
+
+/// A [`BoundedSemaphore`](multiproc_sync::BoundedSemaphore) with an async
+/// `acquire` (see [`AsyncSemaphore`](crate::AsyncSemaphore)).
+pub type BoundedSemaphore = crate::AsyncSemaphore<Tokio, multiproc_sync::BoundedSemaphore>;
+
+/// An [`Event`](multiproc_sync::Event) with an async `wait` (see
+/// [`AsyncEvent`](crate::AsyncEvent)).
+pub type Event = crate::AsyncEvent<Tokio>;
+
 /// A doorbell as `AsyncFd` wants it.
 #[derive(Debug)]
-pub struct Bell(Arc<Readiness>);
+pub struct Bell(Arc<Waiters>);
 
 impl AsRawFd for Bell {
     fn as_raw_fd(&self) -> RawFd {
@@ -39,13 +55,13 @@ impl AsRawFd for Bell {
 impl Reactor for Tokio {
     type Registration = AsyncFd<Bell>;
 
-    fn register(readiness: Arc<Readiness>) -> io::Result<Self::Registration> {
+    fn register(waiters: Arc<Waiters>) -> io::Result<Self::Registration> {
         // Registering outside a runtime would panic.
         tokio::runtime::Handle::try_current().map_err(io::Error::other)?;
-        // SAFETY: `Bell` owns (through its `Arc`) the `Readiness` whose
+        // SAFETY: `Bell` owns (through its `Arc`) the `Waiters` whose
         // doorbell socket it returns: the descriptor stays open, the same
         // one, for as long as the `AsyncFd` holds the `Bell`.
-        unsafe { AsyncFd::register_with_interest(Bell(readiness), Interest::READABLE) }
+        unsafe { AsyncFd::register_with_interest(Bell(waiters), Interest::READABLE) }
             .map_err(io::Error::from)
     }
 

@@ -41,6 +41,14 @@
 //! visible to the ring. A waiter that dies armed leaves a slot that
 //! rings fail on; the ring that finds its owner dead frees the slot.
 //!
+//! # One process's waiters on one board
+//!
+//! [`Waiters`] is what every shared object's readiness handle is built on:
+//! a doorbell entered in the object's board, how many of the process's
+//! waiting tasks wait on each word (the slot is armed for the union), and
+//! the drain epoch that keeps one task's drain from eating another task's
+//! ring (see [`Waiters::epoch`]).
+//!
 //! ```
 //! use multiproc_core::doorbell::{BellBoard, Doorbell};
 //! use multiproc_core::Segment;
@@ -66,10 +74,11 @@ use rustix::net::{
     AddressFamily, RecvFlags, SendFlags, SocketAddrUnix, SocketFlags, SocketType, bind, recv,
     sendto, socket_with,
 };
+use std::fmt;
 use std::io;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
-use std::sync::OnceLock;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::{Mutex, OnceLock, PoisonError};
 
 /// How many doorbells one [`BellBoard`] holds.
 pub const BELL_SLOTS: usize = 40;
@@ -383,5 +392,206 @@ impl BellBoard {
     #[must_use]
     pub fn armed(&self) -> u32 {
         self.armed.load(Ordering::SeqCst)
+    }
+}
+
+/// Why [`Waiters::new`] failed.
+///
+/// ```
+/// use multiproc_core::doorbell::{BellBoard, Waiters, WaitersError, BELL_SLOTS};
+/// use multiproc_core::Segment;
+///
+/// let segment = Segment::anonymous(4096)?;
+/// let board = segment.view::<BellBoard>(0)?;
+/// let taken: Vec<Waiters> = (0..BELL_SLOTS).map(|_| Waiters::new(board).unwrap()).collect();
+/// assert!(matches!(Waiters::new(board), Err(WaitersError::NoSlot)));
+/// # drop(taken);
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+#[derive(Debug)]
+pub enum WaitersError {
+    /// The doorbell could not be made (out of descriptors, say) or
+    /// registered with an event loop.
+    Doorbell(io::Error),
+    /// Every one of the board's [`BELL_SLOTS`] is taken by live processes.
+    NoSlot,
+}
+
+impl fmt::Display for WaitersError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Doorbell(_) => f.write_str("could not make a doorbell for async waiters"),
+            Self::NoSlot => f.write_str("every doorbell slot of the object is taken"),
+        }
+    }
+}
+
+impl std::error::Error for WaitersError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            Self::Doorbell(e) => Some(e),
+            Self::NoSlot => None,
+        }
+    }
+}
+
+impl From<io::Error> for WaitersError {
+    fn from(e: io::Error) -> Self {
+        Self::Doorbell(e)
+    }
+}
+
+/// One process's async waiters on one [`BellBoard`]: a [`Doorbell`] in a
+/// claimed slot, per-word counts of the armed waiters (the slot is armed
+/// for every word with a non-zero count), and a drain epoch.
+///
+/// The board is passed to each call rather than kept: the owner (a
+/// queue's or a lock's readiness handle) holds the mapping it lives in,
+/// and must [`release`](Self::release) the slot before dropping that.
+/// `AsFd`: register it with an event loop for readability.
+///
+/// The epoch is the guard against a lost ring between tasks of one
+/// process: [`drain`](Self::drain) makes it odd before it reads and even
+/// after, so a task that reads the same even epoch before announcing and
+/// after registering with the event loop knows that no drain could have
+/// read a ring meant for it.
+///
+/// ```
+/// use multiproc_core::doorbell::{BellBoard, Waiters};
+/// use multiproc_core::Segment;
+///
+/// let segment = Segment::anonymous(4096)?;
+/// let board = segment.view::<BellBoard>(0)?;
+/// let waiters = Waiters::new(board)?;
+/// waiters.arm(board, 0b11);
+/// waiters.arm(board, 0b01);
+/// waiters.disarm(board, 0b11); // one waiter on bit 0 is left
+/// let epoch = waiters.epoch();
+/// board.ring(0b10);
+/// assert_eq!(waiters.drain()?, 0);
+/// board.ring(0b01);
+/// assert_eq!(waiters.drain()?, 1);
+/// assert_eq!(waiters.epoch(), epoch + 4);
+/// waiters.disarm(board, 0b01);
+/// assert_eq!(board.armed(), 0);
+/// waiters.release(board);
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+#[derive(Debug)]
+pub struct Waiters {
+    bell: Doorbell,
+    slot: usize,
+    /// Armed waiters per word bit; the lock serializes the slot's arming.
+    counts: Mutex<[u32; 32]>,
+    /// Odd while a [`drain`](Self::drain) runs; bumped twice by each.
+    epoch: AtomicU64,
+}
+
+impl Waiters {
+    /// A new doorbell, entered in a free slot of `board`.
+    ///
+    /// # Errors
+    ///
+    /// [`WaitersError::Doorbell`] when the doorbell cannot be made;
+    /// [`WaitersError::NoSlot`] when the board is full.
+    pub fn new(board: &BellBoard) -> Result<Self, WaitersError> {
+        let bell = Doorbell::new()?;
+        let slot = board.claim(&bell).ok_or(WaitersError::NoSlot)?;
+        Ok(Self {
+            bell,
+            slot,
+            counts: Mutex::new([0; 32]),
+            epoch: AtomicU64::new(0),
+        })
+    }
+
+    /// Counts one more waiter on each word of `bells`; arms the slot for
+    /// the words that had none (before it returns: step 1 of the
+    /// [protocol](self)).
+    pub fn arm(&self, board: &BellBoard, bells: u32) {
+        let mut counts = self.counts.lock().unwrap_or_else(PoisonError::into_inner);
+        let before = union(&counts);
+        for (bit, count) in counts.iter_mut().enumerate() {
+            if bells & (1 << bit) != 0 {
+                *count += 1;
+            }
+        }
+        let after = union(&counts);
+        if after != before {
+            board.arm(self.slot, after);
+        }
+    }
+
+    /// Undoes one [`arm`](Self::arm) with the same `bells`.
+    pub fn disarm(&self, board: &BellBoard, bells: u32) {
+        let mut counts = self.counts.lock().unwrap_or_else(PoisonError::into_inner);
+        let before = union(&counts);
+        for (bit, count) in counts.iter_mut().enumerate() {
+            if bells & (1 << bit) != 0 {
+                *count = count.saturating_sub(1);
+            }
+        }
+        let after = union(&counts);
+        if after != before {
+            board.arm(self.slot, after);
+        }
+    }
+
+    /// The drain count (see the type docs). Odd while a drain runs.
+    #[must_use]
+    pub fn epoch(&self) -> u64 {
+        self.epoch.load(Ordering::SeqCst)
+    }
+
+    /// Reads every ring queued on the doorbell; returns how many.
+    ///
+    /// # Errors
+    ///
+    /// The OS error of reading the doorbell (none is expected).
+    pub fn drain(&self) -> io::Result<usize> {
+        // SYNC: odd before the read, even after: a waiter that saw the same
+        // even epoch before and after registering knows no drain overlapped.
+        self.epoch.fetch_add(1, Ordering::SeqCst);
+        let rings = self.bell.drain();
+        self.epoch.fetch_add(1, Ordering::SeqCst);
+        rings
+    }
+
+    /// Gives the slot back to `board` (the owner's `Drop` calls this).
+    pub fn release(&self, board: &BellBoard) {
+        board.release(self.slot, &self.bell);
+    }
+
+    /// The board slot the doorbell is entered in.
+    #[must_use]
+    pub fn slot(&self) -> usize {
+        self.slot
+    }
+
+    /// The doorbell.
+    #[must_use]
+    pub fn bell(&self) -> &Doorbell {
+        &self.bell
+    }
+}
+
+/// The words with a non-zero count.
+fn union(counts: &[u32; 32]) -> u32 {
+    counts
+        .iter()
+        .enumerate()
+        .filter(|(_, c)| **c > 0)
+        .fold(0, |m, (bit, _)| m | (1 << bit))
+}
+
+impl AsFd for Waiters {
+    fn as_fd(&self) -> BorrowedFd<'_> {
+        self.bell.as_fd()
+    }
+}
+
+impl AsRawFd for Waiters {
+    fn as_raw_fd(&self) -> RawFd {
+        self.bell.as_raw_fd()
     }
 }

@@ -1,6 +1,6 @@
 //! Readiness for async waiters: the doorbell protocol of [`Readiness`].
 
-use multiproc_core::doorbell::Doorbell;
+use multiproc_core::doorbell::{Waiters, WaitersError};
 use std::io;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, RawFd};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -25,8 +25,6 @@ pub enum Interest {
 }
 
 impl Interest {
-    const ALL: [Self; 3] = [Self::Get, Self::Put, Self::Join];
-
     /// The futex words (as [`bell`] bits) a task with this interest may
     /// wait on: its condition's word, and the lock the operation takes.
     fn bells(self) -> u32 {
@@ -50,18 +48,15 @@ impl Interest {
             Self::Join => 0,
         }
     }
-
-    fn index(self) -> usize {
-        self as usize
-    }
 }
 
 /// Readiness for async waiters: a descriptor to wait on instead of a futex,
 /// for event loops (tokio, smol, io_uring). The runtime adapters build their
 /// futures on this; it depends on no runtime.
 ///
-/// A [`Readiness`] owns a [`Doorbell`] and a slot in the queue's
-/// [`BellBoard`](multiproc_core::doorbell::BellBoard). A task that found the
+/// A [`Readiness`] owns core's [`Waiters`] (a doorbell and a slot in the
+/// queue's [`BellBoard`](multiproc_core::doorbell::BellBoard), with the
+/// per-word arm counts and the drain epoch). A task that found the
 /// queue empty (or full, or unfinished) [`arm`](Readiness::arm)s it for
 /// what it waits for, then loops:
 ///
@@ -120,13 +115,7 @@ impl Interest {
 #[derive(Debug)]
 pub struct Readiness {
     ring: Arc<Ring>,
-    bell: Doorbell,
-    slot: usize,
-    /// How many armed waiters of each [`Interest`]; the board's mask is the
-    /// union of the interests counted here. The lock serializes arming.
-    armed: Mutex<[u32; 3]>,
-    /// Odd while a [`drain`](Readiness::drain) runs; bumped twice by each.
-    epoch: AtomicU64,
+    waiters: Arc<Waiters>,
     /// Announcements made through this handle (see [`Armed::announce`]),
     /// serialized: one task's announcement serves every task of the
     /// process that began its round before it started.
@@ -159,18 +148,13 @@ impl Readiness {
     pub const LIVENESS_SLICE: Duration = LIVENESS_SLICE;
 
     pub(crate) fn new(ring: Arc<Ring>) -> Result<Self, QueueError> {
-        let bell = Doorbell::new().map_err(QueueError::Doorbell)?;
-        let slot = ring
-            .ctl()
-            .bells
-            .claim(&bell)
-            .ok_or(QueueError::NoDoorbellSlot)?;
+        let waiters = Waiters::new(&ring.ctl().bells).map_err(|e| match e {
+            WaitersError::Doorbell(e) => QueueError::Doorbell(e),
+            WaitersError::NoSlot => QueueError::NoDoorbellSlot,
+        })?;
         Ok(Self {
             ring,
-            bell,
-            slot,
-            armed: Mutex::new([0; 3]),
-            epoch: AtomicU64::new(0),
+            waiters: Arc::new(waiters),
             announces: Mutex::new(Announces::default()),
             announce_count: AtomicU64::new(0),
         })
@@ -179,11 +163,7 @@ impl Readiness {
     /// Announces a waiter with `interest`: notifiers ring this doorbell
     /// from now on, until the guard drops.
     pub fn arm(&self, interest: Interest) -> Armed<'_> {
-        let mut counts = self.armed.lock().unwrap_or_else(PoisonError::into_inner);
-        counts[interest.index()] += 1;
-        if counts[interest.index()] == 1 {
-            self.ring.ctl().bells.arm(self.slot, mask(&counts));
-        }
+        self.waiters.arm(&self.ring.ctl().bells, interest.bells());
         Armed {
             readiness: self,
             interest,
@@ -195,7 +175,7 @@ impl Readiness {
     #[must_use]
     pub fn round(&self) -> Round {
         Round {
-            epoch: self.epoch.load(Ordering::SeqCst),
+            epoch: self.waiters.epoch(),
             announces: self.announce_count.load(Ordering::SeqCst),
         }
     }
@@ -205,8 +185,7 @@ impl Readiness {
     /// waiter: then it must go round again instead of waiting.
     #[must_use]
     pub fn drained_since(&self, round: &Round) -> bool {
-        let now = self.epoch.load(Ordering::SeqCst);
-        now != round.epoch || round.epoch % 2 == 1
+        self.waiters.epoch() != round.epoch || round.epoch % 2 == 1
     }
 
     /// Reads every ring queued on the doorbell; returns how many.
@@ -215,12 +194,23 @@ impl Readiness {
     ///
     /// The OS error of reading the doorbell (none is expected).
     pub fn drain(&self) -> io::Result<usize> {
-        // SYNC: odd before the read, even after: a waiter that saw the same
-        // even epoch before and after registering knows no drain overlapped.
-        self.epoch.fetch_add(1, Ordering::SeqCst);
-        let rings = self.bell.drain();
-        self.epoch.fetch_add(1, Ordering::SeqCst);
-        rings
+        self.waiters.drain()
+    }
+
+    /// The doorbell and its epoch, shared: what a reactor registers.
+    ///
+    /// ```
+    /// use multiproc_queue::Queue;
+    /// use std::os::fd::AsRawFd;
+    ///
+    /// let q: Queue<u32> = Queue::new()?;
+    /// let ready = q.readiness()?;
+    /// assert_eq!(ready.waiters().as_raw_fd(), ready.as_raw_fd());
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    #[must_use]
+    pub fn waiters(&self) -> &Arc<Waiters> {
+        &self.waiters
     }
 
     /// After an attempt failed: whether it may have failed because another
@@ -249,37 +239,26 @@ impl Readiness {
     }
 
     fn disarm(&self, interest: Interest) {
-        let mut counts = self.armed.lock().unwrap_or_else(PoisonError::into_inner);
-        counts[interest.index()] -= 1;
-        if counts[interest.index()] == 0 {
-            self.ring.ctl().bells.arm(self.slot, mask(&counts));
-        }
+        self.waiters
+            .disarm(&self.ring.ctl().bells, interest.bells());
     }
-}
-
-/// The board mask for the interests with armed waiters in `counts`.
-fn mask(counts: &[u32; 3]) -> u32 {
-    Interest::ALL
-        .iter()
-        .filter(|i| counts[i.index()] > 0)
-        .fold(0, |m, i| m | i.bells())
 }
 
 impl Drop for Readiness {
     fn drop(&mut self) {
-        self.ring.ctl().bells.release(self.slot, &self.bell);
+        self.waiters.release(&self.ring.ctl().bells);
     }
 }
 
 impl AsFd for Readiness {
     fn as_fd(&self) -> BorrowedFd<'_> {
-        self.bell.as_fd()
+        self.waiters.as_fd()
     }
 }
 
 impl AsRawFd for Readiness {
     fn as_raw_fd(&self) -> RawFd {
-        self.bell.as_raw_fd()
+        self.waiters.as_raw_fd()
     }
 }
 
@@ -345,6 +324,12 @@ impl Armed<'_> {
         for b in (0..5).filter(|b| bells & (1 << b) != 0) {
             announces.covered[b] = number;
         }
+    }
+
+    /// Step 1 of the [protocol](Readiness): [`Readiness::round`].
+    #[must_use]
+    pub fn round(&self) -> Round {
+        self.readiness.round()
     }
 
     /// What the waiter waits for.

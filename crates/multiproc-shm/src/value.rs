@@ -107,8 +107,9 @@ impl Atomic for i64 {
 }
 
 const MAGIC: [u8; 8] = *b"MPVALUE\0";
-/// 2: the lock is an `RLock` (it was a `Lock`).
-const VERSION: u32 = 2;
+/// 2: the lock is an `RLock` (it was a `Lock`). 3: the lock carries the
+/// doorbell table of async waiters (1152 bytes), which moves [`DATA`].
+const VERSION: u32 = 3;
 const META: usize = 32;
 const LOCK: usize = 64;
 /// Offset of the first element.

@@ -16,7 +16,9 @@
 //! is different, even if somebody cleared it again before the waiter ran:
 //! a `set` is never missed, like Python's `threading.Event`. The `waiters`
 //! counter lets `set` skip the wake-up system call when nobody sleeps; it is
-//! the same SeqCst (Dekker) handshake as in the semaphore.
+//! the same SeqCst (Dekker) handshake as in the semaphore. An async waiter
+//! (see [`Event::readiness`]) counts itself in `waiters` while armed, so a
+//! `set` that sees it also rings the event's doorbells.
 
 use multiproc_core::SpinWait;
 use multiproc_core::futex::{self, WaitOutcome};
@@ -27,6 +29,7 @@ use std::time::{Duration, Instant};
 
 use crate::error::Timeout;
 use crate::layout::EventLayout;
+use crate::ready::{self, Readiness};
 use crate::shared::Shared;
 
 const MAGIC: [u8; 8] = *b"MPEVENT\0";
@@ -84,6 +87,9 @@ impl Event {
             .is_ok();
         if changed && layout.waiters.load(Ordering::SeqCst) != 0 {
             futex::wake_all(&layout.word);
+            // SYNC: after the load that read an async waiter's increment
+            // (made after it armed): see `ready::ring`.
+            ready::ring(&layout.bells, ready::BELL);
         }
     }
 
@@ -109,6 +115,64 @@ impl Event {
     pub fn is_set(&self) -> bool {
         // SYNC: pairs with the Release half of `set`.
         self.shared.get().word.load(Ordering::Acquire) & SET != 0
+    }
+
+    /// Where the flag stands now, for [`set_since`](Self::set_since).
+    ///
+    /// ```
+    /// use multiproc_sync::Event;
+    ///
+    /// let event = Event::new()?;
+    /// let mark = event.mark();
+    /// event.set();
+    /// event.clear();
+    /// assert!(!event.is_set());
+    /// assert!(event.set_since(mark)); // a set is never missed
+    /// assert!(!event.set_since(event.mark()));
+    /// # Ok::<(), multiproc_sync::CreateError>(())
+    /// ```
+    #[must_use]
+    pub fn mark(&self) -> EventMark {
+        // SYNC: pairs with the Release half of `set`.
+        EventMark(self.shared.get().word.load(Ordering::Acquire))
+    }
+
+    /// Whether the flag is set, or was set at some moment after `mark` was
+    /// taken: the condition [`wait`](Self::wait) waits for, as a check
+    /// (async waiters use it; see [`readiness`](Self::readiness)).
+    #[must_use]
+    pub fn set_since(&self, mark: EventMark) -> bool {
+        // SYNC: SeqCst: the re-check of an announced waiter (Dekker with
+        // `set`); Acquire for what the setter did before.
+        let now = self.shared.get().word.load(Ordering::SeqCst);
+        now & SET != 0 || now != mark.0
+    }
+
+    /// A doorbell that `set` rings while a waiter is
+    /// [armed](Readiness::arm): what async waiters wait on instead of the
+    /// futex (see [`Readiness`]).
+    ///
+    /// # Errors
+    ///
+    /// As [`Waiters::new`](multiproc_core::doorbell::Waiters::new): no
+    /// descriptor left, or every doorbell slot of the event taken.
+    ///
+    /// ```
+    /// use multiproc_sync::Event;
+    ///
+    /// let event = Event::new()?;
+    /// let ready = event.readiness()?;
+    /// let mark = event.mark();
+    /// let armed = ready.arm();
+    /// armed.announce();
+    /// assert!(!event.set_since(mark)); // register with the event loop here
+    /// event.set(); // another process, say
+    /// assert_eq!(ready.drain()?, 1);
+    /// assert!(event.set_since(mark));
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn readiness(&self) -> Result<Readiness, multiproc_core::doorbell::WaitersError> {
+        Readiness::new(ready::Target::Event(self.shared.clone()))
     }
 
     /// Waits until the flag is set.
@@ -181,6 +245,22 @@ impl Event {
         result
     }
 }
+
+/// Where an [`Event`] stood at [`Event::mark`]: a set after it is never
+/// missed by [`Event::set_since`], even if the event was cleared again.
+///
+/// ```
+/// use multiproc_sync::Event;
+///
+/// let event = Event::new()?;
+/// let mark = event.mark();
+/// assert!(!event.set_since(mark));
+/// event.set();
+/// assert!(event.set_since(mark));
+/// # Ok::<(), multiproc_sync::CreateError>(())
+/// ```
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct EventMark(u32);
 
 fn init(layout: &EventLayout) {
     layout.word.store(0, Ordering::Relaxed);

@@ -12,6 +12,11 @@
 //! read-only parameters share the first line. This alignment is part of
 //! [`LAYOUT_VERSION`].
 //!
+//! Locks, semaphores and events end with a [`BellBoard`] (offset 128,
+//! 1 KiB): the doorbells of async waiters (see `ready.rs`), rung by the
+//! notify paths only when a waiter is announced on the futex word. The
+//! board makes these objects 64-byte aligned.
+//!
 //! # Safety
 //!
 //! The `unsafe impl SharedSafe` blocks below rely on every field being an
@@ -21,13 +26,15 @@
 #![allow(unsafe_code)]
 
 use multiproc_core::Header;
+use multiproc_core::doorbell::BellBoard;
 use multiproc_core::segment::SharedSafe;
-use std::mem::{offset_of, size_of};
+use std::mem::{align_of, offset_of, size_of};
 use std::sync::atomic::{AtomicI32, AtomicU32, AtomicU64};
 
 /// Layout version shared by all primitives of this crate; bumped whenever a
-/// field moves. 2: the barrier gained its party slots.
-pub(crate) const LAYOUT_VERSION: u32 = 2;
+/// field moves. 2: the barrier gained its party slots. 3: locks,
+/// semaphores and events gained a [`BellBoard`] at offset 128.
+pub(crate) const LAYOUT_VERSION: u32 = 3;
 
 /// The header slot at the start of every object (opaque here; written with
 /// `Segment::publish_header` and read with `Segment::read_header`).
@@ -56,12 +63,14 @@ pub(crate) struct LockWords {
 /// | 32 | 32 | reserved, zero | — |
 /// | 64 | 16 | [`LockWords`] | see there |
 /// | 80 | 48 | reserved, zero | — |
+/// | 128 | 1024 | `bells`: [`BellBoard`] of async acquirers, rung by an unlock that finds `WAITERS` set | async waiters, unlockers |
 #[repr(C)]
 pub(crate) struct LockLayout {
     pub(crate) header: HeaderSlot,
     pub(crate) reserved0: [AtomicU64; 4],
     pub(crate) words: LockWords,
     pub(crate) reserved1: [AtomicU64; 6],
+    pub(crate) bells: BellBoard,
 }
 
 /// A `Semaphore` or `BoundedSemaphore` object (magic `MPSEMA\0\0`).
@@ -74,6 +83,7 @@ pub(crate) struct LockLayout {
 /// | 64 | 4 | `value` (futex word) | acquirers, releasers | Acquire on take, SeqCst on release |
 /// | 68 | 4 | `waiters`: processes/threads about to sleep or sleeping | waiters | SeqCst (pairs with release) |
 /// | 72 | 56 | reserved, zero | — | — |
+/// | 128 | 1024 | `bells`: [`BellBoard`] of async acquirers (each counted in `waiters` while armed), rung by a release that finds `waiters` non-zero | async waiters, releasers | `SeqCst`; see `multiproc_core::doorbell` |
 #[repr(C)]
 pub(crate) struct SemaphoreLayout {
     pub(crate) header: HeaderSlot,
@@ -82,6 +92,7 @@ pub(crate) struct SemaphoreLayout {
     pub(crate) value: AtomicU32,
     pub(crate) waiters: AtomicU32,
     pub(crate) reserved1: [AtomicU64; 7],
+    pub(crate) bells: BellBoard,
 }
 
 /// An `Event` object (magic `MPEVENT\0`).
@@ -93,6 +104,7 @@ pub(crate) struct SemaphoreLayout {
 /// | 64 | 4 | `word`: generation << 1 \| set bit (futex word) | `set`, `clear` | SeqCst RMW / Acquire loads |
 /// | 68 | 4 | `waiters` | waiters | SeqCst (pairs with `set`) |
 /// | 72 | 56 | reserved, zero | — | — |
+/// | 128 | 1024 | `bells`: [`BellBoard`] of async waiters (each counted in `waiters` while armed), rung by a `set` that finds `waiters` non-zero | async waiters, setters | `SeqCst`; see `multiproc_core::doorbell` |
 #[repr(C)]
 pub(crate) struct EventLayout {
     pub(crate) header: HeaderSlot,
@@ -100,6 +112,7 @@ pub(crate) struct EventLayout {
     pub(crate) word: AtomicU32,
     pub(crate) waiters: AtomicU32,
     pub(crate) reserved1: [AtomicU64; 7],
+    pub(crate) bells: BellBoard,
 }
 
 /// A `Condition`'s own words (magic `MPCOND\0\0`); its lock is a separate
@@ -177,11 +190,12 @@ pub(crate) struct BarrierLayout {
 // valid for every bit pattern, mutated only atomically, no pointers or
 // descriptors, alignment 8 (<= 4096), no Drop glue.
 unsafe impl SharedSafe for LockWords {}
-// SAFETY: as for `LockWords`.
+// SAFETY: as for `LockWords`, plus a `BellBoard`, itself `SharedSafe`
+// (atomics only, alignment 64 <= 4096).
 unsafe impl SharedSafe for LockLayout {}
-// SAFETY: as for `LockWords`.
+// SAFETY: as for `LockLayout`.
 unsafe impl SharedSafe for SemaphoreLayout {}
-// SAFETY: as for `LockWords`.
+// SAFETY: as for `LockLayout`.
 unsafe impl SharedSafe for EventLayout {}
 // SAFETY: as for `LockWords`.
 unsafe impl SharedSafe for ConditionLayout {}
@@ -193,14 +207,21 @@ unsafe impl SharedSafe for BarrierLayout {}
 const _: () = {
     assert!(size_of::<HeaderSlot>() == Header::SIZE);
     assert!(size_of::<LockWords>() == 16);
-    assert!(size_of::<LockLayout>() == 128);
+    assert!(size_of::<LockLayout>() == 1152);
     assert!(offset_of!(LockLayout, words) == 64);
-    assert!(size_of::<SemaphoreLayout>() == 128);
+    assert!(offset_of!(LockLayout, bells) == 128);
+    assert!(align_of::<LockLayout>() == 64);
+    assert!(size_of::<SemaphoreLayout>() == 1152);
     assert!(offset_of!(SemaphoreLayout, bound) == 32);
     assert!(offset_of!(SemaphoreLayout, value) == 64);
     assert!(offset_of!(SemaphoreLayout, waiters) == 68);
-    assert!(size_of::<EventLayout>() == 128);
+    assert!(offset_of!(SemaphoreLayout, bells) == 128);
+    assert!(align_of::<SemaphoreLayout>() == 64);
+    assert!(size_of::<EventLayout>() == 1152);
     assert!(offset_of!(EventLayout, word) == 64);
+    assert!(offset_of!(EventLayout, waiters) == 68);
+    assert!(offset_of!(EventLayout, bells) == 128);
+    assert!(align_of::<EventLayout>() == 64);
     assert!(size_of::<ConditionLayout>() == 128);
     assert!(offset_of!(ConditionLayout, seq) == 64);
     assert!(offset_of!(ConditionLayout, tokens) == 72);

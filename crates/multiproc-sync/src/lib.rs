@@ -160,9 +160,20 @@
 //! # Ok::<(), multiproc_sync::CreateError>(())
 //! ```
 //!
+//! # Async waiting
+//!
+//! [`Lock`], [`Semaphore`], [`BoundedSemaphore`] and [`Event`] give a
+//! [`Readiness`] (`readiness()`): a doorbell descriptor an event loop can
+//! wait on, rung by unlock, release and `set` when they find an async
+//! waiter announced (a notify that finds nobody stays one load, no system
+//! call). `multiproc-async` builds its tokio and smol futures on it.
+//!
 //! # Memory layout
 //!
-//! Each object is `MEMORY_SIZE` bytes (128; a [`Barrier`] is 4224, with a
+//! Each object is `MEMORY_SIZE` bytes (1152 for locks, semaphores and
+//! events, which carry the doorbell table of async waiters (see
+//! [`Readiness`]) and are 64-byte aligned; 128 for a condition's own words;
+//! a [`Barrier`] is 4224, with a
 //! slot per waiting party so that a party that dies inside
 //! [`wait`](Barrier::wait) breaks it for the others instead of counting as
 //! arrived), starts with the core
@@ -232,6 +243,7 @@ mod ident;
 mod layout;
 mod lock;
 mod raw_lock;
+mod ready;
 mod rlock;
 mod semaphore;
 mod shared;
@@ -242,7 +254,7 @@ pub use error::{
     AcquireTimeoutError, AttachError, BrokenBarrier, CreateError, NotOwner, OwnerDied,
     ReleaseError, Timeout, TryAcquireError, WaitTimeoutError, WouldBlock,
 };
-pub use event::Event;
+pub use event::{Event, EventMark};
 pub use lock::{Lock, LockGuard};
 /// The shared-memory segment objects of this crate live in.
 pub use multiproc_core::Segment;
@@ -250,6 +262,7 @@ pub use multiproc_core::Segment;
 /// see [Using this crate alone](crate#using-this-crate-alone).
 pub use multiproc_core::inherit;
 pub use raw_lock::OWNER_CHECK_INTERVAL;
+pub use ready::{Armed, Readiness};
 pub use rlock::{RLock, RLockGuard};
 pub use semaphore::{BoundedSemaphore, Semaphore, SemaphoreGuard};
 

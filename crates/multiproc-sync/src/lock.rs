@@ -9,6 +9,7 @@ use crate::error::{AcquireTimeoutError, NotOwner, OwnerDied, TryAcquireError};
 use crate::ident;
 use crate::layout::{LockLayout, LockWords};
 use crate::raw_lock::{Acquired, NotAcquired};
+use crate::ready::Readiness;
 use crate::shared::Shared;
 
 const MAGIC: [u8; 8] = *b"MPLOCK\0\0";
@@ -242,7 +243,7 @@ impl Lock {
     /// # Ok::<(), multiproc_sync::CreateError>(())
     /// ```
     pub fn release(&self) -> Result<(), NotOwner> {
-        if self.words().unlock_checked(ident::me()) {
+        if self.shared.get().unlock_checked(ident::me()) {
             Ok(())
         } else {
             Err(NotOwner)
@@ -255,6 +256,44 @@ impl Lock {
     #[must_use]
     pub fn is_locked(&self) -> bool {
         self.words().is_locked()
+    }
+
+    /// A doorbell that unlocks ring while a waiter is
+    /// [armed](Readiness::arm) and announced: what async acquirers wait on
+    /// instead of the futex (see [`Readiness`]).
+    ///
+    /// # Errors
+    ///
+    /// As [`Waiters::new`](multiproc_core::doorbell::Waiters::new): no
+    /// descriptor left, or every doorbell slot of the lock taken.
+    ///
+    /// ```
+    /// use multiproc_sync::Lock;
+    ///
+    /// let lock = Lock::new()?;
+    /// let ready = lock.readiness()?;
+    /// let (held, release) = (std::sync::Barrier::new(2), std::sync::Barrier::new(2));
+    /// let armed = ready.arm(); // until the end: the unlock must find it armed
+    /// std::thread::scope(|s| {
+    ///     s.spawn(|| {
+    ///         let guard = lock.acquire().unwrap();
+    ///         held.wait();
+    ///         release.wait();
+    ///         drop(guard); // rings: a waiter announced itself
+    ///     });
+    ///     held.wait();
+    ///     armed.announce();
+    ///     assert!(lock.try_acquire().is_err());
+    ///     assert!(ready.contended()); // held: wait at most LIVENESS_SLICE
+    ///     release.wait();
+    /// });
+    /// assert_eq!(ready.drain()?, 1);
+    /// drop(armed);
+    /// assert!(lock.try_acquire().is_ok());
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn readiness(&self) -> Result<Readiness, multiproc_core::doorbell::WaitersError> {
+        Readiness::new(crate::ready::Target::Lock(self.shared.clone()))
     }
 
     /// Whether the calling thread holds the lock.
@@ -348,7 +387,7 @@ impl<'a> LockGuard<'a> {
     /// ```
     pub fn unlocked<R>(guard: &mut Self, f: impl FnOnce() -> R) -> Result<R, OwnerDied<R>> {
         let words = guard.lock.words();
-        words.unlock_held();
+        guard.lock.shared.get().unlock_held();
         let result = f();
         match words.lock(ident::me(), None) {
             Ok(Acquired::Clean) => Ok(result),
@@ -361,7 +400,7 @@ impl<'a> LockGuard<'a> {
     pub(crate) fn release_for_wait(guard: Self) -> &'a Lock {
         let lock = guard.lock;
         std::mem::forget(guard);
-        lock.words().unlock_held();
+        lock.shared.get().unlock_held();
         lock
     }
 }
@@ -369,7 +408,7 @@ impl<'a> LockGuard<'a> {
 impl Drop for LockGuard<'_> {
     #[inline]
     fn drop(&mut self) {
-        self.lock.words().unlock_held();
+        self.lock.shared.get().unlock_held();
     }
 }
 

@@ -48,7 +48,8 @@ use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use crate::ident::{self, Me};
-use crate::layout::LockWords;
+use crate::layout::{LockLayout, LockWords};
+use crate::ready;
 
 /// Somebody may sleep on the state word.
 pub(crate) const WAITERS: u32 = 1 << 31;
@@ -276,19 +277,46 @@ impl LockWords {
         }
     }
 
-    /// Unlocks a lock the caller holds (its guard proves it).
+    /// Unlocks a lock the caller holds (its guard proves it); returns
+    /// whether a waiter was announced (`WAITERS` was set, and one sleeper
+    /// was woken).
     #[inline]
-    pub(crate) fn unlock_held(&self) {
+    pub(crate) fn unlock_held(&self) -> bool {
         // SYNC: Release pairs with the Acquire CASes of the next owner.
         let prev = self.state.swap(0, Ordering::Release);
         if prev & WAITERS != 0 {
             futex::wake_one(&self.state);
+            true
+        } else {
+            false
+        }
+    }
+
+    /// Unlocks if the calling thread holds the lock; returns whether it did.
+    #[cfg(test)]
+    pub(crate) fn unlock_checked(&self, me: Me) -> bool {
+        if !self.held_by(me) {
+            return false;
+        }
+        self.unlock_held();
+        true
+    }
+}
+
+impl LockLayout {
+    /// Unlocks a lock the caller holds, and rings the doorbells of async
+    /// acquirers if one was announced (see `ready.rs`): with nobody
+    /// announced, one swap, as before.
+    #[inline]
+    pub(crate) fn unlock_held(&self) {
+        if self.words.unlock_held() {
+            ready::ring(&self.bells, ready::BELL);
         }
     }
 
     /// Unlocks if the calling thread holds the lock; returns whether it did.
     pub(crate) fn unlock_checked(&self, me: Me) -> bool {
-        if !self.held_by(me) {
+        if !self.words.held_by(me) {
             return false;
         }
         self.unlock_held();

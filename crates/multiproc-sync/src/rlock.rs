@@ -247,7 +247,7 @@ impl RLock {
         let depth = words.count.load(Ordering::Relaxed);
         if depth <= 1 {
             words.count.store(0, Ordering::Relaxed);
-            words.unlock_held();
+            self.shared.get().unlock_held();
         } else {
             words.count.store(depth - 1, Ordering::Relaxed);
         }
@@ -293,7 +293,7 @@ impl RLock {
         std::mem::forget(guard);
         let words = lock.words();
         let depth = words.count.swap(0, Ordering::Relaxed).max(1);
-        words.unlock_held();
+        lock.shared.get().unlock_held();
         depth
     }
 

@@ -18,6 +18,8 @@
 //! compare, which the kernel does after the waiter's SeqCst increment) sees
 //! the released unit. No wake-up is lost. (A waiter killed while asleep
 //! leaves `waiters` raised; that only costs later releases a wake-up call.)
+//! An async waiter (see `readiness`) counts itself in `waiters` while it is
+//! armed, so a release that sees it also rings the semaphore's doorbells.
 //!
 //! # No owner
 //!
@@ -36,6 +38,7 @@ use std::time::{Duration, Instant};
 
 use crate::error::{AttachError, CreateError, ReleaseError, Timeout, WouldBlock};
 use crate::layout::SemaphoreLayout;
+use crate::ready::{self, Readiness};
 use crate::shared::Shared;
 
 /// The largest value a semaphore can hold (`SEM_VALUE_MAX` on Linux).
@@ -112,6 +115,9 @@ impl SemaphoreLayout {
             .map_err(|_| ReleaseError { bound })?;
         if self.waiters.load(Ordering::SeqCst) != 0 {
             futex::wake_one(&self.value);
+            // SYNC: after the load that read an async waiter's increment
+            // (made after it armed): see `ready::ring`.
+            ready::ring(&self.bells, ready::BELL);
         }
         Ok(())
     }
@@ -201,6 +207,33 @@ macro_rules! semaphore_common {
                 let layout = self.shared.get();
                 layout.take(deadline_after(timeout))?;
                 Ok(SemaphoreGuard { layout })
+            }
+
+            /// A doorbell that releases ring while a waiter is
+            /// [armed](Readiness::arm): what async acquirers wait on instead
+            /// of the futex (see [`Readiness`]).
+            ///
+            /// # Errors
+            ///
+            /// As [`Waiters::new`](multiproc_core::doorbell::Waiters::new):
+            /// no descriptor left, or every doorbell slot taken.
+            ///
+            /// ```
+            #[doc = concat!("use multiproc_sync::", stringify!($ty), ";")]
+            ///
+            #[doc = concat!("let sem = ", stringify!($ty), "::new(1)?;")]
+            /// let unit = sem.try_acquire()?;
+            /// let ready = sem.readiness()?;
+            /// let armed = ready.arm();
+            /// armed.announce();
+            /// assert!(sem.try_acquire().is_err()); // register with the event loop here
+            /// drop(unit); // another process, say
+            /// assert_eq!(ready.drain()?, 1);
+            /// assert!(sem.try_acquire().is_ok());
+            /// # Ok::<(), Box<dyn std::error::Error>>(())
+            /// ```
+            pub fn readiness(&self) -> Result<Readiness, multiproc_core::doorbell::WaitersError> {
+                Readiness::new(ready::Target::Semaphore(self.shared.clone()))
             }
 
             /// The number of free units now (a snapshot; Python's `get_value`).

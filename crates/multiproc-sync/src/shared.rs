@@ -222,7 +222,7 @@ macro_rules! shared_handle {
                 })
             }
 
-            #[doc = concat!("A new ", $what, " at `offset` in `segment` (8-byte aligned,")]
+            #[doc = concat!("A new ", $what, " at `offset` in `segment` (64-byte aligned,")]
             /// [`MEMORY_SIZE`](Self::MEMORY_SIZE) bytes), for types that keep
             /// it beside their data. Whatever was there is overwritten;
             /// nobody may be using those bytes.

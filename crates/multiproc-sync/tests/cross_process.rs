@@ -20,13 +20,13 @@ const WORKERS: usize = 4;
 
 // Fixed places in the test segments.
 const AT_LOCK: usize = 0;
-const AT_RLOCK: usize = 128;
-const AT_SEM: usize = 256;
-const AT_EVENT: usize = 384;
-const AT_COND: usize = 512;
-const AT_DATA: usize = 1024;
-const AT_BARRIER: usize = 2048;
-const SEGMENT_SIZE: usize = 8192;
+const AT_RLOCK: usize = 1152;
+const AT_SEM: usize = 2304;
+const AT_EVENT: usize = 3456;
+const AT_COND: usize = 4608;
+const AT_DATA: usize = 5120;
+const AT_BARRIER: usize = 6144;
+const SEGMENT_SIZE: usize = 12288;
 const _: () = assert!(AT_BARRIER + Barrier::MEMORY_SIZE <= SEGMENT_SIZE);
 
 fn segment() -> Arc<Segment> {
