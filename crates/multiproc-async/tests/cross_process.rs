@@ -6,7 +6,7 @@ use multiproc_async::smol::Smol;
 use multiproc_async::tokio::Tokio;
 use multiproc_async::{AsyncQueue, Reactor};
 use multiproc_core::Segment;
-use multiproc_queue::{JoinableQueue, Queue};
+use multiproc_queue::{JoinableQueue, Queue, SimpleQueue};
 use multiproc_testkit::{
     Role, Trial, alone_in_child_process, inherited_fds, role, run, spawn, wait_timeout,
 };
@@ -175,6 +175,16 @@ fn child_work(args: &[String]) {
         std::thread::sleep(Duration::from_millis(2));
         jobs.task_done().unwrap();
     }
+}
+
+/// Puts `count` items into the simple queue, then closes it.
+fn child_simple_put(args: &[String]) {
+    let q =
+        SimpleQueue::<u64>::attach(Segment::from_fd(inherited_fds().remove(0)).unwrap()).unwrap();
+    for i in 0..arg::<u64>(args, 0) {
+        q.put(i).unwrap();
+    }
+    q.close();
 }
 
 fn start(role: Role, queues: &[&Queue<u64>], args: &[&str]) -> Child {
@@ -431,6 +441,26 @@ fn pool_results_are_awaitable<R: Runtime>() {
     });
 }
 
+/// A `SimpleQueue` fed by another process is awaited through the queue
+/// underneath, until it is closed.
+fn simple_queue_awaited<R: Runtime>() {
+    const COUNT: u64 = 500;
+    let q: SimpleQueue<u64> = SimpleQueue::new().unwrap();
+    let child = start(
+        role!(child_simple_put),
+        &[q.as_queue()],
+        &[&COUNT.to_string()],
+    );
+    on::<R>(async {
+        let inbox = AsyncQueue::<u64, R>::new(q.as_queue().clone()).unwrap();
+        for i in 0..COUNT {
+            assert_eq!(inbox.get().await.unwrap(), i);
+        }
+        assert!(inbox.get().await.unwrap_err().is_closed());
+    });
+    finish(child);
+}
+
 /// Threads of this process.
 fn threads() -> usize {
     std::fs::read_dir("/proc/self/task").unwrap().count()
@@ -503,6 +533,7 @@ fn main() {
             role!(child_hold_consumer_lock),
             role!(child_close_after),
             role!(child_work),
+            role!(child_simple_put),
         ],
         both![
             one_blocking_producer_one_async_consumer,
@@ -515,6 +546,7 @@ fn main() {
             a_thousand_waiters,
             join_waits_for_a_worker_process,
             pool_results_are_awaitable,
+            simple_queue_awaited,
         ],
     );
 }

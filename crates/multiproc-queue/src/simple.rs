@@ -109,6 +109,24 @@ impl<T: Serialize + DeserializeOwned> SimpleQueue<T> {
     pub fn segment(&self) -> &Segment {
         self.inner.segment()
     }
+
+    /// The [`Queue`] underneath, for what Python's `SimpleQueue` does not
+    /// offer: timed and non-blocking operations, and async waiting through
+    /// [`Queue::readiness`] (which the `multiproc-async` adapters take).
+    ///
+    /// ```
+    /// use multiproc_queue::SimpleQueue;
+    ///
+    /// let q = SimpleQueue::new()?;
+    /// assert!(q.as_queue().try_get().unwrap_err().is_empty());
+    /// q.put(5u8)?;
+    /// assert_eq!(q.as_queue().try_get()?, 5);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    #[must_use]
+    pub fn as_queue(&self) -> &Queue<T> {
+        &self.inner
+    }
 }
 
 impl<T> Serialize for SimpleQueue<T> {
