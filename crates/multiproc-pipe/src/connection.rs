@@ -171,7 +171,7 @@ pub struct Connection {
     /// later send writes it first.
     pending: RefCell<Option<Pending>>,
     /// What this connection knows of the descriptor's `O_NONBLOCK`.
-    blocking: Cell<Blocking>,
+    blocking: Cell<FdMode>,
     /// Not `Sync`: two threads sending through `&Connection` at once could
     /// interleave the pieces of large frames.
     _not_sync: PhantomData<Cell<()>>,
@@ -186,7 +186,7 @@ struct Pending {
 
 /// What a connection knows of its descriptor's `O_NONBLOCK` flag.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Blocking {
+enum FdMode {
     /// Not looked at yet: the non-blocking calls look (once).
     Unknown,
     /// Non-blocking, but not by this connection's doing: the blocking
@@ -212,7 +212,7 @@ impl Connection {
             max_message_len: DEFAULT_MAX_MESSAGE_LEN,
             codec: Codec::new(),
             pending: RefCell::new(None),
-            blocking: Cell::new(Blocking::Unknown),
+            blocking: Cell::new(FdMode::Unknown),
             _not_sync: PhantomData,
         })
     }
@@ -630,17 +630,17 @@ impl Connection {
     }
 
     /// Makes the descriptor non-blocking unless it is already, remembering
-    /// which (see [`Blocking`]).
+    /// which (see [`FdMode`]).
     fn ensure_nonblocking(&self) -> io::Result<()> {
-        if self.blocking.get() != Blocking::Unknown {
+        if self.blocking.get() != FdMode::Unknown {
             return Ok(());
         }
         let flags = rustix::fs::fcntl_getfl(&self.fd)?;
         if flags.contains(rustix::fs::OFlags::NONBLOCK) {
-            self.blocking.set(Blocking::AlreadyNonBlocking);
+            self.blocking.set(FdMode::AlreadyNonBlocking);
         } else {
             rustix::fs::fcntl_setfl(&self.fd, flags | rustix::fs::OFlags::NONBLOCK)?;
-            self.blocking.set(Blocking::MadeNonBlocking);
+            self.blocking.set(FdMode::MadeNonBlocking);
         }
         Ok(())
     }
@@ -648,7 +648,7 @@ impl Connection {
     /// Whether the blocking receives wait out an `EAGAIN` (this connection
     /// made the descriptor non-blocking itself).
     fn waits_out_eagain(&self) -> bool {
-        self.blocking.get() == Blocking::MadeNonBlocking
+        self.blocking.get() == FdMode::MadeNonBlocking
     }
 
     /// One write of `parts` (with `fds`, on a Unix socket), whatever the
