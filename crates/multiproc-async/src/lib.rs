@@ -61,11 +61,14 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 use std::future::Future;
 use std::io;
+use std::os::fd::OwnedFd;
 use std::pin::pin;
 use std::sync::Arc;
 use std::task::Poll;
 use std::time::Duration;
 
+mod pipe;
+pub mod process;
 mod wait;
 
 #[cfg(feature = "smol")]
@@ -74,6 +77,7 @@ pub mod smol;
 pub mod tokio;
 
 pub use multiproc_queue::Readiness as QueueReadiness;
+pub use pipe::AsyncConnection;
 
 /// A reactor the waits run on: how to wait for a doorbell's readability,
 /// and how to sleep. The `tokio` and `smol` features implement it; another
@@ -96,6 +100,38 @@ pub trait Reactor: Sized + Send + Sync + 'static {
 
     /// Completes after `duration`.
     fn sleep(duration: Duration) -> impl Future<Output = ()> + Send;
+
+    /// A descriptor registered with the reactor for readability and
+    /// writability (a connection's, a pidfd): see
+    /// [`readable_with`](Self::readable_with).
+    type Io: Send + Sync;
+
+    /// Registers `fd`. It is left in the mode it has (the non-blocking
+    /// attempts given to [`readable_with`](Self::readable_with) never
+    /// block anyway).
+    ///
+    /// # Errors
+    ///
+    /// The reactor's error (no runtime, out of descriptors).
+    fn register_io(fd: OwnedFd) -> io::Result<Self::Io>;
+
+    /// Waits until the reactor has seen `io` readable, then calls
+    /// `attempt`; while that fails with `WouldBlock`, forgets the readiness
+    /// it saw and waits again. Waiting comes first: a caller whose data
+    /// may already be buffered in user space checks that before. The
+    /// result is returned in the poll that made the successful attempt, so
+    /// a dropped future never drops one. Its first poll registers the
+    /// waker.
+    fn readable_with<T: Send>(
+        io: &Self::Io,
+        attempt: impl FnMut() -> io::Result<T> + Send,
+    ) -> impl Future<Output = io::Result<T>> + Send;
+
+    /// [`readable_with`](Self::readable_with) for writability.
+    fn writable_with<T: Send>(
+        io: &Self::Io,
+        attempt: impl FnMut() -> io::Result<T> + Send,
+    ) -> impl Future<Output = io::Result<T>> + Send;
 }
 
 /// A [`Queue`] whose blocking operations are futures on reactor `R` (see

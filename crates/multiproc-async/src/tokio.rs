@@ -6,7 +6,7 @@
 
 use multiproc_queue::Readiness;
 use std::io;
-use std::os::fd::{AsRawFd, RawFd};
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::io::Interest;
@@ -21,6 +21,21 @@ pub enum Tokio {}
 /// A [`Queue`](multiproc_queue::Queue) with async operations on tokio (see
 /// the [crate docs](crate)).
 pub type Queue<T> = crate::AsyncQueue<T, Tokio>;
+
+/// A [`Connection`](multiproc_pipe::Connection) with async sends and
+/// receives on tokio (see [`AsyncConnection`](crate::AsyncConnection)).
+pub type Connection = crate::AsyncConnection<Tokio>;
+
+/// Waits for `process` on tokio (see [`process::join`](crate::process::join)).
+///
+/// # Errors
+///
+/// As [`Process::join`](multiproc_process::Process::join).
+pub async fn join<T: serde::de::DeserializeOwned + Send>(
+    process: &mut multiproc_process::Process<T>,
+) -> Result<T, multiproc_process::JoinError> {
+    crate::process::join::<Tokio, T>(process).await
+}
 
 /// A doorbell as `AsyncFd` wants it.
 #[derive(Debug)]
@@ -56,5 +71,31 @@ impl Reactor for Tokio {
 
     fn sleep(duration: Duration) -> impl Future<Output = ()> + Send {
         tokio::time::sleep(duration)
+    }
+
+    type Io = AsyncFd<OwnedFd>;
+
+    fn register_io(fd: OwnedFd) -> io::Result<Self::Io> {
+        // Registering outside a runtime would panic.
+        tokio::runtime::Handle::try_current().map_err(io::Error::other)?;
+        // SAFETY: the `AsyncFd` owns the descriptor: it stays open, the
+        // same one, for as long as it is registered.
+        unsafe { AsyncFd::register_with_interest(fd, Interest::READABLE | Interest::WRITABLE) }
+            .map_err(io::Error::from)
+    }
+
+    fn readable_with<T: Send>(
+        io: &Self::Io,
+        mut attempt: impl FnMut() -> io::Result<T> + Send,
+    ) -> impl Future<Output = io::Result<T>> + Send {
+        // Readiness is cleared only when the attempt says `WouldBlock`.
+        io.async_io(Interest::READABLE, move |_| attempt())
+    }
+
+    fn writable_with<T: Send>(
+        io: &Self::Io,
+        mut attempt: impl FnMut() -> io::Result<T> + Send,
+    ) -> impl Future<Output = io::Result<T>> + Send {
+        io.async_io(Interest::WRITABLE, move |_| attempt())
     }
 }
