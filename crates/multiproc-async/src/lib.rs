@@ -80,8 +80,9 @@ pub use multiproc_queue::Readiness as QueueReadiness;
 pub use pipe::AsyncConnection;
 
 /// A reactor the waits run on: how to wait for a doorbell's readability,
-/// and how to sleep. The `tokio` and `smol` features implement it; another
-/// runtime can too.
+/// how to sleep, and how to wait for a descriptor's readiness between
+/// non-blocking attempts (connections, processes). The `tokio` and `smol`
+/// features implement it; another runtime can too.
 pub trait Reactor: Sized + Send + Sync + 'static {
     /// A doorbell registered with the reactor.
     type Registration: Send + Sync;

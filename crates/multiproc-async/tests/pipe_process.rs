@@ -386,11 +386,11 @@ fn awaited_process_sees_a_sigkill<R: Runtime>() {
                 .start_method(method)
                 .start()
                 .unwrap();
-            let pid = rustix::process::Pid::from_raw(p.pid() as i32).unwrap();
+            // Through a pidfd of its own: `join` holds the process.
+            let pidfd = p.sentinel().try_clone_to_owned().unwrap();
             let killer = async {
                 R::sleep(Duration::from_millis(200)).await;
-                // Our child, not yet reaped: the pid is still its own.
-                rustix::process::kill_process(pid, rustix::process::Signal::KILL).unwrap();
+                rustix::process::pidfd_send_signal(&pidfd, rustix::process::Signal::KILL).unwrap();
             };
             let joined = async {
                 within::<R, _>(Duration::from_secs(20), join::<R, _>(&mut p))
