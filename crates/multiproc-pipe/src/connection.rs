@@ -279,7 +279,9 @@ impl Connection {
     }
 
     /// The descriptor, giving up the connection. Bytes this connection had
-    /// already read ahead are lost.
+    /// already read ahead are lost, and so is the rest of a frame a
+    /// non-blocking send left unwritten ([`pending_send`](Self::pending_send)).
+    /// The descriptor stays non-blocking if a non-blocking call made it so.
     ///
     /// # Examples
     ///
