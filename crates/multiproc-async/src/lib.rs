@@ -13,12 +13,17 @@
 //!
 //! | runtime | feature | types |
 //! |---|---|---|
-//! | tokio (`AsyncFd`; timers need a runtime with time enabled) | `tokio` | `tokio::Queue`, `tokio::JoinableQueue`, `tokio::Lock`, `tokio::Semaphore`, `tokio::Event`, … |
-//! | smol, async-std, anything on async-io (`Async`) | `smol` | `smol::Queue`, `smol::JoinableQueue`, `smol::Lock`, `smol::Semaphore`, `smol::Event`, … |
+//! | tokio (`AsyncFd`; timers need a runtime with time enabled) | `tokio` | `tokio::Queue`, `tokio::JoinableQueue`, `tokio::Lock`, `tokio::Semaphore`, `tokio::Event`, `tokio::Connection`, `tokio::join`, … |
+//! | smol, async-std, anything on async-io (`Async`) | `smol` | `smol::Queue`, `smol::JoinableQueue`, `smol::Lock`, `smol::Semaphore`, `smol::Event`, `smol::Connection`, `smol::join`, … |
 //!
 //! The synchronization primitives of `multiproc-sync` have async forms too:
 //! see [`AsyncLock`], [`AsyncSemaphore`] and [`AsyncEvent`] (and what is
 //! left out, with the reasons, in their [module](mod@sync)).
+//! Connections ([`AsyncConnection`]: `tokio::Connection`,
+//! `smol::Connection`) send and receive without blocking, keeping partial
+//! frames, and a child [`Process`](multiproc_process::Process) is awaited
+//! through its exit descriptor ([`process::join`], `tokio::join`,
+//! `smol::join`).
 //!
 //! Both features can be on at once; the crate has neither by default.
 //! Another reactor (io_uring, glommio) implements [`Reactor`].
@@ -67,11 +72,14 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 use std::future::Future;
 use std::io;
+use std::os::fd::OwnedFd;
 use std::pin::pin;
 use std::sync::Arc;
 use std::task::Poll;
 use std::time::Duration;
 
+mod pipe;
+pub mod process;
 pub mod sync;
 mod wait;
 
@@ -81,11 +89,13 @@ pub mod smol;
 pub mod tokio;
 
 pub use multiproc_queue::Readiness as QueueReadiness;
+pub use pipe::AsyncConnection;
 pub use sync::{AcquireError, AsyncEvent, AsyncLock, AsyncSemaphore};
 
 /// A reactor the waits run on: how to wait for a doorbell's readability,
-/// and how to sleep. The `tokio` and `smol` features implement it; another
-/// runtime can too.
+/// how to sleep, and how to wait for a descriptor's readiness between
+/// non-blocking attempts (connections, processes). The `tokio` and `smol`
+/// features implement it; another runtime can too.
 pub trait Reactor: Sized + Send + Sync + 'static {
     /// A doorbell registered with the reactor.
     type Registration: Send + Sync;
@@ -106,6 +116,38 @@ pub trait Reactor: Sized + Send + Sync + 'static {
 
     /// Completes after `duration`.
     fn sleep(duration: Duration) -> impl Future<Output = ()> + Send;
+
+    /// A descriptor registered with the reactor for readability and
+    /// writability (a connection's, a pidfd): see
+    /// [`readable_with`](Self::readable_with).
+    type Io: Send + Sync;
+
+    /// Registers `fd`. It is left in the mode it has (the non-blocking
+    /// attempts given to [`readable_with`](Self::readable_with) never
+    /// block anyway).
+    ///
+    /// # Errors
+    ///
+    /// The reactor's error (no runtime, out of descriptors).
+    fn register_io(fd: OwnedFd) -> io::Result<Self::Io>;
+
+    /// Waits until the reactor has seen `io` readable, then calls
+    /// `attempt`; while that fails with `WouldBlock`, forgets the readiness
+    /// it saw and waits again. Waiting comes first: a caller whose data
+    /// may already be buffered in user space checks that before. The
+    /// result is returned in the poll that made the successful attempt, so
+    /// a dropped future never drops one. Its first poll registers the
+    /// waker.
+    fn readable_with<T: Send>(
+        io: &Self::Io,
+        attempt: impl FnMut() -> io::Result<T> + Send,
+    ) -> impl Future<Output = io::Result<T>> + Send;
+
+    /// [`readable_with`](Self::readable_with) for writability.
+    fn writable_with<T: Send>(
+        io: &Self::Io,
+        attempt: impl FnMut() -> io::Result<T> + Send,
+    ) -> impl Future<Output = io::Result<T>> + Send;
 }
 
 /// A [`Queue`] whose blocking operations are futures on reactor `R` (see

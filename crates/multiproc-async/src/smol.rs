@@ -1,5 +1,6 @@
-//! The queue's and the sync primitives' futures on async-io, the reactor
-//! of smol and async-std: the doorbells wait in an `Async`.
+//! The futures of the queue, the sync primitives, connections and processes on
+//! async-io, the reactor of smol and async-std: doorbells and descriptors
+//! wait in an `Async`.
 //!
 //! async-io's `readable()` ignores an event delivered in the reactor turn
 //! during which the future registered (it cannot tell it from a stale one)
@@ -11,7 +12,7 @@
 use async_io::{Async, Timer};
 use multiproc_core::doorbell::Waiters;
 use std::io;
-use std::os::fd::{AsFd, BorrowedFd};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::pin::pin;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
@@ -47,6 +48,21 @@ pub type BoundedSemaphore = crate::AsyncSemaphore<Smol, multiproc_sync::BoundedS
 /// An [`Event`](multiproc_sync::Event) with an async `wait` (see
 /// [`AsyncEvent`](crate::AsyncEvent)).
 pub type Event = crate::AsyncEvent<Smol>;
+
+/// A [`Connection`](multiproc_pipe::Connection) with async sends and
+/// receives on smol (see [`AsyncConnection`](crate::AsyncConnection)).
+pub type Connection = crate::AsyncConnection<Smol>;
+
+/// Waits for `process` on smol (see [`process::join`](crate::process::join)).
+///
+/// # Errors
+///
+/// As [`Process::join`](multiproc_process::Process::join).
+pub async fn join<T: serde::de::DeserializeOwned + Send>(
+    process: &mut multiproc_process::Process<T>,
+) -> Result<T, multiproc_process::JoinError> {
+    crate::process::join::<Smol, T>(process).await
+}
 
 /// A doorbell as `Async` wants it.
 #[derive(Debug)]
@@ -84,6 +100,42 @@ impl Reactor for Smol {
 
     async fn sleep(duration: Duration) {
         Timer::after(duration).await;
+    }
+
+    type Io = Async<OwnedFd>;
+
+    fn register_io(fd: OwnedFd) -> io::Result<Self::Io> {
+        // The descriptor's mode is left alone (`Async::new` would set
+        // `O_NONBLOCK`, which the connection decides itself).
+        Async::new_nonblocking(fd)
+    }
+
+    async fn readable_with<T: Send>(
+        io: &Self::Io,
+        mut attempt: impl FnMut() -> io::Result<T> + Send,
+    ) -> io::Result<T> {
+        loop {
+            // async-io re-arms its one-shot, level-triggered interest here:
+            // a descriptor readable now completes at once.
+            io.readable().await?;
+            match attempt() {
+                Err(err) if err.kind() == io::ErrorKind::WouldBlock => {}
+                done => return done,
+            }
+        }
+    }
+
+    async fn writable_with<T: Send>(
+        io: &Self::Io,
+        mut attempt: impl FnMut() -> io::Result<T> + Send,
+    ) -> io::Result<T> {
+        loop {
+            io.writable().await?;
+            match attempt() {
+                Err(err) if err.kind() == io::ErrorKind::WouldBlock => {}
+                done => return done,
+            }
+        }
     }
 }
 

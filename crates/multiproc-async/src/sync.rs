@@ -1,7 +1,7 @@
 //! Async forms of `multiproc-sync`'s primitives: [`AsyncLock::acquire`],
 //! [`AsyncSemaphore::acquire`] and [`AsyncEvent::wait`], generic over the
 //! [`Reactor`] like [`AsyncQueue`](crate::AsyncQueue) (aliases:
-//! [`tokio::Lock`](crate::tokio::Lock), [`smol::Event`](crate::smol::Event),
+//! `tokio::Lock`, `smol::Event`,
 //! …).
 //!
 //! Each wraps a handle of the primitive (any process's: the other side may

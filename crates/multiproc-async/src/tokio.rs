@@ -1,4 +1,5 @@
-//! The queue's and the sync primitives' futures on tokio: the doorbells wait in an `AsyncFd`.
+//! The futures of the queue, the sync primitives, connections and processes on
+//! tokio: doorbells and descriptors wait in an `AsyncFd`.
 //!
 //! The runtime needs its I/O driver, and its time driver for the waits that
 //! meet a held lock (`Builder::enable_all`, or `#[tokio::main]`).
@@ -6,7 +7,7 @@
 
 use multiproc_core::doorbell::Waiters;
 use std::io;
-use std::os::fd::{AsRawFd, RawFd};
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::io::Interest;
@@ -42,6 +43,21 @@ pub type BoundedSemaphore = crate::AsyncSemaphore<Tokio, multiproc_sync::Bounded
 /// [`AsyncEvent`](crate::AsyncEvent)).
 pub type Event = crate::AsyncEvent<Tokio>;
 
+/// A [`Connection`](multiproc_pipe::Connection) with async sends and
+/// receives on tokio (see [`AsyncConnection`](crate::AsyncConnection)).
+pub type Connection = crate::AsyncConnection<Tokio>;
+
+/// Waits for `process` on tokio (see [`process::join`](crate::process::join)).
+///
+/// # Errors
+///
+/// As [`Process::join`](multiproc_process::Process::join).
+pub async fn join<T: serde::de::DeserializeOwned + Send>(
+    process: &mut multiproc_process::Process<T>,
+) -> Result<T, multiproc_process::JoinError> {
+    crate::process::join::<Tokio, T>(process).await
+}
+
 /// A doorbell as `AsyncFd` wants it.
 #[derive(Debug)]
 pub struct Bell(Arc<Waiters>);
@@ -76,5 +92,31 @@ impl Reactor for Tokio {
 
     fn sleep(duration: Duration) -> impl Future<Output = ()> + Send {
         tokio::time::sleep(duration)
+    }
+
+    type Io = AsyncFd<OwnedFd>;
+
+    fn register_io(fd: OwnedFd) -> io::Result<Self::Io> {
+        // Registering outside a runtime would panic.
+        tokio::runtime::Handle::try_current().map_err(io::Error::other)?;
+        // SAFETY: the `AsyncFd` owns the descriptor: it stays open, the
+        // same one, for as long as it is registered.
+        unsafe { AsyncFd::register_with_interest(fd, Interest::READABLE | Interest::WRITABLE) }
+            .map_err(io::Error::from)
+    }
+
+    fn readable_with<T: Send>(
+        io: &Self::Io,
+        mut attempt: impl FnMut() -> io::Result<T> + Send,
+    ) -> impl Future<Output = io::Result<T>> + Send {
+        // Readiness is cleared only when the attempt says `WouldBlock`.
+        io.async_io(Interest::READABLE, move |_| attempt())
+    }
+
+    fn writable_with<T: Send>(
+        io: &Self::Io,
+        mut attempt: impl FnMut() -> io::Result<T> + Send,
+    ) -> impl Future<Output = io::Result<T>> + Send {
+        io.async_io(Interest::WRITABLE, move |_| attempt())
     }
 }

@@ -7,7 +7,7 @@ use multiproc_core::{Codec, SharedFd, scm};
 use rustix::io::Errno;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
-use std::cell::Cell;
+use std::cell::{Cell, RefCell};
 use std::fmt;
 use std::io::IoSliceMut;
 use std::io::{self, IoSlice};
@@ -115,10 +115,37 @@ pub fn set_ignore_sigpipe(ignore: bool) {
 /// A connection is [`Send`] but not [`Sync`]: one thread uses it at a time
 /// (wrap it in a `Mutex` to share it). Receiving needs `&mut self` because it
 /// keeps state between calls: bytes read ahead into a buffer, and the part
-/// of a frame that arrived before a non-blocking read would block. Sending
-/// keeps none — every send writes its whole frame before it returns — so it
-/// needs only `&self`, and a connection can send while it is borrowed
-/// elsewhere (for instance by [`wait`](crate::wait)).
+/// of a frame that arrived before a non-blocking read would block. The
+/// blocking sends write their whole frame before they return, so they need
+/// only `&self`, and a connection can send while it is borrowed elsewhere
+/// (for instance by [`wait`](crate::wait)).
+///
+/// # Non-blocking use
+///
+/// [`try_recv_bytes`](Self::try_recv_bytes), [`try_recv`](Self::try_recv),
+/// [`try_send_bytes`](Self::try_send_bytes), [`try_send`](Self::try_send)
+/// and [`try_flush`](Self::try_flush) never block: they are what an event
+/// loop calls when the descriptor is ready (see `multiproc-async`). They
+/// return [`RecvError::WouldBlock`] / [`SendError::WouldBlock`] only after
+/// the descriptor itself said `EAGAIN`, so an edge-triggered reactor's
+/// readiness may be cleared then. Before waiting for readability, ask
+/// [`has_buffered_message`](Self::has_buffered_message): a message read
+/// ahead with the previous one is in the buffer, and the descriptor will
+/// not signal it.
+///
+/// ```
+/// use multiproc_pipe::Pipe;
+///
+/// let (mut rx, tx) = Pipe::new()?;
+/// assert!(rx.try_recv_bytes().unwrap_err().is_would_block());
+/// tx.try_send_bytes(b"one")?;
+/// tx.try_send_bytes(b"two")?;
+/// assert_eq!(rx.try_recv_bytes()?, b"one"); // one read brought both
+/// assert!(rx.has_buffered_message());
+/// assert_eq!(rx.try_recv_bytes()?, b"two");
+/// assert!(!rx.has_buffered_message());
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
 ///
 /// # Examples
 ///
@@ -140,9 +167,35 @@ pub struct Connection {
     rx: RecvBuf,
     max_message_len: usize,
     codec: Codec,
+    /// The rest of a frame a non-blocking send could not finish; every
+    /// later send writes it first.
+    pending: RefCell<Option<Pending>>,
+    /// What this connection knows of the descriptor's `O_NONBLOCK`.
+    blocking: Cell<FdMode>,
     /// Not `Sync`: two threads sending through `&Connection` at once could
     /// interleave the pieces of large frames.
     _not_sync: PhantomData<Cell<()>>,
+}
+
+/// The unwritten rest of a frame that a non-blocking send started.
+struct Pending {
+    bytes: Vec<u8>,
+    /// How many of `bytes` are written.
+    written: usize,
+}
+
+/// What a connection knows of its descriptor's `O_NONBLOCK` flag.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum FdMode {
+    /// Not looked at yet: the non-blocking calls look (once).
+    Unknown,
+    /// Non-blocking, but not by this connection's doing: the blocking
+    /// receives report [`RecvError::WouldBlock`], as they always did.
+    AlreadyNonBlocking,
+    /// Made non-blocking by a non-blocking call: the blocking receives wait
+    /// for readability when the descriptor says `EAGAIN`, so they keep
+    /// blocking.
+    MadeNonBlocking,
 }
 
 impl Connection {
@@ -158,6 +211,8 @@ impl Connection {
             rx: RecvBuf::default(),
             max_message_len: DEFAULT_MAX_MESSAGE_LEN,
             codec: Codec::new(),
+            pending: RefCell::new(None),
+            blocking: Cell::new(FdMode::Unknown),
             _not_sync: PhantomData,
         })
     }
@@ -224,7 +279,9 @@ impl Connection {
     }
 
     /// The descriptor, giving up the connection. Bytes this connection had
-    /// already read ahead are lost.
+    /// already read ahead are lost, and so is the rest of a frame a
+    /// non-blocking send left unwritten ([`pending_send`](Self::pending_send)).
+    /// The descriptor stays non-blocking if a non-blocking call made it so.
     ///
     /// # Examples
     ///
@@ -387,7 +444,7 @@ impl Connection {
     /// [`SendError::NotWritable`], [`SendError::Io`] (a closed peer is
     /// `BrokenPipe`, never a `SIGPIPE`).
     pub fn send<T: Serialize + ?Sized>(&self, value: &T) -> Result<(), SendError> {
-        self.check_writable()?;
+        self.ready_to_send()?;
         if self.flavor != Flavor::Unix {
             let mut frame = vec![0u8; MAX_HEADER];
             let len = self.codec.encode_into(value, &mut frame)?;
@@ -451,7 +508,7 @@ impl Connection {
     /// [`SendError::NotWritable`], [`SendError::Io`] (a closed peer is
     /// `BrokenPipe`).
     pub fn send_bytes(&self, bytes: &[u8]) -> Result<(), SendError> {
-        self.check_writable()?;
+        self.ready_to_send()?;
         self.write_frame(bytes)
     }
 
@@ -522,7 +579,7 @@ impl Connection {
     /// [`send_bytes`](Self::send_bytes).
     #[cfg(feature = "pickle")]
     pub fn send_pickle<T: Serialize + ?Sized>(&self, value: &T) -> Result<(), SendError> {
-        self.check_writable()?;
+        self.ready_to_send()?;
         let bytes = serde_pickle::to_vec(&value, serde_pickle::SerOptions::new())
             .map_err(SendError::Pickle)?;
         self.write_frame(&bytes)
@@ -549,7 +606,7 @@ impl Connection {
     /// As for [`send_pickle`](Self::send_pickle).
     #[cfg(feature = "pickle")]
     pub fn send_pickle_value(&self, value: &serde_pickle::Value) -> Result<(), SendError> {
-        self.check_writable()?;
+        self.ready_to_send()?;
         let bytes = serde_pickle::value_to_vec(value, serde_pickle::SerOptions::new())
             .map_err(SendError::Pickle)?;
         self.write_frame(&bytes)
@@ -561,6 +618,253 @@ impl Connection {
         } else {
             Err(SendError::NotWritable)
         }
+    }
+
+    /// For the blocking sends: checks the connection writes, and finishes
+    /// (blocking) a frame a non-blocking send left unfinished, so frames
+    /// never interleave.
+    fn ready_to_send(&self) -> Result<(), SendError> {
+        self.check_writable()?;
+        let Some(pending) = self.pending.borrow_mut().take() else {
+            return Ok(());
+        };
+        self.write_all(&mut [IoSlice::new(&pending.bytes[pending.written..])])
+    }
+
+    /// Makes the descriptor non-blocking unless it is already, remembering
+    /// which (see [`FdMode`]).
+    fn ensure_nonblocking(&self) -> io::Result<()> {
+        if self.blocking.get() != FdMode::Unknown {
+            return Ok(());
+        }
+        let flags = rustix::fs::fcntl_getfl(&self.fd)?;
+        if flags.contains(rustix::fs::OFlags::NONBLOCK) {
+            self.blocking.set(FdMode::AlreadyNonBlocking);
+        } else {
+            rustix::fs::fcntl_setfl(&self.fd, flags | rustix::fs::OFlags::NONBLOCK)?;
+            self.blocking.set(FdMode::MadeNonBlocking);
+        }
+        Ok(())
+    }
+
+    /// Whether the blocking receives wait out an `EAGAIN` (this connection
+    /// made the descriptor non-blocking itself).
+    fn waits_out_eagain(&self) -> bool {
+        self.blocking.get() == FdMode::MadeNonBlocking
+    }
+
+    /// One write of `parts` (with `fds`, on a Unix socket), whatever the
+    /// descriptor's mode; `EINTR` is retried.
+    fn write_once(&self, parts: &[IoSlice<'_>], fds: &[BorrowedFd<'_>]) -> io::Result<usize> {
+        if self.flavor.is_socket() {
+            scm::send_vectored(&self.fd, parts, fds)
+        } else {
+            self.write_pipe(parts)
+        }
+    }
+
+    /// Writes as much of the frame `parts` as the descriptor takes without
+    /// blocking, `fds` with its first byte, and keeps the rest as the
+    /// pending frame. Nothing written (`EAGAIN` at once) is
+    /// [`SendError::WouldBlock`], with nothing kept.
+    fn try_write(
+        &self,
+        mut parts: &mut [IoSlice<'_>],
+        fds: &[BorrowedFd<'_>],
+    ) -> Result<(), SendError> {
+        self.ensure_nonblocking()?;
+        match self.write_once(parts, fds) {
+            Ok(n) => IoSlice::advance_slices(&mut parts, n),
+            Err(err) if err.kind() == io::ErrorKind::WouldBlock => {
+                return Err(SendError::WouldBlock);
+            }
+            Err(err) => return Err(SendError::Io(err)),
+        }
+        while !parts.is_empty() {
+            match self.write_once(parts, &[]) {
+                Ok(n) => IoSlice::advance_slices(&mut parts, n),
+                Err(err) if err.kind() == io::ErrorKind::WouldBlock => {
+                    let mut bytes = Vec::new();
+                    bytes
+                        .try_reserve_exact(parts.iter().map(|p| p.len()).sum())
+                        .map_err(|_| SendError::Io(io::ErrorKind::OutOfMemory.into()))?;
+                    for part in parts.iter() {
+                        bytes.extend_from_slice(part);
+                    }
+                    *self.pending.borrow_mut() = Some(Pending { bytes, written: 0 });
+                    return Ok(());
+                }
+                Err(err) => return Err(SendError::Io(err)),
+            }
+        }
+        Ok(())
+    }
+
+    /// Writes what is left of a frame an earlier non-blocking send started,
+    /// without blocking. `Ok` once nothing is left (at once when nothing
+    /// was); [`SendError::WouldBlock`] when the descriptor took only part
+    /// of it (or none): call again when it is writable. The blocking sends
+    /// finish such a frame themselves before theirs.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use multiproc_pipe::Pipe;
+    ///
+    /// let (mut rx, tx) = Pipe::new()?;
+    /// let big = vec![5u8; 8 << 20]; // more than the socket buffer holds
+    /// tx.try_send_bytes(&big)?; // taken: part written, the rest kept
+    /// assert!(tx.pending_send() > 0);
+    /// assert!(tx.try_flush().unwrap_err().is_would_block());
+    /// let reader = std::thread::spawn(move || rx.recv_bytes());
+    /// while tx.pending_send() > 0 {
+    ///     let _ = tx.try_flush();
+    ///     std::thread::yield_now(); // an event loop would wait for writability
+    /// }
+    /// assert!(reader.join().unwrap()? == big);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// [`SendError::WouldBlock`], [`SendError::NotWritable`],
+    /// [`SendError::Io`] (a closed peer is `BrokenPipe`; the rest of the
+    /// frame is then dropped).
+    pub fn try_flush(&self) -> Result<(), SendError> {
+        self.check_writable()?;
+        let mut slot = self.pending.borrow_mut();
+        let Some(pending) = slot.as_mut() else {
+            return Ok(());
+        };
+        self.ensure_nonblocking()?;
+        while pending.written < pending.bytes.len() {
+            match self.write_once(&[IoSlice::new(&pending.bytes[pending.written..])], &[]) {
+                Ok(n) => pending.written += n,
+                Err(err) if err.kind() == io::ErrorKind::WouldBlock => {
+                    return Err(SendError::WouldBlock);
+                }
+                Err(err) => {
+                    *slot = None;
+                    return Err(SendError::Io(err));
+                }
+            }
+        }
+        *slot = None;
+        Ok(())
+    }
+
+    /// How many bytes of a frame a non-blocking send accepted are still
+    /// unwritten (0 when none): [`try_flush`](Self::try_flush) or the next
+    /// send writes them.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use multiproc_pipe::Pipe;
+    ///
+    /// let (_rx, tx) = Pipe::new()?;
+    /// tx.try_send_bytes(b"small")?;
+    /// assert_eq!(tx.pending_send(), 0);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    #[must_use]
+    pub fn pending_send(&self) -> usize {
+        self.pending
+            .borrow()
+            .as_ref()
+            .map_or(0, |p| p.bytes.len() - p.written)
+    }
+
+    /// Sends `bytes` as one message without blocking.
+    ///
+    /// First finishes a frame an earlier non-blocking send left unwritten;
+    /// if that cannot finish, or the descriptor takes no byte of this frame,
+    /// the result is [`SendError::WouldBlock`] and the message was **not**
+    /// taken: call again with it when the descriptor is writable. `Ok`
+    /// means the message was taken: written whole, or in part with the rest
+    /// kept in the connection ([`pending_send`](Self::pending_send)) for
+    /// [`try_flush`](Self::try_flush) or the next send (blocking or not) to
+    /// write first. The descriptor is made non-blocking (`O_NONBLOCK`, a
+    /// flag of the open file, shared with its duplicates) the first time a
+    /// non-blocking call meets it blocking; this connection's blocking
+    /// calls keep blocking all the same.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use multiproc_pipe::Pipe;
+    ///
+    /// let (mut rx, tx) = Pipe::simplex()?;
+    /// let mut sent = 0;
+    /// // Fill the pipe: the last frame taken is partly written (writes
+    /// // above `PIPE_BUF` may be split).
+    /// while tx.try_send_bytes(&[1u8; 10_000]).is_ok() {
+    ///     sent += 1;
+    /// }
+    /// assert!(tx.pending_send() > 0);
+    /// // The blocking send finishes the pending frame before its own.
+    /// let writer = std::thread::spawn(move || tx.send_bytes(b"last").map(|()| tx));
+    /// for _ in 0..sent {
+    ///     assert_eq!(rx.recv_bytes()?, [1u8; 10_000]);
+    /// }
+    /// assert_eq!(rx.recv_bytes()?, b"last");
+    /// writer.join().unwrap()?;
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// [`SendError::WouldBlock`] (nothing taken), and as for
+    /// [`send_bytes`](Self::send_bytes).
+    pub fn try_send_bytes(&self, bytes: &[u8]) -> Result<(), SendError> {
+        self.try_flush()?;
+        let mut header = [0u8; MAX_HEADER];
+        let header_len = encode_header(bytes.len(), &mut header);
+        self.try_write(
+            &mut [IoSlice::new(&header[..header_len]), IoSlice::new(bytes)],
+            &[],
+        )
+    }
+
+    /// Sends `value` (as [`send`](Self::send) does, descriptors included)
+    /// without blocking, on the terms of
+    /// [`try_send_bytes`](Self::try_send_bytes): [`SendError::WouldBlock`]
+    /// means nothing was taken; `Ok` means the message was taken, perhaps
+    /// with a rest to flush. Descriptors leave with the frame's first byte,
+    /// so they are sent exactly once, however the frame is split.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use multiproc_pipe::Pipe;
+    ///
+    /// let (mut rx, tx) = Pipe::new()?;
+    /// tx.try_send(&(7u32, "seven"))?;
+    /// assert_eq!(rx.recv::<(u32, String)>()?, (7, "seven".to_owned()));
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// [`SendError::WouldBlock`] (nothing taken), and as for
+    /// [`send`](Self::send).
+    pub fn try_send<T: Serialize + ?Sized>(&self, value: &T) -> Result<(), SendError> {
+        self.try_flush()?;
+        let (bytes, fds) = if self.flavor == Flavor::Unix {
+            self.codec.encode_with_fds(value)?
+        } else {
+            (self.codec.encode(value)?, Vec::new())
+        };
+        if fds.len() > scm::MAX_FDS {
+            return Err(SendError::TooManyDescriptors(fds.len()));
+        }
+        let mut header = [0u8; MAX_HEADER];
+        let header_len = encode_header(bytes.len(), &mut header);
+        let borrowed: Vec<BorrowedFd<'_>> = fds.iter().map(AsFd::as_fd).collect();
+        self.try_write(
+            &mut [IoSlice::new(&header[..header_len]), IoSlice::new(&bytes)],
+            &borrowed,
+        )
     }
 
     /// Writes the header of `payload` and `payload` in one call: a small
@@ -650,13 +954,19 @@ impl Connection {
     /// As for [`recv_bytes`](Self::recv_bytes), and [`RecvError::Codec`],
     /// [`RecvError::DescriptorsDropped`].
     pub fn recv<T: DeserializeOwned>(&mut self) -> Result<T, RecvError> {
+        let wait = self.waits_out_eagain();
+        self.recv_with(wait)
+    }
+
+    /// [`recv`](Self::recv); `wait`: wait out `EAGAIN`.
+    fn recv_with<T: DeserializeOwned>(&mut self, wait: bool) -> Result<T, RecvError> {
         self.check_readable()?;
         let max = self.max_message_len;
         let codec = self.codec;
         let carries_fds = self.flavor == Flavor::Unix;
         let (payload, fds) = {
             let (fd, flavor) = (self.fd.as_fd(), self.flavor);
-            self.rx.frame(max, &mut Os::new(fd, flavor))?
+            self.rx.frame(max, &mut Os::new(fd, flavor, wait))?
         };
         let value = if carries_fds {
             codec.decode_with_fds(payload.as_slice(), fds)
@@ -704,8 +1014,9 @@ impl Connection {
     pub fn recv_pickle<T: DeserializeOwned>(&mut self) -> Result<T, RecvError> {
         let max = self.max_message_len;
         let (fd, flavor) = (self.fd.as_fd(), self.flavor);
+        let wait = self.waits_out_eagain();
         self.check_readable()?;
-        let (payload, _fds) = self.rx.frame(max, &mut Os::new(fd, flavor))?;
+        let (payload, _fds) = self.rx.frame(max, &mut Os::new(fd, flavor, wait))?;
         serde_pickle::from_slice(payload.as_slice(), serde_pickle::DeOptions::new())
             .map_err(RecvError::Pickle)
     }
@@ -734,8 +1045,9 @@ impl Connection {
     pub fn recv_pickle_value(&mut self) -> Result<serde_pickle::Value, RecvError> {
         let max = self.max_message_len;
         let (fd, flavor) = (self.fd.as_fd(), self.flavor);
+        let wait = self.waits_out_eagain();
         self.check_readable()?;
-        let (payload, _fds) = self.rx.frame(max, &mut Os::new(fd, flavor))?;
+        let (payload, _fds) = self.rx.frame(max, &mut Os::new(fd, flavor, wait))?;
         serde_pickle::value_from_slice(payload.as_slice(), serde_pickle::DeOptions::new())
             .map_err(RecvError::Pickle)
     }
@@ -794,7 +1106,8 @@ impl Connection {
     pub fn recv_bytes_max(&mut self, maxlength: usize) -> Result<Vec<u8>, RecvError> {
         self.check_readable()?;
         let (fd, flavor) = (self.fd.as_fd(), self.flavor);
-        let (payload, _fds) = self.rx.frame(maxlength, &mut Os::new(fd, flavor))?;
+        let wait = self.waits_out_eagain();
+        let (payload, _fds) = self.rx.frame(maxlength, &mut Os::new(fd, flavor, wait))?;
         Ok(payload.into_vec())
     }
 
@@ -828,7 +1141,8 @@ impl Connection {
         self.check_readable()?;
         let max = self.max_message_len;
         let (fd, flavor) = (self.fd.as_fd(), self.flavor);
-        self.rx.frame_into(buf, max, &mut Os::new(fd, flavor))
+        let wait = self.waits_out_eagain();
+        self.rx.frame_into(buf, max, &mut Os::new(fd, flavor, wait))
     }
 
     /// Whether a message (or part of one, or the peer's end of file) can be
@@ -863,6 +1177,99 @@ impl Connection {
             return Ok(true);
         }
         Ok(crate::wait::poll_readable(&[self.fd.as_fd()], timeout)?[0])
+    }
+
+    /// Whether a receive would finish from the read-ahead buffer alone,
+    /// with no system call: a whole message is buffered (or the end of file
+    /// was seen, or a buffered header the limit refuses — the receive then
+    /// returns its error at once).
+    ///
+    /// Ask this before waiting for readability: the descriptor does not
+    /// signal bytes that were read ahead with an earlier message, so a
+    /// waiter that registers with a reactor while this is `true` may wait
+    /// for ever. ([`has_buffered`](Self::has_buffered) tells whether any
+    /// byte is buffered, perhaps only part of a message.)
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use multiproc_pipe::Pipe;
+    ///
+    /// let (mut rx, tx) = Pipe::new()?;
+    /// tx.send_bytes(b"1")?;
+    /// tx.send_bytes(b"2")?;
+    /// assert!(!rx.has_buffered_message()); // in the socket, not read yet
+    /// assert_eq!(rx.try_recv_bytes()?, b"1");
+    /// assert!(rx.has_buffered_message()); // "2" came with "1"
+    /// assert_eq!(rx.try_recv_bytes()?, b"2");
+    /// assert!(!rx.has_buffered_message());
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    #[must_use]
+    pub fn has_buffered_message(&self) -> bool {
+        self.rx.has_message(self.max_message_len)
+    }
+
+    /// Receives one message as bytes without blocking: from the read-ahead
+    /// buffer when a whole one is there, else reading what the descriptor
+    /// has.
+    ///
+    /// [`RecvError::WouldBlock`] when no whole message has arrived: the
+    /// bytes of an unfinished frame are kept and the next receive (blocking
+    /// or not) continues it, so a caller that gives up loses nothing. It is
+    /// returned only after the descriptor said `EAGAIN`. The descriptor is
+    /// made non-blocking the first time (see
+    /// [`try_send_bytes`](Self::try_send_bytes)).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use multiproc_pipe::Pipe;
+    ///
+    /// let (mut rx, tx) = Pipe::simplex()?;
+    /// assert!(rx.try_recv_bytes().unwrap_err().is_would_block());
+    /// tx.send_bytes(b"now")?;
+    /// assert_eq!(rx.try_recv_bytes()?, b"now");
+    /// drop(tx);
+    /// assert!(rx.try_recv_bytes().unwrap_err().is_eof());
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// [`RecvError::WouldBlock`], and as for
+    /// [`recv_bytes`](Self::recv_bytes).
+    pub fn try_recv_bytes(&mut self) -> Result<Vec<u8>, RecvError> {
+        self.check_readable()?;
+        self.ensure_nonblocking()?;
+        let max = self.max_message_len;
+        let (fd, flavor) = (self.fd.as_fd(), self.flavor);
+        let (payload, _fds) = self.rx.frame(max, &mut Os::new(fd, flavor, false))?;
+        Ok(payload.into_vec())
+    }
+
+    /// Receives a value sent with [`send`](Self::send) without blocking, on
+    /// the terms of [`try_recv_bytes`](Self::try_recv_bytes).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use multiproc_pipe::Pipe;
+    ///
+    /// let (mut rx, tx) = Pipe::new()?;
+    /// assert!(rx.try_recv::<u64>().unwrap_err().is_would_block());
+    /// tx.send(&42u64)?;
+    /// assert_eq!(rx.try_recv::<u64>()?, 42);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// [`RecvError::WouldBlock`], and as for [`recv`](Self::recv).
+    pub fn try_recv<T: DeserializeOwned>(&mut self) -> Result<T, RecvError> {
+        self.check_readable()?;
+        self.ensure_nonblocking()?;
+        self.recv_with(false)
     }
 
     fn check_readable(&self) -> Result<(), RecvError> {
@@ -900,14 +1307,31 @@ struct Os<'a> {
     flavor: Flavor,
     /// The kernel dropped descriptors sent with the last read's bytes.
     fds_dropped: bool,
+    /// Wait for readability when the descriptor says `EAGAIN` (a blocking
+    /// receive on a descriptor a non-blocking call made non-blocking).
+    wait: bool,
 }
 
 impl<'a> Os<'a> {
-    fn new(fd: BorrowedFd<'a>, flavor: Flavor) -> Self {
+    fn new(fd: BorrowedFd<'a>, flavor: Flavor, wait: bool) -> Self {
         Self {
             fd,
             flavor,
             fds_dropped: false,
+            wait,
+        }
+    }
+
+    /// Runs `read` again after waiting for readability while it says
+    /// `EAGAIN` and this source waits.
+    fn waiting<T>(&mut self, mut read: impl FnMut(&mut Self) -> io::Result<T>) -> io::Result<T> {
+        loop {
+            match read(self) {
+                Err(err) if self.wait && err.kind() == io::ErrorKind::WouldBlock => {
+                    crate::wait::poll_readable(&[self.fd], None)?;
+                }
+                other => return other,
+            }
         }
     }
 }
@@ -921,6 +1345,21 @@ impl Source for Os<'_> {
     /// [`scm::MAX_FDS`] descriptors, about 1 KiB) on the stack: no
     /// allocation per read, which matters for small messages.
     fn read(&mut self, bufs: &mut [IoSliceMut<'_>]) -> ReadResult {
+        self.waiting(|os| os.read_once(bufs))
+    }
+
+    fn fds_dropped(&self) -> bool {
+        self.fds_dropped
+    }
+
+    fn read_uninit(&mut self, dst: &mut [MaybeUninit<u8>]) -> io::Result<usize> {
+        self.waiting(|os| os.read_uninit_once(dst))
+    }
+}
+
+impl Os<'_> {
+    /// One read (see [`Source::read`]).
+    fn read_once(&mut self, bufs: &mut [IoSliceMut<'_>]) -> ReadResult {
         if self.flavor == Flavor::Unix {
             let got = scm::recv_vectored(self.fd, bufs, scm::MAX_FDS)?;
             self.fds_dropped = got.fds_truncated;
@@ -935,11 +1374,8 @@ impl Source for Os<'_> {
         }
     }
 
-    fn fds_dropped(&self) -> bool {
-        self.fds_dropped
-    }
-
-    fn read_uninit(&mut self, dst: &mut [MaybeUninit<u8>]) -> io::Result<usize> {
+    /// One read into uninitialised memory (see [`Source::read_uninit`]).
+    fn read_uninit_once(&mut self, dst: &mut [MaybeUninit<u8>]) -> io::Result<usize> {
         loop {
             match rustix::io::read(self.fd, &mut *dst) {
                 Ok((init, _)) => return Ok(init.len()),

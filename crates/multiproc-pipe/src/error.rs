@@ -255,6 +255,12 @@ pub enum SendError {
     /// The value could not be pickled.
     #[cfg(feature = "pickle")]
     Pickle(serde_pickle::Error),
+    /// A non-blocking send ([`try_send_bytes`](crate::Connection::try_send_bytes),
+    /// [`try_send`](crate::Connection::try_send),
+    /// [`try_flush`](crate::Connection::try_flush)) found the descriptor
+    /// full: a new message was not taken; a flush has bytes left. Call again
+    /// once it is writable.
+    WouldBlock,
     /// The operating system refused the write; a closed peer is
     /// `ErrorKind::BrokenPipe` (see [`is_broken_pipe`](Self::is_broken_pipe)).
     Io(io::Error),
@@ -268,6 +274,12 @@ impl SendError {
             err.kind(),
             io::ErrorKind::BrokenPipe | io::ErrorKind::ConnectionReset
         ))
+    }
+
+    /// Whether this is [`SendError::WouldBlock`].
+    #[must_use]
+    pub fn is_would_block(&self) -> bool {
+        matches!(self, Self::WouldBlock)
     }
 
     /// Whether the value holds handles and this connection cannot carry
@@ -297,6 +309,7 @@ impl fmt::Display for SendError {
             Self::Codec(_) => f.write_str("message could not be encoded"),
             #[cfg(feature = "pickle")]
             Self::Pickle(_) => f.write_str("message could not be pickled"),
+            Self::WouldBlock => f.write_str("the connection cannot take more without blocking"),
             Self::Io(_) => f.write_str("writing to the connection failed"),
         }
     }
@@ -309,6 +322,7 @@ impl From<SendError> for io::Error {
         let kind = match &err {
             SendError::Io(inner) => inner.kind(),
             SendError::NotWritable => io::ErrorKind::Unsupported,
+            SendError::WouldBlock => io::ErrorKind::WouldBlock,
             _ => io::ErrorKind::InvalidInput,
         };
         io::Error::new(kind, err)

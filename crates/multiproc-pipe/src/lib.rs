@@ -161,6 +161,16 @@
 //! calling again continues the same message
 //! (`nonblocking_descriptor_keeps_partial_frames`).
 //!
+//! For event loops, the `try_*` calls ([`Connection::try_recv_bytes`],
+//! [`Connection::try_recv`], [`Connection::try_send_bytes`],
+//! [`Connection::try_send`], [`Connection::try_flush`]) never block on any
+//! descriptor: a partial frame received is kept for the next receive, a
+//! frame partly written is kept (its descriptors already sent with its
+//! first byte) for the next send or flush. A waiter asks
+//! [`Connection::has_buffered_message`] before it waits for readability:
+//! a message read ahead with the previous one is not signalled by the
+//! descriptor. `multiproc-async` builds its futures on these.
+//!
 //! # Performance
 //!
 //! A small message leaves in one `send`/`write` (header and payload

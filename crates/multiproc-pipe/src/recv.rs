@@ -216,6 +216,23 @@ impl RecvBuf {
         self.end - self.start
     }
 
+    /// Whether a receive with limit `max` finishes without reading: a whole
+    /// frame is buffered, or the buffered header is refused, or the end of
+    /// file was seen with nothing left.
+    pub(crate) fn has_message(&self, max: usize) -> bool {
+        if self.partial.is_some() {
+            return false;
+        }
+        match parse_header(&self.buf[self.start..self.end], max) {
+            Ok(Parsed::Frame {
+                header_len,
+                payload_len,
+            }) => header_len.saturating_add(payload_len) <= self.buffered(),
+            Ok(Parsed::Need(_)) => self.eof,
+            Err(_) => true,
+        }
+    }
+
     /// Stream offset of `buf[start]`.
     fn position(&self) -> u64 {
         self.read_total - self.buffered() as u64

@@ -300,6 +300,34 @@ fn child_write_in_pieces(args: &[String]) {
     }
 }
 
+/// Sleeps (so the sender fills the socket), then receives `args[0]`
+/// `(Segment, payload)` messages, checks each and its working descriptor,
+/// and finally sends "done" after a pause.
+fn child_slow_handles(args: &[String]) {
+    let mut conn = child_conn();
+    let count: u64 = args[0].parse().unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    let before = open_fd_count();
+    for k in 0..count {
+        let (segment, payload): (Segment, Vec<u8>) = conn.recv().unwrap();
+        let mut mark = [0u8; 8];
+        segment.read_at(0, &mut mark).unwrap();
+        assert_eq!(u64::from_ne_bytes(mark), k, "segment of message {k}");
+        assert!(
+            payload == pattern(TRY_SEND_LEN, k),
+            "payload of message {k}"
+        );
+    }
+    // Every descriptor came once, with its own message: none is left over.
+    assert_eq!(open_fd_count(), before);
+    std::thread::sleep(Duration::from_millis(200));
+    conn.send_bytes(b"done").unwrap();
+}
+
+/// Payload size of [`try_send_keeps_partial_frames_and_sends_descriptors_once`]:
+/// far more than a socket buffer.
+const TRY_SEND_LEN: usize = 2 << 20;
+
 /// Connects to `args[0]` with a plain socket and says nothing until its
 /// stdin closes.
 fn child_silent_client(args: &[String]) {
@@ -1194,6 +1222,66 @@ fn pipe_shared_with_a_command_child_through_inherit() {
     );
 }
 
+/// Waits until `fd` is writable (or 10 s pass).
+fn wait_writable(fd: &impl AsFd) {
+    let mut fds = [rustix::event::PollFd::new(
+        fd,
+        rustix::event::PollFlags::OUT,
+    )];
+    let ten = rustix::time::Timespec {
+        tv_sec: 10,
+        tv_nsec: 0,
+    };
+    rustix::event::poll(&mut fds, Some(&ten)).unwrap();
+}
+
+fn try_send_keeps_partial_frames_and_sends_descriptors_once() {
+    const COUNT: u64 = 5;
+    let (mut ours, theirs) = Pipe::new().unwrap();
+    let mut child = spawn(
+        role!(child_slow_handles),
+        &[&COUNT.to_string()],
+        &[theirs.as_fd()],
+    )
+    .unwrap();
+    drop(theirs);
+    // The child sleeps: nothing to receive, and the blocking flag stays
+    // this connection's business.
+    assert!(ours.try_recv_bytes().unwrap_err().is_would_block());
+    let (mut would_block, mut partial) = (0, 0);
+    for k in 0..COUNT {
+        let segment = Segment::anonymous(4096).unwrap();
+        segment.write_at(0, &k.to_ne_bytes()).unwrap();
+        let value = (segment, pattern(TRY_SEND_LEN, k));
+        loop {
+            match ours.try_send(&value) {
+                Ok(()) => break,
+                Err(SendError::WouldBlock) => {
+                    would_block += 1;
+                    wait_writable(&ours);
+                }
+                Err(err) => panic!("message {k}: {err}"),
+            }
+        }
+        if ours.pending_send() > 0 {
+            partial += 1;
+        }
+    }
+    while ours.pending_send() > 0 {
+        match ours.try_flush() {
+            Ok(()) => {}
+            Err(SendError::WouldBlock) => wait_writable(&ours),
+            Err(err) => panic!("flush: {err}"),
+        }
+    }
+    assert!(would_block > 0 && partial > 0, "{would_block} {partial}");
+    // The connection made its descriptor non-blocking; its blocking receive
+    // still blocks (the child answers after a pause).
+    assert_eq!(ours.recv_bytes().unwrap(), b"done");
+    let status = wait_timeout(&mut child, CHILD_LIMIT);
+    assert!(status.success(), "{status:?}");
+}
+
 fn main() {
     let roles: &[Role] = &[
         role!(child_inherit_pong),
@@ -1210,6 +1298,7 @@ fn main() {
         role!(child_reader_under_rlimit),
         role!(child_silent_client),
         role!(child_write_in_pieces),
+        role!(child_slow_handles),
     ];
     run(
         roles,
@@ -1241,6 +1330,7 @@ fn main() {
             send_errors_are_typed,
             handles_and_errors_are_send,
             nonblocking_descriptor_keeps_partial_frames,
+            try_send_keeps_partial_frames_and_sends_descriptors_once,
         ],
     );
 }

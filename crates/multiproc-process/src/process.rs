@@ -571,10 +571,16 @@ impl<R: DeserializeOwned> Process<R> {
                 return Err(JoinTimeoutError::Timeout);
             }
         };
+        Ok(self.conclude(status)?)
+    }
+
+    /// The join's result once the child exited with raw wait `status`
+    /// and its report (if any) was read.
+    fn conclude(&mut self, status: i32) -> Result<R, JoinError> {
         self.taken = true;
         registry::remove(self.child.pid);
         self.conn = None;
-        let value = match self.outcome.take() {
+        match self.outcome.take() {
             Some(Outcome::Returned(payload)) => {
                 let (bytes, fds) = payload.into_parts();
                 codec::decode_with_fds(&bytes, fds).map_err(JoinError::Result)
@@ -589,8 +595,86 @@ impl<R: DeserializeOwned> Process<R> {
                 }),
                 None => Err(JoinError::Exited(exit_code(status))),
             },
+        }
+    }
+
+    /// [`join`](Self::join) without blocking: `Ok(None)` while the process
+    /// runs, else what `join` gives (and the process is joined: its
+    /// [`exitcode`](Self::exitcode) is known). Each call reads what part of
+    /// the child's report has arrived, so a child whose report is larger
+    /// than a socket buffer can finish sending it and exit.
+    ///
+    /// For an event loop: wait until [`exit_fd`](Self::exit_fd) or
+    /// [`result_fd`](Self::result_fd) is readable, call this, and repeat
+    /// (asking both again: they can change). Works for every start method;
+    /// `multiproc-async` does this on tokio and smol.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use multiproc_process::Process;
+    /// use std::time::Duration;
+    ///
+    /// fn late(n: u32) -> u32 {
+    ///     std::thread::sleep(Duration::from_millis(50));
+    ///     n
+    /// }
+    ///
+    /// let mut p = Process::new(late, 7).start()?;
+    /// assert!(p.try_join()?.is_none()); // still running
+    /// let value = loop {
+    ///     if let Some(value) = p.try_join()? {
+    ///         break value;
+    ///     }
+    ///     // An event loop would wait for `exit_fd`/`result_fd` here.
+    ///     multiproc_pipe::wait(&[p.exit_fd()], None)?;
+    /// };
+    /// assert_eq!(value, 7);
+    /// assert_eq!(p.exitcode(), Some(0));
+    /// assert!(p.try_join().unwrap_err().is_already_joined());
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// As for [`join`](Self::join).
+    pub fn try_join(&mut self) -> Result<Option<R>, JoinError> {
+        if self.taken {
+            return Err(JoinError::AlreadyJoined);
+        }
+        self.try_read_outcome()?;
+        let Some(status) = self.child.try_status()? else {
+            return Ok(None);
         };
-        Ok(value?)
+        // It has exited: whatever it sent is in the socket now.
+        self.try_read_outcome()?;
+        self.conclude(status).map(Some)
+    }
+
+    /// Reads the child's report if it has arrived whole, without blocking;
+    /// the part that has arrived stays in the connection's buffer.
+    fn try_read_outcome(&mut self) -> Result<(), JoinError> {
+        let Some(conn) = self.conn.as_mut() else {
+            return Ok(());
+        };
+        if self.outcome.is_some() {
+            return Ok(());
+        }
+        match conn.try_recv::<Outcome>() {
+            Ok(outcome) => self.outcome = Some(outcome),
+            Err(RecvError::WouldBlock) => {}
+            // Gone without a report, as in `read_outcome`.
+            Err(RecvError::Eof | RecvError::Truncated { .. } | RecvError::Io(_)) => {
+                self.conn = None
+            }
+            Err(err) => {
+                return Err(JoinError::Io(io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    err,
+                )));
+            }
+        }
+        Ok(())
     }
 
     /// A child that has sent its outcome is about to exit: checking for a
@@ -720,6 +804,65 @@ impl<R> Process<R> {
     #[must_use]
     pub fn sentinel(&self) -> BorrowedFd<'_> {
         self.child.sentinel()
+    }
+
+    /// The descriptor that becomes readable once the exit status can be
+    /// collected ([`try_join`](Self::try_join) then finishes): the pidfd
+    /// of a child started with `fork` or `spawn`; for a fork-server child,
+    /// the socket the server reports its exit status on (and its pidfd once
+    /// that server is gone). Ask again after each wake-up: it can change.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use multiproc_process::Process;
+    ///
+    /// fn quit(code: i32) { std::process::exit(code) }
+    ///
+    /// let mut p = Process::new(quit, 3).start()?;
+    /// multiproc_pipe::wait(&[p.exit_fd()], None)?;
+    /// assert!(p.try_join().unwrap_err().to_string().contains("code 3"));
+    /// assert_eq!(p.exitcode(), Some(3));
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    #[must_use]
+    pub fn exit_fd(&self) -> BorrowedFd<'_> {
+        self.child.exit_fd()
+    }
+
+    /// The connection the child's report (its value, or its panic) arrives
+    /// on, while one is expected: readable when [`try_join`](Self::try_join)
+    /// can read more of it. A waiter waits for it as well as for
+    /// [`exit_fd`](Self::exit_fd): a child whose value is larger than a
+    /// socket buffer exits only once that value is read.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use multiproc_process::Process;
+    ///
+    /// fn big(n: usize) -> Vec<u8> { vec![1; n] }
+    ///
+    /// let mut p = Process::new(big, 1 << 20).start()?;
+    /// let value = loop {
+    ///     if let Some(value) = p.try_join()? {
+    ///         break value;
+    ///     }
+    ///     match p.result_fd() {
+    ///         Some(result) => multiproc_pipe::wait(&[result, p.exit_fd()], None)?,
+    ///         None => multiproc_pipe::wait(&[p.exit_fd()], None)?,
+    ///     };
+    /// };
+    /// assert_eq!(value.len(), 1 << 20);
+    /// assert!(p.result_fd().is_none());
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    #[must_use]
+    pub fn result_fd(&self) -> Option<BorrowedFd<'_>> {
+        match (&self.conn, &self.outcome) {
+            (Some(conn), None) if !self.taken => Some(conn.as_fd()),
+            _ => None,
+        }
     }
 
     /// Releases the handle (Python's `close()`); refused, giving the handle
