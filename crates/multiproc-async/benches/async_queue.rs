@@ -101,6 +101,24 @@ fn echo_queues() -> (Queue<()>, Queue<()>, ForkedChild) {
     (ping, pong, child)
 }
 
+/// How long `n` runs of `each` take.
+fn timed(n: u64, mut each: impl FnMut()) -> Duration {
+    let start = Instant::now();
+    for _ in 0..n {
+        each();
+    }
+    start.elapsed()
+}
+
+/// How long `n` runs of `each` take, each awaited in turn.
+async fn timed_async<F: Future<Output = ()>>(n: u64, mut each: impl FnMut() -> F) -> Duration {
+    let start = Instant::now();
+    for _ in 0..n {
+        each().await;
+    }
+    start.elapsed()
+}
+
 fn all(c: &mut Criterion) {
     let Partners {
         fed: [(q0, c0), (q1, c1), (q2, c2)],
@@ -113,38 +131,26 @@ fn all(c: &mut Criterion) {
     let mut group = c.benchmark_group("async_1to1_8B");
     group.throughput(Throughput::Elements(1));
     group.bench_function("blocking_queue", |b| {
-        b.iter_custom(|n| {
-            let start = Instant::now();
-            for _ in 0..n {
-                assert_eq!(q0.get_bytes().unwrap().len(), 8);
-            }
-            start.elapsed()
-        });
+        b.iter_custom(|n| timed(n, || assert_eq!(q0.get_bytes().unwrap().len(), 8)));
     });
     drop(c0);
     let inbox = rt.block_on(async { multiproc_async::tokio::Queue::new(q1).unwrap() });
+    let inbox = &inbox;
     group.bench_function("tokio_queue", |b| {
         b.iter_custom(|n| {
-            rt.block_on(async {
-                let start = Instant::now();
-                for _ in 0..n {
-                    assert_eq!(inbox.get_bytes().await.unwrap().len(), 8);
-                }
-                start.elapsed()
-            })
+            rt.block_on(timed_async(n, || async move {
+                assert_eq!(inbox.get_bytes().await.unwrap().len(), 8);
+            }))
         });
     });
     drop(c1);
     let inbox = multiproc_async::smol::Queue::new(q2).unwrap();
+    let inbox = &inbox;
     group.bench_function("smol_queue", |b| {
         b.iter_custom(|n| {
-            smol::block_on(async {
-                let start = Instant::now();
-                for _ in 0..n {
-                    assert_eq!(inbox.get_bytes().await.unwrap().len(), 8);
-                }
-                start.elapsed()
-            })
+            smol::block_on(timed_async(n, || async move {
+                assert_eq!(inbox.get_bytes().await.unwrap().len(), 8);
+            }))
         });
     });
     drop(c2);
@@ -172,40 +178,32 @@ fn all(c: &mut Criterion) {
     group.throughput(Throughput::Elements(1));
     group.bench_function("blocking_queue", |b| {
         b.iter_custom(|n| {
-            let start = Instant::now();
-            for _ in 0..n {
+            timed(n, || {
                 p0.put_bytes(&MESSAGE).unwrap();
                 assert_eq!(r0.get_bytes().unwrap().len(), 8);
-            }
-            start.elapsed()
+            })
         });
     });
     drop(e0);
     let pong = rt.block_on(async { multiproc_async::tokio::Queue::new(r1).unwrap() });
+    let (ping, pong) = (&p1, &pong);
     group.bench_function("tokio_queue", |b| {
         b.iter_custom(|n| {
-            rt.block_on(async {
-                let start = Instant::now();
-                for _ in 0..n {
-                    p1.put_bytes(&MESSAGE).unwrap();
-                    assert_eq!(pong.get_bytes().await.unwrap().len(), 8);
-                }
-                start.elapsed()
-            })
+            rt.block_on(timed_async(n, || async move {
+                ping.put_bytes(&MESSAGE).unwrap();
+                assert_eq!(pong.get_bytes().await.unwrap().len(), 8);
+            }))
         });
     });
     drop(e1);
     let pong = multiproc_async::smol::Queue::new(r2).unwrap();
+    let (ping, pong) = (&p2, &pong);
     group.bench_function("smol_queue", |b| {
         b.iter_custom(|n| {
-            smol::block_on(async {
-                let start = Instant::now();
-                for _ in 0..n {
-                    p2.put_bytes(&MESSAGE).unwrap();
-                    assert_eq!(pong.get_bytes().await.unwrap().len(), 8);
-                }
-                start.elapsed()
-            })
+            smol::block_on(timed_async(n, || async move {
+                ping.put_bytes(&MESSAGE).unwrap();
+                assert_eq!(pong.get_bytes().await.unwrap().len(), 8);
+            }))
         });
     });
     drop(e2);

@@ -2,124 +2,28 @@
 //! binary re-executes itself as the child (see `multiproc-testkit`). Every
 //! scenario runs on both runtimes.
 
-use multiproc_async::smol::Smol;
-use multiproc_async::tokio::Tokio;
-use multiproc_async::{AsyncQueue, Reactor};
+use multiproc_async::AsyncQueue;
 use multiproc_core::Segment;
 use multiproc_queue::{JoinableQueue, Queue, SimpleQueue};
 use multiproc_testkit::{
-    Role, Trial, alone_in_child_process, inherited_fds, role, run, spawn, wait_timeout,
+    Role, alone_in_child_process, inherited_fds, role, run, spawn, wait_timeout,
 };
 use std::collections::HashSet;
-use std::future::Future;
 use std::os::fd::{AsFd, OwnedFd};
 use std::pin::pin;
 use std::process::Child;
 use std::sync::Arc;
-use std::task::Poll;
 use std::time::Duration;
 
-/// Longest any scenario may take before it counts as hung.
-const HUNG: Duration = Duration::from_secs(60);
+mod common;
+use common::*;
+
 const CHILD_LIMIT: Duration = Duration::from_secs(60);
-
-// ---- runtimes --------------------------------------------------------------
-
-/// What a scenario needs of a runtime beyond the crate's [`Reactor`].
-trait Runtime: Reactor {
-    const NAME: &'static str;
-    fn block_on<F: Future>(future: F) -> F::Output;
-}
-
-impl Runtime for Tokio {
-    const NAME: &'static str = "tokio";
-    fn block_on<F: Future>(future: F) -> F::Output {
-        tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap()
-            .block_on(future)
-    }
-}
-
-impl Runtime for Smol {
-    const NAME: &'static str = "smol";
-    fn block_on<F: Future>(future: F) -> F::Output {
-        smol::block_on(future)
-    }
-}
-
-/// Runs `scenario` on runtime `R`, failing it if it takes longer than
-/// [`HUNG`].
-fn on<R: Runtime>(scenario: impl Future<Output = ()>) {
-    R::block_on(async {
-        let mut scenario = pin!(scenario);
-        let mut timer = pin!(R::sleep(HUNG));
-        std::future::poll_fn(|cx| {
-            if scenario.as_mut().poll(cx).is_ready() {
-                return Poll::Ready(());
-            }
-            if timer.as_mut().poll(cx).is_ready() {
-                panic!("the scenario hung on {}", R::NAME);
-            }
-            Poll::Pending
-        })
-        .await;
-    });
-}
-
-/// `Some(output)` if `future` completes before `limit`, else `None` (and
-/// `future` is dropped: cancelled).
-async fn within<R: Runtime, F: Future>(limit: Duration, future: F) -> Option<F::Output> {
-    let mut future = pin!(future);
-    let mut timer = pin!(R::sleep(limit));
-    std::future::poll_fn(|cx| {
-        if let Poll::Ready(v) = future.as_mut().poll(cx) {
-            return Poll::Ready(Some(v));
-        }
-        if timer.as_mut().poll(cx).is_ready() {
-            return Poll::Ready(None);
-        }
-        Poll::Pending
-    })
-    .await
-}
-
-/// Runs every future of `futures` to completion, concurrently.
-async fn join_all<F: Future>(futures: Vec<F>) -> Vec<F::Output> {
-    let mut futures: Vec<_> = futures.into_iter().map(Box::pin).collect();
-    let mut outputs: Vec<Option<F::Output>> = futures.iter().map(|_| None).collect();
-    std::future::poll_fn(|cx| {
-        let mut pending = false;
-        for (future, output) in futures.iter_mut().zip(outputs.iter_mut()) {
-            if output.is_none() {
-                match future.as_mut().poll(cx) {
-                    Poll::Ready(v) => *output = Some(v),
-                    Poll::Pending => pending = true,
-                }
-            }
-        }
-        if pending {
-            Poll::Pending
-        } else {
-            Poll::Ready(())
-        }
-    })
-    .await;
-    outputs.into_iter().map(Option::unwrap).collect()
-}
 
 // ---- children ---------------------------------------------------------------
 
 fn attach<T>(fd: OwnedFd) -> Queue<T> {
     Queue::attach(Segment::from_fd(fd).unwrap()).unwrap()
-}
-
-fn arg<T: std::str::FromStr>(args: &[String], i: usize) -> T
-where
-    T::Err: std::fmt::Debug,
-{
-    args[i].parse().unwrap()
 }
 
 /// Puts `count` items `producer << 32 | seq`, blocking.
@@ -505,26 +409,6 @@ fn a_thousand_waiters<R: Runtime>() {
     assert_eq!(distinct.len() as u64, TASKS);
 }
 
-async fn poll_once<F: Future + Unpin>(mut future: F) -> Poll<F::Output> {
-    std::future::poll_fn(|cx| Poll::Ready(std::pin::Pin::new(&mut future).poll(cx))).await
-}
-
-/// The same scenario as one trial per runtime.
-macro_rules! both {
-    ($($name:ident),* $(,)?) => {
-        vec![$(
-            Trial::test(concat!(stringify!($name), "_tokio"), || {
-                $name::<Tokio>();
-                Ok(())
-            }),
-            Trial::test(concat!(stringify!($name), "_smol"), || {
-                $name::<Smol>();
-                Ok(())
-            }),
-        )*]
-    };
-}
-
 fn main() {
     run(
         &[
@@ -535,7 +419,7 @@ fn main() {
             role!(child_work),
             role!(child_simple_put),
         ],
-        both![
+        on_both_runtimes![
             one_blocking_producer_one_async_consumer,
             two_blocking_producers_two_async_consumers,
             one_async_producer_one_blocking_consumer,

@@ -3,125 +3,22 @@
 //! `multiproc-testkit`), or starts children with `Process`. Every scenario
 //! runs on both runtimes, and fails instead of hanging.
 
+use multiproc_async::AsyncConnection;
 use multiproc_async::process::join;
-use multiproc_async::smol::Smol;
-use multiproc_async::tokio::Tokio;
-use multiproc_async::{AsyncConnection, Reactor};
 use multiproc_pipe::{Connection, Pipe, RecvError};
 use multiproc_process::{JoinError, Process, StartMethod};
-use multiproc_testkit::{Trial, inherited_fds, pattern, role, run, spawn, wait_timeout};
-use std::future::Future;
+use multiproc_testkit::{inherited_fds, pattern, role, run, spawn, wait_timeout};
 use std::os::fd::AsFd;
 use std::pin::pin;
 use std::process::Child;
-use std::task::Poll;
 use std::time::{Duration, Instant};
 
-/// Longest any scenario may take before it counts as hung.
-const HUNG: Duration = Duration::from_secs(60);
+mod common;
+use common::*;
+
 const CHILD_LIMIT: Duration = Duration::from_secs(60);
 
-// ---- runtimes --------------------------------------------------------------
-
-/// What a scenario needs of a runtime beyond the crate's [`Reactor`].
-trait Runtime: Reactor {
-    const NAME: &'static str;
-    fn block_on<F: Future>(future: F) -> F::Output;
-}
-
-impl Runtime for Tokio {
-    const NAME: &'static str = "tokio";
-    fn block_on<F: Future>(future: F) -> F::Output {
-        tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap()
-            .block_on(future)
-    }
-}
-
-impl Runtime for Smol {
-    const NAME: &'static str = "smol";
-    fn block_on<F: Future>(future: F) -> F::Output {
-        smol::block_on(future)
-    }
-}
-
-/// Runs `scenario` on runtime `R`, failing it if it takes longer than
-/// [`HUNG`].
-fn on<R: Runtime>(scenario: impl Future<Output = ()>) {
-    R::block_on(async {
-        let mut scenario = pin!(scenario);
-        let mut timer = pin!(R::sleep(HUNG));
-        std::future::poll_fn(|cx| {
-            if scenario.as_mut().poll(cx).is_ready() {
-                return Poll::Ready(());
-            }
-            if timer.as_mut().poll(cx).is_ready() {
-                panic!("the scenario hung on {}", R::NAME);
-            }
-            Poll::Pending
-        })
-        .await;
-    });
-}
-
-/// `Some(output)` if `future` completes before `limit`, else `None` (and
-/// `future` is dropped: cancelled).
-async fn within<R: Runtime, F: Future>(limit: Duration, future: F) -> Option<F::Output> {
-    let mut future = pin!(future);
-    let mut timer = pin!(R::sleep(limit));
-    std::future::poll_fn(|cx| {
-        if let Poll::Ready(v) = future.as_mut().poll(cx) {
-            return Poll::Ready(Some(v));
-        }
-        if timer.as_mut().poll(cx).is_ready() {
-            return Poll::Ready(None);
-        }
-        Poll::Pending
-    })
-    .await
-}
-
-/// Runs `a` and `b` to completion, concurrently.
-async fn both<A: Future, B: Future>(a: A, b: B) -> (A::Output, B::Output) {
-    let (mut a, mut b) = (pin!(a), pin!(b));
-    let (mut out_a, mut out_b) = (None, None);
-    std::future::poll_fn(|cx| {
-        if out_a.is_none()
-            && let Poll::Ready(v) = a.as_mut().poll(cx)
-        {
-            out_a = Some(v);
-        }
-        if out_b.is_none()
-            && let Poll::Ready(v) = b.as_mut().poll(cx)
-        {
-            out_b = Some(v);
-        }
-        if out_a.is_some() && out_b.is_some() {
-            Poll::Ready(())
-        } else {
-            Poll::Pending
-        }
-    })
-    .await;
-    (out_a.unwrap(), out_b.unwrap())
-}
-
-/// Polls `future` once.
-async fn poll_once<F: Future>(future: std::pin::Pin<&mut F>) -> Poll<F::Output> {
-    let mut future = Some(future);
-    std::future::poll_fn(|cx| Poll::Ready(future.take().expect("polled once").poll(cx))).await
-}
-
 // ---- children ---------------------------------------------------------------
-
-fn arg<T: std::str::FromStr>(args: &[String], i: usize) -> T
-where
-    T::Err: std::fmt::Debug,
-{
-    args[i].parse().unwrap()
-}
 
 /// The connection this child inherited.
 fn inherited() -> Connection {
@@ -438,22 +335,6 @@ fn dead_peer_is_end_of_file<R: Runtime>() {
     child.wait().unwrap();
 }
 
-/// The same scenario as one trial per runtime.
-macro_rules! both_runtimes {
-    ($($name:ident),* $(,)?) => {
-        vec![$(
-            Trial::test(concat!(stringify!($name), "_tokio"), || {
-                $name::<Tokio>();
-                Ok(())
-            }),
-            Trial::test(concat!(stringify!($name), "_smol"), || {
-                $name::<Smol>();
-                Ok(())
-            }),
-        )*]
-    };
-}
-
 fn main() {
     run(
         &[
@@ -462,7 +343,7 @@ fn main() {
             role!(child_trickle),
             role!(child_hello_then_sleep),
         ],
-        both_runtimes![
+        on_both_runtimes![
             many_small_frames_per_read,
             large_send_to_a_slow_reader,
             cancelled_recvs_lose_nothing,

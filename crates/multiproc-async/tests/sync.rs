@@ -3,92 +3,23 @@
 //! `multiproc-testkit`). Every scenario runs on both runtimes and fails
 //! instead of hanging (every wait is bounded).
 
-use multiproc_async::smol::Smol;
-use multiproc_async::tokio::Tokio;
-use multiproc_async::{AcquireError, AsyncEvent, AsyncLock, AsyncSemaphore, Reactor};
+use multiproc_async::{AcquireError, AsyncEvent, AsyncLock, AsyncSemaphore};
 use multiproc_core::Segment;
 use multiproc_sync::{BoundedSemaphore, Event, Lock, Semaphore, SemaphoreGuard};
-use multiproc_testkit::{Role, Trial, inherited_fds, role, run, spawn, wait_timeout};
-use std::future::Future;
+use multiproc_testkit::{Role, inherited_fds, role, run, spawn, wait_timeout};
 use std::io::BufRead;
 use std::os::fd::{AsFd, BorrowedFd};
-use std::pin::pin;
 use std::process::{Child, Stdio};
 use std::sync::Arc;
-use std::task::Poll;
 use std::time::{Duration, Instant};
+
+mod common;
+use common::*;
 
 /// Longest a wake-up may take before the scenario counts as hung: far
 /// above any scheduling delay, far below the harness's patience.
 const HUNG: Duration = Duration::from_secs(20);
 const CHILD_LIMIT: Duration = Duration::from_secs(60);
-
-// ---- runtimes --------------------------------------------------------------
-
-/// What a scenario needs of a runtime beyond the crate's [`Reactor`].
-trait Runtime: Reactor {
-    const NAME: &'static str;
-    fn block_on<F: Future>(future: F) -> F::Output;
-}
-
-impl Runtime for Tokio {
-    const NAME: &'static str = "tokio";
-    fn block_on<F: Future>(future: F) -> F::Output {
-        tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap()
-            .block_on(future)
-    }
-}
-
-impl Runtime for Smol {
-    const NAME: &'static str = "smol";
-    fn block_on<F: Future>(future: F) -> F::Output {
-        smol::block_on(future)
-    }
-}
-
-/// `Some(output)` if `future` completes before `limit`, else `None` (and
-/// `future` is dropped: cancelled).
-async fn within<R: Runtime, F: Future>(limit: Duration, future: F) -> Option<F::Output> {
-    let mut future = pin!(future);
-    let mut timer = pin!(R::sleep(limit));
-    std::future::poll_fn(|cx| {
-        if let Poll::Ready(v) = future.as_mut().poll(cx) {
-            return Poll::Ready(Some(v));
-        }
-        if timer.as_mut().poll(cx).is_ready() {
-            return Poll::Ready(None);
-        }
-        Poll::Pending
-    })
-    .await
-}
-
-/// Runs every future of `futures` to completion, concurrently.
-async fn join_all<F: Future>(futures: Vec<F>) -> Vec<F::Output> {
-    let mut futures: Vec<_> = futures.into_iter().map(Box::pin).collect();
-    let mut outputs: Vec<Option<F::Output>> = futures.iter().map(|_| None).collect();
-    std::future::poll_fn(|cx| {
-        let mut pending = false;
-        for (future, output) in futures.iter_mut().zip(outputs.iter_mut()) {
-            if output.is_none() {
-                match future.as_mut().poll(cx) {
-                    Poll::Ready(v) => *output = Some(v),
-                    Poll::Pending => pending = true,
-                }
-            }
-        }
-        if pending {
-            Poll::Pending
-        } else {
-            Poll::Ready(())
-        }
-    })
-    .await;
-    outputs.into_iter().map(Option::unwrap).collect()
-}
 
 // ---- children ---------------------------------------------------------------
 
@@ -356,22 +287,6 @@ fn a_bounded_semaphore_given_back_elsewhere_is_acquired<R: Runtime>() {
     assert_eq!(sem.get_value(), 2);
 }
 
-/// The same scenario as one trial per runtime.
-macro_rules! both {
-    ($($name:ident),* $(,)?) => {
-        vec![$(
-            Trial::test(concat!(stringify!($name), "_tokio"), || {
-                $name::<Tokio>();
-                Ok(())
-            }),
-            Trial::test(concat!(stringify!($name), "_smol"), || {
-                $name::<Smol>();
-                Ok(())
-            }),
-        )*]
-    };
-}
-
 fn main() {
     run(
         &[
@@ -381,7 +296,7 @@ fn main() {
             role!(child_release),
             role!(child_take_and_give_back),
         ],
-        both![
+        on_both_runtimes![
             an_event_set_elsewhere_wakes_awaiting_tasks,
             many_tasks_await_one_event,
             a_lock_released_elsewhere_is_acquired,
