@@ -509,26 +509,22 @@ impl Waiters {
     /// the words that had none (before it returns: step 1 of the
     /// [protocol](self)).
     pub fn arm(&self, board: &BellBoard, bells: u32) {
-        let mut counts = self.counts.lock().unwrap_or_else(PoisonError::into_inner);
-        let before = union(&counts);
-        for (bit, count) in counts.iter_mut().enumerate() {
-            if bells & (1 << bit) != 0 {
-                *count += 1;
-            }
-        }
-        let after = union(&counts);
-        if after != before {
-            board.arm(self.slot, after);
-        }
+        self.recount(board, bells, |count| *count += 1);
     }
 
     /// Undoes one [`arm`](Self::arm) with the same `bells`.
     pub fn disarm(&self, board: &BellBoard, bells: u32) {
+        self.recount(board, bells, |count| *count = count.saturating_sub(1));
+    }
+
+    /// Applies `change` to the count of each word of `bells`, and re-arms
+    /// the slot if the set of words with waiters changed.
+    fn recount(&self, board: &BellBoard, bells: u32, change: impl Fn(&mut u32)) {
         let mut counts = self.counts.lock().unwrap_or_else(PoisonError::into_inner);
         let before = union(&counts);
         for (bit, count) in counts.iter_mut().enumerate() {
             if bells & (1 << bit) != 0 {
-                *count = count.saturating_sub(1);
+                change(count);
             }
         }
         let after = union(&counts);

@@ -661,9 +661,18 @@ impl<R: DeserializeOwned> Process<R> {
             return Ok(());
         }
         match conn.try_recv::<Outcome>() {
+            Err(RecvError::WouldBlock) => Ok(()),
+            received => self.take_outcome(received),
+        }
+    }
+
+    /// Records what reading the child's report gave.
+    fn take_outcome(&mut self, received: Result<Outcome, RecvError>) -> Result<(), JoinError> {
+        match received {
             Ok(outcome) => self.outcome = Some(outcome),
-            Err(RecvError::WouldBlock) => {}
-            // Gone without a report, as in `read_outcome`.
+            // The child is gone without a report: EOF, or a reset (a socket
+            // closed with unread data resets), or half a frame (killed while
+            // sending). Its exit status tells the rest.
             Err(RecvError::Eof | RecvError::Truncated { .. } | RecvError::Io(_)) => {
                 self.conn = None
             }
@@ -722,22 +731,8 @@ impl<R: DeserializeOwned> Process<R> {
         if self.outcome.is_some() || !(conn.has_buffered() || readable(conn.as_fd(), deadline)?) {
             return Ok(());
         }
-        match conn.recv::<Outcome>() {
-            Ok(outcome) => self.outcome = Some(outcome),
-            // The child is gone without a report: EOF, or a reset (a socket
-            // closed with unread data resets), or half a frame (killed while
-            // sending). Its exit status tells the rest.
-            Err(RecvError::Eof | RecvError::Truncated { .. } | RecvError::Io(_)) => {
-                self.conn = None
-            }
-            Err(err) => {
-                return Err(JoinError::Io(io::Error::new(
-                    io::ErrorKind::InvalidData,
-                    err,
-                )));
-            }
-        }
-        Ok(())
+        let received = conn.recv::<Outcome>();
+        self.take_outcome(received)
     }
 }
 
