@@ -81,6 +81,18 @@ fn child_work(args: &[String]) {
     }
 }
 
+/// Puts messages of 100 KiB (larger than the ring: each goes in pieces)
+/// for ever, message `i` filled with `pattern(len, i)`, until killed.
+fn child_put_large_for_ever(_: &[String]) {
+    let q: Queue<u64> = attach(inherited_fds().remove(0));
+    for i in 0.. {
+        q.put_bytes(&multiproc_testkit::pattern(LARGE, i)).unwrap();
+    }
+}
+
+/// Size of [`child_put_large_for_ever`]'s messages.
+const LARGE: usize = 100 << 10;
+
 /// Puts `count` items into the simple queue, then closes it.
 fn child_simple_put(args: &[String]) {
     let q =
@@ -365,6 +377,69 @@ fn simple_queue_awaited<R: Runtime>() {
     finish(child);
 }
 
+/// A producer process is SIGKILLed at a random moment, maybe in the middle
+/// of a message it writes in pieces, while an async consumer awaits: the
+/// consumer gets every message it gets whole and in order, and then the
+/// next producer's message; it never hangs on the dead one.
+fn a_killed_producer_leaves_no_waiter_hanging<R: Runtime>() {
+    let q: Queue<u64> = Queue::builder().ring_bytes(64 << 10).build().unwrap();
+    let mut producer = start(role!(child_put_large_for_ever), &[&q], &[]);
+    on::<R>(async {
+        let inbox = AsyncQueue::<u64, R>::new(q.clone()).unwrap();
+        let mut next = 0u64;
+        for _ in 0..3 {
+            let message = inbox.get_bytes().await.unwrap();
+            assert_eq!(
+                message,
+                multiproc_testkit::pattern(LARGE, next),
+                "message {next}"
+            );
+            next += 1;
+        }
+        // Killed while the consumer waits (or while it writes a piece).
+        let pid = producer.id();
+        let killer = std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(u64::from(pid % 7)));
+            rustix::process::kill_process(
+                rustix::process::Pid::from_raw(pid as i32).unwrap(),
+                rustix::process::Signal::KILL,
+            )
+            .unwrap();
+        });
+        let sentinel = u64::MAX.to_le_bytes();
+        let mut got_sentinel = false;
+        let mut put_sentinel = false;
+        while !got_sentinel {
+            let message = match within::<R, _>(Duration::from_millis(200), inbox.get_bytes()).await
+            {
+                Some(message) => message.unwrap(),
+                None => {
+                    // Nothing more from the dead producer: another one puts.
+                    assert!(
+                        killer.is_finished(),
+                        "the producer stopped before its death"
+                    );
+                    assert!(!put_sentinel, "the sentinel was not delivered");
+                    q.put_bytes(&sentinel).unwrap();
+                    put_sentinel = true;
+                    continue;
+                }
+            };
+            if message == sentinel {
+                got_sentinel = true;
+            } else {
+                assert_eq!(
+                    message,
+                    multiproc_testkit::pattern(LARGE, next),
+                    "message {next}"
+                );
+                next += 1;
+            }
+        }
+    });
+    let _ = producer.wait();
+}
+
 /// Threads of this process.
 fn threads() -> usize {
     std::fs::read_dir("/proc/self/task").unwrap().count()
@@ -418,6 +493,7 @@ fn main() {
             role!(child_close_after),
             role!(child_work),
             role!(child_simple_put),
+            role!(child_put_large_for_ever),
         ],
         on_both_runtimes![
             one_blocking_producer_one_async_consumer,
@@ -431,6 +507,7 @@ fn main() {
             join_waits_for_a_worker_process,
             pool_results_are_awaitable,
             simple_queue_awaited,
+            a_killed_producer_leaves_no_waiter_hanging,
         ],
     );
 }
