@@ -12,11 +12,12 @@
 //!     cargo test -p multiproc-queue --test loom_ready --release
 //! ```
 //!
-//! About 10 seconds of model checking on two cores (measured: 7 s for all
-//! tests, the three scenarios and the two seeded bugs, run by the harness
-//! in parallel), plus the build. `LOOM_MAX_PREEMPTIONS=n` changes the
-//! preemption bound (default [`PREEMPTIONS`]); `-- --nocapture` prints, for
-//! every run, how many interleavings it explored and how long it took.
+//! About 15 seconds of model checking on two cores (measured: 13 s for the
+//! seven tests, run by the harness in parallel), plus the build.
+//! `LOOM_MAX_PREEMPTIONS=n` changes the preemption bound (default
+//! [`PREEMPTIONS`]; with 3 the tests pass too, in about 110 s);
+//! `-- --nocapture` prints, for every run, how many interleavings it
+//! explored and how long it took.
 //!
 //! # What it checks
 //!
@@ -52,7 +53,7 @@
 //! | [`arm`], [`disarm`] | `Readiness::arm`/`disarm` over `BellBoard::arm`/`disarm` |
 //! | [`announce`] | `Armed::announce` (`fetch_or(1)` + heavy fence) |
 //! | [`drain`] | `Readiness::drain` (epoch odd, read, epoch even) |
-//! | [`task`] | `wait::until` (steps 1–6 of the `Readiness` docs) with `Tokio::readable`/`Smol::readable` |
+//! | [`task`] | `wait::until` (steps 1–6 of the `Readiness` docs) with `Tokio::readable`/`Smol::readable`; [`ArmAt::First`] is its `readiness.arm` before the loop |
 //! | [`notifier`] | a `put`: publish the item, then `notify` on the data word |
 //! | the step budget of a [`Party`] | a process killed at that point |
 //!
@@ -105,18 +106,36 @@
 //!   killed at every step (arming, announcing, draining, disarming). A Q
 //!   that dies armed leaves `armed > 0`, its mask and maybe the bit set:
 //!   the notifier then rings a gone doorbell and frees the slot, and P
-//!   must still be woken.
+//!   must still be woken (the test also checks that this happened in some
+//!   runs). [`b_two_tasks_of_p_waiter_process_killed_at_every_step`]: the
+//!   same with two tasks in P, at a preemption bound of 1 (at 2, four
+//!   parties take three minutes).
 //! - (c) [`c_second_notifier_killed_at_every_step`]: a waiter task of P;
 //!   two notifiers each put an item, the second is killed at every step.
 //!   This one fails where the second notifier dies after its CAS cleared
 //!   the bit and before it rang: see below. The test checks that it fails
 //!   there and only there.
 //!
-//! Two more tests run variants that must fail, and expect the failure
-//! (loom's "deadlock": a task asleep for ever): [`seeded_bug_no_epoch_check`]
-//! (scenario (a) without step 5's epoch check: the sibling's drain eats
-//! the ring) and [`seeded_bug_arm_after_announce`] (a task that arms after
-//! its announce and re-check: the notifier's ring finds nothing armed).
+//! Three more tests run seeded bugs, variants that must fail, and expect
+//! the failure (loom's "deadlock": a task asleep for ever):
+//!
+//! - [`seeded_bug_no_epoch_check`]: scenario (a), one put, without step
+//!   5's epoch check. Task 2 re-checks (nothing), the notifier rings,
+//!   task 1 (registered, or registering now) drains the ring, task 2
+//!   registers with nothing pending and sleeps for ever;
+//! - [`seeded_bug_arm_after_recheck`]: one task that arms only after its
+//!   first announce and re-check: the notifier's CAS reads the bit, its
+//!   ring finds nothing armed;
+//! - [`seeded_bug_arm_after_announce`]: one task that arms between its
+//!   first announce and re-check. Subtler, a loss of the language's
+//!   memory model only (in every sequentially consistent interleaving the
+//!   re-check sees the item): the notifier's CAS reads the bit, its load
+//!   of `armed` comes before the arming in the `SeqCst` order, and the
+//!   re-check, after the arming, still need not see the item (the fences
+//!   order only the announce against the notifier's load of the word, and
+//!   `SeqCst` order alone is no happens-before). Arming must come before
+//!   the announce's `fetch_or`, whose RMW the CAS reads, as `wait::until`
+//!   does it.
 //!
 //! # Found: a notifier that dies between its CAS and its ring
 //!
@@ -132,7 +151,9 @@
 //!    (bit clear: fast path, no ring) or `v` (then its CAS fails, and it
 //!    takes the failure to mean the winner rang: no ring).
 //!
-//! The task sleeps although two items are there, until some later waiter
+//! (That is already a sequentially consistent interleaving: no weak memory
+//! effect is needed.) The task sleeps although two items are there, until
+//! some later waiter
 //! sets bit 0 again and a notify after that rings. The same holds for a
 //! futex sleeper in the crate (its `futex::wait` has no time limit when
 //! `membarrier` is in use), so it is a property of `wake::notify` under a
@@ -165,6 +186,10 @@ use loom::thread;
 /// The preemption bound unless `LOOM_MAX_PREEMPTIONS` says otherwise.
 const PREEMPTIONS: usize = 2;
 
+/// The preemption bound of [`b_two_tasks_of_p_waiter_process_killed_at_every_step`]
+/// (at most).
+const FOUR_PARTIES_PREEMPTIONS: usize = 1;
+
 /// The data word's bit in the board's masks (`wake::bell::DATA`).
 const DATA: u32 = 1;
 /// Marks a slot that a ring is freeing (core's `FREEING`).
@@ -184,15 +209,26 @@ struct Variant {
     /// Step 5: after registering, go round again if the epoch changed
     /// (or was odd) since step 1.
     epoch_check: bool,
-    /// Arm before the loop (`wait::until`); `false`: arm only after the
-    /// first announce and re-check (the seeded bug).
-    arm_first: bool,
+    /// When a task arms.
+    arm: ArmAt,
+}
+
+/// When a task arms its process's slot.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum ArmAt {
+    /// Before the loop, as `wait::until` does.
+    First,
+    /// In the first round, between the announce (step 2) and the re-check
+    /// (step 3).
+    AfterAnnounce,
+    /// In the first round, after the re-check (step 3) found nothing.
+    AfterRecheck,
 }
 
 /// The protocol the model checks: `wait::until` as it is.
 const CHECKED: Variant = Variant {
     epoch_check: true,
-    arm_first: true,
+    arm: ArmAt::First,
 };
 
 /// `BellSlot`: the doorbell's id (its process + 1; 0 free, [`FREEING`])
@@ -301,6 +337,11 @@ struct Probe {
     /// What the killed party does at each of its steps, in the
     /// interleavings that reach it.
     labels: StdMutex<Vec<Vec<&'static str>>>,
+    /// Rings, by any party, that found their doorbell gone (its process
+    /// dead), in all runs.
+    gone: StdAtomicUsize,
+    /// Slots freed by a ring (`free_if_dead`), in all runs.
+    freed: StdAtomicUsize,
 }
 
 /// The party ran out of steps: it is dead and does nothing more.
@@ -319,6 +360,8 @@ struct Party<'a> {
     steps: usize,
     /// Set for the party that is killed: records how far it got.
     probe: Option<&'a Probe>,
+    /// Every party's: what the rings found.
+    stats: &'a Probe,
 }
 
 impl Party<'_> {
@@ -398,6 +441,9 @@ fn free_if_dead(p: &mut Party<'_>, index: usize, id: u64) -> Step<()> {
     }
     p.step("free: release the slot")?;
     slot.id.store(0, Ordering::SeqCst);
+    p.stats
+        .freed
+        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     Ok(())
 }
 
@@ -417,6 +463,9 @@ fn ring(p: &mut Party<'_>, bell: u32) -> Step<()> {
         }
         p.step("ring")?;
         if !deliver(w, (id - 1) as usize) {
+            p.stats
+                .gone
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             free_if_dead(p, index, id)?;
         }
     }
@@ -518,7 +567,7 @@ fn task(p: &mut Party<'_>, process: usize, t: usize, need: u32) -> Step<()> {
     if ready() {
         return Ok(());
     }
-    let mut armed = w.variant.arm_first;
+    let mut armed = w.variant.arm == ArmAt::First;
     if armed {
         arm(p, process)?;
     }
@@ -527,6 +576,10 @@ fn task(p: &mut Party<'_>, process: usize, t: usize, need: u32) -> Step<()> {
         let epoch = pr.epoch.load(Ordering::SeqCst);
         // 2.
         announce(p)?;
+        if !armed && w.variant.arm == ArmAt::AfterAnnounce {
+            arm(p, process)?;
+            armed = true;
+        }
         // 3.
         if ready() {
             if !armed {
@@ -535,7 +588,7 @@ fn task(p: &mut Party<'_>, process: usize, t: usize, need: u32) -> Step<()> {
             return disarm(p, process);
         }
         if !armed {
-            // The seeded bug: arming after the announce and the re-check.
+            // `ArmAt::AfterRecheck`.
             arm(p, process)?;
             armed = true;
         }
@@ -621,6 +674,7 @@ fn spawn(
             die_at: die_at.filter(|_| killed),
             steps: 0,
             probe: killed.then_some(&*probe),
+            stats: &probe,
         };
         let died = body(&mut p).is_err();
         drop(ManuallyDrop::into_inner(w));
@@ -703,13 +757,16 @@ fn message(payload: &(dyn std::any::Any + Send)) -> String {
 
 /// Explores `model` with nobody killed, then once for every step the killed
 /// party reached, killing it there: every `die_at` is a separate `loom`
-/// model. A run killed before a step that `loses` names must fail with a
-/// lost wake-up (loom's deadlock); every other run must pass.
+/// model, explored with at most `max_preemptions` if given. A run killed
+/// before a step that `loses` names must fail with a
+/// lost wake-up (loom's deadlock); every other run must pass. Returns the
+/// probe, with what the rings found in all runs.
 fn every_death(
     name: &str,
+    max_preemptions: Option<usize>,
     loses: impl Fn(&str) -> bool,
     model: impl Fn(Option<usize>, &StdArc<Probe>) + Copy + Send + Sync + 'static,
-) {
+) -> StdArc<Probe> {
     use std::sync::atomic::Ordering::Relaxed;
     let start = Instant::now();
     let probe = StdArc::new(Probe::default());
@@ -727,7 +784,11 @@ fn every_death(
         let expect_loss = label.as_ref().is_some_and(|l| l.iter().all(|s| loses(s)));
         let p = StdArc::clone(&probe);
         let outcome = catch_unwind(AssertUnwindSafe(|| {
-            builder().check(move || {
+            let mut builder = builder();
+            if let Some(max) = max_preemptions {
+                builder.preemption_bound = builder.preemption_bound.map(|b| b.min(max));
+            }
+            builder.check(move || {
                 p.interleavings.fetch_add(1, Relaxed);
                 model(die_at, &p);
             });
@@ -769,6 +830,7 @@ fn every_death(
         probe.labels.lock().unwrap(),
         start.elapsed()
     );
+    probe
 }
 
 /// No step loses a wake-up.
@@ -803,9 +865,28 @@ fn b_waiter_process_killed_at_every_step() {
     // One task in P: with two (and Q, and the notifier) the kill loop takes
     // about three minutes on two cores; (a) covers two tasks sharing a
     // doorbell.
-    every_death("(b) P with one task", never, |die_at, probe| {
+    let probe = every_death("(b) P with one task", None, never, |die_at, probe| {
         dying_waiter(1, die_at, probe);
     });
+    // Q died armed in some runs, and the notifier rang its gone doorbell and
+    // freed its slot: only extra work, P was woken all the same.
+    let gone = probe.gone.load(std::sync::atomic::Ordering::Relaxed);
+    let freed = probe.freed.load(std::sync::atomic::Ordering::Relaxed);
+    eprintln!("(b): {gone} rings found Q's doorbell gone, {freed} freed its slot");
+    assert!(gone > 0 && freed > 0);
+}
+
+/// (b) with two tasks in P: four parties. At the preemption bound of the
+/// other tests this takes about three minutes on two cores, so it runs with
+/// at most [`FOUR_PARTIES_PREEMPTIONS`].
+#[test]
+fn b_two_tasks_of_p_waiter_process_killed_at_every_step() {
+    every_death(
+        "(b) P with two tasks",
+        Some(FOUR_PARTIES_PREEMPTIONS),
+        never,
+        |die_at, probe| dying_waiter(2, die_at, probe),
+    );
 }
 
 #[test]
@@ -813,6 +894,7 @@ fn c_second_notifier_killed_at_every_step() {
     // Killed before a ring: after its CAS cleared the bit (module docs).
     every_death(
         "(c)",
+        None,
         |step| step == "ring",
         |die_at, probe| {
             dying_notifier(CHECKED, die_at, probe);
@@ -834,13 +916,26 @@ fn seeded_bug_no_epoch_check() {
     });
 }
 
-/// Scenario (a), one task, arming after the announce and the re-check: the
-/// notifier's CAS reads the bit, its ring finds `armed` still 0.
+/// Scenario (a), one task, arming after the announce and the re-check:
+/// the notifier's CAS reads the bit, its ring finds `armed` still 0.
+#[test]
+#[should_panic(expected = "deadlock")]
+fn seeded_bug_arm_after_recheck() {
+    let variant = Variant {
+        arm: ArmAt::AfterRecheck,
+        ..CHECKED
+    };
+    builder().check(move || {
+        shared_doorbell(variant, 1, 1, &StdArc::new(Probe::default()));
+    });
+}
+
+/// Scenario (a), one task, arming between the announce and the re-check.
 #[test]
 #[should_panic(expected = "deadlock")]
 fn seeded_bug_arm_after_announce() {
     let variant = Variant {
-        arm_first: false,
+        arm: ArmAt::AfterAnnounce,
         ..CHECKED
     };
     builder().check(move || {
