@@ -27,7 +27,8 @@
 //! (see `multiproc_core::doorbell` for the table): a ring can only come
 //! after step 2. Steps 4–5 make sure that a ring another task of the same
 //! process drained is not lost: [`drain`](Readiness::drain) makes the epoch
-//! odd before it reads and even again after, so a task whose step 5 sees
+//! odd before it reads and even again after, one drain at a time (so the
+//! epoch is odd exactly while one runs), so a task whose step 5 sees
 //! the epoch of its step 1 registered (step 4) before any drain that
 //! could have read its ring began, and that ring, or a later one, wakes it.
 //!
@@ -126,6 +127,9 @@ pub struct Readiness {
     armed: Mutex<[u32; 3]>,
     /// Odd while a [`drain`](Readiness::drain) runs; bumped twice by each.
     epoch: AtomicU64,
+    /// Held by a drain: drains never overlap, so that the epoch is odd
+    /// exactly while one runs.
+    draining: Mutex<()>,
 }
 
 impl Readiness {
@@ -146,6 +150,7 @@ impl Readiness {
             slot,
             armed: Mutex::new([0; 3]),
             epoch: AtomicU64::new(0),
+            draining: Mutex::new(()),
         })
     }
 
@@ -176,6 +181,11 @@ impl Readiness {
     ///
     /// The OS error of reading the doorbell (none is expected).
     pub fn drain(&self) -> io::Result<usize> {
+        // SYNC: one drain at a time. Two at once (tasks on two threads) would
+        // bump the epoch to even while both still have to read, and a task
+        // reading that epoch at step 1 would miss a ring either of them
+        // then reads (the loom model in `tests/loom_ready.rs` finds this).
+        let _one = self.draining.lock().unwrap_or_else(PoisonError::into_inner);
         // SYNC: odd before the read, even after: a waiter that saw the same
         // even epoch before and after registering knows no drain overlapped.
         self.epoch.fetch_add(1, Ordering::SeqCst);
