@@ -12,10 +12,11 @@
 //!     cargo test -p multiproc-queue --test loom_ready --release
 //! ```
 //!
-//! About 15 seconds of model checking on two cores (measured: 13 s for the
-//! seven tests, run by the harness in parallel), plus the build.
+//! About 15 seconds of model checking on two cores (measured: 14 s for the
+//! nine tests, run by the harness in parallel), plus the build.
 //! `LOOM_MAX_PREEMPTIONS=n` changes the preemption bound (default
-//! [`PREEMPTIONS`]; with 3 the tests pass too, in about 110 s);
+//! [`PREEMPTIONS`]; with 3 the tests pass too, in about 110 s; tests with
+//! four or five threads cap it lower);
 //! `-- --nocapture` prints, for every run, how many interleavings it
 //! explored and how long it took.
 //!
@@ -45,14 +46,14 @@
 //! | [`World::armed`], [`Slot`] | `BellBoard::armed`, `BellSlot::{id, mask}` (core `doorbell.rs`); a slot's owner is its process |
 //! | [`Process::alive`] | the owner's liveness (`ProcessIdentity::is_alive`), and its doorbell socket being open (`Rung::Gone` once not) |
 //! | [`Process::counts`] | `Readiness::armed` (per-process waiter count behind a lock; `ready.rs`) |
-//! | [`Process::epoch`] | `Readiness::epoch` |
+//! | [`Process::epoch`], [`Process::draining`] | `Readiness::epoch`, `Readiness::draining` |
 //! | [`Process::pending`] | the doorbell socket's queued datagrams (`Doorbell::drain` reads them all) |
 //! | [`Process::reactor`], [`Reactor`] | the event loop's readiness for the doorbell and the wakers registered on it (tokio `AsyncFd`, async-io `Async`) |
 //! | [`notify`] | `wake::notify` + `notify_slow` (futex wake not modelled: no sync sleeper here) |
 //! | [`ring`], [`deliver`], [`free_if_dead`] | `BellBoard::ring` + `ring_armed`, `doorbell::ring`, `BellBoard::free_if_dead` |
 //! | [`arm`], [`disarm`] | `Readiness::arm`/`disarm` over `BellBoard::arm`/`disarm` |
 //! | [`announce`] | `Armed::announce` (`fetch_or(1)` + heavy fence) |
-//! | [`drain`] | `Readiness::drain` (epoch odd, read, epoch even) |
+//! | [`drain`] | `Readiness::drain` (one at a time: epoch odd, read, epoch even) |
 //! | [`task`] | `wait::until` (steps 1–6 of the `Readiness` docs) with `Tokio::readable`/`Smol::readable`; [`ArmAt::First`] is its `readiness.arm` before the loop |
 //! | [`notifier`] | a `put`: publish the item, then `notify` on the data word |
 //! | the step budget of a [`Party`] | a process killed at that point |
@@ -110,6 +111,11 @@
 //!   runs). [`b_two_tasks_of_p_waiter_process_killed_at_every_step`]: the
 //!   same with two tasks in P, at a preemption bound of 1 (at 2, four
 //!   parties take three minutes).
+//! - (d) [`d_three_tasks_two_woken`]: P runs three tasks, two of which
+//!   start as if woken by an earlier ring (armed, draining), the third
+//!   waits from the start; a notifier puts one item. Five threads: run at
+//!   a preemption bound of 1 ([`FIVE_THREADS_PREEMPTIONS`]; at 2 it passes
+//!   too, in about 60 s). Nobody is killed.
 //! - (c) [`c_second_notifier_killed_at_every_step`]: a waiter task of P;
 //!   two notifiers each put an item, the second is killed at every step.
 //!   This one fails where the second notifier dies after its CAS cleared
@@ -136,6 +142,32 @@
 //!   `SeqCst` order alone is no happens-before). Arming must come before
 //!   the announce's `fetch_or`, whose RMW the CAS reads, as `wait::until`
 //!   does it.
+//!
+//! # Found and fixed: two drains at once
+//!
+//! `Readiness::drain` used to run unserialized, so two tasks of a process
+//! on two threads could drain at once, and then the epoch is even while
+//! both still have to read: "odd while a drain runs" no longer held. With
+//! three tasks of one process (`serial_drains: false`,
+//! [`found_overlapping_drains_lose_a_wake_up`], one thread running both
+//! drains' steps, explored at a preemption bound of 3):
+//!
+//! 1. tasks 1 and 2, woken by an earlier ring, start their drains: epoch
+//!    0 → 1 → 2;
+//! 2. task 3: step 1 reads epoch 2 (even), announces, re-checks: no item;
+//! 3. the notifier publishes, sees the bit, CASes, rings: one pending ring;
+//! 4. task 1's drain reads it (pending 0);
+//! 5. task 3 registers: nothing pending; step 5 reads epoch 2 again, even:
+//!    it sleeps;
+//! 6. both drains end (epoch 4); tasks 1 and 2 re-check and are done.
+//!
+//! Task 3 sleeps although the item is there, until another ring (which
+//! needs another waiter's announce first). `Readiness::drain` now holds a
+//! lock (`draining`), so drains of one `Readiness` run one at a time and
+//! the epoch is odd exactly while one runs; the model checks the crate
+//! with it ([`Variant::serial_drains`]), and scenario (d) runs three tasks
+//! with it. (With two tasks, (a), the overlap does not lose: the only task
+//! that could read the even epoch is one of the two draining.)
 //!
 //! # Found: a notifier that dies between its CAS and its ring
 //!
@@ -197,7 +229,7 @@ const FREEING: u64 = u64::MAX;
 /// Waiter processes, each with a doorbell and a slot: [`P`] and [`Q`].
 const PROCESSES: usize = 2;
 /// Waiter tasks a process may run.
-const TASKS: usize = 2;
+const TASKS: usize = 3;
 
 /// The waiter processes.
 const P: usize = 0;
@@ -211,6 +243,9 @@ struct Variant {
     epoch_check: bool,
     /// When a task arms.
     arm: ArmAt,
+    /// Drains of one process one at a time (`Readiness::draining`, since
+    /// the fix); `false`: as before, two may run at once.
+    serial_drains: bool,
 }
 
 /// When a task arms its process's slot.
@@ -229,6 +264,7 @@ enum ArmAt {
 const CHECKED: Variant = Variant {
     epoch_check: true,
     arm: ArmAt::First,
+    serial_drains: true,
 };
 
 /// `BellSlot`: the doorbell's id (its process + 1; 0 free, [`FREEING`])
@@ -255,6 +291,8 @@ struct Process {
     /// serializes arming, as in the crate.
     counts: Mutex<u32>,
     epoch: AtomicU64,
+    /// `Readiness::draining`.
+    draining: Mutex<()>,
     /// Rings queued on the doorbell and not drained yet.
     pending: AtomicU32,
     reactor: Mutex<Reactor>,
@@ -290,6 +328,7 @@ impl World {
                 alive: AtomicBool::new(true),
                 counts: Mutex::new(0),
                 epoch: AtomicU64::new(0),
+                draining: Mutex::new(()),
                 pending: AtomicU32::new(0),
                 reactor: Mutex::new(Reactor::default()),
                 wakeups: Condvar::new(),
@@ -548,6 +587,10 @@ fn announce(p: &mut Party<'_>) -> Step<()> {
 /// `Readiness::drain`: epoch odd, read every ring, epoch even.
 fn drain(p: &mut Party<'_>, process: usize) -> Step<()> {
     let pr = &p.w.procs[process];
+    let _one =
+        p.w.variant
+            .serial_drains
+            .then(|| pr.draining.lock().unwrap());
     p.step("drain: epoch odd")?;
     pr.epoch.fetch_add(1, Ordering::SeqCst);
     p.step("drain: read")?;
@@ -560,16 +603,25 @@ fn drain(p: &mut Party<'_>, process: usize) -> Step<()> {
 /// Task `t` of `process` waiting, as `wait::until` does, until `need`
 /// items are published.
 fn task(p: &mut Party<'_>, process: usize, t: usize, need: u32) -> Step<()> {
+    task_from(p, process, t, need, false)
+}
+
+/// [`task`]; `woken`: the task starts as one woken at step 6 does (armed,
+/// draining), as if a ring before the run had woken it.
+fn task_from(p: &mut Party<'_>, process: usize, t: usize, need: u32, woken: bool) -> Step<()> {
     let w = p.w;
     let pr = &w.procs[process];
     let ready = || w.items.load(Ordering::Acquire) >= need;
     // The attempt before arming.
-    if ready() {
+    if !woken && ready() {
         return Ok(());
     }
     let mut armed = w.variant.arm == ArmAt::First;
     if armed {
         arm(p, process)?;
+    }
+    if woken {
+        drain(p, process)?;
     }
     loop {
         // 1.
@@ -887,6 +939,79 @@ fn b_two_tasks_of_p_waiter_process_killed_at_every_step() {
         never,
         |die_at, probe| dying_waiter(2, die_at, probe),
     );
+}
+
+/// (d), as the crate was: two tasks of P drain at once (both woken by an
+/// earlier ring), one thread running both drains' steps in one of their
+/// interleavings (both epoch bumps first, the reads, both closing bumps);
+/// a third task waits from the start; a notifier puts one item.
+fn overlapping_drains(variant: Variant) {
+    let w = leak_on_deadlock(World::new(variant));
+    let probe = StdArc::new(Probe::default());
+    let drains = spawn(&w, &probe, Some(P), false, None, |p| {
+        let pr = &p.w.procs[P];
+        pr.epoch.fetch_add(1, Ordering::SeqCst);
+        pr.epoch.fetch_add(1, Ordering::SeqCst);
+        pr.pending.swap(0, Ordering::SeqCst);
+        pr.epoch.fetch_add(1, Ordering::SeqCst);
+        pr.epoch.fetch_add(1, Ordering::SeqCst);
+        Ok(())
+    });
+    let t = spawn(&w, &probe, Some(P), false, None, |p| task(p, P, 2, 1));
+    let n = spawn(&w, &probe, None, false, None, |p| notifier(p, 1));
+    assert!(!n.join().unwrap());
+    drains.join().unwrap();
+    assert!(!t.join().unwrap());
+    drop(ManuallyDrop::into_inner(w));
+}
+
+/// (d): P runs three tasks; two start woken (both draining, one after the
+/// other now), the third waits from the start; a notifier puts one item.
+fn three_tasks(variant: Variant) {
+    let w = leak_on_deadlock(World::new(variant));
+    let probe = StdArc::new(Probe::default());
+    let waiters: Vec<_> = (0..TASKS)
+        .map(|t| {
+            spawn(&w, &probe, Some(P), false, None, move |p| {
+                task_from(p, P, t, 1, t < 2)
+            })
+        })
+        .collect();
+    let n = spawn(&w, &probe, None, false, None, |p| notifier(p, 1));
+    assert!(!n.join().unwrap());
+    for waiter in waiters {
+        assert!(!waiter.join().unwrap());
+    }
+    finish(&w);
+    drop(ManuallyDrop::into_inner(w));
+}
+
+/// The preemption bound of [`d_three_tasks_two_woken`] (at most): five
+/// threads.
+const FIVE_THREADS_PREEMPTIONS: usize = 1;
+
+#[test]
+fn d_three_tasks_two_woken() {
+    let start = Instant::now();
+    let mut builder = builder();
+    builder.preemption_bound = builder
+        .preemption_bound
+        .map(|b| b.min(FIVE_THREADS_PREEMPTIONS));
+    builder.check(|| three_tasks(CHECKED));
+    eprintln!("(d) three tasks: {:.2?}", start.elapsed());
+}
+
+/// (d) as the crate was, drains at once: found by the model (module docs).
+#[test]
+#[should_panic(expected = "deadlock")]
+fn found_overlapping_drains_lose_a_wake_up() {
+    let variant = Variant {
+        serial_drains: false,
+        ..CHECKED
+    };
+    let mut builder = builder();
+    builder.preemption_bound = Some(3);
+    builder.check(move || overlapping_drains(variant));
 }
 
 #[test]
