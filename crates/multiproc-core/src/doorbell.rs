@@ -485,6 +485,8 @@ pub struct Waiters {
     counts: Mutex<[u32; 32]>,
     /// Odd while a [`drain`](Self::drain) runs; bumped twice by each.
     epoch: AtomicU64,
+    /// Held through a drain: drains never overlap.
+    draining: Mutex<()>,
 }
 
 impl Waiters {
@@ -502,6 +504,7 @@ impl Waiters {
             slot,
             counts: Mutex::new([0; 32]),
             epoch: AtomicU64::new(0),
+            draining: Mutex::new(()),
         })
     }
 
@@ -545,6 +548,11 @@ impl Waiters {
     ///
     /// The OS error of reading the doorbell (none is expected).
     pub fn drain(&self) -> io::Result<usize> {
+        // One drain at a time, so that the epoch is odd exactly while one
+        // runs: two overlapping drains would make it even again while the
+        // second still reads, and a waiter could take that for "none ran"
+        // (found by the queue's `tests/loom_ready.rs`).
+        let _one = self.draining.lock().unwrap_or_else(PoisonError::into_inner);
         // SYNC: odd before the read, even after: a waiter that saw the same
         // even epoch before and after registering knows no drain overlapped.
         self.epoch.fetch_add(1, Ordering::SeqCst);
