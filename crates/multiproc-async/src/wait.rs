@@ -3,6 +3,7 @@
 //! step, over a [`Reactor`].
 
 use multiproc_core::doorbell::Waiters;
+use multiproc_core::futex::RECHECK;
 use std::io;
 use std::pin::pin;
 use std::task::Poll;
@@ -122,13 +123,13 @@ pub(crate) async fn until<R: Reactor, A: Announce, V>(
         if bell.waiters.epoch() != epoch || epoch % 2 == 1 {
             continue;
         }
-        // 6.
-        if lock {
-            let mut outcome = Ok(());
-            race(async { outcome = readable.await }, R::sleep(bell.liveness)).await;
-            outcome?;
-        } else {
-            readable.await?;
-        }
+        // 6. Bounded: by the liveness slice while a lock is in the way (its
+        // holder may die), else by `futex::RECHECK` (a notifier killed
+        // between clearing the "someone sleeps" bit and its ring leaves
+        // nobody to ring; found by the queue's `tests/loom_ready.rs`).
+        let limit = if lock { bell.liveness } else { RECHECK };
+        let mut outcome = Ok(());
+        race(async { outcome = readable.await }, R::sleep(limit)).await;
+        outcome?;
     }
 }

@@ -13,6 +13,7 @@ use std::os::fd::{AsFd, OwnedFd};
 use std::pin::pin;
 use std::process::Child;
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 mod common;
@@ -440,6 +441,38 @@ fn a_killed_producer_leaves_no_waiter_hanging<R: Runtime>() {
     let _ = producer.wait();
 }
 
+/// Offset of the queue's data futex word in its segment (the layout table
+/// in `multiproc-queue`'s `layout.rs`: the wait line at 768, `data` third).
+const DATA_WORD: usize = 768 + 8;
+
+/// A notifier killed between clearing the data word's "someone sleeps" bit
+/// and its ring (the state such a SIGKILL leaves, made by hand) delays an
+/// awaiting task by at most `futex::RECHECK`; it must not strand it.
+fn a_notifier_killed_before_its_ring_strands_no_task<R: Runtime>() {
+    let q: Queue<u64> = Queue::new().unwrap();
+    let data = q.segment().atomic_u32(DATA_WORD).unwrap();
+    on::<R>(async {
+        let inbox = AsyncQueue::<u64, R>::new(q.clone()).unwrap();
+        let mut get = pin!(inbox.get());
+        assert!(poll_once(get.as_mut()).await.is_pending());
+        // The task announced itself (bit 0) and waits on its doorbell.
+        assert_eq!(data.load(Ordering::SeqCst) & 1, 1);
+        // The dead notifier's CAS: bit 0 cleared, no ring.
+        let v = data.load(Ordering::SeqCst);
+        data.compare_exchange(v, v.wrapping_add(1), Ordering::SeqCst, Ordering::SeqCst)
+            .unwrap();
+        // Its item finds nobody announced.
+        q.put(9).unwrap();
+        let limit = multiproc_core::futex::RECHECK + Duration::from_secs(2);
+        let got = within::<R, _>(limit, get).await;
+        assert_eq!(
+            got.map(Result::unwrap),
+            Some(9),
+            "the task slept on with an item there"
+        );
+    });
+}
+
 /// Threads of this process.
 fn threads() -> usize {
     std::fs::read_dir("/proc/self/task").unwrap().count()
@@ -508,6 +541,7 @@ fn main() {
             pool_results_are_awaitable,
             simple_queue_awaited,
             a_killed_producer_leaves_no_waiter_hanging,
+            a_notifier_killed_before_its_ring_strands_no_task,
         ],
     );
 }

@@ -201,6 +201,37 @@ pub fn wake_all(word: &AtomicU32) -> usize {
     wake(word, i32::MAX as u32)
 }
 
+/// How long a sleeper sleeps at most before it looks at its condition
+/// again by itself.
+///
+/// Why: a waker can be killed between the store that makes a sleeper's
+/// condition true and its wake (SIGKILL at any instant), or between
+/// clearing a "someone sleeps" mark and the wake that mark asked for. Its
+/// sleepers would then sleep until another waker comes, maybe never. A
+/// sleeper that looks again every second costs one wake-up per second
+/// while it sleeps.
+pub const RECHECK: Duration = Duration::from_secs(1);
+
+/// `deadline`, or [`RECHECK`] from now if that comes first: what a sleeper
+/// passes to [`wait`] so that a dead waker delays it, never strands it.
+/// A wait that returns `TimedOut` before `deadline` is a re-check, not a
+/// timeout.
+///
+/// ```
+/// use multiproc_core::futex::{recheck_until, RECHECK};
+/// use std::time::{Duration, Instant};
+///
+/// let now = Instant::now();
+/// assert!(recheck_until(None) <= Instant::now() + RECHECK);
+/// let soon = now + Duration::from_millis(5);
+/// assert_eq!(recheck_until(Some(soon)), soon);
+/// ```
+#[must_use]
+pub fn recheck_until(deadline: Option<Instant>) -> Instant {
+    let slice = Instant::now() + RECHECK;
+    deadline.map_or(slice, |d| d.min(slice))
+}
+
 /// Spin iterations a waiter spends before it sleeps.
 ///
 /// Chosen with `cargo bench -p multiproc-core --bench futex`: a cross-process

@@ -218,9 +218,15 @@ pub(crate) fn heavy_fence() {
 }
 
 /// How long a sleeper may sleep before re-checking its condition by itself:
-/// forever normally; a short slice in a process that cannot issue
+/// [`futex::RECHECK`](multiproc_core::futex::RECHECK) normally (a waker
+/// killed between clearing the "someone sleeps" bit and its wake would
+/// otherwise strand it); a short slice in a process that cannot issue
 /// `membarrier` (for example under a seccomp filter), where a waker that
 /// relies on it could otherwise be missed.
 pub(crate) fn recheck_slice() -> Option<Duration> {
-    (HEAVY.load(Ordering::Relaxed) != 1).then_some(Duration::from_millis(1))
+    Some(if HEAVY.load(Ordering::Relaxed) == 1 {
+        multiproc_core::futex::RECHECK
+    } else {
+        Duration::from_millis(1)
+    })
 }

@@ -537,3 +537,35 @@ fn a_large_put_with_once_started_is_delivered_whole_even_across_a_close() {
     });
     assert!(q.get_bytes().unwrap_err().is_closed());
 }
+
+/// A notifier killed between clearing the data word's "someone sleeps" bit
+/// (its CAS) and its wake leaves a sleeping consumer with nobody to wake it:
+/// later puts see the bit clear and wake nobody either. The consumer must
+/// look again by itself within `futex::RECHECK`.
+#[test]
+fn a_notifier_killed_before_its_wake_strands_no_consumer() {
+    use std::sync::atomic::Ordering;
+    use std::sync::mpsc;
+
+    let q: Queue<u32> = Queue::new().unwrap();
+    let consumer = q.clone();
+    let (got, received) = mpsc::channel();
+    std::thread::spawn(move || got.send(consumer.get().unwrap()).unwrap());
+    let data = &q.ring.ctl().wait.data;
+    // The consumer announced itself (bit 0) and sleeps.
+    while data.load(Ordering::SeqCst) & 1 == 0 {
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    std::thread::sleep(Duration::from_millis(50));
+    // The dead notifier's CAS: bit 0 cleared, sequence bumped, no wake.
+    let v = data.load(Ordering::SeqCst);
+    data.compare_exchange(v, v.wrapping_add(1), Ordering::SeqCst, Ordering::SeqCst)
+        .unwrap();
+    // Its item (and any later put) finds nobody announced.
+    q.put(7).unwrap();
+    assert_eq!(
+        received.recv_timeout(multiproc_core::futex::RECHECK + Duration::from_secs(2)),
+        Ok(7),
+        "the consumer slept on with an item in the queue"
+    );
+}

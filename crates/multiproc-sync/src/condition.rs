@@ -453,7 +453,9 @@ impl<L: ConditionLock> Condition<L> {
             }
             // The futex compare is the re-check: a notify after the load
             // above changed `seq`, so the kernel returns at once.
-            futex::wait(&layout.seq, seen, deadline);
+            // Bounded (see `futex::RECHECK`): a notifier killed between
+            // its bump and its wake must not strand this waiter.
+            futex::wait(&layout.seq, seen, Some(futex::recheck_until(deadline)));
         }
     }
 

@@ -233,7 +233,12 @@ impl Event {
             if layout.word.load(Ordering::SeqCst) != seen {
                 break Ok(());
             }
-            if futex::wait(&layout.word, seen, deadline) == WaitOutcome::TimedOut {
+            // Bounded (see `futex::RECHECK`): a setter killed between its
+            // store and its wake must not strand this waiter.
+            if futex::wait(&layout.word, seen, Some(futex::recheck_until(deadline)))
+                == WaitOutcome::TimedOut
+                && deadline.is_some_and(|d| Instant::now() >= d)
+            {
                 break if layout.word.load(Ordering::Acquire) != seen {
                     Ok(())
                 } else {
@@ -279,3 +284,37 @@ impl fmt::Debug for Event {
 }
 
 crate::shared::shared_handle!(Event, EventLayout, "clear event", |_| Ok(()));
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::{Arc, mpsc};
+
+    /// A setter killed between its store and its wake (the state a SIGKILL
+    /// there leaves: the flag set, nobody woken) delays a sleeping waiter
+    /// by at most [`futex::RECHECK`]; it must not strand it.
+    #[test]
+    fn a_setter_killed_before_its_wake_strands_no_waiter() {
+        let event = Event::new().unwrap();
+        let waiter = Event::attach(Arc::clone(event.segment()), 0).unwrap();
+        let (done, finished) = mpsc::channel();
+        std::thread::spawn(move || {
+            waiter.wait();
+            done.send(()).unwrap();
+        });
+        let layout = event.shared.get();
+        while layout.waiters.load(Ordering::SeqCst) == 0 {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        // Past its spin, asleep in the kernel.
+        std::thread::sleep(Duration::from_millis(50));
+        // `set` up to its wake, and no wake.
+        layout.word.fetch_or(SET, Ordering::SeqCst);
+        assert!(
+            finished
+                .recv_timeout(futex::RECHECK + Duration::from_secs(2))
+                .is_ok(),
+            "the waiter slept on after the flag was set"
+        );
+    }
+}

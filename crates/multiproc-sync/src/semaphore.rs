@@ -80,7 +80,12 @@ impl SemaphoreLayout {
             if self.try_take() {
                 break Ok(());
             }
-            if futex::wait(&self.value, 0, deadline) == WaitOutcome::TimedOut {
+            // Bounded (see `futex::RECHECK`): a giver killed between its
+            // store and its wake must not strand this waiter.
+            if futex::wait(&self.value, 0, Some(futex::recheck_until(deadline)))
+                == WaitOutcome::TimedOut
+                && deadline.is_some_and(|d| Instant::now() >= d)
+            {
                 break if self.try_take() {
                     Ok(())
                 } else {
