@@ -197,10 +197,16 @@
 //! sets bit 0 again and a notify after that rings. The same holds for a
 //! futex sleeper in the crate (its `futex::wait` has no time limit when
 //! `membarrier` is in use), so it is a property of `wake::notify` under a
-//! notifier's death, not of the doorbells. It is not fixed here: a ring on
-//! a failed CAS would not cover N1's fast path (step 3, first case); a
-//! cure is a bounded wait for every waiter (as waits that meet a held lock
-//! already have, `LIVENESS_SLICE`), which costs a wake-up per slice.
+//! notifier's death, not of the doorbells. A ring on a failed CAS would not
+//! cover N1's fast path (step 3, first case); the crate's cure is a bounded
+//! wait for every waiter: each looks again by itself at least every
+//! `multiproc_core::futex::RECHECK` (one second), blocking sleepers
+//! (`fence::recheck_slice`) and async tasks (step 6 of `wait::until`)
+//! alike. The model has no clock, so it still finds the loss here, and
+//! scenario (c) expects exactly that failure at exactly that kill point;
+//! `src/tests.rs` (`a_notifier_killed_before_its_wake_strands_no_consumer`)
+//! and `multiproc-async`'s `a_notifier_killed_before_its_ring_strands_no_task`
+//! build the state it leaves and check that the waiter gets its item.
 //!
 //! Not modelled: `contended` and the lock words (waits with `lock = true`
 //! end after `LIVENESS_SLICE` anyway); more than one interest; claiming and
