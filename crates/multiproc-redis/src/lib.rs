@@ -52,7 +52,7 @@
 //! | operation | commands (the multi-command steps are Lua scripts, atomic on the server) |
 //! |---|---|
 //! | `put`, `put_many` | `EXISTS closed`, `XLEN` + the batch's length against `maxsize`, `XADD stream * d PAYLOAD` per message: all or none |
-//! | `get`, `get_many` | a bounded `XAUTOCLAIM` step (messages idle longer than [`min_idle`](RemoteQueueBuilder::min_idle)), with `XPENDING` for their delivery count, then `XREADGROUP … COUNT n >` for new messages; if none, `XREADGROUP … COUNT n BLOCK` for at most [`block`](RemoteQueueBuilder::block), and again (`n`: the batch asked, or [`read_ahead`](RemoteQueueBuilder::read_ahead)) |
+//! | `get`, `get_many` | a bounded `XAUTOCLAIM` step (messages idle longer than [`min_idle`](RemoteQueueBuilder::min_idle)), with `XPENDING` for their delivery count, then `XREADGROUP … COUNT n >` for new messages; if none, `XREADGROUP … COUNT n BLOCK` for at most [`block`](RemoteQueueBuilder::block), and again (`n`: the batch asked, or [`read_ahead`](RemoteQueueBuilder::read_ahead)). Within `block` (at most a quarter of `min_idle`) of a take-over step, a get first tries a plain `XREADGROUP … COUNT n >`, and runs the step only when that finds nothing |
 //! | acknowledgement (plain queue: inside `get`; joinable queue: `task_done`) | `XACK` and `XDEL` together: the stream holds exactly the messages not yet acknowledged |
 //! | a message over [`max_deliveries`](RemoteQueueBuilder::max_deliveries) | instead of its next delivery: `XACK`, `XDEL`, `XADD dead * id … deliveries … reason deliveries d …` |
 //! | `qsize`, `join` | `XLEN stream` |

@@ -364,6 +364,12 @@ impl Shared {
         }
     }
 
+    /// How often a get that keeps finding new messages still runs a
+    /// take-over step: every `block`, at most a quarter of `min_idle`.
+    fn scan_every(&self) -> Duration {
+        self.block.min(self.min_idle / 4)
+    }
+
     /// Where an operation with `deadline` stops reconnecting.
     fn give_up(&self, deadline: Option<Instant>) -> GiveUp {
         let budget = Instant::now() + self.retry_for;
@@ -471,6 +477,9 @@ struct Getter {
     /// Messages read ahead and not handed out yet, oldest first: pending
     /// for this consumer, unacknowledged.
     ahead: VecDeque<Delivery>,
+    /// When the last take-over step ran: until [`Shared::scan_every`]
+    /// later, a get first tries a plain `XREADGROUP` for new messages.
+    scanned_at: Option<Instant>,
 }
 
 /// A queue in a Redis stream: [`multiproc_queue::Queue`]'s API between
@@ -567,6 +576,7 @@ impl<T> RemoteQueue<T> {
                 link: Link::new(),
                 cursor: "0-0".to_owned(),
                 ahead: VecDeque::new(),
+                scanned_at: None,
             }),
             outstanding: Mutex::new(VecDeque::new()),
             _marker: PhantomData,
@@ -969,6 +979,18 @@ impl<T> RemoteQueue<T> {
                     GiveUp::At(deadline.map_or(budget, |d| d.min(budget)))
                 }
             };
+            let fast = getter
+                .scanned_at
+                .is_some_and(|t| t.elapsed() < s.scan_every());
+            if fast {
+                match self.read_new(getter, give_up, None, deadline, want) {
+                    Ok(Some(d)) => return Ok(Self::keep_ahead(getter, d, max)),
+                    // Nothing new: the full step (take-overs, closed).
+                    Ok(None) => getter.scanned_at = None,
+                    Err(e) if e.is_unavailable() => getter.scanned_at = None,
+                    Err(e) => return Err(RecvFail::Failed(e)),
+                }
+            }
             let step = self.take_step(getter, give_up, deadline, want);
             let outcome = match (step, give_up) {
                 (Err(e), GiveUp::At(limit)) if e.is_unavailable() => {
@@ -1000,7 +1022,7 @@ impl<T> RemoteQueue<T> {
                     s.block.min(left)
                 }
             };
-            match self.block_read(getter, give_up, block, deadline, want) {
+            match self.read_new(getter, give_up, Some(block), deadline, want) {
                 Ok(Some(d)) => return Ok(Self::keep_ahead(getter, d, max)),
                 Ok(None) => {}
                 Err(e) if e.is_unavailable() => {
@@ -1067,6 +1089,7 @@ impl<T> RemoteQueue<T> {
         let min_idle = u64::try_from(s.min_idle.as_millis()).unwrap_or(u64::MAX);
         let cursor = getter.cursor.clone();
         let read_at = Instant::now();
+        getter.scanned_at = Some(read_at);
         let reply: Value = s.with_group(&mut getter.link, give_up, s.io_wait(deadline), |con| {
             s.scripts
                 .take
@@ -1128,32 +1151,31 @@ impl<T> RemoteQueue<T> {
         }
     }
 
-    /// `XREADGROUP … BLOCK`: waits on the server for new messages.
-    fn block_read(
+    /// `XREADGROUP … >`: new messages, waiting on the server for at most
+    /// `block` if there is none (not at all without).
+    fn read_new(
         &self,
         getter: &mut Getter,
         give_up: GiveUp,
-        block: Duration,
+        block: Option<Duration>,
         deadline: Option<Instant>,
         want: usize,
     ) -> Result<Option<Vec<Delivery>>, RemoteError> {
         let s = &self.shared;
-        let ms = u64::try_from(block.as_millis()).unwrap_or(u64::MAX).max(1);
-        let read_timeout = block + s.io_wait(deadline);
+        let read_timeout = block.unwrap_or(Duration::ZERO) + s.io_wait(deadline);
         let read_at = Instant::now();
         let reply: Value = s.with_group(&mut getter.link, give_up, read_timeout, |con| {
-            redis::cmd("XREADGROUP")
-                .arg("GROUP")
+            let mut cmd = redis::cmd("XREADGROUP");
+            cmd.arg("GROUP")
                 .arg(GROUP)
                 .arg(&self.consumer)
                 .arg("COUNT")
-                .arg(want)
-                .arg("BLOCK")
-                .arg(ms)
-                .arg("STREAMS")
-                .arg(&s.stream)
-                .arg(">")
-                .query(con)
+                .arg(want);
+            if let Some(block) = block {
+                let ms = u64::try_from(block.as_millis()).unwrap_or(u64::MAX).max(1);
+                cmd.arg("BLOCK").arg(ms);
+            }
+            cmd.arg("STREAMS").arg(&s.stream).arg(">").query(con)
         })?;
         // Nil, or [[stream, [[id, fields], …]]].
         let entries = match reply {
