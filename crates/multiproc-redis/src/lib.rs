@@ -41,6 +41,24 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 //!
+//! # Local or remote queue
+//!
+//! Between processes of one machine, use `multiproc::Queue`: shared
+//! memory, exactly once, tens of millions of small messages a second. Use
+//! a remote queue when producers and consumers run on several machines,
+//! come and go independently, or must not lose work when a consumer dies
+//! (at least once, re-delivery, dead letters). Its speed is the server's
+//! round trips: on a 2-CPU machine over loopback (1 producer process, 1
+//! consumer process, `cargo bench -p multiproc-redis --bench remote`),
+//!
+//! | 1→1 | one by one | `read_ahead(64)` gets | batches of 64 ([`put_many`](RemoteQueue::put_many), [`get_many`](RemoteQueue::get_many)) | raw pipelined `XADD`/`XREADGROUP`/`XACK` |
+//! |---|---|---|---|---|
+//! | 8 B | 10–15 K msg/s | 16–17 K msg/s | 156–175 K msg/s (88–92 %) | 178–191 K msg/s |
+//! | 64 KiB | 3.9–4.7 K msg/s | 5.8 K msg/s | 3.9–4.1 K msg/s | 6.0–6.3 K msg/s |
+//!
+//! so small messages want batches (or at least read-ahead on the
+//! consumer side).
+//!
 //! # How it maps to streams
 //!
 //! A queue named `jobs` is the stream `PREFIX{jobs}:stream` (prefix
