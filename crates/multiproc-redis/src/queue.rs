@@ -2045,6 +2045,8 @@ mod tests {
                 .build::<u8>()
                 .unwrap_err(),
             b().maxsize(0).build::<u8>().unwrap_err(),
+            b().read_ahead(0).build::<u8>().unwrap_err(),
+            b().read_ahead(MAX_BATCH + 1).build::<u8>().unwrap_err(),
             b().consumer_name("").build::<u8>().unwrap_err(),
             RemoteQueue::builder("http://x", "q")
                 .build::<u8>()

@@ -435,7 +435,20 @@ fn get_many_delivers_each_message_as_a_single_get_would() {
     q.join_timeout(Duration::from_secs(2)).unwrap();
     assert!(q.try_get().unwrap_err().is_empty());
     assert_eq!(q.dead_letter_count().unwrap(), 0);
+    // A large plain batch: one read, one acknowledgement of 2500 ids
+    // (the script takes them 1000 at a time); `max` is capped at MAX_BATCH.
+    let bulk: RemoteQueue<u64> = builder(&url, &prefix, "bulk").build().unwrap();
+    let values: Vec<u64> = (0..2500).collect();
+    bulk.put_many(&values).unwrap();
+    let got = bulk.get_many(usize::MAX, Duration::from_secs(5)).unwrap();
+    assert_eq!(got, values);
+    assert_eq!(
+        bulk.qsize().unwrap(),
+        0,
+        "all 2500 acknowledged and deleted"
+    );
     q.destroy().unwrap();
+    bulk.destroy().unwrap();
 }
 
 fn a_killed_consumers_read_ahead_messages_all_arrive_elsewhere() {
