@@ -45,6 +45,14 @@ pub enum RemoteError {
         /// The limit.
         max: u64,
     },
+    /// A batch holds more messages than the queue's `maxsize`: it could
+    /// never be put whole (nothing of it was put).
+    OverMaxsize {
+        /// Messages in the batch.
+        len: u64,
+        /// The queue's bound.
+        maxsize: u64,
+    },
     /// The connection URL is not valid.
     Url {
         /// The client's complaint.
@@ -83,6 +91,12 @@ impl RemoteError {
     #[must_use]
     pub fn is_too_large(&self) -> bool {
         matches!(self, Self::TooLarge { .. })
+    }
+
+    /// Whether this is [`RemoteError::OverMaxsize`].
+    #[must_use]
+    pub fn is_over_maxsize(&self) -> bool {
+        matches!(self, Self::OverMaxsize { .. })
     }
 
     /// Whether this is [`RemoteError::InvalidConfig`] or [`RemoteError::Url`].
@@ -130,6 +144,12 @@ impl fmt::Display for RemoteError {
             Self::Codec(_) => f.write_str("message codec failed"),
             Self::TooLarge { len, max } => {
                 write!(f, "message of {len} bytes exceeds the limit of {max}")
+            }
+            Self::OverMaxsize { len, maxsize } => {
+                write!(
+                    f,
+                    "a batch of {len} messages exceeds the queue's maxsize of {maxsize}"
+                )
             }
             Self::Url { .. } => f.write_str("invalid redis url"),
             Self::InvalidConfig(what) => write!(f, "invalid remote queue configuration: {what}"),

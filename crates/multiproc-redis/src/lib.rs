@@ -41,6 +41,24 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 //!
+//! # Local or remote queue
+//!
+//! Between processes of one machine, use `multiproc::Queue`: shared
+//! memory, exactly once, tens of millions of small messages a second. Use
+//! a remote queue when producers and consumers run on several machines,
+//! come and go independently, or must not lose work when a consumer dies
+//! (at least once, re-delivery, dead letters). Its speed is the server's
+//! round trips: on a 2-CPU machine over loopback (1 producer process, 1
+//! consumer process, `cargo bench -p multiproc-redis --bench remote`),
+//!
+//! | 1→1 | one by one | `read_ahead(64)` gets | batches of 64 ([`put_many`](RemoteQueue::put_many), [`get_many`](RemoteQueue::get_many)) | raw pipelined `XADD`/`XREADGROUP`/`XACK` |
+//! |---|---|---|---|---|
+//! | 8 B | 10–15 K msg/s | 16–17 K msg/s | 156–175 K msg/s (88–92 %) | 178–191 K msg/s |
+//! | 64 KiB | 3.9–4.7 K msg/s | 5.8 K msg/s | 3.9–4.1 K msg/s | 6.0–6.3 K msg/s |
+//!
+//! so small messages want batches (or at least read-ahead on the
+//! consumer side).
+//!
 //! # How it maps to streams
 //!
 //! A queue named `jobs` is the stream `PREFIX{jobs}:stream` (prefix
@@ -51,8 +69,8 @@
 //!
 //! | operation | commands (the multi-command steps are Lua scripts, atomic on the server) |
 //! |---|---|
-//! | `put` | `EXISTS closed`, `XLEN` against `maxsize`, `XADD stream * d PAYLOAD` |
-//! | `get` | a bounded `XAUTOCLAIM` step (messages idle longer than [`min_idle`](RemoteQueueBuilder::min_idle)), with `XPENDING` for their delivery count, then `XREADGROUP … >` for a new message; if none, `XREADGROUP … BLOCK` for at most [`block`](RemoteQueueBuilder::block), and again |
+//! | `put`, `put_many` | `EXISTS closed`, `XLEN` + the batch's length against `maxsize`, `XADD stream * d PAYLOAD` per message: all or none |
+//! | `get`, `get_many` | a bounded `XAUTOCLAIM` step (messages idle longer than [`min_idle`](RemoteQueueBuilder::min_idle)), with `XPENDING` for their delivery count, then `XREADGROUP … COUNT n >` for new messages; if none, `XREADGROUP … COUNT n BLOCK` for at most [`block`](RemoteQueueBuilder::block), and again (`n`: the batch asked, or [`read_ahead`](RemoteQueueBuilder::read_ahead)). Within `block` (at most a quarter of `min_idle`) of a take-over step, a get first tries a plain `XREADGROUP … COUNT n >`, and runs the step only when that finds nothing |
 //! | acknowledgement (plain queue: inside `get`; joinable queue: `task_done`) | `XACK` and `XDEL` together: the stream holds exactly the messages not yet acknowledged |
 //! | a message over [`max_deliveries`](RemoteQueueBuilder::max_deliveries) | instead of its next delivery: `XACK`, `XDEL`, `XADD dead * id … deliveries … reason deliveries d …` |
 //! | `qsize`, `join` | `XLEN stream` |
@@ -65,15 +83,52 @@
 //! `min_idle`) between taking a message (`XREADGROUP`) and acknowledging
 //! it (`XACK`) leaves it pending in the group; after `min_idle`, a get of
 //! any other handle takes it over (`XAUTOCLAIM`) and it is delivered
-//! again. For the plain queue the acknowledgement follows the read inside
-//! `get`, so the window is one round trip (a get that fails after the read
-//! leaves its message to be re-delivered too); for the joinable queue it
-//! lasts until `task_done`, so `min_idle` must exceed the longest task.
+//! again. For the plain queue the acknowledgement is sent inside `get`,
+//! before the message is returned, without waiting for its reply (the
+//! next command on the connection reads it): the window is from the read
+//! until that command reaches the server, and if the connection breaks
+//! meanwhile the message may come again — it is never lost. For the
+//! joinable queue the window lasts until `task_done`, so `min_idle` must
+//! exceed the longest task.
+//!
+//! Messages a get takes in advance ([`read_ahead`](RemoteQueueBuilder::read_ahead))
+//! are pending for that consumer and unacknowledged until a get hands
+//! them out: a consumer killed holding them leaves them all to
+//! be re-delivered after `min_idle`. One that waited half of `min_idle`
+//! in the handle is given back to the group instead of handed out, so
+//! that it cannot be taken over while this consumer still hands it out.
 //! Make the work idempotent, or deduplicate. Nobody dying means exactly
 //! once: one consumer group hands each new message to one consumer.
 //!
 //! Order is the stream's (put order, per server) for new messages; a
 //! re-delivered message comes when it is taken over, after newer ones.
+//!
+//! # Batches
+//!
+//! [`put_many`](RemoteQueue::put_many) / [`put_many_bytes`](RemoteQueue::put_many_bytes)
+//! (with `try_` and `_timeout` forms) put a slice of messages in one
+//! script call: all of them or none, never split by another producer,
+//! and the `maxsize` bound holds for the batch as a whole (a batch longer
+//! than `maxsize` fails at once with [`RemoteError::OverMaxsize`]).
+//! [`get_many`](RemoteQueue::get_many) / [`get_many_bytes`](RemoteQueue::get_many_bytes)
+//! wait for one message, then take up to `max` in one round trip; each
+//! message is delivered exactly as by a single get (plain queue:
+//! acknowledged before it is returned; joinable: pending until its own
+//! `task_done`, oldest first).
+//!
+//! ```no_run
+//! use multiproc_redis::RemoteJoinableQueue;
+//! use std::time::Duration;
+//!
+//! let jobs: RemoteJoinableQueue<u64> =
+//!     RemoteJoinableQueue::open("redis://127.0.0.1:6379/0", "jobs")?;
+//! jobs.put_many(&[1, 2, 3])?;
+//! for job in jobs.get_many(64, Duration::from_secs(1))? {
+//!     let _ = job * job; // the work
+//!     jobs.task_done()?;
+//! }
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
 //!
 //! # Poison messages and dead letters
 //!
@@ -174,7 +229,9 @@
 //!
 //! # Bounds on what is read
 //!
-//! Every read asks for one entry (`COUNT 1`), and [`RemoteQueue::dead_letters`]
+//! Every read asks for at most the entries wanted (`COUNT n`: 1, the
+//! `read_ahead`, or a `get_many`'s `max`, at most [`MAX_BATCH`]), checked
+//! on the reply, and [`RemoteQueue::dead_letters`]
 //! for at most the count given, checked on the reply; a message over
 //! [`max_message`](RemoteQueueBuilder::max_message) (default 512 MiB) is
 //! refused on put and dead-lettered on get, and the codec decodes under
@@ -193,8 +250,8 @@ pub use error::{
     TaskDoneError, TryGetError, TryPutError,
 };
 pub use queue::{
-    DEFAULT_MAX_MESSAGE, DEFAULT_PREFIX, MAX_MESSAGE_LIMIT, MAX_NAME_LEN, RemoteJoinableQueue,
-    RemoteQueue, RemoteQueueBuilder,
+    DEFAULT_MAX_MESSAGE, DEFAULT_PREFIX, MAX_BATCH, MAX_MESSAGE_LIMIT, MAX_NAME_LEN,
+    RemoteJoinableQueue, RemoteQueue, RemoteQueueBuilder,
 };
 
 use multiproc_core::CodecError;

@@ -2,6 +2,11 @@
 //! after it broke: connecting retries with back-off until the caller's
 //! give-up point, every command waits at most its read timeout, and a
 //! connection that saw an I/O error is dropped (the next call reconnects).
+//!
+//! A command can also be sent without waiting for its reply
+//! ([`Link::send_only`]): the reply is read, and dropped, before the next
+//! command's; if the connection breaks first, the command may or may not
+//! have run.
 
 use crate::RemoteError;
 use redis::{Client, Connection, RedisResult};
@@ -28,6 +33,8 @@ pub(crate) enum GiveUp {
 pub(crate) struct Link {
     con: Option<Connection>,
     read_timeout: Option<Duration>,
+    /// Replies of commands sent with [`Link::send_only`], not read yet.
+    unread: usize,
 }
 
 impl Link {
@@ -35,6 +42,7 @@ impl Link {
         Self {
             con: None,
             read_timeout: None,
+            unread: 0,
         }
     }
 
@@ -44,6 +52,7 @@ impl Link {
 
     pub(crate) fn disconnect(&mut self) {
         self.con = None;
+        self.unread = 0;
     }
 
     fn connect(
@@ -68,6 +77,7 @@ impl Link {
             match attempt {
                 Ok(con) => {
                     self.read_timeout = None;
+                    self.unread = 0;
                     return Ok(self.con.insert(con));
                 }
                 Err(e) => {
@@ -98,13 +108,14 @@ impl Link {
         f: impl FnOnce(&mut Connection) -> RedisResult<R>,
     ) -> Result<R, RemoteError> {
         let (connect_timeout, io_timeout) = timeouts;
+        self.drain(read_timeout);
         if self.con.is_none() {
             self.connect(client, connect_timeout, io_timeout, give_up)?;
         }
         let con = self.con.as_mut().expect("connected just above");
         if self.read_timeout != Some(read_timeout) {
             if let Err(e) = con.set_read_timeout(Some(read_timeout)) {
-                self.con = None;
+                self.disconnect();
                 return Err(RemoteError::from_redis(e));
             }
             self.read_timeout = Some(read_timeout);
@@ -116,5 +127,73 @@ impl Link {
             }
             e
         })
+    }
+
+    /// Sends one packed command over the connection (connecting first if
+    /// there is none) without waiting for its reply, which the next
+    /// [`call`](Self::call) reads and drops. An error (the connection
+    /// broke) drops the connection: the command may or may not have
+    /// reached the server.
+    pub(crate) fn send_only(
+        &mut self,
+        client: &Client,
+        timeouts: (Duration, Duration),
+        give_up: GiveUp,
+        packed: &[u8],
+    ) -> Result<(), RemoteError> {
+        let (connect_timeout, io_timeout) = timeouts;
+        if self.con.is_none() {
+            self.connect(client, connect_timeout, io_timeout, give_up)?;
+        }
+        let con = self.con.as_mut().expect("connected just above");
+        match con.send_packed_command(packed) {
+            Ok(()) => {
+                self.unread += 1;
+                Ok(())
+            }
+            Err(e) => {
+                self.disconnect();
+                Err(RemoteError::from_redis(e))
+            }
+        }
+    }
+
+    /// Reads the replies of commands sent with [`send_only`](Self::send_only),
+    /// waiting at most `read_timeout` for each.
+    pub(crate) fn settle(&mut self, read_timeout: Duration) {
+        self.drain(read_timeout);
+    }
+
+    /// Reads the replies of commands sent with [`send_only`](Self::send_only).
+    /// An error reply is dropped like any other (those commands' effects
+    /// are best effort); a broken connection is dropped.
+    fn drain(&mut self, read_timeout: Duration) {
+        if self.unread == 0 {
+            return;
+        }
+        let Some(con) = self.con.as_mut() else {
+            self.unread = 0;
+            return;
+        };
+        if self.read_timeout != Some(read_timeout) {
+            if con.set_read_timeout(Some(read_timeout)).is_err() {
+                self.disconnect();
+                return;
+            }
+            self.read_timeout = Some(read_timeout);
+        }
+        while self.unread > 0 {
+            match con.recv_response() {
+                Ok(_) => self.unread -= 1,
+                Err(e) => {
+                    let e = RemoteError::from_redis(e);
+                    if e.is_unavailable() || e.is_protocol() {
+                        self.disconnect();
+                        return;
+                    }
+                    self.unread -= 1;
+                }
+            }
+        }
     }
 }

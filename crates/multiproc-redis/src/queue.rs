@@ -30,6 +30,9 @@ pub const DEFAULT_MAX_MESSAGE: u64 = 512 << 20;
 pub const MAX_MESSAGE_LIMIT: u64 = 1 << 30;
 /// Longest queue name.
 pub const MAX_NAME_LEN: usize = 200;
+/// Most messages one [`RemoteQueue::get_many`] returns, and the largest
+/// [`read_ahead`](RemoteQueueBuilder::read_ahead).
+pub const MAX_BATCH: usize = 65_536;
 /// The consumer group every handle of a queue reads in.
 const GROUP: &str = "multiproc";
 
@@ -70,6 +73,7 @@ pub struct RemoteQueueBuilder {
     retry_for: Duration,
     max_message: u64,
     consumer: Option<String>,
+    read_ahead: usize,
 }
 
 impl RemoteQueueBuilder {
@@ -87,6 +91,7 @@ impl RemoteQueueBuilder {
             retry_for: Duration::from_secs(5),
             max_message: DEFAULT_MAX_MESSAGE,
             consumer: None,
+            read_ahead: 1,
         }
     }
 
@@ -160,6 +165,39 @@ impl RemoteQueueBuilder {
         self
     }
 
+    /// How many messages a get takes from the server at once (one
+    /// `XREADGROUP COUNT n`, or one take-over step): the first is handed
+    /// out, the others wait in the handle, still unacknowledged, and the
+    /// next gets hand them out without a round trip. Default 1 (no
+    /// read-ahead); at most [`MAX_BATCH`].
+    ///
+    /// A message read ahead stays pending for this consumer until a get
+    /// hands it out (the plain queue then acknowledges it, the joinable one
+    /// at `task_done`): if the process dies, every message it read ahead
+    /// is re-delivered to another consumer after
+    /// [`min_idle`](Self::min_idle), none lost. One that waited in the
+    /// handle for half of `min_idle` is not handed out but given back to
+    /// the group (so it is never delivered twice while nobody dies), and
+    /// dropping the handle gives back what it holds. The price is
+    /// balance: messages read ahead wait for this consumer while others
+    /// may be idle, so keep it small when each message takes long.
+    ///
+    /// ```no_run
+    /// use multiproc_redis::RemoteQueue;
+    ///
+    /// let q: RemoteQueue<u64> = RemoteQueue::builder("redis://127.0.0.1:6379/0", "ticks")
+    ///     .read_ahead(64)
+    ///     .build()?;
+    /// let first = q.get()?; // up to 64 taken, one handed out
+    /// let second = q.get()?; // no round trip
+    /// # let _ = (first, second);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn read_ahead(mut self, messages: usize) -> Self {
+        self.read_ahead = messages;
+        self
+    }
+
     /// The consumer name of the built handle in the group (its clones get
     /// generated ones). Default: `host-pid-random`, unique per handle.
     pub fn consumer_name(mut self, name: &str) -> Self {
@@ -221,6 +259,11 @@ impl RemoteQueueBuilder {
                 "max_message must be between 1 and 1 GiB",
             ));
         }
+        if self.read_ahead == 0 || self.read_ahead > MAX_BATCH {
+            return Err(RemoteError::InvalidConfig(
+                "read_ahead must be between 1 and MAX_BATCH",
+            ));
+        }
         if self.maxsize == Some(0) {
             return Err(RemoteError::InvalidConfig("maxsize must be at least 1"));
         }
@@ -256,6 +299,7 @@ impl RemoteQueueBuilder {
             max_message: self.max_message,
             codec: Codec::new().with_max_size(usize::try_from(self.max_message).unwrap_or(1 << 30)),
             ack_on_get,
+            read_ahead: self.read_ahead,
             scripts: Scripts::new(),
         });
         let queue = RemoteQueue::with_shared(shared, self.consumer);
@@ -301,6 +345,7 @@ struct Shared {
     max_message: u64,
     codec: Codec,
     ack_on_get: bool,
+    read_ahead: usize,
     scripts: Scripts,
 }
 
@@ -317,6 +362,12 @@ impl Shared {
                 .io_timeout
                 .min(d.saturating_duration_since(Instant::now()).max(MIN_IO_WAIT)),
         }
+    }
+
+    /// How often a get that keeps finding new messages still runs a
+    /// take-over step: every `block`, at most a quarter of `min_idle`.
+    fn scan_every(&self) -> Duration {
+        self.block.min(self.min_idle / 4)
     }
 
     /// Where an operation with `deadline` stops reconnecting.
@@ -414,12 +465,21 @@ struct Delivery {
     id: String,
     deliveries: u64,
     payload: Vec<u8>,
+    /// When the read that delivered it was sent (its idle time on the
+    /// server is at most the time since).
+    read_at: Instant,
 }
 
 struct Getter {
     link: Link,
     /// Where the next `XAUTOCLAIM` step starts.
     cursor: String,
+    /// Messages read ahead and not handed out yet, oldest first: pending
+    /// for this consumer, unacknowledged.
+    ahead: VecDeque<Delivery>,
+    /// When the last take-over step ran: until [`Shared::scan_every`]
+    /// later, a get first tries a plain `XREADGROUP` for new messages.
+    scanned_at: Option<Instant>,
 }
 
 /// A queue in a Redis stream: [`multiproc_queue::Queue`]'s API between
@@ -515,6 +575,8 @@ impl<T> RemoteQueue<T> {
             getter: Mutex::new(Getter {
                 link: Link::new(),
                 cursor: "0-0".to_owned(),
+                ahead: VecDeque::new(),
+                scanned_at: None,
             }),
             outstanding: Mutex::new(VecDeque::new()),
             _marker: PhantomData,
@@ -562,6 +624,7 @@ impl<T> RemoteQueue<T> {
         f: impl Fn(&mut redis::Connection) -> redis::RedisResult<R>,
     ) -> Result<R, RemoteError> {
         let s = &self.shared;
+        self.settle();
         s.with_group(&mut self.link(), s.give_up(None), s.io_timeout, f)
     }
 
@@ -691,14 +754,37 @@ impl<T> RemoteQueue<T> {
 
     // ---- puts ----
 
-    fn send(&self, payload: &[u8], wait: Wait) -> Result<(), SendFail> {
+    /// Reads the replies of acknowledgements this handle's gets sent, so
+    /// that what follows on the other connection sees them done (unless a
+    /// get of this handle is running on another thread).
+    fn settle(&self) {
+        if let Ok(mut getter) = self.getter.try_lock() {
+            getter.link.settle(self.shared.io_timeout);
+        }
+    }
+
+    /// Puts every payload or none (one script call).
+    fn send<B: AsRef<[u8]>>(&self, payloads: &[B], wait: Wait) -> Result<(), SendFail> {
         let s = &self.shared;
-        if payload.len() as u64 > s.max_message {
-            return Err(SendFail::Failed(RemoteError::TooLarge {
-                len: payload.len() as u64,
-                max: s.max_message,
+        for p in payloads {
+            let len = p.as_ref().len() as u64;
+            if len > s.max_message {
+                return Err(SendFail::Failed(RemoteError::TooLarge {
+                    len,
+                    max: s.max_message,
+                }));
+            }
+        }
+        if payloads.is_empty() {
+            return Ok(());
+        }
+        if s.maxsize > 0 && payloads.len() as u64 > s.maxsize {
+            return Err(SendFail::Failed(RemoteError::OverMaxsize {
+                len: payloads.len() as u64,
+                maxsize: s.maxsize,
             }));
         }
+        self.settle();
         let deadline = wait.deadline();
         let mut pause = FIRST_POLL;
         let mut link = self.link();
@@ -709,13 +795,12 @@ impl<T> RemoteQueue<T> {
                 s.give_up(deadline),
                 s.io_wait(deadline),
                 |con| {
-                    s.scripts
-                        .put
-                        .key(&s.stream)
-                        .key(&s.closed)
-                        .arg(s.maxsize)
-                        .arg(payload)
-                        .invoke::<i64>(con)
+                    let mut put = s.scripts.put.key(&s.stream);
+                    put.key(&s.closed).arg(s.maxsize);
+                    for p in payloads {
+                        put.arg(p.as_ref());
+                    }
+                    put.invoke::<i64>(con)
                 },
             );
             match put.map_err(SendFail::Failed)? {
@@ -754,7 +839,7 @@ impl<T> RemoteQueue<T> {
     /// `Closed`, or `Failed` with [`RemoteError::TooLarge`] or a server
     /// failure (the bytes are handed back).
     pub fn put_bytes<'a>(&self, data: &'a [u8]) -> Result<(), PutError<&'a [u8]>> {
-        self.send(data, Wait::Forever).map_err(|e| match e {
+        self.send(&[data], Wait::Forever).map_err(|e| match e {
             SendFail::Closed => PutError::Closed(data),
             SendFail::Failed(f) => PutError::Failed(data, f),
             SendFail::Full | SendFail::Timeout => unreachable!("a blocking put waits for room"),
@@ -767,7 +852,7 @@ impl<T> RemoteQueue<T> {
     ///
     /// `Full`, `Closed`, or `Failed`.
     pub fn try_put_bytes<'a>(&self, data: &'a [u8]) -> Result<(), TryPutError<&'a [u8]>> {
-        self.send(data, Wait::Never).map_err(|e| match e {
+        self.send(&[data], Wait::Never).map_err(|e| match e {
             SendFail::Full | SendFail::Timeout => TryPutError::Full(data),
             SendFail::Closed => TryPutError::Closed(data),
             SendFail::Failed(f) => TryPutError::Failed(data, f),
@@ -785,6 +870,84 @@ impl<T> RemoteQueue<T> {
         data: &'a [u8],
         timeout: Duration,
     ) -> Result<(), PutTimeoutError<&'a [u8]>> {
+        self.send(&[data], Wait::after(timeout))
+            .map_err(|e| match e {
+                SendFail::Full | SendFail::Timeout => PutTimeoutError::Timeout(data),
+                SendFail::Closed => PutTimeoutError::Closed(data),
+                SendFail::Failed(f) => PutTimeoutError::Failed(data, f),
+            })
+    }
+
+    /// Puts every message of `data`, in order, or none, waiting while the
+    /// queue has no room for all of them: one script call (one round trip)
+    /// checks that the queue is open and that `qsize + data.len() <=
+    /// maxsize`, then adds them all; another producer's messages never
+    /// come between them. The bound holds for the whole batch: a batch is
+    /// never split, and never added in part. A batch longer than `maxsize`
+    /// can never fit and fails at once with [`RemoteError::OverMaxsize`];
+    /// an empty one succeeds without a round trip. A waiting batch polls
+    /// with back-off like [`put_bytes`](Self::put_bytes), so single puts
+    /// may overtake it while room is scarce.
+    ///
+    /// A batch is one command: keep it well under the server's
+    /// `client-query-buffer-limit` (1 GiB by default).
+    ///
+    /// ```no_run
+    /// use multiproc_redis::RemoteQueue;
+    ///
+    /// let q: RemoteQueue<()> = RemoteQueue::open("redis://127.0.0.1:6379/0", "raw")?;
+    /// let batch: Vec<Vec<u8>> = (0..64u8).map(|i| vec![i; 8]).collect();
+    /// q.put_many_bytes(&batch).expect("put");
+    /// assert_eq!(q.qsize()?, 64);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// `Closed`, or `Failed` with [`RemoteError::TooLarge`] (one message
+    /// over the limit), [`RemoteError::OverMaxsize`] or a server failure;
+    /// the batch is handed back and none of it was added. After
+    /// [`RemoteError::Unavailable`] (the connection broke with the command
+    /// on its way) either all of it or none was added.
+    pub fn put_many_bytes<'a, B: AsRef<[u8]>>(
+        &self,
+        data: &'a [B],
+    ) -> Result<(), PutError<&'a [B]>> {
+        self.send(data, Wait::Forever).map_err(|e| match e {
+            SendFail::Closed => PutError::Closed(data),
+            SendFail::Failed(f) => PutError::Failed(data, f),
+            SendFail::Full | SendFail::Timeout => unreachable!("a blocking put waits for room"),
+        })
+    }
+
+    /// As [`put_many_bytes`](Self::put_many_bytes), if there is room for
+    /// the whole batch now.
+    ///
+    /// # Errors
+    ///
+    /// `Full` (nothing added), `Closed`, or `Failed`.
+    pub fn try_put_many_bytes<'a, B: AsRef<[u8]>>(
+        &self,
+        data: &'a [B],
+    ) -> Result<(), TryPutError<&'a [B]>> {
+        self.send(data, Wait::Never).map_err(|e| match e {
+            SendFail::Full | SendFail::Timeout => TryPutError::Full(data),
+            SendFail::Closed => TryPutError::Closed(data),
+            SendFail::Failed(f) => TryPutError::Failed(data, f),
+        })
+    }
+
+    /// As [`put_many_bytes`](Self::put_many_bytes), waiting at most
+    /// `timeout` for room for the whole batch and for the server.
+    ///
+    /// # Errors
+    ///
+    /// `Timeout` (nothing added), `Closed`, or `Failed`.
+    pub fn put_many_bytes_timeout<'a, B: AsRef<[u8]>>(
+        &self,
+        data: &'a [B],
+        timeout: Duration,
+    ) -> Result<(), PutTimeoutError<&'a [B]>> {
         self.send(data, Wait::after(timeout)).map_err(|e| match e {
             SendFail::Full | SendFail::Timeout => PutTimeoutError::Timeout(data),
             SendFail::Closed => PutTimeoutError::Closed(data),
@@ -794,11 +957,17 @@ impl<T> RemoteQueue<T> {
 
     // ---- gets ----
 
-    fn receive(&self, wait: Wait) -> Result<Delivery, RecvFail> {
+    /// Takes 1 to `max` messages: those read ahead first, else from the
+    /// server (reading up to `read_ahead` and keeping the surplus).
+    fn receive(&self, wait: Wait, max: usize) -> Result<Vec<Delivery>, RecvFail> {
         let s = &self.shared;
         let deadline = wait.deadline();
         let mut getter = lock(&self.getter);
         let getter = &mut *getter;
+        if let Some(got) = self.take_ahead(getter, max) {
+            return Ok(got);
+        }
+        let want = max.max(s.read_ahead);
         // Since when the server has been out of reach, if it is.
         let mut failing_since: Option<Instant> = None;
         loop {
@@ -810,7 +979,19 @@ impl<T> RemoteQueue<T> {
                     GiveUp::At(deadline.map_or(budget, |d| d.min(budget)))
                 }
             };
-            let step = self.take_step(getter, give_up, deadline);
+            let fast = getter
+                .scanned_at
+                .is_some_and(|t| t.elapsed() < s.scan_every());
+            if fast {
+                match self.read_new(getter, give_up, None, deadline, want) {
+                    Ok(Some(d)) => return Ok(Self::keep_ahead(getter, d, max)),
+                    // Nothing new: the full step (take-overs, closed).
+                    Ok(None) => getter.scanned_at = None,
+                    Err(e) if e.is_unavailable() => getter.scanned_at = None,
+                    Err(e) => return Err(RecvFail::Failed(e)),
+                }
+            }
+            let step = self.take_step(getter, give_up, deadline, want);
             let outcome = match (step, give_up) {
                 (Err(e), GiveUp::At(limit)) if e.is_unavailable() => {
                     failing_since.get_or_insert_with(Instant::now);
@@ -825,7 +1006,7 @@ impl<T> RemoteQueue<T> {
             };
             failing_since = None;
             match outcome {
-                Taken::Message(d) => return Ok(d),
+                Taken::Messages(d) => return Ok(Self::keep_ahead(getter, d, max)),
                 Taken::Closed => return Err(RecvFail::Closed),
                 Taken::Empty => {}
             }
@@ -841,8 +1022,8 @@ impl<T> RemoteQueue<T> {
                     s.block.min(left)
                 }
             };
-            match self.block_read(getter, give_up, block, deadline) {
-                Ok(Some(d)) => return Ok(d),
+            match self.read_new(getter, give_up, Some(block), deadline, want) {
+                Ok(Some(d)) => return Ok(Self::keep_ahead(getter, d, max)),
                 Ok(None) => {}
                 Err(e) if e.is_unavailable() => {
                     failing_since.get_or_insert_with(Instant::now);
@@ -852,17 +1033,63 @@ impl<T> RemoteQueue<T> {
         }
     }
 
-    /// The non-blocking part of a get: take over an idle message, or take
-    /// a new one, or learn that the queue is closed and drained.
+    /// Up to `max` messages read ahead, if there are any fresh ones: one
+    /// whose read is half `min_idle` old or older could soon be taken over
+    /// by another consumer, so those are given back instead.
+    fn take_ahead(&self, getter: &mut Getter, max: usize) -> Option<Vec<Delivery>> {
+        let front = getter.ahead.front()?;
+        if front.read_at.elapsed() >= self.shared.min_idle / 2 {
+            self.release_ahead(getter);
+            return None;
+        }
+        let n = max.min(getter.ahead.len());
+        Some(getter.ahead.drain(..n).collect())
+    }
+
+    /// Hands out the first `max` of `taken`, keeps the rest for later gets.
+    fn keep_ahead(getter: &mut Getter, mut taken: Vec<Delivery>, max: usize) -> Vec<Delivery> {
+        if taken.len() > max {
+            getter.ahead.extend(taken.drain(max..));
+        }
+        taken
+    }
+
+    /// Gives the messages read ahead back to the group (best effort: if
+    /// the server is gone they are re-delivered after `min_idle` anyway).
+    fn release_ahead(&self, getter: &mut Getter) {
+        if getter.ahead.is_empty() {
+            return;
+        }
+        let s = &self.shared;
+        let idle = u64::try_from(s.min_idle.as_millis()).unwrap_or(u64::MAX);
+        let ahead: Vec<Delivery> = getter.ahead.drain(..).collect();
+        let _ = getter
+            .link
+            .call(&s.client, s.timeouts(), GiveUp::Once, s.io_timeout, |con| {
+                let mut release = s.scripts.release.key(&s.stream);
+                release.arg(GROUP).arg(&self.consumer).arg(idle);
+                for d in &ahead {
+                    release.arg(&d.id).arg(d.deliveries);
+                }
+                release.invoke::<i64>(con)
+            });
+    }
+
+    /// The non-blocking part of a get: take over idle messages, or take
+    /// new ones, up to `want` in all, or learn that the queue is closed and
+    /// drained.
     fn take_step(
         &self,
         getter: &mut Getter,
         give_up: GiveUp,
         deadline: Option<Instant>,
+        want: usize,
     ) -> Result<Taken, RemoteError> {
         let s = &self.shared;
         let min_idle = u64::try_from(s.min_idle.as_millis()).unwrap_or(u64::MAX);
         let cursor = getter.cursor.clone();
+        let read_at = Instant::now();
+        getter.scanned_at = Some(read_at);
         let reply: Value = s.with_group(&mut getter.link, give_up, s.io_wait(deadline), |con| {
             s.scripts
                 .take
@@ -874,6 +1101,7 @@ impl<T> RemoteQueue<T> {
                 .arg(min_idle)
                 .arg(s.max_deliveries)
                 .arg(&cursor)
+                .arg(want)
                 .invoke(con)
         })?;
         let Value::Array(parts) = reply else {
@@ -890,20 +1118,32 @@ impl<T> RemoteQueue<T> {
         match kind.as_slice() {
             b"closed" => Ok(Taken::Closed),
             b"empty" => Ok(Taken::Empty),
-            b"claimed" | b"new" => {
-                let id = parts.next().and_then(into_bytes);
-                let count = parts.next();
-                let fields = parts.next();
-                let (Some(id), Some(Value::Int(count)), Some(Value::Array(fields))) =
-                    (id, count, fields)
-                else {
-                    return Err(RemoteError::protocol("take script entry is malformed"));
+            b"some" => {
+                let Some(Value::Array(entries)) = parts.next() else {
+                    return Err(RemoteError::protocol("take script entries are malformed"));
                 };
-                let id = String::from_utf8(id)
-                    .map_err(|_| RemoteError::protocol("stream id is not text"))?;
-                let deliveries = u64::try_from(count).unwrap_or(1);
-                self.accept(getter, id, deliveries, fields)
-                    .map(Taken::Message)
+                if entries.is_empty() || entries.len() > want {
+                    return Err(RemoteError::protocol(
+                        "take script returned a count not asked for",
+                    ));
+                }
+                let mut taken = Vec::with_capacity(entries.len());
+                for entry in entries {
+                    let Value::Array(entry) = entry else {
+                        return Err(RemoteError::protocol("take script entry is malformed"));
+                    };
+                    let mut entry = entry.into_iter();
+                    let id = entry.next().and_then(into_bytes);
+                    let (Some(id), Some(Value::Int(count)), Some(Value::Array(fields))) =
+                        (id, entry.next(), entry.next())
+                    else {
+                        return Err(RemoteError::protocol("take script entry is malformed"));
+                    };
+                    let id = String::from_utf8(id)
+                        .map_err(|_| RemoteError::protocol("stream id is not text"))?;
+                    taken.push((id, u64::try_from(count).unwrap_or(1), fields));
+                }
+                self.accept_all(getter, taken, read_at).map(Taken::Messages)
             }
             _ => Err(RemoteError::protocol(
                 "take script answered an unknown kind",
@@ -911,59 +1151,89 @@ impl<T> RemoteQueue<T> {
         }
     }
 
-    /// `XREADGROUP … BLOCK`: waits on the server for a new message.
-    fn block_read(
+    /// `XREADGROUP … >`: new messages, waiting on the server for at most
+    /// `block` if there is none (not at all without).
+    fn read_new(
         &self,
         getter: &mut Getter,
         give_up: GiveUp,
-        block: Duration,
+        block: Option<Duration>,
         deadline: Option<Instant>,
-    ) -> Result<Option<Delivery>, RemoteError> {
+        want: usize,
+    ) -> Result<Option<Vec<Delivery>>, RemoteError> {
         let s = &self.shared;
-        let ms = u64::try_from(block.as_millis()).unwrap_or(u64::MAX).max(1);
-        let read_timeout = block + s.io_wait(deadline);
+        let read_timeout = block.unwrap_or(Duration::ZERO) + s.io_wait(deadline);
+        let read_at = Instant::now();
         let reply: Value = s.with_group(&mut getter.link, give_up, read_timeout, |con| {
-            redis::cmd("XREADGROUP")
-                .arg("GROUP")
+            let mut cmd = redis::cmd("XREADGROUP");
+            cmd.arg("GROUP")
                 .arg(GROUP)
                 .arg(&self.consumer)
                 .arg("COUNT")
-                .arg(1)
-                .arg("BLOCK")
-                .arg(ms)
-                .arg("STREAMS")
-                .arg(&s.stream)
-                .arg(">")
-                .query(con)
+                .arg(want);
+            if let Some(block) = block {
+                let ms = u64::try_from(block.as_millis()).unwrap_or(u64::MAX).max(1);
+                cmd.arg("BLOCK").arg(ms);
+            }
+            cmd.arg("STREAMS").arg(&s.stream).arg(">").query(con)
         })?;
-        // Nil, or [[stream, [[id, fields]]]].
-        let entry = match reply {
+        // Nil, or [[stream, [[id, fields], …]]].
+        let entries = match reply {
             Value::Nil => return Ok(None),
-            Value::Array(streams) => streams
-                .into_iter()
-                .next()
-                .and_then(|st| match st {
-                    Value::Array(pair) => pair.into_iter().nth(1),
-                    _ => None,
-                })
-                .and_then(|entries| match entries {
-                    Value::Array(entries) => entries.into_iter().next(),
-                    _ => None,
-                }),
+            Value::Array(streams) => streams.into_iter().next().and_then(|st| match st {
+                Value::Array(pair) => pair.into_iter().nth(1),
+                _ => None,
+            }),
             _ => None,
         };
-        let Some(Value::Array(entry)) = entry else {
+        let Some(Value::Array(entries)) = entries else {
             return Err(RemoteError::protocol("XREADGROUP reply is malformed"));
         };
-        let mut entry = entry.into_iter();
-        let (Some(id), Some(Value::Array(fields))) =
-            (entry.next().and_then(into_bytes), entry.next())
-        else {
-            return Err(RemoteError::protocol("stream entry is malformed"));
-        };
-        let id =
-            String::from_utf8(id).map_err(|_| RemoteError::protocol("stream id is not text"))?;
-        self.accept(getter, id, 1, fields).map(Some)
+        if entries.is_empty() || entries.len() > want {
+            return Err(RemoteError::protocol(
+                "XREADGROUP returned a count not asked for",
+            ));
+        }
+        let mut taken = Vec::with_capacity(entries.len());
+        for entry in entries {
+            let Value::Array(entry) = entry else {
+                return Err(RemoteError::protocol("stream entry is malformed"));
+            };
+            let mut entry = entry.into_iter();
+            let (Some(id), Some(Value::Array(fields))) =
+                (entry.next().and_then(into_bytes), entry.next())
+            else {
+                return Err(RemoteError::protocol("stream entry is malformed"));
+            };
+            let id = String::from_utf8(id)
+                .map_err(|_| RemoteError::protocol("stream id is not text"))?;
+            taken.push((id, 1, fields));
+        }
+        self.accept_all(getter, taken, read_at).map(Some)
+    }
+
+    /// [`accept`](Self::accept) for each entry: the good ones, or, if
+    /// there is none, the first one's error.
+    fn accept_all(
+        &self,
+        getter: &mut Getter,
+        taken: Vec<(String, u64, Vec<Value>)>,
+        read_at: Instant,
+    ) -> Result<Vec<Delivery>, RemoteError> {
+        let mut good = Vec::with_capacity(taken.len());
+        let mut first_error = None;
+        for (id, deliveries, fields) in taken {
+            match self.accept(getter, id, deliveries, fields, read_at) {
+                Ok(d) => good.push(d),
+                Err(e) => {
+                    first_error.get_or_insert(e);
+                }
+            }
+        }
+        match first_error {
+            Some(e) if good.is_empty() => Err(e),
+            _ => Ok(good),
+        }
     }
 
     /// Checks a delivered entry: one with no payload field, or a payload
@@ -974,6 +1244,7 @@ impl<T> RemoteQueue<T> {
         id: String,
         deliveries: u64,
         fields: Vec<Value>,
+        read_at: Instant,
     ) -> Result<Delivery, RemoteError> {
         let max = self.shared.max_message;
         match payload_field(fields) {
@@ -994,6 +1265,7 @@ impl<T> RemoteQueue<T> {
                 id,
                 deliveries,
                 payload,
+                read_at,
             }),
         }
     }
@@ -1016,7 +1288,7 @@ impl<T> RemoteQueue<T> {
         });
     }
 
-    /// Acknowledges and deletes message `id`.
+    /// Acknowledges and deletes message `id`, waiting for the reply.
     fn ack(&self, link: &mut Link, id: &str, deadline: Option<Instant>) -> Result<(), RemoteError> {
         let s = &self.shared;
         link.call(
@@ -1036,22 +1308,92 @@ impl<T> RemoteQueue<T> {
         .map(drop)
     }
 
-    /// After a get handed a message out (or is about to): the plain queue
-    /// acknowledges it now, the joinable one remembers it for `task_done`.
-    fn finish(&self, delivery: &Delivery, wait: Wait) -> Result<(), RemoteError> {
+    /// After a get took messages and is about to hand them out: the plain
+    /// queue acknowledges them (one command, sent now, its reply read by
+    /// the next command on the connection), the joinable one remembers
+    /// them for `task_done`.
+    fn finish(&self, deliveries: &[Delivery]) {
+        if deliveries.is_empty() {
+            return;
+        }
         if self.shared.ack_on_get {
+            let s = &self.shared;
+            let mut cmd = redis::cmd("EVAL");
+            cmd.arg(crate::scripts::ACK)
+                .arg(1)
+                .arg(&s.stream)
+                .arg(GROUP);
+            for d in deliveries {
+                cmd.arg(&d.id);
+            }
+            let packed = cmd.get_packed_command();
             let mut getter = lock(&self.getter);
-            self.ack(&mut getter.link, &delivery.id, wait.deadline())
+            // A connection that broke here may have lost the command: the
+            // messages are handed out all the same and, unacknowledged,
+            // come again after min_idle (at least once, never lost).
+            let _ = getter
+                .link
+                .send_only(&s.client, s.timeouts(), GiveUp::Once, &packed);
         } else {
-            lock(&self.outstanding).push_back(delivery.id.clone());
-            Ok(())
+            lock(&self.outstanding).extend(deliveries.iter().map(|d| d.id.clone()));
         }
     }
 
     fn get_bytes_with(&self, wait: Wait) -> Result<Vec<u8>, RecvFail> {
-        let delivery = self.receive(wait)?;
-        self.finish(&delivery, wait).map_err(RecvFail::Failed)?;
-        Ok(delivery.payload)
+        let mut got = self.receive(wait, 1)?;
+        self.finish(&got);
+        Ok(got.pop().expect("a receive returns a message").payload)
+    }
+
+    fn get_many_bytes_with(&self, max: usize, wait: Wait) -> Result<Vec<Vec<u8>>, RecvFail> {
+        if max == 0 {
+            return Ok(Vec::new());
+        }
+        let got = self.receive(wait, max.min(MAX_BATCH))?;
+        self.finish(&got);
+        Ok(got.into_iter().map(|d| d.payload).collect())
+    }
+
+    /// Gets 1 to `max` messages as raw bytes: waits at most `timeout` for
+    /// the first, then takes what else is there now, up to `max` (at most
+    /// [`MAX_BATCH`]), in one round trip (one take-over step and one
+    /// `XREADGROUP COUNT`), or none if this handle has enough read ahead.
+    /// Each message is delivered as by a single get: the plain queue
+    /// acknowledges them all before they are returned (one command); the
+    /// joinable queue leaves each one pending until its own
+    /// [`task_done`](RemoteJoinableQueue::task_done), oldest first. A
+    /// consumer that dies before that gets every one of them re-delivered
+    /// after [`min_idle`](RemoteQueueBuilder::min_idle). A malformed or
+    /// oversized message among them moves to the dead letters and is left
+    /// out; only when every message taken was bad does the call fail with
+    /// the first one's error. `max == 0` returns an empty vector at once.
+    ///
+    /// ```no_run
+    /// use multiproc_redis::RemoteQueue;
+    /// use std::time::Duration;
+    ///
+    /// let q: RemoteQueue<()> = RemoteQueue::open("redis://127.0.0.1:6379/0", "raw")?;
+    /// q.put_many_bytes(&[&b"a"[..], b"b", b"c"]).expect("put");
+    /// let got = q.get_many_bytes(10, Duration::from_secs(1))?;
+    /// assert_eq!(got, [b"a".to_vec(), b"b".to_vec(), b"c".to_vec()]);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// `Timeout` when nothing came, `Closed` when the queue is closed and
+    /// drained, `Failed` as for [`get_bytes_timeout`](Self::get_bytes_timeout).
+    pub fn get_many_bytes(
+        &self,
+        max: usize,
+        timeout: Duration,
+    ) -> Result<Vec<Vec<u8>>, GetTimeoutError> {
+        self.get_many_bytes_with(max, Wait::after(timeout))
+            .map_err(|e| match e {
+                RecvFail::Empty => GetTimeoutError::Timeout,
+                RecvFail::Closed => GetTimeoutError::Closed,
+                RecvFail::Failed(f) => GetTimeoutError::Failed(f),
+            })
     }
 
     /// Gets raw bytes, waiting for a message.
@@ -1099,7 +1441,7 @@ impl<T> RemoteQueue<T> {
 }
 
 enum Taken {
-    Message(Delivery),
+    Messages(Vec<Delivery>),
     Closed,
     Empty,
 }
@@ -1221,24 +1563,146 @@ impl<T: Serialize + DeserializeOwned> RemoteQueue<T> {
             .map_err(|e| e.with(item))
     }
 
-    fn get_with(&self, wait: Wait) -> Result<T, RecvFail> {
-        let delivery = self.receive(wait)?;
-        match self.shared.codec.decode::<T>(&delivery.payload) {
-            Ok(value) => {
-                self.finish(&delivery, wait).map_err(RecvFail::Failed)?;
-                Ok(value)
-            }
-            Err(e) => {
-                let mut getter = lock(&self.getter);
-                self.dead_letter(
-                    &mut getter.link,
-                    &delivery.id,
-                    delivery.deliveries,
-                    DeadReason::Undecodable,
-                );
-                Err(RecvFail::Failed(RemoteError::Codec(e)))
+    /// Decodes what a get took: the messages that decode are finished
+    /// (acknowledged, or remembered for `task_done`) and returned; the
+    /// others move to the dead letters. Only when none decodes does it
+    /// fail, with the first one's error.
+    fn decode_all(&self, taken: Vec<Delivery>) -> Result<Vec<T>, RecvFail> {
+        let mut values = Vec::with_capacity(taken.len());
+        let mut good = Vec::with_capacity(taken.len());
+        let mut first_error = None;
+        for delivery in taken {
+            match self.shared.codec.decode::<T>(&delivery.payload) {
+                Ok(v) => {
+                    values.push(v);
+                    good.push(delivery);
+                }
+                Err(e) => {
+                    let mut getter = lock(&self.getter);
+                    self.dead_letter(
+                        &mut getter.link,
+                        &delivery.id,
+                        delivery.deliveries,
+                        DeadReason::Undecodable,
+                    );
+                    first_error.get_or_insert(e);
+                }
             }
         }
+        self.finish(&good);
+        match first_error {
+            Some(e) if values.is_empty() => Err(RecvFail::Failed(RemoteError::Codec(e))),
+            _ => Ok(values),
+        }
+    }
+
+    fn get_with(&self, wait: Wait) -> Result<T, RecvFail> {
+        let taken = self.receive(wait, 1)?;
+        let mut values = self.decode_all(taken)?;
+        Ok(values.pop().expect("one message decoded"))
+    }
+
+    /// Gets 1 to `max` items: waits at most `timeout` for the first, then
+    /// takes what else is there now, up to `max` (at most [`MAX_BATCH`]),
+    /// in one round trip, as [`get_many_bytes`](Self::get_many_bytes)
+    /// does; the delivery guarantees are those of single gets, message by
+    /// message. A message that does not decode moves to the dead letters
+    /// and is left out (the call fails with [`RemoteError::Codec`] only
+    /// when none decodes).
+    ///
+    /// ```no_run
+    /// use multiproc_redis::RemoteQueue;
+    /// use std::time::Duration;
+    ///
+    /// let q: RemoteQueue<u32> = RemoteQueue::open("redis://127.0.0.1:6379/0", "numbers")?;
+    /// q.put_many(&[1, 2, 3])?;
+    /// let got = q.get_many(64, Duration::from_secs(1))?;
+    /// assert_eq!(got, [1, 2, 3]);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// `Timeout` when nothing came, `Closed` when the queue is closed and
+    /// drained, `Failed` as for [`get_timeout`](Self::get_timeout).
+    pub fn get_many(&self, max: usize, timeout: Duration) -> Result<Vec<T>, GetTimeoutError> {
+        let got = if max == 0 {
+            Ok(Vec::new())
+        } else {
+            self.receive(Wait::after(timeout), max.min(MAX_BATCH))
+                .and_then(|taken| self.decode_all(taken))
+        };
+        got.map_err(|e| match e {
+            RecvFail::Empty => GetTimeoutError::Timeout,
+            RecvFail::Closed => GetTimeoutError::Closed,
+            RecvFail::Failed(f) => GetTimeoutError::Failed(f),
+        })
+    }
+
+    fn encode_all(&self, items: &[T]) -> Result<Vec<Vec<u8>>, RemoteError> {
+        items.iter().map(|item| self.encode(item)).collect()
+    }
+
+    /// Puts every item of `items`, in order, or none: waits while the
+    /// queue has no room for all of them (polling as [`put`](Self::put)
+    /// does), then adds them in one atomic script call (one round trip).
+    /// Another producer's messages never come between them. See
+    /// [`put_many_bytes`](Self::put_many_bytes) for the bound and the
+    /// failures.
+    ///
+    /// ```no_run
+    /// use multiproc_redis::RemoteQueue;
+    ///
+    /// let q: RemoteQueue<u32> = RemoteQueue::builder("redis://127.0.0.1:6379/0", "numbers")
+    ///     .maxsize(100)
+    ///     .build()?;
+    /// q.put_many(&[1, 2, 3])?;
+    /// let err = q.put_many(&[0; 101]).unwrap_err(); // can never fit
+    /// assert!(err.failure().unwrap().is_over_maxsize());
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// `Closed`, or `Failed` (codec, size, a batch over `maxsize`,
+    /// server); the items are handed back, and none of them was added
+    /// (except after [`RemoteError::Unavailable`]: then all or none).
+    pub fn put_many<'a>(&self, items: &'a [T]) -> Result<(), PutError<&'a [T]>> {
+        let bytes = self
+            .encode_all(items)
+            .map_err(|e| PutError::Failed(items, e))?;
+        self.put_many_bytes(&bytes).map_err(|e| e.with(items))
+    }
+
+    /// As [`put_many`](Self::put_many), if there is room for every item
+    /// now.
+    ///
+    /// # Errors
+    ///
+    /// `Full`, `Closed` or `Failed`; the items are handed back.
+    pub fn try_put_many<'a>(&self, items: &'a [T]) -> Result<(), TryPutError<&'a [T]>> {
+        let bytes = self
+            .encode_all(items)
+            .map_err(|e| TryPutError::Failed(items, e))?;
+        self.try_put_many_bytes(&bytes).map_err(|e| e.with(items))
+    }
+
+    /// As [`put_many`](Self::put_many), waiting at most `timeout` for room
+    /// for every item and for the server.
+    ///
+    /// # Errors
+    ///
+    /// `Timeout`, `Closed` or `Failed`; the items are handed back.
+    pub fn put_many_timeout<'a>(
+        &self,
+        items: &'a [T],
+        timeout: Duration,
+    ) -> Result<(), PutTimeoutError<&'a [T]>> {
+        let bytes = self
+            .encode_all(items)
+            .map_err(|e| PutTimeoutError::Failed(items, e))?;
+        self.put_many_bytes_timeout(&bytes, timeout)
+            .map_err(|e| e.with(items))
     }
 
     /// Gets an item, waiting for one.
@@ -1286,17 +1750,18 @@ impl<T: Serialize + DeserializeOwned> RemoteQueue<T> {
 }
 
 impl<T> Drop for RemoteQueue<T> {
-    /// Leaves the consumer group if this handle holds no pending message
-    /// (best effort, only over a connection it already has, waiting at
-    /// most 500 ms for the reply).
+    /// Gives back the messages read ahead and not handed out, then leaves
+    /// the consumer group if this handle holds no pending message (best
+    /// effort, only over a connection it already has, waiting at most
+    /// 500 ms for each reply).
     fn drop(&mut self) {
-        let s = &self.shared;
-        let Ok(getter) = self.getter.get_mut() else {
-            return;
-        };
+        let s = Arc::clone(&self.shared);
+        let s = &*s;
+        let mut getter = lock(&self.getter);
         if !getter.link.is_connected() {
             return;
         }
+        self.release_ahead(&mut getter);
         let _ = getter.link.call(
             &s.client,
             s.timeouts(),
@@ -1580,6 +2045,8 @@ mod tests {
                 .build::<u8>()
                 .unwrap_err(),
             b().maxsize(0).build::<u8>().unwrap_err(),
+            b().read_ahead(0).build::<u8>().unwrap_err(),
+            b().read_ahead(MAX_BATCH + 1).build::<u8>().unwrap_err(),
             b().consumer_name("").build::<u8>().unwrap_err(),
             RemoteQueue::builder("http://x", "q")
                 .build::<u8>()

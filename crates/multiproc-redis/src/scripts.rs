@@ -9,29 +9,35 @@
 
 use redis::Script;
 
-/// `put`: refuses when closed (-1) or full (0), else adds (1).
-/// KEYS: stream, closed. ARGV: maxsize (0: unbounded), payload.
+/// `put` and `put_many`: refuses when closed (-1) or when the stream has
+/// no room for every payload given (0), else adds them all, in order (1).
+/// All or nothing: the check and the adds are one atomic step.
+/// KEYS: stream, closed. ARGV: maxsize (0: unbounded), payloads.
 const PUT: &str = r"
 if redis.call('EXISTS', KEYS[2]) == 1 then return -1 end
 local max = tonumber(ARGV[1])
-if max > 0 and redis.call('XLEN', KEYS[1]) >= max then return 0 end
-redis.call('XADD', KEYS[1], '*', 'd', ARGV[2])
+if max > 0 and redis.call('XLEN', KEYS[1]) + #ARGV - 1 > max then return 0 end
+for i = 2, #ARGV do
+  redis.call('XADD', KEYS[1], '*', 'd', ARGV[i])
+end
 return 1
 ";
 
 /// `get`, the non-blocking part: first a bounded step of the `XAUTOCLAIM`
 /// scan for messages idle longer than the minimum (their consumer died or
 /// stalls), moving those delivered `max_deliveries` times already to the
-/// dead-letter stream; then one new message; then whether the queue is
-/// closed and drained.
+/// dead-letter stream; then new messages, up to the count asked in all;
+/// then, if none, whether the queue is closed and drained.
 /// KEYS: stream, closed, dead. ARGV: group, consumer, min idle (ms),
-/// max deliveries, scan cursor.
-/// Returns {kind, cursor[, id, deliveries, fields]}, kind one of
-/// `claimed`, `new`, `closed`, `empty`.
+/// max deliveries, scan cursor, count.
+/// Returns {kind, cursor[, {{id, deliveries, fields}, …}]}, kind one of
+/// `some`, `closed`, `empty`.
 const TAKE: &str = r"
 local stream, group, me = KEYS[1], ARGV[1], ARGV[2]
 local maxd = tonumber(ARGV[4])
 local cursor = ARGV[5]
+local want = tonumber(ARGV[6])
+local out = {}
 local function payload(fields)
   for i = 1, #fields - 1, 2 do
     if fields[i] == 'd' then return fields[i + 1] end
@@ -39,41 +45,69 @@ local function payload(fields)
   return ''
 end
 for _ = 1, 8 do
-  local r = redis.call('XAUTOCLAIM', stream, group, me, ARGV[3], cursor, 'COUNT', 1)
+  local r = redis.call('XAUTOCLAIM', stream, group, me, ARGV[3], cursor, 'COUNT', want - #out)
   cursor = r[1]
-  local e = r[2][1]
-  if e then
-    local p = redis.call('XPENDING', stream, group, e[1], e[1], 1)
-    local n = 1
-    if p[1] then n = p[1][4] end
-    if n > maxd then
-      redis.call('XACK', stream, group, e[1])
-      redis.call('XDEL', stream, e[1])
-      redis.call('XADD', KEYS[3], '*', 'id', e[1], 'deliveries', n - 1,
-        'reason', 'deliveries', 'd', payload(e[2]))
-    else
-      return {'claimed', cursor, e[1], n, e[2]}
+  for _, e in ipairs(r[2]) do
+    if e and e[1] then
+      local p = redis.call('XPENDING', stream, group, e[1], e[1], 1)
+      local n = 1
+      if p[1] then n = p[1][4] end
+      if n > maxd then
+        redis.call('XACK', stream, group, e[1])
+        redis.call('XDEL', stream, e[1])
+        redis.call('XADD', KEYS[3], '*', 'id', e[1], 'deliveries', n - 1,
+          'reason', 'deliveries', 'd', payload(e[2]))
+      else
+        out[#out + 1] = {e[1], n, e[2]}
+      end
     end
   end
-  if cursor == '0-0' then break end
+  if cursor == '0-0' or #out >= want then break end
 end
-local r = redis.call('XREADGROUP', 'GROUP', group, me, 'COUNT', 1, 'STREAMS', stream, '>')
-if r then
-  local e = r[1][2][1]
-  return {'new', cursor, e[1], 1, e[2]}
+if #out < want then
+  local r = redis.call('XREADGROUP', 'GROUP', group, me, 'COUNT', want - #out,
+    'STREAMS', stream, '>')
+  if r then
+    for _, e in ipairs(r[1][2]) do out[#out + 1] = {e[1], 1, e[2]} end
+  end
 end
+if #out > 0 then return {'some', cursor, out} end
 if redis.call('EXISTS', KEYS[2]) == 1 and redis.call('XLEN', stream) == 0 then
   return {'closed', cursor}
 end
 return {'empty', cursor}
 ";
 
-/// Acknowledges and deletes one message; returns 1, or 0 when it was
-/// acknowledged already. KEYS: stream. ARGV: group, id.
-const ACK: &str = r"
-local n = redis.call('XACK', KEYS[1], ARGV[1], ARGV[2])
-if n == 1 then redis.call('XDEL', KEYS[1], ARGV[2]) end
-return n
+/// Acknowledges and deletes messages; returns how many it acknowledged
+/// (one already acknowledged counts 0). KEYS: stream. ARGV: group, ids.
+/// Every script that acknowledges also deletes in the same atomic step,
+/// so a message no longer pending is deleted already and `XDEL` of every
+/// id given is right; ids go 1000 at a time (Lua's `unpack` limit).
+pub(crate) const ACK: &str = r"
+local done = 0
+for i = 2, #ARGV, 1000 do
+  local j = math.min(i + 999, #ARGV)
+  done = done + redis.call('XACK', KEYS[1], ARGV[1], unpack(ARGV, i, j))
+  redis.call('XDEL', KEYS[1], unpack(ARGV, i, j))
+end
+return done
+";
+
+/// Gives messages this consumer read ahead and never handed out back to
+/// the group: each becomes idle for the minimum idle time (so any
+/// consumer's next `XAUTOCLAIM` step takes it over at once) with its
+/// delivery count set back by the delivery that never reached a caller.
+/// `JUSTID` keeps `XCLAIM` itself from counting a delivery.
+/// KEYS: stream. ARGV: group, consumer, min idle (ms), then pairs of id
+/// and delivery count.
+const RELEASE: &str = r"
+for i = 4, #ARGV - 1, 2 do
+  local n = tonumber(ARGV[i + 1]) - 1
+  if n < 0 then n = 0 end
+  redis.call('XCLAIM', KEYS[1], ARGV[1], ARGV[2], 0, ARGV[i],
+    'IDLE', ARGV[3], 'RETRYCOUNT', n, 'JUSTID')
+end
+return 1
 ";
 
 /// Moves one pending message to the dead-letter stream (unless somebody
@@ -120,6 +154,7 @@ pub(crate) struct Scripts {
     pub(crate) put: Script,
     pub(crate) take: Script,
     pub(crate) ack: Script,
+    pub(crate) release: Script,
     pub(crate) dead: Script,
     pub(crate) take_dead: Script,
     pub(crate) forget: Script,
@@ -131,6 +166,7 @@ impl Scripts {
             put: Script::new(PUT),
             take: Script::new(TAKE),
             ack: Script::new(ACK),
+            release: Script::new(RELEASE),
             dead: Script::new(DEAD),
             take_dead: Script::new(TAKE_DEAD),
             forget: Script::new(FORGET),

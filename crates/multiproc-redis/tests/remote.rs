@@ -236,7 +236,350 @@ fn role_worker(args: &[String]) {
     }
 }
 
+/// Takes `max` items of a joinable queue with one `get_many`, finishes
+/// the first `done` of them, prints "took V" for each and "done V" for the
+/// finished ones, says "holding", and waits to be killed.
+fn role_batch_hoarder(args: &[String]) {
+    let (url, prefix, name, rest) = queue_args(args);
+    let (max, done): (usize, usize) = (rest[0].parse().unwrap(), rest[1].parse().unwrap());
+    let q: RemoteJoinableQueue<u64> = builder(url, prefix, name).build_joinable().unwrap();
+    let got = q.get_many(max, Duration::from_secs(10)).unwrap();
+    assert_eq!(got.len(), max, "the whole batch was there");
+    for v in &got {
+        println!("took {v}");
+    }
+    for v in &got[..done] {
+        q.task_done().unwrap();
+        println!("done {v}");
+    }
+    assert_eq!(q.held_tasks(), max - done);
+    println!("holding");
+    std::thread::sleep(CHILD_LIMIT);
+}
+
+/// Gets `n` items of a plain queue with read-ahead `ahead` (so it holds
+/// up to `ahead - n` more, read and not handed out), prints "got V" for
+/// each, says "holding", and waits to be killed.
+fn role_ahead_holder(args: &[String]) {
+    let (url, prefix, name, rest) = queue_args(args);
+    let (ahead, n): (usize, usize) = (rest[0].parse().unwrap(), rest[1].parse().unwrap());
+    let q: RemoteQueue<u64> = builder(url, prefix, name)
+        .read_ahead(ahead)
+        .build()
+        .unwrap();
+    for _ in 0..n {
+        let v = q.get_timeout(Duration::from_secs(10)).unwrap();
+        println!("got {v}");
+    }
+    println!("holding");
+    std::thread::sleep(CHILD_LIMIT);
+}
+
 // ---- tests ----
+
+fn batches_are_put_whole_within_maxsize_or_not_at_all() {
+    let Some(server) = server("batches_are_put_whole_within_maxsize_or_not_at_all") else {
+        return;
+    };
+    let (url, prefix) = (server.url(), fresh_prefix());
+    let q: RemoteQueue<u64> = builder(&url, &prefix, "batch").maxsize(5).build().unwrap();
+    q.put_many(&[]).unwrap();
+    q.put_many(&[1, 2, 3]).unwrap();
+    assert_eq!(q.qsize().unwrap(), 3);
+    // No room for three more: nothing of the batch is added.
+    let err = q.try_put_many(&[4, 5, 6]).unwrap_err();
+    assert!(err.is_full(), "{err:?}");
+    assert_eq!(err.into_inner(), &[4, 5, 6]);
+    let start = Instant::now();
+    let err = q
+        .put_many_timeout(&[4, 5, 6], Duration::from_millis(150))
+        .unwrap_err();
+    assert!(err.is_timeout(), "{err:?}");
+    assert!(start.elapsed() >= Duration::from_millis(150));
+    assert_eq!(q.qsize().unwrap(), 3, "no part of a batch over the bound");
+    // A batch longer than maxsize can never fit: typed error at once.
+    let start = Instant::now();
+    let err = q.put_many(&[0; 6]).unwrap_err();
+    let failure = err.failure().expect("failed");
+    assert!(failure.is_over_maxsize(), "{err:?}");
+    assert!(matches!(
+        failure,
+        RemoteError::OverMaxsize { len: 6, maxsize: 5 }
+    ));
+    assert!(start.elapsed() < Duration::from_secs(1));
+    assert_eq!(err.into_inner().len(), 6);
+    // Exactly up to the bound.
+    q.put_many(&[4, 5]).unwrap();
+    assert_eq!(q.qsize().unwrap(), 5);
+    assert!(q.try_put(6).unwrap_err().is_full());
+    assert!(q.get_many(0, Duration::ZERO).unwrap().is_empty());
+    assert_eq!(
+        q.get_many(10, Duration::from_secs(2)).unwrap(),
+        [1, 2, 3, 4, 5]
+    );
+    assert_eq!(q.qsize().unwrap(), 0, "a plain get_many acknowledges all");
+    // A message over the limit fails the batch, nothing added.
+    let small: RemoteQueue<()> = builder(&url, &prefix, "batch")
+        .max_message(16)
+        .build()
+        .unwrap();
+    let (fits, over) = ([0u8; 4], [0u8; 64]);
+    let batch = [&fits[..], &over[..]];
+    let err = small.put_many_bytes(&batch).unwrap_err();
+    assert!(err.failure().unwrap().is_too_large(), "{err:?}");
+    assert_eq!(q.qsize().unwrap(), 0);
+    // Concurrent batches: never over the bound, never interleaved.
+    let threads: Vec<_> = (0..3u64)
+        .map(|t| {
+            let q = q.clone();
+            std::thread::spawn(move || {
+                for b in 0..10u64 {
+                    let base = t * 1000 + b * 10;
+                    q.put_many(&[base, base + 1, base + 2]).unwrap();
+                }
+            })
+        })
+        .collect();
+    let mut got = Vec::new();
+    while got.len() < 90 {
+        assert!(q.qsize().unwrap() <= 5);
+        got.extend(q.get_many(4, Duration::from_secs(5)).unwrap());
+    }
+    for t in threads {
+        t.join().unwrap();
+    }
+    for run in got.chunks(3) {
+        assert_eq!(run, [run[0], run[0] + 1, run[0] + 2], "{got:?}");
+    }
+    let distinct: BTreeSet<u64> = got.iter().copied().collect();
+    assert_eq!(distinct.len(), 90);
+    // Closed: a batch is refused whole and handed back.
+    q.close().unwrap();
+    let err = q.put_many(&[7, 8]).unwrap_err();
+    assert!(err.is_closed());
+    assert_eq!(err.into_inner(), &[7, 8]);
+    assert!(
+        q.get_many(3, Duration::from_millis(100))
+            .unwrap_err()
+            .is_closed()
+    );
+    q.destroy().unwrap();
+}
+
+fn get_many_delivers_each_message_as_a_single_get_would() {
+    let Some(server) = server("get_many_delivers_each_message_as_a_single_get_would") else {
+        return;
+    };
+    let (url, prefix) = (server.url(), fresh_prefix());
+    let name = "many";
+    let q: RemoteJoinableQueue<u64> = builder(&url, &prefix, name).build_joinable().unwrap();
+    // Joinable, in one process: each message pending until its task_done.
+    q.put_many(&[10, 11, 12]).unwrap();
+    assert_eq!(q.get_many(8, Duration::from_secs(2)).unwrap(), [10, 11, 12]);
+    assert_eq!(q.held_tasks(), 3);
+    assert_eq!(q.unfinished_tasks().unwrap(), 3);
+    q.task_done().unwrap();
+    assert_eq!(q.unfinished_tasks().unwrap(), 2);
+    q.task_done().unwrap();
+    q.task_done().unwrap();
+    assert!(q.task_done().unwrap_err().is_unmatched());
+    q.join_timeout(Duration::from_secs(1)).unwrap();
+    // A process takes six with one get_many, finishes two, is killed.
+    let values: Vec<u64> = (0..10).collect();
+    q.put_many(&values).unwrap();
+    let mut hoarder = spawn_piped(role!(role_batch_hoarder), &[&url, &prefix, name, "6", "2"]);
+    let mut lines = BufReader::new(hoarder.stdout.take().unwrap()).lines();
+    let (mut took, mut done) = (BTreeSet::new(), BTreeSet::new());
+    loop {
+        let line = lines.next().unwrap().unwrap();
+        if line == "holding" {
+            break;
+        }
+        let (what, v) = line.split_once(' ').unwrap();
+        let v: u64 = v.parse().unwrap();
+        match what {
+            "took" => took.insert(v),
+            "done" => done.insert(v),
+            _ => panic!("{line}"),
+        };
+    }
+    let held_at = Instant::now();
+    hoarder.kill().unwrap();
+    hoarder.wait().unwrap();
+    assert_eq!((took.len(), done.len()), (6, 2));
+    assert_eq!(
+        took.iter().copied().collect::<Vec<_>>(),
+        (0..6).collect::<Vec<_>>()
+    );
+    // The others come: four never taken at once, the four taken and not
+    // finished after the idle time; the two finished never again.
+    let mut got = BTreeMap::new();
+    while got.len() < 8 {
+        for v in q
+            .get_many(10, Duration::from_secs(5))
+            .expect("every message comes")
+        {
+            q.task_done().unwrap();
+            assert!(got.insert(v, held_at.elapsed()).is_none(), "{v} twice");
+        }
+    }
+    let expected: BTreeSet<u64> = (0..10).filter(|v| !done.contains(v)).collect();
+    assert_eq!(got.keys().copied().collect::<BTreeSet<_>>(), expected);
+    for v in took.difference(&done) {
+        assert!(
+            got[v] >= MIN_IDLE - Duration::from_millis(100),
+            "{v} came back after {:?}, before the idle time",
+            got[v]
+        );
+    }
+    q.join_timeout(Duration::from_secs(2)).unwrap();
+    assert!(q.try_get().unwrap_err().is_empty());
+    assert_eq!(q.dead_letter_count().unwrap(), 0);
+    // A large plain batch: one read, one acknowledgement of 2500 ids
+    // (the script takes them 1000 at a time); `max` is capped at MAX_BATCH.
+    let bulk: RemoteQueue<u64> = builder(&url, &prefix, "bulk").build().unwrap();
+    let values: Vec<u64> = (0..2500).collect();
+    bulk.put_many(&values).unwrap();
+    let got = bulk.get_many(usize::MAX, Duration::from_secs(5)).unwrap();
+    assert_eq!(got, values);
+    assert_eq!(
+        bulk.qsize().unwrap(),
+        0,
+        "all 2500 acknowledged and deleted"
+    );
+    q.destroy().unwrap();
+    bulk.destroy().unwrap();
+}
+
+fn a_killed_consumers_read_ahead_messages_all_arrive_elsewhere() {
+    let Some(server) = server("a_killed_consumers_read_ahead_messages_all_arrive_elsewhere") else {
+        return;
+    };
+    let (url, prefix) = (server.url(), fresh_prefix());
+    let name = "ahead";
+    let q: RemoteQueue<u64> = builder(&url, &prefix, name).build().unwrap();
+    let values: Vec<u64> = (0..40).collect();
+    q.put_many(&values).unwrap();
+    // A consumer reads 16 ahead, hands out 3, and is SIGKILLed holding 13.
+    let mut holder = spawn_piped(role!(role_ahead_holder), &[&url, &prefix, name, "16", "3"]);
+    let mut lines = BufReader::new(holder.stdout.take().unwrap()).lines();
+    let mut handed_out = BTreeSet::new();
+    loop {
+        let line = lines.next().unwrap().unwrap();
+        if line == "holding" {
+            break;
+        }
+        handed_out.insert(line.strip_prefix("got ").unwrap().parse::<u64>().unwrap());
+    }
+    let held_at = Instant::now();
+    holder.kill().unwrap();
+    holder.wait().unwrap();
+    assert_eq!(handed_out, (0..3).collect::<BTreeSet<_>>());
+    // Another consumer (this process, reading ahead too) gets everything
+    // the dead one did not hand out: 24 at once, 13 after the idle time.
+    let other: RemoteQueue<u64> = builder(&url, &prefix, name).read_ahead(8).build().unwrap();
+    let mut got: BTreeMap<u64, Duration> = BTreeMap::new();
+    let mut again = Vec::new();
+    // Until nothing is missing and nothing is left unacknowledged (a
+    // handed-out message whose acknowledgement died with the process
+    // comes back after the idle time).
+    while (0..40).any(|v| !handed_out.contains(&v) && !got.contains_key(&v))
+        || other.qsize().unwrap() > 0
+    {
+        let v = other
+            .get_timeout(Duration::from_secs(5))
+            .expect("none lost");
+        assert!(
+            got.insert(v, held_at.elapsed()).is_none(),
+            "{v} delivered twice to a live consumer"
+        );
+        // Allowed only for a message handed out (its acknowledgement may
+        // have died with the process).
+        if handed_out.contains(&v) {
+            again.push(v);
+        }
+    }
+    for v in 3..16 {
+        assert!(
+            got[&v] >= MIN_IDLE - Duration::from_millis(100),
+            "{v}, read ahead by the dead consumer, came after {:?}",
+            got[&v]
+        );
+    }
+    eprintln!("    handed out then re-delivered: {again:?}");
+    assert_eq!(other.qsize().unwrap(), 0);
+    assert_eq!(other.dead_letter_count().unwrap(), 0);
+    // Read-ahead messages not handed out in time go back to the group,
+    // and dropping a handle gives back what it holds: both come at once.
+    q.put_many(&[100, 101, 102]).unwrap();
+    let slow: RemoteQueue<u64> = builder(&url, &prefix, name).read_ahead(3).build().unwrap();
+    assert_eq!(slow.get_timeout(Duration::from_secs(2)).unwrap(), 100);
+    std::thread::sleep(MIN_IDLE / 2);
+    // Its next get gives 101 and 102 back, then takes them over again.
+    let start = Instant::now();
+    assert_eq!(slow.get_timeout(Duration::from_secs(2)).unwrap(), 101);
+    assert!(start.elapsed() < MIN_IDLE, "{:?}", start.elapsed());
+    drop(slow);
+    let start = Instant::now();
+    assert_eq!(other.get_timeout(Duration::from_secs(2)).unwrap(), 102);
+    assert!(start.elapsed() < MIN_IDLE, "{:?}", start.elapsed());
+    assert_eq!(other.qsize().unwrap(), 0);
+    assert_eq!(other.dead_letter_count().unwrap(), 0);
+    q.destroy().unwrap();
+}
+
+fn batches_give_typed_errors_when_the_server_goes_away() {
+    let Some(mut server) = server("batches_give_typed_errors_when_the_server_goes_away") else {
+        return;
+    };
+    let (url, prefix) = (server.url(), fresh_prefix());
+    let q: RemoteQueue<u64> = outage_builder(&url, &prefix, "outage-batch")
+        .read_ahead(4)
+        .build()
+        .unwrap();
+    q.put_many(&[1, 2, 3, 4]).unwrap();
+    assert_eq!(q.get().unwrap(), 1, "three more read ahead");
+    server.kill();
+    // What was read ahead is handed out without the server.
+    assert_eq!(q.get_many(2, Duration::from_millis(300)).unwrap(), [2, 3]);
+    assert_eq!(q.get_timeout(Duration::from_millis(300)).unwrap(), 4);
+    let start = Instant::now();
+    let err = q
+        .put_many_timeout(&[5, 6], Duration::from_millis(300))
+        .unwrap_err();
+    assert!(err.is_unavailable(), "{err:?}");
+    assert_eq!(err.into_inner(), &[5, 6]);
+    assert!(
+        start.elapsed() < Duration::from_millis(800),
+        "{:?}",
+        start.elapsed()
+    );
+    let start = Instant::now();
+    let err = q.get_many(8, Duration::from_millis(300)).unwrap_err();
+    assert!(err.is_unavailable(), "{err:?}");
+    assert!(
+        start.elapsed() < Duration::from_millis(800),
+        "{:?}",
+        start.elapsed()
+    );
+    let err = q.get_many_bytes(8, Duration::from_millis(300)).unwrap_err();
+    assert!(err.is_unavailable(), "{err:?}");
+    let err = q.try_put_many_bytes(&[b"x"]).unwrap_err();
+    assert!(err.is_unavailable(), "{err:?}");
+    let start = Instant::now();
+    assert!(q.put_many(&[7]).unwrap_err().is_unavailable());
+    assert!(
+        start.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        start.elapsed()
+    );
+    // Back (empty, same port): the same handle works again.
+    server.restart();
+    q.put_many_timeout(&[8, 9], Duration::from_secs(3)).unwrap();
+    assert_eq!(q.get_many(8, Duration::from_secs(3)).unwrap(), [8, 9]);
+    assert_eq!(q.qsize().unwrap(), 0);
+    q.destroy().unwrap();
+}
 
 fn one_process_basics_match_the_local_queue() {
     let Some(server) = server("one_process_basics_match_the_local_queue") else {
@@ -841,6 +1184,8 @@ fn main() {
         role!(role_blocked_getter),
         role!(role_blocked_putter),
         role!(role_worker),
+        role!(role_batch_hoarder),
+        role!(role_ahead_holder),
     ];
     run(
         roles,
@@ -855,6 +1200,10 @@ fn main() {
             a_full_queue_makes_puts_wait_and_time_out_with_the_value,
             bad_data_in_the_stream_is_a_typed_error_and_a_dead_letter,
             a_joinable_queue_joins_when_worker_processes_finish,
+            batches_are_put_whole_within_maxsize_or_not_at_all,
+            get_many_delivers_each_message_as_a_single_get_would,
+            a_killed_consumers_read_ahead_messages_all_arrive_elsewhere,
+            batches_give_typed_errors_when_the_server_goes_away,
         ],
     );
 }
