@@ -48,6 +48,23 @@
 //! # fn main() {}
 //! ```
 //!
+//! # Performance
+//!
+//! `cargo bench -p multiproc-async --bench async_queue`, one run on 2
+//! vCPUs with the machine otherwise idle (load 1.3–1.6), 8-byte messages
+//! from a forked blocking partner:
+//!
+//! | | tokio | smol | blocking queue | tokio `UnixStream` |
+//! |---|---|---|---|---|
+//! | 1→1 throughput | 17.6 M/s | 16.4 M/s | 27.8 M/s | 1.13 M/s |
+//! | round trip | 1.16 µs | 1.20 µs | 0.40 µs | 60.6 µs |
+//!
+//! So the async get runs at 0.63× (tokio) and 0.59× (smol) of the blocking
+//! one and 15.5× a tokio `UnixStream` carrying the same messages, and its
+//! round trip takes 0.019× the `UnixStream`'s: a waiter spins for 5 µs
+//! before it arms the doorbell, so a partner that answers within that
+//! costs no system call and no cross-CPU wake-up.
+//!
 //! # Cancellation
 //!
 //! A `get` future that is dropped has taken nothing: the item is taken in
