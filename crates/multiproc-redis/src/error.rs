@@ -281,11 +281,12 @@ impl<T> PutTimeoutError<T> {
 
 multiproc_core::reason_error! {
     failure =
-        /// The message could not be taken, acknowledged or decoded. A
-        /// message that does not decode, has no payload field or is over
-        /// the message limit is moved to the dead-letter stream; one
-        /// that could not be acknowledged stays pending and is
-        /// re-delivered after the minimum idle time.
+        /// The message could not be taken or decoded. A message that does
+        /// not decode, has no payload field or is over the message limit is
+        /// moved to the dead-letter stream. (A get's acknowledgement is sent
+        /// without waiting for its reply: one the server never applied
+        /// leaves the message pending, to be delivered again after the
+        /// minimum idle time; it is not reported as a failure of the get.)
         RemoteError, failed = "getting from a remote queue failed";
     /// Error of [`RemoteQueue::get`](crate::RemoteQueue::get).
     GetError {
@@ -296,11 +297,12 @@ multiproc_core::reason_error! {
 
 multiproc_core::reason_error! {
     failure =
-        /// The message could not be taken, acknowledged or decoded. A
-        /// message that does not decode, has no payload field or is over
-        /// the message limit is moved to the dead-letter stream; one
-        /// that could not be acknowledged stays pending and is
-        /// re-delivered after the minimum idle time.
+        /// The message could not be taken or decoded. A message that does
+        /// not decode, has no payload field or is over the message limit is
+        /// moved to the dead-letter stream. (A get's acknowledgement is sent
+        /// without waiting for its reply: one the server never applied
+        /// leaves the message pending, to be delivered again after the
+        /// minimum idle time; it is not reported as a failure of the get.)
         RemoteError, failed = "getting from a remote queue failed";
     /// Error of [`RemoteQueue::try_get`](crate::RemoteQueue::try_get).
     TryGetError {
@@ -313,11 +315,12 @@ multiproc_core::reason_error! {
 
 multiproc_core::reason_error! {
     failure =
-        /// The message could not be taken, acknowledged or decoded. A
-        /// message that does not decode, has no payload field or is over
-        /// the message limit is moved to the dead-letter stream; one
-        /// that could not be acknowledged stays pending and is
-        /// re-delivered after the minimum idle time.
+        /// The message could not be taken or decoded. A message that does
+        /// not decode, has no payload field or is over the message limit is
+        /// moved to the dead-letter stream. (A get's acknowledgement is sent
+        /// without waiting for its reply: one the server never applied
+        /// leaves the message pending, to be delivered again after the
+        /// minimum idle time; it is not reported as a failure of the get.)
         RemoteError, failed = "getting from a remote queue failed";
     /// Error of [`RemoteQueue::get_timeout`](crate::RemoteQueue::get_timeout).
     GetTimeoutError {
