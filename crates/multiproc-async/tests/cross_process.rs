@@ -258,14 +258,7 @@ fn a_dead_lock_holder_is_taken_over<R: Runtime>() {
     .unwrap();
     assert_eq!(line.trim(), "holding");
     let pid = child.id();
-    let killer = std::thread::spawn(move || {
-        std::thread::sleep(Duration::from_millis(100));
-        rustix::process::kill_process(
-            rustix::process::Pid::from_raw(pid as i32).unwrap(),
-            rustix::process::Signal::KILL,
-        )
-        .unwrap();
-    });
+    let killer = kill_after(pid, Duration::from_millis(100));
     let got = R::block_on(async {
         let inbox = AsyncQueue::<u64, R>::new(q.clone()).unwrap();
         within::<R, _>(HUNG, inbox.get()).await
@@ -399,14 +392,7 @@ fn a_killed_producer_leaves_no_waiter_hanging<R: Runtime>() {
         }
         // Killed while the consumer waits (or while it writes a piece).
         let pid = producer.id();
-        let killer = std::thread::spawn(move || {
-            std::thread::sleep(Duration::from_millis(u64::from(pid % 7)));
-            rustix::process::kill_process(
-                rustix::process::Pid::from_raw(pid as i32).unwrap(),
-                rustix::process::Signal::KILL,
-            )
-            .unwrap();
-        });
+        let killer = kill_after(pid, Duration::from_millis(u64::from(pid % 7)));
         let sentinel = u64::MAX.to_le_bytes();
         let mut got_sentinel = false;
         let mut put_sentinel = false;

@@ -232,6 +232,16 @@ const METHODS: [StartMethod; 3] = [
     StartMethod::ForkServer,
 ];
 
+/// `p` awaited on `R`, failing the test if that takes 20 s.
+async fn joined<R: Runtime, T: serde::de::DeserializeOwned + Send>(
+    p: &mut Process<T>,
+    method: StartMethod,
+) -> Result<T, JoinError> {
+    within::<R, _>(Duration::from_secs(20), join::<R, _>(p))
+        .await
+        .unwrap_or_else(|| panic!("join hung ({method:?})"))
+}
+
 /// An awaited child's value, its exit code, and a value larger than a
 /// socket buffer (which the child sends only as it is read), for every
 /// start method.
@@ -242,20 +252,14 @@ fn awaited_process_gives_its_exit_code<R: Runtime>() {
                 .start_method(method)
                 .start()
                 .unwrap();
-            let value = within::<R, _>(Duration::from_secs(20), join::<R, _>(&mut p))
-                .await
-                .unwrap_or_else(|| panic!("join hung ({method:?})"))
-                .unwrap();
+            let value = joined::<R, _>(&mut p, method).await.unwrap();
             assert_eq!((value, p.exitcode()), (42, Some(0)), "{method:?}");
 
             let mut p = Process::new(exit_with, 7)
                 .start_method(method)
                 .start()
                 .unwrap();
-            let err = within::<R, _>(Duration::from_secs(20), join::<R, _>(&mut p))
-                .await
-                .unwrap_or_else(|| panic!("join hung ({method:?})"))
-                .unwrap_err();
+            let err = joined::<R, _>(&mut p, method).await.unwrap_err();
             assert!(matches!(err, JoinError::Exited(7)), "{method:?}: {err}");
             assert_eq!(p.exitcode(), Some(7), "{method:?}");
 
@@ -264,10 +268,7 @@ fn awaited_process_gives_its_exit_code<R: Runtime>() {
                 .start_method(method)
                 .start()
                 .unwrap();
-            let value = within::<R, _>(Duration::from_secs(20), join::<R, _>(&mut p))
-                .await
-                .unwrap_or_else(|| panic!("join hung ({method:?})"))
-                .unwrap();
+            let value = joined::<R, _>(&mut p, method).await.unwrap();
             assert!(value == pattern(len, 3), "{method:?}");
             assert!(p.join().unwrap_err().is_already_joined());
         }
@@ -289,11 +290,7 @@ fn awaited_process_sees_a_sigkill<R: Runtime>() {
                 R::sleep(Duration::from_millis(200)).await;
                 rustix::process::pidfd_send_signal(&pidfd, rustix::process::Signal::KILL).unwrap();
             };
-            let joined = async {
-                within::<R, _>(Duration::from_secs(20), join::<R, _>(&mut p))
-                    .await
-                    .unwrap_or_else(|| panic!("join hung ({method:?})"))
-            };
+            let joined = async { joined::<R, _>(&mut p, method).await };
             let (joined, ()) = both(joined, killer).await;
             let err = joined.unwrap_err();
             assert!(

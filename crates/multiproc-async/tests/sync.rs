@@ -203,14 +203,7 @@ fn a_lock_whose_holder_is_killed_is_taken_over<R: Runtime>() {
         "holding",
     );
     let pid = child.id();
-    let killer = std::thread::spawn(move || {
-        std::thread::sleep(Duration::from_millis(100));
-        rustix::process::kill_process(
-            rustix::process::Pid::from_raw(pid as i32).unwrap(),
-            rustix::process::Signal::KILL,
-        )
-        .unwrap();
-    });
+    let killer = kill_after(pid, Duration::from_millis(100));
     let outcome = R::block_on(async {
         let waiting = AsyncLock::<R>::new(lock.clone()).unwrap();
         within::<R, _>(HUNG, async {

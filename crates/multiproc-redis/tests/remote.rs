@@ -61,6 +61,20 @@ fn raw(url: &str) -> redis::Connection {
 }
 
 /// Starts `role` with stdout piped, for the parent to read lines from.
+/// Reads `child`'s lines `<word> <number>` until it says `holding`.
+fn report_until_holding(child: &mut Child) -> Vec<(String, u64)> {
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let mut report = Vec::new();
+    loop {
+        let line = lines.next().unwrap().unwrap();
+        if line == "holding" {
+            return report;
+        }
+        let (what, v) = line.split_once(' ').unwrap();
+        report.push((what.to_owned(), v.parse().unwrap()));
+    }
+}
+
 fn spawn_piped(role: Role, args: &[&str]) -> Child {
     multiproc_testkit::command(role, args, &[])
         .stdin(Stdio::null())
@@ -388,19 +402,12 @@ fn get_many_delivers_each_message_as_a_single_get_would() {
     let values: Vec<u64> = (0..10).collect();
     q.put_many(&values).unwrap();
     let mut hoarder = spawn_piped(role!(role_batch_hoarder), &[&url, &prefix, name, "6", "2"]);
-    let mut lines = BufReader::new(hoarder.stdout.take().unwrap()).lines();
     let (mut took, mut done) = (BTreeSet::new(), BTreeSet::new());
-    loop {
-        let line = lines.next().unwrap().unwrap();
-        if line == "holding" {
-            break;
-        }
-        let (what, v) = line.split_once(' ').unwrap();
-        let v: u64 = v.parse().unwrap();
-        match what {
+    for (what, v) in report_until_holding(&mut hoarder) {
+        match what.as_str() {
             "took" => took.insert(v),
             "done" => done.insert(v),
-            _ => panic!("{line}"),
+            _ => panic!("{what} {v}"),
         };
     }
     let held_at = Instant::now();
@@ -462,15 +469,13 @@ fn a_killed_consumers_read_ahead_messages_all_arrive_elsewhere() {
     q.put_many(&values).unwrap();
     // A consumer reads 16 ahead, hands out 3, and is SIGKILLed holding 13.
     let mut holder = spawn_piped(role!(role_ahead_holder), &[&url, &prefix, name, "16", "3"]);
-    let mut lines = BufReader::new(holder.stdout.take().unwrap()).lines();
-    let mut handed_out = BTreeSet::new();
-    loop {
-        let line = lines.next().unwrap().unwrap();
-        if line == "holding" {
-            break;
-        }
-        handed_out.insert(line.strip_prefix("got ").unwrap().parse::<u64>().unwrap());
-    }
+    let handed_out: BTreeSet<u64> = report_until_holding(&mut holder)
+        .into_iter()
+        .map(|(what, v)| {
+            assert_eq!(what, "got");
+            v
+        })
+        .collect();
     let held_at = Instant::now();
     holder.kill().unwrap();
     holder.wait().unwrap();
@@ -756,15 +761,13 @@ fn a_killed_consumers_messages_are_redelivered_after_the_idle_time() {
     }
     // A consumer takes four, never finishes them, and is SIGKILLed.
     let mut hoarder = spawn_piped(role!(role_hoarder), &[&url, &prefix, name, "4"]);
-    let mut lines = BufReader::new(hoarder.stdout.take().unwrap()).lines();
-    let mut held = BTreeSet::new();
-    loop {
-        let line = lines.next().unwrap().unwrap();
-        if line == "holding" {
-            break;
-        }
-        held.insert(line.strip_prefix("took ").unwrap().parse::<u64>().unwrap());
-    }
+    let held: BTreeSet<u64> = report_until_holding(&mut hoarder)
+        .into_iter()
+        .map(|(what, v)| {
+            assert_eq!(what, "took");
+            v
+        })
+        .collect();
     let held_at = Instant::now();
     hoarder.kill().unwrap();
     hoarder.wait().unwrap();

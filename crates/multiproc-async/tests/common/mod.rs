@@ -121,6 +121,18 @@ pub async fn poll_once<F: Future>(future: Pin<&mut F>) -> Poll<F::Output> {
     std::future::poll_fn(|cx| Poll::Ready(future.take().expect("polled once").poll(cx))).await
 }
 
+/// SIGKILLs process `pid` after `delay`, from a thread of its own.
+pub fn kill_after(pid: u32, delay: Duration) -> std::thread::JoinHandle<()> {
+    std::thread::spawn(move || {
+        std::thread::sleep(delay);
+        rustix::process::kill_process(
+            rustix::process::Pid::from_raw(pid as i32).unwrap(),
+            rustix::process::Signal::KILL,
+        )
+        .unwrap();
+    })
+}
+
 /// Argument `i` of a child role, parsed.
 pub fn arg<T: std::str::FromStr>(args: &[String], i: usize) -> T
 where
