@@ -583,6 +583,41 @@ mod tests {
         assert!(!cond.get_lock().is_locked());
     }
 
+    /// A notifier killed between its token hand-out and its wake (the
+    /// state a SIGKILL there leaves) delays a sleeping waiter by at most
+    /// [`futex::RECHECK`]; it must not strand it.
+    #[test]
+    fn a_notifier_killed_before_its_wake_strands_no_waiter() {
+        use std::sync::mpsc;
+
+        let cond = Condition::new().unwrap();
+        let (waiting, about_to_wait) = mpsc::channel();
+        let (done, finished) = mpsc::channel();
+        let waiter = cond.clone();
+        std::thread::spawn(move || {
+            let guard = waiter.acquire().unwrap();
+            waiting.send(()).unwrap();
+            drop(waiter.wait(guard).unwrap());
+            done.send(()).unwrap();
+        });
+        about_to_wait.recv().unwrap();
+        // Taken once the waiter gave it up to wait.
+        let guard = cond.acquire().unwrap();
+        // Past its spin, asleep in the kernel.
+        std::thread::sleep(Duration::from_millis(50));
+        // `notify(1)` up to its wake, and no wake.
+        let layout = cond.shared.get();
+        assert_eq!(tokens::notify(&layout.tokens, 1), 1);
+        layout.seq.fetch_add(1, Ordering::Release);
+        drop(guard);
+        assert!(
+            finished
+                .recv_timeout(futex::RECHECK + Duration::from_secs(2))
+                .is_ok(),
+            "the waiter slept on with a token for it"
+        );
+    }
+
     #[test]
     #[should_panic(expected = "another lock")]
     fn a_guard_of_another_lock_is_refused() {

@@ -448,3 +448,37 @@ impl fmt::Debug for SemaphoreGuard<'_> {
         f.debug_struct("SemaphoreGuard").finish_non_exhaustive()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::mpsc;
+
+    /// A releaser killed between its store and its wake (the state a
+    /// SIGKILL there leaves: a unit free, nobody woken) delays a sleeping
+    /// acquirer by at most [`futex::RECHECK`]; it must not strand it.
+    #[test]
+    fn a_releaser_killed_before_its_wake_strands_no_acquirer() {
+        let sem = Semaphore::new(0).unwrap();
+        let waiter = Semaphore::attach(Arc::clone(sem.segment()), 0).unwrap();
+        let (done, finished) = mpsc::channel();
+        std::thread::spawn(move || {
+            SemaphoreGuard::forget(waiter.acquire());
+            done.send(()).unwrap();
+        });
+        let layout = sem.shared.get();
+        while layout.waiters.load(Ordering::SeqCst) == 0 {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        // Past its spin, asleep in the kernel.
+        std::thread::sleep(Duration::from_millis(50));
+        // `release` up to its wake, and no wake.
+        layout.value.fetch_add(1, Ordering::SeqCst);
+        assert!(
+            finished
+                .recv_timeout(futex::RECHECK + Duration::from_secs(2))
+                .is_ok(),
+            "the acquirer slept on with a unit free"
+        );
+    }
+}
