@@ -533,6 +533,60 @@ impl<T> Queue<T> {
         self.get_bytes_into_inner(buf, FOREVER).map_err(get_error)
     }
 
+    /// [`get_bytes_into`](Self::get_bytes_into) without waiting.
+    ///
+    /// # Errors
+    ///
+    /// [`TryGetError::Empty`], [`TryGetError::Closed`], [`TryGetError::Failed`].
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use multiproc_queue::Queue;
+    ///
+    /// let q = Queue::<()>::new()?;
+    /// let mut buf = Vec::new();
+    /// assert!(q.try_get_bytes_into(&mut buf).unwrap_err().is_empty());
+    /// q.put_bytes(b"now")?;
+    /// assert_eq!(q.try_get_bytes_into(&mut buf)?, 3);
+    /// assert_eq!(buf, b"now");
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn try_get_bytes_into(&self, buf: &mut Vec<u8>) -> Result<usize, TryGetError> {
+        self.get_bytes_into_inner(buf, Block::Try)
+            .map_err(try_get_error)
+    }
+
+    /// [`get_bytes_into`](Self::get_bytes_into) waiting at most `timeout`.
+    ///
+    /// # Errors
+    ///
+    /// [`GetTimeoutError::Timeout`], [`GetTimeoutError::Closed`],
+    /// [`GetTimeoutError::Failed`].
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use multiproc_queue::Queue;
+    /// use std::time::Duration;
+    ///
+    /// let q = Queue::<()>::new()?;
+    /// let mut buf = Vec::new();
+    /// let wait = Duration::from_millis(1);
+    /// assert!(q.get_bytes_into_timeout(&mut buf, wait).unwrap_err().is_timeout());
+    /// q.put_bytes(b"soon")?;
+    /// assert_eq!(q.get_bytes_into_timeout(&mut buf, wait)?, 4);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn get_bytes_into_timeout(
+        &self,
+        buf: &mut Vec<u8>,
+        timeout: Duration,
+    ) -> Result<usize, GetTimeoutError> {
+        self.get_bytes_into_inner(buf, until(timeout))
+            .map_err(get_timeout_error)
+    }
+
     fn get_bytes_into_inner(&self, buf: &mut Vec<u8>, block: Block) -> Result<usize, Stop> {
         buf.clear();
         match self.ring.next_message(block)? {

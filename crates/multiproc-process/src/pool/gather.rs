@@ -1,10 +1,11 @@
 //! Collects the chunk results of a `map` into one `Vec`, in item order.
 
 use serde::de::DeserializeOwned;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use super::result::Slot;
 use super::result::{TaskError, TransportError};
+use super::sinks::{Outcome, Parts};
 
 /// The results of one `map` so far. Each chunk's values go straight to
 /// their final places as the chunk arrives, so the last chunk's arrival
@@ -79,14 +80,45 @@ impl<R> Gather<R> {
     }
 }
 
+/// The chunks of one `map`, delivered to its [`Gather`]: chunk `n` holds
+/// the items from `n * chunksize`.
+pub(super) struct MapParts<R> {
+    gather: Mutex<Gather<R>>,
+    chunksize: usize,
+    items: usize,
+}
+
+impl<R> MapParts<R> {
+    /// `items` items in chunks of `chunksize` (at least 1); the outcome
+    /// goes to `slot`.
+    pub(super) fn new(items: usize, chunksize: usize, slot: Arc<Slot<Vec<R>>>) -> Self {
+        let chunksize = chunksize.max(1);
+        Self {
+            gather: Mutex::new(Gather::new(items, items.div_ceil(chunksize), slot)),
+            chunksize,
+            items,
+        }
+    }
+}
+
+impl<R: DeserializeOwned + Send> Parts for MapParts<R> {
+    fn part_done(&self, n: usize, outcome: Outcome<'_>) {
+        let start = n.saturating_mul(self.chunksize).min(self.items);
+        let len = self.chunksize.min(self.items - start);
+        let results = chunk_items::<R>(outcome, len);
+        let mut gather = self.gather.lock().unwrap_or_else(|e| e.into_inner());
+        gather.chunk_done(start, len, results);
+    }
+}
+
 /// Decodes a chunk's outcome into one result per item.
 pub(super) fn chunk_items<R: DeserializeOwned>(
-    outcome: Result<Vec<u8>, TaskError>,
+    outcome: Outcome<'_>,
     len: usize,
 ) -> Result<Vec<Result<R, TaskError>>, TaskError> {
     match outcome {
         Err(e) => Ok((0..len).map(|_| Err(e.clone())).collect()),
-        Ok(bytes) => multiproc_core::codec::decode::<Vec<Result<R, String>>>(&bytes)
+        Ok(bytes) => multiproc_core::codec::decode::<Vec<Result<R, String>>>(bytes)
             .map(|items| {
                 items
                     .into_iter()

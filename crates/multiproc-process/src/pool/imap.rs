@@ -89,11 +89,11 @@ where
             let index = self.submitted;
             let len = chunk.len();
             let inbox = Arc::clone(&self.results);
-            let sink: Sink = Box::new(move |outcome| {
+            let sink = Sink::Once(Box::new(move |outcome| {
                 let items = chunk_items::<R>(outcome, len)
                     .unwrap_or_else(|e| (0..len).map(|_| Err(e.clone())).collect());
                 inbox.push((index, items));
-            });
+            }));
             self.shared.submit(self.call, &chunk, sink);
             self.submitted += 1;
         }

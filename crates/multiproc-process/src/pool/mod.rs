@@ -87,16 +87,16 @@ use serde::de::DeserializeOwned;
 use std::fmt;
 use std::io;
 use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::sync::Arc;
 use std::sync::atomic::Ordering;
-use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use crate::method::{StartMethod, get_start_method};
-use gather::{Gather, chunk_items};
+use gather::{MapParts, chunk_items};
 use report::Report;
 use result::Slot;
-use sinks::{Sink, run_sink};
+use sinks::{Parts, Sink, run_sink};
 use supervisor::{Config, Shared};
 use task::Call;
 
@@ -421,7 +421,7 @@ impl Pool {
         let slot = Slot::new(self.shared.id);
         let sink_slot = Arc::clone(&slot);
         let panics = Arc::clone(&self.shared.callback_panics);
-        let sink: Sink = Box::new(move |outcome| {
+        let sink = Sink::Once(Box::new(move |outcome| {
             let value = chunk_items::<R>(outcome, 1).and_then(|mut items| {
                 items
                     .pop()
@@ -449,7 +449,7 @@ impl Pool {
                 );
             }
             sink_slot.set(value);
-        });
+        }));
         self.shared
             .submit(Call::new(f), std::slice::from_ref(&args), sink);
         AsyncResult::new(slot)
@@ -551,21 +551,12 @@ impl Pool {
             slot.set(Ok(Vec::new()));
             return AsyncResult::new(slot);
         }
-        let gather = Arc::new(Mutex::new(Gather::new(
-            items.len(),
-            chunks.len(),
-            Arc::clone(&slot),
-        )));
-        let sinks = chunks.iter().enumerate().map(|(index, chunk)| {
-            let gather = Arc::clone(&gather);
-            let (start, len) = (index * chunksize, chunk.len());
-            let sink: Sink = Box::new(move |outcome| {
-                let results = chunk_items::<R>(outcome, len);
-                let mut g = gather.lock().unwrap_or_else(|e| e.into_inner());
-                g.chunk_done(start, len, results);
-            });
-            (*chunk, sink)
-        });
+        let parts: Arc<dyn Parts> =
+            Arc::new(MapParts::new(items.len(), chunksize, Arc::clone(&slot)));
+        let sinks = chunks
+            .iter()
+            .enumerate()
+            .map(|(n, chunk)| (*chunk, Sink::Part(Arc::clone(&parts), n)));
         self.shared.submit_all(call, sinks);
         AsyncResult::new(slot)
     }
@@ -628,7 +619,7 @@ impl Pool {
         // Wake the result thread so it notices sooner.
         self.shared.reports.try_put(&Report::InitFailed {
             worker: 0,
-            message: String::new(),
+            message: "".into(),
         });
     }
 

@@ -13,6 +13,7 @@
 
 use multiproc_queue::{GetTimeoutError, Queue, QueueError};
 use serde::{Deserialize, Serialize};
+use std::borrow::Cow;
 use std::time::Duration;
 
 use super::task::field;
@@ -23,23 +24,24 @@ const FAILED: u32 = 2;
 const INIT_FAILED: u32 = 3;
 const READY: u32 = 4;
 
-/// What a worker reports.
+/// What a worker reports, borrowing its payload from the worker's buffer
+/// or from the pool's [`Inbox`].
 #[derive(Debug, PartialEq, Eq)]
-pub(crate) enum Report {
+pub(crate) enum Report<'a> {
     /// Task `id` finished: an encoded `Vec<Result<R, String>>`, one entry
     /// per call, or why the chunk could not run at all.
     Done {
         id: u64,
         worker: u32,
-        result: Result<Vec<u8>, String>,
+        result: Result<&'a [u8], Cow<'a, str>>,
     },
     /// The initializer of `worker` failed; it exits.
-    InitFailed { worker: u32, message: String },
+    InitFailed { worker: u32, message: Cow<'a, str> },
     /// The initializer of `worker` returned; it takes tasks now.
     Ready { worker: u32 },
 }
 
-impl Report {
+impl<'a> Report<'a> {
     /// Payload, id, worker and kind.
     fn parts(&self) -> (&[u8], u64, u32, u32) {
         match self {
@@ -73,29 +75,26 @@ impl Report {
     }
 
     /// Reads a report; `None` for a message no worker wrote.
-    fn read(mut message: Vec<u8>) -> Option<Self> {
+    fn read(message: &'a [u8]) -> Option<Self> {
         let at = message.len().checked_sub(TRAILER)?;
-        let mut trailer = [0u8; TRAILER];
-        trailer.copy_from_slice(&message[at..]);
-        message.truncate(at);
-        let id = u64::from_le_bytes(field(&trailer, 0));
-        let worker = u32::from_le_bytes(field(&trailer, 8));
-        let kind = u32::from_le_bytes(field(&trailer, 12));
-        let text = |bytes: Vec<u8>| String::from_utf8_lossy(&bytes).into_owned();
+        let (payload, trailer) = message.split_at(at);
+        let id = u64::from_le_bytes(field(trailer, 0));
+        let worker = u32::from_le_bytes(field(trailer, 8));
+        let kind = u32::from_le_bytes(field(trailer, 12));
         Some(match kind {
             DONE => Self::Done {
                 id,
                 worker,
-                result: Ok(message),
+                result: Ok(payload),
             },
             FAILED => Self::Done {
                 id,
                 worker,
-                result: Err(text(message)),
+                result: Err(String::from_utf8_lossy(payload)),
             },
             INIT_FAILED => Self::InitFailed {
                 worker,
-                message: text(message),
+                message: String::from_utf8_lossy(payload),
             },
             READY => Self::Ready { worker },
             _ => return None,
@@ -117,37 +116,17 @@ impl Reports {
     }
 
     /// Puts `report`, waiting for room; `false` once the queue is closed.
-    pub(crate) fn put(&self, report: &Report) -> bool {
+    pub(crate) fn put(&self, report: &Report<'_>) -> bool {
         self.0
             .put_with(report.encoded_len(), |buf| report.write(buf))
             .is_ok()
     }
 
     /// Puts `report` if there is room now.
-    pub(crate) fn try_put(&self, report: &Report) -> bool {
+    pub(crate) fn try_put(&self, report: &Report<'_>) -> bool {
         self.0
             .try_put_with(report.encoded_len(), |buf| report.write(buf))
             .is_ok()
-    }
-
-    /// The next report, waiting at most `timeout`. Messages that are not
-    /// reports are dropped: only workers and the pool put here.
-    pub(crate) fn get_timeout(&self, timeout: Duration) -> Result<Report, GetTimeoutError> {
-        loop {
-            if let Some(report) = Report::read(self.0.get_bytes_timeout(timeout)?) {
-                return Ok(report);
-            }
-        }
-    }
-
-    /// The next report, if one is there now.
-    pub(crate) fn try_get(&self) -> Option<Report> {
-        while let Ok(message) = self.0.try_get_bytes() {
-            if let Some(report) = Report::read(message) {
-                return Some(report);
-            }
-        }
-        None
     }
 
     /// Closes the queue (see [`Queue::close`]).
@@ -156,13 +135,88 @@ impl Reports {
     }
 }
 
+/// The reports the result thread has taken and not yet delivered, each in
+/// a buffer of its own that the next batch reuses: no allocation per
+/// report, and a chunk's results reach its sink as a slice of the buffer,
+/// never copied again.
+#[derive(Default)]
+pub(crate) struct Inbox {
+    buffers: Vec<Vec<u8>>,
+    len: usize,
+}
+
+/// A report's place in the [`Inbox`].
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Kept(usize);
+
+impl Inbox {
+    /// Forgets the reports taken so far, keeping their buffers.
+    pub(crate) fn clear(&mut self) {
+        self.len = 0;
+    }
+
+    /// Takes the next report from `reports`, waiting at most `timeout`.
+    /// Messages that are not reports are dropped: only workers and the pool
+    /// put there.
+    pub(crate) fn take_timeout(
+        &mut self,
+        reports: &Reports,
+        timeout: Duration,
+    ) -> Result<Kept, GetTimeoutError> {
+        loop {
+            let buffer = self.spare();
+            reports.0.get_bytes_into_timeout(buffer, timeout)?;
+            if let Some(received) = self.keep() {
+                return Ok(received);
+            }
+        }
+    }
+
+    /// Takes the next report from `reports` if one is there now.
+    pub(crate) fn try_take(&mut self, reports: &Reports) -> Option<Kept> {
+        loop {
+            let buffer = self.spare();
+            reports.0.try_get_bytes_into(buffer).ok()?;
+            if let Some(received) = self.keep() {
+                return Some(received);
+            }
+        }
+    }
+
+    /// The report at `at` (always one: only reports are kept).
+    pub(crate) fn report(&self, at: Kept) -> Option<Report<'_>> {
+        Report::read(&self.buffers[at.0])
+    }
+
+    /// The payload of a `Done` report: the chunk's encoded results.
+    pub(crate) fn payload(&self, at: Kept) -> &[u8] {
+        let buffer = &self.buffers[at.0];
+        &buffer[..buffer.len().saturating_sub(TRAILER)]
+    }
+
+    /// The first buffer not holding a report.
+    fn spare(&mut self) -> &mut Vec<u8> {
+        if self.buffers.len() == self.len {
+            self.buffers.push(Vec::new());
+        }
+        &mut self.buffers[self.len]
+    }
+
+    /// Keeps the spare buffer's message if it is a report.
+    fn keep(&mut self) -> Option<Kept> {
+        Report::read(&self.buffers[self.len])?;
+        self.len += 1;
+        Some(Kept(self.len - 1))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn round_trip(report: &Report) -> Option<Report> {
-        let mut buf = vec![0u8; report.encoded_len()];
-        report.write(&mut buf);
+    fn round_trip<'a>(report: &Report<'_>, buf: &'a mut Vec<u8>) -> Option<Report<'a>> {
+        buf.resize(report.encoded_len(), 0);
+        report.write(buf);
         Report::read(buf)
     }
 
@@ -172,12 +226,12 @@ mod tests {
             Report::Done {
                 id: u64::MAX - 3,
                 worker: 4242,
-                result: Ok(vec![1, 2, 3]),
+                result: Ok(&[1, 2, 3]),
             },
             Report::Done {
                 id: 7,
                 worker: 1,
-                result: Ok(Vec::new()),
+                result: Ok(&[]),
             },
             Report::Done {
                 id: 8,
@@ -190,15 +244,16 @@ mod tests {
             },
             Report::Ready { worker: 5 },
         ] {
-            assert_eq!(round_trip(&report).as_ref(), Some(&report));
+            let mut buf = Vec::new();
+            assert_eq!(round_trip(&report, &mut buf).as_ref(), Some(&report));
         }
     }
 
     #[test]
     fn short_or_unknown_messages_are_not_reports() {
-        assert_eq!(Report::read(vec![0; TRAILER - 1]), None);
+        assert_eq!(Report::read(&[0; TRAILER - 1]), None);
         let mut unknown = vec![0u8; TRAILER];
         unknown[12..].copy_from_slice(&99u32.to_le_bytes());
-        assert_eq!(Report::read(unknown), None);
+        assert_eq!(Report::read(&unknown), None);
     }
 }

@@ -2,13 +2,43 @@
 
 use std::collections::VecDeque;
 use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::sync::Arc;
 
+use super::report::{Inbox, Kept};
 use super::result::TaskError;
 use crate::target::panic_message;
 
-/// What a task's outcome is delivered to: the encoded
-/// `Vec<Result<R, String>>` of its chunk, or why the whole chunk failed.
-pub(super) type Sink = Box<dyn FnOnce(Result<Vec<u8>, TaskError>) + Send>;
+/// A chunk's outcome: its encoded `Vec<Result<R, String>>`, or why the
+/// whole chunk failed.
+pub(super) type Outcome<'a> = Result<&'a [u8], TaskError>;
+
+/// What a task's outcome is delivered to.
+pub(super) enum Sink {
+    /// A task of its own (`apply_async`, `imap`).
+    Once(Box<dyn FnOnce(Outcome<'_>) + Send>),
+    /// Chunk `n` of a job whose chunks all go to one [`Parts`] (`map`): one
+    /// reference count per chunk, not an allocation.
+    Part(Arc<dyn Parts>, usize),
+}
+
+/// The receiver of a job's chunks (see [`Sink::Part`]).
+pub(super) trait Parts: Send + Sync {
+    /// Chunk `n` has its outcome.
+    fn part_done(&self, n: usize, outcome: Outcome<'_>);
+}
+
+impl Sink {
+    fn deliver(self, outcome: Outcome<'_>) {
+        match self {
+            Self::Once(f) => f(outcome),
+            Self::Part(parts, n) => parts.part_done(n, outcome),
+        }
+    }
+}
+
+/// An outcome the result thread has and has not delivered yet: a report
+/// in its [`Inbox`], or a failure.
+pub(super) type Ready = (Sink, Result<Kept, TaskError>);
 
 /// Sinks by task id. Ids are handed out one after another and tasks mostly
 /// finish in about that order, so the sinks sit in a ring indexed by
@@ -67,8 +97,8 @@ pub(super) fn run_sinks(failed: Vec<(Sink, TaskError)>) {
 /// already; this is for anything else, like a value's `Deserialize`) must
 /// not take the result thread down with it: the panic hook has reported
 /// it, and the next sink runs.
-pub(super) fn run_sink(sink: Sink, outcome: Result<Vec<u8>, TaskError>) {
-    if let Err(panic) = catch_unwind(AssertUnwindSafe(|| sink(outcome))) {
+pub(super) fn run_sink(sink: Sink, outcome: Outcome<'_>) {
+    if let Err(panic) = catch_unwind(AssertUnwindSafe(|| sink.deliver(outcome))) {
         eprintln!(
             "multiproc-process: delivering a pool result panicked ({}); the pool goes on",
             panic_message(&*panic)
@@ -76,10 +106,11 @@ pub(super) fn run_sink(sink: Sink, outcome: Result<Vec<u8>, TaskError>) {
     }
 }
 
+/// Delivers the outcomes in `ready`, whose reports are in `inbox`.
 #[inline]
-pub(super) fn run_ready(ready: Vec<(Sink, Result<Vec<u8>, TaskError>)>) {
-    for (sink, outcome) in ready {
-        run_sink(sink, outcome);
+pub(super) fn run_ready(ready: &mut Vec<Ready>, inbox: &Inbox) {
+    for (sink, outcome) in ready.drain(..) {
+        run_sink(sink, outcome.map(|at| inbox.payload(at)));
     }
 }
 
@@ -88,7 +119,7 @@ mod tests {
     use super::*;
 
     fn sink() -> Sink {
-        Box::new(|_| {})
+        Sink::Once(Box::new(|_| {}))
     }
 
     #[test]

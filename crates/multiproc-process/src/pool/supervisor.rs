@@ -3,16 +3,16 @@
 //! started for idle workers, replaces workers that died or retired (with a
 //! back-off when they die in the initializer), and winds the pool down.
 
-use multiproc_queue::Queue;
+use multiproc_queue::{PutError, Queue};
 use std::collections::VecDeque;
 use std::io;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use super::report::{Report, Reports};
+use super::report::{Inbox, Kept, Report, Reports};
 use super::result::{TaskError, TransportError, mark_result_thread, on_result_thread};
-use super::sinks::{Sink, Sinks, run_ready, run_sinks};
+use super::sinks::{Ready, Sink, Sinks, run_ready, run_sinks};
 use super::task::{Call, Received, Task, TaskMessage};
 use super::worker::{WorkerArgs, worker_main};
 use crate::child::signal_name;
@@ -26,7 +26,7 @@ use crate::wire::ByteBuf;
 /// CPUs). Tasks a worker has not started are not bound to it: an idle
 /// worker takes them over, and when a worker dies only the task it was
 /// running is lost (see [`Pool`'s long tasks](crate::Pool#long-tasks-and-stuck-workers)).
-pub const PREFETCH: usize = 8;
+pub const PREFETCH: usize = 128;
 
 /// Ring of a worker's task queue. At most [`PREFETCH`] tasks are in it, so
 /// a small ring is enough, and it stays in the caches: the default 64 MiB
@@ -78,9 +78,67 @@ pub(super) struct Worker {
 impl Worker {
     /// Whether the pool may hand this worker another task.
     fn has_room(&self, max_tasks: Option<u64>) -> bool {
-        !self.retiring
-            && self.outstanding.len() < PREFETCH
-            && max_tasks.is_none_or(|k| self.assigned < k)
+        self.room(PREFETCH, max_tasks) > 0
+    }
+
+    /// How many more tasks the pool may hand this worker, up to `up_to`
+    /// in all (and at most [`PREFETCH`]).
+    fn room(&self, up_to: usize, max_tasks: Option<u64>) -> usize {
+        if self.retiring {
+            return 0;
+        }
+        let ahead = up_to.min(PREFETCH).saturating_sub(self.outstanding.len());
+        match max_tasks {
+            None => ahead,
+            Some(k) => {
+                ahead.min(usize::try_from(k.saturating_sub(self.assigned)).unwrap_or(usize::MAX))
+            }
+        }
+    }
+
+    /// Puts `task` into this worker's queue and on its list. A task the
+    /// queue refuses fails (its sink goes to `failed`). `Err` hands the
+    /// task back when the queue is full: the put never waits under the
+    /// pool's lock for the worker to make room, except for a worker with
+    /// nothing handed over, whose put is then a task larger than its
+    /// ring, in fragments.
+    fn hand_over(
+        &mut self,
+        task: Task,
+        sinks: &mut Sinks,
+        failed: &mut Vec<(Sink, TaskError)>,
+    ) -> Result<(), Task> {
+        let put = if self.outstanding.is_empty() {
+            self.tasks
+                .put_bytes(task.message.as_slice())
+                .map_err(|e| e.map(drop))
+        } else {
+            match self.tasks.try_put_bytes(task.message.as_slice()) {
+                Ok(()) => Ok(()),
+                Err(e) => match PutError::try_from(e.map(drop)) {
+                    Ok(e) => Err(e),
+                    Err(_full) => return Err(task),
+                },
+            }
+        };
+        match put {
+            Ok(()) => {
+                self.outstanding.push_back(task);
+                self.assigned += 1;
+            }
+            Err(e) => {
+                if let Some(sink) = sinks.remove(task.id) {
+                    failed.push((
+                        sink,
+                        TaskError::Transport(TransportError::caused(
+                            "handing the task to a worker",
+                            e,
+                        )),
+                    ));
+                }
+            }
+        }
+        Ok(())
     }
 
     /// Takes up to `max` tasks back out of this worker's queue, oldest
@@ -246,39 +304,53 @@ impl Shared {
     }
 
     /// Hands pending tasks to workers with room, each to the least loaded
-    /// (so idle workers start before busy ones get a second task). Returns
-    /// sinks of tasks the queue refused.
-    pub(super) fn dispatch(&self, state: &mut State) -> Vec<(Sink, TaskError)> {
+    /// (so idle workers start before busy ones get a second task), until
+    /// each has `up_to` tasks (at most [`PREFETCH`]). A worker whose queue
+    /// is full gets no more this round. Returns sinks of tasks the queue
+    /// refused.
+    pub(super) fn dispatch(&self, state: &mut State, up_to: usize) -> Vec<(Sink, TaskError)> {
         let mut failed = Vec::new();
         let max = self.config.max_tasks;
-        while !state.pending.is_empty() {
-            let Some(worker) = state
-                .workers
+        let State {
+            workers,
+            pending,
+            sinks,
+            ..
+        } = state;
+        let room: usize = workers.iter().map(|w| w.room(up_to, max)).sum();
+        if pending.len() >= room {
+            // Every worker gets all it has room for: nothing to choose per
+            // task (a `map` keeps the pool here).
+            for worker in workers.iter_mut() {
+                for _ in 0..worker.room(up_to, max) {
+                    let Some(task) = pending.pop_front() else {
+                        break;
+                    };
+                    if let Err(task) = worker.hand_over(task, sinks, &mut failed) {
+                        pending.push_front(task);
+                        break;
+                    }
+                }
+            }
+            return failed;
+        }
+        // Fewer tasks than room: each to the least loaded.
+        let mut full = vec![false; workers.len()];
+        while !pending.is_empty() {
+            let Some((index, worker)) = workers
                 .iter_mut()
-                .filter(|w| w.has_room(max))
-                .min_by_key(|w| w.outstanding.len())
+                .enumerate()
+                .filter(|(i, w)| !full[*i] && w.room(up_to, max) > 0)
+                .min_by_key(|(_, w)| w.outstanding.len())
             else {
                 break;
             };
-            let Some(task) = state.pending.pop_front() else {
+            let Some(task) = pending.pop_front() else {
                 break;
             };
-            match worker.tasks.put_bytes(&task.message) {
-                Ok(()) => {
-                    worker.outstanding.push_back(task);
-                    worker.assigned += 1;
-                }
-                Err(e) => {
-                    if let Some(sink) = state.sinks.remove(task.id) {
-                        failed.push((
-                            sink,
-                            TaskError::Transport(TransportError::caused(
-                                "handing the task to a worker",
-                                e.map(drop),
-                            )),
-                        ));
-                    }
-                }
+            if let Err(task) = worker.hand_over(task, sinks, &mut failed) {
+                full[index] = true;
+                pending.push_front(task);
             }
         }
         failed
@@ -342,20 +414,23 @@ impl Shared {
         mark_result_thread(self.id);
         let mut last_check = Instant::now();
         let mut next_steal = last_check;
+        // Both reused from round to round: no allocation per report.
+        let mut inbox = Inbox::default();
+        let mut ready: Vec<Ready> = Vec::new();
         loop {
-            let report = self.reports.get_timeout(CHECK_INTERVAL);
-            let mut ready: Vec<(Sink, Result<Vec<u8>, TaskError>)> = Vec::new();
+            inbox.clear();
+            let first = inbox.take_timeout(&self.reports, CHECK_INTERVAL);
             let mut state = self.lock();
-            match report {
-                Ok(report) => {
-                    self.handle(&mut state, report, &mut ready);
+            match first {
+                Ok(at) => {
+                    self.handle(&mut state, &inbox, at, &mut ready);
                     // Reports that are already there are handled under the
                     // same lock, with one dispatch for all of them.
                     for _ in 1..REPORT_BATCH {
-                        let Some(report) = self.reports.try_get() else {
+                        let Some(at) = inbox.try_take(&self.reports) else {
                             break;
                         };
-                        self.handle(&mut state, report, &mut ready);
+                        self.handle(&mut state, &inbox, at, &mut ready);
                     }
                 }
                 Err(e) if e.is_timeout() => {}
@@ -368,27 +443,27 @@ impl Shared {
             }
             if state.terminated {
                 drop(state);
-                run_ready(ready);
+                run_ready(&mut ready, &inbox);
                 continue;
             }
             if last_check.elapsed() >= CHECK_INTERVAL {
                 last_check = Instant::now();
-                self.check_workers(&mut state, &mut ready);
+                self.check_workers(&mut state, &mut inbox, &mut ready);
             }
-            let mut failed = self.dispatch(&mut state);
+            let mut failed = self.dispatch(&mut state, PREFETCH);
             if self.idle_beside_backlog(&state) {
                 let now = Instant::now();
                 if now >= next_steal {
                     next_steal = now + STEAL_INTERVAL;
                     if self.take_back_for_idle(&mut state) {
-                        failed.extend(self.dispatch(&mut state));
+                        failed.extend(self.dispatch(&mut state, PREFETCH));
                     }
                 }
             }
             let done = self.wind_down(&mut state);
             drop(state);
             // Results are delivered before `join` may return.
-            run_ready(ready);
+            run_ready(&mut ready, &inbox);
             run_sinks(failed);
             if done {
                 self.lock().finished = true;
@@ -398,12 +473,12 @@ impl Shared {
         }
     }
 
-    fn handle(
-        &self,
-        state: &mut State,
-        report: Report,
-        ready: &mut Vec<(Sink, Result<Vec<u8>, TaskError>)>,
-    ) {
+    /// Takes in the report at `at`: the task is off its worker's list, and
+    /// its sink goes to `ready` with the outcome.
+    fn handle(&self, state: &mut State, inbox: &Inbox, at: Kept, ready: &mut Vec<Ready>) {
+        let Some(report) = inbox.report(at) else {
+            return;
+        };
         match report {
             Report::Done { id, worker, result } => {
                 if let Some(w) = state.workers.iter_mut().find(|w| w.process.pid() == worker) {
@@ -422,10 +497,13 @@ impl Shared {
                     }
                 }
                 if let Some(sink) = state.sinks.remove(id) {
-                    ready.push((
-                        sink,
-                        result.map_err(|why| TaskError::Transport(TransportError::message(why))),
-                    ));
+                    let outcome = match result {
+                        Ok(_) => Ok(at),
+                        Err(why) => Err(TaskError::Transport(TransportError::message(
+                            why.into_owned(),
+                        ))),
+                    };
+                    ready.push((sink, outcome));
                 }
                 self.replace_retiring(state);
             }
@@ -461,18 +539,14 @@ impl Shared {
 
     /// Reaps workers that exited; fails the task a dead worker was running,
     /// hands the tasks it had not started to the rest, and replaces it.
-    fn check_workers(
-        &self,
-        state: &mut State,
-        ready: &mut Vec<(Sink, Result<Vec<u8>, TaskError>)>,
-    ) {
+    fn check_workers(&self, state: &mut State, inbox: &mut Inbox, ready: &mut Vec<Ready>) {
         if state.workers.iter().all(|w| w.process.is_alive()) {
             self.replace_retiring(state);
             return;
         }
         // Reports a worker sent just before dying are taken first.
-        while let Some(report) = self.reports.try_get() {
-            self.handle(state, report, ready);
+        while let Some(at) = inbox.try_take(&self.reports) {
+            self.handle(state, inbox, at, ready);
         }
         let mut index = 0;
         while index < state.workers.len() {
@@ -511,12 +585,7 @@ impl Shared {
     /// A fresh worker died in its initializer (killed, aborted, exited):
     /// its replacement waits a little longer each time, and after a few in
     /// a row the initializer counts as failed, as when it panics.
-    fn initializer_died(
-        &self,
-        state: &mut State,
-        exitcode: i32,
-        ready: &mut Vec<(Sink, Result<Vec<u8>, TaskError>)>,
-    ) {
+    fn initializer_died(&self, state: &mut State, exitcode: i32, ready: &mut Vec<Ready>) {
         if state.broken.is_some() {
             return; // reported by the worker already
         }
@@ -566,11 +635,7 @@ impl Shared {
 /// The initializer failed (`message`): every task fails with
 /// [`TaskError::InitializerFailed`], later ones are refused, and the
 /// workers are let go.
-fn fail_initializer(
-    state: &mut State,
-    message: &str,
-    ready: &mut Vec<(Sink, Result<Vec<u8>, TaskError>)>,
-) {
+fn fail_initializer(state: &mut State, message: &str, ready: &mut Vec<Ready>) {
     state.broken = Some(message.to_owned());
     let mut stranded = std::mem::take(&mut state.pending);
     for w in &mut state.workers {

@@ -20,6 +20,8 @@ pub(crate) struct WorkerArgs {
 /// done with it, or it reached `maxtasksperchild`).
 pub(crate) fn worker_main(args: WorkerArgs) {
     let me = std::process::id();
+    // One buffer for every task's encoded results: no allocation per task.
+    let mut results = Vec::new();
     if let Some((call, init_args)) = &args.init {
         // The initializer's "result" is one `()` per call; a panic in it is
         // reported and ends the worker.
@@ -28,10 +30,9 @@ pub(crate) fn worker_main(args: WorkerArgs) {
         // executable: `Process` checks the executable's identity before a
         // spawned or fork-server child runs its target, and a forked worker
         // is a copy of the pool's process.
-        let failure = match unsafe { call.run(&init_args.0) } {
+        let failure = match unsafe { call.run(&init_args.0, &mut results) } {
             Err(message) => Some(message),
-            Ok(encoded) => match multiproc_core::codec::decode::<Vec<Result<(), String>>>(&encoded)
-            {
+            Ok(()) => match multiproc_core::codec::decode::<Vec<Result<(), String>>>(&results) {
                 Ok(results) => results.into_iter().find_map(Result::err),
                 Err(e) => Some(e.to_string()),
             },
@@ -39,7 +40,7 @@ pub(crate) fn worker_main(args: WorkerArgs) {
         if let Some(message) = failure {
             args.reports.put(&Report::InitFailed {
                 worker: me,
-                message,
+                message: message.into(),
             });
             return;
         }
@@ -61,11 +62,14 @@ pub(crate) fn worker_main(args: WorkerArgs) {
         // from `Task::encode`, whose `Call` was made by `Call::new` or
         // `Call::new2` in the pool; this worker runs the pool's executable,
         // as for the initializer above.
-        let result = unsafe { task.call.run(task.args) };
+        let ran = unsafe { task.call.run(task.args, &mut results) };
         let report = Report::Done {
             id: task.id,
             worker: me,
-            result,
+            result: match &ran {
+                Ok(()) => Ok(&results),
+                Err(message) => Err(message.into()),
+            },
         };
         if !args.reports.put(&report) {
             return;
