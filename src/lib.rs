@@ -14,7 +14,7 @@
 //! | [`queue`] | `multiproc-queue` | Queue, SimpleQueue, JoinableQueue |
 //! | [`process`] | `multiproc-process` | Process, start methods, process info, Pool |
 //! | `aio` (features `tokio`, `smol`, off by default) | `multiproc-async` | the queues' blocking operations as futures on tokio or smol, through a doorbell descriptor (no helper thread) |
-//! | `redis` (feature `redis`, off by default) | `multiproc-redis` | RemoteQueue, RemoteJoinableQueue: the queues over Redis Streams, between machines |
+//! | `redis` (feature `redis`, off by default) | `multiproc-redis` | RemoteQueue, RemoteJoinableQueue, RemotePool: the queues and a pool over Redis Streams, between machines |
 //!
 //! # Python → multiproc
 //!

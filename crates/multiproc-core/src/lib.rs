@@ -64,6 +64,7 @@
 
 pub mod codec;
 pub mod doorbell;
+pub mod fnref;
 pub mod futex;
 pub mod handle;
 pub mod inherit;

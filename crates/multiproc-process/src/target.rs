@@ -2,7 +2,7 @@
 //! executable can call it.
 //!
 //! A function pointer is an address, and addresses differ between processes
-//! (ASLR). The distance from a fixed function of this crate ([`anchor`]) to
+//! (ASLR). The distance from a fixed function ([`multiproc_core::fnref`]) to
 //! the target is the same in every process that runs the same executable, so
 //! that distance is what travels. The child refuses to turn a distance back
 //! into a pointer unless its executable is the parent's very file
@@ -17,26 +17,7 @@ use std::panic::{AssertUnwindSafe, catch_unwind};
 
 use crate::wire::{Outcome, Payload, send_returned};
 
-/// The fixed point distances are measured from. Never inlined, so it has an
-/// address of its own.
-#[inline(never)]
-pub(crate) fn anchor() {
-    std::hint::black_box(());
-}
-
-fn anchor_addr() -> usize {
-    anchor as fn() as usize
-}
-
-/// Distance of `addr` from [`anchor`].
-pub(crate) fn offset_of(addr: usize) -> i64 {
-    (addr as i64).wrapping_sub(anchor_addr() as i64)
-}
-
-/// The address at `offset` from [`anchor`] in this process.
-pub(crate) fn addr_at(offset: i64) -> usize {
-    (anchor_addr() as i64).wrapping_add(offset) as usize
-}
+pub(crate) use multiproc_core::fnref::{addr_at, offset_of};
 
 /// The child side of every start method, one instance per `(A, R)`:
 /// decodes the arguments, calls the target, sends back its value or its

@@ -1,5 +1,6 @@
-//! Queues over Redis Streams: the API of `multiproc-queue` between
-//! processes on any machines that reach one Redis server (7.0 or newer).
+//! Queues and a pool over Redis Streams: the API of `multiproc-queue` and
+//! of the local `Pool` between processes on any machines that reach one
+//! Redis server (7.0 or newer).
 //!
 //! [`RemoteQueue<T>`] and [`RemoteJoinableQueue<T>`] have the local queues'
 //! names and shapes — `put`/`try_put`/`put_timeout`,
@@ -227,6 +228,76 @@
 //! `Protocol`, `Codec`, `TooLarge`, `Url`, `InvalidConfig`, each with an
 //! `is_*` predicate and the client's error as `source()`.
 //!
+//! # Remote pool
+//!
+//! [`RemotePool`] is Python's `multiprocessing.Pool` with its workers on
+//! other machines: `apply`, `apply_async`, `map`, `imap_unordered`. A
+//! worker is the caller's own program, started in worker mode: its `main`
+//! calls [`RemotePoolBuilder::serve`] (e.g. when given `--worker`), which
+//! runs the pool's tasks until the pool is closed.
+//!
+//! ```no_run
+//! use multiproc_redis::RemotePool;
+//!
+//! fn square(x: u64) -> u64 { x * x }
+//!
+//! fn main() -> Result<(), Box<dyn std::error::Error>> {
+//!     let url = "redis://127.0.0.1:6379/0";
+//!     if std::env::args().any(|a| a == "--worker") {
+//!         // On every worker machine: `my-program --worker`.
+//!         RemotePool::builder(url, "squares").serve()?;
+//!         return Ok(());
+//!     }
+//!     let pool = RemotePool::open(url, "squares")?;
+//!     assert_eq!(pool.apply(square, 7)?, 49);
+//!     assert_eq!(pool.map(square, 1..=4, Some(2))?, vec![1, 4, 9, 16]);
+//!     let pending = pool.apply_async(square, 3);
+//!     assert_eq!(pending.get()?, 9);
+//!     pool.close()?; // the workers return from `serve` once drained
+//!     Ok(())
+//! }
+//! ```
+//!
+//! How it works, and what it promises:
+//!
+//! - **Functions by build.** A task names its `fn(A) -> R` by its offset
+//!   in the program, as local spawn does, with the caller's [`BuildId`]
+//!   (a hash of the executable's bytes). A worker runs a task only if its
+//!   own build is the same; otherwise it runs nothing, answers
+//!   [`RemoteTaskError::OtherBuild`], and `serve` returns
+//!   [`ServeError::OtherBuild`]. Deploy the same binary to every machine.
+//! - **Tasks** are messages of a joinable queue named after the pool (a
+//!   `map` chunk is one task). A worker acknowledges a task only after
+//!   its reply is in the caller's reply queue; while a task runs, a
+//!   heartbeat thread resets its idle time every quarter of
+//!   [`min_idle`](RemotePoolBuilder::min_idle).
+//! - **A worker that dies or stops mid-task** (SIGKILL, SIGSTOP, machine
+//!   gone) stops its heartbeat: after `min_idle` another worker takes the
+//!   task over and runs it. Tasks therefore run at least once; make them
+//!   idempotent.
+//! - **Exactly one result per task reaches the caller**, even when a task
+//!   ran twice (a stopped worker resumed and replied late): the caller
+//!   keeps one outcome per task and drops later replies
+//!   ([`RemotePool::duplicate_replies`] counts them).
+//! - **A task that kills its workers** is delivered at most
+//!   [`max_deliveries`](RemotePoolBuilder::max_deliveries) times, then moves
+//!   to the task queue's dead letters, and the caller's result fails with
+//!   [`RemoteTaskError::Poisoned`] instead of looping.
+//! - **The server away**: a submission fails after
+//!   [`retry_for`](RemotePoolBuilder::retry_for) with
+//!   [`RemoteTaskError::Failed`] (`is_unavailable`), and so do outstanding
+//!   results when the caller cannot reach the server for longer; workers
+//!   wait for the server and go on when it is back. A server back without
+//!   its data (restarted without persistence) is noticed: every
+//!   submission adds its task count to a counter on the server in the
+//!   same atomic step, and a counter behind the caller's own count fails
+//!   the outstanding tasks with [`RemoteTaskError::Lost`] rather than
+//!   leaving them waiting.
+//!
+//! Each caller handle has one thread collecting its results, and its own
+//! reply queue, removed when the handle is dropped and its results are in
+//! (late replies for it are then turned away for an hour).
+//!
 //! # Bounds on what is read
 //!
 //! Every read asks for at most the entries wanted (`COUNT n`: 1, the
@@ -242,12 +313,17 @@
 
 mod error;
 mod link;
+mod pool;
 mod queue;
 mod scripts;
 
 pub use error::{
     GetError, GetTimeoutError, JoinTimeoutError, PutError, PutTimeoutError, RemoteError,
     TaskDoneError, TryGetError, TryPutError,
+};
+pub use multiproc_core::fnref::BuildId;
+pub use pool::{
+    RemoteAsyncResult, RemotePool, RemotePoolBuilder, RemoteTaskError, ServeError, TaskTimeoutError,
 };
 pub use queue::{
     DEFAULT_MAX_MESSAGE, DEFAULT_PREFIX, MAX_BATCH, MAX_MESSAGE_LIMIT, MAX_NAME_LEN,

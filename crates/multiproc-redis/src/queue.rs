@@ -77,6 +77,22 @@ pub struct RemoteQueueBuilder {
 }
 
 impl RemoteQueueBuilder {
+    /// The same settings for the queue named `name`.
+    pub(crate) fn renamed(mut self, name: &str) -> Self {
+        self.name = name.to_owned();
+        self
+    }
+
+    /// The queue's name.
+    pub(crate) fn queue_name(&self) -> &str {
+        &self.name
+    }
+
+    /// `(block, min_idle, retry_for)`.
+    pub(crate) fn waits(&self) -> (Duration, Duration, Duration) {
+        (self.block, self.min_idle, self.retry_for)
+    }
+
     fn new(url: &str, name: &str) -> Self {
         Self {
             url: url.to_owned(),
@@ -423,7 +439,7 @@ fn is_nogroup(e: &redis::RedisError) -> bool {
 
 /// How long an operation may wait.
 #[derive(Clone, Copy)]
-enum Wait {
+pub(crate) enum Wait {
     /// Not for room or messages (network waits still have their timeouts).
     Never,
     /// Until this instant.
@@ -433,7 +449,7 @@ enum Wait {
 }
 
 impl Wait {
-    fn after(timeout: Duration) -> Self {
+    pub(crate) fn after(timeout: Duration) -> Self {
         Instant::now()
             .checked_add(timeout)
             .map_or(Self::Forever, Self::Until)
@@ -447,7 +463,7 @@ impl Wait {
     }
 }
 
-enum SendFail {
+pub(crate) enum SendFail {
     Full,
     Closed,
     Timeout,
@@ -525,7 +541,7 @@ fn lock<G>(m: &Mutex<G>) -> MutexGuard<'_, G> {
     m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
-fn generated_consumer_name() -> String {
+pub(crate) fn generated_consumer_name() -> String {
     static NEXT: AtomicU64 = AtomicU64::new(0);
     let host = rustix::system::uname()
         .nodename()
@@ -619,7 +635,7 @@ impl<T> RemoteQueue<T> {
     }
 
     /// Runs one bookkeeping command on the put connection.
-    fn control<R>(
+    pub(crate) fn control<R>(
         &self,
         f: impl Fn(&mut redis::Connection) -> redis::RedisResult<R>,
     ) -> Result<R, RemoteError> {
@@ -752,6 +768,81 @@ impl<T> RemoteQueue<T> {
         entries.into_iter().map(parse_dead_letter).collect()
     }
 
+    /// A key of this queue's own under its hash tag: `PREFIX{name}:suffix`.
+    pub(crate) fn key(&self, suffix: &str) -> String {
+        let base = self.shared.stream.strip_suffix("stream").unwrap_or("");
+        format!("{base}{suffix}")
+    }
+
+    /// Resets the idle time of every message this handle holds (got and
+    /// not yet `task_done`), so that nobody takes them over while this
+    /// consumer works on them. Returns how many it reset.
+    pub(crate) fn touch_held(&self) -> Result<u64, RemoteError> {
+        let ids: Vec<String> = lock(&self.outstanding).iter().cloned().collect();
+        if ids.is_empty() {
+            return Ok(0);
+        }
+        let s = &self.shared;
+        self.control(|con| {
+            let mut touch = s.scripts.touch.key(&s.stream);
+            touch.arg(GROUP).arg(&self.consumer);
+            for id in &ids {
+                touch.arg(id);
+            }
+            touch.invoke::<u64>(con)
+        })
+    }
+
+    /// Up to `max` dead letters after the entry `after` (`"0-0"`: from the
+    /// first), left where they are, each with its entry id in the
+    /// dead-letter stream.
+    pub(crate) fn dead_letters_after(
+        &self,
+        after: &str,
+        max: usize,
+    ) -> Result<Vec<(String, DeadLetter)>, RemoteError> {
+        let reply: Value = self.control(|con| {
+            redis::cmd("XRANGE")
+                .arg(&self.shared.dead)
+                .arg(format!("({after}"))
+                .arg("+")
+                .arg("COUNT")
+                .arg(max)
+                .query(con)
+        })?;
+        let Value::Array(entries) = reply else {
+            return Err(RemoteError::protocol("XRANGE reply is not an array"));
+        };
+        if entries.len() > max {
+            return Err(RemoteError::protocol("XRANGE returned more than asked"));
+        }
+        entries
+            .into_iter()
+            .map(|entry| {
+                let entry_id = match &entry {
+                    Value::Array(parts) => parts
+                        .first()
+                        .cloned()
+                        .and_then(into_bytes)
+                        .and_then(|b| String::from_utf8(b).ok()),
+                    _ => None,
+                }
+                .ok_or_else(|| RemoteError::protocol("dead-letter entry is malformed"))?;
+                Ok((entry_id, parse_dead_letter(entry)?))
+            })
+            .collect()
+    }
+
+    /// Deletes the dead letter with entry id `entry_id`.
+    pub(crate) fn remove_dead_letter(&self, entry_id: &str) -> Result<(), RemoteError> {
+        self.control(|con| {
+            redis::cmd("XDEL")
+                .arg(&self.shared.dead)
+                .arg(entry_id)
+                .query::<()>(con)
+        })
+    }
+
     // ---- puts ----
 
     /// Reads the replies of acknowledgements this handle's gets sent, so
@@ -765,6 +856,19 @@ impl<T> RemoteQueue<T> {
 
     /// Puts every payload or none (one script call).
     fn send<B: AsRef<[u8]>>(&self, payloads: &[B], wait: Wait) -> Result<(), SendFail> {
+        self.send_counted(payloads, None, wait).map(drop)
+    }
+
+    /// [`send`](Self::send), adding the number of payloads to the integer
+    /// at `counter` (a key under the queue's hash tag, see
+    /// [`key`](Self::key)) in the same atomic step; returns the counter's
+    /// new value (0 without a counter).
+    pub(crate) fn send_counted<B: AsRef<[u8]>>(
+        &self,
+        payloads: &[B],
+        counter: Option<&str>,
+        wait: Wait,
+    ) -> Result<u64, SendFail> {
         let s = &self.shared;
         for p in payloads {
             let len = p.as_ref().len() as u64;
@@ -776,7 +880,7 @@ impl<T> RemoteQueue<T> {
             }
         }
         if payloads.is_empty() {
-            return Ok(());
+            return Ok(0);
         }
         if s.maxsize > 0 && payloads.len() as u64 > s.maxsize {
             return Err(SendFail::Failed(RemoteError::OverMaxsize {
@@ -796,7 +900,11 @@ impl<T> RemoteQueue<T> {
                 s.io_wait(deadline),
                 |con| {
                     let mut put = s.scripts.put.key(&s.stream);
-                    put.key(&s.closed).arg(s.maxsize);
+                    put.key(&s.closed);
+                    if let Some(counter) = counter {
+                        put.key(counter);
+                    }
+                    put.arg(s.maxsize);
                     for p in payloads {
                         put.arg(p.as_ref());
                     }
@@ -804,7 +912,8 @@ impl<T> RemoteQueue<T> {
                 },
             );
             match put.map_err(SendFail::Failed)? {
-                1 => return Ok(()),
+                1 if counter.is_none() => return Ok(0),
+                n if n >= 2 && counter.is_some() => return Ok(n.unsigned_abs() - 1),
                 -1 => return Err(SendFail::Closed),
                 0 => {}
                 _ => {

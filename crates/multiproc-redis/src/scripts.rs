@@ -11,8 +11,11 @@ use redis::Script;
 
 /// `put` and `put_many`: refuses when closed (-1) or when the stream has
 /// no room for every payload given (0), else adds them all, in order (1).
-/// All or nothing: the check and the adds are one atomic step.
-/// KEYS: stream, closed. ARGV: maxsize (0: unbounded), payloads.
+/// All or nothing: the check and the adds are one atomic step. With a
+/// third key, a counter, it also adds the number of payloads to the
+/// counter in the same step and returns 1 + the counter's new value (a
+/// pool's submissions, so that a server that lost them can be told).
+/// KEYS: stream, closed[, counter]. ARGV: maxsize (0: unbounded), payloads.
 const PUT: &str = r"
 if redis.call('EXISTS', KEYS[2]) == 1 then return -1 end
 local max = tonumber(ARGV[1])
@@ -20,6 +23,7 @@ if max > 0 and redis.call('XLEN', KEYS[1]) + #ARGV - 1 > max then return 0 end
 for i = 2, #ARGV do
   redis.call('XADD', KEYS[1], '*', 'd', ARGV[i])
 end
+if KEYS[3] then return 1 + redis.call('INCRBY', KEYS[3], #ARGV - 1) end
 return 1
 ";
 
@@ -139,6 +143,22 @@ redis.call('XDEL', KEYS[1], r[1][1])
 return r[1]
 ";
 
+/// Resets the idle time of messages this consumer holds, so that a
+/// consumer busy with them is not taken for dead; a message another
+/// consumer has taken over meanwhile is left to it. `JUSTID` keeps the
+/// delivery count as it is. KEYS: stream. ARGV: group, consumer, ids.
+const TOUCH: &str = r"
+local n = 0
+for i = 3, #ARGV do
+  local p = redis.call('XPENDING', KEYS[1], ARGV[1], ARGV[i], ARGV[i], 1)
+  if p[1] and p[1][2] == ARGV[2] then
+    redis.call('XCLAIM', KEYS[1], ARGV[1], ARGV[2], 0, ARGV[i], 'JUSTID')
+    n = n + 1
+  end
+end
+return n
+";
+
 /// Deletes a consumer from the group if it holds no pending message.
 /// KEYS: stream. ARGV: group, consumer.
 const FORGET: &str = r"
@@ -158,6 +178,7 @@ pub(crate) struct Scripts {
     pub(crate) dead: Script,
     pub(crate) take_dead: Script,
     pub(crate) forget: Script,
+    pub(crate) touch: Script,
 }
 
 impl Scripts {
@@ -170,6 +191,7 @@ impl Scripts {
             dead: Script::new(DEAD),
             take_dead: Script::new(TAKE_DEAD),
             forget: Script::new(FORGET),
+            touch: Script::new(TOUCH),
         }
     }
 }

@@ -314,6 +314,20 @@ pub fn command(role: Role, args: &[&str], fds: &[BorrowedFd<'_>]) -> Command {
     cmd
 }
 
+/// The command [`spawn`] would run, but running the executable at
+/// `binary`: a copy of this test binary, e.g. one altered to stand for
+/// another build of it.
+///
+/// # Panics
+///
+/// When `role` is not in the list given to [`run`].
+pub fn command_from(binary: &std::path::Path, role: Role, args: &[&str]) -> Command {
+    check_registered(role);
+    let mut cmd = Command::new(binary);
+    play(&mut cmd, role, args, &[]);
+    cmd
+}
+
 /// The command [`spawn`] would run, started instead in a new pid namespace
 /// (through util-linux's `unshare --pid --fork`), where the parent's
 /// process and thread ids name nothing; `None`, after saying so on

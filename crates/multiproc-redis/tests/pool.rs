@@ -1,0 +1,447 @@
+//! The remote pool against a real `redis-server` (one per test, on a free
+//! loopback port, killed at the end) with worker processes standing in for
+//! machines: this test binary re-executed in the worker role, which calls
+//! `RemotePoolBuilder::serve` as a user's `main` would.
+
+use multiproc_redis::{RemotePool, RemotePoolBuilder, RemoteTaskError};
+use multiproc_testkit::{
+    RedisServer, Role, eventually, role, run, tests, unique_name, wait_timeout,
+};
+use std::io::{BufRead, BufReader, Write};
+use std::process::{Child, Stdio};
+use std::time::{Duration, Instant};
+
+/// How long a task may go without a heartbeat before another worker
+/// takes it over.
+const MIN_IDLE: Duration = Duration::from_millis(300);
+const LIMIT: Duration = Duration::from_secs(30);
+
+fn server(test: &str) -> Option<RedisServer> {
+    RedisServer::start_or_skip(test)
+}
+
+/// The settings every process of a test uses.
+fn builder(url: &str, prefix: &str, max_deliveries: u32) -> RemotePoolBuilder {
+    RemotePool::builder(url, "pool")
+        .prefix(prefix)
+        .min_idle(MIN_IDLE)
+        .max_deliveries(max_deliveries)
+        .block(Duration::from_millis(100))
+        .connect_timeout(Duration::from_secs(5))
+        .io_timeout(Duration::from_secs(5))
+        .retry_for(Duration::from_secs(10))
+}
+
+/// Exit code of a worker that refused another build's task.
+const REFUSED: i32 = 3;
+
+// ---- the tasks ----
+
+fn square(x: u64) -> u64 {
+    x * x
+}
+
+fn fails_on_13(x: u64) -> u64 {
+    assert_ne!(x, 13, "thirteen");
+    x
+}
+
+/// Appends this process's pid to `file`, sleeps `ms`, returns `value`.
+fn hold((file, ms, value): (String, u64, u64)) -> u64 {
+    let mut f = std::fs::OpenOptions::new()
+        .append(true)
+        .create(true)
+        .open(&file)
+        .unwrap();
+    writeln!(f, "{}", std::process::id()).unwrap();
+    drop(f);
+    std::thread::sleep(Duration::from_millis(ms));
+    value
+}
+
+/// Kills the worker that runs it.
+fn dies(_: u64) -> u64 {
+    std::process::abort()
+}
+
+// ---- roles ----
+
+/// Serves the pool: url, prefix, max deliveries.
+fn role_pool_worker(args: &[String]) {
+    let max: u32 = args[2].parse().unwrap();
+    match builder(&args[0], &args[1], max).serve() {
+        Ok(()) => {}
+        Err(multiproc_redis::ServeError::OtherBuild { caller, worker }) => {
+            assert_ne!(caller, worker);
+            println!("refused {caller} {worker}");
+            std::process::exit(REFUSED);
+        }
+        Err(e) => panic!("serve failed: {e}"),
+    }
+}
+
+/// Worker processes, killed on drop (also when a test fails, since a
+/// worker waits for its server for ever).
+struct Workers(Vec<Child>);
+
+impl Drop for Workers {
+    fn drop(&mut self) {
+        for c in &mut self.0 {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+fn workers(url: &str, prefix: &str, n: usize, max_deliveries: u32) -> Workers {
+    let max = max_deliveries.to_string();
+    Workers(
+        (0..n)
+            .map(|_| {
+                multiproc_testkit::command(role!(role_pool_worker), &[url, prefix, &max], &[])
+                    .stdin(Stdio::null())
+                    .spawn()
+                    .unwrap()
+            })
+            .collect(),
+    )
+}
+
+/// Waits for every worker to exit, returning their exit codes.
+fn reap(children: &mut Workers) -> Vec<Option<i32>> {
+    children
+        .0
+        .iter_mut()
+        .map(|c| wait_timeout(c, LIMIT).code())
+        .collect()
+}
+
+/// The pids `hold` wrote to `file` so far.
+fn pids_in(file: &str) -> Vec<u32> {
+    std::fs::read_to_string(file)
+        .unwrap_or_default()
+        .lines()
+        .map(|l| l.parse().unwrap())
+        .collect()
+}
+
+fn temp_file(tag: &str) -> String {
+    std::env::temp_dir()
+        .join(unique_name(tag))
+        .to_string_lossy()
+        .into_owned()
+}
+
+fn signal(pid: u32, sig: rustix::process::Signal) {
+    let pid = rustix::process::Pid::from_raw(pid.try_into().unwrap()).unwrap();
+    rustix::process::kill_process(pid, sig).unwrap();
+}
+
+// ---- tests ----
+
+fn map_apply_and_imap_unordered_run_in_worker_processes() {
+    let Some(server) = server("map_apply_and_imap_unordered_run_in_worker_processes") else {
+        return;
+    };
+    let (url, prefix) = (server.url(), format!("{}:", unique_name("rp")));
+    let mut children = workers(&url, &prefix, 2, 5);
+    let pool = builder(&url, &prefix, 5).build().unwrap();
+    let expected: Vec<u64> = (1..=200).map(square).collect();
+    assert_eq!(pool.map(square, 1..=200, None).unwrap(), expected);
+    assert_eq!(pool.map(square, 1..=200, Some(16)).unwrap(), expected);
+    assert_eq!(
+        pool.map(square, Vec::new(), None).unwrap(),
+        Vec::<u64>::new()
+    );
+    assert_eq!(pool.apply(square, 12).unwrap(), 144);
+    let pending = pool.apply_async(square, 5);
+    assert_eq!(pending.get_timeout(LIMIT).unwrap(), 25);
+    assert!(matches!(
+        pending.get_timeout(LIMIT),
+        Err(multiproc_redis::TaskTimeoutError::Failed(
+            RemoteTaskError::Taken
+        ))
+    ));
+    let mut unordered: Vec<u64> = pool
+        .imap_unordered(square, 1..=50, Some(7))
+        .collect::<Result<_, _>>()
+        .unwrap();
+    unordered.sort_unstable();
+    assert_eq!(unordered, expected[..50]);
+    // A panic fails its item, in input order, and only it.
+    match pool.map(fails_on_13, 1..=20, Some(3)) {
+        Err(RemoteTaskError::Panicked(m)) => assert!(m.contains("thirteen"), "{m}"),
+        other => panic!("{other:?}"),
+    }
+    let outcomes: Vec<_> = pool.imap_unordered(fails_on_13, 10..=15, None).collect();
+    assert_eq!(outcomes.iter().filter(|o| o.is_err()).count(), 1);
+    assert_eq!(pool.duplicate_replies(), 0);
+    // Closing stops the workers once the queue is drained.
+    pool.close().unwrap();
+    assert!(matches!(
+        pool.apply(square, 1),
+        Err(RemoteTaskError::Closed)
+    ));
+    assert_eq!(reap(&mut children), vec![Some(0), Some(0)]);
+    pool.destroy().unwrap();
+}
+
+fn a_killed_workers_task_runs_elsewhere_and_one_result_comes_back() {
+    let Some(server) = server("a_killed_workers_task_runs_elsewhere_and_one_result_comes_back")
+    else {
+        return;
+    };
+    let (url, prefix) = (server.url(), format!("{}:", unique_name("rp")));
+    let mut children = workers(&url, &prefix, 2, 5);
+    let pool = builder(&url, &prefix, 5).build().unwrap();
+    let file = temp_file("hold");
+    let result = pool.apply_async(hold, (file.clone(), 1500, 42));
+    assert!(eventually(LIMIT, || pids_in(&file).len() == 1));
+    let first = pids_in(&file)[0];
+    signal(first, rustix::process::Signal::KILL);
+    // Another worker takes it over after MIN_IDLE and runs it.
+    assert_eq!(result.get_timeout(LIMIT).unwrap(), 42);
+    let ran = pids_in(&file);
+    assert_eq!(ran.len(), 2, "{ran:?}");
+    assert_ne!(ran[0], ran[1]);
+    assert_eq!(pool.duplicate_replies(), 0);
+    // The pool goes on with the worker left.
+    assert_eq!(pool.apply(square, 9).unwrap(), 81);
+    pool.close().unwrap();
+    let codes = reap(&mut children);
+    assert_eq!(
+        codes.iter().filter(|c| **c == Some(0)).count(),
+        1,
+        "{codes:?}"
+    );
+    pool.destroy().unwrap();
+    let _ = std::fs::remove_file(&file);
+}
+
+fn a_stopped_workers_task_runs_elsewhere_and_its_late_reply_is_dropped() {
+    let Some(server) =
+        server("a_stopped_workers_task_runs_elsewhere_and_its_late_reply_is_dropped")
+    else {
+        return;
+    };
+    let (url, prefix) = (server.url(), format!("{}:", unique_name("rp")));
+    let mut children = workers(&url, &prefix, 2, 5);
+    let pool = builder(&url, &prefix, 5).build().unwrap();
+    let file = temp_file("hold");
+    let result = pool.apply_async(hold, (file.clone(), 1000, 7));
+    assert!(eventually(LIMIT, || pids_in(&file).len() == 1));
+    let stopped = pids_in(&file)[0];
+    signal(stopped, rustix::process::Signal::STOP);
+    // Its heartbeat stops with it: the other worker runs the task.
+    assert_eq!(result.get_timeout(LIMIT).unwrap(), 7);
+    let ran = pids_in(&file);
+    assert_eq!(ran.len(), 2, "{ran:?}");
+    assert_ne!(ran[1], stopped);
+    // Resumed, the first worker finishes too: its reply is dropped.
+    signal(stopped, rustix::process::Signal::CONT);
+    assert!(
+        eventually(LIMIT, || pool.duplicate_replies() == 1),
+        "duplicates: {}",
+        pool.duplicate_replies()
+    );
+    assert_eq!(pool.map(square, 1..=20, None).unwrap().len(), 20);
+    pool.close().unwrap();
+    assert_eq!(reap(&mut children), vec![Some(0), Some(0)]);
+    pool.destroy().unwrap();
+    let _ = std::fs::remove_file(&file);
+}
+
+fn a_long_task_keeps_its_worker_by_heartbeat() {
+    let Some(server) = server("a_long_task_keeps_its_worker_by_heartbeat") else {
+        return;
+    };
+    let (url, prefix) = (server.url(), format!("{}:", unique_name("rp")));
+    let mut children = workers(&url, &prefix, 2, 5);
+    let pool = builder(&url, &prefix, 5).build().unwrap();
+    let file = temp_file("hold");
+    // Ten times MIN_IDLE: without the heartbeat the other worker would
+    // take it over and run it again.
+    let result = pool.apply_async(hold, (file.clone(), 3000, 5));
+    assert_eq!(result.get_timeout(LIMIT).unwrap(), 5);
+    assert_eq!(pids_in(&file).len(), 1, "ran once");
+    assert_eq!(pool.duplicate_replies(), 0);
+    pool.close().unwrap();
+    assert_eq!(reap(&mut children), vec![Some(0), Some(0)]);
+    pool.destroy().unwrap();
+    let _ = std::fs::remove_file(&file);
+}
+
+fn a_task_that_kills_its_workers_fails_as_poisoned() {
+    let Some(server) = server("a_task_that_kills_its_workers_fails_as_poisoned") else {
+        return;
+    };
+    let (url, prefix) = (server.url(), format!("{}:", unique_name("rp")));
+    // Two deliveries kill two workers; the third finds it over the limit.
+    let mut children = workers(&url, &prefix, 3, 2);
+    let pool = builder(&url, &prefix, 2).build().unwrap();
+    let start = Instant::now();
+    match pool.apply_async(dies, 0).get_timeout(LIMIT) {
+        Err(multiproc_redis::TaskTimeoutError::Failed(RemoteTaskError::Poisoned {
+            deliveries,
+        })) => assert_eq!(deliveries, 2),
+        other => panic!("{other:?} after {:?}", start.elapsed()),
+    }
+    // The worker left still serves.
+    assert_eq!(pool.apply(square, 3).unwrap(), 9);
+    pool.close().unwrap();
+    let codes = reap(&mut children);
+    assert_eq!(
+        codes.iter().filter(|c| **c == Some(0)).count(),
+        1,
+        "{codes:?}"
+    );
+    pool.destroy().unwrap();
+}
+
+fn a_worker_of_another_build_refuses_the_task_with_a_typed_error() {
+    let Some(server) = server("a_worker_of_another_build_refuses_the_task_with_a_typed_error")
+    else {
+        return;
+    };
+    let (url, prefix) = (server.url(), format!("{}:", unique_name("rp")));
+    // Another build: this test binary with one byte more (the same code,
+    // other bytes, as any rebuild would be).
+    let other = std::env::temp_dir().join(unique_name("other_build"));
+    std::fs::copy(std::env::current_exe().unwrap(), &other).unwrap();
+    std::fs::OpenOptions::new()
+        .append(true)
+        .open(&other)
+        .unwrap()
+        .write_all(b"\0")
+        .unwrap();
+    let mut worker =
+        multiproc_testkit::command_from(&other, role!(role_pool_worker), &[&url, &prefix, "5"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap();
+    let pool = builder(&url, &prefix, 5).build().unwrap();
+    match pool.apply_async(square, 4).get_timeout(LIMIT) {
+        Err(multiproc_redis::TaskTimeoutError::Failed(RemoteTaskError::OtherBuild {
+            caller,
+            worker,
+        })) => {
+            assert_eq!(caller, multiproc_redis::BuildId::current().unwrap());
+            assert_ne!(caller, worker);
+        }
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(wait_timeout(&mut worker, LIMIT).code(), Some(REFUSED));
+    let line = BufReader::new(worker.stdout.take().unwrap())
+        .lines()
+        .next()
+        .unwrap()
+        .unwrap();
+    assert!(line.starts_with("refused "), "{line}");
+    // A worker of this build serves the next task.
+    let mut children = workers(&url, &prefix, 1, 5);
+    assert_eq!(pool.apply(square, 4).unwrap(), 16);
+    pool.close().unwrap();
+    assert_eq!(reap(&mut children), vec![Some(0)]);
+    pool.destroy().unwrap();
+    let _ = std::fs::remove_file(&other);
+}
+
+fn a_server_restart_gives_typed_errors_then_the_pool_resumes() {
+    let Some(mut server) = server("a_server_restart_gives_typed_errors_then_the_pool_resumes")
+    else {
+        return;
+    };
+    let (url, prefix) = (server.url(), format!("{}:", unique_name("rp")));
+    let mut children = workers(&url, &prefix, 1, 5);
+    let pool = builder(&url, &prefix, 5)
+        .connect_timeout(Duration::from_millis(500))
+        .io_timeout(Duration::from_secs(2))
+        .retry_for(Duration::from_secs(1))
+        .build()
+        .unwrap();
+    assert_eq!(pool.apply(square, 2).unwrap(), 4);
+    let file = temp_file("hold");
+    let in_flight = pool.apply_async(hold, (file.clone(), 1000, 1));
+    assert!(eventually(LIMIT, || pids_in(&file).len() == 1));
+    server.kill();
+    // A submission fails typed, within retry_for and the timeouts.
+    let start = Instant::now();
+    let err = pool.apply(square, 3).unwrap_err();
+    assert!(err.is_unavailable(), "{err:?}");
+    assert!(
+        start.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        start.elapsed()
+    );
+    // The task in flight fails typed too: out of reach, or lost once the
+    // server is back without it.
+    let err = in_flight.get_timeout(LIMIT).unwrap_err();
+    assert!(
+        matches!(
+            &err,
+            multiproc_redis::TaskTimeoutError::Failed(e)
+                if e.is_unavailable() || matches!(e, RemoteTaskError::Lost)
+        ),
+        "{err:?}"
+    );
+    // Back (empty): the same pool and worker go on.
+    server.restart();
+    let back = Instant::now();
+    let mut value = None;
+    while back.elapsed() < LIMIT {
+        match pool.apply_async(square, 6).get_timeout(LIMIT) {
+            Ok(v) => {
+                value = Some(v);
+                break;
+            }
+            Err(e) => {
+                assert!(
+                    matches!(&e, multiproc_redis::TaskTimeoutError::Failed(f) if f.is_unavailable()),
+                    "{e:?}"
+                );
+                std::thread::sleep(Duration::from_millis(100));
+            }
+        }
+    }
+    assert_eq!(value, Some(36));
+    // A task lost with the server's data fails as lost, not hangs (a
+    // caller that waits for the server longer than it is away).
+    let patient = builder(&url, &prefix, 5).build().unwrap();
+    let lost = patient.apply_async(hold, (file.clone(), 2000, 1));
+    assert!(eventually(LIMIT, || pids_in(&file).len() == 2));
+    server.kill();
+    server.restart();
+    let err = lost.get_timeout(LIMIT).unwrap_err();
+    assert!(
+        matches!(
+            &err,
+            multiproc_redis::TaskTimeoutError::Failed(RemoteTaskError::Lost)
+        ),
+        "{err:?}"
+    );
+    assert!(eventually(LIMIT, || pool
+        .apply(square, 7)
+        .is_ok_and(|v| v == 49)));
+    assert_eq!(patient.apply(square, 8).unwrap(), 64);
+    pool.close().unwrap();
+    assert_eq!(reap(&mut children), vec![Some(0)]);
+    pool.destroy().unwrap();
+    let _ = std::fs::remove_file(&file);
+}
+
+fn main() {
+    let roles: &[Role] = &[role!(role_pool_worker)];
+    run(
+        roles,
+        tests![
+            map_apply_and_imap_unordered_run_in_worker_processes,
+            a_killed_workers_task_runs_elsewhere_and_one_result_comes_back,
+            a_stopped_workers_task_runs_elsewhere_and_its_late_reply_is_dropped,
+            a_long_task_keeps_its_worker_by_heartbeat,
+            a_task_that_kills_its_workers_fails_as_poisoned,
+            a_worker_of_another_build_refuses_the_task_with_a_typed_error,
+            a_server_restart_gives_typed_errors_then_the_pool_resumes,
+        ],
+    );
+}
