@@ -1398,7 +1398,12 @@ impl<T> RemoteQueue<T> {
     }
 
     /// Acknowledges and deletes message `id`, waiting for the reply.
-    fn ack(&self, link: &mut Link, id: &str, deadline: Option<Instant>) -> Result<(), RemoteError> {
+    fn ack<S: AsRef<str>>(
+        &self,
+        link: &mut Link,
+        ids: &[S],
+        deadline: Option<Instant>,
+    ) -> Result<(), RemoteError> {
         let s = &self.shared;
         link.call(
             &s.client,
@@ -1406,12 +1411,12 @@ impl<T> RemoteQueue<T> {
             s.give_up(deadline),
             s.io_wait(deadline),
             |con| {
-                s.scripts
-                    .ack
-                    .key(&s.stream)
-                    .arg(GROUP)
-                    .arg(id)
-                    .invoke::<i64>(con)
+                let mut ack = s.scripts.ack.key(&s.stream);
+                ack.arg(GROUP);
+                for id in ids {
+                    ack.arg(id.as_ref());
+                }
+                ack.invoke::<i64>(con)
             },
         )
         .map(drop)
@@ -1949,14 +1954,32 @@ impl<T> RemoteJoinableQueue<T> {
     /// item; [`TaskDoneError::Failed`] when the server cannot be reached
     /// (the item stays unfinished).
     pub fn task_done(&self) -> Result<(), TaskDoneError> {
+        self.task_done_many(1)
+    }
+
+    /// [`task_done`](Self::task_done) for the `n` oldest items this handle
+    /// holds, in one round trip (after a [`get_many`](RemoteQueue::get_many)).
+    ///
+    /// # Errors
+    ///
+    /// [`TaskDoneError::Unmatched`] when this handle holds fewer than `n`
+    /// unfinished items (none is marked done then);
+    /// [`TaskDoneError::Failed`] when the server cannot be reached (the
+    /// items stay unfinished).
+    pub fn task_done_many(&self, n: usize) -> Result<(), TaskDoneError> {
         let mut outstanding = lock(&self.queue.outstanding);
-        let Some(id) = outstanding.front() else {
+        if n > outstanding.len() {
             return Err(TaskDoneError::Unmatched);
-        };
+        }
+        if n == 0 {
+            return Ok(());
+        }
+        let (front, back) = outstanding.as_slices();
+        let ids: Vec<&String> = front.iter().chain(back).take(n).collect();
         self.queue
-            .ack(&mut self.queue.link(), id, None)
+            .ack(&mut self.queue.link(), &ids, None)
             .map_err(TaskDoneError::Failed)?;
-        outstanding.pop_front();
+        outstanding.drain(..n);
         Ok(())
     }
 

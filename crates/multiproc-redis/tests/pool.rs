@@ -66,10 +66,11 @@ fn dies(_: u64) -> u64 {
 
 // ---- roles ----
 
-/// Serves the pool: url, prefix, max deliveries.
+/// Serves the pool: url, prefix, max deliveries[, prefetch].
 fn role_pool_worker(args: &[String]) {
     let max: u32 = args[2].parse().unwrap();
-    match builder(&args[0], &args[1], max).serve() {
+    let prefetch: usize = args.get(3).map_or(1, |p| p.parse().unwrap());
+    match builder(&args[0], &args[1], max).prefetch(prefetch).serve() {
         Ok(()) => {}
         Err(multiproc_redis::ServeError::OtherBuild { caller, worker }) => {
             assert_ne!(caller, worker);
@@ -94,17 +95,23 @@ impl Drop for Workers {
 }
 
 fn workers(url: &str, prefix: &str, n: usize, max_deliveries: u32) -> Workers {
-    let max = max_deliveries.to_string();
     Workers(
         (0..n)
-            .map(|_| {
-                multiproc_testkit::command(role!(role_pool_worker), &[url, prefix, &max], &[])
-                    .stdin(Stdio::null())
-                    .spawn()
-                    .unwrap()
-            })
+            .map(|_| prefetching_worker(url, prefix, max_deliveries, 1))
             .collect(),
     )
+}
+
+fn prefetching_worker(url: &str, prefix: &str, max_deliveries: u32, prefetch: usize) -> Child {
+    let (max, prefetch) = (max_deliveries.to_string(), prefetch.to_string());
+    multiproc_testkit::command(
+        role!(role_pool_worker),
+        &[url, prefix, &max, &prefetch],
+        &[],
+    )
+    .stdin(Stdio::null())
+    .spawn()
+    .unwrap()
 }
 
 /// Waits for every worker to exit, returning their exit codes.
@@ -144,7 +151,9 @@ fn map_apply_and_imap_unordered_run_in_worker_processes() {
         return;
     };
     let (url, prefix) = (server.url(), format!("{}:", unique_name("rp")));
-    let mut children = workers(&url, &prefix, 2, 5);
+    // One worker takes one task at a time, the other 16.
+    let mut children = workers(&url, &prefix, 1, 5);
+    children.0.push(prefetching_worker(&url, &prefix, 5, 16));
     let pool = builder(&url, &prefix, 5).build().unwrap();
     let expected: Vec<u64> = (1..=200).map(square).collect();
     assert_eq!(pool.map(square, 1..=200, None).unwrap(), expected);
@@ -214,6 +223,41 @@ fn a_killed_workers_task_runs_elsewhere_and_one_result_comes_back() {
         1,
         "{codes:?}"
     );
+    pool.destroy().unwrap();
+    let _ = std::fs::remove_file(&file);
+}
+
+fn a_killed_workers_prefetched_tasks_all_run_elsewhere_once() {
+    let Some(server) = server("a_killed_workers_prefetched_tasks_all_run_elsewhere_once") else {
+        return;
+    };
+    let (url, prefix) = (server.url(), format!("{}:", unique_name("rp")));
+    let mut children = Workers(vec![prefetching_worker(&url, &prefix, 5, 8)]);
+    let pool = builder(&url, &prefix, 5).build().unwrap();
+    let file = temp_file("hold");
+    let results: Vec<_> = (0..8)
+        .map(|i| pool.apply_async(hold, (file.clone(), 200, i)))
+        .collect();
+    // The worker took the 8 at once and runs the first.
+    assert!(eventually(LIMIT, || !pids_in(&file).is_empty()));
+    let first = pids_in(&file)[0];
+    children.0.extend(workers(&url, &prefix, 1, 5).0.drain(..));
+    signal(first, rustix::process::Signal::KILL);
+    for (i, r) in results.iter().enumerate() {
+        assert_eq!(r.get_timeout(LIMIT).unwrap(), i as u64);
+    }
+    let ran = pids_in(&file);
+    let second: Vec<_> = ran.iter().filter(|&&p| p != first).collect();
+    assert_eq!(
+        second.len(),
+        8,
+        "every task ran in the other worker: {ran:?}"
+    );
+    assert!(ran.iter().filter(|&&p| p == first).count() <= 2, "{ran:?}");
+    assert_eq!(pool.duplicate_replies(), 0);
+    pool.close().unwrap();
+    let codes = reap(&mut children);
+    assert_eq!(codes[1], Some(0), "{codes:?}");
     pool.destroy().unwrap();
     let _ = std::fs::remove_file(&file);
 }
@@ -437,6 +481,7 @@ fn main() {
         tests![
             map_apply_and_imap_unordered_run_in_worker_processes,
             a_killed_workers_task_runs_elsewhere_and_one_result_comes_back,
+            a_killed_workers_prefetched_tasks_all_run_elsewhere_once,
             a_stopped_workers_task_runs_elsewhere_and_its_late_reply_is_dropped,
             a_long_task_keeps_its_worker_by_heartbeat,
             a_task_that_kills_its_workers_fails_as_poisoned,

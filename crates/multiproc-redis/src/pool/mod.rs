@@ -42,6 +42,7 @@ use std::time::Duration;
 #[must_use]
 pub struct RemotePoolBuilder {
     tasks: RemoteQueueBuilder,
+    prefetch: usize,
 }
 
 impl RemotePoolBuilder {
@@ -100,6 +101,18 @@ impl RemotePoolBuilder {
     /// submitting waits for room.
     pub fn maxsize(mut self, maxsize: usize) -> Self {
         self.tasks = self.tasks.maxsize(maxsize);
+        self
+    }
+
+    /// Worker side: how many tasks a worker takes at a time (default 1,
+    /// at most [`MAX_BATCH`](crate::MAX_BATCH)). It runs them one after
+    /// the other, then replies and acknowledges them together: fewer round
+    /// trips for many short tasks, but the tasks taken wait behind the
+    /// ones before them (an idle worker cannot take them), and their
+    /// results come back together. Larger chunks (`map`'s `chunksize`) are
+    /// the other way to fewer round trips.
+    pub fn prefetch(mut self, tasks: usize) -> Self {
+        self.prefetch = tasks;
         self
     }
 
@@ -165,7 +178,12 @@ impl RemotePoolBuilder {
     /// ran nothing of it); `Failed` for a setting out of range or a server
     /// that refuses the commands.
     pub fn serve(self) -> Result<(), ServeError> {
-        worker::serve(self.tasks)
+        if self.prefetch == 0 || self.prefetch > crate::MAX_BATCH {
+            return Err(ServeError::Failed(RemoteError::InvalidConfig(
+                "prefetch must be between 1 and MAX_BATCH",
+            )));
+        }
+        worker::serve(self.tasks, self.prefetch)
     }
 }
 
@@ -195,6 +213,7 @@ impl RemotePool {
     pub fn builder(url: &str, name: &str) -> RemotePoolBuilder {
         RemotePoolBuilder {
             tasks: RemoteQueue::builder(url, name),
+            prefetch: 1,
         }
     }
 

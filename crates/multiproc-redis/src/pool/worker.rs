@@ -1,5 +1,6 @@
-//! Worker mode: take tasks from the pool's queue, run them, put each
-//! result in its caller's reply queue, then acknowledge the task.
+//! Worker mode: take tasks from the pool's queue (up to `prefetch` at a
+//! time), run them, put their results in their callers' reply queues,
+//! then acknowledge the tasks.
 //!
 //! The order makes a worker's death safe at every step: killed before the
 //! reply is put, the task is still pending and another worker takes it
@@ -12,7 +13,7 @@
 
 use super::wire::{self, Refusal, ReplyMsg, TaskMsg};
 use crate::{
-    GetError, PutError, RemoteError, RemoteJoinableQueue, RemoteQueue, RemoteQueueBuilder,
+    GetTimeoutError, PutError, RemoteError, RemoteJoinableQueue, RemoteQueue, RemoteQueueBuilder,
 };
 use multiproc_core::Codec;
 use multiproc_core::fnref::BuildId;
@@ -110,7 +111,7 @@ impl Heartbeat {
     }
 }
 
-pub(crate) fn serve(tasks_builder: RemoteQueueBuilder) -> Result<(), ServeError> {
+pub(crate) fn serve(tasks_builder: RemoteQueueBuilder, prefetch: usize) -> Result<(), ServeError> {
     let own = BuildId::current().map_err(ServeError::Build)?;
     let (_, min_idle, _) = tasks_builder.waits();
     // One handle for both threads: a clone would be another consumer,
@@ -131,6 +132,7 @@ pub(crate) fn serve(tasks_builder: RemoteQueueBuilder) -> Result<(), ServeError>
     };
     let mut worker = Worker {
         tasks,
+        prefetch,
         builder: tasks_builder,
         own,
         codec: Codec::new(),
@@ -146,6 +148,7 @@ pub(crate) fn serve(tasks_builder: RemoteQueueBuilder) -> Result<(), ServeError>
 
 struct Worker {
     tasks: Arc<RemoteJoinableQueue<()>>,
+    prefetch: usize,
     builder: RemoteQueueBuilder,
     own: BuildId,
     codec: Codec,
@@ -156,54 +159,70 @@ struct Worker {
 impl Worker {
     fn serve(&mut self) -> Result<(), ServeError> {
         let mut backoff = Backoff::default();
+        let (block, _, _) = self.builder.waits();
         loop {
-            let bytes = match self.tasks.get_bytes() {
-                Ok(bytes) => bytes,
-                Err(GetError::Closed) => return Ok(()),
-                Err(GetError::Failed(e)) if e.is_unavailable() => {
+            let batch = match self.tasks.get_many_bytes(self.prefetch, block) {
+                Ok(batch) => batch,
+                Err(GetTimeoutError::Timeout) => continue,
+                Err(GetTimeoutError::Closed) => return Ok(()),
+                Err(GetTimeoutError::Failed(e)) if e.is_unavailable() => {
                     backoff.wait(&e);
                     continue;
                 }
                 // A malformed entry (dead-lettered by the get): go on.
-                Err(GetError::Failed(e)) if e.is_protocol() => continue,
-                Err(GetError::Failed(e)) => return Err(e.into()),
+                Err(GetTimeoutError::Failed(e)) if e.is_protocol() => continue,
+                Err(GetTimeoutError::Failed(e)) => return Err(e.into()),
             };
             backoff = Backoff::default();
-            let Ok(task) = self.codec.decode::<TaskMsg>(&bytes) else {
-                // Not a task this crate wrote: nobody waits for it.
-                self.finish()?;
-                continue;
-            };
-            self.heartbeat.set_busy(true);
-            let outcome = wire::run(&task, self.own, &self.codec);
-            self.heartbeat.set_busy(false);
-            let refused = match &outcome {
-                Err(Refusal::OtherBuild { worker }) => Some(ServeError::OtherBuild {
-                    caller: task.build,
-                    worker: *worker,
-                }),
-                _ => None,
-            };
-            let reply = ReplyMsg {
-                task: task.task,
-                outcome,
-            };
-            let bytes = self
-                .codec
-                .encode(&reply)
-                .map_err(|e| ServeError::Failed(RemoteError::Codec(e)))?;
-            self.reply(&task.reply, &bytes)?;
-            self.finish()?;
+            let mut refused = None;
+            // Replies per caller, in task order.
+            let mut replies: Vec<(String, Vec<Vec<u8>>)> = Vec::new();
+            for bytes in &batch {
+                let Ok(task) = self.codec.decode::<TaskMsg>(bytes) else {
+                    // Not a task this crate wrote: nobody waits for it.
+                    continue;
+                };
+                let outcome = if refused.is_some() {
+                    Err(Refusal::OtherBuild { worker: self.own })
+                } else {
+                    self.heartbeat.set_busy(true);
+                    let outcome = wire::run(&task, self.own, &self.codec);
+                    self.heartbeat.set_busy(false);
+                    outcome
+                };
+                if let Err(Refusal::OtherBuild { worker }) = &outcome {
+                    refused.get_or_insert(ServeError::OtherBuild {
+                        caller: task.build,
+                        worker: *worker,
+                    });
+                }
+                let reply = ReplyMsg {
+                    task: task.task,
+                    outcome,
+                };
+                let bytes = self
+                    .codec
+                    .encode(&reply)
+                    .map_err(|e| ServeError::Failed(RemoteError::Codec(e)))?;
+                match replies.iter_mut().find(|(to, _)| *to == task.reply) {
+                    Some((_, group)) => group.push(bytes),
+                    None => replies.push((task.reply, vec![bytes])),
+                }
+            }
+            for (to, group) in &replies {
+                self.reply(to, group)?;
+            }
+            self.finish(batch.len())?;
             if let Some(refused) = refused {
                 return Err(refused);
             }
         }
     }
 
-    /// Puts a reply, retrying while the server is out of reach (the task
-    /// stays pending meanwhile). A caller that is gone (its reply queue
-    /// closed) gets nothing.
-    fn reply(&mut self, to: &str, bytes: &[u8]) -> Result<(), ServeError> {
+    /// Puts replies to one caller (all or none), retrying while the server
+    /// is out of reach (the tasks stay pending meanwhile). A caller that is
+    /// gone (its reply queue closed) gets nothing.
+    fn reply(&mut self, to: &str, replies: &[Vec<u8>]) -> Result<(), ServeError> {
         let mut backoff = Backoff::default();
         loop {
             if !self.replies.contains_key(to) {
@@ -221,7 +240,7 @@ impl Worker {
                     Err(e) => return Err(e.into()),
                 }
             }
-            match self.replies[to].put_bytes(bytes) {
+            match self.replies[to].put_many_bytes(replies) {
                 Ok(()) | Err(PutError::Closed(_)) => return Ok(()),
                 Err(PutError::Failed(_, e)) if e.is_unavailable() => backoff.wait(&e),
                 Err(PutError::Failed(_, e)) => return Err(e.into()),
@@ -229,12 +248,12 @@ impl Worker {
         }
     }
 
-    /// Acknowledges the task in hand, retrying while the server is out of
-    /// reach.
-    fn finish(&self) -> Result<(), ServeError> {
+    /// Acknowledges the `n` tasks in hand, retrying while the server is
+    /// out of reach.
+    fn finish(&self, n: usize) -> Result<(), ServeError> {
         let mut backoff = Backoff::default();
         loop {
-            match self.tasks.task_done() {
+            match self.tasks.task_done_many(n) {
                 Ok(()) | Err(crate::TaskDoneError::Unmatched) => return Ok(()),
                 Err(crate::TaskDoneError::Failed(e)) if e.is_unavailable() => backoff.wait(&e),
                 Err(crate::TaskDoneError::Failed(e)) => return Err(e.into()),
