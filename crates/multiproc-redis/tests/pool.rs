@@ -241,7 +241,7 @@ fn a_killed_workers_prefetched_tasks_all_run_elsewhere_once() {
     // The worker took the 8 at once and runs the first.
     assert!(eventually(LIMIT, || !pids_in(&file).is_empty()));
     let first = pids_in(&file)[0];
-    children.0.extend(workers(&url, &prefix, 1, 5).0.drain(..));
+    children.0.push(prefetching_worker(&url, &prefix, 5, 1));
     signal(first, rustix::process::Signal::KILL);
     for (i, r) in results.iter().enumerate() {
         assert_eq!(r.get_timeout(LIMIT).unwrap(), i as u64);
