@@ -476,6 +476,12 @@ enum RecvFail {
     Failed(RemoteError),
 }
 
+/// A message a joinable queue's get handed out, not yet `task_done`.
+struct Held {
+    id: String,
+    deliveries: u64,
+}
+
 /// A message taken from the stream and not yet acknowledged.
 struct Delivery {
     id: String,
@@ -517,7 +523,7 @@ pub struct RemoteQueue<T> {
     getter: Mutex<Getter>,
     /// Ids of messages got and not finished (joinable queues only), oldest
     /// first.
-    outstanding: Mutex<VecDeque<String>>,
+    outstanding: Mutex<VecDeque<Held>>,
     _marker: PhantomData<fn(T) -> T>,
 }
 
@@ -778,7 +784,10 @@ impl<T> RemoteQueue<T> {
     /// not yet `task_done`), so that nobody takes them over while this
     /// consumer works on them. Returns how many it reset.
     pub(crate) fn touch_held(&self) -> Result<u64, RemoteError> {
-        let ids: Vec<String> = lock(&self.outstanding).iter().cloned().collect();
+        let ids: Vec<String> = lock(&self.outstanding)
+            .iter()
+            .map(|h| h.id.clone())
+            .collect();
         if ids.is_empty() {
             return Ok(0);
         }
@@ -791,6 +800,33 @@ impl<T> RemoteQueue<T> {
             }
             touch.invoke::<u64>(con)
         })
+    }
+
+    /// Gives the `k` items this handle got last (and has not finished)
+    /// back to the group, as read-ahead messages are given back: idle for
+    /// `min_idle` at once, so any consumer's next take-over step takes
+    /// them, their delivery counts set back by the delivery that did not
+    /// run them. They no longer count as held.
+    pub(crate) fn give_back_newest(&self, k: usize) -> Result<(), RemoteError> {
+        let given: Vec<Held> = {
+            let mut held = lock(&self.outstanding);
+            let from = held.len().saturating_sub(k);
+            held.drain(from..).collect()
+        };
+        if given.is_empty() {
+            return Ok(());
+        }
+        let s = &self.shared;
+        let idle = u64::try_from(s.min_idle.as_millis()).unwrap_or(u64::MAX);
+        self.control(|con| {
+            let mut release = s.scripts.release.key(&s.stream);
+            release.arg(GROUP).arg(&self.consumer).arg(idle);
+            for h in &given {
+                release.arg(&h.id).arg(h.deliveries);
+            }
+            release.invoke::<i64>(con)
+        })
+        .map(drop)
     }
 
     /// Up to `max` dead letters after the entry `after` (`"0-0"`: from the
@@ -1449,7 +1485,10 @@ impl<T> RemoteQueue<T> {
                 .link
                 .send_only(&s.client, s.timeouts(), GiveUp::Once, &packed);
         } else {
-            lock(&self.outstanding).extend(deliveries.iter().map(|d| d.id.clone()));
+            lock(&self.outstanding).extend(deliveries.iter().map(|d| Held {
+                id: d.id.clone(),
+                deliveries: d.deliveries,
+            }));
         }
     }
 
@@ -1974,8 +2013,7 @@ impl<T> RemoteJoinableQueue<T> {
         if n == 0 {
             return Ok(());
         }
-        let (front, back) = outstanding.as_slices();
-        let ids: Vec<&String> = front.iter().chain(back).take(n).collect();
+        let ids: Vec<&str> = outstanding.iter().take(n).map(|h| h.id.as_str()).collect();
         self.queue
             .ack(&mut self.queue.link(), &ids, None)
             .map_err(TaskDoneError::Failed)?;

@@ -69,8 +69,11 @@ fn dies(_: u64) -> u64 {
 /// Serves the pool: url, prefix, max deliveries[, prefetch].
 fn role_pool_worker(args: &[String]) {
     let max: u32 = args[2].parse().unwrap();
-    let prefetch: usize = args.get(3).map_or(1, |p| p.parse().unwrap());
-    match builder(&args[0], &args[1], max).prefetch(prefetch).serve() {
+    let mut pool = builder(&args[0], &args[1], max);
+    if let Some(prefetch) = args.get(3) {
+        pool = pool.prefetch(prefetch.parse().unwrap());
+    }
+    match pool.serve() {
         Ok(()) => {}
         Err(multiproc_redis::ServeError::OtherBuild { caller, worker }) => {
             assert_ne!(caller, worker);
@@ -94,24 +97,24 @@ impl Drop for Workers {
     }
 }
 
+/// `n` workers with the default settings.
 fn workers(url: &str, prefix: &str, n: usize, max_deliveries: u32) -> Workers {
     Workers(
         (0..n)
-            .map(|_| prefetching_worker(url, prefix, max_deliveries, 1))
+            .map(|_| worker(url, prefix, max_deliveries, None))
             .collect(),
     )
 }
 
-fn prefetching_worker(url: &str, prefix: &str, max_deliveries: u32, prefetch: usize) -> Child {
-    let (max, prefetch) = (max_deliveries.to_string(), prefetch.to_string());
-    multiproc_testkit::command(
-        role!(role_pool_worker),
-        &[url, prefix, &max, &prefetch],
-        &[],
-    )
-    .stdin(Stdio::null())
-    .spawn()
-    .unwrap()
+fn worker(url: &str, prefix: &str, max_deliveries: u32, prefetch: Option<usize>) -> Child {
+    let max = max_deliveries.to_string();
+    let prefetch = prefetch.map(|p| p.to_string());
+    let mut args = vec![url, prefix, &max];
+    args.extend(prefetch.as_deref());
+    multiproc_testkit::command(role!(role_pool_worker), &args, &[])
+        .stdin(Stdio::null())
+        .spawn()
+        .unwrap()
 }
 
 /// Waits for every worker to exit, returning their exit codes.
@@ -151,9 +154,9 @@ fn map_apply_and_imap_unordered_run_in_worker_processes() {
         return;
     };
     let (url, prefix) = (server.url(), format!("{}:", unique_name("rp")));
-    // One worker takes one task at a time, the other 16.
+    // One worker takes one task at a time, the other batches (default).
     let mut children = workers(&url, &prefix, 1, 5);
-    children.0.push(prefetching_worker(&url, &prefix, 5, 16));
+    children.0.push(worker(&url, &prefix, 5, Some(1)));
     let pool = builder(&url, &prefix, 5).build().unwrap();
     let expected: Vec<u64> = (1..=200).map(square).collect();
     assert_eq!(pool.map(square, 1..=200, None).unwrap(), expected);
@@ -227,37 +230,42 @@ fn a_killed_workers_task_runs_elsewhere_and_one_result_comes_back() {
     let _ = std::fs::remove_file(&file);
 }
 
-fn a_killed_workers_prefetched_tasks_all_run_elsewhere_once() {
-    let Some(server) = server("a_killed_workers_prefetched_tasks_all_run_elsewhere_once") else {
+fn a_long_task_gives_back_the_tasks_taken_with_it() {
+    let Some(server) = server("a_long_task_gives_back_the_tasks_taken_with_it") else {
         return;
     };
     let (url, prefix) = (server.url(), format!("{}:", unique_name("rp")));
-    let mut children = Workers(vec![prefetching_worker(&url, &prefix, 5, 8)]);
+    let mut children = workers(&url, &prefix, 1, 5);
     let pool = builder(&url, &prefix, 5).build().unwrap();
+    // Short tasks grow the worker's batches to 64.
+    assert_eq!(pool.map(square, 0..1000, None).unwrap().len(), 1000);
+    // One submission: the warm worker takes all six and starts the long
+    // one; then a second worker comes.
     let file = temp_file("hold");
-    let results: Vec<_> = (0..8)
-        .map(|i| pool.apply_async(hold, (file.clone(), 200, i)))
-        .collect();
-    // The worker took the 8 at once and runs the first.
+    let start = Instant::now();
+    let tasks =
+        std::iter::once((file.clone(), 1500, 999)).chain((0..5).map(|i| (file.clone(), 0, i)));
+    let mut results = pool.imap_unordered(hold, tasks, None);
     assert!(eventually(LIMIT, || !pids_in(&file).is_empty()));
-    let first = pids_in(&file)[0];
-    children.0.push(prefetching_worker(&url, &prefix, 5, 1));
-    signal(first, rustix::process::Signal::KILL);
-    for (i, r) in results.iter().enumerate() {
-        assert_eq!(r.get_timeout(LIMIT).unwrap(), i as u64);
-    }
-    let ran = pids_in(&file);
-    let second: Vec<_> = ran.iter().filter(|&&p| p != first).collect();
-    assert_eq!(
-        second.len(),
-        8,
-        "every task ran in the other worker: {ran:?}"
+    let warm = pids_in(&file)[0];
+    children.0.push(worker(&url, &prefix, 5, None));
+    let short: Vec<u64> = results.by_ref().take(5).map(Result::unwrap).collect();
+    let short_done = start.elapsed();
+    assert_eq!(results.next().unwrap().unwrap(), 999);
+    let all_done = start.elapsed();
+    let mut sorted = short.clone();
+    sorted.sort_unstable();
+    assert_eq!(sorted, vec![0, 1, 2, 3, 4], "the short ones came first");
+    assert!(
+        short_done + Duration::from_millis(500) < all_done,
+        "the short tasks waited for the long one: {short_done:?} of {all_done:?}"
     );
-    assert!(ran.iter().filter(|&&p| p == first).count() <= 2, "{ran:?}");
+    let ran = pids_in(&file);
+    assert_eq!(ran.len(), 6, "each ran once: {ran:?}");
+    assert_eq!(ran.iter().filter(|&&p| p == warm).count(), 1, "{ran:?}");
     assert_eq!(pool.duplicate_replies(), 0);
     pool.close().unwrap();
-    let codes = reap(&mut children);
-    assert_eq!(codes[1], Some(0), "{codes:?}");
+    assert_eq!(reap(&mut children), vec![Some(0), Some(0)]);
     pool.destroy().unwrap();
     let _ = std::fs::remove_file(&file);
 }
@@ -481,7 +489,7 @@ fn main() {
         tests![
             map_apply_and_imap_unordered_run_in_worker_processes,
             a_killed_workers_task_runs_elsewhere_and_one_result_comes_back,
-            a_killed_workers_prefetched_tasks_all_run_elsewhere_once,
+            a_long_task_gives_back_the_tasks_taken_with_it,
             a_stopped_workers_task_runs_elsewhere_and_its_late_reply_is_dropped,
             a_long_task_keeps_its_worker_by_heartbeat,
             a_task_that_kills_its_workers_fails_as_poisoned,

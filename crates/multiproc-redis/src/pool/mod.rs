@@ -24,6 +24,9 @@ use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+/// [`RemotePoolBuilder::prefetch`]'s default.
+const DEFAULT_PREFETCH: usize = 64;
+
 /// Settings of a [`RemotePool`], for callers ([`build`](Self::build)) and
 /// workers ([`serve`](Self::serve)) alike: both sides of one pool use the
 /// same name, prefix and `min_idle`.
@@ -104,13 +107,15 @@ impl RemotePoolBuilder {
         self
     }
 
-    /// Worker side: how many tasks a worker takes at a time (default 1,
-    /// at most [`MAX_BATCH`](crate::MAX_BATCH)). It runs them one after
-    /// the other, then replies and acknowledges them together: fewer round
-    /// trips for many short tasks, but the tasks taken wait behind the
-    /// ones before them (an idle worker cannot take them), and their
-    /// results come back together. Larger chunks (`map`'s `chunksize`) are
-    /// the other way to fewer round trips.
+    /// Worker side: the most tasks a worker takes at a time (default 64,
+    /// at most [`MAX_BATCH`](crate::MAX_BATCH); 1 turns batches off). A
+    /// worker starts with one task at a time and doubles that while its
+    /// batches run within 10 ms, replying and acknowledging each batch
+    /// together: short tasks then cost a few round trips per batch, not
+    /// per task. Once a task has run 10 ms, the tasks waiting behind it in
+    /// its batch are given back to the pool at once (an idle worker takes
+    /// them at its next look, within [`block`](Self::block)) and the next
+    /// batch is one task again.
     pub fn prefetch(mut self, tasks: usize) -> Self {
         self.prefetch = tasks;
         self
@@ -149,8 +154,9 @@ impl RemotePoolBuilder {
     /// with a `--worker` argument; start as many such processes, on as
     /// many machines, as you want workers.
     ///
-    /// One task at a time; a heartbeat thread keeps a long task from being
-    /// taken for a dead worker's. While the server is out of reach the
+    /// Tasks run one at a time, in batches of up to
+    /// [`prefetch`](Self::prefetch); a heartbeat thread keeps a long task
+    /// from being taken for a dead worker's. While the server is out of reach the
     /// worker waits for it (saying so once on stderr) and goes on when it
     /// is back.
     ///
@@ -213,7 +219,7 @@ impl RemotePool {
     pub fn builder(url: &str, name: &str) -> RemotePoolBuilder {
         RemotePoolBuilder {
             tasks: RemoteQueue::builder(url, name),
-            prefetch: 1,
+            prefetch: DEFAULT_PREFETCH,
         }
     }
 

@@ -1,6 +1,12 @@
-//! Worker mode: take tasks from the pool's queue (up to `prefetch` at a
-//! time), run them, put their results in their callers' reply queues,
-//! then acknowledge the tasks.
+//! Worker mode: take tasks from the pool's queue, run them, put their
+//! results in their callers' reply queues, then acknowledge the tasks.
+//!
+//! A worker takes one task at a time, and doubles that (up to
+//! `prefetch`) while its batches run within [`GIVE_BACK_AFTER`]: short
+//! tasks then cost a few round trips per batch instead of per task. Once
+//! a task has run that long, the heartbeat thread gives the batch's
+//! waiting tasks back to the group for idle workers, and the next batch
+//! is one task again, so a long task holds up only itself.
 //!
 //! The order makes a worker's death safe at every step: killed before the
 //! reply is put, the task is still pending and another worker takes it
@@ -17,10 +23,9 @@ use crate::{
 };
 use multiproc_core::Codec;
 use multiproc_core::fnref::BuildId;
-use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Condvar, Mutex};
-use std::time::Duration;
+use std::collections::{HashMap, VecDeque};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
 
 /// Why [`RemotePoolBuilder::serve`](crate::RemotePoolBuilder::serve)
 /// stopped.
@@ -76,36 +81,79 @@ const MAX_REPLY_QUEUES: usize = 64;
 /// The longest pause between tries while the server is out of reach.
 const MAX_BACKOFF: Duration = Duration::from_secs(1);
 
-/// Resets the idle time of the held task every quarter of `min_idle`
-/// while `busy`.
+/// How long a task may run before the worker gives back the tasks it
+/// took with it and has not started, for idle workers to take.
+const GIVE_BACK_AFTER: Duration = Duration::from_millis(10);
+
+/// The batch a worker runs, shared with its heartbeat thread.
+#[derive(Default)]
+struct Batch {
+    /// Tasks taken and not started, oldest first.
+    waiting: VecDeque<Vec<u8>>,
+    /// When the running task started.
+    running_since: Option<Instant>,
+    /// The worker is stopping.
+    done: bool,
+}
+
+/// The heartbeat thread's side: resets the idle time of the held tasks
+/// every quarter of `min_idle` while one runs, and gives back the waiting
+/// ones once a task has run for [`GIVE_BACK_AFTER`].
 struct Heartbeat {
-    busy: Mutex<bool>,
+    batch: Mutex<Batch>,
     changed: Condvar,
-    done: AtomicBool,
 }
 
 impl Heartbeat {
-    fn set_busy(&self, busy: bool) {
-        *self.busy.lock().unwrap_or_else(|p| p.into_inner()) = busy;
+    fn lock(&self) -> MutexGuard<'_, Batch> {
+        self.batch.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Starts the next waiting task, if any.
+    fn start_next(&self) -> Option<Vec<u8>> {
+        let mut batch = self.lock();
+        let next = batch.waiting.pop_front();
+        batch.running_since = next.as_ref().map(|_| Instant::now());
         self.changed.notify_all();
+        next
     }
 
     fn run(&self, tasks: &RemoteJoinableQueue<()>, every: Duration) {
-        let mut busy = self.busy.lock().unwrap_or_else(|p| p.into_inner());
-        while !self.done.load(Ordering::SeqCst) {
-            busy = self
+        let mut batch = self.lock();
+        let mut touched = Instant::now();
+        while !batch.done {
+            let tick = if batch.running_since.is_some() && !batch.waiting.is_empty() {
+                GIVE_BACK_AFTER / 2
+            } else {
+                every
+            };
+            batch = self
                 .changed
-                .wait_timeout(busy, every)
+                .wait_timeout(batch, tick)
                 .unwrap_or_else(|p| p.into_inner())
                 .0;
-            if *busy {
+            let Some(since) = batch.running_since else {
+                continue;
+            };
+            if !batch.waiting.is_empty() && since.elapsed() >= GIVE_BACK_AFTER {
+                // The newest held tasks are the waiting ones: the running
+                // task and those done are older.
+                let k = batch.waiting.len();
+                batch.waiting.clear();
+                drop(batch);
+                // Not given back (server out of reach): they are held by
+                // nobody running them and move on after `min_idle`.
+                let _ = tasks.give_back_newest(k);
+                batch = self.lock();
+            }
+            if touched.elapsed() >= every {
                 // Without the lock: the task's end may not wait on a
-                // network call.
-                drop(busy);
-                // Out of reach: the task may move on; its reply is then
-                // a duplicate, dropped by the caller.
+                // network call. Out of reach: the task may move on; its
+                // reply is then a duplicate, dropped by the caller.
+                drop(batch);
                 let _ = tasks.touch_held();
-                busy = self.busy.lock().unwrap_or_else(|p| p.into_inner());
+                touched = Instant::now();
+                batch = self.lock();
             }
         }
     }
@@ -118,9 +166,8 @@ pub(crate) fn serve(tasks_builder: RemoteQueueBuilder, prefetch: usize) -> Resul
     // holding none of this one's tasks.
     let tasks: Arc<RemoteJoinableQueue<()>> = Arc::new(tasks_builder.clone().build_joinable()?);
     let heartbeat = Arc::new(Heartbeat {
-        busy: Mutex::new(false),
+        batch: Mutex::new(Batch::default()),
         changed: Condvar::new(),
-        done: AtomicBool::new(false),
     });
     let beat = {
         let heartbeat = Arc::clone(&heartbeat);
@@ -140,14 +187,15 @@ pub(crate) fn serve(tasks_builder: RemoteQueueBuilder, prefetch: usize) -> Resul
         heartbeat: Arc::clone(&heartbeat),
     };
     let served = worker.serve();
-    heartbeat.done.store(true, Ordering::SeqCst);
-    heartbeat.set_busy(false);
+    heartbeat.lock().done = true;
+    heartbeat.changed.notify_all();
     let _ = beat.join();
     served
 }
 
 struct Worker {
     tasks: Arc<RemoteJoinableQueue<()>>,
+    /// The most tasks taken at a time.
     prefetch: usize,
     builder: RemoteQueueBuilder,
     own: BuildId,
@@ -160,8 +208,11 @@ impl Worker {
     fn serve(&mut self) -> Result<(), ServeError> {
         let mut backoff = Backoff::default();
         let (block, _, _) = self.builder.waits();
+        // Tasks to take next: doubles while batches run within
+        // GIVE_BACK_AFTER, back to 1 after one that did not.
+        let mut want = 1;
         loop {
-            let batch = match self.tasks.get_many_bytes(self.prefetch, block) {
+            let batch = match self.tasks.get_many_bytes(want, block) {
                 Ok(batch) => batch,
                 Err(GetTimeoutError::Timeout) => continue,
                 Err(GetTimeoutError::Closed) => return Ok(()),
@@ -174,21 +225,23 @@ impl Worker {
                 Err(GetTimeoutError::Failed(e)) => return Err(e.into()),
             };
             backoff = Backoff::default();
+            let taken = batch.len();
+            let started = Instant::now();
+            self.heartbeat.lock().waiting = batch.into();
+            let mut ran = 0;
             let mut refused = None;
             // Replies per caller, in task order.
             let mut replies: Vec<(String, Vec<Vec<u8>>)> = Vec::new();
-            for bytes in &batch {
-                let Ok(task) = self.codec.decode::<TaskMsg>(bytes) else {
+            while let Some(bytes) = self.heartbeat.start_next() {
+                ran += 1;
+                let Ok(task) = self.codec.decode::<TaskMsg>(&bytes) else {
                     // Not a task this crate wrote: nobody waits for it.
                     continue;
                 };
                 let outcome = if refused.is_some() {
                     Err(Refusal::OtherBuild { worker: self.own })
                 } else {
-                    self.heartbeat.set_busy(true);
-                    let outcome = wire::run(&task, self.own, &self.codec);
-                    self.heartbeat.set_busy(false);
-                    outcome
+                    wire::run(&task, self.own, &self.codec)
                 };
                 if let Err(Refusal::OtherBuild { worker }) = &outcome {
                     refused.get_or_insert(ServeError::OtherBuild {
@@ -212,10 +265,15 @@ impl Worker {
             for (to, group) in &replies {
                 self.reply(to, group)?;
             }
-            self.finish(batch.len())?;
+            self.finish(ran)?;
             if let Some(refused) = refused {
                 return Err(refused);
             }
+            want = if ran == taken && started.elapsed() < GIVE_BACK_AFTER {
+                (want * 2).min(self.prefetch)
+            } else {
+                1
+            };
         }
     }
 
