@@ -298,6 +298,15 @@
 //! reply queue, removed when the handle is dropped and its results are in
 //! (late replies for it are then turned away for an hour).
 //!
+//! A worker takes tasks in batches that grow (up to
+//! [`prefetch`](RemotePoolBuilder::prefetch), default 64) while each
+//! batch runs within 10 ms, replying and acknowledging a batch together;
+//! once a task runs longer, the tasks waiting behind it are given back at
+//! once for idle workers. With two local worker processes
+//! (`cargo bench -p multiproc-redis --bench pool`), `map` at chunk size 1
+//! ran 59 K tasks/s: 78 % of raw pipelined stream commands doing the same
+//! exchange and 628× Python's RQ with two workers, in the same run.
+//!
 //! # Bounds on what is read
 //!
 //! Every read asks for at most the entries wanted (`COUNT n`: 1, the
