@@ -147,6 +147,29 @@ fn signal(pid: u32, sig: rustix::process::Signal) {
     rustix::process::kill_process(pid, sig).unwrap();
 }
 
+/// Polls `fut` on this thread, parking between polls until woken; fails
+/// rather than hangs when nobody wakes it within LIMIT.
+fn block_on<F: std::future::Future>(fut: F) -> F::Output {
+    struct Unpark(std::thread::Thread);
+    impl std::task::Wake for Unpark {
+        fn wake(self: std::sync::Arc<Self>) {
+            self.0.unpark();
+        }
+    }
+    let waker = std::task::Waker::from(std::sync::Arc::new(Unpark(std::thread::current())));
+    let mut cx = std::task::Context::from_waker(&waker);
+    let mut fut = std::pin::pin!(fut);
+    let deadline = Instant::now() + LIMIT;
+    loop {
+        if let std::task::Poll::Ready(v) = fut.as_mut().poll(&mut cx) {
+            return v;
+        }
+        let left = deadline.saturating_duration_since(Instant::now());
+        assert!(!left.is_zero(), "the future was never woken");
+        std::thread::park_timeout(left);
+    }
+}
+
 // ---- tests ----
 
 fn map_apply_and_imap_unordered_run_in_worker_processes() {
@@ -174,6 +197,8 @@ fn map_apply_and_imap_unordered_run_in_worker_processes() {
             RemoteTaskError::Taken
         ))
     ));
+    // Awaited: the result thread wakes the task.
+    assert_eq!(block_on(pool.apply_async(square, 11)).unwrap(), 121);
     let mut unordered: Vec<u64> = pool
         .imap_unordered(square, 1..=50, Some(7))
         .collect::<Result<_, _>>()

@@ -3,7 +3,10 @@
 use crate::RemoteError;
 use multiproc_core::fnref::BuildId;
 use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
 
 /// Why a remote pool task has no value.
@@ -134,6 +137,8 @@ impl From<RemoteTaskError> for TaskTimeoutError {
 pub(crate) struct Slot<R> {
     state: Mutex<State<R>>,
     ready: Condvar,
+    /// The task awaiting the value, if one does.
+    waker: Mutex<Option<Waker>>,
 }
 
 enum State<R> {
@@ -147,6 +152,7 @@ impl<R> Slot<R> {
         Arc::new(Self {
             state: Mutex::new(State::Pending),
             ready: Condvar::new(),
+            waker: Mutex::new(None),
         })
     }
 
@@ -160,6 +166,11 @@ impl<R> Slot<R> {
         if matches!(*state, State::Pending) {
             *state = State::Ready(value);
             self.ready.notify_all();
+            drop(state);
+            let waker = self.waker.lock().unwrap_or_else(|p| p.into_inner()).take();
+            if let Some(waker) = waker {
+                waker.wake();
+            }
         }
     }
 
@@ -238,5 +249,39 @@ impl<R> RemoteAsyncResult<R> {
             .take_until(Instant::now().checked_add(timeout))
             .ok_or(TaskTimeoutError::Timeout)?
             .map_err(TaskTimeoutError::Failed)
+    }
+}
+
+/// Awaiting the result on any executor (the pool's result thread wakes
+/// the task; no runtime is needed), as [`get`](RemoteAsyncResult::get)
+/// without blocking a thread:
+///
+/// ```no_run
+/// use multiproc_redis::RemotePool;
+///
+/// fn square(x: u64) -> u64 { x * x }
+///
+/// # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
+/// let pool = RemotePool::open("redis://127.0.0.1:6379/0", "squares")?;
+/// assert_eq!(pool.apply_async(square, 7).await?, 49);
+/// # Ok(())
+/// # }
+/// ```
+impl<R> Future for RemoteAsyncResult<R> {
+    type Output = Result<R, RemoteTaskError>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let slot = &self.slot;
+        // The waker first: a value set after the look below wakes it.
+        *slot.waker.lock().unwrap_or_else(|p| p.into_inner()) = Some(cx.waker().clone());
+        let mut state = slot.lock();
+        match std::mem::replace(&mut *state, State::Taken) {
+            State::Pending => {
+                *state = State::Pending;
+                Poll::Pending
+            }
+            State::Ready(value) => Poll::Ready(value),
+            State::Taken => Poll::Ready(Err(RemoteTaskError::Taken)),
+        }
     }
 }
