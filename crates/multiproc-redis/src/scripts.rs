@@ -101,15 +101,21 @@ return done
 /// the group: each becomes idle for the minimum idle time (so any
 /// consumer's next `XAUTOCLAIM` step takes it over at once) with its
 /// delivery count set back by the delivery that never reached a caller.
-/// `JUSTID` keeps `XCLAIM` itself from counting a delivery.
-/// KEYS: stream. ARGV: group, consumer, min idle (ms), then pairs of id
-/// and delivery count.
+/// `JUSTID` keeps `XCLAIM` itself from counting a delivery. A message
+/// another consumer took over meanwhile is left to it, count and all:
+/// claiming it back would let a message that kills its consumers be
+/// delivered more than `max_deliveries` times (the pool's model shows
+/// it). KEYS: stream. ARGV: group, consumer, min idle (ms), then pairs of
+/// id and delivery count.
 const RELEASE: &str = r"
 for i = 4, #ARGV - 1, 2 do
-  local n = tonumber(ARGV[i + 1]) - 1
-  if n < 0 then n = 0 end
-  redis.call('XCLAIM', KEYS[1], ARGV[1], ARGV[2], 0, ARGV[i],
-    'IDLE', ARGV[3], 'RETRYCOUNT', n, 'JUSTID')
+  local p = redis.call('XPENDING', KEYS[1], ARGV[1], ARGV[i], ARGV[i], 1)
+  if p[1] and p[1][2] == ARGV[2] then
+    local n = tonumber(ARGV[i + 1]) - 1
+    if n < 0 then n = 0 end
+    redis.call('XCLAIM', KEYS[1], ARGV[1], ARGV[2], 0, ARGV[i],
+      'IDLE', ARGV[3], 'RETRYCOUNT', n, 'JUSTID')
+  end
 end
 return 1
 ";

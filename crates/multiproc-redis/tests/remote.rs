@@ -1177,6 +1177,45 @@ fn a_joinable_queue_joins_when_worker_processes_finish() {
     results.destroy().unwrap();
 }
 
+fn a_stale_give_back_leaves_a_taken_over_message_to_its_new_consumer() {
+    let Some(server) = server("a_stale_give_back_leaves_a_taken_over_message_to_its_new_consumer")
+    else {
+        return;
+    };
+    let (url, prefix) = (server.url(), fresh_prefix());
+    let name = "stale";
+    let a: RemoteJoinableQueue<u64> = builder(&url, &prefix, name)
+        .read_ahead(2)
+        .build_joinable()
+        .unwrap();
+    let b: RemoteJoinableQueue<u64> = builder(&url, &prefix, name).build_joinable().unwrap();
+    a.put_many(&[1, 2]).unwrap();
+    // A takes both, hands out 1 and finishes it; 2 waits in A, unseen.
+    assert_eq!(a.get().unwrap(), 1);
+    a.task_done().unwrap();
+    std::thread::sleep(MIN_IDLE + Duration::from_millis(100));
+    // Idle past MIN_IDLE: B takes 2 over, and works on it.
+    assert_eq!(b.get().unwrap(), 2);
+    // A gives back what it read ahead (on drop): 2 is B's now, and stays
+    // B's with B's delivery count.
+    let stream = a.stream_key().to_owned();
+    drop(a);
+    let pending: Vec<(String, String, u64, u64)> = redis::cmd("XPENDING")
+        .arg(&stream)
+        .arg("multiproc")
+        .arg("-")
+        .arg("+")
+        .arg(10)
+        .query(&mut raw(&url))
+        .unwrap();
+    assert_eq!(pending.len(), 1, "{pending:?}");
+    assert_eq!(pending[0].1, b.consumer_name(), "{pending:?}");
+    assert_eq!(pending[0].3, 2, "B's delivery counted: {pending:?}");
+    b.task_done().unwrap();
+    assert_eq!(b.qsize().unwrap(), 0);
+    b.destroy().unwrap();
+}
+
 fn main() {
     let roles: &[Role] = &[
         role!(role_producer),
@@ -1207,6 +1246,7 @@ fn main() {
             get_many_delivers_each_message_as_a_single_get_would,
             a_killed_consumers_read_ahead_messages_all_arrive_elsewhere,
             batches_give_typed_errors_when_the_server_goes_away,
+            a_stale_give_back_leaves_a_taken_over_message_to_its_new_consumer,
         ],
     );
 }

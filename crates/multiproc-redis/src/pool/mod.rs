@@ -5,6 +5,8 @@
 //! promises.
 
 mod collector;
+#[cfg(test)]
+mod model;
 mod result;
 mod wire;
 mod worker;
