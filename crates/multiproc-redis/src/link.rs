@@ -3,6 +3,11 @@
 //! give-up point, every command waits at most its read timeout, and a
 //! connection that saw an I/O error is dropped (the next call reconnects).
 //!
+//! A connection idle for [`IDLE_CHECK`] is asked a `PING` before the next
+//! command: one the server closed meanwhile (a restart) is made again
+//! then, so a command that is not safe to repeat never goes out on a
+//! connection already dead.
+//!
 //! A command can also be sent without waiting for its reply
 //! ([`Link::send_only`]): the reply is read, and dropped, before the next
 //! command's; if the connection breaks first, the command may or may not
@@ -21,6 +26,10 @@ const MAX_PAUSE: Duration = Duration::from_millis(500);
 /// server stalls.
 pub(crate) const MIN_IO_WAIT: Duration = Duration::from_millis(50);
 
+/// How long a connection may sit unused before it is checked with a
+/// `PING` (one round trip) ahead of the next command.
+const IDLE_CHECK: Duration = Duration::from_secs(1);
+
 /// When to stop trying to connect.
 #[derive(Clone, Copy, Debug)]
 pub(crate) enum GiveUp {
@@ -35,6 +44,8 @@ pub(crate) struct Link {
     read_timeout: Option<Duration>,
     /// Replies of commands sent with [`Link::send_only`], not read yet.
     unread: usize,
+    /// When the connection last carried a command.
+    used_at: Instant,
 }
 
 impl Link {
@@ -43,6 +54,7 @@ impl Link {
             con: None,
             read_timeout: None,
             unread: 0,
+            used_at: Instant::now(),
         }
     }
 
@@ -109,17 +121,15 @@ impl Link {
     ) -> Result<R, RemoteError> {
         let (connect_timeout, io_timeout) = timeouts;
         self.drain(read_timeout);
+        if self.con.is_some() && self.used_at.elapsed() >= IDLE_CHECK {
+            self.check(read_timeout)?;
+        }
         if self.con.is_none() {
             self.connect(client, connect_timeout, io_timeout, give_up)?;
         }
+        self.set_read_timeout(read_timeout)?;
         let con = self.con.as_mut().expect("connected just above");
-        if self.read_timeout != Some(read_timeout) {
-            if let Err(e) = con.set_read_timeout(Some(read_timeout)) {
-                self.disconnect();
-                return Err(RemoteError::from_redis(e));
-            }
-            self.read_timeout = Some(read_timeout);
-        }
+        self.used_at = Instant::now();
         f(con).map_err(|e| {
             let e = RemoteError::from_redis(e);
             if e.is_unavailable() || e.is_protocol() {
@@ -127,6 +137,42 @@ impl Link {
             }
             e
         })
+    }
+
+    fn set_read_timeout(&mut self, read_timeout: Duration) -> Result<(), RemoteError> {
+        let Some(con) = self.con.as_mut() else {
+            return Ok(());
+        };
+        if self.read_timeout != Some(read_timeout) {
+            if let Err(e) = con.set_read_timeout(Some(read_timeout)) {
+                self.disconnect();
+                return Err(RemoteError::from_redis(e));
+            }
+            self.read_timeout = Some(read_timeout);
+        }
+        Ok(())
+    }
+
+    /// Asks the idle connection a `PING`: drops it when the server closed
+    /// it (the caller connects again); fails when the server does not
+    /// answer within `read_timeout` (a stalled server: connecting again
+    /// would only wait once more).
+    fn check(&mut self, read_timeout: Duration) -> Result<(), RemoteError> {
+        self.set_read_timeout(read_timeout)?;
+        let Some(con) = self.con.as_mut() else {
+            return Ok(());
+        };
+        match redis::cmd("PING").query::<()>(con) {
+            Ok(()) => Ok(()),
+            Err(e) if e.is_timeout() => {
+                self.disconnect();
+                Err(RemoteError::from_redis(e))
+            }
+            Err(_) => {
+                self.disconnect();
+                Ok(())
+            }
+        }
     }
 
     /// Sends one packed command over the connection (connecting first if
@@ -149,6 +195,7 @@ impl Link {
         match con.send_packed_command(packed) {
             Ok(()) => {
                 self.unread += 1;
+                self.used_at = Instant::now();
                 Ok(())
             }
             Err(e) => {
@@ -171,17 +218,14 @@ impl Link {
         if self.unread == 0 {
             return;
         }
-        let Some(con) = self.con.as_mut() else {
+        if self.con.is_none() {
             self.unread = 0;
             return;
-        };
-        if self.read_timeout != Some(read_timeout) {
-            if con.set_read_timeout(Some(read_timeout)).is_err() {
-                self.disconnect();
-                return;
-            }
-            self.read_timeout = Some(read_timeout);
         }
+        if self.set_read_timeout(read_timeout).is_err() {
+            return;
+        }
+        let con = self.con.as_mut().expect("checked above");
         while self.unread > 0 {
             match con.recv_response() {
                 Ok(_) => self.unread -= 1,

@@ -1216,6 +1216,25 @@ fn a_stale_give_back_leaves_a_taken_over_message_to_its_new_consumer() {
     b.destroy().unwrap();
 }
 
+fn a_handle_idle_through_a_server_restart_works_at_once() {
+    let Some(mut server) = server("a_handle_idle_through_a_server_restart_works_at_once") else {
+        return;
+    };
+    let (url, prefix) = (server.url(), fresh_prefix());
+    let q: RemoteQueue<u64> = builder(&url, &prefix, "idle").build().unwrap();
+    q.put(1).unwrap();
+    assert_eq!(q.get().unwrap(), 1);
+    // The server goes and comes back while the handle does nothing: its
+    // connections are dead, and its next commands must not fail for it.
+    server.kill();
+    server.restart();
+    std::thread::sleep(Duration::from_millis(1100));
+    q.put(2).unwrap();
+    assert_eq!(q.get().unwrap(), 2);
+    assert_eq!(q.qsize().unwrap(), 0);
+    q.destroy().unwrap();
+}
+
 fn main() {
     let roles: &[Role] = &[
         role!(role_producer),
@@ -1247,6 +1266,7 @@ fn main() {
             a_killed_consumers_read_ahead_messages_all_arrive_elsewhere,
             batches_give_typed_errors_when_the_server_goes_away,
             a_stale_give_back_leaves_a_taken_over_message_to_its_new_consumer,
+            a_handle_idle_through_a_server_restart_works_at_once,
         ],
     );
 }
