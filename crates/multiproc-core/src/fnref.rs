@@ -54,6 +54,26 @@ pub fn addr_at(offset: i64) -> usize {
     (anchor_addr() as i64).wrapping_add(offset) as usize
 }
 
+/// What a panic caught around a named function's call said: its message
+/// when it is a string, else a fixed text.
+///
+/// ```
+/// use multiproc_core::fnref::panic_message;
+///
+/// let caught = std::panic::catch_unwind(|| panic!("at {}", 3)).unwrap_err();
+/// assert_eq!(panic_message(&*caught), "at 3");
+/// ```
+#[must_use]
+pub fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
+    if let Some(s) = panic.downcast_ref::<&str>() {
+        (*s).to_owned()
+    } else if let Some(s) = panic.downcast_ref::<String>() {
+        s.clone()
+    } else {
+        "panic with a non-string payload".to_owned()
+    }
+}
+
 /// Identity of the running executable's contents: a 64-bit hash of every
 /// byte of `/proc/self/exe` and its length. Two processes with the same
 /// `BuildId` run the same bytes, wherever the file lies, so a function

@@ -17,7 +17,7 @@ use std::panic::{AssertUnwindSafe, catch_unwind};
 
 use crate::wire::{Outcome, Payload, send_returned};
 
-pub(crate) use multiproc_core::fnref::{addr_at, offset_of};
+pub(crate) use multiproc_core::fnref::{addr_at, offset_of, panic_message};
 
 /// The child side of every start method, one instance per `(A, R)`:
 /// decodes the arguments, calls the target, sends back its value or its
@@ -60,16 +60,6 @@ pub(crate) unsafe fn trampoline<A: DeserializeOwned, R: Serialize>(
     let code = outcome.exit_code();
     let _ = conn.send(&outcome);
     code
-}
-
-pub(crate) fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
-    if let Some(s) = panic.downcast_ref::<&str>() {
-        (*s).to_owned()
-    } else if let Some(s) = panic.downcast_ref::<String>() {
-        s.clone()
-    } else {
-        "panic with a non-string payload".to_owned()
-    }
 }
 
 /// Turns a trampoline distance back into the function.

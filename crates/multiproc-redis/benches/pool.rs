@@ -22,6 +22,9 @@
 //! `-- remote_pool_vs_rq` for the comparison alone).
 #![allow(missing_docs)]
 
+mod common;
+
+use common::{BATCH, connect, entries, read_batch};
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use multiproc_redis::RemotePool;
 use multiproc_testkit::{ForkedChild, RedisServer, fork_child};
@@ -30,19 +33,11 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-const BATCH: usize = 64;
 const FLOOR_TASKS: &str = "bench:floor:tasks";
 const FLOOR_REPLIES: &str = "bench:floor:replies";
 
 fn square(x: u64) -> u64 {
     x * x
-}
-
-fn connect(url: &str) -> redis::Connection {
-    redis::Client::open(url)
-        .unwrap()
-        .get_connection_with_timeout(Duration::from_secs(5))
-        .unwrap()
 }
 
 /// The load averages, as `/proc/loadavg` gives them.
@@ -168,19 +163,7 @@ fn floor_worker(url: &str, i: usize) {
     let mut con = connect(url);
     let consumer = format!("w{i}");
     loop {
-        let reply: Value = redis::cmd("XREADGROUP")
-            .arg("GROUP")
-            .arg("g")
-            .arg(&consumer)
-            .arg("COUNT")
-            .arg(BATCH)
-            .arg("BLOCK")
-            .arg(1000)
-            .arg("STREAMS")
-            .arg(FLOOR_TASKS)
-            .arg(">")
-            .query(&mut con)
-            .unwrap();
+        let reply: Value = read_batch(&consumer, FLOOR_TASKS).query(&mut con).unwrap();
         let entries = entries(reply);
         if entries.is_empty() {
             continue;
@@ -205,37 +188,6 @@ fn floor_worker(url: &str, i: usize) {
         pipe.cmd("XDEL").arg(FLOOR_TASKS).arg(&ids[..]).ignore();
         pipe.query::<()>(&mut con).unwrap();
     }
-}
-
-/// The `(id, payload)` pairs of an `XREADGROUP` reply on one stream.
-fn entries(reply: Value) -> Vec<(Vec<u8>, Vec<u8>)> {
-    let Value::Array(streams) = reply else {
-        return Vec::new();
-    };
-    let Some(Value::Array(pair)) = streams.into_iter().next() else {
-        panic!("reply");
-    };
-    let Some(Value::Array(entries)) = pair.into_iter().nth(1) else {
-        panic!("reply");
-    };
-    entries
-        .into_iter()
-        .map(|entry| {
-            let Value::Array(entry) = entry else {
-                panic!("entry")
-            };
-            let mut entry = entry.into_iter();
-            let (Some(Value::BulkString(id)), Some(Value::Array(fields))) =
-                (entry.next(), entry.next())
-            else {
-                panic!("entry")
-            };
-            let Some(Value::BulkString(d)) = fields.into_iter().nth(1) else {
-                panic!("payload")
-            };
-            (id, d)
-        })
-        .collect()
 }
 
 /// The caller's side of the floor: one thread pipelines the tasks in,
@@ -272,17 +224,7 @@ fn floor_round(url: &str, con: &mut redis::Connection, n: u64) -> usize {
                 .ignore();
             pipe.cmd("XDEL").arg(FLOOR_REPLIES).arg(&ids[..]).ignore();
         }
-        pipe.cmd("XREADGROUP")
-            .arg("GROUP")
-            .arg("g")
-            .arg("caller")
-            .arg("COUNT")
-            .arg(BATCH)
-            .arg("BLOCK")
-            .arg(1000)
-            .arg("STREAMS")
-            .arg(FLOOR_REPLIES)
-            .arg(">");
+        pipe.add_command(read_batch("caller", FLOOR_REPLIES));
         let (reply,): (Value,) = pipe.query(con).unwrap();
         ids.clear();
         for (id, d) in entries(reply) {

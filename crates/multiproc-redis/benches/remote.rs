@@ -21,6 +21,9 @@
 //! Run: `cargo bench -p multiproc-redis --bench remote`
 #![allow(missing_docs)]
 
+mod common;
+
+use common::{BATCH, connect, entries, read_batch};
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 use multiproc_redis::RemoteQueue;
 use multiproc_testkit::{RedisServer, fork_child};
@@ -60,7 +63,6 @@ impl Mode {
 }
 
 const SIZES: [usize; 2] = [8, 64 * 1024];
-const BATCH: usize = 64;
 
 fn label(size: usize) -> String {
     if size >= 1024 {
@@ -68,13 +70,6 @@ fn label(size: usize) -> String {
     } else {
         format!("{size}B")
     }
-}
-
-fn connect(url: &str) -> redis::Connection {
-    redis::Client::open(url)
-        .unwrap()
-        .get_connection_with_timeout(Duration::from_secs(5))
-        .unwrap()
 }
 
 fn queue_round(url: &str, q: &RemoteQueue<()>, mode: Mode, size: usize, n: u64) -> Duration {
@@ -160,42 +155,10 @@ fn floor_round(url: &str, con: &mut redis::Connection, size: usize, n: u64) -> D
             pipe.cmd("XACK").arg(stream).arg("g").arg(&ids[..]).ignore();
             pipe.cmd("XDEL").arg(stream).arg(&ids[..]).ignore();
         }
-        pipe.cmd("XREADGROUP")
-            .arg("GROUP")
-            .arg("g")
-            .arg("c")
-            .arg("COUNT")
-            .arg(BATCH)
-            .arg("BLOCK")
-            .arg(1000)
-            .arg("STREAMS")
-            .arg(stream)
-            .arg(">");
+        pipe.add_command(read_batch("c", stream));
         let (reply,): (Value,) = pipe.query(con).unwrap();
         ids.clear();
-        let Value::Array(streams) = reply else {
-            continue;
-        };
-        let Some(Value::Array(pair)) = streams.into_iter().next() else {
-            panic!("reply");
-        };
-        let Some(Value::Array(entries)) = pair.into_iter().nth(1) else {
-            panic!("reply");
-        };
-        for entry in entries {
-            let Value::Array(entry) = entry else {
-                panic!("entry")
-            };
-            let mut entry = entry.into_iter();
-            let Some(Value::BulkString(id)) = entry.next() else {
-                panic!("id")
-            };
-            let Some(Value::Array(fields)) = entry.next() else {
-                panic!("fields")
-            };
-            let Some(Value::BulkString(d)) = fields.into_iter().nth(1) else {
-                panic!("payload")
-            };
+        for (id, d) in entries(reply) {
             assert_eq!(d.len(), size);
             ids.push(id);
             got += 1;

@@ -756,22 +756,11 @@ impl<T> RemoteQueue<T> {
         if max == 0 {
             return Ok(Vec::new());
         }
-        let reply: Value = self.control(|con| {
-            redis::cmd("XRANGE")
-                .arg(&self.shared.dead)
-                .arg("-")
-                .arg("+")
-                .arg("COUNT")
-                .arg(max)
-                .query(con)
-        })?;
-        let Value::Array(entries) = reply else {
-            return Err(RemoteError::protocol("XRANGE reply is not an array"));
-        };
-        if entries.len() > max {
-            return Err(RemoteError::protocol("XRANGE returned more than asked"));
-        }
-        entries.into_iter().map(parse_dead_letter).collect()
+        Ok(self
+            .dead_letters_after("0-0", max)?
+            .into_iter()
+            .map(|(_, letter)| letter)
+            .collect())
     }
 
     /// A key of this queue's own under its hash tag: `PREFIX{name}:suffix`.

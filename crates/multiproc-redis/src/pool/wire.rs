@@ -5,7 +5,7 @@
 #![allow(unsafe_code)]
 
 use multiproc_core::Codec;
-use multiproc_core::fnref::{BuildId, addr_at, offset_of};
+use multiproc_core::fnref::{BuildId, addr_at, offset_of, panic_message};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use std::panic::{AssertUnwindSafe, catch_unwind};
@@ -69,16 +69,6 @@ unsafe fn run_chunk<A: DeserializeOwned, R: Serialize>(
     codec
         .encode(&results)
         .map_err(|e| Refusal::Undecodable(format!("the results did not encode: {e}")))
-}
-
-fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
-    if let Some(s) = panic.downcast_ref::<&str>() {
-        (*s).to_owned()
-    } else if let Some(s) = panic.downcast_ref::<String>() {
-        s.clone()
-    } else {
-        "panic with a non-string payload".to_owned()
-    }
 }
 
 /// The offsets that name `f` and the runner for its types.
