@@ -476,6 +476,10 @@ enum RecvFail {
     Failed(RemoteError),
 }
 
+/// A dead-letter stream entry: its id there, and the letter (or why it is
+/// not one this crate wrote).
+pub(crate) type DeadEntry = (String, Result<DeadLetter, RemoteError>);
+
 /// A message a joinable queue's get handed out, not yet `task_done`.
 struct Held {
     id: String,
@@ -756,11 +760,10 @@ impl<T> RemoteQueue<T> {
         if max == 0 {
             return Ok(Vec::new());
         }
-        Ok(self
-            .dead_letters_after("0-0", max)?
+        self.dead_letters_after("0-0", max)?
             .into_iter()
             .map(|(_, letter)| letter)
-            .collect())
+            .collect()
     }
 
     /// A key of this queue's own under its hash tag: `PREFIX{name}:suffix`.
@@ -820,12 +823,13 @@ impl<T> RemoteQueue<T> {
 
     /// Up to `max` dead letters after the entry `after` (`"0-0"`: from the
     /// first), left where they are, each with its entry id in the
-    /// dead-letter stream.
+    /// dead-letter stream; an entry this crate did not write is a
+    /// [`RemoteError::Protocol`] in its place.
     pub(crate) fn dead_letters_after(
         &self,
         after: &str,
         max: usize,
-    ) -> Result<Vec<(String, DeadLetter)>, RemoteError> {
+    ) -> Result<Vec<DeadEntry>, RemoteError> {
         let reply: Value = self.control(|con| {
             redis::cmd("XRANGE")
                 .arg(&self.shared.dead)
@@ -853,7 +857,7 @@ impl<T> RemoteQueue<T> {
                     _ => None,
                 }
                 .ok_or_else(|| RemoteError::protocol("dead-letter entry is malformed"))?;
-                Ok((entry_id, parse_dead_letter(entry)?))
+                Ok((entry_id, parse_dead_letter(entry)))
             })
             .collect()
     }

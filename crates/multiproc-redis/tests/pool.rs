@@ -366,6 +366,32 @@ fn a_task_that_kills_its_workers_fails_as_poisoned() {
     let Some(s) = Scene::start("a_task_that_kills_its_workers_fails_as_poisoned", 3, 2) else {
         return;
     };
+    // Another program's entries in the dead-letter stream are passed over.
+    let mut con = redis::Client::open(s.url.as_str())
+        .unwrap()
+        .get_connection_with_timeout(Duration::from_secs(5))
+        .unwrap();
+    let dead = format!("{}{{pool}}:dead", s.prefix);
+    redis::cmd("XADD")
+        .arg(&dead)
+        .arg("*")
+        .arg("foreign")
+        .arg("entry")
+        .query::<String>(&mut con)
+        .unwrap();
+    redis::cmd("XADD")
+        .arg(&dead)
+        .arg("*")
+        .arg("id")
+        .arg("1-1")
+        .arg("deliveries")
+        .arg("9")
+        .arg("reason")
+        .arg("deliveries")
+        .arg("d")
+        .arg("not a task")
+        .query::<String>(&mut con)
+        .unwrap();
     let start = Instant::now();
     match s.pool.apply_async(dies, 0).get_timeout(LIMIT) {
         Err(multiproc_redis::TaskTimeoutError::Failed(RemoteTaskError::Poisoned {

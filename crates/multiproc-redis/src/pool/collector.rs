@@ -256,6 +256,10 @@ impl Caller {
             let last = last.clone();
             let full = letters.len() == DEAD_BATCH;
             for (entry, letter) in letters {
+                // Another program's entry, or another payload: not ours.
+                let Ok(letter) = letter else {
+                    continue;
+                };
                 let Ok(task) = self.codec.decode::<TaskMsg>(letter.payload()) else {
                     continue;
                 };

@@ -236,6 +236,11 @@ impl Worker {
                 ran += 1;
                 let Ok(task) = self.codec.decode::<TaskMsg>(&bytes) else {
                     // Not a task this crate wrote: nobody waits for it.
+                    eprintln!(
+                        "multiproc-redis: a pool worker dropped a message that is not a task \
+                         ({} bytes)",
+                        bytes.len()
+                    );
                     continue;
                 };
                 let outcome = if refused.is_some() {
