@@ -1,5 +1,6 @@
 #!/usr/bin/env python3
-"""Python's multiprocessing Queue and Pipe, measured like benches/queue_vs_pipe.rs.
+"""Python's multiprocessing Queue and Pipe, measured like benches/queue_vs_pipe.rs,
+and faster-fifo's Queue (a C++ replacement for it) when it is installed.
 
 Cases (start method "fork"):
   1to1/<size>  one producer process, the main process consumes:
@@ -7,6 +8,9 @@ Cases (start method "fork"):
                (the default duplex Pipe, a socketpair)
   rtt/8B       ping-pong of an 8-byte bytes object: over a duplex Pipe,
                and over two Queues
+faster-fifo (peer "faster_fifo", when `import faster_fifo` works): the same
+1to1 and rtt cases with faster_fifo.Queue put/get of bytes objects, its
+buffer sized to hold 8 messages (at least 1 MiB), like multiproc's ring.
 
 Sizes: 8 B, 64 B, 1 KiB, 64 KiB, 1 MiB. A run is timed from the start
 signal until the consumer has received the last message.
@@ -23,12 +27,32 @@ Prints one JSON object per case on stdout, for instance
 import argparse
 import json
 import multiprocessing as mp
+import queue as queue_mod
 import statistics
 import sys
 import time
 
 SIZES = [8, 64, 1024, 64 * 1024, 1 << 20]
 RTT_SIZE = 8
+
+try:
+    import faster_fifo
+except ImportError:
+    faster_fifo = None
+
+
+def fifo(size):
+    """A faster-fifo queue with room for 8 messages of `size`, 1 MiB at least."""
+    return faster_fifo.Queue(max_size_bytes=max(1 << 20, 8 * (size + 64)))
+
+
+def fifo_get(q):
+    # faster-fifo's get raises Empty after its timeout: wait for good.
+    while True:
+        try:
+            return q.get(timeout=10.0)
+        except queue_mod.Empty:
+            continue
 
 
 def size_name(size):
@@ -69,10 +93,34 @@ def queue_echo(ping, pong):
         pong.put(msg)
 
 
+def fifo_producer(q, start, n, size):
+    payload = b"\x07" * size
+    start.wait()
+    for _ in range(n):
+        q.put(payload, timeout=1e6)
+
+
+def fifo_echo(ping, pong):
+    while True:
+        msg = fifo_get(ping)
+        if msg is None:
+            return
+        pong.put(msg, timeout=1e6)
+
+
 def flow(ctx, kind, n, size):
     """Seconds to move n messages of size bytes, producer child -> main."""
     start = ctx.Event()
-    if kind == "queue":
+    if kind == "faster_fifo":
+        q = fifo(size)
+        child = ctx.Process(target=fifo_producer, args=(q, start, n, size))
+        child.start()
+        t0 = time.perf_counter()
+        start.set()
+        for _ in range(n):
+            fifo_get(q)
+        took = time.perf_counter() - t0
+    elif kind == "queue":
         q = ctx.Queue()
         child = ctx.Process(target=queue_producer, args=(q, start, n, size))
         child.start()
@@ -110,6 +158,18 @@ def round_trip(ctx, kind, n):
             here.recv_bytes()
         took = time.perf_counter() - t0
         here.send_bytes(b"")
+    elif kind == "faster_fifo":
+        ping, pong = fifo(RTT_SIZE), fifo(RTT_SIZE)
+        child = ctx.Process(target=fifo_echo, args=(ping, pong))
+        child.start()
+        ping.put(msg)
+        fifo_get(pong)
+        t0 = time.perf_counter()
+        for _ in range(n):
+            ping.put(msg)
+            fifo_get(pong)
+        took = time.perf_counter() - t0
+        ping.put(None)
     else:
         ping, pong = ctx.Queue(), ctx.Queue()
         child = ctx.Process(target=queue_echo, args=(ping, pong))
@@ -152,16 +212,18 @@ def main():
             line["rtt_us"] = round(1e6 / rate, 3)
         print(json.dumps(line), flush=True)
 
-    for kind in ("queue", "pipe"):
+    kinds = ["queue", "pipe"] + (["faster_fifo"] if faster_fifo else [])
+    peer = {"queue": "python_queue", "pipe": "python_pipe", "faster_fifo": "faster_fifo"}
+    for kind in kinds:
         for size in SIZES:
             n = max(32, min(max_msgs, budget_bytes // size))
             flow(ctx, kind, min(n, 1000), size)  # warm-up
             took = statistics.median(flow(ctx, kind, n, size) for _ in range(runs))
-            emit(f"python_{kind}", f"1to1/{size_name(size)}", size, n, took)
-    for kind in ("queue", "pipe"):
+            emit(peer[kind], f"1to1/{size_name(size)}", size, n, took)
+    for kind in kinds:
         n = 2_000 if args.quick else 10_000
         took = statistics.median(round_trip(ctx, kind, n) for _ in range(runs))
-        emit(f"python_{kind}", f"rtt/{size_name(RTT_SIZE)}", RTT_SIZE, n, took)
+        emit(peer[kind], f"rtt/{size_name(RTT_SIZE)}", RTT_SIZE, n, took)
     return 0
 
 

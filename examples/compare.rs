@@ -26,7 +26,7 @@ use std::process::Command;
 use std::time::{Duration, Instant, SystemTime};
 
 /// Value columns: (key, heading).
-const COLUMNS: [(&str, &str); 12] = [
+const COLUMNS: [(&str, &str); 13] = [
     ("queue", "multiproc Queue"),
     ("queue_typed", "Queue typed"),
     ("queue_zero_copy", "Queue zero-copy"),
@@ -39,11 +39,12 @@ const COLUMNS: [(&str, &str); 12] = [
     ("shm_raw_sync", "shared_memory+raw_sync"),
     ("python_queue", "Python Queue"),
     ("python_pipe", "Python Pipe"),
+    ("faster_fifo", "faster-fifo"),
 ];
 
 /// Ratio columns: ours ÷ theirs, as rates (so > 1 means multiproc is
 /// faster, also for round trips).
-const RATIOS: [(&str, &str, &str); 10] = [
+const RATIOS: [(&str, &str, &str); 11] = [
     ("queue", "spsc_ring", "Queue ÷ SPSC ring"),
     ("queue", "memcpy", "Queue ÷ memcpy"),
     ("queue_zero_copy", "memcpy", "zero-copy ÷ memcpy"),
@@ -51,6 +52,7 @@ const RATIOS: [(&str, &str, &str); 10] = [
     ("queue", "ipc_channel", "Queue ÷ ipc-channel"),
     ("queue", "shm_raw_sync", "Queue ÷ shm+raw_sync"),
     ("queue", "python_queue", "Queue ÷ Python Queue"),
+    ("queue", "faster_fifo", "Queue ÷ faster-fifo"),
     ("pipe", "socketpair", "Pipe ÷ socketpair"),
     ("pipe", "ipc_channel", "Pipe ÷ ipc-channel"),
     ("pipe", "python_pipe", "Pipe ÷ Python Pipe"),
@@ -79,7 +81,8 @@ fn main() {
     let started = Instant::now();
     let mut results = Results::new();
     let mut left_out = BTreeSet::new();
-    run_rust(&settings, &mut results, &mut left_out);
+    let mut regime = Regime::default();
+    run_rust(&settings, &mut results, &mut left_out, &mut regime);
     let python = if smoke {
         "skipped (--smoke)".to_string()
     } else {
@@ -95,6 +98,8 @@ fn main() {
     let table = markdown_table(&cases, &results);
     println!("{table}");
     println!("Python: {python}");
+    let regime = regime.summary();
+    println!("Regime: {regime}");
 
     let dir = target_dir().join("compare");
     let dir = if smoke { dir.join("smoke") } else { dir };
@@ -104,6 +109,7 @@ fn main() {
     let mut md = String::new();
     let _ = writeln!(md, "Command: `cargo run --release --example compare`  ");
     let _ = writeln!(md, "{machine}  ");
+    let _ = writeln!(md, "Regime: {regime}  ");
     let _ = writeln!(
         md,
         "Python: {python}. Whole run: {:.0} s.\n",
@@ -121,8 +127,17 @@ fn main() {
 }
 
 /// Every Rust cell: the peers from `benches/common`, and memcpy.
-fn run_rust(settings: &Settings, results: &mut Results, left_out: &mut BTreeSet<(String, String)>) {
+fn run_rust(
+    settings: &Settings,
+    results: &mut Results,
+    left_out: &mut BTreeSet<(String, String)>,
+    regime: &mut Regime,
+) {
     let all = peers();
+    let socketpair = all
+        .iter()
+        .find(|p| p.key() == "socketpair")
+        .expect("the socketpair floor is a peer");
     let chosen: Vec<&dyn Peer> = all
         .iter()
         .map(|p| p.as_ref())
@@ -149,6 +164,7 @@ fn run_rust(settings: &Settings, results: &mut Results, left_out: &mut BTreeSet<
     }
     let total = cells.len();
     for (i, (case, peer)) in cells.into_iter().enumerate() {
+        let (canary_us, load) = regime.look(socketpair.as_ref());
         let t = Instant::now();
         let (key, label, rate) = match (case, peer) {
             (Case::Flow { size, procs }, Some(peer)) => {
@@ -180,7 +196,7 @@ fn run_rust(settings: &Settings, results: &mut Results, left_out: &mut BTreeSet<
             (Case::RoundTrip, None) => unreachable!("memcpy has no round trip"),
         };
         eprintln!(
-            "[{:>2}/{total}] {:<16} {:<24} {:>12}   ({:.1} s)",
+            "[{:>2}/{total}] {:<16} {:<24} {:>12}   ({:.1} s; canary {canary_us:.1} µs, load {load:.2})",
             i + 1,
             case.label(),
             label,
@@ -191,11 +207,71 @@ fn run_rust(settings: &Settings, results: &mut Results, left_out: &mut BTreeSet<
     }
 }
 
-/// Runs `benches/python_mp.py --quick`; returns a note for the table.
+/// The machine's regime through the run: before each cell, the load
+/// average and a socketpair round trip between this process and a forked
+/// echo (a canary: tens of µs when the two run on different, idle CPUs
+/// and each wake-up crosses CPUs; a few µs when they share a busy one).
+#[derive(Default)]
+struct Regime {
+    canary_us: Vec<f64>,
+    load: Vec<f64>,
+}
+
+impl Regime {
+    /// Looks once: (canary round trip in µs, one-minute load).
+    fn look(&mut self, socketpair: &dyn Peer) -> (f64, f64) {
+        const TRIPS: u64 = 100;
+        let mut rtt = RoundTrip::start(socketpair);
+        let us = rtt.run(TRIPS).as_secs_f64() * 1e6 / TRIPS as f64;
+        let load = std::fs::read_to_string("/proc/loadavg")
+            .ok()
+            .and_then(|l| l.split_whitespace().next()?.parse().ok())
+            .unwrap_or(f64::NAN);
+        self.canary_us.push(us);
+        self.load.push(load);
+        (us, load)
+    }
+
+    /// One line for the record.
+    fn summary(&self) -> String {
+        if self.canary_us.is_empty() {
+            return "not looked at".to_string();
+        }
+        let range = |v: &[f64]| {
+            let mut v = v.to_vec();
+            v.sort_by(f64::total_cmp);
+            (v[0], v[v.len() / 2], v[v.len() - 1])
+        };
+        let (lo, median, hi) = range(&self.canary_us);
+        let (load_lo, _, load_hi) = range(&self.load);
+        let kind = if median >= 10.0 {
+            "idle: the pair runs on different CPUs, each wake-up crosses them"
+        } else {
+            "busy: the pair shares a CPU"
+        };
+        format!(
+            "load {load_lo:.2}–{load_hi:.2}; socketpair round-trip canary before each cell \
+             {lo:.1}–{hi:.1} µs, median {median:.1} µs ({kind})"
+        )
+    }
+}
+
+/// Runs `benches/python_mp.py --quick` (with faster-fifo, from a virtual
+/// environment under `target/compare/` made on first use, when the
+/// system's Python has none); returns a note for the table.
 fn run_python(results: &mut Results) -> String {
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("benches/python_mp.py");
-    eprintln!("[python] {} --quick", script.display());
-    let out = match Command::new("python3").arg(&script).arg("--quick").output() {
+    let venv = target_dir().join("compare").join("venv");
+    let (python, fifo_note) =
+        match multiproc_testkit::python_with(&venv, &[("faster-fifo", "faster_fifo")]) {
+            Ok(python) => (python, "faster-fifo from pip".to_string()),
+            Err(why) => (
+                PathBuf::from("python3"),
+                format!("faster-fifo not run: {why}"),
+            ),
+        };
+    eprintln!("[python] {} {} --quick", python.display(), script.display());
+    let out = match Command::new(&python).arg(&script).arg("--quick").output() {
         Ok(out) => out,
         Err(err) => {
             let note = format!("not run: python3 not found ({err})");
@@ -208,7 +284,7 @@ fn run_python(results: &mut Results) -> String {
         eprintln!("[python] {note}");
         return note;
     }
-    let version = Command::new("python3")
+    let version = Command::new(&python)
         .arg("--version")
         .output()
         .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
@@ -235,7 +311,9 @@ fn run_python(results: &mut Results) -> String {
             results.insert((case, peer.to_string()), rate);
         }
     }
-    format!("{version}, multiprocessing, start method fork, `benches/python_mp.py --quick`")
+    format!(
+        "{version}, multiprocessing, start method fork, `benches/python_mp.py --quick`; {fifo_note}"
+    )
 }
 
 /// A rate as people read it: messages/s for small payloads, bytes/s for

@@ -251,37 +251,13 @@ fn floor_round(url: &str, con: &mut redis::Connection, n: u64) -> usize {
     got
 }
 
-/// A Python with `rq`, in a virtual environment under the target
-/// directory (made on first use); `None`, said on stderr, when it cannot
-/// be made.
+/// A Python with `rq` (a virtual environment under the target directory
+/// when the system's has none); `None`, said on stderr, when there is none.
 fn python_with_rq() -> Option<PathBuf> {
     let venv = Path::new(env!("CARGO_TARGET_TMPDIR")).join("venv-rq");
-    let python = venv.join("bin/python");
-    let has_rq = |python: &Path| {
-        Command::new(python)
-            .args(["-c", "import rq"])
-            .status()
-            .is_ok_and(|s| s.success())
-    };
-    if python.exists() && has_rq(&python) {
-        return Some(python);
-    }
-    let made = Command::new("python3")
-        .arg("-m")
-        .arg("venv")
-        .arg(&venv)
-        .status()
-        .is_ok_and(|s| s.success())
-        && Command::new(&python)
-            .args(["-m", "pip", "install", "--quiet", "rq"])
-            .status()
-            .is_ok_and(|s| s.success());
-    if made && has_rq(&python) {
-        Some(python)
-    } else {
-        eprintln!("remote_pool_vs_rq: could not make a Python environment with rq: RQ left out");
-        None
-    }
+    multiproc_testkit::python_with(&venv, &[("rq", "rq")])
+        .inspect_err(|why| eprintln!("remote_pool_vs_rq: no Python with rq ({why}): RQ left out"))
+        .ok()
 }
 
 /// RQ's tasks per second, one line per round.

@@ -661,6 +661,57 @@ pub fn in_ci() -> bool {
     std::env::var_os(CI_ENV).is_some_and(|v| !v.is_empty())
 }
 
+/// A Python with `modules` importable: `python3` itself when it has them,
+/// else the interpreter of a virtual environment at `venv`, made on first
+/// use and given the `(package, module)` pairs' packages with pip. Benches
+/// use it for Python peers that are not in the standard library.
+///
+/// # Errors
+///
+/// Why no such Python could be had (no `python3`, no `venv` module, pip
+/// without a registry, …), for the bench to print.
+pub fn python_with(
+    venv: &std::path::Path,
+    modules: &[(&str, &str)],
+) -> Result<std::path::PathBuf, String> {
+    let has_all = |python: &std::path::Path| {
+        modules.iter().all(|(_, module)| {
+            Command::new(python)
+                .args(["-c", &format!("import {module}")])
+                .stderr(Stdio::null())
+                .status()
+                .is_ok_and(|s| s.success())
+        })
+    };
+    let system = std::path::PathBuf::from("python3");
+    if has_all(&system) {
+        return Ok(system);
+    }
+    let python = venv.join("bin/python");
+    if !python.exists() {
+        let made = Command::new("python3")
+            .args(["-m", "venv"])
+            .arg(venv)
+            .status()
+            .map_err(|e| format!("python3: {e}"))?;
+        if !made.success() {
+            return Err(format!("python3 -m venv {} failed", venv.display()));
+        }
+    }
+    if !has_all(&python) {
+        let packages: Vec<&str> = modules.iter().map(|(package, _)| *package).collect();
+        let installed = Command::new(&python)
+            .args(["-m", "pip", "install", "--quiet"])
+            .args(&packages)
+            .status()
+            .map_err(|e| format!("pip: {e}"))?;
+        if !installed.success() || !has_all(&python) {
+            return Err(format!("pip install {} failed", packages.join(" ")));
+        }
+    }
+    Ok(python)
+}
+
 /// A `redis-server` of a test's own on a free loopback port, with no
 /// persistence (`--save '' --appendonly no`) and its working directory in a
 /// fresh temporary directory. It is `SIGKILL`ed and reaped on drop (also
