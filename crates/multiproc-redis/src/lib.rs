@@ -322,6 +322,7 @@
 
 mod error;
 mod link;
+mod parse;
 mod pool;
 mod queue;
 mod scripts;
