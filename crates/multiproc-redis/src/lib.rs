@@ -320,6 +320,8 @@
 #![deny(unsafe_code)]
 #![warn(missing_docs)]
 
+#[cfg(any(feature = "tokio", feature = "smol"))]
+pub mod aio;
 mod error;
 mod link;
 mod parse;
@@ -327,6 +329,8 @@ mod pool;
 mod queue;
 mod scripts;
 
+#[cfg(any(feature = "tokio", feature = "smol"))]
+pub use aio::{AsyncRemoteJoinableQueue, AsyncRemoteQueue};
 pub use error::{
     GetError, GetTimeoutError, JoinTimeoutError, PutError, PutTimeoutError, RemoteError,
     TaskDoneError, TryGetError, TryPutError,
