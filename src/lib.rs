@@ -14,7 +14,7 @@
 //! | [`queue`] | `multiproc-queue` | Queue, SimpleQueue, JoinableQueue |
 //! | [`process`] | `multiproc-process` | Process, start methods, process info, Pool |
 //! | `aio` (features `tokio`, `smol`, off by default) | `multiproc-async` | the queues' blocking operations as futures on tokio or smol, through a doorbell descriptor (no helper thread) |
-//! | `redis` (feature `redis`, off by default) | `multiproc-redis` | RemoteQueue, RemoteJoinableQueue, RemotePool: the queues and a pool over Redis Streams, between machines |
+//! | `redis` (feature `redis`, off by default) | `multiproc-redis` | RemoteQueue, RemoteJoinableQueue, RemotePool: the queues and a pool over Redis Streams, between machines; with `tokio` or `smol` on too, AsyncRemoteQueue and AsyncRemoteJoinableQueue |
 //!
 //! # Python → multiproc
 //!
@@ -105,7 +105,9 @@ pub use multiproc_process as process;
 pub use multiproc_queue as queue;
 /// Queues over Redis Streams between machines (`multiproc-redis`): the
 /// local queues' API, at-least-once, with re-delivery, dead letters and
-/// bounded capacity. Behind the `redis` feature, off by default.
+/// bounded capacity. Behind the `redis` feature, off by default; with
+/// `tokio` or `smol` on as well, the async remote queues too
+/// (`AsyncRemoteQueue`, `AsyncRemoteJoinableQueue`).
 #[cfg(feature = "redis")]
 pub use multiproc_redis as redis;
 pub use multiproc_shm as shared;

@@ -228,6 +228,36 @@
 //! `Protocol`, `Codec`, `TooLarge`, `Url`, `InvalidConfig`, each with an
 //! `is_*` predicate and the client's error as `source()`.
 //!
+//! # Async queues (features `tokio`, `smol`)
+//!
+//! With the feature `tokio` or `smol` (both off by default),
+//! `AsyncRemoteQueue` and `AsyncRemoteJoinableQueue` (module `aio`) are
+//! these queues with `async` operations — `put`, `put_bytes`,
+//! `put_timeout`, `get`, `get_bytes`, `get_timeout`, `try_get`, `qsize`,
+//! `close`, `task_done`, `join_timeout` — over redis's async connections,
+//! without a thread per waiter. They use the same keys, entries, scripts
+//! and error types, so blocking and async handles of one queue deliver to
+//! each other, and they are built from the same builder:
+//! `RemoteQueue::builder(url, name).build_async().await` (or
+//! `build_async_joinable`). With both features on, the runtime is tokio's
+//! when a tokio runtime is current, else smol's. Every wait is bounded as
+//! described below; a get whose future is dropped loses no message (it
+//! may come again after `min_idle`: at least once).
+//!
+//! ```no_run
+//! # #[cfg(feature = "tokio")]
+//! # async fn example() -> Result<(), Box<dyn std::error::Error>> {
+//! use multiproc_redis::{AsyncRemoteQueue, RemoteQueue};
+//!
+//! let q: AsyncRemoteQueue<String> = RemoteQueue::builder("redis://127.0.0.1:6379/0", "greetings")
+//!     .build_async()
+//!     .await?;
+//! q.put("hello".to_string()).await?;
+//! assert_eq!(q.get().await?, "hello");
+//! # Ok(())
+//! # }
+//! ```
+//!
 //! # Remote pool
 //!
 //! [`RemotePool`] is Python's `multiprocessing.Pool` with its workers on
@@ -320,12 +350,17 @@
 #![deny(unsafe_code)]
 #![warn(missing_docs)]
 
+#[cfg(any(feature = "tokio", feature = "smol"))]
+pub mod aio;
 mod error;
 mod link;
+mod parse;
 mod pool;
 mod queue;
 mod scripts;
 
+#[cfg(any(feature = "tokio", feature = "smol"))]
+pub use aio::{AsyncRemoteJoinableQueue, AsyncRemoteQueue};
 pub use error::{
     GetError, GetTimeoutError, JoinTimeoutError, PutError, PutTimeoutError, RemoteError,
     TaskDoneError, TryGetError, TryPutError,

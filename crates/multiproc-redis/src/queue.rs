@@ -5,10 +5,13 @@ use crate::error::{
     TaskDoneError, TryGetError, TryPutError,
 };
 use crate::link::{GiveUp, Link, MIN_IO_WAIT};
+use crate::parse::{
+    self, Entry, PutReply, TakeReply, into_bytes, parse_dead_letter, payload_field,
+};
 use crate::scripts::Scripts;
 use crate::{DeadLetter, DeadReason};
 use multiproc_core::{Codec, CodecError};
-use redis::{Client, IntoConnectionInfo, ProtocolVersion, Value};
+use redis::{Client, IntoConnectionInfo, ProtocolVersion, ScriptInvocation, Value};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use std::collections::VecDeque;
@@ -34,13 +37,13 @@ pub const MAX_NAME_LEN: usize = 200;
 /// [`read_ahead`](RemoteQueueBuilder::read_ahead).
 pub const MAX_BATCH: usize = 65_536;
 /// The consumer group every handle of a queue reads in.
-const GROUP: &str = "multiproc";
+pub(crate) const GROUP: &str = "multiproc";
 
 /// First pause of a put waiting for room, or a join waiting for tasks; it
 /// doubles up to [`MAX_POLL`].
-const FIRST_POLL: Duration = Duration::from_millis(1);
+pub(crate) const FIRST_POLL: Duration = Duration::from_millis(1);
 /// Longest pause of a put waiting for room or a join waiting for tasks.
-const MAX_POLL: Duration = Duration::from_millis(50);
+pub(crate) const MAX_POLL: Duration = Duration::from_millis(50);
 
 /// The configuration of a [`RemoteQueue`]: `RemoteQueue::builder(url,
 /// name)`, then the settings, then [`build`](Self::build) or
@@ -248,6 +251,23 @@ impl RemoteQueueBuilder {
     }
 
     fn build_with<T>(self, ack_on_get: bool) -> Result<RemoteQueue<T>, RemoteError> {
+        let (shared, consumer) = self.into_shared(ack_on_get)?;
+        let queue = RemoteQueue::with_shared(shared, consumer);
+        {
+            let mut link = queue.link();
+            let give_up = GiveUp::At(Instant::now() + queue.shared.retry_for);
+            queue.shared.create_group(&mut link, give_up)?;
+        }
+        Ok(queue)
+    }
+
+    /// Checks the settings (before any network) and makes what every
+    /// handle of the queue shares, and the first handle's consumer name
+    /// if one was set.
+    pub(crate) fn into_shared(
+        self,
+        ack_on_get: bool,
+    ) -> Result<(Arc<Shared>, Option<String>), RemoteError> {
         validate_name(&self.name)?;
         if self.prefix.len() > MAX_NAME_LEN || self.prefix.contains(['{', '}']) {
             return Err(RemoteError::InvalidConfig(
@@ -318,13 +338,7 @@ impl RemoteQueueBuilder {
             read_ahead: self.read_ahead,
             scripts: Scripts::new(),
         });
-        let queue = RemoteQueue::with_shared(shared, self.consumer);
-        {
-            let mut link = queue.link();
-            let give_up = GiveUp::At(Instant::now() + queue.shared.retry_for);
-            queue.shared.create_group(&mut link, give_up)?;
-        }
-        Ok(queue)
+        Ok((shared, self.consumer))
     }
 }
 
@@ -343,25 +357,26 @@ fn validate_name(name: &str) -> Result<(), RemoteError> {
     }
 }
 
-/// What every handle of one queue shares.
-struct Shared {
-    client: Client,
-    stream: String,
-    closed: String,
-    dead: String,
-    name: String,
+/// What every handle of one queue shares (blocking and async handles
+/// alike: the same keys, settings and scripts).
+pub(crate) struct Shared {
+    pub(crate) client: Client,
+    pub(crate) stream: String,
+    pub(crate) closed: String,
+    pub(crate) dead: String,
+    pub(crate) name: String,
     /// 0: unbounded.
-    maxsize: u64,
-    min_idle: Duration,
+    pub(crate) maxsize: u64,
+    pub(crate) min_idle: Duration,
     max_deliveries: u32,
-    block: Duration,
-    connect_timeout: Duration,
-    io_timeout: Duration,
-    retry_for: Duration,
+    pub(crate) block: Duration,
+    pub(crate) connect_timeout: Duration,
+    pub(crate) io_timeout: Duration,
+    pub(crate) retry_for: Duration,
     max_message: u64,
-    codec: Codec,
-    ack_on_get: bool,
-    read_ahead: usize,
+    pub(crate) codec: Codec,
+    pub(crate) ack_on_get: bool,
+    pub(crate) read_ahead: usize,
     scripts: Scripts,
 }
 
@@ -371,7 +386,7 @@ impl Shared {
     }
 
     /// The read timeout of an ordinary command under `deadline`.
-    fn io_wait(&self, deadline: Option<Instant>) -> Duration {
+    pub(crate) fn io_wait(&self, deadline: Option<Instant>) -> Duration {
         match deadline {
             None => self.io_timeout,
             Some(d) => self
@@ -382,14 +397,215 @@ impl Shared {
 
     /// How often a get that keeps finding new messages still runs a
     /// take-over step: every `block`, at most a quarter of `min_idle`.
-    fn scan_every(&self) -> Duration {
+    pub(crate) fn scan_every(&self) -> Duration {
         self.block.min(self.min_idle / 4)
     }
 
     /// Where an operation with `deadline` stops reconnecting.
-    fn give_up(&self, deadline: Option<Instant>) -> GiveUp {
+    pub(crate) fn give_up(&self, deadline: Option<Instant>) -> GiveUp {
         let budget = Instant::now() + self.retry_for;
         GiveUp::At(deadline.map_or(budget, |d| d.min(budget)))
+    }
+
+    /// `XGROUP CREATE stream GROUP 0 MKSTREAM`.
+    pub(crate) fn create_group_cmd(&self) -> redis::Cmd {
+        let mut cmd = redis::cmd("XGROUP");
+        cmd.arg("CREATE")
+            .arg(&self.stream)
+            .arg(GROUP)
+            .arg("0")
+            .arg("MKSTREAM");
+        cmd
+    }
+
+    /// The put script for `payloads`, adding their number to `counter` if
+    /// given.
+    pub(crate) fn put_script<B: AsRef<[u8]>>(
+        &self,
+        payloads: &[B],
+        counter: Option<&str>,
+    ) -> ScriptInvocation<'_> {
+        let mut put = self.scripts.put.key(&self.stream);
+        put.key(&self.closed);
+        if let Some(counter) = counter {
+            put.key(counter);
+        }
+        put.arg(self.maxsize);
+        for p in payloads {
+            put.arg(p.as_ref());
+        }
+        put
+    }
+
+    /// The take script: a take-over step from `cursor`, then new messages,
+    /// up to `want` in all.
+    pub(crate) fn take_script(
+        &self,
+        consumer: &str,
+        cursor: &str,
+        want: usize,
+    ) -> ScriptInvocation<'_> {
+        let min_idle = u64::try_from(self.min_idle.as_millis()).unwrap_or(u64::MAX);
+        let mut take = self.scripts.take.key(&self.stream);
+        take.key(&self.closed)
+            .key(&self.dead)
+            .arg(GROUP)
+            .arg(consumer)
+            .arg(min_idle)
+            .arg(self.max_deliveries)
+            .arg(cursor)
+            .arg(want);
+        take
+    }
+
+    /// `XREADGROUP … COUNT want [BLOCK ms] STREAMS stream >`.
+    pub(crate) fn read_cmd(
+        &self,
+        consumer: &str,
+        want: usize,
+        block: Option<Duration>,
+    ) -> redis::Cmd {
+        let mut cmd = redis::cmd("XREADGROUP");
+        cmd.arg("GROUP")
+            .arg(GROUP)
+            .arg(consumer)
+            .arg("COUNT")
+            .arg(want);
+        if let Some(block) = block {
+            let ms = u64::try_from(block.as_millis()).unwrap_or(u64::MAX).max(1);
+            cmd.arg("BLOCK").arg(ms);
+        }
+        cmd.arg("STREAMS").arg(&self.stream).arg(">");
+        cmd
+    }
+
+    /// The acknowledge-and-delete script for `ids`.
+    pub(crate) fn ack_script<S: AsRef<str>>(&self, ids: &[S]) -> ScriptInvocation<'_> {
+        let mut ack = self.scripts.ack.key(&self.stream);
+        ack.arg(GROUP);
+        for id in ids {
+            ack.arg(id.as_ref());
+        }
+        ack
+    }
+
+    /// The acknowledge-and-delete script for `ids` as one `EVAL` command
+    /// (to send without waiting for its reply).
+    pub(crate) fn ack_cmd<'a>(&self, ids: impl IntoIterator<Item = &'a str>) -> redis::Cmd {
+        let mut cmd = redis::cmd("EVAL");
+        cmd.arg(crate::scripts::ACK)
+            .arg(1)
+            .arg(&self.stream)
+            .arg(GROUP);
+        for id in ids {
+            cmd.arg(id);
+        }
+        cmd
+    }
+
+    /// The script moving message `id` to the dead letters.
+    pub(crate) fn dead_script(
+        &self,
+        id: &str,
+        deliveries: u64,
+        reason: DeadReason,
+    ) -> ScriptInvocation<'_> {
+        let mut dead = self.scripts.dead.key(&self.stream);
+        dead.key(&self.dead)
+            .arg(GROUP)
+            .arg(id)
+            .arg(deliveries)
+            .arg(reason.as_str());
+        dead
+    }
+
+    /// The script giving messages (id, delivery count) of `consumer` back
+    /// to the group.
+    pub(crate) fn release_script<'a>(
+        &self,
+        consumer: &str,
+        messages: impl IntoIterator<Item = (&'a str, u64)>,
+    ) -> ScriptInvocation<'_> {
+        let idle = u64::try_from(self.min_idle.as_millis()).unwrap_or(u64::MAX);
+        let mut release = self.scripts.release.key(&self.stream);
+        release.arg(GROUP).arg(consumer).arg(idle);
+        for (id, deliveries) in messages {
+            release.arg(id).arg(deliveries);
+        }
+        release
+    }
+
+    /// The script removing `consumer` from the group if it holds nothing.
+    pub(crate) fn forget_script(&self, consumer: &str) -> ScriptInvocation<'_> {
+        let mut forget = self.scripts.forget.key(&self.stream);
+        forget.arg(GROUP).arg(consumer);
+        forget
+    }
+
+    /// Checks a batch before it is sent: each message within the limit,
+    /// the batch within `maxsize`. `Ok(false)`: the batch is empty.
+    pub(crate) fn check_batch<B: AsRef<[u8]>>(&self, payloads: &[B]) -> Result<bool, SendFail> {
+        for p in payloads {
+            let len = p.as_ref().len() as u64;
+            if len > self.max_message {
+                return Err(SendFail::Failed(RemoteError::TooLarge {
+                    len,
+                    max: self.max_message,
+                }));
+            }
+        }
+        if payloads.is_empty() {
+            return Ok(false);
+        }
+        if self.maxsize > 0 && payloads.len() as u64 > self.maxsize {
+            return Err(SendFail::Failed(RemoteError::OverMaxsize {
+                len: payloads.len() as u64,
+                maxsize: self.maxsize,
+            }));
+        }
+        Ok(true)
+    }
+
+    /// The payload of a delivered entry, or why it goes to the dead
+    /// letters (no payload field, or over the limit) with the get's error.
+    pub(crate) fn check_payload(
+        &self,
+        fields: Vec<Value>,
+    ) -> Result<Vec<u8>, (DeadReason, RemoteError)> {
+        let max = self.max_message;
+        match payload_field(fields) {
+            None => Err((
+                DeadReason::Malformed,
+                RemoteError::protocol(
+                    "stream entry has no payload field (moved to the dead letters)",
+                ),
+            )),
+            Some(p) if p.len() as u64 > max => Err((
+                DeadReason::TooLarge,
+                RemoteError::TooLarge {
+                    len: p.len() as u64,
+                    max,
+                },
+            )),
+            Some(payload) => Ok(payload),
+        }
+    }
+
+    /// Encodes a value with the queue's codec and message limit.
+    pub(crate) fn encode<T: Serialize>(&self, item: &T) -> Result<Vec<u8>, RemoteError> {
+        self.codec.encode(item).map_err(|e| match e {
+            // Over the message limit: say by how much, as for bytes.
+            CodecError::TooLarge { .. } => {
+                match Codec::new().with_max_size(usize::MAX).encoded_len(item) {
+                    Ok(len) => RemoteError::TooLarge {
+                        len: len as u64,
+                        max: self.max_message,
+                    },
+                    Err(e) => RemoteError::Codec(e),
+                }
+            }
+            e => RemoteError::Codec(e),
+        })
     }
 
     fn create_group(&self, link: &mut Link, give_up: GiveUp) -> Result<(), RemoteError> {
@@ -398,20 +614,9 @@ impl Shared {
             self.timeouts(),
             give_up,
             self.io_timeout,
-            |con| {
-                redis::cmd("XGROUP")
-                    .arg("CREATE")
-                    .arg(&self.stream)
-                    .arg(GROUP)
-                    .arg("0")
-                    .arg("MKSTREAM")
-                    .query::<()>(con)
-            },
+            |con| self.create_group_cmd().query::<()>(con),
         );
-        match created {
-            Err(RemoteError::Server { source }) if source.code() == Some("BUSYGROUP") => Ok(()),
-            other => other,
-        }
+        group_created(created)
     }
 
     /// Runs a command that needs the consumer group, creating the group
@@ -424,13 +629,27 @@ impl Shared {
         f: impl Fn(&mut redis::Connection) -> redis::RedisResult<R>,
     ) -> Result<R, RemoteError> {
         match link.call(&self.client, self.timeouts(), give_up, read_timeout, &f) {
-            Err(RemoteError::Server { source }) if is_nogroup(&source) => {
+            Err(e) if is_nogroup_error(&e) => {
                 self.create_group(link, give_up)?;
                 link.call(&self.client, self.timeouts(), give_up, read_timeout, &f)
             }
             other => other,
         }
     }
+}
+
+/// A `BUSYGROUP` answer means the group was there already.
+pub(crate) fn group_created(created: Result<(), RemoteError>) -> Result<(), RemoteError> {
+    match created {
+        Err(RemoteError::Server { source }) if source.code() == Some("BUSYGROUP") => Ok(()),
+        other => other,
+    }
+}
+
+/// Whether the server lost the consumer group (a restart without
+/// persistence): the group is created again and the command retried.
+pub(crate) fn is_nogroup_error(e: &RemoteError) -> bool {
+    matches!(e, RemoteError::Server { source } if is_nogroup(source))
 }
 
 fn is_nogroup(e: &redis::RedisError) -> bool {
@@ -455,7 +674,7 @@ impl Wait {
             .map_or(Self::Forever, Self::Until)
     }
 
-    fn deadline(self) -> Option<Instant> {
+    pub(crate) fn deadline(self) -> Option<Instant> {
         match self {
             Self::Until(d) => Some(d),
             _ => None,
@@ -470,7 +689,7 @@ pub(crate) enum SendFail {
     Failed(RemoteError),
 }
 
-enum RecvFail {
+pub(crate) enum RecvFail {
     Empty,
     Closed,
     Failed(RemoteError),
@@ -479,6 +698,64 @@ enum RecvFail {
 /// A dead-letter stream entry: its id there, and the letter (or why it is
 /// not one this crate wrote).
 pub(crate) type DeadEntry = (String, Result<DeadLetter, RemoteError>);
+
+impl SendFail {
+    /// The error of a blocking put (which waits for room), handing `value` back.
+    pub(crate) fn into_put<V>(self, value: V) -> PutError<V> {
+        match self {
+            Self::Closed => PutError::Closed(value),
+            Self::Failed(f) => PutError::Failed(value, f),
+            Self::Full | Self::Timeout => unreachable!("a blocking put waits for room"),
+        }
+    }
+
+    /// The error of a `try_` put, handing `value` back.
+    pub(crate) fn into_try_put<V>(self, value: V) -> TryPutError<V> {
+        match self {
+            Self::Full | Self::Timeout => TryPutError::Full(value),
+            Self::Closed => TryPutError::Closed(value),
+            Self::Failed(f) => TryPutError::Failed(value, f),
+        }
+    }
+
+    /// The error of a put with a timeout, handing `value` back.
+    pub(crate) fn into_put_timeout<V>(self, value: V) -> PutTimeoutError<V> {
+        match self {
+            Self::Full | Self::Timeout => PutTimeoutError::Timeout(value),
+            Self::Closed => PutTimeoutError::Closed(value),
+            Self::Failed(f) => PutTimeoutError::Failed(value, f),
+        }
+    }
+}
+
+impl RecvFail {
+    /// The error of a blocking get (which waits for a message).
+    pub(crate) fn into_get(self) -> GetError {
+        match self {
+            Self::Closed => GetError::Closed,
+            Self::Failed(f) => GetError::Failed(f),
+            Self::Empty => unreachable!("a blocking get waits for a message"),
+        }
+    }
+
+    /// The error of a `try_` get.
+    pub(crate) fn into_try_get(self) -> TryGetError {
+        match self {
+            Self::Empty => TryGetError::Empty,
+            Self::Closed => TryGetError::Closed,
+            Self::Failed(f) => TryGetError::Failed(f),
+        }
+    }
+
+    /// The error of a get with a timeout.
+    pub(crate) fn into_get_timeout(self) -> GetTimeoutError {
+        match self {
+            Self::Empty => GetTimeoutError::Timeout,
+            Self::Closed => GetTimeoutError::Closed,
+            Self::Failed(f) => GetTimeoutError::Failed(f),
+        }
+    }
+}
 
 /// A message a joinable queue's get handed out, not yet `task_done`.
 struct Held {
@@ -809,14 +1086,12 @@ impl<T> RemoteQueue<T> {
             return Ok(());
         }
         let s = &self.shared;
-        let idle = u64::try_from(s.min_idle.as_millis()).unwrap_or(u64::MAX);
         self.control(|con| {
-            let mut release = s.scripts.release.key(&s.stream);
-            release.arg(GROUP).arg(&self.consumer).arg(idle);
-            for h in &given {
-                release.arg(&h.id).arg(h.deliveries);
-            }
-            release.invoke::<i64>(con)
+            s.release_script(
+                &self.consumer,
+                given.iter().map(|h| (h.id.as_str(), h.deliveries)),
+            )
+            .invoke::<i64>(con)
         })
         .map(drop)
     }
@@ -839,12 +1114,7 @@ impl<T> RemoteQueue<T> {
                 .arg(max)
                 .query(con)
         })?;
-        let Value::Array(entries) = reply else {
-            return Err(RemoteError::protocol("XRANGE reply is not an array"));
-        };
-        if entries.len() > max {
-            return Err(RemoteError::protocol("XRANGE returned more than asked"));
-        }
+        let entries = parse::dead_letter_range(reply, max)?;
         entries
             .into_iter()
             .map(|entry| {
@@ -899,23 +1169,8 @@ impl<T> RemoteQueue<T> {
         wait: Wait,
     ) -> Result<u64, SendFail> {
         let s = &self.shared;
-        for p in payloads {
-            let len = p.as_ref().len() as u64;
-            if len > s.max_message {
-                return Err(SendFail::Failed(RemoteError::TooLarge {
-                    len,
-                    max: s.max_message,
-                }));
-            }
-        }
-        if payloads.is_empty() {
+        if !s.check_batch(payloads)? {
             return Ok(0);
-        }
-        if s.maxsize > 0 && payloads.len() as u64 > s.maxsize {
-            return Err(SendFail::Failed(RemoteError::OverMaxsize {
-                len: payloads.len() as u64,
-                maxsize: s.maxsize,
-            }));
         }
         self.settle();
         let deadline = wait.deadline();
@@ -927,29 +1182,13 @@ impl<T> RemoteQueue<T> {
                 s.timeouts(),
                 s.give_up(deadline),
                 s.io_wait(deadline),
-                |con| {
-                    let mut put = s.scripts.put.key(&s.stream);
-                    put.key(&s.closed);
-                    if let Some(counter) = counter {
-                        put.key(counter);
-                    }
-                    put.arg(s.maxsize);
-                    for p in payloads {
-                        put.arg(p.as_ref());
-                    }
-                    put.invoke::<i64>(con)
-                },
+                |con| s.put_script(payloads, counter).invoke::<i64>(con),
             );
+            let put = put.and_then(|n| parse::put_reply(n, counter.is_some()));
             match put.map_err(SendFail::Failed)? {
-                1 if counter.is_none() => return Ok(0),
-                n if n >= 2 && counter.is_some() => return Ok(n.unsigned_abs() - 1),
-                -1 => return Err(SendFail::Closed),
-                0 => {}
-                _ => {
-                    return Err(SendFail::Failed(RemoteError::protocol(
-                        "put script answered out of range",
-                    )));
-                }
+                PutReply::Added(n) => return Ok(n),
+                PutReply::Closed => return Err(SendFail::Closed),
+                PutReply::Full => {}
             }
             // Full: wait with back-off, without holding the connection.
             let sleep = match wait {
@@ -977,11 +1216,8 @@ impl<T> RemoteQueue<T> {
     /// `Closed`, or `Failed` with [`RemoteError::TooLarge`] or a server
     /// failure (the bytes are handed back).
     pub fn put_bytes<'a>(&self, data: &'a [u8]) -> Result<(), PutError<&'a [u8]>> {
-        self.send(&[data], Wait::Forever).map_err(|e| match e {
-            SendFail::Closed => PutError::Closed(data),
-            SendFail::Failed(f) => PutError::Failed(data, f),
-            SendFail::Full | SendFail::Timeout => unreachable!("a blocking put waits for room"),
-        })
+        self.send(&[data], Wait::Forever)
+            .map_err(|e| e.into_put(data))
     }
 
     /// Puts raw bytes if there is room now.
@@ -990,11 +1226,8 @@ impl<T> RemoteQueue<T> {
     ///
     /// `Full`, `Closed`, or `Failed`.
     pub fn try_put_bytes<'a>(&self, data: &'a [u8]) -> Result<(), TryPutError<&'a [u8]>> {
-        self.send(&[data], Wait::Never).map_err(|e| match e {
-            SendFail::Full | SendFail::Timeout => TryPutError::Full(data),
-            SendFail::Closed => TryPutError::Closed(data),
-            SendFail::Failed(f) => TryPutError::Failed(data, f),
-        })
+        self.send(&[data], Wait::Never)
+            .map_err(|e| e.into_try_put(data))
     }
 
     /// Puts raw bytes, waiting at most `timeout` for room (and for the
@@ -1009,11 +1242,7 @@ impl<T> RemoteQueue<T> {
         timeout: Duration,
     ) -> Result<(), PutTimeoutError<&'a [u8]>> {
         self.send(&[data], Wait::after(timeout))
-            .map_err(|e| match e {
-                SendFail::Full | SendFail::Timeout => PutTimeoutError::Timeout(data),
-                SendFail::Closed => PutTimeoutError::Closed(data),
-                SendFail::Failed(f) => PutTimeoutError::Failed(data, f),
-            })
+            .map_err(|e| e.into_put_timeout(data))
     }
 
     /// Puts every message of `data`, in order, or none, waiting while the
@@ -1051,11 +1280,7 @@ impl<T> RemoteQueue<T> {
         &self,
         data: &'a [B],
     ) -> Result<(), PutError<&'a [B]>> {
-        self.send(data, Wait::Forever).map_err(|e| match e {
-            SendFail::Closed => PutError::Closed(data),
-            SendFail::Failed(f) => PutError::Failed(data, f),
-            SendFail::Full | SendFail::Timeout => unreachable!("a blocking put waits for room"),
-        })
+        self.send(data, Wait::Forever).map_err(|e| e.into_put(data))
     }
 
     /// As [`put_many_bytes`](Self::put_many_bytes), if there is room for
@@ -1068,11 +1293,8 @@ impl<T> RemoteQueue<T> {
         &self,
         data: &'a [B],
     ) -> Result<(), TryPutError<&'a [B]>> {
-        self.send(data, Wait::Never).map_err(|e| match e {
-            SendFail::Full | SendFail::Timeout => TryPutError::Full(data),
-            SendFail::Closed => TryPutError::Closed(data),
-            SendFail::Failed(f) => TryPutError::Failed(data, f),
-        })
+        self.send(data, Wait::Never)
+            .map_err(|e| e.into_try_put(data))
     }
 
     /// As [`put_many_bytes`](Self::put_many_bytes), waiting at most
@@ -1086,11 +1308,8 @@ impl<T> RemoteQueue<T> {
         data: &'a [B],
         timeout: Duration,
     ) -> Result<(), PutTimeoutError<&'a [B]>> {
-        self.send(data, Wait::after(timeout)).map_err(|e| match e {
-            SendFail::Full | SendFail::Timeout => PutTimeoutError::Timeout(data),
-            SendFail::Closed => PutTimeoutError::Closed(data),
-            SendFail::Failed(f) => PutTimeoutError::Failed(data, f),
-        })
+        self.send(data, Wait::after(timeout))
+            .map_err(|e| e.into_put_timeout(data))
     }
 
     // ---- gets ----
@@ -1199,17 +1418,15 @@ impl<T> RemoteQueue<T> {
             return;
         }
         let s = &self.shared;
-        let idle = u64::try_from(s.min_idle.as_millis()).unwrap_or(u64::MAX);
         let ahead: Vec<Delivery> = getter.ahead.drain(..).collect();
         let _ = getter
             .link
             .call(&s.client, s.timeouts(), GiveUp::Once, s.io_timeout, |con| {
-                let mut release = s.scripts.release.key(&s.stream);
-                release.arg(GROUP).arg(&self.consumer).arg(idle);
-                for d in &ahead {
-                    release.arg(&d.id).arg(d.deliveries);
-                }
-                release.invoke::<i64>(con)
+                s.release_script(
+                    &self.consumer,
+                    ahead.iter().map(|d| (d.id.as_str(), d.deliveries)),
+                )
+                .invoke::<i64>(con)
             });
     }
 
@@ -1224,68 +1441,18 @@ impl<T> RemoteQueue<T> {
         want: usize,
     ) -> Result<Taken, RemoteError> {
         let s = &self.shared;
-        let min_idle = u64::try_from(s.min_idle.as_millis()).unwrap_or(u64::MAX);
         let cursor = getter.cursor.clone();
         let read_at = Instant::now();
         getter.scanned_at = Some(read_at);
         let reply: Value = s.with_group(&mut getter.link, give_up, s.io_wait(deadline), |con| {
-            s.scripts
-                .take
-                .key(&s.stream)
-                .key(&s.closed)
-                .key(&s.dead)
-                .arg(GROUP)
-                .arg(&self.consumer)
-                .arg(min_idle)
-                .arg(s.max_deliveries)
-                .arg(&cursor)
-                .arg(want)
-                .invoke(con)
+            s.take_script(&self.consumer, &cursor, want).invoke(con)
         })?;
-        let Value::Array(parts) = reply else {
-            return Err(RemoteError::protocol("take script reply is not an array"));
-        };
-        let mut parts = parts.into_iter();
-        let kind = parts.next().and_then(into_bytes);
-        let next = parts.next().and_then(into_bytes);
-        let (Some(kind), Some(next)) = (kind, next) else {
-            return Err(RemoteError::protocol("take script reply is too short"));
-        };
-        getter.cursor = String::from_utf8(next)
-            .map_err(|_| RemoteError::protocol("stream cursor is not text"))?;
-        match kind.as_slice() {
-            b"closed" => Ok(Taken::Closed),
-            b"empty" => Ok(Taken::Empty),
-            b"some" => {
-                let Some(Value::Array(entries)) = parts.next() else {
-                    return Err(RemoteError::protocol("take script entries are malformed"));
-                };
-                if entries.is_empty() || entries.len() > want {
-                    return Err(RemoteError::protocol(
-                        "take script returned a count not asked for",
-                    ));
-                }
-                let mut taken = Vec::with_capacity(entries.len());
-                for entry in entries {
-                    let Value::Array(entry) = entry else {
-                        return Err(RemoteError::protocol("take script entry is malformed"));
-                    };
-                    let mut entry = entry.into_iter();
-                    let id = entry.next().and_then(into_bytes);
-                    let (Some(id), Some(Value::Int(count)), Some(Value::Array(fields))) =
-                        (id, entry.next(), entry.next())
-                    else {
-                        return Err(RemoteError::protocol("take script entry is malformed"));
-                    };
-                    let id = String::from_utf8(id)
-                        .map_err(|_| RemoteError::protocol("stream id is not text"))?;
-                    taken.push((id, u64::try_from(count).unwrap_or(1), fields));
-                }
-                self.accept_all(getter, taken, read_at).map(Taken::Messages)
-            }
-            _ => Err(RemoteError::protocol(
-                "take script answered an unknown kind",
-            )),
+        let (cursor, found) = parse::take_reply(reply, want)?;
+        getter.cursor = cursor;
+        match found {
+            TakeReply::Closed => Ok(Taken::Closed),
+            TakeReply::Empty => Ok(Taken::Empty),
+            TakeReply::Some(taken) => self.accept_all(getter, taken, read_at).map(Taken::Messages),
         }
     }
 
@@ -1303,51 +1470,12 @@ impl<T> RemoteQueue<T> {
         let read_timeout = block.unwrap_or(Duration::ZERO) + s.io_wait(deadline);
         let read_at = Instant::now();
         let reply: Value = s.with_group(&mut getter.link, give_up, read_timeout, |con| {
-            let mut cmd = redis::cmd("XREADGROUP");
-            cmd.arg("GROUP")
-                .arg(GROUP)
-                .arg(&self.consumer)
-                .arg("COUNT")
-                .arg(want);
-            if let Some(block) = block {
-                let ms = u64::try_from(block.as_millis()).unwrap_or(u64::MAX).max(1);
-                cmd.arg("BLOCK").arg(ms);
-            }
-            cmd.arg("STREAMS").arg(&s.stream).arg(">").query(con)
+            s.read_cmd(&self.consumer, want, block).query(con)
         })?;
-        // Nil, or [[stream, [[id, fields], …]]].
-        let entries = match reply {
-            Value::Nil => return Ok(None),
-            Value::Array(streams) => streams.into_iter().next().and_then(|st| match st {
-                Value::Array(pair) => pair.into_iter().nth(1),
-                _ => None,
-            }),
-            _ => None,
-        };
-        let Some(Value::Array(entries)) = entries else {
-            return Err(RemoteError::protocol("XREADGROUP reply is malformed"));
-        };
-        if entries.is_empty() || entries.len() > want {
-            return Err(RemoteError::protocol(
-                "XREADGROUP returned a count not asked for",
-            ));
+        match parse::read_reply(reply, want)? {
+            None => Ok(None),
+            Some(taken) => self.accept_all(getter, taken, read_at).map(Some),
         }
-        let mut taken = Vec::with_capacity(entries.len());
-        for entry in entries {
-            let Value::Array(entry) = entry else {
-                return Err(RemoteError::protocol("stream entry is malformed"));
-            };
-            let mut entry = entry.into_iter();
-            let (Some(id), Some(Value::Array(fields))) =
-                (entry.next().and_then(into_bytes), entry.next())
-            else {
-                return Err(RemoteError::protocol("stream entry is malformed"));
-            };
-            let id = String::from_utf8(id)
-                .map_err(|_| RemoteError::protocol("stream id is not text"))?;
-            taken.push((id, 1, fields));
-        }
-        self.accept_all(getter, taken, read_at).map(Some)
     }
 
     /// [`accept`](Self::accept) for each entry: the good ones, or, if
@@ -1355,7 +1483,7 @@ impl<T> RemoteQueue<T> {
     fn accept_all(
         &self,
         getter: &mut Getter,
-        taken: Vec<(String, u64, Vec<Value>)>,
+        taken: Vec<Entry>,
         read_at: Instant,
     ) -> Result<Vec<Delivery>, RemoteError> {
         let mut good = Vec::with_capacity(taken.len());
@@ -1384,22 +1512,12 @@ impl<T> RemoteQueue<T> {
         fields: Vec<Value>,
         read_at: Instant,
     ) -> Result<Delivery, RemoteError> {
-        let max = self.shared.max_message;
-        match payload_field(fields) {
-            None => {
-                self.dead_letter(&mut getter.link, &id, deliveries, DeadReason::Malformed);
-                Err(RemoteError::protocol(
-                    "stream entry has no payload field (moved to the dead letters)",
-                ))
+        match self.shared.check_payload(fields) {
+            Err((reason, e)) => {
+                self.dead_letter(&mut getter.link, &id, deliveries, reason);
+                Err(e)
             }
-            Some(p) if p.len() as u64 > max => {
-                self.dead_letter(&mut getter.link, &id, deliveries, DeadReason::TooLarge);
-                Err(RemoteError::TooLarge {
-                    len: p.len() as u64,
-                    max,
-                })
-            }
-            Some(payload) => Ok(Delivery {
+            Ok(payload) => Ok(Delivery {
                 id,
                 deliveries,
                 payload,
@@ -1414,15 +1532,7 @@ impl<T> RemoteQueue<T> {
     fn dead_letter(&self, link: &mut Link, id: &str, deliveries: u64, reason: DeadReason) {
         let s = &self.shared;
         let _ = link.call(&s.client, s.timeouts(), GiveUp::Once, s.io_timeout, |con| {
-            s.scripts
-                .dead
-                .key(&s.stream)
-                .key(&s.dead)
-                .arg(GROUP)
-                .arg(id)
-                .arg(deliveries)
-                .arg(reason.as_str())
-                .invoke::<i64>(con)
+            s.dead_script(id, deliveries, reason).invoke::<i64>(con)
         });
     }
 
@@ -1439,14 +1549,7 @@ impl<T> RemoteQueue<T> {
             s.timeouts(),
             s.give_up(deadline),
             s.io_wait(deadline),
-            |con| {
-                let mut ack = s.scripts.ack.key(&s.stream);
-                ack.arg(GROUP);
-                for id in ids {
-                    ack.arg(id.as_ref());
-                }
-                ack.invoke::<i64>(con)
-            },
+            |con| s.ack_script(ids).invoke::<i64>(con),
         )
         .map(drop)
     }
@@ -1461,15 +1564,9 @@ impl<T> RemoteQueue<T> {
         }
         if self.shared.ack_on_get {
             let s = &self.shared;
-            let mut cmd = redis::cmd("EVAL");
-            cmd.arg(crate::scripts::ACK)
-                .arg(1)
-                .arg(&s.stream)
-                .arg(GROUP);
-            for d in deliveries {
-                cmd.arg(&d.id);
-            }
-            let packed = cmd.get_packed_command();
+            let packed = s
+                .ack_cmd(deliveries.iter().map(|d| d.id.as_str()))
+                .get_packed_command();
             let mut getter = lock(&self.getter);
             // A connection that broke here may have lost the command: the
             // messages are handed out all the same and, unacknowledged,
@@ -1535,11 +1632,7 @@ impl<T> RemoteQueue<T> {
         timeout: Duration,
     ) -> Result<Vec<Vec<u8>>, GetTimeoutError> {
         self.get_many_bytes_with(max, Wait::after(timeout))
-            .map_err(|e| match e {
-                RecvFail::Empty => GetTimeoutError::Timeout,
-                RecvFail::Closed => GetTimeoutError::Closed,
-                RecvFail::Failed(f) => GetTimeoutError::Failed(f),
-            })
+            .map_err(RecvFail::into_get_timeout)
     }
 
     /// Gets raw bytes, waiting for a message.
@@ -1550,11 +1643,8 @@ impl<T> RemoteQueue<T> {
     /// server stays out of reach for [`retry_for`](RemoteQueueBuilder::retry_for)
     /// or a message is malformed.
     pub fn get_bytes(&self) -> Result<Vec<u8>, GetError> {
-        self.get_bytes_with(Wait::Forever).map_err(|e| match e {
-            RecvFail::Closed => GetError::Closed,
-            RecvFail::Failed(f) => GetError::Failed(f),
-            RecvFail::Empty => unreachable!("a blocking get waits for a message"),
-        })
+        self.get_bytes_with(Wait::Forever)
+            .map_err(RecvFail::into_get)
     }
 
     /// Gets raw bytes if a message is there now.
@@ -1563,11 +1653,8 @@ impl<T> RemoteQueue<T> {
     ///
     /// `Empty`, `Closed` or `Failed`.
     pub fn try_get_bytes(&self) -> Result<Vec<u8>, TryGetError> {
-        self.get_bytes_with(Wait::Never).map_err(|e| match e {
-            RecvFail::Empty => TryGetError::Empty,
-            RecvFail::Closed => TryGetError::Closed,
-            RecvFail::Failed(f) => TryGetError::Failed(f),
-        })
+        self.get_bytes_with(Wait::Never)
+            .map_err(RecvFail::into_try_get)
     }
 
     /// Gets raw bytes, waiting at most `timeout` (for a message, and for
@@ -1578,11 +1665,7 @@ impl<T> RemoteQueue<T> {
     /// `Timeout`, `Closed` or `Failed`.
     pub fn get_bytes_timeout(&self, timeout: Duration) -> Result<Vec<u8>, GetTimeoutError> {
         self.get_bytes_with(Wait::after(timeout))
-            .map_err(|e| match e {
-                RecvFail::Empty => GetTimeoutError::Timeout,
-                RecvFail::Closed => GetTimeoutError::Closed,
-                RecvFail::Failed(f) => GetTimeoutError::Failed(f),
-            })
+            .map_err(RecvFail::into_get_timeout)
     }
 }
 
@@ -1592,79 +1675,9 @@ enum Taken {
     Empty,
 }
 
-fn into_bytes(v: Value) -> Option<Vec<u8>> {
-    match v {
-        Value::BulkString(b) => Some(b),
-        Value::SimpleString(s) => Some(s.into_bytes()),
-        _ => None,
-    }
-}
-
-/// The value of field `d` among an entry's `[field, value, …]`.
-fn payload_field(fields: Vec<Value>) -> Option<Vec<u8>> {
-    let mut it = fields.into_iter();
-    while let (Some(k), Some(v)) = (it.next(), it.next()) {
-        if matches!(&k, Value::BulkString(k) if k == b"d") {
-            return into_bytes(v);
-        }
-    }
-    None
-}
-
-/// A dead-letter entry, `[id, [field, value, …]]`.
-fn parse_dead_letter(entry: Value) -> Result<DeadLetter, RemoteError> {
-    let bad = || RemoteError::protocol("dead-letter entry is malformed");
-    let Value::Array(entry) = entry else {
-        return Err(bad());
-    };
-    let mut entry = entry.into_iter();
-    let (Some(_), Some(Value::Array(fields))) = (entry.next(), entry.next()) else {
-        return Err(bad());
-    };
-    let (mut id, mut deliveries, mut reason, mut payload) = (None, None, None, None);
-    let mut it = fields.into_iter();
-    while let (Some(k), Some(v)) = (it.next(), it.next()) {
-        let Some(k) = into_bytes(k) else {
-            return Err(bad());
-        };
-        let v = into_bytes(v).ok_or_else(bad)?;
-        match k.as_slice() {
-            b"id" => id = Some(String::from_utf8(v).map_err(|_| bad())?),
-            b"deliveries" => {
-                let text = std::str::from_utf8(&v).map_err(|_| bad())?;
-                deliveries = Some(text.parse::<u64>().map_err(|_| bad())?);
-            }
-            b"reason" => reason = Some(DeadReason::parse(&v).ok_or_else(bad)?),
-            b"d" => payload = Some(v),
-            _ => {}
-        }
-    }
-    match (id, deliveries, reason, payload) {
-        (Some(id), Some(deliveries), Some(reason), Some(payload)) => Ok(DeadLetter {
-            id,
-            deliveries,
-            reason,
-            payload,
-        }),
-        _ => Err(bad()),
-    }
-}
-
 impl<T: Serialize + DeserializeOwned> RemoteQueue<T> {
     fn encode(&self, item: &T) -> Result<Vec<u8>, RemoteError> {
-        self.shared.codec.encode(item).map_err(|e| match e {
-            // Over the message limit: say by how much, as for bytes.
-            CodecError::TooLarge { .. } => {
-                match Codec::new().with_max_size(usize::MAX).encoded_len(item) {
-                    Ok(len) => RemoteError::TooLarge {
-                        len: len as u64,
-                        max: self.shared.max_message,
-                    },
-                    Err(e) => RemoteError::Codec(e),
-                }
-            }
-            e => RemoteError::Codec(e),
-        })
+        self.shared.encode(item)
     }
 
     /// Puts `item`, waiting while the queue is full (polling with back-off
@@ -1778,11 +1791,7 @@ impl<T: Serialize + DeserializeOwned> RemoteQueue<T> {
             self.receive(Wait::after(timeout), max.min(MAX_BATCH))
                 .and_then(|taken| self.decode_all(taken))
         };
-        got.map_err(|e| match e {
-            RecvFail::Empty => GetTimeoutError::Timeout,
-            RecvFail::Closed => GetTimeoutError::Closed,
-            RecvFail::Failed(f) => GetTimeoutError::Failed(f),
-        })
+        got.map_err(RecvFail::into_get_timeout)
     }
 
     fn encode_all(&self, items: &[T]) -> Result<Vec<Vec<u8>>, RemoteError> {
@@ -1859,11 +1868,7 @@ impl<T: Serialize + DeserializeOwned> RemoteQueue<T> {
     /// server stays out of reach for [`retry_for`](RemoteQueueBuilder::retry_for),
     /// or the message does not decode (it moves to the dead letters).
     pub fn get(&self) -> Result<T, GetError> {
-        self.get_with(Wait::Forever).map_err(|e| match e {
-            RecvFail::Closed => GetError::Closed,
-            RecvFail::Failed(f) => GetError::Failed(f),
-            RecvFail::Empty => unreachable!("a blocking get waits for a message"),
-        })
+        self.get_with(Wait::Forever).map_err(RecvFail::into_get)
     }
 
     /// Gets an item if one is there now.
@@ -1873,11 +1878,7 @@ impl<T: Serialize + DeserializeOwned> RemoteQueue<T> {
     /// `Empty`, `Closed` or `Failed`.
     #[doc(alias = "get_nowait")]
     pub fn try_get(&self) -> Result<T, TryGetError> {
-        self.get_with(Wait::Never).map_err(|e| match e {
-            RecvFail::Empty => TryGetError::Empty,
-            RecvFail::Closed => TryGetError::Closed,
-            RecvFail::Failed(f) => TryGetError::Failed(f),
-        })
+        self.get_with(Wait::Never).map_err(RecvFail::into_try_get)
     }
 
     /// Gets an item, waiting at most `timeout` (for an item, and for the
@@ -1887,11 +1888,8 @@ impl<T: Serialize + DeserializeOwned> RemoteQueue<T> {
     ///
     /// `Timeout`, `Closed` or `Failed`.
     pub fn get_timeout(&self, timeout: Duration) -> Result<T, GetTimeoutError> {
-        self.get_with(Wait::after(timeout)).map_err(|e| match e {
-            RecvFail::Empty => GetTimeoutError::Timeout,
-            RecvFail::Closed => GetTimeoutError::Closed,
-            RecvFail::Failed(f) => GetTimeoutError::Failed(f),
-        })
+        self.get_with(Wait::after(timeout))
+            .map_err(RecvFail::into_get_timeout)
     }
 }
 
@@ -1913,14 +1911,7 @@ impl<T> Drop for RemoteQueue<T> {
             s.timeouts(),
             GiveUp::Once,
             s.io_timeout.min(Duration::from_millis(500)),
-            |con| {
-                s.scripts
-                    .forget
-                    .key(&s.stream)
-                    .arg(GROUP)
-                    .arg(&self.consumer)
-                    .invoke::<i64>(con)
-            },
+            |con| s.forget_script(&self.consumer).invoke::<i64>(con),
         );
         getter.link.disconnect();
     }
