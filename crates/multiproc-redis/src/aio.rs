@@ -83,26 +83,33 @@
 //! # Cancellation
 //!
 //! Dropping a get's future (a `select!`, a timeout around it) loses no
-//! message. A message the get had already taken from the server stays in
-//! the handle, and the handle's next get returns it; one it had read on
-//! the server without seeing the reply stays pending in the group and is
-//! delivered again after [`min_idle`](RemoteQueueBuilder::min_idle) — at
-//! least once, as for a consumer that dies. A connection whose command was
-//! cut short is dropped and made again. A put whose future is dropped may
-//! or may not have added its message.
+//! message. A get does not wait for anything once it has its message: a
+//! message the get had already taken from the server stays in the handle,
+//! and the handle's next get returns it; one it had read on the server
+//! without seeing the reply stays pending in the group and is delivered
+//! again after [`min_idle`](RemoteQueueBuilder::min_idle) — at least once,
+//! as for a consumer that dies. A connection whose command was cut short
+//! is dropped and made again. A put whose future is dropped may or may not
+//! have added its message.
+//!
+//! For that, a plain queue's get acknowledges the message it returns with
+//! the handle's next operation (any of them, before its own command), not
+//! before returning it: a get that returned has nothing left to do. A
+//! handle that does nothing more after a get (or is dropped) leaves that
+//! message pending, and it is delivered again after `min_idle`.
 //!
 //! # Dropping a handle
 //!
 //! A dropped async handle sends nothing (there is no runtime to run on in
-//! `drop`): messages it read ahead and did not hand out are delivered to
-//! another consumer after `min_idle`, and its consumer name stays in the
-//! group.
+//! `drop`): messages it read ahead and did not hand out, and those its
+//! gets returned since its last operation, are delivered to another
+//! consumer after `min_idle`, and its consumer name stays in the group.
 
 use crate::error::{
     GetError, GetTimeoutError, JoinTimeoutError, PutError, PutTimeoutError, RemoteError,
     TaskDoneError, TryGetError,
 };
-use crate::link::{GiveUp, MIN_IO_WAIT};
+use crate::link::{FIRST_PAUSE, GiveUp, IDLE_CHECK, MAX_PAUSE, MIN_IO_WAIT};
 use crate::parse::{self, Entry, PutReply, TakeReply};
 use crate::queue::{
     FIRST_POLL, MAX_POLL, RecvFail, SendFail, Shared, Wait, generated_consumer_name, group_created,
@@ -169,12 +176,6 @@ fn timed_out() -> RemoteError {
 
 // ---- one async connection ----
 
-/// First pause between connection attempts; doubles up to [`MAX_PAUSE`]
-/// (as for the blocking queue's connections).
-const FIRST_PAUSE: Duration = Duration::from_millis(5);
-/// Longest pause between connection attempts.
-const MAX_PAUSE: Duration = Duration::from_millis(500);
-
 /// One multiplexed connection, made when first needed and made again after
 /// it broke or a command on it timed out or was cancelled.
 struct AsyncLink {
@@ -183,6 +184,9 @@ struct AsyncLink {
     /// dropped midway, and the connection is dropped (a cut-short
     /// `XREADGROUP BLOCK` would hold up the next command).
     in_flight: bool,
+    /// When the connection last carried a command: one idle for
+    /// [`IDLE_CHECK`] is asked a `PING` first, as the blocking queue's are.
+    used_at: Instant,
 }
 
 impl AsyncLink {
@@ -190,7 +194,13 @@ impl AsyncLink {
         Self {
             con: None,
             in_flight: false,
+            used_at: Instant::now(),
         }
+    }
+
+    /// Whether a connection is up (and no command was cut short on it).
+    fn is_connected(&self) -> bool {
+        self.con.is_some() && !self.in_flight
     }
 
     async fn connect(
@@ -255,6 +265,10 @@ impl AsyncLink {
         if std::mem::take(&mut self.in_flight) {
             self.con = None;
         }
+        if self.used_at.elapsed() >= IDLE_CHECK {
+            self.check(read_timeout).await?;
+        }
+        self.used_at = Instant::now();
         let con = match &self.con {
             Some(con) => con.clone(),
             None => self.connect(s, give_up).await?,
@@ -271,6 +285,29 @@ impl AsyncLink {
             self.con = None;
         }
         Err(e)
+    }
+
+    /// Asks the idle connection a `PING`: drops it when the server closed
+    /// it (the call connects again); fails when the server does not
+    /// answer within `read_timeout` (a stalled server).
+    async fn check(&mut self, read_timeout: Duration) -> Result<(), RemoteError> {
+        let Some(mut con) = self.con.clone() else {
+            return Ok(());
+        };
+        self.in_flight = true;
+        let ping = timeout(read_timeout, redis::cmd("PING").query_async::<()>(&mut con)).await;
+        self.in_flight = false;
+        match ping {
+            Some(Ok(())) => Ok(()),
+            None => {
+                self.con = None;
+                Err(timed_out())
+            }
+            Some(Err(_)) => {
+                self.con = None;
+                Ok(())
+            }
+        }
     }
 
     /// [`call`](Self::call) for a command that needs the consumer group,
@@ -313,9 +350,6 @@ struct Delivery {
     deliveries: u64,
     payload: Vec<u8>,
     read_at: Instant,
-    /// Acknowledged already (by a plain queue's get whose future was
-    /// dropped before it returned the message): handed out as it is.
-    acked: bool,
 }
 
 struct Getter {
@@ -323,6 +357,9 @@ struct Getter {
     cursor: String,
     /// Messages taken and not handed out yet, oldest first.
     ahead: VecDeque<Delivery>,
+    /// Plain queue: ids of messages handed out and not yet acknowledged
+    /// (the handle's next operation does it).
+    to_ack: Vec<String>,
     scanned_at: Option<Instant>,
 }
 
@@ -424,6 +461,7 @@ impl<T> AsyncRemoteQueue<T> {
                 link: AsyncLink::new(),
                 cursor: "0-0".to_owned(),
                 ahead: VecDeque::new(),
+                to_ack: Vec::new(),
                 scanned_at: None,
             }),
             outstanding: std::sync::Mutex::new(VecDeque::new()),
@@ -469,6 +507,7 @@ impl<T> AsyncRemoteQueue<T> {
         Fut: Future<Output = RedisResult<R>>,
     {
         let s = &*self.shared;
+        self.ack_before_other(None).await;
         let mut link = self.link.lock().await;
         link.with_group(s, s.give_up(None), s.io_timeout, f).await
     }
@@ -525,6 +564,7 @@ impl<T> AsyncRemoteQueue<T> {
         }
         let deadline = wait.deadline();
         let mut pause = FIRST_POLL;
+        self.ack_before_other(deadline).await;
         loop {
             let put = {
                 let mut link = self.link.lock().await;
@@ -670,15 +710,10 @@ impl<T> AsyncRemoteQueue<T> {
         let Some(front) = g.ahead.front() else {
             return false;
         };
-        if front.acked || front.read_at.elapsed() < s.min_idle / 2 {
+        if front.read_at.elapsed() < s.min_idle / 2 {
             return true;
         }
-        let stale: Vec<(String, u64)> = g
-            .ahead
-            .drain(..)
-            .filter(|d| !d.acked)
-            .map(|d| (d.id, d.deliveries))
-            .collect();
+        let stale: Vec<(String, u64)> = g.ahead.drain(..).map(|d| (d.id, d.deliveries)).collect();
         let consumer = &self.consumer;
         let stale = &stale;
         let _ = g
@@ -765,7 +800,6 @@ impl<T> AsyncRemoteQueue<T> {
                     deliveries,
                     payload,
                     read_at,
-                    acked: false,
                 }),
                 Err((reason, e)) => bad.push((id, deliveries, reason, e)),
             }
@@ -818,40 +852,63 @@ impl<T> AsyncRemoteQueue<T> {
         .map(drop)
     }
 
+    /// Acknowledges the messages the plain queue's gets handed out since
+    /// the last time, within `deadline`, over the gets' connection if it
+    /// is up (best effort: one whose acknowledgement fails, is cut short or
+    /// waits for a connection is delivered again after `min_idle`, unless
+    /// a later operation acknowledges it first).
+    async fn ack_handed_out(&self, g: &mut Getter, deadline: Option<Instant>) {
+        if g.to_ack.is_empty() || !g.link.is_connected() {
+            return;
+        }
+        let s = &*self.shared;
+        let ids: Vec<&str> = g.to_ack.iter().map(String::as_str).collect();
+        let ids = &ids;
+        let acked = g
+            .link
+            .call(s, GiveUp::Once, s.io_wait(deadline), |mut con| async move {
+                s.ack_script(ids).invoke_async::<i64>(&mut con).await
+            })
+            .await;
+        if acked.is_ok() {
+            g.to_ack.clear();
+        }
+    }
+
+    /// [`ack_handed_out`](Self::ack_handed_out) before an operation on the
+    /// other connection, unless a get of this handle runs now (it does it).
+    async fn ack_before_other(&self, deadline: Option<Instant>) {
+        if let Some(mut g) = self.getter.try_lock() {
+            self.ack_handed_out(&mut g, deadline).await;
+        }
+    }
+
     /// Hands out the oldest message waiting in the handle, after checking
     /// it with `check` (a typed get decodes it; a message that fails moves
-    /// to the dead letters). The plain queue acknowledges it first (a
-    /// failed acknowledgement is not the get's failure: the message comes
-    /// again after `min_idle`); if this future is dropped meanwhile, the
-    /// message stays in the handle for its next get.
+    /// to the dead letters). Nothing is awaited once the message is taken
+    /// from the handle: the plain queue's acknowledgement is left to the
+    /// handle's next operation, so a dropped future never loses it.
     async fn hand_out<R>(
         &self,
         g: &mut Getter,
-        deadline: Option<Instant>,
         check: impl FnOnce(&[u8]) -> Result<R, RemoteError>,
     ) -> Result<R, RecvFail> {
         let front = g.ahead.front().expect("a filled getter holds a message");
         let value = match check(&front.payload) {
             Ok(v) => v,
             Err(e) => {
-                let d = g.ahead.pop_front().expect("just seen");
-                if !d.acked {
-                    let reason = DeadReason::Undecodable;
-                    self.dead_letter(&mut g.link, &d.id, d.deliveries, reason)
-                        .await;
-                }
+                // Cut short, the message stays pending: it comes again.
+                let (id, deliveries) = (front.id.clone(), front.deliveries);
+                self.dead_letter(&mut g.link, &id, deliveries, DeadReason::Undecodable)
+                    .await;
+                g.ahead.pop_front();
                 return Err(RecvFail::Failed(e));
             }
         };
-        if self.shared.ack_on_get && !front.acked {
-            let id = front.id.clone();
-            let _ = self.ack(&mut g.link, &[&id], deadline).await;
-            if let Some(front) = g.ahead.front_mut() {
-                front.acked = true;
-            }
-        }
         let d = g.ahead.pop_front().expect("just seen");
-        if !self.shared.ack_on_get {
+        if self.shared.ack_on_get {
+            g.to_ack.push(d.id);
+        } else {
             self.outstanding().push_back((d.id, d.deliveries));
         }
         Ok(value)
@@ -863,8 +920,9 @@ impl<T> AsyncRemoteQueue<T> {
         check: impl FnOnce(&[u8]) -> Result<R, RemoteError>,
     ) -> Result<R, RecvFail> {
         let mut g = self.getter.lock().await;
+        self.ack_handed_out(&mut g, wait.deadline()).await;
         self.fill(&mut g, wait).await?;
-        self.hand_out(&mut g, wait.deadline(), check).await
+        self.hand_out(&mut g, check).await
     }
 
     /// Gets raw bytes, waiting for a message.

@@ -18,9 +18,9 @@ use redis::{Client, Connection, RedisResult};
 use std::time::{Duration, Instant};
 
 /// First pause between connection attempts; doubles up to [`MAX_PAUSE`].
-const FIRST_PAUSE: Duration = Duration::from_millis(5);
+pub(crate) const FIRST_PAUSE: Duration = Duration::from_millis(5);
 /// Longest pause between connection attempts.
-const MAX_PAUSE: Duration = Duration::from_millis(500);
+pub(crate) const MAX_PAUSE: Duration = Duration::from_millis(500);
 /// Shortest read timeout a command gets, however close its deadline: a
 /// timed operation returns at most this much after its deadline when the
 /// server stalls.
@@ -28,7 +28,7 @@ pub(crate) const MIN_IO_WAIT: Duration = Duration::from_millis(50);
 
 /// How long a connection may sit unused before it is checked with a
 /// `PING` (one round trip) ahead of the next command.
-const IDLE_CHECK: Duration = Duration::from_secs(1);
+pub(crate) const IDLE_CHECK: Duration = Duration::from_secs(1);
 
 /// When to stop trying to connect.
 #[derive(Clone, Copy, Debug)]

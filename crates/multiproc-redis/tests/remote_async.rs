@@ -191,7 +191,9 @@ fn producers_and_an_async_consumer_process_deliver_every_message_once(test: &str
             multiproc_core::codec::decode::<(u32, u64)>(&bytes).unwrap(),
             (9, 3)
         );
-        assert_eq!(sync_q.qsize().unwrap(), 0, "acknowledged and deleted");
+        // The handle's next operation acknowledges what its get returned.
+        assert_eq!(sync_q.qsize().unwrap(), 1, "returned, not yet acknowledged");
+        assert_eq!(q.qsize().await.unwrap(), 0, "acknowledged and deleted");
     });
     // Between processes.
     let count = COUNT.to_string();
@@ -418,9 +420,61 @@ fn a_cancelled_async_get_loses_no_message() {
                 .expect("the raced message comes (at least once)");
             assert_eq!(again, "raced");
         }
+        assert_eq!(q.qsize().await.unwrap(), 0, "every message acknowledged");
     });
     assert_eq!(sync_q.qsize().unwrap(), 0);
     sync_q.destroy().unwrap();
+}
+
+fn a_message_returned_just_before_its_handle_is_dropped_comes_again() {
+    let Some(server) = server("a_message_returned_just_before_its_handle_is_dropped_comes_again")
+    else {
+        return;
+    };
+    let (url, prefix) = (server.url(), fresh_prefix());
+    let sync_q: RemoteQueue<u64> = builder(&url, &prefix, "dropped").build().unwrap();
+    sync_q.put(7).unwrap();
+    block_on("tokio", async {
+        let q: AsyncRemoteQueue<u64> = builder(&url, &prefix, "dropped")
+            .build_async()
+            .await
+            .unwrap();
+        assert_eq!(q.get().await.unwrap(), 7);
+        // Dropped with nothing after the get: no acknowledgement went out,
+        // so the message is pending, never lost.
+    });
+    let start = std::time::Instant::now();
+    assert_eq!(
+        sync_q
+            .get_timeout(MIN_IDLE + Duration::from_secs(5))
+            .unwrap(),
+        7
+    );
+    assert!(start.elapsed() >= MIN_IDLE / 2, "{:?}", start.elapsed());
+    assert_eq!(sync_q.qsize().unwrap(), 0);
+    sync_q.destroy().unwrap();
+}
+
+fn an_async_handle_idle_through_a_server_restart_works_at_once() {
+    let Some(mut server) = server("an_async_handle_idle_through_a_server_restart_works_at_once")
+    else {
+        return;
+    };
+    let (url, prefix) = (server.url(), fresh_prefix());
+    for rt in ["tokio", "smol"] {
+        block_on(rt, async {
+            let q: AsyncRemoteQueue<u64> = builder(&url, &prefix, rt).build_async().await.unwrap();
+            q.put(1).await.unwrap();
+            assert_eq!(q.get().await.unwrap(), 1);
+            // The server goes and comes back while the handle does nothing.
+            server.kill();
+            server.restart();
+            std::thread::sleep(Duration::from_millis(1100));
+            q.put(2).await.unwrap();
+            assert_eq!(q.get().await.unwrap(), 2);
+            assert_eq!(q.qsize().await.unwrap(), 0);
+        });
+    }
 }
 
 fn main() {
@@ -438,6 +492,8 @@ fn main() {
             a_killed_async_consumers_tasks_come_to_another_after_min_idle,
             a_killed_server_fails_async_operations_in_time_and_the_handle_recovers,
             a_cancelled_async_get_loses_no_message,
+            a_message_returned_just_before_its_handle_is_dropped_comes_again,
+            an_async_handle_idle_through_a_server_restart_works_at_once,
         ],
     );
 }
