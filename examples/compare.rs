@@ -17,7 +17,7 @@
 #[path = "../benches/common/mod.rs"]
 mod common;
 
-use common::{Case, Flow, Peer, RoundTrip, first_batch, measure, memcpy_run, peers};
+use common::{Case, Flow, Peer, Placement, RoundTrip, first_batch, measure, memcpy_run, peers};
 use plotters::prelude::*;
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write as _;
@@ -94,9 +94,13 @@ fn main() {
         Case::all()
     };
 
+    let placed = run_placed(&settings);
+    let placed_table = placed_table(&placed);
+
     let machine = machine();
     let table = markdown_table(&cases, &results);
     println!("{table}");
+    println!("{placed_table}");
     println!("Python: {python}");
     let regime = regime.summary();
     println!("Regime: {regime}");
@@ -116,6 +120,8 @@ fn main() {
         started.elapsed().as_secs_f64()
     );
     md.push_str(&table);
+    md.push_str("\nBy placement (the partners pinned to one CPU, to two, or left to the kernel; the same run):\n\n");
+    md.push_str(&placed_table);
     md.push_str("\nLeft out:\n\n");
     for (peer, why) in &left_out {
         let _ = writeln!(md, "- {peer}: {why}");
@@ -205,6 +211,101 @@ fn run_rust(
         );
         results.insert((case, key.to_string()), rate);
     }
+}
+
+/// Peers measured in every placement, in column order: (key, heading).
+const PLACED_PEERS: [(&str, &str); 3] = [
+    ("queue", "multiproc Queue"),
+    ("pipe", "multiproc Pipe"),
+    ("socketpair", "socketpair"),
+];
+
+/// Rates per (case, placement index in [`Placement::ALL`], peer key).
+type Placed = BTreeMap<(Case, usize, &'static str), f64>;
+
+/// The round trip and the 1→1 flows at 8 B, 64 KiB and 1 MiB for the
+/// Queue, the Pipe and the socketpair floor, in every placement the
+/// machine allows (`--smoke`: the round trip of the Queue and the
+/// socketpair).
+fn run_placed(settings: &Settings) -> Placed {
+    let all = peers();
+    let cases: Vec<Case> = if settings.smoke {
+        vec![Case::RoundTrip]
+    } else {
+        [8, 64 * 1024, 1 << 20]
+            .map(|size| Case::Flow { size, procs: 1 })
+            .into_iter()
+            .chain([Case::RoundTrip])
+            .collect()
+    };
+    let mut placed = Placed::new();
+    for &case in &cases {
+        for (pi, placement) in Placement::ALL.into_iter().enumerate() {
+            if !placement.possible() {
+                continue;
+            }
+            for (key, _) in PLACED_PEERS {
+                if settings.smoke && key == "pipe" {
+                    continue;
+                }
+                let peer = all.iter().find(|p| p.key() == key).expect("a peer");
+                let rate = match case {
+                    Case::Flow { size, procs } => {
+                        let mut flow = Flow::start_placed(peer.as_ref(), size, procs, placement);
+                        measure(
+                            |n| flow.run_counted(n),
+                            first_batch(size),
+                            settings.batch,
+                            settings.rounds,
+                        )
+                    }
+                    Case::RoundTrip => {
+                        let mut rtt = RoundTrip::start_placed(peer.as_ref(), placement);
+                        measure(|n| (rtt.run(n), n), 64, settings.batch, settings.rounds)
+                    }
+                };
+                eprintln!(
+                    "[placed] {:<16} {:<20} {:<16} {:>12}",
+                    case.label(),
+                    placement.label(),
+                    key,
+                    cell(case, Some(rate))
+                );
+                placed.insert((case, pi, key), rate);
+            }
+        }
+    }
+    placed
+}
+
+/// The placed cells as Markdown: one row per case and placement, with
+/// the Queue's and the Pipe's ratio to the socketpair floor.
+fn placed_table(placed: &Placed) -> String {
+    let mut out = String::from("| case | placement |");
+    for (_, head) in PLACED_PEERS {
+        let _ = write!(out, " {head} |");
+    }
+    out.push_str(" Queue ÷ socketpair | Pipe ÷ socketpair |\n|---|---|");
+    out.push_str(&"---|".repeat(PLACED_PEERS.len() + 2));
+    out.push('\n');
+    let rows: BTreeSet<(Case, usize)> = placed.keys().map(|&(c, p, _)| (c, p)).collect();
+    for (case, pi) in rows {
+        let get = |key: &str| placed.get(&(case, pi, key)).copied();
+        let _ = write!(out, "| {} | {} |", case.label(), Placement::ALL[pi].label());
+        for (key, _) in PLACED_PEERS {
+            let _ = write!(out, " {} |", cell(case, get(key)));
+        }
+        for key in ["queue", "pipe"] {
+            match (get(key), get("socketpair")) {
+                (Some(ours), Some(floor)) => {
+                    let _ = write!(out, " {:.2}× |", ours / floor);
+                }
+                _ => out.push_str(" — |"),
+            }
+        }
+        out.push('\n');
+    }
+    out
 }
 
 /// The machine's regime through the run: before each cell, the load

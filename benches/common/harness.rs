@@ -45,6 +45,74 @@ impl Control {
     }
 }
 
+/// Where the partners of a cell run. The machine has two regimes: when
+/// the partners share a CPU a hand-off is a context switch (a few µs);
+/// when each has its own, idle one, every sleep costs a cross-CPU wake-up
+/// (20–80 µs on a virtual machine). A transport has to win in both.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Placement {
+    /// Wherever the kernel puts them.
+    Kernel,
+    /// Every partner pinned to the same CPU.
+    OneCpu,
+    /// The sending side (producers; a round trip's caller) on one CPU, the
+    /// receiving side (consumers; the echo) on another.
+    TwoCpus,
+}
+
+/// Which side of a cell a partner is on, for [`Placement`].
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Side {
+    Send,
+    Receive,
+}
+
+impl Placement {
+    /// In table order.
+    pub const ALL: [Self; 3] = [Self::Kernel, Self::OneCpu, Self::TwoCpus];
+
+    pub fn label(self) -> &'static str {
+        match self {
+            Self::Kernel => "kernel's placement",
+            Self::OneCpu => "one CPU",
+            Self::TwoCpus => "two CPUs",
+        }
+    }
+
+    /// Whether this machine can place partners so (two CPUs need two
+    /// allowed CPUs).
+    pub fn possible(self) -> bool {
+        self != Self::TwoCpus || allowed_cpus().len() >= 2
+    }
+
+    /// Pins the calling thread as `side` asks; returns the mask it had.
+    fn pin(self, side: Side) -> Option<rustix::thread::CpuSet> {
+        let cpus = allowed_cpus();
+        let cpu = match (self, side) {
+            (Self::Kernel, _) => return None,
+            (Self::OneCpu, _) | (Self::TwoCpus, Side::Send) => cpus[0],
+            (Self::TwoCpus, Side::Receive) => *cpus.get(1)?,
+        };
+        let before = rustix::thread::sched_getaffinity(None).ok()?;
+        let mut set = rustix::thread::CpuSet::new();
+        set.set(cpu);
+        rustix::thread::sched_setaffinity(None, &set).expect("pin to an allowed CPU");
+        Some(before)
+    }
+}
+
+/// The CPUs this process may run on, lowest first (read once, before any
+/// pinning).
+fn allowed_cpus() -> &'static [usize] {
+    static CPUS: std::sync::OnceLock<Vec<usize>> = std::sync::OnceLock::new();
+    CPUS.get_or_init(|| {
+        let set = rustix::thread::sched_getaffinity(None).expect("affinity");
+        (0..rustix::thread::CpuSet::MAX_CPU)
+            .filter(|&c| set.is_set(c))
+            .collect()
+    })
+}
+
 /// `procs` producers and `procs` consumers forked around one link.
 pub struct Flow {
     pids: Vec<ForkedChild>,
@@ -57,14 +125,24 @@ pub struct Flow {
 }
 
 impl Flow {
-    /// Forks the partners for `peer` with `size`-byte messages.
+    /// Forks the partners for `peer` with `size`-byte messages, where the
+    /// kernel puts them.
     pub fn start(peer: &dyn Peer, size: usize, procs: usize) -> Self {
+        Self::start_placed(peer, size, procs, Placement::Kernel)
+    }
+
+    /// [`start`](Self::start), the partners placed as `placement` says
+    /// (the bench process, which only starts rounds and sleeps, stays
+    /// where it is).
+    pub fn start_placed(peer: &dyn Peer, size: usize, procs: usize, placement: Placement) -> Self {
+        allowed_cpus();
         let ctl = Control::new();
         let mut link = peer.link(size);
         let mut pids = Vec::new();
         for i in 0..procs {
             let (ctl, link) = (&ctl, &mut link);
             pids.push(fork_child(move || {
+                placement.pin(Side::Receive);
                 let mut buf = vec![0u8; size];
                 let (done, goal, finished) = (ctl.consumed(i), ctl.goal(), ctl.finished());
                 let mut n = 0u64;
@@ -82,6 +160,7 @@ impl Flow {
         for _ in 0..procs {
             let (ctl, link) = (&ctl, &mut link);
             pids.push(fork_child(move || {
+                placement.pin(Side::Send);
                 let payload = vec![7u8; size];
                 let mut seen = 0;
                 loop {
@@ -172,26 +251,38 @@ pub struct RoundTrip {
     pong: Box<dyn Link>,
     msg: Vec<u8>,
     buf: Vec<u8>,
+    /// The calling thread's mask before it was pinned, put back on drop.
+    unpin: Option<rustix::thread::CpuSet>,
 }
 
 impl RoundTrip {
-    /// Forks the echo partner for `peer`.
+    /// Forks the echo partner for `peer`, where the kernel puts it.
     pub fn start(peer: &dyn Peer) -> Self {
+        Self::start_placed(peer, Placement::Kernel)
+    }
+
+    /// [`start`](Self::start), this thread and the echo placed as
+    /// `placement` says (this thread until the round trip is dropped).
+    pub fn start_placed(peer: &dyn Peer, placement: Placement) -> Self {
+        allowed_cpus();
         let mut ping = peer.link(RTT_SIZE);
         let mut pong = peer.link(RTT_SIZE);
         let child = fork_child(|| {
+            placement.pin(Side::Receive);
             let mut buf = vec![0u8; RTT_SIZE];
             loop {
                 ping.recv(&mut buf);
                 pong.send(&buf);
             }
         });
+        let unpin = placement.pin(Side::Send);
         Self {
             child,
             ping,
             pong,
             msg: vec![1u8; RTT_SIZE],
             buf: vec![0u8; RTT_SIZE],
+            unpin,
         }
     }
 
@@ -209,6 +300,9 @@ impl RoundTrip {
 impl Drop for RoundTrip {
     fn drop(&mut self) {
         self.child.kill();
+        if let Some(mask) = &self.unpin {
+            let _ = rustix::thread::sched_setaffinity(None, mask);
+        }
     }
 }
 

@@ -29,7 +29,9 @@ mod runner;
 
 // As above: each target uses only some of these.
 #[allow(unused_imports)]
-pub use harness::{Flow, ForkedChild, RoundTrip, first_batch, fork_child, kill_children, measure};
+pub use harness::{
+    Flow, ForkedChild, Placement, RoundTrip, first_batch, fork_child, kill_children, measure,
+};
 #[allow(unused_imports)]
 pub use peers::{
     IpcChannel, Link, Peer, PipeConn, QueueBytes, QueueTyped, QueueZeroCopy, RawPipe,
