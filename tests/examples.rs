@@ -271,7 +271,10 @@ fn compare_smoke_prints_a_table_and_writes_files() {
     // where the kernel puts them, with the ratio to the socketpair.
     assert!(stdout.contains("| case | placement |"), "{stdout}");
     assert!(stdout.contains("| round trip 8 B | one CPU | "), "{stdout}");
-    assert!(stdout.contains("| round trip 8 B | kernel's placement | "), "{stdout}");
+    assert!(
+        stdout.contains("| round trip 8 B | kernel's placement | "),
+        "{stdout}"
+    );
     for line in stdout.lines() {
         if let Some(path) = line
             .strip_prefix("Markdown: ")

@@ -160,17 +160,60 @@ pub fn send_vectored(
     bufs: &[IoSlice<'_>],
     fds: &[BorrowedFd<'_>],
 ) -> io::Result<usize> {
+    send_vectored_with(socket, bufs, fds, SendFlags::NOSIGNAL)
+}
+
+/// [`send_vectored`] that never waits, whatever the socket's mode
+/// (`MSG_DONTWAIT`): it sends what fits now, `WouldBlock` when nothing
+/// does.
+///
+/// # Examples
+///
+/// ```
+/// use multiproc_core::scm;
+/// use std::io::IoSlice;
+///
+/// let (a, _b) = scm::stream_pair()?;
+/// let chunk = vec![7u8; 1 << 16];
+/// let mut sent = 0;
+/// loop {
+///     match scm::send_vectored_nowait(&a, &[IoSlice::new(&chunk)], &[]) {
+///         Ok(n) => sent += n,
+///         Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break, // the buffer is full
+///         Err(e) => return Err(e),
+///     }
+/// }
+/// assert!(sent > 0);
+/// # Ok::<(), std::io::Error>(())
+/// ```
+///
+/// # Errors
+///
+/// As for [`send_vectored`], and `WouldBlock` when nothing fits.
+#[inline]
+pub fn send_vectored_nowait(
+    socket: impl AsFd,
+    bufs: &[IoSlice<'_>],
+    fds: &[BorrowedFd<'_>],
+) -> io::Result<usize> {
+    send_vectored_with(socket, bufs, fds, SendFlags::NOSIGNAL | SendFlags::DONTWAIT)
+}
+
+#[inline]
+fn send_vectored_with(
+    socket: impl AsFd,
+    bufs: &[IoSlice<'_>],
+    fds: &[BorrowedFd<'_>],
+    flags: SendFlags,
+) -> io::Result<usize> {
     if fds.is_empty() {
         // No control message: the common case of a transport, kept cheap.
         loop {
             let result = match bufs {
-                [one] => rustix::net::send(&socket, one, SendFlags::NOSIGNAL),
-                _ => rustix::net::sendmsg(
-                    &socket,
-                    bufs,
-                    &mut SendAncillaryBuffer::default(),
-                    SendFlags::NOSIGNAL,
-                ),
+                [one] => rustix::net::send(&socket, one, flags),
+                _ => {
+                    rustix::net::sendmsg(&socket, bufs, &mut SendAncillaryBuffer::default(), flags)
+                }
             };
             match result {
                 Err(Errno::INTR) => {}
@@ -199,7 +242,7 @@ pub fn send_vectored(
         let mut control = SendAncillaryBuffer::new(space);
         let pushed = control.push(SendAncillaryMessage::ScmRights(fds));
         debug_assert!(pushed, "control buffer sized by cmsg_space");
-        match rustix::net::sendmsg(&socket, bufs, &mut control, SendFlags::NOSIGNAL) {
+        match rustix::net::sendmsg(&socket, bufs, &mut control, flags) {
             Err(Errno::INTR) => continue,
             other => return Ok(other?),
         }
@@ -418,12 +461,53 @@ pub fn recv_vectored(
     bufs: &mut [IoSliceMut<'_>],
     max_fds: usize,
 ) -> io::Result<Received> {
+    recv_vectored_with(socket, bufs, max_fds, RecvFlags::empty())
+}
+
+/// [`recv_vectored`] that never waits, whatever the socket's mode
+/// (`MSG_DONTWAIT`): `WouldBlock` when nothing is there to read.
+///
+/// # Examples
+///
+/// ```
+/// use multiproc_core::scm;
+/// use std::io::IoSliceMut;
+///
+/// let (a, b) = scm::stream_pair()?;
+/// let mut buf = [0u8; 4];
+/// let err = scm::recv_vectored_nowait(&b, &mut [IoSliceMut::new(&mut buf)], 0).unwrap_err();
+/// assert_eq!(err.kind(), std::io::ErrorKind::WouldBlock);
+/// scm::send(&a, b"ping", &[])?;
+/// assert_eq!(scm::recv_vectored_nowait(&b, &mut [IoSliceMut::new(&mut buf)], 0)?.len, 4);
+/// # Ok::<(), std::io::Error>(())
+/// ```
+///
+/// # Errors
+///
+/// As for [`recv_vectored`], and `WouldBlock` when nothing is there.
+#[inline]
+pub fn recv_vectored_nowait(
+    socket: impl AsFd,
+    bufs: &mut [IoSliceMut<'_>],
+    max_fds: usize,
+) -> io::Result<Received> {
+    recv_vectored_with(socket, bufs, max_fds, RecvFlags::DONTWAIT)
+}
+
+#[inline]
+fn recv_vectored_with(
+    socket: impl AsFd,
+    bufs: &mut [IoSliceMut<'_>],
+    max_fds: usize,
+    flags: RecvFlags,
+) -> io::Result<Received> {
     let max_fds = max_fds.min(MAX_FDS);
     let mut space = [MaybeUninit::<u8>::uninit(); CONTROL_SPACE];
     let space = &mut space[..rustix::cmsg_space!(ScmRights(max_fds))];
     loop {
         let mut control = RecvAncillaryBuffer::new(space);
-        let msg = match rustix::net::recvmsg(&socket, bufs, &mut control, RecvFlags::CMSG_CLOEXEC) {
+        let flags = flags | RecvFlags::CMSG_CLOEXEC;
+        let msg = match rustix::net::recvmsg(&socket, bufs, &mut control, flags) {
             Err(Errno::INTR) => continue,
             other => other?,
         };

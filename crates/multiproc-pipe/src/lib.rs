@@ -227,6 +227,7 @@ mod error;
 mod frame;
 mod listener;
 mod recv;
+mod spin;
 mod wait;
 
 pub use auth::{Challenge, Digest};
