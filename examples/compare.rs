@@ -345,14 +345,10 @@ impl Regime {
         };
         let (lo, median, hi) = range(&self.canary_us);
         let (load_lo, _, load_hi) = range(&self.load);
-        let kind = if median >= 10.0 {
-            "idle: the pair runs on different CPUs, each wake-up crosses them"
-        } else {
-            "busy: the pair shares a CPU"
-        };
         format!(
             "load {load_lo:.2}–{load_hi:.2}; socketpair round-trip canary before each cell \
-             {lo:.1}–{hi:.1} µs, median {median:.1} µs ({kind})"
+             {lo:.1}–{hi:.1} µs, median {median:.1} µs (tens of µs: the pair ran on two CPUs \
+             and each wake-up crossed them; a few µs: it shared one)"
         )
     }
 }
