@@ -204,6 +204,25 @@ enum FdMode {
     MadeNonBlocking,
 }
 
+/// The [`Os`] source a blocking receive of `$conn` reads from: its
+/// descriptor, spinning as its adaptive wait says (a macro, so that the
+/// fields are borrowed one by one and `$conn.rx` stays free).
+macro_rules! blocking_source {
+    ($conn:ident, $wait:expr) => {
+        Os::new(
+            $conn.fd.as_fd(),
+            $conn.flavor,
+            $wait,
+            read_spin(
+                &$conn.read_spin,
+                $conn.adaptive_wait,
+                $conn.blocking.get(),
+                $conn.flavor,
+            ),
+        )
+    };
+}
+
 impl Connection {
     pub(crate) fn new(fd: OwnedFd, flavor: Flavor) -> io::Result<Self> {
         if flavor == Flavor::PipeWriter && IGNORE_SIGPIPE.load(Ordering::Relaxed) {
@@ -1006,16 +1025,7 @@ impl Connection {
         let max = self.max_message_len;
         let codec = self.codec;
         let carries_fds = self.flavor == Flavor::Unix;
-        let (payload, fds) = {
-            let (fd, flavor) = (self.fd.as_fd(), self.flavor);
-            let spin = read_spin(
-                &self.read_spin,
-                self.adaptive_wait,
-                self.blocking.get(),
-                flavor,
-            );
-            self.rx.frame(max, &mut Os::new(fd, flavor, wait, spin))?
-        };
+        let (payload, fds) = { self.rx.frame(max, &mut blocking_source!(self, wait))? };
         let value = if carries_fds {
             codec.decode_with_fds(payload.as_slice(), fds)
         } else {
@@ -1061,16 +1071,9 @@ impl Connection {
     #[cfg(feature = "pickle")]
     pub fn recv_pickle<T: DeserializeOwned>(&mut self) -> Result<T, RecvError> {
         let max = self.max_message_len;
-        let (fd, flavor) = (self.fd.as_fd(), self.flavor);
         let wait = self.waits_out_eagain();
         self.check_readable()?;
-        let spin = read_spin(
-            &self.read_spin,
-            self.adaptive_wait,
-            self.blocking.get(),
-            flavor,
-        );
-        let (payload, _fds) = self.rx.frame(max, &mut Os::new(fd, flavor, wait, spin))?;
+        let (payload, _fds) = self.rx.frame(max, &mut blocking_source!(self, wait))?;
         serde_pickle::from_slice(payload.as_slice(), serde_pickle::DeOptions::new())
             .map_err(RecvError::Pickle)
     }
@@ -1098,16 +1101,9 @@ impl Connection {
     #[cfg(feature = "pickle")]
     pub fn recv_pickle_value(&mut self) -> Result<serde_pickle::Value, RecvError> {
         let max = self.max_message_len;
-        let (fd, flavor) = (self.fd.as_fd(), self.flavor);
         let wait = self.waits_out_eagain();
         self.check_readable()?;
-        let spin = read_spin(
-            &self.read_spin,
-            self.adaptive_wait,
-            self.blocking.get(),
-            flavor,
-        );
-        let (payload, _fds) = self.rx.frame(max, &mut Os::new(fd, flavor, wait, spin))?;
+        let (payload, _fds) = self.rx.frame(max, &mut blocking_source!(self, wait))?;
         serde_pickle::value_from_slice(payload.as_slice(), serde_pickle::DeOptions::new())
             .map_err(RecvError::Pickle)
     }
@@ -1165,17 +1161,10 @@ impl Connection {
     /// As for [`recv_bytes`](Self::recv_bytes).
     pub fn recv_bytes_max(&mut self, maxlength: usize) -> Result<Vec<u8>, RecvError> {
         self.check_readable()?;
-        let (fd, flavor) = (self.fd.as_fd(), self.flavor);
         let wait = self.waits_out_eagain();
-        let spin = read_spin(
-            &self.read_spin,
-            self.adaptive_wait,
-            self.blocking.get(),
-            flavor,
-        );
         let (payload, _fds) = self
             .rx
-            .frame(maxlength, &mut Os::new(fd, flavor, wait, spin))?;
+            .frame(maxlength, &mut blocking_source!(self, wait))?;
         Ok(payload.into_vec())
     }
 
@@ -1208,16 +1197,9 @@ impl Connection {
     pub fn recv_bytes_into(&mut self, buf: &mut [u8]) -> Result<usize, RecvError> {
         self.check_readable()?;
         let max = self.max_message_len;
-        let (fd, flavor) = (self.fd.as_fd(), self.flavor);
         let wait = self.waits_out_eagain();
-        let spin = read_spin(
-            &self.read_spin,
-            self.adaptive_wait,
-            self.blocking.get(),
-            flavor,
-        );
         self.rx
-            .frame_into(buf, max, &mut Os::new(fd, flavor, wait, spin))
+            .frame_into(buf, max, &mut blocking_source!(self, wait))
     }
 
     /// Whether a message (or part of one, or the peer's end of file) can be

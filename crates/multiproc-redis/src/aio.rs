@@ -125,7 +125,6 @@ use std::collections::VecDeque;
 use std::fmt;
 use std::future::Future;
 use std::marker::PhantomData;
-use std::ops::Deref;
 use std::sync::Arc;
 use std::task::Poll;
 use std::time::{Duration, Instant};
@@ -1031,28 +1030,7 @@ pub struct AsyncRemoteJoinableQueue<T> {
     queue: AsyncRemoteQueue<T>,
 }
 
-impl<T> Clone for AsyncRemoteJoinableQueue<T> {
-    fn clone(&self) -> Self {
-        Self {
-            queue: self.queue.clone(),
-        }
-    }
-}
-
-impl<T> fmt::Debug for AsyncRemoteJoinableQueue<T> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_tuple("AsyncRemoteJoinableQueue")
-            .field(&self.queue)
-            .finish()
-    }
-}
-
-impl<T> Deref for AsyncRemoteJoinableQueue<T> {
-    type Target = AsyncRemoteQueue<T>;
-    fn deref(&self) -> &AsyncRemoteQueue<T> {
-        &self.queue
-    }
-}
+crate::queue::joinable_wrapper!(AsyncRemoteJoinableQueue, AsyncRemoteQueue);
 
 impl<T> AsyncRemoteJoinableQueue<T> {
     /// The joinable queue named `name` on the server at `url`, with the

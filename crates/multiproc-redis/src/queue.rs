@@ -17,7 +17,6 @@ use serde::de::DeserializeOwned;
 use std::collections::VecDeque;
 use std::fmt;
 use std::marker::PhantomData;
-use std::ops::Deref;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
@@ -1934,28 +1933,37 @@ pub struct RemoteJoinableQueue<T> {
     queue: RemoteQueue<T>,
 }
 
-impl<T> Clone for RemoteJoinableQueue<T> {
-    fn clone(&self) -> Self {
-        Self {
-            queue: self.queue.clone(),
+/// `Clone`, `Debug` and `Deref` (to the queue it wraps, in its `queue`
+/// field) of a joinable queue type: the blocking one and the async one.
+macro_rules! joinable_wrapper {
+    ($joinable:ident, $queue:ident) => {
+        impl<T> Clone for $joinable<T> {
+            fn clone(&self) -> Self {
+                Self {
+                    queue: self.queue.clone(),
+                }
+            }
         }
-    }
-}
 
-impl<T> fmt::Debug for RemoteJoinableQueue<T> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_tuple("RemoteJoinableQueue")
-            .field(&self.queue)
-            .finish()
-    }
-}
+        impl<T> std::fmt::Debug for $joinable<T> {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.debug_tuple(stringify!($joinable))
+                    .field(&self.queue)
+                    .finish()
+            }
+        }
 
-impl<T> Deref for RemoteJoinableQueue<T> {
-    type Target = RemoteQueue<T>;
-    fn deref(&self) -> &RemoteQueue<T> {
-        &self.queue
-    }
+        impl<T> std::ops::Deref for $joinable<T> {
+            type Target = $queue<T>;
+            fn deref(&self) -> &$queue<T> {
+                &self.queue
+            }
+        }
+    };
 }
+pub(crate) use joinable_wrapper;
+
+joinable_wrapper!(RemoteJoinableQueue, RemoteQueue);
 
 impl<T> RemoteJoinableQueue<T> {
     /// The joinable queue named `name` on the server at `url`, with the
