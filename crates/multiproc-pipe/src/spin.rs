@@ -1,5 +1,5 @@
-//! How long a blocking receive (or send) on a socket retries non-blocking
-//! calls before it sleeps in the kernel, learned from the waits before it.
+//! How long a blocking receive on a socket retries non-blocking calls
+//! before it sleeps in the kernel, learned from the waits before it.
 //!
 //! Sleeping costs the wake-up: a few µs when the peer shares this CPU
 //! (the switch to it is what lets it go on), 20–80 µs on a virtual machine
@@ -8,11 +8,13 @@
 //! in the second case, and there it removes the wake-up. So a call that
 //! would block retries for its budget, and the outcome sets the next
 //! budget: success while spinning keeps (or grows) it, a spin that ran out
-//! halves it, down to none. A peer on this CPU cannot run while this side
-//! spins, so there every spin runs out and the budget is gone after a few
-//! waits; then one wait in [`PROBE_EVERY`] spins briefly, to notice when
-//! the peer has moved to another CPU. Without a budget a call goes
-//! straight to the blocking system call: nothing is added.
+//! halves it, down to none. A peer on this CPU runs only when this side
+//! yields (it does so on its first retry and every few after), and a yield
+//! that took microseconds gave the CPU away: a success after one counts as
+//! a spin that ran out, so there the budget is gone after a few waits;
+//! then one wait in [`PROBE_EVERY`] spins, to notice when the peer has
+//! moved to another CPU. Without a budget a call goes straight to the
+//! blocking system call: nothing is added.
 
 use std::cell::Cell;
 use std::io;
@@ -22,6 +24,9 @@ use std::time::{Duration, Instant};
 const SPINS_PER_TRY: u32 = 32;
 /// Every this many tries, a yield instead of the hints.
 const YIELD_EVERY: u32 = 4;
+/// A yield that took this long ran another task: the CPU is shared, and
+/// a success after it counts as a spin that ran out.
+const GAVE_AWAY: Duration = Duration::from_micros(3);
 
 /// The first budget of a connection.
 const START: Duration = Duration::from_micros(20);
@@ -95,14 +100,17 @@ pub(crate) fn spin<T>(
     let outcome = state.budget().and_then(|limit| {
         let start = Instant::now();
         let mut tries = 0u32;
+        // A yield that gave the CPU away: the peer (or another task) shares
+        // this CPU, where sleeping hands over as fast as spinning does.
+        let mut shared = false;
         loop {
             if tries > 0 {
                 // The first retry yields already: a peer on this CPU then
-                // answers at once.
+                // answers at once, not when the scheduler preempts the spin.
                 if tries % YIELD_EVERY == 1 {
-                    // A peer that shares this CPU runs now, not when the
-                    // scheduler preempts the spin.
+                    let before = Instant::now();
                     std::thread::yield_now();
+                    shared |= before.elapsed() >= GAVE_AWAY;
                 } else {
                     for _ in 0..SPINS_PER_TRY {
                         std::hint::spin_loop();
@@ -118,7 +126,11 @@ pub(crate) fn spin<T>(
                     }
                 }
                 done => {
-                    state.hit(start.elapsed());
+                    if shared {
+                        state.miss();
+                    } else {
+                        state.hit(start.elapsed());
+                    }
                     return Some(done);
                 }
             }
