@@ -421,14 +421,15 @@ impl Connection {
     /// in 256 spins up to 50 µs, to notice a change).
     ///
     /// Measured in one run of `cargo run --release --example compare` on a
-    /// 2-vCPU virtual machine, Pipe ÷ socketpair with it on: round trip
-    /// 8 B 10.5× (kernel's placement), 9.8× (two CPUs), 0.88× (one CPU);
-    /// 1→1 8 B 1.46× / 1.47× / 1.96×; 1→1 1 MiB 1.04× / 1.29× / 0.80×.
-    /// In a run before it existed (every receive sleeping at once): one
-    /// CPU 0.98× (round trip), 1.29× (8 B), 1.00× (1 MiB); round trips of
-    /// 58–68 µs elsewhere, 0.92–0.98× the socketpair. So off costs the
-    /// idle regime its round trip and gains the one-CPU large messages
-    /// back (0.80× → about 1.0×).
+    /// 2-vCPU virtual machine (2026-12-04 17:57, its placement table),
+    /// Pipe ÷ socketpair with it on, for the kernel's placement / two
+    /// CPUs / one CPU: round trip 8 B 7.7× / 10.2× / 0.87×; 1→1 8 B
+    /// 1.06× / 0.84× / 1.12×; 64 KiB 1.15× / 1.06× / 0.93×; 1 MiB 0.86× /
+    /// 1.20× / 0.86×. In a run before it existed (every receive sleeping
+    /// at once): one CPU 0.98× (round trip), 1.29× (8 B), 1.00× (1 MiB);
+    /// round trips of 58–68 µs elsewhere, 0.92–0.98× the socketpair. So
+    /// off costs the idle regime its round trip and gives the one-CPU
+    /// large messages back about a tenth.
     ///
     /// # Examples
     ///
