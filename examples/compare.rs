@@ -26,7 +26,7 @@ use std::process::Command;
 use std::time::{Duration, Instant, SystemTime};
 
 /// Value columns: (key, heading).
-const COLUMNS: [(&str, &str); 13] = [
+const COLUMNS: [(&str, &str); 14] = [
     ("queue", "multiproc Queue"),
     ("queue_typed", "Queue typed"),
     ("queue_zero_copy", "Queue zero-copy"),
@@ -34,6 +34,7 @@ const COLUMNS: [(&str, &str); 13] = [
     ("raw_pipe", "raw pipe"),
     ("socketpair", "socketpair"),
     ("spsc_ring", "SPSC ring"),
+    ("futex", "spin-then-futex"),
     ("memcpy", "memcpy"),
     ("ipc_channel", "ipc-channel"),
     ("shm_raw_sync", "shared_memory+raw_sync"),
@@ -44,8 +45,9 @@ const COLUMNS: [(&str, &str); 13] = [
 
 /// Ratio columns: ours ÷ theirs, as rates (so > 1 means multiproc is
 /// faster, also for round trips).
-const RATIOS: [(&str, &str, &str); 11] = [
+const RATIOS: [(&str, &str, &str); 12] = [
     ("queue", "spsc_ring", "Queue ÷ SPSC ring"),
+    ("queue", "futex", "Queue ÷ spin-then-futex"),
     ("queue", "memcpy", "Queue ÷ memcpy"),
     ("queue_zero_copy", "memcpy", "zero-copy ÷ memcpy"),
     ("queue", "raw_pipe", "Queue ÷ raw pipe"),

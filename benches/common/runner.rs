@@ -4,8 +4,8 @@
 //! ([`peers`]).
 
 use super::peers::{
-    IpcChannel, Peer, PipeConn, QueueBytes, QueueTyped, QueueZeroCopy, RawPipe, RawSocketpair,
-    ShmRawSync, SpscRing,
+    FutexSlot, IpcChannel, Peer, PipeConn, QueueBytes, QueueTyped, QueueZeroCopy, RawPipe,
+    RawSocketpair, ShmRawSync, SpscRing,
 };
 
 /// Payload sizes of the throughput cases.
@@ -84,6 +84,7 @@ pub fn peers() -> Vec<Box<dyn Peer>> {
         Box::new(RawPipe),
         Box::new(RawSocketpair),
         Box::new(SpscRing),
+        Box::new(FutexSlot),
         Box::new(IpcChannel),
         Box::new(ShmRawSync),
     ]

@@ -4,6 +4,7 @@
 
 use super::{Case, Link, Peer, ring_bytes};
 use multiproc::Segment;
+use multiproc::os::futex::{self, SpinWait};
 use std::fs::File;
 use std::hint::black_box;
 use std::io::{Read, Write};
@@ -132,6 +133,62 @@ impl Link for SpscRingLink {
         black_box(&buf);
         self.pos += 1;
         self.word(RING_HEAD).store(self.pos, Ordering::Release);
+    }
+}
+
+/// The hand-off floor of a shared-memory queue's round trip: one message
+/// slot and a counter word in shared memory; the receiver spins
+/// ([`SpinWait`]'s budget, as multiproc's own waits do) and then sleeps on
+/// the word (futex), the sender stores the count and wakes it. One
+/// message in flight at a time, so it has the round trip only.
+pub struct FutexSlot;
+
+struct FutexSlotLink {
+    seg: Segment,
+    /// Messages this end has sent (sender) or seen (receiver).
+    count: u32,
+}
+
+impl FutexSlotLink {
+    fn word(&self) -> &std::sync::atomic::AtomicU32 {
+        self.seg.atomic_u32(0).expect("word")
+    }
+}
+
+impl Link for FutexSlotLink {
+    fn send(&mut self, msg: &[u8]) {
+        self.seg.write_at(64, msg).expect("slot");
+        self.count = self.count.wrapping_add(1);
+        self.word().store(self.count, Ordering::Release);
+        futex::wake_one(self.word());
+    }
+    fn recv(&mut self, buf: &mut [u8]) {
+        let seen = self.count;
+        self.count = futex::wait_until_with(self.word(), None, SpinWait::new(), |v| v != seen)
+            .expect("no deadline");
+        self.seg.read_at(64, buf).expect("slot");
+        black_box(&buf);
+    }
+}
+
+impl Peer for FutexSlot {
+    fn key(&self) -> &'static str {
+        "futex"
+    }
+    fn label(&self) -> &'static str {
+        "spin-then-futex"
+    }
+    fn skip(&self, case: Case) -> Option<&'static str> {
+        match case {
+            Case::RoundTrip => None,
+            Case::Flow { .. } => Some("one message slot: a hand-off floor for the round trip only"),
+        }
+    }
+    fn link(&self, size: usize) -> Box<dyn Link> {
+        Box::new(FutexSlotLink {
+            seg: Segment::anonymous(4096.max(64 + size)).expect("segment"),
+            count: 0,
+        })
     }
 }
 

@@ -8,7 +8,7 @@ mod ipc_channel;
 mod multiproc;
 mod shm_raw_sync;
 
-pub use floors::{RawPipe, RawSocketpair, SpscRing, memcpy_run};
+pub use floors::{FutexSlot, RawPipe, RawSocketpair, SpscRing, memcpy_run};
 pub use ipc_channel::IpcChannel;
 pub use multiproc::{PipeConn, QueueBytes, QueueTyped, QueueZeroCopy};
 pub use shm_raw_sync::ShmRawSync;
