@@ -160,60 +160,17 @@ pub fn send_vectored(
     bufs: &[IoSlice<'_>],
     fds: &[BorrowedFd<'_>],
 ) -> io::Result<usize> {
-    send_vectored_with(socket, bufs, fds, SendFlags::NOSIGNAL)
-}
-
-/// [`send_vectored`] that never waits, whatever the socket's mode
-/// (`MSG_DONTWAIT`): it sends what fits now, `WouldBlock` when nothing
-/// does.
-///
-/// # Examples
-///
-/// ```
-/// use multiproc_core::scm;
-/// use std::io::IoSlice;
-///
-/// let (a, _b) = scm::stream_pair()?;
-/// let chunk = vec![7u8; 1 << 16];
-/// let mut sent = 0;
-/// loop {
-///     match scm::send_vectored_nowait(&a, &[IoSlice::new(&chunk)], &[]) {
-///         Ok(n) => sent += n,
-///         Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break, // the buffer is full
-///         Err(e) => return Err(e),
-///     }
-/// }
-/// assert!(sent > 0);
-/// # Ok::<(), std::io::Error>(())
-/// ```
-///
-/// # Errors
-///
-/// As for [`send_vectored`], and `WouldBlock` when nothing fits.
-#[inline]
-pub fn send_vectored_nowait(
-    socket: impl AsFd,
-    bufs: &[IoSlice<'_>],
-    fds: &[BorrowedFd<'_>],
-) -> io::Result<usize> {
-    send_vectored_with(socket, bufs, fds, SendFlags::NOSIGNAL | SendFlags::DONTWAIT)
-}
-
-#[inline]
-fn send_vectored_with(
-    socket: impl AsFd,
-    bufs: &[IoSlice<'_>],
-    fds: &[BorrowedFd<'_>],
-    flags: SendFlags,
-) -> io::Result<usize> {
     if fds.is_empty() {
         // No control message: the common case of a transport, kept cheap.
         loop {
             let result = match bufs {
-                [one] => rustix::net::send(&socket, one, flags),
-                _ => {
-                    rustix::net::sendmsg(&socket, bufs, &mut SendAncillaryBuffer::default(), flags)
-                }
+                [one] => rustix::net::send(&socket, one, SendFlags::NOSIGNAL),
+                _ => rustix::net::sendmsg(
+                    &socket,
+                    bufs,
+                    &mut SendAncillaryBuffer::default(),
+                    SendFlags::NOSIGNAL,
+                ),
             };
             match result {
                 Err(Errno::INTR) => {}
@@ -242,7 +199,7 @@ fn send_vectored_with(
         let mut control = SendAncillaryBuffer::new(space);
         let pushed = control.push(SendAncillaryMessage::ScmRights(fds));
         debug_assert!(pushed, "control buffer sized by cmsg_space");
-        match rustix::net::sendmsg(&socket, bufs, &mut control, flags) {
+        match rustix::net::sendmsg(&socket, bufs, &mut control, SendFlags::NOSIGNAL) {
             Err(Errno::INTR) => continue,
             other => return Ok(other?),
         }
