@@ -44,6 +44,13 @@ fn fails_on_13(x: u64) -> u64 {
     x
 }
 
+/// `x * x` after a millisecond: short enough that workers take batches,
+/// long enough that a run lasts seconds.
+fn slow_square(x: u64) -> u64 {
+    std::thread::sleep(Duration::from_millis(1));
+    x * x
+}
+
 /// Appends this process's pid to `file`, sleeps `ms`, returns `value`.
 fn hold((file, ms, value): (String, u64, u64)) -> u64 {
     let mut f = std::fs::OpenOptions::new()
@@ -540,6 +547,54 @@ fn a_server_restart_gives_typed_errors_then_the_pool_resumes() {
     assert_eq!(s.close(), vec![Some(0)]);
 }
 
+fn workers_killed_at_any_instant_lose_no_task_and_give_each_result_once() {
+    // Deliveries are not counted against the task here: every worker may
+    // die holding it.
+    let Some(mut s) = Scene::start(
+        "workers_killed_at_any_instant_lose_no_task_and_give_each_result_once",
+        3,
+        1000,
+    ) else {
+        return;
+    };
+    const TASKS: u64 = 3000;
+    let expected: Vec<u64> = (0..TASKS).map(|x| x * x).collect();
+    let start = Instant::now();
+    let mut kills = 0u32;
+    let got = std::thread::scope(|scope| {
+        let pool = &s.pool;
+        let mapping = scope.spawn(move || pool.map(slow_square, 0..TASKS, Some(1)));
+        // SIGKILL a worker every 60–180 ms, at whatever step it is in
+        // (taking a batch, running, replying, acknowledging, giving back),
+        // and start another in its place.
+        let mut rng = std::process::id() as u64;
+        while !mapping.is_finished() && start.elapsed() < LIMIT {
+            rng = rng
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            std::thread::sleep(Duration::from_millis(60 + (rng >> 33) % 120));
+            let victim = (rng >> 40) as usize % s.workers.0.len();
+            let mut dead = std::mem::replace(
+                &mut s.workers.0[victim],
+                worker(&s.url, &s.prefix, 1000, None),
+            );
+            let _ = dead.kill();
+            let _ = dead.wait();
+            kills += 1;
+        }
+        mapping.join().unwrap()
+    });
+    assert!(start.elapsed() < LIMIT, "the map hung");
+    assert_eq!(got.unwrap(), expected, "every result, each once, in order");
+    assert!(kills >= 5, "only {kills} kills");
+    eprintln!(
+        "    {kills} workers killed; {} late replies dropped",
+        s.pool.duplicate_replies()
+    );
+    let codes = s.close();
+    assert_eq!(codes, vec![Some(0); 3], "the workers left finish");
+}
+
 fn main() {
     let roles: &[Role] = &[role!(role_pool_worker)];
     run(
@@ -553,6 +608,7 @@ fn main() {
             a_task_that_kills_its_workers_fails_as_poisoned,
             a_worker_of_another_build_refuses_the_task_with_a_typed_error,
             a_server_restart_gives_typed_errors_then_the_pool_resumes,
+            workers_killed_at_any_instant_lose_no_task_and_give_each_result_once,
         ],
     );
 }
