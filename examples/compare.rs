@@ -326,9 +326,10 @@ impl Regime {
         const TRIPS: u64 = 100;
         let mut rtt = RoundTrip::start(socketpair);
         let us = rtt.run(TRIPS).as_secs_f64() * 1e6 / TRIPS as f64;
-        let load = std::fs::read_to_string("/proc/loadavg")
-            .ok()
-            .and_then(|l| l.split_whitespace().next()?.parse().ok())
+        let load = multiproc_testkit::load_average()
+            .split_whitespace()
+            .next()
+            .and_then(|one| one.parse().ok())
             .unwrap_or(f64::NAN);
         self.canary_us.push(us);
         self.load.push(load);

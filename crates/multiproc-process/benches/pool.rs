@@ -30,21 +30,6 @@ fn double(x: u64) -> u64 {
     x * 2
 }
 
-/// The benchmark name filter given on the command line, if any.
-fn filter() -> Option<String> {
-    std::env::args()
-        .skip(1)
-        .find(|a| !a.starts_with('-'))
-        .filter(|a| !a.is_empty())
-}
-
-/// The load averages, as `/proc/loadavg` gives them.
-fn load() -> String {
-    std::fs::read_to_string("/proc/loadavg")
-        .map(|l| l.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
-        .unwrap_or_else(|_| "unknown".into())
-}
-
 /// Python's best tasks/s over [`RUNS`] maps in one pool, or why not.
 fn python_map() -> Result<f64, String> {
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("benches/python_pool.py");
@@ -90,7 +75,7 @@ fn our_map(pool: &Pool) -> f64 {
 fn against_python(pool: &Pool) {
     let mut best = (0.0f64, 0.0f64);
     for round in 1..=ROUNDS {
-        let load = load();
+        let load = multiproc_testkit::load_average();
         let python = match python_map() {
             Ok(rate) => rate,
             Err(why) => {
@@ -118,7 +103,8 @@ fn against_python(pool: &Pool) {
 }
 
 fn main() {
-    let compare = filter().is_none_or(|f| "pool_map_vs_python".contains(&f));
+    let compare =
+        multiproc_testkit::bench_filter().is_none_or(|f| "pool_map_vs_python".contains(&f));
     let mut c = Criterion::default()
         .warm_up_time(Duration::from_millis(500))
         .measurement_time(Duration::from_secs(3))

@@ -40,17 +40,6 @@ fn square(x: u64) -> u64 {
     x * x
 }
 
-/// The load averages, as `/proc/loadavg` gives them.
-fn load() -> String {
-    std::fs::read_to_string("/proc/loadavg")
-        .map(|l| l.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
-        .unwrap_or_default()
-}
-
-fn filter() -> Option<String> {
-    std::env::args().skip(1).find(|a| !a.starts_with('-'))
-}
-
 /// The scenarios, by criterion name.
 #[derive(Clone, Copy)]
 enum Scenario {
@@ -302,7 +291,7 @@ fn against_rq(setup: &mut Setup) {
             best[i] = best[i].max(rate);
             line += &format!(" {} {rate:.0}/s,", s.name());
         }
-        println!("{line} (load {})", load());
+        println!("{line} (load {})", multiproc_testkit::load_average());
     }
     let floor = best[3];
     print!("remote_pool_vs_rq best (tasks/s; % of the floor");
@@ -340,7 +329,7 @@ fn remote_pool(c: &mut Criterion) {
         group.bench_function(s.name(), |b| b.iter_custom(|n| setup.run(s, n)));
     }
     group.finish();
-    if filter().is_none_or(|f| "remote_pool_vs_rq".contains(&f)) {
+    if multiproc_testkit::bench_filter().is_none_or(|f| "remote_pool_vs_rq".contains(&f)) {
         against_rq(&mut setup);
     }
 }

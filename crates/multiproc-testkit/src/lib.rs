@@ -661,6 +661,26 @@ pub fn in_ci() -> bool {
     std::env::var_os(CI_ENV).is_some_and(|v| !v.is_empty())
 }
 
+/// The three load averages, as `/proc/loadavg` gives them (`"unknown"`
+/// when it cannot be read): what benches print beside their ratios, so a
+/// reader can tell a quiet run from a busy one.
+#[must_use]
+pub fn load_average() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .map(|l| l.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
+        .unwrap_or_else(|_| "unknown".into())
+}
+
+/// The filter a bench binary was given (`cargo bench … -- FILTER`), if
+/// any: its first argument that is not an option.
+#[must_use]
+pub fn bench_filter() -> Option<String> {
+    std::env::args()
+        .skip(1)
+        .find(|a| !a.starts_with('-'))
+        .filter(|a| !a.is_empty())
+}
+
 /// A Python with `modules` importable: `python3` itself when it has them,
 /// else the interpreter of a virtual environment at `venv`, made on first
 /// use and given the `(package, module)` pairs' packages with pip. Benches

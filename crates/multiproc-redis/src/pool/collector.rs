@@ -55,7 +55,6 @@ struct Book {
 pub(crate) struct Caller {
     pub(crate) tasks: RemoteJoinableQueue<()>,
     replies: RemoteQueue<()>,
-    pub(crate) reply_name: String,
     counter_key: String,
     pub(crate) build: BuildId,
     pub(crate) codec: Codec,
@@ -81,12 +80,10 @@ impl Caller {
         poll: Duration,
         retry_for: Duration,
     ) -> Self {
-        let reply_name = replies.name().to_owned();
-        let counter_key = tasks.key(&format!("sent:{reply_name}"));
+        let counter_key = tasks.key(&format!("sent:{}", replies.name()));
         Self {
             tasks,
             replies,
-            reply_name,
             counter_key,
             build,
             codec: Codec::new(),
@@ -102,6 +99,11 @@ impl Caller {
             poll,
             retry_for,
         }
+    }
+
+    /// This caller's reply queue's name (tasks carry it).
+    pub(crate) fn reply_name(&self) -> &str {
+        self.replies.name()
     }
 
     /// Replies dropped because their task already had its result.
@@ -128,7 +130,7 @@ impl Caller {
                     book.next_task += 1;
                     let msg = TaskMsg {
                         build: self.build,
-                        reply: self.reply_name.clone(),
+                        reply: self.reply_name().to_owned(),
                         task,
                         runner,
                         target,
@@ -263,7 +265,7 @@ impl Caller {
                 let Ok(task) = self.codec.decode::<TaskMsg>(letter.payload()) else {
                     continue;
                 };
-                if task.reply != self.reply_name {
+                if task.reply != self.reply_name() {
                     continue;
                 }
                 self.tasks.remove_dead_letter(&entry)?;

@@ -211,7 +211,7 @@ impl fmt::Debug for RemotePool {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("RemotePool")
             .field("tasks", &self.caller.tasks.name())
-            .field("replies", &self.caller.reply_name)
+            .field("replies", &self.caller.reply_name())
             .finish_non_exhaustive()
     }
 }
