@@ -8,7 +8,8 @@
 //! | [`futex`] | wait/wake on an [`AtomicU32`](std::sync::atomic::AtomicU32) shared between processes, and [`SpinWait`] for spin-then-sleep |
 //! | [`scm`] | bytes plus descriptors over a Unix socket (`SCM_RIGHTS`) |
 //! | [`handle`] | descriptors riding through serde in an out-of-band table, so resource-owning types are `Serialize` |
-//! | [`codec`] | bincode encoding with a size limit and typed errors |
+//! | [`codec`] | serde values in bincode's wire form, runs of plain elements copied whole, with a size limit and typed errors |
+//! | [`copy`] | byte copies that avoid the CPU's slow case for some address pairs |
 //! | [`owner`] | who a thread or process is (id + start time), whether it still lives, and the pid namespace: the one liveness rule |
 //! | [`inherit`] | handing any handle to a child started with `std::process::Command` ([`inherit::pass`]) and taking it there ([`inherit::take`]), safely |
 //! | [`process`] | `fork` with its safety contract, `_exit`, `atexit`, `pthread_atfork` and the `SIGPIPE` disposition: the process-wide calls rustix lacks |
@@ -63,6 +64,7 @@
 #![warn(missing_docs, clippy::undocumented_unsafe_blocks)]
 
 pub mod codec;
+pub mod copy;
 pub mod doorbell;
 pub mod fnref;
 pub mod futex;

@@ -1,15 +1,26 @@
-//! The typed codec: serde values to bytes and back with bincode 2, under a
-//! size limit, with typed errors.
+//! The typed codec: serde values to bytes and back, under a size limit, with
+//! typed errors.
 //!
-//! `bincode` is pinned to `=2.0.1`: the 3.0.0 release on the registry is an
-//! empty stub that does not compile. The wire form is bincode's `standard()`
-//! configuration (little-endian, variable-length integers).
+//! # Wire form
 //!
-//! Decoding is defensive: the input length bounds what is allocated (a
-//! corrupt length prefix cannot make the decoder reserve more than 128 times
-//! the input), bytes
-//! left over after the value are an error, and nothing panics whatever the
-//! input.
+//! bincode 2's `standard()` configuration, byte for byte: integers wider
+//! than a byte as variable-length integers (below 251 one byte; otherwise a
+//! tag 251, 252, 253 or 254 and a little-endian `u16`, `u32`, `u64` or
+//! `u128`; signed values zigzagged first), `u8`, `i8` and `bool` as one
+//! byte, floats little-endian, `char` as its UTF-8 bytes, strings, byte
+//! strings, sequences and maps as a length then their contents, `Option` as
+//! a 0 or 1 byte then the value, enum variants as their index, structs and
+//! tuples as their fields in order. The crate's tests check the encoding
+//! against bincode's own.
+//!
+//! The serializer and deserializer are the crate's own so that a sequence
+//! of plain elements (`Vec<u8>`, `Vec<f32>`, `Vec<f64>`, `&[u8]`, … at any
+//! depth in a value) moves with one copy instead of one call per element.
+//!
+//! Decoding is defensive: a length is checked against the input before
+//! anything is allocated for it, bytes left over after the value are an
+//! error, nesting is bounded by [`MAX_DEPTH`], a length alone cannot make
+//! it loop ([`MAX_EMPTY_ELEMENTS`]), and nothing panics whatever the input.
 //!
 //! ```
 //! use multiproc_core::codec::{self, Codec};
@@ -17,6 +28,9 @@
 //! let bytes = codec::encode(&(7u32, "seven".to_string()))?;
 //! let back: (u32, String) = codec::decode(&bytes)?;
 //! assert_eq!(back, (7, "seven".to_string()));
+//!
+//! // The wire form: 7 is one byte, the string a length and its bytes.
+//! assert_eq!(bytes, b"\x07\x05seven");
 //!
 //! // Garbage is a typed error.
 //! assert!(codec::decode::<(u32, String)>(&[0xff; 3]).is_err());
@@ -27,22 +41,29 @@
 //! # Ok::<(), codec::CodecError>(())
 //! ```
 
-use bincode::config::{Configuration, standard};
-use bincode::enc::write::Writer;
-use bincode::error::{DecodeError, EncodeError};
+mod de;
+mod error;
+mod plain;
+mod ser;
+mod sink;
+mod varint;
+
+pub use de::{MAX_DEPTH, MAX_EMPTY_ELEMENTS};
+pub use error::{DecodeError, EncodeError};
+
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use std::fmt;
 use std::os::fd::OwnedFd;
 
 use crate::handle::{self, HandleError};
+use error::SerError;
+use sink::{CountSink, Sink, SliceSink, VecSink};
 
 /// Default limit on an encoded value: 1 GiB. Large enough for any message a
 /// queue or pipe is expected to move, small enough that a runaway value fails
 /// instead of exhausting memory.
 pub const DEFAULT_MAX_SIZE: usize = 1 << 30;
-
-const CONFIG: Configuration = standard();
 
 /// Why encoding or decoding failed.
 ///
@@ -58,7 +79,7 @@ const CONFIG: Configuration = standard();
 /// assert!(matches!(err, CodecError::TrailingBytes { used: 1, len: 2 }));
 ///
 /// let err = codec::decode::<bool>(&[7]).unwrap_err();
-/// assert!(matches!(err, CodecError::Decode(_)));
+/// assert!(matches!(err, CodecError::Decode(codec::DecodeError::InvalidBool(7))));
 ///
 /// let (a, _b) = multiproc_core::scm::stream_pair()?;
 /// let err = codec::encode(&multiproc_core::SharedFd::from(a)).unwrap_err();
@@ -295,7 +316,8 @@ impl Codec {
         out: &mut Vec<u8>,
     ) -> Result<usize, CodecError> {
         let start = out.len();
-        encode_to(value, VecOrSlice::Vec(out), self.max_size).inspect_err(|_| out.truncate(start))
+        encode_to(value, &mut VecSink::new(out, self.max_size), self.max_size)
+            .inspect_err(|_| out.truncate(start))
     }
 
     /// Encodes `value` into `buf` (for writing in place, e.g. into a ring
@@ -318,13 +340,14 @@ impl Codec {
     /// assert!(codec.encode_into_slice(&[1u8; 32], &mut slot).unwrap_err().is_too_large());
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
+    #[inline]
     pub fn encode_into_slice<T: Serialize + ?Sized>(
         &self,
         value: &T,
         buf: &mut [u8],
     ) -> Result<usize, CodecError> {
         let max = self.max_size.min(buf.len());
-        encode_to(value, VecOrSlice::Slice(buf), max)
+        encode_to(value, &mut SliceSink::new(buf, max), max)
     }
 
     /// The length [`encode`](Self::encode) would produce, without allocating.
@@ -344,7 +367,7 @@ impl Codec {
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn encoded_len<T: Serialize + ?Sized>(&self, value: &T) -> Result<usize, CodecError> {
-        encode_to(value, VecOrSlice::Count, self.max_size)
+        encode_to(value, &mut CountSink::new(self.max_size), self.max_size)
     }
 
     /// Encodes `value` and collects the descriptors of the handles in it, for
@@ -372,17 +395,48 @@ impl Codec {
         value: &T,
     ) -> Result<(Vec<u8>, Vec<OwnedFd>), CodecError> {
         let mut out = Vec::new();
-        let mut writer = Limited {
-            out: VecOrSlice::Vec(&mut out),
-            written: 0,
-            max: self.max_size,
-        };
-        let (result, fds, failure) = handle::encode_scope_collecting(|| {
-            bincode::serde::encode_into_writer(value, &mut writer, CONFIG)
-        });
-        let written = writer.written;
-        finish_encode(result, failure, written, self.max_size)?;
+        let (_, fds) = self.encode_with_fds_into(value, &mut out)?;
         Ok((out, fds))
+    }
+
+    /// [`encode_with_fds`](Self::encode_with_fds), appending to `out` (a
+    /// buffer kept between messages); returns the encoding's length and
+    /// the descriptors. On error `out` is left as it was.
+    ///
+    /// # Errors
+    ///
+    /// As for [`encode_with_fds`](Self::encode_with_fds).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use multiproc_core::{Codec, Segment};
+    ///
+    /// let codec = Codec::new();
+    /// let mut frame = b"header".to_vec();
+    /// let (len, fds) = codec.encode_with_fds_into(&Segment::anonymous(16)?, &mut frame)?;
+    /// assert_eq!(frame.len(), 6 + len);
+    /// assert_eq!(fds.len(), 1);
+    /// let _copy: Segment = codec.decode_with_fds(&frame[6..], fds)?;
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn encode_with_fds_into<T: Serialize + ?Sized>(
+        &self,
+        value: &T,
+        out: &mut Vec<u8>,
+    ) -> Result<(usize, Vec<OwnedFd>), CodecError> {
+        let start = out.len();
+        let mut sink = VecSink::new(out, self.max_size);
+        let (result, fds, failure) =
+            handle::encode_scope_collecting(|| ser::encode(value, &mut sink));
+        let written = sink.written();
+        match finish_encode(result, failure, written, self.max_size) {
+            Ok(len) => Ok((len, fds)),
+            Err(err) => {
+                out.truncate(start);
+                Err(err)
+            }
+        }
     }
 
     /// Decodes a `T` that must use all of `bytes`; a value holding handles is
@@ -405,6 +459,7 @@ impl Codec {
     /// assert!(codec.decode::<Option<i64>>(&bytes[..1]).is_err()); // cut short
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
+    #[inline]
     pub fn decode<T: DeserializeOwned>(&self, bytes: &[u8]) -> Result<T, CodecError> {
         self.decode_inner(bytes, None)
     }
@@ -443,6 +498,7 @@ impl Codec {
         self.decode_inner(bytes, Some(fds))
     }
 
+    #[inline]
     fn decode_inner<T: DeserializeOwned>(
         &self,
         bytes: &[u8],
@@ -451,7 +507,7 @@ impl Codec {
         if bytes.len() > self.max_size {
             return Err(CodecError::TooLarge { max: self.max_size });
         }
-        let (result, failure) = handle::decode_scope(fds, || decode_bounded::<T>(bytes));
+        let (result, failure) = handle::decode_scope(fds, || de::decode::<T>(bytes));
         match (result, failure) {
             (Ok((value, used)), None) if used == bytes.len() => Ok(value),
             (Ok((_, used)), None) => Err(CodecError::TrailingBytes {
@@ -470,7 +526,7 @@ impl Codec {
 // every encode.
 #[inline]
 fn finish_encode(
-    result: Result<(), EncodeError>,
+    result: Result<(), SerError>,
     failure: Option<HandleError>,
     written: usize,
     max: usize,
@@ -479,96 +535,21 @@ fn finish_encode(
         (Ok(()), _) => Ok(written),
         (Err(_), Some(HandleError::NoTransport)) => Err(CodecError::DescriptorsUnsupported),
         (Err(_), Some(err)) => Err(CodecError::Handle(err)),
-        (Err(EncodeError::UnexpectedEnd), None) => Err(CodecError::TooLarge { max }),
-        (Err(err), None) => Err(CodecError::Encode(err)),
+        (Err(SerError::Full), None) => Err(CodecError::TooLarge { max }),
+        (Err(SerError::Wire(err)), None) => Err(CodecError::Encode(err)),
     }
 }
 
-/// Encodes `value` into `out`, at most `max` bytes, with no descriptor
-/// table; returns the length written.
-fn encode_to<T: Serialize + ?Sized>(
+/// Encodes `value` into `sink` (which stops at `max` bytes), with no
+/// descriptor table; returns the length written.
+#[inline]
+fn encode_to<T: Serialize + ?Sized, S: Sink>(
     value: &T,
-    out: VecOrSlice<'_>,
+    sink: &mut S,
     max: usize,
 ) -> Result<usize, CodecError> {
-    let mut writer = Limited {
-        out,
-        written: 0,
-        max,
-    };
-    let (result, failure) =
-        handle::encode_scope(|| bincode::serde::encode_into_writer(value, &mut writer, CONFIG));
-    finish_encode(result, failure, writer.written, max)
-}
-
-/// Decodes with a bincode byte limit that keeps a corrupt length prefix from
-/// allocating more than 128 times the input.
-///
-/// bincode allocates a string or byte buffer as soon as it has read the
-/// length prefix, before it knows the input holds that many bytes; its limit
-/// is what stops a prefix from asking for terabytes. The limit counts the
-/// in-memory size of every primitive (a `u128` in one varint byte claims 16),
-/// so a valid input claims at most 16 times its length: each tier's limit is
-/// 16 times its largest input and no tier rejects valid input. The limit is a
-/// type parameter, hence the tiers (8 apart).
-fn decode_bounded<T: DeserializeOwned>(bytes: &[u8]) -> Result<(T, usize), DecodeError> {
-    use bincode::serde::decode_from_slice as from;
-    const K: usize = 1 << 10;
-    const M: usize = 1 << 20;
-    const G: usize = 1 << 30;
-    match bytes.len() {
-        0..=4096 => from(bytes, CONFIG.with_limit::<{ 16 * 4 * K }>()),
-        4097..=32768 => from(bytes, CONFIG.with_limit::<{ 16 * 32 * K }>()),
-        32769..=262_144 => from(bytes, CONFIG.with_limit::<{ 16 * 256 * K }>()),
-        262_145..=2_097_152 => from(bytes, CONFIG.with_limit::<{ 16 * 2 * M }>()),
-        2_097_153..=16_777_216 => from(bytes, CONFIG.with_limit::<{ 16 * 16 * M }>()),
-        16_777_217..=134_217_728 => from(bytes, CONFIG.with_limit::<{ 16 * 128 * M }>()),
-        134_217_729..=1_073_741_824 => from(bytes, CONFIG.with_limit::<{ 16 * G }>()),
-        _ => from(bytes, CONFIG.with_limit::<{ usize::MAX }>()),
-    }
-}
-
-enum VecOrSlice<'a> {
-    Vec(&'a mut Vec<u8>),
-    Slice(&'a mut [u8]),
-    Count,
-}
-
-/// Capacity of an encoding buffer at its first byte: most messages fit, so
-/// they cost one allocation instead of a chain of small reallocations (and
-/// an empty encoding costs none).
-const FIRST_CAPACITY: usize = 64;
-
-/// A bincode writer that stops at `max` bytes, so an oversized value fails
-/// early instead of growing a buffer without bound.
-struct Limited<'a> {
-    out: VecOrSlice<'a>,
-    written: usize,
-    max: usize,
-}
-
-impl Writer for Limited<'_> {
-    // Inlined: serde hands a `Vec<u8>` over one byte at a time, each a call.
-    #[inline]
-    fn write(&mut self, bytes: &[u8]) -> Result<(), EncodeError> {
-        let end = self
-            .written
-            .checked_add(bytes.len())
-            .filter(|&end| end <= self.max)
-            .ok_or(EncodeError::UnexpectedEnd)?;
-        match &mut self.out {
-            VecOrSlice::Vec(out) => {
-                if out.capacity() == 0 {
-                    out.reserve(bytes.len().max(FIRST_CAPACITY));
-                }
-                out.extend_from_slice(bytes);
-            }
-            VecOrSlice::Slice(out) => out[self.written..end].copy_from_slice(bytes),
-            VecOrSlice::Count => {}
-        }
-        self.written = end;
-        Ok(())
-    }
+    let (result, failure) = handle::encode_scope(|| ser::encode(value, sink));
+    finish_encode(result, failure, sink.written(), max)
 }
 
 /// Encodes with the default [`Codec`].
