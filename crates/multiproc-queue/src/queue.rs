@@ -774,8 +774,22 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
             Encoded::Published => return Ok(()),
             Encoded::DidNotFit => {}
         }
-        // Too large for the room at hand: encode outside the lock, then copy
-        // (or fragment).
+        // Too large for the room at hand. Measured first (cheap: runs of
+        // plain elements are counted, not copied), a value that fits in one
+        // record is encoded in place once there is room for it: no buffer,
+        // and one copy fewer. A larger one is encoded outside the lock, then
+        // copied in fragments.
+        let len = codec
+            .encoded_len(item)
+            .map_err(|e| Stop::Failed(QueueError::Codec(e)))?;
+        if len <= self.ring.max_inline() {
+            let encode = |buf: &mut [u8]| codec.encode_into_slice(item, &mut buf[..len]);
+            match self.ring.put_encoded_exact(len, block, encode)? {
+                Encoded::Published => return Ok(()),
+                // It grew since it was measured: through a buffer.
+                Encoded::DidNotFit => {}
+            }
+        }
         match with_encoded(codec, item, |bytes| self.ring.put_slice(bytes, block)) {
             Ok(result) => result,
             Err(e) => Err(Stop::Failed(QueueError::Codec(e))),
@@ -821,6 +835,34 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
     /// ```
     pub fn put(&self, item: T) -> Result<(), PutError<T>> {
         self.put_inner(&item, FOREVER)
+            .map_err(|s| put_error(item, s))
+    }
+
+    /// Puts a copy of `item`, which the caller keeps, waiting while the
+    /// queue is full: the value is encoded straight from the reference, as
+    /// Python's `put` pickles an object it does not take.
+    ///
+    /// # Errors
+    ///
+    /// As for [`put`](Self::put); each hands the reference back.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use multiproc_queue::Queue;
+    ///
+    /// let q = Queue::new()?;
+    /// let samples = vec![0.5f64; 1024];
+    /// // (The error borrows `samples`: handle it here, `?` would need it
+    /// // to outlive the function.)
+    /// q.put_ref(&samples).expect("an open queue with room");
+    /// q.put_ref(&samples).expect("an open queue with room"); // still ours
+    /// assert_eq!(q.get()?, samples);
+    /// assert_eq!(q.get()?.len(), 1024);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn put_ref<'a>(&self, item: &'a T) -> Result<(), PutError<&'a T>> {
+        self.put_inner(item, FOREVER)
             .map_err(|s| put_error(item, s))
     }
 

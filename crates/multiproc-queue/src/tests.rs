@@ -362,6 +362,51 @@ fn many_threads_mpmc_in_process() {
     assert_eq!(all, want);
 }
 
+/// Its encoding grows by 100 bytes each time it is serialized.
+struct Growing {
+    calls: std::cell::Cell<usize>,
+    len: usize,
+}
+
+impl serde::Serialize for Growing {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let n = self.len + 100 * self.calls.get();
+        self.calls.set(self.calls.get() + 1);
+        s.serialize_bytes(&pattern(n, 0))
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for Growing {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let bytes = <Vec<u8>>::deserialize(d)?;
+        Ok(Growing {
+            calls: std::cell::Cell::new(0),
+            len: bytes.len(),
+        })
+    }
+}
+
+#[test]
+fn a_value_that_grows_after_it_was_measured_is_put_whole_once() {
+    // Past the direct limit and within one record: measured, then encoded
+    // in place into exactly the measured room, which it outgrows; nothing
+    // is published, and the value goes through a buffer instead.
+    let q: Queue<Growing> = Queue::builder().ring_bytes(1 << 20).build().unwrap();
+    let len = crate::ring::producer::DIRECT_ENCODE_MAX_FOR_TESTS + 1000;
+    let value = Growing {
+        calls: std::cell::Cell::new(0),
+        len,
+    };
+    q.put_ref(&value).unwrap_or_else(|_| panic!("put"));
+    // In place (did not fit), measured, exact (outgrown), then buffered.
+    assert_eq!(value.calls.get(), 4);
+    assert_eq!(q.get().unwrap().len, len + 300);
+    match q.try_get() {
+        Err(err) => assert!(err.is_empty(), "{err}"),
+        Ok(_) => panic!("one message, not two"),
+    }
+}
+
 #[test]
 fn typed_values_around_the_direct_encoding_limit() {
     let q: Queue<Vec<u8>> = Queue::builder().ring_bytes(1 << 20).build().unwrap();

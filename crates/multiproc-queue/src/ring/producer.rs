@@ -150,32 +150,70 @@ impl Ring {
         block: Block,
         encode: impl FnOnce(&mut [u8]) -> Result<usize, CodecError>,
     ) -> Result<Encoded, Stop> {
+        self.encode_in_place(None, block, encode)
+    }
+
+    /// Puts a message whose encoding is known to take `len` bytes (at most
+    /// [`max_inline`](Self::max_inline)), written by `encode` straight into
+    /// a record of that size once there is room for it. An encoder that
+    /// turns out to need more (a value that changed since it was measured)
+    /// publishes nothing: [`Encoded::DidNotFit`].
+    pub(crate) fn put_encoded_exact(
+        &self,
+        len: usize,
+        block: Block,
+        encode: impl FnOnce(&mut [u8]) -> Result<usize, CodecError>,
+    ) -> Result<Encoded, Stop> {
+        self.check_len(len)?;
+        debug_assert!(len <= self.max_inline());
+        self.encode_in_place(Some(len as u32), block, encode)
+    }
+
+    /// [`put_encoded`](Self::put_encoded) (room for at least a small value,
+    /// at most [`DIRECT_ENCODE_MAX`]) or, with `exact`, a record of exactly
+    /// that many bytes.
+    #[inline]
+    fn encode_in_place(
+        &self,
+        exact: Option<u32>,
+        block: Block,
+        encode: impl FnOnce(&mut [u8]) -> Result<usize, CodecError>,
+    ) -> Result<Encoded, Stop> {
         let p = self.producer(block)?;
         p.settle(block)?;
-        let want = rec_len(MIN_ENCODING_ROOM).min(self.max_record);
+        let want = match exact {
+            Some(len) => rec_len(len),
+            None => rec_len(MIN_ENCODING_ROOM).min(self.max_record),
+        };
         // The placement the wait found stays good: we hold the producer lock
         // (tail stays), and head only frees more.
         let mut placed = (0, 0);
         p.wait_space(block, |p| {
             Ok(p.items_ok() && {
-                placed = p.room_for_encoding()?;
+                placed = p.room_for_encoding(exact.map(|_| want))?;
                 placed.1 >= want
             })
         })?;
         let (start, room) = placed;
-        let room = room.min(DIRECT_ENCODE_MAX);
+        let room = match exact {
+            Some(_) => want,
+            None => room.min(DIRECT_ENCODE_MAX),
+        };
         // SAFETY: we hold the producer lock and `room_for_encoding` placed
         // `start..start + room` in the free part of the ring.
         let buf = unsafe { self.bytes_mut(start + REC_ALIGN, room - REC_ALIGN) };
         let encoded = encode(buf);
-        let hint = match &encoded {
-            Ok(len) => *len as u32,
-            Err(_) => room,
-        };
-        // Written only on a change: threads of one process share this
-        // `Ring`, and its line holds what every operation reads.
-        if self.last_encoding.load(Ordering::Relaxed) != hint {
-            self.last_encoding.store(hint, Ordering::Relaxed);
+        // The size hint is for values of unknown size.
+        if exact.is_none() {
+            let hint = match &encoded {
+                Ok(len) => *len as u32,
+                Err(_) => room,
+            };
+            // Written only on a change: threads of one process share this
+            // `Ring`, and its line holds what every operation reads.
+            if self.last_encoding.load(Ordering::Relaxed) != hint {
+                self.last_encoding.store(hint, Ordering::Relaxed);
+            }
         }
         match encoded {
             Ok(len) => {
@@ -304,12 +342,18 @@ impl Producer<'_> {
 
     /// The larger placement for a value encoded in place, from the cached
     /// head unless that leaves less than the last value put this way took
-    /// (and at least [`MIN_ENCODING_ROOM`]).
+    /// (and at least [`MIN_ENCODING_ROOM`]), or than `exact` record bytes
+    /// when the value's size is known.
     #[inline]
-    fn room_for_encoding(&self) -> Result<(u32, u32), Stop> {
+    fn room_for_encoding(&self, exact: Option<u32>) -> Result<(u32, u32), Stop> {
         let (a, b) = self.rooms(false)?;
-        let hint = self.ring.last_encoding.load(Ordering::Relaxed);
-        let need = rec_len(hint.clamp(MIN_ENCODING_ROOM, DIRECT_ENCODE_MAX));
+        let need = match exact {
+            Some(rec) => rec,
+            None => {
+                let hint = self.ring.last_encoding.load(Ordering::Relaxed);
+                rec_len(hint.clamp(MIN_ENCODING_ROOM, DIRECT_ENCODE_MAX))
+            }
+        };
         let (a, b) = if a.max(b) < need.min(self.ring.max_record) {
             self.rooms(true)?
         } else {
