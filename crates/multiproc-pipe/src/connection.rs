@@ -2,7 +2,7 @@
 
 use crate::error::{RecvError, SendError};
 use crate::frame::{MAX_HEADER, encode_header};
-use crate::recv::{ReadResult, RecvBuf, Source};
+use crate::recv::{KEEP_BUFFER, Payload, ReadResult, RecvBuf, Source};
 use crate::spin::{self, SpinBudget};
 use multiproc_core::{Codec, SharedFd, scm};
 use rustix::io::Errno;
@@ -178,6 +178,9 @@ pub struct Connection {
     read_spin: Cell<SpinBudget>,
     /// Whether blocking receives use `read_spin` at all.
     adaptive_wait: bool,
+    /// The buffer typed sends encode into, kept between sends (up to
+    /// `KEEP_BUFFER`).
+    send_buf: RefCell<Vec<u8>>,
     /// Not `Sync`: two threads sending through `&Connection` at once could
     /// interleave the pieces of large frames.
     _not_sync: PhantomData<Cell<()>>,
@@ -240,6 +243,7 @@ impl Connection {
             blocking: Cell::new(FdMode::Unknown),
             read_spin: Cell::new(SpinBudget::default()),
             adaptive_wait: true,
+            send_buf: RefCell::new(Vec::new()),
             _not_sync: PhantomData,
         })
     }
@@ -507,41 +511,55 @@ impl Connection {
     /// `BrokenPipe`, never a `SIGPIPE`).
     pub fn send<T: Serialize + ?Sized>(&self, value: &T) -> Result<(), SendError> {
         self.ready_to_send()?;
-        if self.flavor != Flavor::Unix {
-            let mut frame = vec![0u8; MAX_HEADER];
-            let len = self.codec.encode_into(value, &mut frame)?;
-            return self.send_encoded(frame, len);
+        // The connection's buffer, or a fresh one when a `Serialize` impl
+        // sends on this connection while its own value is being encoded.
+        let mut kept = self.send_buf.try_borrow_mut();
+        let mut fresh = Vec::new();
+        let frame = match kept.as_deref_mut() {
+            Ok(buf) => buf,
+            Err(_) => &mut fresh,
+        };
+        frame.clear();
+        frame.resize(MAX_HEADER, 0);
+        let sent = self.encode_and_send(value, frame);
+        if frame.capacity() > KEEP_BUFFER {
+            *frame = Vec::new();
         }
-        let (bytes, fds) = self.codec.encode_with_fds(value)?;
-        if fds.is_empty() {
-            return self.write_frame(&bytes);
-        }
+        sent
+    }
+
+    /// Encodes `value` after the `MAX_HEADER` bytes reserved at the start
+    /// of `frame`, writes its header into the end of that space, and sends
+    /// header and payload in one write (with the value's descriptors on a
+    /// Unix socket).
+    fn encode_and_send<T: Serialize + ?Sized>(
+        &self,
+        value: &T,
+        frame: &mut Vec<u8>,
+    ) -> Result<(), SendError> {
+        let (len, fds) = if self.flavor == Flavor::Unix {
+            self.codec.encode_with_fds_into(value, frame)?
+        } else {
+            (self.codec.encode_into(value, frame)?, Vec::new())
+        };
         if fds.len() > scm::MAX_FDS {
             return Err(SendError::TooManyDescriptors(fds.len()));
         }
         let mut header = [0u8; MAX_HEADER];
-        let header_len = encode_header(bytes.len(), &mut header);
+        let header_len = encode_header(len, &mut header);
+        let start = MAX_HEADER - header_len;
+        frame[start..MAX_HEADER].copy_from_slice(&header[..header_len]);
+        let mut parts = [IoSlice::new(&frame[start..])];
+        if fds.is_empty() {
+            return self.write_all(&mut parts);
+        }
         let borrowed: Vec<BorrowedFd<'_>> = fds.iter().map(AsFd::as_fd).collect();
         // The descriptors ride with the first byte of the frame, its
         // header: the receiver relies on that to give them to the right
         // message (see the `recv` module).
         // (On a non-blocking descriptor it waits for writability.)
-        scm::send_all_vectored(
-            &self.fd,
-            &mut [IoSlice::new(&header[..header_len]), IoSlice::new(&bytes)],
-            &borrowed,
-        )?;
+        scm::send_all_vectored(&self.fd, &mut parts, &borrowed)?;
         Ok(())
-    }
-
-    /// Sends `frame[MAX_HEADER..MAX_HEADER + len]` after writing its header
-    /// into the reserved space in front of it.
-    fn send_encoded(&self, mut frame: Vec<u8>, len: usize) -> Result<(), SendError> {
-        let mut header = [0u8; MAX_HEADER];
-        let header_len = encode_header(len, &mut header);
-        let start = MAX_HEADER - header_len;
-        frame[start..MAX_HEADER].copy_from_slice(&header[..header_len]);
-        self.write_all(&mut [IoSlice::new(&frame[start..])])
     }
 
     /// Sends `bytes` as one message (Python's `send_bytes`).
@@ -1032,7 +1050,9 @@ impl Connection {
         } else {
             codec.decode(payload.as_slice())
         };
-        drop(payload);
+        if let Payload::Owned(buf) = payload {
+            self.rx.recycle(buf);
+        }
         value.map_err(|err| {
             if self.rx.fds_dropped() {
                 RecvError::DescriptorsDropped(err)

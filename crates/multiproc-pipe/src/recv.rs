@@ -77,6 +77,13 @@ const SPECULATE_FROM: usize = READ_BUF / 2;
 /// vector doubles with the bytes received.
 const GROW_STEP: usize = 1024 * 1024;
 
+/// A connection keeps a buffer it encoded a value into, or a large payload
+/// a typed receive has decoded, for the next message if it holds at most
+/// this much: one that moves 1 MiB values then reuses one buffer each way
+/// instead of allocating (and, past the allocator's trim threshold,
+/// faulting in) fresh ones per message.
+pub(crate) const KEEP_BUFFER: usize = 4 * 1024 * 1024;
+
 /// One read from the OS: bytes placed in the buffer and descriptors received.
 pub(crate) type ReadResult = io::Result<(usize, Vec<OwnedFd>)>;
 
@@ -202,6 +209,9 @@ pub(crate) struct RecvBuf {
     /// The kernel dropped descriptors that belonged to the frame last
     /// received (see [`fds_dropped`](Self::fds_dropped)).
     fds_dropped: bool,
+    /// A payload buffer handed back by [`recycle`](Self::recycle), for the
+    /// next large frame.
+    spare: Vec<u8>,
 }
 
 impl RecvBuf {
@@ -209,6 +219,25 @@ impl RecvBuf {
     /// last received (so a value in it may miss some).
     pub(crate) fn fds_dropped(&self) -> bool {
         self.fds_dropped
+    }
+
+    /// Takes back the payload of a large frame that was decoded (and is
+    /// no longer needed), to receive the next large frame into.
+    pub(crate) fn recycle(&mut self, mut payload: Vec<u8>) {
+        if payload.capacity() <= KEEP_BUFFER && payload.capacity() > self.spare.capacity() {
+            payload.clear();
+            self.spare = payload;
+        }
+    }
+
+    /// An empty vector for a large payload, with room for at least `first`
+    /// bytes: the recycled one when there is one.
+    fn payload_vec(&mut self, first: usize) -> Result<Vec<u8>, RecvError> {
+        let mut out = std::mem::take(&mut self.spare);
+        if out.capacity() < first {
+            reserve(&mut out, first)?;
+        }
+        Ok(out)
     }
 
     /// Bytes read ahead and not yet handed out.
@@ -549,7 +578,7 @@ impl RecvBuf {
         }
         self.start += header_len;
         let partial = Partial {
-            out: Vec::new(),
+            out: self.payload_vec(0)?,
             len,
             header_len,
             frame_start,
@@ -611,10 +640,8 @@ impl RecvBuf {
         // The payload straight into fresh, uninitialised memory: no copy
         // and no zeroing, the two costs a large message would otherwise
         // pay on top of the `read` itself.
-        let mut out = Vec::new();
-        reserve(&mut out, self.first_capacity(len))?;
         let partial = Partial {
-            out,
+            out: self.payload_vec(self.first_capacity(len))?,
             len,
             header_len: 4,
             frame_start,

@@ -418,6 +418,51 @@ fn bytes_round_trip_through_a_child_at_edge_sizes() {
     }
 }
 
+/// Typed values whose sizes rise and fall (so the connection's kept send
+/// and receive buffers are reused, outgrown and dropped) come back whole
+/// through a child that echoes the bytes; a `Serialize` impl that sends on
+/// the connection while it is being encoded gets a buffer of its own.
+fn typed_values_of_changing_sizes_round_trip_through_a_child() {
+    #[derive(serde::Serialize, serde::Deserialize, PartialEq, Debug)]
+    struct Frame {
+        id: u64,
+        samples: Vec<f64>,
+        label: String,
+    }
+    let (mut ours, theirs) = Pipe::new().unwrap();
+    let mut child = spawn(role!(child_echo), &[], &[theirs.as_fd()]).unwrap();
+    drop(theirs);
+    for (i, len) in [10usize, 70_000, (1 << 20) + 3, 100_000, 5 << 20, 5, 1 << 20]
+        .into_iter()
+        .enumerate()
+    {
+        let bytes = pattern(len, i as u64);
+        ours.send(&bytes).unwrap();
+        assert!(ours.recv::<Vec<u8>>().unwrap() == bytes, "Vec<u8> of {len}");
+        let frame = Frame {
+            id: i as u64,
+            samples: (0..len / 8).map(|k| k as f64 * 0.5).collect(),
+            label: "x".repeat(len % 1000),
+        };
+        ours.send(&frame).unwrap();
+        assert_eq!(ours.recv::<Frame>().unwrap(), frame, "Frame of {len}");
+    }
+
+    /// Sends a message of its own on the connection while it is encoded.
+    struct SendsWhileEncoded<'a>(&'a Connection);
+    impl serde::Serialize for SendsWhileEncoded<'_> {
+        fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+            self.0.send(&"inner").map_err(serde::ser::Error::custom)?;
+            s.serialize_str("outer")
+        }
+    }
+    ours.send(&SendsWhileEncoded(&ours)).unwrap();
+    assert_eq!(ours.recv::<String>().unwrap(), "inner");
+    assert_eq!(ours.recv::<String>().unwrap(), "outer");
+    drop(ours.into_fd());
+    assert!(wait_timeout(&mut child, CHILD_LIMIT).success());
+}
+
 fn child_echo_split(_: &[String]) {
     let mut fds = inherited_fds();
     let tx = Connection::from_fd(fds.remove(1)).unwrap();
@@ -1305,6 +1350,7 @@ fn main() {
         serial_tests![
             pipe_shared_with_a_command_child_through_inherit,
             bytes_round_trip_through_a_child_at_edge_sizes,
+            typed_values_of_changing_sizes_round_trip_through_a_child,
             eof_after_the_peer_exits,
             close_is_seen_as_eof,
             malformed_frames_are_typed_errors,
