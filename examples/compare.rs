@@ -11,13 +11,17 @@
 //!
 //! Run: `cargo run --release --example compare` (under two minutes on two
 //! CPUs). `--smoke` runs two tiny cases with three peers, writes to
-//! `target/compare/smoke/`, and skips Python.
+//! `target/compare/smoke/`, and skips Python. `--typed` runs only the table
+//! of typed messages against the bytes path and prints it.
 #![allow(unsafe_code)]
 
 #[path = "../benches/common/mod.rs"]
 mod common;
 
-use common::{Case, Flow, Peer, Placement, RoundTrip, first_batch, measure, memcpy_run, peers};
+use common::{
+    Case, Flow, Peer, Placement, RoundTrip, TypedRow, first_batch, measure, memcpy_run, peers,
+    typed_rows,
+};
 use plotters::prelude::*;
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write as _;
@@ -80,6 +84,11 @@ fn main() {
         },
         rounds: if smoke { 1 } else { 3 },
     };
+    if std::env::args().any(|a| a == "--typed") {
+        // Only the typed table, printed (for working on the codec).
+        println!("{}", typed_table(&run_typed(&settings)));
+        return;
+    }
     let started = Instant::now();
     let mut results = Results::new();
     let mut left_out = BTreeSet::new();
@@ -98,11 +107,13 @@ fn main() {
 
     let placed = run_placed(&settings);
     let placed_table = placed_table(&placed);
+    let typed_table = typed_table(&run_typed(&settings));
 
     let machine = machine();
     let table = markdown_table(&cases, &results);
     println!("{table}");
     println!("{placed_table}");
+    println!("{typed_table}");
     println!("Python: {python}");
     let regime = regime.summary();
     println!("Regime: {regime}");
@@ -124,6 +135,11 @@ fn main() {
     md.push_str(&table);
     md.push_str("\nBy placement (the partners pinned to one CPU, to two, or left to the kernel; the same run):\n\n");
     md.push_str(&placed_table);
+    md.push_str(
+        "\nTyped messages against the bytes path (1→1, the same run; each row's four cells \
+         measured one after another):\n\n",
+    );
+    md.push_str(&typed_table);
     md.push_str("\nLeft out:\n\n");
     for (peer, why) in &left_out {
         let _ = writeln!(md, "- {peer}: {why}");
@@ -306,6 +322,95 @@ fn placed_table(placed: &Placed) -> String {
             }
         }
         out.push('\n');
+    }
+    out
+}
+
+/// One row of the typed table: rates of the queue's bytes and typed
+/// paths, then the pipe's.
+struct TypedRates {
+    label: &'static str,
+    size: usize,
+    rates: [f64; 4],
+}
+
+/// For each payload kind and size, the bytes and typed paths of the Queue
+/// and of the Pipe, one after another (`--smoke`: the `u64` row and one
+/// 1 KiB row).
+fn run_typed(settings: &Settings) -> Vec<TypedRates> {
+    let all = peers();
+    let bytes_peer = |key: &str| all.iter().find(|p| p.key() == key).expect("a peer");
+    let (queue_bytes, pipe_bytes) = (bytes_peer("queue"), bytes_peer("pipe"));
+    let rows: Vec<TypedRow> = typed_rows()
+        .into_iter()
+        .filter(|row| !settings.smoke || row.size <= 1024)
+        .take(if settings.smoke { 2 } else { usize::MAX })
+        .collect();
+    rows.iter()
+        .map(|row| {
+            let contenders: [&dyn Peer; 4] = [
+                queue_bytes.as_ref(),
+                row.queue.as_ref(),
+                pipe_bytes.as_ref(),
+                row.pipe.as_ref(),
+            ];
+            let rates = contenders.map(|peer| {
+                let mut flow = Flow::start(peer, row.size, 1);
+                measure(
+                    |n| flow.run_counted(n),
+                    first_batch(row.size),
+                    settings.batch,
+                    settings.rounds,
+                )
+            });
+            let case = Case::Flow {
+                size: row.size,
+                procs: 1,
+            };
+            eprintln!(
+                "[typed] {:<20} {:<8} queue {:>11} / {:>11}  pipe {:>11} / {:>11}",
+                row.label,
+                common::size_label(row.size),
+                cell(case, Some(rates[1])),
+                cell(case, Some(rates[0])),
+                cell(case, Some(rates[3])),
+                cell(case, Some(rates[2])),
+            );
+            TypedRates {
+                label: row.label,
+                size: row.size,
+                rates,
+            }
+        })
+        .collect()
+}
+
+/// The typed rows as Markdown, with typed ÷ bytes for the Queue and the
+/// Pipe.
+fn typed_table(rows: &[TypedRates]) -> String {
+    let mut out = String::from(
+        "| payload | size | Queue bytes | Queue typed | Queue typed ÷ bytes \
+         | Pipe bytes | Pipe typed | Pipe typed ÷ bytes |\n\
+         |---|---|---|---|---|---|---|---|\n",
+    );
+    for row in rows {
+        let case = Case::Flow {
+            size: row.size,
+            procs: 1,
+        };
+        let [qb, qt, pb, pt] = row.rates;
+        let _ = writeln!(
+            out,
+            "| `{}` | {} | {} | {} | {:.2}× | {} | {} | {:.2}× |",
+            row.label,
+            common::size_label(row.size),
+            cell(case, Some(qb)),
+            cell(case, Some(qt)),
+            qt / qb,
+            cell(case, Some(pb)),
+            cell(case, Some(pt)),
+            pt / pb,
+        );
     }
     out
 }

@@ -35,7 +35,7 @@ pub use harness::{
 #[allow(unused_imports)]
 pub use peers::{
     IpcChannel, Link, Peer, PipeConn, QueueBytes, QueueTyped, QueueZeroCopy, RawPipe,
-    RawSocketpair, ShmRawSync, SpscRing, memcpy_run, ring_bytes,
+    RawSocketpair, ShmRawSync, SpscRing, TypedRow, memcpy_run, ring_bytes, typed_rows,
 };
 #[allow(unused_imports)]
 pub use runner::{Case, RTT_SIZE, SIZES, peers, size_label, size_name};

@@ -1,17 +1,20 @@
 //! The transports under test, each behind [`Peer`] (names, the cells it
 //! fills) and [`Link`] (send and receive one message), one file per group:
 //! multiproc's own `Queue` and `Pipe`, the OS floors and the ring ceiling,
-//! `ipc-channel`, and a `shared_memory` + `raw_sync` queue.
+//! `ipc-channel`, a `shared_memory` + `raw_sync` queue, and typed messages
+//! against the bytes path.
 
 mod floors;
 mod ipc_channel;
 mod multiproc;
 mod shm_raw_sync;
+mod typed;
 
 pub use floors::{FutexSlot, RawPipe, RawSocketpair, SpscRing, memcpy_run};
 pub use ipc_channel::IpcChannel;
 pub use multiproc::{PipeConn, QueueBytes, QueueTyped, QueueZeroCopy};
 pub use shm_raw_sync::ShmRawSync;
+pub use typed::{TypedRow, typed_rows};
 
 use super::runner::Case;
 
