@@ -2,7 +2,7 @@
 //! in-place messages, each in its blocking, `try_` and timed form, and the
 //! handle's serialized form (its segment).
 
-use multiproc_core::{Codec, CodecError, Segment};
+use multiproc_core::{Codec, CodecError, Segment, copy};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use std::cell::RefCell;
@@ -591,7 +591,7 @@ impl<T> Queue<T> {
         buf.clear();
         match self.ring.next_message(block)? {
             Next::Whole(c, rec) => {
-                buf.extend_from_slice(c.bytes(&rec));
+                copy::extend(buf, c.bytes(&rec));
                 c.consume(&rec);
             }
             Next::Owned(owned) => *buf = owned,
@@ -602,7 +602,8 @@ impl<T> Queue<T> {
     fn get_bytes_inner(&self, block: Block) -> Result<Vec<u8>, Stop> {
         Ok(match self.ring.next_message(block)? {
             Next::Whole(c, rec) => {
-                let out = c.bytes(&rec).to_vec();
+                let mut out = Vec::new();
+                copy::extend(&mut out, c.bytes(&rec));
                 c.consume(&rec);
                 out
             }

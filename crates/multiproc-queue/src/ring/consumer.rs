@@ -17,6 +17,7 @@
 //! flight, and nobody ever sees a torn or repeated message.
 #![allow(unsafe_code)]
 
+use multiproc_core::copy;
 use multiproc_core::futex::{self, SpinWait, WaitOutcome};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
@@ -384,7 +385,7 @@ impl Consumer<'_> {
                                 max: self.ring.max_message,
                             })
                         })?;
-                    buf.extend_from_slice(&payload[8..]);
+                    copy::extend(&mut buf, &payload[8..]);
                     *asm = Some(Assembly {
                         owner: u64::from_le_bytes(owner),
                         total,
@@ -400,7 +401,7 @@ impl Consumer<'_> {
                         if a.buf.len() as u64 + u64::from(r.len) > a.total {
                             return Err(corrupt("fragment beyond message length"));
                         }
-                        a.buf.extend_from_slice(self.payload(&r));
+                        copy::extend(&mut a.buf, self.payload(&r));
                         if r.kind == LAST {
                             if a.buf.len() as u64 != a.total {
                                 return Err(corrupt("message shorter than announced"));

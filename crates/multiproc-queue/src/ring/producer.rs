@@ -16,8 +16,8 @@
 //! nothing: the bytes it wrote lie beyond the tail and are overwritten.
 #![allow(unsafe_code)]
 
-use multiproc_core::CodecError;
 use multiproc_core::futex::{self, SpinWait, WaitOutcome};
+use multiproc_core::{CodecError, copy};
 use std::cell::Cell;
 use std::sync::atomic::Ordering;
 use std::time::Instant;
@@ -550,7 +550,7 @@ impl Producer<'_> {
     fn put_slice(&mut self, data: &[u8], block: Block) -> Result<(), Stop> {
         self.settle(block)?;
         if data.len() <= self.ring.max_inline() {
-            self.put_whole(data.len() as u32, block, |buf| buf.copy_from_slice(data))
+            self.put_whole(data.len() as u32, block, |buf| copy::copy(buf, data))
         } else {
             self.put_fragments(data, block)
         }
@@ -628,7 +628,7 @@ impl Producer<'_> {
             false,
             |buf| {
                 buf[..8].copy_from_slice(&owner.to_le_bytes());
-                buf[8..].copy_from_slice(&data[..chunk]);
+                copy::copy(&mut buf[8..], &data[..chunk]);
             },
         );
         let mut sent = chunk;
@@ -648,7 +648,7 @@ impl Producer<'_> {
             let last = chunk == remaining;
             let kind = if last { LAST } else { CONT };
             self.emit(kind, start, chunk as u32, 0, last, |buf| {
-                buf.copy_from_slice(&data[sent..sent + chunk]);
+                copy::copy(buf, &data[sent..sent + chunk]);
             });
             sent += chunk;
         }
