@@ -20,7 +20,7 @@ mod common;
 
 use common::{
     Case, Flow, Peer, Placement, RoundTrip, TypedRow, first_batch, measure, memcpy_run, peers,
-    typed_rows,
+    remove_stale_iceoryx2_nodes, typed_rows,
 };
 use plotters::prelude::*;
 use std::collections::{BTreeMap, BTreeSet};
@@ -30,7 +30,7 @@ use std::process::Command;
 use std::time::{Duration, Instant, SystemTime};
 
 /// Value columns: (key, heading).
-const COLUMNS: [(&str, &str); 14] = [
+const COLUMNS: [(&str, &str); 16] = [
     ("queue", "multiproc Queue"),
     ("queue_typed", "Queue typed"),
     ("queue_zero_copy", "Queue zero-copy"),
@@ -41,6 +41,8 @@ const COLUMNS: [(&str, &str); 14] = [
     ("futex", "spin-then-futex"),
     ("memcpy", "memcpy"),
     ("ipc_channel", "ipc-channel"),
+    ("iceoryx2", "iceoryx2"),
+    ("iceoryx2_zero_copy", "iceoryx2 zero-copy"),
     ("shm_raw_sync", "shared_memory+raw_sync"),
     ("python_queue", "Python Queue"),
     ("python_pipe", "Python Pipe"),
@@ -49,13 +51,19 @@ const COLUMNS: [(&str, &str); 14] = [
 
 /// Ratio columns: ours ÷ theirs, as rates (so > 1 means multiproc is
 /// faster, also for round trips).
-const RATIOS: [(&str, &str, &str); 12] = [
+const RATIOS: [(&str, &str, &str); 14] = [
     ("queue", "spsc_ring", "Queue ÷ SPSC ring"),
     ("queue", "futex", "Queue ÷ spin-then-futex"),
     ("queue", "memcpy", "Queue ÷ memcpy"),
     ("queue_zero_copy", "memcpy", "zero-copy ÷ memcpy"),
     ("queue", "raw_pipe", "Queue ÷ raw pipe"),
     ("queue", "ipc_channel", "Queue ÷ ipc-channel"),
+    ("queue", "iceoryx2", "Queue ÷ iceoryx2"),
+    (
+        "queue_zero_copy",
+        "iceoryx2_zero_copy",
+        "zero-copy ÷ iceoryx2 zero-copy",
+    ),
     ("queue", "shm_raw_sync", "Queue ÷ shm+raw_sync"),
     ("queue", "python_queue", "Queue ÷ Python Queue"),
     ("queue", "faster_fifo", "Queue ÷ faster-fifo"),
@@ -73,7 +81,15 @@ struct Settings {
     rounds: usize,
 }
 
+/// The argument that makes this program only free what the iceoryx2
+/// partners it killed left behind (see [`tidy_up_iceoryx2`]).
+const ICEORYX2_CLEANUP: &str = "--remove-stale-iceoryx2-nodes";
+
 fn main() {
+    if std::env::args().any(|a| a == ICEORYX2_CLEANUP) {
+        remove_stale_iceoryx2_nodes();
+        return;
+    }
     let smoke = std::env::args().any(|a| a == "--smoke");
     let settings = Settings {
         smoke,
@@ -146,8 +162,19 @@ fn main() {
     }
     std::fs::write(&md_path, md).expect("write results.md");
     chart(&cases, &results, &svg_path).expect("write results.svg");
+    tidy_up_iceoryx2();
     println!("Markdown: {}", md_path.display());
     println!("SVG chart: {}", svg_path.display());
+}
+
+/// Frees the iceoryx2 resources of the killed partners, from a fresh copy
+/// of this program (see [`remove_stale_iceoryx2_nodes`]).
+fn tidy_up_iceoryx2() {
+    let freed =
+        std::env::current_exe().and_then(|exe| Command::new(exe).arg(ICEORYX2_CLEANUP).status());
+    if !matches!(freed, Ok(status) if status.success()) {
+        eprintln!("[iceoryx2] stale nodes not removed: {freed:?}");
+    }
 }
 
 /// Every Rust cell: the peers from `benches/common`, and memcpy.

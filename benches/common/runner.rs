@@ -4,8 +4,8 @@
 //! ([`peers`]).
 
 use super::peers::{
-    FutexSlot, IpcChannel, Peer, PipeConn, QueueBytes, QueueTyped, QueueZeroCopy, RawPipe,
-    RawSocketpair, ShmRawSync, SpscRing,
+    FutexSlot, Iceoryx2, Iceoryx2ZeroCopy, IpcChannel, Peer, PipeConn, QueueBytes, QueueTyped,
+    QueueZeroCopy, RawPipe, RawSocketpair, ShmRawSync, SpscRing,
 };
 
 /// Payload sizes of the throughput cases.
@@ -86,6 +86,8 @@ pub fn peers() -> Vec<Box<dyn Peer>> {
         Box::new(SpscRing),
         Box::new(FutexSlot),
         Box::new(IpcChannel),
+        Box::new(Iceoryx2),
+        Box::new(Iceoryx2ZeroCopy),
         Box::new(ShmRawSync),
     ]
 }

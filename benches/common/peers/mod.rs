@@ -1,16 +1,18 @@
 //! The transports under test, each behind [`Peer`] (names, the cells it
 //! fills) and [`Link`] (send and receive one message), one file per group:
 //! multiproc's own `Queue` and `Pipe`, the OS floors and the ring ceiling,
-//! `ipc-channel`, a `shared_memory` + `raw_sync` queue, and typed messages
+//! `ipc-channel`, iceoryx2's publish/subscribe, a `shared_memory` + `raw_sync` queue, and typed messages
 //! against the bytes path.
 
 mod floors;
+mod iceoryx;
 mod ipc_channel;
 mod multiproc;
 mod shm_raw_sync;
 mod typed;
 
 pub use floors::{FutexSlot, RawPipe, RawSocketpair, SpscRing, memcpy_run};
+pub use iceoryx::{Iceoryx2, Iceoryx2ZeroCopy, remove_stale_iceoryx2_nodes};
 pub use ipc_channel::IpcChannel;
 pub use multiproc::{PipeConn, QueueBytes, QueueTyped, QueueZeroCopy};
 pub use shm_raw_sync::ShmRawSync;
