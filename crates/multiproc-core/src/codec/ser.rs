@@ -45,6 +45,12 @@ impl<S: Sink> Encoder<'_, S> {
         self.sink.put(&[varint::U64_TAG, a, b, c, d, e, f, g, h])
     }
 
+    /// A variant with fields starts with its index; the fields follow.
+    fn variant(&mut self, index: u32) -> Result<&mut Self, SerError> {
+        self.varint(index.into())?;
+        Ok(self)
+    }
+
     #[inline]
     fn len(&mut self, len: Option<usize>) -> Result<(), SerError> {
         let len = len.ok_or(SerError::Wire(EncodeError::SequenceMustHaveLength))?;
@@ -189,8 +195,7 @@ impl<S: Sink> ser::Serializer for &mut Encoder<'_, S> {
         _variant: &'static str,
         _len: usize,
     ) -> Result<Self, SerError> {
-        self.varint(index.into())?;
-        Ok(self)
+        self.variant(index)
     }
     fn serialize_map(self, len: Option<usize>) -> Result<Self, SerError> {
         self.len(len)?;
@@ -207,8 +212,7 @@ impl<S: Sink> ser::Serializer for &mut Encoder<'_, S> {
         _variant: &'static str,
         _len: usize,
     ) -> Result<Self, SerError> {
-        self.varint(index.into())?;
-        Ok(self)
+        self.variant(index)
     }
 
     /// `Vec<T>`, `[T]` and the other sequences come here with their
