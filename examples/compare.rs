@@ -30,7 +30,7 @@ use std::process::Command;
 use std::time::{Duration, Instant, SystemTime};
 
 /// Value columns: (key, heading).
-const COLUMNS: [(&str, &str); 16] = [
+const COLUMNS: [(&str, &str); 17] = [
     ("queue", "multiproc Queue"),
     ("queue_typed", "Queue typed"),
     ("queue_zero_copy", "Queue zero-copy"),
@@ -42,6 +42,7 @@ const COLUMNS: [(&str, &str); 16] = [
     ("memcpy", "memcpy"),
     ("ipc_channel", "ipc-channel"),
     ("iceoryx2", "iceoryx2"),
+    ("iceoryx2_blocking", "iceoryx2 blocking"),
     ("iceoryx2_zero_copy", "iceoryx2 zero-copy"),
     ("shm_raw_sync", "shared_memory+raw_sync"),
     ("python_queue", "Python Queue"),
@@ -51,7 +52,7 @@ const COLUMNS: [(&str, &str); 16] = [
 
 /// Ratio columns: ours ÷ theirs, as rates (so > 1 means multiproc is
 /// faster, also for round trips).
-const RATIOS: [(&str, &str, &str); 14] = [
+const RATIOS: [(&str, &str, &str); 15] = [
     ("queue", "spsc_ring", "Queue ÷ SPSC ring"),
     ("queue", "futex", "Queue ÷ spin-then-futex"),
     ("queue", "memcpy", "Queue ÷ memcpy"),
@@ -59,6 +60,7 @@ const RATIOS: [(&str, &str, &str); 14] = [
     ("queue", "raw_pipe", "Queue ÷ raw pipe"),
     ("queue", "ipc_channel", "Queue ÷ ipc-channel"),
     ("queue", "iceoryx2", "Queue ÷ iceoryx2"),
+    ("queue", "iceoryx2_blocking", "Queue ÷ iceoryx2 blocking"),
     (
         "queue_zero_copy",
         "iceoryx2_zero_copy",

@@ -4,8 +4,8 @@
 //! ([`peers`]).
 
 use super::peers::{
-    FutexSlot, Iceoryx2, Iceoryx2ZeroCopy, IpcChannel, Peer, PipeConn, QueueBytes, QueueTyped,
-    QueueZeroCopy, RawPipe, RawSocketpair, ShmRawSync, SpscRing,
+    FutexSlot, Iceoryx2, Iceoryx2Blocking, Iceoryx2ZeroCopy, IpcChannel, Peer, PipeConn,
+    QueueBytes, QueueTyped, QueueZeroCopy, RawPipe, RawSocketpair, ShmRawSync, SpscRing,
 };
 
 /// Payload sizes of the throughput cases.
@@ -87,6 +87,7 @@ pub fn peers() -> Vec<Box<dyn Peer>> {
         Box::new(FutexSlot),
         Box::new(IpcChannel),
         Box::new(Iceoryx2),
+        Box::new(Iceoryx2Blocking),
         Box::new(Iceoryx2ZeroCopy),
         Box::new(ShmRawSync),
     ]

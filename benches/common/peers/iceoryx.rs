@@ -1,19 +1,23 @@
 //! The iceoryx2 peer: zero-copy publish/subscribe over shared memory,
 //! configured to lose nothing (no safe overflow, `RetryUntilDelivered`, and
-//! a sample that reached no subscriber sent again) and read by a
-//! busy-waiting subscriber, the configuration of its published latency
-//! figures.
+//! a sample that reached no subscriber sent again). Its subscriber either
+//! busy-waits (the configuration of iceoryx2's published latency figures)
+//! or blocks on a listener of its event service, which the publisher
+//! notifies after every sample.
 //!
 //! iceoryx2 keeps per-process state (a node, ports): the bench process
-//! creates the service, and each forked partner opens it with a node and a
-//! port of its own on first use. A publisher's samples reach only subscribers that existed
-//! when it sent, so the publisher waits for the subscriber, and until its
-//! first sample is delivered it sends again.
+//! creates the services before the fork, and each forked partner opens
+//! them with a node and ports of its own on first use. A publisher's
+//! samples reach only the subscribers there are when it sends, so the
+//! publisher first waits for the subscriber.
 
 use super::{Case, Link, Peer};
+use iceoryx2::port::listener::Listener;
+use iceoryx2::port::notifier::Notifier;
 use iceoryx2::port::publisher::Publisher;
 use iceoryx2::port::subscriber::Subscriber;
 use iceoryx2::prelude::*;
+use iceoryx2::service::port_factory::event::PortFactory as Event;
 use iceoryx2::service::port_factory::publish_subscribe::PortFactory as PubSub;
 use std::hint::black_box;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -23,22 +27,42 @@ use std::time::Duration;
 /// eight messages).
 const BUFFER: usize = 8;
 
-/// iceoryx2 0.10 pub/sub, the subscriber copying each sample out.
+/// iceoryx2 0.10 pub/sub, a busy-waiting subscriber copying each sample
+/// out.
 pub struct Iceoryx2;
 
 /// The same, the subscriber reading each sample where it lies (touching
 /// its last byte), the publisher writing straight into a loaned sample.
 pub struct Iceoryx2ZeroCopy;
 
+/// The same as [`Iceoryx2`], the subscriber sleeping on an event listener
+/// when there is no sample.
+pub struct Iceoryx2Blocking;
+
+/// How a subscriber waits for a sample.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Wait {
+    Spin,
+    Listen,
+}
+
+type Services = (
+    Node<ipc::Service>,
+    PubSub<ipc::Service, [u8], ()>,
+    Event<ipc::Service>,
+);
+
 enum Port {
     Closed,
     Publisher {
-        _node: Node<ipc::Service>,
         publisher: Publisher<ipc::Service, [u8], ()>,
+        notifier: Notifier<ipc::Service>,
+        _services: Services,
     },
     Subscriber {
-        _node: Node<ipc::Service>,
         subscriber: Subscriber<ipc::Service, [u8], ()>,
+        listener: Listener<ipc::Service>,
+        _services: Services,
     },
 }
 
@@ -46,39 +70,37 @@ struct IceLink {
     service: String,
     size: usize,
     zero_copy: bool,
+    wait: Wait,
     port: Port,
-    /// The bench process's node and the service it created before the
-    /// partners were forked (so they only open it: two first-time creators
-    /// racing lost samples). The partners' copies are never used.
-    _created: (Node<ipc::Service>, PubSub<ipc::Service, [u8], ()>),
+    /// The bench process's node and the services it created before the
+    /// partners were forked, so that they only open them. The partners'
+    /// copies are never used.
+    _created: Services,
 }
 
 impl IceLink {
-    fn new(size: usize, zero_copy: bool) -> Self {
+    fn new(size: usize, zero_copy: bool, wait: Wait) -> Self {
         static NEXT: AtomicU64 = AtomicU64::new(0);
         let service = format!(
             "multiproc-bench/{}/{}",
             std::process::id(),
             NEXT.fetch_add(1, Ordering::Relaxed)
         );
-        let _created = open_service(&service);
+        let _created = open_services(&service);
         Self {
             service,
             size,
             zero_copy,
+            wait,
             port: Port::Closed,
             _created,
         }
     }
-
-    fn open(&self) -> (Node<ipc::Service>, PubSub<ipc::Service, [u8], ()>) {
-        open_service(&self.service)
-    }
 }
 
-/// A node of this process and the service `name`, created if it is not
-/// there yet.
-fn open_service(name: &str) -> (Node<ipc::Service>, PubSub<ipc::Service, [u8], ()>) {
+/// A node of this process and the services named `name`, created if they
+/// are not there yet.
+fn open_services(name: &str) -> Services {
     // Without a config file iceoryx2 warns on every node; the defaults are
     // what is measured.
     set_log_level(LogLevel::Error);
@@ -87,37 +109,54 @@ fn open_service(name: &str) -> (Node<ipc::Service>, PubSub<ipc::Service, [u8], (
         .create::<ipc::Service>()
         .expect("iceoryx2 node");
     let name: ServiceName = name.try_into().expect("service name");
-    let service = node
+    let samples = node
         .service_builder(&name)
         .publish_subscribe::<[u8]>()
         .enable_safe_overflow(false)
         .subscriber_max_buffer_size(BUFFER)
         .open_or_create()
-        .expect("iceoryx2 service");
-    (node, service)
+        .expect("iceoryx2 publish/subscribe service");
+    let events = node
+        .service_builder(&name)
+        .event()
+        .open_or_create()
+        .expect("iceoryx2 event service");
+    (node, samples, events)
 }
 
 impl Link for IceLink {
     fn send(&mut self, msg: &[u8]) {
         if matches!(self.port, Port::Closed) {
-            let (node, service) = self.open();
+            let services = open_services(&self.service);
             // A subscriber first: samples reach only the subscribers there
             // are when they are sent.
-            while service.dynamic_config().number_of_subscribers() == 0 {
+            while services.1.dynamic_config().number_of_subscribers() == 0 {
                 std::thread::yield_now();
             }
-            let publisher = service
+            let publisher = services
+                .1
                 .publisher_builder()
                 .initial_max_slice_len(self.size)
                 .backpressure_strategy(BackpressureStrategy::RetryUntilDelivered)
                 .create()
                 .expect("iceoryx2 publisher");
+            let notifier = services
+                .2
+                .notifier_builder()
+                .create()
+                .expect("iceoryx2 notifier");
             self.port = Port::Publisher {
-                _node: node,
                 publisher,
+                notifier,
+                _services: services,
             };
         }
-        let Port::Publisher { publisher, .. } = &self.port else {
+        let Port::Publisher {
+            publisher,
+            notifier,
+            ..
+        } = &self.port
+        else {
             unreachable!("a link's sender only sends");
         };
         loop {
@@ -126,28 +165,45 @@ impl Link for IceLink {
                 .expect("iceoryx2 loan");
             let sample = sample.write_from_slice(msg);
             if sample.send().expect("iceoryx2 send") > 0 {
-                return;
+                break;
             }
             // It reached nobody (the subscriber's buffer was full): again,
             // as iceoryx2's own lossless examples do.
             std::hint::spin_loop();
         }
+        if self.wait == Wait::Listen {
+            notifier.notify().expect("iceoryx2 notify");
+        }
     }
 
     fn recv(&mut self, buf: &mut [u8]) {
         if matches!(self.port, Port::Closed) {
-            let (node, service) = self.open();
-            let subscriber = service
+            let services = open_services(&self.service);
+            // The listener before the subscriber: once the publisher sees
+            // the subscriber, every notification finds the listener.
+            let listener = services
+                .2
+                .listener_builder()
+                .create()
+                .expect("iceoryx2 listener");
+            let subscriber = services
+                .1
                 .subscriber_builder()
                 .buffer_size(BUFFER)
                 .create()
                 .expect("iceoryx2 subscriber");
             self.port = Port::Subscriber {
-                _node: node,
                 subscriber,
+                listener,
+                _services: services,
             };
         }
-        let Port::Subscriber { subscriber, .. } = &self.port else {
+        let Port::Subscriber {
+            subscriber,
+            listener,
+            ..
+        } = &self.port
+        else {
             unreachable!("a link's receiver only receives");
         };
         loop {
@@ -160,7 +216,14 @@ impl Link for IceLink {
                 }
                 return;
             }
-            std::hint::spin_loop();
+            match self.wait {
+                Wait::Spin => std::hint::spin_loop(),
+                // Notifications are queued: one sent after the empty
+                // `receive` above ends this wait at once.
+                Wait::Listen => {
+                    listener.blocking_wait(|_| {}).expect("iceoryx2 wait");
+                }
+            }
         }
     }
 }
@@ -202,7 +265,22 @@ impl Peer for Iceoryx2 {
         skip(case)
     }
     fn link(&self, size: usize) -> Box<dyn Link> {
-        Box::new(IceLink::new(size, false))
+        Box::new(IceLink::new(size, false, Wait::Spin))
+    }
+}
+
+impl Peer for Iceoryx2Blocking {
+    fn key(&self) -> &'static str {
+        "iceoryx2_blocking"
+    }
+    fn label(&self) -> &'static str {
+        "iceoryx2 blocking"
+    }
+    fn skip(&self, case: Case) -> Option<&'static str> {
+        skip(case)
+    }
+    fn link(&self, size: usize) -> Box<dyn Link> {
+        Box::new(IceLink::new(size, false, Wait::Listen))
     }
 }
 
@@ -220,6 +298,6 @@ impl Peer for Iceoryx2ZeroCopy {
         }
     }
     fn link(&self, size: usize) -> Box<dyn Link> {
-        Box::new(IceLink::new(size, true))
+        Box::new(IceLink::new(size, true, Wait::Spin))
     }
 }

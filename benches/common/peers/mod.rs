@@ -12,7 +12,7 @@ mod shm_raw_sync;
 mod typed;
 
 pub use floors::{FutexSlot, RawPipe, RawSocketpair, SpscRing, memcpy_run};
-pub use iceoryx::{Iceoryx2, Iceoryx2ZeroCopy, remove_stale_iceoryx2_nodes};
+pub use iceoryx::{Iceoryx2, Iceoryx2Blocking, Iceoryx2ZeroCopy, remove_stale_iceoryx2_nodes};
 pub use ipc_channel::IpcChannel;
 pub use multiproc::{PipeConn, QueueBytes, QueueTyped, QueueZeroCopy};
 pub use shm_raw_sync::ShmRawSync;
