@@ -261,19 +261,33 @@ fn run_rust(
 }
 
 /// Peers measured in every placement, in column order: (key, heading).
-const PLACED_PEERS: [(&str, &str); 3] = [
+/// The zero-copy pair only where it has cells (64 KiB and 1 MiB).
+const PLACED_PEERS: [(&str, &str); 5] = [
     ("queue", "multiproc Queue"),
     ("pipe", "multiproc Pipe"),
     ("socketpair", "socketpair"),
+    ("queue_zero_copy", "Queue zero-copy"),
+    ("iceoryx2_zero_copy", "iceoryx2 zero-copy"),
+];
+
+/// Ratio columns of the placement table: (ours, theirs, heading).
+const PLACED_RATIOS: [(&str, &str, &str); 3] = [
+    ("queue", "socketpair", "Queue ÷ socketpair"),
+    ("pipe", "socketpair", "Pipe ÷ socketpair"),
+    (
+        "queue_zero_copy",
+        "iceoryx2_zero_copy",
+        "zero-copy ÷ iceoryx2 zero-copy",
+    ),
 ];
 
 /// Rates per (case, placement index in [`Placement::ALL`], peer key).
 type Placed = BTreeMap<(Case, usize, &'static str), f64>;
 
 /// The round trip and the 1→1 flows at 8 B, 64 KiB and 1 MiB for the
-/// Queue, the Pipe and the socketpair floor, in every placement the
-/// machine allows (`--smoke`: the round trip of the Queue and the
-/// socketpair).
+/// Queue, the Pipe and the socketpair floor (and at 64 KiB and 1 MiB for
+/// the zero-copy Queue and iceoryx2), in every placement the machine
+/// allows (`--smoke`: the round trip of the Queue and the socketpair).
 fn run_placed(settings: &Settings) -> Placed {
     let all = peers();
     let cases: Vec<Case> = if settings.smoke {
@@ -292,10 +306,12 @@ fn run_placed(settings: &Settings) -> Placed {
                 continue;
             }
             for (key, _) in PLACED_PEERS {
-                if settings.smoke && key == "pipe" {
+                let peer = all.iter().find(|p| p.key() == key).expect("a peer");
+                if peer.skip(case).is_some()
+                    || (settings.smoke && key != "queue" && key != "socketpair")
+                {
                     continue;
                 }
-                let peer = all.iter().find(|p| p.key() == key).expect("a peer");
                 let rate = match case {
                     Case::Flow { size, procs } => {
                         let mut flow = Flow::start_placed(peer.as_ref(), size, procs, placement);
@@ -326,14 +342,18 @@ fn run_placed(settings: &Settings) -> Placed {
 }
 
 /// The placed cells as Markdown: one row per case and placement, with
-/// the Queue's and the Pipe's ratio to the socketpair floor.
+/// the Queue's and the Pipe's ratio to the socketpair floor and the
+/// zero-copy Queue's to iceoryx2's.
 fn placed_table(placed: &Placed) -> String {
     let mut out = String::from("| case | placement |");
     for (_, head) in PLACED_PEERS {
         let _ = write!(out, " {head} |");
     }
-    out.push_str(" Queue ÷ socketpair | Pipe ÷ socketpair |\n|---|---|");
-    out.push_str(&"---|".repeat(PLACED_PEERS.len() + 2));
+    for (_, _, head) in PLACED_RATIOS {
+        let _ = write!(out, " {head} |");
+    }
+    out.push_str("\n|---|---|");
+    out.push_str(&"---|".repeat(PLACED_PEERS.len() + PLACED_RATIOS.len()));
     out.push('\n');
     let rows: BTreeSet<(Case, usize)> = placed.keys().map(|&(c, p, _)| (c, p)).collect();
     for (case, pi) in rows {
@@ -342,10 +362,10 @@ fn placed_table(placed: &Placed) -> String {
         for (key, _) in PLACED_PEERS {
             let _ = write!(out, " {} |", cell(case, get(key)));
         }
-        for key in ["queue", "pipe"] {
-            match (get(key), get("socketpair")) {
-                (Some(ours), Some(floor)) => {
-                    let _ = write!(out, " {:.2}× |", ours / floor);
+        for (ours, theirs, _) in PLACED_RATIOS {
+            match (get(ours), get(theirs)) {
+                (Some(ours), Some(theirs)) => {
+                    let _ = write!(out, " {:.2}× |", ours / theirs);
                 }
                 _ => out.push_str(" — |"),
             }
