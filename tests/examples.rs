@@ -276,7 +276,10 @@ fn compare_smoke_prints_a_table_and_writes_files() {
         "{stdout}"
     );
     // Typed values against the bytes path: the `u64` row at least.
-    assert!(stdout.contains("| payload | size | Queue bytes |"), "{stdout}");
+    assert!(
+        stdout.contains("| payload | size | Queue bytes |"),
+        "{stdout}"
+    );
     assert!(stdout.contains("| `u64` | 8 B | "), "{stdout}");
     for line in stdout.lines() {
         if let Some(path) = line
