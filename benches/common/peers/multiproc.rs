@@ -123,10 +123,7 @@ impl Peer for QueueZeroCopy {
         "Queue zero-copy"
     }
     fn skip(&self, case: Case) -> Option<&'static str> {
-        match case {
-            Case::Flow { size, procs: 1 } if size >= 64 * 1024 => None,
-            _ => Some("zero-copy path shown for large payloads 1→1 only, to keep the run short"),
-        }
+        super::zero_copy_skip(case)
     }
     fn link(&self, size: usize) -> Box<dyn Link> {
         let q = Queue::builder()
