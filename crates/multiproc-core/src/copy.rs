@@ -43,16 +43,11 @@ fn aliased(dst: *const u8, src: *const u8, len: usize) -> bool {
 /// When the lengths differ, as `<[u8]>::copy_from_slice` does.
 #[inline]
 pub fn copy(dst: &mut [u8], src: &[u8]) {
-    assert_eq!(
-        dst.len(),
-        src.len(),
-        "copy between slices of different lengths"
-    );
-    if aliased(dst.as_ptr(), src.as_ptr(), src.len()) {
-        chunked(dst, src);
-    } else {
-        dst.copy_from_slice(src);
-    }
+    // SAFETY: `MaybeUninit<u8>` has the layout of `u8`, and `copy_into`
+    // writes only initialised bytes (copies of `src`) through the view, so
+    // `dst` stays initialised.
+    let dst = unsafe { &mut *(std::ptr::from_mut(dst) as *mut [MaybeUninit<u8>]) };
+    copy_into(dst, src);
 }
 
 /// Copies `src` into the uninitialised `dst`, which must be as long;
@@ -63,17 +58,10 @@ pub fn copy(dst: &mut [u8], src: &[u8]) {
 /// When the lengths differ.
 #[inline]
 pub fn copy_to_uninit<'a>(dst: &'a mut [MaybeUninit<u8>], src: &[u8]) -> &'a mut [u8] {
-    assert_eq!(
-        dst.len(),
-        src.len(),
-        "copy between slices of different lengths"
-    );
-    // SAFETY: `MaybeUninit<u8>` has the layout of `u8`, and every byte of
-    // `dst` is written below before it is read as `u8` (`copy` only
-    // writes to its destination).
-    let dst = unsafe { &mut *(std::ptr::from_mut(dst) as *mut [u8]) };
-    copy(dst, src);
-    dst
+    copy_into(dst, src);
+    // SAFETY: `copy_into` wrote every byte of `dst` (the lengths are
+    // equal), and `MaybeUninit<u8>` has the layout of `u8`.
+    unsafe { &mut *(std::ptr::from_mut(dst) as *mut [u8]) }
 }
 
 /// Appends `src` to `out`.
@@ -85,20 +73,38 @@ pub fn extend(out: &mut Vec<u8>, src: &[u8]) {
     }
     out.reserve(src.len());
     let len = out.len();
-    copy_to_uninit(&mut out.spare_capacity_mut()[..src.len()], src);
+    copy_into(&mut out.spare_capacity_mut()[..src.len()], src);
     // SAFETY: the first `src.len()` bytes of the spare capacity were
     // initialised just above.
     unsafe { out.set_len(len + src.len()) };
 }
 
-/// 64 bytes at a time: fixed-size copies that compile to vector moves,
-/// never to the string instruction.
+/// The copy itself, into memory that may be uninitialised.
+#[inline]
+fn copy_into(dst: &mut [MaybeUninit<u8>], src: &[u8]) {
+    assert_eq!(
+        dst.len(),
+        src.len(),
+        "copy between slices of different lengths"
+    );
+    // SAFETY: initialised bytes are valid `MaybeUninit<u8>`s, with the same
+    // layout, and the view is only read.
+    let src = unsafe { &*(std::ptr::from_ref(src) as *const [MaybeUninit<u8>]) };
+    if aliased(dst.as_ptr().cast(), src.as_ptr().cast(), src.len()) {
+        chunked(dst, src);
+    } else {
+        dst.copy_from_slice(src);
+    }
+}
+
+/// 64 bytes at a time: fixed-size copies through a temporary that compile
+/// to vector moves, never to the string instruction.
 #[inline(never)]
-fn chunked(dst: &mut [u8], src: &[u8]) {
+fn chunked(dst: &mut [MaybeUninit<u8>], src: &[MaybeUninit<u8>]) {
     let mut to = dst.chunks_exact_mut(64);
     let mut from = src.chunks_exact(64);
     for (d, s) in (&mut to).zip(&mut from) {
-        let chunk: [u8; 64] = s.try_into().expect("64-byte chunk");
+        let chunk: [MaybeUninit<u8>; 64] = s.try_into().expect("64-byte chunk");
         d.copy_from_slice(&chunk);
     }
     to.into_remainder().copy_from_slice(from.remainder());
@@ -137,8 +143,11 @@ mod tests {
     #[test]
     fn chunked_copies_exactly() {
         let src: Vec<u8> = (0..1000u32).map(|i| i as u8).collect();
-        let mut dst = vec![0u8; 1000];
-        chunked(&mut dst, &src);
-        assert_eq!(dst, src);
+        let mut dst = vec![MaybeUninit::new(0u8); 1000];
+        let view: Vec<MaybeUninit<u8>> = src.iter().copied().map(MaybeUninit::new).collect();
+        chunked(&mut dst, &view);
+        // SAFETY: every element was initialised (and then overwritten).
+        let back: Vec<u8> = dst.iter().map(|b| unsafe { b.assume_init() }).collect();
+        assert_eq!(back, src);
     }
 }
