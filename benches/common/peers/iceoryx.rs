@@ -98,13 +98,23 @@ impl IceLink {
     }
 }
 
-/// A node of this process and the services named `name`, created if they
-/// are not there yet.
-fn open_services(name: &str) -> Services {
+/// iceoryx2's defaults, with a file prefix of the bench's own: what the
+/// bench leaves behind is told apart from other programs' iceoryx2 files,
+/// and can be removed without touching theirs.
+fn bench_config() -> Config {
     // Without a config file iceoryx2 warns on every node; the defaults are
     // what is measured.
     set_log_level(LogLevel::Error);
+    let mut config = Config::default();
+    config.global.prefix = FileName::new(b"multiproc_bench_iox2_").expect("a valid prefix");
+    config
+}
+
+/// A node of this process and the services named `name`, created if they
+/// are not there yet.
+fn open_services(name: &str) -> Services {
     let node = NodeBuilder::new()
+        .config(&bench_config())
         .signal_handling_mode(SignalHandlingMode::Disabled)
         .create::<ipc::Service>()
         .expect("iceoryx2 node");
@@ -228,20 +238,38 @@ impl Link for IceLink {
     }
 }
 
-/// Frees what iceoryx2 nodes of dead processes left in /dev/shm and /tmp
-/// (the bench's partners are killed, not shut down).
+/// Frees what the bench's iceoryx2 nodes of dead processes left in
+/// /dev/shm and /tmp (the bench's partners are killed, not shut down), and,
+/// when no node of the bench is left alive, the bench's global management
+/// segment.
 ///
 /// Call it from a process that never used iceoryx2 (a fresh one): in a
 /// process that forked partners while it held iceoryx2 ports, some dead
 /// partners' nodes still look alive.
 pub fn remove_stale_iceoryx2_nodes() {
-    set_log_level(LogLevel::Error);
-    let _ = Node::<ipc::Service>::list(Config::global_config(), |state| {
-        if let NodeState::Dead(view) = state {
-            let _ = view.blocking_remove_stale_resources(Duration::from_secs(1));
+    let config = bench_config();
+    let mut others = 0;
+    let _ = Node::<ipc::Service>::list(&config, |state| {
+        match state {
+            NodeState::Dead(view) => {
+                if view
+                    .blocking_remove_stale_resources(Duration::from_secs(1))
+                    .is_err()
+                {
+                    others += 1;
+                }
+            }
+            _ => others += 1,
         }
         CallbackProgression::Continue
     });
+    if others == 0 {
+        // SAFETY: iceoryx2 asks that no process use the domain while its
+        // management segment is removed. The domain is the bench's own
+        // (its file prefix), and the list above found no node of it alive
+        // or being cleaned up by anyone else.
+        let _ = unsafe { iceoryx2::testing::remove_global_mgmt_segment::<ipc::Service>(&config) };
+    }
 }
 
 fn skip(case: Case) -> Option<&'static str> {
