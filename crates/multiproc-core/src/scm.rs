@@ -37,10 +37,10 @@
 //!  - [sendmsg(2)](https://man7.org/linux/man-pages/man2/sendmsg.2.html),
 //!    [recvmsg(2)](https://man7.org/linux/man-pages/man2/recvmsg.2.html)
 
+use raw::{recv_split_with, recv_vectored_with};
 use rustix::io::Errno;
 use rustix::net::{
-    AddressFamily, RecvAncillaryBuffer, RecvAncillaryMessage, RecvFlags, ReturnFlags,
-    SendAncillaryBuffer, SendAncillaryMessage, SendFlags, SocketFlags, SocketType,
+    AddressFamily, SendAncillaryBuffer, SendAncillaryMessage, SendFlags, SocketFlags, SocketType,
 };
 use std::io::{self, IoSlice, IoSliceMut};
 use std::mem::MaybeUninit;
@@ -50,7 +50,7 @@ use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 pub const MAX_FDS: usize = 253;
 
 /// Bytes of a control buffer with room for [`MAX_FDS`] descriptors (and the
-/// slack `rustix` needs to align it).
+/// slack `rustix` needs to align it when sending).
 const CONTROL_SPACE: usize = rustix::cmsg_space!(ScmRights(MAX_FDS));
 
 /// `socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC)`: two connected sockets.
@@ -418,7 +418,7 @@ pub fn recv_vectored(
     bufs: &mut [IoSliceMut<'_>],
     max_fds: usize,
 ) -> io::Result<Received> {
-    recv_vectored_with(socket, bufs, max_fds, RecvFlags::empty())
+    recv_vectored_with(socket, bufs, max_fds, 0)
 }
 
 /// [`recv_vectored`] that never waits, whatever the socket's mode
@@ -448,42 +448,218 @@ pub fn recv_vectored_nowait(
     bufs: &mut [IoSliceMut<'_>],
     max_fds: usize,
 ) -> io::Result<Received> {
-    recv_vectored_with(socket, bufs, max_fds, RecvFlags::DONTWAIT)
+    recv_vectored_with(socket, bufs, max_fds, libc::MSG_DONTWAIT)
 }
 
+/// [`recv_vectored`] into `head` and then the uninitialised `tail`: one
+/// `recvmsg(MSG_CMSG_CLOEXEC)` that places a frame's header in `head` and
+/// its payload straight into a vector's spare capacity, with neither
+/// zeroing nor a second system call. After `Ok(got)`, the first
+/// `got.len.saturating_sub(head.len())` bytes of `tail` are initialised.
+///
+/// # Examples
+///
+/// ```
+/// use multiproc_core::scm;
+///
+/// let (a, b) = scm::stream_pair()?;
+/// scm::send(&a, b"headbody", &[])?;
+/// let (mut head, mut body) = ([0u8; 4], Vec::<u8>::with_capacity(16));
+/// let got = scm::recv_split(&b, &mut head, body.spare_capacity_mut(), 0)?;
+/// // SAFETY: `recv_split` initialised this many bytes of the spare capacity.
+/// unsafe { body.set_len(got.len - head.len()) };
+/// assert_eq!((&head, &body[..]), (b"head", &b"body"[..]));
+/// # Ok::<(), std::io::Error>(())
+/// ```
+///
+/// # Errors
+///
+/// As for [`recv_vectored`].
 #[inline]
-fn recv_vectored_with(
+pub fn recv_split(
     socket: impl AsFd,
-    bufs: &mut [IoSliceMut<'_>],
+    head: &mut [u8],
+    tail: &mut [MaybeUninit<u8>],
     max_fds: usize,
-    flags: RecvFlags,
 ) -> io::Result<Received> {
-    let max_fds = max_fds.min(MAX_FDS);
-    let mut space = [MaybeUninit::<u8>::uninit(); CONTROL_SPACE];
-    let space = &mut space[..rustix::cmsg_space!(ScmRights(max_fds))];
-    loop {
-        let mut control = RecvAncillaryBuffer::new(space);
-        let flags = flags | RecvFlags::CMSG_CLOEXEC;
-        let msg = match rustix::net::recvmsg(&socket, bufs, &mut control, flags) {
-            Err(Errno::INTR) => continue,
-            other => other?,
+    recv_split_with(socket.as_fd(), head, tail, max_fds, 0)
+}
+
+/// [`recv_split`] that never waits (`MSG_DONTWAIT`): `WouldBlock` when
+/// nothing is there to read.
+///
+/// # Errors
+///
+/// As for [`recv_split`], and `WouldBlock` when nothing is there.
+#[inline]
+pub fn recv_split_nowait(
+    socket: impl AsFd,
+    head: &mut [u8],
+    tail: &mut [MaybeUninit<u8>],
+    max_fds: usize,
+) -> io::Result<Received> {
+    recv_split_with(socket.as_fd(), head, tail, max_fds, libc::MSG_DONTWAIT)
+}
+
+/// The raw `recvmsg`: the only unsafe code of this module, kept here.
+mod raw {
+    #![allow(unsafe_code)]
+
+    use super::{CONTROL_SPACE, MAX_FDS, Received};
+    use libc::c_int;
+    use std::io::{self, IoSliceMut};
+    use std::mem::MaybeUninit;
+    use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
+
+    #[inline]
+    pub(super) fn recv_vectored_with(
+        socket: impl AsFd,
+        bufs: &mut [IoSliceMut<'_>],
+        max_fds: usize,
+        flags: c_int,
+    ) -> io::Result<Received> {
+        // SAFETY: `IoSliceMut` is guaranteed ABI-compatible with `iovec` on
+        // Unix, and each entry describes a buffer this call borrows mutably.
+        unsafe {
+            recvmsg_iovecs(
+                socket.as_fd(),
+                bufs.as_mut_ptr().cast(),
+                bufs.len(),
+                max_fds,
+                flags,
+            )
+        }
+    }
+
+    #[inline]
+    pub(super) fn recv_split_with(
+        socket: BorrowedFd<'_>,
+        head: &mut [u8],
+        tail: &mut [MaybeUninit<u8>],
+        max_fds: usize,
+        flags: c_int,
+    ) -> io::Result<Received> {
+        let mut iov = [
+            libc::iovec {
+                iov_base: head.as_mut_ptr().cast(),
+                iov_len: head.len(),
+            },
+            libc::iovec {
+                iov_base: tail.as_mut_ptr().cast(),
+                iov_len: tail.len(),
+            },
+        ];
+        // SAFETY: the two entries describe `head` and `tail`, borrowed mutably
+        // for this call; the kernel only writes bytes into them, and writing
+        // into `MaybeUninit` memory is always sound.
+        unsafe { recvmsg_iovecs(socket, iov.as_mut_ptr(), iov.len(), max_fds, flags) }
+    }
+
+    const _: () = assert!(control_space(MAX_FDS) <= CONTROL_SPACE);
+
+    /// A control buffer for [`MAX_FDS`] descriptors, aligned for `cmsghdr`.
+    #[repr(C, align(8))]
+    struct Control([MaybeUninit<u8>; CONTROL_SPACE]);
+
+    /// The one `recvmsg` behind every receive of this module: into `iovlen`
+    /// buffers at `iov`, with room for `max_fds` (at most [`MAX_FDS`])
+    /// descriptors, `EINTR` retried.
+    ///
+    /// # Safety
+    ///
+    /// `iov` points to `iovlen` valid `iovec`s, each describing memory the
+    /// caller lets the kernel write for the duration of the call.
+    unsafe fn recvmsg_iovecs(
+        socket: BorrowedFd<'_>,
+        iov: *mut libc::iovec,
+        iovlen: usize,
+        max_fds: usize,
+        flags: c_int,
+    ) -> io::Result<Received> {
+        let max_fds = max_fds.min(MAX_FDS);
+        let mut control = Control([MaybeUninit::uninit(); CONTROL_SPACE]);
+        // No buffer at all when no descriptor is accepted: the kernel then
+        // closes any that came and reports `MSG_CTRUNC`.
+        let (control_ptr, controllen) = if max_fds == 0 {
+            (std::ptr::null_mut(), 0)
+        } else {
+            (control.0.as_mut_ptr().cast(), control_space(max_fds))
         };
+        loop {
+            // SAFETY: an all-zero `msghdr` is valid (null pointers, zero
+            // lengths); the fields set below describe live buffers.
+            let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+            msg.msg_iov = iov;
+            msg.msg_iovlen = iovlen;
+            msg.msg_control = control_ptr;
+            msg.msg_controllen = controllen;
+            // SAFETY: `msg` describes the caller's buffers (this function's
+            // contract) and `control`, which outlives the call and holds
+            // `controllen <= CONTROL_SPACE` bytes.
+            let n = unsafe {
+                libc::recvmsg(socket.as_raw_fd(), &mut msg, flags | libc::MSG_CMSG_CLOEXEC)
+            };
+            if n < 0 {
+                let err = io::Error::last_os_error();
+                if err.kind() == io::ErrorKind::Interrupted {
+                    continue;
+                }
+                return Err(err);
+            }
+            // SAFETY: the kernel filled `msg.msg_controllen` bytes of
+            // `control` with well-formed control messages.
+            let mut fds = unsafe { take_fds(&msg) };
+            let mut fds_truncated = msg.msg_flags & libc::MSG_CTRUNC != 0;
+            if fds.len() > max_fds {
+                // The control buffer rounds up to its alignment: close what
+                // was not asked for.
+                fds.truncate(max_fds);
+                fds_truncated = true;
+            }
+            return Ok(Received {
+                len: n as usize,
+                fds,
+                fds_truncated,
+            });
+        }
+    }
+
+    /// Bytes of control buffer for `fds` descriptors.
+    pub(super) const fn control_space(fds: usize) -> usize {
+        // SAFETY: `CMSG_SPACE` is arithmetic on its argument.
+        unsafe { libc::CMSG_SPACE((fds * size_of::<c_int>()) as u32) as usize }
+    }
+
+    /// The descriptors of every `SCM_RIGHTS` message in `msg`'s control
+    /// buffer, owned from here on.
+    ///
+    /// # Safety
+    ///
+    /// `msg` is the header of a `recvmsg` that succeeded: its control pointer
+    /// and length describe the control messages the kernel wrote.
+    unsafe fn take_fds(msg: &libc::msghdr) -> Vec<OwnedFd> {
         let mut fds = Vec::new();
-        for message in control.drain() {
-            if let RecvAncillaryMessage::ScmRights(received) = message {
-                fds.extend(received);
+        // SAFETY: (the three macros and the reads) the walk stays inside the
+        // `msg_controllen` bytes the kernel filled, every header it visits is
+        // one the kernel wrote (and aligned for `cmsghdr`), and an
+        // `SCM_RIGHTS` message's data is `cmsg_len - CMSG_LEN(0)` bytes of
+        // descriptors, which this process now owns.
+        unsafe {
+            let mut cmsg = libc::CMSG_FIRSTHDR(msg);
+            while !cmsg.is_null() {
+                let header = &*cmsg;
+                if header.cmsg_level == libc::SOL_SOCKET && header.cmsg_type == libc::SCM_RIGHTS {
+                    let data = libc::CMSG_DATA(cmsg).cast::<c_int>();
+                    let bytes =
+                        (header.cmsg_len as usize).saturating_sub(libc::CMSG_LEN(0) as usize);
+                    for i in 0..bytes / size_of::<c_int>() {
+                        fds.push(OwnedFd::from_raw_fd(data.add(i).read_unaligned()));
+                    }
+                }
+                cmsg = libc::CMSG_NXTHDR(msg, cmsg);
             }
         }
-        let mut fds_truncated = msg.flags.contains(ReturnFlags::CTRUNC);
-        if fds.len() > max_fds {
-            fds.truncate(max_fds);
-            fds_truncated = true;
-        }
-        return Ok(Received {
-            len: msg.bytes,
-            fds,
-            fds_truncated,
-        });
+        fds
     }
 }
 
@@ -527,6 +703,37 @@ mod tests {
         // Received descriptors are close-on-exec.
         let flags = rustix::io::fcntl_getfd(&got.fds[0]).unwrap();
         assert!(flags.contains(rustix::io::FdFlags::CLOEXEC));
+    }
+
+    #[test]
+    #[allow(unsafe_code)]
+    fn split_receives_fill_the_head_then_the_uninitialised_tail() {
+        let (a, b) = stream_pair().unwrap();
+        let pairs: Vec<_> = (0..2).map(|_| stream_pair().unwrap()).collect();
+        let lent: Vec<_> = pairs.iter().map(|(x, _)| x.as_fd()).collect();
+        send(&a, b"headpayload", &lent).unwrap();
+        let mut head = [0u8; 4];
+        let mut tail = Vec::<u8>::with_capacity(64);
+        let got = recv_split(&b, &mut head, tail.spare_capacity_mut(), MAX_FDS).unwrap();
+        assert_eq!(got.len, 11);
+        // SAFETY: `recv_split` initialised `got.len - 4` bytes of the tail.
+        unsafe { tail.set_len(got.len - 4) };
+        assert_eq!((&head, &tail[..]), (b"head", &b"payload"[..]));
+        assert_eq!((got.fds.len(), got.fds_truncated), (2, false));
+        for (fd, (_, y)) in got.fds.iter().zip(&pairs) {
+            assert!(same_socket(fd, y));
+        }
+
+        // Fewer bytes than the head: the tail stays untouched; descriptors
+        // beyond what is accepted are closed and reported.
+        send(&a, b"ab", &lent).unwrap();
+        let mut head = [0u8; 4];
+        let got = recv_split(&b, &mut head, &mut [MaybeUninit::uninit(); 8], 1).unwrap();
+        assert_eq!((got.len, &head[..2]), (2, &b"ab"[..]));
+        assert_eq!((got.fds.len(), got.fds_truncated), (1, true));
+
+        let err = recv_split_nowait(&b, &mut head, &mut [], 0).unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::WouldBlock);
     }
 
     #[test]

@@ -1461,6 +1461,20 @@ impl Source for Os<'_> {
         self.fds_dropped
     }
 
+    fn read_split(&mut self, head: &mut [u8], tail: &mut [MaybeUninit<u8>]) -> ReadResult {
+        if self.flavor != Flavor::Unix {
+            return self.read(&mut [IoSliceMut::new(head)]);
+        }
+        self.waiting(|os| {
+            let got = match os.spin(|os| scm::recv_split_nowait(os.fd, head, tail, scm::MAX_FDS)) {
+                Some(got) => got?,
+                None => scm::recv_split(os.fd, head, tail, scm::MAX_FDS)?,
+            };
+            os.fds_dropped = got.fds_truncated;
+            Ok((got.len, got.fds))
+        })
+    }
+
     fn read_uninit(&mut self, dst: &mut [MaybeUninit<u8>]) -> io::Result<usize> {
         self.waiting(|os| os.read_uninit_once(dst))
     }

@@ -102,6 +102,16 @@ pub(crate) trait Source {
         false
     }
 
+    /// One read into `head` and then the uninitialised `tail`, with the
+    /// descriptors that came along: after `Ok((n, _))`, the first
+    /// `n.saturating_sub(head.len())` bytes of `tail` are initialised. A
+    /// source that cannot scatter into uninitialised memory reads `head`
+    /// alone (the default).
+    fn read_split(&mut self, head: &mut [u8], tail: &mut [MaybeUninit<u8>]) -> ReadResult {
+        let _ = tail;
+        self.read(&mut [IoSliceMut::new(head)])
+    }
+
     /// One plain read into uninitialised memory; returns the bytes read.
     /// Descriptors arriving with these bytes are dropped (the kernel
     /// closes them), so this is only for bytes inside a frame whose start
@@ -114,6 +124,16 @@ pub(crate) trait Source {
 impl<F: FnMut(&mut [IoSliceMut<'_>]) -> ReadResult> Source for F {
     fn read(&mut self, bufs: &mut [IoSliceMut<'_>]) -> ReadResult {
         self(bufs)
+    }
+
+    fn read_split(&mut self, head: &mut [u8], tail: &mut [MaybeUninit<u8>]) -> ReadResult {
+        let mut scratch = vec![0u8; tail.len()];
+        let (n, fds) = self(&mut [IoSliceMut::new(head), IoSliceMut::new(&mut scratch)])?;
+        let spilled = n.saturating_sub(head.len());
+        for (slot, byte) in tail.iter_mut().zip(&scratch[..spilled]) {
+            slot.write(*byte);
+        }
+        Ok((n, fds))
     }
 
     fn read_uninit(&mut self, dst: &mut [MaybeUninit<u8>]) -> io::Result<usize> {
@@ -285,8 +305,18 @@ impl RecvBuf {
         bufs: &mut [IoSliceMut<'_>],
         read: &mut impl Source,
     ) -> io::Result<usize> {
-        let (n, fds) = read.read(bufs)?;
-        let dropped = read.fds_dropped();
+        let got = read.read(bufs)?;
+        Ok(Self::record(read_total, batches, got, read.fds_dropped()))
+    }
+
+    /// Counts a read of `n` bytes that brought `fds` (and `dropped` says
+    /// whether the kernel dropped some) in the stream; returns `n`.
+    fn record(
+        read_total: &mut u64,
+        batches: &mut VecDeque<FdBatch>,
+        (n, fds): (usize, Vec<OwnedFd>),
+        dropped: bool,
+    ) -> usize {
         let from = *read_total;
         *read_total += n as u64;
         if !fds.is_empty() || dropped {
@@ -297,13 +327,29 @@ impl RecvBuf {
                 dropped,
             });
         }
-        Ok(n)
+        n
     }
 
-    /// Doubles the read-ahead buffer, up to [`READ_BUF`].
+    /// Doubles the read-ahead buffer, up to [`READ_BUF`]; never shrinks
+    /// one that [`put_back`](Self::put_back) grew past it (it may hold
+    /// that much).
     fn grow(&mut self) {
-        let len = (self.buf.len() * 2).clamp(FIRST_READ_BUF, READ_BUF);
+        let len = (self.buf.len() * 2)
+            .clamp(FIRST_READ_BUF, READ_BUF)
+            .max(self.buf.len());
         self.buf.resize(len, 0);
+    }
+
+    /// Resets the (drained) buffer; one that [`put_back`](Self::put_back)
+    /// grew past [`READ_BUF`] shrinks back to it.
+    fn empty(&mut self) {
+        debug_assert_eq!(self.start, self.end);
+        self.start = 0;
+        self.end = 0;
+        if self.buf.len() > READ_BUF {
+            self.buf.truncate(READ_BUF);
+            self.buf.shrink_to_fit();
+        }
     }
 
     /// Reads more into the buffer, making room at the end first; returns the
@@ -316,8 +362,7 @@ impl RecvBuf {
             self.buf = vec![0; FIRST_READ_BUF];
         }
         if self.start == self.end {
-            self.start = 0;
-            self.end = 0;
+            self.empty();
         } else if self.end == self.buf.len() || self.start > self.buf.len() / 2 {
             self.buf.copy_within(self.start..self.end, 0);
             self.end -= self.start;
@@ -587,12 +632,13 @@ impl RecvBuf {
         Ok((Payload::Owned(payload), fds))
     }
 
-    /// The large-message path, taken after a large frame: read the next
-    /// header alone, then its payload straight into a new vector. A large
-    /// payload then costs one small extra read instead of a copy out of the
-    /// read-ahead buffer and the zeroing of its vector.
+    /// The large-message path, taken after a large frame: one read brings
+    /// the next header into the (empty) buffer and what follows straight
+    /// into a new vector as large as the last payload. A large payload
+    /// then costs neither a copy out of the read-ahead buffer, nor the
+    /// zeroing of its vector, nor a read of its header alone.
     ///
-    /// Returns `None` (with the header in the buffer) when the ordinary
+    /// Returns `None` (with what was read in the buffer) when the ordinary
     /// path should continue.
     fn speculate(
         &mut self,
@@ -602,12 +648,31 @@ impl RecvBuf {
         if self.buf.is_empty() {
             self.buf = vec![0; READ_BUF];
         }
-        self.start = 0;
-        self.end = 0;
+        self.empty();
         let frame_start = self.read_total;
-        // The header alone, with `recvmsg`: the frame's descriptors (if
-        // any) arrive with its first byte.
+        let mut out = self.payload_vec(self.first_capacity(self.last_len))?;
+        // With `recvmsg`: the frame's descriptors (if any) arrive with its
+        // first byte.
+        let got = read.read_split(&mut self.buf[..4], out.spare_capacity_mut())?;
+        let n = Self::record(
+            &mut self.read_total,
+            &mut self.batches,
+            got,
+            read.fds_dropped(),
+        );
+        let head = n.min(4);
+        debug_assert!(n - head <= out.capacity());
+        // SAFETY: the read initialised the first `n - head` bytes of the
+        // spare capacity of `out`, which was empty.
+        unsafe { out.set_len(n - head) };
+        self.end = head;
+        if n == 0 {
+            self.eof = true;
+            return Err(RecvError::Eof);
+        }
         while self.end < 4 {
+            // The rest of a header that came in pieces (nothing followed
+            // it into `out`).
             let n = Self::read_into(
                 &mut self.read_total,
                 &mut self.batches,
@@ -616,13 +681,9 @@ impl RecvBuf {
             )?;
             if n == 0 {
                 self.eof = true;
-                return Err(if self.end == 0 {
-                    RecvError::Eof
-                } else {
-                    RecvError::Truncated {
-                        expected: 4,
-                        received: self.end as u64,
-                    }
+                return Err(RecvError::Truncated {
+                    expected: 4,
+                    received: self.end as u64,
                 });
             }
             self.end += n;
@@ -634,14 +695,19 @@ impl RecvBuf {
         else {
             // Long form or bad length: the ordinary path takes it from the
             // buffer.
+            self.put_back(&out);
+            self.recycle(out);
             return Ok(None);
         };
-        self.start = 4;
-        // The payload straight into fresh, uninitialised memory: no copy
-        // and no zeroing, the two costs a large message would otherwise
-        // pay on top of the `read` itself.
+        self.start = 0;
+        self.end = 0;
+        if out.len() > len {
+            // Smaller than the last: what follows belongs to the next frames.
+            self.put_back(&out[len..]);
+            out.truncate(len);
+        }
         let partial = Partial {
-            out: self.payload_vec(self.first_capacity(len))?,
+            out,
             len,
             header_len: 4,
             frame_start,
@@ -664,8 +730,7 @@ impl RecvBuf {
         if self.buf.is_empty() {
             self.buf = vec![0; READ_BUF];
         }
-        self.start = 0;
-        self.end = 0;
+        self.empty();
         let frame_start = self.read_total;
         let n = Self::read_vectored(
             &mut self.read_total,
@@ -848,6 +913,92 @@ mod tests {
         total
     }
 
+    /// A source that scatters a header and a payload in one read, or (as
+    /// a plain `read` of a pipe must) reads the header alone.
+    struct Either<S> {
+        inner: S,
+        head_only: bool,
+    }
+
+    impl<S: Source> Either<S> {
+        fn new(inner: S, head_only: bool) -> Self {
+            Self { inner, head_only }
+        }
+    }
+
+    impl<S: Source> Source for Either<S> {
+        fn read(&mut self, bufs: &mut [IoSliceMut<'_>]) -> ReadResult {
+            self.inner.read(bufs)
+        }
+
+        fn read_split(&mut self, head: &mut [u8], tail: &mut [MaybeUninit<u8>]) -> ReadResult {
+            if self.head_only {
+                self.inner.read(&mut [IoSliceMut::new(head)])
+            } else {
+                self.inner.read_split(head, tail)
+            }
+        }
+
+        fn read_uninit(&mut self, dst: &mut [MaybeUninit<u8>]) -> io::Result<usize> {
+            self.inner.read_uninit(dst)
+        }
+    }
+
+    #[test]
+    fn small_frames_read_with_a_large_one_leave_the_buffer_its_usual_size() {
+        let mut sizes = vec![100_000usize];
+        sizes.extend([30; 3000]);
+        let payloads = patterned(&sizes);
+        let refs: Vec<&[u8]> = payloads.iter().map(Vec::as_slice).collect();
+        let mut rx = RecvBuf::default();
+        let mut read = reader(framed(&refs), usize::MAX);
+        for p in &payloads[..2] {
+            assert!(rx.frame(usize::MAX, &mut read).unwrap().0.as_slice() == p.as_slice());
+        }
+        // The speculative read of the second frame brought all the rest.
+        assert!(rx.buf.len() > READ_BUF);
+        for p in &payloads[2..] {
+            assert!(rx.frame(usize::MAX, &mut read).unwrap().0.as_slice() == p.as_slice());
+        }
+        assert!(rx.frame(usize::MAX, &mut read).err().unwrap().is_eof());
+        assert!(rx.buf.len() <= READ_BUF, "{} bytes", rx.buf.len());
+    }
+
+    #[test]
+    fn a_speculative_read_that_brings_many_frames_keeps_them_all() {
+        // A large frame read alone, then a read that brings the next large
+        // frame and far more than the read-ahead buffer holds of small
+        // frames after it, into a large destination: the buffer grows to
+        // keep them, and reads that fill it again must not cut it back.
+        let mut sizes = vec![40_000usize, 40_000];
+        sizes.extend([30; 25_000]);
+        let payloads = patterned(&sizes);
+        let refs: Vec<&[u8]> = payloads.iter().map(Vec::as_slice).collect();
+        let stream = framed(&refs);
+        for into in [None, Some(300_000)] {
+            let mut read = Dropping {
+                data: stream.clone(),
+                pos: 0,
+                starts: vec![40_004],
+                dropping: Vec::new(),
+                dropped: false,
+            };
+            let mut rx = RecvBuf::default();
+            let mut dst = vec![0u8; into.unwrap_or(0)];
+            for (k, p) in payloads.iter().enumerate() {
+                let got = match into {
+                    None => rx.frame(usize::MAX, &mut read).unwrap().0.into_vec(),
+                    Some(_) => {
+                        let n = rx.frame_into(&mut dst, usize::MAX, &mut read).unwrap();
+                        dst[..n].to_vec()
+                    }
+                };
+                assert!(got == *p, "frame {k}, into {into:?}");
+            }
+            assert!(rx.frame(usize::MAX, &mut read).err().unwrap().is_eof());
+        }
+    }
+
     /// Like [`reader`], but every other read is refused with `WouldBlock`
     /// (a non-blocking descriptor between a writer's pieces).
     fn stalling_reader(data: Vec<u8>, chunk: usize) -> impl Source {
@@ -1015,17 +1166,30 @@ mod tests {
             33_000,
             5,
         ];
-        let payloads = patterned(&sizes);
+        let mut payloads = patterned(&sizes);
         let refs: Vec<&[u8]> = payloads.iter().map(Vec::as_slice).collect();
-        let stream = framed(&refs);
+        let mut stream = framed(&refs);
+        // A long-form header after a large frame, then a short frame.
+        let long = patterned(&[45_000, 7]);
+        stream.extend_from_slice(&[0xff; 4]);
+        stream.extend_from_slice(&(long[0].len() as u64).to_be_bytes());
+        stream.extend_from_slice(&long[0]);
+        stream.extend_from_slice(&framed(&[&long[1]]));
+        payloads.extend(long);
         for chunk in [3, 4, 5, 1000, 40_004, 65_536, usize::MAX] {
-            let mut rx = RecvBuf::default();
-            let mut read = reader(stream.clone(), chunk);
-            for (k, p) in payloads.iter().enumerate() {
-                let (got, _) = rx.frame(usize::MAX, &mut read).unwrap();
-                assert!(got.as_slice() == p.as_slice(), "frame {k}, chunk {chunk}");
+            for head_only in [false, true] {
+                let mut rx = RecvBuf::default();
+                let scatter = reader(stream.clone(), chunk);
+                let mut read = Either::new(scatter, head_only);
+                for (k, p) in payloads.iter().enumerate() {
+                    let (got, _) = rx.frame(usize::MAX, &mut read).unwrap();
+                    assert!(
+                        got.as_slice() == p.as_slice(),
+                        "frame {k}, chunk {chunk}, head only: {head_only}"
+                    );
+                }
+                assert!(rx.frame(usize::MAX, &mut read).err().unwrap().is_eof());
             }
-            assert!(rx.frame(usize::MAX, &mut read).err().unwrap().is_eof());
         }
         // A truncated large frame after a large one.
         let mut cut = framed(&[&payloads[0], &payloads[1]]);

@@ -59,6 +59,31 @@ fn child_echo(_: &[String]) {
     }
 }
 
+/// Frames of [`bursts_of_small_frames_after_large_ones_arrive_whole`]:
+/// two large ones, then many empty ones (headers alone, so a read that
+/// ends between frames ends between headers too).
+fn burst_frames() -> Vec<Vec<u8>> {
+    let mut frames = vec![pattern(300_000, 0), pattern(40_000, 1)];
+    frames.resize(120_000, Vec::new());
+    frames
+}
+
+/// Sends the first of [`burst_frames`], waits for "go", then writes all
+/// the others with one `write`, as fast as the socket takes them.
+fn child_burst_after_large(_: &[String]) {
+    let mut conn = child_conn();
+    let frames = burst_frames();
+    conn.send_bytes(&frames[0]).unwrap();
+    assert_eq!(conn.recv_bytes().unwrap(), b"go");
+    let mut stream = Vec::new();
+    for frame in &frames[1..] {
+        stream.extend_from_slice(&(frame.len() as u32).to_be_bytes());
+        stream.extend_from_slice(frame);
+    }
+    let mut raw = std::fs::File::from(conn.into_fd());
+    std::io::Write::write_all(&mut raw, &stream).unwrap();
+}
+
 /// Sends `args[0]` numbered messages, then exits (closing its end).
 fn child_send_then_exit(args: &[String]) {
     let conn = child_conn();
@@ -822,6 +847,43 @@ fn a_connection_and_a_segment_pass_to_a_child() {
     assert!(here.recv_bytes().unwrap_err().is_eof());
 }
 
+fn bursts_of_small_frames_after_large_ones_arrive_whole() {
+    // After a large frame, the next receive reads its header and what
+    // follows in one go, into the caller's buffer (`recv_bytes_into`) or a
+    // new vector (`recv_bytes`): a read that brings a large frame and a
+    // burst of small ones behind it leaves far more than the read-ahead
+    // buffer holds, which it keeps, and refills.
+    let frames = burst_frames();
+    for into in [true, false] {
+        let (mut ours, theirs) = Pipe::new().unwrap();
+        let mut child = spawn(role!(child_burst_after_large), &[], &[theirs.as_fd()]).unwrap();
+        drop(theirs);
+        let mut buf = vec![0u8; 400_000];
+        let mut receive = |conn: &mut Connection| {
+            if into {
+                let n = conn.recv_bytes_into(&mut buf).unwrap();
+                buf[..n].to_vec()
+            } else {
+                conn.recv_bytes().unwrap()
+            }
+        };
+        assert!(receive(&mut ours) == frames[0]);
+        ours.send_bytes(b"go").unwrap();
+        // Let the child fill the socket.
+        std::thread::sleep(Duration::from_millis(200));
+        for (k, frame) in frames.iter().enumerate().skip(1) {
+            assert!(receive(&mut ours) == *frame, "frame {k}, into: {into}");
+            if k == 1 {
+                // Let the child fill the socket again: the next read then
+                // fills all the room the buffer has.
+                std::thread::sleep(Duration::from_millis(200));
+            }
+        }
+        assert!(ours.recv_bytes().unwrap_err().is_eof());
+        assert!(wait_timeout(&mut child, CHILD_LIMIT).success());
+    }
+}
+
 fn received_descriptors_go_to_their_own_message() {
     // Several handle messages and plain frames back to back: each handle
     // must land on its own message, and unclaimed descriptors must close.
@@ -1344,6 +1406,7 @@ fn main() {
         role!(child_silent_client),
         role!(child_write_in_pieces),
         role!(child_slow_handles),
+        role!(child_burst_after_large),
     ];
     run(
         roles,
@@ -1361,6 +1424,7 @@ fn main() {
             wait_returns_the_ready_ones_among_many,
             wait_counts_messages_already_read_ahead,
             a_connection_and_a_segment_pass_to_a_child,
+            bursts_of_small_frames_after_large_ones_arrive_whole,
             received_descriptors_go_to_their_own_message,
             descriptors_ride_with_large_messages,
             stray_descriptors_are_closed_not_misdelivered,
