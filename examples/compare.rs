@@ -19,8 +19,8 @@
 mod common;
 
 use common::{
-    Case, Flow, Peer, Placement, RoundTrip, TypedRow, first_batch, measure, memcpy_run, peers,
-    remove_stale_iceoryx2_nodes, typed_rows,
+    Case, Flow, FramedSocketpair, Peer, Placement, RoundTrip, TypedRow, first_batch, measure,
+    memcpy_run, peers, remove_stale_iceoryx2_nodes, typed_rows,
 };
 use plotters::prelude::*;
 use std::collections::{BTreeMap, BTreeSet};
@@ -151,7 +151,10 @@ fn main() {
         started.elapsed().as_secs_f64()
     );
     md.push_str(&table);
-    md.push_str("\nBy placement (the partners pinned to one CPU, to two, or left to the kernel; the same run):\n\n");
+    md.push_str(
+        "\nBy placement (the partners pinned to one CPU, to two, or left to the kernel; the same run, \
+         each cell measured twice, interleaved, the best of the two):\n\n",
+    );
     md.push_str(&placed_table);
     md.push_str(
         "\nTyped messages against the bytes path (1→1, the sender and the receiver pinned to \
@@ -263,18 +266,20 @@ fn run_rust(
 
 /// Peers measured in every placement, in column order: (key, heading).
 /// The zero-copy pair only where it has cells (64 KiB and 1 MiB).
-const PLACED_PEERS: [(&str, &str); 5] = [
+const PLACED_PEERS: [(&str, &str); 6] = [
     ("queue", "multiproc Queue"),
     ("pipe", "multiproc Pipe"),
     ("socketpair", "socketpair"),
+    ("framed_socketpair", "framed socketpair"),
     ("queue_zero_copy", "Queue zero-copy"),
     ("iceoryx2_zero_copy", "iceoryx2 zero-copy"),
 ];
 
 /// Ratio columns of the placement table: (ours, theirs, heading).
-const PLACED_RATIOS: [(&str, &str, &str); 3] = [
+const PLACED_RATIOS: [(&str, &str, &str); 4] = [
     ("queue", "socketpair", "Queue ÷ socketpair"),
     ("pipe", "socketpair", "Pipe ÷ socketpair"),
+    ("pipe", "framed_socketpair", "Pipe ÷ framed socketpair"),
     (
         "queue_zero_copy",
         "iceoryx2_zero_copy",
@@ -290,7 +295,9 @@ type Placed = BTreeMap<(Case, usize, &'static str), f64>;
 /// the zero-copy Queue and iceoryx2), in every placement the machine
 /// allows (`--smoke`: the round trip of the Queue and the socketpair).
 fn run_placed(settings: &Settings) -> Placed {
-    let all = peers();
+    let mut all = peers();
+    // Only here: the floor of a framed stream, beside the Pipe.
+    all.push(Box::new(FramedSocketpair));
     let cases: Vec<Case> = if settings.smoke {
         vec![Case::RoundTrip]
     } else {
@@ -306,41 +313,52 @@ fn run_placed(settings: &Settings) -> Placed {
             if !placement.possible() {
                 continue;
             }
-            for (key, _) in PLACED_PEERS {
-                let peer = all.iter().find(|p| p.key() == key).expect("a peer");
-                if peer.skip(case).is_some()
-                    || (settings.smoke && key != "queue" && key != "socketpair")
-                {
-                    continue;
+            // Each cell twice, interleaved (every peer, then every peer
+            // again), the best of the two: a slow spell of the machine that
+            // catches one measurement does not decide a ratio.
+            for _ in 0..if settings.smoke { 1 } else { PLACED_TRIES } {
+                for (key, _) in PLACED_PEERS {
+                    let peer = all.iter().find(|p| p.key() == key).expect("a peer");
+                    if peer.skip(case).is_some()
+                        || (settings.smoke && key != "queue" && key != "socketpair")
+                    {
+                        continue;
+                    }
+                    let rate = match case {
+                        Case::Flow { size, procs } => {
+                            let mut flow =
+                                Flow::start_placed(peer.as_ref(), size, procs, placement);
+                            measure(
+                                |n| flow.run_counted(n),
+                                first_batch(size),
+                                settings.batch,
+                                settings.rounds,
+                            )
+                        }
+                        Case::RoundTrip => {
+                            let mut rtt = RoundTrip::start_placed(peer.as_ref(), placement);
+                            measure(|n| (rtt.run(n), n), 64, settings.batch, settings.rounds)
+                        }
+                    };
+                    eprintln!(
+                        "[placed] {:<16} {:<20} {:<16} {:>12}",
+                        case.label(),
+                        placement.label(),
+                        key,
+                        cell(case, Some(rate))
+                    );
+                    let best = placed.entry((case, pi, key)).or_insert(rate);
+                    *best = best.max(rate);
                 }
-                let rate = match case {
-                    Case::Flow { size, procs } => {
-                        let mut flow = Flow::start_placed(peer.as_ref(), size, procs, placement);
-                        measure(
-                            |n| flow.run_counted(n),
-                            first_batch(size),
-                            settings.batch,
-                            settings.rounds,
-                        )
-                    }
-                    Case::RoundTrip => {
-                        let mut rtt = RoundTrip::start_placed(peer.as_ref(), placement);
-                        measure(|n| (rtt.run(n), n), 64, settings.batch, settings.rounds)
-                    }
-                };
-                eprintln!(
-                    "[placed] {:<16} {:<20} {:<16} {:>12}",
-                    case.label(),
-                    placement.label(),
-                    key,
-                    cell(case, Some(rate))
-                );
-                placed.insert((case, pi, key), rate);
             }
         }
     }
     placed
 }
+
+/// How many times each cell of the placement table is measured (the best
+/// counts).
+const PLACED_TRIES: usize = 2;
 
 /// The placed cells as Markdown: one row per case and placement, with
 /// the Queue's and the Pipe's ratio to the socketpair floor and the

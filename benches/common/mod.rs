@@ -34,9 +34,9 @@ pub use harness::{
 };
 #[allow(unused_imports)]
 pub use peers::{
-    IpcChannel, Link, Peer, PipeConn, QueueBytes, QueueTyped, QueueZeroCopy, RawPipe,
-    RawSocketpair, ShmRawSync, SpscRing, TypedRow, memcpy_run, remove_stale_iceoryx2_nodes,
-    ring_bytes, typed_rows,
+    FramedSocketpair, IpcChannel, Link, Peer, PipeConn, QueueBytes, QueueTyped, QueueZeroCopy,
+    RawPipe, RawSocketpair, ShmRawSync, SpscRing, TypedRow, memcpy_run,
+    remove_stale_iceoryx2_nodes, ring_bytes, typed_rows,
 };
 #[allow(unused_imports)]
 pub use runner::{Case, RTT_SIZE, SIZES, peers, size_label, size_name};

@@ -11,7 +11,7 @@ mod multiproc;
 mod shm_raw_sync;
 mod typed;
 
-pub use floors::{FutexSlot, RawPipe, RawSocketpair, SpscRing, memcpy_run};
+pub use floors::{FramedSocketpair, FutexSlot, RawPipe, RawSocketpair, SpscRing, memcpy_run};
 pub use iceoryx::{Iceoryx2, Iceoryx2Blocking, Iceoryx2ZeroCopy, remove_stale_iceoryx2_nodes};
 pub use ipc_channel::IpcChannel;
 pub use multiproc::{PipeConn, QueueBytes, QueueTyped, QueueZeroCopy};
