@@ -10,6 +10,7 @@
 //! | `round_trip/queue` | ping-pong over two queues with the blocking API |
 //! | `round_trip/burst16_{paced,unpaced}` | 16 messages one way, one reply back, with and without [pacing](multiproc_queue::QueueBuilder::pacing) |
 //! | `round_trip/spin_then_futex` | ping-pong on two shared words, spinning then sleeping (the floor) |
+//! | `one_thread/burst16_{paced,unpaced}` | one thread puts 16 `u64`s and gets them back, with and without pacing (which a thread that also produces skips) |
 //!
 //! Payload sizes: 8 B, 64 B, 1 KiB, 64 KiB, 1 MiB. `bytes` uses
 //! `put_bytes`/`get_bytes` (one copy in, one copy out into a fresh `Vec`);
@@ -425,12 +426,33 @@ fn round_trips(c: &mut Criterion) {
     group.finish();
 }
 
+/// A thread that is its queue's producer and consumer: pacing must cost
+/// it nothing (it would wait for itself).
+fn one_thread(c: &mut Criterion) {
+    let mut group = c.benchmark_group("one_thread");
+    group.throughput(Throughput::Elements(16));
+    for (name, pacing) in [("burst16_paced", true), ("burst16_unpaced", false)] {
+        let q: Queue<u64> = Queue::builder().pacing(pacing).build().unwrap();
+        group.bench_function(name, |b| {
+            b.iter(|| {
+                for i in 0..16u64 {
+                    q.put(i).unwrap();
+                }
+                for _ in 0..16 {
+                    black_box(q.get().unwrap());
+                }
+            });
+        });
+    }
+    group.finish();
+}
+
 criterion_group! {
     name = benches;
     config = Criterion::default()
         .warm_up_time(Duration::from_millis(500))
         .measurement_time(Duration::from_secs(2))
         .sample_size(10);
-    targets = ceilings, throughput, round_trips
+    targets = ceilings, throughput, round_trips, one_thread
 }
 criterion_main!(benches);

@@ -240,7 +240,9 @@
 //! 2.1 µs a round instead of 2.0: `round_trip/burst16_paced` against
 //! `round_trip/burst16_unpaced` in `cargo bench -p multiproc-queue --bench
 //! queue`); a ping-pong, which never finds more than
-//! one message waiting, never waits. [`QueueBuilder::pacing`] turns it off.
+//! one message waiting, never waits, and neither does a thread that also
+//! produces (the producer side is biased to it as well: it would wait for
+//! itself). [`QueueBuilder::pacing`] turns it off.
 //!
 //! # Using this crate alone
 //!

@@ -442,24 +442,51 @@ fn typed_values_around_the_direct_encoding_limit() {
     assert_eq!(small.get().unwrap(), pattern(1000, 0));
 }
 
+/// Runs `f` with a `put` that puts from a thread of its own (and waits
+/// until it has), so that the producer lock is biased to that thread and
+/// not to the caller's.
+fn with_producer_thread(q: &Queue<()>, f: impl FnOnce(&dyn Fn(&[u8]))) {
+    std::thread::scope(|s| {
+        let (to_put, puts) = std::sync::mpsc::channel::<Vec<u8>>();
+        let (ack, acks) = std::sync::mpsc::channel::<()>();
+        s.spawn(move || {
+            for msg in puts {
+                q.put_bytes(&msg).unwrap();
+                ack.send(()).unwrap();
+            }
+        });
+        let put = |msg: &[u8]| {
+            to_put.send(msg.to_vec()).unwrap();
+            acks.recv().unwrap();
+        };
+        f(&put);
+        drop(to_put);
+    });
+}
+
 #[test]
 fn only_a_lone_consumer_outpaced_by_its_producer_paces_when_it_catches_up() {
     crate::prepare_process();
     let q = small();
+    with_producer_thread(&q, |put| lone_consumer_paces(&q, put));
+}
+
+fn lone_consumer_paces(q: &Queue<()>, put: &dyn Fn(&[u8])) {
     // One message at a time, as in a ping-pong: every look finds one message
     // or none; at the end of each of the ring's laps, a pad and the record
-    // after it (48-byte records do not tile 8 KiB). Long enough for both
-    // locks to be biased to this thread.
+    // after it (48-byte records do not tile 8 KiB). Long enough for the
+    // consumer lock to be biased to this thread, the producer lock to the
+    // producer's.
     for i in 0..1000u32 {
         let msg = [i.to_le_bytes(); 5].concat();
-        q.put_bytes(&msg).unwrap();
+        put(&msg);
         assert_eq!(q.get_bytes().unwrap(), msg);
         assert!(!q.paces_next_get(), "message {i}");
     }
     if !crate::fence::asymmetric() {
         // No membarrier: no bias, so no consumer is known to be alone.
-        q.put_bytes(&[1]).unwrap();
-        q.put_bytes(&[2]).unwrap();
+        put(&[1]);
+        put(&[2]);
         assert_eq!(q.get_bytes().unwrap(), [1]);
         assert_eq!(q.get_bytes().unwrap(), [2]);
         assert!(!q.paces_next_get());
@@ -468,8 +495,8 @@ fn only_a_lone_consumer_outpaced_by_its_producer_paces_when_it_catches_up() {
     }
     // A look that finds two messages: outpaced, but pacing waits until the
     // consumer has caught up with the tail it saw.
-    q.put_bytes(&[1]).unwrap();
-    q.put_bytes(&[2]).unwrap();
+    put(&[1]);
+    put(&[2]);
     assert_eq!(q.get_bytes().unwrap(), [1]);
     assert!(!q.paces_next_get());
     assert_eq!(q.get_bytes().unwrap(), [2]);
@@ -480,24 +507,24 @@ fn only_a_lone_consumer_outpaced_by_its_producer_paces_when_it_catches_up() {
     });
     // A non-blocking get looks at once, and its look (one message) turns
     // pacing off.
-    q.put_bytes(&[3]).unwrap();
+    put(&[3]);
     assert_eq!(q.try_get_bytes().unwrap(), [3]);
     assert!(!q.paces_next_get());
     // A paced get still returns what was put before and meanwhile.
     for i in 4..7u8 {
-        q.put_bytes(&[i]).unwrap();
+        put(&[i]);
     }
     for i in 4..7u8 {
         assert_eq!(q.get_bytes().unwrap(), [i]);
     }
     assert!(q.paces_next_get());
-    q.put_bytes(&[7]).unwrap();
+    put(&[7]);
     assert_eq!(q.get_bytes().unwrap(), [7]);
     // The paced get's look found one message: back to looking at once.
     assert!(!q.paces_next_get());
     // An empty look turns it off too.
-    q.put_bytes(&[8]).unwrap();
-    q.put_bytes(&[9]).unwrap();
+    put(&[8]);
+    put(&[9]);
     assert_eq!(q.get_bytes().unwrap(), [8]);
     assert_eq!(q.get_bytes().unwrap(), [9]);
     assert!(q.paces_next_get());
@@ -523,6 +550,28 @@ fn only_a_lone_consumer_outpaced_by_its_producer_paces_when_it_catches_up() {
         assert_eq!(h.get_bytes().unwrap(), [1]);
         assert_eq!(h.get_bytes().unwrap(), [2]);
         assert!(!h.paces_next_get());
+    }
+}
+
+#[test]
+fn a_thread_that_puts_and_gets_does_not_pace() {
+    crate::prepare_process();
+    let q = small();
+    // Both locks biased to this thread.
+    for i in 0..1000u32 {
+        q.put_bytes(&i.to_le_bytes()).unwrap();
+        assert_eq!(q.get_bytes().unwrap(), i.to_le_bytes());
+    }
+    // Bursts: each first look finds several messages. Pacing would wait
+    // for a producer to run ahead, and the producer is this thread.
+    for burst in 0..10u8 {
+        for i in 0..4 {
+            q.put_bytes(&[burst, i]).unwrap();
+        }
+        for i in 0..4 {
+            assert_eq!(q.get_bytes().unwrap(), [burst, i]);
+        }
+        assert!(!q.paces_next_get(), "burst {burst}");
     }
 }
 

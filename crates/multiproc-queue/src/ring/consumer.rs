@@ -55,7 +55,8 @@ const C_GUARD: u32 = 3;
 ///
 /// A look that finds one message or none turns this off, so a ping-pong
 /// never waits. Only a consumer alone on its side waits: the thread the consumer
-/// lock is biased to (`bias.rs`), and only until head moves. Where
+/// lock is biased to (`bias.rs`), unless the producer lock is biased to it
+/// too (it would wait for itself), and only until head moves. Where
 /// consumers take turns, the others drain while one would wait, and it
 /// measured slower. What it costs is latency at the end of a burst: a
 /// message published during the wait is read up to `PACE` later.
@@ -113,16 +114,20 @@ impl Ring {
 
     /// Whether this thread is the consumer lock's biased holder, has caught
     /// up with the tail it last saw, and that look found it outpaced (see
-    /// [`PACE`]). Reads only the consumer side's own lines, without the
-    /// lock: a hint.
+    /// [`PACE`]), and is not the producer lock's biased holder as well (a
+    /// thread that puts and gets would wait for itself). Reads only the
+    /// consumer side's own lines and this process's, without the lock: a
+    /// hint.
     #[inline]
     pub(crate) fn caught_up_outpaced(&self) -> bool {
         let ctl = self.ctl();
+        let me = thread_id();
         self.pacing
             && self.outpaced.load(Ordering::Relaxed)
             && unpack(ctl.head.word.load(Ordering::Relaxed)).1
                 == unpack(ctl.cons.cached_tail.load(Ordering::Relaxed)).1
-            && (self.cons_mine.load(Ordering::Relaxed) >> 32) as u32 == thread_id()
+            && (self.cons_mine.load(Ordering::Relaxed) >> 32) as u32 == me
+            && (self.prod_mine.load(Ordering::Relaxed) >> 32) as u32 != me
     }
 
     /// Records what a look at tail found; stores only a change, since
