@@ -31,6 +31,9 @@
 //! lives on the stack, sized for [`MAX_FDS`] (about 1 KiB), and a message
 //! without descriptors leaves [`Received::fds`] an empty, unallocated
 //! vector. That is what a transport reading many small messages needs.
+//! [`recv_split`] scatters a header into a buffer and what follows into
+//! uninitialised memory (a vector's spare capacity): a large message is
+//! read with its header in one call, without zeroing its buffer first.
 //!
 //! # References
 //!  - [unix(7)](https://man7.org/linux/man-pages/man7/unix.7.html), `SCM_RIGHTS`
