@@ -562,6 +562,11 @@ fn a_thread_that_puts_and_gets_does_not_pace() {
         q.put_bytes(&i.to_le_bytes()).unwrap();
         assert_eq!(q.get_bytes().unwrap(), i.to_le_bytes());
     }
+    if !crate::fence::asymmetric() {
+        // No membarrier: no bias, so nothing here could pace anyway.
+        eprintln!("    no membarrier here: no bias, so no pacing to check");
+        return;
+    }
     // Bursts: each first look finds several messages. Pacing would wait
     // for a producer to run ahead, and the producer is this thread.
     for burst in 0..10u8 {
