@@ -99,23 +99,26 @@ pub(crate) fn notify(word: Word<'_>) {
     // either the sleeper's re-check sees our store, or we see its bit here.
     let v = word.futex.load(Ordering::Relaxed);
     if v & 1 != 0 {
-        notify_slow(word, v);
+        notify_slow(word.futex, word.bells, word.bell, v);
     }
 }
 
+/// Takes the word's parts one by one: a `Word` passed by value goes
+/// through memory, and copying it out of a lock just built on the stack
+/// (its `u32` stored narrow, read back in a wide load) would stall every
+/// `notify`, taken or not, on a failed store-to-load forward.
 #[cold]
-fn notify_slow(word: Word<'_>, v: u32) {
+fn notify_slow(futex: &AtomicU32, bells: &BellBoard, bell: u32, v: u32) {
     // v + 1 clears bit 0 and bumps the sequence. A failed CAS means another
     // waker already bumped it (and woke everybody, doorbells included).
-    if word
-        .futex
+    if futex
         .compare_exchange(v, v.wrapping_add(1), Ordering::SeqCst, Ordering::Relaxed)
         .is_ok()
     {
-        futex::wake_all(word.futex);
+        futex::wake_all(futex);
         // SYNC: after the CAS, which read the waiter's `prepare_sleep` RMW
         // (or a later one): its arming, before that RMW, is visible here.
-        word.bells.ring(word.bell);
+        bells.ring(bell);
     }
 }
 
