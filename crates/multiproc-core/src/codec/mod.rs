@@ -514,10 +514,18 @@ impl Codec {
                 used,
                 len: bytes.len(),
             }),
-            (_, Some(HandleError::NoTransport)) => Err(CodecError::DescriptorsUnsupported),
-            (_, Some(err)) => Err(CodecError::Handle(err)),
+            (_, Some(err)) => Err(handle_error(err)),
             (Err(err), None) => Err(CodecError::Decode(err)),
         }
+    }
+}
+
+/// The codec's error for a handle that failed to encode or decode.
+#[cold]
+fn handle_error(err: HandleError) -> CodecError {
+    match err {
+        HandleError::NoTransport => CodecError::DescriptorsUnsupported,
+        err => CodecError::Handle(err),
     }
 }
 
@@ -527,14 +535,13 @@ impl Codec {
 #[inline]
 fn finish_encode(
     result: Result<(), SerError>,
-    failure: Option<HandleError>,
+    failure: handle::Failure,
     written: usize,
     max: usize,
 ) -> Result<usize, CodecError> {
     match (result, failure) {
         (Ok(()), _) => Ok(written),
-        (Err(_), Some(HandleError::NoTransport)) => Err(CodecError::DescriptorsUnsupported),
-        (Err(_), Some(err)) => Err(CodecError::Handle(err)),
+        (Err(_), Some(err)) => Err(handle_error(err)),
         (Err(SerError::Full), None) => Err(CodecError::TooLarge { max }),
         (Err(SerError::Wire(err)), None) => Err(CodecError::Encode(err)),
     }

@@ -344,7 +344,7 @@ impl Producer<'_> {
     /// head unless that leaves less than the last value put this way took
     /// (and at least [`MIN_ENCODING_ROOM`]), or than `exact` record bytes
     /// when the value's size is known.
-    #[inline]
+    #[inline(always)]
     fn room_for_encoding(&self, exact: Option<u32>) -> Result<(u32, u32), Stop> {
         let (a, b) = self.rooms(false)?;
         let need = match exact {
@@ -394,6 +394,7 @@ impl Producer<'_> {
     /// Waits until `ready` holds (re-checked after every change of head),
     /// the queue closes, or the deadline passes. While it may spin, a
     /// blocking wait is patient (see [`RESUME_ROOM`](super::RESUME_ROOM)).
+    #[inline(always)]
     fn wait_space(
         &self,
         block: Block,
@@ -493,6 +494,7 @@ impl Producer<'_> {
 
     /// Writes and publishes one record at `start` (padding the end first
     /// when `start` is 0 and tail is not). Space was checked by the caller.
+    #[inline(always)]
     fn emit(
         &self,
         kind: u32,
