@@ -81,7 +81,7 @@ impl<'de> Decoder<'de> {
 
     #[inline]
     fn str(&mut self) -> Result<&'de str, DecodeError> {
-        std::str::from_utf8(self.bytes()?).map_err(|_| DecodeError::InvalidUtf8)
+        super::utf8::to_str(self.bytes()?).map_err(|_| DecodeError::InvalidUtf8)
     }
 
     /// Runs `f` one nesting level down.
@@ -202,9 +202,11 @@ impl<'de> de::Deserializer<'de> for &mut Decoder<'de> {
     }
     /// An owned string is copied here, with [`copy`](crate::copy), and
     /// handed over: the visitor's own copy could take the CPU's slow path.
+    /// It is checked as it is copied (see [`utf8`](super::utf8)).
     #[inline]
     fn deserialize_string<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, DecodeError> {
-        let owned = String::from_utf8(self.owned_bytes()?).map_err(|_| DecodeError::InvalidUtf8)?;
+        let owned =
+            super::utf8::copy_to_string(self.bytes()?).map_err(|_| DecodeError::InvalidUtf8)?;
         visitor.visit_string(owned)
     }
     #[inline]

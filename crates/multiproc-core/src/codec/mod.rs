@@ -46,6 +46,7 @@ mod error;
 mod plain;
 mod ser;
 mod sink;
+mod utf8;
 mod varint;
 
 pub use de::{MAX_DEPTH, MAX_EMPTY_ELEMENTS};
