@@ -9,8 +9,11 @@
 //! `target/compare/results.md` and as an SVG bar chart to
 //! `target/compare/results.svg`.
 //!
-//! Run: `cargo run --release --example compare` (under two minutes on two
-//! CPUs). `--smoke` runs two tiny cases with three peers, writes to
+//! Each cell is measured twice, interleaved (every cell of a table, then
+//! every cell again), and the better of the two counts.
+//!
+//! Run: `cargo run --release --example compare` (about two and a half
+//! minutes on two CPUs). `--smoke` runs two tiny cases with three peers, writes to
 //! `target/compare/smoke/`, and skips Python. `--typed` runs only the table
 //! of typed messages against the bytes path and prints it.
 #![allow(unsafe_code)]
@@ -219,8 +222,13 @@ fn run_rust(
             cells.push((case, None));
         }
     }
-    let total = cells.len();
-    for (i, (case, peer)) in cells.into_iter().enumerate() {
+    // Every cell, then every cell again, the better of the two counting
+    // (as in the other tables): a stall of the machine that catches one
+    // measurement does not decide a ratio.
+    let tries = if settings.smoke { 1 } else { MAIN_TRIES };
+    let total = cells.len() * tries;
+    let passes = (0..tries).flat_map(|_| cells.iter().copied());
+    for (i, (case, peer)) in passes.enumerate() {
         let (canary_us, load) = regime.look(socketpair.as_ref());
         let t = Instant::now();
         let (key, label, rate) = match (case, peer) {
@@ -260,9 +268,14 @@ fn run_rust(
             cell(case, Some(rate)),
             t.elapsed().as_secs_f64()
         );
-        results.insert((case, key.to_string()), rate);
+        let best = results.entry((case, key.to_string())).or_insert(0.0);
+        *best = best.max(rate);
     }
 }
+
+/// How many times each cell of the main table is measured (the best
+/// counts).
+const MAIN_TRIES: usize = 2;
 
 /// Peers measured in every placement, in column order: (key, heading).
 /// The zero-copy pair only where it has cells (64 KiB and 1 MiB).
@@ -638,7 +651,8 @@ fn markdown_table(cases: &[Case], results: &Results) -> String {
         out,
         "Messages/s (M/s, K/s) for payloads up to 1 KiB, GB/s for 64 KiB and 1 MiB, \
          µs per round trip. Ratios are rates, ours ÷ theirs (> 1: multiproc is faster), \
-         from this run. — = not measured (see below).\n"
+         from this run; each Rust cell measured twice, interleaved, the best of the two. \
+         — = not measured (see below).\n"
     );
     let _ = writeln!(out, "| {} |", heads.join(" | "));
     let _ = writeln!(out, "|{}", "---|".repeat(heads.len()));
