@@ -668,3 +668,77 @@ fn a_notifier_killed_before_its_wake_strands_no_consumer() {
         "the consumer slept on with an item in the queue"
     );
 }
+
+/// The offset half of the tail word: where the next record goes.
+fn tail_offset(segment: &Segment) -> usize {
+    let mut word = [0u8; 8];
+    segment.read_at(TAIL, &mut word).unwrap();
+    (u64::from_ne_bytes(word) & u64::from(u32::MAX)) as usize
+}
+
+/// The record bytes of a `len`-byte message (16-byte header, payload
+/// padded to 16).
+fn record_len(len: usize) -> usize {
+    16 + len.next_multiple_of(16)
+}
+
+#[test]
+fn a_large_record_goes_back_to_the_start_while_its_reader_keeps_up() {
+    // A reader one message behind: the records take turns in the first
+    // three slots of the ring (the start is free again once the record
+    // after it is read) instead of walking all of it.
+    let q: Queue<()> = Queue::builder().ring_bytes(4 << 20).build().unwrap();
+    let len = 300_000;
+    for i in 0..20 {
+        q.put_with(len, |buf| buf.copy_from_slice(&pattern(len, i)))
+            .map_err(|_| "put_with")
+            .unwrap();
+        let tail = tail_offset(q.segment());
+        assert!(tail <= 3 * record_len(len), "put {i}: tail at {tail}");
+        if i > 0 {
+            let m = q.get_in_place().unwrap();
+            assert!(*m == pattern(len, i - 1), "message {}", i - 1);
+        }
+    }
+    assert_eq!(q.get_bytes().unwrap(), pattern(len, 19));
+    assert!(q.is_empty());
+}
+
+#[test]
+fn a_large_record_follows_a_backlog_and_small_ones_never_wrap_early() {
+    let q: Queue<()> = Queue::builder().ring_bytes(4 << 20).build().unwrap();
+    let len = 300_000;
+    for i in 0..3 {
+        q.put_bytes(&pattern(len, i)).unwrap();
+    }
+    assert_eq!(q.get_bytes().unwrap(), pattern(len, 0));
+    // Two records still unread: the next goes after them, not to the
+    // start that the first freed.
+    q.put_bytes(&pattern(len, 3)).unwrap();
+    assert_eq!(tail_offset(q.segment()), 4 * record_len(len));
+    for i in 1..4 {
+        assert_eq!(q.get_bytes().unwrap(), pattern(len, i));
+    }
+    // Below the threshold a record goes after the last one, read or not.
+    let small = 100_000;
+    let start = tail_offset(q.segment());
+    q.put_bytes(&pattern(small, 9)).unwrap();
+    assert_eq!(tail_offset(q.segment()), start + record_len(small));
+    assert_eq!(q.get_bytes().unwrap(), pattern(small, 9));
+}
+
+#[test]
+fn a_large_typed_value_of_known_size_goes_back_to_the_start_too() {
+    let q: Queue<Vec<u8>> = Queue::builder().ring_bytes(4 << 20).build().unwrap();
+    let value = pattern(300_000, 1);
+    let len = multiproc_core::codec::encode(&value).unwrap().len();
+    for i in 0..20 {
+        q.put_ref(&value).unwrap();
+        let tail = tail_offset(q.segment());
+        assert!(tail <= 3 * record_len(len), "put {i}: tail at {tail}");
+        if i > 0 {
+            assert_eq!(q.get().unwrap(), value);
+        }
+    }
+    assert_eq!(q.get().unwrap(), value);
+}

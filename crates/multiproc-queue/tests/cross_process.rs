@@ -4,8 +4,9 @@
 //! Sizes are chosen so the whole file runs in well under a minute in a debug
 //! build on two CPUs. Environment variables for the chaos tests:
 //!
-//! - `MULTIPROC_FULL=1` makes each of the first two chaos runs 1 000 kills
-//!   (about 15 s each) instead of 200, and the forced-bias chaos runs 1 500
+//! - `MULTIPROC_FULL=1` makes each of the first three chaos runs (the
+//!   plain one, the one with biases changing hands, the one with large
+//!   records) 1 000 kills (about 15 s each) instead of 200, and the forced-bias chaos runs 1 500
 //!   actions instead of 200.
 //! - `MULTIPROC_CHAOS_RUNS=N`: how many forced-bias chaos runs (default 1).
 //! - `MULTIPROC_CHAOS_ACTIONS=M`: actions per forced-bias chaos run
@@ -443,7 +444,19 @@ impl Book {
     }
 }
 
-fn chaos_body_len(rng: &mut Rng) -> usize {
+/// Set in the chaos children's environment for [`chaos_body_len`]'s large
+/// mix.
+const CHAOS_LARGE: &str = "CHAOS_LARGE_RECORDS";
+
+fn chaos_body_len(rng: &mut Rng, large: bool) -> usize {
+    if large {
+        // Single records large enough to go back to the start of the ring
+        // while the readers keep up, between small ones.
+        return match rng.below(10) {
+            0..=5 => 260_000 + rng.below(400_000) as usize,
+            _ => rng.below(200) as usize,
+        };
+    }
     match rng.below(100) {
         0..=89 => rng.below(200) as usize,
         90..=98 => 1000 + rng.below(20_000) as usize,
@@ -463,8 +476,9 @@ fn role_chaos_producer(_: &[String]) {
         "too many incarnations"
     );
     let mut rng = Rng::new(seed());
+    let large = std::env::var_os(CHAOS_LARGE).is_some();
     for seq in 0..CHAOS_MAX_SEQ {
-        let m = make_message(id, seq, chaos_body_len(&mut rng));
+        let m = make_message(id, seq, chaos_body_len(&mut rng, large));
         let result = if rng.below(4) == 0 {
             q.put_with(m.len(), |buf| buf.copy_from_slice(&m))
                 .map_err(|e| e.is_closed())
@@ -684,7 +698,7 @@ fn role_forced_producer(args: &[String]) {
         let id = book.word(C_NEXT_ID).fetch_add(1, Ordering::SeqCst) as u32;
         assert!(id < MARKER_ID, "too many incarnations");
         for seq in 0..CHAOS_MAX_SEQ {
-            let m = make_message(id, seq, chaos_body_len(&mut rng));
+            let m = make_message(id, seq, chaos_body_len(&mut rng, false));
             loop {
                 match forced_put(q, &m, &mut rng) {
                     Attempt::Done => break,
@@ -1132,26 +1146,38 @@ fn dropping_the_last_handle_frees_the_memory() {
 }
 
 fn chaos_kills_never_tear_duplicate_or_hang() {
-    chaos(None);
+    chaos(None, false);
 }
 
 fn chaos_with_biases_changing_hands_all_the_time() {
     // Every take of a lock earns a bias, so the children's locks are
     // biased, revoked and taken back from killed holders all the time.
-    chaos(Some("1"));
+    chaos(Some("1"), false);
+}
+
+fn chaos_with_large_records_going_back_to_the_start() {
+    // Most messages are single records of 260-660 KB in a 4 MiB ring, so
+    // puts pad the end and go back to the start whenever the readers keep
+    // up, and kills land in those puts and in their reads.
+    chaos(None, true);
 }
 
 /// Kills producers and consumers at random points; children get
-/// `MULTIPROC_BIAS_AFTER=bias_after` when given.
-fn chaos(bias_after: Option<&str>) {
+/// `MULTIPROC_BIAS_AFTER=bias_after` when given, and put mostly large
+/// records (in a ring large enough for them) with `large`.
+fn chaos(bias_after: Option<&str>, large: bool) {
     let kills_wanted: usize = if full() { 1000 } else { 200 };
-    let q: Queue<()> = Queue::builder().ring_bytes(256 * 1024).build().unwrap();
+    let ring = if large { 4 << 20 } else { 256 * 1024 };
+    let q: Queue<()> = Queue::builder().ring_bytes(ring).build().unwrap();
     let book = Book(Segment::anonymous(CHAOS_SEGMENT).unwrap());
     let fds = [q.as_fd(), book.0.as_fd()];
     let spawn = |role: Role| {
         let mut cmd = multiproc_testkit::command(role, &[], &fds);
         if let Some(n) = bias_after {
             cmd.env("MULTIPROC_BIAS_AFTER", n);
+        }
+        if large {
+            cmd.env(CHAOS_LARGE, "1");
         }
         cmd.stdin(std::process::Stdio::null()).spawn().unwrap()
     };
@@ -1775,6 +1801,7 @@ fn main() {
             wakeups_work_with_and_without_membarrier_on_either_side,
             chaos_kills_never_tear_duplicate_or_hang,
             chaos_with_biases_changing_hands_all_the_time,
+            chaos_with_large_records_going_back_to_the_start,
             chaos_forced_bias_with_kills_stops_and_killed_revokers,
             queue_keeps_working_after_a_producer_dies_mid_fragment,
             consumer_dying_mid_fragment_loses_only_that_message,

@@ -38,6 +38,10 @@
 //! writer's packed process identity (8 bytes), then data. A record never
 //! wraps: when it does not fit before the end, a `PAD` record fills the end
 //! and the record starts at offset 0, both published by the same tail store.
+//! A large record whose readers keep up goes back to offset 0 the same way
+//! whenever it fits there, so that large copies keep to a few lines of
+//! the ring that are still in the caches (`WRAP_EARLY_FROM` in
+//! `producer.rs`).
 //! `head == tail` means empty; producers always leave 16 bytes free so a full
 //! ring never looks empty.
 //!

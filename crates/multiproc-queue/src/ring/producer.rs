@@ -50,6 +50,11 @@ pub(crate) const DIRECT_ENCODE_MAX_FOR_TESTS: usize = DIRECT_ENCODE_MAX as usize
 /// write of a value reserves 64 bytes).
 const MIN_ENCODING_ROOM: u32 = 64;
 
+/// A record this large (header included) goes back to the start of the
+/// ring, padding the end, whenever it fits there and no more than one
+/// record's worth is still unread (see [`Producer::wrap_early`]).
+const WRAP_EARLY_FROM: u32 = 256 * 1024;
+
 /// What [`Ring::put_encoded`] did with a value (an encoder that fails for
 /// another reason than room stops the put with a [`Stop::Failed`]).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -328,6 +333,9 @@ impl Producer<'_> {
     /// Where a record of `rec` bytes can start now, if anywhere.
     #[inline]
     fn fits(&self, rec: u32) -> Result<Option<u32>, Stop> {
+        if rec >= WRAP_EARLY_FROM && self.wrap_early(rec)?.is_some() {
+            return Ok(Some(0));
+        }
         for fresh in [false, true] {
             let (a, b) = self.rooms(fresh)?;
             if rec <= a {
@@ -346,6 +354,12 @@ impl Producer<'_> {
     /// when the value's size is known.
     #[inline(always)]
     fn room_for_encoding(&self, exact: Option<u32>) -> Result<(u32, u32), Stop> {
+        if let Some(rec) = exact
+            && rec >= WRAP_EARLY_FROM
+            && let Some(b) = self.wrap_early(rec)?
+        {
+            return Ok((0, b));
+        }
         let (a, b) = self.rooms(false)?;
         let need = match exact {
             Some(rec) => rec,
@@ -360,6 +374,27 @@ impl Producer<'_> {
             (a, b)
         };
         Ok(if a >= b { (self.tail().1, a) } else { (0, b) })
+    }
+
+    /// The room at offset 0, when a large record of `rec` bytes should go
+    /// there rather than at the tail: it fits, and what is still unread is
+    /// at most one such record (the reader keeps up).
+    ///
+    /// Why: records placed one after the other walk the whole ring, and a
+    /// ring larger than the caches makes every large copy into it write to
+    /// lines that have left them. A reader that keeps up frees the start of
+    /// the ring again and again; going back there keeps the copies on the
+    /// same few lines, still in the caches from the time before. The cost,
+    /// a `PAD` record over the end, is a header, nothing beside a copy this
+    /// large; and with a backlog the ring fills as usual, from the tail.
+    /// Head is looked at afresh: next to such a copy, one look costs
+    /// nothing.
+    #[inline(never)]
+    fn wrap_early(&self, rec: u32) -> Result<Option<u32>, Stop> {
+        let (_, b) = self.rooms(true)?;
+        let (_, t) = self.tail();
+        let unread = wrap(t + self.ring.cap - self.head(false)?, self.ring.cap);
+        Ok((rec <= b && unread <= rec).then_some(b))
     }
 
     /// The larger placement for a fragment: `(start, record bytes)`.
