@@ -314,6 +314,56 @@ pub fn wait_writable(fd: impl AsFd) -> io::Result<()> {
     }
 }
 
+/// Raises `socket`'s send buffer so that `SO_SNDBUF` reads at least
+/// `recorded`, leaving a larger one alone; returns what it read before
+/// when it raised it, `None` when it was large enough. The kernel records
+/// twice what is asked (for its own bookkeeping), so this asks for half of
+/// `recorded`; it caps the request at `net.core.wmem_max`, so the buffer
+/// may end up smaller on a machine that caps it lower.
+/// [`set_send_buffer`] puts a size read before back.
+///
+/// # Errors
+///
+/// The kernel's error from `getsockopt` or `setsockopt`.
+///
+/// # Examples
+///
+/// ```
+/// use multiproc_core::scm;
+/// use rustix::net::sockopt::socket_send_buffer_size;
+///
+/// let (a, _b) = scm::stream_pair()?;
+/// let before = socket_send_buffer_size(&a)?;
+/// assert_eq!(scm::raise_send_buffer(&a, before)?, None); // large enough
+/// assert_eq!(scm::raise_send_buffer(&a, 2 * before)?, Some(before));
+/// assert!(socket_send_buffer_size(&a)? > before);
+/// scm::set_send_buffer(&a, before)?;
+/// assert_eq!(socket_send_buffer_size(&a)?, before);
+/// # Ok::<(), std::io::Error>(())
+/// ```
+///
+/// # References
+///  - [socket(7)](https://man7.org/linux/man-pages/man7/socket.7.html), `SO_SNDBUF`
+pub fn raise_send_buffer(socket: impl AsFd, recorded: usize) -> io::Result<Option<usize>> {
+    let before = rustix::net::sockopt::socket_send_buffer_size(&socket)?;
+    if before >= recorded {
+        return Ok(None);
+    }
+    set_send_buffer(&socket, recorded)?;
+    Ok(Some(before))
+}
+
+/// Sets `socket`'s send buffer to `recorded`, a size `SO_SNDBUF` read
+/// (asks for half: the kernel records twice what is asked).
+///
+/// # Errors
+///
+/// The kernel's error from `setsockopt`.
+pub fn set_send_buffer(socket: impl AsFd, recorded: usize) -> io::Result<()> {
+    rustix::net::sockopt::set_socket_send_buffer_size(&socket, recorded / 2)?;
+    Ok(())
+}
+
 /// What [`recv`] and [`recv_vectored`] got.
 ///
 /// # Examples

@@ -31,6 +31,43 @@ pub const DEFAULT_MAX_MESSAGE_LEN: usize = multiproc_core::codec::DEFAULT_MAX_SI
 /// buffer and written with a single-buffer call.
 const SMALL_FRAME: usize = 512;
 
+/// A socket connection that sends a frame of this many bytes or more
+/// raises its socket's send buffer to [`LARGE_SEND_BUFFER`].
+const LARGE_FRAME: usize = 64 * 1024;
+
+/// The send buffer a socket connection keeps while it sends large frames,
+/// as `SO_SNDBUF` reads it: 1 MiB, or what `net.core.wmem_max` allows
+/// (416 KiB with the kernel's defaults, against 208 KiB unraised). With
+/// the two processes on one CPU, the writer then runs longer before it
+/// blocks and the switches between the two are fewer. Measured there on a
+/// 2-vCPU AMD EPYC, interleaved with a raw socketpair (5.9-6.1 and
+/// 7.7-7.8 GB/s): 64 KiB messages 5.85 -> 6.16 GB/s, 1 MiB messages
+/// 7.1 -> 7.6 GB/s; left to the kernel the difference was within the
+/// noise. Small messages behind such a buffer lose on one CPU (8 B:
+/// 0.71 -> 0.57 M msg/s; the same left to the kernel), so the buffer goes
+/// back to what it was after [`SMALL_FRAMES_TO_LOWER`] small frames in a
+/// row (8 B after a large frame: 0.71 M msg/s again).
+const LARGE_SEND_BUFFER: usize = 1024 * 1024;
+
+/// Frames below [`LARGE_FRAME`] in a row after which a raised send buffer
+/// goes back to its size before: few enough that a connection that moved
+/// on to small messages soon sends them at their best, enough that one
+/// alternating between sizes does not pay two system calls per pair.
+const SMALL_FRAMES_TO_LOWER: u32 = 16;
+
+/// The send buffer of a socket connection, as far as large frames go.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum SendBuffer {
+    /// As it was made (or as the owner set it).
+    AsMade,
+    /// Large enough as it was, or the kernel refused to change it: left
+    /// alone from now on.
+    LeftAlone,
+    /// Raised for large frames from `before` (what `SO_SNDBUF` read then);
+    /// `small` frames since the last large one.
+    Raised { before: usize, small: u32 },
+}
+
 /// What kind of descriptor a connection wraps; decides how it is read and
 /// written and whether descriptors can travel.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -181,6 +218,8 @@ pub struct Connection {
     /// The buffer typed sends encode into, kept between sends (up to
     /// `KEEP_BUFFER`).
     send_buf: RefCell<Vec<u8>>,
+    /// Whether the socket's send buffer is raised for large frames.
+    send_buffer: Cell<SendBuffer>,
     /// Not `Sync`: two threads sending through `&Connection` at once could
     /// interleave the pieces of large frames.
     _not_sync: PhantomData<Cell<()>>,
@@ -244,6 +283,7 @@ impl Connection {
             read_spin: Cell::new(SpinBudget::default()),
             adaptive_wait: true,
             send_buf: RefCell::new(Vec::new()),
+            send_buffer: Cell::new(SendBuffer::AsMade),
             _not_sync: PhantomData,
         })
     }
@@ -545,6 +585,7 @@ impl Connection {
         if fds.len() > scm::MAX_FDS {
             return Err(SendError::TooManyDescriptors(fds.len()));
         }
+        self.before_frame(len);
         let mut header = [0u8; MAX_HEADER];
         let header_len = encode_header(len, &mut header);
         let start = MAX_HEADER - header_len;
@@ -898,6 +939,7 @@ impl Connection {
     /// [`send_bytes`](Self::send_bytes).
     pub fn try_send_bytes(&self, bytes: &[u8]) -> Result<(), SendError> {
         self.try_flush()?;
+        self.before_frame(bytes.len());
         let mut header = [0u8; MAX_HEADER];
         let header_len = encode_header(bytes.len(), &mut header);
         self.try_write(
@@ -938,6 +980,7 @@ impl Connection {
         if fds.len() > scm::MAX_FDS {
             return Err(SendError::TooManyDescriptors(fds.len()));
         }
+        self.before_frame(bytes.len());
         let mut header = [0u8; MAX_HEADER];
         let header_len = encode_header(bytes.len(), &mut header);
         let borrowed: Vec<BorrowedFd<'_>> = fds.iter().map(AsFd::as_fd).collect();
@@ -947,10 +990,53 @@ impl Connection {
         )
     }
 
+    /// Before a frame with a payload of `len` bytes: a large frame raises
+    /// the socket's send buffer, a run of small ones puts it back (see
+    /// [`LARGE_SEND_BUFFER`]). Best effort: the kernel's buffer works too,
+    /// so a refused call changes nothing but speed.
+    #[inline]
+    fn before_frame(&self, len: usize) {
+        if !self.flavor.is_socket() {
+            return;
+        }
+        match (self.send_buffer.get(), len >= LARGE_FRAME) {
+            (SendBuffer::AsMade, false) | (SendBuffer::LeftAlone, _) => {}
+            (SendBuffer::Raised { before, .. }, true) => {
+                self.send_buffer
+                    .set(SendBuffer::Raised { before, small: 0 });
+            }
+            (SendBuffer::AsMade, true) => self.raise_send_buffer(),
+            (SendBuffer::Raised { before, small }, false) => {
+                if small + 1 < SMALL_FRAMES_TO_LOWER {
+                    let small = small + 1;
+                    self.send_buffer.set(SendBuffer::Raised { before, small });
+                } else {
+                    self.lower_send_buffer(before);
+                }
+            }
+        }
+    }
+
+    #[cold]
+    fn raise_send_buffer(&self) {
+        self.send_buffer
+            .set(match scm::raise_send_buffer(&self.fd, LARGE_SEND_BUFFER) {
+                Ok(Some(before)) => SendBuffer::Raised { before, small: 0 },
+                Ok(None) | Err(_) => SendBuffer::LeftAlone,
+            });
+    }
+
+    #[cold]
+    fn lower_send_buffer(&self, before: usize) {
+        let _ = scm::set_send_buffer(&self.fd, before);
+        self.send_buffer.set(SendBuffer::AsMade);
+    }
+
     /// Writes the header of `payload` and `payload` in one call: a small
     /// frame is assembled on the stack and written with `send`/`write` (the
     /// cheapest calls), a larger one gathered with `sendmsg`/`writev`.
     fn write_frame(&self, payload: &[u8]) -> Result<(), SendError> {
+        self.before_frame(payload.len());
         if payload.len() <= SMALL_FRAME - 4 {
             let mut frame = [0u8; SMALL_FRAME];
             frame[..4].copy_from_slice(&(payload.len() as u32).to_be_bytes());

@@ -177,10 +177,14 @@
 //! assembled on the stack; larger ones gathered with `sendmsg`/`writev`)
 //! and arrives, usually, with one `recvmsg` — often one for a whole burst,
 //! thanks to a 64 KiB read-ahead buffer. After a large message the receiver
-//! reads the next header alone and the payload straight into its
-//! destination, so large payloads are neither copied nor zeroed.
-//! `benches/pipe.rs` compares all this with raw `write`/`read` on a
-//! socketpair and a pipe in the same run.
+//! reads the next header and the payload in one call, the payload straight
+//! into its destination, so large payloads are neither copied nor zeroed.
+//! A socket connection that sends a message of 64 KiB or more raises its
+//! socket's send buffer to 1 MiB (or what `net.core.wmem_max` allows) and
+//! puts it back after 16 smaller messages in a row: with both processes on
+//! one CPU, large messages then move 5 % faster, and small ones are not
+//! slowed by a deep buffer. `benches/pipe.rs` compares all this with raw
+//! `write`/`read` on a socketpair and a pipe in the same run.
 //!
 //! # Using this crate alone
 //!

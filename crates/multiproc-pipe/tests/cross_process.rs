@@ -84,6 +84,29 @@ fn child_burst_after_large(_: &[String]) {
     std::io::Write::write_all(&mut raw, &stream).unwrap();
 }
 
+/// The send buffer of `conn`'s socket, as `SO_SNDBUF` reads it.
+fn send_buffer(conn: &Connection) -> usize {
+    rustix::net::sockopt::socket_send_buffer_size(conn.as_fd()).unwrap()
+}
+
+/// Sends a 64 KiB frame, 15 small ones, one more small one and a large
+/// one, then the send buffer it saw before and after each step.
+fn child_send_buffer_steps(_: &[String]) {
+    let conn = child_conn();
+    let mut seen = vec![send_buffer(&conn)];
+    conn.send_bytes(&pattern(64 * 1024, 0)).unwrap();
+    seen.push(send_buffer(&conn));
+    for i in 0..15 {
+        conn.send_bytes(&pattern(100, i)).unwrap();
+    }
+    seen.push(send_buffer(&conn));
+    conn.send_bytes(&pattern(100, 15)).unwrap();
+    seen.push(send_buffer(&conn));
+    conn.send(&pattern(300_000, 16)).unwrap();
+    seen.push(send_buffer(&conn));
+    conn.send(&seen).unwrap();
+}
+
 /// Sends `args[0]` numbered messages, then exits (closing its end).
 fn child_send_then_exit(args: &[String]) {
     let conn = child_conn();
@@ -847,6 +870,41 @@ fn a_connection_and_a_segment_pass_to_a_child() {
     assert!(here.recv_bytes().unwrap_err().is_eof());
 }
 
+fn a_large_frame_raises_the_send_buffer_and_a_run_of_small_ones_puts_it_back() {
+    let (mut ours, theirs) = Pipe::new().unwrap();
+    let mut child = spawn(role!(child_send_buffer_steps), &[], &[theirs.as_fd()]).unwrap();
+    drop(theirs);
+    assert!(ours.recv_bytes().unwrap() == pattern(64 * 1024, 0));
+    for i in 0..16 {
+        assert!(
+            ours.recv_bytes().unwrap() == pattern(100, i),
+            "small frame {i}"
+        );
+    }
+    assert!(ours.recv::<Vec<u8>>().unwrap() == pattern(300_000, 16));
+    let seen: Vec<usize> = ours.recv().unwrap();
+    assert!(wait_timeout(&mut child, CHILD_LIMIT).success());
+    let [
+        made,
+        after_large,
+        after_15_small,
+        after_16_small,
+        after_large_again,
+    ] = seen[..]
+    else {
+        panic!("five sizes, got {seen:?}");
+    };
+    if made >= 1 << 20 {
+        // Large enough as made: left alone throughout.
+        assert!(seen.iter().all(|&s| s == made), "{seen:?}");
+        return;
+    }
+    assert!(after_large > made, "{seen:?}");
+    assert_eq!(after_15_small, after_large, "{seen:?}");
+    assert_eq!(after_16_small, made, "{seen:?}");
+    assert_eq!(after_large_again, after_large, "{seen:?}");
+}
+
 fn bursts_of_small_frames_after_large_ones_arrive_whole() {
     // After a large frame, the next receive reads its header and what
     // follows in one go, into the caller's buffer (`recv_bytes_into`) or a
@@ -1407,6 +1465,7 @@ fn main() {
         role!(child_write_in_pieces),
         role!(child_slow_handles),
         role!(child_burst_after_large),
+        role!(child_send_buffer_steps),
     ];
     run(
         roles,
@@ -1425,6 +1484,7 @@ fn main() {
             wait_counts_messages_already_read_ahead,
             a_connection_and_a_segment_pass_to_a_child,
             bursts_of_small_frames_after_large_ones_arrive_whole,
+            a_large_frame_raises_the_send_buffer_and_a_run_of_small_ones_puts_it_back,
             received_descriptors_go_to_their_own_message,
             descriptors_ride_with_large_messages,
             stray_descriptors_are_closed_not_misdelivered,
