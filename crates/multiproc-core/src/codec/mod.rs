@@ -536,7 +536,7 @@ fn handle_error(err: HandleError) -> CodecError {
 #[inline]
 fn finish_encode(
     result: Result<(), SerError>,
-    failure: handle::Failure,
+    failure: Option<HandleError>,
     written: usize,
     max: usize,
 ) -> Result<usize, CodecError> {
