@@ -4,9 +4,9 @@
 //! Sizes are chosen so the whole file runs in well under a minute in a debug
 //! build on two CPUs. Environment variables for the chaos tests:
 //!
-//! - `MULTIPROC_FULL=1` makes each of the first three chaos runs (the
-//!   plain one, the one with biases changing hands, the one with large
-//!   records) 1 000 kills (about 15 s each) instead of 200, and the forced-bias chaos runs 1 500
+//! - `MULTIPROC_FULL=1` makes each of the first four chaos runs (plain,
+//!   with biases changing hands, with large records, with both) 1 000
+//!   kills (about 15 s each) instead of 200, and the forced-bias chaos runs 1 500
 //!   actions instead of 200.
 //! - `MULTIPROC_CHAOS_RUNS=N`: how many forced-bias chaos runs (default 1).
 //! - `MULTIPROC_CHAOS_ACTIONS=M`: actions per forced-bias chaos run
@@ -1162,6 +1162,13 @@ fn chaos_with_large_records_going_back_to_the_start() {
     chaos(None, true);
 }
 
+fn chaos_with_large_records_and_biases_changing_hands() {
+    // The same, every take of a lock earning a bias, so the biased fast
+    // paths are in play throughout (fewer puts get through: revocations
+    // wait for killed holders).
+    chaos(Some("1"), true);
+}
+
 /// Kills producers and consumers at random points; children get
 /// `MULTIPROC_BIAS_AFTER=bias_after` when given, and put mostly large
 /// records (in a ring large enough for them) with `large`.
@@ -1802,6 +1809,7 @@ fn main() {
             chaos_kills_never_tear_duplicate_or_hang,
             chaos_with_biases_changing_hands_all_the_time,
             chaos_with_large_records_going_back_to_the_start,
+            chaos_with_large_records_and_biases_changing_hands,
             chaos_forced_bias_with_kills_stops_and_killed_revokers,
             queue_keeps_working_after_a_producer_dies_mid_fragment,
             consumer_dying_mid_fragment_loses_only_that_message,
