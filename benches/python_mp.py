@@ -22,11 +22,21 @@ Prints one JSON object per case on stdout, for instance
 
   python3 benches/python_mp.py            # 3 runs per case, median
   python3 benches/python_mp.py --quick    # 1 short run per case, a few seconds
+  python3 benches/python_mp.py --serve    # Pipe runs on request (below)
+
+--serve measures Python's Pipe on request, so that another program can
+alternate it with its own contenders in one run. Each line on stdin is a JSON
+object {"case": "flow" or "rtt", "size": bytes (flow only), "n": messages or
+round trips, "send_cpu": CPU or null, "recv_cpu": CPU or null}; the sending
+side (the producer; the round trip's caller) runs on send_cpu and the
+receiving side (the consumer; the echo) on recv_cpu, null leaving a side to
+the kernel. Each answer is one line {"seconds": time of the run}.
 """
 
 import argparse
 import json
 import multiprocessing as mp
+import os
 import queue as queue_mod
 import statistics
 import sys
@@ -108,8 +118,16 @@ def fifo_echo(ping, pong):
         pong.put(msg, timeout=1e6)
 
 
-def flow(ctx, kind, n, size):
-    """Seconds to move n messages of size bytes, producer child -> main."""
+def pinned(cpu, target, *args):
+    """target(*args) on `cpu` (None: where the kernel puts it)."""
+    if cpu is not None:
+        os.sched_setaffinity(0, {cpu})
+    target(*args)
+
+
+def flow(ctx, kind, n, size, child_cpu=None):
+    """Seconds to move n messages of size bytes, producer child -> main
+    (the Pipe's producer on child_cpu when it is given)."""
     start = ctx.Event()
     if kind == "faster_fifo":
         q = fifo(size)
@@ -132,7 +150,7 @@ def flow(ctx, kind, n, size):
     else:
         # The default duplex Pipe (a socketpair), like multiproc's Pipe::new.
         rx, tx = ctx.Pipe()
-        child = ctx.Process(target=pipe_producer, args=(tx, start, n, size))
+        child = ctx.Process(target=pinned, args=(child_cpu, pipe_producer, tx, start, n, size))
         child.start()
         t0 = time.perf_counter()
         start.set()
@@ -143,12 +161,13 @@ def flow(ctx, kind, n, size):
     return took
 
 
-def round_trip(ctx, kind, n):
-    """Seconds for n round trips of an 8-byte message."""
+def round_trip(ctx, kind, n, child_cpu=None):
+    """Seconds for n round trips of an 8-byte message (the Pipe's echo on
+    child_cpu when it is given)."""
     msg = b"\x01" * RTT_SIZE
     if kind == "pipe":
         here, there = ctx.Pipe()
-        child = ctx.Process(target=pipe_echo, args=(there,))
+        child = ctx.Process(target=pinned, args=(child_cpu, pipe_echo, there))
         child.start()
         here.send_bytes(msg)  # warm the partner up
         here.recv_bytes()
@@ -186,11 +205,33 @@ def round_trip(ctx, kind, n):
     return took
 
 
+def serve(ctx):
+    """Pipe runs on request, one JSON line in and one out (see above)."""
+    everywhere = os.sched_getaffinity(0)
+    for line in sys.stdin:
+        ask = json.loads(line)
+        send_cpu, recv_cpu = ask.get("send_cpu"), ask.get("recv_cpu")
+        # This process is the consumer of a flow and the caller of a round
+        # trip; the child it forks is the other side.
+        here, child = (recv_cpu, send_cpu) if ask["case"] == "flow" else (send_cpu, recv_cpu)
+        os.sched_setaffinity(0, everywhere if here is None else {here})
+        if ask["case"] == "flow":
+            took = flow(ctx, "pipe", ask["n"], ask["size"], child)
+        else:
+            took = round_trip(ctx, "pipe", ask["n"], child)
+        os.sched_setaffinity(0, everywhere)
+        print(json.dumps({"seconds": took}), flush=True)
+    return 0
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="one short run per case")
+    parser.add_argument("--serve", action="store_true", help="Pipe runs on request")
     args = parser.parse_args()
     ctx = mp.get_context("fork")
+    if args.serve:
+        return serve(ctx)
     runs = 1 if args.quick else 3
     # About 0.1 s (quick) or 0.5 s per run at Python's usual rates.
     budget_bytes = (64 if args.quick else 320) << 20

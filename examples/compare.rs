@@ -10,20 +10,26 @@
 //! `target/compare/results.svg`.
 //!
 //! Each cell is measured twice, interleaved (every cell of a table, then
-//! every cell again), and the better of the two counts.
+//! every cell again), and the better of the two counts; except in the
+//! Pipe's table ([`pipe_table`]), where the Pipe, the socketpair floors
+//! and Python's Pipe are alternated in seven rounds per cell and each rate
+//! is the median of its rounds.
 //!
 //! Run: `cargo run --release --example compare` (about two and a half
 //! minutes on two CPUs). `--smoke` runs two tiny cases with three peers, writes to
 //! `target/compare/smoke/`, and skips Python. `--typed` runs only the table
-//! of typed messages against the bytes path and prints it.
+//! of typed messages against the bytes path and prints it; `--pipe` only
+//! the Pipe's table.
 #![allow(unsafe_code)]
 
 #[path = "../benches/common/mod.rs"]
 mod common;
+#[path = "compare/pipe_table.rs"]
+mod pipe_table;
 
 use common::{
-    Case, Flow, FramedSocketpair, Peer, Placement, RoundTrip, TypedRow, first_batch, measure,
-    memcpy_run, peers, remove_stale_iceoryx2_nodes, typed_rows,
+    Case, Flow, Peer, Placement, RoundTrip, TypedRow, first_batch, measure, memcpy_run, peers,
+    remove_stale_iceoryx2_nodes, typed_rows,
 };
 use plotters::prelude::*;
 use std::collections::{BTreeMap, BTreeSet};
@@ -55,7 +61,7 @@ const COLUMNS: [(&str, &str); 17] = [
 
 /// Ratio columns: ours ÷ theirs, as rates (so > 1 means multiproc is
 /// faster, also for round trips).
-const RATIOS: [(&str, &str, &str); 15] = [
+const RATIOS: [(&str, &str, &str); 13] = [
     ("queue", "spsc_ring", "Queue ÷ SPSC ring"),
     ("queue", "futex", "Queue ÷ spin-then-futex"),
     ("queue", "memcpy", "Queue ÷ memcpy"),
@@ -72,9 +78,7 @@ const RATIOS: [(&str, &str, &str); 15] = [
     ("queue", "shm_raw_sync", "Queue ÷ shm+raw_sync"),
     ("queue", "python_queue", "Queue ÷ Python Queue"),
     ("queue", "faster_fifo", "Queue ÷ faster-fifo"),
-    ("pipe", "socketpair", "Pipe ÷ socketpair"),
     ("pipe", "ipc_channel", "Pipe ÷ ipc-channel"),
-    ("pipe", "python_pipe", "Pipe ÷ Python Pipe"),
 ];
 
 /// Operations per second (messages, or round trips) per (case, peer key).
@@ -110,15 +114,22 @@ fn main() {
         println!("{}", typed_table(&run_typed(&settings)));
         return;
     }
+    if std::env::args().any(|a| a == "--pipe") {
+        // Only the Pipe's table, printed (for working on the Pipe).
+        let python = (!smoke).then(|| python_interpreter().0);
+        let rounds = pipe_table::run_pipe_table(smoke, settings.batch / 2, python.as_deref());
+        println!("{}", pipe_table::pipe_table(&rounds));
+        return;
+    }
     let started = Instant::now();
     let mut results = Results::new();
     let mut left_out = BTreeSet::new();
     let mut regime = Regime::default();
     run_rust(&settings, &mut results, &mut left_out, &mut regime);
-    let python = if smoke {
-        "skipped (--smoke)".to_string()
-    } else {
-        run_python(&mut results)
+    let interpreter = (!smoke).then(python_interpreter);
+    let python = match &interpreter {
+        None => "skipped (--smoke)".to_string(),
+        Some((interpreter, fifo_note)) => run_python(interpreter, fifo_note, &mut results),
     };
     let cases: Vec<Case> = if smoke {
         vec![Case::Flow { size: 8, procs: 1 }, Case::RoundTrip]
@@ -126,6 +137,12 @@ fn main() {
         Case::all()
     };
 
+    let pipe_rounds = pipe_table::run_pipe_table(
+        smoke,
+        settings.batch / 2,
+        interpreter.as_ref().map(|(python, _)| python.as_path()),
+    );
+    let pipe_table = pipe_table::pipe_table(&pipe_rounds);
     let placed = run_placed(&settings);
     let placed_table = placed_table(&placed);
     let typed_table = typed_table(&run_typed(&settings));
@@ -133,6 +150,7 @@ fn main() {
     let machine = machine();
     let table = markdown_table(&cases, &results);
     println!("{table}");
+    println!("{pipe_table}");
     println!("{placed_table}");
     println!("{typed_table}");
     println!("Python: {python}");
@@ -154,6 +172,15 @@ fn main() {
         started.elapsed().as_secs_f64()
     );
     md.push_str(&table);
+    let _ = write!(
+        md,
+        "\nThe Pipe against the socketpair floors and Python's Pipe, by placement (the \
+         partners pinned to one CPU, to two, or left to the kernel; the same run, each \
+         cell {} rounds, every contender started afresh in each round in a rotating \
+         order, each rate the median of its rounds):\n\n",
+        pipe_table::PIPE_ROUNDS
+    );
+    md.push_str(&pipe_table);
     md.push_str(
         "\nBy placement (the partners pinned to one CPU, to two, or left to the kernel; the same run, \
          the whole table measured twice, the best of the two):\n\n",
@@ -279,20 +306,16 @@ const MAIN_TRIES: usize = 2;
 
 /// Peers measured in every placement, in column order: (key, heading).
 /// The zero-copy pair only where it has cells (64 KiB and 1 MiB).
-const PLACED_PEERS: [(&str, &str); 6] = [
+const PLACED_PEERS: [(&str, &str); 4] = [
     ("queue", "multiproc Queue"),
-    ("pipe", "multiproc Pipe"),
     ("socketpair", "socketpair"),
-    ("framed_socketpair", "framed socketpair"),
     ("queue_zero_copy", "Queue zero-copy"),
     ("iceoryx2_zero_copy", "iceoryx2 zero-copy"),
 ];
 
 /// Ratio columns of the placement table: (ours, theirs, heading).
-const PLACED_RATIOS: [(&str, &str, &str); 4] = [
+const PLACED_RATIOS: [(&str, &str, &str); 2] = [
     ("queue", "socketpair", "Queue ÷ socketpair"),
-    ("pipe", "socketpair", "Pipe ÷ socketpair"),
-    ("pipe", "framed_socketpair", "Pipe ÷ framed socketpair"),
     (
         "queue_zero_copy",
         "iceoryx2_zero_copy",
@@ -304,13 +327,12 @@ const PLACED_RATIOS: [(&str, &str, &str); 4] = [
 type Placed = BTreeMap<(Case, usize, &'static str), f64>;
 
 /// The round trip and the 1→1 flows at 8 B, 64 KiB and 1 MiB for the
-/// Queue, the Pipe and the socketpair floor (and at 64 KiB and 1 MiB for
-/// the zero-copy Queue and iceoryx2), in every placement the machine
-/// allows (`--smoke`: the round trip of the Queue and the socketpair).
+/// Queue and the socketpair floor (and at 64 KiB and 1 MiB for the
+/// zero-copy Queue and iceoryx2), in every placement the machine allows
+/// (`--smoke`: the round trip of the Queue and the socketpair). The Pipe
+/// has a table of its own ([`pipe_table`]).
 fn run_placed(settings: &Settings) -> Placed {
-    let mut all = peers();
-    // Only here: the floor of a framed stream, beside the Pipe.
-    all.push(Box::new(FramedSocketpair));
+    let all = peers();
     let cases: Vec<Case> = if settings.smoke {
         vec![Case::RoundTrip]
     } else {
@@ -567,22 +589,26 @@ impl Regime {
     }
 }
 
-/// Runs `benches/python_mp.py --quick` (with faster-fifo, from a virtual
-/// environment under `target/compare/` made on first use, when the
-/// system's Python has none); returns a note for the table.
-fn run_python(results: &mut Results) -> String {
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("benches/python_mp.py");
+/// The Python to run: one with faster-fifo (from a virtual environment
+/// under `target/compare/` made on first use, when the system's Python has
+/// none), or `python3`; with a note on faster-fifo for the table.
+fn python_interpreter() -> (PathBuf, String) {
     let venv = target_dir().join("compare").join("venv");
-    let (python, fifo_note) =
-        match multiproc_testkit::python_with(&venv, &[("faster-fifo", "faster_fifo")]) {
-            Ok(python) => (python, "faster-fifo from pip".to_string()),
-            Err(why) => (
-                PathBuf::from("python3"),
-                format!("faster-fifo not run: {why}"),
-            ),
-        };
+    match multiproc_testkit::python_with(&venv, &[("faster-fifo", "faster_fifo")]) {
+        Ok(python) => (python, "faster-fifo from pip".to_string()),
+        Err(why) => (
+            PathBuf::from("python3"),
+            format!("faster-fifo not run: {why}"),
+        ),
+    }
+}
+
+/// Runs `benches/python_mp.py --quick` with `python`; returns a note for
+/// the table.
+fn run_python(python: &Path, fifo_note: &str, results: &mut Results) -> String {
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("benches/python_mp.py");
     eprintln!("[python] {} {} --quick", python.display(), script.display());
-    let out = match Command::new(&python).arg(&script).arg("--quick").output() {
+    let out = match Command::new(python).arg(&script).arg("--quick").output() {
         Ok(out) => out,
         Err(err) => {
             let note = format!("not run: python3 not found ({err})");
@@ -595,7 +621,7 @@ fn run_python(results: &mut Results) -> String {
         eprintln!("[python] {note}");
         return note;
     }
-    let version = Command::new(&python)
+    let version = Command::new(python)
         .arg("--version")
         .output()
         .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())

@@ -85,14 +85,25 @@ impl Placement {
         self != Self::TwoCpus || allowed_cpus().len() >= 2
     }
 
+    /// The CPUs of the sending and of the receiving side (`None`: where
+    /// the kernel puts it), for partners this harness does not fork.
+    pub fn cpus(self) -> (Option<usize>, Option<usize>) {
+        (self.cpu(Side::Send), self.cpu(Side::Receive))
+    }
+
+    /// The CPU of `side`, if it is pinned.
+    fn cpu(self, side: Side) -> Option<usize> {
+        let cpus = allowed_cpus();
+        match (self, side) {
+            (Self::Kernel, _) => None,
+            (Self::OneCpu, _) | (Self::TwoCpus, Side::Send) => Some(cpus[0]),
+            (Self::TwoCpus, Side::Receive) => cpus.get(1).copied(),
+        }
+    }
+
     /// Pins the calling thread as `side` asks; returns the mask it had.
     fn pin(self, side: Side) -> Option<rustix::thread::CpuSet> {
-        let cpus = allowed_cpus();
-        let cpu = match (self, side) {
-            (Self::Kernel, _) => return None,
-            (Self::OneCpu, _) | (Self::TwoCpus, Side::Send) => cpus[0],
-            (Self::TwoCpus, Side::Receive) => *cpus.get(1)?,
-        };
+        let cpu = self.cpu(side)?;
         let before = rustix::thread::sched_getaffinity(None).ok()?;
         let mut set = rustix::thread::CpuSet::new();
         set.set(cpu);

@@ -1,0 +1,268 @@
+//! The Pipe's table: multiproc's `Pipe` against the kernel's socketpair
+//! (raw and framed) and Python's `multiprocessing.Pipe`, in every
+//! placement, the contenders alternated.
+//!
+//! Where the kernel places a pair, one measurement gets a shared CPU and the
+//! next two CPUs, a difference of up to fivefold at 64 KiB; a ratio of two
+//! single measurements compares two draws. So each cell here is measured in
+//! [`PIPE_ROUNDS`] rounds, every round starting every contender afresh (a
+//! new draw of the placement) in a rotating order, and a rate is the median
+//! of its rounds. Python's Pipe runs in one `benches/python_mp.py --serve`
+//! process, asked for one run at a time, so it alternates with the others
+//! and is placed the same way.
+
+use super::common::{Case, Flow, FramedSocketpair, Placement, RoundTrip, first_batch, peers};
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::io::{self, BufRead, BufReader, Write as _};
+use std::path::Path;
+use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
+use std::time::Duration;
+
+/// Rounds per cell; a rate is the median of its rounds.
+pub const PIPE_ROUNDS: usize = 7;
+
+/// The contenders, in column order: (key, heading).
+const CONTENDERS: [(&str, &str); 4] = [
+    ("pipe", "multiproc Pipe"),
+    ("socketpair", "socketpair"),
+    ("framed_socketpair", "framed socketpair"),
+    ("python_pipe", "Python Pipe"),
+];
+
+/// Ratio columns: (ours, theirs, heading). The last says how far the
+/// kernel's own floor is ahead of Python's Pipe: what a Pipe that moves
+/// its bytes through the socket can reach at most, give or take the
+/// framing.
+const RATIOS: [(&str, &str, &str); 4] = [
+    ("pipe", "socketpair", "Pipe ÷ socketpair"),
+    ("pipe", "framed_socketpair", "Pipe ÷ framed socketpair"),
+    ("pipe", "python_pipe", "Pipe ÷ Python Pipe"),
+    ("socketpair", "python_pipe", "socketpair ÷ Python Pipe"),
+];
+
+/// The rates of every round per (case, placement index in
+/// [`Placement::ALL`], contender key).
+pub type PipeRounds = BTreeMap<(Case, usize, &'static str), Vec<f64>>;
+
+/// Measures the table: the 1→1 flows at 8 B, 64 KiB and 1 MiB and the
+/// round trip, in every placement the machine allows, each contender
+/// [`PIPE_ROUNDS`] times (`smoke`: the 8 B flow, once, without Python).
+/// `python` runs Python's Pipe (`None`: the column stays empty).
+pub fn run_pipe_table(smoke: bool, batch: Duration, python: Option<&Path>) -> PipeRounds {
+    let mut rust = peers();
+    rust.push(Box::new(FramedSocketpair));
+    let mut server = match python.filter(|_| !smoke).map(PythonPipe::start) {
+        Some(Ok(server)) => Some(server),
+        Some(Err(err)) => {
+            eprintln!("[pipe] Python's Pipe not run: {err}");
+            None
+        }
+        None => None,
+    };
+    let cases: Vec<Case> = if smoke {
+        vec![Case::Flow { size: 8, procs: 1 }]
+    } else {
+        [8, 64 * 1024, 1 << 20]
+            .map(|size| Case::Flow { size, procs: 1 })
+            .into_iter()
+            .chain([Case::RoundTrip])
+            .collect()
+    };
+    let rounds = if smoke { 1 } else { PIPE_ROUNDS };
+    let mut table = PipeRounds::new();
+    for &case in &cases {
+        for (pi, placement) in Placement::ALL.into_iter().enumerate() {
+            if !placement.possible() {
+                continue;
+            }
+            // Messages per timed run, per contender, found in its first round.
+            let mut sizes: BTreeMap<&str, u64> = BTreeMap::new();
+            for round in 0..rounds {
+                for i in 0..CONTENDERS.len() {
+                    let (key, _) = CONTENDERS[(i + round) % CONTENDERS.len()];
+                    let mut run: Box<dyn FnMut(u64) -> Duration + '_> = if key == "python_pipe" {
+                        match server.as_mut() {
+                            Some(server) => {
+                                Box::new(move |n| server.run(case, placement, n).expect("Python"))
+                            }
+                            None => continue,
+                        }
+                    } else {
+                        let peer = rust.iter().find(|p| p.key() == key).expect("a peer");
+                        match case {
+                            Case::Flow { size, procs } => {
+                                let mut flow =
+                                    Flow::start_placed(peer.as_ref(), size, procs, placement);
+                                Box::new(move |n| flow.run(n))
+                            }
+                            Case::RoundTrip => {
+                                let mut rtt = RoundTrip::start_placed(peer.as_ref(), placement);
+                                Box::new(move |n| rtt.run(n))
+                            }
+                        }
+                    };
+                    let n = sizes
+                        .entry(key)
+                        .or_insert_with(|| calibrate(&mut run, first(case), batch));
+                    // A short warm-up, then the timed run.
+                    run((*n / 8).max(1));
+                    let rate = *n as f64 / run(*n).as_secs_f64().max(1e-9);
+                    table.entry((case, pi, key)).or_default().push(rate);
+                }
+            }
+            let median = |key| table.get(&(case, pi, key)).map(|r| median(r));
+            let spread = per_round_ratios(&table, case, pi);
+            eprintln!(
+                "[pipe] {:<16} {:<20} Pipe {:>11}  socketpair {:>11}  Python {:>11}  \
+                 Pipe ÷ socketpair by round {spread}",
+                case.label(),
+                placement.label(),
+                super::cell(case, median("pipe")),
+                super::cell(case, median("socketpair")),
+                super::cell(case, median("python_pipe")),
+            );
+        }
+    }
+    table
+}
+
+/// Messages in the first calibration run of `case`.
+fn first(case: Case) -> u64 {
+    match case {
+        Case::Flow { size, .. } => first_batch(size),
+        Case::RoundTrip => 64,
+    }
+}
+
+/// How many messages take about `batch`: from `n`, four times more until a
+/// run takes a quarter of it, then scaled (the runs double as warm-up).
+fn calibrate(run: &mut dyn FnMut(u64) -> Duration, mut n: u64, batch: Duration) -> u64 {
+    loop {
+        let took = run(n);
+        if took >= batch / 4 || n >= 1 << 40 {
+            let scale = batch.as_secs_f64() / took.as_secs_f64().max(1e-9);
+            return ((n as f64 * scale) as u64).max(1);
+        }
+        n = n.saturating_mul(4);
+    }
+}
+
+/// The median of `rates`.
+fn median(rates: &[f64]) -> f64 {
+    let mut sorted = rates.to_vec();
+    sorted.sort_by(f64::total_cmp);
+    sorted[sorted.len() / 2]
+}
+
+/// `min–max` of the Pipe ÷ socketpair ratios of a cell's rounds (each
+/// round's two runs were made next to each other).
+fn per_round_ratios(table: &PipeRounds, case: Case, pi: usize) -> String {
+    let (Some(pipe), Some(floor)) = (
+        table.get(&(case, pi, "pipe")),
+        table.get(&(case, pi, "socketpair")),
+    ) else {
+        return "—".to_string();
+    };
+    let ratios: Vec<f64> = pipe.iter().zip(floor).map(|(p, s)| p / s).collect();
+    let lo = ratios.iter().copied().fold(f64::INFINITY, f64::min);
+    let hi = ratios.iter().copied().fold(0.0, f64::max);
+    format!("{lo:.2}–{hi:.2}")
+}
+
+/// The table as Markdown: median rates and the ratios of the medians.
+pub fn pipe_table(table: &PipeRounds) -> String {
+    let mut out = String::from("| case | placement |");
+    for (_, head) in CONTENDERS {
+        let _ = write!(out, " {head} |");
+    }
+    for (_, _, head) in RATIOS {
+        let _ = write!(out, " {head} |");
+    }
+    out.push_str("\n|---|---|");
+    out.push_str(&"---|".repeat(CONTENDERS.len() + RATIOS.len()));
+    out.push('\n');
+    let rows: std::collections::BTreeSet<(Case, usize)> =
+        table.keys().map(|&(c, p, _)| (c, p)).collect();
+    for (case, pi) in rows {
+        let get = |key: &str| table.get(&(case, pi, key)).map(|r| median(r));
+        let _ = write!(out, "| {} | {} |", case.label(), Placement::ALL[pi].label());
+        for (key, _) in CONTENDERS {
+            let _ = write!(out, " {} |", super::cell(case, get(key)));
+        }
+        for (ours, theirs, _) in RATIOS {
+            match (get(ours), get(theirs)) {
+                (Some(ours), Some(theirs)) => {
+                    let _ = write!(out, " {:.2}× |", ours / theirs);
+                }
+                _ => out.push_str(" — |"),
+            }
+        }
+        out.push('\n');
+    }
+    out
+}
+
+/// Python's Pipe, measured by `benches/python_mp.py --serve` one run at a
+/// time.
+struct PythonPipe {
+    child: Child,
+    ask: ChildStdin,
+    answers: BufReader<ChildStdout>,
+}
+
+impl PythonPipe {
+    fn start(python: &Path) -> io::Result<Self> {
+        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("benches/python_mp.py");
+        let mut child = Command::new(python)
+            .arg(script)
+            .arg("--serve")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()?;
+        let ask = child.stdin.take().expect("piped stdin");
+        let answers = BufReader::new(child.stdout.take().expect("piped stdout"));
+        Ok(Self {
+            child,
+            ask,
+            answers,
+        })
+    }
+
+    /// One run of `n` messages (or round trips) of `case`, placed as
+    /// `placement` says; the time it took, as Python measured it.
+    fn run(&mut self, case: Case, placement: Placement, n: u64) -> io::Result<Duration> {
+        let (send_cpu, recv_cpu) = placement.cpus();
+        let ask = match case {
+            Case::Flow { size, .. } => serde_json::json!({
+                "case": "flow", "size": size, "n": n,
+                "send_cpu": send_cpu, "recv_cpu": recv_cpu,
+            }),
+            Case::RoundTrip => serde_json::json!({
+                "case": "rtt", "n": n, "send_cpu": send_cpu, "recv_cpu": recv_cpu,
+            }),
+        };
+        writeln!(self.ask, "{ask}")?;
+        self.ask.flush()?;
+        let mut line = String::new();
+        if self.answers.read_line(&mut line)? == 0 {
+            return Err(io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                "the Python server left",
+            ));
+        }
+        let answer: serde_json::Value = serde_json::from_str(&line).map_err(io::Error::other)?;
+        answer["seconds"]
+            .as_f64()
+            .map(Duration::from_secs_f64)
+            .ok_or_else(|| io::Error::other(format!("no time in {line:?}")))
+    }
+}
+
+impl Drop for PythonPipe {
+    fn drop(&mut self) {
+        // Between runs the server only waits for the next request.
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
