@@ -12,8 +12,8 @@
 //! Each cell is measured twice, interleaved (every cell of a table, then
 //! every cell again), and the better of the two counts; except in the
 //! Pipe's table ([`pipe_table`]), where the Pipe, the socketpair floors
-//! and Python's Pipe are alternated in seven rounds per cell and each rate
-//! is the median of its rounds.
+//! and Python's Pipe are alternated in rounds (7 per cell, 15 where the
+//! kernel places the partners) and each rate is the median of its rounds.
 //!
 //! Run: `cargo run --release --example compare` (about two and a half
 //! minutes on two CPUs). `--smoke` runs two tiny cases with three peers, writes to
@@ -176,9 +176,10 @@ fn main() {
         md,
         "\nThe Pipe against the socketpair floors and Python's Pipe, by placement (the \
          partners pinned to one CPU, to two, or left to the kernel; the same run, each \
-         cell {} rounds, every contender started afresh in each round in a rotating \
-         order, each rate the median of its rounds):\n\n",
-        pipe_table::PIPE_ROUNDS
+         cell {} rounds ({} left to the kernel), every contender started afresh in each \
+         round in a balanced order, each rate the median of its rounds):\n\n",
+        pipe_table::PIPE_ROUNDS,
+        pipe_table::PIPE_ROUNDS_KERNEL,
     );
     md.push_str(&pipe_table);
     md.push_str(

@@ -5,9 +5,10 @@
 //! Where the kernel places a pair, one measurement gets a shared CPU and the
 //! next two CPUs, a difference of up to fivefold at 64 KiB; a ratio of two
 //! single measurements compares two draws. So each cell here is measured in
-//! [`PIPE_ROUNDS`] rounds, every round starting every contender afresh (a
-//! new draw of the placement) in a rotating order, and a rate is the median
-//! of its rounds. Python's Pipe runs in one `benches/python_mp.py --serve`
+//! rounds ([`PIPE_ROUNDS`], or [`PIPE_ROUNDS_KERNEL`] where the kernel
+//! places the partners), every round starting every contender afresh (a
+//! new draw of the placement) in a balanced order ([`run_order`]), and a
+//! rate is the median of its rounds. Python's Pipe runs in one `benches/python_mp.py --serve`
 //! process, asked for one run at a time, so it alternates with the others
 //! and is placed the same way.
 
@@ -19,8 +20,13 @@ use std::path::Path;
 use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
 use std::time::Duration;
 
-/// Rounds per cell; a rate is the median of its rounds.
+/// Rounds per cell with the partners pinned; a rate is the median of its
+/// rounds.
 pub const PIPE_ROUNDS: usize = 7;
+/// Rounds per cell left to the kernel: each round there is one draw from a
+/// mixture of placements (a run at 64 KiB made from 0.65 to 2.4 times the
+/// socketpair's rate of its round), so these cells get more of them.
+pub const PIPE_ROUNDS_KERNEL: usize = 15;
 
 /// The contenders, in column order: (key, heading).
 const CONTENDERS: [(&str, &str); 4] = [
@@ -47,7 +53,8 @@ pub type PipeRounds = BTreeMap<(Case, usize, &'static str), Vec<f64>>;
 
 /// Measures the table: the 1→1 flows at 8 B, 64 KiB and 1 MiB and the
 /// round trip, in every placement the machine allows, each contender
-/// [`PIPE_ROUNDS`] times (`smoke`: the 8 B flow, once, without Python).
+/// [`PIPE_ROUNDS`] times ([`PIPE_ROUNDS_KERNEL`] where the kernel places
+/// them; `smoke`: the 8 B flow, once, without Python).
 /// `python` runs Python's Pipe (`None`: the column stays empty).
 pub fn run_pipe_table(smoke: bool, batch: Duration, python: Option<&Path>) -> PipeRounds {
     let mut rust = peers();
@@ -69,18 +76,22 @@ pub fn run_pipe_table(smoke: bool, batch: Duration, python: Option<&Path>) -> Pi
             .chain([Case::RoundTrip])
             .collect()
     };
-    let rounds = if smoke { 1 } else { PIPE_ROUNDS };
     let mut table = PipeRounds::new();
     for &case in &cases {
         for (pi, placement) in Placement::ALL.into_iter().enumerate() {
             if !placement.possible() {
                 continue;
             }
+            let rounds = match (smoke, placement) {
+                (true, _) => 1,
+                (false, Placement::Kernel) => PIPE_ROUNDS_KERNEL,
+                (false, _) => PIPE_ROUNDS,
+            };
             // Messages per timed run, per contender, found in its first round.
             let mut sizes: BTreeMap<&str, u64> = BTreeMap::new();
             for round in 0..rounds {
                 for i in 0..CONTENDERS.len() {
-                    let (key, _) = CONTENDERS[(i + round) % CONTENDERS.len()];
+                    let (key, _) = CONTENDERS[run_order(round, i)];
                     let mut run: Box<dyn FnMut(u64) -> Duration + '_> = if key == "python_pipe" {
                         match server.as_mut() {
                             Some(server) => {
@@ -125,6 +136,25 @@ pub fn run_pipe_table(smoke: bool, batch: Duration, python: Option<&Path>) -> Pi
         }
     }
     table
+}
+
+/// Which contender runs `i`-th in `round`: a balanced Latin square
+/// (Williams's), so that over [`CONTENDERS`]`.len()` rounds every
+/// contender runs in every position once and right after every other one
+/// once. A plain rotation would keep each contender's predecessor fixed,
+/// and whatever one run leaves behind (a cold cache, pages to reclaim)
+/// would always land on the same next one.
+fn run_order(round: usize, i: usize) -> usize {
+    let n = CONTENDERS.len();
+    // The first row: 0, 1, n-1, 2, n-2, …; row r adds r to each.
+    let first = if i == 0 {
+        0
+    } else if i % 2 == 1 {
+        i.div_ceil(2)
+    } else {
+        n - i / 2
+    };
+    (first + round) % n
 }
 
 /// Messages in the first calibration run of `case`.
@@ -264,5 +294,30 @@ impl Drop for PythonPipe {
         // Between runs the server only waits for the next request.
         let _ = self.child.kill();
         let _ = self.child.wait();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_round_runs_every_contender_once_and_each_follows_each_other_once() {
+        let n = CONTENDERS.len();
+        let mut follows = std::collections::BTreeSet::new();
+        for round in 0..n {
+            let order: Vec<usize> = (0..n).map(|i| run_order(round, i)).collect();
+            let mut sorted = order.clone();
+            sorted.sort_unstable();
+            assert_eq!(
+                sorted,
+                (0..n).collect::<Vec<_>>(),
+                "round {round}: {order:?}"
+            );
+            for pair in order.windows(2) {
+                assert!(follows.insert((pair[0], pair[1])), "{pair:?} twice");
+            }
+        }
+        assert_eq!(follows.len(), n * (n - 1));
     }
 }
