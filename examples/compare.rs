@@ -397,27 +397,42 @@ fn run_placed(settings: &Settings) -> Placed {
 const PLACED_TRIES: usize = 2;
 
 /// The placed cells as Markdown: one row per case and placement, with
-/// the Queue's and the Pipe's ratio to the socketpair floor and the
-/// zero-copy Queue's to iceoryx2's.
+/// the Queue's ratio to the socketpair floor and the zero-copy Queue's to
+/// iceoryx2's.
 fn placed_table(placed: &Placed) -> String {
+    let rows = placed.keys().map(|&(c, p, _)| (c, p)).collect();
+    by_placement_markdown(rows, &PLACED_PEERS, &PLACED_RATIOS, |case, pi, key| {
+        placed.get(&(case, pi, key)).copied()
+    })
+}
+
+/// A table with one row per (case, placement index in [`Placement::ALL`])
+/// of `rows`: a cell per column `(key, heading)` of `columns`, from
+/// `rate(case, placement, key)`, then a ratio per `(ours, theirs,
+/// heading)` of `ratios`.
+fn by_placement_markdown(
+    rows: BTreeSet<(Case, usize)>,
+    columns: &[(&str, &str)],
+    ratios: &[(&str, &str, &str)],
+    rate: impl Fn(Case, usize, &str) -> Option<f64>,
+) -> String {
     let mut out = String::from("| case | placement |");
-    for (_, head) in PLACED_PEERS {
+    for (_, head) in columns {
         let _ = write!(out, " {head} |");
     }
-    for (_, _, head) in PLACED_RATIOS {
+    for (_, _, head) in ratios {
         let _ = write!(out, " {head} |");
     }
     out.push_str("\n|---|---|");
-    out.push_str(&"---|".repeat(PLACED_PEERS.len() + PLACED_RATIOS.len()));
+    out.push_str(&"---|".repeat(columns.len() + ratios.len()));
     out.push('\n');
-    let rows: BTreeSet<(Case, usize)> = placed.keys().map(|&(c, p, _)| (c, p)).collect();
     for (case, pi) in rows {
-        let get = |key: &str| placed.get(&(case, pi, key)).copied();
+        let get = |key: &str| rate(case, pi, key);
         let _ = write!(out, "| {} | {} |", case.label(), Placement::ALL[pi].label());
-        for (key, _) in PLACED_PEERS {
+        for (key, _) in columns {
             let _ = write!(out, " {} |", cell(case, get(key)));
         }
-        for (ours, theirs, _) in PLACED_RATIOS {
+        for (ours, theirs, _) in ratios {
             match (get(ours), get(theirs)) {
                 (Some(ours), Some(theirs)) => {
                     let _ = write!(out, " {:.2}× |", ours / theirs);

@@ -14,7 +14,6 @@
 
 use super::common::{Case, Flow, FramedSocketpair, Placement, RoundTrip, first_batch, peers};
 use std::collections::BTreeMap;
-use std::fmt::Write as _;
 use std::io::{self, BufRead, BufReader, Write as _};
 use std::path::Path;
 use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
@@ -202,35 +201,10 @@ fn per_round_ratios(table: &PipeRounds, case: Case, pi: usize) -> String {
 
 /// The table as Markdown: median rates and the ratios of the medians.
 pub fn pipe_table(table: &PipeRounds) -> String {
-    let mut out = String::from("| case | placement |");
-    for (_, head) in CONTENDERS {
-        let _ = write!(out, " {head} |");
-    }
-    for (_, _, head) in RATIOS {
-        let _ = write!(out, " {head} |");
-    }
-    out.push_str("\n|---|---|");
-    out.push_str(&"---|".repeat(CONTENDERS.len() + RATIOS.len()));
-    out.push('\n');
-    let rows: std::collections::BTreeSet<(Case, usize)> =
-        table.keys().map(|&(c, p, _)| (c, p)).collect();
-    for (case, pi) in rows {
-        let get = |key: &str| table.get(&(case, pi, key)).map(|r| median(r));
-        let _ = write!(out, "| {} | {} |", case.label(), Placement::ALL[pi].label());
-        for (key, _) in CONTENDERS {
-            let _ = write!(out, " {} |", super::cell(case, get(key)));
-        }
-        for (ours, theirs, _) in RATIOS {
-            match (get(ours), get(theirs)) {
-                (Some(ours), Some(theirs)) => {
-                    let _ = write!(out, " {:.2}× |", ours / theirs);
-                }
-                _ => out.push_str(" — |"),
-            }
-        }
-        out.push('\n');
-    }
-    out
+    let rows = table.keys().map(|&(c, p, _)| (c, p)).collect();
+    super::by_placement_markdown(rows, &CONTENDERS, &RATIOS, |case, pi, key| {
+        table.get(&(case, pi, key)).map(|r| median(r))
+    })
 }
 
 /// Python's Pipe, measured by `benches/python_mp.py --serve` one run at a
