@@ -7,6 +7,7 @@ use super::peers::{Link, Peer};
 use super::runner::{RTT_SIZE, size_label};
 use multiproc::Segment;
 use multiproc::os::futex;
+use std::convert::Infallible;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
@@ -326,17 +327,8 @@ pub fn measure(
     batch: Duration,
     rounds: usize,
 ) -> f64 {
-    let mut n = first.max(1);
     // Calibration doubles as warm-up.
-    loop {
-        let (took, _) = run(n);
-        if took >= batch / 4 || n >= 1 << 40 {
-            let scale = batch.as_secs_f64() / took.as_secs_f64().max(1e-9);
-            n = ((n as f64 * scale) as u64).max(1);
-            break;
-        }
-        n = n.saturating_mul(4);
-    }
+    let Ok(n) = calibrate(|n| Ok::<_, Infallible>(run(n).0), first, batch);
     let mut rates: Vec<f64> = (0..rounds.max(1))
         .map(|_| {
             let (took, done) = run(n);
@@ -345,6 +337,25 @@ pub fn measure(
         .collect();
     rates.sort_by(f64::total_cmp);
     rates[rates.len() / 2]
+}
+
+/// How many operations take about `batch`: runs `first`, four times more
+/// while a run takes less than a quarter of `batch`, then scales the last
+/// count to `batch`. The runs double as warm-up; the first error ends it.
+pub fn calibrate<E>(
+    mut run: impl FnMut(u64) -> Result<Duration, E>,
+    first: u64,
+    batch: Duration,
+) -> Result<u64, E> {
+    let mut n = first.max(1);
+    loop {
+        let took = run(n)?;
+        if took >= batch / 4 || n >= 1 << 40 {
+            let scale = batch.as_secs_f64() / took.as_secs_f64().max(1e-9);
+            return Ok(((n as f64 * scale) as u64).max(1));
+        }
+        n = n.saturating_mul(4);
+    }
 }
 
 /// A reasonable first batch for `size`-byte messages (about 1 MB moved).

@@ -30,7 +30,8 @@ mod runner;
 // As above: each target uses only some of these.
 #[allow(unused_imports)]
 pub use harness::{
-    Flow, ForkedChild, Placement, RoundTrip, first_batch, fork_child, kill_children, measure,
+    Flow, ForkedChild, Placement, RoundTrip, calibrate, first_batch, fork_child, kill_children,
+    measure,
 };
 #[allow(unused_imports)]
 pub use peers::{

@@ -8,12 +8,15 @@
 //! rounds ([`PIPE_ROUNDS`], or [`PIPE_ROUNDS_KERNEL`] where the kernel
 //! places the partners), every round starting every contender afresh (a
 //! new draw of the placement) in a balanced order ([`run_order`]), and a
-//! rate is the median of its rounds. Python's Pipe runs in one `benches/python_mp.py --serve`
-//! process, asked for one run at a time, so it alternates with the others
-//! and is placed the same way.
+//! rate is the median of its rounds. Python's Pipe runs in one
+//! `benches/python_mp.py --serve` process, asked for one run at a time, so
+//! it alternates with the others and is placed the same way.
 
-use super::common::{Case, Flow, FramedSocketpair, Placement, RoundTrip, first_batch, peers};
+use super::common::{
+    Case, Flow, FramedSocketpair, Placement, RoundTrip, calibrate, first_batch, peers,
+};
 use std::collections::BTreeMap;
+use std::convert::Infallible;
 use std::io::{self, BufRead, BufReader, Write as _};
 use std::path::Path;
 use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
@@ -91,16 +94,24 @@ pub fn run_pipe_table(smoke: bool, batch: Duration, python: Option<&Path>) -> Pi
             for round in 0..rounds {
                 for i in 0..CONTENDERS.len() {
                     let (key, _) = CONTENDERS[run_order(round, i)];
-                    let mut run: Box<dyn FnMut(u64) -> Duration + '_> = if key == "python_pipe" {
-                        match server.as_mut() {
-                            Some(server) => {
-                                Box::new(move |n| server.run(case, placement, n).expect("Python"))
+                    let rate = if key == "python_pipe" {
+                        let Some(python) = server.as_mut() else {
+                            continue;
+                        };
+                        let rate = one_round(&mut sizes, key, case, batch, |n| {
+                            python.run(case, placement, n)
+                        });
+                        match rate {
+                            Ok(rate) => rate,
+                            Err(err) => {
+                                eprintln!("[pipe] Python's Pipe left out from here on: {err}");
+                                server = None;
+                                continue;
                             }
-                            None => continue,
                         }
                     } else {
                         let peer = rust.iter().find(|p| p.key() == key).expect("a peer");
-                        match case {
+                        let mut run: Box<dyn FnMut(u64) -> Duration> = match case {
                             Case::Flow { size, procs } => {
                                 let mut flow =
                                     Flow::start_placed(peer.as_ref(), size, procs, placement);
@@ -110,14 +121,12 @@ pub fn run_pipe_table(smoke: bool, batch: Duration, python: Option<&Path>) -> Pi
                                 let mut rtt = RoundTrip::start_placed(peer.as_ref(), placement);
                                 Box::new(move |n| rtt.run(n))
                             }
-                        }
+                        };
+                        let Ok(rate) = one_round(&mut sizes, key, case, batch, |n| {
+                            Ok::<_, Infallible>(run(n))
+                        });
+                        rate
                     };
-                    let n = sizes
-                        .entry(key)
-                        .or_insert_with(|| calibrate(&mut run, first(case), batch));
-                    // A short warm-up, then the timed run.
-                    run((*n / 8).max(1));
-                    let rate = *n as f64 / run(*n).as_secs_f64().max(1e-9);
                     table.entry((case, pi, key)).or_default().push(rate);
                 }
             }
@@ -156,25 +165,30 @@ fn run_order(round: usize, i: usize) -> usize {
     (first + round) % n
 }
 
-/// Messages in the first calibration run of `case`.
-fn first(case: Case) -> u64 {
-    match case {
-        Case::Flow { size, .. } => first_batch(size),
-        Case::RoundTrip => 64,
-    }
-}
-
-/// How many messages take about `batch`: from `n`, four times more until a
-/// run takes a quarter of it, then scaled (the runs double as warm-up).
-fn calibrate(run: &mut dyn FnMut(u64) -> Duration, mut n: u64, batch: Duration) -> u64 {
-    loop {
-        let took = run(n);
-        if took >= batch / 4 || n >= 1 << 40 {
-            let scale = batch.as_secs_f64() / took.as_secs_f64().max(1e-9);
-            return ((n as f64 * scale) as u64).max(1);
+/// One round of contender `key`: the first time, finds how many messages
+/// (or round trips) take about `batch` and keeps the count in `sizes`;
+/// then a short warm-up and the timed run. Returns the rate.
+fn one_round<E>(
+    sizes: &mut BTreeMap<&'static str, u64>,
+    key: &'static str,
+    case: Case,
+    batch: Duration,
+    mut run: impl FnMut(u64) -> Result<Duration, E>,
+) -> Result<f64, E> {
+    let n = match sizes.get(key) {
+        Some(&n) => n,
+        None => {
+            let first = match case {
+                Case::Flow { size, .. } => first_batch(size),
+                Case::RoundTrip => 64,
+            };
+            let n = calibrate(&mut run, first, batch)?;
+            sizes.insert(key, n);
+            n
         }
-        n = n.saturating_mul(4);
-    }
+    };
+    run((n / 8).max(1))?;
+    Ok(n as f64 / run(n)?.as_secs_f64().max(1e-9))
 }
 
 /// The median of `rates`.
@@ -184,8 +198,8 @@ fn median(rates: &[f64]) -> f64 {
     sorted[sorted.len() / 2]
 }
 
-/// `min–max` of the Pipe ÷ socketpair ratios of a cell's rounds (each
-/// round's two runs were made next to each other).
+/// `min–max` of the Pipe ÷ socketpair ratios of a cell's rounds (the two
+/// runs of a round are at most two runs apart).
 fn per_round_ratios(table: &PipeRounds, case: Case, pi: usize) -> String {
     let (Some(pipe), Some(floor)) = (
         table.get(&(case, pi, "pipe")),
