@@ -7,14 +7,16 @@
 //! single measurements compares two draws. So each cell here is measured in
 //! rounds ([`PIPE_ROUNDS`], or [`PIPE_ROUNDS_KERNEL`] where the kernel
 //! places the partners), every round starting every contender afresh (a
-//! new draw of the placement) in a balanced order ([`run_order`]), and a
-//! rate is the median of its rounds. Python's Pipe runs in one
+//! new draw of the placement) in a balanced order
+//! ([`multiproc_testkit::balanced_order`]: each runs right after each
+//! other equally often), and a rate is the median of its rounds. Python's Pipe runs in one
 //! `benches/python_mp.py --serve` process, asked for one run at a time, so
 //! it alternates with the others and is placed the same way.
 
 use super::common::{
     Case, Flow, FramedSocketpair, Placement, RoundTrip, calibrate, first_batch, peers,
 };
+use multiproc_testkit::balanced_order;
 use std::collections::BTreeMap;
 use std::convert::Infallible;
 use std::io::{self, BufRead, BufReader, Write as _};
@@ -93,7 +95,7 @@ pub fn run_pipe_table(smoke: bool, batch: Duration, python: Option<&Path>) -> Pi
             let mut sizes: BTreeMap<&str, u64> = BTreeMap::new();
             for round in 0..rounds {
                 for i in 0..CONTENDERS.len() {
-                    let (key, _) = CONTENDERS[run_order(round, i)];
+                    let (key, _) = CONTENDERS[balanced_order(round, i, CONTENDERS.len())];
                     let rate = if key == "python_pipe" {
                         let Some(python) = server.as_mut() else {
                             continue;
@@ -144,25 +146,6 @@ pub fn run_pipe_table(smoke: bool, batch: Duration, python: Option<&Path>) -> Pi
         }
     }
     table
-}
-
-/// Which contender runs `i`-th in `round`: a balanced Latin square
-/// (Williams's), so that over [`CONTENDERS`]`.len()` rounds every
-/// contender runs in every position once and right after every other one
-/// once. A plain rotation would keep each contender's predecessor fixed,
-/// and whatever one run leaves behind (a cold cache, pages to reclaim)
-/// would always land on the same next one.
-fn run_order(round: usize, i: usize) -> usize {
-    let n = CONTENDERS.len();
-    // The first row: 0, 1, n-1, 2, n-2, …; row r adds r to each.
-    let first = if i == 0 {
-        0
-    } else if i % 2 == 1 {
-        i.div_ceil(2)
-    } else {
-        n - i / 2
-    };
-    (first + round) % n
 }
 
 /// One round of contender `key`: the first time, finds how many messages
@@ -282,30 +265,5 @@ impl Drop for PythonPipe {
         // Between runs the server only waits for the next request.
         let _ = self.child.kill();
         let _ = self.child.wait();
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn every_round_runs_every_contender_once_and_each_follows_each_other_once() {
-        let n = CONTENDERS.len();
-        let mut follows = std::collections::BTreeSet::new();
-        for round in 0..n {
-            let order: Vec<usize> = (0..n).map(|i| run_order(round, i)).collect();
-            let mut sorted = order.clone();
-            sorted.sort_unstable();
-            assert_eq!(
-                sorted,
-                (0..n).collect::<Vec<_>>(),
-                "round {round}: {order:?}"
-            );
-            for pair in order.windows(2) {
-                assert!(follows.insert((pair[0], pair[1])), "{pair:?} twice");
-            }
-        }
-        assert_eq!(follows.len(), n * (n - 1));
     }
 }

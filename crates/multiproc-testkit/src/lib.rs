@@ -46,7 +46,10 @@
 #![allow(unsafe_code)]
 #![allow(missing_docs)]
 
+mod order;
+
 pub use libtest_mimic::{Failed, Trial};
+pub use order::balanced_order;
 pub use rustix::process::Pid;
 
 use multiproc_core::process::{self, Forked};
