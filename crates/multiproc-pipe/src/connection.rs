@@ -462,7 +462,10 @@ impl Connection {
     /// the sender runs on another, idle CPU that removes the cross-CPU
     /// wake-up (20–80 µs on a virtual machine), and when they share a CPU
     /// the budget falls to nothing after a few receives (then one receive
-    /// in 256 spins up to 50 µs, to notice a change).
+    /// in 256 spins up to 50 µs, to notice a change). Without a budget, a
+    /// receive yields once before it sleeps, so that a sender on the same
+    /// CPU fills the socket instead of waking the receiver message by
+    /// message; it stops doing so when the yield ran some other task.
     ///
     /// Measured in one run of `cargo run --release --example compare` on a
     /// 2-vCPU virtual machine (2026-12-04 17:57, its placement table),

@@ -13,8 +13,20 @@
 //! that took microseconds gave the CPU away: a success after one counts as
 //! a spin that ran out, so there the budget is gone after a few waits;
 //! then one wait in [`PROBE_EVERY`] spins, to notice when the peer has
-//! moved to another CPU. Without a budget a call goes straight to the
-//! blocking system call: nothing is added.
+//! moved to another CPU.
+//!
+//! Without a budget a call yields once and tries once more before the
+//! blocking system call ([`SpinBudget::yielded`]). A peer on this CPU then
+//! runs at once, a sender until the socket is full, an echo until it has
+//! answered, and this side finds the data without having slept. Sleeping
+//! instead can settle a pair on one CPU into each `send` waking the
+//! receiver and handing it the CPU for the few messages there are:
+//! measured at 8 B, sixteen times the context switches and a fifth less
+//! throughput, in about half of the pairs. When the yield ran another task
+//! and no data came, that task is not the peer, and the calls go straight
+//! to sleep, where the data's arrival can wake this side, until a probe
+//! finds the CPU shared again; the same after a yield that lasted a whole
+//! time slice. After [`STRIKES`] such yields, for good.
 
 use std::cell::Cell;
 use std::io;
@@ -34,6 +46,13 @@ const START: Duration = Duration::from_micros(20);
 const MAX: Duration = Duration::from_micros(50);
 /// A budget below this is none.
 const MIN: Duration = Duration::from_micros(1);
+/// A yield that took this long let another task run a whole time slice
+/// (0.75 ms at least, by default): longer than a peer needs to fill a
+/// socket or answer, and not worth waiting through on every receive.
+const SLICE: Duration = Duration::from_millis(1);
+/// Yields that ran another task to no use before a connection stops
+/// yielding first.
+const STRIKES: u8 = 3;
 /// Without a budget, one wait in this many spins for [`PROBE`].
 const PROBE_EVERY: u32 = 256;
 /// A probe's budget: as long as the longest budget, so that a probe can
@@ -47,6 +66,10 @@ pub(crate) struct SpinBudget {
     budget: Duration,
     /// Waits without a budget since the last probe.
     unprobed: u32,
+    /// Without a budget, yield once before sleeping.
+    yield_first: bool,
+    /// Yields that ran another task to no use (see [`Self::yielded`]).
+    strikes: u8,
 }
 
 impl Default for SpinBudget {
@@ -54,6 +77,8 @@ impl Default for SpinBudget {
         Self {
             budget: START,
             unprobed: 0,
+            yield_first: true,
+            strikes: 0,
         }
     }
 }
@@ -86,6 +111,37 @@ impl SpinBudget {
             self.budget = Duration::ZERO;
         }
     }
+
+    /// Whether a wait without a budget yields once first.
+    pub(crate) fn yields_first(&self) -> bool {
+        self.budget.is_zero() && self.yield_first
+    }
+
+    /// A wait without a budget yielded for `took` and then `found` data
+    /// (or not). Another task ran (`took` at least [`GAVE_AWAY`]) and
+    /// brought nothing: not the peer, so later waits sleep at once. A yield
+    /// of a whole [`SLICE`] is not worth repeating either. Each such yield
+    /// is a strike; after [`STRIKES`] the connection stops yielding first
+    /// for good, so a task that hogs this CPU costs it a few time slices
+    /// at most.
+    pub(crate) fn yielded(&mut self, took: Duration, found: bool) {
+        if took >= SLICE || (!found && took >= GAVE_AWAY) {
+            self.yield_first = false;
+            self.strikes = self.strikes.saturating_add(1);
+        }
+    }
+
+    /// A spin's yields handed the CPU over, the longest for `gave_away`,
+    /// and data came after them: the CPU is shared, so the budget shrinks.
+    /// If the yield was shorter than a time slice, what ran may have been
+    /// the peer, and waits without a budget yield first again (unless
+    /// yielding first has failed [`STRIKES`] times).
+    pub(crate) fn shared(&mut self, gave_away: Duration) {
+        self.miss();
+        if gave_away < SLICE && self.strikes < STRIKES {
+            self.yield_first = true;
+        }
+    }
 }
 
 /// Runs `nowait` (a call that never blocks) until it does not say
@@ -97,12 +153,27 @@ pub(crate) fn spin<T>(
     mut nowait: impl FnMut() -> io::Result<T>,
 ) -> Option<io::Result<T>> {
     let mut state = budget.get();
+    if state.yields_first() {
+        let before = Instant::now();
+        std::thread::yield_now();
+        let took = before.elapsed();
+        let outcome = match nowait() {
+            Err(err) if err.kind() == io::ErrorKind::WouldBlock => None,
+            done => Some(done),
+        };
+        state.yielded(took, outcome.is_some());
+        if outcome.is_some() {
+            budget.set(state);
+            return outcome;
+        }
+    }
     let outcome = state.budget().and_then(|limit| {
         let start = Instant::now();
         let mut tries = 0u32;
-        // A yield that gave the CPU away: the peer (or another task) shares
-        // this CPU, where sleeping hands over as fast as spinning does.
-        let mut shared = false;
+        // The longest yield that gave the CPU away: the peer (or another
+        // task) shares this CPU, where sleeping hands over as fast as
+        // spinning does.
+        let mut gave_away = Duration::ZERO;
         loop {
             if tries > 0 {
                 // The first retry yields already: a peer on this CPU then
@@ -110,7 +181,10 @@ pub(crate) fn spin<T>(
                 if tries % YIELD_EVERY == 1 {
                     let before = Instant::now();
                     std::thread::yield_now();
-                    shared |= before.elapsed() >= GAVE_AWAY;
+                    let took = before.elapsed();
+                    if took >= GAVE_AWAY {
+                        gave_away = gave_away.max(took);
+                    }
                 } else {
                     for _ in 0..SPINS_PER_TRY {
                         std::hint::spin_loop();
@@ -126,8 +200,8 @@ pub(crate) fn spin<T>(
                     }
                 }
                 done => {
-                    if shared {
-                        state.miss();
+                    if !gave_away.is_zero() {
+                        state.shared(gave_away);
                     } else {
                         state.hit(start.elapsed());
                     }
@@ -159,5 +233,36 @@ mod tests {
         assert_eq!(spin.budget(), Some(Duration::from_micros(6)));
         spin.hit(Duration::from_millis(1));
         assert_eq!(spin.budget(), Some(MAX), "capped");
+    }
+
+    #[test]
+    fn waits_without_a_budget_yield_first_until_another_task_takes_the_yield() {
+        let mut spin = SpinBudget::default();
+        assert!(!spin.yields_first(), "a budget spins instead");
+        for _ in 0..6 {
+            spin.miss();
+        }
+        assert!(spin.yields_first());
+        // Nobody else to run, or the peer ran and answered: keep yielding.
+        spin.yielded(Duration::from_micros(1), false);
+        spin.yielded(Duration::from_micros(300), true);
+        assert!(spin.yields_first());
+        // Another task ran and nothing came: sleep at once from now on.
+        spin.yielded(Duration::from_micros(40), false);
+        assert!(!spin.yields_first());
+        // A spin that waited a whole time slice for its data proves nothing.
+        spin.shared(SLICE);
+        assert!(!spin.yields_first());
+        // One whose yield came back sooner finds the peer on this CPU.
+        spin.shared(Duration::from_micros(20));
+        assert!(spin.yields_first());
+        // A whole time slice went to another task: not worth it either.
+        spin.yielded(SLICE, true);
+        assert!(!spin.yields_first());
+        // The third such yield ends yielding first for good.
+        spin.shared(Duration::from_micros(20));
+        spin.yielded(Duration::from_micros(40), false);
+        spin.shared(Duration::from_micros(20));
+        assert!(!spin.yields_first(), "three strikes");
     }
 }
