@@ -28,8 +28,8 @@ mod common;
 mod pipe_table;
 
 use common::{
-    Case, Flow, Peer, Placement, RoundTrip, TypedRow, first_batch, measure, memcpy_run, peers,
-    remove_stale_iceoryx2_nodes, typed_rows,
+    Case, Flow, Peer, Placement, RoundTrip, TypedRow, first_batch, first_count, measure,
+    memcpy_run, peers, remove_stale_iceoryx2_nodes, typed_rows,
 };
 use plotters::prelude::*;
 use std::collections::{BTreeMap, BTreeSet};
@@ -283,7 +283,12 @@ fn run_rust(
             }
             (Case::RoundTrip, Some(peer)) => {
                 let mut rtt = RoundTrip::start(peer);
-                let rate = measure(|n| (rtt.run(n), n), 64, settings.batch, settings.rounds);
+                let rate = measure(
+                    |n| (rtt.run(n), n),
+                    first_count(case),
+                    settings.batch,
+                    settings.rounds,
+                );
                 (peer.key(), peer.label(), rate)
             }
             (Case::RoundTrip, None) => unreachable!("memcpy has no round trip"),
@@ -373,7 +378,12 @@ fn run_placed(settings: &Settings) -> Placed {
                         }
                         Case::RoundTrip => {
                             let mut rtt = RoundTrip::start_placed(peer.as_ref(), placement);
-                            measure(|n| (rtt.run(n), n), 64, settings.batch, settings.rounds)
+                            measure(
+                                |n| (rtt.run(n), n),
+                                first_count(case),
+                                settings.batch,
+                                settings.rounds,
+                            )
                         }
                     };
                     eprintln!(
@@ -619,10 +629,15 @@ fn python_interpreter() -> (PathBuf, String) {
     }
 }
 
+/// `benches/python_mp.py`: Python's Queue and Pipe, measured.
+fn python_script() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("benches/python_mp.py")
+}
+
 /// Runs `benches/python_mp.py --quick` with `python`; returns a note for
 /// the table.
 fn run_python(python: &Path, fifo_note: &str, results: &mut Results) -> String {
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("benches/python_mp.py");
+    let script = python_script();
     eprintln!("[python] {} {} --quick", python.display(), script.display());
     let out = match Command::new(python).arg(&script).arg("--quick").output() {
         Ok(out) => out,

@@ -4,7 +4,7 @@
 //! a median rate ([`measure`]).
 
 use super::peers::{Link, Peer};
-use super::runner::{RTT_SIZE, size_label};
+use super::runner::{Case, RTT_SIZE, size_label};
 use multiproc::Segment;
 use multiproc::os::futex;
 use std::convert::Infallible;
@@ -329,14 +329,24 @@ pub fn measure(
 ) -> f64 {
     // Calibration doubles as warm-up.
     let Ok(n) = calibrate(|n| Ok::<_, Infallible>(run(n).0), first, batch);
-    let mut rates: Vec<f64> = (0..rounds.max(1))
+    let rates: Vec<f64> = (0..rounds.max(1))
         .map(|_| {
             let (took, done) = run(n);
             done as f64 / took.as_secs_f64().max(1e-9)
         })
         .collect();
-    rates.sort_by(f64::total_cmp);
-    rates[rates.len() / 2]
+    median(&rates)
+}
+
+/// The median of `rates` (the upper one of an even count).
+///
+/// # Panics
+///
+/// When `rates` is empty.
+pub fn median(rates: &[f64]) -> f64 {
+    let mut sorted = rates.to_vec();
+    sorted.sort_by(f64::total_cmp);
+    sorted[sorted.len() / 2]
 }
 
 /// How many operations take about `batch`: runs `first`, four times more
@@ -355,6 +365,15 @@ pub fn calibrate<E>(
             return Ok(((n as f64 * scale) as u64).max(1));
         }
         n = n.saturating_mul(4);
+    }
+}
+
+/// A reasonable first count for `case`: [`first_batch`] messages for a
+/// flow, 64 round trips.
+pub fn first_count(case: Case) -> u64 {
+    match case {
+        Case::Flow { size, .. } => first_batch(size),
+        Case::RoundTrip => 64,
     }
 }
 

@@ -30,8 +30,8 @@ mod runner;
 // As above: each target uses only some of these.
 #[allow(unused_imports)]
 pub use harness::{
-    Flow, ForkedChild, Placement, RoundTrip, calibrate, first_batch, fork_child, kill_children,
-    measure,
+    Flow, ForkedChild, Placement, RoundTrip, calibrate, first_batch, first_count, fork_child,
+    kill_children, measure, median,
 };
 #[allow(unused_imports)]
 pub use peers::{

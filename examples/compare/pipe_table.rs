@@ -14,7 +14,7 @@
 //! it alternates with the others and is placed the same way.
 
 use super::common::{
-    Case, Flow, FramedSocketpair, Placement, RoundTrip, calibrate, first_batch, peers,
+    Case, Flow, FramedSocketpair, Placement, RoundTrip, calibrate, first_count, median, peers,
 };
 use multiproc_testkit::balanced_order;
 use std::collections::BTreeMap;
@@ -161,24 +161,13 @@ fn one_round<E>(
     let n = match sizes.get(key) {
         Some(&n) => n,
         None => {
-            let first = match case {
-                Case::Flow { size, .. } => first_batch(size),
-                Case::RoundTrip => 64,
-            };
-            let n = calibrate(&mut run, first, batch)?;
+            let n = calibrate(&mut run, first_count(case), batch)?;
             sizes.insert(key, n);
             n
         }
     };
     run((n / 8).max(1))?;
     Ok(n as f64 / run(n)?.as_secs_f64().max(1e-9))
-}
-
-/// The median of `rates`.
-fn median(rates: &[f64]) -> f64 {
-    let mut sorted = rates.to_vec();
-    sorted.sort_by(f64::total_cmp);
-    sorted[sorted.len() / 2]
 }
 
 /// `min–max` of the Pipe ÷ socketpair ratios of a cell's rounds (the two
@@ -214,9 +203,8 @@ struct PythonPipe {
 
 impl PythonPipe {
     fn start(python: &Path) -> io::Result<Self> {
-        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("benches/python_mp.py");
         let mut child = Command::new(python)
-            .arg(script)
+            .arg(super::python_script())
             .arg("--serve")
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
