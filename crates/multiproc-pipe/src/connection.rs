@@ -39,14 +39,13 @@ const LARGE_FRAME: usize = 64 * 1024;
 /// as `SO_SNDBUF` reads it: 1 MiB, or what `net.core.wmem_max` allows
 /// (416 KiB with the kernel's defaults, against 208 KiB unraised). With
 /// the two processes on one CPU, the writer then runs longer before it
-/// blocks and the switches between the two are fewer. Measured there on a
-/// 2-vCPU AMD EPYC, interleaved with a raw socketpair (5.9-6.1 and
-/// 7.7-7.8 GB/s): 64 KiB messages 5.85 -> 6.16 GB/s, 1 MiB messages
-/// 7.1 -> 7.6 GB/s; left to the kernel the difference was within the
-/// noise. Small messages behind such a buffer lose on one CPU (8 B:
-/// 0.71 -> 0.57 M msg/s; the same left to the kernel), so the buffer goes
-/// back to what it was after [`SMALL_FRAMES_TO_LOWER`] small frames in a
-/// row (8 B after a large frame: 0.71 M msg/s again).
+/// blocks and the switches between the two are fewer. In the compare
+/// demo (`cargo run --release --example compare`) on a 2-vCPU AMD EPYC,
+/// the one-CPU cells of Pipe ÷ socketpair at 64 KiB and 1 MiB went from
+/// 0.97-0.99x to 1.04-1.05x; left to the kernel the difference was within
+/// the noise. Small messages behind such a deep buffer lose on one CPU
+/// (more of them wait per switch), so the buffer goes back to what it was
+/// after [`SMALL_FRAMES_TO_LOWER`] small frames in a row.
 const LARGE_SEND_BUFFER: usize = 1024 * 1024;
 
 /// Frames below [`LARGE_FRAME`] in a row after which a raised send buffer
