@@ -79,6 +79,37 @@ pub fn extend(out: &mut Vec<u8>, src: &[u8]) {
     unsafe { out.set_len(len + src.len()) };
 }
 
+/// Copies `len` bytes from `src` to `dst` as [`copy`] does, for memory that
+/// is reached through raw pointers only (a mapping other processes write
+/// to, where no Rust reference may be formed).
+///
+/// # Safety
+///
+/// As for [`std::ptr::copy_nonoverlapping`]: `src` valid for reads and
+/// `dst` for writes of `len` bytes, the two ranges not overlapping. A
+/// racing write by another process may tear the copy (every byte value is
+/// valid), which the caller must allow for.
+#[inline]
+pub unsafe fn copy_raw(dst: *mut u8, src: *const u8, len: usize) {
+    if aliased(dst, src, len) {
+        let mut done = 0;
+        while done + 64 <= len {
+            // SAFETY: `done + 64 <= len`, inside both ranges (the caller's
+            // contract); unaligned reads and writes of a plain byte array.
+            unsafe {
+                let chunk = src.add(done).cast::<[u8; 64]>().read_unaligned();
+                dst.add(done).cast::<[u8; 64]>().write_unaligned(chunk);
+            }
+            done += 64;
+        }
+        // SAFETY: the rest of both ranges, as above.
+        unsafe { std::ptr::copy_nonoverlapping(src.add(done), dst.add(done), len - done) };
+    } else {
+        // SAFETY: the caller's contract.
+        unsafe { std::ptr::copy_nonoverlapping(src, dst, len) };
+    }
+}
+
 /// The copy itself, into memory that may be uninitialised.
 #[inline]
 fn copy_into(dst: &mut [MaybeUninit<u8>], src: &[u8]) {
@@ -128,6 +159,20 @@ mod tests {
         let mut out = vec![9u8; 3];
         extend(&mut out, &src[..5000]);
         assert_eq!(&out[3..], &src[..5000]);
+    }
+
+    #[test]
+    fn raw_copies_match_at_every_offset_and_length() {
+        let src: Vec<u8> = (0..20_000u32).map(|i| (i * 11 + 1) as u8).collect();
+        let mut buf = vec![0u8; 20_200];
+        for len in [0, 1, 63, 64, 65, 4095, 4096, 4097, 10_001] {
+            for shift in [0, 1, 5, 63, 64, 100] {
+                let dst = &mut buf[shift..shift + len];
+                // SAFETY: both ranges are `len` bytes of distinct vectors.
+                unsafe { copy_raw(dst.as_mut_ptr(), src.as_ptr(), len) };
+                assert_eq!(dst, &src[..len]);
+            }
+        }
     }
 
     #[test]

@@ -886,10 +886,46 @@ impl Segment {
         // through raw pointers, never a Rust reference, and every value is
         // valid for a byte, so a racing write can tear the copy — a mix of
         // old and new bytes — but never make an invalid value.
-        unsafe {
-            std::ptr::copy_nonoverlapping(self.as_ptr().add(offset), buf.as_mut_ptr(), buf.len());
-        }
+        unsafe { crate::copy::copy_raw(buf.as_mut_ptr(), self.as_ptr().add(offset), buf.len()) };
         Ok(())
+    }
+
+    /// [`read_at`](Self::read_at) into uninitialised memory (a vector's
+    /// spare capacity, say); returns `buf`, now initialised.
+    ///
+    /// # Errors
+    ///
+    /// [`SegmentError::OutOfBounds`].
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use multiproc_core::Segment;
+    ///
+    /// let segment = Segment::anonymous(16)?;
+    /// segment.write_at(4, b"abc")?;
+    /// let mut out = Vec::with_capacity(3);
+    /// let got = segment.read_at_uninit(4, &mut out.spare_capacity_mut()[..3])?;
+    /// assert_eq!(got, b"abc");
+    /// # Ok::<(), multiproc_core::SegmentError>(())
+    /// ```
+    pub fn read_at_uninit<'a>(
+        &self,
+        offset: usize,
+        buf: &'a mut [std::mem::MaybeUninit<u8>],
+    ) -> Result<&'a mut [u8], SegmentError> {
+        self.check_range(offset, buf.len())?;
+        // SAFETY: as in `read_at`; the copy writes every byte of `buf`.
+        unsafe {
+            crate::copy::copy_raw(
+                buf.as_mut_ptr().cast(),
+                self.as_ptr().add(offset),
+                buf.len(),
+            );
+        }
+        // SAFETY: every byte of `buf` was written just above, and
+        // `MaybeUninit<u8>` has the layout of `u8`.
+        Ok(unsafe { &mut *(std::ptr::from_mut(buf) as *mut [u8]) })
     }
 
     /// Copies `data` into the segment at `offset`; see [`read_at`](Self::read_at).
@@ -917,9 +953,7 @@ impl Segment {
         // processes included (they may see a torn mix, never an invalid
         // value); the mapping is writable (PROT_WRITE, MAP_SHARED) and never
         // viewed as `&[u8]` by this crate.
-        unsafe {
-            std::ptr::copy_nonoverlapping(data.as_ptr(), self.as_ptr().add(offset), data.len());
-        }
+        unsafe { crate::copy::copy_raw(self.as_ptr().add(offset), data.as_ptr(), data.len()) };
         Ok(())
     }
 
