@@ -1,7 +1,8 @@
 //! [`Connection`]: one end of a pipe or socket that moves framed messages.
 
 use crate::error::{RecvError, SendError};
-use crate::frame::{MAX_HEADER, encode_header};
+use crate::frame::{MAX_HEADER, TOKEN_FRAME, encode_header};
+use crate::lane::{Lane, LaneWire};
 use crate::recv::{KEEP_BUFFER, Payload, ReadResult, RecvBuf, Source};
 use crate::spin::{self, SpinBudget};
 use multiproc_core::{Codec, SharedFd, scm};
@@ -219,6 +220,10 @@ pub struct Connection {
     send_buf: RefCell<Vec<u8>>,
     /// Whether the socket's send buffer is raised for large frames.
     send_buffer: Cell<SendBuffer>,
+    /// The shared memory large payloads go through, between the two ends
+    /// of a [`Pipe::new`] pair (the receive side has its own handle in
+    /// `rx`).
+    lane: Option<Lane>,
     /// Not `Sync`: two threads sending through `&Connection` at once could
     /// interleave the pieces of large frames.
     _not_sync: PhantomData<Cell<()>>,
@@ -283,8 +288,16 @@ impl Connection {
             adaptive_wait: true,
             send_buf: RefCell::new(Vec::new()),
             send_buffer: Cell::new(SendBuffer::AsMade),
+            lane: None,
             _not_sync: PhantomData,
         })
+    }
+
+    /// This connection with `lane` for what it sends and receives.
+    fn with_lane(mut self, lane: Option<Lane>) -> Self {
+        self.rx = RecvBuf::with_lane(lane.clone());
+        self.lane = lane;
+        self
     }
 
     /// Wraps a connected stream socket or one end of a pipe, found out with
@@ -366,6 +379,10 @@ impl Connection {
     /// ```
     #[must_use]
     pub fn into_fd(self) -> OwnedFd {
+        if let Some(lane) = &self.lane {
+            // Whoever gets the descriptor may not read tokens.
+            lane.leave();
+        }
         self.fd
     }
 
@@ -586,6 +603,12 @@ impl Connection {
         };
         if fds.len() > scm::MAX_FDS {
             return Err(SendError::TooManyDescriptors(fds.len()));
+        }
+        if fds.is_empty()
+            && let Some(token) = self.lane.as_ref().and_then(|l| l.put(&frame[MAX_HEADER..]))
+        {
+            self.before_frame(TOKEN_FRAME);
+            return self.write_all(&mut [IoSlice::new(&token.encode())]);
         }
         self.before_frame(len);
         let mut header = [0u8; MAX_HEADER];
@@ -1038,6 +1061,10 @@ impl Connection {
     /// frame is assembled on the stack and written with `send`/`write` (the
     /// cheapest calls), a larger one gathered with `sendmsg`/`writev`.
     fn write_frame(&self, payload: &[u8]) -> Result<(), SendError> {
+        if let Some(token) = self.lane.as_ref().and_then(|l| l.put(payload)) {
+            self.before_frame(TOKEN_FRAME);
+            return self.write_all(&mut [IoSlice::new(&token.encode())]);
+        }
         self.before_frame(payload.len());
         if payload.len() <= SMALL_FRAME - 4 {
             let mut frame = [0u8; SMALL_FRAME];
@@ -1643,6 +1670,7 @@ impl fmt::Debug for Connection {
 struct ConnectionWire {
     fd: SharedFd,
     flavor: Flavor,
+    lane: Option<LaneWire>,
 }
 
 /// Sends a duplicate of the descriptor; the original stays open here. Bytes
@@ -1651,9 +1679,16 @@ struct ConnectionWire {
 impl Serialize for Connection {
     fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
         let fd = SharedFd::duplicate(&self.fd).map_err(serde::ser::Error::custom)?;
+        let lane = self
+            .lane
+            .as_ref()
+            .map(Lane::to_wire)
+            .transpose()
+            .map_err(serde::ser::Error::custom)?;
         ConnectionWire {
             fd,
             flavor: self.flavor,
+            lane,
         }
         .serialize(serializer)
     }
@@ -1662,7 +1697,14 @@ impl Serialize for Connection {
 impl<'de> Deserialize<'de> for Connection {
     fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
         let wire = ConnectionWire::deserialize(deserializer)?;
-        Self::new(wire.fd.into_inner(), wire.flavor).map_err(serde::de::Error::custom)
+        let lane = wire
+            .lane
+            .map(Lane::from_wire)
+            .transpose()
+            .map_err(serde::de::Error::custom)?;
+        Self::new(wire.fd.into_inner(), wire.flavor)
+            .map(|conn| conn.with_lane(lane))
+            .map_err(serde::de::Error::custom)
     }
 }
 
@@ -1700,9 +1742,10 @@ impl Pipe {
     #[allow(clippy::new_ret_no_self)]
     pub fn new() -> io::Result<(Connection, Connection)> {
         let (a, b) = scm::stream_pair()?;
+        let (lane_a, lane_b) = Lane::pair()?;
         Ok((
-            Connection::new(a, Flavor::Unix)?,
-            Connection::new(b, Flavor::Unix)?,
+            Connection::new(a, Flavor::Unix)?.with_lane(Some(lane_a)),
+            Connection::new(b, Flavor::Unix)?.with_lane(Some(lane_b)),
         ))
     }
 

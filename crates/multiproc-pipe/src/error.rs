@@ -50,7 +50,7 @@ macro_rules! codec_io_error {
 ///
 /// | variant | connection afterwards |
 /// |---|---|
-/// | [`Codec`](Self::Codec), [`DescriptorsDropped`](Self::DescriptorsDropped), [`BufferTooShort`](Self::BufferTooShort) | usable: the frame was consumed whole, the next `recv` reads the next frame |
+/// | [`Codec`](Self::Codec), [`DescriptorsDropped`](Self::DescriptorsDropped), [`BufferTooShort`](Self::BufferTooShort), [`BadLaneToken`](Self::BadLaneToken) | usable: the frame was consumed whole, the next `recv` reads the next frame |
 /// | [`BadMessageLength`](Self::BadMessageLength) | the header stays unread: a call with a larger limit can still take the frame |
 /// | [`Eof`](Self::Eof) | the peer is gone; every later `recv` is `Eof` again |
 /// | [`WouldBlock`](Self::WouldBlock) | usable: the bytes of the unfinished frame are kept, the next `recv` continues it |
@@ -95,6 +95,14 @@ pub enum RecvError {
         claimed: i128,
         /// The limit in force.
         max: usize,
+    },
+    /// The peer sent a shared-memory token (see [`Pipe::new`](crate::Pipe::new))
+    /// that does not describe a place in its ring. The token was consumed.
+    BadLaneToken {
+        /// The stream position the token says the message ends at.
+        end: u64,
+        /// The message length the token announces.
+        len: u64,
     },
     /// The message does not fit the buffer given to
     /// [`recv_bytes_into`](crate::Connection::recv_bytes_into); the whole
@@ -180,6 +188,10 @@ impl fmt::Display for RecvError {
             Self::BadMessageLength { claimed, max } => {
                 write!(f, "bad message length {claimed} (limit {max})")
             }
+            Self::BadLaneToken { end, len } => write!(
+                f,
+                "shared-memory token for {len} bytes ending at {end} is not in the ring"
+            ),
             Self::BufferTooShort(message) => write!(
                 f,
                 "buffer too short for a message of {} bytes",

@@ -12,6 +12,20 @@
 //! A negative short length other than -1 is malformed; CPython would read it
 //! as an empty message, this crate refuses it (see
 //! `reference/python-wire.md`, "Connection framing").
+//!
+//! # Tokens
+//!
+//! Between the two ends of a [`Pipe::new`](crate::Pipe::new) pair (and
+//! nowhere else), a large payload may travel through shared memory (see
+//! the `lane` module); the stream then carries a *token* in its place:
+//!
+//! | bytes | content |
+//! |---|---|
+//! | 4 | `FF FF FF FE` (-2 as `!i`) |
+//! | 8 | big-endian: the ring position just past the payload |
+//! | 8 | big-endian: the payload length |
+//!
+//! A connection without a ring reads the -2 as the malformed length it is.
 
 use crate::error::RecvError;
 
@@ -21,6 +35,31 @@ pub const SHORT_MAX: usize = 0x7fff_ffff;
 
 /// Longest header: -1 marker plus the 8-byte length.
 pub(crate) const MAX_HEADER: usize = 12;
+
+/// The short length that starts a token.
+const TOKEN_MARKER: i32 = -2;
+
+/// Bytes of a token frame: marker, end position, length.
+pub(crate) const TOKEN_FRAME: usize = 20;
+
+/// A payload placed in shared memory: it is the `len` bytes of the ring
+/// that end at position `end`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Token {
+    pub(crate) end: u64,
+    pub(crate) len: usize,
+}
+
+impl Token {
+    /// The token frame.
+    pub(crate) fn encode(self) -> [u8; TOKEN_FRAME] {
+        let mut out = [0u8; TOKEN_FRAME];
+        out[..4].copy_from_slice(&TOKEN_MARKER.to_be_bytes());
+        out[4..12].copy_from_slice(&self.end.to_be_bytes());
+        out[12..].copy_from_slice(&(self.len as u64).to_be_bytes());
+        out
+    }
+}
 
 /// Writes the header for a payload of `len` bytes into `out`; returns how many
 /// of its bytes are the header (4 or 12).
@@ -45,22 +84,44 @@ pub(crate) enum Parsed {
         header_len: usize,
         payload_len: usize,
     },
+    /// A whole token frame ([`TOKEN_FRAME`] bytes), its length checked
+    /// against the limit.
+    Token(Token),
     /// The buffer holds only part of a header; this many bytes are needed.
     Need(usize),
 }
 
 /// Parses the header at the start of `buf` and checks the payload length
-/// against `max`. Never allocates and never panics.
+/// against `max`; a token is a header only where `tokens` says so. Never
+/// allocates and never panics.
 ///
 /// # Errors
 ///
 /// [`RecvError::BadMessageLength`] for a negative length other than the -1
-/// marker, or a length over `max`.
-pub(crate) fn parse_header(buf: &[u8], max: usize) -> Result<Parsed, RecvError> {
+/// marker (and the token marker, where tokens are read), or a length over
+/// `max`.
+pub(crate) fn parse_header(buf: &[u8], max: usize, tokens: bool) -> Result<Parsed, RecvError> {
     let Some(short) = buf.first_chunk::<4>() else {
         return Ok(Parsed::Need(4));
     };
     let short = i32::from_be_bytes(*short);
+    if tokens && short == TOKEN_MARKER {
+        let Some(body) = buf.get(4..TOKEN_FRAME) else {
+            return Ok(Parsed::Need(TOKEN_FRAME));
+        };
+        let word = |at: usize| {
+            let mut bytes = [0u8; 8];
+            bytes.copy_from_slice(&body[at..at + 8]);
+            u64::from_be_bytes(bytes)
+        };
+        return match usize::try_from(word(8)) {
+            Ok(len) if len <= max => Ok(Parsed::Token(Token { end: word(0), len })),
+            _ => Err(RecvError::BadMessageLength {
+                claimed: i128::from(word(8)),
+                max,
+            }),
+        };
+    }
     let (header_len, claimed) = if short == -1 {
         let Some(long) = buf.get(4..MAX_HEADER) else {
             return Ok(Parsed::Need(MAX_HEADER));
@@ -91,7 +152,7 @@ mod tests {
             let n = encode_header(len, &mut out);
             assert_eq!(n, 4);
             assert_eq!(
-                parse_header(&out[..n], usize::MAX).unwrap(),
+                parse_header(&out[..n], usize::MAX, false).unwrap(),
                 Parsed::Frame {
                     header_len: 4,
                     payload_len: len
@@ -102,7 +163,7 @@ mod tests {
         assert_eq!(n, 12);
         assert_eq!(&out[..4], &[0xff; 4]);
         assert_eq!(
-            parse_header(&out, usize::MAX).unwrap(),
+            parse_header(&out, usize::MAX, false).unwrap(),
             Parsed::Frame {
                 header_len: 12,
                 payload_len: SHORT_MAX + 1
@@ -112,27 +173,60 @@ mod tests {
 
     #[test]
     fn partial_headers_ask_for_more() {
-        assert_eq!(parse_header(&[], 10).unwrap(), Parsed::Need(4));
-        assert_eq!(parse_header(&[0, 0], 10).unwrap(), Parsed::Need(4));
-        assert_eq!(parse_header(&[0xff; 7], 10).unwrap(), Parsed::Need(12));
+        assert_eq!(parse_header(&[], 10, false).unwrap(), Parsed::Need(4));
+        assert_eq!(parse_header(&[0, 0], 10, false).unwrap(), Parsed::Need(4));
+        assert_eq!(
+            parse_header(&[0xff; 7], 10, false).unwrap(),
+            Parsed::Need(12)
+        );
     }
 
     #[test]
     fn bad_lengths_are_errors() {
         assert!(matches!(
-            parse_header(&[0, 0, 0, 11], 10),
+            parse_header(&[0, 0, 0, 11], 10, false),
             Err(RecvError::BadMessageLength {
                 claimed: 11,
                 max: 10
             })
         ));
         assert!(matches!(
-            parse_header(&(-2i32).to_be_bytes(), 10),
+            parse_header(&(-2i32).to_be_bytes(), 10, false),
             Err(RecvError::BadMessageLength { claimed: -2, .. })
         ));
         assert!(matches!(
-            parse_header(&[0xff; 12], 1 << 40),
+            parse_header(&[0xff; 12], 1 << 40, false),
             Err(RecvError::BadMessageLength { claimed, .. }) if claimed == i128::from(u64::MAX)
+        ));
+    }
+
+    #[test]
+    fn tokens_are_headers_only_where_they_are_read() {
+        let token = Token {
+            end: 5 << 20,
+            len: 70_000,
+        };
+        let frame = token.encode();
+        assert_eq!(
+            parse_header(&frame, usize::MAX, true).unwrap(),
+            Parsed::Token(token)
+        );
+        for cut in 4..TOKEN_FRAME {
+            assert_eq!(
+                parse_header(&frame[..cut], usize::MAX, true).unwrap(),
+                Parsed::Need(TOKEN_FRAME)
+            );
+        }
+        assert!(matches!(
+            parse_header(&frame, 69_999, true),
+            Err(RecvError::BadMessageLength {
+                claimed: 70_000,
+                max: 69_999
+            })
+        ));
+        assert!(matches!(
+            parse_header(&frame, usize::MAX, false),
+            Err(RecvError::BadMessageLength { claimed: -2, .. })
         ));
     }
 }

@@ -229,6 +229,7 @@ pub mod auth;
 mod connection;
 mod error;
 mod frame;
+mod lane;
 mod listener;
 mod recv;
 mod spin;

@@ -51,7 +51,8 @@
 #![allow(unsafe_code)]
 
 use crate::error::RecvError;
-use crate::frame::{Parsed, parse_header};
+use crate::frame::{Parsed, TOKEN_FRAME, Token, parse_header};
+use crate::lane::Lane;
 use std::collections::VecDeque;
 use std::io::{self, IoSliceMut};
 use std::mem::MaybeUninit;
@@ -179,6 +180,14 @@ impl Payload<'_> {
     }
 }
 
+/// A header [`RecvBuf::header`] found.
+enum Head {
+    /// An ordinary frame: header and payload lengths.
+    Inline(usize, usize),
+    /// A token: the payload is in the lane.
+    Token(Token),
+}
+
 /// A frame's payload and descriptors, both owned.
 type OwnedFrame = (Vec<u8>, Vec<OwnedFd>);
 
@@ -232,9 +241,27 @@ pub(crate) struct RecvBuf {
     /// A payload buffer handed back by [`recycle`](Self::recycle), for the
     /// next large frame.
     spare: Vec<u8>,
+    /// The shared-memory lane tokens name payloads in (a `Pipe::new`
+    /// pair's); without one, a token is a malformed header.
+    lane: Option<Lane>,
+    /// Whether a receive told the lane that tokens are read here.
+    announced: bool,
 }
 
 impl RecvBuf {
+    /// A buffer that reads tokens with `lane` (see the `lane` module).
+    pub(crate) fn with_lane(lane: Option<Lane>) -> Self {
+        Self {
+            lane,
+            ..Self::default()
+        }
+    }
+
+    /// Parses the buffered header (tokens too, with a lane).
+    fn parse(&self, max: usize) -> Result<Parsed, RecvError> {
+        parse_header(&self.buf[self.start..self.end], max, self.lane.is_some())
+    }
+
     /// Whether the kernel dropped descriptors that belonged to the frame
     /// last received (so a value in it may miss some).
     pub(crate) fn fds_dropped(&self) -> bool {
@@ -272,11 +299,12 @@ impl RecvBuf {
         if self.partial.is_some() {
             return false;
         }
-        match parse_header(&self.buf[self.start..self.end], max) {
+        match self.parse(max) {
             Ok(Parsed::Frame {
                 header_len,
                 payload_len,
             }) => header_len.saturating_add(payload_len) <= self.buffered(),
+            Ok(Parsed::Token(_)) => true,
             Ok(Parsed::Need(_)) => self.eof,
             Err(_) => true,
         }
@@ -390,15 +418,17 @@ impl RecvBuf {
         Ok(n)
     }
 
-    /// Makes sure a whole header is buffered and checks it; consumes nothing.
-    /// Returns the header and payload lengths.
-    fn header(&mut self, max: usize, read: &mut impl Source) -> Result<(usize, usize), RecvError> {
+    /// Makes sure a whole header (or token) is buffered and checks it;
+    /// consumes nothing. Returns the header and payload lengths, or the
+    /// token.
+    fn header(&mut self, max: usize, read: &mut impl Source) -> Result<Head, RecvError> {
         loop {
-            match parse_header(&self.buf[self.start..self.end], max)? {
+            match self.parse(max)? {
                 Parsed::Frame {
                     header_len,
                     payload_len,
-                } => return Ok((header_len, payload_len)),
+                } => return Ok(Head::Inline(header_len, payload_len)),
+                Parsed::Token(token) => return Ok(Head::Token(token)),
                 Parsed::Need(need) => {
                     if self.fill(read)? == 0 {
                         return Err(if self.buffered() == 0 {
@@ -579,6 +609,7 @@ impl RecvBuf {
         max: usize,
         read: &mut impl Source,
     ) -> Result<(Payload<'_>, Vec<OwnedFd>), RecvError> {
+        self.announce();
         self.frame_inner(max, read).map_err(typed)
     }
 
@@ -601,7 +632,21 @@ impl RecvBuf {
             self.last_len = payload.len();
             return Ok((Payload::Owned(payload), fds));
         }
-        let (header_len, len) = self.header(max, read)?;
+        let (header_len, len) = match self.header(max, read)? {
+            Head::Inline(header_len, len) => (header_len, len),
+            Head::Token(token) => {
+                let (token, fds) = self.consume_token(token)?;
+                let mut out = std::mem::take(&mut self.spare);
+                out.clear();
+                reserve(&mut out, token.len)?;
+                let lane = self.lane.as_ref().expect("tokens are parsed with a lane");
+                let len = lane.take(token, out.spare_capacity_mut())?.len();
+                // SAFETY: `take` initialised the first `len` bytes of the
+                // spare capacity of `out`, which was empty.
+                unsafe { out.set_len(len) };
+                return Ok((Payload::Owned(out), fds));
+            }
+        };
         let frame_start = self.position();
         let frame_len = (header_len + len) as u64;
         let total = header_len + len;
@@ -691,7 +736,7 @@ impl RecvBuf {
         let Ok(Parsed::Frame {
             header_len: 4,
             payload_len: len,
-        }) = parse_header(&self.buf[..4], max)
+        }) = parse_header(&self.buf[..4], max, false)
         else {
             // Long form or bad length: the ordinary path takes it from the
             // buffer.
@@ -757,7 +802,7 @@ impl RecvBuf {
         let Ok(Parsed::Frame {
             header_len: 4,
             payload_len: len,
-        }) = parse_header(&self.buf[..head], max)
+        }) = parse_header(&self.buf[..head], max, false)
         else {
             self.put_back(&dst[..spilled]);
             return Ok(None);
@@ -795,7 +840,20 @@ impl RecvBuf {
         max: usize,
         read: &mut impl Source,
     ) -> Result<usize, RecvError> {
+        self.announce();
         self.frame_into_inner(dst, max, read).map_err(typed)
+    }
+
+    /// On the first receive with a lane: tells the senders that tokens
+    /// are read here (see the `lane` module, "Who reads tokens").
+    #[inline]
+    fn announce(&mut self) {
+        if !self.announced {
+            self.announced = true;
+            if let Some(lane) = &self.lane {
+                lane.reading();
+            }
+        }
     }
 
     /// [`frame_into`](Self::frame_into), with a refused read still
@@ -843,7 +901,16 @@ impl RecvBuf {
             self.last_len = len;
             return Ok(len);
         }
-        let (header_len, len) = self.header(max, read)?;
+        let (header_len, len) = match self.header(max, read)? {
+            Head::Inline(header_len, len) => (header_len, len),
+            Head::Token(token) if token.len <= dst.len() => {
+                let (token, _fds) = self.consume_token(token)?;
+                let lane = self.lane.as_ref().expect("tokens are parsed with a lane");
+                lane.take_into(token, dst)?;
+                return Ok(token.len);
+            }
+            Head::Token(_) => (TOKEN_FRAME, usize::MAX),
+        };
         if len > dst.len() {
             let (payload, _fds) = self.frame_inner(max, read)?;
             return Err(RecvError::BufferTooShort(payload.into_vec()));
@@ -861,6 +928,20 @@ impl RecvBuf {
         drop(self.claim_fds(frame_start, frame_len));
         self.last_len = len;
         Ok(len)
+    }
+
+    /// Consumes the buffered token frame of `token`: returns it, checked
+    /// against the lane (nothing is allocated for a token that failed),
+    /// and the descriptors that came with it.
+    fn consume_token(&mut self, token: Token) -> Result<(Token, Vec<OwnedFd>), RecvError> {
+        let frame_start = self.position();
+        self.start += TOKEN_FRAME;
+        let fds = self.claim_fds(frame_start, TOKEN_FRAME as u64);
+        // Nothing to guess from a payload that came through the lane.
+        self.last_len = 0;
+        let lane = self.lane.as_ref().expect("tokens are parsed with a lane");
+        lane.check(token)?;
+        Ok((token, fds))
     }
 
     fn truncated_in_buffer(&mut self, total: usize) -> RecvError {

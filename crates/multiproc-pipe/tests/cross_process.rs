@@ -724,10 +724,45 @@ fn malformed_frames_are_typed_errors() {
     let (_, result) = raw_from_child("ffffffffffffffffffffffff", 1 << 20);
     assert!(result.unwrap_err().is_bad_message_length());
     // A negative length.
-    let (_, result) = raw_from_child("fffffffe", 1 << 20);
+    let (_, result) = raw_from_child("fffffffd", 1 << 20);
     assert!(matches!(
         result,
-        Err(RecvError::BadMessageLength { claimed: -2, .. })
+        Err(RecvError::BadMessageLength { claimed: -3, .. })
+    ));
+    // Between the ends of a `Pipe::new` pair, -2 starts a token naming a
+    // payload in shared memory: one that names bytes outside the ring
+    // (ending before it starts, or past the ring's end) is refused and
+    // consumed, and the frame after it arrives.
+    for token in [
+        "fffffffe00000000000000100000000000000020",
+        "fffffffe00000000004000100000000000100000",
+    ] {
+        let (mut conn, result) = raw_from_child(&format!("{token}0000000568656c6c6f"), 1 << 20);
+        assert!(
+            matches!(result, Err(RecvError::BadLaneToken { .. })),
+            "{result:?}"
+        );
+        assert_eq!(conn.recv_bytes().unwrap(), b"hello");
+        assert!(conn.recv_bytes().unwrap_err().is_eof());
+    }
+    // A token over the limit is refused like any length, and stays unread.
+    let (mut conn, result) = raw_from_child("fffffffe00000000000100000000000000010000", 100);
+    assert!(matches!(
+        result,
+        Err(RecvError::BadMessageLength {
+            claimed: 0x1_0000,
+            max: 100
+        })
+    ));
+    assert!(conn.recv_bytes().unwrap_err().is_bad_message_length());
+    // A token cut short.
+    let (_, result) = raw_from_child("fffffffe0000", 1 << 20);
+    assert!(matches!(
+        result,
+        Err(RecvError::Truncated {
+            expected: 20,
+            received: 6
+        })
     ));
     // The 8-byte form is accepted for small payloads too.
     let (mut conn, result) = raw_from_child("ffffffff000000000000000568656c6c6f", 100);
@@ -1280,7 +1315,9 @@ fn send_errors_are_typed() {
     ));
     tx.send_bytes_range(b"abc", 3, None).unwrap();
     let (a, _b) = Pipe::new().unwrap();
-    let too_many: Vec<&Connection> = std::iter::repeat_n(&a, 254).collect();
+    // Each end of a `Pipe::new` pair travels with two descriptors: its
+    // socket and its shared-memory lane.
+    let too_many: Vec<&Connection> = std::iter::repeat_n(&a, 127).collect();
     assert!(matches!(
         a.send(&too_many),
         Err(SendError::TooManyDescriptors(254))
@@ -1368,6 +1405,210 @@ fn child_inherit_pong(_: &[String]) {
     let mut conn: Connection = inherit::take("shared").unwrap();
     assert_eq!(conn.recv_bytes().unwrap(), b"ping");
     conn.send_bytes(b"pong").unwrap();
+}
+
+// ---- the shared-memory lane of a `Pipe::new` pair ---------------------
+
+/// Takes the connection passed with `multiproc_pipe::inherit` (so with its
+/// lane), says "ready", then sends back every message until end of file.
+fn child_lane_echo(_: &[String]) {
+    use multiproc_pipe::inherit;
+    let mut conn: Connection = inherit::take("shared").unwrap();
+    assert_eq!(conn.recv_bytes().unwrap(), b"hello");
+    conn.send_bytes(b"ready").unwrap();
+    loop {
+        match conn.recv_bytes() {
+            Ok(msg) => conn.send_bytes(&msg).unwrap(),
+            Err(RecvError::Eof) => return,
+            Err(err) => panic!("echo: {err}"),
+        }
+    }
+}
+
+/// Takes the connection passed with `inherit` and sends message after
+/// message: `pattern(size, n)` for n = 0, 1, …, sizes taking turns from
+/// `args`, until killed.
+fn child_lane_stream(args: &[String]) {
+    use multiproc_pipe::inherit;
+    let sizes: Vec<usize> = args.iter().map(|a| a.parse().unwrap()).collect();
+    let mut conn: Connection = inherit::take("shared").unwrap();
+    assert_eq!(conn.recv_bytes().unwrap(), b"hello");
+    let mut n = 0u64;
+    loop {
+        let size = sizes[n as usize % sizes.len()];
+        if conn.send_bytes(&pattern(size, n)).is_err() {
+            return;
+        }
+        n += 1;
+    }
+}
+
+/// Starts `role` with the other end of a new pair, passed with `inherit`
+/// (its lane goes along), says "hello" so the child starts receiving, and
+/// returns our end and the child.
+fn lane_child(role: Role, args: &[&str]) -> (Connection, std::process::Child) {
+    use multiproc_pipe::inherit;
+    let (ours, theirs) = Pipe::new().unwrap();
+    let mut cmd = multiproc_testkit::command(role, args, &[]);
+    inherit::pass(&mut cmd, "shared", &theirs).unwrap();
+    let child = cmd.stdin(std::process::Stdio::null()).spawn().unwrap();
+    drop((cmd, theirs));
+    ours.send_bytes(b"hello").unwrap();
+    (ours, child)
+}
+
+fn signal(child: &std::process::Child, signal: rustix::process::Signal) {
+    let pid = rustix::process::Pid::from_raw(child.id() as i32).unwrap();
+    rustix::process::kill_process(pid, signal).unwrap();
+}
+
+/// Large messages cross the lane whole and in order, mixed with small
+/// ones, ones too large for it and typed values; and while the receiver is
+/// stopped, what fits in the ring is sent without blocking (through the
+/// socket, 4 MiB would not be: it holds at most about 1 MiB).
+fn large_messages_cross_the_lane_whole_and_a_stopped_receiver_does_not_block_them() {
+    let (mut ours, mut child) = lane_child(role!(child_lane_echo), &[]);
+    assert_eq!(ours.recv_bytes().unwrap(), b"ready");
+    let sizes = [
+        16 << 10,
+        (16 << 10) - 1,
+        64 << 10,
+        7,
+        1 << 20,
+        2 << 20,
+        (2 << 20) + 1,
+        100_000,
+        5 << 20,
+        1 << 20,
+        0,
+        300_000,
+    ];
+    for (i, &size) in sizes.iter().enumerate() {
+        let payload = pattern(size, i as u64);
+        ours.send_bytes(&payload).unwrap();
+        let back = ours.recv_bytes().unwrap();
+        assert!(
+            back == payload,
+            "message {i} of {size} bytes came back altered"
+        );
+    }
+    let values: Vec<Vec<f64>> = (0..4).map(|i| vec![i as f64; 20_000]).collect();
+    ours.send(&values).unwrap();
+    let mut buf = vec![0u8; 1 << 20];
+    let len = ours.recv_bytes_into(&mut buf).unwrap();
+    assert_eq!(codec::decode::<Vec<Vec<f64>>>(&buf[..len]).unwrap(), values);
+
+    signal(&child, rustix::process::Signal::STOP);
+    let messages: Vec<Vec<u8>> = (0..4).map(|i| pattern(1 << 20, 100 + i)).collect();
+    let (done_tx, done_rx) = std::sync::mpsc::channel();
+    let sender = std::thread::spawn({
+        let messages = messages.clone();
+        move || {
+            for message in &messages {
+                ours.send_bytes(message).unwrap();
+            }
+            done_tx.send(()).unwrap();
+            ours
+        }
+    });
+    let sent = done_rx.recv_timeout(Duration::from_secs(10));
+    signal(&child, rustix::process::Signal::CONT);
+    assert!(
+        sent.is_ok(),
+        "4 MiB to a stopped receiver blocked the sender"
+    );
+    let mut ours = sender.join().unwrap();
+    for (i, message) in messages.iter().enumerate() {
+        assert!(
+            ours.recv_bytes().unwrap() == *message,
+            "message {i} after the stop"
+        );
+    }
+    drop(ours);
+    assert!(wait_timeout(&mut child, CHILD_LIMIT).success());
+}
+
+/// A sender killed at any moment leaves the receiver only whole messages,
+/// in order, and then end of file (or a frame cut short, when it died
+/// inside one that went through the socket).
+fn a_sender_killed_mid_stream_leaves_only_whole_messages() {
+    for (round, sizes) in [
+        &["65536"][..],
+        &["1048576", "65536", "3000000"],
+        &["2097152", "20000", "100"],
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        for after in [1u64, 5, 40] {
+            let (mut ours, mut child) = lane_child(role!(child_lane_stream), sizes);
+            let sizes: Vec<usize> = sizes.iter().map(|s| s.parse().unwrap()).collect();
+            let mut n = 0u64;
+            let check = |msg: Vec<u8>, n: &mut u64| {
+                let size = sizes[*n as usize % sizes.len()];
+                assert!(
+                    msg == pattern(size, *n),
+                    "round {round}: message {n} of {size} bytes is not whole"
+                );
+                *n += 1;
+            };
+            while n < after {
+                check(ours.recv_bytes().unwrap(), &mut n);
+            }
+            signal(&child, rustix::process::Signal::KILL);
+            let end = loop {
+                match ours.recv_bytes() {
+                    Ok(msg) => check(msg, &mut n),
+                    Err(err) => break err,
+                }
+            };
+            assert!(
+                matches!(end, RecvError::Eof | RecvError::Truncated { .. }),
+                "round {round}: {end:?}"
+            );
+            assert_eq!(child.wait().unwrap().signal(), Some(9));
+        }
+    }
+}
+
+/// A receiver killed while large messages flow makes the sender fail with
+/// a broken pipe; it never hangs on the ring.
+fn a_receiver_killed_mid_stream_fails_the_sender() {
+    let (ours, mut child) = lane_child(role!(child_lane_echo), &[]);
+    let mut ours = ours;
+    assert_eq!(ours.recv_bytes().unwrap(), b"ready");
+    let message = pattern(1 << 20, 1);
+    ours.send_bytes(&message).unwrap();
+    assert!(ours.recv_bytes().unwrap() == message);
+    signal(&child, rustix::process::Signal::KILL);
+    assert_eq!(child.wait().unwrap().signal(), Some(9));
+    let (done_tx, done_rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let err = (0..100)
+            .find_map(|_| ours.send_bytes(&message).err())
+            .expect("100 MiB sent to a dead receiver");
+        done_tx.send(err.is_broken_pipe()).unwrap();
+    });
+    assert!(
+        done_rx.recv_timeout(CHILD_LIMIT).unwrap(),
+        "not a broken pipe"
+    );
+}
+
+/// A descriptor taken out with `into_fd` may go to a reader that knows
+/// nothing of the lane: from then on large messages to it go through the
+/// socket, even after this end received through the lane.
+fn into_fd_takes_the_end_off_the_lane() {
+    let (a, mut b) = Pipe::new().unwrap();
+    let first = pattern(100_000, 1);
+    a.send_bytes(b"start").unwrap();
+    assert_eq!(b.recv_bytes().unwrap(), b"start");
+    a.send_bytes(&first).unwrap();
+    assert!(b.recv_bytes().unwrap() == first);
+    let mut plain = Connection::from_fd(b.into_fd()).unwrap();
+    let second = pattern(100_000, 2);
+    a.send_bytes(&second).unwrap();
+    assert!(plain.recv_bytes().unwrap() == second);
 }
 
 fn pipe_shared_with_a_command_child_through_inherit() {
@@ -1466,6 +1707,8 @@ fn main() {
         role!(child_slow_handles),
         role!(child_burst_after_large),
         role!(child_send_buffer_steps),
+        role!(child_lane_echo),
+        role!(child_lane_stream),
     ];
     run(
         roles,
@@ -1501,6 +1744,10 @@ fn main() {
             handles_and_errors_are_send,
             nonblocking_descriptor_keeps_partial_frames,
             try_send_keeps_partial_frames_and_sends_descriptors_once,
+            large_messages_cross_the_lane_whole_and_a_stopped_receiver_does_not_block_them,
+            a_sender_killed_mid_stream_leaves_only_whole_messages,
+            a_receiver_killed_mid_stream_fails_the_sender,
+            into_fd_takes_the_end_off_the_lane,
         ],
     );
 }

@@ -5,7 +5,9 @@
 //! Each test skips (and says so) only when `python3` cannot be started.
 
 use multiproc_pipe::pickle::{HashableValue, Value};
-use multiproc_pipe::{Address, AuthFailure, Client, ConnectError, Connection, Listener, auth};
+use multiproc_pipe::{
+    Address, AuthFailure, Client, ConnectError, Connection, Listener, Pipe, auth,
+};
 use multiproc_testkit::{run, tests, wait_timeout};
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Read};
@@ -421,6 +423,78 @@ fn python_pipe_frames_match_ours() {
     assert!(wait_timeout(&mut child, LIMIT).success());
 }
 
+/// Python reads large messages from an end of a `Pipe::new` pair given to
+/// it as a plain descriptor (its stdin): nothing goes through the pair's
+/// shared-memory lane, which only connections that received through it
+/// read — whether our copy of the end never received, or received through
+/// the lane and was then taken apart with `into_fd`.
+fn python_reads_large_messages_from_an_end_of_a_pipe() {
+    if !python_available() {
+        return;
+    }
+    // Answers each message with its length and a checksum, on the same
+    // (duplex) descriptor.
+    let script = "import zlib\nfrom multiprocessing.connection import Connection\n\
+                  c = Connection(0)\n\
+                  for _ in range(4):\n    m = c.recv_bytes()\n    \
+                  c.send_bytes(b'%d %d' % (len(m), zlib.crc32(m)))\n";
+    for taken_apart in [false, true] {
+        let (mut ours, mut theirs) = Pipe::new().unwrap();
+        let mut kept = None;
+        let fd = if taken_apart {
+            let through_lane = pattern(200_000);
+            ours.send_bytes(b"start").unwrap();
+            assert_eq!(theirs.recv_bytes().unwrap(), b"start");
+            ours.send_bytes(&through_lane).unwrap();
+            assert!(theirs.recv_bytes().unwrap() == through_lane);
+            theirs.into_fd()
+        } else {
+            use std::os::fd::AsFd;
+            let fd = theirs.as_fd().try_clone_to_owned().unwrap();
+            // Our copy stays open, unread: Python is the one reading.
+            kept = Some(theirs);
+            fd
+        };
+        let mut child = Command::new("python3")
+            .arg("-c")
+            .arg(script)
+            .stdin(Stdio::from(fd))
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("start python3");
+        // We receive on our end too, so Python's answers could come
+        // through the lane if anything of ours sent them.
+        for (i, size) in [20_000usize, 100_000, 1 << 20, 3 << 20]
+            .into_iter()
+            .enumerate()
+        {
+            let payload = pattern(size);
+            ours.send_bytes(&payload).unwrap();
+            let answer = String::from_utf8(ours.recv_bytes().unwrap()).unwrap();
+            let crc = crc32(&payload);
+            assert_eq!(
+                answer,
+                format!("{size} {crc}"),
+                "message {i}, taken apart: {taken_apart}"
+            );
+        }
+        assert!(wait_timeout(&mut child, LIMIT).success());
+        drop(kept);
+    }
+}
+
+/// zlib's CRC-32, as Python's `zlib.crc32` computes it.
+fn crc32(bytes: &[u8]) -> u32 {
+    let mut crc = !0u32;
+    for &byte in bytes {
+        crc ^= u32::from(byte);
+        for _ in 0..8 {
+            crc = (crc >> 1) ^ (0xEDB8_8320 & (crc & 1).wrapping_neg());
+        }
+    }
+    !crc
+}
+
 fn main() {
     run(
         &[],
@@ -431,6 +505,7 @@ fn main() {
             wrong_authkey_is_rejected_on_both_sides,
             sha256_handshake_matches_python_hmac,
             python_pipe_frames_match_ours,
+            python_reads_large_messages_from_an_end_of_a_pipe,
         ],
     );
 }

@@ -1,0 +1,454 @@
+//! A loom model of the shared-memory lane of a `Pipe::new` pair
+//! (`src/lane.rs`): ring space handed from a sender to a receiver and back,
+//! with a party that may stop for ever at any step.
+//!
+//! Not part of the normal test run (loom needs `--cfg loom`; without it
+//! this file compiles to nothing). `.ci/run` runs it with a target
+//! directory of its own:
+//!
+//! ```text
+//! CARGO_TARGET_DIR=target/loom RUSTFLAGS="--cfg loom" \
+//!     cargo test -p multiproc-pipe --test loom_lane --release
+//! ```
+//!
+//! # What is modelled
+//!
+//! | model | crate |
+//! |---|---|
+//! | [`Shared::head`], [`Shared::tail`], [`Shared::reader`] | the control words of one direction (`lane.rs`) |
+//! | [`Shared::ring`]: [`RING`] cells, one per unit of payload | the ring's bytes |
+//! | [`place`] | `lane::place`, with a ring of [`RING`] units |
+//! | the `tail` compare-and-swap in [`put`] | `Lane::put` moving `tail` over the bytes skipped when a payload starts a lap of an empty ring |
+//! | [`put`] | `Lane::put` and the token write after it (`Connection::write_frame`) |
+//! | [`take`] | `Lane::take` after the token was read (`RecvBuf::consume_token`) |
+//! | [`Shared::socket`] | the stream socket: first in, first out; a message pushed before the sender dies stays readable, then end of file |
+//! | [`Shared::leave`] | `Lane::leave` (`Connection::into_fd`) |
+//!
+//! A payload of message `m` fills its cells with `m`; the receiver checks
+//! every cell it copies out. The cells are `loom::cell::UnsafeCell`s, so
+//! loom reports any write to a cell that is not ordered after the
+//! receiver's last read of it ("causality violation"): space handed back
+//! too early.
+//!
+//! # Parties and death
+//!
+//! A party's steps are the points before each store, read-modify-write and
+//! fence it makes on the shared words, before each cell it writes or reads,
+//! and before each message it pushes or pops. A party that runs out of
+//! steps returns at once, as a process killed there; a dead sender's
+//! socket is closed (the kernel does that), a dead receiver reads no more.
+//! Every scenario is explored with nobody killed and then once for every
+//! step the named party reaches.
+//!
+//! # Checked, under every interleaving
+//!
+//! - nothing torn: every message the receiver takes holds its own number in
+//!   every cell, and no cell is written while it is being read;
+//! - nothing lost, nothing twice, in order: the receiver gets exactly the
+//!   messages whose token (or inline frame) was pushed, in push order, and
+//!   all of them when the sender lives;
+//! - nobody waits for a dead party: the sender never waits (a full ring
+//!   sends inline), and a receiver whose sender died sees end of file (a
+//!   thread left waiting makes loom fail with a deadlock);
+//! - leaving: once `leave` said no token is on its way, none arrives.
+#![allow(unexpected_cfgs)]
+#![cfg(loom)]
+
+use loom::cell::UnsafeCell;
+use loom::model::Builder;
+use loom::sync::atomic::{AtomicU32, AtomicU64, Ordering, fence};
+use loom::sync::{Arc, Condvar, Mutex};
+use loom::thread;
+use std::collections::VecDeque;
+
+/// Units in the model's ring (the crate's `RING` bytes).
+const RING: u64 = 4;
+/// Largest payload, in units: half the ring, as in the crate.
+const MAX_PAYLOAD: u64 = RING / 2;
+
+const NO_READER: u32 = 0;
+const READING: u32 = 1;
+const GONE: u32 = 2;
+
+/// What travels through the socket.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Msg {
+    /// A token for message `id`: its `len` units end at `end`.
+    Token { id: u64, end: u64, len: u64 },
+    /// Message `id` in the stream itself.
+    Inline { id: u64 },
+}
+
+impl Msg {
+    fn id(self) -> u64 {
+        match self {
+            Self::Token { id, .. } | Self::Inline { id } => id,
+        }
+    }
+}
+
+struct Socket {
+    queue: VecDeque<Msg>,
+    closed: bool,
+    /// Every message ever pushed, in order (what the receiver must get).
+    pushed: Vec<u64>,
+}
+
+struct Shared {
+    head: AtomicU64,
+    tail: AtomicU64,
+    reader: AtomicU32,
+    ring: [UnsafeCell<u64>; RING as usize],
+    socket: Mutex<Socket>,
+    readable: Condvar,
+}
+
+impl Shared {
+    fn new() -> Self {
+        Self {
+            head: AtomicU64::new(0),
+            tail: AtomicU64::new(0),
+            reader: AtomicU32::new(NO_READER),
+            ring: std::array::from_fn(|_| UnsafeCell::new(u64::MAX)),
+            socket: Mutex::new(Socket {
+                queue: VecDeque::new(),
+                closed: false,
+                pushed: Vec::new(),
+            }),
+            readable: Condvar::new(),
+        }
+    }
+
+    fn push(&self, msg: Msg) {
+        let mut socket = self.socket.lock().unwrap();
+        socket.queue.push_back(msg);
+        socket.pushed.push(msg.id());
+        self.readable.notify_all();
+    }
+
+    fn close(&self) {
+        self.socket.lock().unwrap().closed = true;
+        self.readable.notify_all();
+    }
+
+    /// The next message, or `None` at end of file.
+    fn pop(&self) -> Option<Msg> {
+        let mut socket = self.socket.lock().unwrap();
+        loop {
+            if let Some(msg) = socket.queue.pop_front() {
+                return Some(msg);
+            }
+            if socket.closed {
+                return None;
+            }
+            socket = self.readable.wait(socket).unwrap();
+        }
+    }
+
+    /// `Lane::leave`: whether a token may still be on its way.
+    fn leave(&self) -> bool {
+        self.reader.store(GONE, Ordering::Relaxed);
+        fence(Ordering::SeqCst);
+        self.head.load(Ordering::Relaxed) != self.tail.load(Ordering::Relaxed)
+    }
+}
+
+/// `lane::place` with a ring of [`RING`] units.
+fn place(head: u64, tail: u64, len: u64) -> Option<(u64, u64)> {
+    let used = head.checked_sub(tail).filter(|&used| used <= RING)?;
+    let next_lap = head.checked_next_multiple_of(RING)?;
+    let start = if used == 0 || head % RING + len > RING {
+        next_lap
+    } else {
+        head
+    };
+    let end = start.checked_add(len)?;
+    (used == 0 || end - tail <= RING).then_some((start, end))
+}
+
+/// A party's remaining steps: `None` runs to the end.
+struct Steps {
+    left: Option<usize>,
+    taken: usize,
+}
+
+impl Steps {
+    fn new(left: Option<usize>) -> Self {
+        Self { left, taken: 0 }
+    }
+
+    /// Whether the party lives to take the next step.
+    fn step(&mut self) -> bool {
+        self.taken += 1;
+        match &mut self.left {
+            None => true,
+            Some(0) => false,
+            Some(n) => {
+                *n -= 1;
+                true
+            }
+        }
+    }
+}
+
+/// `Lane::put` and the write of what it returned: message `id` of `len`
+/// units through the ring when it can, else inline. `false`: died.
+fn put(shared: &Shared, steps: &mut Steps, id: u64, len: u64) -> bool {
+    let through_ring = len <= MAX_PAYLOAD && shared.reader.load(Ordering::Relaxed) == READING;
+    let placed = if through_ring {
+        loop {
+            let from = shared.head.load(Ordering::Relaxed);
+            let tail = shared.tail.load(Ordering::Acquire);
+            let Some((start, end)) = place(from, tail, len) else {
+                break None;
+            };
+            if !steps.step() {
+                return false;
+            }
+            if shared
+                .head
+                .compare_exchange(from, end, Ordering::Relaxed, Ordering::Relaxed)
+                .is_ok()
+            {
+                if from == tail && start != from {
+                    if !steps.step() {
+                        return false;
+                    }
+                    let _ = shared.tail.compare_exchange(
+                        tail,
+                        start,
+                        Ordering::AcqRel,
+                        Ordering::Relaxed,
+                    );
+                }
+                break Some((start, end));
+            }
+        }
+    } else {
+        None
+    };
+    let msg = match placed {
+        Some((start, end)) => {
+            if !steps.step() {
+                return false;
+            }
+            fence(Ordering::SeqCst);
+            if shared.reader.load(Ordering::Relaxed) != READING {
+                Msg::Inline { id }
+            } else {
+                for position in start..end {
+                    if !steps.step() {
+                        return false;
+                    }
+                    shared.ring[(position % RING) as usize].with_mut(|cell| {
+                        // SAFETY: loom checks that no read of this cell
+                        // races this write (the property under test).
+                        unsafe { *cell = id }
+                    });
+                }
+                Msg::Token { id, end, len }
+            }
+        }
+        None => Msg::Inline { id },
+    };
+    if !steps.step() {
+        return false;
+    }
+    shared.push(msg);
+    true
+}
+
+/// `Lane::take`: copies message `id` out of the ring and hands its space
+/// back. `false`: died.
+fn take(shared: &Shared, steps: &mut Steps, id: u64, end: u64, len: u64) -> bool {
+    let start = end - len;
+    assert!(
+        len <= MAX_PAYLOAD && start % RING + len <= RING,
+        "token outside the ring"
+    );
+    for position in start..end {
+        if !steps.step() {
+            return false;
+        }
+        let got = shared.ring[(position % RING) as usize].with(|cell| {
+            // SAFETY: loom checks that no write of this cell races this read.
+            unsafe { *cell }
+        });
+        assert_eq!(got, id, "message {id} torn at position {position}");
+    }
+    if !steps.step() {
+        return false;
+    }
+    shared.tail.store(end, Ordering::Release);
+    true
+}
+
+/// One scenario: the sender sends messages of `sizes` units; the
+/// receiver announces itself, takes every message, and (with
+/// `leave_after = Some(n)`) leaves the lane after `n` messages.
+#[derive(Clone, Copy)]
+struct Scenario {
+    sizes: &'static [u64],
+    leave_after: Option<usize>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Killed {
+    Nobody,
+    Sender(usize),
+    Receiver(usize),
+}
+
+/// Runs `scenario` under loom with `killed`; returns how many steps the
+/// named party took in the first interleaving (to know when to stop
+/// killing it one step later).
+fn run(scenario: Scenario, killed: Killed) -> usize {
+    let taken = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let taken_out = std::sync::Arc::clone(&taken);
+    builder().check(move || {
+        let shared = Arc::new(Shared::new());
+        let sender = {
+            let shared = Arc::clone(&shared);
+            let taken = std::sync::Arc::clone(&taken);
+            thread::spawn(move || {
+                let mut steps = Steps::new(match killed {
+                    Killed::Sender(n) => Some(n),
+                    _ => None,
+                });
+                let mut alive = true;
+                for (id, &len) in scenario.sizes.iter().enumerate() {
+                    if !put(&shared, &mut steps, id as u64, len) {
+                        alive = false;
+                        break;
+                    }
+                }
+                if matches!(killed, Killed::Sender(_)) {
+                    taken.fetch_max(steps.taken, std::sync::atomic::Ordering::Relaxed);
+                }
+                // Dead or done, the kernel closes the socket.
+                shared.close();
+                alive
+            })
+        };
+        let mut steps = Steps::new(match killed {
+            Killed::Receiver(n) => Some(n),
+            _ => None,
+        });
+        let mut got = Vec::new();
+        let mut left = None;
+        let receiver_alive = 'receive: {
+            if !steps.step() {
+                break 'receive false;
+            }
+            let _ = shared.reader.compare_exchange(
+                NO_READER,
+                READING,
+                Ordering::Relaxed,
+                Ordering::Relaxed,
+            );
+            loop {
+                if left.is_none() && scenario.leave_after == Some(got.len()) {
+                    if !steps.step() {
+                        break 'receive false;
+                    }
+                    left = Some(shared.leave());
+                }
+                if !steps.step() {
+                    break 'receive false;
+                }
+                let Some(msg) = shared.pop() else {
+                    break 'receive true;
+                };
+                match msg {
+                    Msg::Token { id, end, len } => {
+                        assert_ne!(
+                            left,
+                            Some(false),
+                            "a token after leave said none was coming"
+                        );
+                        if !take(&shared, &mut steps, id, end, len) {
+                            break 'receive false;
+                        }
+                    }
+                    Msg::Inline { .. } => {}
+                }
+                got.push(msg.id());
+            }
+        };
+        if matches!(killed, Killed::Receiver(_)) {
+            taken.fetch_max(steps.taken, std::sync::atomic::Ordering::Relaxed);
+        }
+        let sender_alive = sender.join().unwrap();
+        let pushed = shared.socket.lock().unwrap().pushed.clone();
+        if receiver_alive {
+            assert_eq!(got, pushed, "lost, doubled or reordered");
+            if sender_alive {
+                assert_eq!(got.len(), scenario.sizes.len());
+            }
+        } else {
+            assert!(pushed.starts_with(&got), "took what was never sent");
+        }
+        assert!(!matches!(killed, Killed::Nobody) || (sender_alive && receiver_alive));
+    });
+    taken_out.load(std::sync::atomic::Ordering::Relaxed)
+}
+
+fn builder() -> Builder {
+    let mut builder = Builder::new();
+    if builder.preemption_bound.is_none() {
+        builder.preemption_bound = Some(2);
+    }
+    builder
+}
+
+/// Runs `scenario` with nobody killed, then with `who` killed before each
+/// step it reaches.
+fn every_death(scenario: Scenario, who: fn(usize) -> Killed) {
+    run(scenario, Killed::Nobody);
+    let mut step = 0;
+    loop {
+        let taken = run(scenario, who(step));
+        if taken <= step {
+            break;
+        }
+        step += 1;
+    }
+}
+
+/// Sizes that fill the ring, wrap it and find it empty again.
+const SIZES: &[u64] = &[2, 1, 2, 2];
+
+#[test]
+fn a_sender_killed_at_every_step() {
+    every_death(
+        Scenario {
+            sizes: SIZES,
+            leave_after: None,
+        },
+        Killed::Sender,
+    );
+}
+
+#[test]
+fn a_receiver_killed_at_every_step() {
+    every_death(
+        Scenario {
+            sizes: SIZES,
+            leave_after: None,
+        },
+        Killed::Receiver,
+    );
+}
+
+#[test]
+fn a_receiver_that_leaves_gets_no_token_it_was_not_warned_of() {
+    for leave_after in 0..=2 {
+        every_death(
+            Scenario {
+                sizes: &[2, 1, 2],
+                leave_after: Some(leave_after),
+            },
+            Killed::Sender,
+        );
+    }
+}
