@@ -11,6 +11,9 @@
 //!     cargo test -p multiproc-pipe --test loom_lane --release
 //! ```
 //!
+//! About ten seconds on two cores with the default preemption bound of 3
+//! (`LOOM_MAX_PREEMPTIONS` changes it).
+//!
 //! # What is modelled
 //!
 //! | model | crate |
@@ -51,8 +54,14 @@
 //!   sends inline), and a receiver whose sender died sees end of file (a
 //!   thread left waiting makes loom fail with a deadlock);
 //! - leaving: once `leave` said no token is on its way, none arrives.
+//!
+//! Two more tests plant a bug and expect the model to fail: space handed
+//! back before the copy out, and `leave` without its fence.
 #![allow(unexpected_cfgs)]
 #![cfg(loom)]
+// The ring cells are loom `UnsafeCell`s, read and written through raw
+// pointers.
+#![allow(unsafe_code)]
 
 use loom::cell::UnsafeCell;
 use loom::model::Builder;
@@ -146,9 +155,11 @@ impl Shared {
     }
 
     /// `Lane::leave`: whether a token may still be on its way.
-    fn leave(&self) -> bool {
+    fn leave(&self, seeded: Seeded) -> bool {
         self.reader.store(GONE, Ordering::Relaxed);
-        fence(Ordering::SeqCst);
+        if seeded != Seeded::LeaveWithoutFence {
+            fence(Ordering::SeqCst);
+        }
         self.head.load(Ordering::Relaxed) != self.tail.load(Ordering::Relaxed)
     }
 }
@@ -193,7 +204,7 @@ impl Steps {
 
 /// `Lane::put` and the write of what it returned: message `id` of `len`
 /// units through the ring when it can, else inline. `false`: died.
-fn put(shared: &Shared, steps: &mut Steps, id: u64, len: u64) -> bool {
+fn put(shared: &Shared, steps: &mut Steps, id: u64, len: u64, seeded: Seeded) -> bool {
     let through_ring = len <= MAX_PAYLOAD && shared.reader.load(Ordering::Relaxed) == READING;
     let placed = if through_ring {
         loop {
@@ -260,8 +271,12 @@ fn put(shared: &Shared, steps: &mut Steps, id: u64, len: u64) -> bool {
 
 /// `Lane::take`: copies message `id` out of the ring and hands its space
 /// back. `false`: died.
-fn take(shared: &Shared, steps: &mut Steps, id: u64, end: u64, len: u64) -> bool {
+fn take(shared: &Shared, steps: &mut Steps, msg: (u64, u64, u64), seeded: Seeded) -> bool {
+    let (id, end, len) = msg;
     let start = end - len;
+    if seeded == Seeded::HandBackFirst {
+        shared.tail.store(end, Ordering::Release);
+    }
     assert!(
         len <= MAX_PAYLOAD && start % RING + len <= RING,
         "token outside the ring"
@@ -290,6 +305,18 @@ fn take(shared: &Shared, steps: &mut Steps, id: u64, end: u64, len: u64) -> bool
 struct Scenario {
     sizes: &'static [u64],
     leave_after: Option<usize>,
+    seeded: Seeded,
+}
+
+/// A bug planted on purpose, to show the model finds it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Seeded {
+    /// The protocol as the crate has it.
+    None,
+    /// The receiver hands the space back before it copies out.
+    HandBackFirst,
+    /// `leave` without its fence.
+    LeaveWithoutFence,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -317,7 +344,7 @@ fn run(scenario: Scenario, killed: Killed) -> usize {
                 });
                 let mut alive = true;
                 for (id, &len) in scenario.sizes.iter().enumerate() {
-                    if !put(&shared, &mut steps, id as u64, len) {
+                    if !put(&shared, &mut steps, id as u64, len, scenario.seeded) {
                         alive = false;
                         break;
                     }
@@ -351,7 +378,7 @@ fn run(scenario: Scenario, killed: Killed) -> usize {
                     if !steps.step() {
                         break 'receive false;
                     }
-                    left = Some(shared.leave());
+                    left = Some(shared.leave(scenario.seeded));
                 }
                 if !steps.step() {
                     break 'receive false;
@@ -366,7 +393,7 @@ fn run(scenario: Scenario, killed: Killed) -> usize {
                             Some(false),
                             "a token after leave said none was coming"
                         );
-                        if !take(&shared, &mut steps, id, end, len) {
+                        if !take(&shared, &mut steps, (id, end, len), scenario.seeded) {
                             break 'receive false;
                         }
                     }
@@ -396,7 +423,7 @@ fn run(scenario: Scenario, killed: Killed) -> usize {
 fn builder() -> Builder {
     let mut builder = Builder::new();
     if builder.preemption_bound.is_none() {
-        builder.preemption_bound = Some(2);
+        builder.preemption_bound = Some(3);
     }
     builder
 }
@@ -424,6 +451,7 @@ fn a_sender_killed_at_every_step() {
         Scenario {
             sizes: SIZES,
             leave_after: None,
+            seeded: Seeded::None,
         },
         Killed::Sender,
     );
@@ -435,6 +463,7 @@ fn a_receiver_killed_at_every_step() {
         Scenario {
             sizes: SIZES,
             leave_after: None,
+            seeded: Seeded::None,
         },
         Killed::Receiver,
     );
@@ -447,8 +476,35 @@ fn a_receiver_that_leaves_gets_no_token_it_was_not_warned_of() {
             Scenario {
                 sizes: &[2, 1, 2],
                 leave_after: Some(leave_after),
+                seeded: Seeded::None,
             },
             Killed::Sender,
         );
     }
+}
+
+#[test]
+#[should_panic(expected = "Causality violation")]
+fn seeded_bug_space_handed_back_before_the_copy_is_caught() {
+    run(
+        Scenario {
+            sizes: SIZES,
+            leave_after: None,
+            seeded: Seeded::HandBackFirst,
+        },
+        Killed::Nobody,
+    );
+}
+
+#[test]
+#[should_panic(expected = "a token after leave said none was coming")]
+fn seeded_bug_leave_without_its_fence_is_caught() {
+    run(
+        Scenario {
+            sizes: &[2, 1, 2],
+            leave_after: Some(1),
+            seeded: Seeded::LeaveWithoutFence,
+        },
+        Killed::Nobody,
+    );
 }
