@@ -120,7 +120,10 @@
 //! # Talking to Python
 //!
 //! Frames are byte-compatible with CPython: a 4-byte big-endian length (or
-//! -1 and an 8-byte length above 2 GiB), then the payload. Python's
+//! -1 and an 8-byte length above 2 GiB), then the payload. An end of a
+//! [`Pipe::new`] pair handed to Python as a descriptor gets such frames
+//! too: its shared-memory lane is used only between connections of this
+//! crate that receive through it. Python's
 //! `send_bytes`/`recv_bytes` match ours; its `send(obj)` is a pickle, which
 //! [`Connection::recv_pickle`] decodes (feature `pickle`, on by default) and
 //! [`Connection::send_pickle`] produces. [`Listener`] and [`Client`] speak
@@ -172,6 +175,12 @@
 //! descriptor. `multiproc-async` builds its futures on these.
 //!
 //! # Performance
+//!
+//! Between the two ends of a [`Pipe::new`] pair, payloads of 4 KiB to 2 MiB
+//! go through a ring in shared memory and only a small token through the
+//! socket (the pair's *lane*; see [`Pipe::new`] for what it costs and when
+//! it is used). Everything else below is about what goes through the
+//! socket.
 //!
 //! A small message leaves in one `send`/`write` (header and payload
 //! assembled on the stack; larger ones gathered with `sendmsg`/`writev`)

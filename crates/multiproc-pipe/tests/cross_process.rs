@@ -1470,8 +1470,8 @@ fn large_messages_cross_the_lane_whole_and_a_stopped_receiver_does_not_block_the
     let (mut ours, mut child) = lane_child(role!(child_lane_echo), &[]);
     assert_eq!(ours.recv_bytes().unwrap(), b"ready");
     let sizes = [
-        16 << 10,
-        (16 << 10) - 1,
+        4 << 10,
+        (4 << 10) - 1,
         64 << 10,
         7,
         1 << 20,
