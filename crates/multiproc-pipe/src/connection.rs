@@ -615,10 +615,9 @@ impl Connection {
             return Err(SendError::TooManyDescriptors(fds.len()));
         }
         if fds.is_empty()
-            && let Some(token) = self.lane.as_ref().and_then(|l| l.put(&frame[MAX_HEADER..]))
+            && let Some(token) = self.through_lane(&frame[MAX_HEADER..])
         {
-            self.before_frame(TOKEN_FRAME);
-            return self.write_all(&mut [IoSlice::new(&token.encode())]);
+            return self.write_all(&mut [IoSlice::new(&token)]);
         }
         self.before_frame(len);
         let mut header = [0u8; MAX_HEADER];
@@ -974,6 +973,11 @@ impl Connection {
     /// [`send_bytes`](Self::send_bytes).
     pub fn try_send_bytes(&self, bytes: &[u8]) -> Result<(), SendError> {
         self.try_flush()?;
+        if let Some(token) = self.through_lane(bytes) {
+            // A token the socket refuses leaves its payload in the ring
+            // unnamed: its space comes back with the next token taken.
+            return self.try_write(&mut [IoSlice::new(&token)], &[]);
+        }
         self.before_frame(bytes.len());
         let mut header = [0u8; MAX_HEADER];
         let header_len = encode_header(bytes.len(), &mut header);
@@ -1015,6 +1019,11 @@ impl Connection {
         if fds.len() > scm::MAX_FDS {
             return Err(SendError::TooManyDescriptors(fds.len()));
         }
+        if fds.is_empty()
+            && let Some(token) = self.through_lane(&bytes)
+        {
+            return self.try_write(&mut [IoSlice::new(&token)], &[]);
+        }
         self.before_frame(bytes.len());
         let mut header = [0u8; MAX_HEADER];
         let header_len = encode_header(bytes.len(), &mut header);
@@ -1023,6 +1032,15 @@ impl Connection {
             &mut [IoSlice::new(&header[..header_len]), IoSlice::new(&bytes)],
             &borrowed,
         )
+    }
+
+    /// Places `payload` in this end's shared-memory lane when it goes
+    /// there (see [`Pipe::new`]) and returns the token frame to write in
+    /// its stead; `None`: it goes through the socket.
+    fn through_lane(&self, payload: &[u8]) -> Option<[u8; TOKEN_FRAME]> {
+        let token = self.lane.as_ref()?.put(payload)?;
+        self.before_frame(TOKEN_FRAME);
+        Some(token.encode())
     }
 
     /// Before a frame with a payload of `len` bytes: a large frame raises
@@ -1071,9 +1089,8 @@ impl Connection {
     /// frame is assembled on the stack and written with `send`/`write` (the
     /// cheapest calls), a larger one gathered with `sendmsg`/`writev`.
     fn write_frame(&self, payload: &[u8]) -> Result<(), SendError> {
-        if let Some(token) = self.lane.as_ref().and_then(|l| l.put(payload)) {
-            self.before_frame(TOKEN_FRAME);
-            return self.write_all(&mut [IoSlice::new(&token.encode())]);
+        if let Some(token) = self.through_lane(payload) {
+            return self.write_all(&mut [IoSlice::new(&token)]);
         }
         self.before_frame(payload.len());
         if payload.len() <= SMALL_FRAME - 4 {

@@ -1611,6 +1611,25 @@ fn into_fd_takes_the_end_off_the_lane() {
     assert!(plain.recv_bytes().unwrap() == second);
 }
 
+/// The non-blocking sends use the lane too: four 1 MiB messages fit in
+/// the ring with nobody reading, where the socket would refuse them.
+fn nonblocking_sends_go_through_the_lane() {
+    let (a, mut b) = Pipe::new().unwrap();
+    a.send_bytes(b"start").unwrap();
+    assert_eq!(b.recv_bytes().unwrap(), b"start");
+    let messages: Vec<Vec<u8>> = (0..4).map(|i| pattern((1 << 20) - 64, i)).collect();
+    a.try_send(&messages[0]).unwrap();
+    assert_eq!(a.pending_send(), 0, "the typed message waits in the socket");
+    for (i, message) in messages.iter().enumerate().skip(1) {
+        a.try_send_bytes(message).unwrap();
+        assert_eq!(a.pending_send(), 0, "message {i} waits in the socket");
+    }
+    assert!(b.try_recv::<Vec<u8>>().unwrap() == messages[0]);
+    for message in &messages[1..] {
+        assert!(b.try_recv_bytes().unwrap() == *message);
+    }
+}
+
 fn pipe_shared_with_a_command_child_through_inherit() {
     // The recipe of the crate docs ("Using this crate alone").
     use multiproc_pipe::inherit;
@@ -1748,6 +1767,7 @@ fn main() {
             a_sender_killed_mid_stream_leaves_only_whole_messages,
             a_receiver_killed_mid_stream_fails_the_sender,
             into_fd_takes_the_end_off_the_lane,
+            nonblocking_sends_go_through_the_lane,
         ],
     );
 }
