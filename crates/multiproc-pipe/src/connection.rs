@@ -2,7 +2,7 @@
 
 use crate::error::{RecvError, SendError};
 use crate::frame::{MAX_HEADER, TOKEN_FRAME, encode_header};
-use crate::lane::{Lane, LaneWire};
+use crate::lane::{Lane, LaneWire, Refused};
 use crate::recv::{KEEP_BUFFER, Payload, ReadResult, RecvBuf, Source};
 use crate::spin::{self, SpinBudget};
 use multiproc_core::{Codec, SharedFd, scm};
@@ -215,7 +215,11 @@ pub struct Connection {
     /// How long a blocking receive on a Unix socket retries before it
     /// sleeps (see `spin.rs`).
     read_spin: Cell<SpinBudget>,
-    /// Whether blocking receives use `read_spin` at all.
+    /// How long a blocking send waits for room in the lane before it
+    /// sends through the socket (see `through_lane`).
+    room_spin: Cell<SpinBudget>,
+    /// Whether blocking receives use `read_spin`, and blocking sends
+    /// `room_spin`, at all.
     adaptive_wait: bool,
     /// The buffer typed sends encode into, kept between sends (up to
     /// `KEEP_BUFFER`).
@@ -287,6 +291,7 @@ impl Connection {
             pending: RefCell::new(None),
             blocking: Cell::new(FdMode::Unknown),
             read_spin: Cell::new(SpinBudget::default()),
+            room_spin: Cell::new(SpinBudget::default()),
             adaptive_wait: true,
             send_buf: RefCell::new(Vec::new()),
             send_buffer: Cell::new(SendBuffer::AsMade),
@@ -615,7 +620,7 @@ impl Connection {
             return Err(SendError::TooManyDescriptors(fds.len()));
         }
         if fds.is_empty()
-            && let Some(token) = self.through_lane(&frame[MAX_HEADER..])
+            && let Some(token) = self.through_lane(&frame[MAX_HEADER..], true)
         {
             return self.write_all(&mut [IoSlice::new(&token)]);
         }
@@ -973,7 +978,7 @@ impl Connection {
     /// [`send_bytes`](Self::send_bytes).
     pub fn try_send_bytes(&self, bytes: &[u8]) -> Result<(), SendError> {
         self.try_flush()?;
-        if let Some(token) = self.through_lane(bytes) {
+        if let Some(token) = self.through_lane(bytes, false) {
             // A token the socket refuses leaves its payload in the ring
             // unnamed: its space comes back with the next token taken.
             return self.try_write(&mut [IoSlice::new(&token)], &[]);
@@ -1020,7 +1025,7 @@ impl Connection {
             return Err(SendError::TooManyDescriptors(fds.len()));
         }
         if fds.is_empty()
-            && let Some(token) = self.through_lane(&bytes)
+            && let Some(token) = self.through_lane(&bytes, false)
         {
             return self.try_write(&mut [IoSlice::new(&token)], &[]);
         }
@@ -1037,8 +1042,25 @@ impl Connection {
     /// Places `payload` in this end's shared-memory lane when it goes
     /// there (see [`Pipe::new`]) and returns the token frame to write in
     /// its stead; `None`: it goes through the socket.
-    fn through_lane(&self, payload: &[u8]) -> Option<[u8; TOKEN_FRAME]> {
-        let token = self.lane.as_ref()?.put(payload)?;
+    fn through_lane(&self, payload: &[u8], may_wait: bool) -> Option<[u8; TOKEN_FRAME]> {
+        let lane = self.lane.as_ref()?;
+        let token = match lane.put(payload) {
+            Ok(token) => token,
+            // A full ring empties as the receiver takes from it: a
+            // blocking send waits for that a while (yielding, so that a
+            // receiver on this CPU runs) rather than copy the payload
+            // through the socket, which would then block it as well.
+            Err(Refused::NoRoom) if may_wait && self.adaptive_wait => {
+                spin::spin(&self.room_spin, || {
+                    lane.put(payload).map_err(|refused| match refused {
+                        Refused::NoRoom => io::ErrorKind::WouldBlock.into(),
+                        Refused::NotHere => io::ErrorKind::Other.into(),
+                    })
+                })?
+                .ok()?
+            }
+            Err(_) => return None,
+        };
         self.before_frame(TOKEN_FRAME);
         Some(token.encode())
     }
@@ -1089,7 +1111,7 @@ impl Connection {
     /// frame is assembled on the stack and written with `send`/`write` (the
     /// cheapest calls), a larger one gathered with `sendmsg`/`writev`.
     fn write_frame(&self, payload: &[u8]) -> Result<(), SendError> {
-        if let Some(token) = self.through_lane(payload) {
+        if let Some(token) = self.through_lane(payload, true) {
             return self.write_all(&mut [IoSlice::new(&token)]);
         }
         self.before_frame(payload.len());

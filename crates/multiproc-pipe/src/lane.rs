@@ -42,7 +42,11 @@
 //! the payload goes to the ring's start, and the sender moves `tail` over
 //! the bytes it skipped (compare-and-swap from the value it read: nothing
 //! there is waiting to be taken). A payload that does not fit goes through
-//! the socket as usual: nothing ever waits on the ring.
+//! the socket as usual ([`Refused::NoRoom`]); a blocking send first waits
+//! for room for as long as a blocking receive spins (see `spin.rs`: at
+//! most 50 µs, yielding so that a receiver on the same CPU can take what
+//! the ring holds, and less after waits that ran out). Nothing ever waits
+//! on the ring for longer.
 //!
 //! The receiver reads tokens from the socket in order, checks that the
 //! bytes they name lie in the ring, copies them out, and stores `tail :=
@@ -56,8 +60,8 @@
 //!   nothing torn.
 //! - A sender stopped (`SIGSTOP`) holds nothing others wait for.
 //! - A receiver that dies or stops leaves `tail` where it was: the ring
-//!   fills, and later payloads go through the socket, which blocks the
-//!   sender as it always did.
+//!   fills, and later payloads go through the socket after that short
+//!   wait, which blocks the sender as it always did.
 //! - A peer that writes nonsense into the control words or sends tokens
 //!   that point anywhere gets at most garbage in its own messages: every
 //!   copy stays inside the ring ([`RecvError::BadLaneToken`] for a token
@@ -120,6 +124,15 @@ const READER: usize = 256;
 const NO_READER: u32 = 0;
 const READING: u32 = 1;
 const GONE: u32 = 2;
+
+/// Why [`Lane::put`] sent a payload back to the socket.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Refused {
+    /// The ring has no room for it until the receiver takes what it holds.
+    NoRoom,
+    /// Not for the lane: outside its sizes, or nobody reads tokens.
+    NotHere,
+}
 
 /// One end's share of a pair's lane: it sends on one direction and
 /// receives on the other.
@@ -199,16 +212,20 @@ impl Lane {
     }
 
     /// Places `payload` in the ring this end sends on and returns the
-    /// token to write in its stead, or `None` when it should go through
-    /// the socket: outside the lane's sizes, no room, or nobody reads
-    /// tokens (yet, or any more).
-    pub(crate) fn put(&self, payload: &[u8]) -> Option<Token> {
+    /// token to write in its stead, or why it should go through the socket.
+    ///
+    /// # Errors
+    ///
+    /// [`Refused::NoRoom`] when the ring is too full for it now;
+    /// [`Refused::NotHere`] when it is outside the lane's sizes or nobody
+    /// reads tokens (yet, or any more).
+    pub(crate) fn put(&self, payload: &[u8]) -> Result<Token, Refused> {
         let len = payload.len();
         let dir = self.sends;
         if !(MIN_PAYLOAD..=MAX_PAYLOAD).contains(&len)
             || self.reader(dir).load(Ordering::Relaxed) != READING
         {
-            return None;
+            return Err(Refused::NotHere);
         }
         let head = self.word(dir, HEAD);
         let (start, end) = loop {
@@ -217,7 +234,7 @@ impl Lane {
             // `tail` in `take`: its copies out of the space it hands back
             // happen before ours into it.
             let tail = self.word(dir, TAIL).load(Ordering::Acquire);
-            let (start, end) = place(from, tail, len)?;
+            let (start, end) = place(from, tail, len).ok_or(Refused::NoRoom)?;
             if head
                 .compare_exchange_weak(from, end, Ordering::Relaxed, Ordering::Relaxed)
                 .is_ok()
@@ -243,13 +260,13 @@ impl Lane {
         // reader gone, or `leave`'s load of `head` sees the reservation.
         fence(Ordering::SeqCst);
         if self.reader(dir).load(Ordering::Relaxed) != READING {
-            return None;
+            return Err(Refused::NotHere);
         }
         debug_assert_eq!(end - start, len as u64);
         self.segment
             .write_at(self.ring_offset(dir, start), payload)
             .expect("a placed payload lies in the ring");
-        Some(Token { end, len })
+        Ok(Token { end, len })
     }
 
     /// Checks that `token` (received on this end) names bytes of the ring
@@ -425,14 +442,18 @@ mod tests {
     fn payloads_go_through_the_ring_and_back() {
         let (a, b) = Lane::pair().unwrap();
         let payload: Vec<u8> = (0..100_000u32).map(|i| (i * 7) as u8).collect();
-        assert!(a.put(&payload).is_none(), "nobody reads tokens yet");
+        assert_eq!(
+            a.put(&payload),
+            Err(Refused::NotHere),
+            "nobody reads tokens yet"
+        );
         b.reading();
         let token = a.put(&payload).unwrap();
         let got = take_vec(&b, token).unwrap();
         assert!(got == payload);
         // Other sizes go through the socket.
-        assert!(a.put(&payload[..MIN_PAYLOAD - 1]).is_none());
-        assert!(a.put(&vec![0; MAX_PAYLOAD + 1]).is_none());
+        assert_eq!(a.put(&payload[..MIN_PAYLOAD - 1]), Err(Refused::NotHere));
+        assert_eq!(a.put(&vec![0; MAX_PAYLOAD + 1]), Err(Refused::NotHere));
         // A token outside the ring is refused.
         let bad = Token {
             end: RING as u64 + 10,
@@ -460,9 +481,9 @@ mod tests {
         // of a quarter ring fit from the ring's start.
         let quarter = vec![2u8; RING / 4];
         for _ in 0..4 {
-            assert!(a.put(&quarter).is_some());
+            assert!(a.put(&quarter).is_ok());
         }
-        assert!(a.put(&quarter).is_none(), "full");
+        assert_eq!(a.put(&quarter), Err(Refused::NoRoom), "full");
     }
 
     #[test]
@@ -471,15 +492,15 @@ mod tests {
         let payload = vec![3u8; MIN_PAYLOAD];
         b.reading();
         a.reading();
-        assert!(a.put(&payload).is_some());
+        assert!(a.put(&payload).is_ok());
         assert!(b.leave(), "a token is on its way");
-        assert!(a.put(&payload).is_none());
+        assert_eq!(a.put(&payload), Err(Refused::NotHere));
         b.reading();
-        assert!(a.put(&payload).is_none(), "gone for good");
+        assert_eq!(a.put(&payload), Err(Refused::NotHere), "gone for good");
         // The other direction is untouched.
-        assert!(b.put(&payload).is_some());
+        assert!(b.put(&payload).is_ok());
         let (c, d) = Lane::pair().unwrap();
         assert!(!d.leave());
-        assert!(c.put(&payload).is_none());
+        assert_eq!(c.put(&payload), Err(Refused::NotHere));
     }
 }

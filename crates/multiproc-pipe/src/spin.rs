@@ -1,5 +1,8 @@
 //! How long a blocking receive on a socket retries non-blocking calls
-//! before it sleeps in the kernel, learned from the waits before it.
+//! before it sleeps in the kernel, learned from the waits before it. A
+//! blocking send that finds its lane full (see `lane.rs`) waits for room
+//! by the same rules, with a budget of its own, before it sends through
+//! the socket.
 //!
 //! Sleeping costs the wake-up: a few µs when the peer shares this CPU
 //! (the switch to it is what lets it go on), 20–80 µs on a virtual machine

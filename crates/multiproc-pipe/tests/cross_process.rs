@@ -1465,7 +1465,9 @@ fn signal(child: &std::process::Child, signal: rustix::process::Signal) {
 /// Large messages cross the lane whole and in order, mixed with small
 /// ones, ones too large for it and typed values; and while the receiver is
 /// stopped, what fits in the ring is sent without blocking (through the
-/// socket, 4 MiB would not be: it holds at most about 1 MiB).
+/// socket, 4 MiB would not be: it holds at most about 1 MiB), and a send
+/// that finds the ring full waits for room only a while, then goes
+/// through the socket.
 fn large_messages_cross_the_lane_whole_and_a_stopped_receiver_does_not_block_them() {
     let (mut ours, mut child) = lane_child(role!(child_lane_echo), &[]);
     assert_eq!(ours.recv_bytes().unwrap(), b"ready");
@@ -1499,7 +1501,8 @@ fn large_messages_cross_the_lane_whole_and_a_stopped_receiver_does_not_block_the
     assert_eq!(codec::decode::<Vec<Vec<f64>>>(&buf[..len]).unwrap(), values);
 
     signal(&child, rustix::process::Signal::STOP);
-    let messages: Vec<Vec<u8>> = (0..4).map(|i| pattern(1 << 20, 100 + i)).collect();
+    let mut messages: Vec<Vec<u8>> = (0..4).map(|i| pattern(1 << 20, 100 + i)).collect();
+    messages.push(pattern(64 << 10, 104));
     let (done_tx, done_rx) = std::sync::mpsc::channel();
     let sender = std::thread::spawn({
         let messages = messages.clone();
@@ -1515,7 +1518,7 @@ fn large_messages_cross_the_lane_whole_and_a_stopped_receiver_does_not_block_the
     signal(&child, rustix::process::Signal::CONT);
     assert!(
         sent.is_ok(),
-        "4 MiB to a stopped receiver blocked the sender"
+        "4 MiB and 64 KiB to a stopped receiver blocked the sender"
     );
     let mut ours = sender.join().unwrap();
     for (i, message) in messages.iter().enumerate() {
