@@ -1462,6 +1462,51 @@ fn signal(child: &std::process::Child, signal: rustix::process::Signal) {
     rustix::process::kill_process(pid, signal).unwrap();
 }
 
+/// A `Serialize` impl that sends large messages on the connection while
+/// its value is being encoded, and has the first taken at once: every
+/// message and the value arrive whole, in order, once. (An encoder that
+/// ran the impl twice, say to measure the value first, or that reserved
+/// the value's lane space before the impl ran, would fail this: the
+/// second message would take that space.)
+fn large_sends_from_inside_a_serialize_impl_arrive_whole_and_once() {
+    struct Nested<'a> {
+        tx: &'a Connection,
+        rx: &'a std::cell::RefCell<Connection>,
+        first: Vec<u8>,
+        second: Vec<u8>,
+        own: Vec<u8>,
+    }
+    impl serde::Serialize for Nested<'_> {
+        fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+            self.tx
+                .send_bytes(&self.first)
+                .map_err(serde::ser::Error::custom)?;
+            let got = self.rx.borrow_mut().recv_bytes();
+            assert!(got.unwrap() == self.first, "the first message");
+            self.tx
+                .send_bytes(&self.second)
+                .map_err(serde::ser::Error::custom)?;
+            serde::Serialize::serialize(&self.own, s)
+        }
+    }
+    let (tx, rx) = Pipe::new().unwrap();
+    let rx = std::cell::RefCell::new(rx);
+    tx.send_bytes(b"start").unwrap();
+    assert_eq!(rx.borrow_mut().recv_bytes().unwrap(), b"start");
+    let nested = Nested {
+        tx: &tx,
+        rx: &rx,
+        first: pattern(64 << 10, 1),
+        second: pattern(64 << 10, 2),
+        own: pattern(64 << 10, 3),
+    };
+    tx.send(&nested).unwrap();
+    let second = rx.borrow_mut().recv_bytes().unwrap();
+    assert!(second == nested.second, "the second message came altered");
+    let own = rx.borrow_mut().recv::<Vec<u8>>().unwrap();
+    assert!(own == nested.own, "the value came altered");
+}
+
 /// Large messages cross the lane whole and in order, mixed with small
 /// ones, ones too large for it and typed values; and while the receiver is
 /// stopped, what fits in the ring is sent without blocking (through the
@@ -1499,6 +1544,21 @@ fn large_messages_cross_the_lane_whole_and_a_stopped_receiver_does_not_block_the
     let mut buf = vec![0u8; 1 << 20];
     let len = ours.recv_bytes_into(&mut buf).unwrap();
     assert_eq!(codec::decode::<Vec<Vec<f64>>>(&buf[..len]).unwrap(), values);
+    // Typed values cross the lane too.
+    ours.send(&values).unwrap();
+    assert_eq!(ours.recv::<Vec<Vec<f64>>>().unwrap(), values);
+    let text = "lane ".repeat(200_000);
+    ours.send(&text).unwrap();
+    assert!(ours.recv::<String>().unwrap() == text);
+    // A value that does not decode as asked is an error, and its space
+    // goes back all the same: the next ones come through whole.
+    ours.send(&pattern(300_000, 9)).unwrap();
+    assert!(ours.recv::<(Vec<u8>, u64)>().is_err());
+    for i in 0..100 {
+        let bytes = pattern(100_000, i);
+        ours.send(&bytes).unwrap();
+        assert!(ours.recv::<Vec<u8>>().unwrap() == bytes, "value {i}");
+    }
 
     signal(&child, rustix::process::Signal::STOP);
     let mut messages: Vec<Vec<u8>> = (0..4).map(|i| pattern(1 << 20, 100 + i)).collect();
@@ -1767,6 +1827,7 @@ fn main() {
             nonblocking_descriptor_keeps_partial_frames,
             try_send_keeps_partial_frames_and_sends_descriptors_once,
             large_messages_cross_the_lane_whole_and_a_stopped_receiver_does_not_block_them,
+            large_sends_from_inside_a_serialize_impl_arrive_whole_and_once,
             a_sender_killed_mid_stream_leaves_only_whole_messages,
             a_receiver_killed_mid_stream_fails_the_sender,
             into_fd_takes_the_end_off_the_lane,
