@@ -928,6 +928,77 @@ impl Segment {
         Ok(unsafe { &mut *(std::ptr::from_mut(buf) as *mut [u8]) })
     }
 
+    /// The `len` bytes at `offset`, borrowed where they lie: for reading a
+    /// region that a protocol hands to this process (a ring's consumer
+    /// reads what a producer published and no producer may write until
+    /// the consumer hands it back), without copying it out first.
+    ///
+    /// # Safety
+    ///
+    /// No process writes these bytes while the slice lives.
+    ///
+    /// # Errors
+    ///
+    /// [`SegmentError::OutOfBounds`].
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use multiproc_core::Segment;
+    ///
+    /// let segment = Segment::anonymous(16)?;
+    /// segment.write_at(4, b"abc")?;
+    /// // SAFETY: the segment is anonymous and this process does not share
+    /// // it, so nobody writes it while `bytes` lives.
+    /// let bytes = unsafe { segment.bytes(4, 3)? };
+    /// assert_eq!(bytes, b"abc");
+    /// assert!(unsafe { segment.bytes(15, 2) }.is_err()); // one byte too far
+    /// # Ok::<(), multiproc_core::SegmentError>(())
+    /// ```
+    pub unsafe fn bytes(&self, offset: usize, len: usize) -> Result<&[u8], SegmentError> {
+        self.check_range(offset, len)?;
+        // SAFETY: in bounds (checked) of a mapping that lives as long as
+        // `self`; nobody writes the range meanwhile (the caller's contract),
+        // and every bit pattern is a valid `u8`.
+        Ok(unsafe { std::slice::from_raw_parts(self.as_ptr().add(offset), len) })
+    }
+
+    /// The `len` bytes at `offset`, borrowed for writing in place: for
+    /// filling a region that a protocol reserved for this process (a ring
+    /// span that a sender encodes a value into) without a copy.
+    ///
+    /// # Safety
+    ///
+    /// No process reads or writes these bytes while the slice lives, this
+    /// one through another borrow included.
+    ///
+    /// # Errors
+    ///
+    /// [`SegmentError::OutOfBounds`].
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use multiproc_core::Segment;
+    ///
+    /// let segment = Segment::anonymous(16)?;
+    /// // SAFETY: the segment is not shared, and this is its only borrow.
+    /// unsafe { segment.bytes_mut(2, 2)? }.copy_from_slice(b"ok");
+    /// let mut all = [0u8; 4];
+    /// segment.read_at(0, &mut all)?;
+    /// assert_eq!(&all, b"\0\0ok");
+    /// assert!(unsafe { segment.bytes_mut(15, 2) }.is_err()); // one byte too far
+    /// # Ok::<(), multiproc_core::SegmentError>(())
+    /// ```
+    #[allow(clippy::mut_from_ref)]
+    pub unsafe fn bytes_mut(&self, offset: usize, len: usize) -> Result<&mut [u8], SegmentError> {
+        self.check_range(offset, len)?;
+        // SAFETY: in bounds (checked) of a writable mapping (PROT_WRITE,
+        // MAP_SHARED) that lives as long as `self`; nobody else reads or
+        // writes the range while the slice lives (the caller's contract).
+        Ok(unsafe { std::slice::from_raw_parts_mut(self.as_ptr().add(offset), len) })
+    }
+
     /// Copies `data` into the segment at `offset`; see [`read_at`](Self::read_at).
     ///
     /// # Errors
@@ -951,8 +1022,9 @@ impl Segment {
         self.check_range(offset, data.len())?;
         // SAFETY: as in `read_at`, racing readers and writers in other
         // processes included (they may see a torn mix, never an invalid
-        // value); the mapping is writable (PROT_WRITE, MAP_SHARED) and never
-        // viewed as `&[u8]` by this crate.
+        // value); the mapping is writable (PROT_WRITE, MAP_SHARED), and
+        // borrowed as a slice only where nobody else writes it (the
+        // contracts of `bytes` and `bytes_mut`).
         unsafe { crate::copy::copy_raw(self.as_ptr().add(offset), data.as_ptr(), data.len()) };
         Ok(())
     }

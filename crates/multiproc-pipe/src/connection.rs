@@ -2,9 +2,10 @@
 
 use crate::error::{RecvError, SendError};
 use crate::frame::{MAX_HEADER, TOKEN_FRAME, encode_header};
-use crate::lane::{Lane, LaneWire, Refused};
-use crate::recv::{KEEP_BUFFER, Payload, ReadResult, RecvBuf, Source};
+use crate::lane::{self, Lane, LaneWire, Refused, Span};
+use crate::recv::{KEEP_BUFFER, ReadResult, RecvBuf, Source};
 use crate::spin::{self, SpinBudget};
+use multiproc_core::codec::Encoded;
 use multiproc_core::{Codec, SharedFd, scm};
 use rustix::io::Errno;
 use serde::de::DeserializeOwned;
@@ -218,6 +219,11 @@ pub struct Connection {
     /// How long a blocking send waits for room in the lane before it
     /// sends through the socket (see `through_lane`).
     room_spin: Cell<SpinBudget>,
+    /// The length of the last value `send` encoded: the next goes straight
+    /// into the lane when this one was long enough to go there.
+    last_encoded: Cell<usize>,
+    /// A value is being encoded into the lane (see `encode_into_lane`).
+    placing: Cell<bool>,
     /// Whether blocking receives use `read_spin`, and blocking sends
     /// `room_spin`, at all.
     adaptive_wait: bool,
@@ -292,6 +298,8 @@ impl Connection {
             blocking: Cell::new(FdMode::Unknown),
             read_spin: Cell::new(SpinBudget::default()),
             room_spin: Cell::new(SpinBudget::default()),
+            last_encoded: Cell::new(0),
+            placing: Cell::new(false),
             adaptive_wait: true,
             send_buf: RefCell::new(Vec::new()),
             send_buffer: Cell::new(SendBuffer::AsMade),
@@ -611,11 +619,15 @@ impl Connection {
         value: &T,
         frame: &mut Vec<u8>,
     ) -> Result<(), SendError> {
-        let (len, fds) = if self.flavor == Flavor::Unix {
-            self.codec.encode_with_fds_into(value, frame)?
-        } else {
-            (self.codec.encode_into(value, frame)?, Vec::new())
+        let (len, fds) = match self.encode_into_lane(value, frame) {
+            InLane::Done(sent) => return sent,
+            InLane::Spilled(len, fds) => (len, fds),
+            InLane::NotTried if self.flavor == Flavor::Unix => {
+                self.codec.encode_with_fds_into(value, frame)?
+            }
+            InLane::NotTried => (self.codec.encode_into(value, frame)?, Vec::new()),
         };
+        self.last_encoded.set(len);
         if fds.len() > scm::MAX_FDS {
             return Err(SendError::TooManyDescriptors(fds.len()));
         }
@@ -629,17 +641,7 @@ impl Connection {
         let header_len = encode_header(len, &mut header);
         let start = MAX_HEADER - header_len;
         frame[start..MAX_HEADER].copy_from_slice(&header[..header_len]);
-        let mut parts = [IoSlice::new(&frame[start..])];
-        if fds.is_empty() {
-            return self.write_all(&mut parts);
-        }
-        let borrowed: Vec<BorrowedFd<'_>> = fds.iter().map(AsFd::as_fd).collect();
-        // The descriptors ride with the first byte of the frame, its
-        // header: the receiver relies on that to give them to the right
-        // message (see the `recv` module).
-        // (On a non-blocking descriptor it waits for writability.)
-        scm::send_all_vectored(&self.fd, &mut parts, &borrowed)?;
-        Ok(())
+        self.send_frame_with(&frame[start..], &fds)
     }
 
     /// Sends `bytes` as one message (Python's `send_bytes`).
@@ -1043,16 +1045,71 @@ impl Connection {
     /// there (see [`Pipe::new`]) and returns the token frame to write in
     /// its stead; `None`: it goes through the socket.
     fn through_lane(&self, payload: &[u8], may_wait: bool) -> Option<[u8; TOKEN_FRAME]> {
+        let (lane, span) = self.reserve_in_lane(payload.len(), may_wait)?;
+        Some(lane.fill(span, payload).encode())
+    }
+
+    /// Encodes `value` (a typed send) straight into the lane, when the
+    /// value before it went there: into a span as long as that one and an
+    /// eighth, or, when it turns out longer, on into `frame` (after its
+    /// `MAX_HEADER` bytes), so that the value is serialized once either
+    /// way.
+    fn encode_into_lane<T: Serialize + ?Sized>(&self, value: &T, frame: &mut Vec<u8>) -> InLane {
+        let last = self.last_encoded.get();
+        if self.placing.get() || self.flavor != Flavor::Unix || last < lane::MIN_PAYLOAD {
+            return InLane::NotTried;
+        }
+        let span_len = (last + last / 8).min(lane::MAX_PAYLOAD);
+        let Some((lane, mut span)) = self.reserve_in_lane(span_len, true) else {
+            return InLane::NotTried;
+        };
+        // A `Serialize` impl that sends on this connection meanwhile sends
+        // through the socket: a token of its own would be taken first,
+        // and handing its space back would free this span. (Left set if
+        // the impl panics: the lane then goes unused, nothing worse.)
+        self.placing.set(true);
+        let encoded = self
+            .codec
+            .encode_with_fds_spilling(value, lane.span_bytes(&mut span), frame);
+        self.placing.set(false);
+        match encoded {
+            Ok((Encoded::InPlace(len), fds)) if fds.len() <= scm::MAX_FDS => {
+                self.last_encoded.set(len);
+                let token = lane.seal(span, len).encode();
+                InLane::Done(self.send_frame_with(&token, &fds))
+            }
+            Ok((Encoded::InPlace(_), fds)) => {
+                lane.abandon(span);
+                InLane::Done(Err(SendError::TooManyDescriptors(fds.len())))
+            }
+            Ok((Encoded::Spilled(len), fds)) => {
+                lane.abandon(span);
+                InLane::Spilled(len, fds)
+            }
+            Err(err) => {
+                lane.abandon(span);
+                InLane::Done(Err(err.into()))
+            }
+        }
+    }
+
+    /// Reserves `len` bytes of this end's lane, when there is one and it
+    /// takes them: a blocking send (`may_wait`) that finds the ring full
+    /// waits for room a while first.
+    fn reserve_in_lane(&self, len: usize, may_wait: bool) -> Option<(&Lane, Span)> {
         let lane = self.lane.as_ref()?;
-        let token = match lane.put(payload) {
-            Ok(token) => token,
+        if self.placing.get() {
+            return None;
+        }
+        let span = match lane.reserve(len) {
+            Ok(span) => span,
             // A full ring empties as the receiver takes from it: a
             // blocking send waits for that a while (yielding, so that a
             // receiver on this CPU runs) rather than copy the payload
             // through the socket, which would then block it as well.
             Err(Refused::NoRoom) if may_wait && self.adaptive_wait => {
                 spin::spin(&self.room_spin, || {
-                    lane.put(payload).map_err(|refused| match refused {
+                    lane.reserve(len).map_err(|refused| match refused {
                         Refused::NoRoom => io::ErrorKind::WouldBlock.into(),
                         Refused::NotHere => io::ErrorKind::Other.into(),
                     })
@@ -1062,7 +1119,21 @@ impl Connection {
             Err(_) => return None,
         };
         self.before_frame(TOKEN_FRAME);
-        Some(token.encode())
+        Some((lane, span))
+    }
+
+    /// Writes the whole of `frame`, with `fds` riding on its first byte
+    /// (its header, or a token): the receiver relies on that to give them
+    /// to the right message (see the `recv` module).
+    fn send_frame_with(&self, frame: &[u8], fds: &[OwnedFd]) -> Result<(), SendError> {
+        let mut parts = [IoSlice::new(frame)];
+        if fds.is_empty() {
+            return self.write_all(&mut parts);
+        }
+        let borrowed: Vec<BorrowedFd<'_>> = fds.iter().map(AsFd::as_fd).collect();
+        // (On a non-blocking descriptor it waits for writability.)
+        scm::send_all_vectored(&self.fd, &mut parts, &borrowed)?;
+        Ok(())
     }
 
     /// Before a frame with a payload of `len` bytes: a large frame raises
@@ -1208,13 +1279,17 @@ impl Connection {
         let max = self.max_message_len;
         let codec = self.codec;
         let carries_fds = self.flavor == Flavor::Unix;
-        let (payload, fds) = { self.rx.frame(max, &mut blocking_source!(self, wait))? };
+        let (payload, fds) = {
+            self.rx
+                .frame_in_place(max, &mut blocking_source!(self, wait))?
+        };
         let value = if carries_fds {
             codec.decode_with_fds(payload.as_slice(), fds)
         } else {
             codec.decode(payload.as_slice())
         };
-        if let Payload::Owned(buf) = payload {
+        // A payload in the lane goes back to its sender here.
+        if let Some(buf) = payload.into_owned() {
             self.rx.recycle(buf);
         }
         value.map_err(|err| {
@@ -1258,7 +1333,9 @@ impl Connection {
         let max = self.max_message_len;
         let wait = self.waits_out_eagain();
         self.check_readable()?;
-        let (payload, _fds) = self.rx.frame(max, &mut blocking_source!(self, wait))?;
+        let (payload, _fds) = self
+            .rx
+            .frame_in_place(max, &mut blocking_source!(self, wait))?;
         serde_pickle::from_slice(payload.as_slice(), serde_pickle::DeOptions::new())
             .map_err(RecvError::Pickle)
     }
@@ -1288,7 +1365,9 @@ impl Connection {
         let max = self.max_message_len;
         let wait = self.waits_out_eagain();
         self.check_readable()?;
-        let (payload, _fds) = self.rx.frame(max, &mut blocking_source!(self, wait))?;
+        let (payload, _fds) = self
+            .rx
+            .frame_in_place(max, &mut blocking_source!(self, wait))?;
         serde_pickle::value_from_slice(payload.as_slice(), serde_pickle::DeOptions::new())
             .map_err(RecvError::Pickle)
     }
@@ -1781,6 +1860,17 @@ impl<'de> Deserialize<'de> for Connection {
 /// ```
 #[derive(Debug)]
 pub struct Pipe(());
+
+/// How a typed send went into the lane (`Connection::encode_into_lane`).
+enum InLane {
+    /// Not tried: the value goes through the send buffer.
+    NotTried,
+    /// Sent, or failed.
+    Done(Result<(), SendError>),
+    /// Longer than the space reserved for it: encoded into the send buffer
+    /// instead (its length and descriptors), to be sent from there.
+    Spilled(usize, Vec<OwnedFd>),
+}
 
 impl Pipe {
     /// `socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC)`: two ends that both

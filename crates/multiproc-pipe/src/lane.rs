@@ -48,6 +48,16 @@
 //! the ring holds, and less after waits that ran out). Nothing ever waits
 //! on the ring for longer.
 //!
+//! A typed send does not know its payload's length before it has encoded
+//! it, and encodes it once (a `Serialize` impl may have side effects). So
+//! it reserves a span as long as its previous payload and an eighth, and
+//! encodes into it: when the payload fits, [`Lane::seal`] moves `head`
+//! back from the span's end to the payload's (compare-and-swap: unless
+//! another sender reserved past the span, when the rest stays a gap that
+//! the next token taken frees, as a dead sender's reservation does); when
+//! it outgrows the span, the encoding goes on in a buffer, and
+//! [`Lane::abandon`] gives the whole span back the same way.
+//!
 //! The receiver reads tokens from the socket in order, checks that the
 //! bytes they name lie in the ring, copies them out, and stores `tail :=
 //! end` with `Release`, which hands that space back.
@@ -83,6 +93,10 @@
 //! after setting it (both behind `SeqCst` fences): either the sender sees
 //! the reader gone and sends through the socket, or `leave` sees the
 //! reservation and reports that a token may be on its way.
+
+// Writing and reading ring bytes in place (`span_bytes`, `borrow`), under
+// the protocol's ownership rules.
+#![allow(unsafe_code)]
 
 use crate::error::RecvError;
 use crate::frame::Token;
@@ -125,13 +139,52 @@ const NO_READER: u32 = 0;
 const READING: u32 = 1;
 const GONE: u32 = 2;
 
-/// Why [`Lane::put`] sent a payload back to the socket.
+/// Why [`Lane::reserve`] sent a payload back to the socket.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum Refused {
     /// The ring has no room for it until the receiver takes what it holds.
     NoRoom,
     /// Not for the lane: outside its sizes, or nobody reads tokens.
     NotHere,
+}
+
+/// Ring space reserved by [`Lane::reserve`]: positions `start..end`.
+#[derive(Debug)]
+pub(crate) struct Span {
+    start: u64,
+    end: u64,
+}
+
+impl Span {
+    /// The token for all of it.
+    fn token(&self) -> Token {
+        Token {
+            end: self.end,
+            len: (self.end - self.start) as usize,
+        }
+    }
+}
+
+/// A payload read where it lies in the ring ([`Lane::borrow`]); dropping
+/// the loan hands its space back to the sender.
+pub(crate) struct Loan<'a> {
+    lane: &'a Lane,
+    token: Token,
+    bytes: &'a [u8],
+}
+
+impl std::ops::Deref for Loan<'_> {
+    type Target = [u8];
+
+    fn deref(&self) -> &[u8] {
+        self.bytes
+    }
+}
+
+impl Drop for Loan<'_> {
+    fn drop(&mut self) {
+        self.lane.hand_back(self.token);
+    }
 }
 
 /// One end's share of a pair's lane: it sends on one direction and
@@ -219,8 +272,29 @@ impl Lane {
     /// [`Refused::NoRoom`] when the ring is too full for it now;
     /// [`Refused::NotHere`] when it is outside the lane's sizes or nobody
     /// reads tokens (yet, or any more).
+    #[cfg(test)]
     pub(crate) fn put(&self, payload: &[u8]) -> Result<Token, Refused> {
-        let len = payload.len();
+        Ok(self.fill(self.reserve(payload.len())?, payload))
+    }
+
+    /// Copies `payload`, as long as `span`, into it and returns its token.
+    pub(crate) fn fill(&self, span: Span, payload: &[u8]) -> Token {
+        debug_assert_eq!(span.end - span.start, payload.len() as u64);
+        self.segment
+            .write_at(self.ring_offset(self.sends, span.start), payload)
+            .expect("a placed payload lies in the ring");
+        span.token()
+    }
+
+    /// Reserves `len` bytes of the ring this end sends on, for a payload of
+    /// at most that length written in place ([`span_bytes`](Self::span_bytes))
+    /// and then named with [`seal`](Self::seal), or given up with
+    /// [`abandon`](Self::abandon).
+    ///
+    /// # Errors
+    ///
+    /// As for [`put`](Self::put).
+    pub(crate) fn reserve(&self, len: usize) -> Result<Span, Refused> {
         let dir = self.sends;
         if !(MIN_PAYLOAD..=MAX_PAYLOAD).contains(&len)
             || self.reader(dir).load(Ordering::Relaxed) != READING
@@ -232,7 +306,7 @@ impl Lane {
             let from = head.load(Ordering::Relaxed);
             // SYNC: Acquire pairs with the receiver's Release store of
             // `tail` in `take`: its copies out of the space it hands back
-            // happen before ours into it.
+            // happen before our writes into it.
             let tail = self.word(dir, TAIL).load(Ordering::Acquire);
             let (start, end) = place(from, tail, len).ok_or(Refused::NoRoom)?;
             if head
@@ -262,11 +336,53 @@ impl Lane {
         if self.reader(dir).load(Ordering::Relaxed) != READING {
             return Err(Refused::NotHere);
         }
-        debug_assert_eq!(end - start, len as u64);
-        self.segment
-            .write_at(self.ring_offset(dir, start), payload)
-            .expect("a placed payload lies in the ring");
-        Ok(Token { end, len })
+        Ok(Span { start, end })
+    }
+
+    /// The bytes of `span`, to write a payload into.
+    pub(crate) fn span_bytes<'a>(&'a self, span: &'a mut Span) -> &'a mut [u8] {
+        let len = (span.end - span.start) as usize;
+        // SAFETY: `reserve` made `span` this sender's alone: other senders
+        // reserve past it, the receiver reads it only once a token names
+        // it (written after `seal`), and `place` kept it inside the ring,
+        // clear of what the receiver has not handed back. `span` is
+        // borrowed mutably for as long as the slice lives, and `seal` and
+        // `abandon` take it by value, so the slice is gone before its
+        // bytes are named or given up.
+        unsafe {
+            self.segment
+                .bytes_mut(self.ring_offset(self.sends, span.start), len)
+        }
+        .expect("a placed span lies in the ring")
+    }
+
+    /// The token for the first `len` bytes of `span`, written; the rest
+    /// goes back to the senders when nobody reserved past it meanwhile,
+    /// else it stays a gap that the next token taken frees.
+    pub(crate) fn seal(&self, span: Span, len: usize) -> Token {
+        let end = span.start + len as u64;
+        debug_assert!(end <= span.end);
+        self.shrink(&span, end);
+        Token { end, len }
+    }
+
+    /// Gives `span` up (its payload went elsewhere), as [`seal`](Self::seal)
+    /// gives up what it did not use.
+    pub(crate) fn abandon(&self, span: Span) {
+        self.shrink(&span, span.start);
+    }
+
+    /// Moves `head` back from the end of `span` to `to`, unless another
+    /// sender reserved past it.
+    fn shrink(&self, span: &Span, to: u64) {
+        if to < span.end {
+            let _ = self.word(self.sends, HEAD).compare_exchange(
+                span.end,
+                to,
+                Ordering::Relaxed,
+                Ordering::Relaxed,
+            );
+        }
     }
 
     /// Checks that `token` (received on this end) names bytes of the ring
@@ -325,10 +441,34 @@ impl Lane {
         Ok(())
     }
 
+    /// The payload `token` names, read where it lies; its space goes back
+    /// to the sender when the loan is dropped.
+    ///
+    /// # Errors
+    ///
+    /// [`RecvError::BadLaneToken`].
+    pub(crate) fn borrow(&self, token: Token) -> Result<Loan<'_>, RecvError> {
+        let at = self.check(token)?;
+        // SAFETY: `check` kept the range inside the ring this end receives
+        // on. The sender that reserved it wrote it before its token, and no
+        // sender writes it again before `tail` passes `token.end`, which
+        // only this loan's drop does (`place` keeps reservations clear of
+        // what was not handed back; the ring's processes cooperate, as in
+        // the queue's ring).
+        let bytes =
+            unsafe { self.segment.bytes(at, token.len) }.expect("a checked token lies in the ring");
+        Ok(Loan {
+            lane: self,
+            token,
+            bytes,
+        })
+    }
+
     /// Gives the space of a payload taken out back to the sender.
     fn hand_back(&self, token: Token) {
         // SYNC: Release pairs with the sender's Acquire load of `tail` in
-        // `put`: the copy out happens before the space is written again.
+        // `reserve`: the reads of the payload (a copy out, or a decoder's)
+        // happen before the space is written again.
         self.word(1 - self.sends, TAIL)
             .store(token.end, Ordering::Release);
     }

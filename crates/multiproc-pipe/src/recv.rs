@@ -52,7 +52,7 @@
 
 use crate::error::RecvError;
 use crate::frame::{Parsed, TOKEN_FRAME, Token, parse_header};
-use crate::lane::Lane;
+use crate::lane::{Lane, Loan};
 use std::collections::VecDeque;
 use std::io::{self, IoSliceMut};
 use std::mem::MaybeUninit;
@@ -158,9 +158,11 @@ struct FdBatch {
 }
 
 /// A received frame's payload: borrowed from the read-ahead buffer when it
-/// was there whole, otherwise owned.
+/// was there whole, or from the lane when asked for
+/// ([`RecvBuf::frame_in_place`]), otherwise owned.
 pub(crate) enum Payload<'a> {
     Buffered(&'a [u8]),
+    Lane(Loan<'a>),
     Owned(Vec<u8>),
 }
 
@@ -168,13 +170,24 @@ impl Payload<'_> {
     pub(crate) fn as_slice(&self) -> &[u8] {
         match self {
             Self::Buffered(bytes) => bytes,
+            Self::Lane(loan) => loan,
             Self::Owned(bytes) => bytes,
+        }
+    }
+
+    /// The vector of an owned payload; a borrowed one is let go (one in
+    /// the lane goes back to its sender).
+    pub(crate) fn into_owned(self) -> Option<Vec<u8>> {
+        match self {
+            Self::Owned(bytes) => Some(bytes),
+            Self::Buffered(_) | Self::Lane(_) => None,
         }
     }
 
     pub(crate) fn into_vec(self) -> Vec<u8> {
         match self {
             Self::Buffered(bytes) => bytes.to_vec(),
+            Self::Lane(loan) => loan.to_vec(),
             Self::Owned(bytes) => bytes,
         }
     }
@@ -610,13 +623,28 @@ impl RecvBuf {
         read: &mut impl Source,
     ) -> Result<(Payload<'_>, Vec<OwnedFd>), RecvError> {
         self.announce();
-        self.frame_inner(max, read).map_err(typed)
+        self.frame_inner(max, false, read).map_err(typed)
     }
 
-    /// [`frame`](Self::frame), with a refused read still `RecvError::Io`.
+    /// [`frame`](Self::frame), with a payload that came through the lane
+    /// left where it lies ([`Payload::Lane`]): for a caller that only reads
+    /// it (a decoder), one copy fewer. Its space goes back to the sender
+    /// when the payload is dropped.
+    pub(crate) fn frame_in_place(
+        &mut self,
+        max: usize,
+        read: &mut impl Source,
+    ) -> Result<(Payload<'_>, Vec<OwnedFd>), RecvError> {
+        self.announce();
+        self.frame_inner(max, true, read).map_err(typed)
+    }
+
+    /// [`frame`](Self::frame) (or [`frame_in_place`](Self::frame_in_place)
+    /// with `in_place`), with a refused read still `RecvError::Io`.
     fn frame_inner(
         &mut self,
         max: usize,
+        in_place: bool,
         read: &mut impl Source,
     ) -> Result<(Payload<'_>, Vec<OwnedFd>), RecvError> {
         if let Some(partial) = self.partial.take() {
@@ -636,10 +664,13 @@ impl RecvBuf {
             Head::Inline(header_len, len) => (header_len, len),
             Head::Token(token) => {
                 let (token, fds) = self.consume_token(token)?;
+                let lane = self.lane.as_ref().expect("tokens are parsed with a lane");
+                if in_place {
+                    return Ok((Payload::Lane(lane.borrow(token)?), fds));
+                }
                 let mut out = std::mem::take(&mut self.spare);
                 out.clear();
                 reserve(&mut out, token.len)?;
-                let lane = self.lane.as_ref().expect("tokens are parsed with a lane");
                 let len = lane.take(token, out.spare_capacity_mut())?.len();
                 // SAFETY: `take` initialised the first `len` bytes of the
                 // spare capacity of `out`, which was empty.
@@ -912,7 +943,7 @@ impl RecvBuf {
             Head::Token(_) => (TOKEN_FRAME, usize::MAX),
         };
         if len > dst.len() {
-            let (payload, _fds) = self.frame_inner(max, read)?;
+            let (payload, _fds) = self.frame_inner(max, false, read)?;
             return Err(RecvError::BufferTooShort(payload.into_vec()));
         }
         let frame_start = self.position();
@@ -1050,7 +1081,9 @@ mod tests {
                 assert!(second == payloads[1]);
                 assert!(second.capacity() < 1000, "{} bytes", second.capacity());
             }
-            Payload::Buffered(_) => panic!("the second frame came through the speculative read"),
+            Payload::Buffered(_) | Payload::Lane(_) => {
+                panic!("the second frame came through the speculative read")
+            }
         }
         // The speculative read of the second frame brought all the rest.
         assert!(rx.buf.len() > READ_BUF);
@@ -1182,6 +1215,7 @@ mod tests {
             let (got, fds) = rx.frame(usize::MAX, &mut read).unwrap();
             assert_eq!(got.as_slice(), *payload);
             assert!(fds.is_empty());
+            drop(got);
             assert_eq!(
                 rx.fds_dropped(),
                 dropped,

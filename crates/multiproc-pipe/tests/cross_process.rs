@@ -1427,16 +1427,27 @@ fn child_lane_echo(_: &[String]) {
 
 /// Takes the connection passed with `inherit` and sends message after
 /// message: `pattern(size, n)` for n = 0, 1, …, sizes taking turns from
-/// `args`, until killed.
+/// `args`, until killed; as bytes, or as typed `Vec<u8>` values when the
+/// first argument is `typed`.
 fn child_lane_stream(args: &[String]) {
     use multiproc_pipe::inherit;
-    let sizes: Vec<usize> = args.iter().map(|a| a.parse().unwrap()).collect();
+    let typed = args.first().is_some_and(|a| a == "typed");
+    let sizes: Vec<usize> = args[usize::from(typed)..]
+        .iter()
+        .map(|a| a.parse().unwrap())
+        .collect();
     let mut conn: Connection = inherit::take("shared").unwrap();
     assert_eq!(conn.recv_bytes().unwrap(), b"hello");
     let mut n = 0u64;
     loop {
         let size = sizes[n as usize % sizes.len()];
-        if conn.send_bytes(&pattern(size, n)).is_err() {
+        let message = pattern(size, n);
+        let sent = if typed {
+            conn.send(&message)
+        } else {
+            conn.send_bytes(&message)
+        };
+        if sent.is_err() {
             return;
         }
         n += 1;
@@ -1493,6 +1504,10 @@ fn large_sends_from_inside_a_serialize_impl_arrive_whole_and_once() {
     let rx = std::cell::RefCell::new(rx);
     tx.send_bytes(b"start").unwrap();
     assert_eq!(rx.borrow_mut().recv_bytes().unwrap(), b"start");
+    // A large value first, so that the next is encoded into the lane.
+    let first_value = pattern(64 << 10, 0);
+    tx.send(&first_value).unwrap();
+    assert!(rx.borrow_mut().recv::<Vec<u8>>().unwrap() == first_value);
     let nested = Nested {
         tx: &tx,
         rx: &rx,
@@ -1505,6 +1520,32 @@ fn large_sends_from_inside_a_serialize_impl_arrive_whole_and_once() {
     assert!(second == nested.second, "the second message came altered");
     let own = rx.borrow_mut().recv::<Vec<u8>>().unwrap();
     assert!(own == nested.own, "the value came altered");
+}
+
+/// A large typed value that holds a handle is encoded into the lane like
+/// any other, and its descriptor rides with the token.
+fn a_large_value_with_a_handle_goes_through_the_lane_with_its_descriptor() {
+    let (tx, mut rx) = Pipe::new().unwrap();
+    tx.send_bytes(b"start").unwrap();
+    assert_eq!(rx.recv_bytes().unwrap(), b"start");
+    let bulk = pattern(200_000, 1);
+    tx.send(&bulk).unwrap();
+    assert!(rx.recv::<Vec<u8>>().unwrap() == bulk);
+    for round in 0..3u64 {
+        let segment = Segment::anonymous(64).unwrap();
+        segment.write_at(0, &round.to_le_bytes()).unwrap();
+        let bulk = pattern(150_000 + round as usize * 40_000, round);
+        tx.send(&(segment, &bulk)).unwrap();
+        let (got, got_bulk): (Segment, Vec<u8>) = rx.recv().unwrap();
+        let mut word = [0u8; 8];
+        got.read_at(0, &mut word).unwrap();
+        assert_eq!(
+            u64::from_le_bytes(word),
+            round,
+            "the segment of round {round}"
+        );
+        assert!(got_bulk == bulk, "the bytes of round {round}");
+    }
 }
 
 /// Large messages cross the lane whole and in order, mixed with small
@@ -1595,17 +1636,32 @@ fn large_messages_cross_the_lane_whole_and_a_stopped_receiver_does_not_block_the
 /// in order, and then end of file (or a frame cut short, when it died
 /// inside one that went through the socket).
 fn a_sender_killed_mid_stream_leaves_only_whole_messages() {
-    for (round, sizes) in [
+    for (round, args) in [
         &["65536"][..],
         &["1048576", "65536", "3000000"],
         &["2097152", "20000", "100"],
+        // Typed values are encoded straight into the lane, into space
+        // reserved from the length of the one before: these fit it, outgrow
+        // it (and go on in a buffer) or leave part of it unused.
+        &["typed", "65536", "1048576", "5000", "3000000"],
     ]
     .into_iter()
     .enumerate()
     {
+        let typed = args[0] == "typed";
         for after in [1u64, 5, 40] {
-            let (mut ours, mut child) = lane_child(role!(child_lane_stream), sizes);
-            let sizes: Vec<usize> = sizes.iter().map(|s| s.parse().unwrap()).collect();
+            let (mut ours, mut child) = lane_child(role!(child_lane_stream), args);
+            let sizes: Vec<usize> = args[usize::from(typed)..]
+                .iter()
+                .map(|s| s.parse().unwrap())
+                .collect();
+            let recv = |ours: &mut Connection| {
+                if typed {
+                    ours.recv::<Vec<u8>>()
+                } else {
+                    ours.recv_bytes()
+                }
+            };
             let mut n = 0u64;
             let check = |msg: Vec<u8>, n: &mut u64| {
                 let size = sizes[*n as usize % sizes.len()];
@@ -1616,11 +1672,11 @@ fn a_sender_killed_mid_stream_leaves_only_whole_messages() {
                 *n += 1;
             };
             while n < after {
-                check(ours.recv_bytes().unwrap(), &mut n);
+                check(recv(&mut ours).unwrap(), &mut n);
             }
             signal(&child, rustix::process::Signal::KILL);
             let end = loop {
-                match ours.recv_bytes() {
+                match recv(&mut ours) {
                     Ok(msg) => check(msg, &mut n),
                     Err(err) => break err,
                 }
@@ -1828,6 +1884,7 @@ fn main() {
             try_send_keeps_partial_frames_and_sends_descriptors_once,
             large_messages_cross_the_lane_whole_and_a_stopped_receiver_does_not_block_them,
             large_sends_from_inside_a_serialize_impl_arrive_whole_and_once,
+            a_large_value_with_a_handle_goes_through_the_lane_with_its_descriptor,
             a_sender_killed_mid_stream_leaves_only_whole_messages,
             a_receiver_killed_mid_stream_fails_the_sender,
             into_fd_takes_the_end_off_the_lane,

@@ -21,9 +21,9 @@
 //! | [`Shared::head`], [`Shared::tail`], [`Shared::reader`] | the control words of one direction (`lane.rs`) |
 //! | [`Shared::ring`]: [`RING`] cells, one per unit of payload | the ring's bytes |
 //! | [`place`] | `lane::place`, with a ring of [`RING`] units |
-//! | the `tail` compare-and-swap in [`put`] | `Lane::put` moving `tail` over the bytes skipped when a payload starts a lap of an empty ring |
-//! | [`put`] | `Lane::put` and the token write after it (`Connection::write_frame`) |
-//! | [`take`] | `Lane::take` after the token was read (`RecvBuf::consume_token`) |
+//! | the `tail` compare-and-swap in [`put`] | `Lane::reserve` moving `tail` over the bytes skipped when a payload starts a lap of an empty ring |
+//! | [`put`] | `Lane::reserve` and the write into the span, then `Lane::fill`, `Lane::seal` or `Lane::abandon` ([`Reserve`]) and the frame written after it (`Connection::write_frame`, `Connection::encode_into_lane`) |
+//! | [`take`] | `Lane::take` after the token was read (`RecvBuf::consume_token`), and `Lane::borrow`, whose loan hands the space back when dropped, after the decoder read it |
 //! | [`Shared::socket`] | the stream socket: first in, first out; a message pushed before the sender dies stays readable, then end of file |
 //! | [`Shared::leave`] | `Lane::leave` (`Connection::into_fd`) |
 //!
@@ -55,8 +55,9 @@
 //!   thread left waiting makes loom fail with a deadlock);
 //! - leaving: once `leave` said no token is on its way, none arrives.
 //!
-//! Two more tests plant a bug and expect the model to fail: space handed
-//! back before the copy out, and `leave` without its fence.
+//! Three more tests plant a bug and expect the model to fail: space handed
+//! back before the copy out, `leave` without its fence, and a span shrunk
+//! past the payload written into it.
 #![allow(unexpected_cfgs)]
 #![cfg(loom)]
 // The ring cells are loom `UnsafeCell`s, read and written through raw
@@ -202,15 +203,21 @@ impl Steps {
     }
 }
 
-/// `Lane::put` and the write of what it returned: message `id` of `len`
-/// units through the ring when it can, else inline. `false`: died.
-fn put(shared: &Shared, steps: &mut Steps, id: u64, len: u64, seeded: Seeded) -> bool {
-    let through_ring = len <= MAX_PAYLOAD && shared.reader.load(Ordering::Relaxed) == READING;
+/// `Lane::reserve`, the write into the span and what follows it, and the
+/// write of the frame: message `id` of `len` units through the ring when
+/// it can, else inline. `false`: died.
+fn put(shared: &Shared, steps: &mut Steps, id: u64, len: u64, scenario: Scenario) -> bool {
+    let reserved = match scenario.reserve {
+        Reserve::Exact => len,
+        Reserve::Longer => (len + 1).min(MAX_PAYLOAD).max(len),
+        Reserve::Shorter => len.saturating_sub(1).max(1),
+    };
+    let through_ring = reserved <= MAX_PAYLOAD && shared.reader.load(Ordering::Relaxed) == READING;
     let placed = if through_ring {
         loop {
             let from = shared.head.load(Ordering::Relaxed);
             let tail = shared.tail.load(Ordering::Acquire);
-            let Some((start, end)) = place(from, tail, len) else {
+            let Some((start, end)) = place(from, tail, reserved) else {
                 break None;
             };
             if !steps.step() {
@@ -247,7 +254,8 @@ fn put(shared: &Shared, steps: &mut Steps, id: u64, len: u64, seeded: Seeded) ->
             if shared.reader.load(Ordering::Relaxed) != READING {
                 Msg::Inline { id }
             } else {
-                for position in start..end {
+                let written = start + len.min(reserved);
+                for position in start..written {
                     if !steps.step() {
                         return false;
                     }
@@ -257,7 +265,42 @@ fn put(shared: &Shared, steps: &mut Steps, id: u64, len: u64, seeded: Seeded) ->
                         unsafe { *cell = id }
                     });
                 }
-                Msg::Token { id, end, len }
+                if reserved != len && !steps.step() {
+                    return false;
+                }
+                if reserved < len {
+                    // `Lane::abandon`: the payload outgrew its span and
+                    // goes inline; the span goes back unless someone
+                    // reserved past it.
+                    let _ = shared.head.compare_exchange(
+                        end,
+                        start,
+                        Ordering::Relaxed,
+                        Ordering::Relaxed,
+                    );
+                    Msg::Inline { id }
+                } else {
+                    // `Lane::seal`: what the payload did not use goes back
+                    // the same way.
+                    if reserved > len {
+                        let to = if scenario.seeded == Seeded::ShrinkPastPayload {
+                            start
+                        } else {
+                            written
+                        };
+                        let _ = shared.head.compare_exchange(
+                            end,
+                            to,
+                            Ordering::Relaxed,
+                            Ordering::Relaxed,
+                        );
+                    }
+                    Msg::Token {
+                        id,
+                        end: written,
+                        len,
+                    }
+                }
             }
         }
         None => Msg::Inline { id },
@@ -306,6 +349,22 @@ struct Scenario {
     sizes: &'static [u64],
     leave_after: Option<usize>,
     seeded: Seeded,
+    reserve: Reserve,
+}
+
+/// How much ring space the sender reserves for a payload.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Reserve {
+    /// Its length (`Lane::fill`: a copy).
+    Exact,
+    /// A unit more, and what it did not use given back after the write
+    /// (`Lane::seal`: a value encoded in place that came out shorter than
+    /// the span reserved from the one before).
+    Longer,
+    /// A unit less (but at least one): the write fills it, then the span is
+    /// given back and the payload goes inline (`Lane::abandon`: a value
+    /// that outgrew its span).
+    Shorter,
 }
 
 /// A bug planted on purpose, to show the model finds it.
@@ -317,6 +376,9 @@ enum Seeded {
     HandBackFirst,
     /// `leave` without its fence.
     LeaveWithoutFence,
+    /// `seal` gives back the payload's space too, not only what it did
+    /// not use.
+    ShrinkPastPayload,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -344,7 +406,7 @@ fn run(scenario: Scenario, killed: Killed) -> usize {
                 });
                 let mut alive = true;
                 for (id, &len) in scenario.sizes.iter().enumerate() {
-                    if !put(&shared, &mut steps, id as u64, len, scenario.seeded) {
+                    if !put(&shared, &mut steps, id as u64, len, scenario) {
                         alive = false;
                         break;
                     }
@@ -452,6 +514,7 @@ fn a_sender_killed_at_every_step() {
             sizes: SIZES,
             leave_after: None,
             seeded: Seeded::None,
+            reserve: Reserve::Exact,
         },
         Killed::Sender,
     );
@@ -464,6 +527,7 @@ fn a_receiver_killed_at_every_step() {
             sizes: SIZES,
             leave_after: None,
             seeded: Seeded::None,
+            reserve: Reserve::Exact,
         },
         Killed::Receiver,
     );
@@ -477,6 +541,7 @@ fn a_receiver_that_leaves_gets_no_token_it_was_not_warned_of() {
                 sizes: &[2, 1, 2],
                 leave_after: Some(leave_after),
                 seeded: Seeded::None,
+                reserve: Reserve::Exact,
             },
             Killed::Sender,
         );
@@ -491,6 +556,7 @@ fn seeded_bug_space_handed_back_before_the_copy_is_caught() {
             sizes: SIZES,
             leave_after: None,
             seeded: Seeded::HandBackFirst,
+            reserve: Reserve::Exact,
         },
         Killed::Nobody,
     );
@@ -504,6 +570,63 @@ fn seeded_bug_leave_without_its_fence_is_caught() {
             sizes: &[2, 1, 2],
             leave_after: Some(1),
             seeded: Seeded::LeaveWithoutFence,
+            reserve: Reserve::Exact,
+        },
+        Killed::Nobody,
+    );
+}
+
+/// Sizes with payloads shorter than the most a span holds.
+const SHORT_SIZES: &[u64] = &[1, 1, 2, 1];
+
+#[test]
+fn spans_longer_than_their_payloads_with_a_sender_killed_at_every_step() {
+    every_death(
+        Scenario {
+            sizes: SHORT_SIZES,
+            leave_after: None,
+            seeded: Seeded::None,
+            reserve: Reserve::Longer,
+        },
+        Killed::Sender,
+    );
+}
+
+#[test]
+fn spans_longer_than_their_payloads_with_a_receiver_killed_at_every_step() {
+    every_death(
+        Scenario {
+            sizes: SHORT_SIZES,
+            leave_after: None,
+            seeded: Seeded::None,
+            reserve: Reserve::Longer,
+        },
+        Killed::Receiver,
+    );
+}
+
+#[test]
+fn spans_their_payloads_outgrow_with_a_sender_killed_at_every_step() {
+    every_death(
+        Scenario {
+            sizes: SIZES,
+            leave_after: None,
+            seeded: Seeded::None,
+            reserve: Reserve::Shorter,
+        },
+        Killed::Sender,
+    );
+}
+
+#[test]
+#[should_panic(expected = "torn")]
+fn seeded_bug_a_span_shrunk_past_its_payload_is_caught() {
+    run(
+        Scenario {
+            sizes: SHORT_SIZES,
+            leave_after: None,
+            seeded: Seeded::ShrinkPastPayload,
+            reserve: Reserve::Longer,
         },
         Killed::Nobody,
     );

@@ -59,7 +59,7 @@ use std::os::fd::OwnedFd;
 
 use crate::handle::{self, HandleError};
 use error::SerError;
-use sink::{CountSink, Sink, SliceSink, VecSink};
+use sink::{CountSink, Sink, SliceSink, SpillSink, VecSink};
 
 /// Default limit on an encoded value: 1 GiB. Large enough for any message a
 /// queue or pipe is expected to move, small enough that a runaway value fails
@@ -440,6 +440,56 @@ impl Codec {
         }
     }
 
+    /// [`encode_with_fds_into`](Self::encode_with_fds_into) into `first`
+    /// (a reserved ring span, say) when the encoding fits there, else
+    /// appended to `spill`, what was written into `first` copied over
+    /// first: the value is serialized once either way, which matters to a
+    /// `Serialize` impl with side effects. Returns where it went and its
+    /// length, and the descriptors. On error `spill` is left as it was.
+    ///
+    /// # Errors
+    ///
+    /// As for [`encode_with_fds`](Self::encode_with_fds).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use multiproc_core::codec::{Codec, Encoded};
+    ///
+    /// let codec = Codec::new();
+    /// let mut slot = [0u8; 16];
+    /// let mut spill = Vec::new();
+    /// let (at, fds) = codec.encode_with_fds_spilling(&7u32, &mut slot, &mut spill)?;
+    /// assert_eq!((at, fds.len(), spill.len()), (Encoded::InPlace(1), 0, 0));
+    ///
+    /// let long = vec![9u8; 100];
+    /// let (at, _) = codec.encode_with_fds_spilling(&long, &mut slot, &mut spill)?;
+    /// assert_eq!(at, Encoded::Spilled(spill.len()));
+    /// assert_eq!(codec.decode::<Vec<u8>>(&spill)?, long);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn encode_with_fds_spilling<T: Serialize + ?Sized>(
+        &self,
+        value: &T,
+        first: &mut [u8],
+        spill: &mut Vec<u8>,
+    ) -> Result<(Encoded, Vec<OwnedFd>), CodecError> {
+        let start = spill.len();
+        let mut sink = SpillSink::new(first, spill, self.max_size);
+        let (result, fds, failure) =
+            handle::encode_scope_collecting(|| ser::encode(value, &mut sink));
+        let written = sink.written();
+        let spilled = sink.spilled();
+        match finish_encode(result, failure, written, self.max_size) {
+            Ok(len) if spilled => Ok((Encoded::Spilled(len), fds)),
+            Ok(len) => Ok((Encoded::InPlace(len), fds)),
+            Err(err) => {
+                spill.truncate(start);
+                Err(err)
+            }
+        }
+    }
+
     /// Decodes a `T` that must use all of `bytes`; a value holding handles is
     /// refused.
     ///
@@ -558,6 +608,15 @@ fn encode_to<T: Serialize + ?Sized, S: Sink>(
 ) -> Result<usize, CodecError> {
     let (result, failure) = handle::encode_scope(|| ser::encode(value, sink));
     finish_encode(result, failure, sink.written(), max)
+}
+
+/// Where [`Codec::encode_with_fds_spilling`] put a value, and its length.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Encoded {
+    /// At the start of the slice.
+    InPlace(usize),
+    /// At the end of the vector (the slice was too short).
+    Spilled(usize),
 }
 
 /// Encodes with the default [`Codec`].

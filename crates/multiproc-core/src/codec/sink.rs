@@ -1,5 +1,6 @@
-//! Where an encode writes: a growing buffer, a fixed slice (a ring slot) or
-//! nowhere (to measure). Each stops at a byte limit.
+//! Where an encode writes: a growing buffer, a fixed slice (a ring slot), a
+//! slice that spills into a buffer when it is full, or nowhere (to
+//! measure). Each stops at a byte limit.
 
 use super::error::SerError;
 
@@ -84,6 +85,69 @@ impl Sink for SliceSink<'_> {
 
     fn written(&self) -> usize {
         self.pos
+    }
+}
+
+/// Fills a slice from its start until a write would not fit, then copies
+/// what it holds to the end of a `Vec` and goes on there: a value of
+/// unknown length is encoded in place when it fits, and once either way.
+/// At most `max` bytes in all.
+pub(super) struct SpillSink<'a> {
+    first: &'a mut [u8],
+    /// Bytes in `first`, until it spilled.
+    pos: usize,
+    spill: &'a mut Vec<u8>,
+    /// Where this encoding starts in `spill`.
+    start: usize,
+    spilled: bool,
+    max: usize,
+}
+
+impl<'a> SpillSink<'a> {
+    pub(super) fn new(first: &'a mut [u8], spill: &'a mut Vec<u8>, max: usize) -> Self {
+        let start = spill.len();
+        Self {
+            first,
+            pos: 0,
+            spill,
+            start,
+            spilled: false,
+            max,
+        }
+    }
+
+    /// Whether the encoding went on in the `Vec`.
+    pub(super) fn spilled(&self) -> bool {
+        self.spilled
+    }
+}
+
+impl Sink for SpillSink<'_> {
+    #[inline]
+    fn put(&mut self, bytes: &[u8]) -> Result<(), SerError> {
+        if bytes.len() > self.max - self.written() {
+            return Err(SerError::Full);
+        }
+        if !self.spilled {
+            if let Some(dst) = self.first.get_mut(self.pos..self.pos + bytes.len()) {
+                crate::copy::copy(dst, bytes);
+                self.pos += bytes.len();
+                return Ok(());
+            }
+            self.spilled = true;
+            self.spill.reserve(self.pos + bytes.len());
+            crate::copy::extend(self.spill, &self.first[..self.pos]);
+        }
+        crate::copy::extend(self.spill, bytes);
+        Ok(())
+    }
+
+    fn written(&self) -> usize {
+        if self.spilled {
+            self.spill.len() - self.start
+        } else {
+            self.pos
+        }
     }
 }
 
