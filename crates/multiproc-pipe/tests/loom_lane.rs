@@ -367,6 +367,18 @@ enum Reserve {
     Shorter,
 }
 
+impl Scenario {
+    /// `sizes` sent with `reserve`, the receiver staying, no planted bug.
+    fn new(sizes: &'static [u64], reserve: Reserve) -> Self {
+        Self {
+            sizes,
+            leave_after: None,
+            seeded: Seeded::None,
+            reserve,
+        }
+    }
+}
+
 /// A bug planted on purpose, to show the model finds it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Seeded {
@@ -509,28 +521,12 @@ const SIZES: &[u64] = &[2, 1, 2, 2];
 
 #[test]
 fn a_sender_killed_at_every_step() {
-    every_death(
-        Scenario {
-            sizes: SIZES,
-            leave_after: None,
-            seeded: Seeded::None,
-            reserve: Reserve::Exact,
-        },
-        Killed::Sender,
-    );
+    every_death(Scenario::new(SIZES, Reserve::Exact), Killed::Sender);
 }
 
 #[test]
 fn a_receiver_killed_at_every_step() {
-    every_death(
-        Scenario {
-            sizes: SIZES,
-            leave_after: None,
-            seeded: Seeded::None,
-            reserve: Reserve::Exact,
-        },
-        Killed::Receiver,
-    );
+    every_death(Scenario::new(SIZES, Reserve::Exact), Killed::Receiver);
 }
 
 #[test]
@@ -538,10 +534,8 @@ fn a_receiver_that_leaves_gets_no_token_it_was_not_warned_of() {
     for leave_after in 0..=2 {
         every_death(
             Scenario {
-                sizes: &[2, 1, 2],
                 leave_after: Some(leave_after),
-                seeded: Seeded::None,
-                reserve: Reserve::Exact,
+                ..Scenario::new(&[2, 1, 2], Reserve::Exact)
             },
             Killed::Sender,
         );
@@ -553,10 +547,8 @@ fn a_receiver_that_leaves_gets_no_token_it_was_not_warned_of() {
 fn seeded_bug_space_handed_back_before_the_copy_is_caught() {
     run(
         Scenario {
-            sizes: SIZES,
-            leave_after: None,
             seeded: Seeded::HandBackFirst,
-            reserve: Reserve::Exact,
+            ..Scenario::new(SIZES, Reserve::Exact)
         },
         Killed::Nobody,
     );
@@ -567,10 +559,9 @@ fn seeded_bug_space_handed_back_before_the_copy_is_caught() {
 fn seeded_bug_leave_without_its_fence_is_caught() {
     run(
         Scenario {
-            sizes: &[2, 1, 2],
             leave_after: Some(1),
             seeded: Seeded::LeaveWithoutFence,
-            reserve: Reserve::Exact,
+            ..Scenario::new(&[2, 1, 2], Reserve::Exact)
         },
         Killed::Nobody,
     );
@@ -581,41 +572,20 @@ const SHORT_SIZES: &[u64] = &[1, 1, 2, 1];
 
 #[test]
 fn spans_longer_than_their_payloads_with_a_sender_killed_at_every_step() {
-    every_death(
-        Scenario {
-            sizes: SHORT_SIZES,
-            leave_after: None,
-            seeded: Seeded::None,
-            reserve: Reserve::Longer,
-        },
-        Killed::Sender,
-    );
+    every_death(Scenario::new(SHORT_SIZES, Reserve::Longer), Killed::Sender);
 }
 
 #[test]
 fn spans_longer_than_their_payloads_with_a_receiver_killed_at_every_step() {
     every_death(
-        Scenario {
-            sizes: SHORT_SIZES,
-            leave_after: None,
-            seeded: Seeded::None,
-            reserve: Reserve::Longer,
-        },
+        Scenario::new(SHORT_SIZES, Reserve::Longer),
         Killed::Receiver,
     );
 }
 
 #[test]
 fn spans_their_payloads_outgrow_with_a_sender_killed_at_every_step() {
-    every_death(
-        Scenario {
-            sizes: SIZES,
-            leave_after: None,
-            seeded: Seeded::None,
-            reserve: Reserve::Shorter,
-        },
-        Killed::Sender,
-    );
+    every_death(Scenario::new(SIZES, Reserve::Shorter), Killed::Sender);
 }
 
 #[test]
@@ -623,10 +593,8 @@ fn spans_their_payloads_outgrow_with_a_sender_killed_at_every_step() {
 fn seeded_bug_a_span_shrunk_past_its_payload_is_caught() {
     run(
         Scenario {
-            sizes: SHORT_SIZES,
-            leave_after: None,
             seeded: Seeded::ShrinkPastPayload,
-            reserve: Reserve::Longer,
+            ..Scenario::new(SHORT_SIZES, Reserve::Longer)
         },
         Killed::Nobody,
     );
