@@ -504,10 +504,15 @@ impl Connection {
     /// in 256 spins up to 50 µs, to notice a change). Without a budget, a
     /// receive yields once before it sleeps, so that a sender on the same
     /// CPU fills the socket instead of waking the receiver message by
-    /// message; it stops doing so when the yield ran some other task.
+    /// message; it stops doing so when the yield ran some other task. The
+    /// same switch covers a blocking send that finds the lane of a
+    /// [`Pipe::new`] pair full: on, it waits for room by the same rules
+    /// (with a budget of its own); off, the payload goes through the socket
+    /// at once.
     ///
     /// Measured in one run of `cargo run --release --example compare` on a
-    /// 2-vCPU virtual machine (2026-12-04 17:57, its placement table),
+    /// 2-vCPU virtual machine (2026-12-04 17:57, its placement table, before
+    /// the lane: the 64 KiB and 1 MiB cells went through the socket),
     /// Pipe ÷ socketpair with it on, for the kernel's placement / two
     /// CPUs / one CPU: round trip 8 B 7.7× / 10.2× / 0.87×; 1→1 8 B
     /// 1.06× / 0.84× / 1.12×; 64 KiB 1.15× / 1.06× / 0.93×; 1 MiB 0.86× /
