@@ -264,14 +264,13 @@ impl Lane {
         self.control(direction) + PAGE + (position % RING as u64) as usize
     }
 
-    /// Places `payload` in the ring this end sends on and returns the
-    /// token to write in its stead, or why it should go through the socket.
+    /// [`reserve`](Self::reserve) and [`fill`](Self::fill) in one: places
+    /// `payload` and returns its token (the connection reserves and fills
+    /// apart, to wait for room in between).
     ///
     /// # Errors
     ///
-    /// [`Refused::NoRoom`] when the ring is too full for it now;
-    /// [`Refused::NotHere`] when it is outside the lane's sizes or nobody
-    /// reads tokens (yet, or any more).
+    /// As for [`reserve`](Self::reserve).
     #[cfg(test)]
     pub(crate) fn put(&self, payload: &[u8]) -> Result<Token, Refused> {
         Ok(self.fill(self.reserve(payload.len())?, payload))
@@ -289,11 +288,15 @@ impl Lane {
     /// Reserves `len` bytes of the ring this end sends on, for a payload of
     /// at most that length written in place ([`span_bytes`](Self::span_bytes))
     /// and then named with [`seal`](Self::seal), or given up with
-    /// [`abandon`](Self::abandon).
+    /// [`abandon`](Self::abandon); or for exactly `len` bytes copied in
+    /// with [`fill`](Self::fill).
     ///
     /// # Errors
     ///
-    /// As for [`put`](Self::put).
+    /// [`Refused::NoRoom`] when the ring is too full for it now;
+    /// [`Refused::NotHere`] when it is outside the lane's sizes or nobody
+    /// reads tokens (yet, or any more): the payload should go through the
+    /// socket.
     pub(crate) fn reserve(&self, len: usize) -> Result<Span, Refused> {
         let dir = self.sends;
         if !(MIN_PAYLOAD..=MAX_PAYLOAD).contains(&len)
