@@ -158,6 +158,9 @@
 //! | closes while we write | an error, never `SIGPIPE` | `writing_to_a_closed_peer_is_an_error_not_sigpipe` |
 //! | connects to a [`Listener`] and says nothing | with [`Listener::with_handshake_timeout`], `accept` drops it after the timeout (CPython waits for ever, which stays the default) | `handshake_timeout_drops_a_silent_client` |
 //! | sends descriptors with the wrong message | they go to the message they rode with, or are closed; never delivered to another | `received_descriptors_go_to_their_own_message`, `stray_descriptors_are_closed_not_misdelivered` |
+//! | sends a lane token that names bytes outside the ring (a [`Pipe::new`] pair) | [`RecvError::BadLaneToken`]; nothing is allocated for it | `malformed_frames_are_typed_errors` |
+//! | is killed (`SIGKILL`) while large messages flow through the lane, as sender or receiver | only whole messages arrive, in order; a sender to a dead receiver gets a broken pipe, never hangs on the ring | `a_sender_killed_mid_stream_leaves_only_whole_messages`, `a_receiver_killed_mid_stream_fails_the_sender` |
+//! | stops (`SIGSTOP`) as the receiver | what fits in the ring is sent at once; then a send waits for room at most briefly and goes through the socket | `large_messages_cross_the_lane_whole_and_a_stopped_receiver_does_not_block_them` |
 //!
 //! A connection on a non-blocking descriptor (`O_NONBLOCK`, as an event
 //! loop sets) keeps a partial frame and returns [`RecvError::WouldBlock`];
@@ -179,8 +182,9 @@
 //! Between the two ends of a [`Pipe::new`] pair, payloads of 4 KiB to 2 MiB
 //! go through a ring in shared memory and only a small token through the
 //! socket (the pair's *lane*; see [`Pipe::new`] for what it costs and when
-//! it is used). Everything else below is about what goes through the
-//! socket.
+//! it is used). Typed values are encoded straight into the ring and
+//! decoded where they lie, so they cost the copies a byte string does.
+//! Everything else below is about what goes through the socket.
 //!
 //! A small message leaves in one `send`/`write` (header and payload
 //! assembled on the stack; larger ones gathered with `sendmsg`/`writev`)
