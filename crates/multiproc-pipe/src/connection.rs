@@ -624,20 +624,26 @@ impl Connection {
         value: &T,
         frame: &mut Vec<u8>,
     ) -> Result<(), SendError> {
-        let (len, fds) = match self.encode_into_lane(value, frame) {
+        let in_lane = self.encode_into_lane(value, frame);
+        // A span that found no room after its wait: the payload need not
+        // wait for room again.
+        let may_wait = !matches!(in_lane, InLane::NoRoom);
+        let (len, fds) = match in_lane {
             InLane::Done(sent) => return sent,
             InLane::Spilled(len, fds) => (len, fds),
-            InLane::NotTried if self.flavor == Flavor::Unix => {
+            InLane::NotTried | InLane::NoRoom if self.flavor == Flavor::Unix => {
                 self.codec.encode_with_fds_into(value, frame)?
             }
-            InLane::NotTried => (self.codec.encode_into(value, frame)?, Vec::new()),
+            InLane::NotTried | InLane::NoRoom => {
+                (self.codec.encode_into(value, frame)?, Vec::new())
+            }
         };
         self.last_encoded.set(len);
         if fds.len() > scm::MAX_FDS {
             return Err(SendError::TooManyDescriptors(fds.len()));
         }
         if fds.is_empty()
-            && let Some(token) = self.through_lane(&frame[MAX_HEADER..], true)
+            && let Some(token) = self.through_lane(&frame[MAX_HEADER..], may_wait)
         {
             return self.write_all(&mut [IoSlice::new(&token)]);
         }
@@ -1050,8 +1056,10 @@ impl Connection {
     /// there (see [`Pipe::new`]) and returns the token frame to write in
     /// its stead; `None`: it goes through the socket.
     fn through_lane(&self, payload: &[u8], may_wait: bool) -> Option<[u8; TOKEN_FRAME]> {
-        let (lane, span) = self.reserve_in_lane(payload.len(), may_wait)?;
-        Some(lane.fill(span, payload).encode())
+        let (lane, span) = self.reserve_in_lane(payload.len(), may_wait).ok()?;
+        let token = lane.fill(span, payload).encode();
+        self.before_frame(TOKEN_FRAME);
+        Some(token)
     }
 
     /// Encodes `value` (a typed send) straight into the lane, when the
@@ -1061,12 +1069,14 @@ impl Connection {
     /// way.
     fn encode_into_lane<T: Serialize + ?Sized>(&self, value: &T, frame: &mut Vec<u8>) -> InLane {
         let last = self.last_encoded.get();
-        if self.placing.get() || self.flavor != Flavor::Unix || last < lane::MIN_PAYLOAD {
+        if self.flavor != Flavor::Unix || last < lane::MIN_PAYLOAD {
             return InLane::NotTried;
         }
         let span_len = (last + last / 8).min(lane::MAX_PAYLOAD);
-        let Some((lane, mut span)) = self.reserve_in_lane(span_len, true) else {
-            return InLane::NotTried;
+        let (lane, mut span) = match self.reserve_in_lane(span_len, true) {
+            Ok(reserved) => reserved,
+            Err(Refused::NoRoom) => return InLane::NoRoom,
+            Err(Refused::NotHere) => return InLane::NotTried,
         };
         // A `Serialize` impl that sends on this connection meanwhile sends
         // through the socket: a token of its own would be taken first,
@@ -1081,6 +1091,7 @@ impl Connection {
             Ok((Encoded::InPlace(len), fds)) if fds.len() <= scm::MAX_FDS => {
                 self.last_encoded.set(len);
                 let token = lane.seal(span, len).encode();
+                self.before_frame(TOKEN_FRAME);
                 InLane::Done(self.send_frame_with(&token, &fds))
             }
             Ok((Encoded::InPlace(_), fds)) => {
@@ -1100,31 +1111,36 @@ impl Connection {
 
     /// Reserves `len` bytes of this end's lane, when there is one and it
     /// takes them: a blocking send (`may_wait`) that finds the ring full
-    /// waits for room a while first.
-    fn reserve_in_lane(&self, len: usize, may_wait: bool) -> Option<(&Lane, Span)> {
-        let lane = self.lane.as_ref()?;
+    /// waits for room a while first. [`Refused::NoRoom`]: still full after
+    /// that wait.
+    fn reserve_in_lane(&self, len: usize, may_wait: bool) -> Result<(&Lane, Span), Refused> {
+        let lane = self.lane.as_ref().ok_or(Refused::NotHere)?;
         if self.placing.get() {
-            return None;
+            // Sent from inside the `Serialize` impl of a value being
+            // encoded into the lane (see `encode_into_lane`).
+            return Err(Refused::NotHere);
         }
         let span = match lane.reserve(len) {
-            Ok(span) => span,
             // A full ring empties as the receiver takes from it: a
             // blocking send waits for that a while (yielding, so that a
             // receiver on this CPU runs) rather than copy the payload
             // through the socket, which would then block it as well.
             Err(Refused::NoRoom) if may_wait && self.adaptive_wait => {
-                spin::spin(&self.room_spin, || {
+                let waited = spin::spin(&self.room_spin, || {
                     lane.reserve(len).map_err(|refused| match refused {
                         Refused::NoRoom => io::ErrorKind::WouldBlock.into(),
                         Refused::NotHere => io::ErrorKind::Other.into(),
                     })
-                })?
-                .ok()?
+                });
+                match waited {
+                    Some(Ok(span)) => span,
+                    Some(Err(_)) => return Err(Refused::NotHere),
+                    None => return Err(Refused::NoRoom),
+                }
             }
-            Err(_) => return None,
+            reserved => reserved?,
         };
-        self.before_frame(TOKEN_FRAME);
-        Some((lane, span))
+        Ok((lane, span))
     }
 
     /// Writes the whole of `frame`, with `fds` riding on its first byte
@@ -1870,6 +1886,9 @@ pub struct Pipe(());
 enum InLane {
     /// Not tried: the value goes through the send buffer.
     NotTried,
+    /// The ring had no room for a span, even after waiting: the value
+    /// goes through the send buffer, and on without waiting again.
+    NoRoom,
     /// Sent, or failed.
     Done(Result<(), SendError>),
     /// Longer than the space reserved for it: encoded into the send buffer

@@ -149,7 +149,6 @@ pub(crate) enum Refused {
 }
 
 /// Ring space reserved by [`Lane::reserve`]: positions `start..end`.
-#[derive(Debug)]
 pub(crate) struct Span {
     start: u64,
     end: u64,
