@@ -26,10 +26,14 @@
 mod common;
 #[path = "compare/pipe_table.rs"]
 mod pipe_table;
+#[path = "compare/rounds.rs"]
+mod rounds;
+#[path = "compare/typed_table.rs"]
+mod typed_table;
 
 use common::{
-    Case, Flow, Peer, Placement, RoundTrip, TypedRow, first_batch, first_count, measure,
-    memcpy_run, peers, remove_stale_iceoryx2_nodes, typed_rows,
+    Case, Flow, Peer, Placement, RoundTrip, first_batch, first_count, measure, memcpy_run, peers,
+    remove_stale_iceoryx2_nodes,
 };
 use plotters::prelude::*;
 use std::collections::{BTreeMap, BTreeSet};
@@ -111,7 +115,10 @@ fn main() {
     };
     if std::env::args().any(|a| a == "--typed") {
         // Only the typed table, printed (for working on the codec).
-        println!("{}", typed_table(&run_typed(&settings)));
+        println!(
+            "{}",
+            typed_table::typed_table(&typed_table::run_typed(smoke, settings.batch / 2))
+        );
         return;
     }
     if std::env::args().any(|a| a == "--pipe") {
@@ -145,7 +152,7 @@ fn main() {
     let pipe_table = pipe_table::pipe_table(&pipe_rounds);
     let placed = run_placed(&settings);
     let placed_table = placed_table(&placed);
-    let typed_table = typed_table(&run_typed(&settings));
+    let typed_table = typed_table::typed_table(&typed_table::run_typed(smoke, settings.batch / 2));
 
     let machine = machine();
     let table = markdown_table(&cases, &results);
@@ -187,10 +194,12 @@ fn main() {
          the whole table measured twice, the best of the two):\n\n",
     );
     md.push_str(&placed_table);
-    md.push_str(
+    let _ = write!(
+        md,
         "\nTyped messages against the bytes path (1→1, the sender and the receiver pinned to \
-         two CPUs; the same run, each row's four cells measured one after another, the whole \
-         table twice, the best of the two):\n\n",
+         two CPUs; the same run, each row in {} rounds, every contender started afresh in each \
+         round in a balanced order, each rate the median of its rounds):\n\n",
+        typed_table::TYPED_ROUNDS,
     );
     md.push_str(&typed_table);
     md.push_str("\nLeft out:\n\n");
@@ -451,120 +460,6 @@ fn by_placement_markdown(
             }
         }
         out.push('\n');
-    }
-    out
-}
-
-/// One row of the typed table: rates of the queue's bytes and typed
-/// paths, then the pipe's.
-struct TypedRates {
-    label: &'static str,
-    size: usize,
-    rates: [f64; 4],
-}
-
-/// For each payload kind and size, the bytes and typed paths of the Queue
-/// and of the Pipe, one after another (`--smoke`: the `u64` row and one
-/// 1 KiB row).
-fn run_typed(settings: &Settings) -> Vec<TypedRates> {
-    let all = peers();
-    let bytes_peer = |key: &str| all.iter().find(|p| p.key() == key).expect("a peer");
-    let (queue_bytes, pipe_bytes) = (bytes_peer("queue"), bytes_peer("pipe"));
-    let rows: Vec<TypedRow> = typed_rows()
-        .into_iter()
-        .filter(|row| !settings.smoke || row.size <= 1024)
-        .take(if settings.smoke { 2 } else { usize::MAX })
-        .collect();
-    // Every row, then every row again, the better of the two counting: the
-    // two measurements of a cell lie a whole table apart, so a slow spell
-    // of the machine (seconds long) rarely catches both.
-    let mut rates = vec![[0.0f64; 4]; rows.len()];
-    for pass in 0..TYPED_TRIES {
-        for (row, best) in rows.iter().zip(rates.iter_mut()) {
-            let contenders: [&dyn Peer; 4] = [
-                queue_bytes.as_ref(),
-                row.queue.as_ref(),
-                pipe_bytes.as_ref(),
-                row.pipe.as_ref(),
-            ];
-            for (rate, peer) in best.iter_mut().zip(contenders) {
-                let mut flow = Flow::start_placed(peer, row.size, 1, typed_placement());
-                let measured = measure(
-                    |n| flow.run_counted(n),
-                    first_batch(row.size),
-                    settings.batch,
-                    settings.rounds,
-                );
-                *rate = rate.max(measured);
-            }
-            let case = Case::Flow {
-                size: row.size,
-                procs: 1,
-            };
-            eprintln!(
-                "[typed {}/{TYPED_TRIES}] {:<20} {:<8} queue {:>11} / {:>11}  pipe {:>11} / {:>11}",
-                pass + 1,
-                row.label,
-                common::size_label(row.size),
-                cell(case, Some(best[1])),
-                cell(case, Some(best[0])),
-                cell(case, Some(best[3])),
-                cell(case, Some(best[2])),
-            );
-        }
-    }
-    rows.iter()
-        .zip(rates)
-        .map(|(row, rates)| TypedRates {
-            label: row.label,
-            size: row.size,
-            rates,
-        })
-        .collect()
-}
-
-/// How many times each cell of the typed table is measured (the best
-/// counts).
-const TYPED_TRIES: usize = 2;
-
-/// Where the typed table's partners run: on two CPUs, one each, when the
-/// machine has them. Left to the kernel, a pair sometimes shares a CPU and
-/// sometimes not, a fivefold difference at 64 KiB that would land on one
-/// cell of a row and not the next.
-fn typed_placement() -> Placement {
-    if Placement::TwoCpus.possible() {
-        Placement::TwoCpus
-    } else {
-        Placement::Kernel
-    }
-}
-
-/// The typed rows as Markdown, with typed ÷ bytes for the Queue and the
-/// Pipe.
-fn typed_table(rows: &[TypedRates]) -> String {
-    let mut out = String::from(
-        "| payload | size | Queue bytes | Queue typed | Queue typed ÷ bytes \
-         | Pipe bytes | Pipe typed | Pipe typed ÷ bytes |\n\
-         |---|---|---|---|---|---|---|---|\n",
-    );
-    for row in rows {
-        let case = Case::Flow {
-            size: row.size,
-            procs: 1,
-        };
-        let [qb, qt, pb, pt] = row.rates;
-        let _ = writeln!(
-            out,
-            "| `{}` | {} | {} | {} | {:.2}× | {} | {} | {:.2}× |",
-            row.label,
-            common::size_label(row.size),
-            cell(case, Some(qb)),
-            cell(case, Some(qt)),
-            qt / qb,
-            cell(case, Some(pb)),
-            cell(case, Some(pt)),
-            pt / pb,
-        );
     }
     out
 }

@@ -13,9 +13,8 @@
 //! `benches/python_mp.py --serve` process, asked for one run at a time, so
 //! it alternates with the others and is placed the same way.
 
-use super::common::{
-    Case, Flow, FramedSocketpair, Placement, RoundTrip, calibrate, first_count, median, peers,
-};
+use super::common::{Case, Flow, FramedSocketpair, Placement, RoundTrip, median, peers};
+use super::rounds::one_round;
 use multiproc_testkit::balanced_order;
 use std::collections::BTreeMap;
 use std::convert::Infallible;
@@ -146,28 +145,6 @@ pub fn run_pipe_table(smoke: bool, batch: Duration, python: Option<&Path>) -> Pi
         }
     }
     table
-}
-
-/// One round of contender `key`: the first time, finds how many messages
-/// (or round trips) take about `batch` and keeps the count in `sizes`;
-/// then a short warm-up and the timed run. Returns the rate.
-fn one_round<E>(
-    sizes: &mut BTreeMap<&'static str, u64>,
-    key: &'static str,
-    case: Case,
-    batch: Duration,
-    mut run: impl FnMut(u64) -> Result<Duration, E>,
-) -> Result<f64, E> {
-    let n = match sizes.get(key) {
-        Some(&n) => n,
-        None => {
-            let n = calibrate(&mut run, first_count(case), batch)?;
-            sizes.insert(key, n);
-            n
-        }
-    };
-    run((n / 8).max(1))?;
-    Ok(n as f64 / run(n)?.as_secs_f64().max(1e-9))
 }
 
 /// `min–max` of the Pipe ÷ socketpair ratios of a cell's rounds (the two
