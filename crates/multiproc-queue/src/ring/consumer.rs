@@ -168,7 +168,7 @@ impl Ring {
             // waits for it; polling less lets it publish several messages
             // per transfer.
             polls += 1;
-            if polls.is_multiple_of(POLL_EVERY) {
+            if polls.is_multiple_of(POLL_EVERY) || spin.yielded() {
                 // SYNC: pairs with the Release tail store in `emit`.
                 if ctl.tail.word.load(Ordering::Acquire) != seen {
                     return Ok(());

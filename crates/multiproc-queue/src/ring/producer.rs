@@ -466,7 +466,7 @@ impl Producer<'_> {
             // POLL_EVERY pauses. Each look pulls head's line away from the
             // consumer, whose next store then waits for it.
             polls += 1;
-            if !polls.is_multiple_of(POLL_EVERY) {
+            if !polls.is_multiple_of(POLL_EVERY) && !spin.yielded() {
                 continue;
             }
             if closing() {
