@@ -117,7 +117,7 @@ fn main() {
         // Only the typed table, printed (for working on the codec).
         println!(
             "{}",
-            typed_table::typed_table(&typed_table::run_typed(smoke, settings.batch / 2))
+            typed_table::typed_table(&typed_table::run_typed(smoke, settings.batch / 4))
         );
         return;
     }
@@ -152,7 +152,7 @@ fn main() {
     let pipe_table = pipe_table::pipe_table(&pipe_rounds);
     let placed = run_placed(&settings);
     let placed_table = placed_table(&placed);
-    let typed_table = typed_table::typed_table(&typed_table::run_typed(smoke, settings.batch / 2));
+    let typed_table = typed_table::typed_table(&typed_table::run_typed(smoke, settings.batch / 4));
 
     let machine = machine();
     let table = markdown_table(&cases, &results);

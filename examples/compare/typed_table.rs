@@ -6,10 +6,11 @@
 //! Pinned to two CPUs, the same flow of 8-byte messages moves anywhere from
 //! 9 to 21 M/s, and drifts between the two within one flow over seconds
 //! (the guest's CPUs move on the host); two cells measured a few seconds
-//! apart compare two such phases, not two paths. So each row is measured in
-//! rounds ([`TYPED_ROUNDS`]), every round starting each contender afresh in
-//! a balanced order ([`multiproc_testkit::balanced_order`]), and a rate is
-//! the median of its rounds, as in the Pipe's table.
+//! apart compare two such phases, not two paths. So the table is measured
+//! in rounds ([`TYPED_ROUNDS`]), each round going through every row and
+//! starting each contender of a row afresh in a balanced order
+//! ([`multiproc_testkit::balanced_order`]), and a rate is the median of its
+//! rounds, as in the Pipe's table.
 
 use super::common::{Case, Flow, Peer, Placement, TypedRow, median, peers, typed_rows};
 use super::rounds::one_round;
@@ -20,7 +21,7 @@ use std::fmt::Write as _;
 use std::time::Duration;
 
 /// Rounds per row; a rate is the median of its rounds.
-pub const TYPED_ROUNDS: usize = 7;
+pub const TYPED_ROUNDS: usize = 15;
 
 /// One row of the typed table: the median rates of the queue's bytes and
 /// typed paths, then the pipe's.
@@ -31,8 +32,8 @@ pub struct TypedRates {
 }
 
 /// For each payload kind and size, the bytes and typed paths of the Queue
-/// and of the Pipe, alternated in [`TYPED_ROUNDS`] rounds (`smoke`: the
-/// `u64` row and one 1 KiB row, one round each). `batch`: how long one
+/// and of the Pipe, alternated in [`TYPED_ROUNDS`] rounds of the whole
+/// table (`smoke`: the `u64` row and one 1 KiB row, one round). `batch`: how long one
 /// timed run of a contender lasts.
 pub fn run_typed(smoke: bool, batch: Duration) -> Vec<TypedRates> {
     let all = peers();
@@ -44,33 +45,42 @@ pub fn run_typed(smoke: bool, batch: Duration) -> Vec<TypedRates> {
         .take(if smoke { 2 } else { usize::MAX })
         .collect();
     let rounds = if smoke { 1 } else { TYPED_ROUNDS };
-    let mut out = Vec::new();
-    for row in &rows {
-        // Keys for the batch sizes of `one_round`: the typed peers share
-        // their keys across rows, so each row starts a fresh map.
-        let contenders: [(&'static str, &dyn Peer); 4] = [
-            ("queue bytes", queue_bytes.as_ref()),
-            ("queue typed", row.queue.as_ref()),
-            ("pipe bytes", pipe_bytes.as_ref()),
-            ("pipe typed", row.pipe.as_ref()),
-        ];
-        let case = Case::Flow {
-            size: row.size,
-            procs: 1,
-        };
-        let mut sizes = BTreeMap::new();
-        let mut by_round = [const { Vec::new() }; 4];
-        for round in 0..rounds {
+    // Batch sizes for `one_round`, per row (the keys repeat across rows).
+    let mut sizes = vec![BTreeMap::new(); rows.len()];
+    let mut by_round = vec![[const { Vec::new() }; 4]; rows.len()];
+    // Round after round of the whole table, so the rounds of a row lie
+    // seconds apart: a phase of the host lands on a few rounds of every
+    // row, not on all rounds of one.
+    for round in 0..rounds {
+        for (r, row) in rows.iter().enumerate() {
+            let contenders: [(&'static str, &dyn Peer); 4] = [
+                ("queue bytes", queue_bytes.as_ref()),
+                ("queue typed", row.queue.as_ref()),
+                ("pipe bytes", pipe_bytes.as_ref()),
+                ("pipe typed", row.pipe.as_ref()),
+            ];
+            let case = Case::Flow {
+                size: row.size,
+                procs: 1,
+            };
             for i in 0..contenders.len() {
                 let c = balanced_order(round, i, contenders.len());
                 let (key, peer) = contenders[c];
                 let mut flow = Flow::start_placed(peer, row.size, 1, typed_placement());
-                let Ok(rate) = one_round(&mut sizes, key, case, batch, |n| {
+                let Ok(rate) = one_round(&mut sizes[r], key, case, batch, |n| {
                     Ok::<_, Infallible>(flow.run(n))
                 });
-                by_round[c].push(rate);
+                by_round[r][c].push(rate);
             }
         }
+        eprintln!("[typed] round {}/{rounds}", round + 1);
+    }
+    let mut out = Vec::new();
+    for (row, by_round) in rows.iter().zip(&by_round) {
+        let case = Case::Flow {
+            size: row.size,
+            procs: 1,
+        };
         let rates = by_round.each_ref().map(|r| median(r));
         let spread = |typed: &[f64], bytes: &[f64]| {
             let ratios: Vec<f64> = typed.iter().zip(bytes).map(|(t, b)| t / b).collect();
