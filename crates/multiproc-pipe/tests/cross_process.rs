@@ -1425,6 +1425,34 @@ fn child_lane_echo(_: &[String]) {
     }
 }
 
+/// A value whose decoding, once its bytes are out, says so on standard
+/// output and then waits for ever: a receiver that decodes it where it
+/// lies in the lane holds the lane's space meanwhile.
+struct StuckInDecode;
+
+impl<'de> serde::Deserialize<'de> for StuckInDecode {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        use std::io::Write as _;
+        let bytes = <Vec<u8> as serde::Deserialize>::deserialize(d)?;
+        println!("decoding {}", bytes.len());
+        std::io::stdout().flush().unwrap();
+        loop {
+            std::thread::park();
+        }
+    }
+}
+
+/// Takes the connection passed with `inherit`, says `ready`, and receives
+/// one [`StuckInDecode`].
+fn child_lane_stuck_decoder(_: &[String]) {
+    use multiproc_pipe::inherit;
+    let mut conn: Connection = inherit::take("shared").unwrap();
+    assert_eq!(conn.recv_bytes().unwrap(), b"hello");
+    conn.send_bytes(b"ready").unwrap();
+    let _ = conn.recv::<StuckInDecode>();
+    unreachable!("the decoding never ends");
+}
+
 /// Takes the connection passed with `inherit` and sends message after
 /// message: `pattern(size, n)` for n = 0, 1, …, sizes taking turns from
 /// `args`, until killed; as bytes, or as typed `Vec<u8>` values when the
@@ -1458,11 +1486,24 @@ fn child_lane_stream(args: &[String]) {
 /// (its lane goes along), says "hello" so the child starts receiving, and
 /// returns our end and the child.
 fn lane_child(role: Role, args: &[&str]) -> (Connection, std::process::Child) {
+    lane_child_with_stdout(role, args, std::process::Stdio::inherit())
+}
+
+/// [`lane_child`], the child's standard output going to `stdout`.
+fn lane_child_with_stdout(
+    role: Role,
+    args: &[&str],
+    stdout: std::process::Stdio,
+) -> (Connection, std::process::Child) {
     use multiproc_pipe::inherit;
     let (ours, theirs) = Pipe::new().unwrap();
     let mut cmd = multiproc_testkit::command(role, args, &[]);
     inherit::pass(&mut cmd, "shared", &theirs).unwrap();
-    let child = cmd.stdin(std::process::Stdio::null()).spawn().unwrap();
+    let child = cmd
+        .stdin(std::process::Stdio::null())
+        .stdout(stdout)
+        .spawn()
+        .unwrap();
     drop((cmd, theirs));
     ours.send_bytes(b"hello").unwrap();
     (ours, child)
@@ -1701,17 +1742,57 @@ fn a_receiver_killed_mid_stream_fails_the_sender() {
     assert!(ours.recv_bytes().unwrap() == message);
     signal(&child, rustix::process::Signal::KILL);
     assert_eq!(child.wait().unwrap().signal(), Some(9));
+    sends_end_in_a_broken_pipe(ours, move |ours| ours.send_bytes(&message));
+}
+
+/// Sends with `send` on `ours`, whose receiver is dead, until a send
+/// fails: within 100 sends and [`CHILD_LIMIT`], and with a broken pipe.
+fn sends_end_in_a_broken_pipe(
+    mut ours: Connection,
+    mut send: impl FnMut(&mut Connection) -> Result<(), SendError> + Send + 'static,
+) {
     let (done_tx, done_rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
         let err = (0..100)
-            .find_map(|_| ours.send_bytes(&message).err())
-            .expect("100 MiB sent to a dead receiver");
+            .find_map(|_| send(&mut ours).err())
+            .expect("100 sends to a dead receiver");
         done_tx.send(err.is_broken_pipe()).unwrap();
     });
     assert!(
         done_rx.recv_timeout(CHILD_LIMIT).unwrap(),
         "not a broken pipe"
     );
+}
+
+/// A receiver killed while it decodes a value where it lies in the lane
+/// never hands that space back. With the ring filled behind that value
+/// before the kill, the sender's next large message finds no room, waits
+/// its bounded while, and goes to the socket, whose reader is gone: every
+/// send after the death ends (no wait on the dead receiver's space), and
+/// with a broken pipe.
+fn a_receiver_killed_while_it_decodes_in_place_fails_the_sender() {
+    use std::io::BufRead as _;
+    let (mut ours, mut child) = lane_child_with_stdout(
+        role!(child_lane_stuck_decoder),
+        &[],
+        std::process::Stdio::piped(),
+    );
+    assert_eq!(ours.recv_bytes().unwrap(), b"ready");
+    let value = pattern(1 << 20, 3);
+    ours.send(&value).unwrap();
+    let mut line = String::new();
+    std::io::BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    assert_eq!(line.trim(), format!("decoding {}", value.len()));
+    // The rest of the 4 MiB ring, all but a few bytes, behind the value.
+    for size in [1 << 20, 1 << 20, (1 << 20) - 64] {
+        ours.try_send_bytes(&pattern(size, 4)).unwrap();
+        assert_eq!(ours.pending_send(), 0, "{size} bytes wait in the socket");
+    }
+    signal(&child, rustix::process::Signal::KILL);
+    assert_eq!(child.wait().unwrap().signal(), Some(9));
+    sends_end_in_a_broken_pipe(ours, move |ours| ours.send(&value));
 }
 
 /// A descriptor taken out with `into_fd` may go to a reader that knows
@@ -1847,6 +1928,7 @@ fn main() {
         role!(child_send_buffer_steps),
         role!(child_lane_echo),
         role!(child_lane_stream),
+        role!(child_lane_stuck_decoder),
     ];
     run(
         roles,
@@ -1887,6 +1969,7 @@ fn main() {
             a_large_value_with_a_handle_goes_through_the_lane_with_its_descriptor,
             a_sender_killed_mid_stream_leaves_only_whole_messages,
             a_receiver_killed_mid_stream_fails_the_sender,
+            a_receiver_killed_while_it_decodes_in_place_fails_the_sender,
             into_fd_takes_the_end_off_the_lane,
             nonblocking_sends_go_through_the_lane,
         ],
