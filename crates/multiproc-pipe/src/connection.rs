@@ -1926,8 +1926,9 @@ impl Pipe {
     /// the ring, into space as long as the previous value and an eighth
     /// (one that outgrows it goes on in the send buffer: a `Serialize` impl
     /// runs once), and a typed [`recv`](Connection::recv) decodes it where
-    /// it lies: a typed value costs the copies of a byte string (0.70-0.99×
-    /// `send_bytes` at 64 KiB and 1 MiB in the compare demo's typed table).
+    /// it lies: a typed value costs the copies of a byte string (0.57-0.99×
+    /// `send_bytes` at 64 KiB and 1 MiB in the compare demo's typed table,
+    /// 2-vCPU Intel guest).
     ///
     /// What it costs and how it behaves:
     ///
