@@ -20,9 +20,10 @@
 //! A spinning waiter also yields now and then, for a partner that shares
 //! its CPU; one whose yields have been running another task yields after a
 //! few spins instead of 64 ([`SpinWait::spin`]). Pinned to one CPU, that
-//! took a queue round trip from 4.4–5.8 µs to 2.7–3.7 µs on an Intel
-//! guest whose pause instruction takes 15 ns, and left it unchanged on two
-//! CPUs (`round trip 8 B` in the compare demo's placement table).
+//! took a queue round trip from 0.86–0.89× the socketpair's to 1.43–1.73×
+//! (2.2–3.2 µs) on an Intel guest whose pause instruction takes 15 ns, and
+//! left it unchanged on two CPUs (`round trip 8 B` in the compare demo's
+//! placement table, three runs each).
 //!
 //! ```
 //! use multiproc_core::futex;
