@@ -379,7 +379,10 @@ impl SpinWait {
             // early it came, so a wait yields once per `YIELD_EVERY` spins
             // of its limit either way: where the yields go to a task that
             // hogs the CPU, early ones do not make the spin last longer.
-            self.count = self.count.next_multiple_of(YIELD_EVERY);
+            self.count = self
+                .count
+                .checked_next_multiple_of(YIELD_EVERY)
+                .unwrap_or(u32::MAX);
         } else {
             std::hint::spin_loop();
         }
