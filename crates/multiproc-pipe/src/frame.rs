@@ -26,6 +26,12 @@
 //! | 8 | big-endian: the payload length |
 //!
 //! A connection without a ring reads the -2 as the malformed length it is.
+//!
+//! A payload sent in pieces (see the `lane` module, "Pieces") is a run of
+//! *piece* frames, laid out as tokens but marked `FF FF FF FD` (-3), each
+//! naming one piece, and then the message's last part: a token, or an
+//! ordinary frame when the ring had no room for it. The message is the
+//! pieces and the last part, in order; nothing else comes between them.
 
 use crate::error::RecvError;
 
@@ -38,6 +44,10 @@ pub(crate) const MAX_HEADER: usize = 12;
 
 /// The short length that starts a token.
 const TOKEN_MARKER: i32 = -2;
+
+/// The short length that starts a piece: a token whose message goes on
+/// in the next frame.
+const PIECE_MARKER: i32 = -3;
 
 /// Bytes of a token frame: marker, end position, length.
 pub(crate) const TOKEN_FRAME: usize = 20;
@@ -53,8 +63,18 @@ pub(crate) struct Token {
 impl Token {
     /// The token frame.
     pub(crate) fn encode(self) -> [u8; TOKEN_FRAME] {
+        self.encode_marked(TOKEN_MARKER)
+    }
+
+    /// The piece frame: this token, the message going on in the next
+    /// frame.
+    pub(crate) fn encode_piece(self) -> [u8; TOKEN_FRAME] {
+        self.encode_marked(PIECE_MARKER)
+    }
+
+    fn encode_marked(self, marker: i32) -> [u8; TOKEN_FRAME] {
         let mut out = [0u8; TOKEN_FRAME];
-        out[..4].copy_from_slice(&TOKEN_MARKER.to_be_bytes());
+        out[..4].copy_from_slice(&marker.to_be_bytes());
         out[4..12].copy_from_slice(&self.end.to_be_bytes());
         out[12..].copy_from_slice(&(self.len as u64).to_be_bytes());
         out
@@ -87,6 +107,9 @@ pub(crate) enum Parsed {
     /// A whole token frame ([`TOKEN_FRAME`] bytes), its length checked
     /// against the limit.
     Token(Token),
+    /// A whole piece frame, as a token; the message goes on in the next
+    /// frame.
+    Piece(Token),
     /// The buffer holds only part of a header; this many bytes are needed.
     Need(usize),
 }
@@ -105,7 +128,7 @@ pub(crate) fn parse_header(buf: &[u8], max: usize, tokens: bool) -> Result<Parse
         return Ok(Parsed::Need(4));
     };
     let short = i32::from_be_bytes(*short);
-    if tokens && short == TOKEN_MARKER {
+    if tokens && (short == TOKEN_MARKER || short == PIECE_MARKER) {
         let Some(body) = buf.get(4..TOKEN_FRAME) else {
             return Ok(Parsed::Need(TOKEN_FRAME));
         };
@@ -115,7 +138,14 @@ pub(crate) fn parse_header(buf: &[u8], max: usize, tokens: bool) -> Result<Parse
             u64::from_be_bytes(bytes)
         };
         return match usize::try_from(word(8)) {
-            Ok(len) if len <= max => Ok(Parsed::Token(Token { end: word(0), len })),
+            Ok(len) if len <= max => {
+                let token = Token { end: word(0), len };
+                Ok(if short == PIECE_MARKER {
+                    Parsed::Piece(token)
+                } else {
+                    Parsed::Token(token)
+                })
+            }
             _ => Err(RecvError::BadMessageLength {
                 claimed: i128::from(word(8)),
                 max,
@@ -227,6 +257,33 @@ mod tests {
         assert!(matches!(
             parse_header(&frame, usize::MAX, false),
             Err(RecvError::BadMessageLength { claimed: -2, .. })
+        ));
+    }
+
+    #[test]
+    fn pieces_are_tokens_marked_to_go_on() {
+        let token = Token {
+            end: 1 << 20,
+            len: 256 << 10,
+        };
+        let frame = token.encode_piece();
+        assert_eq!(&frame[..4], &(-3i32).to_be_bytes());
+        assert_eq!(&frame[4..], &token.encode()[4..]);
+        assert_eq!(
+            parse_header(&frame, usize::MAX, true).unwrap(),
+            Parsed::Piece(token)
+        );
+        assert_eq!(
+            parse_header(&frame[..10], usize::MAX, true).unwrap(),
+            Parsed::Need(TOKEN_FRAME)
+        );
+        assert!(matches!(
+            parse_header(&frame, 1000, true),
+            Err(RecvError::BadMessageLength { .. })
+        ));
+        assert!(matches!(
+            parse_header(&frame, usize::MAX, false),
+            Err(RecvError::BadMessageLength { claimed: -3, .. })
         ));
     }
 }

@@ -52,7 +52,7 @@
 
 use crate::error::RecvError;
 use crate::frame::{Parsed, TOKEN_FRAME, Token, parse_header};
-use crate::lane::{Lane, Loan};
+use crate::lane::{Lane, Loan, MAX_PAYLOAD};
 use std::collections::VecDeque;
 use std::io::{self, IoSliceMut};
 use std::mem::MaybeUninit;
@@ -199,6 +199,9 @@ enum Head {
     Inline(usize, usize),
     /// A token: the payload is in the lane.
     Token(Token),
+    /// A piece: part of the payload is in the lane, and the message goes
+    /// on in the next frame.
+    Piece(Token),
 }
 
 /// A frame's payload and descriptors, both owned.
@@ -209,11 +212,23 @@ type OwnedFrame = (Vec<u8>, Vec<OwnedFd>);
 struct Partial {
     /// The payload bytes received so far.
     out: Vec<u8>,
-    /// The payload length the header announced.
+    /// The payload length the header announced (with `prefix`).
     len: usize,
     header_len: usize,
     /// Stream offset of the frame's first header byte.
     frame_start: u64,
+    /// Bytes of `out` that came before this frame: the pieces of a
+    /// message whose last part this frame is (0 for a frame of its own).
+    prefix: usize,
+    /// The descriptors that came with those pieces.
+    fds: Vec<OwnedFd>,
+}
+
+/// The pieces of a message received so far (see the `lane` module,
+/// "Pieces"), kept across a receive that said `WouldBlock`.
+struct Pieces {
+    out: Vec<u8>,
+    fds: Vec<OwnedFd>,
 }
 
 /// Whether `err` is a read refused by a non-blocking descriptor.
@@ -259,6 +274,12 @@ pub(crate) struct RecvBuf {
     lane: Option<Lane>,
     /// Whether a receive told the lane that tokens are read here.
     announced: bool,
+    /// A message in pieces begun and not finished: a receive that said
+    /// `WouldBlock` left it here.
+    pieces: Option<Pieces>,
+    /// Length of the last message that came in pieces: the capacity to
+    /// give the next one.
+    last_pieced: usize,
 }
 
 impl RecvBuf {
@@ -312,14 +333,23 @@ impl RecvBuf {
         if self.partial.is_some() {
             return false;
         }
-        match self.parse(max) {
-            Ok(Parsed::Frame {
-                header_len,
-                payload_len,
-            }) => header_len.saturating_add(payload_len) <= self.buffered(),
-            Ok(Parsed::Token(_)) => true,
-            Ok(Parsed::Need(_)) => self.eof,
-            Err(_) => true,
+        // The pieces of a message are whole once its last part is.
+        let mut at = self.start;
+        loop {
+            let found = parse_header(&self.buf[at..self.end], max, self.lane.is_some());
+            return match found {
+                Ok(Parsed::Piece(_)) => {
+                    at += TOKEN_FRAME;
+                    continue;
+                }
+                Ok(Parsed::Frame {
+                    header_len,
+                    payload_len,
+                }) => header_len.saturating_add(payload_len) <= self.end - at,
+                Ok(Parsed::Token(_)) => true,
+                Ok(Parsed::Need(_)) => self.eof,
+                Err(_) => true,
+            };
         }
     }
 
@@ -442,6 +472,7 @@ impl RecvBuf {
                     payload_len,
                 } => return Ok(Head::Inline(header_len, payload_len)),
                 Parsed::Token(token) => return Ok(Head::Token(token)),
+                Parsed::Piece(token) => return Ok(Head::Piece(token)),
                 Parsed::Need(need) => {
                     if self.fill(read)? == 0 {
                         return Err(if self.buffered() == 0 {
@@ -519,6 +550,8 @@ impl RecvBuf {
                                 len: dst.len(),
                                 header_len,
                                 frame_start,
+                                prefix: 0,
+                                fds: Vec::new(),
                             });
                         }
                         return Err(err);
@@ -546,8 +579,9 @@ impl RecvBuf {
     ) -> Result<OwnedFrame, RecvError> {
         match self.payload_rest(&mut partial.out, partial.len, partial.header_len, read) {
             Ok(()) => {
-                let frame_len = (partial.header_len + partial.len) as u64;
-                let fds = self.claim_fds(partial.frame_start, frame_len);
+                let frame_len = (partial.header_len + partial.len - partial.prefix) as u64;
+                let mut fds = std::mem::take(&mut partial.fds);
+                fds.extend(self.claim_fds(partial.frame_start, frame_len));
                 self.last_len = partial.len;
                 Ok((partial.out, fds))
             }
@@ -651,6 +685,10 @@ impl RecvBuf {
             let (payload, fds) = self.finish_large(partial, read)?;
             return Ok((Payload::Owned(payload), fds));
         }
+        if self.pieces.is_some() {
+            let (payload, fds) = self.rest_of_pieces(max, read)?;
+            return Ok((Payload::Owned(payload), fds));
+        }
         if self.buffered() == 0
             && !self.eof
             && self.last_len > SPECULATE_FROM
@@ -676,6 +714,16 @@ impl RecvBuf {
                 // spare capacity of `out`, which was empty.
                 unsafe { out.set_len(len) };
                 return Ok((Payload::Owned(out), fds));
+            }
+            Head::Piece(token) => {
+                let (token, fds) = self.consume_token(token)?;
+                let first = self.last_pieced.clamp(token.len, max.min(MAX_PAYLOAD));
+                let mut out = self.payload_vec(first)?;
+                out.clear();
+                self.pieces = Some(Pieces { out, fds });
+                self.take_piece(token, max)?;
+                let (payload, fds) = self.rest_of_pieces(max, read)?;
+                return Ok((Payload::Owned(payload), fds));
             }
         };
         let frame_start = self.position();
@@ -703,6 +751,8 @@ impl RecvBuf {
             len,
             header_len,
             frame_start,
+            prefix: 0,
+            fds: Vec::new(),
         };
         let (payload, fds) = self.finish_large(partial, read)?;
         Ok((Payload::Owned(payload), fds))
@@ -796,6 +846,8 @@ impl RecvBuf {
             len,
             header_len: 4,
             frame_start,
+            prefix: 0,
+            fds: Vec::new(),
         };
         self.finish_large(partial, read).map(Some)
     }
@@ -904,6 +956,9 @@ impl RecvBuf {
             dst[..message.len()].copy_from_slice(&message);
             return Ok(message.len());
         }
+        if self.pieces.is_some() {
+            return self.pieces_into(dst, max, read);
+        }
         if self.buffered() == 0
             && !self.eof
             && self.last_len > SPECULATE_FROM
@@ -922,6 +977,8 @@ impl RecvBuf {
                     len,
                     header_len: 4,
                     frame_start,
+                    prefix: 0,
+                    fds: Vec::new(),
                 };
                 let (message, fds) = self.finish_large(partial, read)?;
                 drop(fds);
@@ -941,6 +998,7 @@ impl RecvBuf {
                 return Ok(token.len);
             }
             Head::Token(_) => (TOKEN_FRAME, usize::MAX),
+            Head::Piece(_) => return self.pieces_into(dst, max, read),
         };
         if len > dst.len() {
             let (payload, _fds) = self.frame_inner(max, false, read)?;
@@ -973,6 +1031,122 @@ impl RecvBuf {
         let lane = self.lane.as_ref().expect("tokens are parsed with a lane");
         lane.check(token)?;
         Ok((token, fds))
+    }
+
+    /// [`frame_into`](Self::frame_into) for a message in pieces: put
+    /// together, then copied into `dst`.
+    fn pieces_into(
+        &mut self,
+        dst: &mut [u8],
+        max: usize,
+        read: &mut impl Source,
+    ) -> Result<usize, RecvError> {
+        let (payload, _fds) = self.frame_inner(max, false, read)?;
+        let message = payload.into_vec();
+        if message.len() > dst.len() {
+            return Err(RecvError::BufferTooShort(message));
+        }
+        dst[..message.len()].copy_from_slice(&message);
+        Ok(message.len())
+    }
+
+    /// Appends the piece `token` (its frame buffered, not consumed) to the
+    /// message in [`pieces`](Self::pieces): at most `max` bytes in all, and
+    /// never more than the lane carries.
+    fn take_piece(&mut self, token: Token, max: usize) -> Result<(), RecvError> {
+        let lane = self.lane.as_ref().expect("tokens are parsed with a lane");
+        let pieces = self.pieces.as_mut().expect("a message in pieces");
+        let limit = max.min(MAX_PAYLOAD);
+        let have = pieces.out.len();
+        if token.len > limit - have {
+            self.pieces = None;
+            return Err(RecvError::BadMessageLength {
+                claimed: (have + token.len) as i128,
+                max: limit,
+            });
+        }
+        if pieces.out.capacity() - have < token.len {
+            pieces
+                .out
+                .try_reserve(token.len)
+                .map_err(|_| RecvError::Io(io::ErrorKind::OutOfMemory.into()))?;
+        }
+        let got = lane
+            .take(token, &mut pieces.out.spare_capacity_mut()[..token.len])?
+            .len();
+        // SAFETY: `take` initialised the first `got` bytes of the spare
+        // capacity of `out`, which held `have` bytes.
+        unsafe { pieces.out.set_len(have + got) };
+        Ok(())
+    }
+
+    /// Receives the rest of the message in [`pieces`](Self::pieces): more
+    /// pieces, then its last part, a token or an ordinary frame. A
+    /// `WouldBlock` keeps what came so far for the next receive; the end
+    /// of the stream before the last part is a truncated message.
+    fn rest_of_pieces(
+        &mut self,
+        max: usize,
+        read: &mut impl Source,
+    ) -> Result<OwnedFrame, RecvError> {
+        let limit = max.min(MAX_PAYLOAD);
+        loop {
+            let have = self.pieces.as_ref().expect("a message in pieces").out.len();
+            let head = match self.header(limit - have, read) {
+                Ok(head) => head,
+                Err(err) => {
+                    if !is_would_block(&err) {
+                        self.pieces = None;
+                    }
+                    return Err(match err {
+                        RecvError::Eof => RecvError::Truncated {
+                            expected: have as u64 + 1,
+                            received: have as u64,
+                        },
+                        other => other,
+                    });
+                }
+            };
+            match head {
+                Head::Piece(token) | Head::Token(token) => {
+                    let consumed = self.consume_token(token);
+                    let (token, fds) = match consumed {
+                        Ok(consumed) => consumed,
+                        Err(err) => {
+                            self.pieces = None;
+                            return Err(err);
+                        }
+                    };
+                    self.pieces
+                        .as_mut()
+                        .expect("a message in pieces")
+                        .fds
+                        .extend(fds);
+                    self.take_piece(token, max)?;
+                    if matches!(head, Head::Token(_)) {
+                        let Pieces { out, fds } = self.pieces.take().expect("a message in pieces");
+                        self.last_pieced = out.len();
+                        return Ok((out, fds));
+                    }
+                }
+                Head::Inline(header_len, len) => {
+                    let Pieces { out, fds } = self.pieces.take().expect("a message in pieces");
+                    let frame_start = self.position();
+                    self.start += header_len;
+                    let partial = Partial {
+                        len: have + len,
+                        out,
+                        header_len,
+                        frame_start,
+                        prefix: have,
+                        fds,
+                    };
+                    let (out, fds) = self.finish_large(partial, read)?;
+                    self.last_pieced = out.len();
+                    return Ok((out, fds));
+                }
+            }
+        }
     }
 
     fn truncated_in_buffer(&mut self, total: usize) -> RecvError {
@@ -1258,6 +1432,91 @@ mod tests {
                 }
                 assert!(got == payloads, "chunk {chunk}, into {into:?}");
             }
+        }
+    }
+
+    /// Messages in pieces (see the lane's "Pieces"): three pieces; a piece
+    /// and an ordinary frame as the last part; between them a whole token
+    /// and an ordinary frame. Each comes out whole, whatever the chunks and
+    /// stalls of the stream, by `frame` and by `frame_into`.
+    #[test]
+    fn messages_in_pieces_come_out_whole_through_stalls_and_any_chunking() {
+        let (tx, rx) = Lane::pair().unwrap();
+        rx.reading();
+        let big = patterned(&[300_000, 200_000, 100_000, 50_000, 9_000]);
+        let mut stream = Vec::new();
+        let mut put = |payload: &[u8], more: bool| {
+            let token = tx.put(payload).unwrap();
+            stream.extend_from_slice(&if more {
+                token.encode_piece()
+            } else {
+                token.encode()
+            });
+        };
+        put(&big[0], true);
+        put(&big[1], true);
+        put(&big[2], false);
+        put(&big[4], false);
+        put(&big[3], true);
+        stream.extend_from_slice(&framed(&[b"the last part"]));
+        stream.extend_from_slice(&framed(&[b"small"]));
+        let mut first = [&big[0][..], &big[1], &big[2]].concat();
+        let mut second = big[3].clone();
+        second.extend_from_slice(b"the last part");
+        let expected = vec![
+            std::mem::take(&mut first),
+            big[4].clone(),
+            second,
+            b"small".to_vec(),
+        ];
+        for chunk in [1, 7, 20, 1000, usize::MAX] {
+            for into in [None, Some(100), Some(1 << 20)] {
+                let mut buf = RecvBuf::with_lane(Some(rx.clone()));
+                let mut read = stalling_reader(stream.clone(), chunk);
+                let mut dst = vec![0u8; into.unwrap_or(0)];
+                let mut got = Vec::new();
+                while got.len() < expected.len() {
+                    let result = match into {
+                        None => buf.frame(usize::MAX, &mut read).map(|(p, _)| p.into_vec()),
+                        Some(_) => match buf.frame_into(&mut dst, usize::MAX, &mut read) {
+                            Ok(n) => Ok(dst[..n].to_vec()),
+                            Err(RecvError::BufferTooShort(m)) => Ok(m),
+                            Err(e) => Err(e),
+                        },
+                    };
+                    match result {
+                        Ok(p) => got.push(p),
+                        Err(RecvError::WouldBlock) => {}
+                        Err(e) => panic!("chunk {chunk}, into {into:?}: {e:?}"),
+                    }
+                }
+                assert!(got == expected, "chunk {chunk}, into {into:?}");
+            }
+        }
+    }
+
+    /// `has_message` (what `poll` and `wait` ask first) counts a message in
+    /// pieces only once its last part is buffered whole.
+    #[test]
+    fn a_message_in_pieces_is_there_once_its_last_part_is() {
+        let (tx, rx) = Lane::pair().unwrap();
+        rx.reading();
+        let piece = tx.put(&[1u8; 5000]).unwrap().encode_piece().to_vec();
+        let last = tx.put(&[2u8; 5000]).unwrap().encode().to_vec();
+        let inline = framed(&[b"abc"]);
+        let cases = [
+            (piece.clone(), false),
+            ([&piece[..], &piece].concat(), false),
+            ([&piece[..], &last].concat(), true),
+            ([&piece[..], &piece, &last].concat(), true),
+            ([&piece[..], &inline].concat(), true),
+            ([&piece[..], &inline[..5]].concat(), false),
+        ];
+        for (i, (stream, whole)) in cases.into_iter().enumerate() {
+            let mut buf = RecvBuf::with_lane(Some(rx.clone()));
+            let mut read = reader(stream, usize::MAX);
+            buf.fill(&mut read).unwrap();
+            assert_eq!(buf.has_message(usize::MAX), whole, "case {i}");
         }
     }
 

@@ -73,6 +73,9 @@ pub(crate) struct SpinBudget {
     yield_first: bool,
     /// Yields that ran another task to no use (see [`Self::yielded`]).
     strikes: u8,
+    /// The last wait that ended with data (or room) ended after yields
+    /// that gave the CPU away: the peer shares this CPU.
+    cpu_shared: bool,
 }
 
 impl Default for SpinBudget {
@@ -82,6 +85,7 @@ impl Default for SpinBudget {
             unprobed: 0,
             yield_first: true,
             strikes: 0,
+            cpu_shared: false,
         }
     }
 }
@@ -105,6 +109,14 @@ impl SpinBudget {
     /// twice that.
     pub(crate) fn hit(&mut self, waited: Duration) {
         self.budget = self.budget.max(waited * 2).clamp(MIN, MAX);
+        self.cpu_shared = false;
+    }
+
+    /// Whether the last wait that ended with data (or room) ended after
+    /// yields that gave the CPU away (see [`Self::shared`]): the peer
+    /// runs on this CPU.
+    pub(crate) fn cpu_shared(&self) -> bool {
+        self.cpu_shared
     }
 
     /// The spin ran out; the wait sleeps.
@@ -128,6 +140,9 @@ impl SpinBudget {
     /// for good, so a task that hogs this CPU costs it a few time slices
     /// at most.
     pub(crate) fn yielded(&mut self, took: Duration, found: bool) {
+        if found {
+            self.cpu_shared = took >= GAVE_AWAY && took < SLICE;
+        }
         if took >= SLICE || (!found && took >= GAVE_AWAY) {
             self.yield_first = false;
             self.strikes = self.strikes.saturating_add(1);
@@ -141,6 +156,7 @@ impl SpinBudget {
     /// yielding first has failed [`STRIKES`] times).
     pub(crate) fn shared(&mut self, gave_away: Duration) {
         self.miss();
+        self.cpu_shared = gave_away < SLICE;
         if gave_away < SLICE && self.strikes < STRIKES {
             self.yield_first = true;
         }
@@ -236,6 +252,36 @@ mod tests {
         assert_eq!(spin.budget(), Some(Duration::from_micros(6)));
         spin.hit(Duration::from_millis(1));
         assert_eq!(spin.budget(), Some(MAX), "capped");
+    }
+
+    #[test]
+    fn the_cpu_counts_as_shared_after_yields_that_ran_the_peer() {
+        let mut spin = SpinBudget::default();
+        assert!(!spin.cpu_shared());
+        spin.shared(Duration::from_micros(20));
+        assert!(
+            spin.cpu_shared(),
+            "room came after yields that gave the CPU away"
+        );
+        spin.hit(Duration::from_micros(2));
+        assert!(!spin.cpu_shared(), "room came while spinning");
+        spin.shared(SLICE);
+        assert!(
+            !spin.cpu_shared(),
+            "a whole time slice went to some other task"
+        );
+        spin.yielded(Duration::from_micros(40), true);
+        assert!(spin.cpu_shared());
+        spin.yielded(Duration::from_micros(40), false);
+        assert!(
+            spin.cpu_shared(),
+            "a yield that found nothing tells nothing"
+        );
+        spin.yielded(Duration::from_nanos(300), true);
+        assert!(
+            !spin.cpu_shared(),
+            "nothing else ran, and the room was there"
+        );
     }
 
     #[test]

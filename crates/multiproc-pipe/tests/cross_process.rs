@@ -723,12 +723,55 @@ fn malformed_frames_are_typed_errors() {
     // The 8-byte form claiming 2^64 - 1.
     let (_, result) = raw_from_child("ffffffffffffffffffffffff", 1 << 20);
     assert!(result.unwrap_err().is_bad_message_length());
-    // A negative length.
-    let (_, result) = raw_from_child("fffffffd", 1 << 20);
+    // A negative length (-2 and -3 start tokens and pieces here).
+    let (_, result) = raw_from_child("fffffffc", 1 << 20);
     assert!(matches!(
         result,
-        Err(RecvError::BadMessageLength { claimed: -3, .. })
+        Err(RecvError::BadMessageLength { claimed: -4, .. })
     ));
+    // -3 starts a piece: a token whose message goes on in the next frame.
+    // A piece of 16 bytes at the ring's start, then an ordinary frame as
+    // the message's last part: one message of both.
+    let piece = "fffffffd00000000000000100000000000000010";
+    let (mut conn, result) = raw_from_child(&format!("{piece}0000000568656c6c6f"), 1 << 20);
+    let mut expected = vec![0u8; 16];
+    expected.extend_from_slice(b"hello");
+    assert_eq!(result.unwrap(), expected);
+    assert!(conn.recv_bytes().unwrap_err().is_eof());
+    // A piece and then the end: a message cut short.
+    let (_, result) = raw_from_child(piece, 1 << 20);
+    assert!(
+        matches!(
+            result,
+            Err(RecvError::Truncated {
+                expected: 17,
+                received: 16
+            })
+        ),
+        "{result:?}"
+    );
+    // Pieces that add up to more than the limit are refused.
+    let (_, result) = raw_from_child(&format!("{piece}{piece}{piece}"), 40);
+    assert!(
+        matches!(
+            result,
+            Err(RecvError::BadMessageLength {
+                claimed: 16,
+                max: 8
+            })
+        ),
+        "{result:?}"
+    );
+    // A piece naming bytes outside the ring, like such a token.
+    let (mut conn, result) = raw_from_child(
+        "fffffffd000000000000001000000000000000200000000568656c6c6f",
+        1 << 20,
+    );
+    assert!(
+        matches!(result, Err(RecvError::BadLaneToken { .. })),
+        "{result:?}"
+    );
+    assert_eq!(conn.recv_bytes().unwrap(), b"hello");
     // Between the ends of a `Pipe::new` pair, -2 starts a token naming a
     // payload in shared memory: one that names bytes outside the ring
     // (ending before it starts, or past the ring's end) is refused and
