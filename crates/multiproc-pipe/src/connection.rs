@@ -1123,33 +1123,45 @@ impl Connection {
         // While the receiver shares this CPU, a blocking send keeps a few
         // pieces in flight, so that what the receiver copies out is still
         // in the cache (see the lane's "Pieces"). The window only ever
-        // makes a send wait: room that the ring has is taken after the
-        // wait whatever the window says.
+        // makes a send yield a few times: room that the ring has is taken
+        // after that whatever the window says.
         let waits = may_wait && self.adaptive_wait;
-        let window = if waits && self.room_spin.get().cpu_shared() {
-            lane::SHARED_WINDOW
-        } else {
-            lane::RING
+        let windowed = waits && self.room_spin.get().cpu_shared();
+        let reserve = |window: usize| {
+            move || {
+                lane.reserve(len, window).map_err(|refused| match refused {
+                    Refused::NoRoom => io::Error::from(io::ErrorKind::WouldBlock),
+                    Refused::NotHere => io::ErrorKind::Other.into(),
+                })
+            }
         };
-        let span = match lane.reserve(len, window) {
+        if windowed {
+            // The receiver runs only when this side yields: a few yields
+            // let it take what is in flight. When they do not, it is not
+            // on this CPU after all, and the window is off until the
+            // next room wait finds it here again.
+            match lane.reserve(len, lane::SHARED_WINDOW) {
+                Err(Refused::NoRoom) => {
+                    match spin::yield_for(&self.room_spin, reserve(lane::SHARED_WINDOW)) {
+                        Some(Ok(span)) => return Ok((lane, span)),
+                        Some(Err(_)) => return Err(Refused::NotHere),
+                        None => {}
+                    }
+                }
+                reserved => return reserved.map(|span| (lane, span)),
+            }
+        }
+        let span = match lane.reserve(len, lane::RING) {
             // A full ring empties as the receiver takes from it: a
             // blocking send waits for that a while (yielding, so that a
             // receiver on this CPU runs) rather than copy the payload
             // through the socket, which would then block it as well.
-            Err(Refused::NoRoom) if waits => {
-                let waited = spin::spin(&self.room_spin, || {
-                    lane.reserve(len, window).map_err(|refused| match refused {
-                        Refused::NoRoom => io::ErrorKind::WouldBlock.into(),
-                        Refused::NotHere => io::ErrorKind::Other.into(),
-                    })
-                });
-                match waited {
-                    Some(Ok(span)) => span,
-                    Some(Err(_)) => return Err(Refused::NotHere),
-                    None if window < lane::RING => lane.reserve(len, lane::RING)?,
-                    None => return Err(Refused::NoRoom),
-                }
-            }
+            Err(Refused::NoRoom) if waits => match spin::spin(&self.room_spin, reserve(lane::RING))
+            {
+                Some(Ok(span)) => span,
+                Some(Err(_)) => return Err(Refused::NotHere),
+                None => return Err(Refused::NoRoom),
+            },
             reserved => reserved?,
         };
         Ok((lane, span))

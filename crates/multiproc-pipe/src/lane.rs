@@ -72,9 +72,10 @@
 //! room came), the sender keeps at most [`SHARED_WINDOW`] bytes in flight:
 //! it then waits for room after every two pieces, the receiver runs and
 //! copies them out while they are still in the cache, and the ring's start
-//! is used again. The window only ever makes a blocking send wait: room
-//! the ring has is taken after the wait whatever the window says, and a
-//! non-blocking send ignores it. Pinned to one CPU (2-vCPU Intel guest,
+//! is used again. The window only ever makes a blocking send yield a few
+//! times: room the ring has is taken after that whatever the window says
+//! (and the window is off until a wait for room finds the receiver on
+//! this CPU again); a non-blocking send ignores it. Pinned to one CPU (2-vCPU Intel guest,
 //! 2 MiB of L2 per core), 1 MiB messages went from 5.2–6.3 GB/s (the whole
 //! payload in, then the whole payload out of a ring four payloads long:
 //! three payload-sized buffers do not fit the L2) to 8.7–9.8 GB/s, against

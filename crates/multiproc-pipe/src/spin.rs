@@ -163,6 +163,42 @@ impl SpinBudget {
     }
 }
 
+/// Yields a receive (or a room wait) may take for a peer on this CPU to
+/// move, in [`yield_for`].
+const YIELDS_FOR_PEER: u32 = 8;
+
+/// Yields, up to [`YIELDS_FOR_PEER`] times, running `nowait` after each
+/// until it does not say `WouldBlock`: for a peer on this CPU to move
+/// (the lane's window, see `lane.rs`). Records in `budget` whether the CPU
+/// is still shared: the call succeeded after a yield that gave the CPU
+/// away; not when it succeeded after a yield that came straight back (the
+/// peer moved on another CPU) or never did. `None` when it never did.
+pub(crate) fn yield_for<T>(
+    budget: &Cell<SpinBudget>,
+    mut nowait: impl FnMut() -> io::Result<T>,
+) -> Option<io::Result<T>> {
+    let mut state = budget.get();
+    let mut outcome = None;
+    for _ in 0..YIELDS_FOR_PEER {
+        let before = Instant::now();
+        std::thread::yield_now();
+        let took = before.elapsed();
+        match nowait() {
+            Err(err) if err.kind() == io::ErrorKind::WouldBlock => {}
+            done => {
+                state.cpu_shared = took >= GAVE_AWAY && took < SLICE;
+                outcome = Some(done);
+                break;
+            }
+        }
+    }
+    if outcome.is_none() {
+        state.cpu_shared = false;
+    }
+    budget.set(state);
+    outcome
+}
+
 /// Runs `nowait` (a call that never blocks) until it does not say
 /// `WouldBlock`, for `budget`'s current budget, and updates the budget;
 /// `None` when there is no budget (`nowait` was not called) or it ran
@@ -282,6 +318,29 @@ mod tests {
             !spin.cpu_shared(),
             "nothing else ran, and the room was there"
         );
+    }
+
+    #[test]
+    fn yielding_for_the_peer_stops_at_success_or_after_a_few_yields() {
+        let budget = Cell::new(SpinBudget::default());
+        let mut calls = 0;
+        let got = yield_for(&budget, || {
+            calls += 1;
+            if calls < 3 {
+                Err(io::ErrorKind::WouldBlock.into())
+            } else {
+                Ok(calls)
+            }
+        });
+        assert_eq!(got.map(Result::unwrap), Some(3));
+        let mut calls = 0u32;
+        let got: Option<io::Result<()>> = yield_for(&budget, || {
+            calls += 1;
+            Err(io::ErrorKind::WouldBlock.into())
+        });
+        assert!(got.is_none());
+        assert_eq!(calls, YIELDS_FOR_PEER);
+        assert!(!budget.get().cpu_shared(), "the peer never moved");
     }
 
     #[test]
