@@ -2000,8 +2000,9 @@ impl Pipe {
     /// of 512 KiB or more goes in pieces of at most 256 KiB, each with a
     /// token of its own, and while the receiver shares the sender's CPU a
     /// blocking send keeps at most 512 KiB in flight, waiting (yielding)
-    /// for the receiver to take them. There the Pipe made 1.44× the
-    /// socketpair at 1 MiB and 1.87× at 64 KiB (0.85-1.13× before). A
+    /// for the receiver to take them. There the Pipe made 1.44-1.47× the
+    /// socketpair at 1 MiB and 1.64-1.87× at 64 KiB in two runs
+    /// (0.85-1.13× before). A
     /// blocking send that finds the ring full waits a moment for room the
     /// same way, rather than send the payload through the socket.
     ///

@@ -78,9 +78,9 @@
 //! this CPU again); a non-blocking send ignores it. Pinned to one CPU (2-vCPU Intel guest,
 //! 2 MiB of L2 per core), 1 MiB messages went from 5.2–6.3 GB/s (the whole
 //! payload in, then the whole payload out of a ring four payloads long:
-//! three payload-sized buffers do not fit the L2) to 8.7–9.8 GB/s, against
-//! the socketpair's 6.0–8.1, and 64 KiB messages from 6.8–7.8 to 11.5–12.2
-//! GB/s (`cargo run --release --example compare -- --pipe`); on two CPUs
+//! three payload-sized buffers do not fit the L2) to 8.7–10.3 GB/s,
+//! against the socketpair's 6.0–8.1, and 64 KiB messages from 6.8–7.8 to
+//! 11.5–13.8 GB/s (the compare demo's Pipe table); on two CPUs
 //! the pieces cost nothing measurable, and a window there would cost a
 //! third (256 KiB messages: 11.0 against 15.9 GB/s), so it is only used
 //! while the CPU is shared. A piece that finds no room after
