@@ -1410,27 +1410,39 @@ mod tests {
         let stream = framed(&refs);
         for chunk in [1, 3, 1000, 40_004, usize::MAX] {
             for into in [None, Some(50_000), Some(200_000)] {
-                let mut rx = RecvBuf::default();
-                let mut read = stalling_reader(stream.clone(), chunk);
-                let mut dst = vec![0u8; into.unwrap_or(0)];
-                let mut got = Vec::new();
-                loop {
-                    let result = match into {
-                        None => rx.frame(usize::MAX, &mut read).map(|(p, _)| p.into_vec()),
-                        Some(_) => match rx.frame_into(&mut dst, usize::MAX, &mut read) {
-                            Ok(n) => Ok(dst[..n].to_vec()),
-                            Err(RecvError::BufferTooShort(m)) => Ok(m),
-                            Err(e) => Err(e),
-                        },
-                    };
-                    match result {
-                        Ok(p) => got.push(p),
-                        Err(RecvError::WouldBlock) => {}
-                        Err(RecvError::Eof) => break,
-                        Err(e) => panic!("chunk {chunk}, into {into:?}: {e:?}"),
-                    }
-                }
+                let got = receive_stalling(RecvBuf::default(), &stream, chunk, into);
                 assert!(got == payloads, "chunk {chunk}, into {into:?}");
+            }
+        }
+    }
+
+    /// Every message of `stream`, read `chunk` bytes at a time with every
+    /// other read refused (`WouldBlock`), by `frame`, or with `into` by
+    /// `frame_into` into a buffer that long (a message too long for it
+    /// comes back in `BufferTooShort`).
+    fn receive_stalling(
+        mut rx: RecvBuf,
+        stream: &[u8],
+        chunk: usize,
+        into: Option<usize>,
+    ) -> Vec<Vec<u8>> {
+        let mut read = stalling_reader(stream.to_vec(), chunk);
+        let mut dst = vec![0u8; into.unwrap_or(0)];
+        let mut got = Vec::new();
+        loop {
+            let result = match into {
+                None => rx.frame(usize::MAX, &mut read).map(|(p, _)| p.into_vec()),
+                Some(_) => match rx.frame_into(&mut dst, usize::MAX, &mut read) {
+                    Ok(n) => Ok(dst[..n].to_vec()),
+                    Err(RecvError::BufferTooShort(m)) => Ok(m),
+                    Err(e) => Err(e),
+                },
+            };
+            match result {
+                Ok(p) => got.push(p),
+                Err(RecvError::WouldBlock) => {}
+                Err(RecvError::Eof) => return got,
+                Err(e) => panic!("chunk {chunk}, into {into:?}: {e:?}"),
             }
         }
     }
@@ -1471,25 +1483,8 @@ mod tests {
         ];
         for chunk in [1, 7, 20, 1000, usize::MAX] {
             for into in [None, Some(100), Some(1 << 20)] {
-                let mut buf = RecvBuf::with_lane(Some(rx.clone()));
-                let mut read = stalling_reader(stream.clone(), chunk);
-                let mut dst = vec![0u8; into.unwrap_or(0)];
-                let mut got = Vec::new();
-                while got.len() < expected.len() {
-                    let result = match into {
-                        None => buf.frame(usize::MAX, &mut read).map(|(p, _)| p.into_vec()),
-                        Some(_) => match buf.frame_into(&mut dst, usize::MAX, &mut read) {
-                            Ok(n) => Ok(dst[..n].to_vec()),
-                            Err(RecvError::BufferTooShort(m)) => Ok(m),
-                            Err(e) => Err(e),
-                        },
-                    };
-                    match result {
-                        Ok(p) => got.push(p),
-                        Err(RecvError::WouldBlock) => {}
-                        Err(e) => panic!("chunk {chunk}, into {into:?}: {e:?}"),
-                    }
-                }
+                let buf = RecvBuf::with_lane(Some(rx.clone()));
+                let got = receive_stalling(buf, &stream, chunk, into);
                 assert!(got == expected, "chunk {chunk}, into {into:?}");
             }
         }
