@@ -2002,9 +2002,9 @@ impl Pipe {
     /// blocking send keeps at most 512 KiB in flight, waiting (yielding)
     /// for the receiver to take them. There the Pipe made 1.44-1.47× the
     /// socketpair at 1 MiB and 1.64-1.87× at 64 KiB in two runs
-    /// (0.85-1.13× before). A
-    /// blocking send that finds the ring full waits a moment for room the
-    /// same way, rather than send the payload through the socket.
+    /// (0.85-1.13× before). A blocking send that finds the ring full waits
+    /// a moment for room the same way, rather than send the payload
+    /// through the socket.
     ///
     /// A typed [`send`](Connection::send) encodes its value straight into
     /// the ring, into space as long as the previous value and an eighth

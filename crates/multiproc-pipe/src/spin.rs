@@ -30,6 +30,12 @@
 //! the calls go straight to sleep, where the data's arrival can wake this
 //! side, until a probe finds the CPU shared again; the same after a yield
 //! that lasted a whole time slice. After [`STRIKES`] such yields, for good.
+//!
+//! A wait also tells whether the peer shares this CPU
+//! ([`SpinBudget::cpu_shared`]): what it waited for came after yields that
+//! gave the CPU away. The lane's window (see `lane.rs`, "Pieces") is on
+//! only then, and its own short wait, [`yield_for`], keeps the answer up
+//! to date.
 
 use std::cell::Cell;
 use std::io;
