@@ -14,7 +14,7 @@
 //! it alternates with the others and is placed the same way.
 
 use super::common::{Case, Flow, FramedSocketpair, Placement, RoundTrip, median, peers};
-use super::rounds::one_round;
+use super::rounds::{one_round, ratio_range};
 use multiproc_testkit::balanced_order;
 use std::collections::BTreeMap;
 use std::convert::Infallible;
@@ -156,10 +156,7 @@ fn per_round_ratios(table: &PipeRounds, case: Case, pi: usize) -> String {
     ) else {
         return "—".to_string();
     };
-    let ratios: Vec<f64> = pipe.iter().zip(floor).map(|(p, s)| p / s).collect();
-    let lo = ratios.iter().copied().fold(f64::INFINITY, f64::min);
-    let hi = ratios.iter().copied().fold(0.0, f64::max);
-    format!("{lo:.2}–{hi:.2}")
+    ratio_range(pipe, floor)
 }
 
 /// The table as Markdown: median rates and the ratios of the medians.

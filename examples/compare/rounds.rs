@@ -27,3 +27,12 @@ pub fn one_round<E>(
     run((n / 8).max(1))?;
     Ok(n as f64 / run(n)?.as_secs_f64().max(1e-9))
 }
+
+/// `min–max` of the per-round ratios `ours[i] / theirs[i]` (the two runs
+/// of a round lie at most a few runs apart).
+pub fn ratio_range(ours: &[f64], theirs: &[f64]) -> String {
+    let ratios: Vec<f64> = ours.iter().zip(theirs).map(|(o, t)| o / t).collect();
+    let lo = ratios.iter().copied().fold(f64::INFINITY, f64::min);
+    let hi = ratios.iter().copied().fold(0.0, f64::max);
+    format!("{lo:.2}–{hi:.2}")
+}

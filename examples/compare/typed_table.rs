@@ -13,7 +13,7 @@
 //! rounds, as in the Pipe's table.
 
 use super::common::{Case, Flow, Peer, Placement, TypedRow, median, peers, typed_rows};
-use super::rounds::one_round;
+use super::rounds::{one_round, ratio_range};
 use multiproc_testkit::balanced_order;
 use std::collections::BTreeMap;
 use std::convert::Infallible;
@@ -82,12 +82,6 @@ pub fn run_typed(smoke: bool, batch: Duration) -> Vec<TypedRates> {
             procs: 1,
         };
         let rates = by_round.each_ref().map(|r| median(r));
-        let spread = |typed: &[f64], bytes: &[f64]| {
-            let ratios: Vec<f64> = typed.iter().zip(bytes).map(|(t, b)| t / b).collect();
-            let lo = ratios.iter().copied().fold(f64::INFINITY, f64::min);
-            let hi = ratios.iter().copied().fold(0.0, f64::max);
-            format!("{lo:.2}–{hi:.2}")
-        };
         eprintln!(
             "[typed] {:<20} {:<8} queue {:>11} / {:>11}  pipe {:>11} / {:>11}  \
              typed ÷ bytes by round: queue {}, pipe {}",
@@ -97,8 +91,8 @@ pub fn run_typed(smoke: bool, batch: Duration) -> Vec<TypedRates> {
             super::cell(case, Some(rates[0])),
             super::cell(case, Some(rates[3])),
             super::cell(case, Some(rates[2])),
-            spread(&by_round[1], &by_round[0]),
-            spread(&by_round[3], &by_round[2]),
+            ratio_range(&by_round[1], &by_round[0]),
+            ratio_range(&by_round[3], &by_round[2]),
         );
         out.push(TypedRates {
             label: row.label,

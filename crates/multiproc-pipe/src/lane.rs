@@ -75,14 +75,15 @@
 //! is used again. The window only ever makes a blocking send yield a few
 //! times: room the ring has is taken after that whatever the window says
 //! (and the window is off until a wait for room finds the receiver on
-//! this CPU again); a non-blocking send ignores it. Pinned to one CPU (2-vCPU Intel guest,
-//! 2 MiB of L2 per core), 1 MiB messages went from 5.2–6.3 GB/s (the whole
-//! payload in, then the whole payload out of a ring four payloads long:
-//! three payload-sized buffers do not fit the L2) to 8.7–10.3 GB/s,
-//! against the socketpair's 6.0–8.1, and 64 KiB messages from 6.8–7.8 to
-//! 11.5–13.8 GB/s (the compare demo's Pipe table); on two CPUs
-//! the pieces cost nothing measurable, and a window there would cost a
-//! third (256 KiB messages: 11.0 against 15.9 GB/s), so it is only used
+//! this CPU again); a non-blocking send ignores it. Pinned to one CPU
+//! (2-vCPU Intel guest, 2 MiB of L2 per core; the compare demo's Pipe
+//! table), 1 MiB messages went from 5.7–6.5 GB/s (the whole payload in,
+//! then the whole payload out of a ring four payloads long: three
+//! payload-sized buffers do not fit the L2) to 8.7–10.3 GB/s, against the
+//! socketpair's 5.9–7.1, and 64 KiB messages from 6.8–7.8 to 11.5–13.8
+//! GB/s. On two CPUs the pieces cost nothing measurable, and a window
+//! there would cost a third (a throwaway build that always capped: 11.0
+//! against 15.9 GB/s at 256 KiB), so it is only used
 //! while the CPU is shared. A piece that finds no room after
 //! the usual wait ends the run: the rest of the message goes through the
 //! socket as its last part, an ordinary frame, so a stalled receiver holds

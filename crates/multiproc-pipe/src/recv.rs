@@ -224,6 +224,20 @@ struct Partial {
     fds: Vec<OwnedFd>,
 }
 
+impl Partial {
+    /// A frame of its own: no pieces before it.
+    fn frame(out: Vec<u8>, len: usize, header_len: usize, frame_start: u64) -> Self {
+        Self {
+            out,
+            len,
+            header_len,
+            frame_start,
+            prefix: 0,
+            fds: Vec::new(),
+        }
+    }
+}
+
 /// The pieces of a message received so far (see the `lane` module,
 /// "Pieces"), kept across a receive that said `WouldBlock`.
 struct Pieces {
@@ -545,14 +559,8 @@ impl RecvBuf {
                             let mut out = Vec::new();
                             reserve(&mut out, done)?;
                             out.extend_from_slice(&dst[..done]);
-                            self.partial = Some(Partial {
-                                out,
-                                len: dst.len(),
-                                header_len,
-                                frame_start,
-                                prefix: 0,
-                                fds: Vec::new(),
-                            });
+                            self.partial =
+                                Some(Partial::frame(out, dst.len(), header_len, frame_start));
                         }
                         return Err(err);
                     }
@@ -746,14 +754,7 @@ impl RecvBuf {
             ));
         }
         self.start += header_len;
-        let partial = Partial {
-            out: self.payload_vec(0)?,
-            len,
-            header_len,
-            frame_start,
-            prefix: 0,
-            fds: Vec::new(),
-        };
+        let partial = Partial::frame(self.payload_vec(0)?, len, header_len, frame_start);
         let (payload, fds) = self.finish_large(partial, read)?;
         Ok((Payload::Owned(payload), fds))
     }
@@ -841,14 +842,7 @@ impl RecvBuf {
             own.extend_from_slice(&out);
             self.recycle(std::mem::replace(&mut out, own));
         }
-        let partial = Partial {
-            out,
-            len,
-            header_len: 4,
-            frame_start,
-            prefix: 0,
-            fds: Vec::new(),
-        };
+        let partial = Partial::frame(out, len, 4, frame_start);
         self.finish_large(partial, read).map(Some)
     }
 
@@ -972,14 +966,7 @@ impl RecvBuf {
                 let mut message = Vec::new();
                 reserve(&mut message, self.first_capacity(len).max(got))?;
                 message.extend_from_slice(&dst[..got]);
-                let partial = Partial {
-                    out: message,
-                    len,
-                    header_len: 4,
-                    frame_start,
-                    prefix: 0,
-                    fds: Vec::new(),
-                };
+                let partial = Partial::frame(message, len, 4, frame_start);
                 let (message, fds) = self.finish_large(partial, read)?;
                 drop(fds);
                 return Err(RecvError::BufferTooShort(message));
@@ -1050,21 +1037,16 @@ impl RecvBuf {
         Ok(message.len())
     }
 
-    /// Appends the piece `token` (its frame buffered, not consumed) to the
-    /// message in [`pieces`](Self::pieces): at most `max` bytes in all, and
-    /// never more than the lane carries.
+    /// Appends the piece `token` (its frame consumed and checked, its length
+    /// within what is left of `max` and of what the lane carries) to the
+    /// message in [`pieces`](Self::pieces).
     fn take_piece(&mut self, token: Token, max: usize) -> Result<(), RecvError> {
         let lane = self.lane.as_ref().expect("tokens are parsed with a lane");
         let pieces = self.pieces.as_mut().expect("a message in pieces");
-        let limit = max.min(MAX_PAYLOAD);
         let have = pieces.out.len();
-        if token.len > limit - have {
-            self.pieces = None;
-            return Err(RecvError::BadMessageLength {
-                claimed: (have + token.len) as i128,
-                max: limit,
-            });
-        }
+        // The header was parsed with what is left of the limit (the first
+        // piece's with the limit itself), and the lane checked the token.
+        debug_assert!(token.len <= max.min(MAX_PAYLOAD) - have);
         if pieces.out.capacity() - have < token.len {
             pieces
                 .out

@@ -49,6 +49,12 @@ const YIELD_EVERY: u32 = 4;
 /// a success after it counts as a spin that ran out.
 const GAVE_AWAY: Duration = Duration::from_micros(3);
 
+/// Whether a yield that took `took` may have run the peer: it gave the
+/// CPU away ([`GAVE_AWAY`]), and not for a whole time slice ([`SLICE`]).
+fn ran_the_peer(took: Duration) -> bool {
+    (GAVE_AWAY..SLICE).contains(&took)
+}
+
 /// The first budget of a connection.
 const START: Duration = Duration::from_micros(20);
 /// The longest budget: about the cross-CPU wake-up it saves.
@@ -147,7 +153,7 @@ impl SpinBudget {
     /// at most.
     pub(crate) fn yielded(&mut self, took: Duration, found: bool) {
         if found {
-            self.cpu_shared = took >= GAVE_AWAY && took < SLICE;
+            self.cpu_shared = ran_the_peer(took);
         }
         if took >= SLICE || (!found && took >= GAVE_AWAY) {
             self.yield_first = false;
@@ -162,7 +168,7 @@ impl SpinBudget {
     /// yielding first has failed [`STRIKES`] times).
     pub(crate) fn shared(&mut self, gave_away: Duration) {
         self.miss();
-        self.cpu_shared = gave_away < SLICE;
+        self.cpu_shared = ran_the_peer(gave_away);
         if gave_away < SLICE && self.strikes < STRIKES {
             self.yield_first = true;
         }
@@ -192,7 +198,7 @@ pub(crate) fn yield_for<T>(
         match nowait() {
             Err(err) if err.kind() == io::ErrorKind::WouldBlock => {}
             done => {
-                state.cpu_shared = took >= GAVE_AWAY && took < SLICE;
+                state.cpu_shared = ran_the_peer(took);
                 outcome = Some(done);
                 break;
             }
