@@ -364,6 +364,36 @@ pub fn set_send_buffer(socket: impl AsFd, recorded: usize) -> io::Result<()> {
     Ok(())
 }
 
+/// Bytes sent on stream socket `socket` that its peer has not read yet
+/// (`ioctl(SIOCOUTQ)`): zero once the peer has taken everything written
+/// through this end, by any process that holds it.
+///
+/// # Errors
+///
+/// The kernel's error from `ioctl` (`ENOTTY` or `EINVAL` for a descriptor
+/// that is not a socket).
+///
+/// # Examples
+///
+/// ```
+/// use multiproc_core::scm;
+///
+/// let (a, b) = scm::stream_pair()?;
+/// assert_eq!(scm::unread_by_peer(&a)?, 0);
+/// scm::send_all(&a, b"ping", &[])?;
+/// assert!(scm::unread_by_peer(&a)? > 0);
+/// let mut buf = [0u8; 4];
+/// scm::recv(&b, &mut buf, 0)?;
+/// assert_eq!(scm::unread_by_peer(&a)?, 0);
+/// # Ok::<(), std::io::Error>(())
+/// ```
+///
+/// # References
+///  - [unix(7)](https://man7.org/linux/man-pages/man7/unix.7.html), `SIOCOUTQ`
+pub fn unread_by_peer(socket: impl AsFd) -> io::Result<usize> {
+    raw::outq(socket.as_fd())
+}
+
 /// What [`recv`] and [`recv_vectored`] got.
 ///
 /// # Examples
@@ -563,6 +593,19 @@ mod raw {
     use std::io::{self, IoSliceMut};
     use std::mem::MaybeUninit;
     use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
+
+    /// `ioctl(SIOCOUTQ)`: the bytes the peer has not read.
+    pub(super) fn outq(socket: BorrowedFd<'_>) -> io::Result<usize> {
+        let mut unread: c_int = 0;
+        // SAFETY: `SIOCOUTQ` writes one `int` through its argument, which
+        // points at `unread`, alive for the call; the descriptor is
+        // borrowed for the call.
+        let rc = unsafe { libc::ioctl(socket.as_raw_fd(), libc::TIOCOUTQ, &mut unread) };
+        if rc < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(usize::try_from(unread).unwrap_or(0))
+    }
 
     #[inline]
     pub(super) fn recv_vectored_with(

@@ -1,8 +1,8 @@
 //! [`Connection`]: one end of a pipe or socket that moves framed messages.
 
 use crate::error::{RecvError, SendError};
-use crate::frame::{MAX_HEADER, TOKEN_FRAME, encode_header};
-use crate::lane::{self, Lane, LaneWire, Refused, Span};
+use crate::frame::{DOORBELL, MAX_HEADER, TOKEN_FRAME, encode_header};
+use crate::lane::{self, Lane, LaneWire, Posted, Refused, Span};
 use crate::recv::{KEEP_BUFFER, ReadResult, RecvBuf, Source};
 use crate::spin::{self, SpinBudget};
 use multiproc_core::codec::Encoded;
@@ -236,6 +236,8 @@ pub struct Connection {
     /// of a [`Pipe::new`] pair (the receive side has its own handle in
     /// `rx`).
     lane: Option<Lane>,
+    /// Messages offered to the lane's mailbox (see [`PEER_CHECK_EVERY`]).
+    posts: Cell<u32>,
     /// Not `Sync`: two threads sending through `&Connection` at once could
     /// interleave the pieces of large frames.
     _not_sync: PhantomData<Cell<()>>,
@@ -262,6 +264,15 @@ enum FdMode {
     MadeNonBlocking,
 }
 
+/// Every this many messages offered to the mailbox, a sender writes
+/// nothing to the socket (no buffer, no wake-up; about 0.1 µs) to learn
+/// whether the receiver is still there: a receiver killed while it spun
+/// for mail leaves the mailbox open, and messages posted to it are lost
+/// as those in a dead receiver's socket are. So a sender learns of the
+/// death (`BrokenPipe`) at most this many messages later than through the
+/// socket alone.
+const PEER_CHECK_EVERY: u32 = 64;
+
 /// The [`Os`] source a blocking receive of `$conn` reads from: its
 /// descriptor, spinning as its adaptive wait says (a macro, so that the
 /// fields are borrowed one by one and `$conn.rx` stays free).
@@ -278,6 +289,7 @@ macro_rules! blocking_source {
                 $conn.flavor,
             ),
         )
+        .with_mailbox($conn.lane.as_ref())
     };
 }
 
@@ -304,6 +316,7 @@ impl Connection {
             send_buf: RefCell::new(Vec::new()),
             send_buffer: Cell::new(SendBuffer::AsMade),
             lane: None,
+            posts: Cell::new(0),
             _not_sync: PhantomData,
         })
     }
@@ -555,7 +568,14 @@ impl Connection {
     /// ```
     #[must_use]
     pub fn has_buffered(&self) -> bool {
-        self.rx.buffered() > 0
+        self.rx.buffered() > 0 || self.has_mail()
+    }
+
+    /// Whether a message waits in this end's mailbox (see the lane's
+    /// `mailbox`) to be received next. Stops listening first: the caller
+    /// may be about to wait for the descriptor, and senders must ring.
+    fn has_mail(&self) -> bool {
+        self.rx.between_frames() && self.lane.as_ref().is_some_and(Lane::stop_listening)
     }
 
     // ---- sending ------------------------------------------------------
@@ -641,6 +661,9 @@ impl Connection {
         self.last_encoded.set(len);
         if fds.len() > scm::MAX_FDS {
             return Err(SendError::TooManyDescriptors(fds.len()));
+        }
+        if fds.is_empty() && self.post(&frame[MAX_HEADER..])? {
+            return Ok(());
         }
         if fds.is_empty()
             && let Some(token) = self.through_lane(&frame[MAX_HEADER..], may_wait)
@@ -991,6 +1014,9 @@ impl Connection {
     /// [`send_bytes`](Self::send_bytes).
     pub fn try_send_bytes(&self, bytes: &[u8]) -> Result<(), SendError> {
         self.try_flush()?;
+        if self.post(bytes)? {
+            return Ok(());
+        }
         if let Some(token) = self.through_lane(bytes, false) {
             // A token the socket refuses leaves its payload in the ring
             // unnamed: its space comes back with the next token taken.
@@ -1036,6 +1062,9 @@ impl Connection {
         };
         if fds.len() > scm::MAX_FDS {
             return Err(SendError::TooManyDescriptors(fds.len()));
+        }
+        if fds.is_empty() && self.post(&bytes)? {
+            return Ok(());
         }
         if fds.is_empty()
             && let Some(token) = self.through_lane(&bytes, false)
@@ -1223,10 +1252,40 @@ impl Connection {
         self.send_buffer.set(SendBuffer::AsMade);
     }
 
+    /// Leaves `payload` in the receiver's mailbox when the lane's protocol
+    /// allows it now (see the lane's `mailbox`), ringing its doorbell if it
+    /// may sleep; `false`: send it through the socket.
+    fn post(&self, payload: &[u8]) -> Result<bool, SendError> {
+        let Some(lane) = &self.lane else {
+            return Ok(false);
+        };
+        if payload.len() > lane::MAIL_MAX || self.pending.borrow().is_some() {
+            return Ok(false);
+        }
+        // A receiver that died spinning leaves the mailbox open: now and
+        // then make sure it is there, as a write to the socket would.
+        let posts = self.posts.get().wrapping_add(1);
+        self.posts.set(posts);
+        if posts.is_multiple_of(PEER_CHECK_EVERY) {
+            scm::send(&self.fd, &[], &[])?;
+        }
+        let drained = || scm::unread_by_peer(&self.fd).is_ok_and(|n| n == 0);
+        match lane.post(payload, drained) {
+            Posted::No => Ok(false),
+            Posted::Quiet => Ok(true),
+            Posted::RingBell => self
+                .write_all(&mut [IoSlice::new(&DOORBELL)])
+                .map(|()| true),
+        }
+    }
+
     /// Writes the header of `payload` and `payload` in one call: a small
     /// frame is assembled on the stack and written with `send`/`write` (the
     /// cheapest calls), a larger one gathered with `sendmsg`/`writev`.
     fn write_frame(&self, payload: &[u8]) -> Result<(), SendError> {
+        if self.post(payload)? {
+            return Ok(());
+        }
         if (lane::PIECES_FROM..=lane::MAX_PAYLOAD).contains(&payload.len()) {
             match self.send_in_pieces(payload)? {
                 Pieced::All => return Ok(()),
@@ -1618,7 +1677,7 @@ impl Connection {
     /// ```
     #[must_use]
     pub fn has_buffered_message(&self) -> bool {
-        self.rx.has_message(self.max_message_len)
+        self.rx.has_message(self.max_message_len) || self.has_mail()
     }
 
     /// Receives one message as bytes without blocking: from the read-ahead
@@ -1655,7 +1714,8 @@ impl Connection {
         self.ensure_nonblocking()?;
         let max = self.max_message_len;
         let (fd, flavor) = (self.fd.as_fd(), self.flavor);
-        let (payload, _fds) = self.rx.frame(max, &mut Os::new(fd, flavor, false, None))?;
+        let mut os = Os::new(fd, flavor, false, None).with_mailbox(self.lane.as_ref());
+        let (payload, _fds) = self.rx.frame(max, &mut os)?;
         Ok(payload.into_vec())
     }
 
@@ -1724,6 +1784,8 @@ struct Os<'a> {
     /// A blocking receive on a blocking Unix socket: retry non-blocking
     /// reads for the connection's budget before sleeping in the kernel.
     spin: Option<&'a Cell<SpinBudget>>,
+    /// The lane whose mailbox this end receives from, between frames.
+    mailbox: Option<&'a Lane>,
 }
 
 /// The spin budget a receive uses: on a Unix socket whose mode this
@@ -1752,7 +1814,15 @@ impl<'a> Os<'a> {
             fds_dropped: false,
             wait,
             spin,
+            mailbox: None,
         }
+    }
+
+    /// This source with `lane`'s mailbox, read between frames (a Unix
+    /// socket's only).
+    fn with_mailbox(mut self, lane: Option<&'a Lane>) -> Self {
+        self.mailbox = lane.filter(|_| self.flavor == Flavor::Unix);
+        self
     }
 
     /// [`spin::spin`] with `read_nowait` when this receive spins.
@@ -1811,6 +1881,83 @@ impl Source for Os<'_> {
     fn read_uninit(&mut self, dst: &mut [MaybeUninit<u8>]) -> io::Result<usize> {
         self.waiting(|os| os.read_uninit_once(dst))
     }
+
+    /// The mailbox's protocol on the receiving side (see the lane's
+    /// `mailbox`): mail first; a blocking receive that spins listens, and
+    /// looks at the mailbox and (with `poll`, which reads nothing) at the
+    /// socket; then it stops listening, reads the socket, and puts the mail
+    /// found after that read in front of its bytes.
+    fn read_between_frames(
+        &mut self,
+        dst: &mut [u8],
+    ) -> io::Result<(usize, Option<(usize, Vec<OwnedFd>)>)> {
+        let Some(lane) = self.mailbox.filter(|_| dst.len() > lane::MAILBOX) else {
+            return Ok((0, Some(self.read(&mut [IoSliceMut::new(dst)])?)));
+        };
+        let take = |dst: &mut [u8]| lane.take_mail(dst).map_err(mailbox_error);
+        let mail = take(dst)?;
+        if mail > 0 {
+            return Ok((mail, None));
+        }
+        let spins = self.spin.is_some();
+        if let Some(budget) = self.spin {
+            lane.listen();
+            let fd = self.fd;
+            let found = spin::spin(budget, || match take(dst)? {
+                0 if crate::wait::readable_now(fd)? => Ok(0),
+                0 => Err(io::ErrorKind::WouldBlock.into()),
+                mail => Ok(mail),
+            });
+            match found {
+                // Still listening: the next receive is likely to follow
+                // soon, and takes mail first.
+                Some(Ok(mail)) if mail > 0 => return Ok((mail, None)),
+                // The socket has bytes: read them, and listen on after.
+                Some(Ok(_)) => {
+                    lane.pause_listening();
+                    return self.read_before_mail(lane, dst, true);
+                }
+                Some(Err(err)) => return Err(err),
+                None => {}
+            }
+        }
+        if lane.stop_listening() {
+            let mail = take(dst)?;
+            if mail > 0 {
+                return Ok((mail, None));
+            }
+        }
+        self.read_before_mail(lane, dst, spins)
+    }
+}
+
+impl Os<'_> {
+    /// Reads the socket between frames (without spinning again), leaving
+    /// room in `dst` for the mailbox, and puts the mail found after the
+    /// read in front of its bytes (see the lane's `mailbox`, "Order");
+    /// with `listen`, listens again.
+    fn read_before_mail(
+        &mut self,
+        lane: &Lane,
+        dst: &mut [u8],
+        listen: bool,
+    ) -> io::Result<(usize, Option<(usize, Vec<OwnedFd>)>)> {
+        let spin = self.spin.take();
+        let room = dst.len() - lane::MAILBOX;
+        let got = self.read(&mut [IoSliceMut::new(&mut dst[..room])]);
+        self.spin = spin;
+        let (n, fds) = got?;
+        let mail = lane.take_mail_before(dst, n).map_err(mailbox_error)?;
+        if listen {
+            lane.listen();
+        }
+        Ok((mail, Some((n, fds))))
+    }
+}
+
+/// A mailbox that made no sense, as the read's error.
+fn mailbox_error(err: RecvError) -> io::Error {
+    io::Error::new(io::ErrorKind::InvalidData, err)
 }
 
 impl Os<'_> {

@@ -32,6 +32,11 @@
 //! naming one piece, and then the message's last part: a token, or an
 //! ordinary frame when the ring had no room for it. The message is the
 //! pieces and the last part, in order; nothing else comes between them.
+//!
+//! A *doorbell* is the 4 bytes `FF FF FF FC` (-4) alone: no message, only
+//! a wake-up for a receiver that may sleep while a small message waits in
+//! its mailbox (see the `lane` module's `mailbox`). Where tokens are read
+//! it is skipped; elsewhere it is the malformed length it is.
 
 use crate::error::RecvError;
 
@@ -48,6 +53,12 @@ const TOKEN_MARKER: i32 = -2;
 /// The short length that starts a piece: a token whose message goes on
 /// in the next frame.
 const PIECE_MARKER: i32 = -3;
+
+/// The short length that is a doorbell.
+const DOORBELL_MARKER: i32 = -4;
+
+/// A doorbell frame.
+pub(crate) const DOORBELL: [u8; 4] = DOORBELL_MARKER.to_be_bytes();
 
 /// Bytes of a token frame: marker, end position, length.
 pub(crate) const TOKEN_FRAME: usize = 20;
@@ -110,6 +121,8 @@ pub(crate) enum Parsed {
     /// A whole piece frame, as a token; the message goes on in the next
     /// frame.
     Piece(Token),
+    /// A doorbell: skip its 4 bytes.
+    Doorbell,
     /// The buffer holds only part of a header; this many bytes are needed.
     Need(usize),
 }
@@ -128,6 +141,9 @@ pub(crate) fn parse_header(buf: &[u8], max: usize, tokens: bool) -> Result<Parse
         return Ok(Parsed::Need(4));
     };
     let short = i32::from_be_bytes(*short);
+    if tokens && short == DOORBELL_MARKER {
+        return Ok(Parsed::Doorbell);
+    }
     if tokens && (short == TOKEN_MARKER || short == PIECE_MARKER) {
         let Some(body) = buf.get(4..TOKEN_FRAME) else {
             return Ok(Parsed::Need(TOKEN_FRAME));
@@ -174,6 +190,18 @@ pub(crate) fn parse_header(buf: &[u8], max: usize, tokens: bool) -> Result<Parse
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_doorbell_is_skipped_where_tokens_are_read_and_refused_elsewhere() {
+        assert_eq!(
+            parse_header(&DOORBELL, usize::MAX, true).unwrap(),
+            Parsed::Doorbell
+        );
+        assert!(matches!(
+            parse_header(&DOORBELL, usize::MAX, false),
+            Err(RecvError::BadMessageLength { claimed: -4, .. })
+        ));
+    }
 
     #[test]
     fn short_and_long_headers_round_trip() {

@@ -128,6 +128,10 @@
 // the protocol's ownership rules.
 #![allow(unsafe_code)]
 
+mod mailbox;
+
+pub(crate) use mailbox::{MAIL_MAX, MAILBOX, Posted};
+
 use crate::error::RecvError;
 use crate::frame::Token;
 use multiproc_core::{Header, Segment};
@@ -166,8 +170,10 @@ pub(crate) const SHARED_WINDOW: usize = 512 * 1024;
 
 const PAGE: usize = 4096;
 const MAGIC: [u8; 8] = *b"MPLANE\0\0";
-const VERSION: u32 = 1;
-const SIZE: usize = PAGE + 2 * (PAGE + RING);
+const VERSION: u32 = 2;
+/// One direction: its control page, its ring, its mailbox.
+const DIRECTION: usize = PAGE + RING + MAILBOX;
+const SIZE: usize = PAGE + 2 * DIRECTION;
 
 /// Offsets of the control words inside a control page.
 const HEAD: usize = 0;
@@ -283,7 +289,7 @@ impl Lane {
     }
 
     fn control(&self, direction: u8) -> usize {
-        PAGE + usize::from(direction) * (PAGE + RING)
+        PAGE + usize::from(direction) * DIRECTION
     }
 
     fn word(&self, direction: u8, at: usize) -> &AtomicU64 {
@@ -532,6 +538,7 @@ impl Lane {
     /// through the socket. Returns whether a token may still be on its way
     /// (a payload was placed and not yet taken).
     pub(crate) fn leave(&self) -> bool {
+        self.deafen();
         let dir = 1 - self.sends;
         self.reader(dir).store(GONE, Ordering::Relaxed);
         // SYNC: pairs with the fence in `put`.

@@ -51,8 +51,8 @@
 #![allow(unsafe_code)]
 
 use crate::error::RecvError;
-use crate::frame::{Parsed, TOKEN_FRAME, Token, parse_header};
-use crate::lane::{Lane, Loan, MAX_PAYLOAD};
+use crate::frame::{DOORBELL, Parsed, TOKEN_FRAME, Token, parse_header};
+use crate::lane::{Lane, Loan, MAILBOX, MAX_PAYLOAD};
 use std::collections::VecDeque;
 use std::io::{self, IoSliceMut};
 use std::mem::MaybeUninit;
@@ -61,6 +61,11 @@ use std::os::fd::OwnedFd;
 /// Largest size of the read-ahead buffer. 64 KiB holds hundreds of small
 /// frames; larger payloads bypass it.
 pub(crate) const READ_BUF: usize = 64 * 1024;
+
+/// Size of the read-ahead buffer between frames of a connection with a
+/// lane: a read of [`READ_BUF`] bytes, and room for the whole mailbox in
+/// front of them.
+const WITH_MAILBOX: usize = READ_BUF + MAILBOX;
 
 /// Size of the read-ahead buffer at the first receive. It doubles (up to
 /// [`READ_BUF`]) whenever a read fills it or a frame does not fit. Starting
@@ -111,6 +116,18 @@ pub(crate) trait Source {
     fn read_split(&mut self, head: &mut [u8], tail: &mut [MaybeUninit<u8>]) -> ReadResult {
         let _ = tail;
         self.read(&mut [IoSliceMut::new(head)])
+    }
+
+    /// One read between two frames (nothing buffered, no frame begun)
+    /// into `dst`: first the frames of whole messages that skipped the
+    /// descriptor (a lane's mailbox), then, when none did, the descriptor's
+    /// bytes and descriptors (`None`: not read). Returns the mailbox's
+    /// bytes, which come first in `dst`, and the read.
+    fn read_between_frames(
+        &mut self,
+        dst: &mut [u8],
+    ) -> io::Result<(usize, Option<(usize, Vec<OwnedFd>)>)> {
+        Ok((0, Some(self.read(&mut [IoSliceMut::new(dst)])?)))
     }
 
     /// One plain read into uninitialised memory; returns the bytes read.
@@ -296,13 +313,21 @@ pub(crate) struct RecvBuf {
     last_pieced: usize,
 }
 
+impl Drop for RecvBuf {
+    /// Senders stop posting to this end's mailbox: nothing will take it.
+    fn drop(&mut self) {
+        if let Some(lane) = &self.lane {
+            lane.deafen();
+        }
+    }
+}
+
 impl RecvBuf {
     /// A buffer that reads tokens with `lane` (see the `lane` module).
     pub(crate) fn with_lane(lane: Option<Lane>) -> Self {
-        Self {
-            lane,
-            ..Self::default()
-        }
+        let mut buf = Self::default();
+        buf.lane = lane;
+        buf
     }
 
     /// Parses the buffered header (tokens too, with a lane).
@@ -354,6 +379,10 @@ impl RecvBuf {
             return match found {
                 Ok(Parsed::Piece(_)) => {
                     at += TOKEN_FRAME;
+                    continue;
+                }
+                Ok(Parsed::Doorbell) => {
+                    at += DOORBELL.len();
                     continue;
                 }
                 Ok(Parsed::Frame {
@@ -431,8 +460,13 @@ impl RecvBuf {
         debug_assert_eq!(self.start, self.end);
         self.start = 0;
         self.end = 0;
-        if self.buf.len() > READ_BUF {
-            self.buf.truncate(READ_BUF);
+        let keep = if self.lane.is_some() {
+            WITH_MAILBOX
+        } else {
+            READ_BUF
+        };
+        if self.buf.len() > keep {
+            self.buf.truncate(keep);
             self.buf.shrink_to_fit();
         }
     }
@@ -457,6 +491,9 @@ impl RecvBuf {
             // Full of one unfinished frame: make room for the rest.
             self.grow();
         }
+        if self.between_frames() && self.lane.is_some() {
+            return self.fill_between_frames(read);
+        }
         let room = self.buf.len() - self.end;
         let n = Self::read_into(
             &mut self.read_total,
@@ -475,6 +512,37 @@ impl RecvBuf {
         Ok(n)
     }
 
+    /// Whether nothing is buffered and no message begun: the next bytes
+    /// start a frame, and a message from the lane's mailbox may go first.
+    pub(crate) fn between_frames(&self) -> bool {
+        self.start == self.end && self.partial.is_none() && self.pieces.is_none()
+    }
+
+    /// [`fill`](Self::fill) between frames of a connection with a lane:
+    /// [`Source::read_between_frames`] into a buffer with room for the
+    /// whole mailbox besides the read (see the lane's `mailbox`).
+    fn fill_between_frames(&mut self, read: &mut impl Source) -> io::Result<usize> {
+        self.empty();
+        if self.buf.len() < WITH_MAILBOX {
+            self.buf.resize(WITH_MAILBOX, 0);
+        }
+        let (mail, got) = read.read_between_frames(&mut self.buf)?;
+        self.read_total += mail as u64;
+        let mut n = mail;
+        if let Some(got) = got {
+            let read_now = Self::record(
+                &mut self.read_total,
+                &mut self.batches,
+                got,
+                read.fds_dropped(),
+            );
+            self.eof |= read_now == 0;
+            n += read_now;
+        }
+        self.end = n;
+        Ok(n)
+    }
+
     /// Makes sure a whole header (or token) is buffered and checks it;
     /// consumes nothing. Returns the header and payload lengths, or the
     /// token.
@@ -487,6 +555,7 @@ impl RecvBuf {
                 } => return Ok(Head::Inline(header_len, payload_len)),
                 Parsed::Token(token) => return Ok(Head::Token(token)),
                 Parsed::Piece(token) => return Ok(Head::Piece(token)),
+                Parsed::Doorbell => self.start += DOORBELL.len(),
                 Parsed::Need(need) => {
                     if self.fill(read)? == 0 {
                         return Err(if self.buffered() == 0 {
@@ -697,8 +766,12 @@ impl RecvBuf {
             let (payload, fds) = self.rest_of_pieces(max, read)?;
             return Ok((Payload::Owned(payload), fds));
         }
+        // Not with a lane: its mailbox's messages go before the bytes of
+        // any read between frames (see `fill_between_frames`), which the
+        // speculative read cannot place.
         if self.buffered() == 0
             && !self.eof
+            && self.lane.is_none()
             && self.last_len > SPECULATE_FROM
             && self.last_len <= max
             && let Some((payload, fds)) = self.speculate(max, read)?
@@ -955,6 +1028,7 @@ impl RecvBuf {
         }
         if self.buffered() == 0
             && !self.eof
+            && self.lane.is_none()
             && self.last_len > SPECULATE_FROM
             && dst.len() > SPECULATE_FROM
             && let Some((len, got, frame_start)) = self.speculative_read(dst, max, read)?

@@ -179,3 +179,16 @@ pub(crate) fn poll_readable(
         })
         .collect())
 }
+
+/// Whether `fd` is readable now (`poll` without waiting): a look that
+/// reads nothing.
+pub(crate) fn readable_now(fd: BorrowedFd<'_>) -> io::Result<bool> {
+    let mut polls = [PollFd::new(&fd, PollFlags::IN)];
+    loop {
+        match rustix::event::poll(&mut polls, Some(&Timespec::default())) {
+            Ok(n) => return Ok(n > 0),
+            Err(Errno::INTR) => {}
+            Err(err) => return Err(err.into()),
+        }
+    }
+}

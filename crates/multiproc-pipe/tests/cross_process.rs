@@ -723,12 +723,17 @@ fn malformed_frames_are_typed_errors() {
     // The 8-byte form claiming 2^64 - 1.
     let (_, result) = raw_from_child("ffffffffffffffffffffffff", 1 << 20);
     assert!(result.unwrap_err().is_bad_message_length());
-    // A negative length (-2 and -3 start tokens and pieces here).
-    let (_, result) = raw_from_child("fffffffc", 1 << 20);
+    // A negative length (-2 and -3 start tokens and pieces here, -4 is a
+    // doorbell).
+    let (_, result) = raw_from_child("fffffffb", 1 << 20);
     assert!(matches!(
         result,
-        Err(RecvError::BadMessageLength { claimed: -4, .. })
+        Err(RecvError::BadMessageLength { claimed: -5, .. })
     ));
+    // Doorbells carry no message: skipped, before a frame or the end.
+    let (mut conn, result) = raw_from_child("fffffffcfffffffc0000000568656c6c6ffffffffc", 1 << 20);
+    assert_eq!(result.unwrap(), b"hello");
+    assert!(conn.recv_bytes().unwrap_err().is_eof());
     // -3 starts a piece: a token whose message goes on in the next frame.
     // A piece of 16 bytes at the ring's start, then an ordinary frame as
     // the message's last part: one message of both.
