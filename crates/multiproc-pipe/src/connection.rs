@@ -3,7 +3,7 @@
 use crate::error::{RecvError, SendError};
 use crate::frame::{DOORBELL, MAX_HEADER, TOKEN_FRAME, encode_header};
 use crate::lane::{self, Lane, LaneWire, Posted, Refused, Span};
-use crate::recv::{KEEP_BUFFER, ReadResult, RecvBuf, Source};
+use crate::recv::{BetweenFrames, KEEP_BUFFER, ReadResult, RecvBuf, Source};
 use crate::spin::{self, SpinBudget};
 use multiproc_core::codec::Encoded;
 use multiproc_core::{Codec, SharedFd, scm};
@@ -1887,10 +1887,7 @@ impl Source for Os<'_> {
     /// looks at the mailbox and (with `poll`, which reads nothing) at the
     /// socket; then it stops listening, reads the socket, and puts the mail
     /// found after that read in front of its bytes.
-    fn read_between_frames(
-        &mut self,
-        dst: &mut [u8],
-    ) -> io::Result<(usize, Option<(usize, Vec<OwnedFd>)>)> {
+    fn read_between_frames(&mut self, dst: &mut [u8]) -> BetweenFrames {
         let Some(lane) = self.mailbox.filter(|_| dst.len() > lane::MAILBOX) else {
             return Ok((0, Some(self.read(&mut [IoSliceMut::new(dst)])?)));
         };
@@ -1936,12 +1933,7 @@ impl Os<'_> {
     /// room in `dst` for the mailbox, and puts the mail found after the
     /// read in front of its bytes (see the lane's `mailbox`, "Order");
     /// with `listen`, listens again.
-    fn read_before_mail(
-        &mut self,
-        lane: &Lane,
-        dst: &mut [u8],
-        listen: bool,
-    ) -> io::Result<(usize, Option<(usize, Vec<OwnedFd>)>)> {
+    fn read_before_mail(&mut self, lane: &Lane, dst: &mut [u8], listen: bool) -> BetweenFrames {
         let spin = self.spin.take();
         let room = dst.len() - lane::MAILBOX;
         let got = self.read(&mut [IoSliceMut::new(&mut dst[..room])]);
@@ -2236,5 +2228,36 @@ impl Pipe {
             Connection::new(rx, Flavor::PipeReader)?,
             Connection::new(tx, Flavor::PipeWriter)?,
         ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn small_messages_skip_the_socket_while_the_receiver_spins() {
+        const COUNT: u32 = 20_000;
+        let (mut rx, tx) = Pipe::new().unwrap();
+        tx.send_bytes(b"start").unwrap();
+        assert_eq!(rx.recv_bytes().unwrap(), b"start");
+        let receiver = std::thread::spawn(move || {
+            for n in 0..COUNT {
+                assert_eq!(rx.recv_bytes().unwrap(), n.to_le_bytes(), "message {n}");
+            }
+            let value: (u32, String) = rx.recv().unwrap();
+            assert_eq!(value, (COUNT, "typed".to_string()));
+            rx
+        });
+        for n in 0..COUNT {
+            tx.send_bytes(&n.to_le_bytes()).unwrap();
+        }
+        tx.send(&(COUNT, "typed")).unwrap();
+        let rx = receiver.join().unwrap();
+        let posted = tx.lane.as_ref().unwrap().mail_posted();
+        assert!(posted > 0, "no message went through the mailbox");
+        drop(rx);
+        // Nobody receives any more: the mailbox is closed to posts.
+        tx.send_bytes(b"after").unwrap_err();
     }
 }

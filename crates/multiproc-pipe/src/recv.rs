@@ -93,6 +93,10 @@ pub(crate) const KEEP_BUFFER: usize = 4 * 1024 * 1024;
 /// One read from the OS: bytes placed in the buffer and descriptors received.
 pub(crate) type ReadResult = io::Result<(usize, Vec<OwnedFd>)>;
 
+/// What a read between frames got ([`Source::read_between_frames`]): the
+/// mailbox's bytes, then the descriptor's read, when one was made.
+pub(crate) type BetweenFrames = io::Result<(usize, Option<(usize, Vec<OwnedFd>)>)>;
+
 /// Where a connection's bytes come from.
 pub(crate) trait Source {
     /// One scatter read, with the descriptors that came along.
@@ -123,10 +127,7 @@ pub(crate) trait Source {
     /// descriptor (a lane's mailbox), then, when none did, the descriptor's
     /// bytes and descriptors (`None`: not read). Returns the mailbox's
     /// bytes, which come first in `dst`, and the read.
-    fn read_between_frames(
-        &mut self,
-        dst: &mut [u8],
-    ) -> io::Result<(usize, Option<(usize, Vec<OwnedFd>)>)> {
+    fn read_between_frames(&mut self, dst: &mut [u8]) -> BetweenFrames {
         Ok((0, Some(self.read(&mut [IoSliceMut::new(dst)])?)))
     }
 

@@ -1530,6 +1530,52 @@ fn child_lane_stream(args: &[String]) {
     }
 }
 
+/// How many messages `child_mixed_stream` sends.
+const MIXED_COUNT: u64 = 3000;
+
+/// Message `n` of `child_mixed_stream`: small byte strings (mailbox or
+/// socket), small typed values, byte strings through the lane, and values
+/// with a descriptor (socket only), in a fixed rotation.
+#[derive(Clone, Copy, Debug)]
+enum Mixed {
+    Small(usize),
+    Typed,
+    Large(usize),
+    Handle,
+}
+
+fn mixed(n: u64) -> Mixed {
+    match n % 8 {
+        0 | 3 | 6 => Mixed::Small((n as usize * 7) % 300),
+        1 | 4 => Mixed::Typed,
+        2 => Mixed::Large(if n % 16 == 2 { 65536 } else { 3000 }),
+        5 => Mixed::Small(0),
+        _ => Mixed::Handle,
+    }
+}
+
+/// Sends [`MIXED_COUNT`] messages as [`mixed`] says, pausing now and then
+/// so that the receiver falls asleep between them.
+fn child_mixed_stream(_: &[String]) {
+    use multiproc_pipe::inherit;
+    let mut conn: Connection = inherit::take("shared").unwrap();
+    assert_eq!(conn.recv_bytes().unwrap(), b"hello");
+    for n in 0..MIXED_COUNT {
+        match mixed(n) {
+            Mixed::Small(size) | Mixed::Large(size) => conn.send_bytes(&pattern(size, n)).unwrap(),
+            Mixed::Typed => conn.send(&(n, format!("message {n}"))).unwrap(),
+            Mixed::Handle => {
+                let segment = Segment::anonymous(4096).unwrap();
+                segment.write_at(0, &n.to_le_bytes()).unwrap();
+                conn.send(&(n, segment)).unwrap();
+            }
+        }
+        if n % 500 == 499 {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+}
+
 /// Starts `role` with the other end of a new pair, passed with `inherit`
 /// (its lane goes along), says "hello" so the child starts receiving, and
 /// returns our end and the child.
@@ -1724,11 +1770,96 @@ fn large_messages_cross_the_lane_whole_and_a_stopped_receiver_does_not_block_the
 /// A sender killed at any moment leaves the receiver only whole messages,
 /// in order, and then end of file (or a frame cut short, when it died
 /// inside one that went through the socket).
+/// A small message posted while its receiver stops spinning and falls
+/// asleep wakes it: pings at every distance from the end of the echo's
+/// spin, each answered within the limit.
+fn small_messages_wake_a_receiver_that_falls_asleep() {
+    let (mut ours, mut child) = lane_child(role!(child_lane_echo), &[]);
+    assert_eq!(ours.recv_bytes().unwrap(), b"ready");
+    let mut state = 0x9e37_79b9u64;
+    for n in 0..3000u64 {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        // Around the echo's longest spin (50 µs), where it stops listening.
+        let pause = Duration::from_micros(state % 120);
+        let until = Instant::now() + pause;
+        while Instant::now() < until {
+            std::hint::spin_loop();
+        }
+        let ping = n.to_le_bytes();
+        ours.send_bytes(&ping).unwrap();
+        assert!(
+            ours.poll(Some(Duration::from_secs(5))).unwrap(),
+            "ping {n} left unanswered: the echo slept through it"
+        );
+        assert_eq!(ours.recv_bytes().unwrap(), ping);
+    }
+    drop(ours);
+    assert!(wait_timeout(&mut child, CHILD_LIMIT).success());
+}
+
+/// Small messages (through the receiver's mailbox while it spins, else
+/// the socket), typed values, messages through the lane and messages with
+/// descriptors (the socket's) arrive in the order they were sent, through
+/// blocking receives, `poll`, `wait` and non-blocking ones.
+fn small_large_and_descriptor_messages_keep_their_order() {
+    let (mut ours, mut child) = lane_child(role!(child_mixed_stream), &[]);
+    for n in 0..MIXED_COUNT {
+        match n % 3 {
+            // Blocking receives spin, and listen for mail.
+            0 => {}
+            // After a blocking receive left the mailbox open: `poll` and
+            // `wait` see what waits there.
+            1 => assert!(
+                ours.poll(Some(CHILD_LIMIT)).unwrap(),
+                "message {n} never came"
+            ),
+            _ => assert_eq!(wait(&[&ours], Some(CHILD_LIMIT)).unwrap(), [0]),
+        }
+        match mixed(n) {
+            Mixed::Small(size) | Mixed::Large(size) => {
+                let got = if n % 5 == 0 {
+                    loop {
+                        match ours.try_recv_bytes() {
+                            Err(err) if err.is_would_block() => {
+                                assert!(ours.poll(Some(CHILD_LIMIT)).unwrap());
+                            }
+                            other => break other.unwrap(),
+                        }
+                    }
+                } else {
+                    ours.recv_bytes().unwrap()
+                };
+                assert!(got == pattern(size, n), "message {n} ({size} bytes)");
+            }
+            Mixed::Typed => {
+                let got: (u64, String) = ours.recv().unwrap();
+                assert_eq!(got, (n, format!("message {n}")));
+            }
+            Mixed::Handle => {
+                let (got, segment): (u64, Segment) = ours.recv().unwrap();
+                assert_eq!(got, n);
+                let mut word = [0u8; 8];
+                segment.read_at(0, &mut word).unwrap();
+                assert_eq!(u64::from_le_bytes(word), n, "descriptor of message {n}");
+            }
+        }
+    }
+    assert!(ours.recv_bytes().unwrap_err().is_eof());
+    assert!(wait_timeout(&mut child, CHILD_LIMIT).success());
+}
+
 fn a_sender_killed_mid_stream_leaves_only_whole_messages() {
     for (round, args) in [
         &["65536"][..],
         &["1048576", "65536", "3000000"],
         &["2097152", "20000", "100"],
+        // Small messages go to the receiver's mailbox while it spins for
+        // them, and through the socket otherwise.
+        &["8", "100", "3000"],
+        &["8", "65536", "200", "1048576"],
+        &["typed", "8", "700"],
         // Typed values are encoded straight into the lane, into space
         // reserved from the length of the one before: these fit it, outgrow
         // it (and go on in a buffer) or leave part of it unused.
@@ -1977,6 +2108,7 @@ fn main() {
         role!(child_lane_echo),
         role!(child_lane_stream),
         role!(child_lane_stuck_decoder),
+        role!(child_mixed_stream),
     ];
     run(
         roles,
@@ -2015,6 +2147,8 @@ fn main() {
             large_messages_cross_the_lane_whole_and_a_stopped_receiver_does_not_block_them,
             large_sends_from_inside_a_serialize_impl_arrive_whole_and_once,
             a_large_value_with_a_handle_goes_through_the_lane_with_its_descriptor,
+            small_large_and_descriptor_messages_keep_their_order,
+            small_messages_wake_a_receiver_that_falls_asleep,
             a_sender_killed_mid_stream_leaves_only_whole_messages,
             a_receiver_killed_mid_stream_fails_the_sender,
             a_receiver_killed_while_it_decodes_in_place_fails_the_sender,

@@ -332,7 +332,10 @@ fn receive(shared: &Shared, seeded: Seeded, sender_may_die: bool) -> Vec<u64> {
             // would have left this receiver asleep for ever.
             let waiting =
                 shared.tail.load(Ordering::Acquire) != shared.head.load(Ordering::Relaxed);
-            assert!(!waiting, "a record posted to a sleeping receiver without a doorbell");
+            assert!(
+                !waiting,
+                "a record posted to a sleeping receiver without a doorbell"
+            );
         }
         let done = after_read(items, &mut steps, &mut got);
         shared.listening.store(LISTENS, Ordering::Relaxed);

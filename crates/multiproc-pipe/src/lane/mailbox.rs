@@ -103,8 +103,9 @@ const READS: u32 = 2;
 
 /// Looks a poster takes at a receiver that [`READS`], for it to listen
 /// again (a read of the socket takes about a microsecond), before it
-/// sends through the socket.
-const READ_WAIT: u32 = 256;
+/// yields once (the receiver may share its CPU) and then sends through the
+/// socket.
+const READ_WAIT: u32 = 64;
 
 /// The length word that sends the reader to the mailbox's start.
 const WRAP: u32 = u32::MAX;
@@ -199,14 +200,15 @@ impl Lane {
     /// is reading the socket between frames.
     fn listens_soon(&self, dir: u8) -> bool {
         let flag = self.flag(dir, LISTENING);
-        for _ in 0..READ_WAIT {
+        for look in 0..=READ_WAIT {
             match flag.load(Ordering::Relaxed) {
                 LISTENS => return true,
-                READS => std::hint::spin_loop(),
+                READS if look < READ_WAIT => std::hint::spin_loop(),
+                READS => std::thread::yield_now(),
                 _ => return false,
             }
         }
-        false
+        flag.load(Ordering::Relaxed) == LISTENS
     }
 
     /// Writes the record of `payload` and publishes it, if the receiver
@@ -363,6 +365,13 @@ impl Lane {
             dst[..n + k].rotate_right(k);
         }
         Ok(k)
+    }
+
+    /// Bytes of records this end has posted so far.
+    #[cfg(test)]
+    pub(crate) fn mail_posted(&self) -> u64 {
+        self.mail_word(self.sends, MAIL_TAIL)
+            .load(Ordering::Relaxed)
     }
 
     /// This end leaves the lane: senders stop posting to it.
