@@ -14,12 +14,14 @@
 //! carries every message's place in the order and every wake-up, so
 //! messages sent through the lane and through the socket arrive in the
 //! order they were sent, and waiting (blocking, `poll`, an event loop) is
-//! what it was.
+//! what it was. Messages too small for the ring skip the socket only
+//! while their receiver spins for them: see the `mailbox` module.
 //!
 //! # Layout
 //!
 //! One anonymous (memfd) segment per pair: a [`Header`] page, then for each
-//! direction a control page and a ring of [`RING`] bytes. Direction 0
+//! direction a control page, a ring of [`RING`] bytes and a mailbox of
+//! [`MAILBOX`] bytes (see `mailbox`). Direction 0
 //! carries what the first end of the pair sends, direction 1 the second's.
 //! A control page holds three words, on cache lines of their own:
 //!

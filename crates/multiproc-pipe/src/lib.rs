@@ -162,6 +162,8 @@
 //! | sends pieces of a message that add up to more than the limit, or stops after a piece | [`RecvError::BadMessageLength`], or [`RecvError::Truncated`] at the end of the stream; memory grows only with pieces received, at most 2 MiB | `malformed_frames_are_typed_errors` |
 //! | is killed (`SIGKILL`) while large messages flow through the lane, as sender or receiver (mid-message in pieces too; or holding a payload it decodes in place) | only whole messages arrive, in order; a sender to a dead receiver gets a broken pipe, never hangs on the ring | `a_sender_killed_mid_stream_leaves_only_whole_messages`, `a_receiver_killed_mid_stream_fails_the_sender`, `a_receiver_killed_while_it_decodes_in_place_fails_the_sender` |
 //! | stops (`SIGSTOP`) as the receiver | what fits in the ring is sent at once; then a send waits for room at most briefly and goes through the socket | `large_messages_cross_the_lane_whole_and_a_stopped_receiver_does_not_block_them` |
+//! | is killed while it sends small messages to a receiver that spins for them (its mailbox), or posts one as the receiver falls asleep | only whole messages arrive, in order, once; a receiver asleep on the socket is woken (a doorbell) | `a_sender_killed_mid_stream_leaves_only_whole_messages`, `small_messages_wake_a_receiver_that_falls_asleep`, `small_large_and_descriptor_messages_keep_their_order` (and the model in `tests/loom_mailbox.rs`) |
+//! | writes nonsense into the mailbox's words or records | [`RecvError::Io`] (`InvalidData`) once, and what the mailbox held is dropped; every copy stays inside it | the `mailbox` unit tests |
 //!
 //! A connection on a non-blocking descriptor (`O_NONBLOCK`, as an event
 //! loop sets) keeps a partial frame and returns [`RecvError::WouldBlock`];
@@ -185,6 +187,8 @@
 //! socket (the pair's *lane*; see [`Pipe::new`] for what it costs and when
 //! it is used). Typed values are encoded straight into the ring and
 //! decoded where they lie, so they cost the copies a byte string does.
+//! Smaller messages are left in the receiver's *mailbox*, also in shared
+//! memory, while a blocking receive spins for them (see [`Pipe::new`]).
 //! Everything else below is about what goes through the socket.
 //!
 //! A small message leaves in one `send`/`write` (header and payload
