@@ -241,6 +241,9 @@ pub(crate) struct Lane {
     segment: Arc<Segment>,
     /// The direction this end sends on (0 or 1).
     sends: u8,
+    /// The receiver's `mail_head` as this process last read it (see
+    /// `mailbox`): heads only grow, so a stale one only hides room.
+    mail_head_seen: Arc<AtomicU64>,
 }
 
 /// A lane inside a message: its segment (the descriptor goes out of band)
@@ -261,8 +264,13 @@ impl Lane {
             Self {
                 segment: Arc::clone(&segment),
                 sends: 0,
+                mail_head_seen: Arc::default(),
             },
-            Self { segment, sends: 1 },
+            Self {
+                segment,
+                sends: 1,
+                mail_head_seen: Arc::default(),
+            },
         ))
     }
 
@@ -287,6 +295,7 @@ impl Lane {
         Ok(Self {
             segment: Arc::new(wire.segment),
             sends: wire.sends,
+            mail_head_seen: Arc::default(),
         })
     }
 

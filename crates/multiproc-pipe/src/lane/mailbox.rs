@@ -223,11 +223,19 @@ impl Lane {
         }
         let tail_word = self.mail_word(dir, MAIL_TAIL);
         let tail = tail_word.load(Ordering::Relaxed);
-        // SYNC: Acquire pairs with the receiver's Release of `mail_head`
-        // in `take_mail`: its copies out happen before our writes.
-        let head = self.mail_word(dir, MAIL_HEAD).load(Ordering::Acquire);
         let rec = record_len(payload.len());
-        let Some((start, wrap)) = place_record(head, tail, rec) else {
+        // The head seen last first: the receiver's line is read only when
+        // that shows no room.
+        let seen = self.mail_head_seen.load(Ordering::Relaxed);
+        let placed = place_record(seen, tail, rec).or_else(|| {
+            // SYNC: Acquire pairs with the receiver's Release of
+            // `mail_head` in `take_mail`: its copies out happen before our
+            // writes (also into space a later post finds by `seen`).
+            let head = self.mail_word(dir, MAIL_HEAD).load(Ordering::Acquire);
+            self.mail_head_seen.store(head, Ordering::Relaxed);
+            place_record(head, tail, rec)
+        });
+        let Some((start, wrap)) = placed else {
             return false;
         };
         if let Some(at) = wrap {
