@@ -551,8 +551,9 @@ impl Connection {
         self.adaptive_wait = on;
     }
 
-    /// Whether received bytes are waiting in the read-ahead buffer (a
-    /// `recv` may then finish without a system call).
+    /// Whether received bytes are waiting in the read-ahead buffer, or a
+    /// message in the end's mailbox (see [`Pipe::new`]): a `recv` may then
+    /// finish without a system call.
     ///
     /// # Examples
     ///
@@ -1656,10 +1657,13 @@ impl Connection {
     /// returns its error at once).
     ///
     /// Ask this before waiting for readability: the descriptor does not
-    /// signal bytes that were read ahead with an earlier message, so a
-    /// waiter that registers with a reactor while this is `true` may wait
-    /// for ever. ([`has_buffered`](Self::has_buffered) tells whether any
-    /// byte is buffered, perhaps only part of a message.)
+    /// signal bytes that were read ahead with an earlier message, nor a
+    /// small message left in the end's mailbox (see [`Pipe::new`], "The
+    /// mailbox") while a blocking receive listened, so a waiter that
+    /// registers with a reactor while this is `true` may wait for ever.
+    /// Asking also stops the listening: from then on, senders make the
+    /// descriptor readable for every message. ([`has_buffered`](Self::has_buffered)
+    /// tells whether any byte is buffered, perhaps only part of a message.)
     ///
     /// # Examples
     ///
@@ -2271,6 +2275,29 @@ impl Pipe {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn mail_left_after_a_blocking_receive_is_seen_before_waiting() {
+        let (mut rx, tx) = Pipe::new().unwrap();
+        // Through the socket: nobody listens yet. The blocking receive
+        // finds it readable, reads it, and listens on after.
+        tx.send_bytes(b"a").unwrap();
+        assert_eq!(rx.recv_bytes().unwrap(), b"a");
+        tx.send_bytes(b"b").unwrap();
+        assert!(tx.lane.as_ref().unwrap().mail_posted() > 0, "not posted");
+        let readable = || crate::wait::readable_now(rx.as_fd()).unwrap();
+        assert!(!readable(), "the socket carried it");
+        // What a waiter asks first: yes, and the listening stops.
+        assert!(rx.has_buffered_message());
+        tx.send_bytes(b"c").unwrap();
+        assert!(
+            readable(),
+            "a message after the question makes the socket readable"
+        );
+        assert_eq!(rx.try_recv_bytes().unwrap(), b"b");
+        assert_eq!(rx.try_recv_bytes().unwrap(), b"c");
+        assert!(rx.try_recv_bytes().unwrap_err().is_would_block());
+    }
 
     #[test]
     fn small_messages_skip_the_socket_while_the_receiver_spins() {

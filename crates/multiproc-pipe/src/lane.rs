@@ -583,6 +583,17 @@ pub(crate) fn place(head: u64, tail: u64, len: usize, window: usize) -> Option<(
     (used == 0 || end - tail <= window).then_some((start, end))
 }
 
+/// A xorshift generator for the tests: the words that follow `state`.
+#[cfg(test)]
+fn xorshift(mut state: u64) -> impl FnMut() -> u64 {
+    move || {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        state
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -634,13 +645,7 @@ mod tests {
     #[test]
     fn every_placement_lies_in_the_ring_clear_of_untaken_bytes() {
         let ring = RING as u64;
-        let mut state = 0x9e37_79b9_7f4a_7c15u64;
-        let mut next = || {
-            state ^= state << 13;
-            state ^= state >> 7;
-            state ^= state << 17;
-            state
-        };
+        let mut next = xorshift(0x9e37_79b9_7f4a_7c15);
         for _ in 0..100_000 {
             let tail = next() % (8 * ring);
             let head = tail + next() % (ring + 2);

@@ -65,11 +65,13 @@
 #![allow(unsafe_code)]
 
 use loom::cell::UnsafeCell;
-use loom::model::Builder;
 use loom::sync::atomic::{AtomicU32, AtomicU64, Ordering, fence};
 use loom::sync::{Arc, Condvar, Mutex};
 use loom::thread;
 use std::collections::VecDeque;
+
+mod loom_common;
+use loom_common::{Steps, builder};
 
 /// Units in the model's ring (the crate's `RING` bytes).
 const RING: u64 = 4;
@@ -176,31 +178,6 @@ fn place(head: u64, tail: u64, len: u64) -> Option<(u64, u64)> {
     };
     let end = start.checked_add(len)?;
     (used == 0 || end - tail <= RING).then_some((start, end))
-}
-
-/// A party's remaining steps: `None` runs to the end.
-struct Steps {
-    left: Option<usize>,
-    taken: usize,
-}
-
-impl Steps {
-    fn new(left: Option<usize>) -> Self {
-        Self { left, taken: 0 }
-    }
-
-    /// Whether the party lives to take the next step.
-    fn step(&mut self) -> bool {
-        self.taken += 1;
-        match &mut self.left {
-            None => true,
-            Some(0) => false,
-            Some(n) => {
-                *n -= 1;
-                true
-            }
-        }
-    }
 }
 
 /// `Lane::reserve`, the write into the span and what follows it, and the
@@ -492,14 +469,6 @@ fn run(scenario: Scenario, killed: Killed) -> usize {
         assert!(!matches!(killed, Killed::Nobody) || (sender_alive && receiver_alive));
     });
     taken_out.load(std::sync::atomic::Ordering::Relaxed)
-}
-
-fn builder() -> Builder {
-    let mut builder = Builder::new();
-    if builder.preemption_bound.is_none() {
-        builder.preemption_bound = Some(3);
-    }
-    builder
 }
 
 /// Runs `scenario` with nobody killed, then with `who` killed before each

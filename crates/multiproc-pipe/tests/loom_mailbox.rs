@@ -46,11 +46,13 @@
 #![allow(unsafe_code)]
 
 use loom::cell::UnsafeCell;
-use loom::model::Builder;
 use loom::sync::atomic::{AtomicU32, AtomicU64, Ordering, fence};
 use loom::sync::{Arc, Condvar, Mutex};
 use loom::thread;
 use std::collections::VecDeque;
+
+mod loom_common;
+use loom_common::{Steps, builder};
 
 /// Records the model's mailbox holds.
 const SLOTS: u64 = 2;
@@ -131,31 +133,6 @@ impl Shared {
             }
             assert!(wait, "a read without waiting found nothing");
             socket = self.readable.wait(socket).unwrap();
-        }
-    }
-}
-
-/// A party's remaining steps: `None` runs to the end.
-struct Steps {
-    left: Option<usize>,
-    taken: usize,
-}
-
-impl Steps {
-    fn new(left: Option<usize>) -> Self {
-        Self { left, taken: 0 }
-    }
-
-    /// Whether the party lives to take the next step.
-    fn step(&mut self) -> bool {
-        self.taken += 1;
-        match &mut self.left {
-            None => true,
-            Some(0) => false,
-            Some(n) => {
-                *n -= 1;
-                true
-            }
         }
     }
 }
@@ -381,14 +358,6 @@ fn run(pattern: &'static [bool], killed: Option<usize>, seeded: Seeded) -> usize
         }
     });
     taken_out.load(std::sync::atomic::Ordering::Relaxed)
-}
-
-fn builder() -> Builder {
-    let mut builder = Builder::new();
-    if builder.preemption_bound.is_none() {
-        builder.preemption_bound = Some(3);
-    }
-    builder
 }
 
 /// Runs `pattern` with the sender living, then killed before each step

@@ -417,13 +417,7 @@ mod tests {
     #[test]
     fn every_record_lies_in_the_mailbox_clear_of_untaken_ones() {
         let size = MAILBOX as u64;
-        let mut state = 0x2545_f491_4f6c_dd1du64;
-        let mut next = || {
-            state ^= state << 13;
-            state ^= state >> 7;
-            state ^= state << 17;
-            state
-        };
+        let mut next = super::super::xorshift(0x2545_f491_4f6c_dd1d);
         for _ in 0..100_000 {
             let head = (next() % (4 * size)).next_multiple_of(RECORD_ALIGN);
             let tail = head + (next() % (size + 1)) / RECORD_ALIGN * RECORD_ALIGN;
