@@ -58,7 +58,11 @@ fn hold((file, ms, value): (String, u64, u64)) -> u64 {
         .create(true)
         .open(&file)
         .unwrap();
-    writeln!(f, "{}", std::process::id()).unwrap();
+    // One write per line: `writeln!` writes the number and the newline
+    // apart, and two workers that start the same task at once (a slow
+    // heartbeat on a loaded machine lets a second take it) would mix theirs.
+    f.write_all(format!("{}\n", std::process::id()).as_bytes())
+        .unwrap();
     drop(f);
     std::thread::sleep(Duration::from_millis(ms));
     value
