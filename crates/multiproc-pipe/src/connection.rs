@@ -2161,11 +2161,11 @@ impl Pipe {
     /// (buffers allocated and freed, two locks, the peer's lines), and a raw
     /// socketpair is no faster; the mailbox costs a copy and a
     /// `SIOCOUTQ` query. In the compare demo's Pipe table on a 2-vCPU
-    /// Intel guest, 8-byte messages moved at 1.9-2.2 M/s against the
-    /// socketpair's 0.8-0.85 M/s with the two processes on two CPUs or
-    /// placed by the kernel (2.2-2.5×; 0.93-1.05× before), and at 1.14
-    /// against 0.69 M/s on one CPU; an 8-byte round trip took 3.1-4.1 µs
-    /// against 16-19 µs.
+    /// Intel guest (three runs), 8-byte messages moved at 1.9-2.2 M/s
+    /// against the socketpair's 0.8-0.9 M/s with the two processes on two
+    /// CPUs or placed by the kernel (2.2-2.6×; 0.93-1.05× before), and at
+    /// 1.14-1.19 against 0.69-0.70 M/s on one CPU; an 8-byte round trip
+    /// took 3.0-4.1 µs against 15-19 µs across two CPUs.
     ///
     /// The order is kept: a message is posted only when the receiver has
     /// read everything sent before it through the socket (through this end,
@@ -2222,7 +2222,7 @@ impl Pipe {
     /// - A receiver killed while it spun leaves its mailbox open: messages
     ///   posted to it are lost, as those in a dead receiver's socket are,
     ///   and a sender learns of the death (a broken pipe) within 64
-    ///   messages, when it checks the socket, or when the mailbox is full.
+    ///   messages, when it checks the socket.
     ///
     /// # Examples
     ///
@@ -2297,6 +2297,25 @@ mod tests {
         assert_eq!(rx.try_recv_bytes().unwrap(), b"b");
         assert_eq!(rx.try_recv_bytes().unwrap(), b"c");
         assert!(rx.try_recv_bytes().unwrap_err().is_would_block());
+    }
+
+    #[test]
+    fn a_sender_learns_within_a_few_posts_that_a_listening_receiver_died() {
+        let (rx, tx) = Pipe::new().unwrap();
+        let mailbox = rx.lane.clone().unwrap();
+        // A receiver killed while it listened: its socket closed, its
+        // mailbox left open.
+        drop(rx);
+        mailbox.listen();
+        let mut sent = 0;
+        while tx.send_bytes(b"into the void").is_ok() {
+            sent += 1;
+            assert!(
+                sent <= PEER_CHECK_EVERY,
+                "{sent} sends to a dead receiver succeeded"
+            );
+        }
+        assert!(sent > 0, "no message was posted: the test tests nothing");
     }
 
     #[test]
