@@ -43,7 +43,7 @@ use std::process::Command;
 use std::time::{Duration, Instant, SystemTime};
 
 /// Value columns: (key, heading).
-const COLUMNS: [(&str, &str); 17] = [
+const COLUMNS: [(&str, &str); 18] = [
     ("queue", "multiproc Queue"),
     ("queue_typed", "Queue typed"),
     ("queue_zero_copy", "Queue zero-copy"),
@@ -53,6 +53,7 @@ const COLUMNS: [(&str, &str); 17] = [
     ("spsc_ring", "SPSC ring"),
     ("futex", "spin-then-futex"),
     ("memcpy", "memcpy"),
+    ("memcpy_two", "memcpy, two destinations"),
     ("ipc_channel", "ipc-channel"),
     ("iceoryx2", "iceoryx2"),
     ("iceoryx2_blocking", "iceoryx2 blocking"),
@@ -65,11 +66,16 @@ const COLUMNS: [(&str, &str); 17] = [
 
 /// Ratio columns: ours ÷ theirs, as rates (so > 1 means multiproc is
 /// faster, also for round trips).
-const RATIOS: [(&str, &str, &str); 13] = [
+const RATIOS: [(&str, &str, &str); 14] = [
     ("queue", "spsc_ring", "Queue ÷ SPSC ring"),
     ("queue", "futex", "Queue ÷ spin-then-futex"),
     ("queue", "memcpy", "Queue ÷ memcpy"),
     ("queue_zero_copy", "memcpy", "zero-copy ÷ memcpy"),
+    (
+        "queue_zero_copy",
+        "memcpy_two",
+        "zero-copy ÷ memcpy, two destinations",
+    ),
     ("queue", "raw_pipe", "Queue ÷ raw pipe"),
     ("queue", "ipc_channel", "Queue ÷ ipc-channel"),
     ("queue", "iceoryx2", "Queue ÷ iceoryx2"),
@@ -223,6 +229,16 @@ fn tidy_up_iceoryx2() {
     }
 }
 
+/// What a cell of the main table measures.
+#[derive(Clone, Copy)]
+enum Contender<'a> {
+    Peer(&'a dyn Peer),
+    /// Single-thread `memcpy` into this many destinations in turn.
+    Memcpy {
+        destinations: usize,
+    },
+}
+
 /// Every Rust cell: the peers from `benches/common`, and memcpy.
 fn run_rust(
     settings: &Settings,
@@ -249,14 +265,15 @@ fn run_rust(
     for &case in &cases {
         for &peer in &chosen {
             match peer.skip(case) {
-                None => cells.push((case, Some(peer))),
+                None => cells.push((case, Contender::Peer(peer))),
                 Some(why) => {
                     left_out.insert((peer.label().to_string(), why.to_string()));
                 }
             }
         }
         if !settings.smoke && matches!(case, Case::Flow { size, procs: 1 } if size >= 64 * 1024) {
-            cells.push((case, None));
+            cells.push((case, Contender::Memcpy { destinations: 1 }));
+            cells.push((case, Contender::Memcpy { destinations: 2 }));
         }
     }
     // Every cell, then every cell again, the better of the two counting
@@ -269,7 +286,7 @@ fn run_rust(
         let (canary_us, load) = regime.look(socketpair.as_ref());
         let t = Instant::now();
         let (key, label, rate) = match (case, peer) {
-            (Case::Flow { size, procs }, Some(peer)) => {
+            (Case::Flow { size, procs }, Contender::Peer(peer)) => {
                 let mut flow = Flow::start(peer, size, procs);
                 let rate = measure(
                     |n| flow.run_counted(n),
@@ -279,18 +296,21 @@ fn run_rust(
                 );
                 (peer.key(), peer.label(), rate)
             }
-            (Case::Flow { size, .. }, None) => {
+            (Case::Flow { size, .. }, Contender::Memcpy { destinations }) => {
                 let src = vec![3u8; size];
-                let mut dst = vec![0u8; size];
+                let mut dst = vec![0u8; destinations * size];
                 let rate = measure(
                     |n| (memcpy_run(&src, &mut dst, n), n),
                     first_batch(size),
                     settings.batch,
                     settings.rounds,
                 );
-                ("memcpy", "memcpy", rate)
+                match destinations {
+                    1 => ("memcpy", "memcpy", rate),
+                    _ => ("memcpy_two", "memcpy, two destinations", rate),
+                }
             }
-            (Case::RoundTrip, Some(peer)) => {
+            (Case::RoundTrip, Contender::Peer(peer)) => {
                 let mut rtt = RoundTrip::start(peer);
                 let rate = measure(
                     |n| (rtt.run(n), n),
@@ -300,7 +320,9 @@ fn run_rust(
                 );
                 (peer.key(), peer.label(), rate)
             }
-            (Case::RoundTrip, None) => unreachable!("memcpy has no round trip"),
+            (Case::RoundTrip, Contender::Memcpy { .. }) => {
+                unreachable!("memcpy has no round trip")
+            }
         };
         eprintln!(
             "[{:>2}/{total}] {:<16} {:<24} {:>12}   ({:.1} s; canary {canary_us:.1} µs, load {load:.2})",
