@@ -65,13 +65,12 @@
 #![allow(unsafe_code)]
 
 use loom::cell::UnsafeCell;
+use loom::sync::Arc;
 use loom::sync::atomic::{AtomicU32, AtomicU64, Ordering, fence};
-use loom::sync::{Arc, Condvar, Mutex};
 use loom::thread;
-use std::collections::VecDeque;
 
 mod loom_common;
-use loom_common::{Steps, builder};
+use loom_common::{Steps, Stream, builder};
 
 /// Units in the model's ring (the crate's `RING` bytes).
 const RING: u64 = 4;
@@ -99,20 +98,12 @@ impl Msg {
     }
 }
 
-struct Socket {
-    queue: VecDeque<Msg>,
-    closed: bool,
-    /// Every message ever pushed, in order (what the receiver must get).
-    pushed: Vec<u64>,
-}
-
 struct Shared {
     head: AtomicU64,
     tail: AtomicU64,
     reader: AtomicU32,
     ring: [UnsafeCell<u64>; RING as usize],
-    socket: Mutex<Socket>,
-    readable: Condvar,
+    socket: Stream<Msg>,
 }
 
 impl Shared {
@@ -122,38 +113,7 @@ impl Shared {
             tail: AtomicU64::new(0),
             reader: AtomicU32::new(NO_READER),
             ring: std::array::from_fn(|_| UnsafeCell::new(u64::MAX)),
-            socket: Mutex::new(Socket {
-                queue: VecDeque::new(),
-                closed: false,
-                pushed: Vec::new(),
-            }),
-            readable: Condvar::new(),
-        }
-    }
-
-    fn push(&self, msg: Msg) {
-        let mut socket = self.socket.lock().unwrap();
-        socket.queue.push_back(msg);
-        socket.pushed.push(msg.id());
-        self.readable.notify_all();
-    }
-
-    fn close(&self) {
-        self.socket.lock().unwrap().closed = true;
-        self.readable.notify_all();
-    }
-
-    /// The next message, or `None` at end of file.
-    fn pop(&self) -> Option<Msg> {
-        let mut socket = self.socket.lock().unwrap();
-        loop {
-            if let Some(msg) = socket.queue.pop_front() {
-                return Some(msg);
-            }
-            if socket.closed {
-                return None;
-            }
-            socket = self.readable.wait(socket).unwrap();
+            socket: Stream::new(),
         }
     }
 
@@ -285,7 +245,7 @@ fn put(shared: &Shared, steps: &mut Steps, id: u64, len: u64, scenario: Scenario
     if !steps.step() {
         return false;
     }
-    shared.push(msg);
+    shared.socket.push(msg);
     true
 }
 
@@ -404,7 +364,7 @@ fn run(scenario: Scenario, killed: Killed) -> usize {
                     taken.fetch_max(steps.taken, std::sync::atomic::Ordering::Relaxed);
                 }
                 // Dead or done, the kernel closes the socket.
-                shared.close();
+                shared.socket.close();
                 alive
             })
         };
@@ -434,7 +394,7 @@ fn run(scenario: Scenario, killed: Killed) -> usize {
                 if !steps.step() {
                     break 'receive false;
                 }
-                let Some(msg) = shared.pop() else {
+                let Some(msg) = shared.socket.pop() else {
                     break 'receive true;
                 };
                 match msg {
@@ -457,7 +417,7 @@ fn run(scenario: Scenario, killed: Killed) -> usize {
             taken.fetch_max(steps.taken, std::sync::atomic::Ordering::Relaxed);
         }
         let sender_alive = sender.join().unwrap();
-        let pushed = shared.socket.lock().unwrap().pushed.clone();
+        let pushed: Vec<u64> = shared.socket.pushed().iter().map(|msg| msg.id()).collect();
         if receiver_alive {
             assert_eq!(got, pushed, "lost, doubled or reordered");
             if sender_alive {

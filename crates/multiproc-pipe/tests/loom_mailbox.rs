@@ -17,7 +17,7 @@
 //! |---|---|
 //! | [`Shared::tail`], [`Shared::head`], [`Shared::listening`], [`Shared::lock`] | `mail_tail`, `mail_head`, `listening`, `mail_lock` |
 //! | [`Shared::cells`]: [`SLOTS`] records of one cell | the mailbox |
-//! | [`Socket`]: first in, first out; its length is what `SIOCOUTQ` reports | the stream socket |
+//! | [`Shared::socket`]: first in, first out; whether it holds anything is what `SIOCOUTQ` reports | the stream socket |
 //! | [`send`] | `Connection::post` and `Lane::post` (a small message), else the frame written to the socket |
 //! | [`receive`] | `Os::read_between_frames` and `Os::read_before_mail` of a blocking receive that spins (one look per spin), and the frames buffered by a read delivered before the next read |
 //!
@@ -46,13 +46,12 @@
 #![allow(unsafe_code)]
 
 use loom::cell::UnsafeCell;
+use loom::sync::Arc;
 use loom::sync::atomic::{AtomicU32, AtomicU64, Ordering, fence};
-use loom::sync::{Arc, Condvar, Mutex};
 use loom::thread;
-use std::collections::VecDeque;
 
 mod loom_common;
-use loom_common::{Steps, builder};
+use loom_common::{Steps, Stream, builder};
 
 /// Records the model's mailbox holds.
 const SLOTS: u64 = 2;
@@ -68,19 +67,13 @@ enum Item {
     Doorbell,
 }
 
-struct Socket {
-    queue: VecDeque<Item>,
-    closed: bool,
-}
-
 struct Shared {
     tail: AtomicU64,
     head: AtomicU64,
     listening: AtomicU32,
     lock: AtomicU32,
     cells: [UnsafeCell<u64>; SLOTS as usize],
-    socket: Mutex<Socket>,
-    readable: Condvar,
+    socket: Stream<Item>,
 }
 
 impl Shared {
@@ -91,48 +84,7 @@ impl Shared {
             listening: AtomicU32::new(DEAF),
             lock: AtomicU32::new(0),
             cells: std::array::from_fn(|_| UnsafeCell::new(u64::MAX)),
-            socket: Mutex::new(Socket {
-                queue: VecDeque::new(),
-                closed: false,
-            }),
-            readable: Condvar::new(),
-        }
-    }
-
-    fn push(&self, item: Item) {
-        self.socket.lock().unwrap().queue.push_back(item);
-        self.readable.notify_all();
-    }
-
-    fn close(&self) {
-        self.socket.lock().unwrap().closed = true;
-        self.readable.notify_all();
-    }
-
-    /// `SIOCOUTQ` is zero.
-    fn drained(&self) -> bool {
-        self.socket.lock().unwrap().queue.is_empty()
-    }
-
-    /// `poll` says readable: bytes, or the end of the stream.
-    fn readable_now(&self) -> bool {
-        let socket = self.socket.lock().unwrap();
-        !socket.queue.is_empty() || socket.closed
-    }
-
-    /// One read of everything there, waiting for something when `wait`;
-    /// `None` at the end of the stream.
-    fn read(&self, wait: bool) -> Option<Vec<Item>> {
-        let mut socket = self.socket.lock().unwrap();
-        loop {
-            if !socket.queue.is_empty() {
-                return Some(socket.queue.drain(..).collect());
-            }
-            if socket.closed {
-                return None;
-            }
-            assert!(wait, "a read without waiting found nothing");
-            socket = self.readable.wait(socket).unwrap();
+            socket: Stream::new(),
         }
     }
 }
@@ -172,7 +124,7 @@ fn send(shared: &Shared, steps: &mut Steps, id: u64, small: bool, seeded: Seeded
             {
                 step!();
                 let mut posted = false;
-                if shared.drained() {
+                if shared.socket.is_empty() {
                     step!();
                     fence(Ordering::SeqCst);
                     if shared.listening.load(Ordering::Relaxed) == LISTENS {
@@ -201,7 +153,7 @@ fn send(shared: &Shared, steps: &mut Steps, id: u64, small: bool, seeded: Seeded
                     }
                     if shared.listening.load(Ordering::Relaxed) == DEAF {
                         step!();
-                        shared.push(Item::Doorbell);
+                        shared.socket.push(Item::Doorbell);
                     }
                     return true;
                 }
@@ -209,7 +161,7 @@ fn send(shared: &Shared, steps: &mut Steps, id: u64, small: bool, seeded: Seeded
         }
     }
     step!();
-    shared.push(Item::Frame(id));
+    shared.socket.push(Item::Frame(id));
     true
 }
 
@@ -277,12 +229,12 @@ fn receive(shared: &Shared, seeded: Seeded, sender_may_die: bool) -> Vec<u64> {
             got.extend(mail);
             continue;
         }
-        if shared.readable_now() {
+        if shared.socket.readable_now() {
             if seeded != Seeded::NoPause {
                 shared.listening.store(READS, Ordering::Relaxed);
                 fence(Ordering::SeqCst);
             }
-            let items = shared.read(true);
+            let items = shared.socket.read();
             // A scheduling point that costs no preemption: a sender may
             // post between the read and the look at the mailbox.
             thread::yield_now();
@@ -301,7 +253,7 @@ fn receive(shared: &Shared, seeded: Seeded, sender_may_die: bool) -> Vec<u64> {
             got.extend(mail);
             continue;
         }
-        let items = shared.read(true);
+        let items = shared.socket.read();
         thread::yield_now();
         if items.is_none() && !sender_may_die {
             // Woken by the end of the stream, not by a doorbell: a record
@@ -344,7 +296,7 @@ fn run(pattern: &'static [bool], killed: Option<usize>, seeded: Seeded) -> usize
                 }
                 taken.fetch_max(steps.taken, std::sync::atomic::Ordering::Relaxed);
                 // Dead or done, the kernel closes the socket.
-                shared.close();
+                shared.socket.close();
                 sent
             })
         };
