@@ -2193,11 +2193,15 @@ impl Pipe {
     ///
     /// - Making a pair takes a memfd and its mapping: about 26 µs against
     ///   8 µs for the bare socket pair (2-vCPU virtual machine), one more
-    ///   descriptor in each process that holds an end, and 8 MiB of
-    ///   address space (4 MiB per direction) whose pages are committed as
-    ///   they are first written. A ring that the receiver has emptied is
-    ///   reused from its start, so a receiver that keeps up keeps the
-    ///   memory in use near what is in flight at once.
+    ///   descriptor in each process that holds an end, and about 8 MiB of
+    ///   address space (a 4 MiB ring and a 64 KiB mailbox per direction)
+    ///   whose pages are committed as they are first written. A ring that
+    ///   the receiver has emptied is reused from its start, so a receiver
+    ///   that keeps up keeps the memory in use near what is in flight at
+    ///   once. A receiving end's read-ahead buffer is 128 KiB (64 KiB
+    ///   without a lane), room for the whole mailbox in front of a read.
+    ///   Frames over 2 MiB, which go through the socket, are read without
+    ///   the speculative read of header and payload in one call.
     /// - An end passed in a message, or with [`inherit`](crate::inherit),
     ///   takes its lane along (a second descriptor); a child made by `fork`
     ///   shares it. A payload that does not fit in the ring now (the
