@@ -584,7 +584,8 @@ pub fn recv_split_nowait(
     recv_split_with(socket.as_fd(), head, tail, max_fds, libc::MSG_DONTWAIT)
 }
 
-/// The raw `recvmsg`: the only unsafe code of this module, kept here.
+/// The raw `recvmsg` and `ioctl`: the only unsafe code of this module,
+/// kept here.
 mod raw {
     #![allow(unsafe_code)]
 
@@ -596,14 +597,14 @@ mod raw {
 
     /// `ioctl(SIOCOUTQ)`: the bytes the peer has not read.
     pub(super) fn outq(socket: BorrowedFd<'_>) -> io::Result<usize> {
-        let mut unread: c_int = 0;
-        // SAFETY: `SIOCOUTQ` writes one `int` through its argument, which
-        // points at `unread`, alive for the call; the descriptor is
-        // borrowed for the call.
-        let rc = unsafe { libc::ioctl(socket.as_raw_fd(), libc::TIOCOUTQ, &mut unread) };
-        if rc < 0 {
-            return Err(io::Error::last_os_error());
-        }
+        /// `SIOCOUTQ`, which shares `TIOCOUTQ`'s number on Linux.
+        const SIOCOUTQ: rustix::ioctl::Opcode = 0x5411;
+        // SAFETY: `SIOCOUTQ` reads no argument and writes one `int` through
+        // it, which is what `Getter<_, c_int>` passes (a pointer to its own
+        // `c_int`); the descriptor is borrowed for the call.
+        let unread = unsafe {
+            rustix::ioctl::ioctl(socket, rustix::ioctl::Getter::<SIOCOUTQ, c_int>::new())
+        }?;
         Ok(usize::try_from(unread).unwrap_or(0))
     }
 

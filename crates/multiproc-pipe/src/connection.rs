@@ -236,7 +236,9 @@ pub struct Connection {
     /// of a [`Pipe::new`] pair (the receive side has its own handle in
     /// `rx`).
     lane: Option<Lane>,
-    /// Messages offered to the lane's mailbox (see [`PEER_CHECK_EVERY`]).
+    /// Messages posted to the lane's mailbox without a doorbell since the
+    /// sender last made sure the receiver is there (see
+    /// [`PEER_CHECK_EVERY`]).
     posts: Cell<u32>,
     /// Not `Sync`: two threads sending through `&Connection` at once could
     /// interleave the pieces of large frames.
@@ -264,7 +266,8 @@ enum FdMode {
     MadeNonBlocking,
 }
 
-/// Every this many messages offered to the mailbox, a sender writes
+/// After this many messages posted to the mailbox without a doorbell (a
+/// write to the socket), a sender writes
 /// nothing to the socket (no buffer, no wake-up; about 0.1 µs) to learn
 /// whether the receiver is still there: a receiver killed while it spun
 /// for mail leaves the mailbox open, and messages posted to it are lost
@@ -1264,17 +1267,20 @@ impl Connection {
         if payload.len() > lane::MAIL_MAX || self.pending.borrow().is_some() {
             return Ok(false);
         }
-        // A receiver that died spinning leaves the mailbox open: now and
-        // then make sure it is there, as a write to the socket would.
-        let posts = self.posts.get().wrapping_add(1);
-        self.posts.set(posts);
-        if posts.is_multiple_of(PEER_CHECK_EVERY) {
+        // A receiver that died spinning leaves the mailbox open: after
+        // that many quiet posts, make sure it is there, as a write to the
+        // socket would. (Sends through the socket learn it themselves.)
+        if self.posts.get() >= PEER_CHECK_EVERY {
+            self.posts.set(0);
             scm::send(&self.fd, &[], &[])?;
         }
         let drained = || scm::unread_by_peer(&self.fd).is_ok_and(|n| n == 0);
         match lane.post(payload, drained) {
             Posted::No => Ok(false),
-            Posted::Quiet => Ok(true),
+            Posted::Quiet => {
+                self.posts.set(self.posts.get() + 1);
+                Ok(true)
+            }
             Posted::RingBell => self
                 .write_all(&mut [IoSlice::new(&DOORBELL)])
                 .map(|()| true),
