@@ -442,6 +442,22 @@ fn yield_and_learn() {
     CPU_SHARED.set(start.elapsed() >= GAVE_AWAY);
 }
 
+/// The CPU the calling thread runs on now: a hint, since it may move right
+/// after. A waiter compares it with the CPU its partner said it ran on to
+/// tell whether spinning can see the partner finish, or only keeps it off
+/// this CPU.
+///
+/// # Examples
+///
+/// ```
+/// let cpu = multiproc_core::futex::current_cpu();
+/// let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+/// assert!((cpu as usize) < cpus.max(1024));
+/// ```
+pub fn current_cpu() -> u32 {
+    u32::try_from(rustix::thread::sched_getcpu()).unwrap_or(u32::MAX)
+}
+
 impl Default for SpinWait {
     fn default() -> Self {
         Self::new()
