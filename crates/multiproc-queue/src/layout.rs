@@ -9,9 +9,9 @@
 //! | 0 | 32 | core [`Header`](multiproc_core::Header): magic `MPQUEUE\0`, [`VERSION`], size | creator | published last, `Release` |
 //! | 128 | 128 | [`Config`]: ring length, item bound, message limit, kind | creator | before the header |
 //! | 256 | 128 | [`ProducerLine`]: producer lock owner, cached head, fragment state, committed flag, copy of tail, [`Bias`] | producer-lock holder | the lock |
-//! | 384 | 128 | [`WordLine`] tail: `count << 32 \| offset` | producer-lock holder | `Release` store publishes records |
+//! | 384 | 128 | [`WordLine`] tail: `count << 32 \| offset`, and the producer's CPU | producer-lock holder | `Release` store publishes records |
 //! | 512 | 128 | [`ConsumerLine`]: consumer lock owner, cached tail, read state, [`Bias`] | consumer-lock holder | the lock |
-//! | 640 | 128 | [`WordLine`] head: `count << 32 \| offset` | consumer-lock holder | `Release` store frees bytes |
+//! | 640 | 128 | [`WordLine`] head: `count << 32 \| offset`, and the consumer's CPU | consumer-lock holder | `Release` store frees bytes |
 //! | 768 | 128 | [`WaitLine`]: futex words (bit 0 = "someone sleeps"), closed flags | anyone | `SeqCst` RMW; light/heavy fence pairs with head, tail and lock words |
 //! | 896 | 128 | [`JoinLine`]: `task_done` counter, join futex word | consumers | `SeqCst` |
 //! | 1024 | 1024 | [`BellBoard`]: doorbells of async waiters, each armed for some of the futex words | async waiters; notifiers free dead ones | `SeqCst`; see `multiproc_core::doorbell` |
@@ -31,7 +31,7 @@ use crate::wake::Word;
 /// Magic of a queue segment.
 pub(crate) const MAGIC: [u8; 8] = *b"MPQUEUE\0";
 /// Layout version; bump on any change in this file or in the record format.
-pub(crate) const VERSION: u32 = 6;
+pub(crate) const VERSION: u32 = 7;
 /// Where the ring starts: page aligned, so record offsets are addresses'
 /// alignment too.
 pub(crate) const RING_OFFSET: usize = 4096;
@@ -143,10 +143,15 @@ pub(crate) struct BiasSlot {
     pub busy: AtomicU32,
 }
 
-/// One hot word alone on its line (head or tail).
+/// One hot word alone on its line (head or tail), and a hint beside it.
 #[repr(C, align(128))]
 pub(crate) struct WordLine {
     pub word: AtomicU64,
+    /// The CPU (+ 1; 0 = none yet) the writer of `word` ran on when it last
+    /// began writing a large record (tail) or took one (head): a waiter on
+    /// the other side spins only while this differs from its own CPU (see
+    /// `ring/mod.rs`, "Large records"). Any value is safe.
+    pub cpu: AtomicU32,
 }
 
 /// Futex words. Bit 0 of each says "a waiter sleeps (or is about to)"; the

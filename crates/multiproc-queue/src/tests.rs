@@ -728,6 +728,127 @@ fn a_large_record_follows_a_backlog_and_small_ones_never_wrap_early() {
 }
 
 #[test]
+fn a_large_record_takes_the_place_of_the_last_one_in_an_empty_ring() {
+    let q: Queue<()> = Queue::builder().ring_bytes(4 << 20).build().unwrap();
+    let len = 300_000;
+    let rec = record_len(len);
+    q.put_bytes(&pattern(len, 0)).unwrap();
+    assert_eq!(q.get_bytes().unwrap(), pattern(len, 0));
+    // Empty, head and tail at the end of the first record: the next of the
+    // same size fills the ring exactly, from offset 0 up to head.
+    q.put_bytes(&pattern(len, 1)).unwrap();
+    assert_eq!(tail_offset(q.segment()), rec, "not over the last one");
+    // Full, and not mistaken for empty.
+    assert_eq!(q.qsize(), 1);
+    assert!(!q.is_empty());
+    assert!(q.try_put_bytes(b"x").is_err(), "a full ring took more");
+    let got = q.get_bytes_timeout(Duration::from_secs(5));
+    assert_eq!(got.expect("a full ring looked empty"), pattern(len, 1));
+    assert!(q.is_empty());
+    // Room again: small records go after it, as usual.
+    q.put_bytes(b"small").unwrap();
+    assert_eq!(tail_offset(q.segment()), rec + record_len(5));
+    assert_eq!(q.get_bytes().unwrap(), b"small");
+}
+
+#[test]
+fn a_full_ring_is_read_by_every_way_of_reading() {
+    // The same exact fill, read typed, in place, into a buffer and by a
+    // non-blocking get; each time the ring is full, then empty.
+    let q: Queue<Vec<u8>> = Queue::builder().ring_bytes(4 << 20).build().unwrap();
+    let value = pattern(300_000, 7);
+    let encoded = multiproc_core::codec::encode(&value).unwrap();
+    let rec = record_len(encoded.len());
+    let mut buf = Vec::new();
+    for round in 0..8 {
+        q.put_ref(&value).unwrap();
+        if round > 0 {
+            assert_eq!(tail_offset(q.segment()), rec, "round {round}");
+        }
+        assert_eq!(q.qsize(), 1, "round {round}");
+        match round % 4 {
+            0 => assert_eq!(q.get().unwrap(), value),
+            1 => assert!(*q.get_in_place().unwrap() == encoded[..]),
+            2 => {
+                q.get_bytes_into(&mut buf).unwrap();
+                assert_eq!(buf, encoded);
+            }
+            _ => assert_eq!(q.try_get_bytes().unwrap(), encoded),
+        }
+        assert!(q.is_empty(), "round {round}");
+        assert!(q.try_get_bytes().is_err(), "round {round}: read twice");
+    }
+}
+
+#[test]
+fn a_producer_waits_a_moment_for_the_reader_of_the_last_large_record() {
+    let q: Queue<()> = Queue::builder().ring_bytes(4 << 20).build().unwrap();
+    let len = 300_000;
+    q.put_bytes(&pattern(len, 0)).unwrap();
+    let reader = q.clone();
+    let (took, taken) = std::sync::mpsc::channel();
+    let holder = std::thread::spawn(move || {
+        let m = reader.get_in_place().unwrap();
+        took.send(()).unwrap();
+        std::thread::sleep(Duration::from_millis(50));
+        assert!(*m == pattern(len, 0));
+    });
+    taken.recv().unwrap();
+    // As if the last large write took 4 s: the wait may last 500 ms, and
+    // the reader lets go after 50. The reader ran on another CPU, so the
+    // wait spins (on this CPU it yields, and ends with its spin budget).
+    reader_ran_elsewhere(&q);
+    q.ring.set_large_write_for_tests(Duration::from_secs(4));
+    let start = std::time::Instant::now();
+    q.put_bytes(&pattern(len, 1)).unwrap();
+    assert!(start.elapsed() >= Duration::from_millis(30), "did not wait");
+    assert_eq!(
+        tail_offset(q.segment()),
+        record_len(len),
+        "not over the record the reader let go of"
+    );
+    holder.join().unwrap();
+    assert_eq!(q.get_bytes().unwrap(), pattern(len, 1));
+}
+
+/// Sets the consumer's CPU hint beside head to a CPU no thread runs on.
+fn reader_ran_elsewhere<T>(q: &Queue<T>) {
+    q.segment()
+        .write_at(HEAD + 8, &u32::MAX.to_ne_bytes())
+        .unwrap();
+}
+
+#[test]
+fn a_reader_that_holds_on_past_the_wait_gets_the_next_records_elsewhere() {
+    let q: Queue<()> = Queue::builder().ring_bytes(4 << 20).build().unwrap();
+    let len = 300_000;
+    let rec = record_len(len);
+    q.put_bytes(&pattern(len, 0)).unwrap();
+    let m = q.get_in_place().unwrap();
+    // A wait of at most 5 ms, for a reader that holds on.
+    reader_ran_elsewhere(&q);
+    q.ring.set_large_write_for_tests(Duration::from_millis(40));
+    q.put_bytes(&pattern(len, 1)).unwrap();
+    assert_eq!(tail_offset(q.segment()), 2 * rec, "after the held record");
+    assert!(
+        q.ring.reuse_skips_for_tests() > 0,
+        "the next ones still wait"
+    );
+    drop(m);
+    assert_eq!(q.get_bytes().unwrap(), pattern(len, 1));
+    // Back to the start, as ever (it fits with 16 bytes to spare).
+    q.put_bytes(&pattern(len, 2)).unwrap();
+    assert_eq!(tail_offset(q.segment()), rec);
+    assert_eq!(q.get_bytes().unwrap(), pattern(len, 2));
+    // Empty, head and tail at the end of the first record: without the
+    // miss the next would fill the ring from offset 0 up to head; now it
+    // goes after the last, leaving room to run ahead.
+    q.put_bytes(&pattern(len, 3)).unwrap();
+    assert_eq!(tail_offset(q.segment()), 2 * rec, "filled the ring");
+    assert_eq!(q.get_bytes().unwrap(), pattern(len, 3));
+}
+
+#[test]
 fn a_large_typed_value_of_known_size_goes_back_to_the_start_too() {
     let q: Queue<Vec<u8>> = Queue::builder().ring_bytes(4 << 20).build().unwrap();
     let value = pattern(300_000, 1);
@@ -741,4 +862,106 @@ fn a_large_typed_value_of_known_size_goes_back_to_the_start_too() {
         }
     }
     assert_eq!(q.get().unwrap(), value);
+}
+
+/// A message of [`ring_model`]: its number, then that number's low byte
+/// over and over.
+fn numbered(seq: u64, len: usize) -> Vec<u8> {
+    let mut m = vec![seq as u8; len.max(8)];
+    m[..8].copy_from_slice(&seq.to_le_bytes());
+    m
+}
+
+fn is_numbered(m: &[u8], seq: u64, len: usize) -> bool {
+    m.len() == len.max(8) && m[..8] == seq.to_le_bytes() && m[8..].iter().all(|&b| b == seq as u8)
+}
+
+#[derive(Clone, Debug)]
+enum RingOp {
+    /// Put a message of this size, blocking (for at most a moment) or not.
+    Put(usize, bool),
+    Get,
+    /// Take a message in place, put these while holding it, let it go.
+    Hold(Vec<usize>),
+}
+
+fn ring_op() -> impl proptest::strategy::Strategy<Value = RingOp> {
+    use proptest::prelude::*;
+    // Large sizes repeat, so that records take one another's place and
+    // fill the ring to the last byte; the largest is the record limit.
+    let size = prop_oneof![
+        1usize..200,
+        Just(300_000usize),
+        Just(300_000usize),
+        262_200usize..400_000,
+        Just(MODEL_RING / 2 - 16),
+    ];
+    prop_oneof![
+        3 => (size.clone(), any::<bool>()).prop_map(|(len, block)| RingOp::Put(len, block)),
+        3 => Just(RingOp::Get),
+        2 => proptest::collection::vec(size, 0..4).prop_map(RingOp::Hold),
+    ]
+}
+
+const MODEL_RING: usize = 1 << 20;
+
+proptest::proptest! {
+    #![proptest_config(proptest::prelude::ProptestConfig::with_cases(48))]
+
+    /// Any mix of small and large records, read and held in place: every
+    /// message comes out once, whole and in order; a held record never
+    /// changes; a full ring is never taken for an empty one, nor an empty
+    /// one for full; and the count of messages is right after each step.
+    #[test]
+    fn ring_model(ops in proptest::collection::vec(ring_op(), 1..40)) {
+        let q: Queue<()> = Queue::builder().ring_bytes(MODEL_RING).build().unwrap();
+        let mut queued = std::collections::VecDeque::new();
+        let mut next = 0u64;
+        let mut put = |q: &Queue<()>, queued: &mut std::collections::VecDeque<(u64, usize)>, len: usize, block: bool| {
+            let m = numbered(next, len);
+            let done = if block {
+                q.put_bytes_timeout(&m, Duration::from_millis(1)).is_ok()
+            } else {
+                q.try_put_bytes(&m).is_ok()
+            };
+            if done {
+                queued.push_back((next, len));
+                next += 1;
+            } else {
+                assert!(!queued.is_empty(), "an empty ring refused {len} bytes");
+            }
+        };
+        for op in ops {
+            match op {
+                RingOp::Put(len, block) => put(&q, &mut queued, len, block),
+                RingOp::Get => match q.try_get_bytes() {
+                    Ok(m) => {
+                        let (seq, len) = queued.pop_front().expect("a message out of an empty queue");
+                        assert!(is_numbered(&m, seq, len), "message {seq} torn or out of order");
+                    }
+                    Err(_) => assert!(queued.is_empty(), "{} messages not found", queued.len()),
+                },
+                RingOp::Hold(lens) => {
+                    let Some(&(seq, len)) = queued.front() else {
+                        assert!(q.try_get_bytes().is_err());
+                        continue;
+                    };
+                    let m = q.get_in_place_timeout(Duration::ZERO).expect("a queued message");
+                    assert!(is_numbered(&m, seq, len), "message {seq} torn or out of order");
+                    for len in lens {
+                        put(&q, &mut queued, len, false);
+                    }
+                    assert!(is_numbered(&m, seq, len), "held message {seq} overwritten");
+                    drop(m);
+                    queued.pop_front();
+                }
+            }
+            assert_eq!(q.qsize(), queued.len());
+        }
+        while let Some((seq, len)) = queued.pop_front() {
+            let m = q.try_get_bytes().expect("a queued message");
+            assert!(is_numbered(&m, seq, len), "message {seq} torn or out of order");
+        }
+        assert!(q.try_get_bytes().is_err());
+    }
 }

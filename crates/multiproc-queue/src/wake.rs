@@ -50,6 +50,51 @@ pub(crate) fn nap(
     }
 }
 
+/// Spins while `busy` holds, for at most [`NAP_PHASE`] or until
+/// `deadline`; returns `true` once `ready` holds, `false` when `busy` stops
+/// holding or the time is up.
+///
+/// For a waiter that must answer the end of its partner's operation at
+/// once rather than a [`NAP`] later, and whose partner runs on another CPU
+/// (see [`partner_elsewhere`]): it pays with its own CPU meanwhile, and
+/// yields none of it, since a yield to another task of this CPU can cost
+/// a whole time slice.
+pub(crate) fn spin_while(
+    deadline: Option<Instant>,
+    mut ready: impl FnMut() -> bool,
+    mut busy: impl FnMut() -> bool,
+) -> bool {
+    let end = Instant::now() + NAP_PHASE;
+    let end = deadline.map_or(end, |d| d.min(end));
+    loop {
+        if ready() {
+            return true;
+        }
+        if !busy() || Instant::now() >= end {
+            return false;
+        }
+        std::hint::spin_loop();
+    }
+}
+
+/// Records in `hint` the CPU this thread runs on (+ 1), for a partner's
+/// [`partner_elsewhere`]; stores only a change.
+pub(crate) fn note_cpu(hint: &AtomicU32) {
+    let cpu = futex::current_cpu().wrapping_add(1);
+    if hint.load(Ordering::Relaxed) != cpu {
+        hint.store(cpu, Ordering::Relaxed);
+    }
+}
+
+/// Whether the partner that last wrote `hint` (see [`note_cpu`]) ran on
+/// another CPU than this thread runs on now: then spinning sees it finish
+/// and takes nothing from it. A hint only (either may have moved since);
+/// a wrong answer costs time, never correctness.
+pub(crate) fn partner_elsewhere(hint: &AtomicU32) -> bool {
+    let cpu = hint.load(Ordering::Relaxed);
+    cpu != 0 && cpu != futex::current_cpu().wrapping_add(1)
+}
+
 /// `deadline`, shortened to [`recheck_slice`] from now when that applies.
 pub(crate) fn sleep_until(deadline: Option<Instant>) -> Option<Instant> {
     match recheck_slice() {

@@ -448,8 +448,15 @@ impl Book {
 /// mix.
 const CHAOS_LARGE: &str = "CHAOS_LARGE_RECORDS";
 
-fn chaos_body_len(rng: &mut Rng, large: bool) -> usize {
-    if large {
+/// [`CHAOS_LARGE`]'s value for the mix of one size: every record takes the
+/// last one's place in an empty ring, filling it to the last byte.
+const CHAOS_EQUAL: &str = "equal";
+
+fn chaos_body_len(rng: &mut Rng, large: Option<&str>) -> usize {
+    if large == Some(CHAOS_EQUAL) {
+        return 280_000;
+    }
+    if large.is_some() {
         // Single records large enough to go back to the start of the ring
         // while the readers keep up, between small ones.
         return match rng.below(10) {
@@ -476,9 +483,9 @@ fn role_chaos_producer(_: &[String]) {
         "too many incarnations"
     );
     let mut rng = Rng::new(seed());
-    let large = std::env::var_os(CHAOS_LARGE).is_some();
+    let large = std::env::var(CHAOS_LARGE).ok();
     for seq in 0..CHAOS_MAX_SEQ {
-        let m = make_message(id, seq, chaos_body_len(&mut rng, large));
+        let m = make_message(id, seq, chaos_body_len(&mut rng, large.as_deref()));
         let result = if rng.below(4) == 0 {
             q.put_with(m.len(), |buf| buf.copy_from_slice(&m))
                 .map_err(|e| e.is_closed())
@@ -698,7 +705,7 @@ fn role_forced_producer(args: &[String]) {
         let id = book.word(C_NEXT_ID).fetch_add(1, Ordering::SeqCst) as u32;
         assert!(id < MARKER_ID, "too many incarnations");
         for seq in 0..CHAOS_MAX_SEQ {
-            let m = make_message(id, seq, chaos_body_len(&mut rng, false));
+            let m = make_message(id, seq, chaos_body_len(&mut rng, None));
             loop {
                 match forced_put(q, &m, &mut rng) {
                     Attempt::Done => break,
@@ -1146,35 +1153,44 @@ fn dropping_the_last_handle_frees_the_memory() {
 }
 
 fn chaos_kills_never_tear_duplicate_or_hang() {
-    chaos(None, false);
+    chaos(None, None);
 }
 
 fn chaos_with_biases_changing_hands_all_the_time() {
     // Every take of a lock earns a bias, so the children's locks are
     // biased, revoked and taken back from killed holders all the time.
-    chaos(Some("1"), false);
+    chaos(Some("1"), None);
 }
 
 fn chaos_with_large_records_going_back_to_the_start() {
     // Most messages are single records of 260-660 KB in a 4 MiB ring, so
     // puts pad the end and go back to the start whenever the readers keep
     // up, and kills land in those puts and in their reads.
-    chaos(None, true);
+    chaos(None, Some("1"));
+}
+
+fn chaos_with_large_records_taking_each_others_place() {
+    // Every message 280 KB: a record put into an empty ring goes to offset
+    // 0 and ends where the last one read ended, filling the ring to the
+    // last byte, and producers wait for readers to let go of the last
+    // record; kills land in those waits, in full rings and in the loans.
+    chaos(None, Some(CHAOS_EQUAL));
 }
 
 fn chaos_with_large_records_and_biases_changing_hands() {
     // The same, every take of a lock earning a bias, so the biased fast
     // paths are in play throughout (fewer puts get through: revocations
     // wait for killed holders).
-    chaos(Some("1"), true);
+    chaos(Some("1"), Some("1"));
 }
 
 /// Kills producers and consumers at random points; children get
 /// `MULTIPROC_BIAS_AFTER=bias_after` when given, and put mostly large
-/// records (in a ring large enough for them) with `large`.
-fn chaos(bias_after: Option<&str>, large: bool) {
+/// records (in a ring large enough for them) with `large`, which becomes
+/// their [`CHAOS_LARGE`] (see [`chaos_body_len`]).
+fn chaos(bias_after: Option<&str>, large: Option<&str>) {
     let kills_wanted: usize = if full() { 1000 } else { 200 };
-    let ring = if large { 4 << 20 } else { 256 * 1024 };
+    let ring = if large.is_some() { 4 << 20 } else { 256 * 1024 };
     let q: Queue<()> = Queue::builder().ring_bytes(ring).build().unwrap();
     let book = Book(Segment::anonymous(CHAOS_SEGMENT).unwrap());
     let fds = [q.as_fd(), book.0.as_fd()];
@@ -1183,8 +1199,8 @@ fn chaos(bias_after: Option<&str>, large: bool) {
         if let Some(n) = bias_after {
             cmd.env("MULTIPROC_BIAS_AFTER", n);
         }
-        if large {
-            cmd.env(CHAOS_LARGE, "1");
+        if let Some(mix) = large {
+            cmd.env(CHAOS_LARGE, mix);
         }
         cmd.stdin(std::process::Stdio::null()).spawn().unwrap()
     };
@@ -1199,7 +1215,14 @@ fn chaos(bias_after: Option<&str>, large: bool) {
     let limit = Duration::from_secs(if full() { 900 } else { 180 });
     while kills < kills_wanted {
         assert!(start.elapsed() < limit, "chaos run overran its time budget");
-        std::thread::sleep(Duration::from_micros(rng.below(8000)));
+        // One size of large records: longer lives, so that each process
+        // gets through a few puts or gets between kills.
+        let between = if large == Some(CHAOS_EQUAL) {
+            30_000
+        } else {
+            8000
+        };
+        std::thread::sleep(Duration::from_micros(rng.below(between)));
         let (pool, role) = if rng.below(2) == 0 {
             producer_kills += 1;
             (&mut producers, role!(role_chaos_producer))
@@ -1809,6 +1832,7 @@ fn main() {
             chaos_kills_never_tear_duplicate_or_hang,
             chaos_with_biases_changing_hands_all_the_time,
             chaos_with_large_records_going_back_to_the_start,
+            chaos_with_large_records_taking_each_others_place,
             chaos_with_large_records_and_biases_changing_hands,
             chaos_forced_bias_with_kills_stops_and_killed_revokers,
             queue_keeps_working_after_a_producer_dies_mid_fragment,

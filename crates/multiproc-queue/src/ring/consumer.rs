@@ -24,7 +24,7 @@ use std::time::{Duration, Instant};
 
 use super::{
     ABORT, Block, CLOSING, CONT, Consumer, FIRST, FIRST_PREFIX, LAST, PAD, POLL_EVERY, Rec, Ring,
-    SEALED, Stop, WHOLE, corrupt, rec_len, wrap,
+    SEALED, Stop, WHOLE, WRAP_EARLY_FROM, corrupt, rec_len, ring_used, wrap,
 };
 use crate::error::QueueError;
 use crate::layout::{Control, REC_ALIGN, pack, unpack};
@@ -124,8 +124,7 @@ impl Ring {
         let me = thread_id();
         self.pacing
             && self.outpaced.load(Ordering::Relaxed)
-            && unpack(ctl.head.word.load(Ordering::Relaxed)).1
-                == unpack(ctl.cons.cached_tail.load(Ordering::Relaxed)).1
+            && ctl.head.word.load(Ordering::Relaxed) == ctl.cons.cached_tail.load(Ordering::Relaxed)
             && (self.cons_mine.load(Ordering::Relaxed) >> 32) as u32 == me
             && (self.prod_mine.load(Ordering::Relaxed) >> 32) as u32 != me
     }
@@ -136,6 +135,18 @@ impl Ring {
     fn note_outpaced(&self, outpaced: bool) {
         if self.outpaced.load(Ordering::Relaxed) != outpaced {
             self.outpaced.store(outpaced, Ordering::Relaxed);
+        }
+    }
+
+    /// Records whether the last record read whole was a large one (see
+    /// `wait_data`); stores only a change, as `note_outpaced`.
+    #[inline]
+    fn note_large_read(&self, large: bool) {
+        if self.large_reads.load(Ordering::Relaxed) != large {
+            self.large_reads.store(large, Ordering::Relaxed);
+        }
+        if large {
+            wake::note_cpu(&self.ctl().head.cpu);
         }
     }
 
@@ -180,6 +191,16 @@ impl Ring {
         let ready = || ctl.tail.word.load(Ordering::Acquire) != seen || self.closed() & SEALED != 0;
         // A producer holding its lock is writing a message now.
         let writing = || self.prod_lock().in_use();
+        // A reader of large records whose producer runs on another CPU
+        // answers the end of a large write at once: the producer may be
+        // waiting for it to let go of the last record (see
+        // `Producer::let_reader_finish`), which a nap would answer late.
+        if self.large_reads.load(Ordering::Relaxed)
+            && wake::partner_elsewhere(&ctl.tail.cpu)
+            && wake::spin_while(deadline, ready, writing)
+        {
+            return Ok(());
+        }
         if wake::nap(&ctl.wait.data, deadline, ready, writing) {
             return Ok(());
         }
@@ -291,25 +312,28 @@ impl Consumer<'_> {
         if h >= cap || !h.is_multiple_of(REC_ALIGN) {
             return Err(corrupt("head offset"));
         }
-        let (_, mut t) = unpack(ctl.cons.cached_tail.load(Ordering::Relaxed));
+        let mut tail = ctl.cons.cached_tail.load(Ordering::Relaxed);
+        let (_, t) = unpack(tail);
         if t == h || t >= cap || !t.is_multiple_of(REC_ALIGN) {
             // SYNC: Acquire pairs with the Release tail store in `emit`: every
             // record before this tail is completely written.
-            let word = ctl.tail.word.load(Ordering::Acquire);
-            ctl.cons.cached_tail.store(word, Ordering::Relaxed);
-            t = unpack(word).1;
+            tail = ctl.tail.word.load(Ordering::Acquire);
+            ctl.cons.cached_tail.store(tail, Ordering::Relaxed);
+            let (tc, t) = unpack(tail);
             if t >= cap || !t.is_multiple_of(REC_ALIGN) {
                 return Err(corrupt("tail offset"));
             }
-            if t == h {
+            let waiting = tc.wrapping_sub(count);
+            if t == h && waiting == 0 {
                 ring.note_outpaced(false);
                 return Ok(None);
             }
             // Counted in whole messages (the counts in head and tail), so a
             // pad before a record, or a message in fragments, is one.
-            ring.note_outpaced(unpack(word).0.wrapping_sub(count) > 1);
+            ring.note_outpaced(waiting > 1);
         }
-        let used = wrap(t + cap - h, cap);
+        let (tc, t) = unpack(tail);
+        let used = ring_used(t, tc, h, count, cap);
         let (len, kind, extra) = ring.read_header(h);
         if len > cap {
             return Err(corrupt("record length"));
@@ -368,6 +392,7 @@ impl Consumer<'_> {
             match r.kind {
                 PAD => self.advance(r.count, 0),
                 WHOLE => {
+                    self.ring.note_large_read(rec_len(r.len) >= WRAP_EARLY_FROM);
                     if asm.take().is_some() || state.load(Ordering::Relaxed) != C_IDLE {
                         state.store(C_IDLE, Ordering::Relaxed);
                     }

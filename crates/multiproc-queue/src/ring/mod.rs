@@ -38,18 +38,43 @@
 //! writer's packed process identity (8 bytes), then data. A record never
 //! wraps: when it does not fit before the end, a `PAD` record fills the end
 //! and the record starts at offset 0, both published by the same tail store.
-//! A large record whose readers keep up goes back to offset 0 the same way
-//! whenever it fits there, so that large copies keep to a few lines of
-//! the ring that are still in the caches (`WRAP_EARLY_FROM` in
-//! `producer.rs`).
-//! `head == tail` means empty; producers always leave 16 bytes free so a full
-//! ring never looks empty.
 //!
 //! The `head` and `tail` words pack `count << 32 | offset`: `count` numbers
 //! complete messages (it grows on `WHOLE` and `LAST`), so one store moves a
 //! message in or out together with its bytes and a crash cannot separate the
 //! two. `qsize` is `tail.count - head.count`; a `JoinableQueue`'s unfinished
 //! tasks are `tail.count - done`.
+//!
+//! `head == tail` with equal counts means empty. Producers leave 16 bytes
+//! before head free, with one exception: a large `WHOLE` record put into an
+//! empty ring may fill it to the last byte (below), and then `head == tail`
+//! with different counts means full — that record moved tail's count, and
+//! head's catches up only once it is read (`ring_used`).
+//!
+//! # Large records
+//!
+//! A record of at least [`WRAP_EARLY_FROM`] bytes stays on bytes still in
+//! the caches where it can (a ring larger than the caches would otherwise
+//! have every large copy write lines that left them):
+//!
+//! - it goes back to offset 0, padding the end, whenever it fits there and
+//!   no more than one record's worth is unread (`Producer::wrap_early`);
+//!   into an empty ring it may end exactly at head, so a record of the same
+//!   size as the last takes the last one's place;
+//! - a producer that finds exactly one message unread, which its reader
+//!   is about to take or holds, waits a moment for the ring to empty
+//!   before it writes (`Producer::let_reader_finish`), and a reader that
+//!   just read a large record spins, rather than naps, while the next is
+//!   written, so that it lets go of it at once. Both spin only while the
+//!   other side ran on another CPU when it last wrote or took a large
+//!   record (a hint beside head and tail; a yield to another task of the
+//!   same CPU can cost a time slice); on one CPU the producer's wait
+//!   yields, and the reader naps as before;
+//! - a producer whose wait ran out, or who waited for room longer than its
+//!   spin, neither waits nor fills the ring for the next
+//!   `REUSE_SKIPS_AFTER_MISS` large records: a reader that copies its
+//!   messages out, holds them, or is held up by other work on its CPU is
+//!   better served by a producer that runs ahead.
 //!
 //! The producer side (put paths, fragments, close) is in `producer.rs`,
 //! the consumer side (get paths, in-place reads, pacing) in `consumer.rs`,
@@ -106,6 +131,13 @@ const ABORT: u32 = 0x5251_0006;
 
 /// Bytes of a `FIRST` payload before the data: the writer's identity.
 const FIRST_PREFIX: u32 = 8;
+
+/// A record this large (header included) goes back to the start of the
+/// ring, padding the end, whenever it fits there and no more than one
+/// record's worth is still unread (see `Producer::wrap_early`), and a
+/// reader that just read one spins rather than naps while the next is
+/// written (see `wait_data` in `consumer.rs`).
+const WRAP_EARLY_FROM: u32 = 256 * 1024;
 
 /// `closed` bit: `close` started; puts fail from now on.
 const CLOSING: u32 = 1;
@@ -237,6 +269,21 @@ fn wrap(x: u32, cap: u32) -> u32 {
     }
 }
 
+/// Bytes between head (offset `h`, message count `hc`) and tail (`t`,
+/// `tc`). Equal offsets mean an empty ring when the counts are equal too,
+/// and a full one when they differ: a producer fills the ring to the last
+/// byte only with a record that ends a message (`WHOLE`), which moves
+/// tail's count, and head's count catches up only once that record is
+/// read; every other record leaves 16 bytes before head free.
+#[inline]
+fn ring_used(t: u32, tc: u32, h: u32, hc: u32, cap: u32) -> u32 {
+    if t == h && tc != hc {
+        cap
+    } else {
+        wrap(t + cap - h, cap)
+    }
+}
+
 /// Bytes a record with a payload of `len` takes (header included). `len`
 /// must be at most the ring length, so this cannot overflow.
 #[inline]
@@ -267,6 +314,14 @@ pub(crate) struct Ring {
     /// Length of the last value this process encoded in place (or the room
     /// it did not fit in): how much room is worth a fresh look at head.
     last_encoding: AtomicU32,
+    /// How long (ns) this process's last large record took to write, and
+    /// how many large records are still to skip the wait for the reader
+    /// (see `Producer::let_reader_finish`).
+    large_write_ns: AtomicU32,
+    reuse_skips: AtomicU32,
+    /// The last record this process read whole was a large one (at least
+    /// [`WRAP_EARLY_FROM`]).
+    large_reads: AtomicBool,
     /// A bias of the producer lock granted to a thread of this process
     /// (see `bias.rs`).
     prod_mine: AtomicU64,
@@ -381,6 +436,9 @@ impl Ring {
             max_record: (cap / 2) & !(REC_ALIGN - 1),
             resume_room: (cap / 4).min(RESUME_ROOM),
             last_encoding: AtomicU32::new(0),
+            large_write_ns: AtomicU32::new(0),
+            reuse_skips: AtomicU32::new(0),
+            large_reads: AtomicBool::new(false),
             prod_mine: AtomicU64::new(0),
             cons_mine: AtomicU64::new(0),
             outpaced: AtomicBool::new(false),

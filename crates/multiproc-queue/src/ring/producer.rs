@@ -20,11 +20,11 @@ use multiproc_core::futex::{self, SpinWait, WaitOutcome};
 use multiproc_core::{CodecError, copy};
 use std::cell::Cell;
 use std::sync::atomic::Ordering;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use super::{
     ABORT, Block, CLOSING, CONT, FIRST, FIRST_PREFIX, LAST, PAD, POLL_EVERY, Producer, Ring,
-    SEALED, Stop, WHOLE, corrupt, rec_len, wrap,
+    SEALED, Stop, WHOLE, WRAP_EARLY_FROM, corrupt, rec_len, ring_used, wrap,
 };
 use crate::error::QueueError;
 use crate::layout::{Control, REC_ALIGN, pack, unpack};
@@ -50,10 +50,15 @@ pub(crate) const DIRECT_ENCODE_MAX_FOR_TESTS: usize = DIRECT_ENCODE_MAX as usize
 /// write of a value reserves 64 bytes).
 const MIN_ENCODING_ROOM: u32 = 64;
 
-/// A record this large (header included) goes back to the start of the
-/// ring, padding the end, whenever it fits there and no more than one
-/// record's worth is still unread (see [`Producer::wrap_early`]).
-const WRAP_EARLY_FROM: u32 = 256 * 1024;
+/// A producer about to write a large record while its reader still holds
+/// the one before waits for it at most this fraction (1 / n) of the time
+/// its last large record took to write (see
+/// [`Producer::let_reader_finish`]).
+const REUSE_WAIT_SHARE: u32 = 8;
+
+/// After a wait for the reader that ran out, this many large records are
+/// placed without waiting.
+const REUSE_SKIPS_AFTER_MISS: u32 = 16;
 
 /// What [`Ring::put_encoded`] did with a value (an encoder that fails for
 /// another reason than room stops the put with a [`Stop::Failed`]).
@@ -190,6 +195,9 @@ impl Ring {
             Some(len) => rec_len(len),
             None => rec_len(MIN_ENCODING_ROOM).min(self.max_record),
         };
+        if exact.is_some() {
+            p.let_reader_finish(want, block)?;
+        }
         // The placement the wait found stays good: we hold the producer lock
         // (tail stays), and head only frees more.
         let mut placed = (0, 0);
@@ -207,6 +215,10 @@ impl Ring {
         // SAFETY: we hold the producer lock and `room_for_encoding` placed
         // `start..start + room` in the free part of the ring.
         let buf = unsafe { self.bytes_mut(start + REC_ALIGN, room - REC_ALIGN) };
+        let started = (room >= WRAP_EARLY_FROM).then(|| {
+            wake::note_cpu(&self.ctl().tail.cpu);
+            Instant::now()
+        });
         let encoded = encode(buf);
         // The size hint is for values of unknown size.
         if exact.is_none() {
@@ -225,11 +237,34 @@ impl Ring {
                 // The payload is in place; `emit` adds the header (and the
                 // pad, which lies outside `buf`) and publishes.
                 p.emit(WHOLE, start, len as u32, 0, true, |_| {});
+                if let Some(started) = started {
+                    self.note_large_write(started);
+                }
                 Ok(Encoded::Published)
             }
             Err(e) if e.is_too_large() => Ok(Encoded::DidNotFit),
             Err(e) => Err(Stop::Failed(QueueError::Codec(e))),
         }
+    }
+
+    /// Records how long the large record whose writing began at `started`
+    /// took (see [`Producer::let_reader_finish`]).
+    fn note_large_write(&self, started: Instant) {
+        let ns = u32::try_from(started.elapsed().as_nanos()).unwrap_or(u32::MAX);
+        self.large_write_ns.store(ns, Ordering::Relaxed);
+    }
+
+    /// Sets what the last large write took, as if measured.
+    #[cfg(test)]
+    pub(crate) fn set_large_write_for_tests(&self, took: Duration) {
+        let ns = u32::try_from(took.as_nanos()).unwrap_or(u32::MAX);
+        self.large_write_ns.store(ns, Ordering::Relaxed);
+    }
+
+    /// Large records still to place without waiting for the reader.
+    #[cfg(test)]
+    pub(crate) fn reuse_skips_for_tests(&self) -> u32 {
+        self.reuse_skips.load(Ordering::Relaxed)
     }
 
     fn check_len(&self, len: usize) -> Result<(), Stop> {
@@ -282,9 +317,9 @@ impl Producer<'_> {
         unpack(self.ctl().prod.tail.load(Ordering::Relaxed))
     }
 
-    /// Head offset: the cached copy, or a fresh one.
+    /// `(count, offset)` of head: the cached copy, or a fresh one.
     #[inline]
-    fn head(&self, fresh: bool) -> Result<u32, Stop> {
+    fn head(&self, fresh: bool) -> Result<(u32, u32), Stop> {
         let prod = &self.ctl().prod;
         let word = if fresh {
             // SYNC: pairs with the Release head store in
@@ -296,26 +331,35 @@ impl Producer<'_> {
         } else {
             prod.cached_head.load(Ordering::Relaxed)
         };
-        let (_, off) = unpack(word);
+        let (count, off) = unpack(word);
         if off >= self.ring.cap || !off.is_multiple_of(REC_ALIGN) {
             return Err(corrupt("head offset"));
         }
-        Ok(off)
+        Ok((count, off))
+    }
+
+    /// Bytes between head and tail: from the cached head, or a fresh one.
+    #[inline]
+    fn used(&self, fresh: bool) -> Result<u32, Stop> {
+        let cap = self.ring.cap;
+        let (tc, t) = self.tail();
+        if t >= cap || !t.is_multiple_of(REC_ALIGN) {
+            return Err(corrupt("tail offset"));
+        }
+        let (hc, h) = self.head(fresh)?;
+        Ok(ring_used(t, tc, h, hc, cap))
     }
 
     /// Record bytes placeable now: `(a, b)` where `a` is contiguous at the
     /// tail and `b` at offset 0 (after padding the end), both at most the
-    /// record limit.
+    /// record limit, leaving 16 bytes before head free (see
+    /// [`wrap_early`](Self::wrap_early) for the one exception).
     #[inline]
     fn rooms(&self, fresh: bool) -> Result<(u32, u32), Stop> {
         let cap = self.ring.cap;
+        let used = self.used(fresh)?;
         let (_, t) = self.tail();
-        if t >= cap || !t.is_multiple_of(REC_ALIGN) {
-            return Err(corrupt("tail offset"));
-        }
-        let h = self.head(fresh)?;
-        let used = wrap(t + cap - h, cap);
-        let free = cap - REC_ALIGN - used;
+        let free = (cap - used).saturating_sub(REC_ALIGN);
         let end = cap - t;
         let a = free.min(end);
         let b = if t != 0 && free > end { free - end } else { 0 };
@@ -330,10 +374,11 @@ impl Producer<'_> {
         Ok((a.min(max), b.min(max)))
     }
 
-    /// Where a record of `rec` bytes can start now, if anywhere.
+    /// Where a record of `rec` bytes can start now, if anywhere; `whole`
+    /// says it is a `WHOLE` record (which may go back to the start early).
     #[inline]
-    fn fits(&self, rec: u32) -> Result<Option<u32>, Stop> {
-        if rec >= WRAP_EARLY_FROM && self.wrap_early(rec)?.is_some() {
+    fn fits(&self, rec: u32, whole: bool) -> Result<Option<u32>, Stop> {
+        if whole && rec >= WRAP_EARLY_FROM && self.wrap_early(rec)?.is_some() {
             return Ok(Some(0));
         }
         for fresh in [false, true] {
@@ -392,9 +437,19 @@ impl Producer<'_> {
     #[inline(never)]
     fn wrap_early(&self, rec: u32) -> Result<Option<u32>, Stop> {
         let (_, b) = self.rooms(true)?;
+        let unread = self.used(false)?;
+        if rec <= b && unread <= rec {
+            return Ok(Some(b));
+        }
+        // An empty ring: the record may end where the last one read ended
+        // (head), filling the ring to the last byte, which the counts in
+        // head and tail tell from empty (see `ring_used`). Without this a
+        // record of the same size as the last could never take its place.
+        // It leaves no room to run ahead until the reader takes the
+        // record, so only while readers answer quickly.
         let (_, t) = self.tail();
-        let unread = wrap(t + self.ring.cap - self.head(false)?, self.ring.cap);
-        Ok((rec <= b && unread <= rec).then_some(b))
+        let quick = self.ring.reuse_skips.load(Ordering::Relaxed) == 0;
+        Ok((unread == 0 && rec <= t && quick).then_some(t))
     }
 
     /// The larger placement for a fragment: `(start, record bytes)`.
@@ -476,6 +531,12 @@ impl Producer<'_> {
                 return Ok(());
             }
         }
+        // The readers did not free room while we spun: they are busy or
+        // away, and a large record that filled the ring would have to wait
+        // for them again (see `wrap_early`).
+        self.ring
+            .reuse_skips
+            .store(REUSE_SKIPS_AFTER_MISS, Ordering::Relaxed);
         // A sleeper takes any room: a consumer wakes it on every record it
         // frees, and sleeping again each time would cost more. So does a
         // napper, which looks only now and then.
@@ -576,7 +637,7 @@ impl Producer<'_> {
     fn settle_slow(&self, block: Block) -> Result<(), Stop> {
         let mut at = 0;
         self.wait_space(block, |p| {
-            Ok(p.fits(REC_ALIGN)?.inspect(|&s| at = s).is_some())
+            Ok(p.fits(REC_ALIGN, false)?.inspect(|&s| at = s).is_some())
         })?;
         self.emit(ABORT, at, 0, 0, false, |_| {});
         self.ctl().prod.state.store(P_IDLE, Ordering::Relaxed);
@@ -596,11 +657,80 @@ impl Producer<'_> {
     /// One `WHOLE` record of `len` (at most `max_inline`) bytes.
     fn put_whole(&self, len: u32, block: Block, fill: impl FnOnce(&mut [u8])) -> Result<(), Stop> {
         let rec = rec_len(len);
+        self.let_reader_finish(rec, block)?;
         let mut at = 0;
         self.wait_space(block, |p| {
-            Ok(p.items_ok() && p.fits(rec)?.inspect(|&s| at = s).is_some())
+            Ok(p.items_ok() && p.fits(rec, true)?.inspect(|&s| at = s).is_some())
         })?;
-        self.emit(WHOLE, at, len, 0, true, fill);
+        if rec >= WRAP_EARLY_FROM {
+            wake::note_cpu(&self.ctl().tail.cpu);
+            let started = Instant::now();
+            self.emit(WHOLE, at, len, 0, true, fill);
+            self.ring.note_large_write(started);
+        } else {
+            self.emit(WHOLE, at, len, 0, true, fill);
+        }
+        Ok(())
+    }
+
+    /// Before a large record of `rec` bytes, when exactly one message is
+    /// unread (the reader is about to take it, or holds it) and the record
+    /// cannot go to offset 0 now: waits a moment for the ring to empty, so
+    /// that the record goes to offset 0 over the bytes the last one took
+    /// (see [`wrap_early`](Self::wrap_early)).
+    ///
+    /// Why: a reader that keeps up frees each record soon after it is
+    /// published, while the producer already writes the next one, so
+    /// records of the same size would take turns in two or three places.
+    /// Several megabytes of destinations leave the caches where one does
+    /// not: a 1 MiB copy into one destination ran at about 22 GB/s, into
+    /// two in turn at 17 (the compare demo's `memcpy` columns). The wait
+    /// is bounded by a share ([`REUSE_WAIT_SHARE`]) of what the last large
+    /// write took, about what writing into the caches saves; a wait that
+    /// runs out (a reader that holds its messages, copies them out, or
+    /// sleeps) stops the waits, and the records that fill the ring, for
+    /// [`REUSE_SKIPS_AFTER_MISS`] records. Only blocking puts wait.
+    #[inline]
+    fn let_reader_finish(&self, rec: u32, block: Block) -> Result<(), Stop> {
+        if rec < WRAP_EARLY_FROM || !block.sleeps() {
+            return Ok(());
+        }
+        self.let_reader_finish_slow(rec)
+    }
+
+    #[inline(never)]
+    fn let_reader_finish_slow(&self, rec: u32) -> Result<(), Stop> {
+        let ring = self.ring;
+        let skips = ring.reuse_skips.load(Ordering::Relaxed);
+        if skips > 0 {
+            ring.reuse_skips.store(skips - 1, Ordering::Relaxed);
+            return Ok(());
+        }
+        let unread = self.used(true)?;
+        let messages = self.tail().0.wrapping_sub(self.head(false)?.0);
+        if unread == 0 || messages != 1 || self.wrap_early(rec)?.is_some() {
+            return Ok(());
+        }
+        let budget = Duration::from_nanos(u64::from(
+            ring.large_write_ns.load(Ordering::Relaxed) / REUSE_WAIT_SHARE,
+        ));
+        // On another CPU the reader finishes while we spin; on this one it
+        // needs the CPU, so the spin yields it now and then.
+        let elsewhere = wake::partner_elsewhere(&self.ctl().head.cpu);
+        let started = Instant::now();
+        let mut spin = SpinWait::new();
+        while started.elapsed() < budget {
+            if self.used(true)? == 0 {
+                return Ok(());
+            }
+            if elsewhere {
+                std::hint::spin_loop();
+            } else if !spin.spin() {
+                break;
+            }
+        }
+        ring.reuse_skips
+            .store(REUSE_SKIPS_AFTER_MISS, Ordering::Relaxed);
         Ok(())
     }
 
@@ -696,7 +826,7 @@ impl Producer<'_> {
     /// Gives up a fragmented message half way: publishes `ABORT` if there
     /// is room now, else leaves the debt to the next producer (`settle`).
     fn abandon(&self) {
-        if let Ok(Some(at)) = self.fits(REC_ALIGN) {
+        if let Ok(Some(at)) = self.fits(REC_ALIGN, false) {
             self.emit(ABORT, at, 0, 0, false, |_| {});
             self.ctl().prod.state.store(P_IDLE, Ordering::Relaxed);
         }
