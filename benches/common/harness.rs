@@ -3,6 +3,7 @@
 //! the control words with them, times batches, and turns timed batches into
 //! a median rate ([`measure`]).
 
+use super::batch::calibrate;
 use super::peers::{Link, Peer};
 use super::runner::{Case, RTT_SIZE, size_label};
 use multiproc::Segment;
@@ -347,25 +348,6 @@ pub fn median(rates: &[f64]) -> f64 {
     let mut sorted = rates.to_vec();
     sorted.sort_by(f64::total_cmp);
     sorted[sorted.len() / 2]
-}
-
-/// How many operations take about `batch`: runs `first`, four times more
-/// while a run takes less than a quarter of `batch`, then scales the last
-/// count to `batch`. The runs double as warm-up; the first error ends it.
-pub fn calibrate<E>(
-    mut run: impl FnMut(u64) -> Result<Duration, E>,
-    first: u64,
-    batch: Duration,
-) -> Result<u64, E> {
-    let mut n = first.max(1);
-    loop {
-        let took = run(n)?;
-        if took >= batch / 4 || n >= 1 << 40 {
-            let scale = batch.as_secs_f64() / took.as_secs_f64().max(1e-9);
-            return Ok(((n as f64 * scale) as u64).max(1));
-        }
-        n = n.saturating_mul(4);
-    }
 }
 
 /// A reasonable first count for `case`: [`first_batch`] messages for a

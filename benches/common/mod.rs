@@ -7,7 +7,8 @@
 //!   ([`Case`], [`peers`]);
 //! - `peers`: the transports under test, each behind [`Peer`]/[`Link`];
 //! - `harness`: forking the partners and timing them ([`Flow`],
-//!   [`RoundTrip`], [`measure`]).
+//!   [`RoundTrip`], [`measure`]);
+//! - `batch`: how many operations make a timed batch ([`calibrate`]).
 //!
 //! A [`Peer`] makes a [`Link`]: a one-way message channel whose value is
 //! created in the bench process and then forked, so every child holds a copy
@@ -23,15 +24,18 @@
 // Each target that includes this module uses a different part of it.
 #![allow(dead_code)]
 
+mod batch;
 mod harness;
 mod peers;
 mod runner;
 
 // As above: each target uses only some of these.
 #[allow(unused_imports)]
+pub use batch::calibrate;
+#[allow(unused_imports)]
 pub use harness::{
-    Flow, ForkedChild, Placement, RoundTrip, calibrate, first_batch, first_count, fork_child,
-    kill_children, measure, median,
+    Flow, ForkedChild, Placement, RoundTrip, first_batch, first_count, fork_child, kill_children,
+    measure, median,
 };
 #[allow(unused_imports)]
 pub use peers::{
