@@ -849,6 +849,27 @@ fn a_reader_that_holds_on_past_the_wait_gets_the_next_records_elsewhere() {
 }
 
 #[test]
+fn a_put_with_a_timeout_waits_for_the_reader_no_longer_than_that() {
+    let q: Queue<()> = Queue::builder().ring_bytes(4 << 20).build().unwrap();
+    let len = 300_000;
+    q.put_bytes(&pattern(len, 0)).unwrap();
+    let m = q.get_in_place().unwrap();
+    // The wait for the reader could last 500 ms; the put allows 20.
+    reader_ran_elsewhere(&q);
+    q.ring.set_large_write_for_tests(Duration::from_secs(4));
+    let start = std::time::Instant::now();
+    q.put_bytes_timeout(&pattern(len, 1), Duration::from_millis(20))
+        .unwrap();
+    assert!(
+        start.elapsed() < Duration::from_millis(300),
+        "waited past the timeout"
+    );
+    assert_eq!(tail_offset(q.segment()), 2 * record_len(len));
+    drop(m);
+    assert_eq!(q.get_bytes().unwrap(), pattern(len, 1));
+}
+
+#[test]
 fn a_large_typed_value_of_known_size_goes_back_to_the_start_too() {
     let q: Queue<Vec<u8>> = Queue::builder().ring_bytes(4 << 20).build().unwrap();
     let value = pattern(300_000, 1);

@@ -5,6 +5,7 @@
 
 use multiproc_core::doorbell::BellBoard;
 use multiproc_core::futex;
+use std::cell::Cell;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
@@ -33,21 +34,22 @@ pub(crate) fn nap(
     word: &AtomicU32,
     deadline: Option<Instant>,
     mut ready: impl FnMut() -> bool,
-    mut busy: impl FnMut() -> bool,
+    busy: impl FnMut() -> bool,
 ) -> bool {
-    let end = Instant::now() + NAP_PHASE;
-    let end = deadline.map_or(end, |d| d.min(end));
-    loop {
-        let v = word.load(Ordering::Relaxed);
-        if ready() {
-            return true;
-        }
-        let now = Instant::now();
-        if now >= end || !busy() {
-            return false;
-        }
-        futex::wait(word, v, Some((now + NAP).min(end)));
-    }
+    // The word is read before each look at `ready`, so that a change
+    // after the look ends the nap that follows.
+    let seen = Cell::new(0);
+    while_busy(
+        deadline,
+        || {
+            seen.set(word.load(Ordering::Relaxed));
+            ready()
+        },
+        busy,
+        |end| {
+            futex::wait(word, seen.get(), Some((Instant::now() + NAP).min(end)));
+        },
+    )
 }
 
 /// Spins while `busy` holds, for at most [`NAP_PHASE`] or until
@@ -61,8 +63,20 @@ pub(crate) fn nap(
 /// a whole time slice.
 pub(crate) fn spin_while(
     deadline: Option<Instant>,
+    ready: impl FnMut() -> bool,
+    busy: impl FnMut() -> bool,
+) -> bool {
+    while_busy(deadline, ready, busy, |_| std::hint::spin_loop())
+}
+
+/// What [`nap`] and [`spin_while`] share: until [`NAP_PHASE`] from now or
+/// `deadline`, whichever comes first, and while `busy` holds, `pause`s
+/// (given that end) between looks at `ready`.
+fn while_busy(
+    deadline: Option<Instant>,
     mut ready: impl FnMut() -> bool,
     mut busy: impl FnMut() -> bool,
+    mut pause: impl FnMut(Instant),
 ) -> bool {
     let end = Instant::now() + NAP_PHASE;
     let end = deadline.map_or(end, |d| d.min(end));
@@ -70,10 +84,10 @@ pub(crate) fn spin_while(
         if ready() {
             return true;
         }
-        if !busy() || Instant::now() >= end {
+        if Instant::now() >= end || !busy() {
             return false;
         }
-        std::hint::spin_loop();
+        pause(end);
     }
 }
 

@@ -686,20 +686,21 @@ impl Producer<'_> {
     /// not: a 1 MiB copy into one destination ran at about 22 GB/s, into
     /// two in turn at 17 (the compare demo's `memcpy` columns). The wait
     /// is bounded by a share ([`REUSE_WAIT_SHARE`]) of what the last large
-    /// write took, about what writing into the caches saves; a wait that
-    /// runs out (a reader that holds its messages, copies them out, or
-    /// sleeps) stops the waits, and the records that fill the ring, for
-    /// [`REUSE_SKIPS_AFTER_MISS`] records. Only blocking puts wait.
+    /// write took, about what writing into the caches saves, and by the
+    /// put's deadline; a wait that runs out (a reader that holds its
+    /// messages, copies them out, or sleeps) stops the waits, and the
+    /// records that fill the ring, for [`REUSE_SKIPS_AFTER_MISS`] records.
+    /// Only blocking puts wait.
     #[inline]
     fn let_reader_finish(&self, rec: u32, block: Block) -> Result<(), Stop> {
         if rec < WRAP_EARLY_FROM || !block.sleeps() {
             return Ok(());
         }
-        self.let_reader_finish_slow(rec)
+        self.let_reader_finish_slow(rec, block.deadline())
     }
 
     #[inline(never)]
-    fn let_reader_finish_slow(&self, rec: u32) -> Result<(), Stop> {
+    fn let_reader_finish_slow(&self, rec: u32, deadline: Option<Instant>) -> Result<(), Stop> {
         let ring = self.ring;
         let skips = ring.reuse_skips.load(Ordering::Relaxed);
         if skips > 0 {
@@ -717,9 +718,10 @@ impl Producer<'_> {
         // On another CPU the reader finishes while we spin; on this one it
         // needs the CPU, so the spin yields it now and then.
         let elsewhere = wake::partner_elsewhere(&self.ctl().head.cpu);
-        let started = Instant::now();
+        let end = Instant::now() + budget;
+        let end = deadline.map_or(end, |d| d.min(end));
         let mut spin = SpinWait::new();
-        while started.elapsed() < budget {
+        while Instant::now() < end {
             if self.used(true)? == 0 {
                 return Ok(());
             }
