@@ -1177,6 +1177,13 @@ fn chaos_with_large_records_taking_each_others_place() {
     chaos(None, Some(CHAOS_EQUAL));
 }
 
+fn chaos_with_large_records_taking_each_others_place_and_biases_changing_hands() {
+    // The same with every take of a lock earning a bias: the biased fast
+    // paths on both sides while records fill the ring and producers wait
+    // for readers.
+    chaos(Some("1"), Some(CHAOS_EQUAL));
+}
+
 fn chaos_with_large_records_and_biases_changing_hands() {
     // The same, every take of a lock earning a bias, so the biased fast
     // paths are in play throughout (fewer puts get through: revocations
@@ -1833,6 +1840,7 @@ fn main() {
             chaos_with_biases_changing_hands_all_the_time,
             chaos_with_large_records_going_back_to_the_start,
             chaos_with_large_records_taking_each_others_place,
+            chaos_with_large_records_taking_each_others_place_and_biases_changing_hands,
             chaos_with_large_records_and_biases_changing_hands,
             chaos_forced_bias_with_kills_stops_and_killed_revokers,
             queue_keeps_working_after_a_producer_dies_mid_fragment,

@@ -215,10 +215,7 @@ impl Ring {
         // SAFETY: we hold the producer lock and `room_for_encoding` placed
         // `start..start + room` in the free part of the ring.
         let buf = unsafe { self.bytes_mut(start + REC_ALIGN, room - REC_ALIGN) };
-        let started = (room >= WRAP_EARLY_FROM).then(|| {
-            wake::note_cpu(&self.ctl().tail.cpu);
-            Instant::now()
-        });
+        let large = self.large_write_begins(room);
         let encoded = encode(buf);
         // The size hint is for values of unknown size.
         if exact.is_none() {
@@ -237,9 +234,7 @@ impl Ring {
                 // The payload is in place; `emit` adds the header (and the
                 // pad, which lies outside `buf`) and publishes.
                 p.emit(WHOLE, start, len as u32, 0, true, |_| {});
-                if let Some(started) = started {
-                    self.note_large_write(started);
-                }
+                self.large_write_ends(large);
                 Ok(Encoded::Published)
             }
             Err(e) if e.is_too_large() => Ok(Encoded::DidNotFit),
@@ -247,11 +242,25 @@ impl Ring {
         }
     }
 
+    /// Before writing a record of `rec` bytes: when it is a large one, says
+    /// on which CPU (for the reader's `partner_elsewhere`) and when its
+    /// writing begins, for [`large_write_ends`](Self::large_write_ends).
+    #[inline]
+    fn large_write_begins(&self, rec: u32) -> Option<Instant> {
+        (rec >= WRAP_EARLY_FROM).then(|| {
+            wake::note_cpu(&self.ctl().tail.cpu);
+            Instant::now()
+        })
+    }
+
     /// Records how long the large record whose writing began at `started`
     /// took (see [`Producer::let_reader_finish`]).
-    fn note_large_write(&self, started: Instant) {
-        let ns = u32::try_from(started.elapsed().as_nanos()).unwrap_or(u32::MAX);
-        self.large_write_ns.store(ns, Ordering::Relaxed);
+    #[inline]
+    fn large_write_ends(&self, started: Option<Instant>) {
+        if let Some(started) = started {
+            let ns = u32::try_from(started.elapsed().as_nanos()).unwrap_or(u32::MAX);
+            self.large_write_ns.store(ns, Ordering::Relaxed);
+        }
     }
 
     /// Sets what the last large write took, as if measured.
@@ -374,11 +383,11 @@ impl Producer<'_> {
         Ok((a.min(max), b.min(max)))
     }
 
-    /// Where a record of `rec` bytes can start now, if anywhere; `whole`
-    /// says it is a `WHOLE` record (which may go back to the start early).
+    /// Where a record of `rec` bytes can start now, if anywhere. (Only
+    /// `WHOLE` records are large enough to go back to the start early.)
     #[inline]
-    fn fits(&self, rec: u32, whole: bool) -> Result<Option<u32>, Stop> {
-        if whole && rec >= WRAP_EARLY_FROM && self.wrap_early(rec)?.is_some() {
+    fn fits(&self, rec: u32) -> Result<Option<u32>, Stop> {
+        if rec >= WRAP_EARLY_FROM && self.wrap_early(rec)?.is_some() {
             return Ok(Some(0));
         }
         for fresh in [false, true] {
@@ -637,7 +646,7 @@ impl Producer<'_> {
     fn settle_slow(&self, block: Block) -> Result<(), Stop> {
         let mut at = 0;
         self.wait_space(block, |p| {
-            Ok(p.fits(REC_ALIGN, false)?.inspect(|&s| at = s).is_some())
+            Ok(p.fits(REC_ALIGN)?.inspect(|&s| at = s).is_some())
         })?;
         self.emit(ABORT, at, 0, 0, false, |_| {});
         self.ctl().prod.state.store(P_IDLE, Ordering::Relaxed);
@@ -660,16 +669,11 @@ impl Producer<'_> {
         self.let_reader_finish(rec, block)?;
         let mut at = 0;
         self.wait_space(block, |p| {
-            Ok(p.items_ok() && p.fits(rec, true)?.inspect(|&s| at = s).is_some())
+            Ok(p.items_ok() && p.fits(rec)?.inspect(|&s| at = s).is_some())
         })?;
-        if rec >= WRAP_EARLY_FROM {
-            wake::note_cpu(&self.ctl().tail.cpu);
-            let started = Instant::now();
-            self.emit(WHOLE, at, len, 0, true, fill);
-            self.ring.note_large_write(started);
-        } else {
-            self.emit(WHOLE, at, len, 0, true, fill);
-        }
+        let large = self.ring.large_write_begins(rec);
+        self.emit(WHOLE, at, len, 0, true, fill);
+        self.ring.large_write_ends(large);
         Ok(())
     }
 
@@ -828,7 +832,7 @@ impl Producer<'_> {
     /// Gives up a fragmented message half way: publishes `ABORT` if there
     /// is room now, else leaves the debt to the next producer (`settle`).
     fn abandon(&self) {
-        if let Ok(Some(at)) = self.fits(REC_ALIGN, false) {
+        if let Ok(Some(at)) = self.fits(REC_ALIGN) {
             self.emit(ABORT, at, 0, 0, false, |_| {});
             self.ctl().prod.state.store(P_IDLE, Ordering::Relaxed);
         }
